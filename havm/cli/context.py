@@ -1,0 +1,97 @@
+"""Where the CLI finds the running cluster.
+
+`havm up` writes a context file, `cluster.json`, into the state directory: the
+addresses and process ids of the broker, the manager and every agent. Other commands
+read it to find the manager unless `--manager ADDRESS` or `HAVM_MANAGER` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CONTEXT_FILE = "cluster.json"
+DEFAULT_STATE_DIR = ".havm"
+ENV_MANAGER = "HAVM_MANAGER"
+ENV_STATE_DIR = "HAVM_STATE_DIR"
+
+
+class ContextError(Exception):
+    """The running cluster cannot be found; the message says what to do."""
+
+
+@dataclass
+class Component:
+    """One process of the local cluster."""
+
+    name: str  # "broker", "manager" or "agent:<host>"
+    address: str  # host:port it listens on
+    pid: int = 0
+    log: str = ""
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClusterContext:
+    state_dir: str
+    topology: str  # path of the resolved topology the manager runs with
+    components: dict[str, Component] = field(default_factory=dict)
+
+    @property
+    def manager_address(self) -> str:
+        return self.components["manager"].address
+
+    @property
+    def broker_address(self) -> str:
+        return self.components["broker"].address
+
+    def agents(self) -> list[Component]:
+        return [c for n, c in sorted(self.components.items()) if n.startswith("agent:")]
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(ENV_STATE_DIR) or DEFAULT_STATE_DIR)
+
+
+def context_path(state_dir: Path) -> Path:
+    return state_dir / CONTEXT_FILE
+
+
+def read_context(state_dir: Path) -> ClusterContext | None:
+    path = context_path(state_dir)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ContextError(f"cannot read {path}: {exc}") from None
+    try:
+        components = {n: Component(**c) for n, c in raw["components"].items()}
+        return ClusterContext(raw["state_dir"], raw["topology"], components)
+    except (KeyError, TypeError) as exc:
+        raise ContextError(f"{path} is not a havm context file ({exc})") from None
+
+
+def write_context(ctx: ClusterContext) -> None:
+    path = context_path(Path(ctx.state_dir))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(ctx), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def manager_address(explicit: str | None, state_dir: Path | None) -> str:
+    """The manager to talk to: --manager, then $HAVM_MANAGER, then the context file."""
+    if explicit:
+        return explicit
+    if os.environ.get(ENV_MANAGER):
+        return os.environ[ENV_MANAGER]
+    state_dir = state_dir or default_state_dir()
+    ctx = read_context(state_dir)
+    if ctx is None or "manager" not in ctx.components:
+        raise ContextError(
+            f"no running cluster found in {state_dir}: start one with `havm up`, or give "
+            f"--manager ADDRESS or set {ENV_MANAGER}"
+        )
+    return ctx.manager_address

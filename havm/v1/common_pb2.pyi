@@ -1,0 +1,200 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Profile(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROFILE_UNSPECIFIED: _ClassVar[Profile]
+    PROFILE_HYPERV_2008: _ClassVar[Profile]
+    PROFILE_HYPERV_2008R2: _ClassVar[Profile]
+    PROFILE_ESX: _ClassVar[Profile]
+
+class VmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VM_STATE_UNSPECIFIED: _ClassVar[VmState]
+    VM_STATE_STOPPED: _ClassVar[VmState]
+    VM_STATE_STARTING: _ClassVar[VmState]
+    VM_STATE_RUNNING: _ClassVar[VmState]
+    VM_STATE_PAUSED: _ClassVar[VmState]
+    VM_STATE_SAVING: _ClassVar[VmState]
+    VM_STATE_SAVED: _ClassVar[VmState]
+    VM_STATE_MIGRATING: _ClassVar[VmState]
+    VM_STATE_FAILED: _ClassVar[VmState]
+    VM_STATE_UNKNOWN: _ClassVar[VmState]
+    VM_STATE_MISSING: _ClassVar[VmState]
+
+class VmConfigStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VM_CONFIG_STATUS_UNSPECIFIED: _ClassVar[VmConfigStatus]
+    VM_CONFIG_STATUS_OK: _ClassVar[VmConfigStatus]
+    VM_CONFIG_STATUS_UNSUPPORTED_CLUSTER_CONFIGURATION: _ClassVar[VmConfigStatus]
+
+class StorageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STORAGE_KIND_UNSPECIFIED: _ClassVar[StorageKind]
+    STORAGE_KIND_LOCAL_DISK: _ClassVar[StorageKind]
+    STORAGE_KIND_CSV: _ClassVar[StorageKind]
+    STORAGE_KIND_LUN: _ClassVar[StorageKind]
+
+class NetworkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NETWORK_KIND_UNSPECIFIED: _ClassVar[NetworkKind]
+    NETWORK_KIND_VIRTUAL_NETWORK: _ClassVar[NetworkKind]
+    NETWORK_KIND_PORT_GROUP: _ClassVar[NetworkKind]
+PROFILE_UNSPECIFIED: Profile
+PROFILE_HYPERV_2008: Profile
+PROFILE_HYPERV_2008R2: Profile
+PROFILE_ESX: Profile
+VM_STATE_UNSPECIFIED: VmState
+VM_STATE_STOPPED: VmState
+VM_STATE_STARTING: VmState
+VM_STATE_RUNNING: VmState
+VM_STATE_PAUSED: VmState
+VM_STATE_SAVING: VmState
+VM_STATE_SAVED: VmState
+VM_STATE_MIGRATING: VmState
+VM_STATE_FAILED: VmState
+VM_STATE_UNKNOWN: VmState
+VM_STATE_MISSING: VmState
+VM_CONFIG_STATUS_UNSPECIFIED: VmConfigStatus
+VM_CONFIG_STATUS_OK: VmConfigStatus
+VM_CONFIG_STATUS_UNSUPPORTED_CLUSTER_CONFIGURATION: VmConfigStatus
+STORAGE_KIND_UNSPECIFIED: StorageKind
+STORAGE_KIND_LOCAL_DISK: StorageKind
+STORAGE_KIND_CSV: StorageKind
+STORAGE_KIND_LUN: StorageKind
+NETWORK_KIND_UNSPECIFIED: NetworkKind
+NETWORK_KIND_VIRTUAL_NETWORK: NetworkKind
+NETWORK_KIND_PORT_GROUP: NetworkKind
+
+class Cpu(_message.Message):
+    __slots__ = ("vendor", "model", "features", "cores", "mhz")
+    VENDOR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CORES_FIELD_NUMBER: _ClassVar[int]
+    MHZ_FIELD_NUMBER: _ClassVar[int]
+    vendor: str
+    model: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    cores: int
+    mhz: int
+    def __init__(self, vendor: _Optional[str] = ..., model: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., cores: _Optional[int] = ..., mhz: _Optional[int] = ...) -> None: ...
+
+class LocalDisk(_message.Message):
+    __slots__ = ("name", "capacity_bytes", "free_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    capacity_bytes: int
+    free_bytes: int
+    def __init__(self, name: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+
+class Network(_message.Message):
+    __slots__ = ("name", "kind", "bound_to", "vlan_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BOUND_TO_FIELD_NUMBER: _ClassVar[int]
+    VLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: NetworkKind
+    bound_to: str
+    vlan_id: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[NetworkKind, str]] = ..., bound_to: _Optional[str] = ..., vlan_id: _Optional[int] = ...) -> None: ...
+
+class SharedVolume(_message.Message):
+    __slots__ = ("name", "kind", "capacity_bytes", "free_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: StorageKind
+    capacity_bytes: int
+    free_bytes: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[StorageKind, str]] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+
+class StorageLocation(_message.Message):
+    __slots__ = ("kind", "name")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    kind: StorageKind
+    name: str
+    def __init__(self, kind: _Optional[_Union[StorageKind, str]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GuestWorkload(_message.Message):
+    __slots__ = ("dirty_rate_mb_per_s", "journal_writes_per_s")
+    DIRTY_RATE_MB_PER_S_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_WRITES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    dirty_rate_mb_per_s: float
+    journal_writes_per_s: float
+    def __init__(self, dirty_rate_mb_per_s: _Optional[float] = ..., journal_writes_per_s: _Optional[float] = ...) -> None: ...
+
+class VmSpec(_message.Message):
+    __slots__ = ("id", "name", "memory_mb", "cpus", "disk_gb", "storage", "networks", "highly_available", "workload")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    DISK_GB_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    HIGHLY_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    memory_mb: int
+    cpus: int
+    disk_gb: int
+    storage: StorageLocation
+    networks: _containers.RepeatedScalarFieldContainer[str]
+    highly_available: bool
+    workload: GuestWorkload
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ...) -> None: ...
+
+class HostInfo(_message.Message):
+    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "memory_free_mb", "disks", "networks", "volumes", "boot_id", "started_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_MB_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cluster: str
+    profile: Profile
+    cpu: Cpu
+    memory_mb: int
+    memory_free_mb: int
+    disks: _containers.RepeatedCompositeFieldContainer[LocalDisk]
+    networks: _containers.RepeatedCompositeFieldContainer[Network]
+    volumes: _containers.RepeatedCompositeFieldContainer[SharedVolume]
+    boot_id: str
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., boot_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class VmRuntime(_message.Message):
+    __slots__ = ("spec", "state", "reason", "state_since")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    spec: VmSpec
+    state: VmState
+    reason: str
+    state_since: _timestamp_pb2.Timestamp
+    def __init__(self, spec: _Optional[_Union[VmSpec, _Mapping]] = ..., state: _Optional[_Union[VmState, str]] = ..., reason: _Optional[str] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
