@@ -1,0 +1,1 @@
+"""Translation between the manager's records and the outside world (gRPC, SQLite)."""

@@ -1,0 +1,1 @@
+"""The manager's asyncio services: observe, decide, act, persist."""

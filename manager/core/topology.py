@@ -1,0 +1,500 @@
+"""The cluster topology file: what hosts, clusters and shared storage exist.
+
+The topology is the operator's description of the emulated datacenter. The manager
+loads it at start and the CLI's `havm up` uses it to start one agent per host, so the
+parsing and every validation rule live here, once, as pure functions over what
+`yaml.safe_load` returned. Each error names the field path and what is wrong with it.
+
+Format (YAML)::
+
+    version: 1                      # required, must be 1
+    host_defaults:                  # optional; merged (shallow, per key) into every host
+      profile: hyperv-2008r2        # hyperv-2008 | hyperv-2008r2 | esx
+      cpu: {vendor: GenuineIntel, model: Intel Xeon X5570,
+            features: [sse3, sse4_2], cores: 8, mhz: 2933}
+      memory_mb: 32768
+      host_reserve_mb: 2048         # memory kept for the parent partition; default 1024
+      disks: [{name: C, capacity_gb: 500}]
+      networks: [{name: External, bound_to: "Broadcom BCM5709C #1", vlan_id: 0}]
+    clusters:                       # optional
+      - name: cluster1
+        profile: hyperv-2008r2      # every node must have this profile
+        reserve: 1                  # node failures to absorb; default 1; < number of nodes
+        nodes: [node1, node2, node3, node4]
+        csvs: [{name: Volume1, capacity_gb: 2048}]   # visible to every node
+        luns: [{name: lun1, capacity_gb: 200, visible_to: [node1, node2]}]
+                                    # visible_to defaults to every node
+    hosts:                          # required, at least one
+      - name: node1
+        address: 127.0.0.1:50051    # optional: the agent's gRPC address
+      - name: standalone1           # a host in no cluster's nodes is standalone
+        memory_mb: 16384
+
+Names (hosts, clusters, volumes, disks, networks) match ``[A-Za-z0-9][A-Za-z0-9_.-]*``,
+except network names and `bound_to`, which are free text as on a real host (Hyper-V
+virtual network names contain spaces). Unknown keys are errors, so a typo such as
+``memroy_mb`` is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from manager.core.errors import ManagerError
+
+PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
+CPU_VENDORS = ("GenuineIntel", "AuthenticAMD")
+DEFAULT_HOST_RESERVE_MB = 1024
+DEFAULT_CLUSTER_RESERVE = 1
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+_TOP_KEYS = ("version", "host_defaults", "clusters", "hosts")
+_HOST_KEYS = (
+    "name",
+    "profile",
+    "cpu",
+    "memory_mb",
+    "host_reserve_mb",
+    "disks",
+    "networks",
+    "address",
+)
+_DEFAULTABLE_HOST_KEYS = tuple(k for k in _HOST_KEYS if k not in ("name", "address"))
+_CPU_KEYS = ("vendor", "model", "features", "cores", "mhz")
+_DISK_KEYS = ("name", "capacity_gb")
+_NETWORK_KEYS = ("name", "bound_to", "vlan_id")
+_CLUSTER_KEYS = ("name", "profile", "reserve", "nodes", "csvs", "luns")
+_CSV_KEYS = ("name", "capacity_gb")
+_LUN_KEYS = ("name", "capacity_gb", "visible_to")
+
+
+class TopologyError(ManagerError):
+    """A topology file is wrong; `field` is the path of the bad value."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    vendor: str
+    model: str
+    features: tuple[str, ...]
+    cores: int
+    mhz: int
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    name: str
+    capacity_gb: int
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    bound_to: str
+    vlan_id: int
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    name: str
+    kind: str  # "csv" | "lun"
+    capacity_gb: int
+    visible_to: tuple[str, ...]  # host names
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    profile: str  # "hyperv-2008" | "hyperv-2008r2" | "esx"
+    cluster: str | None
+    cpu: CpuSpec
+    memory_mb: int
+    host_reserve_mb: int
+    disks: tuple[DiskSpec, ...]
+    networks: tuple[NetworkSpec, ...]
+    address: str | None
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    profile: str
+    reserve: int
+    nodes: tuple[str, ...]
+    volumes: tuple[VolumeSpec, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    clusters: tuple[ClusterSpec, ...]
+    hosts: tuple[HostSpec, ...]
+
+    def host(self, name: str) -> HostSpec:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+    def cluster(self, name: str) -> ClusterSpec:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        raise KeyError(name)
+
+    def volumes_visible_to(self, host_name: str) -> tuple[VolumeSpec, ...]:
+        return tuple(
+            volume
+            for cluster in self.clusters
+            for volume in cluster.volumes
+            if host_name in volume.visible_to
+        )
+
+    def with_addresses(self, addresses: dict[str, str]) -> Topology:
+        hosts = tuple(
+            replace(h, address=addresses[h.name]) if h.name in addresses else h
+            for h in self.hosts
+        )
+        return replace(self, hosts=hosts)
+
+
+# --- small typed readers; each raises TopologyError naming the field ---------------
+
+
+def _mapping(value: object, field: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TopologyError(field, f"must be a mapping, got {_show(value)}")
+    for key in value:
+        if key not in allowed:
+            raise TopologyError(_join(field, str(key)), "unknown field")
+    return value
+
+
+def _list(value: object, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TopologyError(field, f"must be a list, got {_show(value)}")
+    return value
+
+
+def _int(value: object, field: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise TopologyError(field, f"must be {kind}, got {_show(value)}")
+    return value
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TopologyError(field, f"must be a non-empty string, got {_show(value)}")
+    return value
+
+
+def _name(value: object, field: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise TopologyError(
+            field,
+            f"must be a name matching {NAME_PATTERN.pattern}, got {_show(value)}",
+        )
+    return value
+
+
+def _choice(value: object, field: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise TopologyError(field, f"must be one of {', '.join(choices)}, got {_show(value)}")
+    return str(value)
+
+
+def _required(entry: dict[str, Any], key: str, field: str) -> Any:
+    if key not in entry or entry[key] is None:
+        raise TopologyError(_join(field, key), "is required")
+    return entry[key]
+
+
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
+
+
+def _show(value: object) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__}"
+    return repr(value)
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def parse_topology(data: object) -> Topology:
+    """Validate what `yaml.safe_load` returned and build a Topology. Pure."""
+    if not isinstance(data, dict):
+        raise TopologyError("topology", f"must be a mapping at the top level, got {_show(data)}")
+    top = _mapping(data, "", _TOP_KEYS)
+    if "version" not in top:
+        raise TopologyError("version", "is required (use version: 1)")
+    if top["version"] != 1 or isinstance(top["version"], bool):
+        raise TopologyError("version", f"must be 1, got {_show(top['version'])}")
+
+    defaults: dict[str, Any] = {}
+    if top.get("host_defaults") is not None:
+        defaults = _mapping(top["host_defaults"], "host_defaults", _DEFAULTABLE_HOST_KEYS)
+
+    if top.get("hosts") is None:
+        raise TopologyError("hosts", "is required: list at least one host")
+    raw_hosts = _list(top["hosts"], "hosts")
+    if not raw_hosts:
+        raise TopologyError("hosts", "must list at least one host")
+
+    hosts: list[HostSpec] = []
+    seen_hosts: set[str] = set()
+    for i, raw in enumerate(raw_hosts):
+        host = _parse_host(raw, f"hosts[{i}]", defaults)
+        if host.name in seen_hosts:
+            raise TopologyError(f"hosts[{i}].name", f"duplicate host name '{host.name}'")
+        seen_hosts.add(host.name)
+        hosts.append(host)
+
+    clusters: list[ClusterSpec] = []
+    owner: dict[str, str] = {}
+    raw_clusters = top.get("clusters")
+    if raw_clusters is not None:
+        for i, raw in enumerate(_list(raw_clusters, "clusters")):
+            cluster = _parse_cluster(raw, f"clusters[{i}]", {h.name: h for h in hosts})
+            if any(c.name == cluster.name for c in clusters):
+                raise TopologyError(
+                    f"clusters[{i}].name", f"duplicate cluster name '{cluster.name}'"
+                )
+            if cluster.name in seen_hosts:
+                raise TopologyError(
+                    f"clusters[{i}].name",
+                    f"'{cluster.name}' is already a host name; cluster and host names must differ",
+                )
+            for j, node in enumerate(cluster.nodes):
+                if node in owner:
+                    raise TopologyError(
+                        f"clusters[{i}].nodes[{j}]",
+                        f"host '{node}' is already a node of cluster '{owner[node]}'",
+                    )
+                owner[node] = cluster.name
+            clusters.append(cluster)
+
+    hosts = [replace(h, cluster=owner.get(h.name)) for h in hosts]
+    return Topology(clusters=tuple(clusters), hosts=tuple(hosts))
+
+
+def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
+    entry = _mapping(raw, field, _HOST_KEYS)
+
+    def path(key: str) -> str:
+        # A value inherited from host_defaults is reported where the user wrote it.
+        return f"host_defaults.{key}" if key not in entry and key in defaults else f"{field}.{key}"
+
+    merged = {**defaults, **entry}
+    name = _name(_required(entry, "name", field), f"{field}.name")
+    if "profile" not in merged:
+        raise TopologyError(f"{field}.profile", "is required (here or under host_defaults)")
+    profile = _choice(merged["profile"], path("profile"), PROFILES)
+    if "cpu" not in merged:
+        raise TopologyError(f"{field}.cpu", "is required (here or under host_defaults)")
+    cpu = _parse_cpu(merged["cpu"], path("cpu"))
+    if "memory_mb" not in merged:
+        raise TopologyError(f"{field}.memory_mb", "is required (here or under host_defaults)")
+    memory_mb = _int(merged["memory_mb"], path("memory_mb"))
+    reserve_mb = _int(
+        merged.get("host_reserve_mb", DEFAULT_HOST_RESERVE_MB), path("host_reserve_mb"), 0
+    )
+    if memory_mb <= reserve_mb:
+        raise TopologyError(
+            path("memory_mb"),
+            f"must be greater than host_reserve_mb ({reserve_mb}), got {memory_mb}",
+        )
+    disks = _parse_disks(merged.get("disks", []), path("disks"))
+    networks = _parse_networks(merged.get("networks", []), path("networks"))
+    address = entry.get("address")
+    if address is not None:
+        address = _parse_address(address, f"{field}.address")
+    return HostSpec(
+        name=name,
+        profile=profile,
+        cluster=None,
+        cpu=cpu,
+        memory_mb=memory_mb,
+        host_reserve_mb=reserve_mb,
+        disks=disks,
+        networks=networks,
+        address=address,
+    )
+
+
+def _parse_cpu(raw: object, field: str) -> CpuSpec:
+    entry = _mapping(raw, field, _CPU_KEYS)
+    vendor = _choice(_required(entry, "vendor", field), f"{field}.vendor", CPU_VENDORS)
+    model = _text(_required(entry, "model", field), f"{field}.model")
+    features: list[str] = []
+    for k, feature in enumerate(_list(entry.get("features", []), f"{field}.features")):
+        features.append(_text(feature, f"{field}.features[{k}]"))
+    cores = _int(_required(entry, "cores", field), f"{field}.cores")
+    mhz = _int(_required(entry, "mhz", field), f"{field}.mhz")
+    return CpuSpec(vendor=vendor, model=model, features=tuple(features), cores=cores, mhz=mhz)
+
+
+def _parse_disks(raw: object, field: str) -> tuple[DiskSpec, ...]:
+    disks: list[DiskSpec] = []
+    for k, item in enumerate(_list(raw, field)):
+        at = f"{field}[{k}]"
+        entry = _mapping(item, at, _DISK_KEYS)
+        name = _name(_required(entry, "name", at), f"{at}.name")
+        if any(d.name == name for d in disks):
+            raise TopologyError(f"{at}.name", f"duplicate disk name '{name}'")
+        capacity = _int(_required(entry, "capacity_gb", at), f"{at}.capacity_gb")
+        disks.append(DiskSpec(name=name, capacity_gb=capacity))
+    return tuple(disks)
+
+
+def _parse_networks(raw: object, field: str) -> tuple[NetworkSpec, ...]:
+    networks: list[NetworkSpec] = []
+    for k, item in enumerate(_list(raw, field)):
+        at = f"{field}[{k}]"
+        entry = _mapping(item, at, _NETWORK_KEYS)
+        name = _text(_required(entry, "name", at), f"{at}.name")
+        if any(n.name == name for n in networks):
+            raise TopologyError(f"{at}.name", f"duplicate network name '{name}'")
+        bound_to = _text(_required(entry, "bound_to", at), f"{at}.bound_to")
+        vlan_id = _int(entry.get("vlan_id", 0), f"{at}.vlan_id", 0)
+        if vlan_id > 4094:
+            raise TopologyError(f"{at}.vlan_id", f"must be between 0 and 4094, got {vlan_id}")
+        networks.append(NetworkSpec(name=name, bound_to=bound_to, vlan_id=vlan_id))
+    return tuple(networks)
+
+
+def _parse_address(raw: object, field: str) -> str:
+    text = _text(raw, field)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TopologyError(field, f"must be host:port with a port from 1 to 65535, got {text!r}")
+    return text
+
+
+def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> ClusterSpec:
+    entry = _mapping(raw, field, _CLUSTER_KEYS)
+    name = _name(_required(entry, "name", field), f"{field}.name")
+    profile = _choice(_required(entry, "profile", field), f"{field}.profile", PROFILES)
+    raw_nodes = _list(_required(entry, "nodes", field), f"{field}.nodes")
+    if not raw_nodes:
+        raise TopologyError(f"{field}.nodes", "must list at least one node")
+    nodes: list[str] = []
+    for j, raw_node in enumerate(raw_nodes):
+        at = f"{field}.nodes[{j}]"
+        node = _name(raw_node, at)
+        if node not in hosts:
+            raise TopologyError(at, f"host '{node}' is not defined under hosts")
+        if node in nodes:
+            raise TopologyError(at, f"host '{node}' is listed twice")
+        if hosts[node].profile != profile:
+            raise TopologyError(
+                at,
+                f"host '{node}' has profile {hosts[node].profile} "
+                f"but the cluster's profile is {profile}",
+            )
+        nodes.append(node)
+    reserve = _int(entry.get("reserve", DEFAULT_CLUSTER_RESERVE), f"{field}.reserve", 0)
+    if reserve >= len(nodes):
+        raise TopologyError(
+            f"{field}.reserve",
+            f"must be less than the number of nodes ({len(nodes)}), got {reserve}",
+        )
+
+    volumes: list[VolumeSpec] = []
+
+    def add(volume: VolumeSpec, at: str) -> None:
+        if any(v.name == volume.name for v in volumes):
+            raise TopologyError(f"{at}.name", f"duplicate volume name '{volume.name}'")
+        volumes.append(volume)
+
+    for k, item in enumerate(_list(entry.get("csvs") or [], f"{field}.csvs")):
+        at = f"{field}.csvs[{k}]"
+        csv = _mapping(item, at, _CSV_KEYS)
+        add(
+            VolumeSpec(
+                name=_name(_required(csv, "name", at), f"{at}.name"),
+                kind="csv",
+                capacity_gb=_int(_required(csv, "capacity_gb", at), f"{at}.capacity_gb"),
+                visible_to=tuple(nodes),
+            ),
+            at,
+        )
+    for k, item in enumerate(_list(entry.get("luns") or [], f"{field}.luns")):
+        at = f"{field}.luns[{k}]"
+        lun = _mapping(item, at, _LUN_KEYS)
+        lun_name = _name(_required(lun, "name", at), f"{at}.name")
+        capacity = _int(_required(lun, "capacity_gb", at), f"{at}.capacity_gb")
+        visible: list[str] = []
+        if lun.get("visible_to") is None:
+            visible = list(nodes)
+        else:
+            for m, raw_host in enumerate(_list(lun["visible_to"], f"{at}.visible_to")):
+                vis_at = f"{at}.visible_to[{m}]"
+                host_name = _name(raw_host, vis_at)
+                if host_name not in nodes:
+                    raise TopologyError(
+                        vis_at, f"host '{host_name}' is not a node of cluster '{name}'"
+                    )
+                if host_name not in visible:
+                    visible.append(host_name)
+        add(VolumeSpec(lun_name, "lun", capacity, tuple(visible)), at)
+    return ClusterSpec(
+        name=name, profile=profile, reserve=reserve, nodes=tuple(nodes), volumes=tuple(volumes)
+    )
+
+
+def topology_to_dict(topology: Topology) -> dict[str, Any]:
+    """The explicit form of a topology (no host_defaults); parse_topology reads it back."""
+    clusters = []
+    for c in topology.clusters:
+        clusters.append(
+            {
+                "name": c.name,
+                "profile": c.profile,
+                "reserve": c.reserve,
+                "nodes": list(c.nodes),
+                "csvs": [
+                    {"name": v.name, "capacity_gb": v.capacity_gb}
+                    for v in c.volumes
+                    if v.kind == "csv"
+                ],
+                "luns": [
+                    {"name": v.name, "capacity_gb": v.capacity_gb, "visible_to": list(v.visible_to)}
+                    for v in c.volumes
+                    if v.kind == "lun"
+                ],
+            }
+        )
+    hosts = []
+    for h in topology.hosts:
+        host: dict[str, Any] = {
+            "name": h.name,
+            "profile": h.profile,
+            "cpu": {
+                "vendor": h.cpu.vendor,
+                "model": h.cpu.model,
+                "features": list(h.cpu.features),
+                "cores": h.cpu.cores,
+                "mhz": h.cpu.mhz,
+            },
+            "memory_mb": h.memory_mb,
+            "host_reserve_mb": h.host_reserve_mb,
+            "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in h.disks],
+            "networks": [
+                {"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in h.networks
+            ],
+        }
+        if h.address is not None:
+            host["address"] = h.address
+        hosts.append(host)
+    return {"version": 1, "clusters": clusters, "hosts": hosts}

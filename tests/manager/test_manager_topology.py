@@ -1,0 +1,205 @@
+"""Topology parsing: the default file loads, and every bad input names its field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from manager.core.topology import (
+    TopologyError,
+    parse_topology,
+    topology_to_dict,
+)
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
+
+
+def base() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "host_defaults": {
+            "profile": "hyperv-2008r2",
+            "cpu": {
+                "vendor": "GenuineIntel",
+                "model": "Intel Xeon X5570",
+                "features": ["sse3"],
+                "cores": 8,
+                "mhz": 2933,
+            },
+            "memory_mb": 32768,
+            "host_reserve_mb": 2048,
+            "disks": [{"name": "C", "capacity_gb": 500}],
+            "networks": [{"name": "External", "bound_to": "Broadcom #1"}],
+        },
+        "clusters": [
+            {
+                "name": "cluster1",
+                "profile": "hyperv-2008r2",
+                "nodes": ["node1", "node2", "node3"],
+                "csvs": [{"name": "Volume1", "capacity_gb": 2048}],
+                "luns": [{"name": "lun1", "capacity_gb": 200, "visible_to": ["node1", "node2"]}],
+            }
+        ],
+        "hosts": [
+            {"name": "node1", "address": "127.0.0.1:50051"},
+            {"name": "node2"},
+            {"name": "node3"},
+            {"name": "standalone1", "memory_mb": 16384},
+        ],
+    }
+
+
+def test_default_topology_parses() -> None:
+    topology = parse_topology(yaml.safe_load(DEFAULT_TOPOLOGY.read_text()))
+    assert [h.name for h in topology.hosts] == ["node1", "node2", "node3", "node4", "standalone1"]
+    assert topology.host("standalone1").cluster is None
+    assert topology.host("node3").cluster == "cluster1"
+    assert topology.cluster("cluster1").reserve == 1
+    assert {v.name for v in topology.volumes_visible_to("node4")} == {"Volume1", "lun1", "lun2"}
+    assert topology.volumes_visible_to("standalone1") == ()
+
+
+def test_defaults_merge_and_explicit_values() -> None:
+    topology = parse_topology(base())
+    standalone = topology.host("standalone1")
+    assert standalone.memory_mb == 16384
+    assert standalone.host_reserve_mb == 2048
+    assert standalone.networks[0].vlan_id == 0
+    assert topology.host("node1").address == "127.0.0.1:50051"
+    assert topology.host("node2").address is None
+    lun = next(v for v in topology.cluster("cluster1").volumes if v.name == "lun1")
+    assert lun.kind == "lun" and lun.visible_to == ("node1", "node2")
+    csv = next(v for v in topology.cluster("cluster1").volumes if v.kind == "csv")
+    assert csv.visible_to == ("node1", "node2", "node3")
+
+
+def test_reserve_default_and_host_reserve_default() -> None:
+    data = base()
+    del data["host_defaults"]["host_reserve_mb"]
+    topology = parse_topology(data)
+    assert topology.host("node1").host_reserve_mb == 1024
+    assert topology.cluster("cluster1").reserve == 1
+
+
+def test_lookup_of_unknown_names_raises_key_error() -> None:
+    topology = parse_topology(base())
+    with pytest.raises(KeyError):
+        topology.host("nope")
+    with pytest.raises(KeyError):
+        topology.cluster("nope")
+
+
+def test_with_addresses_and_round_trip() -> None:
+    topology = parse_topology(base()).with_addresses({"node2": "127.0.0.1:6000"})
+    assert topology.host("node2").address == "127.0.0.1:6000"
+    assert topology.host("node1").address == "127.0.0.1:50051"
+    explicit = topology_to_dict(topology)
+    assert "host_defaults" not in explicit
+    assert parse_topology(explicit) == topology
+    assert parse_topology(yaml.safe_load(yaml.safe_dump(explicit))) == topology
+
+
+def _set(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    target: Any = data
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+
+
+_DELETE = object()
+
+BAD_INPUTS = [
+    # (path to change, new value, field named, words in the problem)
+    (("hosts", 3, "memory_mb"), "lots", "hosts[3].memory_mb", "must be a positive integer, got 'lots'"),
+    (("hosts", 3, "memory_mb"), True, "hosts[3].memory_mb", "positive integer"),
+    (("hosts", 3, "memory_mb"), -5, "hosts[3].memory_mb", "positive integer"),
+    (("hosts", 3, "memory_mb"), 1024, "hosts[3].memory_mb", "greater than host_reserve_mb"),
+    (("hosts", 1, "profile"), "xen", "hosts[1].profile", "must be one of hyperv-2008, hyperv-2008r2, esx, got 'xen'"),
+    (("hosts", 0, "memroy_mb"), 1, "hosts[0].memroy_mb", "unknown field"),
+    (("hosts", 0, "name"), "bad name", "hosts[0].name", "must be a name"),
+    (("hosts", 0, "name"), "-x", "hosts[0].name", "must be a name"),
+    (("hosts", 1, "name"), "node1", "hosts[1].name", "duplicate host name 'node1'"),
+    (("hosts", 0, "address"), "nowhere", "hosts[0].address", "host:port"),
+    (("hosts", 0, "cpu"), {"vendor": "Cyrix", "model": "M", "cores": 1, "mhz": 1},
+     "hosts[0].cpu.vendor", "GenuineIntel, AuthenticAMD"),
+    (("host_defaults", "cpu", "cores"), 0, "host_defaults.cpu.cores", "positive integer"),
+    (("host_defaults", "cpu", "vendor"), "Cyrix", "host_defaults.cpu.vendor", "must be one of"),
+    (("host_defaults", "name"), "x", "host_defaults.name", "unknown field"),
+    (("host_defaults", "disks"), [{"name": "C", "capacity_gb": 1}, {"name": "C", "capacity_gb": 2}],
+     "host_defaults.disks[1].name", "duplicate disk name"),
+    (("host_defaults", "networks", 0, "vlan_id"), 5000, "host_defaults.networks[0].vlan_id", "4094"),
+    (("host_defaults", "networks", 0, "bound_to"), _DELETE, "host_defaults.networks[0].bound_to", "is required"),
+    (("host_defaults", "profile"), _DELETE, "hosts[0].profile", "is required"),
+    (("clusters", 0, "nodes", 2), "node9", "clusters[0].nodes[2]", "host 'node9' is not defined under hosts"),
+    (("clusters", 0, "nodes", 1), "node1", "clusters[0].nodes[1]", "listed twice"),
+    (("clusters", 0, "profile"), "esx", "clusters[0].nodes[0]",
+     "host 'node1' has profile hyperv-2008r2 but the cluster's profile is esx"),
+    (("clusters", 0, "reserve"), 3, "clusters[0].reserve", "less than the number of nodes (3)"),
+    (("clusters", 0, "reserve"), -1, "clusters[0].reserve", "integer >= 0"),
+    (("clusters", 0, "luns", 0, "visible_to"), ["node1", "standalone1"], "clusters[0].luns[0].visible_to[1]",
+     "host 'standalone1' is not a node of cluster 'cluster1'"),
+    (("clusters", 0, "luns", 0, "name"), "Volume1", "clusters[0].luns[0].name", "duplicate volume name"),
+    (("clusters", 0, "csvs", 0, "capacity_gb"), "big", "clusters[0].csvs[0].capacity_gb", "positive integer"),
+    (("clusters", 0, "name"), "node1", "clusters[0].name", "already a host name"),
+    (("clusters", 0, "nodez"), [], "clusters[0].nodez", "unknown field"),
+    (("version",), 2, "version", "must be 1, got 2"),
+    (("version",), _DELETE, "version", "is required"),
+    (("hosts",), [], "hosts", "at least one host"),
+    (("hosts",), _DELETE, "hosts", "is required"),
+    (("hosts",), "node1", "hosts", "must be a list"),
+    (("extra",), 1, "extra", "unknown field"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "field", "problem"), BAD_INPUTS)
+def test_bad_input_names_the_field(path: tuple[Any, ...], value: Any, field: str, problem: str) -> None:
+    data = copy.deepcopy(base())
+    _set(data, path, value)
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data)
+    assert info.value.field == field
+    assert problem in info.value.problem
+    assert str(info.value) == f"{field}: {info.value.problem}"
+
+
+def test_duplicate_cluster_and_host_in_two_clusters() -> None:
+    data = base()
+    data["clusters"].append({"name": "cluster1", "profile": "hyperv-2008r2", "nodes": ["standalone1"], "reserve": 0})
+    with pytest.raises(TopologyError, match=r"^clusters\[1\]\.name: duplicate cluster name"):
+        parse_topology(data)
+    data["clusters"][1]["name"] = "cluster2"
+    data["clusters"][1]["nodes"] = ["node3"]
+    with pytest.raises(TopologyError, match=r"^clusters\[1\]\.nodes\[0\]: host 'node3' is already a node of cluster 'cluster1'"):
+        parse_topology(data)
+
+
+@pytest.mark.parametrize("data", [None, [], "hosts", 3])
+def test_top_level_must_be_a_mapping(data: object) -> None:
+    with pytest.raises(TopologyError, match="^topology: must be a mapping"):
+        parse_topology(data)
+
+
+@given(
+    memory=st.one_of(st.integers(), st.text(), st.floats(allow_nan=False), st.booleans(), st.none()),
+    reserve=st.one_of(st.integers(-10, 100_000), st.text()),
+)
+def test_any_memory_value_is_accepted_or_rejected_with_a_field(memory: object, reserve: object) -> None:
+    data = base()
+    data["hosts"][3]["memory_mb"] = memory
+    data["hosts"][3]["host_reserve_mb"] = reserve
+    try:
+        topology = parse_topology(data)
+    except TopologyError as exc:
+        assert exc.field.startswith("hosts[3].")
+    else:
+        host = topology.host("standalone1")
+        assert isinstance(host.memory_mb, int) and host.memory_mb > host.host_reserve_mb >= 0
