@@ -1,0 +1,499 @@
+"""`havm up` and `havm down`: run a whole emulated cluster as local processes.
+
+`up` is the composition root of a local cluster: it validates the topology, chooses
+free loopback ports, writes one host configuration per agent and a resolved topology
+(with the agents' addresses) for the manager, starts the broker, the agents and the
+manager as processes of their own, waits until each reports healthy, and records them
+in the context file that the other commands read. `up` on a partly running cluster
+starts only what is missing, on the same ports. `down` stops every process gracefully
+(SIGTERM, then SIGKILL after a timeout) and leaves none behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from havm.cli.context import (
+    ClusterContext,
+    Component,
+    ContextError,
+    default_state_dir,
+    read_context,
+    write_context,
+)
+from manager.core.topology import (
+    HostSpec,
+    Topology,
+    TopologyError,
+    parse_topology,
+    topology_to_dict,
+)
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    """Timeouts of `havm up` / `havm down`, in seconds."""
+
+    healthy_timeout: float = 30.0
+    poll_interval: float = 0.05
+    stop_timeout: float = 10.0
+    refresh_timeout: float = 15.0
+
+
+class LocalClusterError(Exception):
+    """`up` or `down` cannot proceed; the message says why."""
+
+
+# ----------------------------------------------------------------------------- topology
+
+
+def load_topology(path: Path | None) -> tuple[Topology, str]:
+    """Parse the topology file (or the built-in default); return it and its source name."""
+    if path is None:
+        text = resources.files("havm.cli").joinpath("default_topology.yaml").read_text()
+        source = "built-in default topology"
+    else:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise LocalClusterError(f"cannot read topology {path}: {exc.strerror}") from None
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise LocalClusterError(f"topology {source}: not valid YAML{where}: {problem}") from None
+    try:
+        return parse_topology(data), source
+    except TopologyError as exc:
+        raise LocalClusterError(f"topology {source}: {exc}") from None
+
+
+def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str, Any]:
+    """The host configuration file one node agent runs with."""
+    return {
+        "name": host.name,
+        "cluster": host.cluster,
+        "profile": host.profile,
+        "cpu": {
+            "vendor": host.cpu.vendor,
+            "model": host.cpu.model,
+            "features": list(host.cpu.features),
+            "cores": host.cpu.cores,
+            "mhz": host.cpu.mhz,
+        },
+        "memory_mb": host.memory_mb,
+        "host_reserve_mb": host.host_reserve_mb,
+        "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in host.disks],
+        "networks": [
+            {"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in host.networks
+        ],
+        "volumes": [
+            {"name": v.name, "kind": v.kind, "capacity_gb": v.capacity_gb}
+            for v in topology.volumes_visible_to(host.name)
+        ],
+        "san_root": str(san_root),
+    }
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all held open until every one is chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def is_running(component: Component) -> bool:
+    """True when the recorded pid is alive and still runs this component's command."""
+    if component.pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{component.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if not cmdline:  # a zombie: exited, not yet reaped
+        return False
+    return cmdline.split(b"\0")[: len(component.argv)] == [a.encode() for a in component.argv]
+
+
+def spawn(component: Component) -> None:
+    """Start a component in its own session so it outlives a detached `havm up`."""
+    log = open(component.log, "ab")  # noqa: SIM115 - the child owns it from here on
+    try:
+        proc = subprocess.Popen(
+            component.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        log.close()
+    component.pid = proc.pid
+
+
+def stop_components(components: list[Component], timeout: float) -> list[str]:
+    """SIGTERM every running component, SIGKILL what is left after `timeout`.
+
+    Returns the names of the components that had to be killed.
+    """
+    running = [c for c in components if is_running(c)]
+    for c in running:
+        _signal_group(c.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(is_running(c) for c in running):
+        time.sleep(0.05)
+    killed = []
+    for c in running:
+        if is_running(c):
+            killed.append(c.name)
+        # The whole process group: nothing a component started may survive it.
+        _signal_group(c.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(is_running(c) for c in running):
+        time.sleep(0.02)
+    return killed
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def log_tail(component: Component, lines: int = 15) -> str:
+    try:
+        text = Path(component.log).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ----------------------------------------------------------------------------- health
+
+
+def broker_ready(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def grpc_serving(address: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=0.5
+            )
+    except grpc.RpcError:
+        return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_healthy(components: list[Component], settings: UpSettings) -> None:
+    """Block until every component is healthy; raise naming the one that is not."""
+    pending = {c.name: c for c in components}
+    deadline = time.monotonic() + settings.healthy_timeout
+    while pending:
+        for name, c in list(pending.items()):
+            if not is_running(c):
+                raise LocalClusterError(
+                    f"{name} exited during start-up; last lines of {c.log}:\n{log_tail(c)}"
+                )
+            healthy = broker_ready(c.address) if name == "broker" else grpc_serving(c.address)
+            if healthy:
+                del pending[name]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise LocalClusterError(
+                f"not healthy after {settings.healthy_timeout:.0f} s: {', '.join(sorted(pending))}"
+            )
+        time.sleep(settings.poll_interval)
+
+
+def refresh_and_wait(manager_address: str, timeout: float) -> None:
+    """Have the manager pull every agent's inventory once, so hosts show `ok` at once."""
+    import grpc
+
+    from havm.v1 import manager_pb2, manager_pb2_grpc
+
+    with grpc.insecure_channel(manager_address) as channel:
+        stub = manager_pb2_grpc.ManagerServiceStub(channel)
+        job = stub.RefreshCluster(manager_pb2.RefreshClusterRequest(), timeout=timeout).job
+        for update in stub.WatchJob(manager_pb2.WatchJobRequest(id=job.id), timeout=timeout):
+            job = update.job
+        if job.state == manager_pb2.JOB_STATE_FAILED:
+            raise LocalClusterError(f"the first cluster refresh failed: {job.error}")
+
+
+# ----------------------------------------------------------------------------- up / down
+
+
+def plan_components(
+    state_dir: Path, topology: Topology, previous: ClusterContext | None
+) -> tuple[ClusterContext, Topology]:
+    """Decide every component's address and command line; write the files they read.
+
+    Ports recorded by a previous `up` are kept while they are free or still held by the
+    same running component, so that a restarted component comes back where it was.
+    """
+    names = ["broker", "manager"] + [f"agent:{h.name}" for h in topology.hosts]
+    old = previous.components if previous else {}
+
+    def keeps_port(name: str) -> bool:
+        c = old.get(name)
+        if c is None:
+            return False
+        return is_running(c) or port_is_free(int(c.address.rpartition(":")[2]))
+
+    kept = {n: old[n].address for n in names if keeps_port(n)}
+    fresh = iter(free_ports(len(names) - len(kept)))
+    address = {n: kept.get(n) or f"127.0.0.1:{next(fresh)}" for n in names}
+
+    logs, agents_dir, san = state_dir / "logs", state_dir / "agents", state_dir / "san"
+    for d in (logs, agents_dir, san, state_dir / "hosts", state_dir / "manager"):
+        d.mkdir(parents=True, exist_ok=True)
+
+    resolved = topology.with_addresses(
+        {h.name: address[f"agent:{h.name}"] for h in topology.hosts}
+    )
+    topology_file = state_dir / "topology.yaml"
+    topology_file.write_text(
+        "# Written by `havm up`: the topology with every agent's address.\n"
+        + yaml.safe_dump(topology_to_dict(resolved), sort_keys=False)
+    )
+    py = sys.executable
+    argv: dict[str, list[str]] = {
+        "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
+        "manager": [
+            py, "-m", "manager",
+            "--topology", str(topology_file),
+            "--state-dir", str(state_dir / "manager"),
+            "--listen", address["manager"],
+        ],
+    }
+    for host in topology.hosts:
+        config_file = agents_dir / f"{host.name}.json"
+        config_file.write_text(json.dumps(agent_config(topology, host, san), indent=2) + "\n")
+        argv[f"agent:{host.name}"] = [
+            py, "-m", "node_agent",
+            "--config", str(config_file),
+            "--state-dir", str(state_dir / "hosts" / host.name),
+            "--listen", address[f"agent:{host.name}"],
+            "--broker", address["broker"],
+        ]
+
+    components = {}
+    for name in names:
+        log_name = name.replace(":", "-") + ".log"
+        if name in old and is_running(old[name]):
+            components[name] = old[name]  # already running: leave it alone
+        else:
+            components[name] = Component(
+                name=name, address=address[name], log=str(logs / log_name), argv=argv[name]
+            )
+    return ClusterContext(str(state_dir), str(topology_file), components), resolved
+
+
+def up(
+    topology_path: Path | None,
+    state_dir: Path,
+    console: Console,
+    settings: UpSettings = UpSettings(),
+) -> ClusterContext:
+    """Start whatever of the local cluster is not running; return its context."""
+    started_at = time.monotonic()
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_context(state_dir)
+    if previous is not None and topology_path is None:
+        topology, source = load_topology(Path(previous.topology))
+    else:
+        topology, source = load_topology(topology_path)
+    ctx, _ = plan_components(state_dir, topology, previous)
+    to_start = [c for c in ctx.components.values() if not is_running(c)]
+    if not to_start:
+        console.print(f"havm: the cluster in {state_dir} is already running")
+        return ctx
+    console.print(f"havm: starting {len(to_start)} processes from the {source}")
+    for c in to_start:
+        spawn(c)
+    write_context(ctx)  # record pids at once, so `havm down` finds a half-started cluster
+    try:
+        wait_healthy(to_start, settings)
+        refresh_and_wait(ctx.manager_address, settings.refresh_timeout)
+    except (LocalClusterError, KeyboardInterrupt):
+        stop_components(to_start, settings.stop_timeout)
+        write_context(ctx)
+        raise
+    except Exception as exc:  # a gRPC failure of the first refresh, for instance
+        stop_components(to_start, settings.stop_timeout)
+        raise LocalClusterError(f"the cluster did not come up: {exc}") from None
+    elapsed = time.monotonic() - started_at
+    console.print(components_table(ctx, started={c.name for c in to_start}))
+    console.print(f"havm: cluster healthy in {elapsed:.2f} s (state in {state_dir})")
+    return ctx
+
+
+def down(state_dir: Path, console: Console, timeout: float) -> None:
+    ctx = read_context(state_dir.resolve())
+    if ctx is None:
+        console.print(f"havm: no cluster in {state_dir}")
+        return
+    running = [c for c in ctx.components.values() if is_running(c)]
+    # The manager first, so that it does not judge the agents' departure as host failures.
+    manager = [c for c in running if c.name == "manager"]
+    killed = stop_components(manager, timeout)
+    killed += stop_components([c for c in running if c.name != "manager"], timeout)
+    for c in ctx.components.values():
+        c.pid = 0
+    write_context(ctx)
+    note = f" ({', '.join(killed)} killed after {timeout:.0f} s)" if killed else ""
+    console.print(f"havm: stopped {len(running)} processes{note}")
+
+
+def components_table(ctx: ClusterContext, started: set[str] | None = None) -> Table:
+    table = Table("component", "address", "pid", "state", "log")
+    for name, c in sorted(ctx.components.items(), key=lambda kv: (kv[0] != "broker", kv[0] != "manager", kv[0])):
+        alive = is_running(c)
+        state = "started" if started and name in started and alive else ("running" if alive else "stopped")
+        table.add_row(name, c.address, str(c.pid or "-"), state, c.log)
+    return table
+
+
+def follow_logs(ctx: ClusterContext, console: Console, poll: float = 0.2) -> None:
+    """Print every component's new log lines, prefixed with its name, until Ctrl-C."""
+    offsets = {}
+    for c in ctx.components.values():
+        try:
+            offsets[c.name] = Path(c.log).stat().st_size
+        except OSError:
+            offsets[c.name] = 0
+    reported_dead: set[str] = set()
+    while True:
+        for c in ctx.components.values():
+            try:
+                with open(c.log, "rb") as f:
+                    f.seek(offsets[c.name])
+                    chunk = f.read()
+            except OSError:
+                continue
+            complete = chunk.rfind(b"\n") + 1
+            offsets[c.name] += complete
+            for line in chunk[:complete].decode(errors="replace").splitlines():
+                console.print(f"[bold cyan]{c.name:>16}[/] {line}", markup=True, highlight=False)
+            if not is_running(c) and c.name not in reported_dead:
+                reported_dead.add(c.name)
+                console.print(f"[bold red]{c.name:>16}[/] process {c.pid} is not running")
+        time.sleep(poll)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _state_dir_option(ctx: typer.Context, explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    root = ctx.find_root()
+    value = (root.params or {}).get("state_dir")
+    return Path(value) if value else default_state_dir()
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True, highlight=False).print(f"error: {message}", markup=False)
+    raise typer.Exit(1)
+
+
+def register_local_commands(app: typer.Typer) -> None:
+    """Add `up` and `down` to the `havm` command line."""
+
+    @app.command("up")
+    def up_command(
+        ctx: typer.Context,
+        topology: Path | None = typer.Option(
+            None, "--topology", "-t", help="Topology YAML file (default: built-in 4-node cluster + 1 standalone host)."
+        ),
+        state_dir: Path | None = typer.Option(
+            None, "--state-dir", help="Where the cluster keeps its state (default ./.havm)."
+        ),
+        detach: bool = typer.Option(
+            False, "--detach", "-d", help="Return once every component is healthy."
+        ),
+        timeout: float = typer.Option(30.0, help="Seconds to wait for the components to be healthy."),
+    ) -> None:
+        """Start the broker, the manager and one agent per host; follow their logs."""
+        console = Console(highlight=False)
+        directory = _state_dir_option(ctx, state_dir)
+        settings = UpSettings(healthy_timeout=timeout)
+        try:
+            cluster = up(topology, directory, console, settings)
+        except (LocalClusterError, ContextError) as exc:
+            _fail(str(exc))
+            return
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        if detach:
+            return
+        console.print("havm: following the logs; Ctrl-C stops the cluster")
+        try:
+            follow_logs(cluster, console)
+        except KeyboardInterrupt:
+            console.print("havm: stopping")
+            down(directory, console, settings.stop_timeout)
+
+    @app.command("down")
+    def down_command(
+        ctx: typer.Context,
+        state_dir: Path | None = typer.Option(None, "--state-dir", help="The cluster's state directory."),
+        timeout: float = typer.Option(10.0, help="Seconds between SIGTERM and SIGKILL."),
+    ) -> None:
+        """Stop every process of the local cluster (SIGTERM, then SIGKILL)."""
+        try:
+            down(_state_dir_option(ctx, state_dir), Console(highlight=False), timeout)
+        except ContextError as exc:
+            _fail(str(exc))

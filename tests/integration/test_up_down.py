@@ -1,0 +1,80 @@
+"""`havm up` and `havm down` as a user meets them: bad topologies, a custom topology,
+and no process left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import LocalCluster, alive, start_cluster, stop_cluster
+
+pytestmark = pytest.mark.integration
+
+SMALL = """
+version: 1
+host_defaults:
+  profile: esx
+  cpu: {vendor: AuthenticAMD, model: Opteron 2384, features: [sse3, sse4a], cores: 4, mhz: 2700}
+  memory_mb: 8192
+  disks: [{name: local1, capacity_gb: 100}]
+  networks: [{name: VM Network, bound_to: vSwitch0, vlan_id: 10}]
+clusters:
+  - name: esxcluster
+    profile: esx
+    nodes: [esx1, esx2, esx3]
+    csvs: [{name: datastore1, capacity_gb: 500}]
+hosts:
+  - {name: esx1}
+  - {name: esx2}
+  - {name: esx3}
+  - {name: esx4}
+"""
+
+
+def test_bad_topology_names_the_field(tmp_path: Path) -> None:
+    topology = tmp_path / "bad.yaml"
+    topology.write_text(SMALL.replace("memory_mb: 8192", "memory_mb: lots"))
+    cluster = LocalCluster(tmp_path / "state")
+    result = cluster.havm("up", "--detach", "--topology", str(topology))
+    assert result.code == 1
+    assert "memory_mb" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "cluster.json").exists()
+
+
+def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
+    topology = tmp_path / "broken.yaml"
+    topology.write_text("version: 1\nhosts: [\n")
+    result = LocalCluster(tmp_path / "state").havm("up", "--detach", "--topology", str(topology))
+    assert result.code == 1 and "line" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_topology_file(tmp_path: Path) -> None:
+    result = LocalCluster(tmp_path / "state").havm(
+        "up", "--detach", "--topology", str(tmp_path / "nope.yaml")
+    )
+    assert result.code == 1 and "nope.yaml" in result.stderr
+
+
+def test_custom_esx_topology_up_and_down(tmp_path: Path) -> None:
+    topology = tmp_path / "esx.yaml"
+    topology.write_text(SMALL)
+    cluster = start_cluster(tmp_path / "state", "--topology", str(topology))
+    try:
+        pids = cluster.running_pids()
+        assert len(pids) == 6  # broker, manager, 4 agents
+        hosts = {h["name"]: h for h in cluster.json("host", "list")}
+        assert set(hosts) == {"esx1", "esx2", "esx3", "esx4"}
+        assert {h["profile"] for h in hosts.values()} == {"esx"}
+        assert hosts["esx4"]["cluster"] is None
+        assert hosts["esx1"]["networks"][0]["name"] == "VM Network"
+        vm = cluster.json("vm", "create", "vc1", "--ha", "--memory-mb", "1024")
+        assert vm["host"] in {"esx1", "esx2", "esx3"}
+        again = cluster.ok("up", "--detach")
+        assert "already running" in again.stdout
+        assert cluster.running_pids() == pids
+    finally:
+        stop_cluster(cluster)
+    assert not any(alive(p) for p in pids)
+    status = cluster.havm("status")
+    assert status.code == 1 and "Traceback" not in status.stderr

@@ -1,0 +1,51 @@
+"""The wire contract and the architecture rules hold: stubs are fresh, buf lint is
+clean, and the import-linter contracts of pyproject.toml are kept."""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+import gen_protos  # noqa: E402
+
+
+def test_generated_stubs_match_the_protos(tmp_path: Path) -> None:
+    generated = gen_protos.generate(tmp_path)
+    assert generated, "protoc produced nothing"
+    stale = []
+    for path in generated:
+        rel = path.relative_to(tmp_path)
+        committed = REPO / rel
+        if not committed.exists() or not filecmp.cmp(path, committed, shallow=False):
+            stale.append(str(rel))
+    committed_stubs = {p.relative_to(REPO) for p in (REPO / "havm" / "v1").glob("*_pb2*.py*")}
+    extra = committed_stubs - {p.relative_to(tmp_path) for p in generated}
+    assert not stale and not extra, (
+        f"stubs are stale: {stale or sorted(map(str, extra))}; run `python tools/gen_protos.py`"
+    )
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: install the dev extras (pip install -e '.[dev]')")
+    return found
+
+
+def test_buf_lint_is_clean() -> None:
+    result = subprocess.run([_tool("buf"), "lint"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_are_kept() -> None:
+    result = subprocess.run(
+        [_tool("lint-imports"), "--no-cache"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
