@@ -1,0 +1,158 @@
+"""A small synchronous client of the manager's gRPC API for the command line.
+
+The CLI runs one call (or one job stream) per invocation, so a blocking channel is the
+simplest fit. Its one real job is error translation: a `grpc.RpcError` becomes a
+`CliError` subclass whose message is fit to print, and a manager that cannot be reached
+is told apart from a manager that answered "a host is unavailable".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from havm.cli import errors
+from havm.v1 import agent_pb2, manager_pb2, manager_pb2_grpc
+
+_START_HINT = "is the cluster running? start it with `havm up`"
+
+_BY_CODE: dict[grpc.StatusCode, type[errors.ManagerCallError]] = {
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: errors.HostUnavailable,
+}
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Timeouts of the command line's calls to the manager, in seconds."""
+
+    # One unary call (a read, or the call that starts a job).
+    call_timeout_s: float = 10.0
+    # Waiting for a job to finish: migrations and cluster refreshes take a while.
+    job_timeout_s: float = 3600.0
+    # After an UNAVAILABLE answer, how long to try connecting to tell "the manager is
+    # down" from "the manager says a host is down".
+    reachability_probe_s: float = 1.0
+
+
+class ManagerClient:
+    """Blocking calls to one manager; raises `errors.CliError` subclasses only."""
+
+    def __init__(self, address: str, settings: ClientSettings | None = None) -> None:
+        self.address = address
+        self.settings = settings or ClientSettings()
+        self._channel = grpc.insecure_channel(address)
+        self._stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ManagerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Reads.
+
+    def get_status(self) -> manager_pb2.GetStatusResponse:
+        return self._call(self._stub.GetStatus, manager_pb2.GetStatusRequest())
+
+    def list_hosts(self, cluster: str = "") -> list[manager_pb2.Host]:
+        reply = self._call(self._stub.ListHosts, manager_pb2.ListHostsRequest(cluster=cluster))
+        return list(reply.hosts)
+
+    def get_host(self, name: str) -> manager_pb2.Host:
+        return self._call(self._stub.GetHost, manager_pb2.GetHostRequest(name=name)).host
+
+    def list_clusters(self) -> list[manager_pb2.Cluster]:
+        reply = self._call(self._stub.ListClusters, manager_pb2.ListClustersRequest())
+        return list(reply.clusters)
+
+    def get_cluster(self, name: str) -> manager_pb2.Cluster:
+        reply = self._call(self._stub.GetCluster, manager_pb2.GetClusterRequest(name=name))
+        return reply.cluster
+
+    def list_vms(self, host: str = "") -> list[manager_pb2.Vm]:
+        return list(self._call(self._stub.ListVms, manager_pb2.ListVmsRequest(host=host)).vms)
+
+    def get_vm(self, name: str) -> manager_pb2.Vm:
+        return self._call(self._stub.GetVm, manager_pb2.GetVmRequest(name=name)).vm
+
+    def list_jobs(self, limit: int = 0) -> list[manager_pb2.Job]:
+        reply = self._call(self._stub.ListJobs, manager_pb2.ListJobsRequest(limit=limit))
+        return list(reply.jobs)
+
+    def get_job(self, job_id: str) -> manager_pb2.Job:
+        return self._call(self._stub.GetJob, manager_pb2.GetJobRequest(id=job_id)).job
+
+    # Changes: each returns the job that carries it out.
+
+    def refresh_cluster(self, target: str = "") -> manager_pb2.Job:
+        request = manager_pb2.RefreshClusterRequest(target=target)
+        return self._call(self._stub.RefreshCluster, request).job
+
+    def create_vm(self, request: manager_pb2.CreateVmRequest) -> manager_pb2.CreateVmResponse:
+        return self._call(self._stub.CreateVm, request)
+
+    def operate_vm(self, name: str, operation: agent_pb2.VmOperation.ValueType) -> manager_pb2.Job:
+        request = manager_pb2.OperateVmRequest(name=name, operation=operation)
+        return self._call(self._stub.OperateVm, request).job
+
+    def delete_vm(self, name: str) -> manager_pb2.Job:
+        return self._call(self._stub.DeleteVm, manager_pb2.DeleteVmRequest(name=name)).job
+
+    def watch_job(self, job_id: str) -> Iterator[manager_pb2.Job]:
+        """The job now, then each change, until the manager ends the stream."""
+        request = manager_pb2.WatchJobRequest(id=job_id)
+        try:
+            for reply in self._stub.WatchJob(request, timeout=self.settings.job_timeout_s):
+                yield reply.job
+        except grpc.RpcError as exc:
+            raise self._translate(exc, self.settings.job_timeout_s) from None
+
+    # Plumbing.
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.settings.call_timeout_s)
+        except grpc.RpcError as exc:
+            raise self._translate(exc, self.settings.call_timeout_s) from None
+
+    def _translate(self, exc: grpc.RpcError, timeout_s: float) -> errors.CliError:
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = (exc.details() if isinstance(exc, grpc.Call) else "") or str(code)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return errors.ManagerTimeout(
+                f"the manager at {self.address} did not answer within {timeout_s:g} s "
+                f"({_START_HINT})"
+            )
+        if code == grpc.StatusCode.UNAVAILABLE and not self._reachable():
+            return errors.ManagerUnreachable(
+                f"cannot reach the manager at {self.address} ({_START_HINT})"
+            )
+        error_class = _BY_CODE.get(code, errors.ManagerCallError)
+        return error_class(details)
+
+    def _reachable(self) -> bool:
+        try:
+            grpc.channel_ready_future(self._channel).result(
+                timeout=self.settings.reachability_probe_s
+            )
+        except grpc.FutureTimeoutError:
+            return False
+        return True

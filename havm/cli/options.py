@@ -1,0 +1,61 @@
+"""What every command shares: the global options, the output format, the manager client.
+
+The root callback stores a `GlobalOptions` on the typer context; commands ask it for a
+client, which resolves the manager's address only when a command really needs it (so
+`--help` and `status`'s local part work without a running manager).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from havm.cli.client import ClientSettings, ManagerClient
+from havm.cli.context import manager_address
+
+
+class OutputFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+OutputOption = Annotated[
+    OutputFormat,
+    typer.Option("--output", "-o", help="table for people, json for scripts (stable field names)."),
+]
+
+
+@dataclass
+class GlobalOptions:
+    manager: str | None
+    state_dir: Path
+    settings: ClientSettings = field(default_factory=ClientSettings)
+    _client: ManagerClient | None = None
+
+    def client(self) -> ManagerClient:
+        if self._client is None:
+            self._client = ManagerClient(manager_address(self.manager, self.state_dir), self.settings)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    root = ctx.find_root()
+    options = root.obj
+    if not isinstance(options, GlobalOptions):
+        # Reached only when a sub-app is invoked on its own (tests, embedding).
+        options = GlobalOptions(manager=None, state_dir=Path(".havm"))
+        root.obj = options
+    return options
+
+
+def client(ctx: typer.Context) -> ManagerClient:
+    return global_options(ctx).client()

@@ -1,0 +1,297 @@
+"""Turns the manager's messages into the CLI's output: plain dicts, JSON and tables.
+
+The dicts are the stable, snake_case JSON contract scripts rely on; the tables are
+built from the very same dicts so that both views always agree. Enums become lowercase
+words without their prefix (HOST_STATE_NOT_RESPONDING -> "not_responding").
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timezone
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from havm.v1 import common_pb2, manager_pb2
+
+Dict = dict[str, Any]
+
+# How a storage location is written on the command line and in JSON ("csv:Volume1").
+STORAGE_PREFIXES: dict[int, str] = {
+    common_pb2.STORAGE_KIND_CSV: "csv",
+    common_pb2.STORAGE_KIND_LUN: "lun",
+    common_pb2.STORAGE_KIND_LOCAL_DISK: "local",
+}
+
+
+def enum_word(enum: EnumTypeWrapper, value: int, prefix: str) -> str:
+    """VM_STATE_RUNNING -> "running"; an unknown number -> "unknown_<n>"."""
+    try:
+        name = enum.Name(value)
+    except ValueError:
+        return f"unknown_{value}"
+    return name.removeprefix(prefix).lower()
+
+
+def profile_word(value: int) -> str:
+    # Profiles read as product names: PROFILE_HYPERV_2008R2 -> "hyperv-2008r2".
+    return enum_word(common_pb2.Profile, value, "PROFILE_").replace("_", "-")
+
+
+def timestamp(message: Message, field: str) -> str | None:
+    """ISO 8601 in UTC, or None when the field was never set."""
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    return stamp.ToDatetime(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def storage_text(location: common_pb2.StorageLocation) -> str | None:
+    if not location.name and not location.kind:
+        return None
+    prefix = STORAGE_PREFIXES.get(location.kind, "unspecified")
+    return f"{prefix}:{location.name}"
+
+
+def cpu_dict(cpu: common_pb2.Cpu) -> Dict:
+    return {
+        "vendor": cpu.vendor,
+        "model": cpu.model,
+        "features": list(cpu.features),
+        "cores": cpu.cores,
+        "mhz": cpu.mhz,
+    }
+
+
+def disk_dict(disk: common_pb2.LocalDisk) -> Dict:
+    return {"name": disk.name, "capacity_bytes": disk.capacity_bytes, "free_bytes": disk.free_bytes}
+
+
+def network_dict(network: common_pb2.Network) -> Dict:
+    return {
+        "name": network.name,
+        "kind": enum_word(common_pb2.NetworkKind, network.kind, "NETWORK_KIND_"),
+        "bound_to": network.bound_to,
+        "vlan_id": network.vlan_id,
+    }
+
+
+def volume_dict(volume: common_pb2.SharedVolume) -> Dict:
+    return {
+        "name": volume.name,
+        "kind": enum_word(common_pb2.StorageKind, volume.kind, "STORAGE_KIND_"),
+        "capacity_bytes": volume.capacity_bytes,
+        "free_bytes": volume.free_bytes,
+    }
+
+
+def host_dict(host: manager_pb2.Host) -> Dict:
+    return {
+        "name": host.name,
+        "cluster": host.cluster or None,
+        "profile": profile_word(host.profile),
+        "state": enum_word(manager_pb2.HostState, host.state, "HOST_STATE_"),
+        "address": host.address,
+        "memory_mb": host.memory_mb,
+        "memory_free_mb": host.memory_free_mb,
+        "vm_count": host.vm_count,
+        "rating": host.rating,
+        "cpu": cpu_dict(host.cpu),
+        "disks": [disk_dict(d) for d in host.disks],
+        "networks": [network_dict(n) for n in host.networks],
+        "volumes": [volume_dict(v) for v in host.volumes],
+        "last_refresh": timestamp(host, "last_refresh"),
+        "state_reason": host.state_reason,
+    }
+
+
+def vm_dict(vm: manager_pb2.Vm) -> Dict:
+    return {
+        "id": vm.id,
+        "name": vm.name,
+        "host": vm.host or None,
+        "state": enum_word(common_pb2.VmState, vm.state, "VM_STATE_"),
+        "ha": vm.highly_available,
+        "status": enum_word(common_pb2.VmConfigStatus, vm.status, "VM_CONFIG_STATUS_"),
+        "status_reasons": list(vm.status_reasons),
+        "memory_mb": vm.memory_mb,
+        "cpus": vm.cpus,
+        "disk_gb": vm.disk_gb,
+        "storage": storage_text(vm.storage),
+        "networks": list(vm.networks),
+        "imported": vm.imported,
+        "reason": vm.reason,
+        "created_at": timestamp(vm, "created_at"),
+    }
+
+
+def cluster_dict(cluster: manager_pb2.Cluster) -> Dict:
+    return {
+        "name": cluster.name,
+        "profile": profile_word(cluster.profile),
+        "nodes": list(cluster.nodes),
+        "reserve": cluster.reserve,
+        "state": enum_word(manager_pb2.ClusterState, cluster.state, "CLUSTER_STATE_"),
+        "volumes": [volume_dict(v) for v in cluster.volumes],
+    }
+
+
+def job_dict(job: manager_pb2.Job) -> Dict:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "target": job.target,
+        "state": enum_word(manager_pb2.JobState, job.state, "JOB_STATE_"),
+        "progress": job.progress,
+        "message": job.message,
+        "error": job.error or None,
+        "created_at": timestamp(job, "created_at"),
+        "updated_at": timestamp(job, "updated_at"),
+    }
+
+
+def status_dict(status: manager_pb2.GetStatusResponse) -> Dict:
+    return {
+        "version": status.manager_version,
+        "hosts_total": status.hosts_total,
+        "hosts_ok": status.hosts_ok,
+        "vms_total": status.vms_total,
+        "vms_running": status.vms_running,
+        "jobs_running": status.jobs_running,
+        "clusters": [cluster_dict(c) for c in status.clusters],
+    }
+
+
+# Output.
+
+
+def stdout() -> Console:
+    # Wide enough that piped tables are not squeezed to 80 columns.
+    return Console(soft_wrap=False, width=None if Console().is_terminal else 200)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, Mapping):
+        return str(value.get("name", value))
+    return str(value)
+
+
+def print_table(title: str | None, rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]) -> None:
+    """One row per dict; `columns` maps dict keys to column headers."""
+    table = Table(title=title, title_justify="left")
+    for header in columns.values():
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(_cell(row.get(key)) for key in columns))
+    stdout().print(table)
+
+
+def print_object(title: str, row: Mapping[str, Any], formatters: Mapping[str, Callable[[Any], str]] | None = None) -> None:
+    """One object as a two-column FIELD / VALUE table."""
+    formatters = formatters or {}
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in row.items():
+        text = formatters[key](value) if key in formatters else _cell(value)
+        table.add_row(key, text)
+    stdout().print(table)
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:,.0f} MiB" if value < 2**30 else f"{value / 2**30:,.1f} GiB"
+
+
+def volumes_text(volumes: list[Dict]) -> str:
+    return "\n".join(
+        f"{v['name']} ({v['kind']}, {_mib(v['free_bytes'])} free of {_mib(v['capacity_bytes'])})"
+        for v in volumes
+    ) or "-"
+
+
+def disks_text(disks: list[Dict]) -> str:
+    return "\n".join(
+        f"{d['name']} ({_mib(d['free_bytes'])} free of {_mib(d['capacity_bytes'])})" for d in disks
+    ) or "-"
+
+
+def networks_text(networks: list[Dict]) -> str:
+    lines = []
+    for n in networks:
+        vlan = f", vlan {n['vlan_id']}" if n["vlan_id"] else ""
+        lines.append(f"{n['name']} ({n['kind']} on {n['bound_to'] or '-'}{vlan})")
+    return "\n".join(lines) or "-"
+
+
+def cpu_text(cpu: Dict) -> str:
+    features = " ".join(cpu["features"]) or "-"
+    return f"{cpu['vendor']} {cpu['model']}, {cpu['cores']} cores at {cpu['mhz']} MHz\nfeatures: {features}"
+
+
+HOST_COLUMNS = {
+    "name": "NAME",
+    "cluster": "CLUSTER",
+    "profile": "PROFILE",
+    "state": "STATE",
+    "address": "ADDRESS",
+    "memory_free_mb": "FREE MB",
+    "memory_mb": "MEMORY MB",
+    "vm_count": "VMS",
+    "rating": "RATING",
+}
+VM_COLUMNS = {
+    "name": "NAME",
+    "host": "HOST",
+    "state": "STATE",
+    "ha": "HA",
+    "status": "STATUS",
+    "memory_mb": "MEMORY MB",
+    "cpus": "CPUS",
+    "storage": "STORAGE",
+    "networks": "NETWORKS",
+}
+CLUSTER_COLUMNS = {
+    "name": "NAME",
+    "profile": "PROFILE",
+    "nodes": "NODES",
+    "reserve": "RESERVE",
+    "state": "STATE",
+    "volumes": "VOLUMES",
+}
+JOB_COLUMNS = {
+    "id": "ID",
+    "kind": "KIND",
+    "target": "TARGET",
+    "state": "STATE",
+    "progress": "PROGRESS",
+    "message": "MESSAGE",
+    "error": "ERROR",
+    "updated_at": "UPDATED",
+}
+COMPONENT_COLUMNS = {"name": "NAME", "address": "ADDRESS", "pid": "PID", "alive": "ALIVE"}
+
+DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
+    "cpu": cpu_text,
+    "disks": disks_text,
+    "networks": lambda value: networks_text(value) if value and isinstance(value[0], dict) else _cell(value),
+    "volumes": volumes_text,
+    "status_reasons": lambda value: "\n".join(value) or "-",
+}

@@ -1,0 +1,168 @@
+"""`havm vm ...`: create, inspect, power-operate and delete virtual machines.
+
+Each change is a manager job; the command waits for it and reports the outcome in one
+line (or as JSON), so `havm vm start web1 && ...` in a script means the VM runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+from havm.cli import render
+from havm.cli.errors import CliError
+from havm.cli.jobs import finish, wait_for_job
+from havm.cli.options import OutputFormat, OutputOption, client
+from havm.v1 import agent_pb2, common_pb2, manager_pb2
+
+vm_app = typer.Typer(help="Create, list, operate and delete virtual machines.", no_args_is_help=True)
+
+_STORAGE_KINDS = {prefix: kind for kind, prefix in render.STORAGE_PREFIXES.items()}
+
+
+def parse_storage(text: str | None) -> common_pb2.StorageLocation | None:
+    """"csv:Volume1" -> StorageLocation(CSV, "Volume1")."""
+    if text is None:
+        return None
+    kind, sep, name = text.partition(":")
+    if not sep or not name or kind.lower() not in _STORAGE_KINDS:
+        raise typer.BadParameter(
+            f"{text!r} is not KIND:NAME with KIND one of csv, lun, local (e.g. csv:Volume1)"
+        )
+    return common_pb2.StorageLocation(kind=_STORAGE_KINDS[kind.lower()], name=name)
+
+
+@vm_app.command("list")
+def list_vms(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Only the VMs on this host.")] = "",
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List virtual machines."""
+    rows = [render.vm_dict(vm) for vm in client(ctx).list_vms(host)]
+    if output is OutputFormat.json:
+        render.print_json(rows)
+    else:
+        render.print_table(None, rows, render.VM_COLUMNS)
+
+
+@vm_app.command("show")
+def show_vm(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.table) -> None:
+    """Show one virtual machine."""
+    row = render.vm_dict(client(ctx).get_vm(name))
+    if output is OutputFormat.json:
+        render.print_json(row)
+    else:
+        render.print_object(f"VM {name}", row, render.DETAIL_FORMATTERS)
+
+
+@vm_app.command("create")
+def create_vm(
+    ctx: typer.Context,
+    name: str,
+    memory_mb: Annotated[int, typer.Option("--memory-mb", min=1, help="Guest memory.")],
+    cpus: Annotated[int | None, typer.Option("--cpus", min=1, help="Virtual CPUs (default 1).")] = None,
+    disk_gb: Annotated[
+        int | None, typer.Option("--disk-gb", min=1, help="Virtual disk size (default 20).")
+    ] = None,
+    ha: Annotated[bool, typer.Option("--ha", help="Make it highly available.")] = False,
+    host: Annotated[str, typer.Option("--host", help="Place it here instead of letting placement choose.")] = "",
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", metavar="KIND:NAME", help="csv:Volume1, lun:lun1 or local:C."),
+    ] = None,
+    network: Annotated[
+        list[str] | None, typer.Option("--network", help="A virtual network to connect; repeatable.")
+    ] = None,
+    dirty_rate_mb_s: Annotated[
+        float, typer.Option("--dirty-rate-mb-s", min=0, help="Guest memory dirtied per second.")
+    ] = 0.0,
+    journal_writes_per_s: Annotated[
+        float, typer.Option("--journal-writes-per-s", min=0, help="Guest disk journal writes per second.")
+    ] = 0.0,
+    no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Create a virtual machine (and start it unless --no-start)."""
+    request = manager_pb2.CreateVmRequest(
+        name=name,
+        memory_mb=memory_mb,
+        cpus=cpus or 0,
+        disk_gb=disk_gb or 0,
+        highly_available=ha,
+        host=host,
+        networks=network or [],
+        workload=common_pb2.GuestWorkload(
+            dirty_rate_mb_per_s=dirty_rate_mb_s, journal_writes_per_s=journal_writes_per_s
+        ),
+        no_start=no_start,
+    )
+    location = parse_storage(storage)
+    if location is not None:
+        request.storage.CopyFrom(location)
+    manager = client(ctx)
+    reply = manager.create_vm(request)
+    job = wait_for_job(manager, reply.job, output)
+    if job.state == manager_pb2.JOB_STATE_FAILED:
+        finish(job, output, None)
+    vm = manager.get_vm(name)
+    if output is OutputFormat.json:
+        render.print_json(render.vm_dict(vm))
+        return
+    state = render.enum_word(common_pb2.VmState, vm.state, "VM_STATE_")
+    print(f"VM {name} created on {vm.host or 'no host'} ({state})")
+
+
+def _operation_command(
+    operation: agent_pb2.VmOperation.ValueType, done: str, with_host: bool, help_text: str
+) -> Callable[..., None]:
+    def command(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.table) -> None:
+        manager = client(ctx)
+        job = wait_for_job(manager, manager.operate_vm(name, operation), output)
+        line = f"VM {name} {done}"
+        if with_host and output is OutputFormat.table and job.state == manager_pb2.JOB_STATE_COMPLETED:
+            line += _on_host(name, ctx)
+        finish(job, output, line)
+
+    command.__doc__ = help_text
+    return command
+
+
+def _on_host(name: str, ctx: typer.Context) -> str:
+    try:
+        host = client(ctx).get_vm(name).host
+    except CliError:
+        return ""  # the job succeeded; the host is a nicety, not worth failing for
+    return f" on {host}" if host else ""
+
+
+_OPERATIONS = [
+    ("start", agent_pb2.VM_OPERATION_START, "started", True, "Power on a stopped VM (or restore a saved one)."),
+    ("stop", agent_pb2.VM_OPERATION_TURN_OFF, "turned off", False, "Turn a VM off hard: memory is lost, acknowledged disk writes are kept."),
+    ("shutdown", agent_pb2.VM_OPERATION_SHUTDOWN, "shut down", False, "Ask the guest to shut down cleanly."),
+    ("save", agent_pb2.VM_OPERATION_SAVE, "saved", False, "Save a VM's memory to its storage and release the memory."),
+    ("restore", agent_pb2.VM_OPERATION_RESTORE, "restored", True, "Start a saved VM from its memory image."),
+    ("pause", agent_pb2.VM_OPERATION_PAUSE, "paused", False, "Freeze a running VM in memory."),
+    ("resume", agent_pb2.VM_OPERATION_RESUME, "resumed", False, "Resume a paused VM."),
+]
+for _name, _operation, _done, _with_host, _help in _OPERATIONS:
+    vm_app.command(_name)(_operation_command(_operation, _done, _with_host, _help))
+
+
+@vm_app.command("delete")
+def delete_vm(
+    ctx: typer.Context,
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Delete a virtual machine and its files."""
+    if not yes and sys.stdin.isatty():
+        if not typer.confirm(f"Delete VM {name} and its files?", default=False):
+            raise CliError(f"VM {name} was not deleted")
+    manager = client(ctx)
+    job = wait_for_job(manager, manager.delete_vm(name), output)
+    finish(job, output, f"VM {name} deleted")
