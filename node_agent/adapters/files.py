@@ -1,0 +1,255 @@
+"""The host's files: local disks, the shared SAN directory, the VM registry.
+
+Everything the agent keeps between two runs is here, laid out so that several agents
+sharing the SAN directory agree on it:
+
+    <state-dir>/disks/<disk>/<vm_id>/      a VM on a local disk
+    <san_root>/csv/<volume>/<vm_id>/       a VM on a cluster shared volume
+    <san_root>/lun/<lun>/<vm_id>/          a VM on a LUN
+        vm.json      the VM's spec plus owner_host
+        disk0.vhd    sparse virtual disk; the guest journal is written into it
+        memory.vsv   the saved memory image, while saved
+    <state-dir>/vms/<vm_id>.json           this host's registry of its VMs
+
+Every small file is written atomically (temporary file, then os.replace) so that a
+kill -9 leaves either the old or the new version, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node_agent.core.config import HostConfig
+from node_agent.core.errors import StorageFault
+from node_agent.core.journal import RECORD_SIZE, JournalPosition, record_offset, scan_journal
+from node_agent.core.power import PowerState
+from node_agent.core.vm import GIB, StorageKind, StorageRef, VmSpec, Workload
+
+VM_CONFIG = "vm.json"
+VM_DISK = "disk0.vhd"
+VM_SAVED_STATE = "memory.vsv"
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """What this host remembers of one of its VMs to find it again after a restart."""
+
+    vm_id: str
+    storage: StorageRef
+    path: str
+    power_state: PowerState
+    state_since: float
+    reason: str = ""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def spec_to_json(spec: VmSpec) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "memory_mb": spec.memory_mb,
+        "cpus": spec.cpus,
+        "disk_gb": spec.disk_gb,
+        "storage": {"kind": spec.storage.kind.value, "name": spec.storage.name},
+        "networks": list(spec.networks),
+        "highly_available": spec.highly_available,
+        "workload": None
+        if spec.workload is None
+        else {
+            "dirty_rate_mb_per_s": spec.workload.dirty_rate_mb_per_s,
+            "journal_writes_per_s": spec.workload.journal_writes_per_s,
+        },
+    }
+
+
+def spec_from_json(raw: dict[str, Any]) -> VmSpec:
+    workload = raw.get("workload")
+    return VmSpec(
+        id=raw["id"],
+        name=raw["name"],
+        memory_mb=int(raw["memory_mb"]),
+        cpus=int(raw["cpus"]),
+        disk_gb=int(raw["disk_gb"]),
+        storage=StorageRef(StorageKind(raw["storage"]["kind"]), raw["storage"]["name"]),
+        networks=tuple(raw.get("networks", ())),
+        highly_available=bool(raw.get("highly_available", False)),
+        workload=None
+        if workload is None
+        else Workload(
+            dirty_rate_mb_per_s=float(workload["dirty_rate_mb_per_s"]),
+            journal_writes_per_s=float(workload["journal_writes_per_s"]),
+        ),
+    )
+
+
+class HostFiles:
+    """Paths and file operations of one host's disks, SAN view and registry."""
+
+    def __init__(self, config: HostConfig, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.registry_dir = state_dir / "vms"
+
+    def prepare(self) -> None:
+        """Create the directories of every disk and volume this host sees."""
+        self.registry_dir.mkdir(parents=True, exist_ok=True)
+        for disk in self.config.disks:
+            self.storage_root(StorageRef(StorageKind.LOCAL_DISK, disk.name)).mkdir(
+                parents=True, exist_ok=True
+            )
+        for volume in self.config.volumes:
+            kind = StorageKind(volume.kind.value)
+            self.storage_root(StorageRef(kind, volume.name)).mkdir(parents=True, exist_ok=True)
+
+    def storage_root(self, storage: StorageRef) -> Path:
+        if storage.kind is StorageKind.LOCAL_DISK:
+            return self.state_dir / "disks" / storage.name
+        if self.config.san_root is None:
+            raise StorageFault(f"host {self.config.name} has no SAN")
+        sub = "csv" if storage.kind is StorageKind.CSV else "lun"
+        return Path(self.config.san_root) / sub / storage.name
+
+    def vm_dir(self, spec: VmSpec) -> Path:
+        return self.storage_root(spec.storage) / spec.id
+
+    def used_bytes(self, storage: StorageRef) -> int:
+        """Logical size of every VM disk on a disk or volume, whoever owns it."""
+        total = 0
+        root = self.storage_root(storage)
+        for disk in root.glob(f"*/{VM_DISK}"):
+            try:
+                total += disk.stat().st_size
+            except FileNotFoundError:
+                continue  # deleted meanwhile by another host
+        return total
+
+    def vm_ids_on(self, storage: StorageRef) -> list[str]:
+        root = self.storage_root(storage)
+        return sorted(p.parent.name for p in root.glob(f"*/{VM_CONFIG}"))
+
+    # VM configuration and disk
+
+    def read_vm_config(self, vm_dir: Path) -> tuple[VmSpec, str]:
+        """The spec stored with a VM and the host that owns it."""
+        try:
+            raw = json.loads((vm_dir / VM_CONFIG).read_text())
+            return spec_from_json(raw), str(raw.get("owner_host", ""))
+        except FileNotFoundError:
+            raise StorageFault(f"{vm_dir / VM_CONFIG} is missing") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageFault(f"{vm_dir / VM_CONFIG} is unreadable: {exc}") from None
+
+    def write_vm_config(self, vm_dir: Path, spec: VmSpec) -> None:
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        doc = spec_to_json(spec) | {"owner_host": self.config.name}
+        write_atomically(vm_dir / VM_CONFIG, json.dumps(doc, indent=2).encode())
+
+    def create_disk(self, vm_dir: Path, disk_gb: int) -> None:
+        """A sparse file of the full size: it occupies nothing until written."""
+        with open(vm_dir / VM_DISK, "ab") as f:
+            if os.fstat(f.fileno()).st_size != disk_gb * GIB:
+                f.truncate(disk_gb * GIB)
+
+    def remove_vm_dir(self, vm_dir: Path) -> None:
+        shutil.rmtree(vm_dir, ignore_errors=True)
+
+    # Saved state
+
+    def saved_state_path(self, vm_dir: Path) -> Path:
+        return vm_dir / VM_SAVED_STATE
+
+    def write_saved_state(self, vm_dir: Path, data: bytes) -> None:
+        write_atomically(self.saved_state_path(vm_dir), data)
+
+    def read_saved_state(self, vm_dir: Path) -> bytes:
+        try:
+            return self.saved_state_path(vm_dir).read_bytes()
+        except FileNotFoundError:
+            raise StorageFault(f"{self.saved_state_path(vm_dir)} is missing") from None
+
+    def remove_saved_state(self, vm_dir: Path) -> None:
+        self.saved_state_path(vm_dir).unlink(missing_ok=True)
+
+    # Registry
+
+    def write_registry(self, entry: RegistryEntry) -> None:
+        doc = {
+            "vm_id": entry.vm_id,
+            "storage_kind": entry.storage.kind.value,
+            "storage_name": entry.storage.name,
+            "path": entry.path,
+            "power_state": entry.power_state.value,
+            "state_since": entry.state_since,
+            "reason": entry.reason,
+        }
+        write_atomically(self.registry_dir / f"{entry.vm_id}.json", json.dumps(doc).encode())
+
+    def remove_registry(self, vm_id: str) -> None:
+        (self.registry_dir / f"{vm_id}.json").unlink(missing_ok=True)
+
+    def read_registry(self) -> tuple[list[RegistryEntry], list[str]]:
+        """Every registered VM, and a sentence for each entry that cannot be read."""
+        entries: list[RegistryEntry] = []
+        problems: list[str] = []
+        for path in sorted(self.registry_dir.glob("*.json")):
+            try:
+                raw = json.loads(path.read_text())
+                entries.append(
+                    RegistryEntry(
+                        vm_id=raw["vm_id"],
+                        storage=StorageRef(StorageKind(raw["storage_kind"]), raw["storage_name"]),
+                        path=raw["path"],
+                        power_state=PowerState(raw["power_state"]),
+                        state_since=float(raw.get("state_since", 0.0)),
+                        reason=str(raw.get("reason", "")),
+                    )
+                )
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                problems.append(f"registry entry {path.name} is unreadable: {exc}")
+        return entries, problems
+
+
+class JournalFile:
+    """The journal region of an open virtual disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR)
+        self.disk_bytes = os.fstat(self._fd).st_size
+
+    def scan(self) -> JournalPosition:
+        return scan_journal(lambda off, n: os.pread(self._fd, n, off), self.disk_bytes)
+
+    def write(self, seq: int, record: bytes) -> None:
+        """Write one record; once this returns the write is acknowledged."""
+        if len(record) != RECORD_SIZE:
+            raise ValueError("journal records have a fixed size")
+        written = os.pwrite(self._fd, record, record_offset(seq))
+        if written != RECORD_SIZE:
+            raise StorageFault(f"short journal write to {self.path}")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def scan_disk_journal(disk: Path) -> JournalPosition:
+    journal = JournalFile(disk)
+    try:
+        return journal.scan()
+    finally:
+        journal.close()

@@ -1,0 +1,77 @@
+"""One session with the MQTT broker that carries this host's retained status.
+
+The last will makes the broker itself announce `offline` when the agent dies or
+loses its connection; the app loop republishes `online` and reconnects. Every
+failure of the broker or the client library surfaces as BrokerUnavailable so that
+the loop has exactly one thing to handle.
+"""
+
+from __future__ import annotations
+
+import aiomqtt
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached or the connection to it was lost."""
+
+
+class BrokerSession:
+    """A connected MQTT client whose last will marks the host offline."""
+
+    def __init__(
+        self,
+        hostname: str,
+        port: int,
+        client_id: str,
+        topic: str,
+        offline_payload: bytes,
+        keepalive_s: int,
+        timeout_s: float,
+    ) -> None:
+        self.topic = topic
+        self._timeout_s = timeout_s
+        self._client = aiomqtt.Client(
+            hostname,
+            port,
+            identifier=client_id,
+            will=aiomqtt.Will(topic, offline_payload, qos=1, retain=True),
+            keepalive=keepalive_s,
+            timeout=timeout_s,
+            clean_session=True,
+        )
+        self._open = False
+
+    async def open(self) -> None:
+        try:
+            await self._client.__aenter__()
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
+        self._open = True
+
+    async def publish_status(self, payload: bytes) -> None:
+        """Publish the retained status; returns once the broker acknowledged it."""
+        try:
+            await self._client.publish(
+                self.topic, payload, qos=1, retain=True, timeout=self._timeout_s
+            )
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
+
+    async def wait_lost(self) -> None:
+        """Return only by raising BrokerUnavailable, when the connection drops."""
+        try:
+            async for _ in self._client.messages:
+                pass  # nothing is subscribed; iterating only watches the connection
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(str(exc) or "connection lost") from None
+        raise BrokerUnavailable("connection closed")
+
+    async def close(self) -> None:
+        """Disconnect cleanly, so that the broker does not send the last will."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            await self._client.__aexit__(None, None, None)
+        except (aiomqtt.MqttError, OSError):
+            pass  # already gone: nothing left to close

@@ -1,0 +1,425 @@
+"""The emulated host at run time: its VMs, their guests, and every operation on them.
+
+Each operation follows the same path: look at the VM (observe), ask the core whether
+and how it may happen (decide), touch files and guest tasks (act), and write the new
+power state to the registry (persist). Operations on one VM are serialised by a
+lock; operations on different VMs run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
+from node_agent.core.config import HostConfig
+from node_agent.core.errors import (
+    AgentError,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
+from node_agent.core.journal import JournalPosition, JournalRecord, check_room, encode_record
+from node_agent.core.power import (
+    HOLDS_MEMORY,
+    RESTART_ON_RECOVERY,
+    Action,
+    Operation,
+    PowerState,
+    check_deletable,
+    plan_operation,
+    transition,
+)
+from node_agent.core.vm import (
+    GIB,
+    StorageKind,
+    StorageRef,
+    VmSpec,
+    available_memory_mb,
+    check_lun_free,
+    check_memory_fits,
+    check_storage_room,
+    check_storage_visible,
+    validate_spec,
+)
+from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HostedVm:
+    """A VM of this host with what runs it."""
+
+    spec: VmSpec
+    vm_dir: Path
+    state: PowerState
+    state_since: float
+    reason: str = ""
+    guest: GuestModel | None = None
+    journal: JournalFile | None = None
+    task: asyncio.Task[None] | None = None
+    # Known while the VM has no running guest; None means "scan the disk".
+    idle_journal: JournalPosition | None = None
+    saved_digest: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def disk(self) -> Path:
+        return self.vm_dir / "disk0.vhd"
+
+    def view(self) -> VmView:
+        return VmView(self.spec, self.state, self.reason, self.state_since)
+
+
+class VmHost:
+    """All VMs of this host and the operations the AgentService offers on them."""
+
+    def __init__(
+        self, config: HostConfig, files: HostFiles, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.files = files
+        self.clock = clock
+        self.boot_id = uuid.uuid4().hex
+        self.started_at = clock()
+        self._vms: dict[str, HostedVm] = {}
+
+    # Reading
+
+    def host_view(self) -> HostView:
+        disks = tuple(
+            self._usage(StorageRef(StorageKind.LOCAL_DISK, d.name), d.capacity_gb)
+            for d in self.config.disks
+        )
+        volumes = tuple(
+            self._usage(StorageRef(StorageKind(v.kind.value), v.name), v.capacity_gb)
+            for v in self.config.volumes
+        )
+        return HostView(
+            config=self.config,
+            memory_free_mb=self.memory_free_mb(),
+            disks=disks,
+            volumes=volumes,
+            boot_id=self.boot_id,
+            started_at=self.started_at,
+        )
+
+    def memory_free_mb(self) -> int:
+        return available_memory_mb(self.config, self._held_mb())
+
+    def list_vms(self) -> list[VmView]:
+        return [vm.view() for _, vm in sorted(self._vms.items())]
+
+    def get_vm(self, vm_id: str) -> VmView:
+        return self._get(vm_id).view()
+
+    async def guest_status(self, vm_id: str) -> GuestView:
+        vm = self._get(vm_id)
+        if vm.guest is not None:
+            memory, journal = vm.guest.memory, vm.guest.journal
+            digest = memory.digest()
+        else:
+            if vm.idle_journal is None:
+                vm.idle_journal = await asyncio.to_thread(scan_disk_journal, vm.disk)
+            journal = vm.idle_journal
+            digest = ""
+            if vm.state is PowerState.SAVED:
+                if vm.saved_digest is None:
+                    memory = await self._read_saved_memory(vm)
+                    vm.saved_digest = memory.digest()
+                digest = vm.saved_digest
+        return GuestView(vm.spec.id, vm.state, vm.spec.memory_pages, digest, journal)
+
+    # Creating and deleting
+
+    def create_vm(self, spec: VmSpec) -> VmView:
+        """Persist a new VM stopped, or take over its files left on shared storage.
+
+        Synchronous on purpose: with no await between the checks and the insert,
+        two concurrent creations cannot both pass the checks.
+        """
+        validate_spec(spec, self.config)
+        if spec.id in self._vms:
+            raise AlreadyExists(f"VM {spec.id} already exists on host {self.config.name}")
+        capacity = check_storage_visible(spec.storage, self.config)
+        vm_dir = self.files.vm_dir(spec)
+        state = PowerState.STOPPED
+        if spec.storage.kind is not StorageKind.LOCAL_DISK and (vm_dir / "vm.json").exists():
+            # A VM moving here from another node: its disk and journal must survive.
+            _, previous_owner = self.files.read_vm_config(vm_dir)
+            log.info("VM %s: taking over its files from host %s", spec.label, previous_owner)
+            if self.files.saved_state_path(vm_dir).exists():
+                state = PowerState.SAVED
+        else:
+            check_lun_free(spec, self.files.vm_ids_on(spec.storage))
+            self.files.remove_vm_dir(vm_dir)  # remains of an interrupted creation
+            check_storage_room(spec, capacity, self.files.used_bytes(spec.storage))
+        self.files.write_vm_config(vm_dir, spec)
+        self.files.create_disk(vm_dir, spec.disk_gb)
+        vm = HostedVm(spec=spec, vm_dir=vm_dir, state=state, state_since=self.clock())
+        self._vms[spec.id] = vm
+        self._persist(vm)
+        log.info("VM %s (%s) created on %s %s", spec.label, spec.id,
+                 spec.storage.kind.label, spec.storage.name)
+        return vm.view()
+
+    async def delete_vm(self, vm_id: str) -> None:
+        vm = self._get(vm_id)
+        async with vm.lock:
+            self._check_still_here(vm)
+            check_deletable(vm.label, vm.state)
+            try:
+                _, owner = self.files.read_vm_config(vm.vm_dir)
+            except AgentError:
+                owner = self.config.name
+            # Files that another host has taken over are that host's to delete.
+            if owner == self.config.name:
+                await asyncio.to_thread(self.files.remove_vm_dir, vm.vm_dir)
+            self.files.remove_registry(vm_id)
+            del self._vms[vm_id]
+            log.info("VM %s (%s) deleted", vm.label, vm_id)
+
+    # Power operations
+
+    async def operate(self, vm_id: str, operation: Operation) -> VmView:
+        vm = self._get(vm_id)
+        async with vm.lock:
+            self._check_still_here(vm)
+            action = plan_operation(vm.label, vm.state, operation)
+            await self._perform(vm, action)
+            return vm.view()
+
+    async def _perform(self, vm: HostedVm, action: Action) -> None:
+        if action is Action.POWER_ON:
+            await self._power_on(vm)
+        elif action is Action.RESTORE:
+            await self._restore(vm)
+        elif action is Action.SHUTDOWN:
+            # The guest keeps running while it shuts down cleanly.
+            await asyncio.sleep(self.config.settings.shutdown_grace_s)
+            await self._power_off(vm)
+        elif action is Action.TURN_OFF:
+            await self._power_off(vm)
+        elif action is Action.SAVE:
+            await self._save(vm)
+        elif action is Action.PAUSE:
+            await self._stop_guest_task(vm)
+            self._set_state(vm, PowerState.PAUSED)
+        elif action is Action.RESUME:
+            self._set_state(vm, PowerState.RUNNING)
+            self._start_guest_task(vm)
+
+    async def _power_on(self, vm: HostedVm) -> None:
+        check_memory_fits(self.config, vm.spec, self._held_mb())
+        self._set_state(vm, PowerState.STARTING)
+        try:
+            journal = JournalFile(vm.disk)
+            position = await asyncio.to_thread(journal.scan)
+        except OSError as exc:
+            self._set_state(vm, PowerState.FAILED, f"its virtual disk cannot be opened: {exc}")
+            raise FailedPrecondition(f"VM {vm.label} cannot start: {vm.reason}") from None
+        workload = vm.spec.effective_workload
+        vm.guest = GuestModel.fresh_boot(vm.spec.id, vm.spec.memory_pages, workload, position)
+        vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
+        self._set_state(vm, PowerState.RUNNING)
+        self._start_guest_task(vm)
+
+    async def _restore(self, vm: HostedVm) -> None:
+        check_memory_fits(self.config, vm.spec, self._held_mb())
+        self._set_state(vm, PowerState.STARTING)
+        try:
+            memory = await self._read_saved_memory(vm)
+            journal = JournalFile(vm.disk)
+            position = await asyncio.to_thread(journal.scan)
+        except (AgentError, OSError) as exc:
+            reason = getattr(exc, "message", str(exc))
+            self._set_state(vm, PowerState.SAVED, f"restore failed: {reason}")
+            raise FailedPrecondition(f"VM {vm.label} cannot be restored: {reason}") from None
+        vm.guest = GuestModel(vm.spec.id, memory, vm.spec.effective_workload, position)
+        vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
+        # Like Hyper-V, the saved state is consumed by the restore.
+        self.files.remove_saved_state(vm.vm_dir)
+        self._set_state(vm, PowerState.RUNNING)
+        self._start_guest_task(vm)
+
+    async def _power_off(self, vm: HostedVm) -> None:
+        await self._stop_guest_task(vm)
+        self._release_guest(vm)
+        self._set_state(vm, PowerState.STOPPED)
+
+    async def _save(self, vm: HostedVm) -> None:
+        was = vm.state
+        await self._stop_guest_task(vm)
+        self._set_state(vm, PowerState.SAVING)
+        assert vm.guest is not None
+        memory = vm.guest.memory
+        try:
+            data = await asyncio.to_thread(encode_saved_state, vm.spec.id, memory)
+            await asyncio.to_thread(self.files.write_saved_state, vm.vm_dir, data)
+        except OSError as exc:
+            self._set_state(vm, was, f"save failed: {exc}")
+            if was is PowerState.RUNNING:
+                self._start_guest_task(vm)
+            raise FailedPrecondition(f"VM {vm.label} cannot be saved: {exc}") from None
+        vm.saved_digest = memory.digest()
+        self._release_guest(vm)
+        self._set_state(vm, PowerState.SAVED)
+
+    async def _read_saved_memory(self, vm: HostedVm) -> PageVersions:
+        data = await asyncio.to_thread(self.files.read_saved_state, vm.vm_dir)
+        return await asyncio.to_thread(decode_saved_state, vm.spec.id, data)
+
+    # The guest loop
+
+    def _start_guest_task(self, vm: HostedVm) -> None:
+        vm.task = asyncio.create_task(self._run_guest(vm), name=f"guest-{vm.spec.id}")
+
+    async def _stop_guest_task(self, vm: HostedVm) -> None:
+        task, vm.task = vm.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run_guest(self, vm: HostedVm) -> None:
+        tick = self.config.settings.guest_tick_s
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                self._guest_step(vm, tick)
+            except (AgentError, OSError) as exc:
+                reason = getattr(exc, "message", str(exc))
+                log.error("VM %s: guest stopped: %s", vm.label, reason)
+                vm.task = None
+                self._release_guest(vm)
+                self._set_state(vm, PowerState.FAILED, reason)
+                return
+
+    def _guest_step(self, vm: HostedVm, tick: float) -> None:
+        guest, journal = vm.guest, vm.journal
+        assert guest is not None and journal is not None
+        result = guest.tick(tick)
+        for seq in result.journal_seqs:
+            check_room(guest.journal, journal.disk_bytes, vm.label)
+            journal.write(seq, encode_record(JournalRecord(seq, 0, time.time_ns())))
+            guest.acknowledge(seq)
+
+    def _release_guest(self, vm: HostedVm) -> None:
+        """Drop the memory image and close the disk; the journal position stays known."""
+        if vm.guest is not None:
+            vm.idle_journal = vm.guest.journal
+        if vm.journal is not None:
+            vm.journal.close()
+        vm.guest, vm.journal = None, None
+
+    # Start and stop of the agent
+
+    async def recover(self) -> None:
+        """Find this host's VMs again and restart those that were running."""
+        entries, problems = self.files.read_registry()
+        for problem in problems:
+            log.warning("%s", problem)
+        to_start: list[HostedVm] = []
+        for entry in entries:
+            vm = self._load(entry)
+            if vm is None:
+                continue
+            self._vms[vm.spec.id] = vm
+            if vm.state is PowerState.STOPPED and entry.power_state in RESTART_ON_RECOVERY:
+                to_start.append(vm)
+        log.info("found %d VMs in the registry", len(self._vms))
+        for vm in to_start:
+            log.info("VM %s was %s when the agent stopped; starting it again",
+                     vm.label, self._registry_state(vm.spec.id, entries).value)
+            try:
+                await self._power_on(vm)
+            except AgentError as exc:
+                log.error("VM %s cannot be started again: %s", vm.label, exc.message)
+                if vm.state is PowerState.STOPPED:
+                    self._set_state(vm, PowerState.FAILED, exc.message)
+
+    def _load(self, entry: RegistryEntry) -> HostedVm | None:
+        vm_dir = Path(entry.path)
+        try:
+            spec, owner = self.files.read_vm_config(vm_dir)
+        except AgentError as exc:
+            log.warning("VM %s cannot be found again: %s", entry.vm_id, exc.message)
+            return None
+        if owner != self.config.name:
+            log.warning("VM %s now belongs to host %s; forgetting it", spec.label, owner)
+            self.files.remove_registry(entry.vm_id)
+            return None
+        state, reason = entry.power_state, entry.reason
+        has_saved_state = self.files.saved_state_path(vm_dir).exists()
+        if state is PowerState.SAVING and has_saved_state:
+            state = PowerState.SAVED  # the image was complete: it is written atomically
+        elif state in RESTART_ON_RECOVERY:
+            state = PowerState.STOPPED  # memory lost as at a power loss; restarted below
+            self.files.remove_saved_state(vm_dir)
+        elif state is PowerState.SAVED and not has_saved_state:
+            state, reason = PowerState.FAILED, "its saved state file is missing"
+        return HostedVm(spec=spec, vm_dir=vm_dir, state=state,
+                        state_since=entry.state_since, reason=reason)
+
+    @staticmethod
+    def _registry_state(vm_id: str, entries: list[RegistryEntry]) -> PowerState:
+        return next(e.power_state for e in entries if e.vm_id == vm_id)
+
+    async def stop(self) -> None:
+        """Stop every guest; registry states stay as they are so running VMs restart."""
+        for vm in self._vms.values():
+            await self._stop_guest_task(vm)
+            if vm.journal is not None:
+                vm.journal.close()
+                vm.journal = None
+        log.info("all guests stopped")
+
+    # Helpers
+
+    def _get(self, vm_id: str) -> HostedVm:
+        if not vm_id:
+            raise InvalidArgument("vm_id: is required")
+        vm = self._vms.get(vm_id)
+        if vm is None:
+            raise NotFound(f"host {self.config.name} has no VM with id {vm_id}")
+        return vm
+
+    def _check_still_here(self, vm: HostedVm) -> None:
+        if self._vms.get(vm.spec.id) is not vm:
+            raise NotFound(f"VM {vm.label} was deleted meanwhile")
+
+    def _held_mb(self) -> list[int]:
+        return [vm.spec.memory_mb for vm in self._vms.values() if vm.state in HOLDS_MEMORY]
+
+    def _usage(self, storage: StorageRef, capacity_gb: int) -> StorageUsage:
+        capacity = capacity_gb * GIB
+        free = max(0, capacity - self.files.used_bytes(storage))
+        return StorageUsage(storage.name, storage.kind, capacity, free)
+
+    def _set_state(self, vm: HostedVm, new: PowerState, reason: str = "") -> None:
+        vm.state = transition(vm.label, vm.state, new)
+        vm.state_since = self.clock()
+        vm.reason = reason
+        self._persist(vm)
+
+    def _persist(self, vm: HostedVm) -> None:
+        entry = RegistryEntry(vm.spec.id, vm.spec.storage, str(vm.vm_dir),
+                              vm.state, vm.state_since, vm.reason)
+        try:
+            self.files.write_registry(entry)
+        except OSError as exc:
+            log.error("VM %s: registry entry cannot be written: %s", vm.label, exc)

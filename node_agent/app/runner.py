@@ -1,0 +1,100 @@
+"""Runs one emulated host: recover its VMs, serve gRPC, announce it, stop cleanly.
+
+The order matters: VMs are found again before the server reports SERVING, so the
+first inventory a manager pulls is already complete; on SIGTERM the server stops
+taking calls before the guests stop, and the broker hears `offline` last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from node_agent.adapters.files import HostFiles
+from node_agent.adapters.grpc_server import AgentServer
+from node_agent.app.host import VmHost
+from node_agent.core.config import HostConfig
+from node_agent.core.errors import AgentError
+from node_agent.core.views import status_payload, status_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    config: HostConfig
+    state_dir: Path
+    listen: str
+    broker: tuple[str, int] | None = None
+
+
+async def run_agent(options: AgentOptions) -> int:
+    """Run until SIGTERM or SIGINT; return the process exit code."""
+    config, settings = options.config, options.config.settings
+    files = HostFiles(config, options.state_dir)
+    try:
+        files.prepare()
+        host = VmHost(config, files)
+        server = AgentServer(host, options.listen)
+    except (AgentError, OSError) as exc:
+        log.error("cannot start: %s", getattr(exc, "message", exc))
+        return 1
+    await host.recover()
+    await server.start()
+    log.info("serving AgentService on %s (%s, boot %s)",
+             server.address, config.profile.value, host.boot_id)
+
+    publisher = None
+    if options.broker is not None:
+        publisher = _status_publisher(options, server.address, host.boot_id)
+        publisher.start()
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+
+    log.info("stopping")
+    await server.stop(settings.grpc_stop_grace_s)
+    await host.stop()
+    if publisher is not None:
+        await publisher.stop()
+    log.info("stopped")
+    return 0
+
+
+def _status_publisher(options: AgentOptions, address: str, boot_id: str):  # type: ignore[no-untyped-def]
+    # Imported here: the MQTT client is only loaded by agents that use a broker.
+    from node_agent.adapters.mqtt_status import BrokerSession
+    from node_agent.app.status import StatusPublisher
+
+    config, settings = options.config, options.config.settings
+    assert options.broker is not None
+    hostname, port = options.broker
+    topic = status_topic(config.name)
+    offline = status_payload(config, address, boot_id, online=False)
+
+    def open_session() -> BrokerSession:
+        import json
+
+        return BrokerSession(
+            hostname,
+            port,
+            client_id=f"havm-agent-{config.name}",
+            topic=topic,
+            offline_payload=json.dumps(offline).encode(),
+            keepalive_s=settings.mqtt_keepalive_s,
+            timeout_s=settings.mqtt_timeout_s,
+        )
+
+    return StatusPublisher(
+        settings,
+        open_session,
+        online=status_payload(config, address, boot_id, online=True),
+        offline=offline,
+        broker=f"{hostname}:{port}",
+    )

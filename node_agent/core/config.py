@@ -1,0 +1,281 @@
+"""The emulated host's description, and its validation.
+
+`havm up` writes one JSON file per host from the topology. A wrong file must end the
+agent with one sentence that names the field, never a traceback, so every check
+here reports `field: problem`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import PurePosixPath
+from typing import Any
+
+from node_agent.core.errors import ConfigError
+
+# Host, disk, volume and VM names become directory names and MQTT topic levels.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class Profile(enum.Enum):
+    """The hypervisor the host emulates."""
+
+    HYPERV_2008 = "hyperv-2008"  # Hyper-V 1.0: quick migration only
+    HYPERV_2008R2 = "hyperv-2008r2"  # Hyper-V 2.0: live migration and CSV
+    ESX = "esx"  # VMware ESX: vMotion, port groups
+
+    @property
+    def network_term(self) -> str:
+        return "port group" if self is Profile.ESX else "virtual network"
+
+
+class VolumeKind(enum.Enum):
+    """The kinds of SAN storage a host can see."""
+
+    CSV = "csv"  # cluster shared volume: many VMs, all nodes at once
+    LUN = "lun"  # shared LUN: one VM, one owner at a time
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Timings of the agent; every one can be set under `settings` in the config."""
+
+    guest_tick_s: float = 0.1
+    shutdown_grace_s: float = 0.2
+    status_interval_s: float = 5.0
+    # How long in-flight RPCs may finish when the agent stops.
+    grpc_stop_grace_s: float = 0.5
+    # Cap of the backoff between two attempts to reach the broker.
+    mqtt_reconnect_max_s: float = 2.0
+    mqtt_keepalive_s: int = 5
+    # How long a single broker call may take before the connection counts as lost.
+    mqtt_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    vendor: str
+    model: str
+    features: tuple[str, ...]
+    cores: int
+    mhz: int
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    name: str
+    capacity_gb: int
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    bound_to: str
+    vlan_id: int
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    name: str
+    kind: VolumeKind
+    capacity_gb: int
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    cluster: str | None
+    profile: Profile
+    cpu: CpuSpec
+    memory_mb: int
+    host_reserve_mb: int
+    disks: tuple[DiskSpec, ...]
+    networks: tuple[NetworkSpec, ...]
+    volumes: tuple[VolumeSpec, ...]
+    san_root: str | None
+    settings: AgentSettings = field(default_factory=AgentSettings)
+
+    @property
+    def vm_memory_mb(self) -> int:
+        """Memory VMs may use: the rest is kept for the parent partition."""
+        return self.memory_mb - self.host_reserve_mb
+
+    def disk(self, name: str) -> DiskSpec | None:
+        return next((d for d in self.disks if d.name == name), None)
+
+    def volume(self, name: str, kind: VolumeKind) -> VolumeSpec | None:
+        return next((v for v in self.volumes if v.name == name and v.kind is kind), None)
+
+    def network(self, name: str) -> NetworkSpec | None:
+        return next((n for n in self.networks if n.name == name), None)
+
+
+def parse_host_config(raw: object) -> HostConfig:
+    """Build a HostConfig from the decoded JSON; raise ConfigError naming the field.
+
+    Purely computational, no side effects. Unknown keys are ignored so that newer
+    writers of the file do not break older agents.
+    """
+    top = _mapping(raw, "config")
+    name = _name(top, "name")
+    cluster_raw = top.get("cluster")
+    cluster = None if cluster_raw in (None, "") else _name(top, "cluster")
+    profile_raw = top.get("profile")
+    try:
+        profile = Profile(profile_raw)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Profile)
+        raise ConfigError("profile", f"must be one of {allowed}, got {profile_raw!r}") from None
+    memory_mb = _positive_int(top, "memory_mb", "memory_mb")
+    reserve = _int(top, "host_reserve_mb", "host_reserve_mb", default=0)
+    if reserve < 0:
+        raise ConfigError("host_reserve_mb", "must not be negative")
+    if reserve >= memory_mb:
+        raise ConfigError("host_reserve_mb", f"must be less than memory_mb ({memory_mb})")
+    volumes = tuple(_volume(v, f"volumes[{i}]") for i, v in enumerate(_list(top, "volumes")))
+    san_root = top.get("san_root")
+    if san_root is not None and (not isinstance(san_root, str) or not PurePosixPath(san_root).is_absolute()):
+        raise ConfigError("san_root", "must be an absolute path")
+    if volumes and san_root is None:
+        raise ConfigError("san_root", "is required when the host sees volumes")
+    config = HostConfig(
+        name=name,
+        cluster=cluster,
+        profile=profile,
+        cpu=_cpu(top.get("cpu")),
+        memory_mb=memory_mb,
+        host_reserve_mb=reserve,
+        disks=tuple(_disk(d, f"disks[{i}]") for i, d in enumerate(_list(top, "disks"))),
+        networks=tuple(
+            _network(n, f"networks[{i}]") for i, n in enumerate(_list(top, "networks"))
+        ),
+        volumes=volumes,
+        san_root=san_root,
+        settings=_settings(top.get("settings")),
+    )
+    _unique([d.name for d in config.disks], "disks")
+    _unique([n.name for n in config.networks], "networks")
+    _unique([f"{v.kind.value}:{v.name}" for v in config.volumes], "volumes")
+    return config
+
+
+def _mapping(raw: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, "must be an object")
+    return raw
+
+
+def _list(top: Mapping[str, Any], key: str) -> list[Any]:
+    value = top.get(key, [])
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be a list")
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = obj.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, "must be a non-empty string")
+    return value
+
+
+def _name(obj: Mapping[str, Any], key: str, where: str | None = None) -> str:
+    where = where or key
+    value = _str(obj, key, where)
+    if not SAFE_NAME.match(value):
+        raise ConfigError(
+            where, f"{value!r} must be letters, digits, '.', '_' or '-' (at most 128)"
+        )
+    return value
+
+
+def _int(obj: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, "must be an integer")
+    return value
+
+
+def _positive_int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(where, "must be a positive integer")
+    return value
+
+
+def _cpu(raw: object) -> CpuSpec:
+    cpu = _mapping(raw, "cpu")
+    features = cpu.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ConfigError("cpu.features", "must be a list of strings")
+    return CpuSpec(
+        vendor=_str(cpu, "vendor", "cpu.vendor"),
+        model=_str(cpu, "model", "cpu.model"),
+        features=tuple(features),
+        cores=_positive_int(cpu, "cores", "cpu.cores"),
+        mhz=_positive_int(cpu, "mhz", "cpu.mhz"),
+    )
+
+
+def _disk(raw: object, where: str) -> DiskSpec:
+    disk = _mapping(raw, where)
+    return DiskSpec(
+        name=_name(disk, "name", f"{where}.name"),
+        capacity_gb=_positive_int(disk, "capacity_gb", f"{where}.capacity_gb"),
+    )
+
+
+def _network(raw: object, where: str) -> NetworkSpec:
+    net = _mapping(raw, where)
+    vlan_id = _int(net, "vlan_id", f"{where}.vlan_id", default=0)
+    if not 0 <= vlan_id <= 4094:
+        raise ConfigError(f"{where}.vlan_id", "must be between 0 and 4094")
+    bound_to = net.get("bound_to", "")
+    if not isinstance(bound_to, str):
+        raise ConfigError(f"{where}.bound_to", "must be a string")
+    return NetworkSpec(name=_str(net, "name", f"{where}.name"), bound_to=bound_to, vlan_id=vlan_id)
+
+
+def _volume(raw: object, where: str) -> VolumeSpec:
+    vol = _mapping(raw, where)
+    kind_raw = vol.get("kind")
+    try:
+        kind = VolumeKind(kind_raw)
+    except ValueError:
+        raise ConfigError(f"{where}.kind", f"must be 'csv' or 'lun', got {kind_raw!r}") from None
+    return VolumeSpec(
+        name=_name(vol, "name", f"{where}.name"),
+        kind=kind,
+        capacity_gb=_positive_int(vol, "capacity_gb", f"{where}.capacity_gb"),
+    )
+
+
+def _settings(raw: object) -> AgentSettings:
+    if raw is None:
+        return AgentSettings()
+    given = _mapping(raw, "settings")
+    values: dict[str, Any] = {}
+    for f in fields(AgentSettings):
+        if f.name not in given:
+            continue
+        value = given[f.name]
+        where = f"settings.{f.name}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(where, "must be a number")
+        if value < 0 or (value == 0 and f.name != "shutdown_grace_s"):
+            raise ConfigError(where, "must be a positive number")
+        values[f.name] = int(value) if f.type in (int, "int") else float(value)
+    return AgentSettings(**values)
+
+
+def _unique(names: list[str], where: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(where, f"{name.split(':')[-1]!r} is listed twice")
+        seen.add(name)

@@ -1,0 +1,54 @@
+"""Errors the node agent reports to its callers.
+
+One base class carries a human sentence; each subclass names the status code the
+gRPC adapter maps it to, so the core never needs to know about gRPC.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Something the caller asked for cannot be done; the message says why."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(AgentError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(AgentError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(AgentError):
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(AgentError):
+    code = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(AgentError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class StorageFault(AgentError):
+    """A VM's files are missing or unreadable."""
+
+    code = "INTERNAL"
+
+
+class ConfigError(AgentError):
+    """The host configuration file is wrong; the message names the field."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem

@@ -1,0 +1,69 @@
+"""Read-only pictures of the host and its VMs, as the app hands them to adapters.
+
+They are plain frozen data so that the gRPC and MQTT adapters can translate them
+without reaching into the app's live objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node_agent.core.config import HostConfig
+from node_agent.core.journal import JournalPosition
+from node_agent.core.power import PowerState
+from node_agent.core.vm import StorageKind, VmSpec
+
+
+@dataclass(frozen=True)
+class VmView:
+    spec: VmSpec
+    state: PowerState
+    reason: str
+    state_since: float  # unix seconds
+
+
+@dataclass(frozen=True)
+class GuestView:
+    vm_id: str
+    state: PowerState
+    memory_pages: int
+    memory_digest: str  # empty while the VM has no memory image
+    journal: JournalPosition
+
+
+@dataclass(frozen=True)
+class StorageUsage:
+    name: str
+    kind: StorageKind
+    capacity_bytes: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class HostView:
+    config: HostConfig
+    memory_free_mb: int
+    disks: tuple[StorageUsage, ...]
+    volumes: tuple[StorageUsage, ...]
+    boot_id: str
+    started_at: float  # unix seconds
+
+
+def status_payload(
+    config: HostConfig, address: str, boot_id: str, online: bool
+) -> dict[str, object]:
+    """The retained status message of this host on the broker."""
+    if not online:
+        return {"state": "offline"}
+    return {
+        "state": "online",
+        "host": config.name,
+        "address": address,
+        "profile": config.profile.value,
+        "cluster": config.cluster,
+        "boot_id": boot_id,
+    }
+
+
+def status_topic(host: str) -> str:
+    return f"havm/v1/hosts/{host}/status"

@@ -1,0 +1,162 @@
+"""A VM's configuration and the checks a host makes before it holds or starts one.
+
+Validation of a VmSpec against this host, memory accounting and the storage rules
+(visibility, room, one VM per LUN) are decisions; the app gathers the facts
+(which VMs hold memory, what the files occupy) and asks here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from node_agent.core.config import SAFE_NAME, HostConfig, VolumeKind
+from node_agent.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+)
+
+GIB = 1024**3
+DEFAULT_DIRTY_RATE_MB_PER_S = 1.0
+DEFAULT_JOURNAL_WRITES_PER_S = 2.0
+
+
+class StorageKind(enum.Enum):
+    """Where a VM's files live."""
+
+    LOCAL_DISK = "local_disk"  # a disk of this host; no other host sees it
+    CSV = "csv"  # a cluster shared volume on the SAN
+    LUN = "lun"  # a shared LUN on the SAN, one VM at a time
+
+    @property
+    def label(self) -> str:
+        return {"local_disk": "local disk", "csv": "CSV volume", "lun": "LUN"}[self.value]
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    kind: StorageKind
+    name: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the guest does while running."""
+
+    dirty_rate_mb_per_s: float = DEFAULT_DIRTY_RATE_MB_PER_S
+    journal_writes_per_s: float = DEFAULT_JOURNAL_WRITES_PER_S
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    id: str
+    name: str
+    memory_mb: int
+    cpus: int
+    disk_gb: int
+    storage: StorageRef
+    networks: tuple[str, ...] = ()
+    highly_available: bool = False
+    workload: Workload | None = None
+
+    @property
+    def label(self) -> str:
+        """How sentences name the VM."""
+        return self.name or self.id
+
+    @property
+    def effective_workload(self) -> Workload:
+        return self.workload or Workload()
+
+    @property
+    def memory_pages(self) -> int:
+        return self.memory_mb * 256
+
+
+def validate_spec(spec: VmSpec, host: HostConfig) -> None:
+    """Check a VmSpec against this host; raise with a sentence naming the field.
+
+    Purely computational. Storage room and LUN occupancy need the files and are
+    checked by `check_storage_room` and `check_lun_free`.
+    """
+    if not spec.id:
+        raise InvalidArgument("spec.id: is required")
+    if not SAFE_NAME.match(spec.id):
+        raise InvalidArgument(
+            f"spec.id: {spec.id!r} must be letters, digits, '.', '_' or '-' (at most 128)"
+        )
+    if not spec.name.strip():
+        raise InvalidArgument(f"spec.name: is required (VM {spec.id})")
+    if spec.memory_mb <= 0:
+        raise InvalidArgument(f"spec.memory_mb: VM {spec.label} needs a positive amount of memory")
+    if not 1 <= spec.cpus <= host.cpu.cores:
+        raise InvalidArgument(
+            f"spec.cpus: VM {spec.label} asks for {spec.cpus} virtual processors; "
+            f"host {host.name} allows 1 to {host.cpu.cores}"
+        )
+    if spec.disk_gb <= 0:
+        raise InvalidArgument(f"spec.disk_gb: VM {spec.label} needs a positive disk size")
+    for net in spec.networks:
+        if host.network(net) is None:
+            raise InvalidArgument(
+                f"spec.networks: host {host.name} has no {host.profile.network_term} named {net!r}"
+            )
+    if spec.workload is not None:
+        w = spec.workload
+        if w.dirty_rate_mb_per_s < 0 or w.journal_writes_per_s < 0:
+            raise InvalidArgument(f"spec.workload: VM {spec.label} has a negative rate")
+    check_storage_visible(spec.storage, host)
+
+
+def check_storage_visible(storage: StorageRef, host: HostConfig) -> int:
+    """Return the capacity in bytes of a disk or volume this host can see."""
+    if not storage.name:
+        raise InvalidArgument("spec.storage.name: must name a local disk, CSV volume or LUN")
+    if storage.kind is StorageKind.LOCAL_DISK:
+        disk = host.disk(storage.name)
+        if disk is None:
+            raise FailedPrecondition(f"host {host.name} has no local disk {storage.name}")
+        return disk.capacity_gb * GIB
+    kind = VolumeKind.CSV if storage.kind is StorageKind.CSV else VolumeKind.LUN
+    volume = host.volume(storage.name, kind)
+    if volume is None:
+        raise FailedPrecondition(f"host {host.name} cannot see {storage.kind.label} {storage.name}")
+    return volume.capacity_gb * GIB
+
+
+def check_storage_room(spec: VmSpec, capacity_bytes: int, used_bytes: int) -> None:
+    """A new VM's disk must fit in what its disk or volume has left."""
+    free = max(0, capacity_bytes - used_bytes)
+    needed = spec.disk_gb * GIB
+    if needed > free:
+        raise ResourceExhausted(
+            f"not enough room on {spec.storage.kind.label} {spec.storage.name} for VM "
+            f"{spec.label}: needs {spec.disk_gb} GB, {free // GIB} GB free"
+        )
+
+
+def check_lun_free(spec: VmSpec, vm_ids_on_lun: Iterable[str]) -> None:
+    """A LUN holds at most one VM."""
+    others = sorted(i for i in vm_ids_on_lun if i != spec.id)
+    if spec.storage.kind is StorageKind.LUN and others:
+        raise FailedPrecondition(
+            f"LUN {spec.storage.name} already holds VM {others[0]}; "
+            f"it cannot also hold VM {spec.label}"
+        )
+
+
+def available_memory_mb(host: HostConfig, held_mb: Iterable[int]) -> int:
+    """Memory still free for VMs: total minus the parent's reserve minus what VMs hold."""
+    return host.vm_memory_mb - sum(held_mb)
+
+
+def check_memory_fits(host: HostConfig, spec: VmSpec, held_mb: Iterable[int]) -> None:
+    """Starting or restoring `spec` must not overcommit the host's memory."""
+    available = available_memory_mb(host, held_mb)
+    if spec.memory_mb > available:
+        raise ResourceExhausted(
+            f"not enough memory on {host.name} to start {spec.label}: "
+            f"needs {spec.memory_mb} MB, {max(available, 0)} MB available"
+        )
