@@ -7,6 +7,7 @@ code 2, so that `havm up` can show the problem as it is.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
 import sys
@@ -55,9 +56,12 @@ def _load_config(path: Path):  # type: ignore[no-untyped-def]
     except ValueError as exc:
         raise UsageError(f"--config: {path} is not valid JSON: {exc}") from None
     try:
-        return parse_host_config(raw)
+        config = parse_host_config(raw)
     except ConfigError as exc:
         raise UsageError(f"{path}: {exc.message}") from None
+    if config.san_root is not None:
+        config = dataclasses.replace(config, san_root=str(Path(config.san_root).resolve()))
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

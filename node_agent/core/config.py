@@ -11,7 +11,6 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import PurePosixPath
 from typing import Any
 
 from node_agent.core.errors import ConfigError
@@ -137,8 +136,9 @@ def parse_host_config(raw: object) -> HostConfig:
         raise ConfigError("host_reserve_mb", f"must be less than memory_mb ({memory_mb})")
     volumes = tuple(_volume(v, f"volumes[{i}]") for i, v in enumerate(_list(top, "volumes")))
     san_root = top.get("san_root")
-    if san_root is not None and (not isinstance(san_root, str) or not PurePosixPath(san_root).is_absolute()):
-        raise ConfigError("san_root", "must be an absolute path")
+    # A relative path is accepted and resolved by the caller against its working directory.
+    if san_root is not None and (not isinstance(san_root, str) or not san_root.strip()):
+        raise ConfigError("san_root", "must be a path")
     if volumes and san_root is None:
         raise ConfigError("san_root", "is required when the host sees volumes")
     config = HostConfig(

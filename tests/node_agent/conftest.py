@@ -1,0 +1,69 @@
+"""Fixtures that run real node agent processes on loopback; each is killed afterwards.
+
+The repository root goes first on sys.path (and on the agents' PYTHONPATH) so that
+`node_agent` is this tree's package and not the `tests/node_agent` directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from agent_testkit import Agent, agent_command, free_port, host_config
+
+StartAgent = Callable[..., Agent]
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
+    """Start agents; every one still running at the end of the test is killed."""
+    started: list[Agent] = []
+
+    def start(
+        config: dict[str, Any] | None = None,
+        state_dir: Path | None = None,
+        broker: str | None = None,
+        port: int | None = None,
+    ) -> Agent:
+        config = config or host_config(tmp_path)
+        name = config["name"]
+        config_path = tmp_path / f"{name}.json"
+        config_path.write_text(json.dumps(config))
+        state_dir = state_dir or tmp_path / "hosts" / name
+        address = f"127.0.0.1:{port or free_port()}"
+        log_path = tmp_path / f"{name}-{len(started)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                agent_command(config_path, state_dir, address, broker),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)},
+            )
+        agent = Agent(proc, address, state_dir, config_path, log_path, grpc.insecure_channel(address))
+        started.append(agent)
+        agent.wait_serving()
+        return agent
+
+    yield start
+    for agent in started:
+        agent.close()
+
+
+@pytest.fixture
+def agent(start_agent: StartAgent) -> Agent:
+    return start_agent()
+
+
