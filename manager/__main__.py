@@ -1,0 +1,143 @@
+"""`python -m manager` / `havm-manager`: parse arguments, compose, serve until SIGTERM.
+
+    python -m manager --topology TOPOLOGY.yaml --state-dir DIR --listen 127.0.0.1:PORT
+                      [--refresh-interval 5] [--log-level info]
+
+Bad arguments or a bad topology print one line naming the field and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+import yaml
+
+from manager.adapters.agent_client import AgentClient
+from manager.adapters.grpc_server import ManagerServer
+from manager.adapters.sqlite_store import SqliteStore
+from manager.app.manager import ManagerApp
+from manager.core.settings import Settings
+from manager.core.topology import Topology, TopologyError, parse_topology
+
+log = logging.getLogger("manager.main")
+EXIT_USAGE = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class UtcFormatter(logging.Formatter):
+    """`2026-11-25T17:00:00.123Z INFO manager.module message`, one line per record."""
+
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace("\n", " | ")
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class UsageError(Exception):
+    """A bad argument or topology: one line for stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="havm-manager", description="The havm cluster manager.")
+    parser.add_argument("--topology", required=True, type=Path, help="topology YAML file")
+    parser.add_argument("--state-dir", required=True, type=Path, help="where manager.db lives")
+    parser.add_argument("--listen", required=True, help="host:port to serve ManagerService on")
+    parser.add_argument(
+        "--refresh-interval",
+        type=float,
+        default=Settings.refresh_interval,
+        help="seconds between periodic refreshes (default %(default)s)",
+    )
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    args = parser.parse_args(argv)
+    if args.refresh_interval <= 0:
+        raise UsageError(f"--refresh-interval: must be positive, got {args.refresh_interval}")
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen: must be host:port, got {args.listen!r}")
+    return args
+
+
+def load_topology(path: Path) -> Topology:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UsageError(f"--topology: cannot read {path}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UsageError(f"{path}: not valid YAML{at}") from None
+    try:
+        return parse_topology(data)
+    except TopologyError as error:
+        raise UsageError(f"{path}: {error}") from None
+
+
+async def serve(args: argparse.Namespace, topology: Topology) -> None:
+    settings = Settings(refresh_interval=args.refresh_interval)
+    store = SqliteStore(args.state_dir / "manager.db")
+    app = ManagerApp(store, AgentClient(settings), settings)
+    app.load(topology)
+    server = ManagerServer(app, args.listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    log.info("serving ManagerService on %s (state in %s)", args.listen, args.state_dir)
+    app.start_background()
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await server.stop(settings.shutdown_grace)
+        await app.stop()
+        store.close()
+        log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        setup_logging(args.log_level)
+        topology = load_topology(args.topology)
+    except UsageError as error:
+        print(f"havm-manager: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve(args, topology))
+    except OSError as error:
+        print(f"havm-manager: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

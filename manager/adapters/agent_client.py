@@ -1,0 +1,152 @@
+"""The manager's side of AgentService: one grpc.aio channel per agent address.
+
+Reads that are safe to repeat (GetInventory, GetVm) are retried on UNAVAILABLE; power
+operations and creation are not, because a repeated START or CREATE is not the same
+request. RpcErrors become manager errors that keep the agent's own sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable, TypeVar
+
+import grpc
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_fixed,
+)
+
+from havm.v1 import agent_pb2, agent_pb2_grpc
+from manager.adapters.proto_mapping import (
+    inventory_from_proto,
+    operation_to_proto,
+    reported_vm_from_proto,
+    vm_spec_to_proto,
+)
+from manager.core.errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ManagerError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from manager.core.model import Inventory, ReportedVm, VmOperation, VmRecord
+from manager.core.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_ERRORS: dict[grpc.StatusCode, type[ManagerError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+}
+
+
+def error_from_rpc(host: str, error: grpc.aio.AioRpcError) -> ManagerError:
+    """A manager error carrying the agent's sentence (or a plain one when it has none)."""
+    code = error.code()
+    details = error.details() or ""
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return UnavailableError(f"agent of host {host} is unavailable ({details or 'no answer'})")
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(f"agent of host {host} did not answer in time")
+    cls = _ERRORS.get(code, ManagerError)
+    return cls(details or f"agent of host {host} failed with {code.name}")
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() is grpc.StatusCode.UNAVAILABLE
+
+
+class AgentClient:
+    """Calls agents by address; channels are opened on first use and kept."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._channels[address] = channel
+        return agent_pb2_grpc.AgentServiceStub(channel)
+
+    async def _read(self, host: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_is_unavailable),
+                stop=stop_after_attempt(self._settings.agent_read_attempts),
+                wait=wait_fixed(self._settings.agent_retry_wait),
+                reraise=True,
+            ):
+                with attempt:
+                    return await call()
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(host, error) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _write(self, host: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(host, error) from None
+
+    async def get_inventory(self, host: str, address: str) -> Inventory:
+        stub = self._stub(address)
+        timeout = self._settings.agent_call_timeout
+        response = await self._read(
+            host,
+            lambda: stub.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=timeout),
+        )
+        return inventory_from_proto(response)
+
+    async def get_vm(self, host: str, address: str, vm_id: str) -> ReportedVm:
+        stub = self._stub(address)
+        timeout = self._settings.agent_call_timeout
+        response = await self._read(
+            host, lambda: stub.GetVm(agent_pb2.AgentServiceGetVmRequest(vm_id=vm_id), timeout=timeout)
+        )
+        return reported_vm_from_proto(response.vm)
+
+    async def create_vm(self, host: str, address: str, vm: VmRecord) -> ReportedVm:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceCreateVmRequest(spec=vm_spec_to_proto(vm))
+        response = await self._write(
+            host, lambda: stub.CreateVm(request, timeout=self._settings.agent_operation_timeout)
+        )
+        return reported_vm_from_proto(response.vm)
+
+    async def operate_vm(
+        self, host: str, address: str, vm_id: str, operation: VmOperation
+    ) -> ReportedVm:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceOperateVmRequest(
+            vm_id=vm_id, operation=operation_to_proto(operation)
+        )
+        response = await self._write(
+            host, lambda: stub.OperateVm(request, timeout=self._settings.agent_operation_timeout)
+        )
+        return reported_vm_from_proto(response.vm)
+
+    async def delete_vm(self, host: str, address: str, vm_id: str) -> None:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceDeleteVmRequest(vm_id=vm_id)
+        await self._write(
+            host, lambda: stub.DeleteVm(request, timeout=self._settings.agent_operation_timeout)
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()

@@ -1,0 +1,232 @@
+"""ManagerService over gRPC, with health checking and reflection.
+
+The servicer only translates: proto request -> call on the application -> proto
+response. A ManagerError becomes `context.abort(code, sentence)` here, at the edge,
+so no bad request ever produces a traceback on the wire.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from havm.v1 import manager_pb2, manager_pb2_grpc
+from manager.adapters.proto_mapping import (
+    cluster_to_proto,
+    host_to_proto,
+    job_to_proto,
+    operation_from_proto,
+    storage_from_proto,
+    vm_to_proto,
+)
+from manager.core.errors import ManagerError
+from manager.core.model import (
+    ClusterRecord,
+    CreateVmCommand,
+    HostRecord,
+    JobRecord,
+    VmOperation,
+    VmRecord,
+    Workload,
+)
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].full_name
+
+STATUS_CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+
+
+class HostViewLike(Protocol):
+    host: HostRecord
+    vm_count: int
+    rating: float
+
+
+class StatusLike(Protocol):
+    version: str
+    hosts_total: int
+    hosts_ok: int
+    vms_total: int
+    vms_running: int
+    clusters: list[ClusterRecord]
+    jobs_running: int
+
+
+class ManagerApi(Protocol):
+    """What the servicer needs from the application (ManagerApp implements it)."""
+
+    def status(self) -> StatusLike: ...
+    def list_hosts(self, cluster: str = "") -> list[Any]: ...
+    def get_host(self, name: str) -> Any: ...
+    def list_clusters(self) -> list[ClusterRecord]: ...
+    def get_cluster(self, name: str) -> ClusterRecord: ...
+    def refresh(self, target: str = "") -> JobRecord: ...
+    def create_vm(self, command: CreateVmCommand) -> tuple[JobRecord, VmRecord]: ...
+    def list_vms(self, host: str = "") -> list[VmRecord]: ...
+    def get_vm(self, name: str) -> VmRecord: ...
+    def operate_vm(self, name: str, operation: VmOperation | None) -> JobRecord: ...
+    def delete_vm(self, name: str) -> JobRecord: ...
+    def list_jobs(self, limit: int = 0) -> list[JobRecord]: ...
+    def get_job(self, job_id: str) -> JobRecord: ...
+    def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]: ...
+
+
+R = TypeVar("R")
+
+
+def _status_code(error: ManagerError) -> grpc.StatusCode:
+    return STATUS_CODES.get(error.code, grpc.StatusCode.INTERNAL)
+
+
+def unary(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Map ManagerError to the status code it names, with its sentence."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except ManagerError as error:
+            await context.abort(_status_code(error), error.message)
+            raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+def _host(view: HostViewLike) -> manager_pb2.Host:
+    return host_to_proto(view.host, view.vm_count, view.rating)
+
+
+class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
+    def __init__(self, app: ManagerApi) -> None:
+        self._app = app
+
+    @unary
+    async def GetStatus(self, request: Any, context: Any) -> manager_pb2.GetStatusResponse:
+        s = self._app.status()
+        return manager_pb2.GetStatusResponse(
+            manager_version=s.version,
+            hosts_total=s.hosts_total,
+            hosts_ok=s.hosts_ok,
+            vms_total=s.vms_total,
+            vms_running=s.vms_running,
+            clusters=[cluster_to_proto(c) for c in s.clusters],
+            jobs_running=s.jobs_running,
+        )
+
+    @unary
+    async def ListHosts(self, request: Any, context: Any) -> manager_pb2.ListHostsResponse:
+        return manager_pb2.ListHostsResponse(
+            hosts=[_host(v) for v in self._app.list_hosts(request.cluster)]
+        )
+
+    @unary
+    async def GetHost(self, request: Any, context: Any) -> manager_pb2.GetHostResponse:
+        return manager_pb2.GetHostResponse(host=_host(self._app.get_host(request.name)))
+
+    @unary
+    async def ListClusters(self, request: Any, context: Any) -> manager_pb2.ListClustersResponse:
+        return manager_pb2.ListClustersResponse(
+            clusters=[cluster_to_proto(c) for c in self._app.list_clusters()]
+        )
+
+    @unary
+    async def GetCluster(self, request: Any, context: Any) -> manager_pb2.GetClusterResponse:
+        return manager_pb2.GetClusterResponse(
+            cluster=cluster_to_proto(self._app.get_cluster(request.name))
+        )
+
+    @unary
+    async def RefreshCluster(self, request: Any, context: Any) -> manager_pb2.RefreshClusterResponse:
+        return manager_pb2.RefreshClusterResponse(job=job_to_proto(self._app.refresh(request.target)))
+
+    @unary
+    async def CreateVm(self, request: Any, context: Any) -> manager_pb2.CreateVmResponse:
+        command = CreateVmCommand(
+            name=request.name,
+            memory_mb=request.memory_mb,
+            cpus=request.cpus,
+            disk_gb=request.disk_gb,
+            highly_available=request.highly_available,
+            host=request.host or None,
+            storage=storage_from_proto(request.storage) if request.HasField("storage") else None,
+            networks=tuple(request.networks),
+            workload=Workload(
+                request.workload.dirty_rate_mb_per_s, request.workload.journal_writes_per_s
+            ),
+            no_start=request.no_start,
+        )
+        job, vm = self._app.create_vm(command)
+        return manager_pb2.CreateVmResponse(job=job_to_proto(job), vm=vm_to_proto(vm))
+
+    @unary
+    async def ListVms(self, request: Any, context: Any) -> manager_pb2.ListVmsResponse:
+        return manager_pb2.ListVmsResponse(vms=[vm_to_proto(v) for v in self._app.list_vms(request.host)])
+
+    @unary
+    async def GetVm(self, request: Any, context: Any) -> manager_pb2.GetVmResponse:
+        return manager_pb2.GetVmResponse(vm=vm_to_proto(self._app.get_vm(request.name)))
+
+    @unary
+    async def OperateVm(self, request: Any, context: Any) -> manager_pb2.OperateVmResponse:
+        operation = operation_from_proto(request.operation)
+        return manager_pb2.OperateVmResponse(
+            job=job_to_proto(self._app.operate_vm(request.name, operation))
+        )
+
+    @unary
+    async def DeleteVm(self, request: Any, context: Any) -> manager_pb2.DeleteVmResponse:
+        return manager_pb2.DeleteVmResponse(job=job_to_proto(self._app.delete_vm(request.name)))
+
+    @unary
+    async def ListJobs(self, request: Any, context: Any) -> manager_pb2.ListJobsResponse:
+        return manager_pb2.ListJobsResponse(
+            jobs=[job_to_proto(j) for j in self._app.list_jobs(request.limit)]
+        )
+
+    @unary
+    async def GetJob(self, request: Any, context: Any) -> manager_pb2.GetJobResponse:
+        return manager_pb2.GetJobResponse(job=job_to_proto(self._app.get_job(request.id)))
+
+    async def WatchJob(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[manager_pb2.WatchJobResponse]:
+        try:
+            stream = self._app.watch_job(request.id)
+        except ManagerError as error:
+            await context.abort(_status_code(error), error.message)
+            return
+        async for job in stream:
+            yield manager_pb2.WatchJobResponse(job=job_to_proto(job))
+
+
+class ManagerServer:
+    """The grpc.aio server with ManagerService, health checking and reflection."""
+
+    def __init__(self, app: ManagerApi, listen: str) -> None:
+        self.server = grpc.aio.server()
+        manager_pb2_grpc.add_ManagerServiceServicer_to_server(ManagerServicer(app), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)

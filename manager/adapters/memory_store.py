@@ -1,0 +1,69 @@
+"""An in-memory Store: the same contract as SQLite, for unit tests and dry runs."""
+
+from __future__ import annotations
+
+from manager.core.errors import AlreadyExistsError
+from manager.core.model import ClusterRecord, HostRecord, JobRecord, VmRecord
+from manager.core.states import JobState
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._hosts: dict[str, HostRecord] = {}
+        self._clusters: dict[str, ClusterRecord] = {}
+        self._vms: dict[str, VmRecord] = {}
+        self._jobs: dict[str, JobRecord] = {}
+        # Insertion order breaks ties between jobs created in the same instant.
+        self._job_order: dict[str, int] = {}
+
+    def get_host(self, name: str) -> HostRecord | None:
+        return self._hosts.get(name)
+
+    def list_hosts(self) -> list[HostRecord]:
+        return [self._hosts[n] for n in sorted(self._hosts)]
+
+    def put_host(self, host: HostRecord) -> None:
+        self._hosts[host.name] = host
+
+    def get_cluster(self, name: str) -> ClusterRecord | None:
+        return self._clusters.get(name)
+
+    def list_clusters(self) -> list[ClusterRecord]:
+        return [self._clusters[n] for n in sorted(self._clusters)]
+
+    def put_cluster(self, cluster: ClusterRecord) -> None:
+        self._clusters[cluster.name] = cluster
+
+    def get_vm(self, vm_id: str) -> VmRecord | None:
+        return self._vms.get(vm_id)
+
+    def get_vm_by_name(self, name: str) -> VmRecord | None:
+        return next((vm for vm in self._vms.values() if vm.name == name), None)
+
+    def list_vms(self, host: str | None = None) -> list[VmRecord]:
+        vms = [vm for vm in self._vms.values() if host is None or vm.host == host]
+        return sorted(vms, key=lambda vm: vm.name)
+
+    def put_vm(self, vm: VmRecord) -> None:
+        other = self.get_vm_by_name(vm.name)
+        if other is not None and other.id != vm.id:
+            raise AlreadyExistsError(f"a VM named {vm.name} already exists")
+        self._vms[vm.id] = vm
+
+    def delete_vm(self, vm_id: str) -> None:
+        self._vms.pop(vm_id, None)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return self._jobs.get(job_id)
+
+    def list_jobs(self, limit: int, state: JobState | None = None) -> list[JobRecord]:
+        jobs = [j for j in self._jobs.values() if state is None or j.state is state]
+        jobs.sort(key=lambda j: (j.created_at, self._job_order[j.id]), reverse=True)
+        return jobs[:limit]
+
+    def put_job(self, job: JobRecord) -> None:
+        self._job_order.setdefault(job.id, len(self._job_order))
+        self._jobs[job.id] = job
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,269 @@
+"""Translation between havm.v1 messages and the manager's records, both directions.
+
+Enum names follow one pattern on each side (VM_STATE_RUNNING <-> VmState.RUNNING),
+so the maps are built from the names rather than written out by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from havm.v1 import agent_pb2, common_pb2, manager_pb2
+from manager.core.model import (
+    ClusterRecord,
+    DiskInfo,
+    HostRecord,
+    Inventory,
+    JobRecord,
+    NetworkInfo,
+    ReportedVm,
+    StorageKind,
+    StorageLocation,
+    VmOperation,
+    VmRecord,
+    VolumeInfo,
+    Workload,
+)
+from manager.core.states import VmState
+from manager.core.topology import CpuSpec
+
+E = TypeVar("E", bound=Enum)
+
+
+def _to_proto_enum(value: Enum, prefix: str, wrapper: object) -> int:
+    return wrapper.Value(f"{prefix}_{value.name}")  # type: ignore[attr-defined,no-any-return]
+
+
+def _from_proto_enum(number: int, prefix: str, wrapper: object, enum: type[E]) -> E | None:
+    name = wrapper.Name(number)  # type: ignore[attr-defined]
+    member = name.removeprefix(prefix + "_")
+    return enum.__members__.get(member)
+
+
+PROFILE_TO_PROTO = {
+    "hyperv-2008": common_pb2.PROFILE_HYPERV_2008,
+    "hyperv-2008r2": common_pb2.PROFILE_HYPERV_2008R2,
+    "esx": common_pb2.PROFILE_ESX,
+}
+PROFILE_FROM_PROTO = {v: k for k, v in PROFILE_TO_PROTO.items()}
+NETWORK_KIND_TO_PROTO = {
+    "virtual_network": common_pb2.NETWORK_KIND_VIRTUAL_NETWORK,
+    "port_group": common_pb2.NETWORK_KIND_PORT_GROUP,
+}
+NETWORK_KIND_FROM_PROTO = {v: k for k, v in NETWORK_KIND_TO_PROTO.items()}
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(timezone.utc))
+    return ts
+
+
+# --- core -> proto -------------------------------------------------------------------
+
+
+def vm_state_to_proto(state: VmState) -> int:
+    return _to_proto_enum(state, "VM_STATE", common_pb2.VmState)
+
+
+def storage_kind_to_proto(kind: StorageKind) -> int:
+    return _to_proto_enum(kind, "STORAGE_KIND", common_pb2.StorageKind)
+
+
+def storage_to_proto(storage: StorageLocation | None) -> common_pb2.StorageLocation | None:
+    if storage is None:
+        return None
+    return common_pb2.StorageLocation(kind=storage_kind_to_proto(storage.kind), name=storage.name)
+
+
+def cpu_to_proto(cpu: CpuSpec) -> common_pb2.Cpu:
+    return common_pb2.Cpu(
+        vendor=cpu.vendor, model=cpu.model, features=cpu.features, cores=cpu.cores, mhz=cpu.mhz
+    )
+
+
+def volume_to_proto(volume: VolumeInfo) -> common_pb2.SharedVolume:
+    return common_pb2.SharedVolume(
+        name=volume.name,
+        kind=storage_kind_to_proto(volume.kind),
+        capacity_bytes=volume.capacity_bytes,
+        free_bytes=volume.free_bytes,
+    )
+
+
+def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2.Host:
+    return manager_pb2.Host(
+        name=host.name,
+        cluster=host.cluster or "",
+        profile=PROFILE_TO_PROTO.get(host.profile, common_pb2.PROFILE_UNSPECIFIED),
+        state=_to_proto_enum(host.state, "HOST_STATE", manager_pb2.HostState),
+        address=host.address or "",
+        cpu=cpu_to_proto(host.cpu),
+        memory_mb=host.memory_mb,
+        memory_free_mb=host.memory_free_mb,
+        vm_count=vm_count,
+        disks=[
+            common_pb2.LocalDisk(name=d.name, capacity_bytes=d.capacity_bytes, free_bytes=d.free_bytes)
+            for d in host.disks
+        ],
+        networks=[
+            common_pb2.Network(
+                name=n.name,
+                kind=NETWORK_KIND_TO_PROTO.get(n.kind, common_pb2.NETWORK_KIND_UNSPECIFIED),
+                bound_to=n.bound_to,
+                vlan_id=n.vlan_id,
+            )
+            for n in host.networks
+        ],
+        volumes=[volume_to_proto(v) for v in host.volumes],
+        rating=rating,
+        last_refresh=timestamp(host.last_refresh),
+        state_reason=host.state_reason,
+    )
+
+
+def cluster_to_proto(cluster: ClusterRecord) -> manager_pb2.Cluster:
+    return manager_pb2.Cluster(
+        name=cluster.name,
+        profile=PROFILE_TO_PROTO.get(cluster.profile, common_pb2.PROFILE_UNSPECIFIED),
+        nodes=cluster.nodes,
+        reserve=cluster.reserve,
+        # Overcommitment (the N-k reserve check) is judged by a later component.
+        state=manager_pb2.CLUSTER_STATE_OK,
+        volumes=[volume_to_proto(v) for v in cluster.volumes],
+    )
+
+
+def vm_to_proto(vm: VmRecord) -> manager_pb2.Vm:
+    return manager_pb2.Vm(
+        id=vm.id,
+        name=vm.name,
+        host=vm.host or "",
+        state=vm_state_to_proto(vm.state),
+        highly_available=vm.highly_available,
+        status=_to_proto_enum(vm.status, "VM_CONFIG_STATUS", common_pb2.VmConfigStatus),
+        status_reasons=vm.status_reasons,
+        memory_mb=vm.memory_mb,
+        cpus=vm.cpus,
+        disk_gb=vm.disk_gb,
+        storage=storage_to_proto(vm.storage),
+        networks=vm.networks,
+        imported=vm.imported,
+        created_at=timestamp(vm.created_at),
+        reason=vm.reason,
+    )
+
+
+def job_to_proto(job: JobRecord) -> manager_pb2.Job:
+    return manager_pb2.Job(
+        id=job.id,
+        kind=job.kind,
+        target=job.target,
+        state=_to_proto_enum(job.state, "JOB_STATE", manager_pb2.JobState),
+        progress=job.progress,
+        message=job.message,
+        error=job.error,
+        created_at=timestamp(job.created_at),
+        updated_at=timestamp(job.updated_at),
+    )
+
+
+def vm_spec_to_proto(vm: VmRecord) -> common_pb2.VmSpec:
+    return common_pb2.VmSpec(
+        id=vm.id,
+        name=vm.name,
+        memory_mb=vm.memory_mb,
+        cpus=vm.cpus,
+        disk_gb=vm.disk_gb,
+        storage=storage_to_proto(vm.storage),
+        networks=vm.networks,
+        highly_available=vm.highly_available,
+        workload=common_pb2.GuestWorkload(
+            dirty_rate_mb_per_s=vm.workload.dirty_rate_mb_per_s,
+            journal_writes_per_s=vm.workload.journal_writes_per_s,
+        ),
+    )
+
+
+def operation_to_proto(operation: VmOperation) -> int:
+    return _to_proto_enum(operation, "VM_OPERATION", agent_pb2.VmOperation)
+
+
+# --- proto -> core -------------------------------------------------------------------
+
+
+def operation_from_proto(number: int) -> VmOperation | None:
+    if number == agent_pb2.VM_OPERATION_UNSPECIFIED:
+        return None
+    try:
+        return _from_proto_enum(number, "VM_OPERATION", agent_pb2.VmOperation, VmOperation)
+    except ValueError:
+        return None
+
+
+def storage_from_proto(storage: common_pb2.StorageLocation) -> StorageLocation | None:
+    if storage.kind == common_pb2.STORAGE_KIND_UNSPECIFIED and not storage.name:
+        return None
+    try:
+        kind = _from_proto_enum(storage.kind, "STORAGE_KIND", common_pb2.StorageKind, StorageKind)
+    except ValueError:
+        kind = None
+    if kind is None:
+        return None
+    return StorageLocation(kind, storage.name)
+
+
+def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
+    spec = runtime.spec
+    try:
+        state = _from_proto_enum(runtime.state, "VM_STATE", common_pb2.VmState, VmState)
+    except ValueError:
+        state = None
+    return ReportedVm(
+        id=spec.id,
+        name=spec.name,
+        # A state the manager cannot interpret is one it does not know.
+        state=state or VmState.UNKNOWN,
+        memory_mb=spec.memory_mb,
+        cpus=spec.cpus,
+        disk_gb=spec.disk_gb,
+        storage=storage_from_proto(spec.storage) if spec.HasField("storage") else None,
+        networks=tuple(spec.networks),
+        highly_available=spec.highly_available,
+        workload=Workload(spec.workload.dirty_rate_mb_per_s, spec.workload.journal_writes_per_s),
+        reason=runtime.reason,
+    )
+
+
+def inventory_from_proto(response: agent_pb2.AgentServiceGetInventoryResponse) -> Inventory:
+    info = response.host
+    volumes = []
+    for v in info.volumes:
+        kind = storage_from_proto(common_pb2.StorageLocation(kind=v.kind, name=v.name))
+        if kind is not None and kind.kind is not StorageKind.LOCAL_DISK:
+            volumes.append(VolumeInfo(v.name, kind.kind, v.capacity_bytes, v.free_bytes))
+    return Inventory(
+        host_name=info.name,
+        cluster=info.cluster or None,
+        profile=PROFILE_FROM_PROTO.get(info.profile, ""),
+        cpu=CpuSpec(
+            info.cpu.vendor, info.cpu.model, tuple(info.cpu.features), info.cpu.cores, info.cpu.mhz
+        ),
+        memory_mb=info.memory_mb,
+        memory_free_mb=info.memory_free_mb,
+        disks=tuple(DiskInfo(d.name, d.capacity_bytes, d.free_bytes) for d in info.disks),
+        networks=tuple(
+            NetworkInfo(n.name, NETWORK_KIND_FROM_PROTO.get(n.kind, "virtual_network"), n.bound_to, n.vlan_id)
+            for n in info.networks
+        ),
+        volumes=tuple(volumes),
+        boot_id=info.boot_id,
+        vms=tuple(reported_vm_from_proto(vm) for vm in response.vms),
+    )
+

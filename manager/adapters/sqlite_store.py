@@ -1,0 +1,266 @@
+"""The Store on SQLite: the manager's records survive restarts and kill -9.
+
+WAL mode with synchronous=FULL: a committed record is on disk before the call
+returns, and readers never block the writer. Records are kept as JSON next to the
+columns queries filter and sort on, so adding a field does not need a migration.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from manager.core.errors import AlreadyExistsError
+from manager.core.model import (
+    ClusterRecord,
+    ConfigStatus,
+    DiskInfo,
+    HostRecord,
+    JobRecord,
+    NetworkInfo,
+    StorageKind,
+    StorageLocation,
+    VmRecord,
+    VolumeInfo,
+    Workload,
+)
+from manager.core.states import HostState, JobState, VmState
+from manager.core.topology import CpuSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY,
+    cluster TEXT,
+    address TEXT,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    last_refresh TEXT,
+    data TEXT NOT NULL           -- topology description and last inventory
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    host TEXT,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+"""
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _encode(record: Any) -> str:
+    def default(value: object) -> object:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if hasattr(value, "value"):
+            return value.value  # an Enum
+        raise TypeError(f"cannot store {type(value).__name__}")
+
+    return json.dumps(asdict(record), default=default, sort_keys=True)
+
+
+def _storage(raw: dict[str, Any] | None) -> StorageLocation | None:
+    return StorageLocation(StorageKind(raw["kind"]), raw["name"]) if raw else None
+
+
+def _host(raw: dict[str, Any]) -> HostRecord:
+    cpu = raw["cpu"]
+    return HostRecord(
+        name=raw["name"],
+        cluster=raw["cluster"],
+        profile=raw["profile"],
+        address=raw["address"],
+        cpu=CpuSpec(cpu["vendor"], cpu["model"], tuple(cpu["features"]), cpu["cores"], cpu["mhz"]),
+        memory_mb=raw["memory_mb"],
+        host_reserve_mb=raw["host_reserve_mb"],
+        memory_free_mb=raw["memory_free_mb"],
+        disks=tuple(DiskInfo(**d) for d in raw["disks"]),
+        networks=tuple(NetworkInfo(**n) for n in raw["networks"]),
+        volumes=tuple(_volume(v) for v in raw["volumes"]),
+        state=HostState(raw["state"]),
+        state_reason=raw["state_reason"],
+        last_refresh=_parse_time(raw["last_refresh"]),
+        boot_id=raw["boot_id"],
+    )
+
+
+def _volume(raw: dict[str, Any]) -> VolumeInfo:
+    return VolumeInfo(raw["name"], StorageKind(raw["kind"]), raw["capacity_bytes"], raw["free_bytes"])
+
+
+def _cluster(raw: dict[str, Any]) -> ClusterRecord:
+    return ClusterRecord(
+        name=raw["name"],
+        profile=raw["profile"],
+        reserve=raw["reserve"],
+        nodes=tuple(raw["nodes"]),
+        volumes=tuple(_volume(v) for v in raw["volumes"]),
+        visibility=tuple((name, tuple(nodes)) for name, nodes in raw["visibility"]),
+    )
+
+
+def _vm(raw: dict[str, Any]) -> VmRecord:
+    return VmRecord(
+        id=raw["id"],
+        name=raw["name"],
+        host=raw["host"],
+        state=VmState(raw["state"]),
+        highly_available=raw["highly_available"],
+        memory_mb=raw["memory_mb"],
+        cpus=raw["cpus"],
+        disk_gb=raw["disk_gb"],
+        storage=_storage(raw["storage"]),
+        networks=tuple(raw["networks"]),
+        workload=Workload(**raw["workload"]),
+        imported=raw["imported"],
+        created_at=_parse_time(raw["created_at"]),
+        reason=raw["reason"],
+        status=ConfigStatus(raw["status"]),
+        status_reasons=tuple(raw["status_reasons"]),
+    )
+
+
+def _job(raw: dict[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=raw["id"],
+        kind=raw["kind"],
+        target=raw["target"],
+        state=JobState(raw["state"]),
+        progress=raw["progress"],
+        message=raw["message"],
+        error=raw["error"],
+        created_at=datetime.fromisoformat(raw["created_at"]),
+        updated_at=datetime.fromisoformat(raw["updated_at"]),
+    )
+
+
+class SqliteStore:
+    """Store on one SQLite file; every write is its own committed transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def _one(self, sql: str, *args: object) -> dict[str, Any] | None:
+        row = self._db.execute(sql, args).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _all(self, sql: str, *args: object) -> list[dict[str, Any]]:
+        return [json.loads(row[0]) for row in self._db.execute(sql, args).fetchall()]
+
+    def get_host(self, name: str) -> HostRecord | None:
+        raw = self._one("SELECT data FROM hosts WHERE name = ?", name)
+        return _host(raw) if raw else None
+
+    def list_hosts(self) -> list[HostRecord]:
+        return [_host(r) for r in self._all("SELECT data FROM hosts ORDER BY name")]
+
+    def put_host(self, host: HostRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO hosts (name, cluster, address, state, reason, last_refresh, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                host.name,
+                host.cluster,
+                host.address,
+                host.state.value,
+                host.state_reason,
+                _time(host.last_refresh),
+                _encode(host),
+            ),
+        )
+
+    def get_cluster(self, name: str) -> ClusterRecord | None:
+        raw = self._one("SELECT data FROM clusters WHERE name = ?", name)
+        return _cluster(raw) if raw else None
+
+    def list_clusters(self) -> list[ClusterRecord]:
+        return [_cluster(r) for r in self._all("SELECT data FROM clusters ORDER BY name")]
+
+    def put_cluster(self, cluster: ClusterRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO clusters (name, data) VALUES (?, ?)",
+            (cluster.name, _encode(cluster)),
+        )
+
+    def get_vm(self, vm_id: str) -> VmRecord | None:
+        raw = self._one("SELECT data FROM vms WHERE id = ?", vm_id)
+        return _vm(raw) if raw else None
+
+    def get_vm_by_name(self, name: str) -> VmRecord | None:
+        raw = self._one("SELECT data FROM vms WHERE name = ?", name)
+        return _vm(raw) if raw else None
+
+    def list_vms(self, host: str | None = None) -> list[VmRecord]:
+        if host is None:
+            return [_vm(r) for r in self._all("SELECT data FROM vms ORDER BY name")]
+        return [_vm(r) for r in self._all("SELECT data FROM vms WHERE host = ? ORDER BY name", host)]
+
+    def put_vm(self, vm: VmRecord) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO vms (id, name, host, state, data) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET name = excluded.name, host = excluded.host,"
+                " state = excluded.state, data = excluded.data",
+                (vm.id, vm.name, vm.host, vm.state.value, _encode(vm)),
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExistsError(f"a VM named {vm.name} already exists") from None
+
+    def delete_vm(self, vm_id: str) -> None:
+        self._db.execute("DELETE FROM vms WHERE id = ?", (vm_id,))
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        raw = self._one("SELECT data FROM jobs WHERE id = ?", job_id)
+        return _job(raw) if raw else None
+
+    def list_jobs(self, limit: int, state: JobState | None = None) -> list[JobRecord]:
+        if state is None:
+            rows = self._all("SELECT data FROM jobs ORDER BY created_at DESC, seq DESC LIMIT ?", limit)
+        else:
+            rows = self._all(
+                "SELECT data FROM jobs WHERE state = ? ORDER BY created_at DESC, seq DESC LIMIT ?",
+                state.value,
+                limit,
+            )
+        return [_job(r) for r in rows]
+
+    def put_job(self, job: JobRecord) -> None:
+        self._db.execute(
+            "INSERT INTO jobs (id, kind, target, state, created_at, data) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET state = excluded.state, data = excluded.data",
+            (job.id, job.kind, job.target, job.state.value, job.created_at.isoformat(), _encode(job)),
+        )
+
+    def close(self) -> None:
+        self._db.close()

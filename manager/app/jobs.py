@@ -1,0 +1,164 @@
+"""Jobs: every mutating call returns one at once, and an asyncio task does the work.
+
+The job book persists each change (state, progress, message) and tells watchers
+through in-process queues, so WatchJob streams without polling the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from typing import AsyncIterator, Awaitable, Callable
+
+from manager.core.errors import ManagerError, NotFoundError
+from manager.core.model import JobRecord
+from manager.core.states import JobState, change_job_state
+from manager.core.store import Store
+
+log = logging.getLogger(__name__)
+
+RESTARTED = "the manager restarted while this job ran"
+STOPPED = "the manager stopped while this job ran"
+
+
+class JobHandle:
+    """What a job's work sees: a way to report progress."""
+
+    def __init__(self, book: JobBook, job_id: str) -> None:
+        self._book = book
+        self.id = job_id
+
+    def progress(self, percent: int, message: str) -> None:
+        self._book.progress(self.id, percent, message)
+
+
+# The work of a job returns the sentence its completed job shows.
+Work = Callable[[JobHandle], Awaitable[str]]
+
+
+class JobBook:
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._clock = clock
+        self._watchers: dict[str, set[asyncio.Queue[JobRecord]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def fail_interrupted(self) -> int:
+        """Jobs a previous process left running can never finish: mark them failed."""
+        interrupted = self._store.list_jobs(limit=1_000_000, state=JobState.RUNNING)
+        for job in interrupted:
+            self._finish(job, JobState.FAILED, job.message, RESTARTED)
+        return len(interrupted)
+
+    def start(self, kind: str, target: str, message: str, work: Work) -> JobRecord:
+        now = self._clock()
+        job = JobRecord(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            target=target,
+            state=JobState.RUNNING,
+            progress=0,
+            message=message,
+            error="",
+            created_at=now,
+            updated_at=now,
+        )
+        self._store.put_job(job)
+        log.info("job %s (%s %s) started: %s", job.id, kind, target, message)
+        task = asyncio.get_running_loop().create_task(self._run(job.id, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _run(self, job_id: str, work: Work) -> None:
+        try:
+            message = await work(JobHandle(self, job_id))
+        except ManagerError as error:
+            self._end(job_id, JobState.FAILED, None, error.message)
+        except asyncio.CancelledError:
+            self._end(job_id, JobState.FAILED, None, STOPPED)
+            raise
+        except Exception as error:  # a bug must fail the job, not leave it running
+            log.exception("job %s crashed", job_id)
+            self._end(job_id, JobState.FAILED, None, f"internal error: {error}")
+        else:
+            self._end(job_id, JobState.COMPLETED, message, "")
+
+    def _get(self, job_id: str) -> JobRecord:
+        job = self._store.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id} does not exist")
+        return job
+
+    def progress(self, job_id: str, percent: int, message: str) -> None:
+        job = self._get(job_id)
+        if job.state is not JobState.RUNNING:
+            return
+        updated = replace(
+            job,
+            progress=max(job.progress, min(100, percent)),
+            message=message,
+            updated_at=self._clock(),
+        )
+        self._store.put_job(updated)
+        self._publish(updated)
+
+    def _end(self, job_id: str, state: JobState, message: str | None, error: str) -> None:
+        job = self._get(job_id)
+        self._finish(job, state, message if message is not None else job.message, error)
+
+    def _finish(self, job: JobRecord, state: JobState, message: str, error: str) -> None:
+        done = replace(
+            job,
+            state=change_job_state(job.id, job.state, state),
+            progress=100 if state is JobState.COMPLETED else job.progress,
+            message=message,
+            error=error,
+            updated_at=self._clock(),
+        )
+        self._store.put_job(done)
+        if error:
+            log.warning("job %s (%s %s) failed: %s", job.id, job.kind, job.target, error)
+        self._publish(done)
+
+    def _publish(self, job: JobRecord) -> None:
+        for queue in self._watchers.get(job.id, ()):
+            queue.put_nowait(job)
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._get(job_id)
+
+    def list(self, limit: int) -> list[JobRecord]:
+        return self._store.list_jobs(limit)
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobRecord]:
+        """The job now, then every change, until it is completed or failed."""
+        queue: asyncio.Queue[JobRecord] = asyncio.Queue()
+        # Subscribe before reading, so no change falls between the read and the wait.
+        self._watchers.setdefault(job_id, set()).add(queue)
+        try:
+            job = self._get(job_id)
+            yield job
+            while job.state is JobState.RUNNING:
+                job = await queue.get()
+                yield job
+        finally:
+            watchers = self._watchers.get(job_id)
+            if watchers is not None:
+                watchers.discard(queue)
+                if not watchers:
+                    del self._watchers[job_id]
+
+    def running_count(self) -> int:
+        return len(self._store.list_jobs(limit=1_000_000, state=JobState.RUNNING))
+
+    async def shutdown(self) -> None:
+        """Cancel running work; its jobs are marked failed as the tasks unwind."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

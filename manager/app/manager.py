@@ -1,0 +1,223 @@
+"""The manager application: the one object the gRPC servicer talks to.
+
+It composes the job book, the refresh service and the VM service over one store and
+one agent port, answers the read calls, and owns the background refresh loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import AsyncIterator, Callable
+
+from manager import __version__
+from manager.app.jobs import JobBook, JobHandle
+from manager.app.refresh import HostRefresh, RefreshService
+from manager.app.vms import VmService
+from manager.core.agent_port import AgentPort
+from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from manager.core.inventory import host_capacity, merge_topology
+from manager.core.model import (
+    ClusterRecord,
+    CreateVmCommand,
+    HostRecord,
+    JobRecord,
+    VmOperation,
+    VmRecord,
+)
+from manager.core.placement import PlacementRequest, rate_host
+from manager.core.settings import Settings
+from manager.core.states import HostState, JobState, VmState
+from manager.core.store import Store
+from manager.core.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class HostView:
+    host: HostRecord
+    vm_count: int
+    rating: float
+
+
+@dataclass(frozen=True)
+class StatusView:
+    version: str
+    hosts_total: int
+    hosts_ok: int
+    vms_total: int
+    vms_running: int
+    clusters: list[ClusterRecord]
+    jobs_running: int
+
+
+class ManagerApp:
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentPort,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._agents = agents
+        self.jobs = JobBook(store, clock)
+        self.vms = VmService(store, agents, self.jobs, settings, clock)
+        self.refresher = RefreshService(store, agents, settings, clock, self.vms.busy_vms)
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def load(self, topology: Topology) -> None:
+        """Upsert the topology into the store and close jobs a previous process left."""
+        hosts, clusters = merge_topology(
+            topology, self.store.list_hosts(), self.store.list_clusters()
+        )
+        for cluster in clusters:
+            self.store.put_cluster(cluster)
+        for host in hosts:
+            self.store.put_host(host)
+        interrupted = self.jobs.fail_interrupted()
+        if interrupted:
+            log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
+        log.info("topology loaded: %d cluster(s), %d host(s)", len(clusters), len(hosts))
+
+    def start_background(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self.refresher.run_periodically())
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self.jobs.shutdown()
+        await self._agents.close()
+
+    # --- reads ---------------------------------------------------------------------
+
+    def _host_view(self, host: HostRecord, clusters: list[ClusterRecord], vms: list[VmRecord]) -> HostView:
+        count = sum(1 for vm in vms if vm.host == host.name)
+        rating = 0.0
+        if host.state is HostState.OK:
+            request = PlacementRequest(
+                vm_name="rating",
+                memory_mb=self.settings.rating_memory_mb,
+                cpus=self.settings.rating_cpus,
+                disk_gb=0,
+                highly_available=host.cluster is not None,
+                max_vcpus_per_core=self.settings.max_vcpus_per_core,
+            )
+            rating = rate_host(host_capacity(host, clusters, vms), request)
+        return HostView(host, count, rating)
+
+    def list_hosts(self, cluster: str = "") -> list[HostView]:
+        if cluster and self.store.get_cluster(cluster) is None:
+            raise NotFoundError(f"cluster {cluster} does not exist")
+        clusters = self.store.list_clusters()
+        vms = self.store.list_vms()
+        return [
+            self._host_view(h, clusters, vms)
+            for h in self.store.list_hosts()
+            if not cluster or h.cluster == cluster
+        ]
+
+    def get_host(self, name: str) -> HostView:
+        host = self.store.get_host(name)
+        if host is None:
+            raise NotFoundError(f"host {name} does not exist")
+        return self._host_view(host, self.store.list_clusters(), self.store.list_vms())
+
+    def list_clusters(self) -> list[ClusterRecord]:
+        return self.store.list_clusters()
+
+    def get_cluster(self, name: str) -> ClusterRecord:
+        cluster = self.store.get_cluster(name)
+        if cluster is None:
+            raise NotFoundError(f"cluster {name} does not exist")
+        return cluster
+
+    def list_vms(self, host: str = "") -> list[VmRecord]:
+        if host and self.store.get_host(host) is None:
+            raise NotFoundError(f"host {host} does not exist")
+        return self.store.list_vms(host or None)
+
+    def get_vm(self, name: str) -> VmRecord:
+        vm = self.store.get_vm_by_name(name)
+        if vm is None:
+            raise NotFoundError(f"VM {name} does not exist")
+        return vm
+
+    def status(self) -> StatusView:
+        hosts = self.store.list_hosts()
+        vms = self.store.list_vms()
+        return StatusView(
+            version=__version__,
+            hosts_total=len(hosts),
+            hosts_ok=sum(1 for h in hosts if h.state is HostState.OK),
+            vms_total=len(vms),
+            vms_running=sum(1 for vm in vms if vm.state is VmState.RUNNING),
+            clusters=self.store.list_clusters(),
+            jobs_running=len(self.store.list_jobs(limit=1_000_000, state=JobState.RUNNING)),
+        )
+
+    def list_jobs(self, limit: int = 0) -> list[JobRecord]:
+        if limit < 0:
+            raise InvalidArgumentError(f"limit: must not be negative, got {limit}")
+        return self.jobs.list(limit or self.settings.jobs_list_default)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return self.jobs.get(job_id)
+
+    def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]:
+        self.jobs.get(job_id)  # NOT_FOUND before the stream starts
+        return self.jobs.watch(job_id)
+
+    # --- changes -------------------------------------------------------------------
+
+    def refresh(self, target: str = "") -> JobRecord:
+        if not target:
+            names = [h.name for h in self.store.list_hosts()]
+            label = "every host"
+        elif (cluster := self.store.get_cluster(target)) is not None:
+            names = list(cluster.nodes)
+            label = f"cluster {target}"
+        elif self.store.get_host(target) is not None:
+            names = [target]
+            label = f"host {target}"
+        else:
+            raise NotFoundError(f"no cluster or host is named {target}")
+
+        async def work(job: JobHandle) -> str:
+            job.progress(10, f"Asking {len(names)} host(s) for their inventory")
+            results = await self.refresher.refresh(names)
+            failed = [r for r in results if not r.ok]
+            if failed and len(failed) == len(results):
+                raise_unavailable(label, failed)
+            summary = f"Refreshed {label}: {len(results) - len(failed)} of {len(results)} host(s) ok"
+            if failed:
+                summary += "; not responding: " + "; ".join(f"{r.host} ({r.reason})" for r in failed)
+            return summary
+
+        return self.jobs.start("refresh", target or "all", f"Refreshing {label}", work)
+
+    def create_vm(self, command: CreateVmCommand) -> tuple[JobRecord, VmRecord]:
+        return self.vms.create(command)
+
+    def operate_vm(self, name: str, operation: VmOperation | None) -> JobRecord:
+        return self.vms.operate(name, operation)
+
+    def delete_vm(self, name: str) -> JobRecord:
+        return self.vms.delete(name)
+
+
+
+def raise_unavailable(label: str, failed: list[HostRefresh]) -> None:
+    reasons = "; ".join(f"{r.host}: {r.reason}" for r in failed)
+    raise UnavailableError(f"refreshing {label} failed: no host answered ({reasons})")

@@ -1,0 +1,130 @@
+"""Cluster refresh: pull every agent's inventory and reconcile it with the store.
+
+Hosts are asked concurrently, each with its own deadline, so one silent host costs
+one timeout, not one per host. A host that answers is `ok` and its inventory and VMs
+are recorded; one that does not is `not_responding` and its VMs become `unknown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Collection, Sequence
+
+from manager.core.agent_port import AgentPort
+from manager.core.errors import ManagerError
+from manager.core.inventory import (
+    NO_ADDRESS,
+    apply_inventory,
+    apply_refresh_failure,
+    update_cluster_volumes,
+)
+from manager.core.model import Inventory
+from manager.core.reconcile import mark_unknown, reconcile
+from manager.core.settings import Settings
+from manager.core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostRefresh:
+    host: str
+    ok: bool
+    reason: str  # empty when ok
+
+
+class RefreshService:
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentPort,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        busy_vms: Callable[[], Collection[str]],
+    ) -> None:
+        self._store = store
+        self._agents = agents
+        self._settings = settings
+        self._clock = clock
+        # VMs a job is working on: their records belong to that job until it ends.
+        self._busy_vms = busy_vms
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def refresh(self, host_names: Sequence[str]) -> list[HostRefresh]:
+        return list(await asyncio.gather(*(self._refresh_host(n) for n in host_names)))
+
+    async def refresh_all(self) -> list[HostRefresh]:
+        return await self.refresh([h.name for h in self._store.list_hosts()])
+
+    async def run_periodically(self) -> None:
+        """Refresh every host now, then every `refresh_interval` seconds, until cancelled."""
+        while True:
+            try:
+                await self.refresh_all()
+            except Exception:  # one bad round must not end the loop
+                log.exception("periodic refresh failed")
+            await asyncio.sleep(self._settings.refresh_interval)
+
+    async def _refresh_host(self, name: str) -> HostRefresh:
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            host = self._store.get_host(name)
+            if host is None:
+                return HostRefresh(name, False, f"host {name} does not exist")
+            inventory: Inventory | None = None
+            reason = ""
+            if not host.address:
+                reason = NO_ADDRESS
+            else:
+                try:
+                    inventory = await self._agents.get_inventory(name, host.address)
+                except ManagerError as error:
+                    reason = error.message
+                if inventory is not None and inventory.host_name and inventory.host_name != name:
+                    reason = f"the agent at {host.address} is host {inventory.host_name}, not {name}"
+                    inventory = None
+            if inventory is None:
+                self._record_failure(name, reason)
+                return HostRefresh(name, False, reason)
+            self._record_inventory(name, inventory)
+            return HostRefresh(name, True, "")
+
+    def _record_failure(self, name: str, reason: str) -> None:
+        host = self._store.get_host(name)
+        if host is None:
+            return
+        if host.state_reason != reason or host.state.value != "not_responding":
+            log.warning("host %s does not answer: %s", name, reason)
+        self._store.put_host(apply_refresh_failure(host, reason, self._clock()))
+        busy = set(self._busy_vms())
+        vms = [vm for vm in self._store.list_vms(name) if vm.id not in busy]
+        for vm in mark_unknown(vms, name, reason):
+            self._store.put_vm(vm)
+
+    def _record_inventory(self, name: str, inventory: Inventory) -> None:
+        host = self._store.get_host(name)
+        if host is None:
+            return
+        now = self._clock()
+        host = apply_inventory(host, inventory, now)
+        self._store.put_host(host)
+        if host.cluster is not None:
+            cluster = self._store.get_cluster(host.cluster)
+            if cluster is not None:
+                self._store.put_cluster(update_cluster_volumes(cluster, inventory.volumes))
+        result = reconcile(
+            name,
+            self._store.list_vms(),
+            inventory.vms,
+            host_cluster=host.cluster,
+            now=now,
+            busy=set(self._busy_vms()),
+        )
+        for vm in result.updates + result.missing:
+            self._store.put_vm(vm)
+        for vm in result.imports:
+            log.info("imported VM %s (%s) found on host %s", vm.name, vm.id, name)
+            self._store.put_vm(vm)

@@ -1,0 +1,307 @@
+"""Creating, operating and deleting VMs: validate at once, then act in a job.
+
+Requests are checked synchronously (so the caller gets NOT_FOUND, ALREADY_EXISTS,
+INVALID_ARGUMENT, FAILED_PRECONDITION or RESOURCE_EXHAUSTED right away); the agent
+calls happen in the job's task. Operations on one VM are serialized by a per-VM lock,
+and the VM's state is checked again once the lock is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from typing import Callable
+
+from manager.app.jobs import JobBook, JobHandle
+from manager.core.agent_port import AgentPort
+from manager.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ManagerError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from manager.core.inventory import build_snapshot
+from manager.core.model import (
+    CreateVmCommand,
+    JobRecord,
+    ReportedVm,
+    StorageKind,
+    VmOperation,
+    VmRecord,
+)
+from manager.core.operations import IN_PROGRESS, check_delete, check_operation
+from manager.core.placement import PlacementRequest, place
+from manager.core.reconcile import move_vm_state, with_configuration
+from manager.core.settings import Settings
+from manager.core.states import HostState, VmState
+from manager.core.store import Store
+from manager.core.topology import NAME_PATTERN
+
+log = logging.getLogger(__name__)
+
+
+class VmService:
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentPort,
+        jobs: JobBook,
+        settings: Settings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._agents = agents
+        self._jobs = jobs
+        self._settings = settings
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._busy: set[str] = set()
+
+    def busy_vms(self) -> set[str]:
+        """VMs a job holds or waits for; refresh leaves their records alone."""
+        return set(self._busy)
+
+    def _lock(self, vm_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(vm_id, asyncio.Lock())
+
+    def _vm(self, name: str) -> VmRecord:
+        vm = self._store.get_vm_by_name(name)
+        if vm is None:
+            raise NotFoundError(f"VM {name} does not exist")
+        return vm
+
+    def _address(self, vm: VmRecord) -> tuple[str, str]:
+        """The VM's host and its agent address, refusing a host that is not ok."""
+        if vm.host is None:
+            raise FailedPreconditionError(f"VM {vm.name} has no host")
+        host = self._store.get_host(vm.host)
+        if host is None:
+            raise FailedPreconditionError(f"VM {vm.name} is on host {vm.host}, which no longer exists")
+        if host.state is not HostState.OK or not host.address:
+            why = f" ({host.state_reason})" if host.state_reason else ""
+            raise FailedPreconditionError(f"host {host.name} is {host.state.value}{why}")
+        return host.name, host.address
+
+    def _record(self, vm: VmRecord, reported: ReportedVm) -> VmRecord:
+        """Store what the agent says the VM is now."""
+        current = self._store.get_vm(vm.id) or vm
+        updated = move_vm_state(current, reported.state, reported.reason)
+        self._store.put_vm(updated)
+        return updated
+
+    def _set_state(self, vm: VmRecord, state: VmState, reason: str = "") -> VmRecord:
+        updated = move_vm_state(self._store.get_vm(vm.id) or vm, state, reason)
+        self._store.put_vm(updated)
+        return updated
+
+    # --- create --------------------------------------------------------------------
+
+    def validate_create(self, command: CreateVmCommand) -> CreateVmCommand:
+        if not command.name:
+            raise InvalidArgumentError("name: must not be empty")
+        if not NAME_PATTERN.fullmatch(command.name):
+            raise InvalidArgumentError(
+                f"name: must match {NAME_PATTERN.pattern}, got {command.name!r}"
+            )
+        if command.memory_mb <= 0:
+            raise InvalidArgumentError(f"memory_mb: must be positive, got {command.memory_mb}")
+        if command.cpus < 0:
+            raise InvalidArgumentError(f"cpus: must be positive, got {command.cpus}")
+        if command.disk_gb < 0:
+            raise InvalidArgumentError(f"disk_gb: must be positive, got {command.disk_gb}")
+        if command.workload.dirty_rate_mb_per_s < 0 or command.workload.journal_writes_per_s < 0:
+            raise InvalidArgumentError("workload: rates must not be negative")
+        if len(set(command.networks)) != len(command.networks):
+            raise InvalidArgumentError("networks: a network is listed twice")
+        if self._store.get_vm_by_name(command.name) is not None:
+            raise AlreadyExistsError(f"a VM named {command.name} already exists")
+        if command.storage is not None:
+            self._check_storage_exists(command.storage.kind, command.storage.name)
+        return replace(
+            command,
+            cpus=command.cpus or self._settings.default_cpus,
+            disk_gb=command.disk_gb or self._settings.default_disk_gb,
+        )
+
+    def _check_storage_exists(self, kind: StorageKind, name: str) -> None:
+        if kind is StorageKind.LOCAL_DISK:
+            found = any(d.name == name for h in self._store.list_hosts() for d in h.disks)
+            label = "local disk"
+        else:
+            found = any(
+                v.name == name and v.kind is kind
+                for c in self._store.list_clusters()
+                for v in c.volumes
+            )
+            label = "CSV volume" if kind is StorageKind.CSV else "LUN"
+        if not found:
+            raise NotFoundError(f"storage: no {label} named {name}")
+
+    def create(self, command: CreateVmCommand) -> tuple[JobRecord, VmRecord]:
+        command = self.validate_create(command)
+        request = PlacementRequest(
+            vm_name=command.name,
+            memory_mb=command.memory_mb,
+            cpus=command.cpus,
+            disk_gb=command.disk_gb,
+            highly_available=command.highly_available,
+            host=command.host,
+            storage=command.storage,
+            networks=command.networks,
+            max_vcpus_per_core=self._settings.max_vcpus_per_core,
+        )
+        snapshot = build_snapshot(
+            self._store.list_hosts(), self._store.list_clusters(), self._store.list_vms()
+        )
+        decision = place(snapshot, request)
+        if not decision.placed:
+            raise ResourceExhaustedError(decision.explain(request))
+        host = self._store.get_host(decision.host or "")
+        vm = VmRecord(
+            id=str(uuid.uuid4()),
+            name=command.name,
+            host=decision.host,
+            state=VmState.STOPPED,
+            highly_available=command.highly_available,
+            memory_mb=command.memory_mb,
+            cpus=command.cpus,
+            disk_gb=command.disk_gb,
+            storage=decision.storage,
+            networks=command.networks,
+            workload=command.workload,
+            created_at=self._clock(),
+        )
+        vm = with_configuration(vm, host.cluster if host else None)
+        self._store.put_vm(vm)
+        log.info("placed VM %s on host %s (%s stars)", vm.name, vm.host, decision.rating)
+        # Held from now, so a refresh before the agent has the VM does not call it missing.
+        self._busy.add(vm.id)
+        try:
+            job = self._jobs.start(
+                "create_vm",
+                vm.name,
+                f"Creating VM {vm.name} on host {vm.host}",
+                lambda handle: self._create_work(handle, vm, command.no_start),
+            )
+        except BaseException:
+            self._busy.discard(vm.id)
+            raise
+        return job, vm
+
+    async def _create_work(self, job: JobHandle, vm: VmRecord, no_start: bool) -> str:
+        try:
+            async with self._lock(vm.id):
+                host, address = self._address(vm)
+                job.progress(10, f"Creating VM {vm.name} on host {host}")
+                try:
+                    reported = await self._agents.create_vm(host, address, vm)
+                except ManagerError as error:
+                    self._store.delete_vm(vm.id)
+                    raise type(error)(
+                        f"host {host} could not create VM {vm.name}: {error.message}"
+                    ) from None
+                vm = self._record(vm, reported)
+                if no_start:
+                    return f"Created VM {vm.name} on host {host}"
+                job.progress(60, f"Starting VM {vm.name} on host {host}")
+                await self._run_operation(vm, host, address, VmOperation.START)
+                return f"Created and started VM {vm.name} on host {host}"
+        finally:
+            self._busy.discard(vm.id)
+
+    async def _run_operation(
+        self, vm: VmRecord, host: str, address: str, operation: VmOperation
+    ) -> VmRecord:
+        before = vm.state
+        if operation in IN_PROGRESS:
+            vm = self._set_state(vm, IN_PROGRESS[operation])
+        try:
+            reported = await self._agents.operate_vm(host, address, vm.id, operation)
+        except ManagerError as error:
+            self._set_state(vm, before, error.message)
+            raise type(error)(
+                f"{operation.value.replace('_', ' ')} of VM {vm.name} on host {host} failed: "
+                f"{error.message}"
+            ) from None
+        return self._record(vm, reported)
+
+    # --- operate -------------------------------------------------------------------
+
+    def operate(self, name: str, operation: VmOperation | None) -> JobRecord:
+        if operation is None:
+            choices = ", ".join(op.value for op in VmOperation)
+            raise InvalidArgumentError(f"operation: must be one of {choices}")
+        vm = self._vm(name)
+        check_operation(vm, operation)
+        self._address(vm)
+        verb = operation.value.replace("_", " ")
+        self._busy.add(vm.id)
+        try:
+            return self._jobs.start(
+                f"{operation.value}_vm",
+                vm.name,
+                f"Waiting to {verb} VM {vm.name}",
+                lambda handle: self._operate_work(handle, vm.id, operation),
+            )
+        except BaseException:
+            self._busy.discard(vm.id)
+            raise
+
+    async def _operate_work(self, job: JobHandle, vm_id: str, operation: VmOperation) -> str:
+        try:
+            async with self._lock(vm_id):
+                vm = self._store.get_vm(vm_id)
+                if vm is None:
+                    raise NotFoundError("the VM was deleted before the operation could run")
+                check_operation(vm, operation)
+                host, address = self._address(vm)
+                verb = operation.value.replace("_", " ")
+                job.progress(20, f"Asking host {host} to {verb} VM {vm.name}")
+                vm = await self._run_operation(vm, host, address, operation)
+                return f"VM {vm.name} is {vm.state.value} on host {host}"
+        finally:
+            self._busy.discard(vm_id)
+
+    # --- delete --------------------------------------------------------------------
+
+    def delete(self, name: str) -> JobRecord:
+        vm = self._vm(name)
+        check_delete(vm)
+        if vm.state is not VmState.MISSING and vm.host is not None:
+            self._address(vm)
+        self._busy.add(vm.id)
+        try:
+            return self._jobs.start(
+                "delete_vm",
+                vm.name,
+                f"Deleting VM {vm.name}",
+                lambda handle: self._delete_work(handle, vm.id),
+            )
+        except BaseException:
+            self._busy.discard(vm.id)
+            raise
+
+    async def _delete_work(self, job: JobHandle, vm_id: str) -> str:
+        try:
+            async with self._lock(vm_id):
+                vm = self._store.get_vm(vm_id)
+                if vm is None:
+                    raise NotFoundError("the VM was already deleted")
+                check_delete(vm)
+                if vm.state is not VmState.MISSING and vm.host is not None:
+                    host, address = self._address(vm)
+                    job.progress(30, f"Deleting VM {vm.name} and its files on host {host}")
+                    try:
+                        await self._agents.delete_vm(host, address, vm.id)
+                    except NotFoundError:
+                        pass  # already gone from the host: the record is all that is left
+                self._store.delete_vm(vm.id)
+                self._locks.pop(vm_id, None)
+                return f"Deleted VM {vm.name}"
+        finally:
+            self._busy.discard(vm_id)

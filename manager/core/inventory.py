@@ -1,0 +1,213 @@
+"""From topology and inventories to host and cluster records, and to placement room.
+
+Purely computational: the app reads records from the store, calls these, and writes
+the results back. Kept apart from placement so placement sees only room, not records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Sequence
+
+from manager.core.model import (
+    GIB,
+    ClusterRecord,
+    DiskInfo,
+    HostRecord,
+    Inventory,
+    NetworkInfo,
+    StorageKind,
+    VmRecord,
+    VolumeInfo,
+)
+from manager.core.placement import HostCapacity, PlacementSnapshot, StorageRoom
+from manager.core.states import HostState, VmState, change_host_state
+from manager.core.topology import HostSpec, Topology
+
+# States in which a VM holds memory and CPU on its host.
+ACTIVE_VM_STATES = frozenset(
+    {VmState.STARTING, VmState.RUNNING, VmState.PAUSED, VmState.SAVING, VmState.MIGRATING}
+)
+NO_ADDRESS = "no agent address"
+
+
+def _network_kind(profile: str) -> str:
+    return "port_group" if profile == "esx" else "virtual_network"
+
+
+def _host_from_spec(spec: HostSpec, topology: Topology) -> HostRecord:
+    return HostRecord(
+        name=spec.name,
+        cluster=spec.cluster,
+        profile=spec.profile,
+        address=spec.address,
+        cpu=spec.cpu,
+        memory_mb=spec.memory_mb,
+        host_reserve_mb=spec.host_reserve_mb,
+        memory_free_mb=spec.memory_mb - spec.host_reserve_mb,
+        disks=tuple(
+            DiskInfo(d.name, d.capacity_gb * GIB, d.capacity_gb * GIB) for d in spec.disks
+        ),
+        networks=tuple(
+            NetworkInfo(n.name, _network_kind(spec.profile), n.bound_to, n.vlan_id)
+            for n in spec.networks
+        ),
+        volumes=tuple(
+            VolumeInfo(v.name, StorageKind(v.kind), v.capacity_gb * GIB, v.capacity_gb * GIB)
+            for v in topology.volumes_visible_to(spec.name)
+        ),
+        state=HostState.NOT_RESPONDING,
+        state_reason="not refreshed yet" if spec.address else NO_ADDRESS,
+    )
+
+
+def merge_topology(
+    topology: Topology,
+    hosts: Sequence[HostRecord],
+    clusters: Sequence[ClusterRecord],
+) -> tuple[list[HostRecord], list[ClusterRecord]]:
+    """Host and cluster records for a (re)loaded topology.
+
+    New hosts and clusters are added; existing ones take the topology's description
+    (address, memory, membership) but keep their state and last inventory, and the
+    VMs recorded on them are untouched.
+    """
+    old_hosts = {h.name: h for h in hosts}
+    old_clusters = {c.name: c for c in clusters}
+    new_hosts: list[HostRecord] = []
+    for spec in topology.hosts:
+        fresh = _host_from_spec(spec, topology)
+        old = old_hosts.get(spec.name)
+        if old is not None:
+            fresh = replace(
+                fresh,
+                memory_free_mb=old.memory_free_mb,
+                state=old.state,
+                state_reason=old.state_reason if spec.address else NO_ADDRESS,
+                last_refresh=old.last_refresh,
+                boot_id=old.boot_id,
+            )
+        new_hosts.append(fresh)
+    new_clusters: list[ClusterRecord] = []
+    for spec in topology.clusters:
+        old_volumes = {v.name: v for v in old_clusters[spec.name].volumes} if spec.name in old_clusters else {}
+        volumes = []
+        for v in spec.volumes:
+            capacity = v.capacity_gb * GIB
+            free = old_volumes[v.name].free_bytes if v.name in old_volumes else capacity
+            volumes.append(VolumeInfo(v.name, StorageKind(v.kind), capacity, min(free, capacity)))
+        new_clusters.append(
+            ClusterRecord(
+                name=spec.name,
+                profile=spec.profile,
+                reserve=spec.reserve,
+                nodes=spec.nodes,
+                volumes=tuple(volumes),
+                visibility=tuple((v.name, v.visible_to) for v in spec.volumes),
+            )
+        )
+    return new_hosts, new_clusters
+
+
+def set_host_state(host: HostRecord, state: HostState, reason: str) -> HostRecord:
+    return replace(host, state=change_host_state(host.name, host.state, state), state_reason=reason)
+
+
+def apply_inventory(host: HostRecord, inventory: Inventory, now: datetime) -> HostRecord:
+    """The host after a successful GetInventory: `ok`, with what the agent reported."""
+    refreshed = replace(
+        host,
+        cpu=inventory.cpu if inventory.cpu.cores > 0 else host.cpu,
+        memory_mb=inventory.memory_mb or host.memory_mb,
+        memory_free_mb=inventory.memory_free_mb,
+        disks=inventory.disks or host.disks,
+        networks=inventory.networks or host.networks,
+        volumes=inventory.volumes or host.volumes,
+        last_refresh=now,
+        boot_id=inventory.boot_id,
+    )
+    return set_host_state(refreshed, HostState.OK, "")
+
+
+def apply_refresh_failure(host: HostRecord, why: str, now: datetime) -> HostRecord:
+    return replace(set_host_state(host, HostState.NOT_RESPONDING, why), last_refresh=now)
+
+
+def update_cluster_volumes(cluster: ClusterRecord, seen: Sequence[VolumeInfo]) -> ClusterRecord:
+    """The cluster's volumes with the free space a node just reported."""
+    reported = {v.name: v for v in seen}
+    volumes = tuple(
+        replace(v, free_bytes=reported[v.name].free_bytes) if v.name in reported else v
+        for v in cluster.volumes
+    )
+    return replace(cluster, volumes=volumes)
+
+
+def host_capacity(
+    host: HostRecord,
+    clusters: Sequence[ClusterRecord],
+    vms: Sequence[VmRecord],
+) -> HostCapacity:
+    """What room a host has, from its last inventory and the VMs recorded on it.
+
+    Free space is the smaller of what the agent last reported and what the records
+    imply, so VMs placed since the last refresh are counted.
+    """
+    mine = [vm for vm in vms if vm.host == host.name]
+    active = [vm for vm in mine if vm.state in ACTIVE_VM_STATES]
+    usable = host.memory_mb - host.host_reserve_mb
+    memory_free = min(host.memory_free_mb, usable - sum(vm.memory_mb for vm in active))
+    rooms: list[StorageRoom] = []
+    for disk in host.disks:
+        used = sum(
+            vm.disk_gb
+            for vm in mine
+            if vm.storage is not None
+            and vm.storage.kind is StorageKind.LOCAL_DISK
+            and vm.storage.name == disk.name
+        )
+        free_gb = min(disk.free_bytes // GIB, disk.capacity_bytes // GIB - used)
+        rooms.append(StorageRoom(disk.name, StorageKind.LOCAL_DISK, max(0, free_gb)))
+    cluster = next((c for c in clusters if c.name == host.cluster), None)
+    if cluster is not None:
+        members = set(cluster.nodes)
+        for volume in cluster.volumes:
+            if host.name not in cluster.visible_to(volume.name):
+                continue
+            users = [
+                vm
+                for vm in vms
+                if vm.host in members
+                and vm.storage is not None
+                and vm.storage.kind is volume.kind
+                and vm.storage.name == volume.name
+            ]
+            free_gb = min(
+                volume.free_bytes // GIB,
+                volume.capacity_bytes // GIB - sum(vm.disk_gb for vm in users),
+            )
+            rooms.append(
+                StorageRoom(
+                    volume.name, volume.kind, max(0, free_gb), tuple(vm.name for vm in users)
+                )
+            )
+    return HostCapacity(
+        name=host.name,
+        cluster=host.cluster,
+        state=host.state,
+        usable_memory_mb=usable,
+        memory_free_mb=max(0, memory_free),
+        cores=host.cpu.cores,
+        running_vcpus=sum(vm.cpus for vm in active),
+        storage=tuple(rooms),
+        networks=tuple(n.name for n in host.networks),
+    )
+
+
+def build_snapshot(
+    hosts: Sequence[HostRecord],
+    clusters: Sequence[ClusterRecord],
+    vms: Sequence[VmRecord],
+) -> PlacementSnapshot:
+    return PlacementSnapshot(tuple(host_capacity(h, clusters, vms) for h in hosts))

@@ -1,0 +1,190 @@
+"""The manager's records: hosts, clusters, VMs and jobs as plain frozen dataclasses.
+
+These are what the store keeps and what every decision function reads. They know
+nothing of protobuf or SQL; the adapters translate them at the edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from manager.core.states import HostState, JobState, VmState
+from manager.core.topology import CpuSpec
+
+GIB = 1024**3
+
+
+class StorageKind(Enum):
+    LOCAL_DISK = "local_disk"  # a local disk of the host; only that host sees it
+    CSV = "csv"  # a cluster shared volume: every node uses it at once
+    LUN = "lun"  # a shared LUN: visible to several hosts, used by one VM at a time
+
+
+class ConfigStatus(Enum):
+    OK = "ok"  # the VM can be managed as configured
+    UNSUPPORTED_CLUSTER_CONFIGURATION = "unsupported_cluster_configuration"  # HA but cannot be
+
+
+class VmOperation(Enum):
+    START = "start"  # power on a stopped VM, or restore a saved one
+    SHUTDOWN = "shutdown"  # ask the guest to shut down cleanly
+    TURN_OFF = "turn_off"  # pull the power
+    SAVE = "save"  # write the memory image to storage and release the memory
+    RESTORE = "restore"  # start a saved VM from its memory image
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    name: str
+    capacity_bytes: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    kind: str  # "virtual_network" (Hyper-V) | "port_group" (ESX)
+    bound_to: str
+    vlan_id: int
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    kind: StorageKind  # CSV or LUN
+    capacity_bytes: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    kind: StorageKind
+    name: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    dirty_rate_mb_per_s: float = 0.0
+    journal_writes_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A host as the topology declares it and as its last inventory described it."""
+
+    name: str
+    cluster: str | None
+    profile: str
+    address: str | None
+    cpu: CpuSpec
+    memory_mb: int
+    host_reserve_mb: int
+    memory_free_mb: int
+    disks: tuple[DiskInfo, ...]
+    networks: tuple[NetworkInfo, ...]
+    volumes: tuple[VolumeInfo, ...]
+    state: HostState = HostState.NOT_RESPONDING
+    state_reason: str = "not refreshed yet"
+    last_refresh: datetime | None = None
+    boot_id: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    name: str
+    profile: str
+    reserve: int
+    nodes: tuple[str, ...]
+    volumes: tuple[VolumeInfo, ...]
+    # Which nodes see each volume, from the topology: {volume name: node names}.
+    visibility: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def visible_to(self, volume: str) -> tuple[str, ...]:
+        return dict(self.visibility).get(volume, ())
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    id: str
+    name: str
+    host: str | None
+    state: VmState
+    highly_available: bool
+    memory_mb: int
+    cpus: int
+    disk_gb: int
+    storage: StorageLocation | None
+    networks: tuple[str, ...] = ()
+    workload: Workload = field(default_factory=Workload)
+    imported: bool = False
+    created_at: datetime | None = None
+    reason: str = ""
+    status: ConfigStatus = ConfigStatus.OK
+    status_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str  # "create_vm", "start_vm", "delete_vm", "refresh", ...
+    target: str  # the VM, host or cluster the job works on
+    state: JobState
+    progress: int
+    message: str
+    error: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ReportedVm:
+    """A VM as an agent reports it in its inventory or after an operation."""
+
+    id: str
+    name: str
+    state: VmState
+    memory_mb: int
+    cpus: int
+    disk_gb: int
+    storage: StorageLocation | None
+    networks: tuple[str, ...]
+    highly_available: bool
+    workload: Workload = field(default_factory=Workload)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What one GetInventory call returned: the host's description and its VMs."""
+
+    host_name: str
+    cluster: str | None
+    profile: str
+    cpu: CpuSpec
+    memory_mb: int
+    memory_free_mb: int
+    disks: tuple[DiskInfo, ...]
+    networks: tuple[NetworkInfo, ...]
+    volumes: tuple[VolumeInfo, ...]
+    boot_id: str
+    vms: tuple[ReportedVm, ...]
+
+
+@dataclass(frozen=True)
+class CreateVmCommand:
+    """A validated request to create a VM (defaults applied)."""
+
+    name: str
+    memory_mb: int
+    cpus: int
+    disk_gb: int
+    highly_available: bool
+    host: str | None
+    storage: StorageLocation | None
+    networks: tuple[str, ...]
+    workload: Workload
+    no_start: bool

@@ -1,0 +1,210 @@
+"""Where a new VM goes: intelligent placement as a pure request -> decision function.
+
+Purely computational, no side effects: the caller builds a snapshot of every host's
+room from the store, asks `place`, and acts on the decision. When nothing fits, the
+decision carries one reason per host so the operator learns why, not just that.
+
+Rules (those of a failover cluster under VMM): a highly available VM goes only on an
+`ok` node of a cluster, its files on cluster storage the node sees (a CSV volume with
+room, or a named LUN no other VM uses); a VM that is not highly available goes only on
+an `ok` standalone host, its files on the host's local disk with most room (or the
+named one). Requested networks must exist on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from manager.core.errors import InvalidArgumentError, NotFoundError
+from manager.core.model import StorageKind, StorageLocation
+from manager.core.states import HostState
+
+MAX_STARS = 5.0
+
+
+@dataclass(frozen=True)
+class StorageRoom:
+    """A disk or volume a host sees, with what is left on it."""
+
+    name: str
+    kind: StorageKind
+    free_gb: int
+    # VMs whose files are there; a LUN holds at most one.
+    used_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    name: str
+    cluster: str | None
+    state: HostState
+    usable_memory_mb: int  # physical memory minus the host reserve
+    memory_free_mb: int  # what is left for new running VMs
+    cores: int
+    running_vcpus: int
+    storage: tuple[StorageRoom, ...]
+    networks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlacementSnapshot:
+    hosts: tuple[HostCapacity, ...]
+
+    def host(self, name: str) -> HostCapacity | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    vm_name: str
+    memory_mb: int
+    cpus: int
+    disk_gb: int
+    highly_available: bool
+    host: str | None = None
+    storage: StorageLocation | None = None
+    networks: tuple[str, ...] = ()
+    max_vcpus_per_core: int = 8
+
+
+@dataclass(frozen=True)
+class PlacementDecision:
+    host: str | None
+    storage: StorageLocation | None
+    rating: float
+    # (host name, why it cannot take the VM) for every host that was refused.
+    rejections: tuple[tuple[str, str], ...]
+
+    @property
+    def placed(self) -> bool:
+        return self.host is not None
+
+    def explain(self, request: PlacementRequest) -> str:
+        """One sentence: why no host can take the VM."""
+        what = (
+            f"VM {request.vm_name} ({request.memory_mb} MB, {request.cpus} vCPU"
+            f"{'s' if request.cpus != 1 else ''}, {request.disk_gb} GB)"
+        )
+        if not self.rejections:
+            return f"no host can take {what}: there are no hosts"
+        reasons = "; ".join(f"{host} {why}" for host, why in self.rejections)
+        return f"no host can take {what}: {reasons}"
+
+
+def rate_host(host: HostCapacity, request: PlacementRequest) -> float:
+    """0 to 5 stars in half-star steps; 0 when the VM does not fit in memory.
+
+    Half the score is the memory left after placement, half the CPU load (vCPUs of
+    running VMs per core against `max_vcpus_per_core`), as VMM's rating weighs both.
+    """
+    if request.memory_mb > host.memory_free_mb or host.usable_memory_mb <= 0:
+        return 0.0
+    memory_left = (host.memory_free_mb - request.memory_mb) / host.usable_memory_mb
+    capacity = max(1, host.cores * request.max_vcpus_per_core)
+    cpu_left = max(0.0, 1.0 - (host.running_vcpus + request.cpus) / capacity)
+    stars = MAX_STARS * (0.5 * min(1.0, memory_left) + 0.5 * cpu_left)
+    # A host the VM fits on never shows zero stars: zero means "does not fit".
+    return max(0.5, min(MAX_STARS, round(stars * 2) / 2))
+
+
+def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> None:
+    """Refuse requests that contradict the topology, whatever the hosts' room."""
+    if request.host is not None:
+        host = snapshot.host(request.host)
+        if host is None:
+            raise NotFoundError(f"host {request.host} does not exist")
+        if host.cluster is not None and not request.highly_available:
+            raise InvalidArgumentError(
+                f"host {host.name} is a node of cluster {host.cluster}: a VM there must be "
+                "highly available (use --ha), or choose a standalone host"
+            )
+        if host.cluster is None and request.highly_available:
+            raise InvalidArgumentError(
+                f"host {host.name} is a standalone host: a highly available VM must go on a "
+                "cluster node (drop --ha, or choose a node of a cluster)"
+            )
+    if request.storage is not None:
+        kind = request.storage.kind
+        if request.highly_available and kind is StorageKind.LOCAL_DISK:
+            raise InvalidArgumentError(
+                f"storage: a highly available VM needs its files on cluster storage (a CSV "
+                f"volume or a LUN), not on local disk {request.storage.name}"
+            )
+        if not request.highly_available and kind is not StorageKind.LOCAL_DISK:
+            raise InvalidArgumentError(
+                f"storage: {request.storage.name} is a shared {kind.value}; a VM that is not "
+                "highly available keeps its files on a local disk of a standalone host"
+            )
+
+
+def _why_not(host: HostCapacity, request: PlacementRequest) -> str | None:
+    if host.state is not HostState.OK:
+        return f"is {host.state.value}"
+    if request.highly_available and host.cluster is None:
+        return "is a standalone host (a highly available VM needs a cluster node)"
+    if not request.highly_available and host.cluster is not None:
+        return f"is a node of cluster {host.cluster} (the VM is not highly available)"
+    for network in request.networks:
+        if network not in host.networks:
+            return f"has no network '{network}'"
+    if request.memory_mb > host.memory_free_mb:
+        return f"has {host.memory_free_mb} MB free, needs {request.memory_mb} MB"
+    return None
+
+
+def _pick_storage(
+    host: HostCapacity, request: PlacementRequest
+) -> tuple[StorageLocation | None, str]:
+    """The storage for the VM's files on this host, or None and why."""
+    if request.storage is not None:
+        wanted = request.storage
+        room = next(
+            (s for s in host.storage if s.name == wanted.name and s.kind is wanted.kind), None
+        )
+        if room is None:
+            return None, f"does not see {wanted.kind.value} {wanted.name}"
+        if room.kind is StorageKind.LUN and room.used_by:
+            return None, f"sees LUN {room.name} but VM {room.used_by[0]} uses it"
+        if room.free_gb < request.disk_gb:
+            return None, f"has {room.free_gb} GB free on {room.name}, needs {request.disk_gb} GB"
+        return wanted, ""
+    kind = StorageKind.CSV if request.highly_available else StorageKind.LOCAL_DISK
+    rooms = [s for s in host.storage if s.kind is kind]
+    if not rooms:
+        label = "CSV volume" if kind is StorageKind.CSV else "local disk"
+        return None, f"sees no {label}"
+    best = max(rooms, key=lambda s: (s.free_gb, s.name))
+    if best.free_gb < request.disk_gb:
+        return None, f"has {best.free_gb} GB free on {best.name}, needs {request.disk_gb} GB"
+    return StorageLocation(kind, best.name), ""
+
+
+def place(snapshot: PlacementSnapshot, request: PlacementRequest) -> PlacementDecision:
+    """Choose the best-rated host and its storage, or say why each host is refused.
+
+    Raises NotFoundError / InvalidArgumentError for requests that contradict the
+    topology (see `check_request`); otherwise never raises.
+    """
+    check_request(snapshot, request)
+    candidates = (
+        [h for h in snapshot.hosts if h.name == request.host]
+        if request.host is not None
+        else sorted(snapshot.hosts, key=lambda h: h.name)
+    )
+    rejections: list[tuple[str, str]] = []
+    best: tuple[float, str, StorageLocation] | None = None
+    for host in candidates:
+        why = _why_not(host, request)
+        storage: StorageLocation | None = None
+        if why is None:
+            storage, why = _pick_storage(host, request)
+        if storage is None:
+            rejections.append((host.name, why or "cannot take the VM"))
+            continue
+        rating = rate_host(host, request)
+        # Highest rating wins; among equals, the first name, so decisions are stable.
+        if best is None or rating > best[0]:
+            best = (rating, host.name, storage)
+    if best is None:
+        return PlacementDecision(None, None, 0.0, tuple(rejections))
+    return PlacementDecision(best[1], best[2], best[0], tuple(rejections))

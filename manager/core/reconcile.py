@@ -1,0 +1,140 @@
+"""What a host's inventory means for the VMs the manager recorded.
+
+Purely computational, no side effects: `reconcile` compares the store with what an
+agent reports and returns the records to write; the refresh service writes them.
+The agent is the truth about what runs on it; the store is the truth about what
+the manager created. Differences become imports (a VM the agent has that the manager
+never created), `missing` VMs (recorded on the host, no longer reported) and state
+updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Collection, Iterable, Sequence
+
+from manager.core.model import ConfigStatus, ReportedVm, StorageKind, VmRecord
+from manager.core.states import VmState, change_vm_state, vm_state_path
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    updates: tuple[VmRecord, ...]  # recorded VMs whose record changed
+    imports: tuple[VmRecord, ...]  # VMs found on the host, new to the store
+    missing: tuple[VmRecord, ...]  # recorded on the host, no longer reported (now `missing`)
+
+
+def cluster_configuration(
+    vm: VmRecord, host_cluster: str | None
+) -> tuple[ConfigStatus, tuple[str, ...]]:
+    """Whether a VM marked highly available can be: on a cluster node, on shared storage."""
+    if not vm.highly_available:
+        return ConfigStatus.OK, ()
+    reasons: list[str] = []
+    if vm.host is not None and host_cluster is None:
+        reasons.append(f"host {vm.host} is a standalone host, not a node of a cluster")
+    if vm.storage is not None and vm.storage.kind is StorageKind.LOCAL_DISK:
+        reasons.append(
+            f"its files are on local disk {vm.storage.name}, which no other host can see"
+        )
+    if reasons:
+        return ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION, tuple(reasons)
+    return ConfigStatus.OK, ()
+
+
+def with_configuration(vm: VmRecord, host_cluster: str | None) -> VmRecord:
+    status, reasons = cluster_configuration(vm, host_cluster)
+    return replace(vm, status=status, status_reasons=reasons)
+
+
+def move_vm_state(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
+    """The VM with its state changed through the transition table, step by legal step."""
+    state = vm.state
+    for step in vm_state_path(state, new):
+        state = change_vm_state(vm.name, state, step)
+    return replace(vm, state=state, reason=vm.reason if reason is None else reason)
+
+
+def importable_name(name: str, vm_id: str, taken: Iterable[str]) -> str:
+    """The name an imported VM gets: its own, or with `-<first 8 of id>` when taken."""
+    taken_set = set(taken)
+    return name if name not in taken_set else f"{name}-{vm_id[:8]}"
+
+
+def reconcile(
+    host_name: str,
+    stored_vms: Sequence[VmRecord],
+    reported_vms: Sequence[ReportedVm],
+    *,
+    host_cluster: str | None = None,
+    now: datetime | None = None,
+    busy: Collection[str] = (),
+) -> ReconcileResult:
+    """Compare the store with one host's report.
+
+    `stored_vms` may hold every VM the manager knows (so that a VM reported by this
+    host but recorded elsewhere is found by id and its names are all seen as taken);
+    only those recorded on `host_name` can become missing. `now` stamps imports.
+    """
+    by_id = {vm.id: vm for vm in stored_vms}
+    taken = {vm.name for vm in stored_vms}
+    updates: list[VmRecord] = []
+    imports: list[VmRecord] = []
+    for reported in reported_vms:
+        if reported.id in busy:
+            continue
+        stored = by_id.get(reported.id)
+        if stored is None:
+            name = importable_name(reported.name, reported.id, taken)
+            taken.add(name)
+            imported = VmRecord(
+                id=reported.id,
+                name=name,
+                host=host_name,
+                state=reported.state,
+                highly_available=reported.highly_available,
+                memory_mb=reported.memory_mb,
+                cpus=reported.cpus,
+                disk_gb=reported.disk_gb,
+                storage=reported.storage,
+                networks=reported.networks,
+                workload=reported.workload,
+                imported=True,
+                created_at=now,
+                reason=reported.reason,
+            )
+            imports.append(with_configuration(imported, host_cluster))
+            continue
+        updated = move_vm_state(stored, reported.state, reported.reason)
+        updated = replace(
+            updated,
+            host=host_name,
+            memory_mb=reported.memory_mb,
+            cpus=reported.cpus,
+            disk_gb=reported.disk_gb,
+            storage=reported.storage or stored.storage,
+            networks=reported.networks,
+        )
+        updated = with_configuration(updated, host_cluster)
+        if updated != stored:
+            updates.append(updated)
+    reported_ids = {r.id for r in reported_vms}
+    missing = [
+        move_vm_state(vm, VmState.MISSING, f"host {host_name} no longer reports this VM")
+        for vm in stored_vms
+        if vm.host == host_name
+        and vm.id not in reported_ids
+        and vm.id not in busy
+        and vm.state is not VmState.MISSING
+    ]
+    return ReconcileResult(tuple(updates), tuple(imports), tuple(missing))
+
+
+def mark_unknown(vms: Sequence[VmRecord], host_name: str, why: str) -> list[VmRecord]:
+    """The VMs of a host that does not answer, now `unknown` (those that changed)."""
+    return [
+        move_vm_state(vm, VmState.UNKNOWN, f"host {host_name} does not answer: {why}")
+        for vm in vms
+        if vm.host == host_name and vm.state is not VmState.UNKNOWN
+    ]

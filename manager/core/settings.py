@@ -1,0 +1,33 @@
+"""Every timeout, interval and tunable of the manager, with its default, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Seconds between two periodic refreshes of every host.
+    refresh_interval: float = 5.0
+    # Deadline of one read call to an agent (GetInventory, GetVm).
+    agent_call_timeout: float = 3.0
+    # Deadline of one mutating call to an agent (create, power operations, delete):
+    # saving a large guest's memory takes longer than reading an inventory.
+    agent_operation_timeout: float = 60.0
+    # Idempotent reads are retried on UNAVAILABLE this many times in all...
+    agent_read_attempts: int = 3
+    # ...waiting this long (seconds) between attempts.
+    agent_retry_wait: float = 0.2
+    # ListJobs returns this many jobs when the request does not say.
+    jobs_list_default: int = 50
+    # On SIGTERM, running requests get this long (seconds) to finish.
+    shutdown_grace: float = 3.0
+    # vCPUs per physical core that count as a fully loaded host in the rating
+    # (Hyper-V 2008 R2 supports 8 per core).
+    max_vcpus_per_core: int = 8
+    # Defaults of CreateVm fields left at zero.
+    default_cpus: int = 1
+    default_disk_gb: int = 20
+    # The VM the host rating is computed for.
+    rating_memory_mb: int = 1024
+    rating_cpus: int = 1

@@ -1,0 +1,176 @@
+"""The manager's state machines: host health, VM power state and job state.
+
+Each set of states is an enum whose members carry a one-line meaning, plus one table
+of legal transitions. Every change goes through the one setter of its machine, which
+refuses an edge the table does not list and logs `old => new`, so that an impossible
+history (a job completing twice, a stopped VM pausing) is a loud error, not a quiet
+corruption of the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+from manager.core.errors import IllegalTransitionError
+
+log = logging.getLogger(__name__)
+
+
+class HostState(Enum):
+    OK = "ok"  # responding; VMs can be placed on it
+    SUSPECT = "suspect"  # heartbeats missed; a probe is confirming
+    ISOLATED = "isolated"  # heartbeats lost but the management path answers: no failover
+    NOT_RESPONDING = "not_responding"  # neither heartbeats nor the management path answer
+    FENCING = "fencing"  # its VMs are being taken away from it
+    FENCED = "fenced"  # its VMs can no longer run or write there
+    MAINTENANCE = "maintenance"  # taken out of placement by an operator
+
+
+HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
+    HostState.OK: frozenset(
+        {HostState.SUSPECT, HostState.NOT_RESPONDING, HostState.MAINTENANCE}
+    ),
+    HostState.SUSPECT: frozenset({HostState.OK, HostState.ISOLATED, HostState.NOT_RESPONDING}),
+    HostState.ISOLATED: frozenset({HostState.OK, HostState.SUSPECT, HostState.NOT_RESPONDING}),
+    # A silent host either comes back or is fenced before its VMs restart elsewhere.
+    HostState.NOT_RESPONDING: frozenset(
+        {HostState.OK, HostState.FENCING, HostState.MAINTENANCE}
+    ),
+    HostState.FENCING: frozenset({HostState.FENCED}),
+    # A fenced host rejoins only once it answers again, or an operator takes it.
+    HostState.FENCED: frozenset({HostState.OK, HostState.MAINTENANCE}),
+    HostState.MAINTENANCE: frozenset({HostState.OK, HostState.NOT_RESPONDING}),
+}
+
+
+class VmState(Enum):
+    STOPPED = "stopped"  # not running; no memory held
+    STARTING = "starting"  # being powered on
+    RUNNING = "running"  # guest running; memory held
+    PAUSED = "paused"  # guest frozen in memory; memory held
+    SAVING = "saving"  # memory being written to the saved-state file
+    SAVED = "saved"  # memory image on storage; no memory held
+    MIGRATING = "migrating"  # moving between hosts
+    FAILED = "failed"  # could not be started or recovered; see the reason
+    UNKNOWN = "unknown"  # its host does not answer, so its state is unknown
+    MISSING = "missing"  # its host answers but no longer reports it
+
+
+_ALL_VM_STATES = frozenset(VmState)
+
+VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
+    VmState.STOPPED: frozenset(
+        {VmState.STARTING, VmState.RUNNING, VmState.FAILED, VmState.UNKNOWN, VmState.MISSING}
+    ),
+    VmState.STARTING: frozenset(
+        {VmState.RUNNING, VmState.STOPPED, VmState.FAILED, VmState.UNKNOWN, VmState.MISSING}
+    ),
+    VmState.RUNNING: frozenset(
+        {
+            VmState.STOPPED,
+            VmState.PAUSED,
+            VmState.SAVING,
+            VmState.MIGRATING,
+            VmState.FAILED,
+            VmState.UNKNOWN,
+            VmState.MISSING,
+        }
+    ),
+    VmState.PAUSED: frozenset(
+        {
+            VmState.RUNNING,
+            VmState.STOPPED,
+            VmState.SAVING,
+            VmState.MIGRATING,
+            VmState.FAILED,
+            VmState.UNKNOWN,
+            VmState.MISSING,
+        }
+    ),
+    # A save that fails leaves the guest where it was: running (or paused).
+    VmState.SAVING: frozenset(
+        {
+            VmState.SAVED,
+            VmState.RUNNING,
+            VmState.PAUSED,
+            VmState.FAILED,
+            VmState.UNKNOWN,
+            VmState.MISSING,
+        }
+    ),
+    VmState.SAVED: frozenset(
+        {
+            VmState.STARTING,
+            VmState.RUNNING,
+            VmState.STOPPED,
+            VmState.FAILED,
+            VmState.UNKNOWN,
+            VmState.MISSING,
+        }
+    ),
+    VmState.MIGRATING: frozenset(
+        {VmState.RUNNING, VmState.PAUSED, VmState.FAILED, VmState.UNKNOWN, VmState.MISSING}
+    ),
+    VmState.FAILED: frozenset(
+        {VmState.STOPPED, VmState.STARTING, VmState.RUNNING, VmState.UNKNOWN, VmState.MISSING}
+    ),
+    # Once its host answers again (or reports it again) the VM may be in any state.
+    VmState.UNKNOWN: _ALL_VM_STATES - {VmState.UNKNOWN},
+    VmState.MISSING: _ALL_VM_STATES - {VmState.MISSING},
+}
+
+
+class JobState(Enum):
+    RUNNING = "running"  # its task is working on it
+    COMPLETED = "completed"  # it did what it was asked
+    FAILED = "failed"  # it stopped; the error says why
+
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+}
+
+
+def _change(kind: str, subject: str, old: Enum, new: Enum, table: dict) -> None:  # type: ignore[type-arg]
+    if new is old:
+        return
+    if new not in table[old]:
+        raise IllegalTransitionError(
+            f"{kind} {subject} cannot go from {old.value} to {new.value}"
+        )
+    log.info("%s %s: %s => %s", kind, subject, old.value, new.value)
+
+
+def change_host_state(host: str, old: HostState, new: HostState) -> HostState:
+    """The only way a host's state changes; raises IllegalTransitionError."""
+    _change("host", host, old, new, HOST_TRANSITIONS)
+    return new
+
+
+def change_vm_state(vm: str, old: VmState, new: VmState) -> VmState:
+    """The only way a VM's recorded state changes; raises IllegalTransitionError."""
+    _change("VM", vm, old, new, VM_TRANSITIONS)
+    return new
+
+
+def change_job_state(job: str, old: JobState, new: JobState) -> JobState:
+    """The only way a job's state changes; raises IllegalTransitionError."""
+    _change("job", job, old, new, JOB_TRANSITIONS)
+    return new
+
+
+def vm_state_path(old: VmState, new: VmState) -> tuple[VmState, ...]:
+    """Legal steps from `old` to an observed `new` state.
+
+    An agent may report a state the table cannot reach in one step (the VM changed
+    twice between two refreshes). Through `unknown`, every state reaches every other,
+    which records honestly that the manager did not see what happened in between.
+    """
+    if new is old:
+        return ()
+    if new in VM_TRANSITIONS[old]:
+        return (new,)
+    return (VmState.UNKNOWN, new)
