@@ -1,32 +1,25 @@
 """Fixtures of the CLI tests: a fake manager on a free port and a runner of the real
-`havm` command as a subprocess."""
+`havm` command as a subprocess.
+
+The repository root goes first on sys.path so that `manager` (which `havm up` imports)
+is the package and not the `tests/manager` folder.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if sys.path[:1] != [_REPO_ROOT]:
+    sys.path.insert(0, _REPO_ROOT)
+
 from fake_manager_service import FakeManager, start_fake_manager
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
+from havm_runner import Result, run_havm
 
 
 @dataclass
@@ -42,23 +35,6 @@ def manager() -> Iterator[Manager]:
         yield Manager(fake, f"127.0.0.1:{port}")
     finally:
         server.stop(grace=None)
-
-
-def run_havm(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 30) -> Result:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HAVM_") or k == "HAVM_TEST_RUN"}
-    environment["PYTHONPATH"] = str(REPO_ROOT)
-    environment["COLUMNS"] = "200"
-    environment.update(env or {})
-    completed = subprocess.run(
-        [sys.executable, "-m", "havm.cli.main", *args],
-        cwd=cwd,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return Result(completed.returncode, completed.stdout, completed.stderr)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from havm.cli.context import ClusterContext, Component, write_context
+from havm_runner import run_many
 
 HOST_FIELDS = {
     "name", "cluster", "profile", "state", "address", "memory_mb", "memory_free_mb", "vm_count",
@@ -42,24 +43,19 @@ def test_host_list_json_follows_the_field_contract(havm):
     assert node2["state_reason"] == "no heartbeat for 5 s and the probe failed"
 
 
-def test_host_list_filters_by_cluster(havm, manager):
-    result = havm("host", "list", "--cluster", "hv1", "-o", "json")
-    assert result.returncode == 0, result.stderr
-    assert sorted(h["name"] for h in result.json()) == ["node1", "node2"]
-
-
-def test_host_list_table(havm):
-    result = havm("host", "list")
+def test_host_list_filtered_and_as_a_table(havm):
+    filtered, result = run_many(havm, [("host", "list", "--cluster", "hv1", "-o", "json"), ("host", "list")])
+    assert filtered.returncode == 0, filtered.stderr
+    assert sorted(h["name"] for h in filtered.json()) == ["node1", "node2"]
     assert result.returncode == 0, result.stderr
     for word in ("NAME", "STATE", "node1", "node2", "esx1", "not_responding", "hyperv-2008r2", "12288"):
         assert word in result.stdout
 
 
 def test_host_show_json_and_table(havm):
-    shown = havm("host", "show", "node1", "-o", "json")
+    shown, table = run_many(havm, [("host", "show", "node1", "-o", "json"), ("host", "show", "node1")])
     assert shown.returncode == 0, shown.stderr
     assert HOST_FIELDS <= set(shown.json()) and shown.json()["name"] == "node1"
-    table = havm("host", "show", "node1")
     assert table.returncode == 0, table.stderr
     for word in ("node1", "GenuineIntel", "Volume1", "Public", "sse4_2"):
         assert word in table.stdout
@@ -80,24 +76,26 @@ def test_vm_list_json_follows_the_field_contract(havm):
 
 
 def test_vm_list_filters_by_host_and_renders_a_table(havm):
-    filtered = havm("vm", "list", "--host", "node1", "-o", "json")
+    filtered, table = run_many(havm, [("vm", "list", "--host", "node1", "-o", "json"), ("vm", "list")])
     assert [v["name"] for v in filtered.json()] == ["web1"]
-    table = havm("vm", "list")
     assert table.returncode == 0, table.stderr
     for word in ("web1", "db1", "running", "csv:Volume1", "unsupported_cluster_configuration"):
         assert word in table.stdout
 
 
 def test_vm_show(havm):
-    shown = havm("vm", "show", "web1", "-o", "json")
+    shown, table = run_many(havm, [("vm", "show", "web1", "-o", "json"), ("vm", "show", "db1")])
     assert shown.returncode == 0 and shown.json()["id"] == "vm-1"
-    table = havm("vm", "show", "db1")
     assert table.returncode == 0, table.stderr
     assert "not on cluster storage" in table.stdout
 
 
 def test_cluster_list_and_show(havm):
-    listed = havm("cluster", "list", "-o", "json")
+    listed, shown, *tables = run_many(
+        havm,
+        [("cluster", "list", "-o", "json"), ("cluster", "show", "hv1", "-o", "json"), ("cluster", "list"),
+         ("cluster", "show", "hv1")],
+    )
     assert listed.returncode == 0, listed.stderr
     clusters = {c["name"]: c for c in listed.json()}
     assert CLUSTER_FIELDS <= set(clusters["hv1"])
@@ -105,37 +103,36 @@ def test_cluster_list_and_show(havm):
     assert clusters["hv1"]["nodes"] == ["node1", "node2"] and clusters["hv1"]["reserve"] == 1
     assert clusters["old"]["profile"] == "hyperv-2008"
     assert clusters["hv1"]["volumes"][0]["name"] == "Volume1"
-    shown = havm("cluster", "show", "hv1", "-o", "json")
     assert shown.json() == clusters["hv1"]
-    for args in (("cluster", "list"), ("cluster", "show", "hv1")):
-        table = havm(*args)
+    for table in tables:
         assert table.returncode == 0 and "hv1" in table.stdout and "overcommitted" in table.stdout
 
 
 def test_job_list_show_and_limit(havm):
-    listed = havm("job", "list", "-o", "json")
+    listed, limited, shown, *tables = run_many(
+        havm,
+        [("job", "list", "-o", "json"), ("job", "list", "--limit", "1", "-o", "json"),
+         ("job", "show", "job-1", "-o", "json"), ("job", "list"), ("job", "show", "job-2")],
+    )
     assert listed.returncode == 0, listed.stderr
     jobs = listed.json()
     assert all(JOB_FIELDS <= set(j) for j in jobs)
     by_id = {j["id"]: j for j in jobs}
     assert by_id["job-1"]["state"] == "completed" and by_id["job-1"]["error"] is None
     assert by_id["job-2"]["state"] == "failed" and "4096 MB" in by_id["job-2"]["error"]
-    assert len(havm("job", "list", "--limit", "1", "-o", "json").json()) == 1
-    shown = havm("job", "show", "job-1", "-o", "json")
+    assert len(limited.json()) == 1
     assert shown.json()["kind"] == "refresh" and shown.json()["progress"] == 100
-    for args in (("job", "list"), ("job", "show", "job-2")):
-        table = havm(*args)
+    for table in tables:
         assert table.returncode == 0 and "job-2" in table.stdout
 
 
 def test_status_without_context_shows_the_manager(havm):
-    result = havm("status", "-o", "json")
+    result, table = run_many(havm, [("status", "-o", "json"), ("status",)])
     assert result.returncode == 0, result.stderr
     status = result.json()
     assert status["components"] == []
     assert status["manager"]["version"] == "0.1.0-fake"
     assert status["manager"]["hosts_total"] == 3 and status["manager"]["clusters"][0]["name"] == "hv1"
-    table = havm("status")
     assert table.returncode == 0 and "hosts 1/3 ok" in table.stdout
 
 
