@@ -23,6 +23,17 @@ from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 AGENT_SERVICE = "havm.v1.AgentService"
 START_TIMEOUT_S = 10.0
 CALL_TIMEOUT_S = 5.0
+# The agent is up within a fraction of a second: do not let the client's default
+# reconnect backoff (one second) decide how long a test waits.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 100),
+]
+
+
+def open_channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 def free_port() -> int:

@@ -14,14 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from agent_testkit import Agent, agent_command, free_port, host_config
+from agent_testkit import Agent, agent_command, free_port, host_config, open_channel
 
 StartAgent = Callable[..., Agent]
 
@@ -52,7 +51,7 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
                 stdin=subprocess.DEVNULL,
                 env=os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)},
             )
-        agent = Agent(proc, address, state_dir, config_path, log_path, grpc.insecure_channel(address))
+        agent = Agent(proc, address, state_dir, config_path, log_path, open_channel(address))
         started.append(agent)
         agent.wait_serving()
         return agent
