@@ -1,0 +1,256 @@
+"""The manager as a real process against in-process fake agents, over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from havm.v1 import agent_pb2, common_pb2, manager_pb2 as m, manager_pb2_grpc
+from manager_fake_agent import FakeAgent
+from manager_testkit import REPO_ROOT, ManagerProcess, eventually
+
+pytestmark = pytest.mark.integration
+Stub = manager_pb2_grpc.ManagerServiceStub
+
+
+async def hosts_by_name(stub: Stub) -> dict[str, m.Host]:
+    reply = await stub.ListHosts(m.ListHostsRequest())
+    return {h.name: h for h in reply.hosts}
+
+
+async def all_hosts_ok(stub: Stub) -> None:
+    async def check() -> bool:
+        return all(h.state == m.HOST_STATE_OK for h in (await hosts_by_name(stub)).values())
+
+    await eventually(check, what="every host ok")
+
+
+async def finish(stub: Stub, job: m.Job) -> list[m.Job]:
+    """Every state WatchJob streams, until the job ends."""
+    seen = []
+    async for reply in stub.WatchJob(m.WatchJobRequest(id=job.id), timeout=10):
+        seen.append(reply.job)
+    return seen
+
+
+async def create(stub: Stub, **fields: object) -> tuple[m.Job, m.Vm]:
+    reply = await stub.CreateVm(m.CreateVmRequest(**fields))
+    jobs = await finish(stub, reply.job)
+    return jobs[-1], reply.vm
+
+
+async def test_hosts_are_ok_after_the_first_refresh(stub: Stub) -> None:
+    await all_hosts_ok(stub)
+    hosts = await hosts_by_name(stub)
+    assert set(hosts) == {"node1", "node2", "node3", "standalone1"}
+    node1 = hosts["node1"]
+    assert node1.cluster == "cluster1" and node1.cpu.cores == 8
+    assert node1.memory_free_mb == 32768 - 2048
+    assert {v.name for v in node1.volumes} == {"Volume1", "lun1"}
+    assert node1.last_refresh.seconds > 0
+    assert 0 < node1.rating <= 5 and node1.rating * 2 == int(node1.rating * 2)
+    assert hosts["standalone1"].cluster == ""
+    status = await stub.GetStatus(m.GetStatusRequest())
+    assert (status.hosts_total, status.hosts_ok) == (4, 4)
+    assert [c.name for c in status.clusters] == ["cluster1"]
+    cluster = (await stub.GetCluster(m.GetClusterRequest(name="cluster1"))).cluster
+    assert list(cluster.nodes) == ["node1", "node2", "node3"] and cluster.reserve == 1
+
+
+async def test_ha_vm_goes_to_a_cluster_node_on_a_csv(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+    await all_hosts_ok(stub)
+    reply = await stub.CreateVm(m.CreateVmRequest(name="web1", memory_mb=2048, cpus=2, highly_available=True))
+    assert reply.vm.host in ("node1", "node2", "node3")
+    assert reply.vm.storage.kind == common_pb2.STORAGE_KIND_CSV and reply.vm.storage.name == "Volume1"
+    assert reply.job.kind == "create_vm" and reply.job.state == m.JOB_STATE_RUNNING
+    jobs = await finish(stub, reply.job)
+    assert jobs[-1].state == m.JOB_STATE_COMPLETED, jobs[-1].error
+    assert jobs[-1].progress == 100
+    assert [j.progress for j in jobs] == sorted(j.progress for j in jobs)
+    vm = (await stub.GetVm(m.GetVmRequest(name="web1"))).vm
+    assert vm.state == common_pb2.VM_STATE_RUNNING
+    assert vm.status == common_pb2.VM_CONFIG_STATUS_OK and not vm.imported
+    on_agent = fake_agents[vm.host].host.vms[vm.id]
+    assert on_agent.state == common_pb2.VM_STATE_RUNNING and on_agent.spec.highly_available
+
+
+async def test_non_ha_vm_goes_to_the_standalone_host(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+    await all_hosts_ok(stub)
+    job, vm = await create(stub, name="db1", memory_mb=4096, no_start=True)
+    assert vm.host == "standalone1"
+    assert vm.storage.kind == common_pb2.STORAGE_KIND_LOCAL_DISK and vm.storage.name == "C"
+    assert job.state == m.JOB_STATE_COMPLETED, job.error
+    assert fake_agents["standalone1"].host.vms[vm.id].state == common_pb2.VM_STATE_STOPPED
+    assert (await stub.GetVm(m.GetVmRequest(name="db1"))).vm.state == common_pb2.VM_STATE_STOPPED
+
+
+async def test_bad_requests_are_refused_with_a_sentence(stub: Stub) -> None:
+    await all_hosts_ok(stub)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreateVm(m.CreateVmRequest(name="x1", memory_mb=1024, host="node1"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "--ha" in info.value.details() and "node1" in info.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreateVm(m.CreateVmRequest(name="x1", memory_mb=0))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("memory_mb: must be positive")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreateVm(m.CreateVmRequest(name="x1", memory_mb=10**6, highly_available=True))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "node1 has 30720 MB free" in info.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.GetVm(m.GetVmRequest(name="nope"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.RefreshCluster(m.RefreshClusterRequest(target="nope"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.OperateVm(m.OperateVmRequest(name="nope", operation=agent_pb2.VM_OPERATION_START))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_operations_delete_and_job_list(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+    await all_hosts_ok(stub)
+    job, vm = await create(stub, name="app1", memory_mb=1024)
+    assert job.state == m.JOB_STATE_COMPLETED, job.error
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.DeleteVm(m.DeleteVmRequest(name="app1"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.details() == "VM app1 is running: stop it first"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreateVm(m.CreateVmRequest(name="app1", memory_mb=1024))
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    for operation, state in (
+        (agent_pb2.VM_OPERATION_PAUSE, common_pb2.VM_STATE_PAUSED),
+        (agent_pb2.VM_OPERATION_RESUME, common_pb2.VM_STATE_RUNNING),
+        (agent_pb2.VM_OPERATION_SAVE, common_pb2.VM_STATE_SAVED),
+    ):
+        reply = await stub.OperateVm(m.OperateVmRequest(name="app1", operation=operation))
+        jobs = await finish(stub, reply.job)
+        assert jobs[-1].state == m.JOB_STATE_COMPLETED, jobs[-1].error
+        assert (await stub.GetVm(m.GetVmRequest(name="app1"))).vm.state == state
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.OperateVm(m.OperateVmRequest(name="app1", operation=agent_pb2.VM_OPERATION_PAUSE))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    reply = await stub.DeleteVm(m.DeleteVmRequest(name="app1"))
+    assert (await finish(stub, reply.job))[-1].state == m.JOB_STATE_COMPLETED
+    assert vm.id not in fake_agents[vm.host].host.vms
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.GetVm(m.GetVmRequest(name="app1"))
+    jobs = (await stub.ListJobs(m.ListJobsRequest())).jobs
+    assert [j.kind for j in jobs] == ["delete_vm", "save_vm", "resume_vm", "pause_vm", "create_vm"]
+    assert len((await stub.ListJobs(m.ListJobsRequest(limit=2))).jobs) == 2
+    assert (await stub.GetJob(m.GetJobRequest(id=jobs[0].id))).job.target == "app1"
+
+
+async def test_an_agent_refusal_fails_the_job_with_its_sentence(
+    stub: Stub, fake_agents: dict[str, FakeAgent]
+) -> None:
+    await all_hosts_ok(stub)
+    # Memory taken behind the manager's back: placement still sees room, the agent does not.
+    fake_agents["standalone1"].host.add_vm("ffffffff-0000", "hog", memory_mb=14000)
+    job, vm = await create(stub, name="late1", memory_mb=2048, host="standalone1")
+    assert job.state == m.JOB_STATE_FAILED
+    assert "host standalone1 has 336 MB free, VM late1 needs 2048 MB" in job.error
+    recorded = (await stub.GetVm(m.GetVmRequest(name="late1"))).vm
+    assert recorded.state == common_pb2.VM_STATE_STOPPED
+
+
+async def test_a_vm_added_on_an_agent_is_imported(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+    await all_hosts_ok(stub)
+    await create(stub, name="web9", memory_mb=512, no_start=True)
+    fake_agents["standalone1"].host.add_vm("abcdef12-3456-7890", "web9")
+    fake_agents["node2"].host.add_vm("0123abcd-0000-1111", "ghost")
+    reply = await stub.RefreshCluster(m.RefreshClusterRequest())
+    jobs = await finish(stub, reply.job)
+    assert jobs[-1].state == m.JOB_STATE_COMPLETED, jobs[-1].error
+    vms = {v.name: v for v in (await stub.ListVms(m.ListVmsRequest())).vms}
+    assert vms["web9-abcdef12"].imported and vms["web9-abcdef12"].host == "standalone1"
+    assert vms["web9-abcdef12"].state == common_pb2.VM_STATE_RUNNING
+    ghost = vms["ghost"]
+    assert ghost.imported and ghost.host == "node2"
+    # Marked HA? No: but a VM on a cluster node is recorded as reported.
+    assert not vms["web9"].imported
+    on_node2 = (await stub.ListVms(m.ListVmsRequest(host="node2"))).vms
+    assert [v.name for v in on_node2] == ["ghost"]
+
+
+async def test_a_silent_agent_makes_its_host_not_responding(
+    stub: Stub, fake_agents: dict[str, FakeAgent]
+) -> None:
+    await all_hosts_ok(stub)
+    _, vm = await create(stub, name="solo1", memory_mb=512)
+    await fake_agents["standalone1"].stop()
+
+    async def host_down() -> bool:
+        host = (await stub.GetHost(m.GetHostRequest(name="standalone1"))).host
+        return host.state == m.HOST_STATE_NOT_RESPONDING
+
+    await eventually(host_down, timeout=10, what="standalone1 not responding")
+    host = (await stub.GetHost(m.GetHostRequest(name="standalone1"))).host
+    assert host.state_reason and host.rating == 0
+    assert (await stub.GetVm(m.GetVmRequest(name="solo1"))).vm.state == common_pb2.VM_STATE_UNKNOWN
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.OperateVm(m.OperateVmRequest(name="solo1", operation=agent_pb2.VM_OPERATION_SHUTDOWN))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await fake_agents["standalone1"].start()
+
+    async def back() -> bool:
+        return (await stub.GetVm(m.GetVmRequest(name="solo1"))).vm.state == common_pb2.VM_STATE_RUNNING
+
+    await eventually(back, timeout=10, what="solo1 running again")
+
+
+async def test_kill_9_and_restart_keeps_vms_and_jobs(
+    manager: ManagerProcess,
+    fake_agents: dict[str, FakeAgent],
+    manager_processes: list[ManagerProcess],
+) -> None:
+    async with grpc.aio.insecure_channel(manager.address) as channel:
+        stub = Stub(channel)
+        await all_hosts_ok(stub)
+        job, vm = await create(stub, name="keep1", memory_mb=1024, highly_available=True)
+        assert job.state == m.JOB_STATE_COMPLETED, job.error
+        # A job caught mid-flight: the agent answers slowly.
+        fake_agents["standalone1"].host.delay = 5.0
+        slow = (await stub.CreateVm(m.CreateVmRequest(name="slow1", memory_mb=512))).job
+        await asyncio.sleep(0.3)
+    manager.kill9()
+    fake_agents["standalone1"].host.delay = 0.0
+    again = ManagerProcess(manager.topology, manager.state_dir)
+    manager_processes.append(again)
+    await again.start()
+    async with grpc.aio.insecure_channel(again.address) as channel:
+        stub = Stub(channel)
+        jobs = {j.id: j for j in (await stub.ListJobs(m.ListJobsRequest())).jobs}
+        assert jobs[job.id].state == m.JOB_STATE_COMPLETED
+        assert jobs[slow.id].state == m.JOB_STATE_FAILED
+        assert jobs[slow.id].error == "the manager restarted while this job ran"
+        await all_hosts_ok(stub)
+        kept = (await stub.GetVm(m.GetVmRequest(name="keep1"))).vm
+        assert kept.id == vm.id and kept.host == vm.host
+        assert kept.state == common_pb2.VM_STATE_RUNNING
+
+
+async def test_sigterm_stops_the_manager_cleanly(manager: ManagerProcess) -> None:
+    assert await manager.terminate() == 0
+    assert "Traceback" not in manager.log()
+    assert " INFO manager.main stopped" in manager.log()
+
+
+def test_a_bad_topology_exits_2_naming_the_field(tmp_path: Path) -> None:
+    topology = tmp_path / "t.yaml"
+    topology.write_text("version: 1\nhosts:\n  - name: a\n    memroy_mb: 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "manager", "--topology", str(topology), "--state-dir",
+         str(tmp_path / "s"), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=20,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hosts[0].memroy_mb: unknown field" in lines[0]
