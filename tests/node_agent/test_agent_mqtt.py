@@ -1,0 +1,164 @@
+"""The agent's retained status on a real MQTT broker (amqtt, its own process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from agent_testkit import Agent, free_port, host_config
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "havm/v1/hosts/node1/status"
+BROKER_START_TIMEOUT_S = 15.0
+
+
+class Broker:
+    """An amqtt broker process on a fixed loopback port, restartable on that port."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.config = tmp_path / "broker.yaml"
+        self.config.write_text(
+            "listeners:\n"
+            "  default:\n"
+            "    type: tcp\n"
+            f"    bind: 127.0.0.1:{self.port}\n"
+            "plugins:\n"
+            "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+        self.log = tmp_path / "broker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.config)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"broker exited:\n{self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"broker not listening:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+async def next_status(messages: Any, timeout: float = 10.0) -> dict[str, Any]:
+    async def first() -> dict[str, Any]:
+        async for message in messages:
+            return json.loads(message.payload)
+        raise AssertionError("no message")
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+async def status_until(messages: Any, state: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await next_status(messages, max(0.1, deadline - time.monotonic()))
+        if status["state"] == state:
+            return status
+
+
+def subscriber(broker: Broker, name: str) -> aiomqtt.Client:
+    return aiomqtt.Client("127.0.0.1", broker.port, identifier=f"test-{name}-{os.getpid()}")
+
+
+async def test_online_retained_then_last_will_then_graceful_offline(
+    start_agent, broker: Broker, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    config = host_config(tmp_path)
+    agent: Agent = await asyncio.to_thread(start_agent, config, None, broker.address)
+    async with subscriber(broker, "a") as client:
+        await client.subscribe(TOPIC, qos=1)
+        online = await status_until(client.messages, "online")
+        boot_id = (await asyncio.to_thread(agent.inventory)).host.boot_id
+        assert online == {
+            "state": "online", "host": "node1", "address": agent.address,
+            "profile": "hyperv-2008r2", "cluster": "cluster1", "boot_id": boot_id,
+        }
+        # Republished every status_interval_s (0.5 s here).
+        assert (await status_until(client.messages, "online", timeout=3))["boot_id"] == boot_id
+
+        await asyncio.to_thread(agent.kill9)
+        assert await status_until(client.messages, "offline") == {"state": "offline"}
+
+        again: Agent = await asyncio.to_thread(start_agent, config, agent.state_dir, broker.address)
+        status = await status_until(client.messages, "online")
+        assert status["boot_id"] != boot_id
+
+        assert await asyncio.to_thread(again.terminate) == 0
+        assert await status_until(client.messages, "offline") == {"state": "offline"}
+
+    # Retained: a late subscriber learns the host is offline.
+    async with subscriber(broker, "late") as late:
+        await late.subscribe(TOPIC, qos=1)
+        assert await next_status(late.messages) == {"state": "offline"}
+
+
+async def test_agent_survives_the_broker_and_comes_back_online(
+    start_agent, broker: Broker, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    agent: Agent = await asyncio.to_thread(start_agent, host_config(tmp_path), None, broker.address)
+    async with subscriber(broker, "b") as client:
+        await client.subscribe(TOPIC, qos=1)
+        await status_until(client.messages, "online")
+
+    broker.kill()
+    await asyncio.sleep(0.5)
+    inventory = await asyncio.to_thread(agent.inventory)  # still serving gRPC
+    assert inventory.host.name == "node1"
+
+    # A new broker knows nothing: the agent must reconnect and publish again.
+    broker.start()
+    async with subscriber(broker, "c") as client:
+        await client.subscribe(TOPIC, qos=1)
+        status = await status_until(client.messages, "online", timeout=10)
+        assert status["boot_id"] == inventory.host.boot_id
+    assert agent.proc.poll() is None
+    assert "Traceback" not in agent.log()
+
+
+def test_agent_starts_without_its_broker(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    nowhere = f"127.0.0.1:{free_port()}"
+    agent: Agent = start_agent(host_config(tmp_path), None, nowhere)
+    assert agent.inventory().host.name == "node1"
+    assert agent.terminate() == 0
