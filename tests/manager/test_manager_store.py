@@ -1,0 +1,162 @@
+"""One contract for every Store: SQLite and in-memory must behave the same."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from manager.adapters.memory_store import MemoryStore
+from manager.adapters.sqlite_store import SqliteStore
+from manager.core.errors import AlreadyExistsError
+from manager.core.model import (
+    ClusterRecord,
+    DiskInfo,
+    HostRecord,
+    JobRecord,
+    NetworkInfo,
+    StorageKind,
+    StorageLocation,
+    VmRecord,
+    VolumeInfo,
+    Workload,
+)
+from manager.core.states import HostState, JobState, VmState
+from manager.core.store import Store
+from manager.core.topology import CpuSpec
+
+T0 = datetime(2026, 11, 25, 17, 0, tzinfo=timezone.utc)
+GIB = 1024**3
+
+
+def host(name: str = "node1") -> HostRecord:
+    return HostRecord(
+        name=name,
+        cluster="cluster1",
+        profile="hyperv-2008r2",
+        address="127.0.0.1:5000",
+        cpu=CpuSpec("GenuineIntel", "Xeon", ("sse4_2",), 8, 2933),
+        memory_mb=32768,
+        host_reserve_mb=2048,
+        memory_free_mb=30000,
+        disks=(DiskInfo("C", 500 * GIB, 400 * GIB),),
+        networks=(NetworkInfo("External", "virtual_network", "nic", 0),),
+        volumes=(VolumeInfo("Volume1", StorageKind.CSV, 2048 * GIB, 2000 * GIB),),
+        state=HostState.OK,
+        state_reason="",
+        last_refresh=T0,
+        boot_id="b1",
+    )
+
+
+def vm(name: str = "web1", vm_id: str = "id-1", host_name: str | None = "node1") -> VmRecord:
+    return VmRecord(
+        id=vm_id,
+        name=name,
+        host=host_name,
+        state=VmState.RUNNING,
+        highly_available=True,
+        memory_mb=1024,
+        cpus=2,
+        disk_gb=20,
+        storage=StorageLocation(StorageKind.CSV, "Volume1"),
+        networks=("External",),
+        workload=Workload(1.5, 2.0),
+        created_at=T0,
+        status_reasons=("r",),
+    )
+
+
+def job(job_id: str, created: datetime, state: JobState = JobState.RUNNING) -> JobRecord:
+    return JobRecord(job_id, "create_vm", "web1", state, 10, "doing", "", created, created)
+
+
+class StoreContract:
+    """Subclasses provide `store`; every test runs against each implementation."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        raise NotImplementedError
+
+    def test_hosts_round_trip(self, store: Store) -> None:
+        assert store.get_host("node1") is None
+        store.put_host(host("node2"))
+        store.put_host(host("node1"))
+        assert store.get_host("node1") == host("node1")
+        assert [h.name for h in store.list_hosts()] == ["node1", "node2"]
+        changed = replace(host("node1"), state=HostState.NOT_RESPONDING, state_reason="gone", last_refresh=None)
+        store.put_host(changed)
+        assert store.get_host("node1") == changed
+
+    def test_clusters_round_trip(self, store: Store) -> None:
+        cluster = ClusterRecord(
+            "cluster1", "hyperv-2008r2", 1, ("node1", "node2"),
+            (VolumeInfo("lun1", StorageKind.LUN, GIB, GIB),), (("lun1", ("node1",)),),
+        )
+        store.put_cluster(cluster)
+        assert store.get_cluster("cluster1") == cluster
+        assert store.list_clusters() == [cluster]
+        assert store.get_cluster("nope") is None
+
+    def test_vms_round_trip_by_id_name_and_host(self, store: Store) -> None:
+        store.put_vm(vm("web1", "id-1"))
+        store.put_vm(vm("db1", "id-2", "node2"))
+        store.put_vm(vm("nohost", "id-3", None))
+        assert store.get_vm("id-1") == vm("web1", "id-1")
+        assert store.get_vm_by_name("db1") == vm("db1", "id-2", "node2")
+        assert store.get_vm_by_name("nohost") == vm("nohost", "id-3", None)
+        assert [v.name for v in store.list_vms()] == ["db1", "nohost", "web1"]
+        assert [v.name for v in store.list_vms("node2")] == ["db1"]
+        store.put_vm(replace(vm("web1", "id-1"), state=VmState.STOPPED, name="web2"))
+        assert store.get_vm_by_name("web1") is None
+        assert store.get_vm("id-1").state is VmState.STOPPED  # type: ignore[union-attr]
+        store.delete_vm("id-1")
+        assert store.get_vm("id-1") is None
+
+    def test_vm_names_are_unique(self, store: Store) -> None:
+        store.put_vm(vm("web1", "id-1"))
+        with pytest.raises(AlreadyExistsError, match="web1"):
+            store.put_vm(vm("web1", "id-2"))
+        assert store.get_vm("id-2") is None
+
+    def test_jobs_newest_first_with_limit_and_state(self, store: Store) -> None:
+        store.put_job(job("a", T0))
+        store.put_job(job("b", T0 + timedelta(seconds=1), JobState.COMPLETED))
+        store.put_job(job("c", T0 + timedelta(seconds=1)))
+        assert [j.id for j in store.list_jobs(10)] == ["c", "b", "a"]
+        assert [j.id for j in store.list_jobs(2)] == ["c", "b"]
+        assert [j.id for j in store.list_jobs(10, JobState.RUNNING)] == ["c", "a"]
+        done = replace(job("a", T0), state=JobState.FAILED, error="boom", progress=40)
+        store.put_job(done)
+        assert store.get_job("a") == done
+        assert [j.id for j in store.list_jobs(10)] == ["c", "b", "a"]
+        assert store.get_job("zzz") is None
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        yield MemoryStore()
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        store = SqliteStore(tmp_path / "manager.db")
+        yield store
+        store.close()
+
+    def test_records_survive_reopening(self, tmp_path: Path) -> None:
+        path = tmp_path / "again.db"
+        first = SqliteStore(path)
+        first.put_vm(vm())
+        first.put_job(job("a", T0))
+        first.close()
+        second = SqliteStore(path)
+        assert second.get_vm("id-1") == vm()
+        assert second.get_job("a") == job("a", T0)
+        assert second._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        second.close()
