@@ -13,10 +13,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
+from node_agent.app.guests import HostedVm, release_guest, start_guest, stop_guest
 from node_agent.core.config import HostConfig
 from node_agent.core.errors import (
     AgentError,
@@ -26,7 +26,6 @@ from node_agent.core.errors import (
     NotFound,
 )
 from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
-from node_agent.core.journal import JournalPosition, JournalRecord, check_room, encode_record
 from node_agent.core.power import (
     HOLDS_MEMORY,
     RESTART_ON_RECOVERY,
@@ -52,35 +51,6 @@ from node_agent.core.vm import (
 from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class HostedVm:
-    """A VM of this host with what runs it."""
-
-    spec: VmSpec
-    vm_dir: Path
-    state: PowerState
-    state_since: float
-    reason: str = ""
-    guest: GuestModel | None = None
-    journal: JournalFile | None = None
-    task: asyncio.Task[None] | None = None
-    # Known while the VM has no running guest; None means "scan the disk".
-    idle_journal: JournalPosition | None = None
-    saved_digest: str | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def label(self) -> str:
-        return self.spec.label
-
-    @property
-    def disk(self) -> Path:
-        return self.vm_dir / "disk0.vhd"
-
-    def view(self) -> VmView:
-        return VmView(self.spec, self.state, self.reason, self.state_since)
 
 
 class VmHost:
@@ -215,11 +185,11 @@ class VmHost:
         elif action is Action.SAVE:
             await self._save(vm)
         elif action is Action.PAUSE:
-            await self._stop_guest_task(vm)
+            await stop_guest(vm)
             self._set_state(vm, PowerState.PAUSED)
         elif action is Action.RESUME:
             self._set_state(vm, PowerState.RUNNING)
-            self._start_guest_task(vm)
+            start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
 
     async def _power_on(self, vm: HostedVm) -> None:
         check_memory_fits(self.config, vm.spec, self._held_mb())
@@ -234,7 +204,7 @@ class VmHost:
         vm.guest = GuestModel.fresh_boot(vm.spec.id, vm.spec.memory_pages, workload, position)
         vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
         self._set_state(vm, PowerState.RUNNING)
-        self._start_guest_task(vm)
+        start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
 
     async def _restore(self, vm: HostedVm) -> None:
         check_memory_fits(self.config, vm.spec, self._held_mb())
@@ -252,16 +222,16 @@ class VmHost:
         # Like Hyper-V, the saved state is consumed by the restore.
         self.files.remove_saved_state(vm.vm_dir)
         self._set_state(vm, PowerState.RUNNING)
-        self._start_guest_task(vm)
+        start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
 
     async def _power_off(self, vm: HostedVm) -> None:
-        await self._stop_guest_task(vm)
-        self._release_guest(vm)
+        await stop_guest(vm)
+        release_guest(vm)
         self._set_state(vm, PowerState.STOPPED)
 
     async def _save(self, vm: HostedVm) -> None:
         was = vm.state
-        await self._stop_guest_task(vm)
+        await stop_guest(vm)
         self._set_state(vm, PowerState.SAVING)
         assert vm.guest is not None
         memory = vm.guest.memory
@@ -271,60 +241,15 @@ class VmHost:
         except OSError as exc:
             self._set_state(vm, was, f"save failed: {exc}")
             if was is PowerState.RUNNING:
-                self._start_guest_task(vm)
+                start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
             raise FailedPrecondition(f"VM {vm.label} cannot be saved: {exc}") from None
         vm.saved_digest = memory.digest()
-        self._release_guest(vm)
+        release_guest(vm)
         self._set_state(vm, PowerState.SAVED)
 
     async def _read_saved_memory(self, vm: HostedVm) -> PageVersions:
         data = await asyncio.to_thread(self.files.read_saved_state, vm.vm_dir)
         return await asyncio.to_thread(decode_saved_state, vm.spec.id, data)
-
-    # The guest loop
-
-    def _start_guest_task(self, vm: HostedVm) -> None:
-        vm.task = asyncio.create_task(self._run_guest(vm), name=f"guest-{vm.spec.id}")
-
-    async def _stop_guest_task(self, vm: HostedVm) -> None:
-        task, vm.task = vm.task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-
-    async def _run_guest(self, vm: HostedVm) -> None:
-        tick = self.config.settings.guest_tick_s
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                self._guest_step(vm, tick)
-            except (AgentError, OSError) as exc:
-                reason = getattr(exc, "message", str(exc))
-                log.error("VM %s: guest stopped: %s", vm.label, reason)
-                vm.task = None
-                self._release_guest(vm)
-                self._set_state(vm, PowerState.FAILED, reason)
-                return
-
-    def _guest_step(self, vm: HostedVm, tick: float) -> None:
-        guest, journal = vm.guest, vm.journal
-        assert guest is not None and journal is not None
-        result = guest.tick(tick)
-        for seq in result.journal_seqs:
-            check_room(guest.journal, journal.disk_bytes, vm.label)
-            journal.write(seq, encode_record(JournalRecord(seq, 0, time.time_ns())))
-            guest.acknowledge(seq)
-
-    def _release_guest(self, vm: HostedVm) -> None:
-        """Drop the memory image and close the disk; the journal position stays known."""
-        if vm.guest is not None:
-            vm.idle_journal = vm.guest.journal
-        if vm.journal is not None:
-            vm.journal.close()
-        vm.guest, vm.journal = None, None
 
     # Start and stop of the agent
 
@@ -382,7 +307,7 @@ class VmHost:
     async def stop(self) -> None:
         """Stop every guest; registry states stay as they are so running VMs restart."""
         for vm in self._vms.values():
-            await self._stop_guest_task(vm)
+            await stop_guest(vm)
             if vm.journal is not None:
                 vm.journal.close()
                 vm.journal = None
@@ -409,6 +334,9 @@ class VmHost:
         capacity = capacity_gb * GIB
         free = max(0, capacity - self.files.used_bytes(storage))
         return StorageUsage(storage.name, storage.kind, capacity, free)
+
+    def _guest_failed(self, vm: HostedVm, reason: str) -> None:
+        self._set_state(vm, PowerState.FAILED, reason)
 
     def _set_state(self, vm: HostedVm, new: PowerState, reason: str = "") -> None:
         vm.state = transition(vm.label, vm.state, new)

@@ -1,0 +1,109 @@
+"""The running side of a VM: its guest task, ticking memory and journal writes.
+
+A guest is an asyncio task that, every tick, asks the core model what the guest did
+and writes the resulting journal records to the virtual disk. A write counts as
+acknowledged once pwrite returned, which is what survives a kill -9 of the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node_agent.adapters.files import VM_DISK, JournalFile
+from node_agent.core.errors import AgentError
+from node_agent.core.guest import GuestModel
+from node_agent.core.journal import JournalPosition, JournalRecord, check_room, encode_record
+from node_agent.core.power import PowerState
+from node_agent.core.views import VmView
+from node_agent.core.vm import VmSpec
+
+log = logging.getLogger(__name__)
+
+# Journal records carry a lease generation; fencing by generation is not in use yet.
+JOURNAL_GENERATION = 0
+
+GuestFailed = Callable[["HostedVm", str], None]
+
+
+@dataclass
+class HostedVm:
+    """A VM of this host with what runs it."""
+
+    spec: VmSpec
+    vm_dir: Path
+    state: PowerState
+    state_since: float
+    reason: str = ""
+    guest: GuestModel | None = None
+    journal: JournalFile | None = None
+    task: asyncio.Task[None] | None = None
+    # Known while the VM has no running guest; None means "scan the disk".
+    idle_journal: JournalPosition | None = None
+    saved_digest: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def disk(self) -> Path:
+        return self.vm_dir / VM_DISK
+
+    def view(self) -> VmView:
+        return VmView(self.spec, self.state, self.reason, self.state_since)
+
+
+
+def start_guest(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
+    vm.task = asyncio.create_task(_run(vm, tick_s, on_failure), name=f"guest-{vm.spec.id}")
+
+
+async def stop_guest(vm: HostedVm) -> None:
+    """Stop the guest task; the memory image and the open disk stay (see release_guest)."""
+    task, vm.task = vm.task, None
+    if task is not None and task is not asyncio.current_task():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
+def release_guest(vm: HostedVm) -> None:
+    """Drop the memory image and close the disk; the journal position stays known."""
+    if vm.guest is not None:
+        vm.idle_journal = vm.guest.journal
+    if vm.journal is not None:
+        vm.journal.close()
+    vm.guest, vm.journal = None, None
+
+
+async def _run(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
+    while True:
+        await asyncio.sleep(tick_s)
+        try:
+            _step(vm, tick_s)
+        except (AgentError, OSError) as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            log.error("VM %s: guest stopped: %s", vm.label, reason)
+            vm.task = None
+            release_guest(vm)
+            on_failure(vm, reason)
+            return
+
+
+def _step(vm: HostedVm, tick_s: float) -> None:
+    guest, journal = vm.guest, vm.journal
+    assert guest is not None and journal is not None
+    result = guest.tick(tick_s)
+    for seq in result.journal_seqs:
+        check_room(guest.journal, journal.disk_bytes, vm.label)
+        record = JournalRecord(seq, JOURNAL_GENERATION, time.time_ns())
+        journal.write(seq, encode_record(record))
+        guest.acknowledge(seq)
