@@ -370,3 +370,58 @@ def test_start_up_is_fast(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_another_host_takes_over_a_vm_on_shared_storage(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Failover: node2 creates the VM again from its files on the CSV; the journal survives."""
+    config1 = host_config(tmp_path, name="node1")
+    config2 = host_config(tmp_path, name="node2", volumes=[config1["volumes"][0]])
+    node1 = start_agent(config1)
+    node2 = start_agent(config2)
+    node1.create(vm_spec())
+    node1.operate("vm-1", OP.VM_OPERATION_START)
+    wait_until(lambda: node1.guest("vm-1").journal_last_seq >= 3, what="journal writes")
+    node1.kill9()
+    disk = tmp_path / "san" / "csv" / "Volume1" / "vm-1" / "disk0.vhd"
+    acknowledged = journal_seqs(disk)
+
+    # Both hosts see the same free space on the shared volume.
+    volume = {v.name: v for v in node2.inventory().host.volumes}["Volume1"]
+    assert volume.free_bytes == (2048 - 10) * GIB
+    error = rpc_error(node2.create, vm_spec("vm-2", "b", storage=LUN))
+    assert error.details() == "host node2 cannot see LUN lun1"
+
+    vm = node2.create(vm_spec())
+    assert vm.state == ST.VM_STATE_STOPPED
+    owner = json.loads((disk.parent / "vm.json").read_text())["owner_host"]
+    assert owner == "node2"
+    node2.operate("vm-1", OP.VM_OPERATION_START)
+    wait_until(lambda: node2.guest("vm-1").journal_last_seq > acknowledged[-1], what="journal on node2")
+    seqs = journal_seqs(disk)
+    assert seqs[: len(acknowledged)] == acknowledged and seqs == list(range(1, len(seqs) + 1))
+
+    # node1 comes back: the VM is no longer its own, so it neither reports nor runs it.
+    node1_again = start_agent(config1, state_dir=node1.state_dir)
+    assert [v.spec.id for v in node1_again.inventory().vms] == []
+    assert disk.exists()
+
+
+def test_quick_migration_through_shared_storage(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Save on node1, create on node2 (it finds the saved state), delete on node1, restore."""
+    node1 = start_agent(host_config(tmp_path, name="node1"))
+    node2 = start_agent(host_config(tmp_path, name="node2"))
+    node1.create(vm_spec(storage=LUN))
+    node1.operate("vm-1", OP.VM_OPERATION_START)
+    wait_until(lambda: node1.guest("vm-1").journal_last_seq >= 2, what="journal writes")
+    node1.operate("vm-1", OP.VM_OPERATION_SAVE)
+    at_save = node1.guest("vm-1")
+
+    assert node2.create(vm_spec(storage=LUN)).state == ST.VM_STATE_SAVED
+    node1.delete("vm-1")  # the files now belong to node2: node1 only forgets the VM
+    assert (tmp_path / "san" / "lun" / "lun1" / "vm-1" / "memory.vsv").exists()
+    assert [v.spec.id for v in node1.inventory().vms] == []
+
+    assert node2.operate("vm-1", OP.VM_OPERATION_RESTORE).state == ST.VM_STATE_RUNNING
+    restored = node2.guest("vm-1")
+    assert restored.memory_digest == at_save.memory_digest
+    assert restored.journal_last_seq == at_save.journal_last_seq
