@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from havm.cli import render
 from havm.cli.client import ManagerClient
@@ -38,21 +38,21 @@ def _watch_with_bar(client: ManagerClient, job: manager_pb2.Job) -> manager_pb2.
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(_describe(job), total=100, completed=job.progress)
-        return _watch(client, job, bar, task)
+        line = bar.add_task(_describe(job), total=100, completed=job.progress)
+        return _watch(client, job, bar, line)
 
 
 def _watch(
     client: ManagerClient,
     job: manager_pb2.Job,
     bar: Progress | None,
-    task: object,
+    line: TaskID | None,
 ) -> manager_pb2.Job:
     last = job
     for update in client.watch_job(job.id):
         last = update
-        if bar is not None:
-            bar.update(task, completed=update.progress, description=_describe(update))  # type: ignore[arg-type]
+        if bar is not None and line is not None:
+            bar.update(line, completed=update.progress, description=_describe(update))
         if update.state in FINISHED:
             return update
     # The stream ended without a final state (the manager restarted, say): ask once.

@@ -17,10 +17,12 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from havm.v1 import common_pb2, manager_pb2
 
-Dict = dict[str, Any]
+# One object of the JSON contract.
+Row = dict[str, Any]
 
 # How a storage location is written on the command line and in JSON ("csv:Volume1").
 STORAGE_PREFIXES: dict[int, str] = {
@@ -59,7 +61,7 @@ def storage_text(location: common_pb2.StorageLocation) -> str | None:
     return f"{prefix}:{location.name}"
 
 
-def cpu_dict(cpu: common_pb2.Cpu) -> Dict:
+def cpu_dict(cpu: common_pb2.Cpu) -> Row:
     return {
         "vendor": cpu.vendor,
         "model": cpu.model,
@@ -69,11 +71,11 @@ def cpu_dict(cpu: common_pb2.Cpu) -> Dict:
     }
 
 
-def disk_dict(disk: common_pb2.LocalDisk) -> Dict:
+def disk_dict(disk: common_pb2.LocalDisk) -> Row:
     return {"name": disk.name, "capacity_bytes": disk.capacity_bytes, "free_bytes": disk.free_bytes}
 
 
-def network_dict(network: common_pb2.Network) -> Dict:
+def network_dict(network: common_pb2.Network) -> Row:
     return {
         "name": network.name,
         "kind": enum_word(common_pb2.NetworkKind, network.kind, "NETWORK_KIND_"),
@@ -82,7 +84,7 @@ def network_dict(network: common_pb2.Network) -> Dict:
     }
 
 
-def volume_dict(volume: common_pb2.SharedVolume) -> Dict:
+def volume_dict(volume: common_pb2.SharedVolume) -> Row:
     return {
         "name": volume.name,
         "kind": enum_word(common_pb2.StorageKind, volume.kind, "STORAGE_KIND_"),
@@ -91,7 +93,7 @@ def volume_dict(volume: common_pb2.SharedVolume) -> Dict:
     }
 
 
-def host_dict(host: manager_pb2.Host) -> Dict:
+def host_dict(host: manager_pb2.Host) -> Row:
     return {
         "name": host.name,
         "cluster": host.cluster or None,
@@ -111,7 +113,7 @@ def host_dict(host: manager_pb2.Host) -> Dict:
     }
 
 
-def vm_dict(vm: manager_pb2.Vm) -> Dict:
+def vm_dict(vm: manager_pb2.Vm) -> Row:
     return {
         "id": vm.id,
         "name": vm.name,
@@ -131,7 +133,7 @@ def vm_dict(vm: manager_pb2.Vm) -> Dict:
     }
 
 
-def cluster_dict(cluster: manager_pb2.Cluster) -> Dict:
+def cluster_dict(cluster: manager_pb2.Cluster) -> Row:
     return {
         "name": cluster.name,
         "profile": profile_word(cluster.profile),
@@ -142,7 +144,7 @@ def cluster_dict(cluster: manager_pb2.Cluster) -> Dict:
     }
 
 
-def job_dict(job: manager_pb2.Job) -> Dict:
+def job_dict(job: manager_pb2.Job) -> Row:
     return {
         "id": job.id,
         "kind": job.kind,
@@ -156,7 +158,7 @@ def job_dict(job: manager_pb2.Job) -> Dict:
     }
 
 
-def status_dict(status: manager_pb2.GetStatusResponse) -> Dict:
+def status_dict(status: manager_pb2.GetStatusResponse) -> Row:
     return {
         "version": status.manager_version,
         "hosts_total": status.hosts_total,
@@ -181,7 +183,7 @@ def print_json(data: Any) -> None:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -200,7 +202,8 @@ def print_table(title: str | None, rows: Iterable[Mapping[str, Any]], columns: M
     for header in columns.values():
         table.add_column(header)
     for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key in columns))
+        # Text, not str: a server's sentence with [brackets] is not rich markup.
+        table.add_row(*(Text(_cell(row.get(key))) for key in columns))
     stdout().print(table)
 
 
@@ -212,7 +215,7 @@ def print_object(title: str, row: Mapping[str, Any], formatters: Mapping[str, Ca
     table.add_column("value")
     for key, value in row.items():
         text = formatters[key](value) if key in formatters else _cell(value)
-        table.add_row(key, text)
+        table.add_row(key, Text(text))
     stdout().print(table)
 
 
@@ -220,20 +223,20 @@ def _mib(value: int) -> str:
     return f"{value / 2**20:,.0f} MiB" if value < 2**30 else f"{value / 2**30:,.1f} GiB"
 
 
-def volumes_text(volumes: list[Dict]) -> str:
+def volumes_text(volumes: list[Row]) -> str:
     return "\n".join(
         f"{v['name']} ({v['kind']}, {_mib(v['free_bytes'])} free of {_mib(v['capacity_bytes'])})"
         for v in volumes
     ) or "-"
 
 
-def disks_text(disks: list[Dict]) -> str:
+def disks_text(disks: list[Row]) -> str:
     return "\n".join(
         f"{d['name']} ({_mib(d['free_bytes'])} free of {_mib(d['capacity_bytes'])})" for d in disks
     ) or "-"
 
 
-def networks_text(networks: list[Dict]) -> str:
+def networks_text(networks: list[Row]) -> str:
     lines = []
     for n in networks:
         vlan = f", vlan {n['vlan_id']}" if n["vlan_id"] else ""
@@ -241,7 +244,7 @@ def networks_text(networks: list[Dict]) -> str:
     return "\n".join(lines) or "-"
 
 
-def cpu_text(cpu: Dict) -> str:
+def cpu_text(cpu: Row) -> str:
     features = " ".join(cpu["features"]) or "-"
     return f"{cpu['vendor']} {cpu['model']}, {cpu['cores']} cores at {cpu['mhz']} MHz\nfeatures: {features}"
 

@@ -30,7 +30,8 @@ def parse_storage(text: str | None) -> common_pb2.StorageLocation | None:
     kind, sep, name = text.partition(":")
     if not sep or not name or kind.lower() not in _STORAGE_KINDS:
         raise typer.BadParameter(
-            f"{text!r} is not KIND:NAME with KIND one of csv, lun, local (e.g. csv:Volume1)"
+            f"{text!r} is not KIND:NAME with KIND one of csv, lun, local (e.g. csv:Volume1)",
+            param_hint="'--storage'",
         )
     return common_pb2.StorageLocation(kind=_STORAGE_KINDS[kind.lower()], name=name)
 

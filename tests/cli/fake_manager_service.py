@@ -8,6 +8,7 @@ in `calls` so tests can check what the CLI sent.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from collections.abc import Iterator
 
@@ -189,6 +190,8 @@ class FakeManager(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.ListHostsResponse(hosts=hosts)
 
     def GetHost(self, request, context):
+        if request.name == "sleepy":
+            time.sleep(1.0)  # longer than the short --timeout the test gives
         if request.name not in self.hosts:
             context.abort(grpc.StatusCode.NOT_FOUND, f"host {request.name} does not exist")
         return manager_pb2.GetHostResponse(host=self.hosts[request.name])
@@ -226,6 +229,11 @@ class FakeManager(manager_pb2_grpc.ManagerServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.id} does not exist")
         job = self.jobs[request.id]
         yield manager_pb2.WatchJobResponse(job=job)
+        if job.target == "slow":
+            # Never finishes: for tests that interrupt a waiting command.
+            while context.is_active():
+                time.sleep(0.05)
+            return
         final = self.finals.pop(request.id, None)
         if final is None:
             return
@@ -242,6 +250,9 @@ class FakeManager(manager_pb2_grpc.ManagerServiceServicer):
         self.calls.append(("RefreshCluster", request))
         if request.target == "node2":
             context.abort(grpc.StatusCode.UNAVAILABLE, "host node2 does not answer at 127.0.0.1:7002")
+        if request.target == "slow":
+            job = self._add_job("refresh", "slow", manager_pb2.JOB_STATE_RUNNING, message="refreshing")
+            return manager_pb2.RefreshClusterResponse(job=job)
         if request.target and request.target not in self.clusters and request.target not in self.hosts:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no cluster or host is named {request.target}")
         job = self._running_job("refresh", request.target or "all", message="refreshed 2 hosts")

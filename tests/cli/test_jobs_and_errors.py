@@ -50,7 +50,8 @@ def test_vm_create_table_prints_one_line(havm, manager):
 def test_vm_create_rejects_a_malformed_storage_as_usage_error(havm):
     result = havm("vm", "create", "app3", "--memory-mb", "512", "--storage", "nas:share")
     assert result.returncode == 2
-    assert "KIND:NAME" in result.stderr and "Traceback" not in result.stderr
+    assert "KIND:NAME" in result.stderr and "--storage" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_vm_create_that_fails_in_its_job(havm):
@@ -170,6 +171,13 @@ def test_unreachable_manager(havm_bare):
         assert _one_error_line(result) == (
             f"error: cannot reach the manager at {address} (is the cluster running? start it with `havm up`)"
         )
+
+
+def test_a_slow_manager_hits_the_call_timeout(havm):
+    result = havm("--timeout", "0.2", "host", "show", "sleepy")
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert "did not answer within 0.2 s" in line and "havm up" in line
 
 
 def test_manager_address_from_the_environment(havm_bare, manager):
