@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 from pathlib import Path
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
@@ -51,6 +52,23 @@ from node_agent.core.vm import (
 from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _complete_even_if_abandoned(work: Coroutine[Any, Any, T]) -> Awaitable[T]:
+    """Run an operation to its end even if the caller goes away.
+
+    A caller's deadline must not leave a VM half saved or half started: the
+    operation runs as its own task and only the caller's wait is cancelled.
+    """
+    task = asyncio.create_task(work)
+
+    def consume(done: asyncio.Task[T]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.debug("an abandoned operation failed: %s", done.exception())
+
+    task.add_done_callback(consume)
+    return asyncio.shield(task)
 
 
 class VmHost:
@@ -147,6 +165,10 @@ class VmHost:
 
     async def delete_vm(self, vm_id: str) -> None:
         vm = self._get(vm_id)
+        await _complete_even_if_abandoned(self._delete_locked(vm))
+
+    async def _delete_locked(self, vm: HostedVm) -> None:
+        vm_id = vm.spec.id
         async with vm.lock:
             self._check_still_here(vm)
             check_deletable(vm.label, vm.state)
@@ -165,6 +187,9 @@ class VmHost:
 
     async def operate(self, vm_id: str, operation: Operation) -> VmView:
         vm = self._get(vm_id)
+        return await _complete_even_if_abandoned(self._operate_locked(vm, operation))
+
+    async def _operate_locked(self, vm: HostedVm, operation: Operation) -> VmView:
         async with vm.lock:
             self._check_still_here(vm)
             action = plan_operation(vm.label, vm.state, operation)

@@ -366,7 +366,8 @@ def test_start_up_is_fast(tmp_path: Path) -> None:
         with open_channel(address) as channel:
             grpc.channel_ready_future(channel).result(timeout=10)
         elapsed = time.monotonic() - started
-        assert elapsed < 1.5, f"SERVING after {elapsed:.2f} s"
+        # The target is well under a second; the margin absorbs a loaded test machine.
+        assert elapsed < 3.0, f"SERVING after {elapsed:.2f} s"
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -425,3 +426,13 @@ def test_quick_migration_through_shared_storage(start_agent, tmp_path: Path) -> 
     restored = node2.guest("vm-1")
     assert restored.memory_digest == at_save.memory_digest
     assert restored.journal_last_seq == at_save.journal_last_seq
+
+
+def test_an_operation_finishes_when_its_caller_gives_up(agent: Agent) -> None:
+    agent.create(vm_spec())
+    agent.operate("vm-1", OP.VM_OPERATION_START)
+    request = agent_pb2.AgentServiceOperateVmRequest(vm_id="vm-1", operation=OP.VM_OPERATION_SHUTDOWN)
+    error = rpc_error(lambda: agent.stub.OperateVm(request, timeout=0.03))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_until(lambda: agent.get("vm-1").state == ST.VM_STATE_STOPPED, what="shutdown to finish")
+    assert "Traceback" not in agent.log()
