@@ -78,7 +78,15 @@ class AgentClient:
     def _stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address)
+            backoff_ms = int(self._settings.agent_reconnect_backoff_max * 1000)
+            channel = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
+                    ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
+                    ("grpc.max_reconnect_backoff_ms", backoff_ms),
+                ],
+            )
             self._channels[address] = channel
         return agent_pb2_grpc.AgentServiceStub(channel)
 

@@ -18,6 +18,9 @@ class Settings:
     agent_read_attempts: int = 3
     # ...waiting this long (seconds) between attempts.
     agent_retry_wait: float = 0.2
+    # Longest wait (seconds) before a channel to an agent that went away tries again:
+    # gRPC's default grows to two minutes, far too long to notice a host coming back.
+    agent_reconnect_backoff_max: float = 1.0
     # ListJobs returns this many jobs when the request does not say.
     jobs_list_default: int = 50
     # On SIGTERM, running requests get this long (seconds) to finish.

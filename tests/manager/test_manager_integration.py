@@ -9,6 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from havm.v1 import agent_pb2, common_pb2, manager_pb2 as m, manager_pb2_grpc
 from manager_fake_agent import FakeAgent
@@ -60,6 +62,20 @@ async def test_hosts_are_ok_after_the_first_refresh(stub: Stub) -> None:
     assert [c.name for c in status.clusters] == ["cluster1"]
     cluster = (await stub.GetCluster(m.GetClusterRequest(name="cluster1"))).cluster
     assert list(cluster.nodes) == ["node1", "node2", "node3"] and cluster.reserve == 1
+    assert cluster.state == m.CLUSTER_STATE_OK
+
+
+async def test_health_and_reflection(manager: ManagerProcess) -> None:
+    async with grpc.aio.insecure_channel(manager.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "havm.v1.ManagerService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for reply in reflection.ServerReflectionInfo(iter([request])):
+            names = {s.name for s in reply.list_services_response.service}
+            assert {"havm.v1.ManagerService", "grpc.health.v1.Health"} <= names
 
 
 async def test_ha_vm_goes_to_a_cluster_node_on_a_csv(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
