@@ -38,17 +38,41 @@ virtual network names contain spaces). Unknown keys are errors, so a typo such a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from manager.core.errors import ManagerError
+from manager.core.topology_fields import (
+    NAME_PATTERN,
+    TopologyError,
+    join_path,
+    read_choice,
+    read_int,
+    read_list,
+    read_mapping,
+    read_name,
+    read_required,
+    read_text,
+    show_value,
+)
+
+__all__ = [
+    "ClusterSpec",
+    "CpuSpec",
+    "DiskSpec",
+    "HostSpec",
+    "NAME_PATTERN",
+    "NetworkSpec",
+    "Topology",
+    "TopologyError",
+    "VolumeSpec",
+    "parse_topology",
+    "topology_to_dict",
+]
 
 PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
 CPU_VENDORS = ("GenuineIntel", "AuthenticAMD")
 DEFAULT_HOST_RESERVE_MB = 1024
 DEFAULT_CLUSTER_RESERVE = 1
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 _TOP_KEYS = ("version", "host_defaults", "clusters", "hosts")
 _HOST_KEYS = (
@@ -68,17 +92,6 @@ _NETWORK_KEYS = ("name", "bound_to", "vlan_id")
 _CLUSTER_KEYS = ("name", "profile", "reserve", "nodes", "csvs", "luns")
 _CSV_KEYS = ("name", "capacity_gb")
 _LUN_KEYS = ("name", "capacity_gb", "visible_to")
-
-
-class TopologyError(ManagerError):
-    """A topology file is wrong; `field` is the path of the bad value."""
-
-    code = "INVALID_ARGUMENT"
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -166,88 +179,26 @@ class Topology:
         return replace(self, hosts=hosts)
 
 
-# --- small typed readers; each raises TopologyError naming the field ---------------
-
-
-def _mapping(value: object, field: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TopologyError(field, f"must be a mapping, got {_show(value)}")
-    for key in value:
-        if key not in allowed:
-            raise TopologyError(_join(field, str(key)), "unknown field")
-    return value
-
-
-def _list(value: object, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise TopologyError(field, f"must be a list, got {_show(value)}")
-    return value
-
-
-def _int(value: object, field: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise TopologyError(field, f"must be {kind}, got {_show(value)}")
-    return value
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise TopologyError(field, f"must be a non-empty string, got {_show(value)}")
-    return value
-
-
-def _name(value: object, field: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise TopologyError(
-            field,
-            f"must be a name matching {NAME_PATTERN.pattern}, got {_show(value)}",
-        )
-    return value
-
-
-def _choice(value: object, field: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise TopologyError(field, f"must be one of {', '.join(choices)}, got {_show(value)}")
-    return str(value)
-
-
-def _required(entry: dict[str, Any], key: str, field: str) -> Any:
-    if key not in entry or entry[key] is None:
-        raise TopologyError(_join(field, key), "is required")
-    return entry[key]
-
-
-def _join(field: str, key: str) -> str:
-    return f"{field}.{key}" if field else key
-
-
-def _show(value: object) -> str:
-    if isinstance(value, (dict, list)):
-        return f"a {type(value).__name__}"
-    return repr(value)
-
-
 # --- the parser ----------------------------------------------------------------------
 
 
 def parse_topology(data: object) -> Topology:
     """Validate what `yaml.safe_load` returned and build a Topology. Pure."""
     if not isinstance(data, dict):
-        raise TopologyError("topology", f"must be a mapping at the top level, got {_show(data)}")
-    top = _mapping(data, "", _TOP_KEYS)
+        raise TopologyError("topology", f"must be a mapping at the top level, got {show_value(data)}")
+    top = read_mapping(data, "", _TOP_KEYS)
     if "version" not in top:
         raise TopologyError("version", "is required (use version: 1)")
     if top["version"] != 1 or isinstance(top["version"], bool):
-        raise TopologyError("version", f"must be 1, got {_show(top['version'])}")
+        raise TopologyError("version", f"must be 1, got {show_value(top['version'])}")
 
     defaults: dict[str, Any] = {}
     if top.get("host_defaults") is not None:
-        defaults = _mapping(top["host_defaults"], "host_defaults", _DEFAULTABLE_HOST_KEYS)
+        defaults = read_mapping(top["host_defaults"], "host_defaults", _DEFAULTABLE_HOST_KEYS)
 
     if top.get("hosts") is None:
         raise TopologyError("hosts", "is required: list at least one host")
-    raw_hosts = _list(top["hosts"], "hosts")
+    raw_hosts = read_list(top["hosts"], "hosts")
     if not raw_hosts:
         raise TopologyError("hosts", "must list at least one host")
 
@@ -264,7 +215,7 @@ def parse_topology(data: object) -> Topology:
     owner: dict[str, str] = {}
     raw_clusters = top.get("clusters")
     if raw_clusters is not None:
-        for i, raw in enumerate(_list(raw_clusters, "clusters")):
+        for i, raw in enumerate(read_list(raw_clusters, "clusters")):
             cluster = _parse_cluster(raw, f"clusters[{i}]", {h.name: h for h in hosts})
             if any(c.name == cluster.name for c in clusters):
                 raise TopologyError(
@@ -289,24 +240,24 @@ def parse_topology(data: object) -> Topology:
 
 
 def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
-    entry = _mapping(raw, field, _HOST_KEYS)
+    entry = read_mapping(raw, field, _HOST_KEYS)
 
     def path(key: str) -> str:
         # A value inherited from host_defaults is reported where the user wrote it.
         return f"host_defaults.{key}" if key not in entry and key in defaults else f"{field}.{key}"
 
     merged = {**defaults, **entry}
-    name = _name(_required(entry, "name", field), f"{field}.name")
+    name = read_name(read_required(entry, "name", field), f"{field}.name")
     if "profile" not in merged:
         raise TopologyError(f"{field}.profile", "is required (here or under host_defaults)")
-    profile = _choice(merged["profile"], path("profile"), PROFILES)
+    profile = read_choice(merged["profile"], path("profile"), PROFILES)
     if "cpu" not in merged:
         raise TopologyError(f"{field}.cpu", "is required (here or under host_defaults)")
     cpu = _parse_cpu(merged["cpu"], path("cpu"))
     if "memory_mb" not in merged:
         raise TopologyError(f"{field}.memory_mb", "is required (here or under host_defaults)")
-    memory_mb = _int(merged["memory_mb"], path("memory_mb"))
-    reserve_mb = _int(
+    memory_mb = read_int(merged["memory_mb"], path("memory_mb"))
+    reserve_mb = read_int(
         merged.get("host_reserve_mb", DEFAULT_HOST_RESERVE_MB), path("host_reserve_mb"), 0
     )
     if memory_mb <= reserve_mb:
@@ -333,40 +284,40 @@ def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
 
 
 def _parse_cpu(raw: object, field: str) -> CpuSpec:
-    entry = _mapping(raw, field, _CPU_KEYS)
-    vendor = _choice(_required(entry, "vendor", field), f"{field}.vendor", CPU_VENDORS)
-    model = _text(_required(entry, "model", field), f"{field}.model")
+    entry = read_mapping(raw, field, _CPU_KEYS)
+    vendor = read_choice(read_required(entry, "vendor", field), f"{field}.vendor", CPU_VENDORS)
+    model = read_text(read_required(entry, "model", field), f"{field}.model")
     features: list[str] = []
-    for k, feature in enumerate(_list(entry.get("features", []), f"{field}.features")):
-        features.append(_text(feature, f"{field}.features[{k}]"))
-    cores = _int(_required(entry, "cores", field), f"{field}.cores")
-    mhz = _int(_required(entry, "mhz", field), f"{field}.mhz")
+    for k, feature in enumerate(read_list(entry.get("features", []), f"{field}.features")):
+        features.append(read_text(feature, f"{field}.features[{k}]"))
+    cores = read_int(read_required(entry, "cores", field), f"{field}.cores")
+    mhz = read_int(read_required(entry, "mhz", field), f"{field}.mhz")
     return CpuSpec(vendor=vendor, model=model, features=tuple(features), cores=cores, mhz=mhz)
 
 
 def _parse_disks(raw: object, field: str) -> tuple[DiskSpec, ...]:
     disks: list[DiskSpec] = []
-    for k, item in enumerate(_list(raw, field)):
+    for k, item in enumerate(read_list(raw, field)):
         at = f"{field}[{k}]"
-        entry = _mapping(item, at, _DISK_KEYS)
-        name = _name(_required(entry, "name", at), f"{at}.name")
+        entry = read_mapping(item, at, _DISK_KEYS)
+        name = read_name(read_required(entry, "name", at), f"{at}.name")
         if any(d.name == name for d in disks):
             raise TopologyError(f"{at}.name", f"duplicate disk name '{name}'")
-        capacity = _int(_required(entry, "capacity_gb", at), f"{at}.capacity_gb")
+        capacity = read_int(read_required(entry, "capacity_gb", at), f"{at}.capacity_gb")
         disks.append(DiskSpec(name=name, capacity_gb=capacity))
     return tuple(disks)
 
 
 def _parse_networks(raw: object, field: str) -> tuple[NetworkSpec, ...]:
     networks: list[NetworkSpec] = []
-    for k, item in enumerate(_list(raw, field)):
+    for k, item in enumerate(read_list(raw, field)):
         at = f"{field}[{k}]"
-        entry = _mapping(item, at, _NETWORK_KEYS)
-        name = _text(_required(entry, "name", at), f"{at}.name")
+        entry = read_mapping(item, at, _NETWORK_KEYS)
+        name = read_text(read_required(entry, "name", at), f"{at}.name")
         if any(n.name == name for n in networks):
             raise TopologyError(f"{at}.name", f"duplicate network name '{name}'")
-        bound_to = _text(_required(entry, "bound_to", at), f"{at}.bound_to")
-        vlan_id = _int(entry.get("vlan_id", 0), f"{at}.vlan_id", 0)
+        bound_to = read_text(read_required(entry, "bound_to", at), f"{at}.bound_to")
+        vlan_id = read_int(entry.get("vlan_id", 0), f"{at}.vlan_id", 0)
         if vlan_id > 4094:
             raise TopologyError(f"{at}.vlan_id", f"must be between 0 and 4094, got {vlan_id}")
         networks.append(NetworkSpec(name=name, bound_to=bound_to, vlan_id=vlan_id))
@@ -374,7 +325,7 @@ def _parse_networks(raw: object, field: str) -> tuple[NetworkSpec, ...]:
 
 
 def _parse_address(raw: object, field: str) -> str:
-    text = _text(raw, field)
+    text = read_text(raw, field)
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise TopologyError(field, f"must be host:port with a port from 1 to 65535, got {text!r}")
@@ -382,16 +333,16 @@ def _parse_address(raw: object, field: str) -> str:
 
 
 def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> ClusterSpec:
-    entry = _mapping(raw, field, _CLUSTER_KEYS)
-    name = _name(_required(entry, "name", field), f"{field}.name")
-    profile = _choice(_required(entry, "profile", field), f"{field}.profile", PROFILES)
-    raw_nodes = _list(_required(entry, "nodes", field), f"{field}.nodes")
+    entry = read_mapping(raw, field, _CLUSTER_KEYS)
+    name = read_name(read_required(entry, "name", field), f"{field}.name")
+    profile = read_choice(read_required(entry, "profile", field), f"{field}.profile", PROFILES)
+    raw_nodes = read_list(read_required(entry, "nodes", field), f"{field}.nodes")
     if not raw_nodes:
         raise TopologyError(f"{field}.nodes", "must list at least one node")
     nodes: list[str] = []
     for j, raw_node in enumerate(raw_nodes):
         at = f"{field}.nodes[{j}]"
-        node = _name(raw_node, at)
+        node = read_name(raw_node, at)
         if node not in hosts:
             raise TopologyError(at, f"host '{node}' is not defined under hosts")
         if node in nodes:
@@ -403,7 +354,7 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
                 f"but the cluster's profile is {profile}",
             )
         nodes.append(node)
-    reserve = _int(entry.get("reserve", DEFAULT_CLUSTER_RESERVE), f"{field}.reserve", 0)
+    reserve = read_int(entry.get("reserve", DEFAULT_CLUSTER_RESERVE), f"{field}.reserve", 0)
     if reserve >= len(nodes):
         raise TopologyError(
             f"{field}.reserve",
@@ -417,30 +368,30 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
             raise TopologyError(f"{at}.name", f"duplicate volume name '{volume.name}'")
         volumes.append(volume)
 
-    for k, item in enumerate(_list(entry.get("csvs") or [], f"{field}.csvs")):
+    for k, item in enumerate(read_list(entry.get("csvs") or [], f"{field}.csvs")):
         at = f"{field}.csvs[{k}]"
-        csv = _mapping(item, at, _CSV_KEYS)
+        csv = read_mapping(item, at, _CSV_KEYS)
         add(
             VolumeSpec(
-                name=_name(_required(csv, "name", at), f"{at}.name"),
+                name=read_name(read_required(csv, "name", at), f"{at}.name"),
                 kind="csv",
-                capacity_gb=_int(_required(csv, "capacity_gb", at), f"{at}.capacity_gb"),
+                capacity_gb=read_int(read_required(csv, "capacity_gb", at), f"{at}.capacity_gb"),
                 visible_to=tuple(nodes),
             ),
             at,
         )
-    for k, item in enumerate(_list(entry.get("luns") or [], f"{field}.luns")):
+    for k, item in enumerate(read_list(entry.get("luns") or [], f"{field}.luns")):
         at = f"{field}.luns[{k}]"
-        lun = _mapping(item, at, _LUN_KEYS)
-        lun_name = _name(_required(lun, "name", at), f"{at}.name")
-        capacity = _int(_required(lun, "capacity_gb", at), f"{at}.capacity_gb")
+        lun = read_mapping(item, at, _LUN_KEYS)
+        lun_name = read_name(read_required(lun, "name", at), f"{at}.name")
+        capacity = read_int(read_required(lun, "capacity_gb", at), f"{at}.capacity_gb")
         visible: list[str] = []
         if lun.get("visible_to") is None:
             visible = list(nodes)
         else:
-            for m, raw_host in enumerate(_list(lun["visible_to"], f"{at}.visible_to")):
+            for m, raw_host in enumerate(read_list(lun["visible_to"], f"{at}.visible_to")):
                 vis_at = f"{at}.visible_to[{m}]"
-                host_name = _name(raw_host, vis_at)
+                host_name = read_name(raw_host, vis_at)
                 if host_name not in nodes:
                     raise TopologyError(
                         vis_at, f"host '{host_name}' is not a node of cluster '{name}'"

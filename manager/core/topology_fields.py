@@ -1,0 +1,85 @@
+"""Typed readers of topology fields: each returns the value or raises TopologyError.
+
+Kept apart from the topology parser so that the parser reads as the list of rules
+it enforces, and the wording of every error ("must be a positive integer, got
+'lots'") is decided in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from manager.core.errors import ManagerError
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class TopologyError(ManagerError):
+    """A topology file is wrong; `field` is the path of the bad value."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def read_mapping(value: object, field: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TopologyError(field, f"must be a mapping, got {show_value(value)}")
+    for key in value:
+        if key not in allowed:
+            raise TopologyError(join_path(field, str(key)), "unknown field")
+    return value
+
+
+def read_list(value: object, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TopologyError(field, f"must be a list, got {show_value(value)}")
+    return value
+
+
+def read_int(value: object, field: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise TopologyError(field, f"must be {kind}, got {show_value(value)}")
+    return value
+
+
+def read_text(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TopologyError(field, f"must be a non-empty string, got {show_value(value)}")
+    return value
+
+
+def read_name(value: object, field: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise TopologyError(
+            field,
+            f"must be a name matching {NAME_PATTERN.pattern}, got {show_value(value)}",
+        )
+    return value
+
+
+def read_choice(value: object, field: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise TopologyError(field, f"must be one of {', '.join(choices)}, got {show_value(value)}")
+    return str(value)
+
+
+def read_required(entry: dict[str, Any], key: str, field: str) -> Any:
+    if key not in entry or entry[key] is None:
+        raise TopologyError(join_path(field, key), "is required")
+    return entry[key]
+
+
+def join_path(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
+
+
+def show_value(value: object) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__}"
+    return repr(value)
