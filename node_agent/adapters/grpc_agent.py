@@ -79,8 +79,11 @@ def spec_from_pb(pb: common_pb2.VmSpec) -> VmSpec:
     if kind is None:
         raise InvalidArgument("spec.storage.kind: must be LOCAL_DISK, CSV or LUN")
     workload = None
-    if pb.HasField("workload"):
-        workload = Workload(pb.workload.dirty_rate_mb_per_s, pb.workload.journal_writes_per_s)
+    rates = (pb.workload.dirty_rate_mb_per_s, pb.workload.journal_writes_per_s)
+    # An all-zero workload is what a caller sends when it filled in nothing: it
+    # means "unset" (the default guest), not a guest that never does anything.
+    if pb.HasField("workload") and rates != (0.0, 0.0):
+        workload = Workload(*rates)
     return VmSpec(
         id=pb.id,
         name=pb.name,

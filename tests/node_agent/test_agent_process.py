@@ -436,3 +436,12 @@ def test_an_operation_finishes_when_its_caller_gives_up(agent: Agent) -> None:
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: agent.get("vm-1").state == ST.VM_STATE_STOPPED, what="shutdown to finish")
     assert "Traceback" not in agent.log()
+
+
+def test_an_all_zero_workload_means_the_default_guest(agent: Agent) -> None:
+    spec = vm_spec()
+    spec.workload.CopyFrom(common_pb2.GuestWorkload())
+    vm = agent.create(spec)
+    assert not vm.spec.HasField("workload")
+    agent.operate("vm-1", OP.VM_OPERATION_START)
+    wait_until(lambda: agent.guest("vm-1").journal_last_seq >= 1, what="default 2 writes/s")
