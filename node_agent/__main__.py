@@ -12,7 +12,10 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from node_agent.core.config import HostConfig
 
 USAGE_ERROR = 2
 
@@ -45,7 +48,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _load_config(path: Path):  # type: ignore[no-untyped-def]
+def _load_config(path: Path) -> HostConfig:
     from node_agent.core.config import parse_host_config
     from node_agent.core.errors import ConfigError
 

@@ -199,7 +199,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
         raise AssertionError("context.abort returns only by raising")
 
-    async def GetInventory(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetInventory(
+        self, request: agent_pb2.AgentServiceGetInventoryRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceGetInventoryResponse:
         async def work() -> agent_pb2.AgentServiceGetInventoryResponse:
             return agent_pb2.AgentServiceGetInventoryResponse(
                 host=host_to_pb(self._host.host_view()),
@@ -208,7 +210,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
         return await self._call(context, work)
 
-    async def CreateVm(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateVm(
+        self, request: agent_pb2.AgentServiceCreateVmRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceCreateVmResponse:
         async def work() -> agent_pb2.AgentServiceCreateVmResponse:
             if not request.HasField("spec"):
                 raise InvalidArgument("spec: is required")
@@ -217,13 +221,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
         return await self._call(context, work)
 
-    async def GetVm(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetVm(
+        self, request: agent_pb2.AgentServiceGetVmRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceGetVmResponse:
         async def work() -> agent_pb2.AgentServiceGetVmResponse:
             return agent_pb2.AgentServiceGetVmResponse(vm=vm_to_pb(self._host.get_vm(request.vm_id)))
 
         return await self._call(context, work)
 
-    async def OperateVm(self, request, context):  # type: ignore[no-untyped-def]
+    async def OperateVm(
+        self, request: agent_pb2.AgentServiceOperateVmRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceOperateVmResponse:
         async def work() -> agent_pb2.AgentServiceOperateVmResponse:
             operation = _OPERATIONS.get(request.operation)
             if operation is None:
@@ -234,14 +242,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
         return await self._call(context, work)
 
-    async def DeleteVm(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeleteVm(
+        self, request: agent_pb2.AgentServiceDeleteVmRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceDeleteVmResponse:
         async def work() -> agent_pb2.AgentServiceDeleteVmResponse:
             await self._host.delete_vm(request.vm_id)
             return agent_pb2.AgentServiceDeleteVmResponse()
 
         return await self._call(context, work)
 
-    async def GetGuestStatus(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetGuestStatus(
+        self, request: agent_pb2.AgentServiceGetGuestStatusRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceGetGuestStatusResponse:
         async def work() -> agent_pb2.AgentServiceGetGuestStatusResponse:
             return guest_to_pb(await self._host.guest_status(request.vm_id))
 

@@ -8,10 +8,12 @@ taking calls before the guests stop, and the broker hears `offline` last.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node_agent.adapters.files import HostFiles
 from node_agent.adapters.grpc_server import AgentServer
@@ -19,6 +21,9 @@ from node_agent.app.host import VmHost
 from node_agent.core.config import HostConfig
 from node_agent.core.errors import AgentError
 from node_agent.core.views import status_payload, status_topic
+
+if TYPE_CHECKING:
+    from node_agent.app.status import StatusPublisher
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ async def run_agent(options: AgentOptions) -> int:
     return 0
 
 
-def _status_publisher(options: AgentOptions, address: str, boot_id: str):  # type: ignore[no-untyped-def]
+def _status_publisher(options: AgentOptions, address: str, boot_id: str) -> StatusPublisher:
     # Imported here: the MQTT client is only loaded by agents that use a broker.
     from node_agent.adapters.mqtt_status import BrokerSession
     from node_agent.app.status import StatusPublisher
@@ -79,8 +84,6 @@ def _status_publisher(options: AgentOptions, address: str, boot_id: str):  # typ
     offline = status_payload(config, address, boot_id, online=False)
 
     def open_session() -> BrokerSession:
-        import json
-
         return BrokerSession(
             hostname,
             port,
