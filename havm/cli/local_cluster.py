@@ -153,7 +153,7 @@ def is_running(component: Component) -> bool:
     return cmdline.split(b"\0")[: len(component.argv)] == [a.encode() for a in component.argv]
 
 
-def spawn(component: Component) -> None:
+def spawn(component: Component) -> subprocess.Popen[bytes]:
     """Start a component in its own session so it outlives a detached `havm up`."""
     log = open(component.log, "ab")  # noqa: SIM115 - the child owns it from here on
     try:
@@ -168,6 +168,7 @@ def spawn(component: Component) -> None:
     finally:
         log.close()
     component.pid = proc.pid
+    return proc
 
 
 def stop_components(components: list[Component], timeout: float) -> list[str]:
@@ -234,15 +235,16 @@ def grpc_serving(address: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def wait_healthy(components: list[Component], settings: UpSettings) -> None:
-    """Block until every component is healthy; raise naming the one that is not."""
-    pending = {c.name: c for c in components}
+def wait_healthy(started: dict[str, subprocess.Popen[bytes]], ctx: ClusterContext, settings: UpSettings) -> None:
+    """Block until every started component is healthy; raise naming the one that is not."""
+    pending = {name: ctx.components[name] for name in started}
     deadline = time.monotonic() + settings.healthy_timeout
     while pending:
         for name, c in list(pending.items()):
-            if not is_running(c):
+            if started[name].poll() is not None:
                 raise LocalClusterError(
-                    f"{name} exited during start-up; last lines of {c.log}:\n{log_tail(c)}"
+                    f"{name} exited during start-up (status {started[name].returncode}); "
+                    f"last lines of {c.log}:\n{log_tail(c)}"
                 )
             healthy = broker_ready(c.address) if name == "broker" else grpc_serving(c.address)
             if healthy:
@@ -361,11 +363,10 @@ def up(
         console.print(f"havm: the cluster in {state_dir} is already running")
         return ctx
     console.print(f"havm: starting {len(to_start)} processes from the {source}")
-    for c in to_start:
-        spawn(c)
+    started = {c.name: spawn(c) for c in to_start}
     write_context(ctx)  # record pids at once, so `havm down` finds a half-started cluster
     try:
-        wait_healthy(to_start, settings)
+        wait_healthy(started, ctx, settings)
         refresh_and_wait(ctx.manager_address, settings.refresh_timeout)
     except (LocalClusterError, KeyboardInterrupt):
         stop_components(to_start, settings.stop_timeout)
@@ -402,7 +403,7 @@ def components_table(ctx: ClusterContext, started: set[str] | None = None) -> Ta
     for name, c in sorted(ctx.components.items(), key=lambda kv: (kv[0] != "broker", kv[0] != "manager", kv[0])):
         alive = is_running(c)
         state = "started" if started and name in started and alive else ("running" if alive else "stopped")
-        table.add_row(name, c.address, str(c.pid or "-"), state, c.log)
+        table.add_row(name, c.address, str(c.pid or "-"), state, os.path.relpath(c.log, ctx.state_dir))
     return table
 
 
@@ -445,7 +446,8 @@ def _state_dir_option(ctx: typer.Context, explicit: Path | None) -> Path:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True, highlight=False).print(f"error: {message}", markup=False)
+    # Plain print: rich would wrap a long sentence at the terminal width.
+    print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(1)
 
 
@@ -467,7 +469,7 @@ def register_local_commands(app: typer.Typer) -> None:
         timeout: float = typer.Option(30.0, help="Seconds to wait for the components to be healthy."),
     ) -> None:
         """Start the broker, the manager and one agent per host; follow their logs."""
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=True)
         directory = _state_dir_option(ctx, state_dir)
         settings = UpSettings(healthy_timeout=timeout)
         try:
@@ -494,6 +496,6 @@ def register_local_commands(app: typer.Typer) -> None:
     ) -> None:
         """Stop every process of the local cluster (SIGTERM, then SIGKILL)."""
         try:
-            down(_state_dir_option(ctx, state_dir), Console(highlight=False), timeout)
+            down(_state_dir_option(ctx, state_dir), Console(highlight=False, soft_wrap=True), timeout)
         except ContextError as exc:
             _fail(str(exc))

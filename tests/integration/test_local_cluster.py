@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import LocalCluster, alive, wait_for
+from cluster_harness import LocalCluster, alive, wait_for
 
 pytestmark = pytest.mark.integration
 

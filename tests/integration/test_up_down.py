@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import LocalCluster, alive, start_cluster, stop_cluster
+from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,117 @@
+"""A real local cluster for integration tests: `havm up --detach` in a temporary state
+directory, driven through the `havm` command line, stopped with `havm down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from havm.v1 import agent_pb2, agent_pb2_grpc
+
+HAVM = [sys.executable, "-m", "havm.cli.main"]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@dataclass
+class LocalCluster:
+    state_dir: Path
+
+    def havm(self, *args: str, timeout: float = 60) -> Result:
+        proc = subprocess.run(
+            [*HAVM, "--state-dir", str(self.state_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, timeout: float = 60) -> Result:
+        result = self.havm(*args, timeout=timeout)
+        assert result.code == 0, f"havm {' '.join(args)} exited {result.code}: {result.stderr}"
+        assert "Traceback" not in result.stderr
+        return result
+
+    def json(self, *args: str):
+        return self.ok(*args, "-o", "json").json()
+
+    def context(self) -> dict:
+        return json.loads((self.state_dir / "cluster.json").read_text())
+
+    def component(self, name: str) -> dict:
+        return self.context()["components"][name]
+
+    def kill9(self, name: str) -> None:
+        pid = self.component(name)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_dead(pid)
+
+    def guest_status(self, host: str, vm_id: str) -> agent_pb2.AgentServiceGetGuestStatusResponse:
+        address = self.component(f"agent:{host}")["address"]
+        with grpc.insecure_channel(address) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            return stub.GetGuestStatus(agent_pb2.AgentServiceGetGuestStatusRequest(vm_id=vm_id), timeout=5)
+
+    def running_pids(self) -> list[int]:
+        pids = [c["pid"] for c in self.context()["components"].values() if c["pid"]]
+        return [p for p in pids if alive(p)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_dead(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still alive"
+        time.sleep(0.02)
+
+
+def wait_for(predicate, timeout: float = 20, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def start_cluster(state_dir: Path, *extra: str) -> LocalCluster:
+    cluster = LocalCluster(state_dir)
+    result = cluster.havm("up", "--detach", *extra, timeout=90)
+    if result.code != 0:
+        cluster.havm("down", timeout=60)
+        raise AssertionError(f"havm up failed ({result.code}):\n{result.stdout}\n{result.stderr}")
+    return cluster
+
+
+def stop_cluster(cluster: LocalCluster) -> None:
+    pids = [c["pid"] for c in cluster.context()["components"].values() if c["pid"]]
+    result = cluster.havm("down", timeout=90)
+    assert result.code == 0, result.stderr
+    for pid in pids:
+        wait_dead(pid, timeout=5)
