@@ -95,6 +95,12 @@ def unary(
         except ManagerError as error:
             await context.abort(_status_code(error), error.message)
             raise AssertionError("unreachable: abort raises")
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # a bug: log it here, give the caller a sentence
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in the manager: {error}")
+            raise AssertionError("unreachable: abort raises")
 
     return wrapper
 
