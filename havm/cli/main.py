@@ -179,7 +179,8 @@ def refresh_cluster(
     """Pull every agent's inventory and reconcile it (waits for the job)."""
     manager = client(ctx)
     job = wait_for_job(manager, manager.refresh_cluster(target), output)
-    finish(job, output, f"refreshed {target or 'all hosts'}: {job.message or 'done'}")
+    # The manager's own sentence says what was refreshed and how many hosts answered.
+    finish(job, output, job.message or f"refreshed {target or 'every host'}")
 
 
 # jobs

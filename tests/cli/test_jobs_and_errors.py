@@ -122,7 +122,7 @@ def test_cluster_refresh_waits_for_its_job(havm):
     assert result.returncode == 0, result.stderr
     assert result.json()["state"] == "completed" and result.json()["target"] == "hv1"
     table = havm("cluster", "refresh")
-    assert table.returncode == 0 and table.stdout.strip() == "refreshed all hosts: refreshed 2 hosts"
+    assert table.returncode == 0 and table.stdout.strip() == "refreshed 2 hosts"
 
 
 def test_job_watch_follows_a_failed_job(havm):
