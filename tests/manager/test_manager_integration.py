@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,23 @@ def test_a_bad_topology_exits_2_naming_the_field(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "hosts[0].memroy_mb: unknown field" in lines[0]
+
+
+def test_an_address_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    topology = tmp_path / "t.yaml"
+    topology.write_text(
+        "version: 1\nhosts:\n  - name: a\n    profile: esx\n    memory_mb: 4096\n"
+        "    cpu: {vendor: GenuineIntel, model: X, features: [], cores: 2, mhz: 2000}\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "manager", "--topology", str(topology), "--state-dir",
+             str(tmp_path / "s"), "--listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=20,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
