@@ -79,11 +79,15 @@ def create_vm(
         list[str] | None, typer.Option("--network", help="A virtual network to connect; repeatable.")
     ] = None,
     dirty_rate_mb_s: Annotated[
-        float, typer.Option("--dirty-rate-mb-s", min=0, help="Guest memory dirtied per second.")
-    ] = 0.0,
+        float | None,
+        typer.Option("--dirty-rate-mb-s", min=0, help="Guest memory dirtied per second (default 1)."),
+    ] = None,
     journal_writes_per_s: Annotated[
-        float, typer.Option("--journal-writes-per-s", min=0, help="Guest disk journal writes per second.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            "--journal-writes-per-s", min=0, help="Guest disk journal writes per second (default 2)."
+        ),
+    ] = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:

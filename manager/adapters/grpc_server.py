@@ -23,6 +23,7 @@ from manager.adapters.proto_mapping import (
     operation_from_proto,
     storage_from_proto,
     vm_to_proto,
+    workload_from_proto,
 )
 from manager.core.errors import ManagerError
 from manager.core.model import (
@@ -32,7 +33,6 @@ from manager.core.model import (
     JobRecord,
     VmOperation,
     VmRecord,
-    Workload,
 )
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             host=request.host or None,
             storage=storage_from_proto(request.storage) if request.HasField("storage") else None,
             networks=tuple(request.networks),
-            workload=Workload(
-                request.workload.dirty_rate_mb_per_s, request.workload.journal_writes_per_s
-            ),
+            workload=workload_from_proto(request.workload),
             no_start=request.no_start,
         )
         job, vm = self._app.create_vm(command)

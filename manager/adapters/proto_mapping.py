@@ -184,10 +184,22 @@ def vm_spec_to_proto(vm: VmRecord) -> common_pb2.VmSpec:
         storage=storage_to_proto(vm.storage),
         networks=vm.networks,
         highly_available=vm.highly_available,
-        workload=common_pb2.GuestWorkload(
-            dirty_rate_mb_per_s=vm.workload.dirty_rate_mb_per_s,
-            journal_writes_per_s=vm.workload.journal_writes_per_s,
-        ),
+        workload=workload_to_proto(vm.workload),
+    )
+
+
+def workload_from_proto(pb: common_pb2.GuestWorkload) -> Workload:
+    """Unset rates stay None: the agent then applies its defaults."""
+    return Workload(
+        pb.dirty_rate_mb_per_s if pb.HasField("dirty_rate_mb_per_s") else None,
+        pb.journal_writes_per_s if pb.HasField("journal_writes_per_s") else None,
+    )
+
+
+def workload_to_proto(workload: Workload) -> common_pb2.GuestWorkload:
+    return common_pb2.GuestWorkload(
+        dirty_rate_mb_per_s=workload.dirty_rate_mb_per_s,
+        journal_writes_per_s=workload.journal_writes_per_s,
     )
 
 
@@ -236,7 +248,7 @@ def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
         storage=storage_from_proto(spec.storage) if spec.HasField("storage") else None,
         networks=tuple(spec.networks),
         highly_available=spec.highly_available,
-        workload=Workload(spec.workload.dirty_rate_mb_per_s, spec.workload.journal_writes_per_s),
+        workload=workload_from_proto(spec.workload),
         reason=runtime.reason,
     )
 

@@ -114,7 +114,8 @@ class VmService:
             raise InvalidArgumentError(f"cpus: must be positive, got {command.cpus}")
         if command.disk_gb < 0:
             raise InvalidArgumentError(f"disk_gb: must be positive, got {command.disk_gb}")
-        if command.workload.dirty_rate_mb_per_s < 0 or command.workload.journal_writes_per_s < 0:
+        rates = (command.workload.dirty_rate_mb_per_s, command.workload.journal_writes_per_s)
+        if any(rate is not None and rate < 0 for rate in rates):
             raise InvalidArgumentError("workload: rates must not be negative")
         if len(set(command.networks)) != len(command.networks):
             raise InvalidArgumentError("networks: a network is listed twice")

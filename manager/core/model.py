@@ -68,8 +68,10 @@ class StorageLocation:
 
 @dataclass(frozen=True)
 class Workload:
-    dirty_rate_mb_per_s: float = 0.0
-    journal_writes_per_s: float = 0.0
+    """Guest activity; None leaves the rate to the agent's default."""
+
+    dirty_rate_mb_per_s: float | None = None
+    journal_writes_per_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -79,11 +79,17 @@ def spec_from_pb(pb: common_pb2.VmSpec) -> VmSpec:
     if kind is None:
         raise InvalidArgument("spec.storage.kind: must be LOCAL_DISK, CSV or LUN")
     workload = None
-    rates = (pb.workload.dirty_rate_mb_per_s, pb.workload.journal_writes_per_s)
-    # An all-zero workload is what a caller sends when it filled in nothing: it
-    # means "unset" (the default guest), not a guest that never does anything.
-    if pb.HasField("workload") and rates != (0.0, 0.0):
-        workload = Workload(*rates)
+    if pb.HasField("workload"):
+        # A rate the caller left unset takes this host's default; 0 is a real rate.
+        default = Workload()
+        workload = Workload(
+            pb.workload.dirty_rate_mb_per_s
+            if pb.workload.HasField("dirty_rate_mb_per_s")
+            else default.dirty_rate_mb_per_s,
+            pb.workload.journal_writes_per_s
+            if pb.workload.HasField("journal_writes_per_s")
+            else default.journal_writes_per_s,
+        )
     return VmSpec(
         id=pb.id,
         name=pb.name,

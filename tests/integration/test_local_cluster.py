@@ -145,3 +145,15 @@ def test_agent_kill9_finds_its_vms_again(default_cluster: LocalCluster) -> None:
     status = default_cluster.guest_status(host, created["id"])
     # Sequence numbers are dense: no write was repeated or lost across the crash.
     assert status.journal_writes == status.journal_last_seq
+
+
+def test_an_idle_guest_writes_nothing(default_cluster: LocalCluster) -> None:
+    created = default_cluster.json(
+        "vm", "create", "idle1", "--ha", "--memory-mb", "256",
+        "--dirty-rate-mb-s", "0", "--journal-writes-per-s", "0",
+    )
+    first = default_cluster.guest_status(created["host"], created["id"])
+    time.sleep(0.5)
+    later = default_cluster.guest_status(created["host"], created["id"])
+    assert later.state == first.state and later.journal_last_seq == 0
+    assert later.memory_digest == first.memory_digest

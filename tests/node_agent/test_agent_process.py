@@ -438,10 +438,21 @@ def test_an_operation_finishes_when_its_caller_gives_up(agent: Agent) -> None:
     assert "Traceback" not in agent.log()
 
 
-def test_an_all_zero_workload_means_the_default_guest(agent: Agent) -> None:
+def test_unset_rates_take_the_defaults_and_zero_is_an_idle_guest(agent: Agent) -> None:
     spec = vm_spec()
     spec.workload.CopyFrom(common_pb2.GuestWorkload())
     vm = agent.create(spec)
-    assert not vm.spec.HasField("workload")
+    assert vm.spec.workload.dirty_rate_mb_per_s == 1.0
+    assert vm.spec.workload.journal_writes_per_s == 2.0
     agent.operate("vm-1", OP.VM_OPERATION_START)
     wait_until(lambda: agent.guest("vm-1").journal_last_seq >= 1, what="default 2 writes/s")
+
+    idle = vm_spec("vm-2", "idle")
+    idle.workload.CopyFrom(common_pb2.GuestWorkload(dirty_rate_mb_per_s=0, journal_writes_per_s=0))
+    agent.create(idle)
+    agent.operate("vm-2", OP.VM_OPERATION_START)
+    before = agent.guest("vm-2")
+    time.sleep(0.5)
+    after = agent.guest("vm-2")
+    assert after.journal_last_seq == 0
+    assert after.memory_digest == before.memory_digest
