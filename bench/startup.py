@@ -63,11 +63,15 @@ def main() -> None:
         manager_rss.append(rss["manager"])
         broker_rss.append(rss["broker"])
         print(f"run {i + 1}: up --detach to healthy {elapsed:.2f} s")
-    print(f"up --detach to healthy: median {statistics.median(times):.2f} s, "
-          f"min {min(times):.2f} s, max {max(times):.2f} s over {len(times)} runs")
+    print(
+        f"up --detach to healthy: median {statistics.median(times):.2f} s, "
+        f"min {min(times):.2f} s, max {max(times):.2f} s over {len(times)} runs"
+    )
     print(f"idle agent RSS: median {statistics.median(agent_rss):.1f} MiB, max {max(agent_rss):.1f} MiB")
-    print(f"idle manager RSS: median {statistics.median(manager_rss):.1f} MiB; "
-          f"broker RSS: median {statistics.median(broker_rss):.1f} MiB")
+    print(
+        f"idle manager RSS: median {statistics.median(manager_rss):.1f} MiB; "
+        f"broker RSS: median {statistics.median(broker_rss):.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ code 2, so that `havm up` can show the problem as it is.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -42,9 +42,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--state-dir", required=True, type=Path, help="this host's files")
     parser.add_argument("--listen", required=True, help="gRPC address, HOST:PORT")
     parser.add_argument("--broker", help="MQTT broker, HOST:PORT")
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
 
@@ -85,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     from node_agent.app.runner import AgentOptions, run_agent
 
     setup_logging(config.name, args.log_level)
-    options = AgentOptions(config=config, state_dir=args.state_dir.resolve(),
-                           listen=args.listen, broker=broker)
+    options = AgentOptions(
+        config=config, state_dir=args.state_dir.resolve(), listen=args.listen, broker=broker
+    )
     return asyncio.run(run_agent(options))
 
 

@@ -45,7 +45,13 @@ def test_buf_lint_is_clean() -> None:
 
 
 def test_import_contracts_are_kept() -> None:
-    result = subprocess.run(
-        [_tool("lint-imports"), "--no-cache"], cwd=REPO, capture_output=True, text=True
-    )
+    result = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_lint_and_format_are_clean() -> None:
+    ruff = _tool("ruff")
+    lint = subprocess.run([ruff, "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = subprocess.run([ruff, "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr

@@ -138,21 +138,16 @@ class ManagerClient:
         details = (exc.details() if isinstance(exc, grpc.Call) else "") or str(code)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return errors.ManagerTimeout(
-                f"the manager at {self.address} did not answer within {timeout_s:g} s "
-                f"({_START_HINT})"
+                f"the manager at {self.address} did not answer within {timeout_s:g} s ({_START_HINT})"
             )
         if code == grpc.StatusCode.UNAVAILABLE and not self._reachable():
-            return errors.ManagerUnreachable(
-                f"cannot reach the manager at {self.address} ({_START_HINT})"
-            )
+            return errors.ManagerUnreachable(f"cannot reach the manager at {self.address} ({_START_HINT})")
         error_class = _BY_CODE.get(code, errors.ManagerCallError)
         return error_class(details)
 
     def _reachable(self) -> bool:
         try:
-            grpc.channel_ready_future(self._channel).result(
-                timeout=self.settings.reachability_probe_s
-            )
+            grpc.channel_ready_future(self._channel).result(timeout=self.settings.reachability_probe_s)
         except grpc.FutureTimeoutError:
             return False
         return True

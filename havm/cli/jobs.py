@@ -76,4 +76,6 @@ def finish(job: manager_pb2.Job, output: OutputFormat, done_line: str | None) ->
     if failed:
         raise JobFailed(job.error or f"job {job.id} ({job.kind} {job.target}) failed")
     if job.state not in FINISHED:
-        raise JobFailed(f"job {job.id} ({job.kind} {job.target}) has not finished; see `havm job watch {job.id}`")
+        raise JobFailed(
+            f"job {job.id} ({job.kind} {job.target}) has not finished; see `havm job watch {job.id}`"
+        )

@@ -102,9 +102,7 @@ def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str
         "memory_mb": host.memory_mb,
         "host_reserve_mb": host.host_reserve_mb,
         "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in host.disks],
-        "networks": [
-            {"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in host.networks
-        ],
+        "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in host.networks],
         "volumes": [
             {"name": v.name, "kind": v.kind, "capacity_gb": v.capacity_gb}
             for v in topology.volumes_visible_to(host.name)
@@ -235,7 +233,9 @@ def grpc_serving(address: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def wait_healthy(started: dict[str, subprocess.Popen[bytes]], ctx: ClusterContext, settings: UpSettings) -> None:
+def wait_healthy(
+    started: dict[str, subprocess.Popen[bytes]], ctx: ClusterContext, settings: UpSettings
+) -> None:
     """Block until every started component is healthy; raise naming the one that is not."""
     pending = {name: ctx.components[name] for name in started}
     deadline = time.monotonic() + settings.healthy_timeout
@@ -301,9 +301,7 @@ def plan_components(
     for d in (logs, agents_dir, san, state_dir / "hosts", state_dir / "manager"):
         d.mkdir(parents=True, exist_ok=True)
 
-    resolved = topology.with_addresses(
-        {h.name: address[f"agent:{h.name}"] for h in topology.hosts}
-    )
+    resolved = topology.with_addresses({h.name: address[f"agent:{h.name}"] for h in topology.hosts})
     topology_file = state_dir / "topology.yaml"
     topology_file.write_text(
         "# Written by `havm up`: the topology with every agent's address.\n"
@@ -313,21 +311,32 @@ def plan_components(
     argv: dict[str, list[str]] = {
         "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
         "manager": [
-            py, "-m", "manager",
-            "--topology", str(topology_file),
-            "--state-dir", str(state_dir / "manager"),
-            "--listen", address["manager"],
+            py,
+            "-m",
+            "manager",
+            "--topology",
+            str(topology_file),
+            "--state-dir",
+            str(state_dir / "manager"),
+            "--listen",
+            address["manager"],
         ],
     }
     for host in topology.hosts:
         config_file = agents_dir / f"{host.name}.json"
         config_file.write_text(json.dumps(agent_config(topology, host, san), indent=2) + "\n")
         argv[f"agent:{host.name}"] = [
-            py, "-m", "node_agent",
-            "--config", str(config_file),
-            "--state-dir", str(state_dir / "hosts" / host.name),
-            "--listen", address[f"agent:{host.name}"],
-            "--broker", address["broker"],
+            py,
+            "-m",
+            "node_agent",
+            "--config",
+            str(config_file),
+            "--state-dir",
+            str(state_dir / "hosts" / host.name),
+            "--listen",
+            address[f"agent:{host.name}"],
+            "--broker",
+            address["broker"],
         ]
 
     components = {}
@@ -400,7 +409,9 @@ def down(state_dir: Path, console: Console, timeout: float) -> None:
 
 def components_table(ctx: ClusterContext, started: set[str] | None = None) -> Table:
     table = Table("component", "address", "pid", "state", "log")
-    for name, c in sorted(ctx.components.items(), key=lambda kv: (kv[0] != "broker", kv[0] != "manager", kv[0])):
+    for name, c in sorted(
+        ctx.components.items(), key=lambda kv: (kv[0] != "broker", kv[0] != "manager", kv[0])
+    ):
         alive = is_running(c)
         state = "started" if started and name in started and alive else ("running" if alive else "stopped")
         table.add_row(name, c.address, str(c.pid or "-"), state, os.path.relpath(c.log, ctx.state_dir))
@@ -458,14 +469,15 @@ def register_local_commands(app: typer.Typer) -> None:
     def up_command(
         ctx: typer.Context,
         topology: Path | None = typer.Option(
-            None, "--topology", "-t", help="Topology YAML file (default: built-in 4-node cluster + 1 standalone host)."
+            None,
+            "--topology",
+            "-t",
+            help="Topology YAML file (default: built-in 4-node cluster + 1 standalone host).",
         ),
         state_dir: Path | None = typer.Option(
             None, "--state-dir", help="Where the cluster keeps its state (default ./.havm)."
         ),
-        detach: bool = typer.Option(
-            False, "--detach", "-d", help="Return once every component is healthy."
-        ),
+        detach: bool = typer.Option(False, "--detach", "-d", help="Return once every component is healthy."),
         timeout: float = typer.Option(30.0, help="Seconds to wait for the components to be healthy."),
     ) -> None:
         """Start the broker, the manager and one agent per host; follow their logs."""

@@ -60,14 +60,18 @@ def main(
     ] = None,
     state_dir: Annotated[
         Path,
-        typer.Option("--state-dir", envvar=ENV_STATE_DIR, metavar="DIR", help="Where `havm up` keeps its state."),
+        typer.Option(
+            "--state-dir", envvar=ENV_STATE_DIR, metavar="DIR", help="Where `havm up` keeps its state."
+        ),
     ] = Path(DEFAULT_STATE_DIR),
     timeout: Annotated[
         float,
         typer.Option("--timeout", envvar=ENV_TIMEOUT, min=0.1, metavar="SECONDS", help="Per-call timeout."),
     ] = ClientSettings.call_timeout_s,
 ) -> None:
-    options = GlobalOptions(manager=manager, state_dir=state_dir, settings=ClientSettings(call_timeout_s=timeout))
+    options = GlobalOptions(
+        manager=manager, state_dir=state_dir, settings=ClientSettings(call_timeout_s=timeout)
+    )
     ctx.obj = options
     ctx.call_on_close(options.close)
 
@@ -201,7 +205,11 @@ def list_jobs(
 
 
 @job_app.command("show")
-def show_job(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")], output: OutputOption = OutputFormat.table) -> None:
+def show_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    output: OutputOption = OutputFormat.table,
+) -> None:
     """Show one job."""
     row = render.job_dict(client(ctx).get_job(job_id))
     if output is OutputFormat.json:
@@ -211,7 +219,11 @@ def show_job(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="
 
 
 @job_app.command("watch")
-def watch_job(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")], output: OutputOption = OutputFormat.table) -> None:
+def watch_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    output: OutputOption = OutputFormat.table,
+) -> None:
     """Follow a job to its end; exits 1 if it failed."""
     manager = client(ctx)
     job = wait_for_job(manager, manager.get_job(job_id), output)

@@ -18,7 +18,7 @@ from havm.cli.client import ClientSettings, ManagerClient
 from havm.cli.context import manager_address
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(enum.StrEnum):
     table = "table"
     json = "json"
 

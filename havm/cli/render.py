@@ -8,8 +8,8 @@ words without their prefix (HOST_STATE_NOT_RESPONDING -> "not_responding").
 from __future__ import annotations
 
 import json
-from datetime import timezone
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -51,7 +51,7 @@ def timestamp(message: Message, field: str) -> str | None:
     if not message.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+    return stamp.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
 def storage_text(location: common_pb2.StorageLocation) -> str | None:
@@ -207,7 +207,9 @@ def print_table(title: str | None, rows: Iterable[Mapping[str, Any]], columns: M
     stdout().print(table)
 
 
-def print_object(title: str, row: Mapping[str, Any], formatters: Mapping[str, Callable[[Any], str]] | None = None) -> None:
+def print_object(
+    title: str, row: Mapping[str, Any], formatters: Mapping[str, Callable[[Any], str]] | None = None
+) -> None:
     """One object as a two-column FIELD / VALUE table."""
     formatters = formatters or {}
     table = Table(title=title, title_justify="left", show_header=False)
@@ -224,16 +226,20 @@ def _mib(value: int) -> str:
 
 
 def volumes_text(volumes: list[Row]) -> str:
-    return "\n".join(
-        f"{v['name']} ({v['kind']}, {_mib(v['free_bytes'])} free of {_mib(v['capacity_bytes'])})"
-        for v in volumes
-    ) or "-"
+    return (
+        "\n".join(
+            f"{v['name']} ({v['kind']}, {_mib(v['free_bytes'])} free of {_mib(v['capacity_bytes'])})"
+            for v in volumes
+        )
+        or "-"
+    )
 
 
 def disks_text(disks: list[Row]) -> str:
-    return "\n".join(
-        f"{d['name']} ({_mib(d['free_bytes'])} free of {_mib(d['capacity_bytes'])})" for d in disks
-    ) or "-"
+    return (
+        "\n".join(f"{d['name']} ({_mib(d['free_bytes'])} free of {_mib(d['capacity_bytes'])})" for d in disks)
+        or "-"
+    )
 
 
 def networks_text(networks: list[Row]) -> str:

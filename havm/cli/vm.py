@@ -24,7 +24,7 @@ _STORAGE_KINDS = {prefix: kind for kind, prefix in render.STORAGE_PREFIXES.items
 
 
 def parse_storage(text: str | None) -> common_pb2.StorageLocation | None:
-    """"csv:Volume1" -> StorageLocation(CSV, "Volume1")."""
+    """ "csv:Volume1" -> StorageLocation(CSV, "Volume1")."""
     if text is None:
         return None
     kind, sep, name = text.partition(":")
@@ -70,7 +70,9 @@ def create_vm(
         int | None, typer.Option("--disk-gb", min=1, help="Virtual disk size (default 20).")
     ] = None,
     ha: Annotated[bool, typer.Option("--ha", help="Make it highly available.")] = False,
-    host: Annotated[str, typer.Option("--host", help="Place it here instead of letting placement choose.")] = "",
+    host: Annotated[
+        str, typer.Option("--host", help="Place it here instead of letting placement choose.")
+    ] = "",
     storage: Annotated[
         str | None,
         typer.Option("--storage", metavar="KIND:NAME", help="csv:Volume1, lun:lun1 or local:C."),
@@ -145,10 +147,28 @@ def _on_host(name: str, ctx: typer.Context) -> str:
 
 
 _OPERATIONS = [
-    ("start", agent_pb2.VM_OPERATION_START, "started", True, "Power on a stopped VM (or restore a saved one)."),
-    ("stop", agent_pb2.VM_OPERATION_TURN_OFF, "turned off", False, "Turn a VM off hard: memory is lost, acknowledged disk writes are kept."),
+    (
+        "start",
+        agent_pb2.VM_OPERATION_START,
+        "started",
+        True,
+        "Power on a stopped VM (or restore a saved one).",
+    ),
+    (
+        "stop",
+        agent_pb2.VM_OPERATION_TURN_OFF,
+        "turned off",
+        False,
+        "Turn a VM off hard: memory is lost, acknowledged disk writes are kept.",
+    ),
     ("shutdown", agent_pb2.VM_OPERATION_SHUTDOWN, "shut down", False, "Ask the guest to shut down cleanly."),
-    ("save", agent_pb2.VM_OPERATION_SAVE, "saved", False, "Save a VM's memory to its storage and release the memory."),
+    (
+        "save",
+        agent_pb2.VM_OPERATION_SAVE,
+        "saved",
+        False,
+        "Save a VM's memory to its storage and release the memory.",
+    ),
     ("restore", agent_pb2.VM_OPERATION_RESTORE, "restored", True, "Start a saved VM from its memory image."),
     ("pause", agent_pb2.VM_OPERATION_PAUSE, "paused", False, "Freeze a running VM in memory."),
     ("resume", agent_pb2.VM_OPERATION_RESUME, "resumed", False, "Resume a paused VM."),

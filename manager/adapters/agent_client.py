@@ -8,7 +8,8 @@ request. RpcErrors become manager errors that keep the agent's own sentence.
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 from tenacity import (
@@ -135,13 +136,9 @@ class AgentClient:
         )
         return reported_vm_from_proto(response.vm)
 
-    async def operate_vm(
-        self, host: str, address: str, vm_id: str, operation: VmOperation
-    ) -> ReportedVm:
+    async def operate_vm(self, host: str, address: str, vm_id: str, operation: VmOperation) -> ReportedVm:
         stub = self._stub(address)
-        request = agent_pb2.AgentServiceOperateVmRequest(
-            vm_id=vm_id, operation=operation_to_proto(operation)
-        )
+        request = agent_pb2.AgentServiceOperateVmRequest(vm_id=vm_id, operation=operation_to_proto(operation))
         response = await self._write(
             host, lambda: stub.OperateVm(request, timeout=self._settings.agent_operation_timeout)
         )

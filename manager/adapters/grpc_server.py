@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -94,13 +95,13 @@ def unary(
             return await method(self, request, context)
         except ManagerError as error:
             await context.abort(_status_code(error), error.message)
-            raise AssertionError("unreachable: abort raises")
+            raise AssertionError("unreachable: abort raises") from None
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # a bug: log it here, give the caller a sentence
             log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in the manager: {error}")
-            raise AssertionError("unreachable: abort raises")
+            raise AssertionError("unreachable: abort raises") from None
 
     return wrapper
 
@@ -128,9 +129,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
 
     @unary
     async def ListHosts(self, request: Any, context: Any) -> manager_pb2.ListHostsResponse:
-        return manager_pb2.ListHostsResponse(
-            hosts=[_host(v) for v in self._app.list_hosts(request.cluster)]
-        )
+        return manager_pb2.ListHostsResponse(hosts=[_host(v) for v in self._app.list_hosts(request.cluster)])
 
     @unary
     async def GetHost(self, request: Any, context: Any) -> manager_pb2.GetHostResponse:
@@ -144,9 +143,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
 
     @unary
     async def GetCluster(self, request: Any, context: Any) -> manager_pb2.GetClusterResponse:
-        return manager_pb2.GetClusterResponse(
-            cluster=cluster_to_proto(self._app.get_cluster(request.name))
-        )
+        return manager_pb2.GetClusterResponse(cluster=cluster_to_proto(self._app.get_cluster(request.name)))
 
     @unary
     async def RefreshCluster(self, request: Any, context: Any) -> manager_pb2.RefreshClusterResponse:
@@ -180,9 +177,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @unary
     async def OperateVm(self, request: Any, context: Any) -> manager_pb2.OperateVmResponse:
         operation = operation_from_proto(request.operation)
-        return manager_pb2.OperateVmResponse(
-            job=job_to_proto(self._app.operate_vm(request.name, operation))
-        )
+        return manager_pb2.OperateVmResponse(job=job_to_proto(self._app.operate_vm(request.name, operation)))
 
     @unary
     async def DeleteVm(self, request: Any, context: Any) -> manager_pb2.DeleteVmResponse:

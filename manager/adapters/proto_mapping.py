@@ -6,7 +6,7 @@ so the maps are built from the names rather than written out by hand.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar
 
@@ -61,7 +61,7 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     ts = Timestamp()
-    ts.FromDatetime(value.astimezone(timezone.utc))
+    ts.FromDatetime(value.astimezone(UTC))
     return ts
 
 
@@ -264,9 +264,7 @@ def inventory_from_proto(response: agent_pb2.AgentServiceGetInventoryResponse) -
         host_name=info.name,
         cluster=info.cluster or None,
         profile=PROFILE_FROM_PROTO.get(info.profile, ""),
-        cpu=CpuSpec(
-            info.cpu.vendor, info.cpu.model, tuple(info.cpu.features), info.cpu.cores, info.cpu.mhz
-        ),
+        cpu=CpuSpec(info.cpu.vendor, info.cpu.model, tuple(info.cpu.features), info.cpu.cores, info.cpu.mhz),
         memory_mb=info.memory_mb,
         memory_free_mb=info.memory_free_mb,
         disks=tuple(DiskInfo(d.name, d.capacity_bytes, d.free_bytes) for d in info.disks),
@@ -278,4 +276,3 @@ def inventory_from_proto(response: agent_pb2.AgentServiceGetInventoryResponse) -
         boot_id=info.boot_id,
         vms=tuple(reported_vm_from_proto(vm) for vm in response.vms),
     )
-

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import AsyncIterator, Awaitable, Callable
 
 from manager.core.errors import ManagerError, NotFoundError
 from manager.core.model import JobRecord

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 from manager import __version__
 from manager.app.jobs import JobBook, JobHandle
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,7 @@ class ManagerApp:
 
     def load(self, topology: Topology) -> None:
         """Upsert the topology into the store and close jobs a previous process left."""
-        hosts, clusters = merge_topology(
-            topology, self.store.list_hosts(), self.store.list_clusters()
-        )
+        hosts, clusters = merge_topology(topology, self.store.list_hosts(), self.store.list_clusters())
         for cluster in clusters:
             self.store.put_cluster(cluster)
         for host in hosts:
@@ -215,7 +213,6 @@ class ManagerApp:
 
     def delete_vm(self, name: str) -> JobRecord:
         return self.vms.delete(name)
-
 
 
 def raise_unavailable(label: str, failed: list[HostRefresh]) -> None:

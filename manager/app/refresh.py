@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Collection, Sequence
 
 from manager.core.agent_port import AgentPort
 from manager.core.errors import ManagerError

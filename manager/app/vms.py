@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable
 
 from manager.app.jobs import JobBook, JobHandle
 from manager.core.agent_port import AgentPort
@@ -105,9 +105,7 @@ class VmService:
         if not command.name:
             raise InvalidArgumentError("name: must not be empty")
         if not NAME_PATTERN.fullmatch(command.name):
-            raise InvalidArgumentError(
-                f"name: must match {NAME_PATTERN.pattern}, got {command.name!r}"
-            )
+            raise InvalidArgumentError(f"name: must match {NAME_PATTERN.pattern}, got {command.name!r}")
         if command.memory_mb <= 0:
             raise InvalidArgumentError(f"memory_mb: must be positive, got {command.memory_mb}")
         if command.cpus < 0:
@@ -135,9 +133,7 @@ class VmService:
             label = "local disk"
         else:
             found = any(
-                v.name == name and v.kind is kind
-                for c in self._store.list_clusters()
-                for v in c.volumes
+                v.name == name and v.kind is kind for c in self._store.list_clusters() for v in c.volumes
             )
             label = "CSV volume" if kind is StorageKind.CSV else "LUN"
         if not found:
@@ -203,9 +199,7 @@ class VmService:
                     reported = await self._agents.create_vm(host, address, vm)
                 except ManagerError as error:
                     self._store.delete_vm(vm.id)
-                    raise type(error)(
-                        f"host {host} could not create VM {vm.name}: {error.message}"
-                    ) from None
+                    raise type(error)(f"host {host} could not create VM {vm.name}: {error.message}") from None
                 vm = self._record(vm, reported)
                 if no_start:
                     return f"Created VM {vm.name} on host {host}"
@@ -215,9 +209,7 @@ class VmService:
         finally:
             self._busy.discard(vm.id)
 
-    async def _run_operation(
-        self, vm: VmRecord, host: str, address: str, operation: VmOperation
-    ) -> VmRecord:
+    async def _run_operation(self, vm: VmRecord, host: str, address: str, operation: VmOperation) -> VmRecord:
         before = vm.state
         if operation in IN_PROGRESS:
             vm = self._set_state(vm, IN_PROGRESS[operation])
@@ -226,8 +218,7 @@ class VmService:
         except ManagerError as error:
             self._set_state(vm, before, error.message)
             raise type(error)(
-                f"{operation.value.replace('_', ' ')} of VM {vm.name} on host {host} failed: "
-                f"{error.message}"
+                f"{operation.value.replace('_', ' ')} of VM {vm.name} on host {host} failed: {error.message}"
             ) from None
         return self._record(vm, reported)
 

@@ -6,9 +6,9 @@ the results back. Kept apart from placement so placement sees only room, not rec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Sequence
 
 from manager.core.model import (
     GIB,
@@ -46,12 +46,9 @@ def _host_from_spec(spec: HostSpec, topology: Topology) -> HostRecord:
         memory_mb=spec.memory_mb,
         host_reserve_mb=spec.host_reserve_mb,
         memory_free_mb=spec.memory_mb - spec.host_reserve_mb,
-        disks=tuple(
-            DiskInfo(d.name, d.capacity_gb * GIB, d.capacity_gb * GIB) for d in spec.disks
-        ),
+        disks=tuple(DiskInfo(d.name, d.capacity_gb * GIB, d.capacity_gb * GIB) for d in spec.disks),
         networks=tuple(
-            NetworkInfo(n.name, _network_kind(spec.profile), n.bound_to, n.vlan_id)
-            for n in spec.networks
+            NetworkInfo(n.name, _network_kind(spec.profile), n.bound_to, n.vlan_id) for n in spec.networks
         ),
         volumes=tuple(
             VolumeInfo(v.name, StorageKind(v.kind), v.capacity_gb * GIB, v.capacity_gb * GIB)
@@ -91,7 +88,9 @@ def merge_topology(
         new_hosts.append(fresh)
     new_clusters: list[ClusterRecord] = []
     for spec in topology.clusters:
-        old_volumes = {v.name: v for v in old_clusters[spec.name].volumes} if spec.name in old_clusters else {}
+        old_volumes = (
+            {v.name: v for v in old_clusters[spec.name].volumes} if spec.name in old_clusters else {}
+        )
         volumes = []
         for v in spec.volumes:
             capacity = v.capacity_gb * GIB
@@ -188,9 +187,7 @@ def host_capacity(
                 volume.capacity_bytes // GIB - sum(vm.disk_gb for vm in users),
             )
             rooms.append(
-                StorageRoom(
-                    volume.name, volume.kind, max(0, free_gb), tuple(vm.name for vm in users)
-                )
+                StorageRoom(volume.name, volume.kind, max(0, free_gb), tuple(vm.name for vm in users))
             )
     return HostCapacity(
         name=host.name,

@@ -152,15 +152,11 @@ def _why_not(host: HostCapacity, request: PlacementRequest) -> str | None:
     return None
 
 
-def _pick_storage(
-    host: HostCapacity, request: PlacementRequest
-) -> tuple[StorageLocation | None, str]:
+def _pick_storage(host: HostCapacity, request: PlacementRequest) -> tuple[StorageLocation | None, str]:
     """The storage for the VM's files on this host, or None and why."""
     if request.storage is not None:
         wanted = request.storage
-        room = next(
-            (s for s in host.storage if s.name == wanted.name and s.kind is wanted.kind), None
-        )
+        room = next((s for s in host.storage if s.name == wanted.name and s.kind is wanted.kind), None)
         if room is None:
             return None, f"does not see {wanted.kind.value} {wanted.name}"
         if room.kind is StorageKind.LUN and room.used_by:

@@ -10,9 +10,9 @@ updates.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Collection, Iterable, Sequence
 
 from manager.core.model import ConfigStatus, ReportedVm, StorageKind, VmRecord
 from manager.core.states import VmState, change_vm_state, vm_state_path
@@ -25,9 +25,7 @@ class ReconcileResult:
     missing: tuple[VmRecord, ...]  # recorded on the host, no longer reported (now `missing`)
 
 
-def cluster_configuration(
-    vm: VmRecord, host_cluster: str | None
-) -> tuple[ConfigStatus, tuple[str, ...]]:
+def cluster_configuration(vm: VmRecord, host_cluster: str | None) -> tuple[ConfigStatus, tuple[str, ...]]:
     """Whether a VM marked highly available can be: on a cluster node, on shared storage."""
     if not vm.highly_available:
         return ConfigStatus.OK, ()
@@ -35,9 +33,7 @@ def cluster_configuration(
     if vm.host is not None and host_cluster is None:
         reasons.append(f"host {vm.host} is a standalone host, not a node of a cluster")
     if vm.storage is not None and vm.storage.kind is StorageKind.LOCAL_DISK:
-        reasons.append(
-            f"its files are on local disk {vm.storage.name}, which no other host can see"
-        )
+        reasons.append(f"its files are on local disk {vm.storage.name}, which no other host can see")
     if reasons:
         return ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION, tuple(reasons)
     return ConfigStatus.OK, ()

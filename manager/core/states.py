@@ -28,15 +28,11 @@ class HostState(Enum):
 
 
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
-    HostState.OK: frozenset(
-        {HostState.SUSPECT, HostState.NOT_RESPONDING, HostState.MAINTENANCE}
-    ),
+    HostState.OK: frozenset({HostState.SUSPECT, HostState.NOT_RESPONDING, HostState.MAINTENANCE}),
     HostState.SUSPECT: frozenset({HostState.OK, HostState.ISOLATED, HostState.NOT_RESPONDING}),
     HostState.ISOLATED: frozenset({HostState.OK, HostState.SUSPECT, HostState.NOT_RESPONDING}),
     # A silent host either comes back or is fenced before its VMs restart elsewhere.
-    HostState.NOT_RESPONDING: frozenset(
-        {HostState.OK, HostState.FENCING, HostState.MAINTENANCE}
-    ),
+    HostState.NOT_RESPONDING: frozenset({HostState.OK, HostState.FENCING, HostState.MAINTENANCE}),
     HostState.FENCING: frozenset({HostState.FENCED}),
     # A fenced host rejoins only once it answers again, or an operator takes it.
     HostState.FENCED: frozenset({HostState.OK, HostState.MAINTENANCE}),
@@ -138,9 +134,7 @@ def _change(kind: str, subject: str, old: Enum, new: Enum, table: dict) -> None:
     if new is old:
         return
     if new not in table[old]:
-        raise IllegalTransitionError(
-            f"{kind} {subject} cannot go from {old.value} to {new.value}"
-        )
+        raise IllegalTransitionError(f"{kind} {subject} cannot go from {old.value} to {new.value}")
     log.info("%s %s: %s => %s", kind, subject, old.value, new.value)
 
 

@@ -44,7 +44,6 @@ from typing import Any
 from manager.core.topology_fields import (
     NAME_PATTERN,
     TopologyError,
-    join_path,
     read_choice,
     read_int,
     read_list,
@@ -172,10 +171,7 @@ class Topology:
         )
 
     def with_addresses(self, addresses: dict[str, str]) -> Topology:
-        hosts = tuple(
-            replace(h, address=addresses[h.name]) if h.name in addresses else h
-            for h in self.hosts
-        )
+        hosts = tuple(replace(h, address=addresses[h.name]) if h.name in addresses else h for h in self.hosts)
         return replace(self, hosts=hosts)
 
 
@@ -218,9 +214,7 @@ def parse_topology(data: object) -> Topology:
         for i, raw in enumerate(read_list(raw_clusters, "clusters")):
             cluster = _parse_cluster(raw, f"clusters[{i}]", {h.name: h for h in hosts})
             if any(c.name == cluster.name for c in clusters):
-                raise TopologyError(
-                    f"clusters[{i}].name", f"duplicate cluster name '{cluster.name}'"
-                )
+                raise TopologyError(f"clusters[{i}].name", f"duplicate cluster name '{cluster.name}'")
             if cluster.name in seen_hosts:
                 raise TopologyError(
                     f"clusters[{i}].name",
@@ -257,9 +251,7 @@ def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
     if "memory_mb" not in merged:
         raise TopologyError(f"{field}.memory_mb", "is required (here or under host_defaults)")
     memory_mb = read_int(merged["memory_mb"], path("memory_mb"))
-    reserve_mb = read_int(
-        merged.get("host_reserve_mb", DEFAULT_HOST_RESERVE_MB), path("host_reserve_mb"), 0
-    )
+    reserve_mb = read_int(merged.get("host_reserve_mb", DEFAULT_HOST_RESERVE_MB), path("host_reserve_mb"), 0)
     if memory_mb <= reserve_mb:
         raise TopologyError(
             path("memory_mb"),
@@ -350,8 +342,7 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
         if hosts[node].profile != profile:
             raise TopologyError(
                 at,
-                f"host '{node}' has profile {hosts[node].profile} "
-                f"but the cluster's profile is {profile}",
+                f"host '{node}' has profile {hosts[node].profile} but the cluster's profile is {profile}",
             )
         nodes.append(node)
     reserve = read_int(entry.get("reserve", DEFAULT_CLUSTER_RESERVE), f"{field}.reserve", 0)
@@ -393,9 +384,7 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
                 vis_at = f"{at}.visible_to[{m}]"
                 host_name = read_name(raw_host, vis_at)
                 if host_name not in nodes:
-                    raise TopologyError(
-                        vis_at, f"host '{host_name}' is not a node of cluster '{name}'"
-                    )
+                    raise TopologyError(vis_at, f"host '{host_name}' is not a node of cluster '{name}'")
                 if host_name not in visible:
                     visible.append(host_name)
         add(VolumeSpec(lun_name, "lun", capacity, tuple(visible)), at)
@@ -415,9 +404,7 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
                 "reserve": c.reserve,
                 "nodes": list(c.nodes),
                 "csvs": [
-                    {"name": v.name, "capacity_gb": v.capacity_gb}
-                    for v in c.volumes
-                    if v.kind == "csv"
+                    {"name": v.name, "capacity_gb": v.capacity_gb} for v in c.volumes if v.kind == "csv"
                 ],
                 "luns": [
                     {"name": v.name, "capacity_gb": v.capacity_gb, "visible_to": list(v.visible_to)}
@@ -441,9 +428,7 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
             "memory_mb": h.memory_mb,
             "host_reserve_mb": h.host_reserve_mb,
             "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in h.disks],
-            "networks": [
-                {"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in h.networks
-            ],
+            "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in h.networks],
         }
         if h.address is not None:
             host["address"] = h.address

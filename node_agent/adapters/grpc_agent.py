@@ -110,9 +110,7 @@ def spec_to_pb(spec: VmSpec) -> common_pb2.VmSpec:
         memory_mb=spec.memory_mb,
         cpus=spec.cpus,
         disk_gb=spec.disk_gb,
-        storage=common_pb2.StorageLocation(
-            kind=_STORAGE_TO_PB[spec.storage.kind], name=spec.storage.name
-        ),
+        storage=common_pb2.StorageLocation(kind=_STORAGE_TO_PB[spec.storage.kind], name=spec.storage.name),
         networks=list(spec.networks),
         highly_available=spec.highly_available,
     )

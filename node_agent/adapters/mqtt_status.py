@@ -51,9 +51,7 @@ class BrokerSession:
     async def publish_status(self, payload: bytes) -> None:
         """Publish the retained status; returns once the broker acknowledged it."""
         try:
-            await self._client.publish(
-                self.topic, payload, qos=1, retain=True, timeout=self._timeout_s
-            )
+            await self._client.publish(self.topic, payload, qos=1, retain=True, timeout=self._timeout_s)
         except (aiomqtt.MqttError, OSError) as exc:
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
 

@@ -59,7 +59,6 @@ class HostedVm:
         return VmView(self.spec, self.state, self.reason, self.state_since)
 
 
-
 def start_guest(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
     vm.task = asyncio.create_task(_run(vm, tick_s, on_failure), name=f"guest-{vm.spec.id}")
 

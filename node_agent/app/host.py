@@ -13,8 +13,8 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
 from pathlib import Path
+from typing import Any, TypeVar
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
 from node_agent.app.guests import HostedVm, release_guest, start_guest, stop_guest
@@ -37,6 +37,7 @@ from node_agent.core.power import (
     plan_operation,
     transition,
 )
+from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
 from node_agent.core.vm import (
     GIB,
     StorageKind,
@@ -49,7 +50,6 @@ from node_agent.core.vm import (
     check_storage_visible,
     validate_spec,
 )
-from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,9 +74,7 @@ def _complete_even_if_abandoned(work: Coroutine[Any, Any, T]) -> Awaitable[T]:
 class VmHost:
     """All VMs of this host and the operations the AgentService offers on them."""
 
-    def __init__(
-        self, config: HostConfig, files: HostFiles, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, config: HostConfig, files: HostFiles, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.files = files
         self.clock = clock
@@ -88,8 +86,7 @@ class VmHost:
 
     def host_view(self) -> HostView:
         disks = tuple(
-            self._usage(StorageRef(StorageKind.LOCAL_DISK, d.name), d.capacity_gb)
-            for d in self.config.disks
+            self._usage(StorageRef(StorageKind.LOCAL_DISK, d.name), d.capacity_gb) for d in self.config.disks
         )
         volumes = tuple(
             self._usage(StorageRef(StorageKind(v.kind.value), v.name), v.capacity_gb)
@@ -159,8 +156,9 @@ class VmHost:
         vm = HostedVm(spec=spec, vm_dir=vm_dir, state=state, state_since=self.clock())
         self._vms[spec.id] = vm
         self._persist(vm)
-        log.info("VM %s (%s) created on %s %s", spec.label, spec.id,
-                 spec.storage.kind.label, spec.storage.name)
+        log.info(
+            "VM %s (%s) created on %s %s", spec.label, spec.id, spec.storage.kind.label, spec.storage.name
+        )
         return vm.view()
 
     async def delete_vm(self, vm_id: str) -> None:
@@ -293,8 +291,11 @@ class VmHost:
                 to_start.append(vm)
         log.info("found %d VMs in the registry", len(self._vms))
         for vm in to_start:
-            log.info("VM %s was %s when the agent stopped; starting it again",
-                     vm.label, self._registry_state(vm.spec.id, entries).value)
+            log.info(
+                "VM %s was %s when the agent stopped; starting it again",
+                vm.label,
+                self._registry_state(vm.spec.id, entries).value,
+            )
             try:
                 await self._power_on(vm)
             except AgentError as exc:
@@ -322,8 +323,7 @@ class VmHost:
             self.files.remove_saved_state(vm_dir)
         elif state is PowerState.SAVED and not has_saved_state:
             state, reason = PowerState.FAILED, "its saved state file is missing"
-        return HostedVm(spec=spec, vm_dir=vm_dir, state=state,
-                        state_since=entry.state_since, reason=reason)
+        return HostedVm(spec=spec, vm_dir=vm_dir, state=state, state_since=entry.state_since, reason=reason)
 
     @staticmethod
     def _registry_state(vm_id: str, entries: list[RegistryEntry]) -> PowerState:
@@ -370,8 +370,9 @@ class VmHost:
         self._persist(vm)
 
     def _persist(self, vm: HostedVm) -> None:
-        entry = RegistryEntry(vm.spec.id, vm.spec.storage, str(vm.vm_dir),
-                              vm.state, vm.state_since, vm.reason)
+        entry = RegistryEntry(
+            vm.spec.id, vm.spec.storage, str(vm.vm_dir), vm.state, vm.state_since, vm.reason
+        )
         try:
             self.files.write_registry(entry)
         except OSError as exc:

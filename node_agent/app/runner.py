@@ -49,8 +49,7 @@ async def run_agent(options: AgentOptions) -> int:
         return 1
     await host.recover()
     await server.start()
-    log.info("serving AgentService on %s (%s, boot %s)",
-             server.address, config.profile.value, host.boot_id)
+    log.info("serving AgentService on %s (%s, boot %s)", server.address, config.profile.value, host.boot_id)
 
     publisher = None
     if options.broker is not None:

@@ -115,5 +115,6 @@ class StatusPublisher:
 
     def _log_retry(self, state: RetryCallState) -> None:
         if state.attempt_number == 1 and state.outcome is not None:
-            log.warning("cannot reach the broker at %s: %s; retrying",
-                        self._broker, state.outcome.exception())
+            log.warning(
+                "cannot reach the broker at %s: %s; retrying", self._broker, state.outcome.exception()
+            )

@@ -149,9 +149,7 @@ def parse_host_config(raw: object) -> HostConfig:
         memory_mb=memory_mb,
         host_reserve_mb=reserve,
         disks=tuple(_disk(d, f"disks[{i}]") for i, d in enumerate(_list(top, "disks"))),
-        networks=tuple(
-            _network(n, f"networks[{i}]") for i, n in enumerate(_list(top, "networks"))
-        ),
+        networks=tuple(_network(n, f"networks[{i}]") for i, n in enumerate(_list(top, "networks"))),
         volumes=volumes,
         san_root=san_root,
         settings=_settings(top.get("settings")),
@@ -188,9 +186,7 @@ def _name(obj: Mapping[str, Any], key: str, where: str | None = None) -> str:
     where = where or key
     value = _str(obj, key, where)
     if not SAFE_NAME.match(value):
-        raise ConfigError(
-            where, f"{value!r} must be letters, digits, '.', '_' or '-' (at most 128)"
-        )
+        raise ConfigError(where, f"{value!r} must be letters, digits, '.', '_' or '-' (at most 128)")
     return value
 
 

@@ -139,9 +139,7 @@ class GuestModel:
         self._journal_carry = 0.0
 
     @classmethod
-    def fresh_boot(
-        cls, vm_id: str, pages: int, workload: Workload, journal: JournalPosition
-    ) -> GuestModel:
+    def fresh_boot(cls, vm_id: str, pages: int, workload: Workload, journal: JournalPosition) -> GuestModel:
         return cls(vm_id, PageVersions(pages), workload, journal)
 
     def tick(self, dt_s: float) -> TickResult:

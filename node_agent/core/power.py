@@ -67,9 +67,7 @@ TRANSITIONS: dict[PowerState, dict[PowerState, str]] = {
 }
 
 # States in which the VM holds its memory on the host.
-HOLDS_MEMORY = frozenset(
-    {PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.SAVING}
-)
+HOLDS_MEMORY = frozenset({PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.SAVING})
 
 # States that mean "it was running when the service stopped": restarted at agent start.
 RESTART_ON_RECOVERY = frozenset(

@@ -49,9 +49,7 @@ class HostView:
     started_at: float  # unix seconds
 
 
-def status_payload(
-    config: HostConfig, address: str, boot_id: str, online: bool
-) -> dict[str, object]:
+def status_payload(config: HostConfig, address: str, boot_id: str, online: bool) -> dict[str, object]:
     """The retained status message of this host on the broker."""
     if not online:
         return {"state": "offline"}

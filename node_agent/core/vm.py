@@ -84,9 +84,7 @@ def validate_spec(spec: VmSpec, host: HostConfig) -> None:
     if not spec.id:
         raise InvalidArgument("spec.id: is required")
     if not SAFE_NAME.match(spec.id):
-        raise InvalidArgument(
-            f"spec.id: {spec.id!r} must be letters, digits, '.', '_' or '-' (at most 128)"
-        )
+        raise InvalidArgument(f"spec.id: {spec.id!r} must be letters, digits, '.', '_' or '-' (at most 128)")
     if not spec.name.strip():
         raise InvalidArgument(f"spec.name: is required (VM {spec.id})")
     if spec.memory_mb <= 0:
@@ -142,8 +140,7 @@ def check_lun_free(spec: VmSpec, vm_ids_on_lun: Iterable[str]) -> None:
     others = sorted(i for i in vm_ids_on_lun if i != spec.id)
     if spec.storage.kind is StorageKind.LUN and others:
         raise FailedPrecondition(
-            f"LUN {spec.storage.name} already holds VM {others[0]}; "
-            f"it cannot also hold VM {spec.label}"
+            f"LUN {spec.storage.name} already holds VM {others[0]}; it cannot also hold VM {spec.label}"
         )
 
 

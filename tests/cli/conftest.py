@@ -1,23 +1,13 @@
 """Fixtures of the CLI tests: a fake manager on a free port and a runner of the real
-`havm` command as a subprocess.
-
-The repository root goes first on sys.path so that `manager` (which `havm up` imports)
-is the package and not the `tests/manager` folder.
-"""
+`havm` command as a subprocess."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[:1] != [_REPO_ROOT]:
-    sys.path.insert(0, _REPO_ROOT)
-
 from fake_manager_service import FakeManager, start_fake_manager
 from havm_runner import Result, run_havm
 

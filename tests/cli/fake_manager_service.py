@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent import futures
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -28,7 +28,9 @@ def canned_hosts() -> list[manager_pb2.Host]:
     volume = common_pb2.SharedVolume(
         name="Volume1", kind=common_pb2.STORAGE_KIND_CSV, capacity_bytes=2**40, free_bytes=2**39
     )
-    cpu = common_pb2.Cpu(vendor="GenuineIntel", model="Xeon E5520", features=["sse4_2", "popcnt"], cores=8, mhz=2266)
+    cpu = common_pb2.Cpu(
+        vendor="GenuineIntel", model="Xeon E5520", features=["sse4_2", "popcnt"], cores=8, mhz=2266
+    )
     node1 = manager_pb2.Host(
         name="node1",
         cluster="hv1",
@@ -69,7 +71,11 @@ def canned_hosts() -> list[manager_pb2.Host]:
         cpu=common_pb2.Cpu(vendor="AuthenticAMD", model="Opteron 2384", cores=4, mhz=2700),
         memory_mb=8192,
         memory_free_mb=8192,
-        networks=[common_pb2.Network(name="VM Network", kind=common_pb2.NETWORK_KIND_PORT_GROUP, bound_to="vSwitch0")],
+        networks=[
+            common_pb2.Network(
+                name="VM Network", kind=common_pb2.NETWORK_KIND_PORT_GROUP, bound_to="vSwitch0"
+            )
+        ],
     )
     return [node1, node2, esx1]
 
@@ -88,7 +94,9 @@ def canned_clusters() -> list[manager_pb2.Cluster]:
                 )
             ],
         ),
-        manager_pb2.Cluster(name="old", profile=common_pb2.PROFILE_HYPERV_2008, state=manager_pb2.CLUSTER_STATE_OK),
+        manager_pb2.Cluster(
+            name="old", profile=common_pb2.PROFILE_HYPERV_2008, state=manager_pb2.CLUSTER_STATE_OK
+        ),
     ]
 
 
@@ -264,7 +272,9 @@ class FakeManager(manager_pb2_grpc.ManagerServiceServicer):
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"a VM named {request.name} already exists")
         if request.memory_mb > 65536:
             job = self._running_job(
-                "create_vm", request.name, error=f"no host has {request.memory_mb} MB free for VM {request.name}"
+                "create_vm",
+                request.name,
+                error=f"no host has {request.memory_mb} MB free for VM {request.name}",
             )
             return manager_pb2.CreateVmResponse(job=job)
         vm = manager_pb2.Vm(

@@ -27,7 +27,6 @@ class Result:
 
 def run_havm(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 30) -> Result:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("HAVM_") or k == "HAVM_TEST_RUN"}
-    environment["PYTHONPATH"] = str(REPO_ROOT)
     environment["COLUMNS"] = "200"
     environment.update(env or {})
     completed = subprocess.run(
@@ -46,5 +45,3 @@ def run_many(run: Callable[..., Result], commands: list[tuple[str, ...]]) -> lis
     """Run independent commands at once: each one is a whole interpreter start-up."""
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(lambda args: run(*args), commands))
-
-

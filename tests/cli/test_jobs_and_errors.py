@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 
 import pytest
+from fake_manager_service import FAILED_START_ERROR
+from havm_runner import run_many
 from typer.testing import CliRunner
 
-from havm_runner import run_many
-from fake_manager_service import FAILED_START_ERROR
 from havm.cli.main import app
 from havm.v1 import agent_pb2, common_pb2
 
@@ -23,9 +23,31 @@ def _one_error_line(result) -> str:
 
 def test_vm_create_sends_every_option_and_prints_the_vm(havm, manager):
     result = havm(
-        "vm", "create", "app1", "--memory-mb", "1024", "--cpus", "2", "--disk-gb", "30", "--ha",
-        "--host", "node1", "--storage", "csv:Volume1", "--network", "Public", "--network", "Backup",
-        "--dirty-rate-mb-s", "12.5", "--journal-writes-per-s", "40", "--no-start", "-o", "json",
+        "vm",
+        "create",
+        "app1",
+        "--memory-mb",
+        "1024",
+        "--cpus",
+        "2",
+        "--disk-gb",
+        "30",
+        "--ha",
+        "--host",
+        "node1",
+        "--storage",
+        "csv:Volume1",
+        "--network",
+        "Public",
+        "--network",
+        "Backup",
+        "--dirty-rate-mb-s",
+        "12.5",
+        "--journal-writes-per-s",
+        "40",
+        "--no-start",
+        "-o",
+        "json",
     )
     assert result.returncode == 0, result.stderr
     vm = result.json()
@@ -80,7 +102,7 @@ OPERATIONS = [
 def test_vm_operations_wait_for_their_job(havm, manager):
     before = len(manager.fake.calls)
     results = run_many(havm, [("vm", command, "web1") for command, _, _ in OPERATIONS])
-    for (command, _, line), result in zip(OPERATIONS, results):
+    for (command, _, line), result in zip(OPERATIONS, results, strict=True):
         assert result.returncode == 0, (command, result.stderr)
         assert result.stdout.strip() == line
     sent = {(r.name, r.operation) for name, r in manager.fake.calls[before:] if name == "OperateVm"}
@@ -144,7 +166,7 @@ NOT_FOUND = [
 
 def test_not_found_prints_the_server_sentence(havm):
     results = run_many(havm, [args for args, _ in NOT_FOUND])
-    for (args, sentence), result in zip(NOT_FOUND, results):
+    for (args, sentence), result in zip(NOT_FOUND, results, strict=True):
         assert result.returncode == 1, args
         assert _one_error_line(result) == f"error: {sentence}"
 
@@ -166,7 +188,7 @@ def test_unreachable_manager(havm_bare):
     address = f"127.0.0.1:{_closed_port()}"
     commands = [("host", "list"), ("vm", "start", "web1"), ("status", "-o", "json")]
     results = run_many(havm_bare, [("--manager", address, *args) for args in commands])
-    for args, result in zip(commands, results):
+    for args, result in zip(commands, results, strict=True):
         assert result.returncode == 1, args
         assert _one_error_line(result) == (
             f"error: cannot reach the manager at {address} (is the cluster running? start it with `havm up`)"
@@ -206,10 +228,31 @@ def test_usage_error_exits_2_without_traceback(havm_bare):
 
 
 HELP_GROUPS = [
-    (), ("status",), ("host",), ("host", "list"), ("host", "show"), ("cluster",), ("cluster", "list"),
-    ("cluster", "show"), ("cluster", "refresh"), ("vm",), ("vm", "list"), ("vm", "show"), ("vm", "create"),
-    ("vm", "start"), ("vm", "stop"), ("vm", "shutdown"), ("vm", "save"), ("vm", "restore"), ("vm", "pause"),
-    ("vm", "resume"), ("vm", "delete"), ("job",), ("job", "list"), ("job", "show"), ("job", "watch"),
+    (),
+    ("status",),
+    ("host",),
+    ("host", "list"),
+    ("host", "show"),
+    ("cluster",),
+    ("cluster", "list"),
+    ("cluster", "show"),
+    ("cluster", "refresh"),
+    ("vm",),
+    ("vm", "list"),
+    ("vm", "show"),
+    ("vm", "create"),
+    ("vm", "start"),
+    ("vm", "stop"),
+    ("vm", "shutdown"),
+    ("vm", "save"),
+    ("vm", "restore"),
+    ("vm", "pause"),
+    ("vm", "resume"),
+    ("vm", "delete"),
+    ("job",),
+    ("job", "list"),
+    ("job", "show"),
+    ("job", "watch"),
 ]
 
 

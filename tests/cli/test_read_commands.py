@@ -7,16 +7,43 @@ import subprocess
 import sys
 from pathlib import Path
 
-from havm.cli.context import ClusterContext, Component, write_context
 from havm_runner import run_many
 
+from havm.cli.context import ClusterContext, Component, write_context
+
 HOST_FIELDS = {
-    "name", "cluster", "profile", "state", "address", "memory_mb", "memory_free_mb", "vm_count",
-    "rating", "cpu", "disks", "networks", "volumes", "last_refresh", "state_reason",
+    "name",
+    "cluster",
+    "profile",
+    "state",
+    "address",
+    "memory_mb",
+    "memory_free_mb",
+    "vm_count",
+    "rating",
+    "cpu",
+    "disks",
+    "networks",
+    "volumes",
+    "last_refresh",
+    "state_reason",
 }
 VM_FIELDS = {
-    "id", "name", "host", "state", "ha", "status", "status_reasons", "memory_mb", "cpus",
-    "disk_gb", "storage", "networks", "imported", "reason", "created_at",
+    "id",
+    "name",
+    "host",
+    "state",
+    "ha",
+    "status",
+    "status_reasons",
+    "memory_mb",
+    "cpus",
+    "disk_gb",
+    "storage",
+    "networks",
+    "imported",
+    "reason",
+    "created_at",
 }
 CLUSTER_FIELDS = {"name", "profile", "nodes", "reserve", "state", "volumes"}
 JOB_FIELDS = {"id", "kind", "target", "state", "progress", "message", "error", "created_at", "updated_at"}
@@ -34,10 +61,19 @@ def test_host_list_json_follows_the_field_contract(havm):
     assert node1["state"] == "ok" and node2["state"] == "not_responding" and esx1["state"] == "maintenance"
     assert esx1["cluster"] is None and node1["cluster"] == "hv1"
     assert node1["cpu"] == {
-        "vendor": "GenuineIntel", "model": "Xeon E5520", "features": ["sse4_2", "popcnt"], "cores": 8, "mhz": 2266,
+        "vendor": "GenuineIntel",
+        "model": "Xeon E5520",
+        "features": ["sse4_2", "popcnt"],
+        "cores": 8,
+        "mhz": 2266,
     }
     assert node1["last_refresh"] == "2023-11-14T22:13:20Z" and esx1["last_refresh"] is None
-    assert node1["volumes"][0] == {"name": "Volume1", "kind": "csv", "capacity_bytes": 2**40, "free_bytes": 2**39}
+    assert node1["volumes"][0] == {
+        "name": "Volume1",
+        "kind": "csv",
+        "capacity_bytes": 2**40,
+        "free_bytes": 2**39,
+    }
     assert node1["networks"][0]["kind"] == "virtual_network" and esx1["networks"][0]["kind"] == "port_group"
     assert node1["rating"] == 4.5
     assert node2["state_reason"] == "no heartbeat for 5 s and the probe failed"
@@ -93,8 +129,12 @@ def test_vm_show(havm):
 def test_cluster_list_and_show(havm):
     listed, shown, *tables = run_many(
         havm,
-        [("cluster", "list", "-o", "json"), ("cluster", "show", "hv1", "-o", "json"), ("cluster", "list"),
-         ("cluster", "show", "hv1")],
+        [
+            ("cluster", "list", "-o", "json"),
+            ("cluster", "show", "hv1", "-o", "json"),
+            ("cluster", "list"),
+            ("cluster", "show", "hv1"),
+        ],
     )
     assert listed.returncode == 0, listed.stderr
     clusters = {c["name"]: c for c in listed.json()}
@@ -111,8 +151,13 @@ def test_cluster_list_and_show(havm):
 def test_job_list_show_and_limit(havm):
     listed, limited, shown, *tables = run_many(
         havm,
-        [("job", "list", "-o", "json"), ("job", "list", "--limit", "1", "-o", "json"),
-         ("job", "show", "job-1", "-o", "json"), ("job", "list"), ("job", "show", "job-2")],
+        [
+            ("job", "list", "-o", "json"),
+            ("job", "list", "--limit", "1", "-o", "json"),
+            ("job", "show", "job-1", "-o", "json"),
+            ("job", "list"),
+            ("job", "show", "job-2"),
+        ],
     )
     assert listed.returncode == 0, listed.stderr
     jobs = listed.json()

@@ -9,12 +9,9 @@ import subprocess
 import sys
 import time
 
-from havm_runner import REPO_ROOT
-
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAVM_") or k == "HAVM_TEST_RUN"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
     return env
 
 
@@ -36,8 +33,13 @@ def test_progress_bar_goes_to_a_terminal_stderr_only(manager, tmp_path):
     try:
         completed = subprocess.run(
             [sys.executable, "-m", "havm.cli.main", "--manager", manager.address, "vm", "resume", "web1"],
-            cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=secondary, text=True, timeout=30,
+            cwd=tmp_path,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=30,
         )
         os.close(secondary)
         secondary = -1
@@ -54,8 +56,12 @@ def test_progress_bar_goes_to_a_terminal_stderr_only(manager, tmp_path):
 def test_ctrl_c_while_waiting_exits_130_quietly(manager, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "havm.cli.main", "--manager", manager.address, "cluster", "refresh", "slow"],
-        cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20

@@ -9,11 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
 from havm.v1 import agent_pb2, agent_pb2_grpc
 
 HAVM = [sys.executable, "-m", "havm.cli.main"]

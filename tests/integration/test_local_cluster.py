@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from cluster_harness import LocalCluster, alive, wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,9 +126,7 @@ def test_agent_kill9_finds_its_vms_again(default_cluster: LocalCluster) -> None:
     time.sleep(0.4)
     default_cluster.kill9(f"agent:{host}")
     default_cluster.ok("cluster", "refresh")
-    assert {h["name"]: h["state"] for h in default_cluster.json("host", "list")}[host] == (
-        "not_responding"
-    )
+    assert {h["name"]: h["state"] for h in default_cluster.json("host", "list")}[host] == ("not_responding")
     assert vm(default_cluster, "crashy")["state"] == "unknown"
 
     default_cluster.ok("up", "--detach")
@@ -138,8 +135,7 @@ def test_agent_kill9_finds_its_vms_again(default_cluster: LocalCluster) -> None:
     wait_for(lambda: vm(default_cluster, "crashy")["state"] == "running", what="crashy running")
     first = default_cluster.guest_status(host, created["id"])
     wait_for(
-        lambda: default_cluster.guest_status(host, created["id"]).journal_last_seq
-        > first.journal_last_seq,
+        lambda: default_cluster.guest_status(host, created["id"]).journal_last_seq > first.journal_last_seq,
         what="the journal to grow after the restart",
     )
     status = default_cluster.guest_status(host, created["id"])
@@ -149,8 +145,16 @@ def test_agent_kill9_finds_its_vms_again(default_cluster: LocalCluster) -> None:
 
 def test_an_idle_guest_writes_nothing(default_cluster: LocalCluster) -> None:
     created = default_cluster.json(
-        "vm", "create", "idle1", "--ha", "--memory-mb", "256",
-        "--dirty-rate-mb-s", "0", "--journal-writes-per-s", "0",
+        "vm",
+        "create",
+        "idle1",
+        "--ha",
+        "--memory-mb",
+        "256",
+        "--dirty-rate-mb-s",
+        "0",
+        "--journal-writes-per-s",
+        "0",
     )
     first = default_cluster.guest_status(created["host"], created["id"])
     time.sleep(0.5)

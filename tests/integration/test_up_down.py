@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration

@@ -1,42 +1,23 @@
-"""Shared fixtures of the manager tests.
-
-The repository root goes first on sys.path so that `manager` is this tree's package
-(and not the `tests/manager` folder, which Python would otherwise take for a
-namespace package of the same name).
-"""
+"""Shared fixtures of the manager tests."""
 
 from __future__ import annotations
 
-import os
-import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-)
-
-# These imports need the path set above.
-from typing import AsyncIterator, Callable, Iterator  # noqa: E402
-
-import grpc  # noqa: E402
-import pytest  # noqa: E402
+import grpc
+import pytest
 import yaml  # noqa: E402
-
-from havm.v1 import manager_pb2_grpc  # noqa: E402
 from manager_fake_agent import FakeAgent, FakeHost  # noqa: E402
 from manager_testkit import CLUSTER_NODES, VOLUMES, ManagerProcess, topology_for  # noqa: E402
 
+from havm.v1 import manager_pb2_grpc  # noqa: E402
 
 
 @pytest.fixture
 async def fake_agents() -> AsyncIterator[dict[str, FakeAgent]]:
     """Three cluster nodes sharing Volume1 and lun1, and one standalone host."""
-    agents = {
-        name: FakeAgent(FakeHost(name, cluster="cluster1", volumes=VOLUMES)) for name in CLUSTER_NODES
-    }
+    agents = {name: FakeAgent(FakeHost(name, cluster="cluster1", volumes=VOLUMES)) for name in CLUSTER_NODES}
     agents["standalone1"] = FakeAgent(FakeHost("standalone1", memory_mb=16384))
     try:
         for agent in agents.values():

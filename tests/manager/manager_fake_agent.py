@@ -71,7 +71,9 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def _vm(self, vm_id: str, context: grpc.aio.ServicerContext) -> common_pb2.VmRuntime:
         vm = self.host.vms.get(vm_id)
         if vm is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"VM {vm_id} does not exist on host {self.host.name}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"VM {vm_id} does not exist on host {self.host.name}"
+            )
         return vm  # type: ignore[return-value]
 
     async def GetInventory(self, request, context):  # noqa: N802
@@ -80,10 +82,14 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
             name=h.name,
             cluster=h.cluster,
             profile=common_pb2.PROFILE_HYPERV_2008R2,
-            cpu=common_pb2.Cpu(vendor="GenuineIntel", model="Intel Xeon X5570", features=["sse4_2"], cores=8, mhz=2933),
+            cpu=common_pb2.Cpu(
+                vendor="GenuineIntel", model="Intel Xeon X5570", features=["sse4_2"], cores=8, mhz=2933
+            ),
             memory_mb=h.memory_mb,
             memory_free_mb=h.memory_free_mb(),
-            disks=[common_pb2.LocalDisk(name=n, capacity_bytes=c * GIB, free_bytes=c * GIB) for n, c in h.disks],
+            disks=[
+                common_pb2.LocalDisk(name=n, capacity_bytes=c * GIB, free_bytes=c * GIB) for n, c in h.disks
+            ],
             networks=[
                 common_pb2.Network(name=n, kind=common_pb2.NETWORK_KIND_VIRTUAL_NETWORK, bound_to="nic")
                 for n in h.networks
@@ -122,7 +128,8 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
             if vm.spec.memory_mb > free:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"host {self.host.name} has {free} MB free, VM {vm.spec.name} needs {vm.spec.memory_mb} MB",
+                    f"host {self.host.name} has {free} MB free, "
+                    f"VM {vm.spec.name} needs {vm.spec.memory_mb} MB",
                 )
         vm.state = result
         return agent_pb2.AgentServiceOperateVmResponse(vm=vm)

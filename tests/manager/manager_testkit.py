@@ -8,14 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from manager_fake_agent import FakeAgent
 
 from havm.v1 import common_pb2
-from manager_fake_agent import FakeAgent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -34,7 +34,13 @@ def topology_for(agents: dict[str, FakeAgent]) -> dict:
         "version": 1,
         "host_defaults": {
             "profile": "hyperv-2008r2",
-            "cpu": {"vendor": "GenuineIntel", "model": "Intel Xeon X5570", "features": ["sse4_2"], "cores": 8, "mhz": 2933},
+            "cpu": {
+                "vendor": "GenuineIntel",
+                "model": "Intel Xeon X5570",
+                "features": ["sse4_2"],
+                "cores": 8,
+                "mhz": 2933,
+            },
             "memory_mb": 32768,
             "host_reserve_mb": 2048,
             "disks": [{"name": "C", "capacity_gb": 500}],
@@ -71,11 +77,17 @@ class ManagerProcess:
 
     def argv(self) -> list[str]:
         return [
-            PYTHON, "-m", "manager",
-            "--topology", str(self.topology),
-            "--state-dir", str(self.state_dir),
-            "--listen", self.address,
-            "--refresh-interval", str(self.refresh_interval),
+            PYTHON,
+            "-m",
+            "manager",
+            "--topology",
+            str(self.topology),
+            "--state-dir",
+            str(self.state_dir),
+            "--listen",
+            self.address,
+            "--refresh-interval",
+            str(self.refresh_interval),
         ]
 
     async def start(self) -> None:

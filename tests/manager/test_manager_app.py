@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,9 @@ class MemoryAgents:
             memory_mb=spec.memory_mb,
             memory_free_mb=spec.memory_mb - spec.host_reserve_mb,
             disks=tuple(DiskInfo(d.name, d.capacity_gb * GIB, d.capacity_gb * GIB) for d in spec.disks),
-            networks=tuple(NetworkInfo(n.name, "virtual_network", n.bound_to, n.vlan_id) for n in spec.networks),
+            networks=tuple(
+                NetworkInfo(n.name, "virtual_network", n.bound_to, n.vlan_id) for n in spec.networks
+            ),
             volumes=tuple(
                 VolumeInfo(v.name, StorageKind(v.kind), v.capacity_gb * GIB, v.capacity_gb * GIB)
                 for v in self.topology.volumes_visible_to(host)
@@ -83,8 +85,16 @@ class MemoryAgents:
         self._check(host)
         await asyncio.sleep(0)
         reported = ReportedVm(
-            vm.id, vm.name, VmState.STOPPED, vm.memory_mb, vm.cpus, vm.disk_gb, vm.storage,
-            vm.networks, vm.highly_available, vm.workload,
+            vm.id,
+            vm.name,
+            VmState.STOPPED,
+            vm.memory_mb,
+            vm.cpus,
+            vm.disk_gb,
+            vm.storage,
+            vm.networks,
+            vm.highly_available,
+            vm.workload,
         )
         self.vms[host][vm.id] = reported
         return reported
@@ -106,7 +116,9 @@ class MemoryAgents:
 @pytest.fixture
 async def setup() -> tuple[ManagerApp, MemoryAgents, MemoryStore]:
     topology = parse_topology(yaml.safe_load(DEFAULT.read_text()))
-    topology = topology.with_addresses({h.name: f"127.0.0.1:{5000 + i}" for i, h in enumerate(topology.hosts)})
+    topology = topology.with_addresses(
+        {h.name: f"127.0.0.1:{5000 + i}" for i, h in enumerate(topology.hosts)}
+    )
     agents = MemoryAgents(topology)
     store = MemoryStore()
     app = ManagerApp(store, agents, Settings())
@@ -117,8 +129,16 @@ async def setup() -> tuple[ManagerApp, MemoryAgents, MemoryStore]:
 
 def command(name: str, **kw: object) -> CreateVmCommand:
     fields: dict = dict(
-        name=name, memory_mb=1024, cpus=0, disk_gb=0, highly_available=True, host=None,
-        storage=None, networks=(), workload=Workload(), no_start=False,
+        name=name,
+        memory_mb=1024,
+        cpus=0,
+        disk_gb=0,
+        highly_available=True,
+        host=None,
+        storage=None,
+        networks=(),
+        workload=Workload(),
+        no_start=False,
     )
     fields.update(kw)
     return CreateVmCommand(**fields)
@@ -128,7 +148,9 @@ async def run(app: ManagerApp, job: JobRecord) -> list[JobRecord]:
     return [j async for j in app.watch_job(job.id)]
 
 
-async def test_create_streams_progress_to_completion(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
+async def test_create_streams_progress_to_completion(
+    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
+) -> None:
     app, agents, _ = setup
     job, vm = app.create_vm(command("web1"))
     assert vm.cpus == 1 and vm.disk_gb == 20 and vm.host and vm.host.startswith("node")
@@ -139,7 +161,9 @@ async def test_create_streams_progress_to_completion(setup: tuple[ManagerApp, Me
     assert agents.vms[vm.host][vm.id].state is VmState.RUNNING
 
 
-async def test_operations_on_one_vm_are_serialized(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
+async def test_operations_on_one_vm_are_serialized(
+    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
+) -> None:
     app, _, _ = setup
     job, _ = app.create_vm(command("web1"))
     await run(app, job)
@@ -173,7 +197,9 @@ async def test_silent_host_then_missing_vm(setup: tuple[ManagerApp, MemoryAgents
     assert app.list_vms() == []
 
 
-async def test_refresh_job_fails_when_no_host_answers(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
+async def test_refresh_job_fails_when_no_host_answers(
+    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
+) -> None:
     app, agents, _ = setup
     agents.silent.update({"node1", "node2", "node3", "node4"})
     seen = await run(app, app.refresh("cluster1"))
@@ -185,7 +211,7 @@ async def test_refresh_job_fails_when_no_host_answers(setup: tuple[ManagerApp, M
 
 async def test_jobs_left_running_fail_on_load(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
     app, agents, store = setup
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.put_job(JobRecord("old", "create_vm", "x", JobState.RUNNING, 40, "Creating", "", now, now))
     app.load(agents.topology)
     job = store.get_job("old")

@@ -12,10 +12,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from havm.v1 import agent_pb2, common_pb2, manager_pb2 as m, manager_pb2_grpc
 from manager_fake_agent import FakeAgent
 from manager_testkit import REPO_ROOT, ManagerProcess, eventually
+
+from havm.v1 import agent_pb2, common_pb2, manager_pb2_grpc
+from havm.v1 import manager_pb2 as m
 
 pytestmark = pytest.mark.integration
 Stub = manager_pb2_grpc.ManagerServiceStub
@@ -264,9 +265,21 @@ def test_a_bad_topology_exits_2_naming_the_field(tmp_path: Path) -> None:
     topology = tmp_path / "t.yaml"
     topology.write_text("version: 1\nhosts:\n  - name: a\n    memroy_mb: 1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "manager", "--topology", str(topology), "--state-dir",
-         str(tmp_path / "s"), "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=20,
+        [
+            sys.executable,
+            "-m",
+            "manager",
+            "--topology",
+            str(topology),
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=20,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -284,9 +297,21 @@ def test_an_address_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "manager", "--topology", str(topology), "--state-dir",
-             str(tmp_path / "s"), "--listen", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, cwd=REPO_ROOT, timeout=20,
+            [
+                sys.executable,
+                "-m",
+                "manager",
+                "--topology",
+                str(topology),
+                "--state-dir",
+                str(tmp_path / "s"),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=20,
         )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

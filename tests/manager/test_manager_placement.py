@@ -32,7 +32,11 @@ def node(name: str, free: int = 30000, state: HostState = HostState.OK, **kw: ob
         memory_free_mb=free,
         cores=8,
         running_vcpus=0,
-        storage=(StorageRoom("C", LOCAL, 400), StorageRoom("Volume1", CSV, 2000), StorageRoom("lun1", LUN, 200)),
+        storage=(
+            StorageRoom("C", LOCAL, 400),
+            StorageRoom("Volume1", CSV, 2000),
+            StorageRoom("lun1", LUN, 200),
+        ),
         networks=("External",),
     )
     fields.update(kw)
@@ -40,7 +44,11 @@ def node(name: str, free: int = 30000, state: HostState = HostState.OK, **kw: ob
 
 
 def standalone(name: str = "standalone1", free: int = 14000, **kw: object) -> HostCapacity:
-    fields: dict = dict(cluster=None, storage=(StorageRoom("C", LOCAL, 100), StorageRoom("D", LOCAL, 300)), usable_memory_mb=14336)
+    fields: dict = dict(
+        cluster=None,
+        storage=(StorageRoom("C", LOCAL, 100), StorageRoom("D", LOCAL, 300)),
+        usable_memory_mb=14336,
+    )
     fields.update(kw)
     return node(name, free, **fields)
 
@@ -59,7 +67,10 @@ def test_ha_vm_goes_to_the_best_cluster_node_on_a_csv() -> None:
     assert decision.host == "node1"
     assert decision.storage == StorageLocation(CSV, "Volume1")
     assert 0 < decision.rating <= 5
-    assert ("standalone1", "is a standalone host (a highly available VM needs a cluster node)") in decision.rejections
+    assert (
+        "standalone1",
+        "is a standalone host (a highly available VM needs a cluster node)",
+    ) in decision.rejections
 
 
 def test_non_ha_vm_goes_to_the_standalone_local_disk_with_most_room() -> None:
@@ -106,7 +117,12 @@ def test_named_lun_must_be_free() -> None:
 
 def test_nothing_fits_gives_a_reason_per_host_in_one_sentence() -> None:
     snapshot = PlacementSnapshot(
-        (node("node1", free=1000), node("node2", state=HostState.NOT_RESPONDING), node("node3", networks=()), standalone())
+        (
+            node("node1", free=1000),
+            node("node2", state=HostState.NOT_RESPONDING),
+            node("node3", networks=()),
+            standalone(),
+        )
     )
     req = request(networks=("External",))
     decision = place(snapshot, req)
@@ -145,8 +161,15 @@ hosts_strategy = st.lists(
         cores=st.integers(1, 16),
         running_vcpus=st.integers(0, 100),
         storage=st.lists(
-            st.builds(StorageRoom, name=st.sampled_from(["C", "Volume1", "lun1"]), kind=st.sampled_from(list(StorageKind)), free_gb=st.integers(0, 500)),
+            st.builds(
+                StorageRoom,
+                name=st.sampled_from(["C", "Volume1", "lun1"]),
+                kind=st.sampled_from(list(StorageKind)),
+                free_gb=st.integers(0, 500),
+            ),
             max_size=3,
+            # A host never has two disks or volumes of one kind with the same name.
+            unique_by=lambda room: (room.name, room.kind),
         ).map(tuple),
         networks=st.just(("External",)),
     ),
@@ -173,7 +196,9 @@ def test_property_never_picks_a_host_without_room(snapshot: PlacementSnapshot, r
         assert host is not None
         assert host.memory_free_mb >= req.memory_mb
         assert host.state is HostState.OK
-        room = next(s for s in host.storage if s.name == decision.storage.name and s.kind is decision.storage.kind)  # type: ignore[union-attr]
+        room = next(
+            s for s in host.storage if s.name == decision.storage.name and s.kind is decision.storage.kind
+        )  # type: ignore[union-attr]
         assert room.free_gb >= req.disk_gb
         assert decision.rating > 0
     else:
@@ -182,7 +207,9 @@ def test_property_never_picks_a_host_without_room(snapshot: PlacementSnapshot, r
 
 @settings(max_examples=200, deadline=None)
 @given(snapshot=hosts_strategy, req=requests_strategy)
-def test_property_ha_vms_only_on_cluster_nodes_and_shared_storage(snapshot: PlacementSnapshot, req: PlacementRequest) -> None:
+def test_property_ha_vms_only_on_cluster_nodes_and_shared_storage(
+    snapshot: PlacementSnapshot, req: PlacementRequest
+) -> None:
     decision = place(snapshot, req)
     if not decision.placed:
         return

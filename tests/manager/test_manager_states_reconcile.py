@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -24,11 +24,17 @@ from manager.core.states import (
     vm_state_path,
 )
 
-NOW = datetime(2026, 11, 25, 17, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 CSV = StorageLocation(StorageKind.CSV, "Volume1")
 
 
-def vm(name: str, host: str | None = "node1", state: VmState = VmState.RUNNING, vm_id: str | None = None, **kw: object) -> VmRecord:
+def vm(
+    name: str,
+    host: str | None = "node1",
+    state: VmState = VmState.RUNNING,
+    vm_id: str | None = None,
+    **kw: object,
+) -> VmRecord:
     fields: dict = dict(
         id=vm_id or f"{name}-0000-id",
         name=name,
@@ -149,7 +155,9 @@ def test_ha_status_of_a_vm_that_cannot_be_highly_available() -> None:
     status, reasons = cluster_configuration(local, None)
     assert status is ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION
     assert len(reasons) == 2 and "standalone" in reasons[0] and "local disk C" in reasons[1]
-    assert cluster_configuration(vm("b", highly_available=False, host="standalone1"), None)[0] is ConfigStatus.OK
+    assert (
+        cluster_configuration(vm("b", highly_available=False, host="standalone1"), None)[0] is ConfigStatus.OK
+    )
     imported = reconcile("standalone1", [], [reported(local)], host_cluster=None).imports[0]
     assert imported.status is ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION
 

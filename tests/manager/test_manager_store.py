@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -28,7 +28,7 @@ from manager.core.states import HostState, JobState, VmState
 from manager.core.store import Store
 from manager.core.topology import CpuSpec
 
-T0 = datetime(2026, 11, 25, 17, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 GIB = 1024**3
 
 
@@ -87,14 +87,20 @@ class StoreContract:
         store.put_host(host("node1"))
         assert store.get_host("node1") == host("node1")
         assert [h.name for h in store.list_hosts()] == ["node1", "node2"]
-        changed = replace(host("node1"), state=HostState.NOT_RESPONDING, state_reason="gone", last_refresh=None)
+        changed = replace(
+            host("node1"), state=HostState.NOT_RESPONDING, state_reason="gone", last_refresh=None
+        )
         store.put_host(changed)
         assert store.get_host("node1") == changed
 
     def test_clusters_round_trip(self, store: Store) -> None:
         cluster = ClusterRecord(
-            "cluster1", "hyperv-2008r2", 1, ("node1", "node2"),
-            (VolumeInfo("lun1", StorageKind.LUN, GIB, GIB),), (("lun1", ("node1",)),),
+            "cluster1",
+            "hyperv-2008r2",
+            1,
+            ("node1", "node2"),
+            (VolumeInfo("lun1", StorageKind.LUN, GIB, GIB),),
+            (("lun1", ("node1",)),),
         )
         store.put_cluster(cluster)
         assert store.get_cluster("cluster1") == cluster

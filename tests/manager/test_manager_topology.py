@@ -123,30 +123,56 @@ BAD_INPUTS = [
     (("hosts", 3, "memory_mb"), True, "hosts[3].memory_mb", "positive integer"),
     (("hosts", 3, "memory_mb"), -5, "hosts[3].memory_mb", "positive integer"),
     (("hosts", 3, "memory_mb"), 1024, "hosts[3].memory_mb", "greater than host_reserve_mb"),
-    (("hosts", 1, "profile"), "xen", "hosts[1].profile", "must be one of hyperv-2008, hyperv-2008r2, esx, got 'xen'"),
+    (
+        ("hosts", 1, "profile"),
+        "xen",
+        "hosts[1].profile",
+        "must be one of hyperv-2008, hyperv-2008r2, esx, got 'xen'",
+    ),
     (("hosts", 0, "memroy_mb"), 1, "hosts[0].memroy_mb", "unknown field"),
     (("hosts", 0, "name"), "bad name", "hosts[0].name", "must be a name"),
     (("hosts", 0, "name"), "-x", "hosts[0].name", "must be a name"),
     (("hosts", 1, "name"), "node1", "hosts[1].name", "duplicate host name 'node1'"),
     (("hosts", 0, "address"), "nowhere", "hosts[0].address", "host:port"),
-    (("hosts", 0, "cpu"), {"vendor": "Cyrix", "model": "M", "cores": 1, "mhz": 1},
-     "hosts[0].cpu.vendor", "GenuineIntel, AuthenticAMD"),
+    (
+        ("hosts", 0, "cpu"),
+        {"vendor": "Cyrix", "model": "M", "cores": 1, "mhz": 1},
+        "hosts[0].cpu.vendor",
+        "GenuineIntel, AuthenticAMD",
+    ),
     (("host_defaults", "cpu", "cores"), 0, "host_defaults.cpu.cores", "positive integer"),
     (("host_defaults", "cpu", "vendor"), "Cyrix", "host_defaults.cpu.vendor", "must be one of"),
     (("host_defaults", "name"), "x", "host_defaults.name", "unknown field"),
-    (("host_defaults", "disks"), [{"name": "C", "capacity_gb": 1}, {"name": "C", "capacity_gb": 2}],
-     "host_defaults.disks[1].name", "duplicate disk name"),
+    (
+        ("host_defaults", "disks"),
+        [{"name": "C", "capacity_gb": 1}, {"name": "C", "capacity_gb": 2}],
+        "host_defaults.disks[1].name",
+        "duplicate disk name",
+    ),
     (("host_defaults", "networks", 0, "vlan_id"), 5000, "host_defaults.networks[0].vlan_id", "4094"),
-    (("host_defaults", "networks", 0, "bound_to"), _DELETE, "host_defaults.networks[0].bound_to", "is required"),
+    (
+        ("host_defaults", "networks", 0, "bound_to"),
+        _DELETE,
+        "host_defaults.networks[0].bound_to",
+        "is required",
+    ),
     (("host_defaults", "profile"), _DELETE, "hosts[0].profile", "is required"),
     (("clusters", 0, "nodes", 2), "node9", "clusters[0].nodes[2]", "host 'node9' is not defined under hosts"),
     (("clusters", 0, "nodes", 1), "node1", "clusters[0].nodes[1]", "listed twice"),
-    (("clusters", 0, "profile"), "esx", "clusters[0].nodes[0]",
-     "host 'node1' has profile hyperv-2008r2 but the cluster's profile is esx"),
+    (
+        ("clusters", 0, "profile"),
+        "esx",
+        "clusters[0].nodes[0]",
+        "host 'node1' has profile hyperv-2008r2 but the cluster's profile is esx",
+    ),
     (("clusters", 0, "reserve"), 3, "clusters[0].reserve", "less than the number of nodes (3)"),
     (("clusters", 0, "reserve"), -1, "clusters[0].reserve", "integer >= 0"),
-    (("clusters", 0, "luns", 0, "visible_to"), ["node1", "standalone1"], "clusters[0].luns[0].visible_to[1]",
-     "host 'standalone1' is not a node of cluster 'cluster1'"),
+    (
+        ("clusters", 0, "luns", 0, "visible_to"),
+        ["node1", "standalone1"],
+        "clusters[0].luns[0].visible_to[1]",
+        "host 'standalone1' is not a node of cluster 'cluster1'",
+    ),
     (("clusters", 0, "luns", 0, "name"), "Volume1", "clusters[0].luns[0].name", "duplicate volume name"),
     (("clusters", 0, "csvs", 0, "capacity_gb"), "big", "clusters[0].csvs[0].capacity_gb", "positive integer"),
     (("clusters", 0, "name"), "node1", "clusters[0].name", "already a host name"),
@@ -173,12 +199,17 @@ def test_bad_input_names_the_field(path: tuple[Any, ...], value: Any, field: str
 
 def test_duplicate_cluster_and_host_in_two_clusters() -> None:
     data = base()
-    data["clusters"].append({"name": "cluster1", "profile": "hyperv-2008r2", "nodes": ["standalone1"], "reserve": 0})
+    data["clusters"].append(
+        {"name": "cluster1", "profile": "hyperv-2008r2", "nodes": ["standalone1"], "reserve": 0}
+    )
     with pytest.raises(TopologyError, match=r"^clusters\[1\]\.name: duplicate cluster name"):
         parse_topology(data)
     data["clusters"][1]["name"] = "cluster2"
     data["clusters"][1]["nodes"] = ["node3"]
-    with pytest.raises(TopologyError, match=r"^clusters\[1\]\.nodes\[0\]: host 'node3' is already a node of cluster 'cluster1'"):
+    with pytest.raises(
+        TopologyError,
+        match=r"^clusters\[1\]\.nodes\[0\]: host 'node3' is already a node of cluster 'cluster1'",
+    ):
         parse_topology(data)
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -166,8 +163,17 @@ class Agent:
 
 
 def agent_command(config: Path, state_dir: Path, listen: str, broker: str | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "node_agent", "--config", str(config),
-            "--state-dir", str(state_dir), "--listen", listen]
+    argv = [
+        sys.executable,
+        "-m",
+        "node_agent",
+        "--config",
+        str(config),
+        "--state-dir",
+        str(state_dir),
+        "--listen",
+        listen,
+    ]
     if broker:
         argv += ["--broker", broker]
     return argv

@@ -1,25 +1,15 @@
-"""Fixtures that run real node agent processes on loopback; each is killed afterwards.
-
-The repository root goes first on sys.path (and on the agents' PYTHONPATH) so that
-`node_agent` is this tree's package and not the `tests/node_agent` directory.
-"""
+"""Fixtures that run real node agent processes on loopback; each is killed afterwards."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 from agent_testkit import Agent, agent_command, free_port, host_config, open_channel
 
 StartAgent = Callable[..., Agent]
@@ -49,7 +39,7 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
-                env=os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)},
+                env=os.environ | {"PYTHONUNBUFFERED": "1"},
             )
         agent = Agent(proc, address, state_dir, config_path, log_path, open_channel(address))
         started.append(agent)
@@ -64,5 +54,3 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
 @pytest.fixture
 def agent(start_agent: StartAgent) -> Agent:
     return start_agent()
-
-

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from agent_testkit import host_config
+
 from node_agent.core.config import AgentSettings, Profile, VolumeKind, parse_host_config
 from node_agent.core.errors import ConfigError
 

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-
 from agent_testkit import host_config
+
 from node_agent.core.config import HostConfig, parse_host_config
 from node_agent.core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from node_agent.core.vm import (
@@ -31,8 +31,13 @@ def host(tmp_path: Path) -> HostConfig:
 
 
 SPEC = VmSpec(
-    id="vm-1", name="web1", memory_mb=1024, cpus=2, disk_gb=20,
-    storage=StorageRef(StorageKind.CSV, "Volume1"), networks=("External",),
+    id="vm-1",
+    name="web1",
+    memory_mb=1024,
+    cpus=2,
+    disk_gb=20,
+    storage=StorageRef(StorageKind.CSV, "Volume1"),
+    networks=("External",),
 )
 
 
@@ -47,14 +52,34 @@ def test_valid_spec_passes(host: HostConfig) -> None:
         ({"id": "../etc"}, InvalidArgument, "spec.id: '../etc' must be"),
         ({"name": " "}, InvalidArgument, "spec.name: is required"),
         ({"memory_mb": 0}, InvalidArgument, "spec.memory_mb: VM web1 needs a positive amount"),
-        ({"cpus": 0}, InvalidArgument, "spec.cpus: VM web1 asks for 0 virtual processors; host node1 allows 1 to 8"),
+        (
+            {"cpus": 0},
+            InvalidArgument,
+            "spec.cpus: VM web1 asks for 0 virtual processors; host node1 allows 1 to 8",
+        ),
         ({"cpus": 9}, InvalidArgument, "spec.cpus:"),
         ({"disk_gb": 0}, InvalidArgument, "spec.disk_gb:"),
-        ({"networks": ("Internal",)}, InvalidArgument, "spec.networks: host node1 has no virtual network named 'Internal'"),
+        (
+            {"networks": ("Internal",)},
+            InvalidArgument,
+            "spec.networks: host node1 has no virtual network named 'Internal'",
+        ),
         ({"workload": Workload(-1, 2)}, InvalidArgument, "spec.workload:"),
-        ({"storage": StorageRef(StorageKind.LUN, "lun3")}, FailedPrecondition, "host node1 cannot see LUN lun3"),
-        ({"storage": StorageRef(StorageKind.CSV, "lun1")}, FailedPrecondition, "host node1 cannot see CSV volume lun1"),
-        ({"storage": StorageRef(StorageKind.LOCAL_DISK, "D")}, FailedPrecondition, "host node1 has no local disk D"),
+        (
+            {"storage": StorageRef(StorageKind.LUN, "lun3")},
+            FailedPrecondition,
+            "host node1 cannot see LUN lun3",
+        ),
+        (
+            {"storage": StorageRef(StorageKind.CSV, "lun1")},
+            FailedPrecondition,
+            "host node1 cannot see CSV volume lun1",
+        ),
+        (
+            {"storage": StorageRef(StorageKind.LOCAL_DISK, "D")},
+            FailedPrecondition,
+            "host node1 has no local disk D",
+        ),
         ({"storage": StorageRef(StorageKind.LOCAL_DISK, "")}, InvalidArgument, "spec.storage.name:"),
     ],
 )

@@ -16,7 +16,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-
 from agent_testkit import Agent, free_port, host_config
 
 pytestmark = pytest.mark.integration
@@ -51,7 +50,9 @@ class Broker:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.config)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -103,7 +104,9 @@ def subscriber(broker: Broker, name: str) -> aiomqtt.Client:
 
 
 async def test_online_retained_then_last_will_then_graceful_offline(
-    start_agent, broker: Broker, tmp_path: Path  # type: ignore[no-untyped-def]
+    start_agent,
+    broker: Broker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     config = host_config(tmp_path)
     agent: Agent = await asyncio.to_thread(start_agent, config, None, broker.address)
@@ -112,8 +115,12 @@ async def test_online_retained_then_last_will_then_graceful_offline(
         online = await status_until(client.messages, "online")
         boot_id = (await asyncio.to_thread(agent.inventory)).host.boot_id
         assert online == {
-            "state": "online", "host": "node1", "address": agent.address,
-            "profile": "hyperv-2008r2", "cluster": "cluster1", "boot_id": boot_id,
+            "state": "online",
+            "host": "node1",
+            "address": agent.address,
+            "profile": "hyperv-2008r2",
+            "cluster": "cluster1",
+            "boot_id": boot_id,
         }
         # Republished every status_interval_s (0.5 s here).
         assert (await status_until(client.messages, "online", timeout=3))["boot_id"] == boot_id
@@ -135,7 +142,9 @@ async def test_online_retained_then_last_will_then_graceful_offline(
 
 
 async def test_agent_survives_the_broker_and_comes_back_online(
-    start_agent, broker: Broker, tmp_path: Path  # type: ignore[no-untyped-def]
+    start_agent,
+    broker: Broker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     agent: Agent = await asyncio.to_thread(start_agent, host_config(tmp_path), None, broker.address)
     async with subscriber(broker, "b") as client:

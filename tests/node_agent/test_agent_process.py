@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,9 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from agent_testkit import (
     Agent,
     agent_command,
@@ -23,6 +19,9 @@ from agent_testkit import (
     vm_spec,
     wait_until,
 )
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from havm.v1 import agent_pb2, common_pb2
 from node_agent.core.journal import RECORD_SIZE, decode_record
 
@@ -76,9 +75,15 @@ def test_inventory_describes_the_host(agent: Agent, tmp_path: Path) -> None:
     assert [(d.name, d.capacity_bytes, d.free_bytes) for d in host.disks] == [("C", 500 * GIB, 500 * GIB)]
     net = host.networks[0]
     assert (net.name, net.kind, net.bound_to, net.vlan_id) == (
-        "External", ST.NETWORK_KIND_VIRTUAL_NETWORK, "Broadcom BCM5709C #1", 0)
+        "External",
+        ST.NETWORK_KIND_VIRTUAL_NETWORK,
+        "Broadcom BCM5709C #1",
+        0,
+    )
     assert [(v.name, v.kind, v.capacity_bytes) for v in host.volumes] == [
-        ("Volume1", ST.STORAGE_KIND_CSV, 2048 * GIB), ("lun1", ST.STORAGE_KIND_LUN, 200 * GIB)]
+        ("Volume1", ST.STORAGE_KIND_CSV, 2048 * GIB),
+        ("lun1", ST.STORAGE_KIND_LUN, 200 * GIB),
+    ]
     assert len(host.boot_id) == 32 and host.started_at.seconds > 0
     assert (tmp_path / "san" / "csv" / "Volume1").is_dir()
     assert (tmp_path / "san" / "lun" / "lun1").is_dir()
@@ -305,8 +310,10 @@ def test_sigterm_stops_cleanly_and_running_vms_come_back(start_agent, tmp_path: 
 def _run_agent(argv_tail: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "node_agent", *argv_tail],
-        capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -323,8 +330,10 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, mutate, message: str) 
     mutate(config)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(config))
-    result = _run_agent(["--config", str(path), "--state-dir", str(tmp_path / "s"),
-                         "--listen", f"127.0.0.1:{free_port()}"], tmp_path)
+    result = _run_agent(
+        ["--config", str(path), "--state-dir", str(tmp_path / "s"), "--listen", f"127.0.0.1:{free_port()}"],
+        tmp_path,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -359,8 +368,9 @@ def test_start_up_is_fast(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.Popen(
         agent_command(config, tmp_path / "s", address),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
     )
     try:
         with open_channel(address) as channel:
