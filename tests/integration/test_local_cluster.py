@@ -4,9 +4,13 @@ acceptance scenario, plus crash recovery of the manager and of one agent."""
 from __future__ import annotations
 
 import time
+import uuid
 
+import grpc
 import pytest
 from cluster_harness import LocalCluster, alive, wait_for
+
+from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +165,28 @@ def test_an_idle_guest_writes_nothing(default_cluster: LocalCluster) -> None:
     later = default_cluster.guest_status(created["host"], created["id"])
     assert later.state == first.state and later.journal_last_seq == 0
     assert later.memory_digest == first.memory_digest
+
+
+def test_a_vm_made_behind_the_managers_back_is_imported(default_cluster: LocalCluster) -> None:
+    spec = common_pb2.VmSpec(
+        id=str(uuid.uuid4()),
+        name="rogue1",
+        memory_mb=128,
+        cpus=1,
+        disk_gb=1,
+        storage=common_pb2.StorageLocation(kind=common_pb2.STORAGE_KIND_LOCAL_DISK, name="C"),
+        highly_available=False,
+    )
+    address = default_cluster.component("agent:node3")["address"]
+    with grpc.insecure_channel(address) as channel:
+        agent_pb2_grpc.AgentServiceStub(channel).CreateVm(
+            agent_pb2.AgentServiceCreateVmRequest(spec=spec), timeout=5
+        )
+    default_cluster.ok("cluster", "refresh")
+    rogue = vm(default_cluster, "rogue1")
+    assert rogue["imported"] is True and rogue["host"] == "node3" and rogue["id"] == spec.id
+    assert rogue["state"] == "stopped"
+    # Deleting an imported VM removes it from its host too.
+    default_cluster.ok("vm", "delete", "rogue1", "--yes")
+    default_cluster.ok("cluster", "refresh")
+    assert "rogue1" not in {v["name"] for v in default_cluster.json("vm", "list")}

@@ -3,10 +3,12 @@ and no process left behind."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
-from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster
+from cluster_harness import HAVM, LocalCluster, alive, start_cluster, stop_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +79,34 @@ def test_custom_esx_topology_up_and_down(tmp_path: Path) -> None:
     assert not any(alive(p) for p in pids)
     status = cluster.havm("status")
     assert status.code == 1 and "Traceback" not in status.stderr
+
+
+def test_foreground_up_follows_logs_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    topology = tmp_path / "esx.yaml"
+    topology.write_text(SMALL)
+    state = tmp_path / "state"
+    pids: list[int] = []
+    argv = [*HAVM, "--state-dir", str(state), "up", "--topology", str(topology)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        try:
+            seen = []
+            for line in proc.stdout:
+                seen.append(line)
+                if "following the logs" in line:
+                    break
+            assert any("cluster healthy" in line for line in seen), "".join(seen)
+            cluster = LocalCluster(state)
+            pids = cluster.running_pids()
+            assert len(pids) == 6
+            # The components' own log lines come through, prefixed with their names.
+            cluster.ok("cluster", "refresh")
+            wait_for(lambda: "manager" in proc.stdout.readline(), what="a manager log line")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                LocalCluster(state).havm("down")
+    assert pids and not any(alive(p) for p in pids)
