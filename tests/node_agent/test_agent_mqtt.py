@@ -1,10 +1,12 @@
-"""The agent's retained status on a real MQTT broker (amqtt, its own process)."""
+"""The agent's retained status on a real MQTT broker process: the embedded amqtt broker
+and mosquitto."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,21 +27,24 @@ BROKER_START_TIMEOUT_S = 15.0
 
 
 class Broker:
-    """An amqtt broker process on a fixed loopback port, restartable on that port."""
+    """A broker process on a fixed loopback port, restartable on that port: the embedded
+    amqtt broker `havm up` runs, or Debian's mosquitto as containers and CI use."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
         self.port = free_port()
-        self.config = tmp_path / "broker.yaml"
-        self.config.write_text(
-            "listeners:\n"
-            "  default:\n"
-            "    type: tcp\n"
-            f"    bind: 127.0.0.1:{self.port}\n"
-            "plugins:\n"
-            "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
-            "    allow_anonymous: true\n"
-        )
-        self.log = tmp_path / "broker.log"
+        self.log = tmp_path / f"{kind}.log"
+        if kind == "mosquitto":
+            binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+            if not Path(binary).exists():
+                if os.environ.get("CI"):
+                    pytest.fail("mosquitto is not installed (.ci/run installs it)")
+                pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+            config = tmp_path / "mosquitto.conf"
+            config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            self.argv = [binary, "-c", str(config)]
+        else:
+            self.argv = [sys.executable, "-m", "havm.broker", "--listen", self.address]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,12 +53,7 @@ class Broker:
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.config)],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -72,9 +72,9 @@ class Broker:
         self.proc = None
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path)
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(request.param, tmp_path)
     b.start()
     try:
         yield b
