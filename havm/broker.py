@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 
 
@@ -31,11 +32,35 @@ def broker_config(host: str, port: int) -> dict[str, object]:
     }
 
 
+class BrokerStartError(Exception):
+    """The broker could not start listening."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail with one sentence before amqtt would log a traceback for the same problem."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BrokerStartError(f"unknown address {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BrokerStartError(exc.strerror or str(exc)) from None
+
+
 async def serve(host: str, port: int) -> None:
-    from amqtt.broker import Broker  # heavy import: only once arguments are valid
+    check_listen(host, port)
+    from amqtt.broker import Broker  # heavy import: only once the address is usable
+    from amqtt.errors import BrokerError
 
     broker = Broker(broker_config(host, port))
-    await broker.start()
+    try:
+        await broker.start()
+    except (BrokerError, OSError) as exc:
+        raise BrokerStartError(str(exc.__cause__ or exc)) from None
     logging.getLogger("havm.broker").info("MQTT broker listening on %s:%d", host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -60,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         asyncio.run(serve(*args.listen))
-    except OSError as exc:
+    except (BrokerStartError, OSError) as exc:
         print(f"havm-broker: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -38,6 +38,8 @@ class ClusterContext:
     state_dir: str
     topology: str  # path of the resolved topology the manager runs with
     components: dict[str, Component] = field(default_factory=dict)
+    # The topology file `havm up` was given; empty for the built-in default.
+    topology_source: str = ""
 
     @property
     def manager_address(self) -> str:
@@ -69,7 +71,7 @@ def read_context(state_dir: Path) -> ClusterContext | None:
         raise ContextError(f"cannot read {path}: {exc}") from None
     try:
         components = {n: Component(**c) for n, c in raw["components"].items()}
-        return ClusterContext(raw["state_dir"], raw["topology"], components)
+        return ClusterContext(raw["state_dir"], raw["topology"], components, raw.get("topology_source", ""))
     except (KeyError, TypeError) as exc:
         raise ContextError(f"{path} is not a havm context file ({exc})") from None
 

@@ -234,18 +234,24 @@ def grpc_serving(address: str) -> bool:
 
 
 def wait_healthy(
-    started: dict[str, subprocess.Popen[bytes]], ctx: ClusterContext, settings: UpSettings
+    components: list[Component], started: dict[str, subprocess.Popen[bytes]], settings: UpSettings
 ) -> None:
-    """Block until every started component is healthy; raise naming the one that is not."""
-    pending = {name: ctx.components[name] for name in started}
+    """Block until every component is healthy; raise naming those that are not.
+
+    `started` holds the processes this `up` started: their exit is noticed at once.
+    """
+    pending = {c.name: c for c in components}
     deadline = time.monotonic() + settings.healthy_timeout
     while pending:
         for name, c in list(pending.items()):
-            if started[name].poll() is not None:
+            proc = started.get(name)
+            if proc is not None and proc.poll() is not None:
                 raise LocalClusterError(
-                    f"{name} exited during start-up (status {started[name].returncode}); "
+                    f"{name} exited during start-up (status {proc.returncode}); "
                     f"last lines of {c.log}:\n{log_tail(c)}"
                 )
+            if proc is None and not is_running(c):
+                raise LocalClusterError(f"{name} (pid {c.pid}) stopped while the cluster started")
             healthy = broker_ready(c.address) if name == "broker" else grpc_serving(c.address)
             if healthy:
                 del pending[name]
@@ -276,13 +282,38 @@ def refresh_and_wait(manager_address: str, timeout: float) -> None:
 # ----------------------------------------------------------------------------- up / down
 
 
+def _port(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def fixed_agent_addresses(topology: Topology, old: dict[str, Component]) -> dict[str, str]:
+    """The agent addresses the topology sets; each must be a usable loopback address."""
+    fixed = {}
+    for index, host in enumerate(topology.hosts):
+        if not host.address:
+            continue
+        name, field = f"agent:{host.name}", f"hosts[{index}].address"
+        ip, _, port = host.address.rpartition(":")
+        if not (ip == "localhost" or ip.startswith("127.")) or not port.isdigit():
+            raise LocalClusterError(
+                f"topology: {field}: havm up runs every agent on this machine, so it must be a "
+                f"loopback address such as 127.0.0.1:50061, got {host.address!r}"
+            )
+        held_by_us = name in old and old[name].address == host.address and is_running(old[name])
+        if not held_by_us and not port_is_free(int(port)):
+            raise LocalClusterError(f"topology: {field}: {host.address} is already in use")
+        fixed[name] = host.address
+    return fixed
+
+
 def plan_components(
     state_dir: Path, topology: Topology, previous: ClusterContext | None
 ) -> tuple[ClusterContext, Topology]:
     """Decide every component's address and command line; write the files they read.
 
-    Ports recorded by a previous `up` are kept while they are free or still held by the
-    same running component, so that a restarted component comes back where it was.
+    Addresses the topology sets are used as they are. Ports recorded by a previous `up`
+    are kept while they are free or still held by the same running component, so that a
+    restarted component comes back where it was; the others are chosen free.
     """
     names = ["broker", "manager"] + [f"agent:{h.name}" for h in topology.hosts]
     old = previous.components if previous else {}
@@ -291,9 +322,10 @@ def plan_components(
         c = old.get(name)
         if c is None:
             return False
-        return is_running(c) or port_is_free(int(c.address.rpartition(":")[2]))
+        return is_running(c) or port_is_free(_port(c.address))
 
-    kept = {n: old[n].address for n in names if keeps_port(n)}
+    kept = fixed_agent_addresses(topology, old)
+    kept.update({n: old[n].address for n in names if n not in kept and keeps_port(n)})
     fresh = iter(free_ports(len(names) - len(kept)))
     address = {n: kept.get(n) or f"127.0.0.1:{next(fresh)}" for n in names}
 
@@ -362,11 +394,12 @@ def up(
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     previous = read_context(state_dir)
-    if previous is not None and topology_path is None:
-        topology, source = load_topology(Path(previous.topology))
-    else:
-        topology, source = load_topology(topology_path)
+    if topology_path is None and previous is not None and previous.topology_source:
+        # Restarting a cluster: the file it was started from, not the resolved copy.
+        topology_path = Path(previous.topology_source)
+    topology, source = load_topology(topology_path)
     ctx, _ = plan_components(state_dir, topology, previous)
+    ctx.topology_source = str(topology_path.resolve()) if topology_path else ""
     to_start = [c for c in ctx.components.values() if not is_running(c)]
     if not to_start:
         console.print(f"havm: the cluster in {state_dir} is already running")
@@ -375,7 +408,8 @@ def up(
     started = {c.name: spawn(c) for c in to_start}
     write_context(ctx)  # record pids at once, so `havm down` finds a half-started cluster
     try:
-        wait_healthy(started, ctx, settings)
+        # Every component, not only those just started: the cluster is healthy or not.
+        wait_healthy(list(ctx.components.values()), started, settings)
         refresh_and_wait(ctx.manager_address, settings.refresh_timeout)
     except (LocalClusterError, KeyboardInterrupt):
         stop_components(to_start, settings.stop_timeout)

@@ -29,7 +29,14 @@ from havm.cli.context import (
 from havm.cli.errors import CliError
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import register_local_commands
-from havm.cli.options import GlobalOptions, OutputFormat, OutputOption, client, global_options
+from havm.cli.options import (
+    INT32_MAX,
+    GlobalOptions,
+    OutputFormat,
+    OutputOption,
+    client,
+    global_options,
+)
 from havm.cli.vm import vm_app
 
 ENV_TIMEOUT = "HAVM_TIMEOUT"
@@ -193,7 +200,7 @@ def refresh_cluster(
 @job_app.command("list")
 def list_jobs(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=INT32_MAX, help="How many, newest first.")] = 50,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List recent jobs, newest first."""

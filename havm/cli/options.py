@@ -17,6 +17,10 @@ import typer
 from havm.cli.client import ClientSettings, ManagerClient
 from havm.cli.context import manager_address
 
+# The wire carries counts as int32: larger values are refused as usage errors, before
+# protobuf would refuse them with an exception.
+INT32_MAX = 2**31 - 1
+
 
 class OutputFormat(enum.StrEnum):
     table = "table"

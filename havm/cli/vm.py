@@ -15,7 +15,7 @@ import typer
 from havm.cli import render
 from havm.cli.errors import CliError
 from havm.cli.jobs import finish, wait_for_job
-from havm.cli.options import OutputFormat, OutputOption, client
+from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, client
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
 
 vm_app = typer.Typer(help="Create, list, operate and delete virtual machines.", no_args_is_help=True)
@@ -64,10 +64,12 @@ def show_vm(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.t
 def create_vm(
     ctx: typer.Context,
     name: str,
-    memory_mb: Annotated[int, typer.Option("--memory-mb", min=1, help="Guest memory.")],
-    cpus: Annotated[int | None, typer.Option("--cpus", min=1, help="Virtual CPUs (default 1).")] = None,
+    memory_mb: Annotated[int, typer.Option("--memory-mb", min=1, max=INT32_MAX, help="Guest memory.")],
+    cpus: Annotated[
+        int | None, typer.Option("--cpus", min=1, max=INT32_MAX, help="Virtual CPUs (default 1).")
+    ] = None,
     disk_gb: Annotated[
-        int | None, typer.Option("--disk-gb", min=1, help="Virtual disk size (default 20).")
+        int | None, typer.Option("--disk-gb", min=1, max=INT32_MAX, help="Virtual disk size (default 20).")
     ] = None,
     ha: Annotated[bool, typer.Option("--ha", help="Make it highly available.")] = False,
     host: Annotated[

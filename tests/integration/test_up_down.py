@@ -4,6 +4,7 @@ and no process left behind."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -110,3 +111,32 @@ def test_foreground_up_follows_logs_and_ctrl_c_stops_everything(tmp_path: Path) 
                 proc.wait()
                 LocalCluster(state).havm("down")
     assert pids and not any(alive(p) for p in pids)
+
+
+def test_a_non_loopback_agent_address_is_refused(tmp_path: Path) -> None:
+    topology = tmp_path / "remote.yaml"
+    topology.write_text(
+        SMALL.replace("  - {name: esx4}", "  - {name: esx4, address: 'agent-3.agents:50051'}")
+    )
+    result = LocalCluster(tmp_path / "state").havm("up", "--detach", "--topology", str(topology))
+    assert result.code == 1 and "Traceback" not in result.stderr
+    assert "hosts[3].address" in result.stderr and "loopback" in result.stderr
+
+
+def test_an_agent_address_in_the_topology_is_used(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    topology = tmp_path / "fixed.yaml"
+    topology.write_text(SMALL.replace("  - {name: esx4}", f"  - {{name: esx4, address: '127.0.0.1:{port}'}}"))
+    cluster = start_cluster(tmp_path / "state", "--topology", str(topology))
+    try:
+        assert cluster.component("agent:esx4")["address"] == f"127.0.0.1:{port}"
+        hosts = {h["name"]: h for h in cluster.json("host", "list")}
+        assert hosts["esx4"]["address"] == f"127.0.0.1:{port}" and hosts["esx4"]["state"] == "ok"
+        # Restarted later, the cluster comes back from the same topology file.
+        cluster.kill9("agent:esx4")
+        cluster.ok("up", "--detach")
+        assert cluster.component("agent:esx4")["address"] == f"127.0.0.1:{port}"
+    finally:
+        stop_cluster(cluster)
