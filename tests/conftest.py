@@ -1,11 +1,14 @@
 """Suite-wide guards.
 
 Every process a test starts inherits HAVM_TEST_RUN; when the session ends, any process
-still carrying this run's marker is a leak: it is killed and the session fails.
+still carrying this run's marker is a leak: it is killed and the session fails. Every
+asyncio test must also leave no task of its own running behind it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import uuid
@@ -45,3 +48,26 @@ def no_process_left_behind():
     if leaks:
         listing = "\n".join(f"  {pid}: {cmd}" for pid, cmd in leaks)
         pytest.fail(f"tests left processes behind:\n{listing}", pytrace=False)
+
+
+@pytest.fixture
+async def no_leftover_tasks():
+    """Fail an asyncio test that leaves tasks running once its fixtures are torn down."""
+    yield
+    for _ in range(3):  # let cancelled tasks finish their last step
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        names = ", ".join(sorted(t.get_coro().__qualname__ for t in left))  # type: ignore[union-attr]
+        pytest.fail(f"the test left asyncio tasks running: {names}", pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is not None and inspect.iscoroutinefunction(function):
+            # First requested, so torn down last: after the test's own async fixtures.
+            item.fixturenames.insert(0, "no_leftover_tasks")  # type: ignore[attr-defined]
