@@ -22,7 +22,7 @@ from manager.adapters.proto_mapping import (
     host_to_proto,
     job_to_proto,
     operation_from_proto,
-    storage_from_proto,
+    requested_storage_from_proto,
     vm_to_proto,
     workload_from_proto,
 )
@@ -123,7 +123,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             hosts_ok=s.hosts_ok,
             vms_total=s.vms_total,
             vms_running=s.vms_running,
-            clusters=[cluster_to_proto(c) for c in s.clusters],
+            clusters=[cluster_to_proto(c, self._app.cluster_state(c)) for c in s.clusters],
             jobs_running=s.jobs_running,
         )
 
@@ -138,12 +138,15 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @unary
     async def ListClusters(self, request: Any, context: Any) -> manager_pb2.ListClustersResponse:
         return manager_pb2.ListClustersResponse(
-            clusters=[cluster_to_proto(c) for c in self._app.list_clusters()]
+            clusters=[cluster_to_proto(c, self._app.cluster_state(c)) for c in self._app.list_clusters()]
         )
 
     @unary
     async def GetCluster(self, request: Any, context: Any) -> manager_pb2.GetClusterResponse:
-        return manager_pb2.GetClusterResponse(cluster=cluster_to_proto(self._app.get_cluster(request.name)))
+        cluster = self._app.get_cluster(request.name)
+        return manager_pb2.GetClusterResponse(
+            cluster=cluster_to_proto(cluster, self._app.cluster_state(cluster))
+        )
 
     @unary
     async def RefreshCluster(self, request: Any, context: Any) -> manager_pb2.RefreshClusterResponse:
@@ -158,7 +161,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             disk_gb=request.disk_gb,
             highly_available=request.highly_available,
             host=request.host or None,
-            storage=storage_from_proto(request.storage) if request.HasField("storage") else None,
+            storage=requested_storage_from_proto(request.storage) if request.HasField("storage") else None,
             networks=tuple(request.networks),
             workload=workload_from_proto(request.workload),
             no_start=request.no_start,

@@ -13,6 +13,7 @@ from typing import TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
+from manager.core.errors import InvalidArgumentError
 from manager.core.model import (
     ClusterRecord,
     DiskInfo,
@@ -28,7 +29,7 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
-from manager.core.states import VmState
+from manager.core.states import ClusterState, VmState
 from manager.core.topology import CpuSpec
 
 E = TypeVar("E", bound=Enum)
@@ -69,6 +70,9 @@ def timestamp(value: datetime | None) -> Timestamp | None:
 
 
 def vm_state_to_proto(state: VmState) -> int:
+    # The wire has no `creating`: a VM being created is on its way to running.
+    if state is VmState.CREATING:
+        return common_pb2.VM_STATE_STARTING
     return _to_proto_enum(state, "VM_STATE", common_pb2.VmState)
 
 
@@ -128,14 +132,13 @@ def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2
     )
 
 
-def cluster_to_proto(cluster: ClusterRecord) -> manager_pb2.Cluster:
+def cluster_to_proto(cluster: ClusterRecord, state: ClusterState) -> manager_pb2.Cluster:
     return manager_pb2.Cluster(
         name=cluster.name,
         profile=PROFILE_TO_PROTO.get(cluster.profile, common_pb2.PROFILE_UNSPECIFIED),
         nodes=cluster.nodes,
         reserve=cluster.reserve,
-        # Overcommitment (the N-k reserve check) is judged by a later component.
-        state=manager_pb2.CLUSTER_STATE_OK,
+        state=_to_proto_enum(state, "CLUSTER_STATE", manager_pb2.ClusterState),
         volumes=[volume_to_proto(v) for v in cluster.volumes],
     )
 
@@ -229,6 +232,16 @@ def storage_from_proto(storage: common_pb2.StorageLocation) -> StorageLocation |
     if kind is None:
         return None
     return StorageLocation(kind, storage.name)
+
+
+def requested_storage_from_proto(storage: common_pb2.StorageLocation) -> StorageLocation:
+    """The storage a CreateVm asks for; a kind the manager does not know is refused."""
+    location = storage_from_proto(storage)
+    if location is None or storage.kind == common_pb2.STORAGE_KIND_UNSPECIFIED:
+        raise InvalidArgumentError("storage.kind: must be csv, lun or local_disk")
+    if not storage.name:
+        raise InvalidArgumentError("storage.name: must not be empty")
+    return location
 
 
 def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:

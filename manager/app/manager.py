@@ -18,7 +18,7 @@ from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
-from manager.core.inventory import host_capacity, merge_topology
+from manager.core.inventory import cluster_state, host_capacity, merge_topology
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
@@ -29,7 +29,7 @@ from manager.core.model import (
 )
 from manager.core.placement import PlacementRequest, rate_host
 from manager.core.settings import Settings
-from manager.core.states import HostState, JobState, VmState
+from manager.core.states import ClusterState, HostState, VmState
 from manager.core.store import Store
 from manager.core.topology import Topology
 
@@ -71,7 +71,9 @@ class ManagerApp:
         self._agents = agents
         self.jobs = JobBook(store, clock)
         self.vms = VmService(store, agents, self.jobs, settings, clock)
-        self.refresher = RefreshService(store, agents, settings, clock, self.vms.busy_vms)
+        self.refresher = RefreshService(
+            store, agents, settings, clock, self.vms.busy_vms, self.vms.vm_versions
+        )
         self._loop_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
@@ -141,6 +143,9 @@ class ManagerApp:
             raise NotFoundError(f"cluster {name} does not exist")
         return cluster
 
+    def cluster_state(self, cluster: ClusterRecord) -> ClusterState:
+        return cluster_state(cluster, [h for h in self.store.list_hosts() if h.cluster == cluster.name])
+
     def list_vms(self, host: str = "") -> list[VmRecord]:
         if host and self.store.get_host(host) is None:
             raise NotFoundError(f"host {host} does not exist")
@@ -162,7 +167,7 @@ class ManagerApp:
             vms_total=len(vms),
             vms_running=sum(1 for vm in vms if vm.state is VmState.RUNNING),
             clusters=self.store.list_clusters(),
-            jobs_running=len(self.store.list_jobs(limit=1_000_000, state=JobState.RUNNING)),
+            jobs_running=self.jobs.running_count(),
         )
 
     def list_jobs(self, limit: int = 0) -> list[JobRecord]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,6 +44,7 @@ class RefreshService:
         settings: Settings,
         clock: Callable[[], datetime],
         busy_vms: Callable[[], Collection[str]],
+        vm_versions: Callable[[], Mapping[str, int]],
     ) -> None:
         self._store = store
         self._agents = agents
@@ -51,6 +52,9 @@ class RefreshService:
         self._clock = clock
         # VMs a job is working on: their records belong to that job until it ends.
         self._busy_vms = busy_vms
+        # How often jobs wrote each VM's record: one that changed while an inventory was
+        # on its way is newer than that inventory, which must not overwrite it.
+        self._vm_versions = vm_versions
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def refresh(self, host_names: Sequence[str]) -> list[HostRefresh]:
@@ -76,6 +80,8 @@ class RefreshService:
                 return HostRefresh(name, False, f"host {name} does not exist")
             inventory: Inventory | None = None
             reason = ""
+            busy_before = set(self._busy_vms())
+            versions_before = dict(self._vm_versions())
             if not host.address:
                 reason = NO_ADDRESS
             else:
@@ -86,25 +92,31 @@ class RefreshService:
                 if inventory is not None and inventory.host_name and inventory.host_name != name:
                     reason = f"the agent at {host.address} is host {inventory.host_name}, not {name}"
                     inventory = None
+            skip = self._changed_since(busy_before, versions_before)
             if inventory is None:
-                self._record_failure(name, reason)
+                self._record_failure(name, reason, skip)
                 return HostRefresh(name, False, reason)
-            self._record_inventory(name, inventory)
+            self._record_inventory(name, inventory, skip)
             return HostRefresh(name, True, "")
 
-    def _record_failure(self, name: str, reason: str) -> None:
+    def _changed_since(self, busy_before: set[str], versions_before: dict[str, int]) -> set[str]:
+        """VMs busy before or after the agent call, or whose record a job wrote meanwhile."""
+        versions = self._vm_versions()
+        changed = {vm_id for vm_id, n in versions.items() if versions_before.get(vm_id) != n}
+        return busy_before | set(self._busy_vms()) | changed
+
+    def _record_failure(self, name: str, reason: str, skip: set[str]) -> None:
         host = self._store.get_host(name)
         if host is None:
             return
         if host.state_reason != reason or host.state.value != "not_responding":
             log.warning("host %s does not answer: %s", name, reason)
         self._store.put_host(apply_refresh_failure(host, reason, self._clock()))
-        busy = set(self._busy_vms())
-        vms = [vm for vm in self._store.list_vms(name) if vm.id not in busy]
+        vms = [vm for vm in self._store.list_vms(name) if vm.id not in skip]
         for vm in mark_unknown(vms, name, reason):
             self._store.put_vm(vm)
 
-    def _record_inventory(self, name: str, inventory: Inventory) -> None:
+    def _record_inventory(self, name: str, inventory: Inventory, skip: set[str]) -> None:
         host = self._store.get_host(name)
         if host is None:
             return
@@ -121,10 +133,15 @@ class RefreshService:
             inventory.vms,
             host_cluster=host.cluster,
             now=now,
-            busy=set(self._busy_vms()),
+            busy=skip,
         )
         for vm in result.updates + result.missing:
             self._store.put_vm(vm)
+        for vm in result.removed:
+            log.warning(
+                "VM %s: its create was interrupted and host %s does not have it: removed", vm.name, name
+            )
+            self._store.delete_vm(vm.id)
         for vm in result.imports:
             log.info("imported VM %s (%s) found on host %s", vm.name, vm.id, name)
             self._store.put_vm(vm)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,14 +30,12 @@ from manager.core.inventory import build_snapshot
 from manager.core.model import (
     CreateVmCommand,
     JobRecord,
-    ReportedVm,
-    StorageKind,
     VmOperation,
     VmRecord,
 )
 from manager.core.operations import IN_PROGRESS, check_delete, check_operation
 from manager.core.placement import PlacementRequest, place
-from manager.core.reconcile import move_vm_state, with_configuration
+from manager.core.reconcile import record_observed, set_vm_state, with_configuration
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
@@ -61,10 +60,25 @@ class VmService:
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._busy: set[str] = set()
+        # Bumped on every write this service makes to a VM's record (deletion included),
+        # so a refresh can tell that a record changed while it waited for an inventory.
+        self._versions: dict[str, int] = {}
 
     def busy_vms(self) -> set[str]:
         """VMs a job holds or waits for; refresh leaves their records alone."""
         return set(self._busy)
+
+    def vm_versions(self) -> dict[str, int]:
+        """How many times this service wrote each VM's record."""
+        return dict(self._versions)
+
+    def _put(self, vm: VmRecord) -> None:
+        self._versions[vm.id] = self._versions.get(vm.id, 0) + 1
+        self._store.put_vm(vm)
+
+    def _delete(self, vm_id: str) -> None:
+        self._versions[vm_id] = self._versions.get(vm_id, 0) + 1
+        self._store.delete_vm(vm_id)
 
     def _lock(self, vm_id: str) -> asyncio.Lock:
         return self._locks.setdefault(vm_id, asyncio.Lock())
@@ -87,57 +101,68 @@ class VmService:
             raise FailedPreconditionError(f"host {host.name} is {host.state.value}{why}")
         return host.name, host.address
 
-    def _record(self, vm: VmRecord, reported: ReportedVm) -> VmRecord:
-        """Store what the agent says the VM is now."""
-        current = self._store.get_vm(vm.id) or vm
-        updated = move_vm_state(current, reported.state, reported.reason)
-        self._store.put_vm(updated)
+    def _record(self, vm: VmRecord, state: VmState, reason: str) -> VmRecord:
+        """Store what the agent says (or what the manager observed) the VM is now."""
+        updated = record_observed(self._store.get_vm(vm.id) or vm, state, reason)
+        self._put(updated)
         return updated
 
     def _set_state(self, vm: VmRecord, state: VmState, reason: str = "") -> VmRecord:
-        updated = move_vm_state(self._store.get_vm(vm.id) or vm, state, reason)
-        self._store.put_vm(updated)
+        """The manager's own decision: an edge the table does not list raises."""
+        updated = set_vm_state(self._store.get_vm(vm.id) or vm, state, reason)
+        self._put(updated)
         return updated
+
+    async def _record_after_failure(self, vm: VmRecord, host: str, address: str, why: str) -> None:
+        """After an agent refused or failed, record what the host now says of the VM."""
+        try:
+            reported = await self._agents.get_vm(host, address, vm.id)
+        except NotFoundError:
+            self._record(vm, VmState.MISSING, f"host {host} no longer reports this VM")
+            return
+        except ManagerError as error:
+            self._record(vm, VmState.UNKNOWN, f"host {host} did not say what became of it: {error.message}")
+            return
+        self._record(vm, reported.state, reported.reason or why)
 
     # --- create --------------------------------------------------------------------
 
     def validate_create(self, command: CreateVmCommand) -> CreateVmCommand:
+        settings = self._settings
         if not command.name:
             raise InvalidArgumentError("name: must not be empty")
         if not NAME_PATTERN.fullmatch(command.name):
             raise InvalidArgumentError(f"name: must match {NAME_PATTERN.pattern}, got {command.name!r}")
-        if command.memory_mb <= 0:
-            raise InvalidArgumentError(f"memory_mb: must be positive, got {command.memory_mb}")
-        if command.cpus < 0:
-            raise InvalidArgumentError(f"cpus: must be positive, got {command.cpus}")
-        if command.disk_gb < 0:
-            raise InvalidArgumentError(f"disk_gb: must be positive, got {command.disk_gb}")
-        rates = (command.workload.dirty_rate_mb_per_s, command.workload.journal_writes_per_s)
-        if any(rate is not None and rate < 0 for rate in rates):
-            raise InvalidArgumentError("workload: rates must not be negative")
+        # Zero cpus or disk_gb takes the default; the maxima keep within the wire's int32.
+        bounds = (
+            ("memory_mb", command.memory_mb, 1, settings.max_vm_memory_mb),
+            ("cpus", command.cpus, 0, settings.max_vm_cpus),
+            ("disk_gb", command.disk_gb, 0, settings.max_vm_disk_gb),
+        )
+        for field, value, minimum, maximum in bounds:
+            if value < minimum:
+                raise InvalidArgumentError(f"{field}: must be positive, got {value}")
+            if value > maximum:
+                raise InvalidArgumentError(f"{field}: must be at most {maximum}, got {value}")
+        rates = {
+            "dirty_rate_mb_per_s": command.workload.dirty_rate_mb_per_s,
+            "journal_writes_per_s": command.workload.journal_writes_per_s,
+        }
+        for field, rate in rates.items():
+            if rate is not None and not (math.isfinite(rate) and 0 <= rate <= settings.max_guest_rate):
+                raise InvalidArgumentError(
+                    f"workload.{field}: must be a finite number from 0 to {settings.max_guest_rate:g}, "
+                    f"got {rate}"
+                )
         if len(set(command.networks)) != len(command.networks):
             raise InvalidArgumentError("networks: a network is listed twice")
         if self._store.get_vm_by_name(command.name) is not None:
             raise AlreadyExistsError(f"a VM named {command.name} already exists")
-        if command.storage is not None:
-            self._check_storage_exists(command.storage.kind, command.storage.name)
         return replace(
             command,
-            cpus=command.cpus or self._settings.default_cpus,
-            disk_gb=command.disk_gb or self._settings.default_disk_gb,
+            cpus=command.cpus or settings.default_cpus,
+            disk_gb=command.disk_gb or settings.default_disk_gb,
         )
-
-    def _check_storage_exists(self, kind: StorageKind, name: str) -> None:
-        if kind is StorageKind.LOCAL_DISK:
-            found = any(d.name == name for h in self._store.list_hosts() for d in h.disks)
-            label = "local disk"
-        else:
-            found = any(
-                v.name == name and v.kind is kind for c in self._store.list_clusters() for v in c.volumes
-            )
-            label = "CSV volume" if kind is StorageKind.CSV else "LUN"
-        if not found:
-            raise NotFoundError(f"storage: no {label} named {name}")
 
     def create(self, command: CreateVmCommand) -> tuple[JobRecord, VmRecord]:
         command = self.validate_create(command)
@@ -163,7 +188,9 @@ class VmService:
             id=str(uuid.uuid4()),
             name=command.name,
             host=decision.host,
-            state=VmState.STOPPED,
+            # Until the host confirms: a manager killed now leaves a record that the
+            # next refresh keeps (the host has the VM) or removes (it does not).
+            state=VmState.CREATING,
             highly_available=command.highly_available,
             memory_mb=command.memory_mb,
             cpus=command.cpus,
@@ -174,7 +201,7 @@ class VmService:
             created_at=self._clock(),
         )
         vm = with_configuration(vm, host.cluster if host else None)
-        self._store.put_vm(vm)
+        self._put(vm)
         log.info("placed VM %s on host %s (%s stars)", vm.name, vm.host, decision.rating)
         # Held from now, so a refresh before the agent has the VM does not call it missing.
         self._busy.add(vm.id)
@@ -193,14 +220,20 @@ class VmService:
     async def _create_work(self, job: JobHandle, vm: VmRecord, no_start: bool) -> str:
         try:
             async with self._lock(vm.id):
-                host, address = self._address(vm)
-                job.progress(10, f"Creating VM {vm.name} on host {host}")
                 try:
+                    host, address = self._address(vm)
+                    job.progress(10, f"Creating VM {vm.name} on host {host}")
                     reported = await self._agents.create_vm(host, address, vm)
                 except ManagerError as error:
-                    self._store.delete_vm(vm.id)
-                    raise type(error)(f"host {host} could not create VM {vm.name}: {error.message}") from None
-                vm = self._record(vm, reported)
+                    self._delete(vm.id)
+                    raise type(error)(
+                        f"host {vm.host} could not create VM {vm.name}: {error.message}"
+                    ) from None
+                except Exception:
+                    # Whatever went wrong, no record may outlive a create the host never confirmed.
+                    self._delete(vm.id)
+                    raise
+                vm = self._record(vm, reported.state, reported.reason)
                 if no_start:
                     return f"Created VM {vm.name} on host {host}"
                 job.progress(60, f"Starting VM {vm.name} on host {host}")
@@ -210,17 +243,16 @@ class VmService:
             self._busy.discard(vm.id)
 
     async def _run_operation(self, vm: VmRecord, host: str, address: str, operation: VmOperation) -> VmRecord:
-        before = vm.state
         if operation in IN_PROGRESS:
             vm = self._set_state(vm, IN_PROGRESS[operation])
         try:
             reported = await self._agents.operate_vm(host, address, vm.id, operation)
         except ManagerError as error:
-            self._set_state(vm, before, error.message)
+            await self._record_after_failure(vm, host, address, error.message)
             raise type(error)(
                 f"{operation.value.replace('_', ' ')} of VM {vm.name} on host {host} failed: {error.message}"
             ) from None
-        return self._record(vm, reported)
+        return self._record(vm, reported.state, reported.reason)
 
     # --- operate -------------------------------------------------------------------
 
@@ -292,7 +324,7 @@ class VmService:
                         await self._agents.delete_vm(host, address, vm.id)
                     except NotFoundError:
                         pass  # already gone from the host: the record is all that is left
-                self._store.delete_vm(vm.id)
+                self._delete(vm.id)
                 self._locks.pop(vm_id, None)
                 return f"Deleted VM {vm.name}"
         finally:

@@ -22,7 +22,7 @@ from manager.core.model import (
     VolumeInfo,
 )
 from manager.core.placement import HostCapacity, PlacementSnapshot, StorageRoom
-from manager.core.states import HostState, VmState, change_host_state
+from manager.core.states import ClusterState, HostState, VmState, change_host_state
 from manager.core.topology import HostSpec, Topology
 
 # States in which a VM holds memory and CPU on its host.
@@ -208,3 +208,14 @@ def build_snapshot(
     vms: Sequence[VmRecord],
 ) -> PlacementSnapshot:
     return PlacementSnapshot(tuple(host_capacity(h, clusters, vms) for h in hosts))
+
+
+def cluster_state(cluster: ClusterRecord, hosts: Sequence[HostRecord]) -> ClusterState:
+    """Whether a cluster can absorb the loss of its `reserve` nodes.
+
+    Purely computational. The N-k reserve check (would the VMs of `reserve` failed
+    nodes fit on the others) is not judged yet, so every cluster is `ok`; callers
+    already take the decision from here, where that check will live.
+    """
+    del cluster, hosts
+    return ClusterState.OK

@@ -15,7 +15,7 @@ S = VmState
 ALLOWED_FROM: dict[VmOperation, frozenset[VmState]] = {
     VmOperation.START: frozenset({S.STOPPED, S.SAVED, S.FAILED}),
     VmOperation.SHUTDOWN: frozenset({S.RUNNING}),
-    VmOperation.TURN_OFF: frozenset({S.RUNNING, S.PAUSED, S.STARTING}),
+    VmOperation.TURN_OFF: frozenset({S.RUNNING, S.PAUSED, S.STARTING, S.FAILED}),
     VmOperation.SAVE: frozenset({S.RUNNING, S.PAUSED}),
     VmOperation.RESTORE: frozenset({S.SAVED}),
     VmOperation.PAUSE: frozenset({S.RUNNING}),
@@ -29,8 +29,20 @@ IN_PROGRESS: dict[VmOperation, VmState] = {
     VmOperation.SAVE: S.SAVING,
 }
 
-# States from which a VM may be deleted: nothing of it runs anywhere.
-DELETABLE = frozenset({S.STOPPED, S.SAVED, S.MISSING})
+# States from which a VM may be deleted: nothing of it runs anywhere (a failed VM
+# holds no memory; deleting it clears the failure with its files).
+DELETABLE = frozenset({S.STOPPED, S.SAVED, S.FAILED, S.MISSING})
+
+# The verb phrase of each operation after "cannot".
+_VERBS: dict[VmOperation, str] = {
+    VmOperation.START: "be started",
+    VmOperation.SHUTDOWN: "be shut down",
+    VmOperation.TURN_OFF: "be turned off",
+    VmOperation.SAVE: "be saved",
+    VmOperation.RESTORE: "be restored",
+    VmOperation.PAUSE: "be paused",
+    VmOperation.RESUME: "be resumed",
+}
 
 _HINTS: dict[VmOperation, str] = {
     VmOperation.START: "stop it first",
@@ -48,6 +60,8 @@ def _unreachable(vm: VmRecord) -> str | None:
         return f"VM {vm.name} is unknown: its host {vm.host} does not answer"
     if vm.state is S.MISSING:
         return f"VM {vm.name} is missing: its host {vm.host} no longer reports it"
+    if vm.state is S.CREATING:
+        return f"VM {vm.name} is still being created on host {vm.host}"
     return None
 
 
@@ -58,8 +72,7 @@ def check_operation(vm: VmRecord, operation: VmOperation) -> None:
         raise FailedPreconditionError(reason)
     if vm.state not in ALLOWED_FROM[operation]:
         raise FailedPreconditionError(
-            f"VM {vm.name} is {vm.state.value}: cannot {operation.value.replace('_', ' ')} it "
-            f"({_HINTS[operation]})"
+            f"VM {vm.name} is {vm.state.value}: it cannot {_VERBS[operation]} ({_HINTS[operation]})"
         )
 
 
@@ -70,4 +83,6 @@ def check_delete(vm: VmRecord) -> None:
         raise FailedPreconditionError(
             f"VM {vm.name} is unknown: its host {vm.host} does not answer, so it may still run"
         )
+    if vm.state is S.CREATING:
+        raise FailedPreconditionError(f"VM {vm.name} is still being created on host {vm.host}")
     raise FailedPreconditionError(f"VM {vm.name} is {vm.state.value}: stop it first")

@@ -125,6 +125,11 @@ def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> Non
             )
     if request.storage is not None:
         kind = request.storage.kind
+        if not any(
+            s.name == request.storage.name and s.kind is kind for h in snapshot.hosts for s in h.storage
+        ):
+            label = {StorageKind.CSV: "CSV volume", StorageKind.LUN: "LUN"}.get(kind, "local disk")
+            raise NotFoundError(f"storage: no {label} named {request.storage.name}")
         if request.highly_available and kind is StorageKind.LOCAL_DISK:
             raise InvalidArgumentError(
                 f"storage: a highly available VM needs its files on cluster storage (a CSV "
@@ -147,6 +152,8 @@ def _why_not(host: HostCapacity, request: PlacementRequest) -> str | None:
     for network in request.networks:
         if network not in host.networks:
             return f"has no network '{network}'"
+    if request.cpus > host.cores:
+        return f"has {host.cores} cores, VM needs {request.cpus} vCPUs"
     if request.memory_mb > host.memory_free_mb:
         return f"has {host.memory_free_mb} MB free, needs {request.memory_mb} MB"
     return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from manager.core.model import ConfigStatus, ReportedVm, StorageKind, VmRecord
-from manager.core.states import VmState, change_vm_state, vm_state_path
+from manager.core.states import VmState, change_vm_state, observed_vm_state_path
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class ReconcileResult:
     updates: tuple[VmRecord, ...]  # recorded VMs whose record changed
     imports: tuple[VmRecord, ...]  # VMs found on the host, new to the store
     missing: tuple[VmRecord, ...]  # recorded on the host, no longer reported (now `missing`)
+    # Records left `creating` by an interrupted create whose host never got the VM.
+    removed: tuple[VmRecord, ...] = ()
 
 
 def cluster_configuration(vm: VmRecord, host_cluster: str | None) -> tuple[ConfigStatus, tuple[str, ...]]:
@@ -44,11 +46,17 @@ def with_configuration(vm: VmRecord, host_cluster: str | None) -> VmRecord:
     return replace(vm, status=status, status_reasons=reasons)
 
 
-def move_vm_state(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
-    """The VM with its state changed through the transition table, step by legal step."""
+def record_observed(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
+    """The VM in the state an agent reported, through `unknown` when no edge leads there."""
     state = vm.state
-    for step in vm_state_path(state, new):
+    for step in observed_vm_state_path(state, new):
         state = change_vm_state(vm.name, state, step)
+    return replace(vm, state=state, reason=vm.reason if reason is None else reason)
+
+
+def set_vm_state(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
+    """The VM in a state the manager itself decided; raises IllegalTransitionError."""
+    state = change_vm_state(vm.name, vm.state, new)
     return replace(vm, state=state, reason=vm.reason if reason is None else reason)
 
 
@@ -64,7 +72,7 @@ def reconcile(
     reported_vms: Sequence[ReportedVm],
     *,
     host_cluster: str | None = None,
-    now: datetime | None = None,
+    now: datetime,
     busy: Collection[str] = (),
 ) -> ReconcileResult:
     """Compare the store with one host's report.
@@ -102,7 +110,7 @@ def reconcile(
             )
             imports.append(with_configuration(imported, host_cluster))
             continue
-        updated = move_vm_state(stored, reported.state, reported.reason)
+        updated = record_observed(stored, reported.state, reported.reason)
         updated = replace(
             updated,
             host=host_name,
@@ -116,21 +124,26 @@ def reconcile(
         if updated != stored:
             updates.append(updated)
     reported_ids = {r.id for r in reported_vms}
-    missing = [
-        move_vm_state(vm, VmState.MISSING, f"host {host_name} no longer reports this VM")
-        for vm in stored_vms
-        if vm.host == host_name
-        and vm.id not in reported_ids
-        and vm.id not in busy
-        and vm.state is not VmState.MISSING
+    gone = [
+        vm for vm in stored_vms if vm.host == host_name and vm.id not in reported_ids and vm.id not in busy
     ]
-    return ReconcileResult(tuple(updates), tuple(imports), tuple(missing))
+    missing = [
+        record_observed(vm, VmState.MISSING, f"host {host_name} no longer reports this VM")
+        for vm in gone
+        if vm.state not in (VmState.MISSING, VmState.CREATING)
+    ]
+    removed = [vm for vm in gone if vm.state is VmState.CREATING]
+    return ReconcileResult(tuple(updates), tuple(imports), tuple(missing), tuple(removed))
 
 
 def mark_unknown(vms: Sequence[VmRecord], host_name: str, why: str) -> list[VmRecord]:
-    """The VMs of a host that does not answer, now `unknown` (those that changed)."""
+    """The VMs of a host that does not answer, now `unknown` (those that changed).
+
+    A VM still `creating` stays so: whether its host has it is settled when the host
+    answers again.
+    """
     return [
-        move_vm_state(vm, VmState.UNKNOWN, f"host {host_name} does not answer: {why}")
+        record_observed(vm, VmState.UNKNOWN, f"host {host_name} does not answer: {why}")
         for vm in vms
-        if vm.host == host_name and vm.state is not VmState.UNKNOWN
+        if vm.host == host_name and vm.state not in (VmState.UNKNOWN, VmState.CREATING)
     ]

@@ -34,3 +34,9 @@ class Settings:
     # The VM the host rating is computed for.
     rating_memory_mb: int = 1024
     rating_cpus: int = 1
+    # Largest guest workload rate (MB/s dirtied, journal writes/s) a VM may ask for.
+    max_guest_rate: float = 10000.0
+    # Largest VM a CreateVm may ask for (the wire carries int32; these are sane maxima).
+    max_vm_memory_mb: int = 2_097_152
+    max_vm_cpus: int = 64
+    max_vm_disk_gb: int = 65_536

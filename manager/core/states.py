@@ -40,7 +40,13 @@ HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
 }
 
 
+class ClusterState(Enum):
+    OK = "ok"  # the cluster can absorb the loss of `reserve` nodes
+    OVERCOMMITTED = "overcommitted"  # losing `reserve` nodes would leave VMs unable to restart
+
+
 class VmState(Enum):
+    CREATING = "creating"  # being created; its host may not have it yet
     STOPPED = "stopped"  # not running; no memory held
     STARTING = "starting"  # being powered on
     RUNNING = "running"  # guest running; memory held
@@ -56,11 +62,22 @@ class VmState(Enum):
 _ALL_VM_STATES = frozenset(VmState)
 
 VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
+    # The host answers the create (stopped) or, after a manager restart, reports it in
+    # any state; a record whose host never got the VM is deleted, not moved.
+    VmState.CREATING: _ALL_VM_STATES - {VmState.CREATING},
     VmState.STOPPED: frozenset(
         {VmState.STARTING, VmState.RUNNING, VmState.FAILED, VmState.UNKNOWN, VmState.MISSING}
     ),
+    # A restore that the host aborts keeps the saved state.
     VmState.STARTING: frozenset(
-        {VmState.RUNNING, VmState.STOPPED, VmState.FAILED, VmState.UNKNOWN, VmState.MISSING}
+        {
+            VmState.RUNNING,
+            VmState.STOPPED,
+            VmState.SAVED,
+            VmState.FAILED,
+            VmState.UNKNOWN,
+            VmState.MISSING,
+        }
     ),
     VmState.RUNNING: frozenset(
         {
@@ -112,8 +129,8 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
         {VmState.STOPPED, VmState.STARTING, VmState.RUNNING, VmState.UNKNOWN, VmState.MISSING}
     ),
     # Once its host answers again (or reports it again) the VM may be in any state.
-    VmState.UNKNOWN: _ALL_VM_STATES - {VmState.UNKNOWN},
-    VmState.MISSING: _ALL_VM_STATES - {VmState.MISSING},
+    VmState.UNKNOWN: _ALL_VM_STATES - {VmState.UNKNOWN, VmState.CREATING},
+    VmState.MISSING: _ALL_VM_STATES - {VmState.MISSING, VmState.CREATING},
 }
 
 
@@ -156,12 +173,14 @@ def change_job_state(job: str, old: JobState, new: JobState) -> JobState:
     return new
 
 
-def vm_state_path(old: VmState, new: VmState) -> tuple[VmState, ...]:
-    """Legal steps from `old` to an observed `new` state.
+def observed_vm_state_path(old: VmState, new: VmState) -> tuple[VmState, ...]:
+    """Legal steps from `old` to a state an agent reported.
 
-    An agent may report a state the table cannot reach in one step (the VM changed
-    twice between two refreshes). Through `unknown`, every state reaches every other,
-    which records honestly that the manager did not see what happened in between.
+    Only for what an agent observed, never for the manager's own actions (those use
+    `change_vm_state`, which refuses an illegal edge). An agent may report a state the
+    table cannot reach in one step (the VM changed twice between two refreshes).
+    Through `unknown`, every state reaches every other, which records honestly that
+    the manager did not see what happened in between.
     """
     if new is old:
         return ()
