@@ -25,39 +25,39 @@ _sym_db = _symbol_database.Default()
 from havm.v1 import common_pb2 as havm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13havm/v1/agent.proto\x12\x07havm.v1\x1a\x14havm/v1/common.proto\"!\n\x1f\x41gentServiceGetInventoryRequest\"d\n AgentServiceGetInventoryResponse\x12\x1f\n\x04host\x18\x01 \x01(\x0b\x32\x11.havm.v1.HostInfo\x12\x1f\n\x03vms\x18\x02 \x03(\x0b\x32\x12.havm.v1.VmRuntime\"<\n\x1b\x41gentServiceCreateVmRequest\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.havm.v1.VmSpec\">\n\x1c\x41gentServiceCreateVmResponse\x12\x1e\n\x02vm\x18\x01 \x01(\x0b\x32\x12.havm.v1.VmRuntime\")\n\x18\x41gentServiceGetVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\";\n\x19\x41gentServiceGetVmResponse\x12\x1e\n\x02vm\x18\x01 \x01(\x0b\x32\x12.havm.v1.VmRuntime\"V\n\x1c\x41gentServiceOperateVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\'\n\toperation\x18\x02 \x01(\x0e\x32\x14.havm.v1.VmOperation\"?\n\x1d\x41gentServiceOperateVmResponse\x12\x1e\n\x02vm\x18\x01 \x01(\x0b\x32\x12.havm.v1.VmRuntime\",\n\x1b\x41gentServiceDeleteVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\"\x1e\n\x1c\x41gentServiceDeleteVmResponse\"2\n!AgentServiceGetGuestStatusRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\"\xb3\x01\n\"AgentServiceGetGuestStatusResponse\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.havm.v1.VmState\x12\x14\n\x0cmemory_pages\x18\x03 \x01(\x03\x12\x15\n\rmemory_digest\x18\x04 \x01(\t\x12\x18\n\x10journal_last_seq\x18\x05 \x01(\x03\x12\x16\n\x0ejournal_writes\x18\x06 \x01(\x03*\xdb\x01\n\x0bVmOperation\x12\x1c\n\x18VM_OPERATION_UNSPECIFIED\x10\x00\x12\x16\n\x12VM_OPERATION_START\x10\x01\x12\x19\n\x15VM_OPERATION_SHUTDOWN\x10\x02\x12\x19\n\x15VM_OPERATION_TURN_OFF\x10\x03\x12\x15\n\x11VM_OPERATION_SAVE\x10\x04\x12\x18\n\x14VM_OPERATION_RESTORE\x10\x05\x12\x16\n\x12VM_OPERATION_PAUSE\x10\x06\x12\x17\n\x13VM_OPERATION_RESUME\x10\x07\x32\xbc\x04\n\x0c\x41gentService\x12\x63\n\x0cGetInventory\x12(.havm.v1.AgentServiceGetInventoryRequest\x1a).havm.v1.AgentServiceGetInventoryResponse\x12W\n\x08\x43reateVm\x12$.havm.v1.AgentServiceCreateVmRequest\x1a%.havm.v1.AgentServiceCreateVmResponse\x12N\n\x05GetVm\x12!.havm.v1.AgentServiceGetVmRequest\x1a\".havm.v1.AgentServiceGetVmResponse\x12Z\n\tOperateVm\x12%.havm.v1.AgentServiceOperateVmRequest\x1a&.havm.v1.AgentServiceOperateVmResponse\x12W\n\x08\x44\x65leteVm\x12$.havm.v1.AgentServiceDeleteVmRequest\x1a%.havm.v1.AgentServiceDeleteVmResponse\x12i\n\x0eGetGuestStatus\x12*.havm.v1.AgentServiceGetGuestStatusRequest\x1a+.havm.v1.AgentServiceGetGuestStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13havm/v1/agent.proto\x12\x07havm.v1\x1a\x14havm/v1/common.proto\"!\n\x1f\x41gentServiceGetInventoryRequest\"d\n AgentServiceGetInventoryResponse\x12\x1f\n\x04host\x18\x01 \x01(\x0b\x32\x11.havm.v1.HostInfo\x12\x1f\n\x03vms\x18\x02 \x03(\x0b\x32\x12.havm.v1.VmRuntime\"i\n\x1b\x41gentServiceCreateVmRequest\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.havm.v1.VmSpec\x12\x11\n\ttake_over\x18\x02 \x01(\x08\x12\x18\n\x10lease_generation\x18\x03 \x01(\x03\">\n\x1c\x41gentServiceCreateVmResponse\x12\x1e\n\x02vm\x18\x01 \x01(\x0b\x32\x12.havm.v1.VmRuntime\")\n\x18\x41gentServiceGetVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\";\n\x19\x41gentServiceGetVmResponse\x12\x1e\n\x02vm\x18\x01 \x01(\x0b\x32\x12.havm.v1.VmRuntime\"V\n\x1c\x41gentServiceOperateVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\'\n\toperation\x18\x02 \x01(\x0e\x32\x14.havm.v1.VmOperation\"?\n\x1d\x41gentServiceOperateVmResponse\x12\x1e\n\x02vm\x18\x01 \x01(\x0b\x32\x12.havm.v1.VmRuntime\",\n\x1b\x41gentServiceDeleteVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\"\x1e\n\x1c\x41gentServiceDeleteVmResponse\"2\n!AgentServiceGetGuestStatusRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\"\xb3\x01\n\"AgentServiceGetGuestStatusResponse\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.havm.v1.VmState\x12\x14\n\x0cmemory_pages\x18\x03 \x01(\x03\x12\x15\n\rmemory_digest\x18\x04 \x01(\t\x12\x18\n\x10journal_last_seq\x18\x05 \x01(\x03\x12\x16\n\x0ejournal_writes\x18\x06 \x01(\x03*\xdb\x01\n\x0bVmOperation\x12\x1c\n\x18VM_OPERATION_UNSPECIFIED\x10\x00\x12\x16\n\x12VM_OPERATION_START\x10\x01\x12\x19\n\x15VM_OPERATION_SHUTDOWN\x10\x02\x12\x19\n\x15VM_OPERATION_TURN_OFF\x10\x03\x12\x15\n\x11VM_OPERATION_SAVE\x10\x04\x12\x18\n\x14VM_OPERATION_RESTORE\x10\x05\x12\x16\n\x12VM_OPERATION_PAUSE\x10\x06\x12\x17\n\x13VM_OPERATION_RESUME\x10\x07\x32\xbc\x04\n\x0c\x41gentService\x12\x63\n\x0cGetInventory\x12(.havm.v1.AgentServiceGetInventoryRequest\x1a).havm.v1.AgentServiceGetInventoryResponse\x12W\n\x08\x43reateVm\x12$.havm.v1.AgentServiceCreateVmRequest\x1a%.havm.v1.AgentServiceCreateVmResponse\x12N\n\x05GetVm\x12!.havm.v1.AgentServiceGetVmRequest\x1a\".havm.v1.AgentServiceGetVmResponse\x12Z\n\tOperateVm\x12%.havm.v1.AgentServiceOperateVmRequest\x1a&.havm.v1.AgentServiceOperateVmResponse\x12W\n\x08\x44\x65leteVm\x12$.havm.v1.AgentServiceDeleteVmRequest\x1a%.havm.v1.AgentServiceDeleteVmResponse\x12i\n\x0eGetGuestStatus\x12*.havm.v1.AgentServiceGetGuestStatusRequest\x1a+.havm.v1.AgentServiceGetGuestStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'havm.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VMOPERATION']._serialized_start=887
-  _globals['_VMOPERATION']._serialized_end=1106
+  _globals['_VMOPERATION']._serialized_start=932
+  _globals['_VMOPERATION']._serialized_end=1151
   _globals['_AGENTSERVICEGETINVENTORYREQUEST']._serialized_start=54
   _globals['_AGENTSERVICEGETINVENTORYREQUEST']._serialized_end=87
   _globals['_AGENTSERVICEGETINVENTORYRESPONSE']._serialized_start=89
   _globals['_AGENTSERVICEGETINVENTORYRESPONSE']._serialized_end=189
   _globals['_AGENTSERVICECREATEVMREQUEST']._serialized_start=191
-  _globals['_AGENTSERVICECREATEVMREQUEST']._serialized_end=251
-  _globals['_AGENTSERVICECREATEVMRESPONSE']._serialized_start=253
-  _globals['_AGENTSERVICECREATEVMRESPONSE']._serialized_end=315
-  _globals['_AGENTSERVICEGETVMREQUEST']._serialized_start=317
-  _globals['_AGENTSERVICEGETVMREQUEST']._serialized_end=358
-  _globals['_AGENTSERVICEGETVMRESPONSE']._serialized_start=360
-  _globals['_AGENTSERVICEGETVMRESPONSE']._serialized_end=419
-  _globals['_AGENTSERVICEOPERATEVMREQUEST']._serialized_start=421
-  _globals['_AGENTSERVICEOPERATEVMREQUEST']._serialized_end=507
-  _globals['_AGENTSERVICEOPERATEVMRESPONSE']._serialized_start=509
-  _globals['_AGENTSERVICEOPERATEVMRESPONSE']._serialized_end=572
-  _globals['_AGENTSERVICEDELETEVMREQUEST']._serialized_start=574
-  _globals['_AGENTSERVICEDELETEVMREQUEST']._serialized_end=618
-  _globals['_AGENTSERVICEDELETEVMRESPONSE']._serialized_start=620
-  _globals['_AGENTSERVICEDELETEVMRESPONSE']._serialized_end=650
-  _globals['_AGENTSERVICEGETGUESTSTATUSREQUEST']._serialized_start=652
-  _globals['_AGENTSERVICEGETGUESTSTATUSREQUEST']._serialized_end=702
-  _globals['_AGENTSERVICEGETGUESTSTATUSRESPONSE']._serialized_start=705
-  _globals['_AGENTSERVICEGETGUESTSTATUSRESPONSE']._serialized_end=884
-  _globals['_AGENTSERVICE']._serialized_start=1109
-  _globals['_AGENTSERVICE']._serialized_end=1681
+  _globals['_AGENTSERVICECREATEVMREQUEST']._serialized_end=296
+  _globals['_AGENTSERVICECREATEVMRESPONSE']._serialized_start=298
+  _globals['_AGENTSERVICECREATEVMRESPONSE']._serialized_end=360
+  _globals['_AGENTSERVICEGETVMREQUEST']._serialized_start=362
+  _globals['_AGENTSERVICEGETVMREQUEST']._serialized_end=403
+  _globals['_AGENTSERVICEGETVMRESPONSE']._serialized_start=405
+  _globals['_AGENTSERVICEGETVMRESPONSE']._serialized_end=464
+  _globals['_AGENTSERVICEOPERATEVMREQUEST']._serialized_start=466
+  _globals['_AGENTSERVICEOPERATEVMREQUEST']._serialized_end=552
+  _globals['_AGENTSERVICEOPERATEVMRESPONSE']._serialized_start=554
+  _globals['_AGENTSERVICEOPERATEVMRESPONSE']._serialized_end=617
+  _globals['_AGENTSERVICEDELETEVMREQUEST']._serialized_start=619
+  _globals['_AGENTSERVICEDELETEVMREQUEST']._serialized_end=663
+  _globals['_AGENTSERVICEDELETEVMRESPONSE']._serialized_start=665
+  _globals['_AGENTSERVICEDELETEVMRESPONSE']._serialized_end=695
+  _globals['_AGENTSERVICEGETGUESTSTATUSREQUEST']._serialized_start=697
+  _globals['_AGENTSERVICEGETGUESTSTATUSREQUEST']._serialized_end=747
+  _globals['_AGENTSERVICEGETGUESTSTATUSRESPONSE']._serialized_start=750
+  _globals['_AGENTSERVICEGETGUESTSTATUSRESPONSE']._serialized_end=929
+  _globals['_AGENTSERVICE']._serialized_start=1154
+  _globals['_AGENTSERVICE']._serialized_end=1726
 # @@protoc_insertion_point(module_scope)

@@ -40,10 +40,14 @@ class AgentServiceGetInventoryResponse(_message.Message):
     def __init__(self, host: _Optional[_Union[_common_pb2.HostInfo, _Mapping]] = ..., vms: _Optional[_Iterable[_Union[_common_pb2.VmRuntime, _Mapping]]] = ...) -> None: ...
 
 class AgentServiceCreateVmRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "take_over", "lease_generation")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    TAKE_OVER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.VmSpec
-    def __init__(self, spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ...) -> None: ...
+    take_over: bool
+    lease_generation: int
+    def __init__(self, spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., take_over: _Optional[bool] = ..., lease_generation: _Optional[int] = ...) -> None: ...
 
 class AgentServiceCreateVmResponse(_message.Message):
     __slots__ = ("vm",)

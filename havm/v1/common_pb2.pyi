@@ -37,6 +37,14 @@ class VmConfigStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VM_CONFIG_STATUS_OK: _ClassVar[VmConfigStatus]
     VM_CONFIG_STATUS_UNSUPPORTED_CLUSTER_CONFIGURATION: _ClassVar[VmConfigStatus]
 
+class RestartPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESTART_PRIORITY_UNSPECIFIED: _ClassVar[RestartPriority]
+    RESTART_PRIORITY_HIGH: _ClassVar[RestartPriority]
+    RESTART_PRIORITY_MEDIUM: _ClassVar[RestartPriority]
+    RESTART_PRIORITY_LOW: _ClassVar[RestartPriority]
+    RESTART_PRIORITY_NONE: _ClassVar[RestartPriority]
+
 class StorageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STORAGE_KIND_UNSPECIFIED: _ClassVar[StorageKind]
@@ -67,6 +75,11 @@ VM_STATE_MISSING: VmState
 VM_CONFIG_STATUS_UNSPECIFIED: VmConfigStatus
 VM_CONFIG_STATUS_OK: VmConfigStatus
 VM_CONFIG_STATUS_UNSUPPORTED_CLUSTER_CONFIGURATION: VmConfigStatus
+RESTART_PRIORITY_UNSPECIFIED: RestartPriority
+RESTART_PRIORITY_HIGH: RestartPriority
+RESTART_PRIORITY_MEDIUM: RestartPriority
+RESTART_PRIORITY_LOW: RestartPriority
+RESTART_PRIORITY_NONE: RestartPriority
 STORAGE_KIND_UNSPECIFIED: StorageKind
 STORAGE_KIND_LOCAL_DISK: StorageKind
 STORAGE_KIND_CSV: StorageKind
@@ -188,13 +201,15 @@ class HostInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., boot_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class VmRuntime(_message.Message):
-    __slots__ = ("spec", "state", "reason", "state_since")
+    __slots__ = ("spec", "state", "reason", "state_since", "lease_generation")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     STATE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
     spec: VmSpec
     state: VmState
     reason: str
     state_since: _timestamp_pb2.Timestamp
-    def __init__(self, spec: _Optional[_Union[VmSpec, _Mapping]] = ..., state: _Optional[_Union[VmState, str]] = ..., reason: _Optional[str] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    lease_generation: int
+    def __init__(self, spec: _Optional[_Union[VmSpec, _Mapping]] = ..., state: _Optional[_Union[VmState, str]] = ..., reason: _Optional[str] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_generation: _Optional[int] = ...) -> None: ...

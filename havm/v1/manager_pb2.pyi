@@ -51,6 +51,32 @@ JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_FAILED: JobState
 
+class Event(_message.Message):
+    __slots__ = ("time", "kind", "host", "vm", "detail")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    kind: str
+    host: str
+    vm: str
+    detail: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., host: _Optional[str] = ..., vm: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("replay",)
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    replay: int
+    def __init__(self, replay: _Optional[int] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+
 class Host(_message.Message):
     __slots__ = ("name", "cluster", "profile", "state", "address", "cpu", "memory_mb", "memory_free_mb", "vm_count", "disks", "networks", "volumes", "rating", "last_refresh", "state_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -102,7 +128,7 @@ class Cluster(_message.Message):
     def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ...) -> None: ...
 
 class Vm(_message.Message):
-    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason")
+    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +144,8 @@ class Vm(_message.Message):
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RESTART_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     host: str
@@ -133,7 +161,9 @@ class Vm(_message.Message):
     imported: bool
     created_at: _timestamp_pb2.Timestamp
     reason: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    restart_priority: _common_pb2.RestartPriority
+    failover_count: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "target", "state", "progress", "message", "error", "created_at", "updated_at")
@@ -238,7 +268,7 @@ class RefreshClusterResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class CreateVmRequest(_message.Message):
-    __slots__ = ("name", "memory_mb", "cpus", "disk_gb", "highly_available", "host", "storage", "networks", "workload", "no_start")
+    __slots__ = ("name", "memory_mb", "cpus", "disk_gb", "highly_available", "host", "storage", "networks", "workload", "no_start", "restart_priority")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +279,7 @@ class CreateVmRequest(_message.Message):
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     NO_START_FIELD_NUMBER: _ClassVar[int]
+    RESTART_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     memory_mb: int
     cpus: int
@@ -259,7 +290,8 @@ class CreateVmRequest(_message.Message):
     networks: _containers.RepeatedScalarFieldContainer[str]
     workload: _common_pb2.GuestWorkload
     no_start: bool
-    def __init__(self, name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., highly_available: _Optional[bool] = ..., host: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., workload: _Optional[_Union[_common_pb2.GuestWorkload, _Mapping]] = ..., no_start: _Optional[bool] = ...) -> None: ...
+    restart_priority: _common_pb2.RestartPriority
+    def __init__(self, name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., highly_available: _Optional[bool] = ..., host: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., workload: _Optional[_Union[_common_pb2.GuestWorkload, _Mapping]] = ..., no_start: _Optional[bool] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ...) -> None: ...
 
 class CreateVmResponse(_message.Message):
     __slots__ = ("job", "vm")

@@ -108,6 +108,11 @@ class ManagerServiceStub:
                 request_serializer=havm_dot_v1_dot_manager__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_manager__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/havm.v1.ManagerService/WatchEvents',
+                request_serializer=havm_dot_v1_dot_manager__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ManagerServiceServicer:
@@ -203,6 +208,14 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """Cluster events as they happen: host and VM state changes, detector verdicts,
+        failover actions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +288,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=havm_dot_v1_dot_manager__pb2.WatchJobRequest.FromString,
                     response_serializer=havm_dot_v1_dot_manager__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.WatchEventsRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -659,6 +677,33 @@ class ManagerService:
             '/havm.v1.ManagerService/WatchJob',
             havm_dot_v1_dot_manager__pb2.WatchJobRequest.SerializeToString,
             havm_dot_v1_dot_manager__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/havm.v1.ManagerService/WatchEvents',
+            havm_dot_v1_dot_manager__pb2.WatchEventsRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
