@@ -66,12 +66,14 @@ def start_guest(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
 async def stop_guest(vm: HostedVm) -> None:
     """Stop the guest task; the memory image and the open disk stay (see release_guest)."""
     task, vm.task = vm.task, None
-    if task is not None and task is not asyncio.current_task():
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+    if task is None or task is asyncio.current_task():
+        return
+    task.cancel()
+    # Waiting, not awaiting: a guest that already died must not fail the caller's
+    # stop or turn off a second time, and our own cancellation still propagates.
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("VM %s: its guest had already stopped: %s", vm.label, task.exception())
 
 
 def release_guest(vm: HostedVm) -> None:
@@ -84,16 +86,27 @@ def release_guest(vm: HostedVm) -> None:
 
 
 async def _run(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
+    """Tick the guest until cancelled; any error fails the VM instead of dying unseen."""
     while True:
         await asyncio.sleep(tick_s)
         try:
             _step(vm, tick_s)
-        except (AgentError, OSError) as exc:
-            reason = getattr(exc, "message", None) or str(exc)
-            log.error("VM %s: guest stopped: %s", vm.label, reason)
+        except Exception as exc:
+            expected = isinstance(exc, AgentError | OSError)
+            if isinstance(exc, AgentError):
+                reason = exc.message
+            elif expected:
+                reason = str(exc)
+            else:
+                reason = f"its guest crashed: {type(exc).__name__}: {exc}"
+            # A fault of the disk is the VM's problem; anything else is a bug worth a traceback.
+            log.error("VM %s: guest stopped: %s", vm.label, reason, exc_info=not expected)
             vm.task = None
             release_guest(vm)
-            on_failure(vm, reason)
+            try:
+                on_failure(vm, reason)
+            except Exception:
+                log.exception("VM %s: its failure cannot be recorded", vm.label)
             return
 
 

@@ -8,6 +8,7 @@ here reports `field: problem`.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -40,7 +41,7 @@ class VolumeKind(enum.Enum):
 
 @dataclass(frozen=True)
 class AgentSettings:
-    """Timings of the agent; every one can be set under `settings` in the config."""
+    """Timings and limits of the agent; every one can be set under `settings` in the config."""
 
     guest_tick_s: float = 0.1
     shutdown_grace_s: float = 0.2
@@ -52,6 +53,9 @@ class AgentSettings:
     mqtt_keepalive_s: int = 5
     # How long a single broker call may take before the connection counts as lost.
     mqtt_timeout_s: float = 2.0
+    # Highest guest workload rate a VM may ask for (MB/s dirtied, journal writes/s):
+    # beyond it a tick costs more than the tick interval and starves the event loop.
+    max_guest_rate: float = 10000.0
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,8 @@ def _settings(raw: object) -> AgentSettings:
         where = f"settings.{f.name}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(where, "must be a number")
+        if not math.isfinite(value):
+            raise ConfigError(where, f"must be a finite number, got {value}")
         if value < 0 or (value == 0 and f.name != "shutdown_grace_s"):
             raise ConfigError(where, "must be a positive number")
         values[f.name] = int(value) if f.type in (int, "int") else float(value)

@@ -10,10 +10,10 @@ app calls `tick` with the elapsed interval and writes the journal records it ret
 from __future__ import annotations
 
 import hashlib
-import random
+import math
 import struct
-import sys
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node_agent.core.errors import StorageFault
@@ -24,13 +24,17 @@ PAGE_SIZE = 4096
 PAGES_PER_MB = 256
 _VERSION_TYPECODE = "I" if array("I").itemsize == 4 else "L"
 assert array(_VERSION_TYPECODE).itemsize == 4
-_BIG_ENDIAN = sys.byteorder == "big"
+_BIG_ENDIAN = struct.pack("=I", 1) == struct.pack(">I", 1)
 
 # memory.vsv: magic, format version, page count, length of the VM id; then the id,
 # the SHA-256 of the versions, and the versions (little-endian uint32).
 SAVED_STATE_MAGIC = b"HVSV"
 SAVED_STATE_FORMAT = 1
 _SAVED_HEADER = struct.Struct("<4sHQH")
+
+# A guard, not a setting: validate_spec keeps rates far below it, but a VM config
+# written before rates were bounded must not make one tick write without end.
+MAX_JOURNAL_WRITES_PER_TICK = 100_000
 
 
 class PageVersions:
@@ -49,6 +53,12 @@ class PageVersions:
 
     def bump(self, page: int) -> None:
         self.versions[page] = (self.versions[page] + 1) & 0xFFFFFFFF
+
+    def bump_all(self, pages: Iterable[int]) -> None:
+        """Bump each page listed, once per mention; the loop a busy guest runs every tick."""
+        versions = self.versions
+        for page in pages:
+            versions[page] = (versions[page] + 1) & 0xFFFFFFFF
 
     def to_bytes(self) -> bytes:
         """The versions as little-endian uint32, whatever the machine's byte order."""
@@ -107,8 +117,47 @@ def decode_saved_state(vm_id: str, data: bytes) -> PageVersions:
     return PageVersions.from_bytes(body)
 
 
-def _seed(vm_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(vm_id.encode(), digest_size=8).digest(), "little")
+class PageChooser:
+    """A deterministic stream of page numbers for one VM.
+
+    BLAKE2b keyed by the VM id, run in counter mode: the same VM dirties the same
+    pages in the same order on every machine, and each hash call yields 16 choices,
+    so even the largest allowed rate costs little per tick.
+    """
+
+    _BLOCK = 64
+
+    def __init__(self, vm_id: str) -> None:
+        self._key = hashlib.blake2b(vm_id.encode(), digest_size=32).digest()
+        self._counter = 0
+
+    def choose(self, count: int, pages: int) -> array:
+        """`count` page numbers, each below `pages`."""
+        raw = array(_VERSION_TYPECODE)
+        blocks = -(-count // (self._BLOCK // raw.itemsize))
+        first, self._counter = self._counter, self._counter + blocks
+        raw.frombytes(
+            b"".join(
+                hashlib.blake2b(n.to_bytes(8, "little"), key=self._key, digest_size=self._BLOCK).digest()
+                for n in range(first, first + blocks)
+            )
+        )
+        if _BIG_ENDIAN:
+            raw.byteswap()
+        del raw[count:]
+        return array(_VERSION_TYPECODE, (word % pages for word in raw))
+
+
+def _whole_and_carry(wanted: float, limit: int) -> tuple[int, float]:
+    """Split `wanted` into what happens this tick (at most `limit`) and the fraction carried.
+
+    Past the limit nothing is carried: the excess is dropped, so a huge or infinite
+    rate costs one bounded tick after another instead of an ever-growing backlog.
+    """
+    if not math.isfinite(wanted) or wanted >= limit:
+        return max(limit, 0), 0.0
+    whole = max(int(wanted), 0)
+    return whole, wanted - whole
 
 
 @dataclass(frozen=True)
@@ -133,7 +182,7 @@ class GuestModel:
         self.memory = memory
         self.workload = workload
         self.journal = journal
-        self._rng = random.Random(_seed(vm_id))
+        self._chooser = PageChooser(vm_id)
         # Fractions carried between ticks so that low rates still happen on average.
         self._dirty_carry = 0.0
         self._journal_carry = 0.0
@@ -144,16 +193,14 @@ class GuestModel:
 
     def tick(self, dt_s: float) -> TickResult:
         """Advance the guest by `dt_s` seconds: dirty pages, plan journal writes."""
-        self._dirty_carry += self.workload.dirty_rate_mb_per_s * dt_s * PAGES_PER_MB
-        dirty = int(self._dirty_carry)
-        self._dirty_carry -= dirty
         pages = self.memory.pages
-        if pages:
-            for _ in range(dirty):
-                self.memory.bump(self._rng.randrange(pages))
-        self._journal_carry += self.workload.journal_writes_per_s * dt_s
-        writes = int(self._journal_carry)
-        self._journal_carry -= writes
+        dirty, self._dirty_carry = _whole_and_carry(
+            self._dirty_carry + self.workload.dirty_rate_mb_per_s * dt_s * PAGES_PER_MB, pages
+        )
+        self.memory.bump_all(self._chooser.choose(dirty, pages))
+        writes, self._journal_carry = _whole_and_carry(
+            self._journal_carry + self.workload.journal_writes_per_s * dt_s, MAX_JOURNAL_WRITES_PER_TICK
+        )
         first = self.journal.next_seq
         return TickResult(pages_dirtied=dirty, journal_seqs=range(first, first + writes))
 

@@ -8,6 +8,7 @@ Validation of a VmSpec against this host, memory accounting and the storage rule
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -102,10 +103,18 @@ def validate_spec(spec: VmSpec, host: HostConfig) -> None:
                 f"spec.networks: host {host.name} has no {host.profile.network_term} named {net!r}"
             )
     if spec.workload is not None:
-        w = spec.workload
-        if w.dirty_rate_mb_per_s < 0 or w.journal_writes_per_s < 0:
-            raise InvalidArgument(f"spec.workload: VM {spec.label} has a negative rate")
+        limit = host.settings.max_guest_rate
+        _check_rate("dirty_rate_mb_per_s", spec.workload.dirty_rate_mb_per_s, limit)
+        _check_rate("journal_writes_per_s", spec.workload.journal_writes_per_s, limit)
     check_storage_visible(spec.storage, host)
+
+
+def _check_rate(name: str, value: float, limit: float) -> None:
+    # NaN fails every comparison, so it is caught by asking what a good rate is.
+    if not (math.isfinite(value) and 0 <= value <= limit):
+        raise InvalidArgument(
+            f"spec.workload.{name}: must be a finite number from 0 to {limit:g}, got {value:g}"
+        )
 
 
 def check_storage_visible(storage: StorageRef, host: HostConfig) -> int:

@@ -72,6 +72,12 @@ def _set(raw: dict[str, Any], path: str, value: Any) -> None:
         ("san_root", KeyError, "san_root: is required when the host sees volumes"),
         ("settings.guest_tick_s", 0, "settings.guest_tick_s: must be a positive number"),
         ("settings.shutdown_grace_s", "x", "settings.shutdown_grace_s: must be a number"),
+        (
+            "settings.max_guest_rate",
+            float("inf"),
+            "settings.max_guest_rate: must be a finite number, got inf",
+        ),
+        ("settings.guest_tick_s", float("nan"), "settings.guest_tick_s: must be a finite number, got nan"),
     ],
 )
 def test_field_errors_name_the_field(raw: dict[str, Any], path: str, value: Any, message: str) -> None:

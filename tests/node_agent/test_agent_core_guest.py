@@ -6,8 +6,10 @@ import pytest
 
 from node_agent.core.errors import StorageFault
 from node_agent.core.guest import (
+    MAX_JOURNAL_WRITES_PER_TICK,
     PAGE_SIZE,
     GuestModel,
+    PageChooser,
     PageVersions,
     decode_saved_state,
     encode_saved_state,
@@ -120,6 +122,29 @@ def test_guest_ticks_are_deterministic_and_carry_fractions() -> None:
     assert seqs == [1, 2]  # 2 writes a second, 0.2 per tick carried over
     assert g1.memory.digest() == g2.memory.digest() != PageVersions(4096).digest()
     assert g1.journal == JournalPosition(2, 2)
+
+
+@pytest.mark.parametrize("rate", [1e9, float("inf"), float("nan")])
+def test_a_huge_rate_bumps_at_most_every_page_once_per_tick(rate: float) -> None:
+    guest = GuestModel.fresh_boot("vm-1", 4096, Workload(rate, rate), JournalPosition())
+    for _ in range(3):
+        result = guest.tick(0.1)
+        assert result.pages_dirtied == 4096
+        assert len(result.journal_seqs) == MAX_JOURNAL_WRITES_PER_TICK
+    assert sum(guest.memory.versions) == 3 * 4096
+
+
+def test_a_guest_without_memory_dirties_nothing() -> None:
+    guest = GuestModel.fresh_boot("vm-1", 0, Workload(1e9, 0), JournalPosition())
+    assert guest.tick(0.1).pages_dirtied == 0
+
+
+def test_page_choices_depend_on_the_vm_only() -> None:
+    first, again, other = PageChooser("vm-1"), PageChooser("vm-1"), PageChooser("vm-2")
+    picks = list(first.choose(100, 1000)) + list(first.choose(7, 1000))
+    assert picks == list(again.choose(100, 1000)) + list(again.choose(7, 1000))
+    assert picks != list(other.choose(107, 1000))
+    assert all(0 <= p < 1000 for p in picks) and len(set(picks)) > 90
 
 
 def test_journal_continues_after_the_last_acknowledged_write() -> None:

@@ -64,7 +64,11 @@ def test_valid_spec_passes(host: HostConfig) -> None:
             InvalidArgument,
             "spec.networks: host node1 has no virtual network named 'Internal'",
         ),
-        ({"workload": Workload(-1, 2)}, InvalidArgument, "spec.workload:"),
+        (
+            {"workload": Workload(-1, 2)},
+            InvalidArgument,
+            "spec.workload.dirty_rate_mb_per_s: must be a finite number from 0 to 10000, got -1",
+        ),
         (
             {"storage": StorageRef(StorageKind.LUN, "lun3")},
             FailedPrecondition,
@@ -87,6 +91,57 @@ def test_bad_specs(host: HostConfig, change: dict, error: type, message: str) ->
     with pytest.raises(error) as info:
         validate_spec(dataclasses.replace(SPEC, **change), host)
     assert info.value.message.startswith(message), info.value.message
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    ("workload", "message"),
+    [
+        (
+            Workload(INF, 2),
+            "spec.workload.dirty_rate_mb_per_s: must be a finite number from 0 to 10000, got inf",
+        ),
+        (
+            Workload(NAN, 2),
+            "spec.workload.dirty_rate_mb_per_s: must be a finite number from 0 to 10000, got nan",
+        ),
+        (
+            Workload(1e9, 2),
+            "spec.workload.dirty_rate_mb_per_s: must be a finite number from 0 to 10000, got 1e+09",
+        ),
+        (
+            Workload(-INF, 2),
+            "spec.workload.dirty_rate_mb_per_s: must be a finite number from 0 to 10000, got -inf",
+        ),
+        (
+            Workload(1, INF),
+            "spec.workload.journal_writes_per_s: must be a finite number from 0 to 10000, got inf",
+        ),
+        (
+            Workload(1, NAN),
+            "spec.workload.journal_writes_per_s: must be a finite number from 0 to 10000, got nan",
+        ),
+        (
+            Workload(1, 10000.5),
+            "spec.workload.journal_writes_per_s: must be a finite number from 0 to 10000, got",
+        ),
+    ],
+)
+def test_guest_rates_must_be_finite_and_bounded(host: HostConfig, workload: Workload, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validate_spec(dataclasses.replace(SPEC, workload=workload), host)
+    assert info.value.message.startswith(message), info.value.message
+    assert info.value.code == "INVALID_ARGUMENT"
+
+
+def test_the_rate_bound_is_a_setting(host: HostConfig) -> None:
+    validate_spec(dataclasses.replace(SPEC, workload=Workload(10000, 10000)), host)
+    validate_spec(dataclasses.replace(SPEC, workload=Workload(0, 0)), host)
+    strict = dataclasses.replace(host, settings=dataclasses.replace(host.settings, max_guest_rate=50.0))
+    with pytest.raises(InvalidArgument, match="from 0 to 50, got 51"):
+        validate_spec(dataclasses.replace(SPEC, workload=Workload(51, 1)), strict)
 
 
 def test_storage_capacity(host: HostConfig) -> None:

@@ -466,3 +466,22 @@ def test_unset_rates_take_the_defaults_and_zero_is_an_idle_guest(agent: Agent) -
     after = agent.guest("vm-2")
     assert after.journal_last_seq == 0
     assert after.memory_digest == before.memory_digest
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("dirty_rate_mb_per_s", float("inf"), "inf"),
+        ("dirty_rate_mb_per_s", float("nan"), "nan"),
+        ("dirty_rate_mb_per_s", 1e9, "1e+09"),
+        ("journal_writes_per_s", float("inf"), "inf"),
+    ],
+)
+def test_guest_rates_out_of_range_are_refused(agent: Agent, field: str, value: float, shown: str) -> None:
+    spec = vm_spec()
+    setattr(spec.workload, field, value)
+    error = rpc_error(agent.create, spec)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == f"spec.workload.{field}: must be a finite number from 0 to 10000, got {shown}"
+    assert not agent.inventory().vms
+    assert "Traceback" not in agent.log()

@@ -1,0 +1,76 @@
+"""The guest task inside the agent: how it ends when its model or its disk fails."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from node_agent.adapters.files import VM_DISK, JournalFile
+from node_agent.app.guests import HostedVm, start_guest, stop_guest
+from node_agent.core.guest import GuestModel, TickResult
+from node_agent.core.journal import JournalPosition
+from node_agent.core.power import PowerState
+from node_agent.core.vm import StorageKind, StorageRef, VmSpec, Workload
+
+TICK_S = 0.01
+SPEC = VmSpec("vm-1", "web1", 4, 1, 1, StorageRef(StorageKind.CSV, "Volume1"))
+
+
+class CrashingGuest(GuestModel):
+    """A guest model with a bug: its third tick raises."""
+
+    ticks = 0
+
+    def tick(self, dt_s: float) -> TickResult:
+        self.ticks += 1
+        if self.ticks == 3:
+            raise OverflowError("cannot convert float infinity to integer")
+        return super().tick(dt_s)
+
+
+def _hosted(tmp_path: Path, guest: GuestModel) -> HostedVm:
+    (tmp_path / VM_DISK).write_bytes(bytes(1 << 16))
+    vm = HostedVm(spec=SPEC, vm_dir=tmp_path, state=PowerState.RUNNING, state_since=0.0)
+    vm.guest, vm.journal = guest, JournalFile(vm.disk)
+    return vm
+
+
+async def test_a_crashing_guest_fails_its_vm_and_releases_its_memory(tmp_path: Path) -> None:
+    guest = CrashingGuest.fresh_boot("vm-1", SPEC.memory_pages, Workload(1, 100), JournalPosition())
+    vm = _hosted(tmp_path, guest)
+    failures: list[str] = []
+    start_guest(vm, TICK_S, lambda failed, reason: failures.append(f"{failed.label}: {reason}"))
+    task = vm.task
+    assert task is not None
+    await asyncio.wait_for(asyncio.wait([task]), timeout=5)
+
+    assert failures == ["web1: its guest crashed: OverflowError: cannot convert float infinity to integer"]
+    assert task.exception() is None, "the task ended on its own, not with an error"
+    assert vm.task is None and vm.guest is None and vm.journal is None
+    assert vm.idle_journal is not None and vm.idle_journal.last_seq >= 1
+    await stop_guest(vm)  # turning the failed VM off afterwards is quiet
+
+
+async def test_stopping_a_guest_that_already_died_does_not_raise(tmp_path: Path) -> None:
+    vm = _hosted(tmp_path, GuestModel.fresh_boot("vm-1", 16, Workload(0, 0), JournalPosition()))
+
+    async def died() -> None:
+        raise RuntimeError("guest task died")
+
+    vm.task = asyncio.create_task(died())
+    await asyncio.sleep(0)
+    assert vm.task.done()
+    await stop_guest(vm)
+    assert vm.task is None
+    vm.journal.close()  # type: ignore[union-attr]
+
+
+async def test_stopping_a_running_guest_cancels_it(tmp_path: Path) -> None:
+    vm = _hosted(tmp_path, GuestModel.fresh_boot("vm-1", 16, Workload(1, 1000), JournalPosition()))
+    start_guest(vm, TICK_S, lambda failed, reason: None)
+    task = vm.task
+    await asyncio.sleep(5 * TICK_S)
+    await stop_guest(vm)
+    assert task is not None and task.cancelled() and vm.task is None
+    assert vm.guest is not None and vm.guest.journal.last_seq >= 1
+    vm.journal.close()  # type: ignore[union-attr]
