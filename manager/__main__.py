@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 import time
@@ -24,6 +25,7 @@ from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
 from manager.adapters.sqlite_store import SqliteStore
 from manager.app.manager import ManagerApp
+from manager.core.errors import FailedPreconditionError
 from manager.core.settings import Settings
 from manager.core.topology import Topology, TopologyError, parse_topology
 
@@ -76,8 +78,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
-    if args.refresh_interval <= 0:
-        raise UsageError(f"--refresh-interval: must be positive, got {args.refresh_interval}")
+    if not math.isfinite(args.refresh_interval) or args.refresh_interval <= 0:
+        raise UsageError(
+            f"--refresh-interval: must be a positive number of seconds, got {args.refresh_interval}"
+        )
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--listen: must be host:port, got {args.listen!r}")
@@ -105,7 +109,11 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
     settings = Settings(refresh_interval=args.refresh_interval)
     store = SqliteStore(args.state_dir / "manager.db")
     app = ManagerApp(store, AgentClient(settings), settings)
-    app.load(topology)
+    try:
+        app.load(topology)
+    except FailedPreconditionError as error:
+        store.close()
+        raise UsageError(error.message) from None
     server = ManagerServer(app, args.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         asyncio.run(serve(args, topology))
+    except UsageError as error:
+        print(f"havm-manager: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as error:
         print(f"havm-manager: error: {error}", file=sys.stderr)
         return 1

@@ -25,6 +25,12 @@ class MemoryStore:
     def put_host(self, host: HostRecord) -> None:
         self._hosts[host.name] = host
 
+    def delete_host(self, name: str) -> None:
+        self._hosts.pop(name, None)
+
+    def delete_cluster(self, name: str) -> None:
+        self._clusters.pop(name, None)
+
     def get_cluster(self, name: str) -> ClusterRecord | None:
         return self._clusters.get(name)
 

@@ -200,6 +200,12 @@ class SqliteStore:
             ),
         )
 
+    def delete_host(self, name: str) -> None:
+        self._db.execute("DELETE FROM hosts WHERE name = ?", (name,))
+
+    def delete_cluster(self, name: str) -> None:
+        self._db.execute("DELETE FROM clusters WHERE name = ?", (name,))
+
     def get_cluster(self, name: str) -> ClusterRecord | None:
         raw = self._one("SELECT data FROM clusters WHERE name = ?", name)
         return _cluster(raw) if raw else None

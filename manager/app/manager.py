@@ -18,7 +18,7 @@ from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
-from manager.core.inventory import cluster_state, host_capacity, merge_topology
+from manager.core.inventory import cluster_state, host_capacity, merge_topology, removed_from_topology
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
@@ -79,7 +79,20 @@ class ManagerApp:
     # --- lifecycle -----------------------------------------------------------------
 
     def load(self, topology: Topology) -> None:
-        """Upsert the topology into the store and close jobs a previous process left."""
+        """Upsert the topology into the store and close jobs a previous process left.
+
+        Hosts and clusters the topology no longer declares are forgotten; raises
+        FailedPreconditionError (and changes nothing) if VMs are recorded on such a host.
+        """
+        gone_hosts, gone_clusters = removed_from_topology(
+            topology, self.store.list_hosts(), self.store.list_clusters(), self.store.list_vms()
+        )
+        for name in gone_hosts:
+            log.info("host %s is no longer in the topology: forgotten", name)
+            self.store.delete_host(name)
+        for name in gone_clusters:
+            log.info("cluster %s is no longer in the topology: forgotten", name)
+            self.store.delete_cluster(name)
         hosts, clusters = merge_topology(topology, self.store.list_hosts(), self.store.list_clusters())
         for cluster in clusters:
             self.store.put_cluster(cluster)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from manager.core.errors import FailedPreconditionError
 from manager.core.model import (
     GIB,
     ClusterRecord,
@@ -57,6 +58,33 @@ def _host_from_spec(spec: HostSpec, topology: Topology) -> HostRecord:
         state=HostState.NOT_RESPONDING,
         state_reason="not refreshed yet" if spec.address else NO_ADDRESS,
     )
+
+
+def removed_from_topology(
+    topology: Topology,
+    hosts: Sequence[HostRecord],
+    clusters: Sequence[ClusterRecord],
+    vms: Sequence[VmRecord],
+) -> tuple[list[str], list[str]]:
+    """Names of the stored hosts and clusters the topology no longer declares.
+
+    Purely computational. Raises FailedPreconditionError naming the host and its VMs
+    when a removed host still has VMs recorded on it: forgetting the host would
+    orphan them.
+    """
+    declared_hosts = {h.name for h in topology.hosts}
+    declared_clusters = {c.name for c in topology.clusters}
+    gone_hosts = sorted(h.name for h in hosts if h.name not in declared_hosts)
+    for name in gone_hosts:
+        left = sorted(vm.name for vm in vms if vm.host == name)
+        if left:
+            raise FailedPreconditionError(
+                f"topology: host {name} was removed but VM{'s' if len(left) > 1 else ''} "
+                f"{', '.join(left)} {'are' if len(left) > 1 else 'is'} still recorded on it; "
+                "move or delete them first"
+            )
+    gone_clusters = sorted(c.name for c in clusters if c.name not in declared_clusters)
+    return gone_hosts, gone_clusters
 
 
 def merge_topology(

@@ -72,6 +72,12 @@ PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
 CPU_VENDORS = ("GenuineIntel", "AuthenticAMD")
 DEFAULT_HOST_RESERVE_MB = 1024
 DEFAULT_CLUSTER_RESERVE = 1
+# Upper bounds of topology integers: far above any real host, far below int32/int64 overflow.
+MAX_MEMORY_MB = 16_777_216  # 16 TiB
+MAX_CAPACITY_GB = 1_048_576  # 1 PiB
+MAX_CORES = 1024
+MAX_MHZ = 100_000
+MAX_VLAN_ID = 4094
 
 _TOP_KEYS = ("version", "host_defaults", "clusters", "hosts")
 _HOST_KEYS = (
@@ -250,8 +256,10 @@ def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
     cpu = _parse_cpu(merged["cpu"], path("cpu"))
     if "memory_mb" not in merged:
         raise TopologyError(f"{field}.memory_mb", "is required (here or under host_defaults)")
-    memory_mb = read_int(merged["memory_mb"], path("memory_mb"))
-    reserve_mb = read_int(merged.get("host_reserve_mb", DEFAULT_HOST_RESERVE_MB), path("host_reserve_mb"), 0)
+    memory_mb = read_int(merged["memory_mb"], path("memory_mb"), 1, MAX_MEMORY_MB)
+    reserve_mb = read_int(
+        merged.get("host_reserve_mb", DEFAULT_HOST_RESERVE_MB), path("host_reserve_mb"), 0, MAX_MEMORY_MB
+    )
     if memory_mb <= reserve_mb:
         raise TopologyError(
             path("memory_mb"),
@@ -282,8 +290,8 @@ def _parse_cpu(raw: object, field: str) -> CpuSpec:
     features: list[str] = []
     for k, feature in enumerate(read_list(entry.get("features", []), f"{field}.features")):
         features.append(read_text(feature, f"{field}.features[{k}]"))
-    cores = read_int(read_required(entry, "cores", field), f"{field}.cores")
-    mhz = read_int(read_required(entry, "mhz", field), f"{field}.mhz")
+    cores = read_int(read_required(entry, "cores", field), f"{field}.cores", 1, MAX_CORES)
+    mhz = read_int(read_required(entry, "mhz", field), f"{field}.mhz", 1, MAX_MHZ)
     return CpuSpec(vendor=vendor, model=model, features=tuple(features), cores=cores, mhz=mhz)
 
 
@@ -295,7 +303,7 @@ def _parse_disks(raw: object, field: str) -> tuple[DiskSpec, ...]:
         name = read_name(read_required(entry, "name", at), f"{at}.name")
         if any(d.name == name for d in disks):
             raise TopologyError(f"{at}.name", f"duplicate disk name '{name}'")
-        capacity = read_int(read_required(entry, "capacity_gb", at), f"{at}.capacity_gb")
+        capacity = read_int(read_required(entry, "capacity_gb", at), f"{at}.capacity_gb", 1, MAX_CAPACITY_GB)
         disks.append(DiskSpec(name=name, capacity_gb=capacity))
     return tuple(disks)
 
@@ -309,7 +317,7 @@ def _parse_networks(raw: object, field: str) -> tuple[NetworkSpec, ...]:
         if any(n.name == name for n in networks):
             raise TopologyError(f"{at}.name", f"duplicate network name '{name}'")
         bound_to = read_text(read_required(entry, "bound_to", at), f"{at}.bound_to")
-        vlan_id = read_int(entry.get("vlan_id", 0), f"{at}.vlan_id", 0)
+        vlan_id = read_int(entry.get("vlan_id", 0), f"{at}.vlan_id", 0, MAX_VLAN_ID)
         if vlan_id > 4094:
             raise TopologyError(f"{at}.vlan_id", f"must be between 0 and 4094, got {vlan_id}")
         networks.append(NetworkSpec(name=name, bound_to=bound_to, vlan_id=vlan_id))
@@ -345,7 +353,7 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
                 f"host '{node}' has profile {hosts[node].profile} but the cluster's profile is {profile}",
             )
         nodes.append(node)
-    reserve = read_int(entry.get("reserve", DEFAULT_CLUSTER_RESERVE), f"{field}.reserve", 0)
+    reserve = read_int(entry.get("reserve", DEFAULT_CLUSTER_RESERVE), f"{field}.reserve", 0, MAX_CORES)
     if reserve >= len(nodes):
         raise TopologyError(
             f"{field}.reserve",
@@ -366,7 +374,9 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
             VolumeSpec(
                 name=read_name(read_required(csv, "name", at), f"{at}.name"),
                 kind="csv",
-                capacity_gb=read_int(read_required(csv, "capacity_gb", at), f"{at}.capacity_gb"),
+                capacity_gb=read_int(
+                    read_required(csv, "capacity_gb", at), f"{at}.capacity_gb", 1, MAX_CAPACITY_GB
+                ),
                 visible_to=tuple(nodes),
             ),
             at,
@@ -375,7 +385,7 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
         at = f"{field}.luns[{k}]"
         lun = read_mapping(item, at, _LUN_KEYS)
         lun_name = read_name(read_required(lun, "name", at), f"{at}.name")
-        capacity = read_int(read_required(lun, "capacity_gb", at), f"{at}.capacity_gb")
+        capacity = read_int(read_required(lun, "capacity_gb", at), f"{at}.capacity_gb", 1, MAX_CAPACITY_GB)
         visible: list[str] = []
         if lun.get("visible_to") is None:
             visible = list(nodes)

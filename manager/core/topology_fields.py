@@ -41,10 +41,13 @@ def read_list(value: object, field: str) -> list[Any]:
     return value
 
 
-def read_int(value: object, field: str, minimum: int = 1) -> int:
+def read_int(value: object, field: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer within bounds; every field has a maximum so no value overflows the wire."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise TopologyError(field, f"must be {kind}, got {show_value(value)}")
+    if maximum is not None and value > maximum:
+        raise TopologyError(field, f"must be at most {maximum}, got {value}")
     return value
 
 
