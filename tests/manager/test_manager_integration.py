@@ -316,3 +316,77 @@ def test_an_address_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_a_bad_storage_kind_is_refused_not_dropped(stub: Stub) -> None:
+    await all_hosts_ok(stub)
+    for kind in (common_pb2.STORAGE_KIND_UNSPECIFIED, 99):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.CreateVm(
+                m.CreateVmRequest(
+                    name="k1", memory_mb=512, storage=common_pb2.StorageLocation(kind=kind, name="C")
+                )
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "storage.kind: must be csv, lun or local_disk"
+    vms = (await stub.ListVms(m.ListVmsRequest())).vms
+    assert [vm.name for vm in vms] == []
+
+
+async def test_kill_9_during_creates_keeps_what_the_host_has_and_drops_the_rest(
+    manager: ManagerProcess,
+    fake_agents: dict[str, FakeAgent],
+    manager_processes: list[ManagerProcess],
+) -> None:
+    standalone = fake_agents["standalone1"].host
+    async with grpc.aio.insecure_channel(manager.address) as channel:
+        stub = Stub(channel)
+        await all_hosts_ok(stub)
+        # The host's CreateVm blocks: the manager dies between writing the record and the answer.
+        standalone.delay = 60.0
+        ghost = (await stub.CreateVm(m.CreateVmRequest(name="ghost1", memory_mb=512, no_start=True))).vm
+        kept = (await stub.CreateVm(m.CreateVmRequest(name="kept1", memory_mb=512, no_start=True))).vm
+        assert ghost.state == common_pb2.VM_STATE_STARTING  # `creating` on the wire
+        await asyncio.sleep(0.3)
+    manager.kill9()
+    standalone.delay = 0.0
+    standalone.add_vm(kept.id, "kept1", state=common_pb2.VM_STATE_STOPPED)  # this create reached the host
+    again = ManagerProcess(manager.topology, manager.state_dir)
+    manager_processes.append(again)
+    await again.start()
+    async with grpc.aio.insecure_channel(again.address) as channel:
+        stub = Stub(channel)
+
+        async def settled() -> bool:
+            names = {vm.name: vm for vm in (await stub.ListVms(m.ListVmsRequest())).vms}
+            return "ghost1" not in names and names["kept1"].state == common_pb2.VM_STATE_STOPPED
+
+        await eventually(settled, what="ghost1 removed and kept1 stopped")
+        vm = (await stub.GetVm(m.GetVmRequest(name="kept1"))).vm
+        assert vm.id == kept.id and not vm.imported
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_refresh_interval_must_be_finite_and_positive(tmp_path: Path, value: str) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "manager",
+            "--topology",
+            str(tmp_path / "t.yaml"),
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--listen",
+            "127.0.0.1:0",
+            f"--refresh-interval={value}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"havm-manager: error: --refresh-interval: must be a positive number of seconds, got {float(value)}"
+    ]
