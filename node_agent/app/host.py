@@ -25,6 +25,7 @@ from node_agent.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    StorageFault,
 )
 from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
 from node_agent.core.power import (
@@ -53,6 +54,9 @@ from node_agent.core.vm import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The reason a saved VM whose memory image is gone is FAILED, at restore and at recovery.
+SAVED_STATE_MISSING = "its saved state file is missing"
 
 
 def _complete_even_if_abandoned(work: Coroutine[Any, Any, T]) -> Awaitable[T]:
@@ -170,6 +174,9 @@ class VmHost:
         async with vm.lock:
             self._check_still_here(vm)
             check_deletable(vm.label, vm.state)
+            # A failed VM's guest has ended, but make sure no task or open disk is left.
+            await stop_guest(vm)
+            release_guest(vm)
             try:
                 _, owner = self.files.read_vm_config(vm.vm_dir)
             except AgentError:
@@ -223,6 +230,9 @@ class VmHost:
         except OSError as exc:
             self._set_state(vm, PowerState.FAILED, f"its virtual disk cannot be opened: {exc}")
             raise FailedPrecondition(f"VM {vm.label} cannot start: {vm.reason}") from None
+        # A fresh boot makes any older memory image meaningless (a failed restore
+        # leaves one); a host taking the VM over must not restore it.
+        await asyncio.to_thread(self.files.remove_saved_state, vm.vm_dir)
         workload = vm.spec.effective_workload
         vm.guest = GuestModel.fresh_boot(vm.spec.id, vm.spec.memory_pages, workload, position)
         vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
@@ -233,12 +243,16 @@ class VmHost:
         check_memory_fits(self.config, vm.spec, self._held_mb())
         self._set_state(vm, PowerState.STARTING)
         try:
+            if not self.files.saved_state_path(vm.vm_dir).exists():
+                raise StorageFault(SAVED_STATE_MISSING)
             memory = await self._read_saved_memory(vm)
             journal = JournalFile(vm.disk)
             position = await asyncio.to_thread(journal.scan)
         except (AgentError, OSError) as exc:
+            # FAILED, as recovery does: staying SAVED would only make every later
+            # restore fail the same way; start (a fresh boot) or turn off clears it.
             reason = getattr(exc, "message", str(exc))
-            self._set_state(vm, PowerState.SAVED, f"restore failed: {reason}")
+            self._set_state(vm, PowerState.FAILED, reason)
             raise FailedPrecondition(f"VM {vm.label} cannot be restored: {reason}") from None
         vm.guest = GuestModel(vm.spec.id, memory, vm.spec.effective_workload, position)
         vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
@@ -322,7 +336,7 @@ class VmHost:
             state = PowerState.STOPPED  # memory lost as at a power loss; restarted below
             self.files.remove_saved_state(vm_dir)
         elif state is PowerState.SAVED and not has_saved_state:
-            state, reason = PowerState.FAILED, "its saved state file is missing"
+            state, reason = PowerState.FAILED, SAVED_STATE_MISSING
         return HostedVm(spec=spec, vm_dir=vm_dir, state=state, state_since=entry.state_since, reason=reason)
 
     @staticmethod

@@ -37,8 +37,7 @@ TRANSITIONS: dict[PowerState, dict[PowerState, str]] = {
     PowerState.STARTING: {
         PowerState.RUNNING: "guest booted or memory restored",
         PowerState.STOPPED: "power on aborted",
-        PowerState.SAVED: "restore aborted; the saved state is kept",
-        PowerState.FAILED: "could not start",
+        PowerState.FAILED: "could not start, or the saved state could not be restored",
     },
     PowerState.RUNNING: {
         PowerState.PAUSED: "pause",
@@ -162,9 +161,13 @@ def plan_operation(vm_label: str, state: PowerState, operation: Operation) -> Ac
     return action
 
 
+# States in which nothing of the VM runs, so its files may go.
+DELETABLE = frozenset({PowerState.STOPPED, PowerState.SAVED, PowerState.FAILED})
+
+
 def check_deletable(vm_label: str, state: PowerState) -> None:
-    """Only a stopped or saved VM may be deleted: nothing of it runs any more."""
-    if state not in (PowerState.STOPPED, PowerState.SAVED):
+    """Only a stopped, saved or failed VM may be deleted: nothing of it runs any more."""
+    if state not in DELETABLE:
         raise FailedPrecondition(
             f"VM {vm_label} is {state.value}; it cannot be deleted (turn it off or save it first)"
         )

@@ -38,7 +38,13 @@ def test_legal_transition_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(S.STOPPED, S.RUNNING), (S.SAVED, S.RUNNING), (S.PAUSED, S.PAUSED), (S.STOPPED, S.SAVED)],
+    [
+        (S.STOPPED, S.RUNNING),
+        (S.SAVED, S.RUNNING),
+        (S.PAUSED, S.PAUSED),
+        (S.STOPPED, S.SAVED),
+        (S.STARTING, S.SAVED),  # a failed restore fails the VM; it does not pretend to be saved
+    ],
 )
 def test_illegal_transition_is_refused(old: PowerState, new: PowerState) -> None:
     with pytest.raises(IllegalTransition, match=f"from {old.value} to {new.value}"):
@@ -98,9 +104,14 @@ def test_every_allowed_plan_starts_with_a_legal_edge() -> None:
 
 
 @pytest.mark.parametrize("state", list(PowerState))
-def test_only_stopped_or_saved_vms_can_be_deleted(state: PowerState) -> None:
-    if state in (S.STOPPED, S.SAVED):
+def test_only_stopped_saved_or_failed_vms_can_be_deleted(state: PowerState) -> None:
+    if state in (S.STOPPED, S.SAVED, S.FAILED):
         check_deletable("web1", state)
     else:
         with pytest.raises(FailedPrecondition, match="cannot be deleted"):
             check_deletable("web1", state)
+
+
+def test_a_failed_vm_is_turned_off_to_stopped() -> None:
+    assert plan_operation("web1", S.FAILED, Operation.TURN_OFF) is Action.TURN_OFF
+    assert transition("web1", S.FAILED, S.STOPPED) is S.STOPPED

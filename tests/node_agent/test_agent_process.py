@@ -485,3 +485,57 @@ def test_guest_rates_out_of_range_are_refused(agent: Agent, field: str, value: f
     assert error.details() == f"spec.workload.{field}: must be a finite number from 0 to 10000, got {shown}"
     assert not agent.inventory().vms
     assert "Traceback" not in agent.log()
+
+
+def _save_then_lose_the_image(agent: Agent, tmp_path: Path, vm_id: str, name: str) -> Path:
+    agent.create(vm_spec(vm_id, name))
+    agent.operate(vm_id, OP.VM_OPERATION_START)
+    agent.operate(vm_id, OP.VM_OPERATION_SAVE)
+    vm_dir = tmp_path / "san" / "csv" / "Volume1" / vm_id
+    (vm_dir / "memory.vsv").unlink()
+    return vm_dir
+
+
+def test_restore_without_its_saved_state_fails_the_vm(agent: Agent, tmp_path: Path) -> None:
+    _save_then_lose_the_image(agent, tmp_path, "vm-1", "web1")
+    error = rpc_error(agent.operate, "vm-1", OP.VM_OPERATION_RESTORE)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == "VM web1 cannot be restored: its saved state file is missing"
+    vm = agent.get("vm-1")
+    assert (vm.state, vm.reason) == (ST.VM_STATE_FAILED, "its saved state file is missing")
+    assert agent.inventory().host.memory_free_mb == 6144
+    error = rpc_error(agent.operate, "vm-1", OP.VM_OPERATION_RESTORE)
+    assert error.details() == "VM web1 is failed; it cannot be restored"
+
+    vm = agent.operate("vm-1", OP.VM_OPERATION_TURN_OFF)
+    assert (vm.state, vm.reason) == (ST.VM_STATE_STOPPED, "")
+    assert agent.operate("vm-1", OP.VM_OPERATION_START).state == ST.VM_STATE_RUNNING
+
+
+def test_recovery_and_restore_agree_on_a_missing_saved_state(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = host_config(tmp_path)
+    first = start_agent(config)
+    _save_then_lose_the_image(first, tmp_path, "vm-1", "web1")
+    rpc_error(first.operate, "vm-1", OP.VM_OPERATION_RESTORE)
+    at_runtime = first.get("vm-1")
+    first.create(vm_spec("vm-2", "web2"))
+    first.operate("vm-2", OP.VM_OPERATION_START)
+    first.operate("vm-2", OP.VM_OPERATION_SAVE)
+    (tmp_path / "san" / "csv" / "Volume1" / "vm-2" / "memory.vsv").unlink()
+    first.kill9()
+
+    second = start_agent(config, state_dir=first.state_dir)
+    at_recovery = second.get("vm-2")
+    assert (at_recovery.state, at_recovery.reason) == (at_runtime.state, at_runtime.reason)
+    assert second.get("vm-1").state == ST.VM_STATE_FAILED
+
+
+def test_a_failed_vm_can_be_deleted_with_its_files(agent: Agent, tmp_path: Path) -> None:
+    vm_dir = _save_then_lose_the_image(agent, tmp_path, "vm-1", "web1")
+    rpc_error(agent.operate, "vm-1", OP.VM_OPERATION_RESTORE)
+    assert agent.get("vm-1").state == ST.VM_STATE_FAILED
+    agent.delete("vm-1")
+    assert not vm_dir.exists()
+    assert rpc_error(agent.get, "vm-1").code() == grpc.StatusCode.NOT_FOUND
+    assert not agent.inventory().vms
+    agent.create(vm_spec("vm-1", "web1"))  # the id is free again
