@@ -270,10 +270,12 @@ def test_kill_9_and_restart_finds_every_vm(start_agent, tmp_path: Path) -> None:
     first.operate("vm-save", OP.VM_OPERATION_SAVE)
     saved_digest = first.guest("vm-save").memory_digest
     boot = first.inventory().host.boot_id
+    acknowledged = first.guest("vm-run").journal_last_seq  # the last write reported done
     first.kill9()
     disk = tmp_path / "san" / "csv" / "Volume1" / "vm-run" / "disk0.vhd"
     before = journal_seqs(disk)
     assert before, "the journal was written before the crash"
+    assert acknowledged <= before[-1], "an acknowledged write is on the disk after kill -9"
 
     second = start_agent(config, state_dir=first.state_dir)
     assert second.inventory().host.boot_id != boot
@@ -289,6 +291,8 @@ def test_kill_9_and_restart_finds_every_vm(start_agent, tmp_path: Path) -> None:
     after = journal_seqs(disk)
     assert after[: len(before)] == before
     assert after == list(range(1, len(after) + 1)), "no seq repeated, none skipped"
+    assert acknowledged <= after[-1], "writes acknowledged before the crash survive the restart"
+    assert acknowledged <= second.guest("vm-run").journal_last_seq
     assert second.operate("vm-save", OP.VM_OPERATION_RESTORE).state == ST.VM_STATE_RUNNING
     assert second.guest("vm-save").memory_digest == saved_digest
 
