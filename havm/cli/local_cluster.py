@@ -210,7 +210,7 @@ def log_tail(component: Component, lines: int = 15) -> str:
 # ----------------------------------------------------------------------------- health
 
 
-def broker_ready(address: str) -> bool:
+def tcp_ready(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=0.2):
@@ -252,7 +252,8 @@ def wait_healthy(
                 )
             if proc is None and not is_running(c):
                 raise LocalClusterError(f"{name} (pid {c.pid}) stopped while the cluster started")
-            healthy = broker_ready(c.address) if name == "broker" else grpc_serving(c.address)
+            tcp_only = name in ("broker", "faultnet")
+            healthy = tcp_ready(c.address) if tcp_only else grpc_serving(c.address)
             if healthy:
                 del pending[name]
         if not pending:
@@ -306,6 +307,11 @@ def fixed_agent_addresses(topology: Topology, old: dict[str, Component]) -> dict
     return fixed
 
 
+def link_names(topology: Topology) -> list[str]:
+    """The network paths the fault relay carries: each host's heartbeat and management path."""
+    return [f"{path}:{h.name}" for h in topology.hosts for path in ("heartbeat", "management")]
+
+
 def plan_components(
     state_dir: Path, topology: Topology, previous: ClusterContext | None
 ) -> tuple[ClusterContext, Topology]:
@@ -313,35 +319,58 @@ def plan_components(
 
     Addresses the topology sets are used as they are. Ports recorded by a previous `up`
     are kept while they are free or still held by the same running component, so that a
-    restarted component comes back where it was; the others are chosen free.
+    restarted component comes back where it was; the others are chosen free. Each
+    host's heartbeat path (agent to broker) and management path (manager to agent) go
+    through the fault relay, so that `havm fault isolate` can cut them.
     """
-    names = ["broker", "manager"] + [f"agent:{h.name}" for h in topology.hosts]
+    names = ["broker", "faultnet", "manager"] + [f"agent:{h.name}" for h in topology.hosts]
+    links = link_names(topology)
     old = previous.components if previous else {}
+    faultnet_dir = state_dir / "faultnet"
+    links_file, faults_file = faultnet_dir / "links.json", faultnet_dir / "faults.json"
+    old_links = json.loads(links_file.read_text()) if links_file.exists() else {}
+    relay_running = "faultnet" in old and is_running(old["faultnet"])
 
     def keeps_port(name: str) -> bool:
-        c = old.get(name)
-        if c is None:
-            return False
-        return is_running(c) or port_is_free(_port(c.address))
+        if name in old:
+            c = old[name]
+            return is_running(c) or port_is_free(_port(c.address))
+        if name in old_links:
+            return relay_running or port_is_free(_port(old_links[name]["listen"]))
+        return False
 
+    def previous_address(name: str) -> str:
+        return old[name].address if name in old else old_links[name]["listen"]
+
+    endpoints = [n for n in names if n != "faultnet"] + links
     kept = fixed_agent_addresses(topology, old)
-    kept.update({n: old[n].address for n in names if n not in kept and keeps_port(n)})
-    fresh = iter(free_ports(len(names) - len(kept)))
-    address = {n: kept.get(n) or f"127.0.0.1:{next(fresh)}" for n in names}
+    kept.update({n: previous_address(n) for n in endpoints if n not in kept and keeps_port(n)})
+    fresh = iter(free_ports(len(endpoints) - len(kept)))
+    address = {n: kept.get(n) or f"127.0.0.1:{next(fresh)}" for n in endpoints}
+    address["faultnet"] = address[links[0]]  # it is up when its first path accepts
 
     logs, agents_dir, san = state_dir / "logs", state_dir / "agents", state_dir / "san"
-    for d in (logs, agents_dir, san, state_dir / "hosts", state_dir / "manager"):
+    for d in (logs, agents_dir, san, faultnet_dir, state_dir / "hosts", state_dir / "manager"):
         d.mkdir(parents=True, exist_ok=True)
 
-    resolved = topology.with_addresses({h.name: address[f"agent:{h.name}"] for h in topology.hosts})
+    link_targets = {}
+    for h in topology.hosts:
+        link_targets[f"heartbeat:{h.name}"] = address["broker"]
+        link_targets[f"management:{h.name}"] = address[f"agent:{h.name}"]
+    links_file.write_text(
+        json.dumps({n: {"listen": address[n], "target": link_targets[n]} for n in links}, indent=2) + "\n"
+    )
+    # The manager reaches each agent through that host's management path.
+    resolved = topology.with_addresses({h.name: address[f"management:{h.name}"] for h in topology.hosts})
     topology_file = state_dir / "topology.yaml"
     topology_file.write_text(
-        "# Written by `havm up`: the topology with every agent's address.\n"
+        "# Written by `havm up`: the topology with the address the manager reaches each agent at.\n"
         + yaml.safe_dump(topology_to_dict(resolved), sort_keys=False)
     )
     py = sys.executable
     argv: dict[str, list[str]] = {
         "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
+        "faultnet": [py, "-m", "havm.faultnet", "--links", str(links_file), "--faults", str(faults_file)],
         "manager": [
             py,
             "-m",
@@ -368,7 +397,7 @@ def plan_components(
             "--listen",
             address[f"agent:{host.name}"],
             "--broker",
-            address["broker"],
+            address[f"heartbeat:{host.name}"],
         ]
 
     components = {}

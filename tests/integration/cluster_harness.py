@@ -58,6 +58,11 @@ class LocalCluster:
     def component(self, name: str) -> dict:
         return self.context()["components"][name]
 
+    def link(self, name: str) -> str:
+        """Where the fault relay listens for a path ("heartbeat:HOST" or "management:HOST")."""
+        links = json.loads((self.state_dir / "faultnet" / "links.json").read_text())
+        return links[name]["listen"]
+
     def kill9(self, name: str) -> None:
         pid = self.component(name)["pid"]
         os.kill(pid, signal.SIGKILL)

@@ -64,7 +64,7 @@ def test_custom_esx_topology_up_and_down(tmp_path: Path) -> None:
     cluster = start_cluster(tmp_path / "state", "--topology", str(topology))
     try:
         pids = cluster.running_pids()
-        assert len(pids) == 6  # broker, manager, 4 agents
+        assert len(pids) == 7  # broker, fault relay, manager, 4 agents
         hosts = {h["name"]: h for h in cluster.json("host", "list")}
         assert set(hosts) == {"esx1", "esx2", "esx3", "esx4"}
         assert {h["profile"] for h in hosts.values()} == {"esx"}
@@ -99,7 +99,7 @@ def test_foreground_up_follows_logs_and_ctrl_c_stops_everything(tmp_path: Path) 
             assert any("cluster healthy" in line for line in seen), "".join(seen)
             cluster = LocalCluster(state)
             pids = cluster.running_pids()
-            assert len(pids) == 6
+            assert len(pids) == 7
             # The components' own log lines come through, prefixed with their names.
             cluster.ok("cluster", "refresh")
             wait_for(lambda: "manager" in proc.stdout.readline(), what="a manager log line")
@@ -133,7 +133,9 @@ def test_an_agent_address_in_the_topology_is_used(tmp_path: Path) -> None:
     try:
         assert cluster.component("agent:esx4")["address"] == f"127.0.0.1:{port}"
         hosts = {h["name"]: h for h in cluster.json("host", "list")}
-        assert hosts["esx4"]["address"] == f"127.0.0.1:{port}" and hosts["esx4"]["state"] == "ok"
+        assert hosts["esx4"]["state"] == "ok"
+        # The manager reaches the agent through the host's management path in the relay.
+        assert hosts["esx4"]["address"] == cluster.link("management:esx4")
         # Restarted later, the cluster comes back from the same topology file.
         cluster.kill9("agent:esx4")
         cluster.ok("up", "--detach")
