@@ -66,10 +66,12 @@ class Event(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., host: _Optional[str] = ..., vm: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ("replay",)
+    __slots__ = ("replay", "follow")
     REPLAY_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
     replay: int
-    def __init__(self, replay: _Optional[int] = ...) -> None: ...
+    follow: bool
+    def __init__(self, replay: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class WatchEventsResponse(_message.Message):
     __slots__ = ("event",)
