@@ -125,6 +125,16 @@ class ManagerClient:
         except grpc.RpcError as exc:
             raise self._translate(exc, self.settings.job_timeout_s) from None
 
+    def watch_events(self, replay: int, follow: bool) -> Iterator[manager_pb2.Event]:
+        """Up to `replay` recent events, then (with `follow`) each new one until Ctrl-C."""
+        request = manager_pb2.WatchEventsRequest(replay=replay, follow=follow)
+        timeout = None if follow else self.settings.call_timeout_s
+        try:
+            for reply in self._stub.WatchEvents(request, timeout=timeout):
+                yield reply.event
+        except grpc.RpcError as exc:
+            raise self._translate(exc, timeout or 0) from None
+
     # Plumbing.
 
     def _call(self, method: Any, request: Any) -> Any:

@@ -31,6 +31,8 @@ class Component:
     pid: int = 0
     log: str = ""
     argv: list[str] = field(default_factory=list)
+    # An injected fault the process is in: "powered_off", "frozen" or "".
+    fault: str = ""
 
 
 @dataclass

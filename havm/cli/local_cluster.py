@@ -36,6 +36,7 @@ from havm.cli.context import (
     read_context,
     write_context,
 )
+from havm.faultnet import write_faults
 from manager.core.topology import (
     HostSpec,
     Topology,
@@ -177,6 +178,8 @@ def stop_components(components: list[Component], timeout: float) -> list[str]:
     running = [c for c in components if is_running(c)]
     for c in running:
         _signal_group(c.pid, signal.SIGTERM)
+        # A frozen or powered-off process acts on SIGTERM only once it runs again.
+        _signal_group(c.pid, signal.SIGCONT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(is_running(c) for c in running):
         time.sleep(0.05)
@@ -434,11 +437,14 @@ def up(
         console.print(f"havm: the cluster in {state_dir} is already running")
         return ctx
     console.print(f"havm: starting {len(to_start)} processes from the {source}")
+    if any(c.name == "faultnet" for c in to_start):
+        # A relay that starts anew starts with every path connected.
+        write_faults(Path(state_dir) / "faultnet" / "faults.json", set(), 0)
     started = {c.name: spawn(c) for c in to_start}
     write_context(ctx)  # record pids at once, so `havm down` finds a half-started cluster
     try:
-        # Every component, not only those just started: the cluster is healthy or not.
-        wait_healthy(list(ctx.components.values()), started, settings)
+        # Every component, not only those just started, but for hosts put in a fault.
+        wait_healthy([c for c in ctx.components.values() if not c.fault], started, settings)
         refresh_and_wait(ctx.manager_address, settings.refresh_timeout)
     except (LocalClusterError, KeyboardInterrupt):
         stop_components(to_start, settings.stop_timeout)
@@ -464,7 +470,7 @@ def down(state_dir: Path, console: Console, timeout: float) -> None:
     killed = stop_components(manager, timeout)
     killed += stop_components([c for c in running if c.name != "manager"], timeout)
     for c in ctx.components.values():
-        c.pid = 0
+        c.pid, c.fault = 0, ""
     write_context(ctx)
     note = f" ({', '.join(killed)} killed after {timeout:.0f} s)" if killed else ""
     console.print(f"havm: stopped {len(running)} processes{note}")
@@ -477,6 +483,8 @@ def components_table(ctx: ClusterContext, started: set[str] | None = None) -> Ta
     ):
         alive = is_running(c)
         state = "started" if started and name in started and alive else ("running" if alive else "stopped")
+        if alive and c.fault:
+            state = c.fault.replace("_", " ")
         table.add_row(name, c.address, str(c.pid or "-"), state, os.path.relpath(c.log, ctx.state_dir))
     return table
 

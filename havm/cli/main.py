@@ -7,6 +7,7 @@ code, so no command needs its own try/except.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -27,6 +28,7 @@ from havm.cli.context import (
     read_context,
 )
 from havm.cli.errors import CliError
+from havm.cli.faults import register_fault_commands
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import register_local_commands
 from havm.cli.options import (
@@ -239,7 +241,27 @@ def watch_job(
     finish(job, output, None)
 
 
+@app.command("events")
+def events(
+    ctx: typer.Context,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    last: Annotated[int, typer.Option("--last", min=0, max=INT32_MAX, help="Recent events first.")] = 50,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Cluster events: host and VM state changes, detector verdicts, failover actions."""
+    console = render.stdout()
+    for event in client(ctx).watch_events(last, follow):
+        row = render.event_dict(event)
+        if output is OutputFormat.json:
+            # One object per line, flushed, so that a pipe sees each event at once.
+            print(json.dumps(row), flush=True)
+        else:
+            subject = " ".join(x for x in (row["host"], row["vm"]) if x)
+            console.print(f"{row['time']}  {row['kind']:<12} {subject:<20} {row['detail']}", markup=False)
+
+
 register_local_commands(app)
+register_fault_commands(app, host_app)
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -130,6 +130,18 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
         "imported": vm.imported,
         "reason": vm.reason,
         "created_at": timestamp(vm, "created_at"),
+        "restart_priority": enum_word(common_pb2.RestartPriority, vm.restart_priority, "RESTART_PRIORITY_"),
+        "failover_count": vm.failover_count,
+    }
+
+
+def event_dict(event: manager_pb2.Event) -> Row:
+    return {
+        "time": timestamp(event, "time"),
+        "kind": event.kind,
+        "host": event.host or None,
+        "vm": event.vm or None,
+        "detail": event.detail,
     }
 
 

@@ -6,6 +6,7 @@ line (or as JSON), so `havm vm start web1 && ...` in a script means the VM runs.
 
 from __future__ import annotations
 
+import enum
 import sys
 from collections.abc import Callable
 from typing import Annotated
@@ -17,6 +18,14 @@ from havm.cli.errors import CliError
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, client
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
+
+
+class RestartPriority(enum.StrEnum):
+    high = "high"
+    medium = "medium"
+    low = "low"
+    none = "none"
+
 
 vm_app = typer.Typer(help="Create, list, operate and delete virtual machines.", no_args_is_help=True)
 
@@ -92,6 +101,14 @@ def create_vm(
             "--journal-writes-per-s", min=0, help="Guest disk journal writes per second (default 2)."
         ),
     ] = None,
+    restart_priority: Annotated[
+        RestartPriority | None,
+        typer.Option(
+            "--restart-priority",
+            case_sensitive=False,
+            help="Failover restart order of a highly available VM (default medium; none: never).",
+        ),
+    ] = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -109,6 +126,10 @@ def create_vm(
         ),
         no_start=no_start,
     )
+    if restart_priority is not None:
+        request.restart_priority = common_pb2.RestartPriority.Value(
+            f"RESTART_PRIORITY_{restart_priority.value.upper()}"
+        )
     location = parse_storage(storage)
     if location is not None:
         request.storage.CopyFrom(location)

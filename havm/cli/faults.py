@@ -1,0 +1,270 @@
+"""Fault injection on the local cluster: `havm fault ...`, `havm host start`, `havm restart`.
+
+Each fault is what happens to a real cluster, done to the processes `havm up` started:
+
+- `crash HOST`: the agent process is killed (SIGKILL). Its connections close, so the
+  broker publishes its last will at once, as when a host's OS crashes.
+- `power-off HOST`: the agent is stopped (SIGSTOP) and stays stopped: it answers on no
+  path but closes nothing, so only missed heartbeats and a failed probe reveal it, as
+  after a power loss. `havm host start HOST` powers it on again: the frozen process is
+  killed (its memory is lost, as at power-off) and a fresh agent boots.
+- `freeze HOST` / `thaw HOST`: SIGSTOP / SIGCONT, a host that hangs and then resumes
+  where it was.
+- `isolate HOST --from heartbeat|management|all` / `heal HOST`: cut or restore that
+  host's network paths in the fault relay.
+- `crash-manager`, `crash-broker`: SIGKILL; `havm restart manager|broker` starts them
+  again (nothing restarts by itself).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from havm.cli.context import ClusterContext, Component, ContextError, read_context, write_context
+from havm.cli.local_cluster import (
+    LocalClusterError,
+    UpSettings,
+    is_running,
+    spawn,
+    stop_components,
+    wait_healthy,
+)
+from havm.faultnet import applied_path, read_faults, write_faults
+
+POWERED_OFF = "powered_off"
+FROZEN = "frozen"
+
+
+class Network(enum.StrEnum):
+    heartbeat = "heartbeat"
+    management = "management"
+    all = "all"
+
+
+class Restartable(enum.StrEnum):
+    manager = "manager"
+    broker = "broker"
+
+
+fault_app = typer.Typer(help="Inject faults into the local cluster.", no_args_is_help=True)
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _state_dir(ctx: typer.Context) -> Path:
+    value = (ctx.find_root().params or {}).get("state_dir")
+    return Path(value) if value else Path(".havm")
+
+
+def _cluster(ctx: typer.Context) -> ClusterContext:
+    directory = _state_dir(ctx).resolve()
+    cluster = read_context(directory)
+    if cluster is None:
+        raise ContextError(f"no local cluster in {directory}: start one with `havm up`")
+    return cluster
+
+
+def _component(cluster: ClusterContext, name: str, what: str) -> Component:
+    component = cluster.components.get(name)
+    if component is None:
+        known = ", ".join(sorted(n.split(":", 1)[1] for n in cluster.components if n.startswith("agent:")))
+        raise ContextError(f"no {what} in the local cluster (hosts: {known})")
+    return component
+
+
+def _agent(cluster: ClusterContext, host: str) -> Component:
+    return _component(cluster, f"agent:{host}", f"host named {host}")
+
+
+def _running(component: Component, label: str) -> None:
+    if not is_running(component):
+        raise ContextError(f"{label} is not running")
+
+
+def _signal(component: Component, sig: signal.Signals) -> None:
+    try:
+        os.kill(component.pid, sig)
+    except ProcessLookupError:
+        raise ContextError(f"{component.name} (pid {component.pid}) is not running") from None
+
+
+def _wait_dead(component: Component, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while is_running(component):
+        if time.monotonic() > deadline:
+            raise ContextError(f"{component.name} (pid {component.pid}) did not die")
+        time.sleep(0.02)
+
+
+def _kill(cluster: ClusterContext, component: Component) -> None:
+    _running(component, component.name)
+    _signal(component, signal.SIGKILL)
+    _wait_dead(component)
+    component.fault = ""
+    write_context(cluster)
+
+
+def _start(cluster: ClusterContext, component: Component) -> None:
+    """Start a component again with the command line it had, and wait until it is healthy."""
+    proc = spawn(component)
+    component.fault = ""
+    write_context(cluster)
+    try:
+        wait_healthy([component], {component.name: proc}, UpSettings())
+    except LocalClusterError as exc:
+        raise ContextError(str(exc)) from None
+
+
+@fault_app.command("crash")
+def crash(ctx: typer.Context, host: str) -> None:
+    """Kill the host's agent (SIGKILL): a crash the broker notices at once."""
+    cluster = _cluster(ctx)
+    _kill(cluster, _agent(cluster, host))
+    _console().print(f"host {host} crashed")
+
+
+@fault_app.command("power-off")
+def power_off(ctx: typer.Context, host: str) -> None:
+    """Stop the host silently, as after a power loss (`havm host start` powers it on)."""
+    cluster = _cluster(ctx)
+    agent = _agent(cluster, host)
+    _running(agent, f"host {host}")
+    _signal(agent, signal.SIGSTOP)
+    agent.fault = POWERED_OFF
+    write_context(cluster)
+    _console().print(f"host {host} powered off")
+
+
+@fault_app.command("freeze")
+def freeze(ctx: typer.Context, host: str) -> None:
+    """Freeze the host's agent (SIGSTOP); `thaw` resumes it where it was."""
+    cluster = _cluster(ctx)
+    agent = _agent(cluster, host)
+    _running(agent, f"host {host}")
+    if agent.fault == POWERED_OFF:
+        raise ContextError(f"host {host} is powered off: start it with `havm host start {host}`")
+    _signal(agent, signal.SIGSTOP)
+    agent.fault = FROZEN
+    write_context(cluster)
+    _console().print(f"host {host} frozen")
+
+
+@fault_app.command("thaw")
+def thaw(ctx: typer.Context, host: str) -> None:
+    """Resume a frozen host (SIGCONT)."""
+    cluster = _cluster(ctx)
+    agent = _agent(cluster, host)
+    _running(agent, f"host {host}")
+    if agent.fault == POWERED_OFF:
+        raise ContextError(f"host {host} is powered off: start it with `havm host start {host}`")
+    if agent.fault != FROZEN:
+        raise ContextError(f"host {host} is not frozen")
+    _signal(agent, signal.SIGCONT)
+    agent.fault = ""
+    write_context(cluster)
+    _console().print(f"host {host} thawed")
+
+
+def _set_cut(cluster: ClusterContext, change: dict[str, bool]) -> set[str]:
+    """Cut (True) or heal (False) network paths in the fault relay; wait until applied."""
+    relay = _component(cluster, "faultnet", "fault relay")
+    _running(relay, "the fault relay")
+    faults = Path(cluster.state_dir) / "faultnet" / "faults.json"
+    cut, version = read_faults(faults)
+    cut = (cut - {n for n, on in change.items() if not on}) | {n for n, on in change.items() if on}
+    write_faults(faults, cut, version + 1)
+    _signal(relay, signal.SIGHUP)
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            if int(applied_path(faults).read_text().strip() or 0) >= version + 1:
+                return cut
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise ContextError("the fault relay did not apply the change within 5 s")
+        time.sleep(0.02)
+
+
+@fault_app.command("isolate")
+def isolate(
+    ctx: typer.Context,
+    host: str,
+    from_: Annotated[
+        Network, typer.Option("--from", help="Which network to cut the host from.", case_sensitive=False)
+    ] = Network.all,
+) -> None:
+    """Cut the host's heartbeat path, management path, or both, like a pulled cable."""
+    cluster = _cluster(ctx)
+    _agent(cluster, host)
+    paths = ["heartbeat", "management"] if from_ is Network.all else [from_.value]
+    _set_cut(cluster, {f"{p}:{host}": True for p in paths})
+    _console().print(f"host {host} cut from the {' and '.join(paths)} network")
+
+
+@fault_app.command("heal")
+def heal(ctx: typer.Context, host: str) -> None:
+    """Restore every network path of the host."""
+    cluster = _cluster(ctx)
+    _agent(cluster, host)
+    _set_cut(cluster, {f"heartbeat:{host}": False, f"management:{host}": False})
+    _console().print(f"host {host} reconnected")
+
+
+@fault_app.command("crash-manager")
+def crash_manager(ctx: typer.Context) -> None:
+    """Kill the manager (SIGKILL); `havm restart manager` starts it again."""
+    cluster = _cluster(ctx)
+    _kill(cluster, _component(cluster, "manager", "manager"))
+    _console().print("manager crashed")
+
+
+@fault_app.command("crash-broker")
+def crash_broker(ctx: typer.Context) -> None:
+    """Kill the MQTT broker (SIGKILL); `havm restart broker` starts it again."""
+    cluster = _cluster(ctx)
+    _kill(cluster, _component(cluster, "broker", "broker"))
+    _console().print("broker crashed")
+
+
+def start_host(ctx: typer.Context, host: str) -> None:
+    """Power on a host that crashed or was powered off: a fresh agent boots."""
+    cluster = _cluster(ctx)
+    agent = _agent(cluster, host)
+    if is_running(agent):
+        if agent.fault != POWERED_OFF:
+            raise ContextError(f"host {host} is already running")
+        # The powered-off process holds the host's memory: that is lost at power-on.
+        _signal(agent, signal.SIGKILL)
+        _wait_dead(agent)
+    _start(cluster, agent)
+    _console().print(f"host {host} started")
+
+
+def restart(
+    ctx: typer.Context,
+    component: Annotated[Restartable, typer.Argument(help="manager or broker")],
+) -> None:
+    """Start the manager or the broker again (stopping it first if it runs)."""
+    cluster = _cluster(ctx)
+    target = _component(cluster, component.value, component.value)
+    if is_running(target):
+        stop_components([target], UpSettings().stop_timeout)
+    _start(cluster, target)
+    _console().print(f"{component.value} restarted")
+
+
+def register_fault_commands(app: typer.Typer, host_app: typer.Typer) -> None:
+    app.add_typer(fault_app, name="fault")
+    app.command("restart")(restart)
+    host_app.command("start")(start_host)
