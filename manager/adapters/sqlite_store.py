@@ -22,6 +22,7 @@ from manager.core.model import (
     HostRecord,
     JobRecord,
     NetworkInfo,
+    RestartPriority,
     StorageKind,
     StorageLocation,
     VmRecord,
@@ -143,6 +144,13 @@ def _vm(raw: dict[str, Any]) -> VmRecord:
         reason=raw["reason"],
         status=ConfigStatus(raw["status"]),
         status_reasons=tuple(raw["status_reasons"]),
+        # Records written before high availability lack these fields.
+        restart_priority=RestartPriority(raw.get("restart_priority", "medium")),
+        failover_count=raw.get("failover_count", 0),
+        lease_generation=raw.get("lease_generation", 0),
+        failover_from=raw.get("failover_from"),
+        restart_target=raw.get("restart_target"),
+        restart_attempts=tuple((h, n) for h, n in raw.get("restart_attempts", ())),
     )
 
 

@@ -27,6 +27,19 @@ class ConfigStatus(Enum):
     UNSUPPORTED_CLUSTER_CONFIGURATION = "unsupported_cluster_configuration"  # HA but cannot be
 
 
+class RestartPriority(Enum):
+    """Order in which highly available VMs of a failed host restart elsewhere."""
+
+    HIGH = "high"  # restarted first
+    MEDIUM = "medium"  # the default
+    LOW = "low"  # restarted after the others
+    NONE = "none"  # never restarted automatically
+
+
+# Restart order: a lower rank restarts first.
+RESTART_RANK = {RestartPriority.HIGH: 0, RestartPriority.MEDIUM: 1, RestartPriority.LOW: 2}
+
+
 class VmOperation(Enum):
     START = "start"  # power on a stopped VM, or restore a saved one
     SHUTDOWN = "shutdown"  # ask the guest to shut down cleanly
@@ -127,6 +140,18 @@ class VmRecord:
     reason: str = ""
     status: ConfigStatus = ConfigStatus.OK
     status_reasons: tuple[str, ...] = ()
+    restart_priority: RestartPriority = RestartPriority.MEDIUM
+    # Times the VM was restarted on another host after its host failed.
+    failover_count: int = 0
+    # The storage lease generation its current copy holds, as its host last reported.
+    lease_generation: int = 0
+    # Failover intent, persisted so that a restarted manager resumes it: the failed
+    # host the VM is being taken from (None when no failover is pending)...
+    failover_from: str | None = None
+    # ...the host a restart was last attempted on (checked first on resume)...
+    restart_target: str | None = None
+    # ...and the attempts made so far, per host: ((host, attempts), ...).
+    restart_attempts: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +182,7 @@ class ReportedVm:
     highly_available: bool
     workload: Workload = field(default_factory=Workload)
     reason: str = ""
+    lease_generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,3 +216,4 @@ class CreateVmCommand:
     networks: tuple[str, ...]
     workload: Workload
     no_start: bool
+    restart_priority: RestartPriority = RestartPriority.MEDIUM

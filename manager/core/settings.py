@@ -40,3 +40,27 @@ class Settings:
     max_vm_memory_mb: int = 2_097_152
     max_vm_cpus: int = 64
     max_vm_disk_gb: int = 65_536
+    # Failure detection: agents beat every `heartbeat_interval` seconds; a host that
+    # misses `heartbeat_threshold` beats in a row is suspect (Windows Server 2008 R2: 1 s x 5).
+    heartbeat_interval: float = 1.0
+    heartbeat_threshold: int = 5
+    # Deadline (seconds) of the GetInventory probe that confirms a suspect host.
+    probe_timeout: float = 1.0
+    # Seconds between two passes of the detector over every host.
+    detector_tick: float = 0.2
+    # A failed restart is tried again on the same node this many times, then on other
+    # nodes this many times in all, before the VM is failed.
+    restart_attempts_same_node: int = 1
+    restart_attempts_other_nodes: int = 3
+    # Seconds between two attempts to restart VMs that wait for capacity.
+    capacity_retry_interval: float = 2.0
+    # Events kept in memory for WatchEvents to replay.
+    event_buffer: int = 1000
+    # Reconnecting to the broker: the wait grows from the first to the longest (seconds).
+    broker_reconnect_min: float = 0.2
+    broker_reconnect_max: float = 2.0
+
+    @property
+    def heartbeat_window(self) -> float:
+        """Seconds without a heartbeat after which a host is suspect."""
+        return self.heartbeat_interval * self.heartbeat_threshold

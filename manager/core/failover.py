@@ -1,0 +1,126 @@
+"""Restart planning after a host failure: which surviving node takes which HA VM.
+
+Purely computational, no side effects: `plan_restarts` reads a placement snapshot and
+the VMs to restart and returns a plan; the failover service performs it (lease bump,
+take-over create, start) and persists each step. VMs restart in priority order (high,
+medium, low) so that, when room is short, the important ones get it; `none` never
+restarts automatically. Every VM the plan cannot place comes with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from manager.core.errors import ManagerError
+from manager.core.model import RESTART_RANK, RestartPriority, StorageKind, StorageLocation, VmRecord
+from manager.core.placement import HostCapacity, PlacementRequest, PlacementSnapshot, place
+from manager.core.states import VmState
+
+# VM states that a host failure interrupts: the VM was meant to run, so it restarts.
+RESTARTABLE_STATES = frozenset(
+    {VmState.RUNNING, VmState.PAUSED, VmState.STARTING, VmState.SAVING, VmState.MIGRATING, VmState.UNKNOWN}
+)
+WAITING_PREFIX = "waiting for capacity: "
+
+
+@dataclass(frozen=True)
+class Restart:
+    vm_id: str
+    vm_name: str
+    host: str
+    storage: StorageLocation | None
+
+
+@dataclass(frozen=True)
+class RestartPlan:
+    restarts: tuple[Restart, ...]  # in the order to perform them
+    # (vm id, why no node can take it now): these wait for capacity.
+    waiting: tuple[tuple[str, str], ...]
+    # (vm id, why it is not restarted at all): priority `none`.
+    skipped: tuple[tuple[str, str], ...]
+    decided_at: float
+
+
+def restart_order(vms: Sequence[VmRecord]) -> list[VmRecord]:
+    """High before medium before low; by name within a priority, so plans are stable."""
+    return sorted(vms, key=lambda vm: (RESTART_RANK.get(vm.restart_priority, 9), vm.name))
+
+
+def _take(host: HostCapacity, vm: VmRecord) -> HostCapacity:
+    """The host's room once `vm` runs there."""
+    return replace(
+        host,
+        memory_free_mb=host.memory_free_mb - vm.memory_mb,
+        running_vcpus=host.running_vcpus + vm.cpus,
+    )
+
+
+def _without_self(host: HostCapacity, vm: VmRecord) -> HostCapacity:
+    """The VM's own files already are on the shared volume: they do not block it."""
+    rooms = tuple(replace(s, used_by=tuple(u for u in s.used_by if u != vm.name)) for s in host.storage)
+    return replace(host, storage=rooms)
+
+
+def plan_restarts(
+    snapshot: PlacementSnapshot,
+    vms_to_restart: Sequence[VmRecord],
+    now: float,
+    *,
+    cluster: str | None = None,
+    failed_host: str | None = None,
+    avoid: Mapping[str, frozenset[str]] | None = None,
+    max_vcpus_per_core: int = 8,
+) -> RestartPlan:
+    """Choose a node of `cluster` (never `failed_host`) for each VM, highest priority first.
+
+    The snapshot is updated after each choice, so two VMs never count the same free
+    memory. `avoid` names, per VM id, nodes on which restarts already failed too often.
+    `cluster` defaults to each VM's own host's cluster as the snapshot shows it.
+    """
+    hosts = {h.name: h for h in snapshot.hosts}
+    restarts: list[Restart] = []
+    waiting: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    for vm in restart_order(vms_to_restart):
+        if vm.restart_priority is RestartPriority.NONE:
+            skipped.append((vm.id, "restart priority is none: it is never restarted automatically"))
+            continue
+        home = cluster
+        if home is None:
+            source = hosts.get(vm.host or "")
+            home = source.cluster if source is not None else None
+        if home is None:
+            waiting.append((vm.id, "its host is not a node of a cluster"))
+            continue
+        excluded = (avoid or {}).get(vm.id, frozenset())
+        candidates = tuple(
+            _without_self(h, vm)
+            for name, h in sorted(hosts.items())
+            if h.cluster == home and name != failed_host and name != vm.host and name not in excluded
+        )
+        request = PlacementRequest(
+            vm_name=vm.name,
+            memory_mb=vm.memory_mb,
+            cpus=vm.cpus,
+            # The files exist on shared storage already: the target needs no new room.
+            disk_gb=0,
+            highly_available=True,
+            storage=vm.storage if vm.storage and vm.storage.kind is not StorageKind.LOCAL_DISK else None,
+            networks=vm.networks,
+            max_vcpus_per_core=max_vcpus_per_core,
+        )
+        if not candidates:
+            waiting.append((vm.id, f"no other node of cluster {home} can be tried"))
+            continue
+        try:
+            decision = place(PlacementSnapshot(candidates), request)
+        except ManagerError as error:  # e.g. no surviving node sees the VM's volume
+            waiting.append((vm.id, error.message))
+            continue
+        if decision.host is None:
+            waiting.append((vm.id, "; ".join(f"{h} {why}" for h, why in decision.rejections)))
+            continue
+        hosts[decision.host] = _take(hosts[decision.host], vm)
+        restarts.append(Restart(vm.id, vm.name, decision.host, decision.storage))
+    return RestartPlan(tuple(restarts), tuple(waiting), tuple(skipped), now)
