@@ -1,4 +1,4 @@
-"""One session with the MQTT broker that carries this host's retained status.
+"""One session with the MQTT broker that carries this host's retained status and heartbeats.
 
 The last will makes the broker itself announce `offline` when the agent dies or
 loses its connection; the app loop republishes `online` and reconnects. Every
@@ -52,6 +52,13 @@ class BrokerSession:
         """Publish the retained status; returns once the broker acknowledged it."""
         try:
             await self._client.publish(self.topic, payload, qos=1, retain=True, timeout=self._timeout_s)
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
+
+    async def publish_heartbeat(self, topic: str, payload: bytes) -> None:
+        """Fire and forget (QoS 0, not retained): a late beat is worth nothing."""
+        try:
+            await self._client.publish(topic, payload, qos=0, retain=False, timeout=self._timeout_s)
         except (aiomqtt.MqttError, OSError) as exc:
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
 

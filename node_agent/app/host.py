@@ -38,7 +38,7 @@ from node_agent.core.power import (
     plan_operation,
     transition,
 )
-from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
+from node_agent.core.views import GuestView, HostLoad, HostView, StorageUsage, VmView
 from node_agent.core.vm import (
     GIB,
     StorageKind,
@@ -107,6 +107,10 @@ class VmHost:
 
     def memory_free_mb(self) -> int:
         return available_memory_mb(self.config, self._held_mb())
+
+    def load(self) -> HostLoad:
+        running = sum(1 for vm in self._vms.values() if vm.state is PowerState.RUNNING)
+        return HostLoad(vms_running=running, memory_free_mb=self.memory_free_mb())
 
     def list_vms(self) -> list[VmView]:
         return [vm.view() for _, vm in sorted(self._vms.items())]

@@ -53,7 +53,7 @@ async def run_agent(options: AgentOptions) -> int:
 
     publisher = None
     if options.broker is not None:
-        publisher = _status_publisher(options, server.address, host.boot_id)
+        publisher = _status_publisher(options, server.address, host)
         publisher.start()
 
     stopping = asyncio.Event()
@@ -71,13 +71,14 @@ async def run_agent(options: AgentOptions) -> int:
     return 0
 
 
-def _status_publisher(options: AgentOptions, address: str, boot_id: str) -> StatusPublisher:
+def _status_publisher(options: AgentOptions, address: str, host: VmHost) -> StatusPublisher:
     # Imported here: the MQTT client is only loaded by agents that use a broker.
     from node_agent.adapters.mqtt_status import BrokerSession
     from node_agent.app.status import StatusPublisher
 
     config, settings = options.config, options.config.settings
     assert options.broker is not None
+    boot_id = host.boot_id
     hostname, port = options.broker
     topic = status_topic(config.name)
     offline = status_payload(config, address, boot_id, online=False)
@@ -99,4 +100,8 @@ def _status_publisher(options: AgentOptions, address: str, boot_id: str) -> Stat
         online=status_payload(config, address, boot_id, online=True),
         offline=offline,
         broker=f"{hostname}:{port}",
+        host=config.name,
+        boot_id=boot_id,
+        load=host.load,
+        clock=host.clock,
     )

@@ -1,8 +1,10 @@
-"""Keeps this host's retained status on the broker up to date, whatever the broker does.
+"""Keeps this host's retained status and heartbeats on the broker, whatever the broker does.
 
 Observe the connection, publish `online` on connect and every `status_interval_s`,
-reconnect with a capped backoff when the broker goes away, and publish `offline`
-on a graceful stop. A broker problem is logged, never fatal to the agent.
+a heartbeat every `heartbeat_interval_s`, reconnect with a capped backoff when the
+broker goes away, and publish `offline` on a graceful stop. A broker problem is
+logged, never fatal to the agent. Whether the broker is reachable right now is
+offered to the isolation watch: it is one of the host's two paths to the cluster.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from node_agent.adapters.mqtt_status import BrokerSession, BrokerUnavailable
 from node_agent.core.config import AgentSettings
+from node_agent.core.views import HostLoad, heartbeat_payload, heartbeat_topic
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,20 @@ class StatusPublisher:
         online: dict[str, object],
         offline: dict[str, object],
         broker: str,
+        host: str,
+        boot_id: str,
+        load: Callable[[], HostLoad],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._host = host
+        self._boot_id = boot_id
+        self._load = load
+        self._clock = clock
+        self._heartbeat_topic = heartbeat_topic(host)
+        # Counts per boot, not per connection: a receiver sees the beats lost meanwhile.
+        self.heartbeat_seq = 0
+        self.connected = False
         self._open_session = open_session
         self._online = json.dumps(online).encode()
         self._offline = json.dumps(offline).encode()
@@ -85,14 +101,25 @@ class StatusPublisher:
 
     async def _serve(self, session: BrokerSession) -> None:
         await session.publish_status(self._online)
+        self.connected = True
         log.info("online on the broker at %s", self._broker)
         lost = asyncio.create_task(session.wait_lost())
+        loop = asyncio.get_running_loop()
+        next_status = loop.time() + self._settings.status_interval_s
+        next_beat = loop.time()
         try:
             while True:
+                if loop.time() >= next_beat:
+                    await self._beat(session)
+                    # Scheduled from the plan, not from now: beats do not drift.
+                    next_beat = max(next_beat + self._settings.heartbeat_interval_s, loop.time())
+                if loop.time() >= next_status:
+                    await session.publish_status(self._online)
+                    next_status = loop.time() + self._settings.status_interval_s
                 stop = asyncio.create_task(self._stopping.wait())
                 await asyncio.wait(
                     {lost, stop},
-                    timeout=self._settings.status_interval_s,
+                    timeout=max(0.0, min(next_beat, next_status) - loop.time()),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 stop.cancel()
@@ -102,11 +129,17 @@ class StatusPublisher:
                     await session.publish_status(self._offline)
                     log.info("offline on the broker")
                     return
-                await session.publish_status(self._online)
         finally:
+            self.connected = False
             lost.cancel()
             with contextlib.suppress(asyncio.CancelledError, BrokerUnavailable):
                 await lost
+
+    async def _beat(self, session: BrokerSession) -> None:
+        self.heartbeat_seq += 1
+        seq, now = self.heartbeat_seq, self._clock()
+        payload = heartbeat_payload(self._host, self._boot_id, seq, now, self._load())
+        await session.publish_heartbeat(self._heartbeat_topic, json.dumps(payload).encode())
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the agent stops."""

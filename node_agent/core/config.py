@@ -32,6 +32,14 @@ class Profile(enum.Enum):
         return "port group" if self is Profile.ESX else "virtual network"
 
 
+class IsolationResponse(enum.Enum):
+    """What the host does to its VMs once cut off from manager and broker for too long."""
+
+    POWER_OFF = "power_off"  # turn off every running or paused VM: they restart elsewhere
+    SHUT_DOWN = "shut_down"  # shut running VMs down cleanly, turn off paused ones
+    LEAVE_RUNNING = "leave_running"  # keep them: storage fencing alone protects the data
+
+
 class VolumeKind(enum.Enum):
     """The kinds of SAN storage a host can see."""
 
@@ -50,12 +58,19 @@ class AgentSettings:
     grpc_stop_grace_s: float = 0.5
     # Cap of the backoff between two attempts to reach the broker.
     mqtt_reconnect_max_s: float = 2.0
-    mqtt_keepalive_s: int = 5
+    # Small, so that the broker sends the last will soon after the agent goes silent.
+    mqtt_keepalive_s: int = 3
+    heartbeat_interval_s: float = 1.0
     # How long a single broker call may take before the connection counts as lost.
     mqtt_timeout_s: float = 2.0
     # Highest guest workload rate a VM may ask for (MB/s dirtied, journal writes/s):
     # beyond it a tick costs more than the tick interval and starves the event loop.
     max_guest_rate: float = 10000.0
+    # Cut off from both the management calls and the broker this long, the host
+    # applies `isolation_response` to its VMs, once per isolation episode.
+    isolation_timeout_s: float = 15.0
+    isolation_check_interval_s: float = 0.25
+    isolation_response: IsolationResponse = IsolationResponse.POWER_OFF
 
 
 @dataclass(frozen=True)
@@ -265,6 +280,9 @@ def _settings(raw: object) -> AgentSettings:
             continue
         value = given[f.name]
         where = f"settings.{f.name}"
+        if f.name == "isolation_response":
+            values[f.name] = _isolation_response(value, where)
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(where, "must be a number")
         if not math.isfinite(value):
@@ -273,6 +291,14 @@ def _settings(raw: object) -> AgentSettings:
             raise ConfigError(where, "must be a positive number")
         values[f.name] = int(value) if f.type in (int, "int") else float(value)
     return AgentSettings(**values)
+
+
+def _isolation_response(value: object, where: str) -> IsolationResponse:
+    try:
+        return IsolationResponse(value)
+    except ValueError:
+        allowed = ", ".join(r.value for r in IsolationResponse)
+        raise ConfigError(where, f"must be one of {allowed}, got {value!r}") from None
 
 
 def _unique(names: list[str], where: str) -> None:

@@ -65,3 +65,26 @@ def status_payload(config: HostConfig, address: str, boot_id: str, online: bool)
 
 def status_topic(host: str) -> str:
     return f"havm/v1/hosts/{host}/status"
+
+
+def heartbeat_topic(host: str) -> str:
+    return f"havm/v1/hosts/{host}/heartbeat"
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """The load summary a heartbeat carries, for placement and for humans."""
+
+    vms_running: int
+    memory_free_mb: int
+
+
+def heartbeat_payload(host: str, boot_id: str, seq: int, now: float, load: HostLoad) -> dict[str, object]:
+    """One heartbeat: `seq` counts 1, 2, ... per boot so that a receiver sees gaps."""
+    return {
+        "host": host,
+        "boot_id": boot_id,
+        "seq": seq,
+        "time": now,
+        "load": {"vms_running": load.vms_running, "memory_free_mb": load.memory_free_mb},
+    }

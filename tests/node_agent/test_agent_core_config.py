@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from agent_testkit import host_config
 
-from node_agent.core.config import AgentSettings, Profile, VolumeKind, parse_host_config
+from node_agent.core.config import AgentSettings, IsolationResponse, Profile, VolumeKind, parse_host_config
 from node_agent.core.errors import ConfigError
 
 
@@ -106,3 +106,21 @@ def test_zero_shutdown_grace_is_allowed(raw: dict[str, Any]) -> None:
 def test_esx_networks_are_port_groups(raw: dict[str, Any]) -> None:
     raw["profile"] = "esx"
     assert parse_host_config(raw).profile.network_term == "port group"
+
+
+def test_ha_settings_defaults_and_isolation_response(raw: dict[str, Any]) -> None:
+    defaults = AgentSettings()
+    assert defaults.heartbeat_interval_s == 1.0
+    assert defaults.mqtt_keepalive_s == 3
+    assert defaults.isolation_timeout_s == 15.0
+    assert defaults.isolation_response is IsolationResponse.POWER_OFF
+    raw["settings"] = {"isolation_response": "leave_running", "isolation_timeout_s": 1.5}
+    settings = parse_host_config(raw).settings
+    assert settings.isolation_response is IsolationResponse.LEAVE_RUNNING
+    assert settings.isolation_timeout_s == 1.5
+    raw["settings"] = {"isolation_response": "reboot"}
+    with pytest.raises(ConfigError) as caught:
+        parse_host_config(raw)
+    assert caught.value.message == (
+        "settings.isolation_response: must be one of power_off, shut_down, leave_running, got 'reboot'"
+    )

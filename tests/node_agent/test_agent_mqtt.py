@@ -18,7 +18,11 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from agent_testkit import Agent, free_port, host_config
+from agent_testkit import Agent, free_port, host_config, vm_spec
+
+from havm.v1 import agent_pb2
+
+OP = agent_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +175,58 @@ def test_agent_starts_without_its_broker(start_agent, tmp_path: Path) -> None:  
     agent: Agent = start_agent(host_config(tmp_path), None, nowhere)
     assert agent.inventory().host.name == "node1"
     assert agent.terminate() == 0
+
+
+HEARTBEAT_TOPIC = "havm/v1/hosts/node1/heartbeat"
+
+
+async def next_message(messages: Any, timeout: float) -> aiomqtt.Message:
+    async def first() -> aiomqtt.Message:
+        async for message in messages:
+            return message
+        raise AssertionError("no message")
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+async def test_heartbeats_count_up_and_stop_while_the_agent_is_frozen(
+    start_agent,
+    broker: Broker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    config = host_config(tmp_path)
+    config["settings"]["heartbeat_interval_s"] = 0.2
+    agent: Agent = await asyncio.to_thread(start_agent, config, None, broker.address)
+    await asyncio.to_thread(agent.create, vm_spec())
+    await asyncio.to_thread(agent.operate, "vm-1", OP.VM_OPERATION_START)
+    boot_id = (await asyncio.to_thread(agent.inventory)).host.boot_id
+    async with subscriber(broker, "hb") as client:
+        await client.subscribe(HEARTBEAT_TOPIC, qos=0)
+        beats = []
+        for _ in range(4):
+            message = await next_message(client.messages, timeout=5)
+            assert not message.retain
+            beats.append(json.loads(message.payload))
+        seqs = [b["seq"] for b in beats]
+        assert seqs == list(range(seqs[0], seqs[0] + 4))
+        assert seqs[0] >= 1
+        assert beats[-1]["host"] == "node1" and beats[-1]["boot_id"] == boot_id
+        assert abs(beats[-1]["time"] - time.time()) < 2
+        assert beats[-1]["load"] == {"vms_running": 1, "memory_free_mb": 6144 - 1024}
+        # About one beat per interval.
+        assert 0.1 < (beats[-1]["time"] - beats[0]["time"]) / 3 < 0.4
+
+        agent.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(0.3)  # a beat already on its way may still arrive
+            while True:
+                try:
+                    await next_message(client.messages, timeout=0.05)
+                except TimeoutError:
+                    break
+            with pytest.raises(TimeoutError):
+                await next_message(client.messages, timeout=1.0)
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
+        after = json.loads((await next_message(client.messages, timeout=5)).payload)
+        assert after["seq"] > seqs[-1] and after["boot_id"] == boot_id
