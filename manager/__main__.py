@@ -1,7 +1,10 @@
 """`python -m manager` / `havm-manager`: parse arguments, compose, serve until SIGTERM.
 
     python -m manager --topology TOPOLOGY.yaml --state-dir DIR --listen 127.0.0.1:PORT
-                      [--refresh-interval 5] [--log-level info]
+                      [--broker HOST:PORT] [--refresh-interval 5] [--log-level info]
+
+With --broker the manager hears the agents' heartbeats and judges host health (failure
+detection, fencing, failover restart); without it, only refreshes judge hosts.
 
 Bad arguments or a bad topology print one line naming the field and exit 2.
 """
@@ -23,9 +26,11 @@ import yaml
 
 from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
+from manager.adapters.mqtt import MqttLink
 from manager.adapters.sqlite_store import SqliteStore
 from manager.app.manager import ManagerApp
 from manager.core.errors import FailedPreconditionError
+from manager.core.model import Event
 from manager.core.settings import Settings
 from manager.core.topology import Topology, TopologyError, parse_topology
 
@@ -76,8 +81,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Settings.refresh_interval,
         help="seconds between periodic refreshes (default %(default)s)",
     )
+    parser.add_argument("--broker", default=None, help="MQTT broker host:port (heartbeats, events)")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
+    if args.broker is not None:
+        b_host, b_sep, b_port = args.broker.rpartition(":")
+        if not b_sep or not b_host or not b_port.isdigit() or not 0 < int(b_port) <= 65535:
+            raise UsageError(f"--broker: must be host:port, got {args.broker!r}")
     if not math.isfinite(args.refresh_interval) or args.refresh_interval <= 0:
         raise UsageError(
             f"--refresh-interval: must be a positive number of seconds, got {args.refresh_interval}"
@@ -114,6 +124,18 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
     except FailedPreconditionError as error:
         store.close()
         raise UsageError(error.message) from None
+    link: MqttLink | None = None
+    if args.broker is not None:
+        ha = app.enable_ha()
+        b_host, _, b_port = args.broker.rpartition(":")
+        link = MqttLink(b_host, int(b_port), settings, ha.on_message, ha.on_connection)
+        mqtt_link = link
+
+        def publish(event: Event) -> None:
+            host = app.store.get_host(event.host) if event.kind == "host_state" else None
+            mqtt_link.publish_event(event, host.state.value if host is not None else None)
+
+        app.events.add_publisher(publish)
     server = ManagerServer(app, args.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,10 +144,14 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
     await server.start()
     log.info("serving ManagerService on %s (state in %s)", args.listen, args.state_dir)
     app.start_background()
+    link_task = asyncio.get_running_loop().create_task(link.run()) if link is not None else None
     try:
         await stop.wait()
         log.info("stopping")
     finally:
+        if link_task is not None:
+            link_task.cancel()
+            await asyncio.gather(link_task, return_exceptions=True)
         await server.stop(settings.shutdown_grace)
         await app.stop()
         store.close()

@@ -128,9 +128,20 @@ class AgentClient:
         )
         return reported_vm_from_proto(response.vm)
 
-    async def create_vm(self, host: str, address: str, vm: VmRecord) -> ReportedVm:
+    async def probe(self, host: str, address: str, timeout: float) -> None:
+        """One GetInventory with a short deadline and no retry: does the host answer?"""
         stub = self._stub(address)
-        request = agent_pb2.AgentServiceCreateVmRequest(spec=vm_spec_to_proto(vm))
+        await self._write(
+            host, lambda: stub.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=timeout)
+        )
+
+    async def create_vm(
+        self, host: str, address: str, vm: VmRecord, take_over: bool = False, lease_generation: int = 0
+    ) -> ReportedVm:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceCreateVmRequest(
+            spec=vm_spec_to_proto(vm), take_over=take_over, lease_generation=lease_generation
+        )
         response = await self._write(
             host, lambda: stub.CreateVm(request, timeout=self._settings.agent_operation_timeout)
         )

@@ -19,10 +19,12 @@ from grpc_reflection.v1alpha import reflection
 from havm.v1 import manager_pb2, manager_pb2_grpc
 from manager.adapters.proto_mapping import (
     cluster_to_proto,
+    event_to_proto,
     host_to_proto,
     job_to_proto,
     operation_from_proto,
     requested_storage_from_proto,
+    restart_priority_from_proto,
     vm_to_proto,
     workload_from_proto,
 )
@@ -30,6 +32,7 @@ from manager.core.errors import ManagerError
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
+    Event,
     HostRecord,
     JobRecord,
     VmOperation,
@@ -75,6 +78,7 @@ class ManagerApi(Protocol):
     def list_jobs(self, limit: int = 0) -> list[JobRecord]: ...
     def get_job(self, job_id: str) -> JobRecord: ...
     def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]: ...
+    def watch_events(self, replay: int) -> AsyncIterator[Event]: ...
 
 
 R = TypeVar("R")
@@ -165,6 +169,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             networks=tuple(request.networks),
             workload=workload_from_proto(request.workload),
             no_start=request.no_start,
+            restart_priority=restart_priority_from_proto(request.restart_priority),
         )
         job, vm = self._app.create_vm(command)
         return manager_pb2.CreateVmResponse(job=job_to_proto(job), vm=vm_to_proto(vm))
@@ -206,6 +211,17 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             return
         async for job in stream:
             yield manager_pb2.WatchJobResponse(job=job_to_proto(job))
+
+    async def WatchEvents(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[manager_pb2.WatchEventsResponse]:
+        if request.replay < 0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"replay: must not be negative, got {request.replay}"
+            )
+            return
+        async for event in self._app.watch_events(request.replay):
+            yield manager_pb2.WatchEventsResponse(event=event_to_proto(event))
 
 
 class ManagerServer:

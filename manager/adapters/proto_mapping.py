@@ -17,11 +17,13 @@ from manager.core.errors import InvalidArgumentError
 from manager.core.model import (
     ClusterRecord,
     DiskInfo,
+    Event,
     HostRecord,
     Inventory,
     JobRecord,
     NetworkInfo,
     ReportedVm,
+    RestartPriority,
     StorageKind,
     StorageLocation,
     VmOperation,
@@ -160,6 +162,8 @@ def vm_to_proto(vm: VmRecord) -> manager_pb2.Vm:
         imported=vm.imported,
         created_at=timestamp(vm.created_at),
         reason=vm.reason,
+        restart_priority=_to_proto_enum(vm.restart_priority, "RESTART_PRIORITY", common_pb2.RestartPriority),
+        failover_count=vm.failover_count,
     )
 
 
@@ -263,6 +267,7 @@ def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
         highly_available=spec.highly_available,
         workload=workload_from_proto(spec.workload),
         reason=runtime.reason,
+        lease_generation=runtime.lease_generation,
     )
 
 
@@ -288,4 +293,23 @@ def inventory_from_proto(response: agent_pb2.AgentServiceGetInventoryResponse) -
         volumes=tuple(volumes),
         boot_id=info.boot_id,
         vms=tuple(reported_vm_from_proto(vm) for vm in response.vms),
+    )
+
+
+def restart_priority_from_proto(number: int) -> RestartPriority:
+    """Unset means medium; a number the manager does not know is refused."""
+    if number == common_pb2.RESTART_PRIORITY_UNSPECIFIED:
+        return RestartPriority.MEDIUM
+    try:
+        priority = _from_proto_enum(number, "RESTART_PRIORITY", common_pb2.RestartPriority, RestartPriority)
+    except ValueError:
+        priority = None
+    if priority is None:
+        raise InvalidArgumentError("restart_priority: must be high, medium, low or none")
+    return priority
+
+
+def event_to_proto(event: Event) -> manager_pb2.Event:
+    return manager_pb2.Event(
+        time=timestamp(event.time), kind=event.kind, host=event.host, vm=event.vm, detail=event.detail
     )

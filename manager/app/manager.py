@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from manager import __version__
+from manager.app.events import EventBus, EventingStore
+from manager.app.ha import HaService
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.vms import VmService
@@ -22,6 +25,7 @@ from manager.core.inventory import cluster_state, host_capacity, merge_topology,
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
+    Event,
     HostRecord,
     JobRecord,
     VmOperation,
@@ -65,16 +69,22 @@ class ManagerApp:
         agents: AgentPort,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.events = EventBus(settings.event_buffer, clock)
+        store = EventingStore(store, self.events)
         self.store = store
         self.settings = settings
         self._agents = agents
+        self._monotonic = monotonic
         self.jobs = JobBook(store, clock)
         self.vms = VmService(store, agents, self.jobs, settings, clock)
         self.refresher = RefreshService(
             store, agents, settings, clock, self.vms.busy_vms, self.vms.vm_versions
         )
+        self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._ha_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -93,7 +103,14 @@ class ManagerApp:
         for name in gone_clusters:
             log.info("cluster %s is no longer in the topology: forgotten", name)
             self.store.delete_cluster(name)
+        known = {h.name for h in self.store.list_hosts()}
         hosts, clusters = merge_topology(topology, self.store.list_hosts(), self.store.list_clusters())
+        for name in gone_hosts:
+            self.events.emit("topology", f"host {name} was removed from the topology", host=name)
+        for host in hosts:
+            if known and host.name not in known:
+                # Refreshed by the first refresh pass, which runs at once on start.
+                self.events.emit("topology", f"host {host.name} was added to the topology", host=host.name)
         for cluster in clusters:
             self.store.put_cluster(cluster)
         for host in hosts:
@@ -103,13 +120,27 @@ class ManagerApp:
             log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
         log.info("topology loaded: %d cluster(s), %d host(s)", len(clusters), len(hosts))
 
+    def enable_ha(self) -> HaService:
+        """Judge host health from heartbeats (a broker is configured); call after load."""
+        self.ha = HaService(
+            self.store, self._agents, self.settings, self.refresher, self.vms, self.events, self._monotonic
+        )
+        self.refresher.heartbeats_judge = True
+        return self.ha
+
     def start_background(self) -> None:
-        self._loop_task = asyncio.get_running_loop().create_task(self.refresher.run_periodically())
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self.refresher.run_periodically())
+        if self.ha is not None:
+            self._ha_task = loop.create_task(self.ha.run())
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in (self._loop_task, self._ha_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.ha is not None:
+            await self.ha.stop()
         await self.jobs.shutdown()
         await self._agents.close()
 
@@ -190,6 +221,9 @@ class ManagerApp:
 
     def get_job(self, job_id: str) -> JobRecord:
         return self.jobs.get(job_id)
+
+    def watch_events(self, replay: int) -> AsyncIterator[Event]:
+        return self.events.watch(replay)
 
     def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]:
         self.jobs.get(job_id)  # NOT_FOUND before the stream starts

@@ -56,6 +56,10 @@ class RefreshService:
         # on its way is newer than that inventory, which must not overwrite it.
         self._vm_versions = vm_versions
         self._locks: dict[str, asyncio.Lock] = {}
+        # True while heartbeats judge host health (a broker is configured).
+        self.heartbeats_judge = False
+        # VMs a failover holds (waiting or restarting): a refresh leaves them alone.
+        self.failover_vms: Callable[[], Collection[str]] = lambda: ()
 
     async def refresh(self, host_names: Sequence[str]) -> list[HostRefresh]:
         return list(await asyncio.gather(*(self._refresh_host(n) for n in host_names)))
@@ -103,7 +107,7 @@ class RefreshService:
         """VMs busy before or after the agent call, or whose record a job wrote meanwhile."""
         versions = self._vm_versions()
         changed = {vm_id for vm_id, n in versions.items() if versions_before.get(vm_id) != n}
-        return busy_before | set(self._busy_vms()) | changed
+        return busy_before | set(self._busy_vms()) | changed | set(self.failover_vms())
 
     def _record_failure(self, name: str, reason: str, skip: set[str]) -> None:
         host = self._store.get_host(name)
@@ -111,7 +115,7 @@ class RefreshService:
             return
         if host.state_reason != reason or host.state.value != "not_responding":
             log.warning("host %s does not answer: %s", name, reason)
-        self._store.put_host(apply_refresh_failure(host, reason, self._clock()))
+        self._store.put_host(apply_refresh_failure(host, reason, self._clock(), self.heartbeats_judge))
         vms = [vm for vm in self._store.list_vms(name) if vm.id not in skip]
         for vm in mark_unknown(vms, name, reason):
             self._store.put_vm(vm)
@@ -121,12 +125,6 @@ class RefreshService:
         if host is None:
             return
         now = self._clock()
-        host = apply_inventory(host, inventory, now)
-        self._store.put_host(host)
-        if host.cluster is not None:
-            cluster = self._store.get_cluster(host.cluster)
-            if cluster is not None:
-                self._store.put_cluster(update_cluster_volumes(cluster, inventory.volumes))
         result = reconcile(
             name,
             self._store.list_vms(),
@@ -135,6 +133,14 @@ class RefreshService:
             now=now,
             busy=skip,
         )
+        if result.stale:
+            log.warning("host %s still holds stale copies of %s", name, ", ".join(result.stale))
+        host = apply_inventory(host, inventory, now, result.stale)
+        self._store.put_host(host)
+        if host.cluster is not None:
+            cluster = self._store.get_cluster(host.cluster)
+            if cluster is not None:
+                self._store.put_cluster(update_cluster_volumes(cluster, inventory.volumes))
         for vm in result.updates + result.missing:
             self._store.put_vm(vm)
         for vm in result.removed:

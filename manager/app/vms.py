@@ -72,6 +72,14 @@ class VmService:
         """How many times this service wrote each VM's record."""
         return dict(self._versions)
 
+    def record(self, vm: VmRecord) -> None:
+        """Write a VM's record on behalf of another service (failover), as jobs do."""
+        self._put(vm)
+
+    def lock(self, vm_id: str) -> asyncio.Lock:
+        """The lock that serializes every action on one VM."""
+        return self._lock(vm_id)
+
     def _put(self, vm: VmRecord) -> None:
         self._versions[vm.id] = self._versions.get(vm.id, 0) + 1
         self._store.put_vm(vm)
@@ -192,6 +200,7 @@ class VmService:
             # next refresh keeps (the host has the VM) or removes (it does not).
             state=VmState.CREATING,
             highly_available=command.highly_available,
+            restart_priority=command.restart_priority,
             memory_mb=command.memory_mb,
             cpus=command.cpus,
             disk_gb=command.disk_gb,

@@ -16,7 +16,15 @@ class AgentPort(Protocol):
 
     async def get_vm(self, host: str, address: str, vm_id: str) -> ReportedVm: ...
 
-    async def create_vm(self, host: str, address: str, vm: VmRecord) -> ReportedVm: ...
+    async def probe(self, host: str, address: str, timeout: float) -> None:
+        """Raises a ManagerError unless the host answers a GetInventory within `timeout`."""
+        ...
+
+    async def create_vm(
+        self, host: str, address: str, vm: VmRecord, take_over: bool = False, lease_generation: int = 0
+    ) -> ReportedVm:
+        """`take_over` adopts files already on shared storage, holding the lease at `lease_generation`."""
+        ...
 
     async def operate_vm(self, host: str, address: str, vm_id: str, operation: VmOperation) -> ReportedVm: ...
 

@@ -141,8 +141,19 @@ def set_host_state(host: HostRecord, state: HostState, reason: str) -> HostRecor
     return replace(host, state=change_host_state(host.name, host.state, state), state_reason=reason)
 
 
-def apply_inventory(host: HostRecord, inventory: Inventory, now: datetime) -> HostRecord:
-    """The host after a successful GetInventory: `ok`, with what the agent reported."""
+# States the failure detector and the failover service own: a refresh records what the
+# host reported but leaves the verdict alone (an isolated host answers, yet it is not ok).
+DETECTOR_STATES = frozenset({HostState.SUSPECT, HostState.ISOLATED, HostState.FENCING})
+
+
+def apply_inventory(
+    host: HostRecord, inventory: Inventory, now: datetime, stale: Sequence[str] = ()
+) -> HostRecord:
+    """The host after a successful GetInventory: `ok`, with what the agent reported.
+
+    A fenced host rejoins only once it no longer holds copies of VMs that moved
+    (`stale`); a host under the detector's judgement keeps its state.
+    """
     refreshed = replace(
         host,
         cpu=inventory.cpu if inventory.cpu.cores > 0 else host.cpu,
@@ -154,10 +165,30 @@ def apply_inventory(host: HostRecord, inventory: Inventory, now: datetime) -> Ho
         last_refresh=now,
         boot_id=inventory.boot_id,
     )
+    if host.state in DETECTOR_STATES:
+        return refreshed
+    if host.state is HostState.FENCED and stale:
+        return replace(
+            refreshed,
+            state_reason=f"fenced; it still holds stale copies of {', '.join(sorted(stale))}",
+        )
     return set_host_state(refreshed, HostState.OK, "")
 
 
-def apply_refresh_failure(host: HostRecord, why: str, now: datetime) -> HostRecord:
+def apply_refresh_failure(
+    host: HostRecord, why: str, now: datetime, heartbeats_judge: bool = False
+) -> HostRecord:
+    """The host after a failed GetInventory.
+
+    Without heartbeats the failed call is the only sign: the host is `not_responding`.
+    When the detector judges health from heartbeats, an ok host stays ok (its
+    management path alone failed; the reason says so) and a host the detector or the
+    failover service holds keeps its state.
+    """
+    if host.state in DETECTOR_STATES or host.state in (HostState.FENCED, HostState.NOT_RESPONDING):
+        return replace(host, last_refresh=now)
+    if heartbeats_judge and host.state is HostState.OK:
+        return replace(host, state_reason=f"management path failed: {why}", last_refresh=now)
     return replace(set_host_state(host, HostState.NOT_RESPONDING, why), last_refresh=now)
 
 

@@ -217,3 +217,14 @@ class CreateVmCommand:
     workload: Workload
     no_start: bool
     restart_priority: RestartPriority = RestartPriority.MEDIUM
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened in the cluster, for WatchEvents and the MQTT event stream."""
+
+    time: datetime
+    kind: str  # "host_state", "vm_state", "detector", "failover", "broker"
+    host: str
+    vm: str
+    detail: str  # a sentence

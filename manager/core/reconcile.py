@@ -25,6 +25,9 @@ class ReconcileResult:
     missing: tuple[VmRecord, ...]  # recorded on the host, no longer reported (now `missing`)
     # Records left `creating` by an interrupted create whose host never got the VM.
     removed: tuple[VmRecord, ...] = ()
+    # Names of VMs the host still holds a stale copy of: the VM was taken over by another
+    # host with a newer lease generation. Never recorded back on this host.
+    stale: tuple[str, ...] = ()
 
 
 def cluster_configuration(vm: VmRecord, host_cluster: str | None) -> tuple[ConfigStatus, tuple[str, ...]]:
@@ -85,10 +88,18 @@ def reconcile(
     taken = {vm.name for vm in stored_vms}
     updates: list[VmRecord] = []
     imports: list[VmRecord] = []
+    stale: list[str] = []
     for reported in reported_vms:
         if reported.id in busy:
             continue
         stored = by_id.get(reported.id)
+        if (
+            stored is not None
+            and stored.host not in (None, host_name)
+            and reported.lease_generation < stored.lease_generation
+        ):
+            stale.append(stored.name)
+            continue
         if stored is None:
             name = importable_name(reported.name, reported.id, taken)
             taken.add(name)
@@ -119,6 +130,7 @@ def reconcile(
             disk_gb=reported.disk_gb,
             storage=reported.storage or stored.storage,
             networks=reported.networks,
+            lease_generation=max(stored.lease_generation, reported.lease_generation),
         )
         updated = with_configuration(updated, host_cluster)
         if updated != stored:
@@ -133,7 +145,7 @@ def reconcile(
         if vm.state not in (VmState.MISSING, VmState.CREATING)
     ]
     removed = [vm for vm in gone if vm.state is VmState.CREATING]
-    return ReconcileResult(tuple(updates), tuple(imports), tuple(missing), tuple(removed))
+    return ReconcileResult(tuple(updates), tuple(imports), tuple(missing), tuple(removed), tuple(stale))
 
 
 def mark_unknown(vms: Sequence[VmRecord], host_name: str, why: str) -> list[VmRecord]:

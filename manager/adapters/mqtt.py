@@ -1,0 +1,190 @@
+"""The manager's MQTT link: heartbeats and status in, events and host states out.
+
+Translates only. It subscribes to every host's heartbeat and retained status, turns
+each valid payload into a call of the detector-facing callbacks, and publishes what
+the event bus hands it. Payloads come from the network and are untrusted: a bad one
+is logged once per host and dropped. A lost connection is retried with growing waits
+(tenacity); the callbacks are told when the link goes up or down, because the
+detector must judge no host while the manager itself cannot hear the heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from manager.core.model import Event
+from manager.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX = "havm/v1/hosts/"
+HEARTBEATS = "havm/v1/hosts/+/heartbeat"
+STATUSES = "havm/v1/hosts/+/status"
+EVENTS = "havm/v1/events"
+HOST_STATE = "havm/v1/state/hosts/{host}"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    host: str
+    boot_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Status:
+    host: str
+    online: bool
+    boot_id: str
+
+
+class BadPayload(ValueError):
+    """A message that does not follow the documented shape."""
+
+
+def parse_message(topic: str, payload: bytes) -> Heartbeat | Status | None:
+    """A heartbeat or status from a message; None for a topic of no interest."""
+    if not topic.startswith(TOPIC_PREFIX):
+        return None
+    parts = topic[len(TOPIC_PREFIX) :].split("/")
+    if len(parts) != 2 or parts[1] not in ("heartbeat", "status") or not parts[0]:
+        return None
+    host, kind = parts
+    try:
+        data: Any = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadPayload(f"{kind} of host {host} is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadPayload(f"{kind} of host {host} is not a JSON object")
+    named = data.get("host", host)
+    if named != host:
+        raise BadPayload(f"{kind} on the topic of host {host} names host {named!r}")
+    boot_id = data.get("boot_id", "")
+    if not isinstance(boot_id, str):
+        raise BadPayload(f"{kind} of host {host}: boot_id is not a string")
+    if kind == "heartbeat":
+        seq = data.get("seq", 0)
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise BadPayload(f"heartbeat of host {host}: seq is not an integer")
+        return Heartbeat(host, boot_id, seq)
+    state = data.get("state")
+    if state not in ("online", "offline"):
+        raise BadPayload(f"status of host {host}: state must be online or offline, got {state!r}")
+    return Status(host, state == "online", boot_id)
+
+
+class MqttLink:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        settings: Settings,
+        on_message: Callable[[Heartbeat | Status], None],
+        on_connection: Callable[[bool], None],
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._settings = settings
+        self._on_message = on_message
+        self._on_connection = on_connection
+        self._outgoing: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10_000)
+        self._complained: set[str] = set()
+        self.connected = False
+
+    def publish(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        """Queue a message; dropped (with a warning) if the broker is away for long."""
+        try:
+            self._outgoing.put_nowait((topic, json.dumps(payload).encode(), retain))
+        except asyncio.QueueFull:
+            log.warning("MQTT outgoing queue full: message on %s dropped", topic)
+
+    def publish_event(self, event: Event, host_state: str | None) -> None:
+        """The event on the stream; for a host state change, the host's retained state too."""
+        self.publish(
+            EVENTS,
+            {
+                "time": event.time.isoformat().replace("+00:00", "Z"),
+                "kind": event.kind,
+                "host": event.host,
+                "vm": event.vm,
+                "detail": event.detail,
+            },
+        )
+        if event.kind == "host_state" and event.host and host_state is not None:
+            self.publish(HOST_STATE.format(host=event.host), {"state": host_state}, retain=True)
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        while True:
+            retrying = AsyncRetrying(
+                wait=wait_exponential(
+                    multiplier=self._settings.broker_reconnect_min,
+                    min=self._settings.broker_reconnect_min,
+                    max=self._settings.broker_reconnect_max,
+                ),
+                retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
+                before_sleep=lambda state: log.warning(
+                    "broker %s:%d unreachable (%s); retrying",
+                    self._host,
+                    self._port,
+                    state.outcome.exception() if state.outcome else "",
+                ),
+            )
+            async for attempt in retrying:
+                with attempt:
+                    await self._session()
+
+    async def _session(self) -> None:
+        """One connection: raises if it cannot connect, returns when it drops."""
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            identifier=f"havm-manager-{id(self):x}",
+            keepalive=max(2, int(self._settings.heartbeat_window)),
+        )
+        async with client:
+            self._set_connected(True)
+            sender = asyncio.get_running_loop().create_task(self._send(client))
+            try:
+                await client.subscribe(HEARTBEATS, qos=0)
+                await client.subscribe(STATUSES, qos=1)
+                async for message in client.messages:
+                    self._receive(str(message.topic), message.payload)
+            except aiomqtt.MqttError as error:
+                log.warning("lost the broker %s:%d: %s", self._host, self._port, error)
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+                self._set_connected(False)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            log.info("broker %s:%d %s", self._host, self._port, "connected" if connected else "disconnected")
+            self._on_connection(connected)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload, retain = await self._outgoing.get()
+            await client.publish(topic, payload, qos=1 if retain else 0, retain=retain)
+
+    def _receive(self, topic: str, payload: Any) -> None:
+        raw = payload if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
+        try:
+            parsed = parse_message(topic, bytes(raw))
+        except BadPayload as error:
+            host = topic[len(TOPIC_PREFIX) :].split("/")[0]
+            if host not in self._complained:
+                self._complained.add(host)
+                log.warning("ignoring bad MQTT payload (reported once per host): %s", error)
+            return
+        if parsed is not None:
+            self._on_message(parsed)
