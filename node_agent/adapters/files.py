@@ -6,7 +6,8 @@ sharing the SAN directory agree on it:
     <state-dir>/disks/<disk>/<vm_id>/      a VM on a local disk
     <san_root>/csv/<volume>/<vm_id>/       a VM on a cluster shared volume
     <san_root>/lun/<lun>/<vm_id>/          a VM on a LUN
-        vm.json      the VM's spec plus owner_host
+        vm.json      the VM's spec plus owner_host; written last, so it marks a whole VM
+        lease.json   {"generation": n, "owner": host}: who may run the VM and write its disk
         disk0.vhd    sparse virtual disk; the guest journal is written into it
         memory.vsv   the saved memory image, while saved
     <state-dir>/vms/<vm_id>.json           this host's registry of its VMs
@@ -27,12 +28,14 @@ from typing import Any
 from node_agent.core.config import HostConfig
 from node_agent.core.errors import StorageFault
 from node_agent.core.journal import RECORD_SIZE, JournalPosition, record_offset, scan_journal
+from node_agent.core.lease import Lease
 from node_agent.core.power import PowerState
 from node_agent.core.vm import GIB, StorageKind, StorageRef, VmSpec, Workload
 
 VM_CONFIG = "vm.json"
 VM_DISK = "disk0.vhd"
 VM_SAVED_STATE = "memory.vsv"
+VM_LEASE = "lease.json"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class RegistryEntry:
     power_state: PowerState
     state_since: float
     reason: str = ""
+    # The lease generation this host's copy holds; None in entries written before leases.
+    lease_generation: int | None = None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -152,6 +157,13 @@ class HostFiles:
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageFault(f"{vm_dir / VM_CONFIG} is unreadable: {exc}") from None
 
+    def has_vm(self, vm_dir: Path) -> bool:
+        """Whether a whole VM is there (its vm.json is the last file a creation writes)."""
+        return (vm_dir / VM_CONFIG).exists()
+
+    def has_disk(self, vm_dir: Path) -> bool:
+        return (vm_dir / VM_DISK).exists()
+
     def write_vm_config(self, vm_dir: Path, spec: VmSpec) -> None:
         vm_dir.mkdir(parents=True, exist_ok=True)
         doc = spec_to_json(spec) | {"owner_host": self.config.name}
@@ -165,6 +177,19 @@ class HostFiles:
 
     def remove_vm_dir(self, vm_dir: Path) -> None:
         shutil.rmtree(vm_dir, ignore_errors=True)
+
+    # Lease
+
+    def write_lease(self, vm_dir: Path, lease: Lease) -> None:
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        doc = {"generation": lease.generation, "owner": lease.owner}
+        write_atomically(vm_dir / VM_LEASE, json.dumps(doc).encode())
+
+    def read_lease(self, vm_dir: Path) -> Lease | None:
+        return read_lease_file(vm_dir / VM_LEASE)
+
+    def lease_watch(self, vm_dir: Path) -> LeaseWatch:
+        return LeaseWatch(vm_dir / VM_LEASE)
 
     # Saved state
 
@@ -194,6 +219,7 @@ class HostFiles:
             "power_state": entry.power_state.value,
             "state_since": entry.state_since,
             "reason": entry.reason,
+            "lease_generation": entry.lease_generation,
         }
         write_atomically(self.registry_dir / f"{entry.vm_id}.json", json.dumps(doc).encode())
 
@@ -215,11 +241,57 @@ class HostFiles:
                         power_state=PowerState(raw["power_state"]),
                         state_since=float(raw.get("state_since", 0.0)),
                         reason=str(raw.get("reason", "")),
+                        lease_generation=_optional_int(raw.get("lease_generation")),
                     )
                 )
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 problems.append(f"registry entry {path.name} is unreadable: {exc}")
         return entries, problems
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def read_lease_file(path: Path) -> Lease | None:
+    """The lease in a file, or None when there is none."""
+    try:
+        raw = json.loads(path.read_text())
+        return Lease(generation=int(raw["generation"]), owner=str(raw["owner"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageFault(f"{path} is unreadable: {exc}") from None
+
+
+class LeaseWatch:
+    """A VM's lease as a guest sees it before each write, read again only when it changed.
+
+    A stat per write is cheap; parsing JSON per write is not. The inode is part of
+    the stamp because every lease is written by rename, so a new lease is a new file
+    even when its size and modification time look the same.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._lease: Lease | None = None
+
+    def current(self) -> Lease | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._lease = None, None
+            return None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._lease = read_lease_file(self.path)
+            self._stamp = stamp
+        return self._lease
 
 
 class JournalFile:

@@ -62,7 +62,8 @@ class HostBackend(Protocol):
     def host_view(self) -> HostView: ...
     def list_vms(self) -> list[VmView]: ...
     def get_vm(self, vm_id: str) -> VmView: ...
-    def create_vm(self, spec: VmSpec) -> VmView: ...
+    def create_vm(self, spec: VmSpec, take_over: bool = False, lease_generation: int = 0) -> VmView: ...
+    def note_management_call(self) -> None: ...
     async def operate(self, vm_id: str, operation: Operation) -> VmView: ...
     async def delete_vm(self, vm_id: str) -> None: ...
     async def guest_status(self, vm_id: str) -> GuestView: ...
@@ -130,6 +131,7 @@ def vm_to_pb(vm: VmView) -> common_pb2.VmRuntime:
         state=_STATES[vm.state],
         reason=vm.reason,
         state_since=_timestamp(vm.state_since),
+        lease_generation=vm.lease_generation,
     )
 
 
@@ -194,6 +196,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._host = host
 
     async def _call(self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]) -> T:
+        # Any call, even a failing one, proves the management path works.
+        self._host.note_management_call()
         try:
             return await work()
         except AgentError as exc:
@@ -220,7 +224,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         async def work() -> agent_pb2.AgentServiceCreateVmResponse:
             if not request.HasField("spec"):
                 raise InvalidArgument("spec: is required")
-            vm = self._host.create_vm(spec_from_pb(request.spec))
+            vm = self._host.create_vm(spec_from_pb(request.spec), request.take_over, request.lease_generation)
             return agent_pb2.AgentServiceCreateVmResponse(vm=vm_to_pb(vm))
 
         return await self._call(context, work)

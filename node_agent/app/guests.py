@@ -3,6 +3,8 @@
 A guest is an asyncio task that, every tick, asks the core model what the guest did
 and writes the resulting journal records to the virtual disk. A write counts as
 acknowledged once pwrite returned, which is what survives a kill -9 of the agent.
+Before each write the guest looks at the VM's storage lease: a copy that lost it is
+fenced, so its write is refused and the guest ends at once.
 """
 
 from __future__ import annotations
@@ -14,20 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node_agent.adapters.files import VM_DISK, JournalFile
+from node_agent.adapters.files import VM_DISK, JournalFile, LeaseWatch
 from node_agent.core.errors import AgentError
 from node_agent.core.guest import GuestModel
 from node_agent.core.journal import JournalPosition, JournalRecord, check_room, encode_record
+from node_agent.core.lease import Fenced, check_write
 from node_agent.core.power import PowerState
 from node_agent.core.views import VmView
 from node_agent.core.vm import VmSpec
 
 log = logging.getLogger(__name__)
 
-# Journal records carry a lease generation; fencing by generation is not in use yet.
-JOURNAL_GENERATION = 0
-
 GuestFailed = Callable[["HostedVm", str], None]
+GuestFenced = Callable[["HostedVm", Fenced], None]
 
 
 @dataclass
@@ -38,6 +39,9 @@ class HostedVm:
     vm_dir: Path
     state: PowerState
     state_since: float
+    lease_watch: LeaseWatch
+    # The storage lease generation this copy holds; every journal record carries it.
+    lease_generation: int
     reason: str = ""
     guest: GuestModel | None = None
     journal: JournalFile | None = None
@@ -56,11 +60,21 @@ class HostedVm:
         return self.vm_dir / VM_DISK
 
     def view(self) -> VmView:
-        return VmView(self.spec, self.state, self.reason, self.state_since)
+        return VmView(self.spec, self.state, self.reason, self.state_since, self.lease_generation)
 
 
-def start_guest(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
-    vm.task = asyncio.create_task(_run(vm, tick_s, on_failure), name=f"guest-{vm.spec.id}")
+@dataclass(frozen=True)
+class GuestHooks:
+    """What a guest needs from its host: who it is and whom to tell when it ends."""
+
+    host_name: str
+    tick_s: float
+    on_failure: GuestFailed
+    on_fenced: GuestFenced
+
+
+def start_guest(vm: HostedVm, hooks: GuestHooks) -> None:
+    vm.task = asyncio.create_task(_run(vm, hooks), name=f"guest-{vm.spec.id}")
 
 
 async def stop_guest(vm: HostedVm) -> None:
@@ -85,12 +99,20 @@ def release_guest(vm: HostedVm) -> None:
     vm.guest, vm.journal = None, None
 
 
-async def _run(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
+async def _run(vm: HostedVm, hooks: GuestHooks) -> None:
     """Tick the guest until cancelled; any error fails the VM instead of dying unseen."""
     while True:
-        await asyncio.sleep(tick_s)
+        await asyncio.sleep(hooks.tick_s)
         try:
-            _step(vm, tick_s)
+            _step(vm, hooks)
+        except Fenced as exc:
+            vm.task = None
+            release_guest(vm)
+            try:
+                hooks.on_fenced(vm, exc)
+            except Exception:
+                log.exception("VM %s: its fencing cannot be recorded", vm.label)
+            return
         except Exception as exc:
             expected = isinstance(exc, AgentError | OSError)
             if isinstance(exc, AgentError):
@@ -104,18 +126,20 @@ async def _run(vm: HostedVm, tick_s: float, on_failure: GuestFailed) -> None:
             vm.task = None
             release_guest(vm)
             try:
-                on_failure(vm, reason)
+                hooks.on_failure(vm, reason)
             except Exception:
                 log.exception("VM %s: its failure cannot be recorded", vm.label)
             return
 
 
-def _step(vm: HostedVm, tick_s: float) -> None:
+def _step(vm: HostedVm, hooks: GuestHooks) -> None:
     guest, journal = vm.guest, vm.journal
     assert guest is not None and journal is not None
-    result = guest.tick(tick_s)
+    result = guest.tick(hooks.tick_s)
     for seq in result.journal_seqs:
         check_room(guest.journal, journal.disk_bytes, vm.label)
-        record = JournalRecord(seq, JOURNAL_GENERATION, time.time_ns())
+        # No await between this check and the write: nothing can slip in between.
+        check_write(vm.label, hooks.host_name, vm.lease_generation, vm.lease_watch.current())
+        record = JournalRecord(seq, vm.lease_generation, time.time_ns())
         journal.write(seq, encode_record(record))
         guest.acknowledge(seq)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
-from node_agent.app.guests import HostedVm, release_guest, start_guest, stop_guest
+from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_guest, stop_guest
 from node_agent.core.config import HostConfig
 from node_agent.core.errors import (
     AgentError,
@@ -28,6 +28,14 @@ from node_agent.core.errors import (
     StorageFault,
 )
 from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
+from node_agent.core.lease import (
+    FIRST_GENERATION,
+    Fenced,
+    Lease,
+    check_write,
+    recovery_verdict,
+    take_over_lease,
+)
 from node_agent.core.power import (
     HOLDS_MEMORY,
     RESTART_ON_RECOVERY,
@@ -84,7 +92,12 @@ class VmHost:
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.started_at = clock()
+        # When an AgentService call last arrived: the management path was alive then.
+        self.last_management_call = self.started_at
         self._vms: dict[str, HostedVm] = {}
+
+    def note_management_call(self) -> None:
+        self.last_management_call = self.clock()
 
     # Reading
 
@@ -137,37 +150,84 @@ class VmHost:
 
     # Creating and deleting
 
-    def create_vm(self, spec: VmSpec) -> VmView:
-        """Persist a new VM stopped, or take over its files left on shared storage.
+    def create_vm(self, spec: VmSpec, take_over: bool = False, lease_generation: int = 0) -> VmView:
+        """Persist a new VM stopped, or take over (`take_over`) its files on shared storage.
 
         Synchronous on purpose: with no await between the checks and the insert,
         two concurrent creations cannot both pass the checks.
         """
         validate_spec(spec, self.config)
-        if spec.id in self._vms:
-            raise AlreadyExists(f"VM {spec.id} already exists on host {self.config.name}")
+        existing = self._vms.get(spec.id)
+        if existing is not None:
+            if take_over and existing.lease_generation == lease_generation > 0:
+                return existing.view()  # a retried take-over that already succeeded
+            if not (take_over and self._drop_if_fenced(existing)):
+                raise AlreadyExists(f"VM {spec.id} already exists on host {self.config.name}")
         capacity = check_storage_visible(spec.storage, self.config)
         vm_dir = self.files.vm_dir(spec)
-        state = PowerState.STOPPED
-        if spec.storage.kind is not StorageKind.LOCAL_DISK and (vm_dir / "vm.json").exists():
-            # A VM moving here from another node: its disk and journal must survive.
-            _, previous_owner = self.files.read_vm_config(vm_dir)
-            log.info("VM %s: taking over its files from host %s", spec.label, previous_owner)
-            if self.files.saved_state_path(vm_dir).exists():
-                state = PowerState.SAVED
-        else:
-            check_lun_free(spec, self.files.vm_ids_on(spec.storage))
-            self.files.remove_vm_dir(vm_dir)  # remains of an interrupted creation
-            check_storage_room(spec, capacity, self.files.used_bytes(spec.storage))
-        self.files.write_vm_config(vm_dir, spec)
+        where = f"{spec.storage.kind.label} {spec.storage.name}"
+        if take_over:
+            return self._take_over(spec, vm_dir, lease_generation)
+        if self.files.has_vm(vm_dir):
+            raise AlreadyExists(
+                f"VM {spec.label} ({spec.id}) already has files on {where}; take it over instead"
+            )
+        check_lun_free(spec, self.files.vm_ids_on(spec.storage))
+        self.files.remove_vm_dir(vm_dir)  # remains of an interrupted creation
+        check_storage_room(spec, capacity, self.files.used_bytes(spec.storage))
+        lease = Lease(FIRST_GENERATION, self.config.name)
+        self.files.write_lease(vm_dir, lease)
         self.files.create_disk(vm_dir, spec.disk_gb)
-        vm = HostedVm(spec=spec, vm_dir=vm_dir, state=state, state_since=self.clock())
-        self._vms[spec.id] = vm
-        self._persist(vm)
+        self.files.write_vm_config(vm_dir, spec)
+        vm = self._insert(spec, vm_dir, PowerState.STOPPED, lease.generation)
+        log.info("VM %s (%s) created on %s", spec.label, spec.id, where)
+        return vm.view()
+
+    def _take_over(self, spec: VmSpec, vm_dir: Path, generation: int) -> VmView:
+        """Become the owner of a VM whose files another host left on shared storage.
+
+        Writing the newer lease is what fences the previous owner's copy: its next
+        journal write sees the lease and stops it.
+        """
+        where = f"{spec.storage.kind.label} {spec.storage.name}"
+        if spec.storage.kind is StorageKind.LOCAL_DISK:
+            raise FailedPrecondition(
+                f"VM {spec.label} is on {where}, which no other host sees: only VMs on a CSV "
+                "volume or LUN can be taken over"
+            )
+        if not self.files.has_vm(vm_dir):
+            raise NotFound(f"VM {spec.label} ({spec.id}) has no files on {where} to take over")
+        lease = take_over_lease(spec.label, self.config.name, generation, self.files.read_lease(vm_dir))
+        _, previous_owner = self.files.read_vm_config(vm_dir)
+        self.files.write_lease(vm_dir, lease)
+        if not self.files.has_disk(vm_dir):
+            self.files.create_disk(vm_dir, spec.disk_gb)
+        self.files.write_vm_config(vm_dir, spec)
+        has_saved_state = self.files.saved_state_path(vm_dir).exists()
+        state = PowerState.SAVED if has_saved_state else PowerState.STOPPED
+        vm = self._insert(spec, vm_dir, state, lease.generation)
         log.info(
-            "VM %s (%s) created on %s %s", spec.label, spec.id, spec.storage.kind.label, spec.storage.name
+            "VM %s (%s) taken over from host %s on %s with lease generation %d",
+            spec.label,
+            spec.id,
+            previous_owner or "(unknown)",
+            where,
+            lease.generation,
         )
         return vm.view()
+
+    def _insert(self, spec: VmSpec, vm_dir: Path, state: PowerState, generation: int) -> HostedVm:
+        vm = HostedVm(
+            spec=spec,
+            vm_dir=vm_dir,
+            state=state,
+            state_since=self.clock(),
+            lease_watch=self.files.lease_watch(vm_dir),
+            lease_generation=generation,
+        )
+        self._vms[spec.id] = vm
+        self._persist(vm)
+        return vm
 
     async def delete_vm(self, vm_id: str) -> None:
         vm = self._get(vm_id)
@@ -223,9 +283,10 @@ class VmHost:
             self._set_state(vm, PowerState.PAUSED)
         elif action is Action.RESUME:
             self._set_state(vm, PowerState.RUNNING)
-            start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
+            self._start_guest(vm)
 
     async def _power_on(self, vm: HostedVm) -> None:
+        self._check_lease(vm)
         check_memory_fits(self.config, vm.spec, self._held_mb())
         self._set_state(vm, PowerState.STARTING)
         try:
@@ -241,9 +302,10 @@ class VmHost:
         vm.guest = GuestModel.fresh_boot(vm.spec.id, vm.spec.memory_pages, workload, position)
         vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
         self._set_state(vm, PowerState.RUNNING)
-        start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
+        self._start_guest(vm)
 
     async def _restore(self, vm: HostedVm) -> None:
+        self._check_lease(vm)
         check_memory_fits(self.config, vm.spec, self._held_mb())
         self._set_state(vm, PowerState.STARTING)
         try:
@@ -263,7 +325,7 @@ class VmHost:
         # Like Hyper-V, the saved state is consumed by the restore.
         self.files.remove_saved_state(vm.vm_dir)
         self._set_state(vm, PowerState.RUNNING)
-        start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
+        self._start_guest(vm)
 
     async def _power_off(self, vm: HostedVm) -> None:
         await stop_guest(vm)
@@ -282,7 +344,7 @@ class VmHost:
         except OSError as exc:
             self._set_state(vm, was, f"save failed: {exc}")
             if was is PowerState.RUNNING:
-                start_guest(vm, self.config.settings.guest_tick_s, self._guest_failed)
+                self._start_guest(vm)
             raise FailedPrecondition(f"VM {vm.label} cannot be saved: {exc}") from None
         vm.saved_digest = memory.digest()
         release_guest(vm)
@@ -332,6 +394,15 @@ class VmHost:
             log.warning("VM %s now belongs to host %s; forgetting it", spec.label, owner)
             self.files.remove_registry(entry.vm_id)
             return None
+        lease = self.files.read_lease(vm_dir)
+        why = recovery_verdict(self.config.name, entry.lease_generation, lease)
+        if why is not None:
+            log.warning("VM %s was fenced while the agent was away (%s); forgetting it", spec.label, why)
+            self.files.remove_registry(entry.vm_id)
+            return None
+        generation = entry.lease_generation
+        if generation is None:
+            generation = lease.generation if lease is not None else 0
         state, reason = entry.power_state, entry.reason
         has_saved_state = self.files.saved_state_path(vm_dir).exists()
         if state is PowerState.SAVING and has_saved_state:
@@ -341,7 +412,15 @@ class VmHost:
             self.files.remove_saved_state(vm_dir)
         elif state is PowerState.SAVED and not has_saved_state:
             state, reason = PowerState.FAILED, SAVED_STATE_MISSING
-        return HostedVm(spec=spec, vm_dir=vm_dir, state=state, state_since=entry.state_since, reason=reason)
+        return HostedVm(
+            spec=spec,
+            vm_dir=vm_dir,
+            state=state,
+            state_since=entry.state_since,
+            lease_watch=self.files.lease_watch(vm_dir),
+            lease_generation=generation,
+            reason=reason,
+        )
 
     @staticmethod
     def _registry_state(vm_id: str, entries: list[RegistryEntry]) -> PowerState:
@@ -378,6 +457,44 @@ class VmHost:
         free = max(0, capacity - self.files.used_bytes(storage))
         return StorageUsage(storage.name, storage.kind, capacity, free)
 
+    def _start_guest(self, vm: HostedVm) -> None:
+        hooks = GuestHooks(
+            self.config.name, self.config.settings.guest_tick_s, self._guest_failed, self._fenced
+        )
+        start_guest(vm, hooks)
+
+    def _check_lease(self, vm: HostedVm) -> None:
+        """A copy that lost its lease must not start: forget it and say why."""
+        try:
+            check_write(vm.label, self.config.name, vm.lease_generation, vm.lease_watch.current())
+        except Fenced as exc:
+            self._forget(vm, exc)
+            raise
+
+    def _drop_if_fenced(self, vm: HostedVm) -> bool:
+        """Forget an idle copy that lost its lease (the VM went away and comes back)."""
+        if vm.state in HOLDS_MEMORY:
+            return False  # its guest finds out at its next write, or an operation does
+        try:
+            check_write(vm.label, self.config.name, vm.lease_generation, vm.lease_watch.current())
+        except Fenced as exc:
+            self._forget(vm, exc)
+            return True
+        return False
+
+    def _fenced(self, vm: HostedVm, exc: Fenced) -> None:
+        """The guest found its lease gone: it already stopped and released its memory."""
+        if vm.state is not PowerState.STOPPED:
+            vm.state = transition(vm.label, vm.state, PowerState.STOPPED)
+        self._forget(vm, exc)
+
+    def _forget(self, vm: HostedVm, exc: Fenced) -> None:
+        """Drop a fenced VM from this host; its files are the new owner's."""
+        log.warning("%s", exc.message)
+        if self._vms.get(vm.spec.id) is vm:
+            del self._vms[vm.spec.id]
+        self.files.remove_registry(vm.spec.id)
+
     def _guest_failed(self, vm: HostedVm, reason: str) -> None:
         self._set_state(vm, PowerState.FAILED, reason)
 
@@ -388,8 +505,16 @@ class VmHost:
         self._persist(vm)
 
     def _persist(self, vm: HostedVm) -> None:
+        if self._vms.get(vm.spec.id) is not vm:
+            return  # forgotten meanwhile (fenced): an operation finishing late must not revive it
         entry = RegistryEntry(
-            vm.spec.id, vm.spec.storage, str(vm.vm_dir), vm.state, vm.state_since, vm.reason
+            vm.spec.id,
+            vm.spec.storage,
+            str(vm.vm_dir),
+            vm.state,
+            vm.state_since,
+            vm.reason,
+            vm.lease_generation,
         )
         try:
             self.files.write_registry(entry)

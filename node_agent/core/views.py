@@ -20,6 +20,7 @@ class VmView:
     state: PowerState
     reason: str
     state_since: float  # unix seconds
+    lease_generation: int = 0
 
 
 @dataclass(frozen=True)

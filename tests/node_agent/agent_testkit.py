@@ -117,6 +117,12 @@ class Agent:
     def create(self, spec: common_pb2.VmSpec) -> common_pb2.VmRuntime:
         return self.stub.CreateVm(agent_pb2.AgentServiceCreateVmRequest(spec=spec), timeout=CALL_TIMEOUT_S).vm
 
+    def take_over(self, spec: common_pb2.VmSpec, generation: int) -> common_pb2.VmRuntime:
+        request = agent_pb2.AgentServiceCreateVmRequest(
+            spec=spec, take_over=True, lease_generation=generation
+        )
+        return self.stub.CreateVm(request, timeout=CALL_TIMEOUT_S).vm
+
     def operate(self, vm_id: str, operation: int) -> common_pb2.VmRuntime:
         request = agent_pb2.AgentServiceOperateVmRequest(vm_id=vm_id, operation=operation)
         return self.stub.OperateVm(request, timeout=CALL_TIMEOUT_S).vm

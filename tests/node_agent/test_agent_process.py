@@ -406,8 +406,9 @@ def test_another_host_takes_over_a_vm_on_shared_storage(start_agent, tmp_path: P
     error = rpc_error(node2.create, vm_spec("vm-2", "b", storage=LUN))
     assert error.details() == "host node2 cannot see LUN lun1"
 
-    vm = node2.create(vm_spec())
-    assert vm.state == ST.VM_STATE_STOPPED
+    assert rpc_error(node2.create, vm_spec()).code() == grpc.StatusCode.ALREADY_EXISTS
+    vm = node2.take_over(vm_spec(), 2)
+    assert vm.state == ST.VM_STATE_STOPPED and vm.lease_generation == 2
     owner = json.loads((disk.parent / "vm.json").read_text())["owner_host"]
     assert owner == "node2"
     node2.operate("vm-1", OP.VM_OPERATION_START)
@@ -431,7 +432,7 @@ def test_quick_migration_through_shared_storage(start_agent, tmp_path: Path) -> 
     node1.operate("vm-1", OP.VM_OPERATION_SAVE)
     at_save = node1.guest("vm-1")
 
-    assert node2.create(vm_spec(storage=LUN)).state == ST.VM_STATE_SAVED
+    assert node2.take_over(vm_spec(storage=LUN), 2).state == ST.VM_STATE_SAVED
     node1.delete("vm-1")  # the files now belong to node2: node1 only forgets the VM
     assert (tmp_path / "san" / "lun" / "lun1" / "vm-1" / "memory.vsv").exists()
     assert [v.spec.id for v in node1.inventory().vms] == []

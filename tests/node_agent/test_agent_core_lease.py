@@ -1,0 +1,54 @@
+"""Lease decisions: which copy of a VM may write, who may take it over, what recovery keeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from node_agent.core.errors import FailedPrecondition, InvalidArgument
+from node_agent.core.lease import Fenced, Lease, check_write, is_fenced, recovery_verdict, take_over_lease
+
+
+@pytest.mark.parametrize(
+    ("held", "on_storage", "fenced"),
+    [
+        (1, None, False),
+        (1, Lease(1, "node1"), False),
+        (2, Lease(1, "node1"), False),
+        (1, Lease(2, "node2"), True),
+        (1, Lease(2, "node1"), True),
+        (1, Lease(1, "node2"), True),
+    ],
+)
+def test_is_fenced(held: int, on_storage: Lease | None, fenced: bool) -> None:
+    assert is_fenced("node1", held, on_storage) is fenced
+
+
+def test_check_write_names_the_new_owner() -> None:
+    check_write("web1", "node1", 3, Lease(3, "node1"))
+    with pytest.raises(Fenced) as caught:
+        check_write("web1", "node1", 3, Lease(4, "node3"))
+    assert caught.value.message == "VM web1 fenced: the lease moved to node3 (generation 4)"
+    assert caught.value.code == "FAILED_PRECONDITION"
+
+
+def test_take_over_needs_a_newer_generation() -> None:
+    assert take_over_lease("web1", "node2", 2, Lease(1, "node1")) == Lease(2, "node2")
+    assert take_over_lease("web1", "node2", 1, None) == Lease(1, "node2")
+    with pytest.raises(FailedPrecondition) as caught:
+        take_over_lease("web1", "node2", 3, Lease(4, "node1"))
+    assert caught.value.message == "cannot take over VM web1: stale lease generation 3: storage holds 4"
+    with pytest.raises(FailedPrecondition):
+        take_over_lease("web1", "node2", 4, Lease(4, "node1"))
+    with pytest.raises(InvalidArgument) as bad:
+        take_over_lease("web1", "node2", 0, Lease(1, "node1"))
+    assert bad.value.message.startswith("lease_generation: must be positive")
+
+
+def test_recovery_forgets_copies_whose_lease_moved() -> None:
+    assert recovery_verdict("node1", 1, Lease(1, "node1")) is None
+    assert recovery_verdict("node1", 1, None) is None
+    assert recovery_verdict("node1", None, Lease(5, "node1")) is None
+    assert recovery_verdict("node1", 1, Lease(2, "node2")) == "the lease is held by node2 (generation 2)"
+    assert recovery_verdict("node1", 1, Lease(2, "node1")) == (
+        "the lease moved to generation 2; this host held 1"
+    )

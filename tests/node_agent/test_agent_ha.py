@@ -1,0 +1,140 @@
+"""High availability on the agent side, with real agent processes sharing one SAN directory:
+take-over with storage leases, fencing of the copy left behind, and what a fenced host
+does when it comes back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from agent_testkit import Agent, host_config, vm_spec, wait_until
+
+from havm.v1 import agent_pb2, common_pb2
+from node_agent.core.journal import RECORD_SIZE, JournalRecord, decode_record
+
+pytestmark = pytest.mark.integration
+
+OP = agent_pb2
+ST = common_pb2
+LUN = (common_pb2.STORAGE_KIND_LUN, "lun1")
+LOCAL = (common_pb2.STORAGE_KIND_LOCAL_DISK, "C")
+
+
+def rpc_error(call, *args) -> grpc.RpcError:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args)
+    return info.value
+
+
+def journal_records(disk: Path) -> list[JournalRecord]:
+    """Every valid record on a virtual disk, in slot order, read straight from the file."""
+    records = []
+    with open(disk, "rb") as f:
+        slot = 1
+        while True:
+            f.seek(slot * RECORD_SIZE)
+            record = decode_record(f.read(RECORD_SIZE))
+            if record is None:
+                return records
+            records.append(record)
+            slot += 1
+
+
+def vm_dir(tmp_path: Path) -> Path:
+    return tmp_path / "san" / "csv" / "Volume1" / "vm-1"
+
+
+def two_hosts(start_agent, tmp_path: Path) -> tuple[Agent, Agent]:  # type: ignore[no-untyped-def]
+    return start_agent(host_config(tmp_path, name="node1")), start_agent(host_config(tmp_path, name="node2"))
+
+
+def test_take_over_fences_the_running_copy(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    node1, node2 = two_hosts(start_agent, tmp_path)
+    created = node1.create(vm_spec())
+    assert created.lease_generation == 1
+    assert json.loads((vm_dir(tmp_path) / "lease.json").read_text()) == {"generation": 1, "owner": "node1"}
+    node1.operate("vm-1", OP.VM_OPERATION_START)
+    wait_until(lambda: node1.guest("vm-1").journal_last_seq >= 5, what="journal writes on node1")
+    assert node1.inventory().vms[0].lease_generation == 1
+
+    taken = node2.take_over(vm_spec(), 2)
+    assert taken.state == ST.VM_STATE_STOPPED and taken.lease_generation == 2
+    fenced_at = time.monotonic()
+    wait_until(lambda: not node1.inventory().vms, timeout=1.0, what="node1 to drop the fenced VM")
+    assert time.monotonic() - fenced_at < 1.0
+    assert "VM web1 fenced: the lease moved to node2 (generation 2)" in node1.log()
+    assert node1.inventory().host.memory_free_mb == 6144  # the fenced copy released its memory
+    disk = vm_dir(tmp_path) / "disk0.vhd"
+    at_fence = journal_records(disk)
+    time.sleep(0.3)
+    assert journal_records(disk) == at_fence, "the fenced copy must not write any more"
+    last_of_node1 = at_fence[-1].seq
+    assert {r.generation for r in at_fence} == {1}
+    # The fenced host forgets the VM but leaves its files to the new owner.
+    assert not (node1.state_dir / "vms" / "vm-1.json").exists()
+    assert json.loads((vm_dir(tmp_path) / "lease.json").read_text()) == {"generation": 2, "owner": "node2"}
+
+    node2.operate("vm-1", OP.VM_OPERATION_START)
+    assert node2.get("vm-1").lease_generation == 2
+    wait_until(lambda: node2.guest("vm-1").journal_last_seq >= last_of_node1 + 5, what="journal on node2")
+    records = journal_records(disk)
+    assert [r.seq for r in records] == list(range(1, len(records) + 1)), "no gap, no repeated seq"
+    assert records[:last_of_node1] == at_fence
+    assert {r.generation for r in records[last_of_node1:]} == {2}
+    assert "Traceback" not in node1.log() + node2.log()
+
+
+def test_take_over_refusals_and_a_retried_take_over(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    node1, node2 = two_hosts(start_agent, tmp_path)
+    node1.create(vm_spec())
+
+    error = rpc_error(node2.create, vm_spec())
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error.details() == "VM web1 (vm-1) already has files on CSV volume Volume1; take it over instead"
+    error = rpc_error(node2.take_over, vm_spec("vm-9", "ghost"), 2)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "VM ghost (vm-9) has no files on CSV volume Volume1 to take over"
+    error = rpc_error(node2.take_over, vm_spec(storage=LOCAL), 2)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "only VMs on a CSV volume or LUN can be taken over" in error.details()
+    error = rpc_error(node2.take_over, vm_spec(), 0)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    assert node2.take_over(vm_spec(), 4).lease_generation == 4
+    assert node2.take_over(vm_spec(), 4).lease_generation == 4  # a retry changes nothing
+    error = rpc_error(node1.take_over, vm_spec(), 3)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == "cannot take over VM web1: stale lease generation 3: storage holds 4"
+    assert json.loads((vm_dir(tmp_path) / "lease.json").read_text()) == {"generation": 4, "owner": "node2"}
+    # node1's idle copy lost its lease: it may not start, and it is forgotten.
+    assert [v.spec.id for v in node1.inventory().vms] == []
+
+    # Taking it back with a newer generation works, and node2's idle copy cannot start.
+    assert node1.take_over(vm_spec(), 5).lease_generation == 5
+    error = rpc_error(node2.operate, "vm-1", OP.VM_OPERATION_START)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == "VM web1 fenced: the lease moved to node1 (generation 5)"
+    assert [v.spec.id for v in node2.inventory().vms] == []
+
+
+def test_a_fenced_host_that_comes_back_does_not_run_its_old_copy(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config1 = host_config(tmp_path, name="node1")
+    node1 = start_agent(config1)
+    node1.create(vm_spec(storage=LUN))
+    node1.operate("vm-1", OP.VM_OPERATION_START)
+    wait_until(lambda: node1.guest("vm-1").journal_last_seq >= 3, what="journal writes")
+    node1.kill9()
+    lun_vm = tmp_path / "san" / "lun" / "lun1" / "vm-1"
+    at_crash = journal_records(lun_vm / "disk0.vhd")
+    # The manager moved the lease on (as a take-over that crashed before writing vm.json would).
+    (lun_vm / "lease.json").write_text(json.dumps({"generation": 7, "owner": "node3"}))
+
+    again = start_agent(config1, state_dir=node1.state_dir)
+    assert [v.spec.id for v in again.inventory().vms] == []
+    assert "fenced while the agent was away" in again.log()
+    time.sleep(0.3)
+    assert journal_records(lun_vm / "disk0.vhd") == at_crash
+    assert not (node1.state_dir / "vms" / "vm-1.json").exists()
