@@ -52,9 +52,15 @@ async def run_agent(options: AgentOptions) -> int:
     log.info("serving AgentService on %s (%s, boot %s)", server.address, config.profile.value, host.boot_id)
 
     publisher = None
+    watch = None
     if options.broker is not None:
-        publisher = _status_publisher(options, server.address, host)
-        publisher.start()
+        from node_agent.app.isolation import IsolationWatch
+
+        status = _status_publisher(options, server.address, host)
+        status.start()
+        watch = IsolationWatch(host, settings, broker_connected=lambda: status.connected)
+        watch.start()
+        publisher = status
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,6 +69,8 @@ async def run_agent(options: AgentOptions) -> int:
     await stopping.wait()
 
     log.info("stopping")
+    if watch is not None:
+        await watch.stop()
     await server.stop(settings.grpc_stop_grace_s)
     await host.stop()
     if publisher is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from agent_testkit import Agent, host_config, vm_spec, wait_until
+from agent_testkit import Agent, free_port, host_config, vm_spec, wait_until
 
 from havm.v1 import agent_pb2, common_pb2
 from node_agent.core.journal import RECORD_SIZE, JournalRecord, decode_record
@@ -138,3 +138,52 @@ def test_a_fenced_host_that_comes_back_does_not_run_its_old_copy(start_agent, tm
     time.sleep(0.3)
     assert journal_records(lun_vm / "disk0.vhd") == at_crash
     assert not (node1.state_dir / "vms" / "vm-1.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [("power_off", ST.VM_STATE_STOPPED), ("leave_running", ST.VM_STATE_RUNNING)],
+)
+def test_an_isolated_host_applies_its_isolation_response(  # type: ignore[no-untyped-def]
+    start_agent, tmp_path: Path, response: str, expected: int
+) -> None:
+    config = host_config(tmp_path)
+    config["settings"] |= {
+        "isolation_timeout_s": 1.5,
+        "isolation_check_interval_s": 0.1,
+        "isolation_response": response,
+    }
+    nowhere = f"127.0.0.1:{free_port()}"  # no broker listens there: the heartbeat path is down
+    agent = start_agent(config, None, nowhere)
+    agent.create(vm_spec())
+    agent.operate("vm-1", OP.VM_OPERATION_START)
+    agent.create(vm_spec("vm-2", "web2"))
+    agent.operate("vm-2", OP.VM_OPERATION_START)
+    agent.operate("vm-2", OP.VM_OPERATION_PAUSE)
+    last_call = time.monotonic()
+
+    # No gRPC call from here on: a call would be management contact and end the isolation.
+    wait_until(lambda: "isolated: no management call and no broker" in agent.log(), timeout=5)
+    assert time.monotonic() - last_call >= 1.5
+    time.sleep(0.3)  # let the power operations finish
+    assert f"isolation response {response}" in agent.log()
+    states = {v.spec.id: v.state for v in agent.inventory().vms}
+    paused = ST.VM_STATE_PAUSED if response == "leave_running" else ST.VM_STATE_STOPPED
+    assert states == {"vm-1": expected, "vm-2": paused}
+    assert agent.log().count("isolated: no management call") == 1
+    assert "Traceback" not in agent.log()
+
+
+def test_management_calls_keep_a_host_without_broker_from_isolating(  # type: ignore[no-untyped-def]
+    start_agent, tmp_path: Path
+) -> None:
+    config = host_config(tmp_path)
+    config["settings"] |= {"isolation_timeout_s": 0.6, "isolation_check_interval_s": 0.05}
+    agent = start_agent(config, None, f"127.0.0.1:{free_port()}")
+    agent.create(vm_spec())
+    agent.operate("vm-1", OP.VM_OPERATION_START)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert agent.get("vm-1").state == ST.VM_STATE_RUNNING
+        time.sleep(0.2)
+    assert "isolated" not in agent.log()
