@@ -82,6 +82,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds between periodic refreshes (default %(default)s)",
     )
     parser.add_argument("--broker", default=None, help="MQTT broker host:port (heartbeats, events)")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=Settings.heartbeat_interval,
+        help="seconds between two heartbeats of an agent (default %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat-threshold",
+        type=int,
+        default=Settings.heartbeat_threshold,
+        help="missed heartbeats after which a host is suspect (default %(default)s)",
+    )
+    parser.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=Settings.probe_timeout,
+        help="seconds the probe of a suspect host may take (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     if args.broker is not None:
@@ -92,6 +110,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise UsageError(
             f"--refresh-interval: must be a positive number of seconds, got {args.refresh_interval}"
         )
+    for flag, value in (
+        ("--heartbeat-interval", args.heartbeat_interval),
+        ("--probe-timeout", args.probe_timeout),
+    ):
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"{flag}: must be a positive number of seconds, got {value}")
+    if not 1 <= args.heartbeat_threshold <= 1000:
+        raise UsageError(f"--heartbeat-threshold: must be from 1 to 1000, got {args.heartbeat_threshold}")
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--listen: must be host:port, got {args.listen!r}")
@@ -116,7 +142,12 @@ def load_topology(path: Path) -> Topology:
 
 
 async def serve(args: argparse.Namespace, topology: Topology) -> None:
-    settings = Settings(refresh_interval=args.refresh_interval)
+    settings = Settings(
+        refresh_interval=args.refresh_interval,
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_threshold=args.heartbeat_threshold,
+        probe_timeout=args.probe_timeout,
+    )
     store = SqliteStore(args.state_dir / "manager.db")
     app = ManagerApp(store, AgentClient(settings), settings)
     try:

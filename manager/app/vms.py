@@ -242,6 +242,10 @@ class VmService:
                     # Whatever went wrong, no record may outlive a create the host never confirmed.
                     self._delete(vm.id)
                     raise
+                # The lease the host took for the VM: a failover must hold a newer one.
+                self._put(
+                    replace(self._store.get_vm(vm.id) or vm, lease_generation=reported.lease_generation)
+                )
                 vm = self._record(vm, reported.state, reported.reason)
                 if no_start:
                     return f"Created VM {vm.name} on host {host}"

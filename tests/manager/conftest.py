@@ -17,7 +17,11 @@ from havm.v1 import manager_pb2_grpc  # noqa: E402
 @pytest.fixture
 async def fake_agents() -> AsyncIterator[dict[str, FakeAgent]]:
     """Three cluster nodes sharing Volume1 and lun1, and one standalone host."""
-    agents = {name: FakeAgent(FakeHost(name, cluster="cluster1", volumes=VOLUMES)) for name in CLUSTER_NODES}
+    san: dict[str, int] = {}  # the cluster's lease records, shared like its storage
+    agents = {
+        name: FakeAgent(FakeHost(name, cluster="cluster1", volumes=VOLUMES, leases=san))
+        for name in CLUSTER_NODES
+    }
     agents["standalone1"] = FakeAgent(FakeHost("standalone1", memory_mb=16384))
     try:
         for agent in agents.values():

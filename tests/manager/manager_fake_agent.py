@@ -44,6 +44,11 @@ class FakeHost:
     # Seconds every mutating call waits before answering (to catch a job mid-flight).
     delay: float = 0.0
     boot_id: str = "boot-1"
+    # The lease records on shared storage: {vm id: generation}. Nodes of one cluster
+    # share one dict, as they share the SAN.
+    leases: dict[str, int] = field(default_factory=dict)
+    # Take-overs this host refuses, to play a node on which restarts fail.
+    refuse_take_over: bool = False
 
     def memory_free_mb(self) -> int:
         used = sum(vm.spec.memory_mb for vm in self.vms.values() if vm.state in HOLDS_MEMORY)
@@ -100,14 +105,35 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
             ],
             boot_id=h.boot_id,
         )
+        self._forget_fenced()
         return agent_pb2.AgentServiceGetInventoryResponse(host=info, vms=list(h.vms.values()))
+
+    def _forget_fenced(self) -> None:
+        """A copy whose lease another host took over is fenced: the host drops it, as a real agent does."""
+        for vm_id, vm in list(self.host.vms.items()):
+            if vm.lease_generation < self.host.leases.get(vm_id, 0):
+                del self.host.vms[vm_id]
 
     async def CreateVm(self, request, context):  # noqa: N802
         await asyncio.sleep(self.host.delay)
         spec = request.spec
         if spec.id in self.host.vms:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"VM {spec.id} already exists")
-        vm = common_pb2.VmRuntime(spec=spec, state=S.VM_STATE_STOPPED)
+        leases = self.host.leases
+        if request.take_over:
+            if self.host.refuse_take_over:
+                await context.abort(grpc.StatusCode.INTERNAL, f"host {self.host.name} cannot take VMs over")
+            if request.lease_generation <= leases.get(spec.id, 0):
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"lease generation {request.lease_generation} of VM {spec.name} is not newer "
+                    f"than {leases.get(spec.id, 0)} on storage",
+                )
+            generation = request.lease_generation
+        else:
+            generation = leases.get(spec.id, 0) + 1
+        leases[spec.id] = generation
+        vm = common_pb2.VmRuntime(spec=spec, state=S.VM_STATE_STOPPED, lease_generation=generation)
         self.host.vms[spec.id] = vm
         return agent_pb2.AgentServiceCreateVmResponse(vm=vm)
 

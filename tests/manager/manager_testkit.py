@@ -63,7 +63,14 @@ def topology_for(agents: dict[str, FakeAgent]) -> dict:
 class ManagerProcess:
     """`python -m manager` as a real child process on a free loopback port."""
 
-    def __init__(self, topology: Path, state_dir: Path, refresh_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        topology: Path,
+        state_dir: Path,
+        refresh_interval: float = 0.5,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.extra_args = extra_args
         self.topology = topology
         self.state_dir = state_dir
         self.port = free_port()
@@ -88,6 +95,7 @@ class ManagerProcess:
             self.address,
             "--refresh-interval",
             str(self.refresh_interval),
+            *self.extra_args,
         ]
 
     async def start(self) -> None:

@@ -1,0 +1,233 @@
+"""High availability end to end: a real manager and broker, fake agents, beats from the test.
+
+The test plays the agents' heartbeat side itself (it publishes their heartbeats on the
+real broker), so it decides exactly when a host falls silent. Stopping a fake agent's
+gRPC server makes its probe fail: together, a silent power-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiomqtt
+import grpc
+import pytest
+from manager_fake_agent import FakeAgent
+from manager_testkit import PYTHON, REPO_ROOT, ManagerProcess, eventually, free_port
+
+from havm.v1 import common_pb2, manager_pb2_grpc
+from havm.v1 import manager_pb2 as m
+
+pytestmark = pytest.mark.integration
+Stub = manager_pb2_grpc.ManagerServiceStub
+INTERVAL = 0.2
+THRESHOLD = 5  # a 1 s window
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    log = open(tmp_path / "broker.log", "ab")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "havm.broker", "--listen", f"127.0.0.1:{port}"],
+        stdout=log,
+        stderr=log,
+        cwd=str(REPO_ROOT),
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "broker.log").read_text()
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+class Beats:
+    """Publishes heartbeats for the hosts in `alive` every INTERVAL seconds."""
+
+    def __init__(self, port: int, hosts: list[str]) -> None:
+        self.port = port
+        self.alive = set(hosts)
+        self.seq = 0
+
+    async def run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+            for host in self.alive:
+                status = {"state": "online", "host": host, "boot_id": "boot-1"}
+                await client.publish(f"havm/v1/hosts/{host}/status", json.dumps(status), qos=1, retain=True)
+            # A bad payload is ignored, not a crash.
+            await client.publish("havm/v1/hosts/node3/heartbeat", b"\xff not json")
+            while True:
+                self.seq += 1
+                for host in sorted(self.alive):
+                    beat = {"host": host, "boot_id": "boot-1", "seq": self.seq, "time": time.time()}
+                    await client.publish(f"havm/v1/hosts/{host}/heartbeat", json.dumps(beat))
+                await asyncio.sleep(INTERVAL)
+
+
+@pytest.fixture
+async def ha_cluster(
+    fake_agents: dict[str, FakeAgent],
+    topology_file: Callable[[dict[str, FakeAgent]], Path],
+    tmp_path: Path,
+    manager_processes: list[ManagerProcess],
+    broker: int,
+) -> AsyncIterator[tuple[Stub, Beats, ManagerProcess]]:
+    beats = Beats(broker, list(fake_agents))
+    task = asyncio.get_running_loop().create_task(beats.run())
+    proc = ManagerProcess(
+        topology_file(fake_agents),
+        tmp_path / "state",
+        extra_args=(
+            "--broker",
+            f"127.0.0.1:{broker}",
+            "--heartbeat-interval",
+            str(INTERVAL),
+            "--heartbeat-threshold",
+            str(THRESHOLD),
+            "--probe-timeout",
+            "0.5",
+        ),
+    )
+    manager_processes.append(proc)
+    try:
+        await proc.start()
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            yield manager_pb2_grpc.ManagerServiceStub(channel), beats, proc
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def host_state(stub: Stub, name: str) -> int:
+    return (await stub.GetHost(m.GetHostRequest(name=name))).host.state
+
+
+async def vm(stub: Stub, name: str) -> m.Vm:
+    return (await stub.GetVm(m.GetVmRequest(name=name))).vm
+
+
+async def create_running(stub: Stub, name: str, host: str, **fields: object) -> None:
+    reply = await stub.CreateVm(m.CreateVmRequest(name=name, memory_mb=1024, host=host, **fields))
+    async for update in stub.WatchJob(m.WatchJobRequest(id=reply.job.id), timeout=10):
+        last = update.job
+    assert last.state == m.JOB_STATE_COMPLETED, last.error
+
+
+async def all_ok(stub: Stub) -> None:
+    async def check() -> bool:
+        hosts = (await stub.ListHosts(m.ListHostsRequest())).hosts
+        return all(h.state == m.HOST_STATE_OK for h in hosts)
+
+    await eventually(check, timeout=10, what="every host ok")
+
+
+def running_copies(agents: dict[str, FakeAgent], vm_id: str) -> list[str]:
+    return [
+        n
+        for n, a in agents.items()
+        if vm_id in a.host.vms and a.host.vms[vm_id].state == common_pb2.VM_STATE_RUNNING
+    ]
+
+
+async def test_silent_power_off_fences_the_host_and_restarts_its_ha_vms_elsewhere(
+    ha_cluster: tuple[Stub, Beats, ManagerProcess], fake_agents: dict[str, FakeAgent]
+) -> None:
+    stub, beats, proc = ha_cluster
+    await all_ok(stub)
+    await create_running(stub, "db1", "node1", highly_available=True, restart_priority=1)
+    await create_running(stub, "web1", "node1", highly_available=True, restart_priority=3)
+    await create_running(stub, "keep1", "node1", highly_available=True, restart_priority=4)
+    await create_running(stub, "solo1", "standalone1")
+    before = {name: await vm(stub, name) for name in ("db1", "web1", "keep1")}
+    assert before["db1"].restart_priority == 1 and before["db1"].failover_count == 0
+    old_generation = fake_agents["node1"].host.vms[before["db1"].id].lease_generation
+
+    # Freeze-like silence shorter than the window changes nothing.
+    beats.alive.discard("node2")
+    await asyncio.sleep(0.5)
+    beats.alive.add("node2")
+    await asyncio.sleep(0.6)
+    assert await host_state(stub, "node2") == m.HOST_STATE_OK
+
+    # Silent power-off of node1: no beats, no answer on the management path.
+    beats.alive.discard("node1")
+    await fake_agents["node1"].stop()
+
+    async def fenced() -> bool:
+        return await host_state(stub, "node1") == m.HOST_STATE_FENCED
+
+    await eventually(fenced, timeout=10, what=f"node1 fenced\n{proc.log()[-3000:]}")
+    for name in ("db1", "web1"):
+        moved = await vm(stub, name)
+        assert moved.state == common_pb2.VM_STATE_RUNNING, moved.reason
+        assert moved.host in ("node2", "node3") and moved.failover_count == 1
+        runtime = fake_agents[moved.host].host.vms[moved.id]
+        assert runtime.lease_generation > old_generation
+        assert running_copies({k: a for k, a in fake_agents.items() if k != "node1"}, moved.id) == [
+            moved.host
+        ]
+    kept = await vm(stub, "keep1")
+    assert kept.host == "node1" and kept.failover_count == 0 and "priority none" in kept.reason
+
+    # The stream tells the story in order: suspect, not responding, fencing, restarts, fenced.
+    details: list[str] = []
+    async for reply in stub.WatchEvents(m.WatchEventsRequest(replay=1000), timeout=2):
+        details.append(f"{reply.event.kind} {reply.event.host} {reply.event.vm} {reply.event.detail}")
+        if "node1 fencing => fenced" in details[-1]:
+            break
+    joined = "\n".join(details)
+    order = ["node1 ok => suspect", "node1 suspect => not_responding", "node1 not_responding => fencing"]
+    positions = [joined.index(step) for step in order]
+    assert positions == sorted(positions), joined
+    restarts = [d for d in details if d.startswith("failover") and "restarting VM" in d]
+    assert "db1" in restarts[0] and "web1" in restarts[1], restarts
+
+    # node1 comes back (its agent forgets the fenced copies): it rejoins as ok.
+    await fake_agents["node1"].start()
+    beats.alive.add("node1")
+
+    async def back() -> bool:
+        return await host_state(stub, "node1") == m.HOST_STATE_OK
+
+    await eventually(back, timeout=10, what="node1 ok again")
+    for name in ("db1", "web1"):
+        moved = await vm(stub, name)
+        assert moved.host != "node1" and moved.state == common_pb2.VM_STATE_RUNNING
+
+
+async def test_heartbeat_only_isolation_is_no_failover(
+    ha_cluster: tuple[Stub, Beats, ManagerProcess], fake_agents: dict[str, FakeAgent]
+) -> None:
+    stub, beats, _ = ha_cluster
+    await all_ok(stub)
+    await create_running(stub, "app1", "node2", highly_available=True)
+    beats.alive.discard("node2")
+
+    async def isolated() -> bool:
+        return await host_state(stub, "node2") == m.HOST_STATE_ISOLATED
+
+    await eventually(isolated, timeout=10, what="node2 isolated")
+    await asyncio.sleep(1.0)
+    app1 = await vm(stub, "app1")
+    assert app1.host == "node2" and app1.failover_count == 0
+    assert await host_state(stub, "node2") == m.HOST_STATE_ISOLATED
+    beats.alive.add("node2")
+
+    async def ok() -> bool:
+        return await host_state(stub, "node2") == m.HOST_STATE_OK
+
+    await eventually(ok, timeout=10, what="node2 ok again")
