@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
 from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_guest, stop_guest
+from node_agent.app.ownership import SAVED_STATE_MISSING, claim_new, load_registered, take_over_files
 from node_agent.core.config import HostConfig
 from node_agent.core.errors import (
     AgentError,
@@ -29,12 +30,8 @@ from node_agent.core.errors import (
 )
 from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
 from node_agent.core.lease import (
-    FIRST_GENERATION,
     Fenced,
-    Lease,
     check_write,
-    recovery_verdict,
-    take_over_lease,
 )
 from node_agent.core.power import (
     HOLDS_MEMORY,
@@ -53,18 +50,13 @@ from node_agent.core.vm import (
     StorageRef,
     VmSpec,
     available_memory_mb,
-    check_lun_free,
     check_memory_fits,
-    check_storage_room,
     check_storage_visible,
     validate_spec,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# The reason a saved VM whose memory image is gone is FAILED, at restore and at recovery.
-SAVED_STATE_MISSING = "its saved state file is missing"
 
 
 def _complete_even_if_abandoned(work: Coroutine[Any, Any, T]) -> Awaitable[T]:
@@ -165,56 +157,11 @@ class VmHost:
                 raise AlreadyExists(f"VM {spec.id} already exists on host {self.config.name}")
         capacity = check_storage_visible(spec.storage, self.config)
         vm_dir = self.files.vm_dir(spec)
-        where = f"{spec.storage.kind.label} {spec.storage.name}"
         if take_over:
-            return self._take_over(spec, vm_dir, lease_generation)
-        if self.files.has_vm(vm_dir):
-            raise AlreadyExists(
-                f"VM {spec.label} ({spec.id}) already has files on {where}; take it over instead"
-            )
-        check_lun_free(spec, self.files.vm_ids_on(spec.storage))
-        self.files.remove_vm_dir(vm_dir)  # remains of an interrupted creation
-        check_storage_room(spec, capacity, self.files.used_bytes(spec.storage))
-        lease = Lease(FIRST_GENERATION, self.config.name)
-        self.files.write_lease(vm_dir, lease)
-        self.files.create_disk(vm_dir, spec.disk_gb)
-        self.files.write_vm_config(vm_dir, spec)
-        vm = self._insert(spec, vm_dir, PowerState.STOPPED, lease.generation)
-        log.info("VM %s (%s) created on %s", spec.label, spec.id, where)
-        return vm.view()
-
-    def _take_over(self, spec: VmSpec, vm_dir: Path, generation: int) -> VmView:
-        """Become the owner of a VM whose files another host left on shared storage.
-
-        Writing the newer lease is what fences the previous owner's copy: its next
-        journal write sees the lease and stops it.
-        """
-        where = f"{spec.storage.kind.label} {spec.storage.name}"
-        if spec.storage.kind is StorageKind.LOCAL_DISK:
-            raise FailedPrecondition(
-                f"VM {spec.label} is on {where}, which no other host sees: only VMs on a CSV "
-                "volume or LUN can be taken over"
-            )
-        if not self.files.has_vm(vm_dir):
-            raise NotFound(f"VM {spec.label} ({spec.id}) has no files on {where} to take over")
-        lease = take_over_lease(spec.label, self.config.name, generation, self.files.read_lease(vm_dir))
-        _, previous_owner = self.files.read_vm_config(vm_dir)
-        self.files.write_lease(vm_dir, lease)
-        if not self.files.has_disk(vm_dir):
-            self.files.create_disk(vm_dir, spec.disk_gb)
-        self.files.write_vm_config(vm_dir, spec)
-        has_saved_state = self.files.saved_state_path(vm_dir).exists()
-        state = PowerState.SAVED if has_saved_state else PowerState.STOPPED
-        vm = self._insert(spec, vm_dir, state, lease.generation)
-        log.info(
-            "VM %s (%s) taken over from host %s on %s with lease generation %d",
-            spec.label,
-            spec.id,
-            previous_owner or "(unknown)",
-            where,
-            lease.generation,
-        )
-        return vm.view()
+            claim = take_over_files(self.files, self.config, spec, vm_dir, lease_generation)
+        else:
+            claim = claim_new(self.files, self.config, spec, vm_dir, capacity)
+        return self._insert(spec, vm_dir, claim.state, claim.lease.generation).view()
 
     def _insert(self, spec: VmSpec, vm_dir: Path, state: PowerState, generation: int) -> HostedVm:
         vm = HostedVm(
@@ -363,7 +310,7 @@ class VmHost:
             log.warning("%s", problem)
         to_start: list[HostedVm] = []
         for entry in entries:
-            vm = self._load(entry)
+            vm = load_registered(self.files, self.config, entry)
             if vm is None:
                 continue
             self._vms[vm.spec.id] = vm
@@ -382,45 +329,6 @@ class VmHost:
                 log.error("VM %s cannot be started again: %s", vm.label, exc.message)
                 if vm.state is PowerState.STOPPED:
                     self._set_state(vm, PowerState.FAILED, exc.message)
-
-    def _load(self, entry: RegistryEntry) -> HostedVm | None:
-        vm_dir = Path(entry.path)
-        try:
-            spec, owner = self.files.read_vm_config(vm_dir)
-        except AgentError as exc:
-            log.warning("VM %s cannot be found again: %s", entry.vm_id, exc.message)
-            return None
-        if owner != self.config.name:
-            log.warning("VM %s now belongs to host %s; forgetting it", spec.label, owner)
-            self.files.remove_registry(entry.vm_id)
-            return None
-        lease = self.files.read_lease(vm_dir)
-        why = recovery_verdict(self.config.name, entry.lease_generation, lease)
-        if why is not None:
-            log.warning("VM %s was fenced while the agent was away (%s); forgetting it", spec.label, why)
-            self.files.remove_registry(entry.vm_id)
-            return None
-        generation = entry.lease_generation
-        if generation is None:
-            generation = lease.generation if lease is not None else 0
-        state, reason = entry.power_state, entry.reason
-        has_saved_state = self.files.saved_state_path(vm_dir).exists()
-        if state is PowerState.SAVING and has_saved_state:
-            state = PowerState.SAVED  # the image was complete: it is written atomically
-        elif state in RESTART_ON_RECOVERY:
-            state = PowerState.STOPPED  # memory lost as at a power loss; restarted below
-            self.files.remove_saved_state(vm_dir)
-        elif state is PowerState.SAVED and not has_saved_state:
-            state, reason = PowerState.FAILED, SAVED_STATE_MISSING
-        return HostedVm(
-            spec=spec,
-            vm_dir=vm_dir,
-            state=state,
-            state_since=entry.state_since,
-            lease_watch=self.files.lease_watch(vm_dir),
-            lease_generation=generation,
-            reason=reason,
-        )
 
     @staticmethod
     def _registry_state(vm_id: str, entries: list[RegistryEntry]) -> PowerState:
