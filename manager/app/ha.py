@@ -132,6 +132,11 @@ class HaService:
                 log.exception("detector pass failed")
             await asyncio.sleep(self._settings.detector_tick)
 
+    async def idle(self) -> None:
+        """Wait until no probe, refresh or failover is running."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def stop(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:

@@ -18,6 +18,7 @@ from manager.core.model import (
     HostRecord,
     JobRecord,
     NetworkInfo,
+    RestartPriority,
     StorageKind,
     StorageLocation,
     VmRecord,
@@ -121,6 +122,20 @@ class StoreContract:
         assert store.get_vm("id-1").state is VmState.STOPPED  # type: ignore[union-attr]
         store.delete_vm("id-1")
         assert store.get_vm("id-1") is None
+
+    def test_failover_fields_round_trip(self, store: Store) -> None:
+        record = replace(
+            vm("web1", "id-1"),
+            restart_priority=RestartPriority.HIGH,
+            failover_count=2,
+            lease_generation=7,
+            failover_from="node3",
+            restart_target="node2",
+            restart_attempts=(("node2", 1), ("node4", 2)),
+        )
+        store.put_vm(record)
+        assert store.get_vm("id-1") == record
+        assert vm("db1", "id-2").restart_priority is RestartPriority.MEDIUM
 
     def test_vm_names_are_unique(self, store: Store) -> None:
         store.put_vm(vm("web1", "id-1"))
