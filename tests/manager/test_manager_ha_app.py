@@ -308,3 +308,28 @@ async def test_watch_events_replays_then_follows(cluster: Cluster) -> None:
     event = await asyncio.wait_for(anext(stream), 1)
     assert (event.kind, event.host, event.detail) == ("failover", "node1", "second")
     await stream.aclose()
+
+
+async def test_non_ha_vms_of_a_failed_standalone_host_stay_down_and_are_reported(cluster: Cluster) -> None:
+    vm = VmRecord(
+        id="id-solo",
+        name="solo1",
+        host="standalone1",
+        state=VmState.RUNNING,
+        highly_available=False,
+        memory_mb=512,
+        cpus=1,
+        disk_gb=10,
+        storage=StorageLocation(StorageKind.LOCAL_DISK, "C"),
+    )
+    await cluster.agents.create_vm("standalone1", "", vm)
+    await cluster.agents.operate_vm("standalone1", "", vm.id, VmOperation.START)
+    cluster.store.put_vm(vm)
+    await cluster.advance(6)
+    cluster.alive.discard("standalone1")
+    cluster.agents.silent.add("standalone1")
+    await cluster.advance(8)
+    solo = cluster.vm("solo1")
+    assert solo.state is VmState.UNKNOWN and solo.host == "standalone1"
+    assert solo.reason == "host standalone1 is not responding"
+    assert cluster.host("standalone1") is HostState.FENCED

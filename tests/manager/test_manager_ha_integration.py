@@ -78,6 +78,19 @@ class Beats:
                 await asyncio.sleep(INTERVAL)
 
 
+def manager_args(broker: int) -> tuple[str, ...]:
+    return (
+        "--broker",
+        f"127.0.0.1:{broker}",
+        "--heartbeat-interval",
+        str(INTERVAL),
+        "--heartbeat-threshold",
+        str(THRESHOLD),
+        "--probe-timeout",
+        "0.5",
+    )
+
+
 @pytest.fixture
 async def ha_cluster(
     fake_agents: dict[str, FakeAgent],
@@ -91,16 +104,7 @@ async def ha_cluster(
     proc = ManagerProcess(
         topology_file(fake_agents),
         tmp_path / "state",
-        extra_args=(
-            "--broker",
-            f"127.0.0.1:{broker}",
-            "--heartbeat-interval",
-            str(INTERVAL),
-            "--heartbeat-threshold",
-            str(THRESHOLD),
-            "--probe-timeout",
-            "0.5",
-        ),
+        extra_args=manager_args(broker),
     )
     manager_processes.append(proc)
     try:
@@ -231,3 +235,63 @@ async def test_heartbeat_only_isolation_is_no_failover(
         return await host_state(stub, "node2") == m.HOST_STATE_OK
 
     await eventually(ok, timeout=10, what="node2 ok again")
+
+
+async def test_manager_killed_mid_failover_finishes_it_after_restart_and_runs_nothing_twice(
+    ha_cluster: tuple[Stub, Beats, ManagerProcess],
+    fake_agents: dict[str, FakeAgent],
+    manager_processes: list[ManagerProcess],
+    broker: int,
+) -> None:
+    stub, beats, proc = ha_cluster
+    await all_ok(stub)
+    names = ("a1", "a2", "a3")
+    for name in names:
+        await create_running(stub, name, "node1", highly_available=True)
+    ids = {name: (await vm(stub, name)).id for name in names}
+    retained: list[bytes] = []
+
+    async def watch_state() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker) as client:
+            await client.subscribe("havm/v1/state/hosts/node1")
+            async for message in client.messages:
+                retained.append(bytes(message.payload))  # type: ignore[arg-type]
+
+    watcher = asyncio.get_running_loop().create_task(watch_state())
+    try:
+        for node in ("node2", "node3"):
+            fake_agents[node].host.delay = 0.6  # each take-over and start is slow
+        beats.alive.discard("node1")
+        await fake_agents["node1"].stop()
+
+        async def fencing() -> bool:
+            return await host_state(stub, "node1") == m.HOST_STATE_FENCING
+
+        await eventually(fencing, timeout=10, what="node1 fencing")
+        await asyncio.sleep(0.8)  # some restarts done, others not
+        proc.kill9()
+        for node in ("node2", "node3"):
+            fake_agents[node].host.delay = 0.0
+        again = ManagerProcess(proc.topology, proc.state_dir, extra_args=manager_args(broker))
+        manager_processes.append(again)
+        await again.start()
+        async with grpc.aio.insecure_channel(again.address) as channel:
+            stub2 = manager_pb2_grpc.ManagerServiceStub(channel)
+
+            async def fenced() -> bool:
+                return await host_state(stub2, "node1") == m.HOST_STATE_FENCED
+
+            await eventually(fenced, timeout=15, what=f"node1 fenced after restart\n{again.log()[-3000:]}")
+            assert "resuming the failover of host node1" in again.log()
+            survivors = {k: a for k, a in fake_agents.items() if k != "node1"}
+            for name in names:
+                record = await vm(stub2, name)
+                assert record.state == common_pb2.VM_STATE_RUNNING, record.reason
+                assert record.failover_count == 1
+                assert running_copies(survivors, ids[name]) == [record.host]
+        await eventually(
+            lambda: asyncio.sleep(0, b'{"state": "fenced"}' in retained), timeout=5, what="retained state"
+        )
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
