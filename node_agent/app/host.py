@@ -327,7 +327,7 @@ class VmHost:
                 await self._power_on(vm)
             except AgentError as exc:
                 log.error("VM %s cannot be started again: %s", vm.label, exc.message)
-                if vm.state is PowerState.STOPPED:
+                if vm.state is PowerState.STOPPED and self._vms.get(vm.spec.id) is vm:
                     self._set_state(vm, PowerState.FAILED, exc.message)
 
     @staticmethod
@@ -407,6 +407,9 @@ class VmHost:
         self._set_state(vm, PowerState.FAILED, reason)
 
     def _set_state(self, vm: HostedVm, new: PowerState, reason: str = "") -> None:
+        if self._vms.get(vm.spec.id) is not vm:
+            # Fenced while an operation was under way (a shutdown's grace period).
+            raise NotFound(f"VM {vm.label} is no longer on host {self.config.name}: it was fenced meanwhile")
         vm.state = transition(vm.label, vm.state, new)
         vm.state_since = self.clock()
         vm.reason = reason

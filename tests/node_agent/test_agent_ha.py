@@ -187,3 +187,24 @@ def test_management_calls_keep_a_host_without_broker_from_isolating(  # type: ig
         assert agent.get("vm-1").state == ST.VM_STATE_RUNNING
         time.sleep(0.2)
     assert "isolated" not in agent.log()
+
+
+def test_a_shutdown_under_way_when_the_copy_is_fenced_ends_not_found(  # type: ignore[no-untyped-def]
+    start_agent, tmp_path: Path
+) -> None:
+    config1 = host_config(tmp_path, name="node1")
+    config1["settings"]["shutdown_grace_s"] = 1.0
+    node1 = start_agent(config1)
+    node2 = start_agent(host_config(tmp_path, name="node2"))
+    node1.create(vm_spec())
+    node1.operate("vm-1", OP.VM_OPERATION_START)
+    request = agent_pb2.AgentServiceOperateVmRequest(vm_id="vm-1", operation=OP.VM_OPERATION_SHUTDOWN)
+    shutdown = node1.stub.OperateVm.future(request, timeout=5)
+    time.sleep(0.1)  # the guest keeps writing during the shutdown's grace period
+    node2.take_over(vm_spec(), 2)
+    with pytest.raises(grpc.RpcError) as caught:
+        shutdown.result()
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == "VM web1 is no longer on host node1: it was fenced meanwhile"
+    assert node1.inventory().vms == []
+    assert not (node1.state_dir / "vms" / "vm-1.json").exists(), "a late operation must not revive it"
