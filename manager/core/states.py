@@ -28,14 +28,21 @@ class HostState(Enum):
 
 
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
+    # Heartbeats stop or a last will arrives (suspect); without a broker a failed
+    # refresh is the only sign (not_responding); an operator takes it (maintenance).
     HostState.OK: frozenset({HostState.SUSPECT, HostState.NOT_RESPONDING, HostState.MAINTENANCE}),
+    # The probe decides: beats back (ok), management answers (isolated), both silent.
     HostState.SUSPECT: frozenset({HostState.OK, HostState.ISOLATED, HostState.NOT_RESPONDING}),
+    # Beats resume (ok), or the management path is lost too (not_responding).
     HostState.ISOLATED: frozenset({HostState.OK, HostState.SUSPECT, HostState.NOT_RESPONDING}),
     # A silent host either comes back or is fenced before its VMs restart elsewhere.
     HostState.NOT_RESPONDING: frozenset({HostState.OK, HostState.FENCING, HostState.MAINTENANCE}),
+    # Only once every HA VM of it is restarted, failed or waiting for capacity.
     HostState.FENCING: frozenset({HostState.FENCED}),
-    # A fenced host rejoins only once it answers again, or an operator takes it.
+    # A fenced host rejoins only once it answers again without stale copies of VMs
+    # that moved, or an operator takes it.
     HostState.FENCED: frozenset({HostState.OK, HostState.MAINTENANCE}),
+    # Back from maintenance when it answers; a refresh failure while in it.
     HostState.MAINTENANCE: frozenset({HostState.OK, HostState.NOT_RESPONDING}),
 }
 
