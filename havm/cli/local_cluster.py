@@ -384,6 +384,8 @@ def plan_components(
             str(state_dir / "manager"),
             "--listen",
             address["manager"],
+            "--broker",
+            address["broker"],
         ],
     }
     for host in topology.hosts:
