@@ -44,7 +44,7 @@ class StatusPublisher:
         self._load = load
         self._clock = clock
         self._heartbeat_topic = heartbeat_topic(host)
-        # Counts per boot, not per connection: a receiver sees the beats lost meanwhile.
+        # Counts per boot, not per connection: a receiver tells a reconnect from a restart.
         self.heartbeat_seq = 0
         self.connected = False
         self._open_session = open_session

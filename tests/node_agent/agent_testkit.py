@@ -60,7 +60,12 @@ def host_config(tmp: Path, name: str = "node1", **overrides: Any) -> dict[str, A
             {"name": "lun1", "kind": "lun", "capacity_gb": 200},
         ],
         "san_root": str(tmp / "san"),
-        "settings": {"guest_tick_s": 0.05, "shutdown_grace_s": 0.1, "status_interval_s": 0.5},
+        "settings": {
+            "guest_tick_s": 0.05,
+            "shutdown_grace_s": 0.1,
+            "status_interval_s": 0.5,
+            "heartbeat_interval_s": 0.2,
+        },
     }
     config.update(overrides)
     return config

@@ -142,14 +142,18 @@ def test_a_fenced_host_that_comes_back_does_not_run_its_old_copy(start_agent, tm
 
 @pytest.mark.parametrize(
     ("response", "expected"),
-    [("power_off", ST.VM_STATE_STOPPED), ("leave_running", ST.VM_STATE_RUNNING)],
+    [
+        ("power_off", ST.VM_STATE_STOPPED),
+        ("shut_down", ST.VM_STATE_STOPPED),
+        ("leave_running", ST.VM_STATE_RUNNING),
+    ],
 )
 def test_an_isolated_host_applies_its_isolation_response(  # type: ignore[no-untyped-def]
     start_agent, tmp_path: Path, response: str, expected: int
 ) -> None:
     config = host_config(tmp_path)
     config["settings"] |= {
-        "isolation_timeout_s": 1.5,
+        "isolation_timeout_s": 1.0,
         "isolation_check_interval_s": 0.1,
         "isolation_response": response,
     }
@@ -164,7 +168,7 @@ def test_an_isolated_host_applies_its_isolation_response(  # type: ignore[no-unt
 
     # No gRPC call from here on: a call would be management contact and end the isolation.
     wait_until(lambda: "isolated: no management call and no broker" in agent.log(), timeout=5)
-    assert time.monotonic() - last_call >= 1.5
+    assert time.monotonic() - last_call >= 1.0
     time.sleep(0.3)  # let the power operations finish
     assert f"isolation response {response}" in agent.log()
     states = {v.spec.id: v.state for v in agent.inventory().vms}
@@ -193,7 +197,7 @@ def test_a_shutdown_under_way_when_the_copy_is_fenced_ends_not_found(  # type: i
     start_agent, tmp_path: Path
 ) -> None:
     config1 = host_config(tmp_path, name="node1")
-    config1["settings"]["shutdown_grace_s"] = 1.0
+    config1["settings"]["shutdown_grace_s"] = 0.6
     node1 = start_agent(config1)
     node2 = start_agent(host_config(tmp_path, name="node2"))
     node1.create(vm_spec())

@@ -27,6 +27,7 @@ OP = agent_pb2
 pytestmark = pytest.mark.integration
 
 TOPIC = "havm/v1/hosts/node1/status"
+HEARTBEAT_TOPIC = "havm/v1/hosts/node1/heartbeat"
 BROKER_START_TIMEOUT_S = 15.0
 
 
@@ -103,6 +104,21 @@ async def status_until(messages: Any, state: str, timeout: float = 10.0) -> dict
             return status
 
 
+async def heartbeat(messages: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """The next heartbeat among the messages, skipping status ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+
+        async def first() -> Any:
+            async for message in messages:
+                return message
+            raise AssertionError("no message")
+
+        message = await asyncio.wait_for(first(), max(0.1, deadline - time.monotonic()))
+        if message.topic.matches(HEARTBEAT_TOPIC):
+            return json.loads(message.payload)
+
+
 def subscriber(broker: Broker, name: str) -> aiomqtt.Client:
     return aiomqtt.Client("127.0.0.1", broker.port, identifier=f"test-{name}-{os.getpid()}")
 
@@ -154,6 +170,8 @@ async def test_agent_survives_the_broker_and_comes_back_online(
     async with subscriber(broker, "b") as client:
         await client.subscribe(TOPIC, qos=1)
         await status_until(client.messages, "online")
+        await client.subscribe(HEARTBEAT_TOPIC, qos=0)
+        before = await heartbeat(client.messages)
 
     broker.kill()
     await asyncio.sleep(0.5)
@@ -166,6 +184,10 @@ async def test_agent_survives_the_broker_and_comes_back_online(
         await client.subscribe(TOPIC, qos=1)
         status = await status_until(client.messages, "online", timeout=10)
         assert status["boot_id"] == inventory.host.boot_id
+        await client.subscribe(HEARTBEAT_TOPIC, qos=0)
+        # The count goes on across connections: it starts at 1 again only with a new boot.
+        after = await heartbeat(client.messages)
+        assert after["boot_id"] == before["boot_id"] and after["seq"] > before["seq"]
     assert agent.proc.poll() is None
     assert "Traceback" not in agent.log()
 
@@ -175,9 +197,6 @@ def test_agent_starts_without_its_broker(start_agent, tmp_path: Path) -> None:  
     agent: Agent = start_agent(host_config(tmp_path), None, nowhere)
     assert agent.inventory().host.name == "node1"
     assert agent.terminate() == 0
-
-
-HEARTBEAT_TOPIC = "havm/v1/hosts/node1/heartbeat"
 
 
 async def next_message(messages: Any, timeout: float) -> aiomqtt.Message:
@@ -195,7 +214,6 @@ async def test_heartbeats_count_up_and_stop_while_the_agent_is_frozen(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     config = host_config(tmp_path)
-    config["settings"]["heartbeat_interval_s"] = 0.2
     agent: Agent = await asyncio.to_thread(start_agent, config, None, broker.address)
     await asyncio.to_thread(agent.create, vm_spec())
     await asyncio.to_thread(agent.operate, "vm-1", OP.VM_OPERATION_START)
