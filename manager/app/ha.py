@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from manager.app.events import EventBus
@@ -21,10 +22,10 @@ from manager.app.failover import FailoverService
 from manager.app.refresh import RefreshService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
-from manager.core.detector import Action, FailureDetector, Verdict
+from manager.core.detector import PROBE_FAILED, Action, FailureDetector, Verdict
 from manager.core.errors import IllegalTransitionError, ManagerError
 from manager.core.inventory import set_host_state
-from manager.core.model import VmRecord
+from manager.core.model import Event, VmRecord
 from manager.core.settings import Settings
 from manager.core.states import HostState
 from manager.core.store import Store
@@ -59,6 +60,10 @@ class HaService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._in_flight: set[str] = set()  # "probe:<host>", "refresh:<host>", "fence:<host>"
         self.failover = FailoverService(store, agents, settings, vms, bus, monotonic)
+        # Set when a node returns or a VM stops or goes: VMs waiting for capacity are
+        # retried at the next tick rather than at the next periodic retry.
+        self._capacity_changed = False
+        bus.add_publisher(self._watch_capacity)
         refresher.failover_vms = self.failover.held_vms
 
     # --- what the MQTT link hears ----------------------------------------------------
@@ -119,12 +124,21 @@ class HaService:
         while True:
             try:
                 self.tick()
-                if self._now() >= next_retry:
+                if self._capacity_changed or self._now() >= next_retry:
+                    self._capacity_changed = False
                     next_retry = self._now() + self._settings.capacity_retry_interval
                     self.retry_waiting()
             except Exception:  # one bad pass must not end detection
                 log.exception("detector pass failed")
             await asyncio.sleep(self._settings.detector_tick)
+
+    def _watch_capacity(self, event: Event) -> None:
+        if event.kind == "host_state" and event.detail.split(":")[0].endswith("=> ok"):
+            self._capacity_changed = True
+        elif event.kind == "vm_state" and (
+            " => stopped" in event.detail or event.detail.endswith(" deleted")
+        ):
+            self._capacity_changed = True
 
     async def idle(self) -> None:
         """Wait until no probe, refresh or failover is running."""
@@ -139,6 +153,10 @@ class HaService:
 
     def resume(self) -> None:
         for host in self._store.list_hosts():
+            if host.state is HostState.NOT_RESPONDING and host.state_reason.startswith(PROBE_FAILED):
+                # Stopped between the verdict and recording `fencing`: go on from there.
+                self._set_host(host.name, HostState.FENCING, host.state_reason)
+                host = replace(host, state=HostState.FENCING)
             if host.state is HostState.FENCING:
                 log.warning("resuming the failover of host %s", host.name)
                 self._bus.emit("failover", f"resuming the failover of host {host.name}", host=host.name)

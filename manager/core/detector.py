@@ -19,6 +19,10 @@ from enum import Enum
 
 from manager.core.states import HostState
 
+# The reason a host is not_responding when the detector decided it: such a host is to
+# be fenced even if the manager stopped before recording `fencing`.
+PROBE_FAILED = "no heartbeat and the probe failed"
+
 
 class Action(Enum):
     PROBE = "probe"  # ask the host over the management path, then call probe_result
@@ -156,7 +160,7 @@ class FailureDetector:
                     HostState.ISOLATED,
                 )
             ]
-        reason = f"no heartbeat and the probe failed: {why}"
+        reason = f"{PROBE_FAILED}: {why}"
         return [
             Verdict(host, Action.SET_STATE, reason, HostState.NOT_RESPONDING),
             Verdict(host, Action.FENCE, reason),

@@ -333,3 +333,40 @@ async def test_non_ha_vms_of_a_failed_standalone_host_stay_down_and_are_reported
     assert solo.state is VmState.UNKNOWN and solo.host == "standalone1"
     assert solo.reason == "host standalone1 is not responding"
     assert cluster.host("standalone1") is HostState.FENCED
+
+
+async def test_a_manager_stopped_between_verdict_and_fencing_fences_on_start() -> None:
+    first = Cluster()
+    await first.start()
+    await first.create("db1", "node1")
+    first.agents.silent.add("node1")
+    node1 = first.store.get_host("node1")
+    assert node1 is not None
+    first.store.put_host(
+        replace(node1, state=HostState.NOT_RESPONDING, state_reason="no heartbeat and the probe failed: gone")
+    )
+    second = Cluster(first.store, first.agents)
+    second.ha.resume()
+    await second.ha.idle()
+    assert second.host("node1") is HostState.FENCED
+    db1 = second.vm("db1")
+    assert db1.state is VmState.RUNNING and db1.host != "node1"
+
+
+async def test_waiting_vms_are_retried_as_soon_as_a_vm_stops(cluster: Cluster) -> None:
+    await cluster.create("big1", "node1", memory_mb=20000)
+    for node in ("node2", "node3", "node4"):
+        await cluster.create(f"fill-{node}", node, memory_mb=20000)
+    await cluster.app.refresher.refresh_all()
+    await cluster.advance(6)
+    cluster.alive.discard("node1")
+    cluster.agents.silent.add("node1")
+    await cluster.advance(8)
+    assert cluster.vm("big1").reason.startswith("waiting for capacity")
+    cluster.ha._capacity_changed = False
+    cluster.ha.retry_waiting()
+    await cluster.ha.idle()
+    assert not cluster.ha._capacity_changed  # waiting again is no new room
+    await cluster.agents.operate_vm("node4", "", "id-fill-node4", VmOperation.TURN_OFF)
+    await cluster.app.refresher.refresh(["node4"])
+    assert cluster.ha._capacity_changed
