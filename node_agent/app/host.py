@@ -3,7 +3,8 @@
 Each operation follows the same path: look at the VM (observe), ask the core whether
 and how it may happen (decide), touch files and guest tasks (act), and write the new
 power state to the registry (persist). Operations on one VM are serialised by a
-lock; operations on different VMs run side by side.
+lock; operations on different VMs run side by side. A copy whose storage lease moved
+to another host is fenced: it is forgotten here, its files left to the new owner.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, 
 from node_agent.core.lease import (
     Fenced,
     check_write,
+    is_fenced,
 )
 from node_agent.core.power import (
     HOLDS_MEMORY,
@@ -190,10 +192,11 @@ class VmHost:
             release_guest(vm)
             try:
                 _, owner = self.files.read_vm_config(vm.vm_dir)
+                lease = self.files.read_lease(vm.vm_dir)
             except AgentError:
-                owner = self.config.name
-            # Files that another host has taken over are that host's to delete.
-            if owner == self.config.name:
+                owner, lease = self.config.name, None
+            # Files that another host has taken over (vm.json or lease) are that host's to delete.
+            if owner == self.config.name and not is_fenced(self.config.name, vm.lease_generation, lease):
                 await asyncio.to_thread(self.files.remove_vm_dir, vm.vm_dir)
             self.files.remove_registry(vm_id)
             del self._vms[vm_id]

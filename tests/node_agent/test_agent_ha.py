@@ -212,3 +212,13 @@ def test_a_shutdown_under_way_when_the_copy_is_fenced_ends_not_found(  # type: i
     assert caught.value.details() == "VM web1 is no longer on host node1: it was fenced meanwhile"
     assert node1.inventory().vms == []
     assert not (node1.state_dir / "vms" / "vm-1.json").exists(), "a late operation must not revive it"
+
+
+def test_deleting_a_copy_whose_lease_moved_leaves_the_files(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    node1 = start_agent(host_config(tmp_path, name="node1"))
+    node1.create(vm_spec())
+    # A take-over that wrote its lease and stopped before vm.json: the files are node2's now.
+    (vm_dir(tmp_path) / "lease.json").write_text(json.dumps({"generation": 3, "owner": "node2"}))
+    node1.delete("vm-1")
+    assert node1.inventory().vms == []
+    assert (vm_dir(tmp_path) / "disk0.vhd").exists() and (vm_dir(tmp_path) / "vm.json").exists()
