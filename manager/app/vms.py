@@ -309,7 +309,7 @@ class VmService:
     def delete(self, name: str) -> JobRecord:
         vm = self._vm(name)
         check_delete(vm)
-        if vm.state is not VmState.MISSING and vm.host is not None:
+        if _on_its_host(vm):
             self._address(vm)
         self._busy.add(vm.id)
         try:
@@ -330,7 +330,7 @@ class VmService:
                 if vm is None:
                     raise NotFoundError("the VM was already deleted")
                 check_delete(vm)
-                if vm.state is not VmState.MISSING and vm.host is not None:
+                if _on_its_host(vm):
                     host, address = self._address(vm)
                     job.progress(30, f"Deleting VM {vm.name} and its files on host {host}")
                     try:
@@ -342,3 +342,9 @@ class VmService:
                 return f"Deleted VM {vm.name}"
         finally:
             self._busy.discard(vm_id)
+
+
+def _on_its_host(vm: VmRecord) -> bool:
+    """Whether deleting the VM needs its host: not when the host lost it, nor when the
+    VM waits to be restarted away from a failed host (its record is all there is)."""
+    return vm.state is not VmState.MISSING and vm.host is not None and vm.failover_from is None

@@ -261,6 +261,21 @@ async def test_a_vm_that_fits_nowhere_waits_until_capacity_returns(cluster: Clus
     assert big1.state is VmState.RUNNING and big1.host == "node3" and big1.failover_count == 1
 
 
+async def test_a_vm_waiting_for_capacity_can_be_deleted(cluster: Cluster) -> None:
+    await cluster.create("big1", "node1", memory_mb=20000)
+    for node in ("node2", "node3", "node4"):
+        await cluster.create(f"fill-{node}", node, memory_mb=20000)
+    await cluster.app.refresher.refresh_all()
+    await cluster.advance(6)
+    cluster.alive.discard("node1")
+    cluster.agents.silent.add("node1")
+    await cluster.advance(8)
+    assert cluster.vm("big1").reason.startswith("waiting for capacity")
+    job = cluster.app.delete_vm("big1")
+    done = [j async for j in cluster.app.watch_job(job.id)][-1]
+    assert done.error == "" and cluster.store.get_vm_by_name("big1") is None
+
+
 async def test_a_resumed_failover_never_starts_a_vm_twice() -> None:
     first = Cluster()
     await first.start()
