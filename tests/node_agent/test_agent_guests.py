@@ -4,9 +4,10 @@ when its lease moves to another host."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
-from node_agent.adapters.files import VM_DISK, HostFiles, JournalFile, LeaseWatch, scan_disk_journal
+from node_agent.adapters.files import VM_DISK, JournalFile, LeaseWatch, scan_disk_journal, write_atomically
 from node_agent.app.guests import GuestFailed, GuestHooks, HostedVm, start_guest, stop_guest
 from node_agent.core.guest import GuestModel, TickResult
 from node_agent.core.journal import JournalPosition, decode_record, record_offset
@@ -42,6 +43,11 @@ def _hosted(tmp_path: Path, guest: GuestModel) -> HostedVm:
     )
     vm.guest, vm.journal = guest, JournalFile(vm.disk)
     return vm
+
+
+def write_lease(vm_dir: Path, lease: Lease) -> None:
+    doc = json.dumps({"generation": lease.generation, "owner": lease.owner}).encode()
+    write_atomically(vm_dir / "lease.json", doc)
 
 
 def _hooks(on_failure: GuestFailed, on_fenced: object = None) -> GuestHooks:
@@ -93,8 +99,7 @@ async def test_stopping_a_running_guest_cancels_it(tmp_path: Path) -> None:
 
 
 async def test_a_newer_lease_fences_the_guest_before_its_next_write(tmp_path: Path) -> None:
-    files = HostFiles.__new__(HostFiles)  # only the lease helpers are used
-    files.write_lease(tmp_path, Lease(1, "node1"))
+    write_lease(tmp_path, Lease(1, "node1"))
     vm = _hosted(tmp_path, GuestModel.fresh_boot("vm-1", 16, Workload(0, 1000), JournalPosition()))
     fenced: list[str] = []
     start_guest(vm, _hooks(lambda failed, reason: None, lambda f, exc: fenced.append(exc.message)))
@@ -103,7 +108,7 @@ async def test_a_newer_lease_fences_the_guest_before_its_next_write(tmp_path: Pa
     while vm.guest is not None and vm.guest.journal.last_seq < 5:
         await asyncio.sleep(TICK_S)
     # Same size, maybe the same mtime: the new inode still tells the watch to re-read.
-    files.write_lease(tmp_path, Lease(2, "node2"))
+    write_lease(tmp_path, Lease(2, "node2"))
     await asyncio.wait_for(asyncio.wait([task]), timeout=5)
 
     assert fenced == ["VM web1 fenced: the lease moved to node2 (generation 2)"]
