@@ -63,6 +63,7 @@ class HaService:
         # Set when a node returns or a VM stops or goes: VMs waiting for capacity are
         # retried at the next tick rather than at the next periodic retry.
         self._capacity_changed = False
+        self._refreshed_at: dict[str, float] = {}
         bus.add_publisher(self._watch_capacity)
         refresher.failover_vms = self.failover.held_vms
 
@@ -180,7 +181,13 @@ class HaService:
             if self._set_host(host, HostState.FENCING, verdict.reason):
                 self._spawn(f"fence:{host}", self._failover(host))
         elif verdict.action is Action.REFRESH:
-            self._bus.emit("detector", f"host {host} is back: refreshing it", host=host)
+            # A host whose management path stays cut while it beats would be asked at
+            # every tick: once per heartbeat window is enough.
+            now = self._now()
+            if now - self._refreshed_at.get(host, -1e18) < self.detector.window:
+                return
+            self._refreshed_at[host] = now
+            self._bus.emit("detector", f"host {host}: {verdict.reason}; refreshing it", host=host)
             self._spawn(f"refresh:{host}", self._refresh_back(host))
 
     def _set_host(self, name: str, state: HostState, reason: str) -> bool:

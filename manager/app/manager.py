@@ -125,7 +125,6 @@ class ManagerApp:
         self.ha = HaService(
             self.store, self._agents, self.settings, self.refresher, self.vms, self.events, self._monotonic
         )
-        self.refresher.heartbeats_judge = True
         return self.ha
 
     def start_background(self) -> None:

@@ -56,8 +56,6 @@ class RefreshService:
         # on its way is newer than that inventory, which must not overwrite it.
         self._vm_versions = vm_versions
         self._locks: dict[str, asyncio.Lock] = {}
-        # True while heartbeats judge host health (a broker is configured).
-        self.heartbeats_judge = False
         # VMs a failover holds (waiting or restarting): a refresh leaves them alone.
         self.failover_vms: Callable[[], Collection[str]] = lambda: ()
 
@@ -115,7 +113,7 @@ class RefreshService:
             return
         if host.state_reason != reason or host.state.value != "not_responding":
             log.warning("host %s does not answer: %s", name, reason)
-        self._store.put_host(apply_refresh_failure(host, reason, self._clock(), self.heartbeats_judge))
+        self._store.put_host(apply_refresh_failure(host, reason, self._clock()))
         vms = [vm for vm in self._store.list_vms(name) if vm.id not in skip]
         for vm in mark_unknown(vms, name, reason):
             self._store.put_vm(vm)

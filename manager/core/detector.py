@@ -44,6 +44,9 @@ class _Heard:
     last_beat: float | None = None
     boot_id: str = ""
     offline_at: float | None = None  # last will received and no beat since
+    # Heard at least once (a beat, a status or a will) since this detector started: a
+    # host never heard may simply not be deployed, and is never fenced for silence.
+    ever: bool = False
 
 
 class FailureDetector:
@@ -72,6 +75,7 @@ class FailureDetector:
             return  # not a host of the topology: ignored
         heard.last_beat = now
         heard.offline_at = None
+        heard.ever = True
         if boot_id:
             heard.boot_id = boot_id
 
@@ -80,6 +84,7 @@ class FailureDetector:
         heard = self._heard.get(host)
         if heard is not None:
             heard.offline_at = now
+            heard.ever = True
 
     def broker_up(self, now: float) -> None:
         self.broker_connected = True
@@ -138,15 +143,24 @@ class FailureDetector:
                 # Probe again: a host isolated from heartbeats may also lose management.
                 verdicts.append(Verdict(host, Action.PROBE, silent or ""))
             elif state in (HostState.FENCED, HostState.NOT_RESPONDING) and silent is None:
-                verdicts.append(Verdict(host, Action.REFRESH, "heartbeats resumed"))
+                verdicts.append(Verdict(host, Action.REFRESH, "heartbeats arrive"))
+            elif state is HostState.NOT_RESPONDING and self._heard[host].ever:
+                # Its management path failed earlier; now the heartbeats stopped too.
+                verdicts.append(Verdict(host, Action.PROBE, silent or ""))
         return verdicts
 
     def probe_result(
         self, host: str, state: HostState, answered: bool, why: str, now: float
     ) -> list[Verdict]:
-        """The verdict after a probe of a suspect or isolated host."""
-        if state not in (HostState.SUSPECT, HostState.ISOLATED) or not self.judging(now):
+        """The verdict after a probe of a suspect, isolated or not responding host."""
+        if state not in (HostState.SUSPECT, HostState.ISOLATED, HostState.NOT_RESPONDING):
             return []
+        if not self.judging(now):
+            return []
+        if state is HostState.NOT_RESPONDING:
+            if answered or self._silence(host, now) is None:
+                return [Verdict(host, Action.REFRESH, "it answers again")]
+            return [Verdict(host, Action.FENCE, f"{PROBE_FAILED}: {why}")]
         if self._silence(host, now) is None:
             return [Verdict(host, Action.SET_STATE, "heartbeats resumed", HostState.OK)]
         if answered:

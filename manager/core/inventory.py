@@ -175,20 +175,14 @@ def apply_inventory(
     return set_host_state(refreshed, HostState.OK, "")
 
 
-def apply_refresh_failure(
-    host: HostRecord, why: str, now: datetime, heartbeats_judge: bool = False
-) -> HostRecord:
-    """The host after a failed GetInventory.
+def apply_refresh_failure(host: HostRecord, why: str, now: datetime) -> HostRecord:
+    """The host after a failed GetInventory: `not_responding` on the management path.
 
-    Without heartbeats the failed call is the only sign: the host is `not_responding`.
-    When the detector judges health from heartbeats, an ok host stays ok (its
-    management path alone failed; the reason says so) and a host the detector or the
-    failover service holds keeps its state.
+    A host the detector or the failover service holds keeps its state: whether its
+    VMs move is decided from heartbeats and probes, not from one failed call.
     """
-    if host.state in DETECTOR_STATES or host.state in (HostState.FENCED, HostState.NOT_RESPONDING):
+    if host.state in DETECTOR_STATES or host.state is HostState.FENCED:
         return replace(host, last_refresh=now)
-    if heartbeats_judge and host.state is HostState.OK:
-        return replace(host, state_reason=f"management path failed: {why}", last_refresh=now)
     return replace(set_host_state(host, HostState.NOT_RESPONDING, why), last_refresh=now)
 
 

@@ -126,3 +126,22 @@ def test_beats_of_unknown_hosts_are_ignored() -> None:
     detector = started()
     detector.beat("intruder", "x", 1.0)
     assert not detector.alive("intruder", 1.0)
+
+
+def test_a_host_cut_from_management_is_refreshed_then_fenced_once_its_beats_stop_too() -> None:
+    detector = started()
+    beat_all(detector, 0.0, 10.0)
+    states = {"node1": HostState.NOT_RESPONDING, "node2": OK}
+    assert actions(detector.evaluate(states, 10.5), "node1") == [(Action.REFRESH, None)]
+    beat_all(detector, 11.0, 20.0, hosts=("node2",))
+    assert actions(detector.evaluate(states, 16.0), "node1") == [(Action.PROBE, None)]
+    after = detector.probe_result("node1", HostState.NOT_RESPONDING, False, "unavailable", 16.1)
+    assert [(v.action, v.state) for v in after] == [(Action.FENCE, None)]
+    answered = detector.probe_result("node1", HostState.NOT_RESPONDING, True, "", 16.1)
+    assert [(v.action, v.state) for v in answered] == [(Action.REFRESH, None)]
+
+
+def test_a_host_never_heard_and_not_responding_is_never_fenced() -> None:
+    detector = started()
+    beat_all(detector, 0.0, 20.0, hosts=("node2",))
+    assert detector.evaluate({"node1": HostState.NOT_RESPONDING, "node2": OK}, 20.0) == []

@@ -101,10 +101,9 @@ async def ha_cluster(
 ) -> AsyncIterator[tuple[Stub, Beats, ManagerProcess]]:
     beats = Beats(broker, list(fake_agents))
     task = asyncio.get_running_loop().create_task(beats.run())
+    # Periodic refreshes far apart: the detector, not a failed refresh, notices the failure.
     proc = ManagerProcess(
-        topology_file(fake_agents),
-        tmp_path / "state",
-        extra_args=manager_args(broker),
+        topology_file(fake_agents), tmp_path / "state", refresh_interval=30.0, extra_args=manager_args(broker)
     )
     manager_processes.append(proc)
     try:
@@ -272,7 +271,9 @@ async def test_manager_killed_mid_failover_finishes_it_after_restart_and_runs_no
         proc.kill9()
         for node in ("node2", "node3"):
             fake_agents[node].host.delay = 0.0
-        again = ManagerProcess(proc.topology, proc.state_dir, extra_args=manager_args(broker))
+        again = ManagerProcess(
+            proc.topology, proc.state_dir, refresh_interval=30.0, extra_args=manager_args(broker)
+        )
         manager_processes.append(again)
         await again.start()
         async with grpc.aio.insecure_channel(again.address) as channel:
