@@ -78,7 +78,7 @@ class ManagerApi(Protocol):
     def list_jobs(self, limit: int = 0) -> list[JobRecord]: ...
     def get_job(self, job_id: str) -> JobRecord: ...
     def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]: ...
-    def watch_events(self, replay: int) -> AsyncIterator[Event]: ...
+    def watch_events(self, replay: int, follow: bool = True) -> AsyncIterator[Event]: ...
 
 
 R = TypeVar("R")
@@ -220,7 +220,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"replay: must not be negative, got {request.replay}"
             )
             return
-        async for event in self._app.watch_events(request.replay):
+        async for event in self._app.watch_events(request.replay, request.follow):
             yield manager_pb2.WatchEventsResponse(event=event_to_proto(event))
 
 

@@ -48,14 +48,15 @@ class EventBus:
     def recent(self, count: int) -> list[Event]:
         return list(self._ring)[-count:] if count > 0 else []
 
-    async def watch(self, replay: int) -> AsyncIterator[Event]:
-        """Up to `replay` recent events, then every new one, until the caller stops."""
+    async def watch(self, replay: int, follow: bool = True) -> AsyncIterator[Event]:
+        """Up to `replay` recent events, then (with `follow`) every new one until the
+        caller stops."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._watchers.add(queue)
         try:
             for event in self.recent(replay):
                 yield event
-            while True:
+            while follow:
                 yield await queue.get()
         finally:
             self._watchers.discard(queue)

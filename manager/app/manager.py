@@ -221,8 +221,8 @@ class ManagerApp:
     def get_job(self, job_id: str) -> JobRecord:
         return self.jobs.get(job_id)
 
-    def watch_events(self, replay: int) -> AsyncIterator[Event]:
-        return self.events.watch(replay)
+    def watch_events(self, replay: int, follow: bool = True) -> AsyncIterator[Event]:
+        return self.events.watch(replay, follow)
 
     def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]:
         self.jobs.get(job_id)  # NOT_FOUND before the stream starts

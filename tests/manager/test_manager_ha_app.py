@@ -325,6 +325,14 @@ async def test_watch_events_replays_then_follows(cluster: Cluster) -> None:
     await stream.aclose()
 
 
+async def test_watch_events_without_follow_ends_after_the_replay(cluster: Cluster) -> None:
+    for detail in ("one", "two", "three"):
+        cluster.app.events.emit("detector", detail)
+    stream = cluster.app.watch_events(2, follow=False)
+    replayed = [event.detail async for event in stream]
+    assert replayed == ["two", "three"]
+
+
 async def test_non_ha_vms_of_a_failed_standalone_host_stay_down_and_are_reported(cluster: Cluster) -> None:
     vm = VmRecord(
         id="id-solo",
