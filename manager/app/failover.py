@@ -10,6 +10,7 @@ newer than the last, so an older copy can never write again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -46,6 +47,7 @@ class FailoverService:
         self._bus = bus
         self._now = monotonic
         self.restarting: set[str] = set()  # VM ids a restart works on now
+        self._parallel = asyncio.Semaphore(settings.failover_parallelism)
 
     def held_vms(self) -> set[str]:
         """VMs a failover holds: refresh must not record them from a host's report."""
@@ -111,12 +113,28 @@ class FailoverService:
                 pending.discard(vm_id)
             for vm_id, _why in plan.skipped:
                 pending.discard(vm_id)
-            for restart in plan.restarts:
-                done = await self._restart(restart)
-                if done:
-                    pending.discard(restart.vm_id)
+            for group in self._by_priority(plan.restarts):
+                done = await asyncio.gather(*(self._bounded_restart(r) for r in group))
+                pending.difference_update(r.vm_id for r, ok in zip(group, done, strict=True) if ok)
             if not plan.restarts:
                 return
+
+    def _by_priority(self, restarts: tuple[Restart, ...]) -> list[list[Restart]]:
+        """The plan's restarts cut into runs of one restart priority, in plan order."""
+        groups: list[list[Restart]] = []
+        last = None
+        for restart in restarts:
+            vm = self._store.get_vm(restart.vm_id)
+            priority = vm.restart_priority if vm is not None else None
+            if not groups or priority != last:
+                groups.append([])
+            groups[-1].append(restart)
+            last = priority
+        return groups
+
+    async def _bounded_restart(self, restart: Restart) -> bool:
+        async with self._parallel:
+            return await self._restart(restart)
 
     def _max_rounds(self) -> int:
         per_node = 1 + self._settings.restart_attempts_same_node

@@ -76,6 +76,8 @@ class HaService:
             if self.detector.alive(message.host, now) or self.detector.boot_id(message.host):
                 self._bus.emit("detector", f"host {message.host} went offline (last will)", host=message.host)
             self.detector.last_will(message.host, now)
+            # A last will is as sure as a verdict gets: judge now, not at the next tick.
+            self.tick()
             return
         previous = self.detector.boot_id(message.host)
         self.detector.beat(message.host, message.boot_id, now)
@@ -250,7 +252,12 @@ class HaService:
         self._bus.emit("failover", f"fencing host {name}: taking its VMs away", host=name)
         to_restart = self.failover.mark(host)
         if host.cluster:
-            await self._refresh_cluster(host.cluster, f"host {name} failed")
+            # Alongside the restarts, not before them: placement already knows what the
+            # manager placed, and the failed host's VMs are held from the refresh.
+            self._spawn(
+                f"refresh-cluster:{host.cluster}",
+                self._refresh_cluster(host.cluster, f"host {name} failed"),
+            )
         await self.failover.restart_all(name, to_restart)
         self._set_host(name, HostState.FENCED, "its VMs were taken away; it rejoins once it answers again")
 

@@ -54,6 +54,9 @@ class Settings:
     restart_attempts_other_nodes: int = 3
     # Seconds between two attempts to restart VMs that wait for capacity.
     capacity_retry_interval: float = 2.0
+    # VMs of one restart priority restarted at the same time after a host failure (the
+    # priorities themselves go one after the other).
+    failover_parallelism: int = 8
     # Events kept in memory for WatchEvents to replay.
     event_buffer: int = 1000
     # Reconnecting to the broker: the wait grows from the first to the longest (seconds).
