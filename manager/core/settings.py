@@ -44,10 +44,12 @@ class Settings:
     # misses `heartbeat_threshold` beats in a row is suspect (Windows Server 2008 R2: 1 s x 5).
     heartbeat_interval: float = 1.0
     heartbeat_threshold: int = 5
-    # Deadline (seconds) of the GetInventory probe that confirms a suspect host.
-    probe_timeout: float = 1.0
+    # Deadline (seconds) of the GetInventory probe that confirms a suspect host. A live
+    # agent answers within milliseconds; half a second keeps a silent failure detected
+    # within heartbeat_interval x heartbeat_threshold + 0.5 s or so.
+    probe_timeout: float = 0.5
     # Seconds between two passes of the detector over every host.
-    detector_tick: float = 0.2
+    detector_tick: float = 0.1
     # A failed restart is tried again on the same node this many times, then on other
     # nodes this many times in all, before the VM is failed.
     restart_attempts_same_node: int = 1
