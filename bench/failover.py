@@ -86,7 +86,8 @@ class EventLog:
                 and event.kind == "host_state"
                 and text in event.detail
             ):
-                return received
+                # The manager's own stamp on the verdict: the same clock as this process's.
+                return event.time.ToNanoseconds() / 1e9
         return None
 
 
