@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster
+from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +146,20 @@ def test_bad_fault_requests_are_one_line(cluster: LocalCluster, args: tuple[str,
 def test_no_cluster_no_fault(tmp_path: Path) -> None:
     result = LocalCluster(tmp_path).havm("fault", "crash", "n1")
     assert result.code == 1 and "havm up" in result.stderr
+
+
+def test_events_as_json_lines(cluster: LocalCluster) -> None:
+    cluster.ok("fault", "isolate", "n3", "--from", "heartbeat")
+    try:
+        wait_for(lambda: states(cluster)["n3"] == "isolated", what="n3 isolated", timeout=20)
+    finally:
+        cluster.ok("fault", "heal", "n3")
+    wait_for(lambda: states(cluster)["n3"] == "ok", what="n3 ok again", timeout=20)
+    lines = cluster.ok("events", "--last", "200", "-o", "json").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events and all(set(e) == {"time", "kind", "host", "vm", "detail"} for e in events)
+    verdicts = [e["detail"] for e in events if e["kind"] == "host_state" and e["host"] == "n3"]
+    assert any("=> isolated" in d for d in verdicts) and any("isolated => ok" in d for d in verdicts), (
+        verdicts
+    )
+    assert not any(e["kind"] == "failover" and e["host"] == "n3" for e in events)
