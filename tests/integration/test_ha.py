@@ -5,6 +5,8 @@ after the cluster recovers."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster, wait_for
+from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster, wait_dead, wait_for
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -336,7 +338,7 @@ def test_freeze_and_thaw_within_the_window_is_no_failure(ha: LocalCluster) -> No
     time.sleep(max(0.0, 2 - (time.monotonic() - frozen_at)))
     ha.ok("fault", "thaw", "n3")
     # Past the detector's window (1 s x 5): a failover would have started by now.
-    time.sleep(max(0.0, 7 - (time.monotonic() - frozen_at)))
+    time.sleep(max(0.0, 6.5 - (time.monotonic() - frozen_at)))
     assert_invariant(ha, "after the thaw")
     vm = vms(ha)["cold"]
     assert (vm["host"], vm["state"], vm["failover_count"]) == ("n3", "running", 0)
@@ -365,7 +367,7 @@ def test_management_only_isolation_keeps_the_vms_where_they_are(ha: LocalCluster
     ha.ok("fault", "isolate", "n2", "--from", "management")
     ha.havm("cluster", "refresh")
     assert hosts(ha)["n2"]["state"] != "ok", "the manager still reaches n2 through a cut path"
-    time.sleep(max(0.0, 7 - (time.monotonic() - cut_at)))
+    time.sleep(max(0.0, 6.5 - (time.monotonic() - cut_at)))
     assert_invariant(ha, "while n2's management path is cut")
     assert vms(ha)["unmanaged"]["failover_count"] == 0
     assert on_host(ha, "n2", ["unmanaged"]) == ["unmanaged"]
@@ -393,7 +395,7 @@ def test_full_isolation_fails_over_and_the_isolated_host_fences_itself(ha: Local
         assert leases[vms(ha)[name]["id"]] >= 2, f"{name} restarted without a newer lease"
     # The isolation response (power off) comes 15 s after the last word from the manager
     # or the broker; a direct call would count as one, so n3 is left alone until then.
-    time.sleep(ISOLATION_TIMEOUT_S + 3)
+    time.sleep(ISOLATION_TIMEOUT_S + 2)
     assert_invariant(ha, "after the isolation response")
     ha.ok("fault", "heal", "n3")
     wait_for(lambda: hosts(ha)["n3"]["state"] == "ok", timeout=15, interval=0.3, what="n3 ok after the heal")
@@ -419,33 +421,42 @@ def test_broker_crash_and_restart_fail_nothing_over(ha: LocalCluster) -> None:
     assert_every_ha_vm_runs_once(ha)
 
 
-def watch_first_restart(cluster: LocalCluster, host: str, seen: threading.Event) -> None:
-    """Set `seen` at the first failover restart away from `host`, as `havm events -f` shows it."""
+def kill_manager_at_first_restart(cluster: LocalCluster, host: str, killed: threading.Event) -> None:
+    """SIGKILL the manager the moment its event stream (what `havm events -f` prints) shows
+    the first failover restart away from `host`: the rest of that failover is cut short."""
+    manager = cluster.component("manager")
     try:
-        with grpc.insecure_channel(cluster.component("manager")["address"]) as channel:
+        with grpc.insecure_channel(manager["address"]) as channel:
             stub = manager_pb2_grpc.ManagerServiceStub(channel)
-            stream = stub.WatchEvents(manager_pb2.WatchEventsRequest(follow=True), timeout=15)
-            for response in stream:
+            for response in stub.WatchEvents(manager_pb2.WatchEventsRequest(follow=True), timeout=15):
                 event = response.event
-                if event.kind == "failover" and event.detail.startswith("restarting") and event.host != host:
-                    seen.set()
+                if event.kind == "failover" and event.detail.startswith("restarting") and event.vm:
+                    os.kill(manager["pid"], signal.SIGKILL)
+                    killed.set()
                     return
     except grpc.RpcError:
         return
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="when the manager dies after an agent took a VM over but before the manager recorded it, "
+    "the restarted manager deletes that copy with its files on shared storage and marks the VM failed, "
+    "then missing: the HA VM is lost (a race: about one run in four)",
+)
 def test_manager_killed_in_the_middle_of_a_failover_finishes_after_restart(ha: LocalCluster) -> None:
-    names = [f"midway{i}" for i in range(5)]
+    names = [f"midway{i}" for i in range(6)]
     for name in names:
         create(ha, name, "n4")
-    seen = threading.Event()
-    watcher = threading.Thread(target=watch_first_restart, args=(ha, "n4", seen), daemon=True)
-    watcher.start()
+    killed = threading.Event()
+    killer = threading.Thread(target=kill_manager_at_first_restart, args=(ha, "n4", killed), daemon=True)
+    killer.start()
     time.sleep(0.3)
     ha.ok("fault", "crash", "n4")
-    seen.wait(timeout=8)
-    ha.kill9("manager")
-    watcher.join(timeout=5)
+    if not killed.wait(timeout=8):
+        ha.kill9("manager")
+    killer.join(timeout=5)
+    wait_dead(ha.component("manager")["pid"])
     assert_invariant(ha, "with the manager dead mid-failover")
     ha.ok("restart", "manager")
     assert_invariant(ha, "after the manager restart")
@@ -541,4 +552,4 @@ def test_a_vm_that_fits_nowhere_runs_when_its_host_returns(full: LocalCluster) -
     full.ok("host", "start", "m1")
     wait_for(lambda: hosts(full)["m1"]["state"] == "ok", timeout=15, interval=0.3, what="m1 ok again")
     assert_invariant(full, "after m1 came back")
-    assert_every_ha_vm_runs_once(full, timeout=10)
+    assert_every_ha_vm_runs_once(full, timeout=6)
