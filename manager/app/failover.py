@@ -98,6 +98,13 @@ class FailoverService:
                 if len(exhausted) > self._settings.restart_attempts_other_nodes:
                     self._fail(vm, f"restart failed on {', '.join(sorted(exhausted))}")
                     current.remove(vm)
+            for vm in list(current):
+                if vm.restart_target is None:
+                    async with self._vms.lock(vm.id):
+                        home_again = await self._running_at_home(vm)
+                    if home_again:
+                        current.remove(vm)
+                        pending.discard(vm.id)
             if not current:
                 return
             plan = plan_restarts(
@@ -186,8 +193,10 @@ class FailoverService:
         target = self._store.get_host(restart.host)
         if target is None or target.state is not HostState.OK or not target.address:
             return False
-        if vm.restart_target not in (None, target.name):
-            await self._discard_copy(vm, vm.restart_target)
+        # A copy an earlier attempt left on another node is let go only once this node
+        # holds the newer lease: before that, that copy may hold the current lease, and
+        # deleting it there would delete the VM's files.
+        earlier = vm.restart_target if vm.restart_target not in (None, target.name) else None
         generation = vm.lease_generation + 1
         attempts = dict(vm.restart_attempts)
         attempts[target.name] = attempts.get(target.name, 0) + 1
@@ -217,6 +226,8 @@ class FailoverService:
                 target.cluster,
             )
             self._put(vm)
+            if earlier is not None:
+                await self._discard_copy(vm, earlier)
             if reported.state is not VmState.RUNNING:
                 reported = await self._agents.operate_vm(
                     target.name, target.address, vm.id, VmOperation.START
@@ -246,8 +257,31 @@ class FailoverService:
             return True
         return False
 
+    async def _running_at_home(self, vm: VmRecord) -> bool:
+        """A VM that waited while its failed host came back may run there again: the
+        host's own automatic start brought it up, still holding the current lease."""
+        home = self._store.get_host(vm.host or "")
+        if home is None or home.state is not HostState.OK or not home.address:
+            return False
+        try:
+            reported = await self._agents.get_vm(home.name, home.address, vm.id)
+        except ManagerError:
+            return False
+        if reported.state is not VmState.RUNNING or reported.lease_generation < vm.lease_generation:
+            return False
+        back = replace(
+            record_observed(vm, reported.state, reported.reason),
+            failover_from=None,
+            restart_target=None,
+            restart_attempts=(),
+        )
+        self._put(back)
+        self._bus.emit("failover", f"VM {vm.name} runs again on its own host {home.name}", home.name, vm.name)
+        return True
+
     async def _discard_copy(self, vm: VmRecord, host_name: str) -> None:
-        """A copy left by a failed attempt on another node: remove it, best effort."""
+        """A copy left by a failed attempt on another node, fenced by now: make that node
+        forget it (its files stay with the new owner), best effort."""
         host = self._store.get_host(host_name)
         if host is None or not host.address:
             return

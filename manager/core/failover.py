@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from manager.core.errors import ManagerError
 from manager.core.model import RESTART_RANK, RestartPriority, StorageKind, StorageLocation, VmRecord
 from manager.core.placement import HostCapacity, PlacementRequest, PlacementSnapshot, place
-from manager.core.states import VmState
+from manager.core.states import HostState, VmState
 
 # VM states that a host failure interrupts: the VM was meant to run, so it restarts.
 RESTARTABLE_STATES = frozenset(
@@ -94,10 +94,13 @@ def plan_restarts(
             waiting.append((vm.id, "its host is not a node of a cluster"))
             continue
         excluded = (avoid or {}).get(vm.id, frozenset())
+        # The failed host is no candidate while it is down; once it is back in service
+        # (ok again, its old copies gone) it is a node like any other.
+        down = {n for n in (failed_host, vm.host) if n in hosts and hosts[n].state is not HostState.OK}
         candidates = tuple(
             _without_self(h, vm)
             for name, h in sorted(hosts.items())
-            if h.cluster == home and name != failed_host and name != vm.host and name not in excluded
+            if h.cluster == home and name not in down and name not in excluded
         )
         request = PlacementRequest(
             vm_name=vm.name,

@@ -438,12 +438,6 @@ def kill_manager_at_first_restart(cluster: LocalCluster, host: str, killed: thre
         return
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="when the manager dies after an agent took a VM over but before the manager recorded it, "
-    "the restarted manager deletes that copy with its files on shared storage and marks the VM failed, "
-    "then missing: the HA VM is lost (a race: about one run in four)",
-)
 def test_manager_killed_in_the_middle_of_a_failover_finishes_after_restart(ha: LocalCluster) -> None:
     names = [f"midway{i}" for i in range(6)]
     for name in names:
@@ -542,11 +536,6 @@ def test_a_vm_that_fits_nowhere_runs_when_another_vm_leaves(full: LocalCluster) 
     assert {vms(full)[n]["host"] for n in WAITING} == {"m2", "m3"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a VM waiting for capacity is not retried when its own failed host returns: "
-    "the host rejoins ok with room for it, but the VM stays stopped, still waiting",
-)
 def test_a_vm_that_fits_nowhere_runs_when_its_host_returns(full: LocalCluster) -> None:
     crash_and_wait_for_capacity(full)
     full.ok("host", "start", "m1")

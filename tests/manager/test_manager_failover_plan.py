@@ -66,7 +66,7 @@ def test_priority_none_never_restarts() -> None:
 def test_never_the_failed_host_nor_another_cluster_nor_a_host_that_is_not_ok() -> None:
     snapshot = PlacementSnapshot(
         (
-            node("node1", free=30000),
+            node("node1", free=30000, state=HostState.FENCING),
             node("node2", state=HostState.SUSPECT),
             node("other1", cluster="cluster2", free=30000),
         )
@@ -76,8 +76,14 @@ def test_never_the_failed_host_nor_another_cluster_nor_a_host_that_is_not_ok() -
     assert "node2 is suspect" in plan.waiting[0][1]
 
 
+def test_the_failed_host_back_in_service_is_a_node_like_any_other() -> None:
+    snapshot = PlacementSnapshot((node("node1", free=30000), node("node2", free=0)))
+    plan = plan_restarts(snapshot, [vm("x")], 1.0, failed_host="node1")
+    assert [r.host for r in plan.restarts] == ["node1"]
+
+
 def test_avoided_nodes_are_not_tried() -> None:
-    snapshot = PlacementSnapshot((node("node1"), node("node2"), node("node3")))
+    snapshot = PlacementSnapshot((node("node1", state=HostState.FENCED), node("node2"), node("node3")))
     plan = plan_restarts(snapshot, [vm("x")], 1.0, failed_host="node1", avoid={"id-x": frozenset({"node2"})})
     assert [r.host for r in plan.restarts] == ["node3"]
 
