@@ -3,8 +3,9 @@
 A guest is an asyncio task that, every tick, asks the core model what the guest did
 and writes the resulting journal records to the virtual disk. A write counts as
 acknowledged once pwrite returned, which is what survives a kill -9 of the agent.
-Before each write the guest looks at the VM's storage lease: a copy that lost it is
-fenced, so its write is refused and the guest ends at once.
+At every tick and before each write the guest looks at the VM's storage lease (a
+stat, and a read only when the file changed): a copy that lost it is fenced, so its
+write is refused and the guest ends at once, even a guest that writes nothing.
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ async def _run(vm: HostedVm, hooks: GuestHooks) -> None:
 def _step(vm: HostedVm, hooks: GuestHooks) -> None:
     guest, journal = vm.guest, vm.journal
     assert guest is not None and journal is not None
+    # Every tick, not only before a write: a guest that writes nothing must not run on
+    # beside the copy that took its lease.
+    check_write(vm.label, hooks.host_name, vm.lease_generation, vm.lease_watch.current())
     result = guest.tick(hooks.tick_s)
     for seq in result.journal_seqs:
         check_room(guest.journal, journal.disk_bytes, vm.label)

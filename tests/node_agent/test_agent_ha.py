@@ -87,6 +87,16 @@ def test_take_over_fences_the_running_copy(start_agent, tmp_path: Path) -> None:
     assert "Traceback" not in node1.log() + node2.log()
 
 
+def test_a_copy_that_writes_nothing_is_fenced_too(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    node1, node2 = two_hosts(start_agent, tmp_path)
+    node1.create(vm_spec(writes_per_s=0.0))
+    node1.operate("vm-1", OP.VM_OPERATION_START)
+    assert node1.get("vm-1").state == ST.VM_STATE_RUNNING
+    node2.take_over(vm_spec(writes_per_s=0.0), 2)
+    wait_until(lambda: not node1.inventory().vms, timeout=1.0, what="node1 to stop its idle copy")
+    assert "VM web1 fenced: the lease moved to node2 (generation 2)" in node1.log()
+
+
 def test_take_over_refusals_and_a_retried_take_over(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     node1, node2 = two_hosts(start_agent, tmp_path)
     node1.create(vm_spec())
