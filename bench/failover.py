@@ -37,6 +37,8 @@ import grpc
 from havm.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
 HAVM = [sys.executable, "-m", "havm.cli.main"]
+# The manager's default heartbeat window (1 s x 5) plus a margin.
+JUDGING_AFTER_S = 6.0
 TOPOLOGY = """
 version: 1
 host_defaults:
@@ -156,13 +158,17 @@ def one_run(per_node: int) -> dict[str, tuple[float, float, int]]:
         state, topology = Path(tmp) / "state", Path(tmp) / "topology.yaml"
         topology.write_text(TOPOLOGY)
         havm(state, "up", "--detach", "--topology", str(topology))
+        up_at = time.monotonic()
         try:
             address = json.loads((state / "cluster.json").read_text())["components"]["manager"]["address"]
             with grpc.insecure_channel(address) as channel:
                 stub = manager_pb2_grpc.ManagerServiceStub(channel)
                 create_vms(stub, per_node)
                 events = EventLog(stub)
-                time.sleep(1.5)  # a few heartbeats of every host since the VMs started
+                # A few heartbeats of every host since the VMs started, and past the first
+                # heartbeat window after the manager connected to the broker: until then
+                # it judges no host, by design.
+                time.sleep(max(1.5, JUDGING_AFTER_S - (time.monotonic() - up_at)))
                 results = {"crash": inject(state, stub, events, "node1", signal.SIGKILL)}
                 time.sleep(1.0)
                 results["power-off"] = inject(state, stub, events, "node2", signal.SIGSTOP)
