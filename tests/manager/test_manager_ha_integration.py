@@ -64,7 +64,9 @@ class Beats:
         self.seq = 0
 
     async def run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+        # A short operation timeout: when the test ends with the broker gone, leaving the
+        # client must not wait long for an answer that will not come.
+        async with aiomqtt.Client("127.0.0.1", self.port, timeout=2) as client:
             for host in self.alive:
                 status = {"state": "online", "host": host, "boot_id": "boot-1"}
                 await client.publish(f"havm/v1/hosts/{host}/status", json.dumps(status), qos=1, retain=True)
@@ -112,7 +114,7 @@ async def ha_cluster(
             yield manager_pb2_grpc.ManagerServiceStub(channel), beats, proc
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait([task], timeout=5)
 
 
 async def host_state(stub: Stub, name: str) -> int:
