@@ -34,6 +34,7 @@ from havm.cli.local_cluster import (
     UpSettings,
     is_running,
     spawn,
+    state_dir_option,
     stop_components,
     wait_healthy,
 )
@@ -61,13 +62,8 @@ def _console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def _state_dir(ctx: typer.Context) -> Path:
-    value = (ctx.find_root().params or {}).get("state_dir")
-    return Path(value) if value else Path(".havm")
-
-
 def _cluster(ctx: typer.Context) -> ClusterContext:
-    directory = _state_dir(ctx).resolve()
+    directory = state_dir_option(ctx).resolve()
     cluster = read_context(directory)
     if cluster is None:
         raise ContextError(f"no local cluster in {directory}: start one with `havm up`")

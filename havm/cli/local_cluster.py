@@ -521,7 +521,8 @@ def follow_logs(ctx: ClusterContext, console: Console, poll: float = 0.2) -> Non
 # ----------------------------------------------------------------------------- commands
 
 
-def _state_dir_option(ctx: typer.Context, explicit: Path | None) -> Path:
+def state_dir_option(ctx: typer.Context, explicit: Path | None = None) -> Path:
+    """The state directory: the command's own --state-dir, the global one, or the default."""
     if explicit is not None:
         return explicit
     root = ctx.find_root()
@@ -555,7 +556,7 @@ def register_local_commands(app: typer.Typer) -> None:
     ) -> None:
         """Start the broker, the manager and one agent per host; follow their logs."""
         console = Console(highlight=False, soft_wrap=True)
-        directory = _state_dir_option(ctx, state_dir)
+        directory = state_dir_option(ctx, state_dir)
         settings = UpSettings(healthy_timeout=timeout)
         try:
             cluster = up(topology, directory, console, settings)
@@ -581,6 +582,6 @@ def register_local_commands(app: typer.Typer) -> None:
     ) -> None:
         """Stop every process of the local cluster (SIGTERM, then SIGKILL)."""
         try:
-            down(_state_dir_option(ctx, state_dir), Console(highlight=False, soft_wrap=True), timeout)
+            down(state_dir_option(ctx, state_dir), Console(highlight=False, soft_wrap=True), timeout)
         except ContextError as exc:
             _fail(str(exc))
