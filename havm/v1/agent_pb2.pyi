@@ -18,6 +18,22 @@ class VmOperation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VM_OPERATION_RESTORE: _ClassVar[VmOperation]
     VM_OPERATION_PAUSE: _ClassVar[VmOperation]
     VM_OPERATION_RESUME: _ClassVar[VmOperation]
+
+class MigrationPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MIGRATION_PHASE_UNSPECIFIED: _ClassVar[MigrationPhase]
+    MIGRATION_PHASE_PREPARING: _ClassVar[MigrationPhase]
+    MIGRATION_PHASE_DISK_COPY: _ClassVar[MigrationPhase]
+    MIGRATION_PHASE_PRE_COPY: _ClassVar[MigrationPhase]
+    MIGRATION_PHASE_BLACKOUT: _ClassVar[MigrationPhase]
+    MIGRATION_PHASE_COMPLETED: _ClassVar[MigrationPhase]
+
+class MigrationReply(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MIGRATION_REPLY_UNSPECIFIED: _ClassVar[MigrationReply]
+    MIGRATION_REPLY_ACCEPTED: _ClassVar[MigrationReply]
+    MIGRATION_REPLY_READY: _ClassVar[MigrationReply]
+    MIGRATION_REPLY_RESUMED: _ClassVar[MigrationReply]
 VM_OPERATION_UNSPECIFIED: VmOperation
 VM_OPERATION_START: VmOperation
 VM_OPERATION_SHUTDOWN: VmOperation
@@ -26,6 +42,16 @@ VM_OPERATION_SAVE: VmOperation
 VM_OPERATION_RESTORE: VmOperation
 VM_OPERATION_PAUSE: VmOperation
 VM_OPERATION_RESUME: VmOperation
+MIGRATION_PHASE_UNSPECIFIED: MigrationPhase
+MIGRATION_PHASE_PREPARING: MigrationPhase
+MIGRATION_PHASE_DISK_COPY: MigrationPhase
+MIGRATION_PHASE_PRE_COPY: MigrationPhase
+MIGRATION_PHASE_BLACKOUT: MigrationPhase
+MIGRATION_PHASE_COMPLETED: MigrationPhase
+MIGRATION_REPLY_UNSPECIFIED: MigrationReply
+MIGRATION_REPLY_ACCEPTED: MigrationReply
+MIGRATION_REPLY_READY: MigrationReply
+MIGRATION_REPLY_RESUMED: MigrationReply
 
 class AgentServiceGetInventoryRequest(_message.Message):
     __slots__ = ()
@@ -112,3 +138,180 @@ class AgentServiceGetGuestStatusResponse(_message.Message):
     journal_last_seq: int
     journal_writes: int
     def __init__(self, vm_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., memory_pages: _Optional[int] = ..., memory_digest: _Optional[str] = ..., journal_last_seq: _Optional[int] = ..., journal_writes: _Optional[int] = ...) -> None: ...
+
+class AgentServiceUpdateVmRequest(_message.Message):
+    __slots__ = ("vm_id", "processor_compatibility")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    processor_compatibility: bool
+    def __init__(self, vm_id: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
+
+class AgentServiceUpdateVmResponse(_message.Message):
+    __slots__ = ("vm",)
+    VM_FIELD_NUMBER: _ClassVar[int]
+    vm: _common_pb2.VmRuntime
+    def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ...) -> None: ...
+
+class AgentServiceCheckCompatibilityRequest(_message.Message):
+    __slots__ = ("spec", "cpu_vendor", "cpu_features")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CPU_VENDOR_FIELD_NUMBER: _ClassVar[int]
+    CPU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    spec: _common_pb2.VmSpec
+    cpu_vendor: str
+    cpu_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AgentServiceCheckCompatibilityResponse(_message.Message):
+    __slots__ = ("compatible", "reasons")
+    COMPATIBLE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    compatible: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, compatible: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AgentServiceMigrateVmRequest(_message.Message):
+    __slots__ = ("vm_id", "migration_id", "destination_host", "destination_address", "lease_generation", "max_passes", "blackout_budget_ms", "bandwidth_mb_per_s", "storage")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_HOST_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_PASSES_FIELD_NUMBER: _ClassVar[int]
+    BLACKOUT_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_MB_PER_S_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    migration_id: str
+    destination_host: str
+    destination_address: str
+    lease_generation: int
+    max_passes: int
+    blackout_budget_ms: int
+    bandwidth_mb_per_s: float
+    storage: _common_pb2.StorageLocation
+    def __init__(self, vm_id: _Optional[str] = ..., migration_id: _Optional[str] = ..., destination_host: _Optional[str] = ..., destination_address: _Optional[str] = ..., lease_generation: _Optional[int] = ..., max_passes: _Optional[int] = ..., blackout_budget_ms: _Optional[int] = ..., bandwidth_mb_per_s: _Optional[float] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+
+class AgentServiceMigrateVmResponse(_message.Message):
+    __slots__ = ("phase", "bytes_sent", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "memory_digest", "vm")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PASS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    MB_PER_S_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    BLACKOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    phase: MigrationPhase
+    bytes_sent: int
+    bytes_remaining: int
+    mb_per_s: float
+    duration_ms: int
+    blackout_ms: int
+    memory_digest: str
+    vm: _common_pb2.VmRuntime
+    def __init__(self, phase: _Optional[_Union[MigrationPhase, str]] = ..., bytes_sent: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., memory_digest: _Optional[str] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., **kwargs) -> None: ...
+
+class MigrationOffer(_message.Message):
+    __slots__ = ("migration_id", "source_host", "spec", "lease_generation", "cpu_vendor", "cpu_features", "copy_disk", "memory_pages")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CPU_VENDOR_FIELD_NUMBER: _ClassVar[int]
+    CPU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    COPY_DISK_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PAGES_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    source_host: str
+    spec: _common_pb2.VmSpec
+    lease_generation: int
+    cpu_vendor: str
+    cpu_features: _containers.RepeatedScalarFieldContainer[str]
+    copy_disk: bool
+    memory_pages: int
+    def __init__(self, migration_id: _Optional[str] = ..., source_host: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., copy_disk: _Optional[bool] = ..., memory_pages: _Optional[int] = ...) -> None: ...
+
+class MemoryPages(_message.Message):
+    __slots__ = ("pages", "data", "crc32")
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
+    pages: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    crc32: int
+    def __init__(self, pages: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+
+class DiskExtent(_message.Message):
+    __slots__ = ("offset", "data", "crc32")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    crc32: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+
+class DeviceState(_message.Message):
+    __slots__ = ("journal_last_seq", "journal_writes", "page_chooser_counter", "dirty_carry", "journal_carry", "memory_digest")
+    JOURNAL_LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_WRITES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_CHOOSER_COUNTER_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_CARRY_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_CARRY_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    journal_last_seq: int
+    journal_writes: int
+    page_chooser_counter: int
+    dirty_carry: float
+    journal_carry: float
+    memory_digest: str
+    def __init__(self, journal_last_seq: _Optional[int] = ..., journal_writes: _Optional[int] = ..., page_chooser_counter: _Optional[int] = ..., dirty_carry: _Optional[float] = ..., journal_carry: _Optional[float] = ..., memory_digest: _Optional[str] = ...) -> None: ...
+
+class MigrationCommit(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentServiceReceiveMigrationRequest(_message.Message):
+    __slots__ = ("offer", "pages", "disk", "device_state", "commit")
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_STATE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    offer: MigrationOffer
+    pages: MemoryPages
+    disk: DiskExtent
+    device_state: DeviceState
+    commit: MigrationCommit
+    def __init__(self, offer: _Optional[_Union[MigrationOffer, _Mapping]] = ..., pages: _Optional[_Union[MemoryPages, _Mapping]] = ..., disk: _Optional[_Union[DiskExtent, _Mapping]] = ..., device_state: _Optional[_Union[DeviceState, _Mapping]] = ..., commit: _Optional[_Union[MigrationCommit, _Mapping]] = ...) -> None: ...
+
+class AgentServiceReceiveMigrationResponse(_message.Message):
+    __slots__ = ("reply", "vm")
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    reply: MigrationReply
+    vm: _common_pb2.VmRuntime
+    def __init__(self, reply: _Optional[_Union[MigrationReply, str]] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ...) -> None: ...
+
+class AgentServiceMoveVmStorageRequest(_message.Message):
+    __slots__ = ("vm_id", "storage")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    storage: _common_pb2.StorageLocation
+    def __init__(self, vm_id: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+
+class AgentServiceMoveVmStorageResponse(_message.Message):
+    __slots__ = ("vm", "bytes_copied", "duration_ms", "blackout_ms")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    BYTES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    BLACKOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    vm: _common_pb2.VmRuntime
+    bytes_copied: int
+    duration_ms: int
+    blackout_ms: int
+    def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., bytes_copied: _Optional[int] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ...) -> None: ...

@@ -68,6 +68,31 @@ class AgentServiceStub:
                 request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceGetGuestStatusRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceGetGuestStatusResponse.FromString,
                 _registered_method=True)
+        self.UpdateVm = channel.unary_unary(
+                '/havm.v1.AgentService/UpdateVm',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceUpdateVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceUpdateVmResponse.FromString,
+                _registered_method=True)
+        self.CheckCompatibility = channel.unary_unary(
+                '/havm.v1.AgentService/CheckCompatibility',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceCheckCompatibilityRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceCheckCompatibilityResponse.FromString,
+                _registered_method=True)
+        self.MigrateVm = channel.unary_stream(
+                '/havm.v1.AgentService/MigrateVm',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMigrateVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMigrateVmResponse.FromString,
+                _registered_method=True)
+        self.ReceiveMigration = channel.stream_stream(
+                '/havm.v1.AgentService/ReceiveMigration',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveMigrationRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveMigrationResponse.FromString,
+                _registered_method=True)
+        self.MoveVmStorage = channel.unary_unary(
+                '/havm.v1.AgentService/MoveVmStorage',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -118,6 +143,48 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVm(self, request, context):
+        """Change a stopped VM's settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckCompatibility(self, request, context):
+        """Whether this host could run a VM that moves here: every reason it could not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateVm(self, request, context):
+        """Live-migrate a running VM of this host (the source) to another agent: this agent
+        opens ReceiveMigration on the destination and streams the memory there itself.
+        The stream reports progress and ends with the measured figures. The migration runs
+        to its end even if the caller goes away; any failure before the destination
+        resumes leaves the VM running here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveMigration(self, request_iterator, context):
+        """The destination side of a live migration, called by the source agent: an offer,
+        memory pages (and disk extents when the files move too), the device state, then
+        the commit once the source handed the lease over.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveVmStorage(self, request, context):
+        """Move a VM's files to another local disk, CSV volume or LUN of this host; a
+        running VM keeps running but for a brief pause at the switch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +217,31 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetGuestStatus,
                     request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceGetGuestStatusRequest.FromString,
                     response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceGetGuestStatusResponse.SerializeToString,
+            ),
+            'UpdateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVm,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceUpdateVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceUpdateVmResponse.SerializeToString,
+            ),
+            'CheckCompatibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCompatibility,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceCheckCompatibilityRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceCheckCompatibilityResponse.SerializeToString,
+            ),
+            'MigrateVm': grpc.unary_stream_rpc_method_handler(
+                    servicer.MigrateVm,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMigrateVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMigrateVmResponse.SerializeToString,
+            ),
+            'ReceiveMigration': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReceiveMigration,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveMigrationRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveMigrationResponse.SerializeToString,
+            ),
+            'MoveVmStorage': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveVmStorage,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +410,141 @@ class AgentService:
             '/havm.v1.AgentService/GetGuestStatus',
             havm_dot_v1_dot_agent__pb2.AgentServiceGetGuestStatusRequest.SerializeToString,
             havm_dot_v1_dot_agent__pb2.AgentServiceGetGuestStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.AgentService/UpdateVm',
+            havm_dot_v1_dot_agent__pb2.AgentServiceUpdateVmRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceUpdateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCompatibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.AgentService/CheckCompatibility',
+            havm_dot_v1_dot_agent__pb2.AgentServiceCheckCompatibilityRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceCheckCompatibilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/havm.v1.AgentService/MigrateVm',
+            havm_dot_v1_dot_agent__pb2.AgentServiceMigrateVmRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceMigrateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveMigration(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/havm.v1.AgentService/ReceiveMigration',
+            havm_dot_v1_dot_agent__pb2.AgentServiceReceiveMigrationRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceReceiveMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveVmStorage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.AgentService/MoveVmStorage',
+            havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14havm/v1/common.proto\x12\x07havm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x03\x43pu\x12\x0e\n\x06vendor\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\r\n\x05\x63ores\x18\x04 \x01(\x05\x12\x0b\n\x03mhz\x18\x05 \x01(\x05\"E\n\tLocalDisk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x03\x12\x12\n\nfree_bytes\x18\x03 \x01(\x03\"^\n\x07Network\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.havm.v1.NetworkKind\x12\x10\n\x08\x62ound_to\x18\x03 \x01(\t\x12\x0f\n\x07vlan_id\x18\x04 \x01(\x05\"l\n\x0cSharedVolume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.havm.v1.StorageKind\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x03 \x01(\x03\x12\x12\n\nfree_bytes\x18\x04 \x01(\x03\"C\n\x0fStorageLocation\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.havm.v1.StorageKind\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x85\x01\n\rGuestWorkload\x12 \n\x13\x64irty_rate_mb_per_s\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12!\n\x14journal_writes_per_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x16\n\x14_dirty_rate_mb_per_sB\x17\n\x15_journal_writes_per_s\"\xd5\x01\n\x06VmSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tmemory_mb\x18\x03 \x01(\x05\x12\x0c\n\x04\x63pus\x18\x04 \x01(\x05\x12\x0f\n\x07\x64isk_gb\x18\x05 \x01(\x05\x12)\n\x07storage\x18\x06 \x01(\x0b\x32\x18.havm.v1.StorageLocation\x12\x10\n\x08networks\x18\x07 \x03(\t\x12\x18\n\x10highly_available\x18\x08 \x01(\x08\x12(\n\x08workload\x18\t \x01(\x0b\x32\x16.havm.v1.GuestWorkload\"\xc2\x02\n\x08HostInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12!\n\x07profile\x18\x03 \x01(\x0e\x32\x10.havm.v1.Profile\x12\x19\n\x03\x63pu\x18\x04 \x01(\x0b\x32\x0c.havm.v1.Cpu\x12\x11\n\tmemory_mb\x18\x05 \x01(\x05\x12\x16\n\x0ememory_free_mb\x18\x06 \x01(\x05\x12!\n\x05\x64isks\x18\x07 \x03(\x0b\x32\x12.havm.v1.LocalDisk\x12\"\n\x08networks\x18\x08 \x03(\x0b\x32\x10.havm.v1.Network\x12&\n\x07volumes\x18\t \x03(\x0b\x32\x15.havm.v1.SharedVolume\x12\x0f\n\x07\x62oot_id\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\tVmRuntime\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.havm.v1.VmSpec\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.havm.v1.VmState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bstate_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10lease_generation\x18\x05 \x01(\x03*g\n\x07Profile\x12\x17\n\x13PROFILE_UNSPECIFIED\x10\x00\x12\x17\n\x13PROFILE_HYPERV_2008\x10\x01\x12\x19\n\x15PROFILE_HYPERV_2008R2\x10\x02\x12\x0f\n\x0bPROFILE_ESX\x10\x03*\xfd\x01\n\x07VmState\x12\x18\n\x14VM_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10VM_STATE_STOPPED\x10\x01\x12\x15\n\x11VM_STATE_STARTING\x10\x02\x12\x14\n\x10VM_STATE_RUNNING\x10\x03\x12\x13\n\x0fVM_STATE_PAUSED\x10\x04\x12\x13\n\x0fVM_STATE_SAVING\x10\x05\x12\x12\n\x0eVM_STATE_SAVED\x10\x06\x12\x16\n\x12VM_STATE_MIGRATING\x10\x07\x12\x13\n\x0fVM_STATE_FAILED\x10\x08\x12\x14\n\x10VM_STATE_UNKNOWN\x10\t\x12\x14\n\x10VM_STATE_MISSING\x10\n*\x83\x01\n\x0eVmConfigStatus\x12 \n\x1cVM_CONFIG_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13VM_CONFIG_STATUS_OK\x10\x01\x12\x36\n2VM_CONFIG_STATUS_UNSUPPORTED_CLUSTER_CONFIGURATION\x10\x02*\xa0\x01\n\x0fRestartPriority\x12 \n\x1cRESTART_PRIORITY_UNSPECIFIED\x10\x00\x12\x19\n\x15RESTART_PRIORITY_HIGH\x10\x01\x12\x1b\n\x17RESTART_PRIORITY_MEDIUM\x10\x02\x12\x18\n\x14RESTART_PRIORITY_LOW\x10\x03\x12\x19\n\x15RESTART_PRIORITY_NONE\x10\x04*t\n\x0bStorageKind\x12\x1c\n\x18STORAGE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17STORAGE_KIND_LOCAL_DISK\x10\x01\x12\x14\n\x10STORAGE_KIND_CSV\x10\x02\x12\x14\n\x10STORAGE_KIND_LUN\x10\x03*j\n\x0bNetworkKind\x12\x1c\n\x18NETWORK_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cNETWORK_KIND_VIRTUAL_NETWORK\x10\x01\x12\x1b\n\x17NETWORK_KIND_PORT_GROUP\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14havm/v1/common.proto\x12\x07havm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x03\x43pu\x12\x0e\n\x06vendor\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\r\n\x05\x63ores\x18\x04 \x01(\x05\x12\x0b\n\x03mhz\x18\x05 \x01(\x05\"E\n\tLocalDisk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x03\x12\x12\n\nfree_bytes\x18\x03 \x01(\x03\"^\n\x07Network\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.havm.v1.NetworkKind\x12\x10\n\x08\x62ound_to\x18\x03 \x01(\t\x12\x0f\n\x07vlan_id\x18\x04 \x01(\x05\"l\n\x0cSharedVolume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.havm.v1.StorageKind\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x03 \x01(\x03\x12\x12\n\nfree_bytes\x18\x04 \x01(\x03\"C\n\x0fStorageLocation\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.havm.v1.StorageKind\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x85\x01\n\rGuestWorkload\x12 \n\x13\x64irty_rate_mb_per_s\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12!\n\x14journal_writes_per_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x16\n\x14_dirty_rate_mb_per_sB\x17\n\x15_journal_writes_per_s\"\xf6\x01\n\x06VmSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tmemory_mb\x18\x03 \x01(\x05\x12\x0c\n\x04\x63pus\x18\x04 \x01(\x05\x12\x0f\n\x07\x64isk_gb\x18\x05 \x01(\x05\x12)\n\x07storage\x18\x06 \x01(\x0b\x32\x18.havm.v1.StorageLocation\x12\x10\n\x08networks\x18\x07 \x03(\t\x12\x18\n\x10highly_available\x18\x08 \x01(\x08\x12(\n\x08workload\x18\t \x01(\x0b\x32\x16.havm.v1.GuestWorkload\x12\x1f\n\x17processor_compatibility\x18\n \x01(\x08\"\xc2\x02\n\x08HostInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12!\n\x07profile\x18\x03 \x01(\x0e\x32\x10.havm.v1.Profile\x12\x19\n\x03\x63pu\x18\x04 \x01(\x0b\x32\x0c.havm.v1.Cpu\x12\x11\n\tmemory_mb\x18\x05 \x01(\x05\x12\x16\n\x0ememory_free_mb\x18\x06 \x01(\x05\x12!\n\x05\x64isks\x18\x07 \x03(\x0b\x32\x12.havm.v1.LocalDisk\x12\"\n\x08networks\x18\x08 \x03(\x0b\x32\x10.havm.v1.Network\x12&\n\x07volumes\x18\t \x03(\x0b\x32\x15.havm.v1.SharedVolume\x12\x0f\n\x07\x62oot_id\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x01\n\tVmRuntime\x12\x1d\n\x04spec\x18\x01 \x01(\x0b\x32\x0f.havm.v1.VmSpec\x12\x1f\n\x05state\x18\x02 \x01(\x0e\x32\x10.havm.v1.VmState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0bstate_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10lease_generation\x18\x05 \x01(\x03\x12\x12\n\ncpu_vendor\x18\x06 \x01(\t\x12\x14\n\x0c\x63pu_features\x18\x07 \x03(\t\x12\x14\n\x0cmigration_id\x18\x08 \x01(\t*g\n\x07Profile\x12\x17\n\x13PROFILE_UNSPECIFIED\x10\x00\x12\x17\n\x13PROFILE_HYPERV_2008\x10\x01\x12\x19\n\x15PROFILE_HYPERV_2008R2\x10\x02\x12\x0f\n\x0bPROFILE_ESX\x10\x03*\xfd\x01\n\x07VmState\x12\x18\n\x14VM_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10VM_STATE_STOPPED\x10\x01\x12\x15\n\x11VM_STATE_STARTING\x10\x02\x12\x14\n\x10VM_STATE_RUNNING\x10\x03\x12\x13\n\x0fVM_STATE_PAUSED\x10\x04\x12\x13\n\x0fVM_STATE_SAVING\x10\x05\x12\x12\n\x0eVM_STATE_SAVED\x10\x06\x12\x16\n\x12VM_STATE_MIGRATING\x10\x07\x12\x13\n\x0fVM_STATE_FAILED\x10\x08\x12\x14\n\x10VM_STATE_UNKNOWN\x10\t\x12\x14\n\x10VM_STATE_MISSING\x10\n*\x83\x01\n\x0eVmConfigStatus\x12 \n\x1cVM_CONFIG_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13VM_CONFIG_STATUS_OK\x10\x01\x12\x36\n2VM_CONFIG_STATUS_UNSUPPORTED_CLUSTER_CONFIGURATION\x10\x02*\xa0\x01\n\x0fRestartPriority\x12 \n\x1cRESTART_PRIORITY_UNSPECIFIED\x10\x00\x12\x19\n\x15RESTART_PRIORITY_HIGH\x10\x01\x12\x1b\n\x17RESTART_PRIORITY_MEDIUM\x10\x02\x12\x18\n\x14RESTART_PRIORITY_LOW\x10\x03\x12\x19\n\x15RESTART_PRIORITY_NONE\x10\x04*t\n\x0bStorageKind\x12\x1c\n\x18STORAGE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17STORAGE_KIND_LOCAL_DISK\x10\x01\x12\x14\n\x10STORAGE_KIND_CSV\x10\x02\x12\x14\n\x10STORAGE_KIND_LUN\x10\x03*j\n\x0bNetworkKind\x12\x1c\n\x18NETWORK_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cNETWORK_KIND_VIRTUAL_NETWORK\x10\x01\x12\x1b\n\x17NETWORK_KIND_PORT_GROUP\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'havm.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROFILE']._serialized_start=1342
-  _globals['_PROFILE']._serialized_end=1445
-  _globals['_VMSTATE']._serialized_start=1448
-  _globals['_VMSTATE']._serialized_end=1701
-  _globals['_VMCONFIGSTATUS']._serialized_start=1704
-  _globals['_VMCONFIGSTATUS']._serialized_end=1835
-  _globals['_RESTARTPRIORITY']._serialized_start=1838
-  _globals['_RESTARTPRIORITY']._serialized_end=1998
-  _globals['_STORAGEKIND']._serialized_start=2000
-  _globals['_STORAGEKIND']._serialized_end=2116
-  _globals['_NETWORKKIND']._serialized_start=2118
-  _globals['_NETWORKKIND']._serialized_end=2224
+  _globals['_PROFILE']._serialized_start=1439
+  _globals['_PROFILE']._serialized_end=1542
+  _globals['_VMSTATE']._serialized_start=1545
+  _globals['_VMSTATE']._serialized_end=1798
+  _globals['_VMCONFIGSTATUS']._serialized_start=1801
+  _globals['_VMCONFIGSTATUS']._serialized_end=1932
+  _globals['_RESTARTPRIORITY']._serialized_start=1935
+  _globals['_RESTARTPRIORITY']._serialized_end=2095
+  _globals['_STORAGEKIND']._serialized_start=2097
+  _globals['_STORAGEKIND']._serialized_end=2213
+  _globals['_NETWORKKIND']._serialized_start=2215
+  _globals['_NETWORKKIND']._serialized_end=2321
   _globals['_CPU']._serialized_start=66
   _globals['_CPU']._serialized_end=148
   _globals['_LOCALDISK']._serialized_start=150
@@ -57,9 +57,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GUESTWORKLOAD']._serialized_start=497
   _globals['_GUESTWORKLOAD']._serialized_end=630
   _globals['_VMSPEC']._serialized_start=633
-  _globals['_VMSPEC']._serialized_end=846
-  _globals['_HOSTINFO']._serialized_start=849
-  _globals['_HOSTINFO']._serialized_end=1171
-  _globals['_VMRUNTIME']._serialized_start=1174
-  _globals['_VMRUNTIME']._serialized_end=1340
+  _globals['_VMSPEC']._serialized_end=879
+  _globals['_HOSTINFO']._serialized_start=882
+  _globals['_HOSTINFO']._serialized_end=1204
+  _globals['_VMRUNTIME']._serialized_start=1207
+  _globals['_VMRUNTIME']._serialized_end=1437
 # @@protoc_insertion_point(module_scope)

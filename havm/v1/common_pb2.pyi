@@ -153,7 +153,7 @@ class GuestWorkload(_message.Message):
     def __init__(self, dirty_rate_mb_per_s: _Optional[float] = ..., journal_writes_per_s: _Optional[float] = ...) -> None: ...
 
 class VmSpec(_message.Message):
-    __slots__ = ("id", "name", "memory_mb", "cpus", "disk_gb", "storage", "networks", "highly_available", "workload")
+    __slots__ = ("id", "name", "memory_mb", "cpus", "disk_gb", "storage", "networks", "highly_available", "workload", "processor_compatibility")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class VmSpec(_message.Message):
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
     HIGHLY_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     memory_mb: int
@@ -172,7 +173,8 @@ class VmSpec(_message.Message):
     networks: _containers.RepeatedScalarFieldContainer[str]
     highly_available: bool
     workload: GuestWorkload
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ...) -> None: ...
+    processor_compatibility: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
 
 class HostInfo(_message.Message):
     __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "memory_free_mb", "disks", "networks", "volumes", "boot_id", "started_at")
@@ -201,15 +203,21 @@ class HostInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., boot_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class VmRuntime(_message.Message):
-    __slots__ = ("spec", "state", "reason", "state_since", "lease_generation")
+    __slots__ = ("spec", "state", "reason", "state_since", "lease_generation", "cpu_vendor", "cpu_features", "migration_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     STATE_SINCE_FIELD_NUMBER: _ClassVar[int]
     LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CPU_VENDOR_FIELD_NUMBER: _ClassVar[int]
+    CPU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     spec: VmSpec
     state: VmState
     reason: str
     state_since: _timestamp_pb2.Timestamp
     lease_generation: int
-    def __init__(self, spec: _Optional[_Union[VmSpec, _Mapping]] = ..., state: _Optional[_Union[VmState, str]] = ..., reason: _Optional[str] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_generation: _Optional[int] = ...) -> None: ...
+    cpu_vendor: str
+    cpu_features: _containers.RepeatedScalarFieldContainer[str]
+    migration_id: str
+    def __init__(self, spec: _Optional[_Union[VmSpec, _Mapping]] = ..., state: _Optional[_Union[VmState, str]] = ..., reason: _Optional[str] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_generation: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., migration_id: _Optional[str] = ...) -> None: ...

@@ -35,6 +35,27 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_RUNNING: _ClassVar[JobState]
     JOB_STATE_COMPLETED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
+
+class MigrationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MIGRATION_KIND_UNSPECIFIED: _ClassVar[MigrationKind]
+    MIGRATION_KIND_LIVE: _ClassVar[MigrationKind]
+    MIGRATION_KIND_QUICK: _ClassVar[MigrationKind]
+    MIGRATION_KIND_STORAGE: _ClassVar[MigrationKind]
+
+class MigrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MIGRATION_STATE_UNSPECIFIED: _ClassVar[MigrationState]
+    MIGRATION_STATE_QUEUED: _ClassVar[MigrationState]
+    MIGRATION_STATE_RUNNING: _ClassVar[MigrationState]
+    MIGRATION_STATE_COMPLETED: _ClassVar[MigrationState]
+    MIGRATION_STATE_FAILED: _ClassVar[MigrationState]
+
+class NoConvergePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NO_CONVERGE_POLICY_UNSPECIFIED: _ClassVar[NoConvergePolicy]
+    NO_CONVERGE_POLICY_FAIL: _ClassVar[NoConvergePolicy]
+    NO_CONVERGE_POLICY_QUICK: _ClassVar[NoConvergePolicy]
 HOST_STATE_UNSPECIFIED: HostState
 HOST_STATE_OK: HostState
 HOST_STATE_SUSPECT: HostState
@@ -50,6 +71,18 @@ JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_FAILED: JobState
+MIGRATION_KIND_UNSPECIFIED: MigrationKind
+MIGRATION_KIND_LIVE: MigrationKind
+MIGRATION_KIND_QUICK: MigrationKind
+MIGRATION_KIND_STORAGE: MigrationKind
+MIGRATION_STATE_UNSPECIFIED: MigrationState
+MIGRATION_STATE_QUEUED: MigrationState
+MIGRATION_STATE_RUNNING: MigrationState
+MIGRATION_STATE_COMPLETED: MigrationState
+MIGRATION_STATE_FAILED: MigrationState
+NO_CONVERGE_POLICY_UNSPECIFIED: NoConvergePolicy
+NO_CONVERGE_POLICY_FAIL: NoConvergePolicy
+NO_CONVERGE_POLICY_QUICK: NoConvergePolicy
 
 class Event(_message.Message):
     __slots__ = ("time", "kind", "host", "vm", "detail")
@@ -388,3 +421,125 @@ class WatchJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class UpdateVmRequest(_message.Message):
+    __slots__ = ("name", "processor_compatibility")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    processor_compatibility: bool
+    def __init__(self, name: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
+
+class UpdateVmResponse(_message.Message):
+    __slots__ = ("job", "vm")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    vm: Vm
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., vm: _Optional[_Union[Vm, _Mapping]] = ...) -> None: ...
+
+class Migration(_message.Message):
+    __slots__ = ("id", "vm", "vm_id", "kind", "state", "source", "destination", "storage", "job_id", "passes", "bytes", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "error", "fell_back_to_quick", "created_at", "updated_at", "phase")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PASSES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    MB_PER_S_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    BLACKOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FELL_BACK_TO_QUICK_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    vm: str
+    vm_id: str
+    kind: MigrationKind
+    state: MigrationState
+    source: str
+    destination: str
+    storage: _common_pb2.StorageLocation
+    job_id: str
+    passes: int
+    bytes: int
+    bytes_remaining: int
+    mb_per_s: float
+    duration_ms: int
+    blackout_ms: int
+    error: str
+    fell_back_to_quick: bool
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    phase: str
+    def __init__(self, id: _Optional[str] = ..., vm: _Optional[str] = ..., vm_id: _Optional[str] = ..., kind: _Optional[_Union[MigrationKind, str]] = ..., state: _Optional[_Union[MigrationState, str]] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., job_id: _Optional[str] = ..., passes: _Optional[int] = ..., bytes: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., error: _Optional[str] = ..., fell_back_to_quick: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ...) -> None: ...
+
+class MigrateVmRequest(_message.Message):
+    __slots__ = ("name", "host", "quick", "no_converge")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    QUICK_FIELD_NUMBER: _ClassVar[int]
+    NO_CONVERGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    host: str
+    quick: bool
+    no_converge: NoConvergePolicy
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., quick: _Optional[bool] = ..., no_converge: _Optional[_Union[NoConvergePolicy, str]] = ...) -> None: ...
+
+class MigrateVmResponse(_message.Message):
+    __slots__ = ("job", "migration")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    migration: Migration
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class MigrateVmStorageRequest(_message.Message):
+    __slots__ = ("name", "host", "storage")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    host: str
+    storage: _common_pb2.StorageLocation
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+
+class MigrateVmStorageResponse(_message.Message):
+    __slots__ = ("job", "migration")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    migration: Migration
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class ListMigrationsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListMigrationsResponse(_message.Message):
+    __slots__ = ("migrations",)
+    MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
+    migrations: _containers.RepeatedCompositeFieldContainer[Migration]
+    def __init__(self, migrations: _Optional[_Iterable[_Union[Migration, _Mapping]]] = ...) -> None: ...
+
+class GetMigrationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...

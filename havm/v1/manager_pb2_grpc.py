@@ -113,6 +113,31 @@ class ManagerServiceStub:
                 request_serializer=havm_dot_v1_dot_manager__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_manager__pb2.WatchEventsResponse.FromString,
                 _registered_method=True)
+        self.UpdateVm = channel.unary_unary(
+                '/havm.v1.ManagerService/UpdateVm',
+                request_serializer=havm_dot_v1_dot_manager__pb2.UpdateVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.UpdateVmResponse.FromString,
+                _registered_method=True)
+        self.MigrateVm = channel.unary_unary(
+                '/havm.v1.ManagerService/MigrateVm',
+                request_serializer=havm_dot_v1_dot_manager__pb2.MigrateVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.MigrateVmResponse.FromString,
+                _registered_method=True)
+        self.MigrateVmStorage = channel.unary_unary(
+                '/havm.v1.ManagerService/MigrateVmStorage',
+                request_serializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageResponse.FromString,
+                _registered_method=True)
+        self.ListMigrations = channel.unary_unary(
+                '/havm.v1.ManagerService/ListMigrations',
+                request_serializer=havm_dot_v1_dot_manager__pb2.ListMigrationsRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.ListMigrationsResponse.FromString,
+                _registered_method=True)
+        self.GetMigration = channel.unary_unary(
+                '/havm.v1.ManagerService/GetMigration',
+                request_serializer=havm_dot_v1_dot_manager__pb2.GetMigrationRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.GetMigrationResponse.FromString,
+                _registered_method=True)
 
 
 class ManagerServiceServicer:
@@ -216,6 +241,44 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVm(self, request, context):
+        """Change a VM's settings; processor compatibility only while the VM is stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateVm(self, request, context):
+        """Move a VM to another host: live migration where the cluster's profile offers it
+        (Hyper-V 2008 R2, vMotion on ESX), quick migration otherwise or when asked. The
+        destination is checked first: FAILED_PRECONDITION lists every reason it cannot
+        take the VM. Migrations beyond a host's limit queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateVmStorage(self, request, context):
+        """Move a VM's files to another local disk, CSV volume or LUN, of its own host or of
+        another host (then the VM moves too); a running VM keeps running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMigrations(self, request, context):
+        """Migrations, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMigration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -293,6 +356,31 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=havm_dot_v1_dot_manager__pb2.WatchEventsRequest.FromString,
                     response_serializer=havm_dot_v1_dot_manager__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'UpdateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVm,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.UpdateVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.UpdateVmResponse.SerializeToString,
+            ),
+            'MigrateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateVm,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.MigrateVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.MigrateVmResponse.SerializeToString,
+            ),
+            'MigrateVmStorage': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateVmStorage,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageResponse.SerializeToString,
+            ),
+            'ListMigrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMigrations,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.ListMigrationsRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.ListMigrationsResponse.SerializeToString,
+            ),
+            'GetMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMigration,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.GetMigrationRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.GetMigrationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -704,6 +792,141 @@ class ManagerService:
             '/havm.v1.ManagerService/WatchEvents',
             havm_dot_v1_dot_manager__pb2.WatchEventsRequest.SerializeToString,
             havm_dot_v1_dot_manager__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/UpdateVm',
+            havm_dot_v1_dot_manager__pb2.UpdateVmRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.UpdateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/MigrateVm',
+            havm_dot_v1_dot_manager__pb2.MigrateVmRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.MigrateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateVmStorage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/MigrateVmStorage',
+            havm_dot_v1_dot_manager__pb2.MigrateVmStorageRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.MigrateVmStorageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMigrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/ListMigrations',
+            havm_dot_v1_dot_manager__pb2.ListMigrationsRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.ListMigrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/GetMigration',
+            havm_dot_v1_dot_manager__pb2.GetMigrationRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.GetMigrationResponse.FromString,
             options,
             channel_credentials,
             insecure,
