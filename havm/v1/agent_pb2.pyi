@@ -194,7 +194,7 @@ class AgentServiceMigrateVmRequest(_message.Message):
     def __init__(self, vm_id: _Optional[str] = ..., migration_id: _Optional[str] = ..., destination_host: _Optional[str] = ..., destination_address: _Optional[str] = ..., lease_generation: _Optional[int] = ..., max_passes: _Optional[int] = ..., blackout_budget_ms: _Optional[int] = ..., bandwidth_mb_per_s: _Optional[float] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
 
 class AgentServiceMigrateVmResponse(_message.Message):
-    __slots__ = ("phase", "bytes_sent", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "memory_digest", "vm")
+    __slots__ = ("phase", "bytes_sent", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "memory_digest", "vm", "resumed_digest")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     PASS_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +204,7 @@ class AgentServiceMigrateVmResponse(_message.Message):
     BLACKOUT_MS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_DIGEST_FIELD_NUMBER: _ClassVar[int]
     phase: MigrationPhase
     bytes_sent: int
     bytes_remaining: int
@@ -212,7 +213,8 @@ class AgentServiceMigrateVmResponse(_message.Message):
     blackout_ms: int
     memory_digest: str
     vm: _common_pb2.VmRuntime
-    def __init__(self, phase: _Optional[_Union[MigrationPhase, str]] = ..., bytes_sent: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., memory_digest: _Optional[str] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., **kwargs) -> None: ...
+    resumed_digest: str
+    def __init__(self, phase: _Optional[_Union[MigrationPhase, str]] = ..., bytes_sent: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., memory_digest: _Optional[str] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., resumed_digest: _Optional[str] = ..., **kwargs) -> None: ...
 
 class MigrationOffer(_message.Message):
     __slots__ = ("migration_id", "source_host", "spec", "lease_generation", "cpu_vendor", "cpu_features", "copy_disk", "memory_pages")
@@ -289,12 +291,14 @@ class AgentServiceReceiveMigrationRequest(_message.Message):
     def __init__(self, offer: _Optional[_Union[MigrationOffer, _Mapping]] = ..., pages: _Optional[_Union[MemoryPages, _Mapping]] = ..., disk: _Optional[_Union[DiskExtent, _Mapping]] = ..., device_state: _Optional[_Union[DeviceState, _Mapping]] = ..., commit: _Optional[_Union[MigrationCommit, _Mapping]] = ...) -> None: ...
 
 class AgentServiceReceiveMigrationResponse(_message.Message):
-    __slots__ = ("reply", "vm")
+    __slots__ = ("reply", "vm", "memory_digest")
     REPLY_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     reply: MigrationReply
     vm: _common_pb2.VmRuntime
-    def __init__(self, reply: _Optional[_Union[MigrationReply, str]] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ...) -> None: ...
+    memory_digest: str
+    def __init__(self, reply: _Optional[_Union[MigrationReply, str]] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., memory_digest: _Optional[str] = ...) -> None: ...
 
 class AgentServiceMoveVmStorageRequest(_message.Message):
     __slots__ = ("vm_id", "storage")

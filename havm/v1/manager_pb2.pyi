@@ -163,7 +163,7 @@ class Cluster(_message.Message):
     def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ...) -> None: ...
 
 class Vm(_message.Message):
-    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count")
+    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,8 @@ class Vm(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     RESTART_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FAILOVER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     host: str
@@ -198,7 +200,9 @@ class Vm(_message.Message):
     reason: str
     restart_priority: _common_pb2.RestartPriority
     failover_count: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ...) -> None: ...
+    processor_compatibility: bool
+    migration_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "target", "state", "progress", "message", "error", "created_at", "updated_at")
@@ -303,7 +307,7 @@ class RefreshClusterResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class CreateVmRequest(_message.Message):
-    __slots__ = ("name", "memory_mb", "cpus", "disk_gb", "highly_available", "host", "storage", "networks", "workload", "no_start", "restart_priority")
+    __slots__ = ("name", "memory_mb", "cpus", "disk_gb", "highly_available", "host", "storage", "networks", "workload", "no_start", "restart_priority", "processor_compatibility")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +319,7 @@ class CreateVmRequest(_message.Message):
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     NO_START_FIELD_NUMBER: _ClassVar[int]
     RESTART_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     memory_mb: int
     cpus: int
@@ -326,7 +331,8 @@ class CreateVmRequest(_message.Message):
     workload: _common_pb2.GuestWorkload
     no_start: bool
     restart_priority: _common_pb2.RestartPriority
-    def __init__(self, name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., highly_available: _Optional[bool] = ..., host: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., workload: _Optional[_Union[_common_pb2.GuestWorkload, _Mapping]] = ..., no_start: _Optional[bool] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ...) -> None: ...
+    processor_compatibility: bool
+    def __init__(self, name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., highly_available: _Optional[bool] = ..., host: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., workload: _Optional[_Union[_common_pb2.GuestWorkload, _Mapping]] = ..., no_start: _Optional[bool] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
 
 class CreateVmResponse(_message.Message):
     __slots__ = ("job", "vm")
@@ -439,7 +445,7 @@ class UpdateVmResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., vm: _Optional[_Union[Vm, _Mapping]] = ...) -> None: ...
 
 class Migration(_message.Message):
-    __slots__ = ("id", "vm", "vm_id", "kind", "state", "source", "destination", "storage", "job_id", "passes", "bytes", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "error", "fell_back_to_quick", "created_at", "updated_at", "phase")
+    __slots__ = ("id", "vm", "vm_id", "kind", "state", "source", "destination", "storage", "job_id", "passes", "bytes", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "error", "fell_back_to_quick", "created_at", "updated_at", "phase", "memory_digest", "resumed_digest")
     ID_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -460,6 +466,8 @@ class Migration(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_DIGEST_FIELD_NUMBER: _ClassVar[int]
     id: str
     vm: str
     vm_id: str
@@ -480,7 +488,9 @@ class Migration(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     phase: str
-    def __init__(self, id: _Optional[str] = ..., vm: _Optional[str] = ..., vm_id: _Optional[str] = ..., kind: _Optional[_Union[MigrationKind, str]] = ..., state: _Optional[_Union[MigrationState, str]] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., job_id: _Optional[str] = ..., passes: _Optional[int] = ..., bytes: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., error: _Optional[str] = ..., fell_back_to_quick: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ...) -> None: ...
+    memory_digest: str
+    resumed_digest: str
+    def __init__(self, id: _Optional[str] = ..., vm: _Optional[str] = ..., vm_id: _Optional[str] = ..., kind: _Optional[_Union[MigrationKind, str]] = ..., state: _Optional[_Union[MigrationState, str]] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., job_id: _Optional[str] = ..., passes: _Optional[int] = ..., bytes: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., error: _Optional[str] = ..., fell_back_to_quick: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ..., memory_digest: _Optional[str] = ..., resumed_digest: _Optional[str] = ...) -> None: ...
 
 class MigrateVmRequest(_message.Message):
     __slots__ = ("name", "host", "quick", "no_converge")
