@@ -15,18 +15,27 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster, wait_dead, wait_for
+from cluster_harness import (
+    ACTIVE_STATES,
+    LocalCluster,
+    active_copies,
+    agent_names,
+    alive,
+    assert_invariant,
+    inventory,
+    start_cluster,
+    stop_cluster,
+    wait_dead,
+    wait_for,
+)
 
-from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2, manager_pb2, manager_pb2_grpc
+from havm.v1 import manager_pb2, manager_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 NODES = ["n1", "n2", "n3", "n4"]
-INVENTORY_TIMEOUT_S = 1.0
 # The agents' default isolation_timeout_s.
 ISOLATION_TIMEOUT_S = 15
-# A copy in one of these states holds the VM's memory and may write its disk.
-ACTIVE_STATES = {common_pb2.VM_STATE_RUNNING, common_pb2.VM_STATE_PAUSED, common_pb2.VM_STATE_STARTING}
 
 HOST_DEFAULTS = """
 version: 1
@@ -71,52 +80,6 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def agent_names(cluster: LocalCluster) -> list[str]:
-    return [name.split(":", 1)[1] for name in cluster.context()["components"] if name.startswith("agent:")]
-
-
-def inventory(cluster: LocalCluster, host: str) -> list[common_pb2.VmRuntime] | None:
-    """What the agent itself runs, asked directly (past the fault relay); None when it
-    does not answer (crashed, frozen, powered off)."""
-    component = cluster.component(f"agent:{host}")
-    if not component.get("pid") or not alive(component["pid"]):
-        return None
-    try:
-        with grpc.insecure_channel(component["address"]) as channel:
-            stub = agent_pb2_grpc.AgentServiceStub(channel)
-            response = stub.GetInventory(
-                agent_pb2.AgentServiceGetInventoryRequest(), timeout=INVENTORY_TIMEOUT_S
-            )
-    except grpc.RpcError:
-        return None
-    return list(response.vms)
-
-
-def active_copies(cluster: LocalCluster) -> dict[str, dict[str, int]]:
-    """VM id -> {host: lease generation} of the agents that run (or pause, or start) a copy."""
-    copies: dict[str, dict[str, int]] = {}
-    for host in agent_names(cluster):
-        for vm in inventory(cluster, host) or []:
-            if vm.state in ACTIVE_STATES:
-                copies.setdefault(vm.spec.id, {})[host] = vm.lease_generation
-    return copies
-
-
-def assert_invariant(cluster: LocalCluster, context: str = "") -> None:
-    """No VM is active on two hosts, as far as the agents that answer tell.
-
-    A copy holding an older lease generation than another copy of the same VM is already
-    fenced: storage refuses its writes and its next write stops it (for a few
-    milliseconds after a takeover it may still be listed as running). Two copies holding
-    the same generation, or two holding the newest one, are a split brain."""
-    doubles = {}
-    for vm, copies in active_copies(cluster).items():
-        newest = max(copies.values())
-        if len(copies) != len(set(copies.values())) or list(copies.values()).count(newest) > 1:
-            doubles[vm] = copies
-    assert not doubles, f"VMs active on more than one host {context} (host: lease generation): {doubles}"
 
 
 def vms(cluster: LocalCluster) -> dict[str, dict]:

@@ -1,0 +1,426 @@
+"""Migration end to end: real agents hand running VMs to each other over their own gRPC
+stream while the manager orchestrates, and faults are injected at each phase.
+
+Every test ends by checking the invariants: no VM is active on two hosts, every VM the
+test made runs exactly once, where the manager says it does, and its journal on disk is
+one unbroken run of writes (nothing lost, nothing written twice)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster_harness import (
+    HAVM,
+    LocalCluster,
+    active_copies,
+    assert_invariant,
+    inventory,
+    start_cluster,
+    stop_cluster,
+    wait_for,
+)
+
+from node_agent.core.journal import RECORD_SIZE, decode_record
+
+pytestmark = pytest.mark.integration
+
+# n1-n3: one Intel generation; n4: an older Intel without SSE4.2 and POPCNT; n5: AMD,
+# little memory, no Backend network. q1, q2: a Windows Server 2008 cluster (quick
+# migration only). s1: a standalone host with two local disks.
+TOPOLOGY = """
+version: 1
+host_defaults:
+  profile: hyperv-2008r2
+  cpu: {vendor: GenuineIntel, model: Xeon X5570, features: [sse3, ssse3, sse4_1, sse4_2, popcnt, vmx, nx, lm],
+        cores: 8, mhz: 2933}
+  memory_mb: 16384
+  host_reserve_mb: 1024
+  disks: [{name: C, capacity_gb: 200}, {name: D, capacity_gb: 200}]
+  networks:
+    - {name: External, bound_to: "NIC 1"}
+    - {name: Backend, bound_to: "NIC 2"}
+migration:
+  max_live_migrations_per_host: 2
+  no_converge: fail
+clusters:
+  - name: c1
+    profile: hyperv-2008r2
+    reserve: 1
+    nodes: [n1, n2, n3, n4, n5]
+    csvs: [{name: Volume1, capacity_gb: 500}]
+    luns: [{name: lun1, capacity_gb: 100}]
+  - name: c2
+    profile: hyperv-2008
+    reserve: 0
+    nodes: [q1, q2]
+    luns: [{name: qlun1, capacity_gb: 100}]
+hosts:
+  - {name: n1}
+  - {name: n2}
+  - {name: n3}
+  - name: n4
+    cpu: {vendor: GenuineIntel, model: Xeon 5160, features: [sse3, ssse3, vmx, nx, lm], cores: 4, mhz: 3000}
+  - name: n5
+    cpu: {vendor: AuthenticAMD, model: Opteron 2384, features: [sse3, sse4a, popcnt, svm, nx, lm],
+          cores: 4, mhz: 2700}
+    memory_mb: 2048
+    networks: [{name: External, bound_to: "NIC 1"}]
+  - {name: q1}
+  - {name: q2}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
+    directory = tmp_path_factory.mktemp("migration")
+    path = directory / "topology.yaml"
+    path.write_text(TOPOLOGY)
+    local = start_cluster(directory / "state", "--topology", str(path))
+    try:
+        yield local
+    finally:
+        stop_cluster(local)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def create(cluster: LocalCluster, name: str, host: str, *extra: str, memory_mb: int = 256) -> dict:
+    return cluster.json(
+        "vm",
+        "create",
+        name,
+        "--memory-mb",
+        str(memory_mb),
+        "--host",
+        host,
+        "--journal-writes-per-s",
+        "50",
+        "--dirty-rate-mb-s",
+        "20",
+        *extra,
+    )
+
+
+def vm(cluster: LocalCluster, name: str) -> dict:
+    return cluster.json("vm", "show", name)
+
+
+def migration(cluster: LocalCluster, migration_id: str) -> dict:
+    return cluster.json("migration", "show", migration_id)
+
+
+def migrate(cluster: LocalCluster, name: str, *args: str, timeout: float = 90) -> dict:
+    """`havm vm migrate -o json`, whatever its outcome: the final migration."""
+    result = cluster.havm("vm", "migrate", name, *args, "-o", "json", timeout=timeout)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.strip(), f"no migration printed (exit {result.code}): {result.stderr}"
+    figures = result.json()
+    assert (result.code == 0) == (figures["state"] == "completed"), (result.code, figures, result.stderr)
+    return figures
+
+
+def start_migration(cluster: LocalCluster, name: str, *args: str) -> subprocess.Popen[str]:
+    """`havm vm migrate` in the background, to inject a fault while it runs."""
+    return subprocess.Popen(
+        [*HAVM, "--state-dir", str(cluster.state_dir), "vm", "migrate", name, *args, "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"havm vm migrate did not end: {err}") from None
+    assert "Traceback" not in err, err
+    return process.returncode, out, err
+
+
+def current_migration(cluster: LocalCluster, vm_name: str) -> dict | None:
+    for item in cluster.json("migration", "list"):
+        if item["vm"] == vm_name and item["state"] in ("queued", "running"):
+            return item
+    return None
+
+
+def wait_phase(cluster: LocalCluster, vm_name: str, phase: str, timeout: float = 30) -> dict:
+    return wait_for(
+        lambda: (m := current_migration(cluster, vm_name)) is not None and m["phase"] == phase and m,
+        timeout=timeout,
+        interval=0.05,
+        what=f"the migration of {vm_name} in phase {phase}",
+    )
+
+
+def vm_dir(cluster: LocalCluster, record: dict) -> Path:
+    kind, _, name = record["storage"].partition(":")
+    if kind == "local":
+        return cluster.state_dir / "hosts" / record["host"] / "disks" / name / record["id"]
+    return cluster.state_dir / "san" / kind / name / record["id"]
+
+
+def journal(cluster: LocalCluster, record: dict) -> list[tuple[int, int]]:
+    """(seq, lease generation) of every valid journal record on the VM's disk, in order."""
+    disk = vm_dir(cluster, record) / "disk0.vhd"
+    records = []
+    with open(disk, "rb") as f:
+        seq = 1
+        while True:
+            f.seek(seq * RECORD_SIZE)
+            decoded = decode_record(f.read(RECORD_SIZE))
+            if decoded is None:
+                break
+            records.append((decoded.seq, decoded.generation))
+            seq += 1
+    return records
+
+
+def assert_journal_continuous(cluster: LocalCluster, name: str, written_before: int) -> None:
+    """The journal is one run from seq 1, it went on after the move, and the lease
+    generation never goes back: no write was lost, repeated or made by a stale copy."""
+    record = vm(cluster, name)
+    time.sleep(0.3)  # let the guest write on its new host
+    entries = journal(cluster, record)
+    seqs = [seq for seq, _ in entries]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) > written_before, f"{name}: no write after the move ({len(seqs)} <= {written_before})"
+    generations = [generation for _, generation in entries]
+    assert generations == sorted(generations), f"{name}: a write with an older lease came after a newer one"
+    status = cluster.guest_status(record["host"], record["id"])
+    assert status.journal_last_seq >= seqs[-1] - 1
+
+
+def journal_length(cluster: LocalCluster, name: str) -> int:
+    record = vm(cluster, name)
+    return cluster.guest_status(record["host"], record["id"]).journal_last_seq
+
+
+def assert_runs_once(cluster: LocalCluster, names: list[str]) -> None:
+    assert_invariant(cluster)
+    copies = active_copies(cluster)
+    for name in names:
+        record = vm(cluster, name)
+        hosts = list(copies.get(record["id"], {}))
+        assert hosts == [record["host"]], f"{name} is active on {hosts}; the manager says {record['host']}"
+        assert record["state"] == "running", record
+
+
+def remove(cluster: LocalCluster, *names: str) -> None:
+    """Free the hosts' memory for the next test."""
+    for name in names:
+        if vm(cluster, name)["state"] != "stopped":
+            cluster.ok("vm", "stop", name)
+        cluster.ok("vm", "delete", name, "--yes")
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_live_migration_of_a_busy_guest_keeps_memory_and_journal(cluster: LocalCluster) -> None:
+    created = create(cluster, "busy", "n1", "--ha", memory_mb=512)
+    time.sleep(0.5)
+    before = journal_length(cluster, "busy")
+
+    figures = migrate(cluster, "busy", "--to", "n2")
+
+    assert figures["kind"] == "live" and figures["state"] == "completed"
+    assert (figures["source"], figures["destination"]) == ("n1", "n2")
+    assert figures["bytes"] >= 512 * 1024 * 1024
+    assert 1 <= figures["passes"] <= 10
+    assert 0 < figures["blackout_ms"] <= figures["duration_ms"]
+    assert figures["memory_digest"] and figures["memory_digest"] == figures["resumed_digest"]
+    assert vm(cluster, "busy")["host"] == "n2"
+    assert created["id"] not in {v.spec.id for v in inventory(cluster, "n1") or []}
+    assert_journal_continuous(cluster, "busy", before)
+    assert_runs_once(cluster, ["busy"])
+    generations = {generation for _, generation in journal(cluster, vm(cluster, "busy"))}
+    assert len(generations) == 2, f"expected the writes of two lease holders, got {generations}"
+    remove(cluster, "busy")
+
+
+def test_an_incompatible_destination_is_refused_with_every_reason(cluster: LocalCluster) -> None:
+    create(cluster, "picky", "n1", "--network", "Backend", "--storage", "csv:Volume1", memory_mb=2048)
+
+    older = cluster.havm("vm", "migrate", "picky", "--to", "n4")
+    assert older.code == 1 and "Traceback" not in older.stderr
+    assert "sse4_2" in older.stderr and "popcnt" in older.stderr
+    assert "processor compatibility" in older.stderr
+
+    amd = cluster.havm("vm", "migrate", "picky", "--to", "n5")
+    assert amd.code == 1
+    for reason in ("AuthenticAMD", "memory", "Backend"):
+        assert reason in amd.stderr, f"{reason!r} missing from: {amd.stderr}"
+    assert vm(cluster, "picky")["host"] == "n1"
+    assert_runs_once(cluster, ["picky"])
+
+    # Processor compatibility mode is a setting of a stopped VM; it lets the VM move to
+    # the older processor of the same vendor, but not to another vendor.
+    refused = cluster.havm("vm", "set", "picky", "--processor-compatibility")
+    assert refused.code == 1 and "stopped" in refused.stderr
+    cluster.ok("vm", "stop", "picky")
+    cluster.ok("vm", "set", "picky", "--processor-compatibility")
+    cluster.ok("vm", "start", "picky")
+    assert vm(cluster, "picky")["processor_compatibility"] is True
+    assert migrate(cluster, "picky", "--to", "n4")["state"] == "completed"
+    assert vm(cluster, "picky")["host"] == "n4"
+    assert_runs_once(cluster, ["picky"])
+    remove(cluster, "picky")
+
+
+def test_quick_migration_on_a_2008_cluster_and_on_request(cluster: LocalCluster) -> None:
+    create(cluster, "q", "q1", "--ha", "--storage", "lun:qlun1")
+    time.sleep(0.3)
+    before = journal_length(cluster, "q")
+    figures = migrate(cluster, "q", "--to", "q2")
+    assert figures["kind"] == "quick" and figures["state"] == "completed"
+    assert vm(cluster, "q")["host"] == "q2"
+    assert_journal_continuous(cluster, "q", before)
+    assert_runs_once(cluster, ["q"])
+
+    create(cluster, "asked", "n1", "--ha")
+    before = journal_length(cluster, "asked")
+    figures = migrate(cluster, "asked", "--to", "n3", "--quick")
+    assert figures["kind"] == "quick" and figures["state"] == "completed"
+    assert_journal_continuous(cluster, "asked", before)
+    assert_runs_once(cluster, ["q", "asked"])
+    remove(cluster, "q", "asked")
+
+
+def test_storage_migration_on_the_same_host_and_to_another_host(cluster: LocalCluster) -> None:
+    create(cluster, "files", "n2", "--storage", "local:C")
+    time.sleep(0.3)
+    before = journal_length(cluster, "files")
+    result = cluster.havm("vm", "migrate-storage", "files", "--to", "n2:D", "-o", "json")
+    assert result.code == 0, result.stderr
+    figures = result.json()
+    assert figures["kind"] == "storage" and figures["state"] == "completed"
+    record = vm(cluster, "files")
+    assert (record["host"], record["storage"]) == ("n2", "local:D")
+    assert not (cluster.state_dir / "hosts" / "n2" / "disks" / "C" / record["id"]).exists()
+    assert_journal_continuous(cluster, "files", before)
+
+    before = journal_length(cluster, "files")
+    result = cluster.havm("vm", "migrate-storage", "files", "--to", "n3:C", "-o", "json")
+    assert result.code == 0, result.stderr
+    record = vm(cluster, "files")
+    assert (record["host"], record["storage"]) == ("n3", "local:C")
+    assert_journal_continuous(cluster, "files", before)
+    assert_runs_once(cluster, ["files"])
+    remove(cluster, "files")
+
+
+def test_a_guest_that_dirties_faster_than_the_network_does_not_converge(cluster: LocalCluster) -> None:
+    cluster.ok(
+        "vm", "create", "hot", "--memory-mb", "64", "--host", "n1", "--ha",
+        "--dirty-rate-mb-s", "5000", "--journal-writes-per-s", "20",
+    )  # fmt: skip
+    before = journal_length(cluster, "hot")
+    failed = migrate(cluster, "hot", "--to", "n2", "--if-no-converge", "fail")
+    assert failed["state"] == "failed" and "did not converge" in failed["error"]
+    assert vm(cluster, "hot")["host"] == "n1"
+    assert_runs_once(cluster, ["hot"])
+
+    fell_back = migrate(cluster, "hot", "--to", "n2", "--if-no-converge", "quick")
+    assert fell_back["state"] == "completed" and fell_back["fell_back_to_quick"]
+    assert vm(cluster, "hot")["host"] == "n2"
+    assert_journal_continuous(cluster, "hot", before)
+    assert_runs_once(cluster, ["hot"])
+    remove(cluster, "hot")
+
+
+def test_live_migrations_beyond_the_per_host_limit_queue(cluster: LocalCluster) -> None:
+    names = ["lim1", "lim2", "lim3"]
+    for name in names:
+        create(cluster, name, "n1", "--ha", memory_mb=1024)
+    processes = [start_migration(cluster, name, "--to", "n3") for name in names]
+    try:
+        states = wait_for(
+            lambda: (
+                (ms := [m for m in cluster.json("migration", "list") if m["vm"] in names])
+                and len(ms) == 3
+                and sum(m["state"] == "running" for m in ms) == 2
+                and sum(m["state"] == "queued" for m in ms) == 1
+                and ms
+            ),
+            timeout=20,
+            interval=0.05,
+            what="two migrations running and one queued",
+        )
+        assert len(states) == 3
+    finally:
+        outcomes = [finish(p, timeout=90) for p in processes]
+    assert [code for code, _, _ in outcomes] == [0, 0, 0], outcomes
+    assert all(vm(cluster, name)["host"] == "n3" for name in names)
+    assert_runs_once(cluster, names)
+    remove(cluster, *names)
+
+
+def test_the_destination_dying_during_the_copy_leaves_the_vm_on_the_source(cluster: LocalCluster) -> None:
+    create(cluster, "stay", "n1", "--ha", memory_mb=2048)
+    before = journal_length(cluster, "stay")
+    process = start_migration(cluster, "stay", "--to", "n2")
+    wait_phase(cluster, "stay", "pre_copy")
+    cluster.kill9("agent:n2")
+    code, out, _ = finish(process)
+    assert code == 1
+    record = vm(cluster, "stay")
+    assert record["host"] == "n1"
+    assert_journal_continuous(cluster, "stay", before)
+    assert_runs_once(cluster, ["stay"])
+    cluster.ok("host", "start", "n2")
+    wait_for(lambda: cluster.json("host", "show", "n2")["state"] == "ok", timeout=30, what="n2 back")
+    assert_runs_once(cluster, ["stay"])
+    remove(cluster, "stay")
+
+
+def test_the_source_dying_during_the_copy_fails_the_vm_over_once(cluster: LocalCluster) -> None:
+    create(cluster, "orphan", "n3", "--ha", memory_mb=2048)
+    before = journal_length(cluster, "orphan")
+    process = start_migration(cluster, "orphan", "--to", "n2")
+    wait_phase(cluster, "orphan", "pre_copy")
+    cluster.kill9("agent:n3")
+    code, _, _ = finish(process)
+    assert code == 1
+    # The ordinary failover: fenced, then restarted on a surviving node.
+    wait_for(
+        lambda: (r := vm(cluster, "orphan"))["state"] == "running" and r["host"] != "n3",
+        timeout=30,
+        what="orphan restarted elsewhere",
+    )
+    assert vm(cluster, "orphan")["failover_count"] >= 1
+    assert_journal_continuous(cluster, "orphan", before)
+    assert_runs_once(cluster, ["orphan"])
+    cluster.ok("host", "start", "n3")
+    wait_for(lambda: cluster.json("host", "show", "n3")["state"] == "ok", timeout=30, what="n3 back")
+    assert_runs_once(cluster, ["orphan"])
+    remove(cluster, "orphan")
+
+
+def test_a_migration_survives_a_manager_crash(cluster: LocalCluster) -> None:
+    create(cluster, "steady", "n1", "--ha", memory_mb=2048)
+    before = journal_length(cluster, "steady")
+    process = start_migration(cluster, "steady", "--to", "n2")
+    started = wait_phase(cluster, "steady", "pre_copy")
+    cluster.kill9("manager")
+    finish(process)
+    cluster.ok("restart", "manager")
+    done = wait_for(
+        lambda: (m := migration(cluster, started["id"]))["state"] in ("completed", "failed") and m,
+        timeout=60,
+        what="the migration resolved after the manager restarted",
+    )
+    record = vm(cluster, "steady")
+    assert record["host"] == ("n2" if done["state"] == "completed" else "n1")
+    assert_journal_continuous(cluster, "steady", before)
+    assert_runs_once(cluster, ["steady"])
+    remove(cluster, "steady")
