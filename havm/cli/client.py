@@ -39,6 +39,11 @@ class ClientSettings:
     call_timeout_s: float = 10.0
     # Waiting for a job to finish: migrations and cluster refreshes take a while.
     job_timeout_s: float = 3600.0
+    # How often a followed migration is asked for its figures (pass, MB/s, remaining).
+    migration_poll_interval_s: float = 0.2
+    # While following a migration, how long a manager that stopped answering may take to
+    # come back (it finds its migrations again after a restart) before the command gives up.
+    manager_restart_grace_s: float = 30.0
     # After an UNAVAILABLE answer, how long to try connecting to tell "the manager is
     # down" from "the manager says a host is down".
     reachability_probe_s: float = 1.0
@@ -100,6 +105,14 @@ class ManagerClient:
     def get_job(self, job_id: str) -> manager_pb2.Job:
         return self._call(self._stub.GetJob, manager_pb2.GetJobRequest(id=job_id)).job
 
+    def list_migrations(self, limit: int = 0) -> list[manager_pb2.Migration]:
+        reply = self._call(self._stub.ListMigrations, manager_pb2.ListMigrationsRequest(limit=limit))
+        return list(reply.migrations)
+
+    def get_migration(self, migration_id: str) -> manager_pb2.Migration:
+        reply = self._call(self._stub.GetMigration, manager_pb2.GetMigrationRequest(id=migration_id))
+        return reply.migration
+
     # Changes: each returns the job that carries it out.
 
     def refresh_cluster(self, target: str = "") -> manager_pb2.Job:
@@ -112,6 +125,17 @@ class ManagerClient:
     def operate_vm(self, name: str, operation: agent_pb2.VmOperation.ValueType) -> manager_pb2.Job:
         request = manager_pb2.OperateVmRequest(name=name, operation=operation)
         return self._call(self._stub.OperateVm, request).job
+
+    def update_vm(self, request: manager_pb2.UpdateVmRequest) -> manager_pb2.UpdateVmResponse:
+        return self._call(self._stub.UpdateVm, request)
+
+    def migrate_vm(self, request: manager_pb2.MigrateVmRequest) -> manager_pb2.MigrateVmResponse:
+        return self._call(self._stub.MigrateVm, request)
+
+    def migrate_vm_storage(
+        self, request: manager_pb2.MigrateVmStorageRequest
+    ) -> manager_pb2.MigrateVmStorageResponse:
+        return self._call(self._stub.MigrateVmStorage, request)
 
     def delete_vm(self, name: str) -> manager_pb2.Job:
         return self._call(self._stub.DeleteVm, manager_pb2.DeleteVmRequest(name=name)).job

@@ -64,3 +64,9 @@ class JobFailed(CliError):
     """A job the command waited for ended failed; the message is the job's error."""
 
     code = "FAILED"
+
+
+class MigrationFailed(CliError):
+    """A migration the command followed ended failed; the message is the migration's error."""
+
+    code = "FAILED"

@@ -31,6 +31,7 @@ from havm.cli.errors import CliError
 from havm.cli.faults import register_fault_commands
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import register_local_commands
+from havm.cli.migration import register_migration_commands
 from havm.cli.options import (
     INT32_MAX,
     GlobalOptions,
@@ -262,6 +263,7 @@ def events(
 
 register_local_commands(app)
 register_fault_commands(app, host_app)
+register_migration_commands(app, vm_app)
 
 
 def _fail(message: str, code: int = 1) -> None:

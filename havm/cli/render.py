@@ -132,6 +132,8 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
         "created_at": timestamp(vm, "created_at"),
         "restart_priority": enum_word(common_pb2.RestartPriority, vm.restart_priority, "RESTART_PRIORITY_"),
         "failover_count": vm.failover_count,
+        "processor_compatibility": vm.processor_compatibility,
+        "migration_id": vm.migration_id or None,
     }
 
 
@@ -167,6 +169,59 @@ def job_dict(job: manager_pb2.Job) -> Row:
         "error": job.error or None,
         "created_at": timestamp(job, "created_at"),
         "updated_at": timestamp(job, "updated_at"),
+    }
+
+
+def storage_dict(location: common_pb2.StorageLocation) -> Row | None:
+    """{"kind": "csv", "name": "Volume1"}: the words of the command line, or None when unset."""
+    if not location.name and not location.kind:
+        return None
+    return {"kind": STORAGE_PREFIXES.get(location.kind, "unspecified"), "name": location.name}
+
+
+def migration_dict(migration: manager_pb2.Migration) -> Row:
+    return {
+        "id": migration.id,
+        "vm": migration.vm,
+        "vm_id": migration.vm_id,
+        "kind": enum_word(manager_pb2.MigrationKind, migration.kind, "MIGRATION_KIND_"),
+        "state": enum_word(manager_pb2.MigrationState, migration.state, "MIGRATION_STATE_"),
+        "phase": migration.phase or None,
+        "source": migration.source or None,
+        "destination": migration.destination or None,
+        "storage": storage_dict(migration.storage),
+        "bytes": migration.bytes,
+        "bytes_remaining": migration.bytes_remaining,
+        "passes": migration.passes,
+        "duration_ms": migration.duration_ms,
+        "blackout_ms": migration.blackout_ms,
+        "mb_per_s": round(migration.mb_per_s, 1),
+        "fell_back_to_quick": migration.fell_back_to_quick,
+        "memory_digest": migration.memory_digest or None,
+        "resumed_digest": migration.resumed_digest or None,
+        "error": migration.error or None,
+        "job_id": migration.job_id or None,
+        "created_at": timestamp(migration, "created_at"),
+        "updated_at": timestamp(migration, "updated_at"),
+    }
+
+
+def megabytes(count: int) -> float:
+    # MB as in memory_mb (2**20 bytes): a 1024 MB VM shows about 1024 MB sent.
+    return round(count / 2**20, 1)
+
+
+def migration_table_row(row: Row) -> Row:
+    """A migration's dict with the joined cells its table shows."""
+    storage = row["storage"]
+    destination = row["destination"] or "-"
+    if row["kind"] == "storage" and storage:
+        destination += f" {storage['kind']}:{storage['name']}"
+    return {
+        **row,
+        "route": f"{row['source'] or '-'} \N{RIGHTWARDS ARROW} {destination}",
+        "mb": f"{megabytes(row['bytes']):,.1f}",
+        "duration": f"{row['duration_ms'] / 1000:.1f} s",
     }
 
 
@@ -307,6 +362,17 @@ JOB_COLUMNS = {
     "error": "ERROR",
     "updated_at": "UPDATED",
 }
+MIGRATION_COLUMNS = {
+    "id": "ID",
+    "vm": "VM",
+    "kind": "KIND",
+    "state": "STATE",
+    "route": "SOURCE \N{RIGHTWARDS ARROW} DESTINATION",
+    "passes": "PASSES",
+    "mb": "MB",
+    "blackout_ms": "BLACKOUT MS",
+    "duration": "DURATION",
+}
 COMPONENT_COLUMNS = {"name": "NAME", "address": "ADDRESS", "pid": "PID", "alive": "ALIVE"}
 
 DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
@@ -315,4 +381,6 @@ DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "networks": lambda value: networks_text(value) if value and isinstance(value[0], dict) else _cell(value),
     "volumes": volumes_text,
     "status_reasons": lambda value: "\n".join(value) or "-",
+    # A migration's storage is {"kind", "name"}; a VM's is already "csv:Volume1".
+    "storage": lambda value: f"{value['kind']}:{value['name']}" if isinstance(value, dict) else _cell(value),
 }

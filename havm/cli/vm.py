@@ -109,6 +109,14 @@ def create_vm(
             help="Failover restart order of a highly available VM (default medium; none: never).",
         ),
     ] = None,
+    processor_compatibility: Annotated[
+        bool,
+        typer.Option(
+            "--processor-compatibility",
+            help="Show the guest only its CPU vendor's baseline features, so that it can migrate "
+            "between processor generations.",
+        ),
+    ] = False,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -125,6 +133,7 @@ def create_vm(
             dirty_rate_mb_per_s=dirty_rate_mb_s, journal_writes_per_s=journal_writes_per_s
         ),
         no_start=no_start,
+        processor_compatibility=processor_compatibility,
     )
     if restart_priority is not None:
         request.restart_priority = common_pb2.RestartPriority.Value(
@@ -144,6 +153,39 @@ def create_vm(
         return
     state = render.enum_word(common_pb2.VmState, vm.state, "VM_STATE_")
     print(f"VM {name} created on {vm.host or 'no host'} ({state})")
+
+
+@vm_app.command("set")
+def set_vm(
+    ctx: typer.Context,
+    name: str,
+    processor_compatibility: Annotated[
+        bool | None,
+        typer.Option(
+            "--processor-compatibility/--no-processor-compatibility",
+            help="Processor compatibility mode; the VM must be stopped.",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Change a VM's settings."""
+    if processor_compatibility is None:
+        raise typer.BadParameter(
+            "nothing to change: give --processor-compatibility or --no-processor-compatibility"
+        )
+    request = manager_pb2.UpdateVmRequest(name=name, processor_compatibility=processor_compatibility)
+    manager = client(ctx)
+    reply = manager.update_vm(request)
+    if reply.job.id:
+        job = wait_for_job(manager, reply.job, output)
+        if job.state == manager_pb2.JOB_STATE_FAILED:
+            finish(job, output, None)
+    vm = manager.get_vm(name)
+    if output is OutputFormat.json:
+        render.print_json(render.vm_dict(vm))
+        return
+    print(f"VM {name}: processor compatibility {'on' if vm.processor_compatibility else 'off'}")
 
 
 def _operation_command(

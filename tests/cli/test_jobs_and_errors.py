@@ -249,6 +249,13 @@ HELP_GROUPS = [
     ("vm", "pause"),
     ("vm", "resume"),
     ("vm", "delete"),
+    ("vm", "set"),
+    ("vm", "migrate"),
+    ("vm", "migrate-storage"),
+    ("migration",),
+    ("migration", "list"),
+    ("migration", "show"),
+    ("migration", "watch"),
     ("job",),
     ("job", "list"),
     ("job", "show"),
@@ -259,7 +266,7 @@ HELP_GROUPS = [
 def test_help_of_the_console_script(havm_bare):
     result = havm_bare("--help")
     assert result.returncode == 0, result.stderr
-    for group in ("status", "host", "cluster", "vm", "job"):
+    for group in ("status", "host", "cluster", "vm", "job", "migration"):
         assert group in result.stdout
 
 

@@ -44,6 +44,8 @@ VM_FIELDS = {
     "imported",
     "reason",
     "created_at",
+    "processor_compatibility",
+    "migration_id",
 }
 CLUSTER_FIELDS = {"name", "profile", "nodes", "reserve", "state", "volumes"}
 JOB_FIELDS = {"id", "kind", "target", "state", "progress", "message", "error", "created_at", "updated_at"}
