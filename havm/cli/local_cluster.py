@@ -365,6 +365,9 @@ def plan_components(
     )
     # The manager reaches each agent through that host's management path.
     resolved = topology.with_addresses({h.name: address[f"management:{h.name}"] for h in topology.hosts})
+    # Migration streams go agent to agent directly, as on a live-migration network of
+    # their own: not through the management path's relay.
+    resolved = resolved.with_migration_addresses({h.name: address[f"agent:{h.name}"] for h in topology.hosts})
     topology_file = state_dir / "topology.yaml"
     topology_file.write_text(
         "# Written by `havm up`: the topology with the address the manager reaches each agent at.\n"

@@ -8,7 +8,7 @@ request. RpcErrors become manager errors that keep the agent's own sentence.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -22,8 +22,10 @@ from tenacity import (
 from havm.v1 import agent_pb2, agent_pb2_grpc
 from manager.adapters.proto_mapping import (
     inventory_from_proto,
+    migration_progress_from_proto,
     operation_to_proto,
     reported_vm_from_proto,
+    storage_to_proto,
     vm_spec_to_proto,
 )
 from manager.core.errors import (
@@ -36,7 +38,16 @@ from manager.core.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from manager.core.model import Inventory, ReportedVm, VmOperation, VmRecord
+from manager.core.model import (
+    Inventory,
+    LiveMigrationOrder,
+    MigrationProgress,
+    ReportedVm,
+    StorageLocation,
+    StorageMoveResult,
+    VmOperation,
+    VmRecord,
+)
 from manager.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,6 +171,69 @@ class AgentClient:
         request = agent_pb2.AgentServiceDeleteVmRequest(vm_id=vm_id)
         await self._write(
             host, lambda: stub.DeleteVm(request, timeout=self._settings.agent_operation_timeout)
+        )
+
+    async def update_vm(
+        self, host: str, address: str, vm_id: str, processor_compatibility: bool
+    ) -> ReportedVm:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceUpdateVmRequest(
+            vm_id=vm_id, processor_compatibility=processor_compatibility
+        )
+        response = await self._write(
+            host, lambda: stub.UpdateVm(request, timeout=self._settings.agent_operation_timeout)
+        )
+        return reported_vm_from_proto(response.vm)
+
+    async def check_compatibility(
+        self, host: str, address: str, vm: VmRecord, cpu_vendor: str, cpu_features: tuple[str, ...]
+    ) -> list[str]:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceCheckCompatibilityRequest(
+            spec=vm_spec_to_proto(vm), cpu_vendor=cpu_vendor, cpu_features=cpu_features
+        )
+        timeout = self._settings.agent_call_timeout
+        response = await self._read(host, lambda: stub.CheckCompatibility(request, timeout=timeout))
+        return [] if response.compatible else list(response.reasons) or [f"host {host} refuses the VM"]
+
+    async def migrate_vm(
+        self, host: str, address: str, order: LiveMigrationOrder
+    ) -> AsyncIterator[MigrationProgress]:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceMigrateVmRequest(
+            vm_id=order.vm_id,
+            migration_id=order.migration_id,
+            destination_host=order.destination_host,
+            destination_address=order.destination_address,
+            lease_generation=order.lease_generation,
+            max_passes=order.max_passes,
+            blackout_budget_ms=order.blackout_budget_ms,
+            bandwidth_mb_per_s=order.bandwidth_mb_per_s,
+            storage=storage_to_proto(order.storage),
+        )
+        # No deadline: a large VM takes as long as it takes; the caller judges stalls.
+        call = stub.MigrateVm(request)
+        try:
+            async for response in call:
+                yield migration_progress_from_proto(response)
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(host, error) from None
+        finally:
+            call.cancel()
+
+    async def move_vm_storage(
+        self, host: str, address: str, vm_id: str, storage: StorageLocation
+    ) -> StorageMoveResult:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceMoveVmStorageRequest(vm_id=vm_id, storage=storage_to_proto(storage))
+        response = await self._write(
+            host, lambda: stub.MoveVmStorage(request, timeout=self._settings.agent_operation_timeout)
+        )
+        return StorageMoveResult(
+            vm=reported_vm_from_proto(response.vm),
+            bytes_copied=response.bytes_copied,
+            duration_ms=response.duration_ms,
+            blackout_ms=response.blackout_ms,
         )
 
     async def close(self) -> None:

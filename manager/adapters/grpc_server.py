@@ -22,6 +22,8 @@ from manager.adapters.proto_mapping import (
     event_to_proto,
     host_to_proto,
     job_to_proto,
+    migration_to_proto,
+    no_converge_from_proto,
     operation_from_proto,
     requested_storage_from_proto,
     restart_priority_from_proto,
@@ -35,6 +37,8 @@ from manager.core.model import (
     Event,
     HostRecord,
     JobRecord,
+    MigrationRecord,
+    StorageLocation,
     VmOperation,
     VmRecord,
 )
@@ -79,6 +83,15 @@ class ManagerApi(Protocol):
     def get_job(self, job_id: str) -> JobRecord: ...
     def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]: ...
     def watch_events(self, replay: int, follow: bool = True) -> AsyncIterator[Event]: ...
+    def update_vm(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]: ...
+    async def migrate_vm(
+        self, name: str, host: str, quick: bool = False, no_converge: str | None = None
+    ) -> tuple[JobRecord, MigrationRecord]: ...
+    async def migrate_vm_storage(
+        self, name: str, host: str, storage: StorageLocation | None
+    ) -> tuple[JobRecord, MigrationRecord]: ...
+    def list_migrations(self, limit: int = 0) -> list[MigrationRecord]: ...
+    def get_migration(self, migration_id: str) -> MigrationRecord: ...
 
 
 R = TypeVar("R")
@@ -170,6 +183,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             workload=workload_from_proto(request.workload),
             no_start=request.no_start,
             restart_priority=restart_priority_from_proto(request.restart_priority),
+            processor_compatibility=request.processor_compatibility,
         )
         job, vm = self._app.create_vm(command)
         return manager_pb2.CreateVmResponse(job=job_to_proto(job), vm=vm_to_proto(vm))
@@ -200,6 +214,38 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @unary
     async def GetJob(self, request: Any, context: Any) -> manager_pb2.GetJobResponse:
         return manager_pb2.GetJobResponse(job=job_to_proto(self._app.get_job(request.id)))
+
+    @unary
+    async def UpdateVm(self, request: Any, context: Any) -> manager_pb2.UpdateVmResponse:
+        wanted = request.processor_compatibility if request.HasField("processor_compatibility") else None
+        job, vm = self._app.update_vm(request.name, wanted)
+        return manager_pb2.UpdateVmResponse(job=job_to_proto(job), vm=vm_to_proto(vm))
+
+    @unary
+    async def MigrateVm(self, request: Any, context: Any) -> manager_pb2.MigrateVmResponse:
+        policy = no_converge_from_proto(request.no_converge)
+        job, migration = await self._app.migrate_vm(request.name, request.host, request.quick, policy)
+        return manager_pb2.MigrateVmResponse(job=job_to_proto(job), migration=migration_to_proto(migration))
+
+    @unary
+    async def MigrateVmStorage(self, request: Any, context: Any) -> manager_pb2.MigrateVmStorageResponse:
+        storage = requested_storage_from_proto(request.storage) if request.HasField("storage") else None
+        job, migration = await self._app.migrate_vm_storage(request.name, request.host, storage)
+        return manager_pb2.MigrateVmStorageResponse(
+            job=job_to_proto(job), migration=migration_to_proto(migration)
+        )
+
+    @unary
+    async def ListMigrations(self, request: Any, context: Any) -> manager_pb2.ListMigrationsResponse:
+        return manager_pb2.ListMigrationsResponse(
+            migrations=[migration_to_proto(m) for m in self._app.list_migrations(request.limit)]
+        )
+
+    @unary
+    async def GetMigration(self, request: Any, context: Any) -> manager_pb2.GetMigrationResponse:
+        return manager_pb2.GetMigrationResponse(
+            migration=migration_to_proto(self._app.get_migration(request.id))
+        )
 
     async def WatchJob(
         self, request: Any, context: grpc.aio.ServicerContext

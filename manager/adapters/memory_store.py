@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from manager.core.errors import AlreadyExistsError
-from manager.core.model import ClusterRecord, HostRecord, JobRecord, VmRecord
-from manager.core.states import JobState
+from manager.core.model import ClusterRecord, HostRecord, JobRecord, MigrationRecord, VmRecord
+from manager.core.states import JobState, MigrationState
 
 
 class MemoryStore:
@@ -15,6 +15,8 @@ class MemoryStore:
         self._jobs: dict[str, JobRecord] = {}
         # Insertion order breaks ties between jobs created in the same instant.
         self._job_order: dict[str, int] = {}
+        self._migrations: dict[str, MigrationRecord] = {}
+        self._migration_order: dict[str, int] = {}
 
     def get_host(self, name: str) -> HostRecord | None:
         return self._hosts.get(name)
@@ -70,6 +72,20 @@ class MemoryStore:
     def put_job(self, job: JobRecord) -> None:
         self._job_order.setdefault(job.id, len(self._job_order))
         self._jobs[job.id] = job
+
+    def get_migration(self, migration_id: str) -> MigrationRecord | None:
+        return self._migrations.get(migration_id)
+
+    def list_migrations(
+        self, limit: int, states: frozenset[MigrationState] | None = None
+    ) -> list[MigrationRecord]:
+        found = [m for m in self._migrations.values() if states is None or m.state in states]
+        found.sort(key=lambda m: (m.created_at, self._migration_order[m.id]), reverse=True)
+        return found[:limit]
+
+    def put_migration(self, migration: MigrationRecord) -> None:
+        self._migration_order.setdefault(migration.id, len(self._migration_order))
+        self._migrations[migration.id] = migration
 
     def close(self) -> None:
         pass

@@ -21,6 +21,8 @@ from manager.core.model import (
     HostRecord,
     Inventory,
     JobRecord,
+    MigrationProgress,
+    MigrationRecord,
     NetworkInfo,
     ReportedVm,
     RestartPriority,
@@ -164,6 +166,8 @@ def vm_to_proto(vm: VmRecord) -> manager_pb2.Vm:
         reason=vm.reason,
         restart_priority=_to_proto_enum(vm.restart_priority, "RESTART_PRIORITY", common_pb2.RestartPriority),
         failover_count=vm.failover_count,
+        processor_compatibility=vm.processor_compatibility,
+        migration_id=vm.migration_id or "",
     )
 
 
@@ -192,6 +196,7 @@ def vm_spec_to_proto(vm: VmRecord) -> common_pb2.VmSpec:
         networks=vm.networks,
         highly_available=vm.highly_available,
         workload=workload_to_proto(vm.workload),
+        processor_compatibility=vm.processor_compatibility,
     )
 
 
@@ -268,6 +273,10 @@ def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
         workload=workload_from_proto(spec.workload),
         reason=runtime.reason,
         lease_generation=runtime.lease_generation,
+        processor_compatibility=spec.processor_compatibility,
+        cpu_vendor=runtime.cpu_vendor,
+        cpu_features=tuple(runtime.cpu_features),
+        migration_id=runtime.migration_id,
     )
 
 
@@ -313,3 +322,64 @@ def event_to_proto(event: Event) -> manager_pb2.Event:
     return manager_pb2.Event(
         time=timestamp(event.time), kind=event.kind, host=event.host, vm=event.vm, detail=event.detail
     )
+
+
+# Agent phases by their proto number: "pre_copy", "blackout", ...
+_PHASES = {
+    number: name.removeprefix("MIGRATION_PHASE_").lower()
+    for name, number in agent_pb2.MigrationPhase.items()
+    if number != agent_pb2.MIGRATION_PHASE_UNSPECIFIED
+}
+
+
+def migration_progress_from_proto(pb: agent_pb2.AgentServiceMigrateVmResponse) -> MigrationProgress:
+    return MigrationProgress(
+        phase=_PHASES.get(pb.phase, "unknown"),
+        passes=getattr(pb, "pass"),  # a Python keyword as a field name
+        bytes_sent=pb.bytes_sent,
+        bytes_remaining=pb.bytes_remaining,
+        mb_per_s=pb.mb_per_s,
+        duration_ms=pb.duration_ms,
+        blackout_ms=pb.blackout_ms,
+        memory_digest=pb.memory_digest,
+        resumed_digest=pb.resumed_digest,
+        vm=reported_vm_from_proto(pb.vm) if pb.HasField("vm") else None,
+    )
+
+
+def migration_to_proto(m: MigrationRecord) -> manager_pb2.Migration:
+    return manager_pb2.Migration(
+        id=m.id,
+        vm=m.vm_name,
+        vm_id=m.vm_id,
+        kind=_to_proto_enum(m.kind, "MIGRATION_KIND", manager_pb2.MigrationKind),
+        state=_to_proto_enum(m.state, "MIGRATION_STATE", manager_pb2.MigrationState),
+        source=m.source,
+        destination=m.destination,
+        storage=storage_to_proto(m.storage),
+        job_id=m.job_id,
+        passes=m.passes,
+        bytes=m.bytes_sent,
+        bytes_remaining=m.bytes_remaining,
+        mb_per_s=m.mb_per_s,
+        duration_ms=m.duration_ms,
+        blackout_ms=m.blackout_ms,
+        error=m.error,
+        fell_back_to_quick=m.fell_back_to_quick,
+        created_at=timestamp(m.created_at),
+        updated_at=timestamp(m.updated_at),
+        phase=m.phase,
+        memory_digest=m.memory_digest,
+        resumed_digest=m.resumed_digest,
+    )
+
+
+def no_converge_from_proto(number: int) -> str | None:
+    """None for unset (the topology's policy applies); a number the manager does not know is refused."""
+    if number == manager_pb2.NO_CONVERGE_POLICY_UNSPECIFIED:
+        return None
+    if number == manager_pb2.NO_CONVERGE_POLICY_FAIL:
+        return "fail"
+    if number == manager_pb2.NO_CONVERGE_POLICY_QUICK:
+        return "quick"
+    raise InvalidArgumentError("no_converge: must be fail or quick")

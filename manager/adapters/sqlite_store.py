@@ -21,6 +21,8 @@ from manager.core.model import (
     DiskInfo,
     HostRecord,
     JobRecord,
+    MigrationKind,
+    MigrationRecord,
     NetworkInfo,
     RestartPriority,
     StorageKind,
@@ -29,7 +31,7 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
-from manager.core.states import HostState, JobState, VmState
+from manager.core.states import HostState, JobState, MigrationState, VmState
 from manager.core.topology import CpuSpec
 
 SCHEMA = """
@@ -62,7 +64,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS migrations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    vm_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS vms_by_host ON vms(host);
+CREATE INDEX IF NOT EXISTS migrations_by_state ON migrations(state);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
 """
 
@@ -108,6 +119,7 @@ def _host(raw: dict[str, Any]) -> HostRecord:
         state_reason=raw["state_reason"],
         last_refresh=_parse_time(raw["last_refresh"]),
         boot_id=raw["boot_id"],
+        migration_address=raw.get("migration_address"),
     )
 
 
@@ -151,6 +163,39 @@ def _vm(raw: dict[str, Any]) -> VmRecord:
         failover_from=raw.get("failover_from"),
         restart_target=raw.get("restart_target"),
         restart_attempts=tuple((h, n) for h, n in raw.get("restart_attempts", ())),
+        # Records written before migrations lack these.
+        processor_compatibility=raw.get("processor_compatibility", False),
+        migration_id=raw.get("migration_id"),
+    )
+
+
+def _migration(raw: dict[str, Any]) -> MigrationRecord:
+    return MigrationRecord(
+        id=raw["id"],
+        vm_id=raw["vm_id"],
+        vm_name=raw["vm_name"],
+        kind=MigrationKind(raw["kind"]),
+        state=MigrationState(raw["state"]),
+        source=raw["source"],
+        destination=raw["destination"],
+        created_at=datetime.fromisoformat(raw["created_at"]),
+        updated_at=datetime.fromisoformat(raw["updated_at"]),
+        storage=_storage(raw["storage"]),
+        job_id=raw["job_id"],
+        lease_generation=raw["lease_generation"],
+        vm_state_before=VmState(raw["vm_state_before"]),
+        no_converge=raw["no_converge"],
+        phase=raw["phase"],
+        passes=raw["passes"],
+        bytes_sent=raw["bytes_sent"],
+        bytes_remaining=raw["bytes_remaining"],
+        mb_per_s=raw["mb_per_s"],
+        duration_ms=raw["duration_ms"],
+        blackout_ms=raw["blackout_ms"],
+        error=raw["error"],
+        fell_back_to_quick=raw["fell_back_to_quick"],
+        memory_digest=raw["memory_digest"],
+        resumed_digest=raw["resumed_digest"],
     )
 
 
@@ -274,6 +319,38 @@ class SqliteStore:
             "INSERT INTO jobs (id, kind, target, state, created_at, data) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, data = excluded.data",
             (job.id, job.kind, job.target, job.state.value, job.created_at.isoformat(), _encode(job)),
+        )
+
+    def get_migration(self, migration_id: str) -> MigrationRecord | None:
+        raw = self._one("SELECT data FROM migrations WHERE id = ?", migration_id)
+        return _migration(raw) if raw else None
+
+    def list_migrations(
+        self, limit: int, states: frozenset[MigrationState] | None = None
+    ) -> list[MigrationRecord]:
+        if states is None:
+            rows = self._all("SELECT data FROM migrations ORDER BY created_at DESC, seq DESC LIMIT ?", limit)
+        else:
+            marks = ", ".join("?" for _ in states)
+            rows = self._all(
+                f"SELECT data FROM migrations WHERE state IN ({marks})"
+                " ORDER BY created_at DESC, seq DESC LIMIT ?",
+                *sorted(s.value for s in states),
+                limit,
+            )
+        return [_migration(r) for r in rows]
+
+    def put_migration(self, migration: MigrationRecord) -> None:
+        self._db.execute(
+            "INSERT INTO migrations (id, vm_id, state, created_at, data) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET state = excluded.state, data = excluded.data",
+            (
+                migration.id,
+                migration.vm_id,
+                migration.state.value,
+                migration.created_at.isoformat(),
+                _encode(migration),
+            ),
         )
 
     def close(self) -> None:

@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-from manager.core.model import ClusterRecord, Event, HostRecord, JobRecord, VmRecord
-from manager.core.states import JobState
+from manager.core.model import ClusterRecord, Event, HostRecord, JobRecord, MigrationRecord, VmRecord
+from manager.core.states import JobState, MigrationState
 from manager.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,17 @@ class EventingStore:
 
     def put_job(self, job: JobRecord) -> None:
         self._inner.put_job(job)
+
+    def get_migration(self, migration_id: str) -> MigrationRecord | None:
+        return self._inner.get_migration(migration_id)
+
+    def list_migrations(
+        self, limit: int, states: frozenset[MigrationState] | None = None
+    ) -> list[MigrationRecord]:
+        return self._inner.list_migrations(limit, states)
+
+    def put_migration(self, migration: MigrationRecord) -> None:
+        self._inner.put_migration(migration)
 
     def close(self) -> None:
         self._inner.close()

@@ -17,6 +17,7 @@ from manager import __version__
 from manager.app.events import EventBus, EventingStore
 from manager.app.ha import HaService
 from manager.app.jobs import JobBook, JobHandle
+from manager.app.migrations import MigrationService
 from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
@@ -28,6 +29,8 @@ from manager.core.model import (
     Event,
     HostRecord,
     JobRecord,
+    MigrationRecord,
+    StorageLocation,
     VmOperation,
     VmRecord,
 )
@@ -82,9 +85,13 @@ class ManagerApp:
         self.refresher = RefreshService(
             store, agents, settings, clock, self.vms.busy_vms, self.vms.vm_versions
         )
+        self.migrations = MigrationService(
+            store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic
+        )
         self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None
+        self._recovery_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -115,6 +122,9 @@ class ManagerApp:
             self.store.put_cluster(cluster)
         for host in hosts:
             self.store.put_host(host)
+        self.migrations.policy = topology.migration
+        # Before the jobs: a running migration's VM must stay out of the first refresh.
+        self.migrations.settle_queued()
         interrupted = self.jobs.fail_interrupted()
         if interrupted:
             log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
@@ -129,12 +139,13 @@ class ManagerApp:
 
     def start_background(self) -> None:
         loop = asyncio.get_running_loop()
+        self._recovery_task = loop.create_task(self.migrations.recover())
         self._loop_task = loop.create_task(self.refresher.run_periodically())
         if self.ha is not None:
             self._ha_task = loop.create_task(self.ha.run())
 
     async def stop(self) -> None:
-        for task in (self._loop_task, self._ha_task):
+        for task in (self._loop_task, self._ha_task, self._recovery_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -264,6 +275,25 @@ class ManagerApp:
 
     def delete_vm(self, name: str) -> JobRecord:
         return self.vms.delete(name)
+
+    def update_vm(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]:
+        return self.vms.update(name, processor_compatibility)
+
+    async def migrate_vm(
+        self, name: str, host: str, quick: bool = False, no_converge: str | None = None
+    ) -> tuple[JobRecord, MigrationRecord]:
+        return await self.migrations.migrate(name, host, quick, no_converge)
+
+    async def migrate_vm_storage(
+        self, name: str, host: str, storage: StorageLocation | None
+    ) -> tuple[JobRecord, MigrationRecord]:
+        return await self.migrations.migrate_storage(name, host, storage)
+
+    def list_migrations(self, limit: int = 0) -> list[MigrationRecord]:
+        return self.migrations.list(limit)
+
+    def get_migration(self, migration_id: str) -> MigrationRecord:
+        return self.migrations.get(migration_id)
 
 
 def raise_unavailable(label: str, failed: list[HostRefresh]) -> None:

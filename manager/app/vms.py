@@ -33,7 +33,7 @@ from manager.core.model import (
     VmOperation,
     VmRecord,
 )
-from manager.core.operations import IN_PROGRESS, check_delete, check_operation
+from manager.core.operations import IN_PROGRESS, check_delete, check_operation, check_update
 from manager.core.placement import PlacementRequest, place
 from manager.core.reconcile import record_observed, set_vm_state, with_configuration
 from manager.core.settings import Settings
@@ -60,13 +60,15 @@ class VmService:
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._busy: set[str] = set()
+        # VMs a migration moves: held apart from `_busy`, which the VM's own jobs clear.
+        self.moving: set[str] = set()
         # Bumped on every write this service makes to a VM's record (deletion included),
         # so a refresh can tell that a record changed while it waited for an inventory.
         self._versions: dict[str, int] = {}
 
     def busy_vms(self) -> set[str]:
-        """VMs a job holds or waits for; refresh leaves their records alone."""
-        return set(self._busy)
+        """VMs a job holds or waits for, or a migration moves; refresh leaves their records alone."""
+        return self._busy | self.moving
 
     def vm_versions(self) -> dict[str, int]:
         """How many times this service wrote each VM's record."""
@@ -208,6 +210,7 @@ class VmService:
             networks=command.networks,
             workload=command.workload,
             created_at=self._clock(),
+            processor_compatibility=command.processor_compatibility,
         )
         vm = with_configuration(vm, host.cluster if host else None)
         self._put(vm)
@@ -301,6 +304,52 @@ class VmService:
                 job.progress(20, f"Asking host {host} to {verb} VM {vm.name}")
                 vm = await self._run_operation(vm, host, address, operation)
                 return f"VM {vm.name} is {vm.state.value} on host {host}"
+        finally:
+            self._busy.discard(vm_id)
+
+    # --- settings ------------------------------------------------------------------
+
+    def update(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]:
+        vm = self._vm(name)
+        check_update(vm, processor_compatibility)
+        self._address(vm)
+        self._busy.add(vm.id)
+        try:
+            job = self._jobs.start(
+                "update_vm",
+                vm.name,
+                f"Changing the settings of VM {vm.name}",
+                lambda handle: self._update_work(handle, vm.id, processor_compatibility),
+            )
+        except BaseException:
+            self._busy.discard(vm.id)
+            raise
+        return job, vm
+
+    async def _update_work(self, job: JobHandle, vm_id: str, processor_compatibility: bool | None) -> str:
+        try:
+            async with self._lock(vm_id):
+                vm = self._store.get_vm(vm_id)
+                if vm is None:
+                    raise NotFoundError("the VM was deleted before its settings could change")
+                check_update(vm, processor_compatibility)
+                if processor_compatibility is None:
+                    return f"VM {vm.name}: nothing to change"
+                host, address = self._address(vm)
+                job.progress(30, f"Asking host {host} to change the settings of VM {vm.name}")
+                try:
+                    reported = await self._agents.update_vm(host, address, vm.id, processor_compatibility)
+                except ManagerError as error:
+                    raise type(error)(
+                        f"host {host} could not change the settings of VM {vm.name}: {error.message}"
+                    ) from None
+                vm = replace(
+                    record_observed(vm, reported.state, reported.reason),
+                    processor_compatibility=reported.processor_compatibility,
+                )
+                self._put(vm)
+                mode = "on" if vm.processor_compatibility else "off"
+                return f"VM {vm.name}: processor compatibility {mode}"
         finally:
             self._busy.discard(vm_id)
 

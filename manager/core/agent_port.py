@@ -6,9 +6,19 @@ coroutines. Errors are ManagerError subclasses carrying the agent's sentence.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
-from manager.core.model import Inventory, ReportedVm, VmOperation, VmRecord
+from manager.core.model import (
+    Inventory,
+    LiveMigrationOrder,
+    MigrationProgress,
+    ReportedVm,
+    StorageLocation,
+    StorageMoveResult,
+    VmOperation,
+    VmRecord,
+)
 
 
 class AgentPort(Protocol):
@@ -29,5 +39,26 @@ class AgentPort(Protocol):
     async def operate_vm(self, host: str, address: str, vm_id: str, operation: VmOperation) -> ReportedVm: ...
 
     async def delete_vm(self, host: str, address: str, vm_id: str) -> None: ...
+
+    async def update_vm(
+        self, host: str, address: str, vm_id: str, processor_compatibility: bool
+    ) -> ReportedVm: ...
+
+    async def check_compatibility(
+        self, host: str, address: str, vm: VmRecord, cpu_vendor: str, cpu_features: tuple[str, ...]
+    ) -> list[str]:
+        """Every reason `host` cannot run `vm` (its storage as it would be there); empty if it can."""
+        ...
+
+    def migrate_vm(
+        self, host: str, address: str, order: LiveMigrationOrder
+    ) -> AsyncIterator[MigrationProgress]:
+        """The source's progress messages; the last one is `completed`. Closing the
+        iterator cancels the call (the agent finishes or rolls back on its own)."""
+        ...
+
+    async def move_vm_storage(
+        self, host: str, address: str, vm_id: str, storage: StorageLocation
+    ) -> StorageMoveResult: ...
 
     async def close(self) -> None: ...

@@ -43,6 +43,7 @@ def _host_from_spec(spec: HostSpec, topology: Topology) -> HostRecord:
         cluster=spec.cluster,
         profile=spec.profile,
         address=spec.address,
+        migration_address=spec.migration_address,
         cpu=spec.cpu,
         memory_mb=spec.memory_mb,
         host_reserve_mb=spec.host_reserve_mb,

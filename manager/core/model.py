@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from manager.core.states import HostState, JobState, VmState
+from manager.core.states import HostState, JobState, MigrationState, VmState
 from manager.core.topology import CpuSpec
 
 GIB = 1024**3
@@ -106,6 +106,8 @@ class HostRecord:
     state_reason: str = "not refreshed yet"
     last_refresh: datetime | None = None
     boot_id: str = ""
+    # Where other agents stream migrations to this host; None means `address`.
+    migration_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,10 @@ class VmRecord:
     restart_target: str | None = None
     # ...and the attempts made so far, per host: ((host, attempts), ...).
     restart_attempts: tuple[tuple[str, int], ...] = ()
+    # Processor compatibility mode: the guest sees only its vendor's baseline features.
+    processor_compatibility: bool = False
+    # The migration that is queued or running for this VM; None when none is.
+    migration_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,12 @@ class ReportedVm:
     workload: Workload = field(default_factory=Workload)
     reason: str = ""
     lease_generation: int = 0
+    processor_compatibility: bool = False
+    # The processor the guest was started with; empty while the VM is stopped.
+    cpu_vendor: str = ""
+    cpu_features: tuple[str, ...] = ()
+    # Set while the VM is leaving or arriving on the host by migration.
+    migration_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,6 +229,7 @@ class CreateVmCommand:
     workload: Workload
     no_start: bool
     restart_priority: RestartPriority = RestartPriority.MEDIUM
+    processor_compatibility: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,3 +241,86 @@ class Event:
     host: str
     vm: str
     detail: str  # a sentence
+
+
+class MigrationKind(Enum):
+    LIVE = "live"  # memory copied while the guest runs; a blackout of milliseconds
+    QUICK = "quick"  # saved to cluster storage, ownership moved, restored on the destination
+    STORAGE = "storage"  # the VM's files move (and the VM with them when the host changes)
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """One move of a VM, persisted so that a restarted manager can settle it."""
+
+    id: str
+    vm_id: str
+    vm_name: str
+    kind: MigrationKind
+    state: MigrationState
+    source: str
+    destination: str
+    created_at: datetime
+    updated_at: datetime
+    # Where the VM's files end up; None keeps them where they are.
+    storage: StorageLocation | None = None
+    job_id: str = ""
+    # The lease generation the destination holds once the VM moved.
+    lease_generation: int = 0
+    # What the VM was doing when the migration began (a quick migration restores a
+    # running or paused VM on the destination, and leaves a saved or stopped one so).
+    vm_state_before: VmState = VmState.RUNNING
+    # "fail" or "quick": what a live migration that cannot converge does.
+    no_converge: str = "quick"
+    # "queued", "preparing", "pre_copy", "blackout", ... while it runs; for a quick
+    # migration the step reached ("saving", "saved", "taken_over", "restored").
+    phase: str = "queued"
+    passes: int = 0
+    bytes_sent: int = 0
+    bytes_remaining: int = 0
+    mb_per_s: float = 0.0
+    duration_ms: int = 0
+    blackout_ms: int = 0
+    error: str = ""
+    fell_back_to_quick: bool = False
+    memory_digest: str = ""
+    resumed_digest: str = ""
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """One message of a live migration stream, as the source agent sends it."""
+
+    phase: str  # "preparing", "disk_copy", "pre_copy", "blackout", "completed"
+    passes: int
+    bytes_sent: int
+    bytes_remaining: int
+    mb_per_s: float
+    duration_ms: int = 0
+    blackout_ms: int = 0
+    memory_digest: str = ""
+    resumed_digest: str = ""
+    vm: ReportedVm | None = None
+
+
+@dataclass(frozen=True)
+class LiveMigrationOrder:
+    """What the manager asks the source agent to do (AgentService.MigrateVm)."""
+
+    vm_id: str
+    migration_id: str
+    destination_host: str
+    destination_address: str
+    lease_generation: int
+    max_passes: int
+    blackout_budget_ms: int
+    bandwidth_mb_per_s: float
+    storage: StorageLocation | None = None
+
+
+@dataclass(frozen=True)
+class StorageMoveResult:
+    vm: ReportedVm
+    bytes_copied: int
+    duration_ms: int
+    blackout_ms: int

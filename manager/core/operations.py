@@ -65,8 +65,17 @@ def _unreachable(vm: VmRecord) -> str | None:
     return None
 
 
+def check_not_migrating(vm: VmRecord) -> None:
+    """A migrating VM belongs to its migration until it ends."""
+    if vm.migration_id:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is migrating (migration {vm.migration_id}): wait until the migration ends"
+        )
+
+
 def check_operation(vm: VmRecord, operation: VmOperation) -> None:
     """Raise FailedPreconditionError when the VM's state does not allow the operation."""
+    check_not_migrating(vm)
     reason = _unreachable(vm)
     if reason is not None:
         raise FailedPreconditionError(reason)
@@ -77,6 +86,7 @@ def check_operation(vm: VmRecord, operation: VmOperation) -> None:
 
 
 def check_delete(vm: VmRecord) -> None:
+    check_not_migrating(vm)
     if vm.state in DELETABLE:
         return
     if vm.state is S.UNKNOWN:
@@ -86,3 +96,13 @@ def check_delete(vm: VmRecord) -> None:
     if vm.state is S.CREATING:
         raise FailedPreconditionError(f"VM {vm.name} is still being created on host {vm.host}")
     raise FailedPreconditionError(f"VM {vm.name} is {vm.state.value}: stop it first")
+
+
+def check_update(vm: VmRecord, processor_compatibility: bool | None) -> None:
+    """Processor compatibility changes only while the VM is off (the guest saw its CPU)."""
+    check_not_migrating(vm)
+    if processor_compatibility is not None and vm.state is not S.STOPPED:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is {vm.state.value}: processor compatibility can be changed only while "
+            "the VM is stopped (shut it down first)"
+        )

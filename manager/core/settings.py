@@ -65,6 +65,16 @@ class Settings:
     broker_reconnect_min: float = 0.2
     broker_reconnect_max: float = 2.0
 
+    # A running migration's record is written at most this often (seconds) while it
+    # streams progress; the job's message follows every message.
+    migration_progress_interval: float = 0.25
+    # After a manager restart, a live migration whose source still works on it is
+    # waited for this long (seconds) in all, asking every `migration_recovery_poll`.
+    migration_recovery_timeout: float = 60.0
+    migration_recovery_poll: float = 0.5
+    # ListMigrations returns this many when the request does not say.
+    migrations_list_default: int = 50
+
     @property
     def heartbeat_window(self) -> float:
         """Seconds without a heartbeat after which a host is suspect."""

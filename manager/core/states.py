@@ -1,4 +1,4 @@
-"""The manager's state machines: host health, VM power state and job state.
+"""The manager's state machines: host health, VM power state, jobs and migrations.
 
 Each set of states is an enum whose members carry a one-line meaning, plus one table
 of legal transitions. Every change goes through the one setter of its machine, which
@@ -154,6 +154,23 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+class MigrationState(Enum):
+    QUEUED = "queued"  # waiting for a live-migration slot on its source or destination
+    RUNNING = "running"  # the VM is on its way
+    COMPLETED = "completed"  # the VM runs (or rests) on the destination
+    FAILED = "failed"  # the VM stayed where it was, or a failover took it; see the error
+
+
+MIGRATION_TRANSITIONS: dict[MigrationState, frozenset[MigrationState]] = {
+    # A slot frees up (running), or the manager restarts / the VM goes first (failed).
+    MigrationState.QUEUED: frozenset({MigrationState.RUNNING, MigrationState.FAILED}),
+    # The destination resumes the VM (completed) or anything before that fails.
+    MigrationState.RUNNING: frozenset({MigrationState.COMPLETED, MigrationState.FAILED}),
+    MigrationState.COMPLETED: frozenset(),
+    MigrationState.FAILED: frozenset(),
+}
+
+
 def _change(kind: str, subject: str, old: Enum, new: Enum, table: dict) -> None:  # type: ignore[type-arg]
     if new is old:
         return
@@ -177,6 +194,12 @@ def change_vm_state(vm: str, old: VmState, new: VmState) -> VmState:
 def change_job_state(job: str, old: JobState, new: JobState) -> JobState:
     """The only way a job's state changes; raises IllegalTransitionError."""
     _change("job", job, old, new, JOB_TRANSITIONS)
+    return new
+
+
+def change_migration_state(migration: str, old: MigrationState, new: MigrationState) -> MigrationState:
+    """The only way a migration's state changes; raises IllegalTransitionError."""
+    _change("migration", migration, old, new, MIGRATION_TRANSITIONS)
     return new
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from manager.core.model import ClusterRecord, HostRecord, JobRecord, VmRecord
-from manager.core.states import JobState
+from manager.core.model import ClusterRecord, HostRecord, JobRecord, MigrationRecord, VmRecord
+from manager.core.states import JobState, MigrationState
 
 
 class Store(Protocol):
@@ -51,5 +51,15 @@ class Store(Protocol):
         ...
 
     def put_job(self, job: JobRecord) -> None: ...
+
+    def get_migration(self, migration_id: str) -> MigrationRecord | None: ...
+
+    def list_migrations(
+        self, limit: int, states: frozenset[MigrationState] | None = None
+    ) -> list[MigrationRecord]:
+        """Newest first; only those in `states` when given."""
+        ...
+
+    def put_migration(self, migration: MigrationRecord) -> None: ...
 
     def close(self) -> None: ...

@@ -24,9 +24,18 @@ Format (YAML)::
         csvs: [{name: Volume1, capacity_gb: 2048}]   # visible to every node
         luns: [{name: lun1, capacity_gb: 200, visible_to: [node1, node2]}]
                                     # visible_to defaults to every node
+    migration:                      # optional; how VMs move between hosts
+      max_live_migrations_per_host: 2   # simultaneous live migrations a host takes part in
+      max_passes: 10                # pre-copy passes at most (Hyper-V 2008 R2's limit)
+      blackout_budget_ms: 30        # pause once the rest fits this long at the measured rate
+      bandwidth_mb_per_s: 0         # cap of the migration network; 0 is no cap
+      no_converge: quick            # quick | fail: a live migration that cannot converge
+      stall_timeout_s: 5            # a migration stream silent this long is given up
     hosts:                          # required, at least one
       - name: node1
         address: 127.0.0.1:50051    # optional: the agent's gRPC address
+        migration_address: 10.0.0.1:50051   # optional: where other agents stream
+                                    # migrations to it; defaults to address
       - name: standalone1           # a host in no cluster's nodes is standalone
         memory_mb: 16384
 
@@ -49,6 +58,7 @@ from manager.core.topology_fields import (
     read_list,
     read_mapping,
     read_name,
+    read_number,
     read_required,
     read_text,
     show_value,
@@ -59,6 +69,7 @@ __all__ = [
     "CpuSpec",
     "DiskSpec",
     "HostSpec",
+    "MigrationSettings",
     "NAME_PATTERN",
     "NetworkSpec",
     "Topology",
@@ -79,7 +90,7 @@ MAX_CORES = 1024
 MAX_MHZ = 100_000
 MAX_VLAN_ID = 4094
 
-_TOP_KEYS = ("version", "host_defaults", "clusters", "hosts")
+_TOP_KEYS = ("version", "host_defaults", "clusters", "hosts", "migration")
 _HOST_KEYS = (
     "name",
     "profile",
@@ -89,8 +100,23 @@ _HOST_KEYS = (
     "disks",
     "networks",
     "address",
+    "migration_address",
 )
-_DEFAULTABLE_HOST_KEYS = tuple(k for k in _HOST_KEYS if k not in ("name", "address"))
+_DEFAULTABLE_HOST_KEYS = tuple(k for k in _HOST_KEYS if k not in ("name", "address", "migration_address"))
+NO_CONVERGE_POLICIES = ("quick", "fail")
+MAX_LIVE_MIGRATIONS = 64
+MAX_PASSES = 1000
+MAX_BLACKOUT_BUDGET_MS = 60_000
+MAX_BANDWIDTH_MB_PER_S = 1_000_000.0
+MAX_STALL_TIMEOUT_S = 3600.0
+_MIGRATION_KEYS = (
+    "max_live_migrations_per_host",
+    "max_passes",
+    "blackout_budget_ms",
+    "bandwidth_mb_per_s",
+    "no_converge",
+    "stall_timeout_s",
+)
 _CPU_KEYS = ("vendor", "model", "features", "cores", "mhz")
 _DISK_KEYS = ("name", "capacity_gb")
 _NETWORK_KEYS = ("name", "bound_to", "vlan_id")
@@ -140,6 +166,9 @@ class HostSpec:
     disks: tuple[DiskSpec, ...]
     networks: tuple[NetworkSpec, ...]
     address: str | None
+    # Where other agents reach this one's migration stream (a live-migration network of
+    # its own); None means `address`.
+    migration_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,9 +181,29 @@ class ClusterSpec:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """How VMs move between hosts; the topology's `migration:` section."""
+
+    # Live migrations a host takes part in at once (as source or destination); more queue.
+    max_live_migrations_per_host: int = 2
+    # Pre-copy passes at most (Hyper-V 2008 R2: 10).
+    max_passes: int = 10
+    # The guest is paused once what is left to send fits this many milliseconds.
+    blackout_budget_ms: int = 30
+    # Cap of the transfer rate in MB/s, as a slower migration network; 0 is no cap.
+    bandwidth_mb_per_s: float = 0.0
+    # A live migration that cannot converge: "quick" falls back to a quick migration,
+    # "fail" gives up and leaves the VM running on its source.
+    no_converge: str = "quick"
+    # A migration stream silent this many seconds (its source lost power) is given up.
+    stall_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Topology:
     clusters: tuple[ClusterSpec, ...]
     hosts: tuple[HostSpec, ...]
+    migration: MigrationSettings = MigrationSettings()
 
     def host(self, name: str) -> HostSpec:
         for host in self.hosts:
@@ -178,6 +227,16 @@ class Topology:
 
     def with_addresses(self, addresses: dict[str, str]) -> Topology:
         hosts = tuple(replace(h, address=addresses[h.name]) if h.name in addresses else h for h in self.hosts)
+        return replace(self, hosts=hosts)
+
+    def with_migration_addresses(self, addresses: dict[str, str]) -> Topology:
+        """Hosts that set no migration address of their own get the one given here."""
+        hosts = tuple(
+            replace(h, migration_address=addresses[h.name])
+            if h.name in addresses and h.migration_address is None
+            else h
+            for h in self.hosts
+        )
         return replace(self, hosts=hosts)
 
 
@@ -236,7 +295,48 @@ def parse_topology(data: object) -> Topology:
             clusters.append(cluster)
 
     hosts = [replace(h, cluster=owner.get(h.name)) for h in hosts]
-    return Topology(clusters=tuple(clusters), hosts=tuple(hosts))
+    migration = MigrationSettings()
+    if top.get("migration") is not None:
+        migration = _parse_migration(top["migration"], "migration")
+    return Topology(clusters=tuple(clusters), hosts=tuple(hosts), migration=migration)
+
+
+def _parse_migration(raw: object, field: str) -> MigrationSettings:
+    entry = read_mapping(raw, field, _MIGRATION_KEYS)
+    default = MigrationSettings()
+    return MigrationSettings(
+        max_live_migrations_per_host=read_int(
+            entry.get("max_live_migrations_per_host", default.max_live_migrations_per_host),
+            f"{field}.max_live_migrations_per_host",
+            1,
+            MAX_LIVE_MIGRATIONS,
+        ),
+        max_passes=read_int(
+            entry.get("max_passes", default.max_passes), f"{field}.max_passes", 1, MAX_PASSES
+        ),
+        blackout_budget_ms=read_int(
+            entry.get("blackout_budget_ms", default.blackout_budget_ms),
+            f"{field}.blackout_budget_ms",
+            1,
+            MAX_BLACKOUT_BUDGET_MS,
+        ),
+        bandwidth_mb_per_s=read_number(
+            entry.get("bandwidth_mb_per_s", default.bandwidth_mb_per_s),
+            f"{field}.bandwidth_mb_per_s",
+            0.0,
+            MAX_BANDWIDTH_MB_PER_S,
+        ),
+        no_converge=read_choice(
+            entry.get("no_converge", default.no_converge), f"{field}.no_converge", NO_CONVERGE_POLICIES
+        ),
+        stall_timeout_s=read_number(
+            entry.get("stall_timeout_s", default.stall_timeout_s),
+            f"{field}.stall_timeout_s",
+            0.0,
+            MAX_STALL_TIMEOUT_S,
+            exclusive_minimum=True,
+        ),
+    )
 
 
 def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
@@ -270,6 +370,9 @@ def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
     address = entry.get("address")
     if address is not None:
         address = _parse_address(address, f"{field}.address")
+    migration_address = entry.get("migration_address")
+    if migration_address is not None:
+        migration_address = _parse_address(migration_address, f"{field}.migration_address")
     return HostSpec(
         name=name,
         profile=profile,
@@ -280,6 +383,7 @@ def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
         disks=disks,
         networks=networks,
         address=address,
+        migration_address=migration_address,
     )
 
 
@@ -442,5 +546,16 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
         }
         if h.address is not None:
             host["address"] = h.address
+        if h.migration_address is not None:
+            host["migration_address"] = h.migration_address
         hosts.append(host)
-    return {"version": 1, "clusters": clusters, "hosts": hosts}
+    m = topology.migration
+    migration = {
+        "max_live_migrations_per_host": m.max_live_migrations_per_host,
+        "max_passes": m.max_passes,
+        "blackout_budget_ms": m.blackout_budget_ms,
+        "bandwidth_mb_per_s": m.bandwidth_mb_per_s,
+        "no_converge": m.no_converge,
+        "stall_timeout_s": m.stall_timeout_s,
+    }
+    return {"version": 1, "clusters": clusters, "migration": migration, "hosts": hosts}

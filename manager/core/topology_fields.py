@@ -51,6 +51,21 @@ def read_int(value: object, field: str, minimum: int = 1, maximum: int | None = 
     return value
 
 
+def read_number(
+    value: object, field: str, minimum: float, maximum: float, exclusive_minimum: bool = False
+) -> float:
+    """A finite number (integer or not) within bounds."""
+    too_small = isinstance(value, (int, float)) and (
+        value <= minimum if exclusive_minimum else value < minimum
+    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or too_small:
+        kind = f"a number > {minimum:g}" if exclusive_minimum else f"a number >= {minimum:g}"
+        raise TopologyError(field, f"must be {kind}, got {show_value(value)}")
+    if value > maximum:
+        raise TopologyError(field, f"must be at most {maximum:g}, got {value}")
+    return float(value)
+
+
 def read_text(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise TopologyError(field, f"must be a non-empty string, got {show_value(value)}")

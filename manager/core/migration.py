@@ -1,0 +1,218 @@
+"""Migration decisions: which kind of move, whether it may start, how it ended.
+
+Purely computational, no side effects: the migration service asks these functions
+and performs the agent calls. Keeping the decisions here makes the slot queue, the
+checks before a move and the settling of a migration a manager restart interrupted
+testable without a single agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from manager.core.model import (
+    HostRecord,
+    MigrationKind,
+    MigrationProgress,
+    ReportedVm,
+    StorageKind,
+    StorageLocation,
+    VmRecord,
+)
+from manager.core.placement import HostCapacity
+from manager.core.states import HostState, VmState
+
+MB = 1_000_000
+# Profiles whose clusters move running VMs live (Hyper-V 2008 R2, vMotion on ESX);
+# Hyper-V 2008 clusters have quick migration only.
+LIVE_PROFILES = frozenset({"hyperv-2008r2", "esx"})
+# How an agent says a live migration could not converge (the dirty rate reached the
+# bandwidth): the no-converge policy decides what follows.
+NO_CONVERGE_PREFIX = "did not converge"
+NO_CONVERGE_POLICIES = ("quick", "fail")
+# States in which a VM can be moved at all: it is somewhere definite.
+MOVABLE_STATES = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.SAVED, VmState.STOPPED})
+# Quick migration steps, persisted as the migration's phase before each is acted on.
+STEP_SAVING = "saving"
+STEP_SAVED = "saved"
+STEP_TAKING_OVER = "taking_over"
+STEP_TAKEN_OVER = "taken_over"
+STEP_RESTORED = "restored"
+
+
+def choose_kind(profile: str, vm_state: VmState, quick: bool) -> MigrationKind:
+    """Live where the profile offers it and the guest runs; quick otherwise."""
+    if profile in LIVE_PROFILES and vm_state is VmState.RUNNING and not quick:
+        return MigrationKind.LIVE
+    return MigrationKind.QUICK
+
+
+def check_vm_movable(vm: VmRecord) -> str:
+    """The VM's host, or FailedPreconditionError saying why the VM cannot move now."""
+    if vm.migration_id:
+        raise FailedPreconditionError(f"VM {vm.name} is already migrating (migration {vm.migration_id})")
+    if vm.failover_from is not None:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is being restarted away from failed host {vm.failover_from}"
+        )
+    if vm.host is None:
+        raise FailedPreconditionError(f"VM {vm.name} has no host")
+    if vm.state not in MOVABLE_STATES:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is {vm.state.value}: only a running, paused, saved or stopped VM can move"
+        )
+    return vm.host
+
+
+def check_destination(
+    vm: VmRecord, source: HostRecord | None, destination: HostRecord | None, name: str
+) -> None:
+    """Refuse a destination that does not exist, is not ok, or is the source itself."""
+    if not name:
+        raise InvalidArgumentError("host: must name the destination host")
+    if destination is None:
+        raise NotFoundError(f"host {name} does not exist")
+    if source is None:
+        raise FailedPreconditionError(f"VM {vm.name} is on host {vm.host}, which no longer exists")
+    if destination.name == source.name:
+        raise FailedPreconditionError(f"VM {vm.name} already is on host {name}")
+    check_host_ok(vm, source, "source")
+    check_host_ok(vm, destination, "destination")
+
+
+def check_host_ok(vm: VmRecord, host: HostRecord, role: str) -> None:
+    if host.state is not HostState.OK or not host.address:
+        why = f" ({host.state_reason})" if host.state_reason else ""
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move: {role} host {host.name} is {host.state.value}{why}"
+        )
+
+
+def check_same_cluster(vm: VmRecord, source: HostRecord, destination: HostRecord) -> None:
+    """Live and quick migration move a VM between nodes of one cluster."""
+    if source.cluster is None or destination.cluster is None:
+        standalone = source.name if source.cluster is None else destination.name
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move from {source.name} to {destination.name}: {standalone} is a "
+            f"standalone host, and only nodes of one cluster share the VM's storage "
+            f"(use `havm vm migrate-storage {vm.name} --to {destination.name}` to copy its files)"
+        )
+    if source.cluster != destination.cluster:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move from {source.name} (cluster {source.cluster}) to "
+            f"{destination.name} (cluster {destination.cluster}): both must be nodes of one cluster"
+        )
+
+
+def choose_storage(capacity: HostCapacity, vm: VmRecord) -> StorageLocation | None:
+    """Where the files go on another host when the request does not say: as placement
+    chooses, a CSV volume for a highly available VM on a cluster node, else the local
+    disk with most room; None when nothing there has room for the disk."""
+    kind = StorageKind.CSV if vm.highly_available and capacity.cluster is not None else StorageKind.LOCAL_DISK
+    rooms = [s for s in capacity.storage if s.kind is kind and s.free_gb >= vm.disk_gb]
+    if not rooms:
+        return None
+    best = max(rooms, key=lambda s: (s.free_gb, s.name))
+    return StorageLocation(kind, best.name)
+
+
+def refusal(vm: VmRecord, destination: str, reasons: Sequence[str]) -> FailedPreconditionError:
+    return FailedPreconditionError(f"VM {vm.name} cannot move to {destination}: {'; '.join(reasons)}")
+
+
+def is_no_converge(error: str) -> bool:
+    return error.startswith(NO_CONVERGE_PREFIX)
+
+
+# --- the live-migration slots --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    migration_id: str
+    source: str
+    destination: str
+
+
+def admit(waiting: Sequence[SlotRequest], running: Sequence[SlotRequest], limit: int) -> list[str]:
+    """Which waiting migrations may start now, first come first served.
+
+    A host takes part in at most `limit` live migrations at once, as source or as
+    destination. A migration that must wait keeps its hosts for itself: a later one
+    sharing a host does not overtake it, while one on other hosts does.
+    """
+    load: dict[str, int] = {}
+    for slot in running:
+        for host in (slot.source, slot.destination):
+            load[host] = load.get(host, 0) + 1
+    blocked: set[str] = set()
+    admitted: list[str] = []
+    for slot in waiting:
+        hosts = (slot.source, slot.destination)
+        if any(h in blocked or load.get(h, 0) >= limit for h in hosts):
+            blocked.update(hosts)
+            continue
+        for host in hosts:
+            load[host] = load.get(host, 0) + 1
+        admitted.append(slot.migration_id)
+    return admitted
+
+
+# --- progress ------------------------------------------------------------------------
+
+
+def progress_message(progress: MigrationProgress) -> str:
+    """`pass 3: 412 MB/s, 12.0 MB remaining`, or the phase when no pass runs."""
+    if progress.phase in ("pre_copy", "disk_copy") and progress.passes > 0:
+        what = "disk copy" if progress.phase == "disk_copy" else f"pass {progress.passes}"
+        return f"{what}: {progress.mb_per_s:.0f} MB/s, {progress.bytes_remaining / MB:.1f} MB remaining"
+    if progress.phase == "blackout":
+        return f"blackout after {progress.passes} pass(es): last pages and device state"
+    return progress.phase.replace("_", " ")
+
+
+def progress_percent(progress: MigrationProgress, memory_bytes: int) -> int:
+    """Job progress: the first pass fills most of the bar, later passes what is left."""
+    if progress.phase == "completed":
+        return 99
+    if progress.phase == "blackout":
+        return 95
+    if progress.phase == "preparing" or memory_bytes <= 0:
+        return 5
+    left = min(1.0, progress.bytes_remaining / memory_bytes)
+    return max(5, min(94, int(10 + 84 * (1.0 - left))))
+
+
+# --- settling a migration after the fact ---------------------------------------------
+
+
+class Outcome(Enum):
+    MOVED = "moved"  # the destination holds the VM with the new lease
+    STAYED = "stayed"  # the source still holds the VM
+    UNKNOWN = "unknown"  # neither says so: failover and refresh settle it
+
+
+def holds_new_lease(report: ReportedVm | None, generation: int) -> bool:
+    """Whether a host's copy is the one that owns the VM after the move."""
+    return report is not None and report.lease_generation >= generation > 0 and report.state in MOVABLE_STATES
+
+
+def settle(source: ReportedVm | None, destination: ReportedVm | None, generation: int) -> Outcome:
+    """Where the VM is after a migration ended without a verdict (an error, a restart).
+
+    The destination's copy counts only once it holds the newer lease: a skeleton that
+    was never committed holds none, and the source's copy is fenced the moment it does.
+    """
+    if holds_new_lease(destination, generation):
+        return Outcome.MOVED
+    if source is not None and source.state in MOVABLE_STATES:
+        return Outcome.STAYED
+    return Outcome.UNKNOWN
+
+
+def still_moving(source: ReportedVm | None, migration_id: str) -> bool:
+    """The source agent still works on this migration (it runs to its end on its own)."""
+    return source is not None and source.migration_id == migration_id
