@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 
 from havm.cli import render
 from havm.cli.client import ManagerClient
-from havm.cli.errors import CliError, ManagerTimeout, ManagerUnreachable, MigrationFailed
+from havm.cli.errors import CliError, HostUnavailable, ManagerTimeout, ManagerUnreachable, MigrationFailed
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, client
 from havm.v1 import common_pb2, manager_pb2
 
@@ -221,6 +221,9 @@ class _BarUpdater:
             self.line, completed=percent, description=_title(migration), figures=progress_figures(migration)
         )
 
+    def manager_silent(self) -> None:
+        self.bar.update(self.line, figures="the manager does not answer; waiting for it to come back")
+
 
 def _poll(
     manager: ManagerClient, migration: manager_pb2.Migration, on_update: _BarUpdater | None
@@ -231,9 +234,13 @@ def _poll(
         time.sleep(settings.migration_poll_interval_s)
         try:
             migration = manager.get_migration(migration.id)
-        except (ManagerUnreachable, ManagerTimeout):
+        # A manager that is coming back may accept the reachability probe right after a
+        # refused call, which reads as UNAVAILABLE from a reachable manager: wait for it too.
+        except (ManagerUnreachable, ManagerTimeout, HostUnavailable):
             if time.monotonic() - last_answer > settings.manager_restart_grace_s:
                 raise
+            if on_update is not None:
+                on_update.manager_silent()
             continue
         last_answer = time.monotonic()
         if on_update is not None:

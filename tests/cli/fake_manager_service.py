@@ -579,8 +579,14 @@ class FakeManager(manager_pb2_grpc.ManagerServiceServicer):
 
 def start_fake_manager() -> tuple[grpc.Server, FakeManager, int]:
     fake = FakeManager()
+    server, port = serve(fake)
+    return server, fake, port
+
+
+def serve(fake: FakeManager, port: int = 0) -> tuple[grpc.Server, int]:
+    """Serve `fake` on a free port, or on `port` again (a manager that restarted)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     manager_pb2_grpc.add_ManagerServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
-    return server, fake, port
+    return server, port

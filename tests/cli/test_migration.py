@@ -6,13 +6,15 @@ the command sends, how it follows the record to its end and what it prints, not 
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
 import sys
+import time
 
 import pytest
-from fake_manager_service import canned_migration_hosts
+from fake_manager_service import canned_migration_hosts, serve, start_fake_manager
 from havm_runner import run_many
 
 from havm.cli import render
@@ -327,3 +329,38 @@ def test_quick_migration_figures_show_no_zero_copy_figures():
         "VM db1 quick-migrated node1 \N{RIGHTWARDS ARROW} node2",
         "quick migration mig-7: duration 3.21 s, blackout 3,150 ms",
     ]
+
+
+def test_following_survives_a_manager_restart(tmp_path):
+    """The manager finds its migrations again after a restart; the command waits for it."""
+    server, fake, port = start_fake_manager()
+    for host in canned_migration_hosts():
+        fake.hosts[host.name] = host
+    command = [sys.executable, "-m", "havm.cli.main", "--manager", f"127.0.0.1:{port}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAVM_")}
+    process = subprocess.Popen(
+        [*command, "vm", "migrate", "web1", "--to", "node3", "-o", "json"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not fake.migrations:
+            assert time.monotonic() < deadline and process.poll() is None, "the migration never started"
+            time.sleep(0.02)
+        server.stop(grace=None)
+        time.sleep(1.5)  # several polls find no manager
+        server, _ = serve(fake, port)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        server.stop(grace=None)
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout)["state"] == "completed"
+    assert stderr == ""
