@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from node_agent.core.config import HostConfig
+from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import StorageFault
 from node_agent.core.journal import RECORD_SIZE, JournalPosition, record_offset, scan_journal
 from node_agent.core.lease import Lease
@@ -50,6 +51,8 @@ class RegistryEntry:
     reason: str = ""
     # The lease generation this host's copy holds; None in entries written before leases.
     lease_generation: int | None = None
+    # The processor the guest sees while running, paused or saved.
+    cpu: GuestCpu | None = None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -71,6 +74,7 @@ def spec_to_json(spec: VmSpec) -> dict[str, Any]:
         "storage": {"kind": spec.storage.kind.value, "name": spec.storage.name},
         "networks": list(spec.networks),
         "highly_available": spec.highly_available,
+        "processor_compatibility": spec.processor_compatibility,
         "workload": None
         if spec.workload is None
         else {
@@ -91,6 +95,8 @@ def spec_from_json(raw: dict[str, Any]) -> VmSpec:
         storage=StorageRef(StorageKind(raw["storage"]["kind"]), raw["storage"]["name"]),
         networks=tuple(raw.get("networks", ())),
         highly_available=bool(raw.get("highly_available", False)),
+        # Absent in files written before the setting existed: off.
+        processor_compatibility=bool(raw.get("processor_compatibility", False)),
         workload=None
         if workload is None
         else Workload(
@@ -220,6 +226,9 @@ class HostFiles:
             "state_since": entry.state_since,
             "reason": entry.reason,
             "lease_generation": entry.lease_generation,
+            "cpu": None
+            if entry.cpu is None
+            else {"vendor": entry.cpu.vendor, "features": list(entry.cpu.features)},
         }
         write_atomically(self.registry_dir / f"{entry.vm_id}.json", json.dumps(doc).encode())
 
@@ -242,6 +251,7 @@ class HostFiles:
                         state_since=float(raw.get("state_since", 0.0)),
                         reason=str(raw.get("reason", "")),
                         lease_generation=_optional_int(raw.get("lease_generation")),
+                        cpu=_optional_cpu(raw.get("cpu")),
                     )
                 )
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -255,6 +265,14 @@ def _optional_int(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected an integer, got {value!r}")
     return value
+
+
+def _optional_cpu(value: object) -> GuestCpu | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a processor, got {value!r}")
+    return GuestCpu(str(value["vendor"]), tuple(str(f) for f in value["features"]))
 
 
 def read_lease_file(path: Path) -> Lease | None:
@@ -317,6 +335,40 @@ class JournalFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class DiskFile:
+    """Raw access to a virtual disk, for copying it while or after its guest writes."""
+
+    def __init__(self, path: Path, create_bytes: int | None = None) -> None:
+        self.path = path
+        flags = os.O_RDWR | (os.O_CREAT if create_bytes is not None else 0)
+        self._fd = os.open(path, flags, 0o644)
+        if create_bytes is not None and os.fstat(self._fd).st_size != create_bytes:
+            os.ftruncate(self._fd, create_bytes)
+        self.size = os.fstat(self._fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def journal_region_end(position: JournalPosition) -> int:
+    """The bytes of a disk that hold its journal up to `position` (slot 0 included)."""
+    return (position.last_seq + 1) * RECORD_SIZE
 
 
 def scan_disk_journal(disk: Path) -> JournalPosition:

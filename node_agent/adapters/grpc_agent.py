@@ -8,22 +8,43 @@ status code and a human sentence, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
-from node_agent.core.config import Profile
+from node_agent.core.config import MAX_CHUNK_PAGES, Profile
+from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError, InvalidArgument
+from node_agent.core.guest import PAGE_SIZE, GuestDevices, page_array
+from node_agent.core.journal import JournalPosition
+from node_agent.core.migration import (
+    Commit,
+    DeviceState,
+    DiskChunk,
+    MigrationPhase,
+    MigrationProgress,
+    MigrationRequest,
+    Offer,
+    PagesChunk,
+    PeerReply,
+    Reply,
+    SourceMessage,
+)
 from node_agent.core.power import Operation, PowerState
 from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
 from node_agent.core.vm import StorageKind, StorageRef, VmSpec, Workload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The largest message either end of a migration stream accepts: a chunk of the most
+# pages a host may be configured to send, with room for the page list.
+MAX_MESSAGE_BYTES = 2 * MAX_CHUNK_PAGES * PAGE_SIZE
 
 _STATES = {
     PowerState.STOPPED: common_pb2.VM_STATE_STOPPED,
@@ -33,7 +54,22 @@ _STATES = {
     PowerState.SAVING: common_pb2.VM_STATE_SAVING,
     PowerState.SAVED: common_pb2.VM_STATE_SAVED,
     PowerState.FAILED: common_pb2.VM_STATE_FAILED,
+    PowerState.MIGRATING: common_pb2.VM_STATE_MIGRATING,
 }
+_STATES_FROM_PB = {v: k for k, v in _STATES.items()}
+_PHASES = {
+    MigrationPhase.PREPARING: agent_pb2.MIGRATION_PHASE_PREPARING,
+    MigrationPhase.DISK_COPY: agent_pb2.MIGRATION_PHASE_DISK_COPY,
+    MigrationPhase.PRE_COPY: agent_pb2.MIGRATION_PHASE_PRE_COPY,
+    MigrationPhase.BLACKOUT: agent_pb2.MIGRATION_PHASE_BLACKOUT,
+    MigrationPhase.COMPLETED: agent_pb2.MIGRATION_PHASE_COMPLETED,
+}
+_REPLIES = {
+    Reply.ACCEPTED: agent_pb2.MIGRATION_REPLY_ACCEPTED,
+    Reply.READY: agent_pb2.MIGRATION_REPLY_READY,
+    Reply.RESUMED: agent_pb2.MIGRATION_REPLY_RESUMED,
+}
+_REPLIES_FROM_PB = {v: k for k, v in _REPLIES.items()}
 _STORAGE_TO_PB = {
     StorageKind.LOCAL_DISK: common_pb2.STORAGE_KIND_LOCAL_DISK,
     StorageKind.CSV: common_pb2.STORAGE_KIND_CSV,
@@ -67,6 +103,28 @@ class HostBackend(Protocol):
     async def operate(self, vm_id: str, operation: Operation) -> VmView: ...
     async def delete_vm(self, vm_id: str) -> None: ...
     async def guest_status(self, vm_id: str) -> GuestView: ...
+    async def update_vm(self, vm_id: str, processor_compatibility: bool | None) -> VmView: ...
+    def compatibility(self, spec: VmSpec, cpu: GuestCpu | None) -> list[str]: ...
+    def migrate_vm(self, request: MigrationRequest) -> AsyncIterator[MigrationProgress]: ...
+    def receive_migration(self) -> MigrationSession: ...
+    async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveView: ...
+
+
+class MigrationSession(Protocol):
+    """The destination side of one migration stream, as the host runs it."""
+
+    async def deliver(self, message: SourceMessage) -> None: ...
+    def source_closed(self, problem: AgentError | None = None) -> None: ...
+    def replies(self) -> AsyncIterator[PeerReply]: ...
+    @property
+    def error(self) -> AgentError | None: ...
+
+
+class StorageMoveView(Protocol):
+    vm: VmView
+    bytes_copied: int
+    duration_ms: int
+    blackout_ms: int
 
 
 def _timestamp(unix_s: float) -> Timestamp:
@@ -101,6 +159,7 @@ def spec_from_pb(pb: common_pb2.VmSpec) -> VmSpec:
         networks=tuple(pb.networks),
         highly_available=pb.highly_available,
         workload=workload,
+        processor_compatibility=pb.processor_compatibility,
     )
 
 
@@ -114,6 +173,7 @@ def spec_to_pb(spec: VmSpec) -> common_pb2.VmSpec:
         storage=common_pb2.StorageLocation(kind=_STORAGE_TO_PB[spec.storage.kind], name=spec.storage.name),
         networks=list(spec.networks),
         highly_available=spec.highly_available,
+        processor_compatibility=spec.processor_compatibility,
     )
     if spec.workload is not None:
         pb.workload.CopyFrom(
@@ -132,7 +192,156 @@ def vm_to_pb(vm: VmView) -> common_pb2.VmRuntime:
         reason=vm.reason,
         state_since=_timestamp(vm.state_since),
         lease_generation=vm.lease_generation,
+        cpu_vendor=vm.cpu.vendor if vm.cpu is not None else "",
+        cpu_features=list(vm.cpu.features) if vm.cpu is not None else [],
+        migration_id=vm.migration_id,
     )
+
+
+def vm_from_pb(pb: common_pb2.VmRuntime) -> VmView:
+    return VmView(
+        spec=spec_from_pb(pb.spec),
+        state=_STATES_FROM_PB.get(pb.state, PowerState.FAILED),
+        reason=pb.reason,
+        state_since=pb.state_since.ToNanoseconds() / 1e9,
+        lease_generation=pb.lease_generation,
+        cpu=_cpu_from_pb(pb.cpu_vendor, pb.cpu_features),
+        migration_id=pb.migration_id,
+    )
+
+
+def _cpu_from_pb(vendor: str, features: object) -> GuestCpu | None:
+    return GuestCpu(vendor, tuple(features)) if vendor else None  # type: ignore[call-overload]
+
+
+def storage_from_pb(pb: common_pb2.StorageLocation, field: str) -> StorageRef:
+    kind = _STORAGE_FROM_PB.get(pb.kind)
+    if kind is None:
+        raise InvalidArgument(f"{field}.kind: must be LOCAL_DISK, CSV or LUN")
+    if not pb.name:
+        raise InvalidArgument(f"{field}.name: must name a local disk, CSV volume or LUN")
+    return StorageRef(kind, pb.name)
+
+
+def migration_request_from_pb(pb: agent_pb2.AgentServiceMigrateVmRequest) -> MigrationRequest:
+    return MigrationRequest(
+        vm_id=pb.vm_id,
+        migration_id=pb.migration_id,
+        destination_host=pb.destination_host,
+        destination_address=pb.destination_address,
+        lease_generation=pb.lease_generation,
+        max_passes=pb.max_passes,
+        blackout_budget_ms=pb.blackout_budget_ms,
+        bandwidth_mb_per_s=pb.bandwidth_mb_per_s,
+        storage=storage_from_pb(pb.storage, "storage") if pb.HasField("storage") else None,
+    )
+
+
+def progress_to_pb(progress: MigrationProgress) -> agent_pb2.AgentServiceMigrateVmResponse:
+    pb = agent_pb2.AgentServiceMigrateVmResponse(
+        phase=_PHASES[progress.phase],
+        bytes_sent=progress.bytes_sent,
+        bytes_remaining=progress.bytes_remaining,
+        mb_per_s=progress.mb_per_s,
+        duration_ms=progress.duration_ms,
+        blackout_ms=progress.blackout_ms,
+        memory_digest=progress.memory_digest,
+        resumed_digest=progress.resumed_digest,
+    )
+    # `pass` is a Python keyword: the field is set by name.
+    setattr(pb, "pass", progress.pass_number)
+    if progress.vm is not None:
+        pb.vm.CopyFrom(vm_to_pb(progress.vm))
+    return pb
+
+
+def source_message_to_pb(message: SourceMessage) -> agent_pb2.AgentServiceReceiveMigrationRequest:
+    Request = agent_pb2.AgentServiceReceiveMigrationRequest
+    if isinstance(message, PagesChunk):
+        return Request(
+            pages=agent_pb2.MemoryPages(pages=message.pages, data=message.data, crc32=message.crc32)
+        )
+    if isinstance(message, DiskChunk):
+        return Request(
+            disk=agent_pb2.DiskExtent(offset=message.offset, data=message.data, crc32=message.crc32)
+        )
+    if isinstance(message, Offer):
+        cpu = message.cpu
+        return Request(
+            offer=agent_pb2.MigrationOffer(
+                migration_id=message.migration_id,
+                source_host=message.source_host,
+                spec=spec_to_pb(message.spec),
+                lease_generation=message.lease_generation,
+                cpu_vendor=cpu.vendor if cpu is not None else "",
+                cpu_features=list(cpu.features) if cpu is not None else [],
+                copy_disk=message.copy_disk,
+                memory_pages=message.memory_pages,
+            )
+        )
+    if isinstance(message, DeviceState):
+        devices = message.devices
+        return Request(
+            device_state=agent_pb2.DeviceState(
+                journal_last_seq=devices.journal.last_seq,
+                journal_writes=devices.journal.writes,
+                page_chooser_counter=devices.chooser_counter,
+                dirty_carry=devices.dirty_carry,
+                journal_carry=devices.journal_carry,
+                memory_digest=message.memory_digest,
+            )
+        )
+    return Request(commit=agent_pb2.MigrationCommit())
+
+
+def source_message_from_pb(pb: agent_pb2.AgentServiceReceiveMigrationRequest) -> SourceMessage:
+    which = pb.WhichOneof("message")
+    if which == "pages":
+        return PagesChunk(page_array(pb.pages.pages), pb.pages.data, pb.pages.crc32)
+    if which == "disk":
+        return DiskChunk(pb.disk.offset, pb.disk.data, pb.disk.crc32)
+    if which == "offer":
+        offer = pb.offer
+        if not offer.HasField("spec"):
+            raise InvalidArgument("offer.spec: is required")
+        return Offer(
+            migration_id=offer.migration_id,
+            source_host=offer.source_host,
+            spec=spec_from_pb(offer.spec),
+            lease_generation=offer.lease_generation,
+            cpu=_cpu_from_pb(offer.cpu_vendor, offer.cpu_features),
+            copy_disk=offer.copy_disk,
+            memory_pages=offer.memory_pages,
+        )
+    if which == "device_state":
+        state = pb.device_state
+        devices = GuestDevices(
+            JournalPosition(state.journal_last_seq, state.journal_writes),
+            state.page_chooser_counter,
+            state.dirty_carry,
+            state.journal_carry,
+        )
+        return DeviceState(devices, state.memory_digest)
+    if which == "commit":
+        return Commit()
+    raise InvalidArgument("message: one of offer, pages, disk, device_state or commit is required")
+
+
+def reply_to_pb(reply: PeerReply) -> agent_pb2.AgentServiceReceiveMigrationResponse:
+    pb = agent_pb2.AgentServiceReceiveMigrationResponse(
+        reply=_REPLIES[reply.reply], memory_digest=reply.memory_digest
+    )
+    if reply.vm is not None:
+        pb.vm.CopyFrom(vm_to_pb(reply.vm))
+    return pb
+
+
+def reply_from_pb(pb: agent_pb2.AgentServiceReceiveMigrationResponse) -> PeerReply:
+    reply = _REPLIES_FROM_PB.get(pb.reply)
+    if reply is None:
+        raise InvalidArgument(f"reply: unknown migration reply {pb.reply}")
+    vm = vm_from_pb(pb.vm) if pb.HasField("vm") else None
+    return PeerReply(reply, vm, pb.memory_digest)
 
 
 def _volume_to_pb(usage: StorageUsage) -> common_pb2.SharedVolume:
@@ -266,3 +475,84 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             return guest_to_pb(await self._host.guest_status(request.vm_id))
 
         return await self._call(context, work)
+
+    async def UpdateVm(
+        self, request: agent_pb2.AgentServiceUpdateVmRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceUpdateVmResponse:
+        async def work() -> agent_pb2.AgentServiceUpdateVmResponse:
+            compat = request.processor_compatibility if request.HasField("processor_compatibility") else None
+            vm = await self._host.update_vm(request.vm_id, compat)
+            return agent_pb2.AgentServiceUpdateVmResponse(vm=vm_to_pb(vm))
+
+        return await self._call(context, work)
+
+    async def CheckCompatibility(
+        self, request: agent_pb2.AgentServiceCheckCompatibilityRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceCheckCompatibilityResponse:
+        async def work() -> agent_pb2.AgentServiceCheckCompatibilityResponse:
+            if not request.HasField("spec"):
+                raise InvalidArgument("spec: is required")
+            cpu = _cpu_from_pb(request.cpu_vendor, request.cpu_features)
+            reasons = self._host.compatibility(spec_from_pb(request.spec), cpu)
+            return agent_pb2.AgentServiceCheckCompatibilityResponse(compatible=not reasons, reasons=reasons)
+
+        return await self._call(context, work)
+
+    async def MoveVmStorage(
+        self, request: agent_pb2.AgentServiceMoveVmStorageRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceMoveVmStorageResponse:
+        async def work() -> agent_pb2.AgentServiceMoveVmStorageResponse:
+            if not request.HasField("storage"):
+                raise InvalidArgument("storage: is required")
+            result = await self._host.move_vm_storage(
+                request.vm_id, storage_from_pb(request.storage, "storage")
+            )
+            return agent_pb2.AgentServiceMoveVmStorageResponse(
+                vm=vm_to_pb(result.vm),
+                bytes_copied=result.bytes_copied,
+                duration_ms=result.duration_ms,
+                blackout_ms=result.blackout_ms,
+            )
+
+        return await self._call(context, work)
+
+    async def MigrateVm(
+        self, request: agent_pb2.AgentServiceMigrateVmRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.AgentServiceMigrateVmResponse]:
+        self._host.note_management_call()
+        try:
+            async for progress in self._host.migrate_vm(migration_request_from_pb(request)):
+                yield progress_to_pb(progress)
+        except AgentError as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+        except Exception:
+            log.exception("unexpected error in a live migration")
+            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+
+    async def ReceiveMigration(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentServiceReceiveMigrationRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.AgentServiceReceiveMigrationResponse]:
+        session = self._host.receive_migration()
+
+        async def pump() -> None:
+            problem: AgentError | None = None
+            try:
+                async for request in request_iterator:
+                    await session.deliver(source_message_from_pb(request))
+            except AgentError as exc:
+                problem = exc
+            except Exception:  # the stream broke: the session judges what that means
+                pass
+            session.source_closed(problem)
+
+        reader = asyncio.create_task(pump())
+        try:
+            async for reply in session.replies():
+                yield reply_to_pb(reply)
+        finally:
+            reader.cancel()
+            session.source_closed()
+        if session.error is not None:
+            await context.abort(grpc.StatusCode[session.error.code], session.error.message)

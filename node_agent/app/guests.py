@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node_agent.adapters.files import VM_DISK, JournalFile, LeaseWatch
+from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError
 from node_agent.core.guest import GuestModel
 from node_agent.core.journal import JournalPosition, JournalRecord, check_room, encode_record
@@ -50,6 +51,10 @@ class HostedVm:
     # Known while the VM has no running guest; None means "scan the disk".
     idle_journal: JournalPosition | None = None
     saved_digest: str | None = None
+    # The processor the guest sees: set at power on or restore, kept while saved.
+    cpu: GuestCpu | None = None
+    # Set while the VM leaves (source) or arrives (skeleton) by live migration.
+    migration_id: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -61,7 +66,15 @@ class HostedVm:
         return self.vm_dir / VM_DISK
 
     def view(self) -> VmView:
-        return VmView(self.spec, self.state, self.reason, self.state_since, self.lease_generation)
+        return VmView(
+            self.spec,
+            self.state,
+            self.reason,
+            self.state_since,
+            self.lease_generation,
+            self.cpu,
+            self.migration_id,
+        )
 
 
 @dataclass(frozen=True)

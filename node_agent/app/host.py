@@ -10,17 +10,23 @@ to another host is fenced: it is forgotten here, its files left to the new owner
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
 from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_guest, stop_guest
+from node_agent.app.migration_in import IncomingMigration
+from node_agent.app.migration_out import OutgoingMigration
 from node_agent.app.ownership import SAVED_STATE_MISSING, claim_new, load_registered, take_over_files
+from node_agent.app.storage_move import StorageMoveResult, move_storage
+from node_agent.core.compatibility import compatibility_reasons
 from node_agent.core.config import HostConfig
+from node_agent.core.cpu import GuestCpu, cpu_reasons, guest_cpu
 from node_agent.core.errors import (
     AgentError,
     AlreadyExists,
@@ -29,12 +35,19 @@ from node_agent.core.errors import (
     NotFound,
     StorageFault,
 )
-from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
+from node_agent.core.guest import (
+    GuestModel,
+    PageVersions,
+    decode_saved_state,
+    decode_saved_state_with_cpu,
+    encode_saved_state,
+)
 from node_agent.core.lease import (
     Fenced,
     check_write,
     is_fenced,
 )
+from node_agent.core.migration import MigrationProgress, MigrationRequest
 from node_agent.core.power import (
     HOLDS_MEMORY,
     RESTART_ON_RECOVERY,
@@ -89,6 +102,11 @@ class VmHost:
         # When an AgentService call last arrived: the management path was alive then.
         self.last_management_call = self.started_at
         self._vms: dict[str, HostedVm] = {}
+        # Skeletons of VMs arriving by live migration: they hold memory but are not
+        # this host's VMs until they resume.
+        self.incoming: dict[str, HostedVm] = {}
+        # Migrations and other work that outlive the call that started them.
+        self._background: set[asyncio.Task[Any]] = set()
 
     def note_management_call(self) -> None:
         self.last_management_call = self.clock()
@@ -123,7 +141,30 @@ class VmHost:
         return [vm.view() for _, vm in sorted(self._vms.items())]
 
     def get_vm(self, vm_id: str) -> VmView:
+        skeleton = self.incoming.get(vm_id)
+        if skeleton is not None and vm_id not in self._vms:
+            return skeleton.view()
         return self._get(vm_id).view()
+
+    def hosted(self, vm_id: str) -> HostedVm | None:
+        """The VM of this host with this id, if it is still here."""
+        return self._vms.get(vm_id)
+
+    def operable(self, vm_id: str) -> HostedVm:
+        """The VM an operation is about, or why there is none to operate on."""
+        return self._get(vm_id)
+
+    def adopt(self, vm: HostedVm) -> None:
+        """Make a VM that arrived by live migration one of this host's VMs, and persist it."""
+        self._vms[vm.spec.id] = vm
+        self._persist(vm)
+
+    def forget(self, vm: HostedVm) -> None:
+        """Drop a VM that left this host; its files are no longer this host's concern."""
+        if self._vms.get(vm.spec.id) is vm:
+            del self._vms[vm.spec.id]
+        self.files.remove_registry(vm.spec.id)
+        log.info("VM %s (%s) left host %s", vm.label, vm.spec.id, self.config.name)
 
     async def guest_status(self, vm_id: str) -> GuestView:
         vm = self._get(vm_id)
@@ -151,6 +192,8 @@ class VmHost:
         two concurrent creations cannot both pass the checks.
         """
         validate_spec(spec, self.config)
+        if spec.id in self.incoming:
+            raise AlreadyExists(f"VM {spec.id} is arriving on host {self.config.name} by live migration")
         existing = self._vms.get(spec.id)
         if existing is not None:
             if take_over and existing.lease_generation == lease_generation > 0:
@@ -163,9 +206,18 @@ class VmHost:
             claim = take_over_files(self.files, self.config, spec, vm_dir, lease_generation)
         else:
             claim = claim_new(self.files, self.config, spec, vm_dir, capacity)
-        return self._insert(spec, vm_dir, claim.state, claim.lease.generation).view()
+        cpu = self._saved_cpu(spec, vm_dir) if claim.state is PowerState.SAVED else None
+        return self._insert(spec, vm_dir, claim.state, claim.lease.generation, cpu).view()
 
-    def _insert(self, spec: VmSpec, vm_dir: Path, state: PowerState, generation: int) -> HostedVm:
+    def _saved_cpu(self, spec: VmSpec, vm_dir: Path) -> GuestCpu | None:
+        try:
+            return decode_saved_state_with_cpu(spec.id, self.files.read_saved_state(vm_dir)).cpu
+        except AgentError:
+            return None  # a damaged image fails at restore, with its own sentence
+
+    def _insert(
+        self, spec: VmSpec, vm_dir: Path, state: PowerState, generation: int, cpu: GuestCpu | None = None
+    ) -> HostedVm:
         vm = HostedVm(
             spec=spec,
             vm_dir=vm_dir,
@@ -173,6 +225,7 @@ class VmHost:
             state_since=self.clock(),
             lease_watch=self.files.lease_watch(vm_dir),
             lease_generation=generation,
+            cpu=cpu,
         )
         self._vms[spec.id] = vm
         self._persist(vm)
@@ -186,6 +239,7 @@ class VmHost:
         vm_id = vm.spec.id
         async with vm.lock:
             self._check_still_here(vm)
+            self.check_not_migrating(vm)
             check_deletable(vm.label, vm.state)
             # A failed VM's guest has ended, but make sure no task or open disk is left.
             await stop_guest(vm)
@@ -211,6 +265,7 @@ class VmHost:
     async def _operate_locked(self, vm: HostedVm, operation: Operation) -> VmView:
         async with vm.lock:
             self._check_still_here(vm)
+            self.check_not_migrating(vm)
             action = plan_operation(vm.label, vm.state, operation)
             await self._perform(vm, action)
             return vm.view()
@@ -249,6 +304,7 @@ class VmHost:
         # leaves one); a host taking the VM over must not restore it.
         await asyncio.to_thread(self.files.remove_saved_state, vm.vm_dir)
         workload = vm.spec.effective_workload
+        vm.cpu = guest_cpu(self.config.cpu, vm.spec.processor_compatibility)
         vm.guest = GuestModel.fresh_boot(vm.spec.id, vm.spec.memory_pages, workload, position)
         vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
         self._set_state(vm, PowerState.RUNNING)
@@ -257,6 +313,13 @@ class VmHost:
     async def _restore(self, vm: HostedVm) -> None:
         self._check_lease(vm)
         check_memory_fits(self.config, vm.spec, self._held_mb())
+        if vm.cpu is not None:
+            # The image stays usable on a host that has the features: the VM stays saved.
+            missing = cpu_reasons(
+                vm.label, self.config.name, self.config.cpu, vm.cpu, vm.spec.processor_compatibility
+            )
+            if missing:
+                raise FailedPrecondition(f"VM {vm.label} cannot be restored here: {missing[0]}")
         self._set_state(vm, PowerState.STARTING)
         try:
             if not self.files.saved_state_path(vm.vm_dir).exists():
@@ -272,6 +335,8 @@ class VmHost:
             raise FailedPrecondition(f"VM {vm.label} cannot be restored: {reason}") from None
         vm.guest = GuestModel(vm.spec.id, memory, vm.spec.effective_workload, position)
         vm.journal, vm.idle_journal, vm.saved_digest = journal, None, None
+        if vm.cpu is None:  # an image written before the processor was recorded
+            vm.cpu = guest_cpu(self.config.cpu, vm.spec.processor_compatibility)
         # Like Hyper-V, the saved state is consumed by the restore.
         self.files.remove_saved_state(vm.vm_dir)
         self._set_state(vm, PowerState.RUNNING)
@@ -289,7 +354,7 @@ class VmHost:
         assert vm.guest is not None
         memory = vm.guest.memory
         try:
-            data = await asyncio.to_thread(encode_saved_state, vm.spec.id, memory)
+            data = await asyncio.to_thread(encode_saved_state, vm.spec.id, memory, vm.cpu)
             await asyncio.to_thread(self.files.write_saved_state, vm.vm_dir, data)
         except OSError as exc:
             self._set_state(vm, was, f"save failed: {exc}")
@@ -303,6 +368,70 @@ class VmHost:
     async def _read_saved_memory(self, vm: HostedVm) -> PageVersions:
         data = await asyncio.to_thread(self.files.read_saved_state, vm.vm_dir)
         return await asyncio.to_thread(decode_saved_state, vm.spec.id, data)
+
+    # Settings, compatibility and moves
+
+    async def update_vm(self, vm_id: str, processor_compatibility: bool | None) -> VmView:
+        vm = self._get(vm_id)
+        async with vm.lock:
+            self._check_still_here(vm)
+            self.check_not_migrating(vm)
+            if processor_compatibility is None or processor_compatibility == vm.spec.processor_compatibility:
+                return vm.view()
+            if vm.state is not PowerState.STOPPED:
+                raise FailedPrecondition(
+                    f"VM {vm.label} is {vm.state.value}; processor compatibility mode can be changed "
+                    "only while it is stopped"
+                )
+            spec = dataclasses.replace(vm.spec, processor_compatibility=processor_compatibility)
+            await asyncio.to_thread(self.files.write_vm_config, vm.vm_dir, spec)
+            vm.spec = spec
+            self._persist(vm)
+            log.info(
+                "VM %s: processor compatibility mode %s", vm.label, "on" if processor_compatibility else "off"
+            )
+            return vm.view()
+
+    def compatibility(self, spec: VmSpec, cpu: GuestCpu | None) -> list[str]:
+        """Every reason this host cannot take `spec` now; empty when it can."""
+        reasons = compatibility_reasons(spec, cpu, self.config, self.memory_free_mb())
+        here = self._vms.get(spec.id)
+        if spec.id in self.incoming or (here is not None and not self._drop_if_fenced(here)):
+            reasons.append(f"VM {spec.label} ({spec.id}) is already on host {self.config.name}")
+        return reasons
+
+    def migrate_vm(self, request: MigrationRequest) -> AsyncIterator[MigrationProgress]:
+        """Start a live migration of one of this host's VMs; iterate for its progress.
+
+        The checks run before anything is awaited, so two requests for one VM
+        cannot both start; the migration then runs on its own, whoever listens.
+        """
+        migration = OutgoingMigration.prepare(self, request)
+        self.spawn(migration.run(), f"migration-{request.migration_id}")
+        return migration.progress()
+
+    def receive_migration(self) -> IncomingMigration:
+        """The destination side of a live migration; the session outlives its stream."""
+        session = IncomingMigration(self)
+        self.spawn(session.run(), "incoming-migration")
+        return session
+
+    async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveResult:
+        vm = self._get(vm_id)
+        return await _complete_even_if_abandoned(move_storage(self, vm, storage))
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run work to its end in the background, keeping a reference to it."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._background.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.debug("%s ended with: %s", name, finished.exception())
+
+        task.add_done_callback(done)
+        return task
 
     # Start and stop of the agent
 
@@ -339,6 +468,10 @@ class VmHost:
 
     async def stop(self) -> None:
         """Stop every guest; registry states stay as they are so running VMs restart."""
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background))
         for vm in self._vms.values():
             await stop_guest(vm)
             if vm.journal is not None:
@@ -353,6 +486,12 @@ class VmHost:
             raise InvalidArgument("vm_id: is required")
         vm = self._vms.get(vm_id)
         if vm is None:
+            skeleton = self.incoming.get(vm_id)
+            if skeleton is not None:
+                raise FailedPrecondition(
+                    f"VM {skeleton.label} is arriving on host {self.config.name} by live migration "
+                    f"(migration {skeleton.migration_id}); wait until it has arrived"
+                )
             raise NotFound(f"host {self.config.name} has no VM with id {vm_id}")
         return vm
 
@@ -361,12 +500,23 @@ class VmHost:
             raise NotFound(f"VM {vm.label} was deleted meanwhile")
 
     def _held_mb(self) -> list[int]:
-        return [vm.spec.memory_mb for vm in self._vms.values() if vm.state in HOLDS_MEMORY]
+        held = [vm.spec.memory_mb for vm in self._vms.values() if vm.state in HOLDS_MEMORY]
+        return held + [vm.spec.memory_mb for vm in self.incoming.values()]
 
     def _usage(self, storage: StorageRef, capacity_gb: int) -> StorageUsage:
         capacity = capacity_gb * GIB
         free = max(0, capacity - self.files.used_bytes(storage))
         return StorageUsage(storage.name, storage.kind, capacity, free)
+
+    def check_not_migrating(self, vm: HostedVm) -> None:
+        if vm.migration_id:
+            raise FailedPrecondition(
+                f"VM {vm.label} is being live-migrated (migration {vm.migration_id}); "
+                "wait until the migration has ended"
+            )
+
+    def start_guest(self, vm: HostedVm) -> None:
+        self._start_guest(vm)
 
     def _start_guest(self, vm: HostedVm) -> None:
         hooks = GuestHooks(
@@ -416,6 +566,11 @@ class VmHost:
         vm.state = transition(vm.label, vm.state, new)
         vm.state_since = self.clock()
         vm.reason = reason
+        if new in (PowerState.STOPPED, PowerState.FAILED):
+            vm.cpu = None
+        self._persist(vm)
+
+    def persist(self, vm: HostedVm) -> None:
         self._persist(vm)
 
     def _persist(self, vm: HostedVm) -> None:
@@ -429,6 +584,7 @@ class VmHost:
             vm.state_since,
             vm.reason,
             vm.lease_generation,
+            vm.cpu,
         )
         try:
             self.files.write_registry(entry)

@@ -123,6 +123,7 @@ def load_registered(files: HostFiles, config: HostConfig, entry: RegistryEntry) 
     elif state is PowerState.SAVED and not has_saved_state:
         state, reason = PowerState.FAILED, SAVED_STATE_MISSING
     return HostedVm(
+        cpu=entry.cpu if state is PowerState.SAVED else None,
         spec=spec,
         vm_dir=vm_dir,
         state=state,

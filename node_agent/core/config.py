@@ -16,6 +16,9 @@ from typing import Any
 
 from node_agent.core.errors import ConfigError
 
+# Pages in one migration message at most: the gRPC message limit is sized for it.
+MAX_CHUNK_PAGES = 4096
+
 # Host, disk, volume and VM names become directory names and MQTT topic levels.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -71,6 +74,23 @@ class AgentSettings:
     isolation_timeout_s: float = 15.0
     isolation_check_interval_s: float = 0.25
     isolation_response: IsolationResponse = IsolationResponse.POWER_OFF
+    # Live migration. Pre-copy passes at most (Hyper-V 2008 R2 makes 10), and the
+    # pause the guest may see at the switch: the passes stop once the dirty rest
+    # fits it. Both are defaults for a MigrateVm request that leaves them at 0.
+    migration_max_passes: int = 10
+    migration_blackout_budget_ms: float = 30.0
+    # The dirty rest has not shrunk for this many passes: the guest dirties memory
+    # as fast as it is sent, and the migration gives up before max passes.
+    migration_stalled_passes: int = 3
+    # Memory pages per message on the agent-to-agent stream (256 pages = 1 MiB).
+    migration_chunk_pages: int = 256
+    # Disk bytes per message when a migration or a storage move copies the disk.
+    migration_disk_chunk_bytes: int = 1048576
+    # A peer silent this long is gone: the destination drops its skeleton, the
+    # source keeps its VM. Also bounds the connection to the destination.
+    migration_stall_timeout_s: float = 5.0
+    # How often MigrateVm reports progress at least.
+    migration_progress_interval_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -289,6 +309,10 @@ def _settings(raw: object) -> AgentSettings:
             raise ConfigError(where, f"must be a finite number, got {value}")
         if value < 0 or (value == 0 and f.name != "shutdown_grace_s"):
             raise ConfigError(where, "must be a positive number")
+        if f.name == "migration_chunk_pages" and value > MAX_CHUNK_PAGES:
+            raise ConfigError(where, f"must be at most {MAX_CHUNK_PAGES} (16 MiB a message)")
+        if f.name == "migration_disk_chunk_bytes" and value > MAX_CHUNK_PAGES * 4096:
+            raise ConfigError(where, f"must be at most {MAX_CHUNK_PAGES * 4096} (16 MiB a message)")
         values[f.name] = int(value) if f.type in (int, "int") else float(value)
     return AgentSettings(**values)
 

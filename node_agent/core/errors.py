@@ -37,6 +37,18 @@ class ResourceExhausted(AgentError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Unavailable(AgentError):
+    """Another host (a migration's peer) cannot be reached or went away."""
+
+    code = "UNAVAILABLE"
+
+
+class Corrupted(AgentError):
+    """Bytes received from another host do not check out."""
+
+    code = "DATA_LOSS"
+
+
 class StorageFault(AgentError):
     """A VM's files are missing or unreadable."""
 

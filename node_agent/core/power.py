@@ -26,6 +26,8 @@ class PowerState(enum.Enum):
     SAVING = "saving"  # memory being written to memory.vsv; memory held
     SAVED = "saved"  # memory image on storage; no memory held
     FAILED = "failed"  # could not be started or recovered; see the reason
+    # Arriving by live migration: memory reserved, pages coming in, guest not yet running.
+    MIGRATING = "migrating"
 
 
 # Each legal edge, with why it exists.
@@ -63,10 +65,16 @@ TRANSITIONS: dict[PowerState, dict[PowerState, str]] = {
         PowerState.STOPPED: "turned off to clear the failure",
         PowerState.STARTING: "start again",
     },
+    # A skeleton that is given up is removed, not stopped: it never ran here.
+    PowerState.MIGRATING: {
+        PowerState.RUNNING: "live migration resumed the guest here",
+    },
 }
 
 # States in which the VM holds its memory on the host.
-HOLDS_MEMORY = frozenset({PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.SAVING})
+HOLDS_MEMORY = frozenset(
+    {PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.SAVING, PowerState.MIGRATING}
+)
 
 # States that mean "it was running when the service stopped": restarted at agent start.
 RESTART_ON_RECOVERY = frozenset(

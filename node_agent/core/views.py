@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node_agent.core.config import HostConfig
+from node_agent.core.cpu import GuestCpu
 from node_agent.core.journal import JournalPosition
 from node_agent.core.power import PowerState
 from node_agent.core.vm import StorageKind, VmSpec
@@ -21,6 +22,10 @@ class VmView:
     reason: str
     state_since: float  # unix seconds
     lease_generation: int = 0
+    # The processor the guest sees; None while the VM is stopped.
+    cpu: GuestCpu | None = None
+    # Set while the VM leaves or arrives by live migration.
+    migration_id: str = ""
 
 
 @dataclass(frozen=True)

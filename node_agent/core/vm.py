@@ -61,6 +61,8 @@ class VmSpec:
     networks: tuple[str, ...] = ()
     highly_available: bool = False
     workload: Workload | None = None
+    # Processor compatibility mode: the guest sees only its vendor's baseline features.
+    processor_compatibility: bool = False
 
     @property
     def label(self) -> str:

@@ -1,0 +1,89 @@
+"""The source agent's end of a live migration stream to the destination agent.
+
+A live migration's bytes flow agent to agent: the source opens ReceiveMigration on
+the destination and writes the offer, pages, disk extents, device state and commit;
+the destination answers ACCEPTED, READY and RESUMED. This translates those core
+messages to the wire and the destination's failures back to AgentErrors carrying its
+sentence. `await write()` is the flow control: a slow destination slows the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from havm.v1 import agent_pb2, agent_pb2_grpc
+from node_agent.adapters.grpc_agent import MAX_MESSAGE_BYTES, reply_from_pb, source_message_to_pb
+from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, Unavailable
+from node_agent.core.migration import PeerReply, SourceMessage
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class MigrationPeer:
+    """An open ReceiveMigration stream to one destination agent."""
+
+    def __init__(self, host_name: str, address: str, timeout_s: float) -> None:
+        self.host_name = host_name
+        self.address = address
+        self._timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+        self._call = stub.ReceiveMigration()
+
+    async def send(self, message: SourceMessage) -> None:
+        request = source_message_to_pb(message)
+        try:
+            await asyncio.wait_for(self._call.write(request), self._timeout_s)
+        except TimeoutError:
+            raise self._silent() from None
+        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            raise await self._failure() from None
+
+    async def receive(self) -> PeerReply:
+        try:
+            reply = await asyncio.wait_for(self._call.read(), self._timeout_s)
+        except TimeoutError:
+            raise self._silent() from None
+        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            raise await self._failure() from None
+        if reply is grpc.aio.EOF:
+            raise await self._failure()
+        assert isinstance(reply, agent_pb2.AgentServiceReceiveMigrationResponse)
+        return reply_from_pb(reply)
+
+    async def close(self) -> None:
+        self._call.cancel()
+        await self._channel.close()
+
+    def _silent(self) -> AgentError:
+        return Unavailable(
+            f"host {self.host_name} ({self.address}) did not answer within {self._timeout_s:g} s"
+        )
+
+    async def _failure(self) -> AgentError:
+        """The destination's own sentence when it ended the stream, else that it went away."""
+        try:
+            code = await asyncio.wait_for(self._call.code(), self._timeout_s)
+            details = await self._call.details()
+        except (TimeoutError, grpc.RpcError):
+            return Unavailable(f"host {self.host_name} ({self.address}) went away")
+        if code is grpc.StatusCode.FAILED_PRECONDITION:
+            return FailedPrecondition(f"host {self.host_name} refused: {details}")
+        if code is grpc.StatusCode.DATA_LOSS:
+            return Corrupted(f"host {self.host_name}: {details}")
+        if code is grpc.StatusCode.OK:
+            return Unavailable(f"host {self.host_name} ended the migration stream early")
+        error = Unavailable(f"host {self.host_name} ({self.address}) went away: {details or code.name}")
+        if code not in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.CANCELLED,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        ):
+            error = AgentError(f"host {self.host_name} failed: {details or code.name}")
+            error.code = code.name
+        return error

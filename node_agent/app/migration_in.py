@@ -1,0 +1,358 @@
+"""The destination side of a live migration: a skeleton VM that fills up, then resumes.
+
+The source agent opens the stream. The offer is checked like any VM that moves here
+(processor, memory, networks, storage); if it fits, a skeleton VM reserves its
+memory. Pages (and disk extents when the files move too) are checked and taken in;
+the device state must match the image received (same digest) before READY. The VM
+resumes here only once the storage lease names this host with the offered
+generation: after the source's commit, or on its own when the source vanished right
+after moving the lease. Anything else discards the skeleton, and the VM keeps
+running on the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from node_agent.adapters.files import VM_DISK, DiskFile, JournalFile
+from node_agent.app.guests import HostedVm
+from node_agent.core.config import Profile
+from node_agent.core.errors import (
+    AgentError,
+    Corrupted,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
+from node_agent.core.guest import GuestDevices, GuestModel, PageCodec, PageVersions
+from node_agent.core.lease import Lease
+from node_agent.core.migration import (
+    Commit,
+    DeviceState,
+    DiskChunk,
+    Offer,
+    PagesChunk,
+    PeerReply,
+    Reply,
+    SourceMessage,
+)
+from node_agent.core.power import PowerState, transition
+from node_agent.core.vm import (
+    GIB,
+    StorageKind,
+    check_lun_free,
+    check_storage_room,
+    check_storage_visible,
+    validate_spec,
+)
+
+if TYPE_CHECKING:
+    from node_agent.app.host import VmHost
+
+log = logging.getLogger(__name__)
+
+# Messages read ahead of the one being handled: beyond it the stream's flow control
+# holds the source back.
+_INBOX_DEPTH = 4
+
+
+class IncomingMigration:
+    """One migration stream arriving at this host."""
+
+    def __init__(self, host: VmHost) -> None:
+        self.host = host
+        self.settings = host.config.settings
+        self.error: AgentError | None = None
+        self._inbox: asyncio.Queue[SourceMessage] = asyncio.Queue(maxsize=_INBOX_DEPTH)
+        self._outbox: asyncio.Queue[PeerReply | None] = asyncio.Queue()
+        self._closed = asyncio.Event()
+        self._close_problem: AgentError | None = None
+        self._offer: Offer | None = None
+        self._skeleton: HostedVm | None = None
+        self._memory: PageVersions | None = None
+        self._codec: PageCodec | None = None
+        self._disk: DiskFile | None = None
+        self._created_dir = False
+        self._devices: GuestDevices | None = None
+
+    # The stream's side
+
+    async def deliver(self, message: SourceMessage) -> None:
+        await self._inbox.put(message)
+
+    def source_closed(self, problem: AgentError | None = None) -> None:
+        if problem is not None and self._close_problem is None:
+            self._close_problem = problem
+        self._closed.set()
+
+    async def replies(self) -> AsyncIterator[PeerReply]:
+        while True:
+            reply = await self._outbox.get()
+            if reply is None:
+                return
+            yield reply
+
+    # The session
+
+    async def run(self) -> None:
+        try:
+            await self._receive()
+        except AgentError as exc:
+            self.error = exc
+            self._discard(exc.message)
+        except asyncio.CancelledError:
+            self._discard("the agent is stopping")
+            raise
+        except Exception as exc:
+            log.exception("an incoming live migration failed unexpectedly")
+            self.error = AgentError(f"host {self.host.config.name} failed to receive the VM: {exc}")
+            self._discard(str(exc))
+        finally:
+            self._outbox.put_nowait(None)
+
+    async def _next(self) -> SourceMessage | None:
+        """The next message, or None once the source closed the stream or fell silent."""
+        if not self._inbox.empty():
+            return self._inbox.get_nowait()
+        if self._closed.is_set():
+            return None
+        get = asyncio.ensure_future(self._inbox.get())
+        closed = asyncio.ensure_future(self._closed.wait())
+        done, _ = await asyncio.wait(
+            {get, closed},
+            timeout=self.settings.migration_stall_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        closed.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        return None
+
+    async def _receive(self) -> None:
+        offer = await self._next()
+        if not isinstance(offer, Offer):
+            raise InvalidArgument("the first message of a migration stream must be its offer")
+        skeleton = self._accept(offer)
+        self._reply(PeerReply(Reply.ACCEPTED, skeleton.view()))
+        while True:
+            message = await self._next()
+            if message is None:
+                if self._lease_moved_here():
+                    log.warning(
+                        "VM %s: the source %s went away after handing the lease over; resuming here",
+                        skeleton.label,
+                        offer.source_host,
+                    )
+                    break
+                if self._close_problem is not None:
+                    raise self._close_problem
+                raise Unavailable(
+                    f"the source host {offer.source_host} went away or fell silent during the live migration "
+                    f"of VM {skeleton.label}"
+                )
+            if isinstance(message, PagesChunk):
+                self._take_pages(message)
+            elif isinstance(message, DiskChunk):
+                await self._take_disk(message)
+            elif isinstance(message, DeviceState):
+                await self._take_device_state(message)
+            elif isinstance(message, Commit):
+                if self._devices is None:
+                    raise InvalidArgument("commit: arrived before the device state")
+                break
+            else:
+                raise InvalidArgument("offer: a migration stream has only one")
+        await self._resume()
+
+    def _reply(self, reply: PeerReply) -> None:
+        self._outbox.put_nowait(reply)
+
+    # Offer
+
+    def _accept(self, offer: Offer) -> HostedVm:
+        """Check the offer and create the skeleton that reserves the VM's memory; no await here."""
+        host, config, spec = self.host, self.host.config, offer.spec
+        reasons: list[str] = []
+        if config.profile is Profile.HYPERV_2008:
+            reasons.append(f"host {config.name} runs Hyper-V 2008, which moves VMs by quick migration only")
+        reasons += host.compatibility(spec, offer.cpu)
+        if offer.memory_pages != spec.memory_pages:
+            raise InvalidArgument(
+                f"offer.memory_pages: {offer.memory_pages} does not match {spec.memory_mb} MB of memory"
+            )
+        if not reasons:
+            try:
+                validate_spec(spec, config)
+            except AgentError as exc:
+                reasons.append(exc.message)
+        if not reasons:
+            reasons += self._storage_reasons(offer)
+        if reasons:
+            raise FailedPrecondition(f"host {config.name} cannot take VM {spec.label}: " + "; ".join(reasons))
+        vm_dir = host.files.vm_dir(spec)
+        skeleton = HostedVm(
+            spec=spec,
+            vm_dir=vm_dir,
+            state=PowerState.MIGRATING,
+            state_since=host.clock(),
+            lease_watch=host.files.lease_watch(vm_dir),
+            lease_generation=offer.lease_generation,
+            cpu=offer.cpu,
+            migration_id=offer.migration_id,
+        )
+        self._offer, self._skeleton = offer, skeleton
+        host.incoming[spec.id] = skeleton
+        self._memory = PageVersions(offer.memory_pages)
+        self._codec = PageCodec(spec.id)
+        if offer.copy_disk:
+            host.files.remove_vm_dir(vm_dir)  # remains of an earlier attempt: no vm.json there
+            self._created_dir = True
+            vm_dir.mkdir(parents=True)
+            self._disk = DiskFile(vm_dir / VM_DISK, create_bytes=spec.disk_gb * GIB)
+        log.info(
+            "VM %s: live migration %s from %s accepted; %d MB reserved",
+            spec.label,
+            offer.migration_id,
+            offer.source_host,
+            spec.memory_mb,
+        )
+        return skeleton
+
+    def _storage_reasons(self, offer: Offer) -> list[str]:
+        files, spec = self.host.files, offer.spec
+        where = f"{spec.storage.kind.label} {spec.storage.name}"
+        vm_dir = files.vm_dir(spec)
+        try:
+            if offer.copy_disk:
+                if files.has_vm(vm_dir):
+                    return [f"{where} already holds files of VM {spec.label}"]
+                check_lun_free(spec, files.vm_ids_on(spec.storage))
+                capacity = check_storage_visible(spec.storage, self.host.config)
+                check_storage_room(spec, capacity, files.used_bytes(spec.storage))
+                return []
+            if spec.storage.kind is StorageKind.LOCAL_DISK:
+                return [f"the files of VM {spec.label} are on a local disk of host {offer.source_host}"]
+            if not files.has_vm(vm_dir):
+                return [f"VM {spec.label} has no files on {where} as seen from host {self.host.config.name}"]
+            lease = files.read_lease(vm_dir)
+        except AgentError as exc:
+            return [exc.message]
+        if lease is not None and lease.generation >= offer.lease_generation:
+            return [
+                f"stale lease generation {offer.lease_generation}: the storage of VM {spec.label} "
+                f"already holds {lease.generation}"
+            ]
+        return []
+
+    # Pages, disk, device state
+
+    def _take_pages(self, chunk: PagesChunk) -> None:
+        memory, codec = self._memory, self._codec
+        assert memory is not None and codec is not None
+        pages = chunk.pages
+        if len(pages) and max(pages) >= memory.pages:
+            raise InvalidArgument(f"pages: page {max(pages)} is beyond the VM's {memory.pages} pages")
+        versions = codec.decode(pages, chunk.data, chunk.crc32)
+        if len(pages) and pages[-1] - pages[0] == len(pages) - 1:
+            memory.versions[pages[0] : pages[-1] + 1] = versions
+        else:
+            target = memory.versions
+            for page, version in zip(pages, versions, strict=True):
+                target[page] = version
+
+    async def _take_disk(self, extent: DiskChunk) -> None:
+        if self._disk is None:
+            raise InvalidArgument("disk: this migration does not copy the disk")
+        if zlib.crc32(extent.data) != extent.crc32:
+            raise Corrupted(f"a disk extent at {extent.offset} arrived damaged (CRC-32 mismatch)")
+        if extent.offset < 0 or extent.offset + len(extent.data) > self._disk.size:
+            raise InvalidArgument(f"disk: an extent at {extent.offset} does not fit the virtual disk")
+        await asyncio.to_thread(self._disk.write, extent.offset, extent.data)
+
+    async def _take_device_state(self, state: DeviceState) -> None:
+        memory, offer, skeleton = self._memory, self._offer, self._skeleton
+        assert memory is not None and offer is not None and skeleton is not None
+        digest = memory.digest()
+        if digest != state.memory_digest:
+            raise Corrupted(
+                f"the memory image of VM {skeleton.label} received on host {self.host.config.name} "
+                "differs from the source's at the pause"
+            )
+        if self._disk is not None:
+            await asyncio.to_thread(self._disk.sync)
+            # This copy's own lease; the source marks its old files once we are READY.
+            lease = Lease(offer.lease_generation, self.host.config.name)
+            await asyncio.to_thread(self.host.files.write_lease, skeleton.vm_dir, lease)
+        self._devices = state.devices
+        self._reply(PeerReply(Reply.READY, skeleton.view(), digest))
+
+    def _lease_moved_here(self) -> bool:
+        """After READY on shared storage: whether the source handed the lease over before it vanished."""
+        offer, skeleton = self._offer, self._skeleton
+        if self._devices is None or offer is None or skeleton is None or offer.copy_disk:
+            return False
+        try:
+            lease = self.host.files.read_lease(skeleton.vm_dir)
+        except AgentError:
+            return False
+        return lease == Lease(offer.lease_generation, self.host.config.name)
+
+    # Resume or discard
+
+    async def _resume(self) -> None:
+        host, offer, vm = self.host, self._offer, self._skeleton
+        memory, devices = self._memory, self._devices
+        assert offer is not None and vm is not None and memory is not None and devices is not None
+        expected = Lease(offer.lease_generation, host.config.name)
+        lease = host.files.read_lease(vm.vm_dir)
+        if lease != expected:
+            held = f"{lease.owner} (generation {lease.generation})" if lease else "nobody"
+            raise FailedPrecondition(
+                f"the lease of VM {vm.label} is held by {held}, not by host {host.config.name} "
+                f"(generation {offer.lease_generation}): it is not resumed here"
+            )
+        await asyncio.to_thread(host.files.write_vm_config, vm.vm_dir, vm.spec)
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+        journal = JournalFile(vm.disk)
+        digest = memory.digest()
+        vm.guest = GuestModel.resumed(vm.spec.id, memory, vm.spec.effective_workload, devices)
+        vm.journal = journal
+        del host.incoming[vm.spec.id]
+        vm.migration_id = ""
+        vm.state = transition(vm.label, vm.state, PowerState.RUNNING)
+        vm.state_since = host.clock()
+        host.adopt(vm)
+        self._skeleton = None
+        host.start_guest(vm)
+        log.info(
+            "VM %s: live migration %s from %s resumed here at journal seq %d",
+            vm.label,
+            offer.migration_id,
+            offer.source_host,
+            devices.journal.last_seq,
+        )
+        self._reply(PeerReply(Reply.RESUMED, vm.view(), digest))
+
+    def _discard(self, why: str) -> None:
+        """Give the skeleton up: the reservation ends, files this session created go."""
+        skeleton = self._skeleton
+        if skeleton is None:
+            return
+        self._skeleton = None
+        if self.host.incoming.get(skeleton.spec.id) is skeleton:
+            del self.host.incoming[skeleton.spec.id]
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+        if self._created_dir:
+            self.host.files.remove_vm_dir(skeleton.vm_dir)
+        log.warning(
+            "VM %s: incoming live migration %s discarded: %s", skeleton.label, skeleton.migration_id, why
+        )

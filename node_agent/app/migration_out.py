@@ -1,0 +1,405 @@
+"""The source side of a live migration: pre-copy passes, blackout, lease handoff.
+
+The source streams the memory of its running VM to the destination agent: first
+every page, then, pass after pass, the pages the guest dirtied meanwhile, until the
+rest fits the blackout budget (core.migration decides). Then it pauses the guest,
+sends the last pages and the device state, and once the destination reports READY
+it moves the storage lease: that write is the commit point. Before it, any failure
+resumes the guest here; after it, the VM belongs to the destination and this host
+lets its copy go whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from array import array
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from node_agent.adapters.files import DiskFile, journal_region_end
+from node_agent.adapters.grpc_peer import MigrationPeer
+from node_agent.app.guests import HostedVm, release_guest, stop_guest
+from node_agent.core.config import Profile
+from node_agent.core.errors import (
+    AgentError,
+    Corrupted,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
+from node_agent.core.guest import PAGE_SIZE, GuestModel, PageCodec, page_array
+from node_agent.core.lease import Lease
+from node_agent.core.migration import (
+    Commit,
+    DeviceState,
+    DiskChunk,
+    MigrationPhase,
+    MigrationProgress,
+    MigrationRequest,
+    NextStep,
+    Offer,
+    PagesChunk,
+    PassRecord,
+    PeerReply,
+    Reply,
+    advance,
+    decide_after_pass,
+)
+from node_agent.core.power import PowerState
+from node_agent.core.vm import StorageKind, StorageRef
+
+if TYPE_CHECKING:
+    from node_agent.app.host import VmHost
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the request means, once checked."""
+
+    request: MigrationRequest
+    target: StorageRef
+    copy_disk: bool
+    max_passes: int
+    budget_ms: float
+
+
+class OutgoingMigration:
+    """One live migration of a VM of this host to another agent."""
+
+    def __init__(self, host: VmHost, vm: HostedVm, plan: _Plan) -> None:
+        self.host = host
+        self.vm = vm
+        self.plan = plan
+        self.settings = host.config.settings
+        self.phase = MigrationPhase.PREPARING
+        self._updates: asyncio.Queue[MigrationProgress | AgentError] = asyncio.Queue()
+        self._started = time.monotonic()
+        self._last_report = 0.0
+        self._bytes_sent = 0
+        self._pass = 0
+        self._rate_mb = 0.0
+
+    @classmethod
+    def prepare(cls, host: VmHost, request: MigrationRequest) -> OutgoingMigration:
+        """Check the request and mark the VM as migrating; nothing is awaited here."""
+        config, settings = host.config, host.config.settings
+        if not request.migration_id:
+            raise InvalidArgument("migration_id: is required")
+        if not request.destination_address or not request.destination_host:
+            raise InvalidArgument("destination_host and destination_address: are required")
+        if request.destination_host == config.name:
+            raise InvalidArgument(f"destination_host: VM {request.vm_id} is already on host {config.name}")
+        if config.profile is Profile.HYPERV_2008:
+            raise FailedPrecondition(
+                f"host {config.name} runs Hyper-V 2008, which moves VMs by quick migration only"
+            )
+        vm = host.operable(request.vm_id)
+        host.check_not_migrating(vm)
+        if vm.state is not PowerState.RUNNING or vm.guest is None:
+            raise FailedPrecondition(
+                f"VM {vm.label} is {vm.state.value}; only a running VM can be live-migrated"
+            )
+        if request.lease_generation <= vm.lease_generation:
+            raise FailedPrecondition(
+                f"lease_generation: {request.lease_generation} must be newer than the generation "
+                f"{vm.lease_generation} that VM {vm.label} holds on host {config.name}"
+            )
+        if request.max_passes < 0 or request.blackout_budget_ms < 0 or request.bandwidth_mb_per_s < 0:
+            raise InvalidArgument(
+                "max_passes, blackout_budget_ms and bandwidth_mb_per_s: must not be negative"
+            )
+        target = request.storage or vm.spec.storage
+        # A local disk of the destination is another disk even under the same name.
+        copy_disk = request.storage is not None and (
+            target != vm.spec.storage or target.kind is StorageKind.LOCAL_DISK
+        )
+        if not copy_disk and target.kind is StorageKind.LOCAL_DISK:
+            raise FailedPrecondition(
+                f"VM {vm.label} is on local disk {target.name} of host {config.name}, which host "
+                f"{request.destination_host} cannot see: give a storage location there to move the files too"
+            )
+        plan = _Plan(
+            request,
+            target,
+            copy_disk,
+            request.max_passes or settings.migration_max_passes,
+            request.blackout_budget_ms or settings.migration_blackout_budget_ms,
+        )
+        vm.migration_id = request.migration_id
+        log.info(
+            "VM %s: live migration %s to %s (%s) begins",
+            vm.label,
+            request.migration_id,
+            request.destination_host,
+            request.destination_address,
+        )
+        return cls(host, vm, plan)
+
+    # Progress for the caller
+
+    async def progress(self) -> AsyncIterator[MigrationProgress]:
+        """The updates of this migration until its end; its failure is raised."""
+        while True:
+            update = await self._updates.get()
+            if isinstance(update, AgentError):
+                raise update
+            yield update
+            if update.phase is MigrationPhase.COMPLETED:
+                return
+
+    def _report(self, remaining_bytes: int = 0, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_report < self.settings.migration_progress_interval_s:
+            return
+        self._last_report = now
+        self._updates.put_nowait(
+            MigrationProgress(
+                self.phase,
+                pass_number=self._pass,
+                bytes_sent=self._bytes_sent,
+                bytes_remaining=remaining_bytes,
+                mb_per_s=self._rate_mb,
+                duration_ms=int((now - self._started) * 1000),
+            )
+        )
+
+    def _enter(self, phase: MigrationPhase) -> None:
+        self.phase = advance(self.vm.label, self.phase, phase)
+
+    # The migration
+
+    async def run(self) -> None:
+        try:
+            final = await self._migrate()
+        except AgentError as exc:
+            self._updates.put_nowait(exc)
+        except asyncio.CancelledError:
+            self._updates.put_nowait(Unavailable(f"host {self.host.config.name} is stopping"))
+            raise
+        except Exception as exc:
+            log.exception("VM %s: live migration failed unexpectedly", self.vm.label)
+            self._updates.put_nowait(AgentError(f"live migration of VM {self.vm.label} failed: {exc}"))
+        else:
+            self._updates.put_nowait(final)
+
+    async def _migrate(self) -> MigrationProgress:
+        vm, plan, request = self.vm, self.plan, self.plan.request
+        self._report(force=True)
+        peer = MigrationPeer(
+            request.destination_host, request.destination_address, self.settings.migration_stall_timeout_s
+        )
+        paused_at: float | None = None
+        committed = False
+        try:
+            reply = await self._offer(peer)
+            if plan.copy_disk:
+                self._enter(MigrationPhase.DISK_COPY)
+                self._report(force=True)
+                disk_copied = await self._copy_disk(peer, 0)
+            self._enter(MigrationPhase.PRE_COPY)
+            last_dirty = await self._pre_copy(peer)
+            self._enter(MigrationPhase.BLACKOUT)
+            self._report(force=True)
+            paused_at = time.monotonic()
+            await stop_guest(vm)
+            guest = self._guest()
+            final_pages = last_dirty | guest.take_dirty()
+            guest.stop_tracking()
+            await self._send_pages(peer, page_array(sorted(final_pages)), cap=False)
+            if plan.copy_disk:
+                await self._copy_disk(peer, disk_copied)
+            digest = guest.memory.digest()
+            await peer.send(DeviceState(guest.devices(), digest))
+            reply = await self._expect(peer, Reply.READY)
+            if reply.memory_digest != digest:
+                raise Corrupted(
+                    f"host {request.destination_host} received a memory image of VM {vm.label} "
+                    "that differs from the one here"
+                )
+            # The commit point: from this write on the VM is the destination's.
+            await asyncio.to_thread(
+                self.host.files.write_lease,
+                vm.vm_dir,
+                Lease(request.lease_generation, request.destination_host),
+            )
+            committed = True
+            await peer.send(Commit())
+            reply = await self._expect(peer, Reply.RESUMED)
+            blackout_ms = int((time.monotonic() - paused_at) * 1000)
+        except BaseException as exc:
+            if committed:
+                await self._let_go()
+                if isinstance(exc, AgentError):
+                    raise Unavailable(
+                        f"VM {vm.label} now belongs to host {request.destination_host} (the lease moved, "
+                        f"generation {request.lease_generation}), but its resume there was not confirmed: "
+                        f"{exc.message}"
+                    ) from None
+                raise
+            self._roll_back(paused_at is not None)
+            if isinstance(exc, AgentError):
+                raise type(exc)(
+                    f"{exc.message}; VM {vm.label} keeps running on host {self.host.config.name}"
+                ) from None
+            raise
+        finally:
+            await peer.close()
+        await self._let_go()
+        self._enter(MigrationPhase.COMPLETED)
+        duration_ms = int((time.monotonic() - self._started) * 1000)
+        log.info(
+            "VM %s: live migration %s to %s completed: %d passes, %.1f MB, %d ms, blackout %d ms",
+            vm.label,
+            request.migration_id,
+            request.destination_host,
+            self._pass,
+            self._bytes_sent / MIB,
+            duration_ms,
+            blackout_ms,
+        )
+        return MigrationProgress(
+            MigrationPhase.COMPLETED,
+            pass_number=self._pass,
+            bytes_sent=self._bytes_sent,
+            mb_per_s=self._rate_mb,
+            duration_ms=duration_ms,
+            blackout_ms=blackout_ms,
+            memory_digest=digest,
+            resumed_digest=reply.memory_digest,
+            vm=reply.vm,
+        )
+
+    async def _offer(self, peer: MigrationPeer) -> PeerReply:
+        vm, plan = self.vm, self.plan
+        offer = Offer(
+            migration_id=plan.request.migration_id,
+            source_host=self.host.config.name,
+            spec=replace(vm.spec, storage=plan.target),
+            lease_generation=plan.request.lease_generation,
+            cpu=vm.cpu,
+            copy_disk=plan.copy_disk,
+            memory_pages=vm.spec.memory_pages,
+        )
+        await peer.send(offer)
+        return await self._expect(peer, Reply.ACCEPTED)
+
+    async def _expect(self, peer: MigrationPeer, wanted: Reply) -> PeerReply:
+        reply = await peer.receive()
+        if reply.reply is not wanted:
+            raise Unavailable(
+                f"host {peer.host_name} answered {reply.reply.value} where {wanted.value} was expected"
+            )
+        return reply
+
+    def _guest(self) -> GuestModel:
+        """The running guest, or why the migration cannot go on."""
+        vm = self.vm
+        if self.host.hosted(vm.spec.id) is not vm or vm.guest is None:
+            raise FailedPrecondition(f"VM {vm.label} stopped during its live migration")
+        return vm.guest
+
+    async def _pre_copy(self, peer: MigrationPeer) -> set[int]:
+        """Run the passes; return the pages dirtied during the last one (still to send)."""
+        guest = self._guest()
+        guest.track_dirty()
+        to_send = page_array(range(self.vm.spec.memory_pages))
+        passes: list[PassRecord] = []
+        while True:
+            self._pass = len(passes) + 1
+            began, sent_before = time.monotonic(), self._bytes_sent
+            await self._send_pages(peer, to_send, cap=True)
+            dirty = self._guest().take_dirty()
+            seconds = time.monotonic() - began
+            record = PassRecord(self._pass, self._bytes_sent - sent_before, seconds, len(dirty))
+            passes.append(record)
+            if seconds > 0:
+                self._rate_mb = record.bytes_sent / seconds / MIB
+            decision = decide_after_pass(
+                passes, self.plan.max_passes, self.plan.budget_ms, self.settings.migration_stalled_passes
+            )
+            log.info(
+                "VM %s: pass %d sent %d pages: %s", self.vm.label, self._pass, len(to_send), decision.reason
+            )
+            self._report(len(dirty) * PAGE_SIZE, force=True)
+            if decision.step is NextStep.BLACKOUT:
+                return dirty
+            if decision.step is NextStep.GIVE_UP:
+                raise FailedPrecondition(f"{decision.reason} (live migration of VM {self.vm.label})")
+            to_send = page_array(sorted(dirty))
+
+    async def _send_pages(self, peer: MigrationPeer, pages: array, cap: bool) -> None:
+        codec = self._codec()
+        size = self.settings.migration_chunk_pages
+        limit = self.plan.request.bandwidth_mb_per_s * MIB if cap else 0.0
+        began, sent = time.monotonic(), 0
+        for start in range(0, len(pages), size):
+            chunk = pages[start : start + size]
+            versions = self._guest().memory.versions
+            if len(chunk) and chunk[-1] - chunk[0] == len(chunk) - 1:
+                chunk_versions = versions[chunk[0] : chunk[-1] + 1]  # a run: one slice
+            else:
+                chunk_versions = array(versions.typecode, map(versions.__getitem__, chunk))
+            data = bytes(codec.encode(chunk, chunk_versions))
+            await peer.send(PagesChunk(chunk, data, zlib.crc32(data)))
+            sent += len(data)
+            self._bytes_sent += len(data)
+            self._report((len(pages) - start - len(chunk)) * PAGE_SIZE)
+            if limit:
+                ahead = sent / limit - (time.monotonic() - began)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+
+    def _codec(self) -> PageCodec:
+        if not hasattr(self, "_page_codec"):
+            self._page_codec = PageCodec(self.vm.spec.id)
+        return self._page_codec
+
+    async def _copy_disk(self, peer: MigrationPeer, start: int) -> int:
+        """Send the journal region from `start` up to the guest's last write; return its end."""
+        guest = self.vm.guest
+        assert guest is not None
+        end = journal_region_end(guest.journal)
+        step = self.settings.migration_disk_chunk_bytes
+        disk = DiskFile(self.vm.disk)
+        try:
+            for offset in range(start, end, step):
+                data = await asyncio.to_thread(disk.read, offset, min(step, end - offset))
+                await peer.send(DiskChunk(offset, data, zlib.crc32(data)))
+                self._bytes_sent += len(data)
+                self._report()
+        finally:
+            disk.close()
+        return end
+
+    def _roll_back(self, paused: bool) -> None:
+        """Before the commit point: the VM goes on running here as if nothing happened."""
+        vm = self.vm
+        vm.migration_id = ""
+        if self.host.hosted(vm.spec.id) is not vm or vm.guest is None:
+            return
+        vm.guest.stop_tracking()
+        if paused or vm.task is None:
+            self.host.start_guest(vm)
+        log.warning(
+            "VM %s: live migration %s abandoned; it keeps running here",
+            vm.label,
+            self.plan.request.migration_id,
+        )
+
+    async def _let_go(self) -> None:
+        """After the commit point: drop this host's copy; its files stay unless they moved."""
+        vm, host = self.vm, self.host
+        await stop_guest(vm)
+        release_guest(vm)
+        vm.migration_id = ""
+        if host.hosted(vm.spec.id) is vm:
+            host.forget(vm)
+        if self.plan.copy_disk:
+            await asyncio.to_thread(host.files.remove_vm_dir, vm.vm_dir)
