@@ -24,8 +24,11 @@ async def fake_agents() -> AsyncIterator[dict[str, FakeAgent]]:
     }
     agents["standalone1"] = FakeAgent(FakeHost("standalone1", memory_mb=16384))
     try:
+        network: dict[str, FakeHost] = {}  # the migration network: every host by its address
         for agent in agents.values():
             await agent.start()
+            agent.host.network = network
+            network[agent.address] = agent.host
         yield agents
     finally:
         for agent in agents.values():

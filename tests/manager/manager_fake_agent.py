@@ -3,11 +3,18 @@
 It serves real gRPC on 127.0.0.1 so the manager process talks to it exactly as it
 would to a node agent, but it holds no files and runs no guest. Tests can add a VM
 behind the manager's back, slow calls down, or stop the server to play a dead host.
+
+Live migration follows the proto's semantics without a second stream: the source
+finds the destination's FakeHost by the address it was given (hosts share a
+`network` registry, as agents share a migration network), reports a few pre-copy
+passes, then moves the VM there with the new lease. The migration runs in a task of
+its own, so it goes on to its end when the caller goes away, as a real agent's does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from dataclasses import dataclass, field
 
 import grpc
@@ -49,6 +56,24 @@ class FakeHost:
     leases: dict[str, int] = field(default_factory=dict)
     # Take-overs this host refuses, to play a node on which restarts fail.
     refuse_take_over: bool = False
+    profile: int = common_pb2.PROFILE_HYPERV_2008R2
+    cpu_vendor: str = "GenuineIntel"
+    cpu_features: tuple[str, ...] = ("sse4_2",)
+    # Every FakeHost by the addresses it is reached at for migrations (shared).
+    network: dict[str, FakeHost] = field(default_factory=dict)
+    # Extra reasons CheckCompatibility gives, to play an incompatible destination.
+    incompatible: tuple[str, ...] = ()
+    # Live migration as a source: pre-copy passes reported, seconds between messages,
+    # an error to end with after the first pass, or a stream that goes silent.
+    migration_passes: int = 3
+    migration_step_delay: float = 0.0
+    migration_error: str = ""
+    migration_hang: bool = False
+    # Live migrations this host takes part in now, and the most at once.
+    active_migrations: int = 0
+    peak_migrations: int = 0
+    # (vm id, destination address) of every MigrateVm this host received.
+    migrate_calls: list[tuple[str, str]] = field(default_factory=list)
 
     def memory_free_mb(self) -> int:
         used = sum(vm.spec.memory_mb for vm in self.vms.values() if vm.state in HOLDS_MEMORY)
@@ -86,9 +111,9 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         info = common_pb2.HostInfo(
             name=h.name,
             cluster=h.cluster,
-            profile=common_pb2.PROFILE_HYPERV_2008R2,
+            profile=h.profile,
             cpu=common_pb2.Cpu(
-                vendor="GenuineIntel", model="Intel Xeon X5570", features=["sse4_2"], cores=8, mhz=2933
+                vendor=h.cpu_vendor, model="Intel Xeon X5570", features=h.cpu_features, cores=8, mhz=2933
             ),
             memory_mb=h.memory_mb,
             memory_free_mb=h.memory_free_mb(),
@@ -133,7 +158,12 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         else:
             generation = leases.get(spec.id, 0) + 1
         leases[spec.id] = generation
-        vm = common_pb2.VmRuntime(spec=spec, state=S.VM_STATE_STOPPED, lease_generation=generation)
+        state = S.VM_STATE_STOPPED
+        if request.take_over and any(
+            spec.id in h.vms and h.vms[spec.id].state == S.VM_STATE_SAVED for h in self.host.network.values()
+        ):
+            state = S.VM_STATE_SAVED  # the saved state is on shared storage: it comes along
+        vm = common_pb2.VmRuntime(spec=spec, state=state, lease_generation=generation)
         self.host.vms[spec.id] = vm
         return agent_pb2.AgentServiceCreateVmResponse(vm=vm)
 
@@ -157,6 +187,9 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     f"host {self.host.name} has {free} MB free, "
                     f"VM {vm.spec.name} needs {vm.spec.memory_mb} MB",
                 )
+        if vm.state == S.VM_STATE_STOPPED and result == S.VM_STATE_RUNNING:
+            vm.cpu_vendor = self.host.cpu_vendor
+            vm.cpu_features[:] = self.host.cpu_features
         vm.state = result
         return agent_pb2.AgentServiceOperateVmResponse(vm=vm)
 
@@ -167,9 +200,129 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         del self.host.vms[request.vm_id]
         return agent_pb2.AgentServiceDeleteVmResponse()
 
+    async def UpdateVm(self, request, context):  # noqa: N802
+        vm = await self._vm(request.vm_id, context)
+        if vm.state != S.VM_STATE_STOPPED:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"VM {vm.spec.name} is not stopped")
+        if request.HasField("processor_compatibility"):
+            vm.spec.processor_compatibility = request.processor_compatibility
+        return agent_pb2.AgentServiceUpdateVmResponse(vm=vm)
+
+    async def CheckCompatibility(self, request, context):  # noqa: N802
+        h, spec = self.host, request.spec
+        reasons = list(h.incompatible)
+        if request.cpu_vendor and request.cpu_vendor != h.cpu_vendor:
+            reasons.append(
+                f"host {h.name} has a {h.cpu_vendor} processor, the VM runs on {request.cpu_vendor}"
+            )
+        missing = [f for f in request.cpu_features if f not in h.cpu_features]
+        if missing:
+            reasons.append(f"host {h.name} lacks CPU features {', '.join(missing)}")
+        if spec.memory_mb > h.memory_free_mb():
+            reasons.append(
+                f"host {h.name} has {h.memory_free_mb()} MB free, the VM needs {spec.memory_mb} MB"
+            )
+        for network in spec.networks:
+            if network not in h.networks:
+                reasons.append(f"host {h.name} has no virtual network '{network}'")
+        storage = spec.storage
+        visible = [n for n, _, _ in h.volumes] + [n for n, _ in h.disks]
+        if storage.name and storage.name not in visible:
+            reasons.append(f"host {h.name} cannot see {storage.name}")
+        return agent_pb2.AgentServiceCheckCompatibilityResponse(compatible=not reasons, reasons=reasons)
+
+    async def MigrateVm(self, request, context):  # noqa: N802
+        h = self.host
+        h.migrate_calls.append((request.vm_id, request.destination_address))
+        vm = await self._vm(request.vm_id, context)
+        if vm.state != S.VM_STATE_RUNNING:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"VM {vm.spec.name} is not running")
+        destination = h.network.get(request.destination_address)
+        if destination is None:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"no agent answers at {request.destination_address}"
+            )
+        queue: asyncio.Queue[agent_pb2.AgentServiceMigrateVmResponse | str | None] = asyncio.Queue()
+        task = asyncio.get_running_loop().create_task(self._migrate(vm, destination, request, queue))
+        FakeAgent.tasks.add(task)
+        task.add_done_callback(FakeAgent.tasks.discard)
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, str):
+                await context.abort(grpc.StatusCode.ABORTED, item)
+            yield item
+
+    async def _migrate(self, vm, destination: FakeHost, request, queue: asyncio.Queue) -> None:  # type: ignore[type-arg]
+        h = self.host
+        memory = vm.spec.memory_mb * 1024 * 1024
+        for host in (h, destination):
+            host.active_migrations += 1
+            host.peak_migrations = max(host.peak_migrations, host.active_migrations)
+        vm.migration_id = request.migration_id
+        try:
+            queue.put_nowait(agent_pb2.AgentServiceMigrateVmResponse(phase=OP.MIGRATION_PHASE_PREPARING))
+            sent = 0
+            for n in range(1, h.migration_passes + 1):
+                await asyncio.sleep(h.migration_step_delay)
+                if h.migration_hang:
+                    await asyncio.sleep(3600)
+                sent += memory // n
+                progress = agent_pb2.AgentServiceMigrateVmResponse(
+                    phase=OP.MIGRATION_PHASE_PRE_COPY,
+                    bytes_sent=sent,
+                    bytes_remaining=memory // (n + 1),
+                    mb_per_s=400.0,
+                )
+                setattr(progress, "pass", n)
+                queue.put_nowait(progress)
+                if h.migration_error:
+                    queue.put_nowait(h.migration_error)
+                    return
+            queue.put_nowait(agent_pb2.AgentServiceMigrateVmResponse(phase=OP.MIGRATION_PHASE_BLACKOUT))
+            moved = common_pb2.VmRuntime()
+            moved.CopyFrom(vm)
+            moved.lease_generation = request.lease_generation
+            moved.migration_id = ""
+            if request.HasField("storage"):
+                moved.spec.storage.CopyFrom(request.storage)
+            destination.vms[vm.spec.id] = moved
+            destination.leases[vm.spec.id] = request.lease_generation
+            h.vms.pop(vm.spec.id, None)
+            digest = f"{zlib.crc32(vm.spec.id.encode()):08x}"
+            done = agent_pb2.AgentServiceMigrateVmResponse(
+                phase=OP.MIGRATION_PHASE_COMPLETED,
+                bytes_sent=sent,
+                duration_ms=42,
+                blackout_ms=7,
+                memory_digest=digest,
+                resumed_digest=digest,
+                vm=moved,
+            )
+            setattr(done, "pass", h.migration_passes)
+            queue.put_nowait(done)
+            queue.put_nowait(None)
+        finally:
+            vm.migration_id = ""
+            for host in (h, destination):
+                host.active_migrations -= 1
+
+    async def MoveVmStorage(self, request, context):  # noqa: N802
+        vm = await self._vm(request.vm_id, context)
+        await asyncio.sleep(self.host.delay)
+        vm.spec.storage.CopyFrom(request.storage)
+        running = vm.state == S.VM_STATE_RUNNING
+        return agent_pb2.AgentServiceMoveVmStorageResponse(
+            vm=vm, bytes_copied=vm.spec.disk_gb * GIB, duration_ms=12, blackout_ms=3 if running else 0
+        )
+
 
 class FakeAgent:
     """One fake host's gRPC server on a free loopback port."""
+
+    # Migrations under way in any fake agent, cancelled when the agents stop.
+    tasks: set[asyncio.Task[None]] = set()
 
     def __init__(self, host: FakeHost) -> None:
         self.host = host
@@ -189,6 +342,10 @@ class FakeAgent:
         self._server = server
 
     async def stop(self) -> None:
+        tasks = list(FakeAgent.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.stop(0)
             self._server = None

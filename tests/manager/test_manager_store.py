@@ -17,6 +17,8 @@ from manager.core.model import (
     DiskInfo,
     HostRecord,
     JobRecord,
+    MigrationKind,
+    MigrationRecord,
     NetworkInfo,
     RestartPriority,
     StorageKind,
@@ -25,7 +27,7 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
-from manager.core.states import HostState, JobState, VmState
+from manager.core.states import HostState, JobState, MigrationState, VmState
 from manager.core.store import Store
 from manager.core.topology import CpuSpec
 
@@ -155,6 +157,52 @@ class StoreContract:
         assert store.get_job("a") == done
         assert [j.id for j in store.list_jobs(10)] == ["c", "b", "a"]
         assert store.get_job("zzz") is None
+
+    def test_migrations_newest_first_by_state_and_fields_round_trip(self, store: Store) -> None:
+        def migration(mid: str, created: datetime, state: MigrationState) -> MigrationRecord:
+            return MigrationRecord(
+                mid, "id-1", "web1", MigrationKind.LIVE, state, "node1", "node2", created, created
+            )
+
+        store.put_migration(migration("a", T0, MigrationState.COMPLETED))
+        store.put_migration(migration("b", T0 + timedelta(seconds=1), MigrationState.RUNNING))
+        store.put_migration(migration("c", T0 + timedelta(seconds=1), MigrationState.QUEUED))
+        assert [m.id for m in store.list_migrations(10)] == ["c", "b", "a"]
+        assert [m.id for m in store.list_migrations(1)] == ["c"]
+        open_states = frozenset({MigrationState.QUEUED, MigrationState.RUNNING})
+        assert [m.id for m in store.list_migrations(10, open_states)] == ["c", "b"]
+        full = replace(
+            migration("b", T0 + timedelta(seconds=1), MigrationState.FAILED),
+            kind=MigrationKind.STORAGE,
+            storage=StorageLocation(StorageKind.LUN, "lun1"),
+            job_id="j1",
+            lease_generation=5,
+            vm_state_before=VmState.PAUSED,
+            no_converge="fail",
+            phase="taken_over",
+            passes=4,
+            bytes_sent=10**9,
+            bytes_remaining=12,
+            mb_per_s=412.5,
+            duration_ms=2500,
+            blackout_ms=31,
+            error="did not converge",
+            fell_back_to_quick=True,
+            memory_digest="ab",
+            resumed_digest="ab",
+        )
+        store.put_migration(full)
+        assert store.get_migration("b") == full
+        assert [m.id for m in store.list_migrations(10, open_states)] == ["c"]
+        assert store.get_migration("zzz") is None
+
+    def test_migration_fields_of_vms_and_hosts_round_trip(self, store: Store) -> None:
+        record = replace(vm("web1", "id-1"), processor_compatibility=True, migration_id="m1")
+        store.put_vm(record)
+        assert store.get_vm("id-1") == record
+        moved = replace(host("node1"), migration_address="10.0.0.1:5000")
+        store.put_host(moved)
+        assert store.get_host("node1") == moved
 
 
 class TestMemoryStore(StoreContract):
