@@ -45,6 +45,15 @@ T = TypeVar("T")
 # The largest message either end of a migration stream accepts: a chunk of the most
 # pages a host may be configured to send, with room for the page list.
 MAX_MESSAGE_BYTES = 2 * MAX_CHUNK_PAGES * PAGE_SIZE
+# HTTP/2 tuning for a stream that carries hundreds of MiB a second on both ends of
+# a migration: a window that holds several chunks, and frames of a whole page run,
+# so the sender rarely waits for window updates.
+BULK_TRANSFER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.lookahead_bytes", MAX_MESSAGE_BYTES),
+    ("grpc.http2.max_frame_size", 1 << 20),
+]
 
 _STATES = {
     PowerState.STOPPED: common_pb2.VM_STATE_STOPPED,

@@ -14,14 +14,9 @@ import asyncio
 import grpc
 
 from havm.v1 import agent_pb2, agent_pb2_grpc
-from node_agent.adapters.grpc_agent import MAX_MESSAGE_BYTES, reply_from_pb, source_message_to_pb
+from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, reply_from_pb, source_message_to_pb
 from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, Unavailable
 from node_agent.core.migration import PeerReply, SourceMessage
-
-_CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 
 
 class MigrationPeer:
@@ -31,14 +26,15 @@ class MigrationPeer:
         self.host_name = host_name
         self.address = address
         self._timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(address, options=BULK_TRANSFER_OPTIONS)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
         self._call = stub.ReceiveMigration()
 
     async def send(self, message: SourceMessage) -> None:
         request = source_message_to_pb(message)
         try:
-            await asyncio.wait_for(self._call.write(request), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                await self._call.write(request)
         except TimeoutError:
             raise self._silent() from None
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
@@ -46,7 +42,8 @@ class MigrationPeer:
 
     async def receive(self) -> PeerReply:
         try:
-            reply = await asyncio.wait_for(self._call.read(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                reply = await self._call.read()
         except TimeoutError:
             raise self._silent() from None
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):

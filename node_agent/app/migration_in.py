@@ -13,6 +13,7 @@ running on the source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import AsyncIterator
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 # Messages read ahead of the one being handled: beyond it the stream's flow control
 # holds the source back.
 _INBOX_DEPTH = 4
+# Put in the inbox when the source closed the stream.
+_END = object()
 
 
 class IncomingMigration:
@@ -67,9 +70,9 @@ class IncomingMigration:
         self.host = host
         self.settings = host.config.settings
         self.error: AgentError | None = None
-        self._inbox: asyncio.Queue[SourceMessage] = asyncio.Queue(maxsize=_INBOX_DEPTH)
+        self._inbox: asyncio.Queue[SourceMessage | object] = asyncio.Queue(maxsize=_INBOX_DEPTH)
         self._outbox: asyncio.Queue[PeerReply | None] = asyncio.Queue()
-        self._closed = asyncio.Event()
+        self._closed = False
         self._close_problem: AgentError | None = None
         self._offer: Offer | None = None
         self._skeleton: HostedVm | None = None
@@ -87,7 +90,12 @@ class IncomingMigration:
     def source_closed(self, problem: AgentError | None = None) -> None:
         if problem is not None and self._close_problem is None:
             self._close_problem = problem
-        self._closed.set()
+        if self._closed:
+            return
+        self._closed = True
+        # A full inbox is drained first; `_next` then sees the flag.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(_END)
 
     async def replies(self) -> AsyncIterator[PeerReply]:
         while True:
@@ -116,22 +124,14 @@ class IncomingMigration:
 
     async def _next(self) -> SourceMessage | None:
         """The next message, or None once the source closed the stream or fell silent."""
-        if not self._inbox.empty():
-            return self._inbox.get_nowait()
-        if self._closed.is_set():
+        if self._inbox.empty() and self._closed:
             return None
-        get = asyncio.ensure_future(self._inbox.get())
-        closed = asyncio.ensure_future(self._closed.wait())
-        done, _ = await asyncio.wait(
-            {get, closed},
-            timeout=self.settings.migration_stall_timeout_s,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        closed.cancel()
-        if get in done:
-            return get.result()
-        get.cancel()
-        return None
+        try:
+            async with asyncio.timeout(self.settings.migration_stall_timeout_s):
+                message = await self._inbox.get()
+        except TimeoutError:
+            return None
+        return None if message is _END else message
 
     async def _receive(self) -> None:
         offer = await self._next()

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node_agent.adapters.allocator import keep_large_buffers
 from node_agent.adapters.files import HostFiles
+from node_agent.adapters.grpc_agent import MAX_MESSAGE_BYTES
 from node_agent.adapters.grpc_server import AgentServer
 from node_agent.app.host import VmHost
 from node_agent.core.config import HostConfig
@@ -39,6 +41,8 @@ class AgentOptions:
 async def run_agent(options: AgentOptions) -> int:
     """Run until SIGTERM or SIGINT; return the process exit code."""
     config, settings = options.config, options.config.settings
+    # Live migration messages: twice the largest, for the copies serialisation makes.
+    keep_large_buffers(2 * MAX_MESSAGE_BYTES)
     files = HostFiles(config, options.state_dir)
     try:
         files.prepare()
