@@ -235,7 +235,8 @@ class OutgoingMigration:
             blackout_ms = int((time.monotonic() - paused_at) * 1000)
         except BaseException as exc:
             if committed:
-                await self._let_go()
+                # Unconfirmed: old files stay, in case the destination never took them.
+                await self._let_go(remove_old_files=False)
                 if isinstance(exc, AgentError):
                     raise Unavailable(
                         f"VM {vm.label} now belongs to host {request.destination_host} (the lease moved, "
@@ -393,7 +394,7 @@ class OutgoingMigration:
             self.plan.request.migration_id,
         )
 
-    async def _let_go(self) -> None:
+    async def _let_go(self, remove_old_files: bool = True) -> None:
         """After the commit point: drop this host's copy; its files stay unless they moved."""
         vm, host = self.vm, self.host
         await stop_guest(vm)
@@ -401,5 +402,5 @@ class OutgoingMigration:
         vm.migration_id = ""
         if host.hosted(vm.spec.id) is vm:
             host.forget(vm)
-        if self.plan.copy_disk:
+        if self.plan.copy_disk and remove_old_files:
             await asyncio.to_thread(host.files.remove_vm_dir, vm.vm_dir)
