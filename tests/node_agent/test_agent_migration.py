@@ -130,7 +130,7 @@ def test_live_migration_moves_memory_and_journal_whole(pair: tuple[Agent, Agent]
     assert final.phase == agent_pb2.MIGRATION_PHASE_COMPLETED
     assert final.memory_digest and final.memory_digest == final.resumed_digest
     assert getattr(final, "pass") >= 1 and final.bytes_sent >= 32 * 1024 * 1024
-    assert 0 < final.blackout_ms <= final.duration_ms
+    assert 0 <= final.blackout_ms <= final.duration_ms
     assert final.vm.spec.id == "vm-1" and final.vm.lease_generation == 2
     assert list(final.vm.cpu_features) == list(cpu.cpu_features)
 
@@ -282,6 +282,7 @@ def test_live_migration_with_the_disk_to_a_local_disk(start_agent, tmp_path: Pat
 def test_storage_of_a_running_vm_moves_without_losing_a_write(agent: Agent, tmp_path: Path) -> None:
     start_vm(agent, busy_spec())
     time.sleep(0.3)
+    written_before = agent.guest("vm-1").journal_last_seq
 
     request = agent_pb2.AgentServiceMoveVmStorageRequest(
         vm_id="vm-1", storage=common_pb2.StorageLocation(kind=LUN[0], name=LUN[1])
@@ -289,14 +290,14 @@ def test_storage_of_a_running_vm_moves_without_losing_a_write(agent: Agent, tmp_
     reply = agent.stub.MoveVmStorage(request, timeout=10)
 
     assert reply.vm.spec.storage.name == "lun1" and reply.bytes_copied > 0
-    assert 0 < reply.blackout_ms <= reply.duration_ms
+    assert 0 <= reply.blackout_ms <= reply.duration_ms
     assert not (tmp_path / "san" / "csv" / "Volume1" / "vm-1").exists()
     new_dir = tmp_path / "san" / "lun" / "lun1" / "vm-1"
     running_and_writing(agent)
     agent.operate("vm-1", agent_pb2.VM_OPERATION_TURN_OFF)
     records = journal(new_dir / "disk0.vhd")
     assert [seq for seq, _ in records] == list(range(1, len(records) + 1))
-    assert agent.guest("vm-1").journal_last_seq == len(records) > 60
+    assert agent.guest("vm-1").journal_last_seq == len(records) > written_before > 0
     registry = json.loads((agent.state_dir / "vms" / "vm-1.json").read_text())
     assert registry["path"] == str(new_dir)
 
