@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from node_agent.adapters.files import DiskFile, journal_region_end
 from node_agent.adapters.grpc_peer import MigrationPeer
-from node_agent.app.guests import HostedVm, release_guest, stop_guest
+from node_agent.app.guests import HostedVm, catch_up, release_guest, stop_guest
 from node_agent.core.config import Profile
 from node_agent.core.errors import (
     AgentError,
@@ -207,6 +207,7 @@ class OutgoingMigration:
             last_dirty = await self._pre_copy(peer)
             self._enter(MigrationPhase.BLACKOUT)
             self._report(force=True)
+            catch_up(vm)
             paused_at = time.monotonic()
             await stop_guest(vm)
             guest = self._guest()
@@ -316,6 +317,7 @@ class OutgoingMigration:
             self._pass = len(passes) + 1
             began, sent_before = time.monotonic(), self._bytes_sent
             await self._send_pages(peer, to_send, cap=True)
+            catch_up(self.vm)
             dirty = self._guest().take_dirty()
             seconds = time.monotonic() - began
             record = PassRecord(self._pass, self._bytes_sent - sent_before, seconds, len(dirty))
