@@ -149,10 +149,11 @@ def inventory(cluster: LocalCluster, host: str) -> list[common_pb2.VmRuntime] | 
     return list(response.vms)
 
 
-def active_copies(cluster: LocalCluster) -> dict[str, dict[str, int]]:
-    """VM id -> {host: lease generation} of the agents that run (or pause, or start) a copy."""
+def active_copies(cluster: LocalCluster, hosts: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """VM id -> {host: lease generation} of the agents (all, or `hosts`) that run (or
+    pause, or start) a copy."""
     copies: dict[str, dict[str, int]] = {}
-    for host in agent_names(cluster):
+    for host in agent_names(cluster) if hosts is None else hosts:
         for vm in inventory(cluster, host) or []:
             if vm.state in ACTIVE_STATES:
                 copies.setdefault(vm.spec.id, {})[host] = vm.lease_generation
@@ -166,9 +167,15 @@ def assert_invariant(cluster: LocalCluster, context: str = "") -> None:
     fenced: storage refuses its writes and its next write stops it (for a few
     milliseconds after a takeover it may still be listed as running). Two copies holding
     the same generation, or two holding the newest one, are a split brain."""
-    doubles = {}
-    for vm, copies in active_copies(cluster).items():
-        newest = max(copies.values())
-        if len(copies) != len(set(copies.values())) or list(copies.values()).count(newest) > 1:
-            doubles[vm] = copies
+    doubles = split_brains(active_copies(cluster))
     assert not doubles, f"VMs active on more than one host {context} (host: lease generation): {doubles}"
+
+
+def split_brains(copies: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The VMs of `active_copies` whose copies break the invariant (see assert_invariant)."""
+    doubles = {}
+    for vm, held in copies.items():
+        newest = max(held.values())
+        if len(held) != len(set(held.values())) or list(held.values()).count(newest) > 1:
+            doubles[vm] = held
+    return doubles

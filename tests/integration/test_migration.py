@@ -8,6 +8,7 @@ one unbroken run of writes (nothing lost, nothing written twice)."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from cluster_harness import (
     active_copies,
     assert_invariant,
     inventory,
+    split_brains,
     start_cluster,
     stop_cluster,
     wait_for,
@@ -249,6 +251,32 @@ def journal_length(cluster: LocalCluster, name: str) -> int:
     return cluster.guest_status(record["host"], record["id"]).journal_last_seq
 
 
+class InvariantWatch:
+    """Samples the agents' inventories while a migration runs: no two copies of a VM may
+    hold the same or the newest lease generation at any moment (see assert_invariant)."""
+
+    def __init__(self, cluster: LocalCluster, hosts: list[str]) -> None:
+        self.cluster, self.hosts = cluster, hosts
+        self.samples, self.violations = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> InvariantWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            doubles = split_brains(active_copies(self.cluster, self.hosts))
+            self.violations.extend(doubles.items())
+            self.samples += 1
+            time.sleep(0.01)
+
+
 def wait_host_ok(cluster: LocalCluster, host: str) -> None:
     def state() -> int:
         return api(cluster).GetHost(manager_pb2.GetHostRequest(name=host), timeout=10).host.state
@@ -282,7 +310,10 @@ def test_live_migration_of_a_busy_guest_keeps_memory_and_journal(cluster: LocalC
     time.sleep(0.5)
     before = journal_length(cluster, "busy")
 
-    figures = migrate(cluster, "busy", "--to", "n2")
+    with InvariantWatch(cluster, ["n1", "n2"]) as watch:
+        figures = migrate(cluster, "busy", "--to", "n2")
+    assert watch.samples > 10, "the invariant was hardly watched"
+    assert not watch.violations, watch.violations
 
     assert figures["kind"] == "live" and figures["state"] == "completed"
     assert (figures["source"], figures["destination"]) == ("n1", "n2")
