@@ -14,6 +14,8 @@ Each fault is what happens to a real cluster, done to the processes `havm up` st
   host's network paths in the fault relay.
 - `crash-manager`, `crash-broker`: SIGKILL; `havm restart manager|broker` starts them
   again (nothing restarts by itself).
+- `crash-at HOST POINT`: the agent dies (as at SIGKILL) the next time it reaches that
+  step of a live migration, a moment too short to hit from outside.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ class Network(enum.StrEnum):
     heartbeat = "heartbeat"
     management = "management"
     all = "all"
+
+
+class CrashPoint(enum.StrEnum):
+    """Steps of a live migration an agent can be told to die at (the agent's names)."""
+
+    source_pre_copy = "migration-source-pre-copy"
+    source_paused = "migration-source-paused"
+    source_lease_moved = "migration-source-lease-moved"
+    destination_copying = "migration-destination-copying"
+    destination_committing = "migration-destination-committing"
+
+
+# Where an agent looks for the crash point it is armed with, in its state directory.
+CRASH_POINT_FILE = "crash-at"
 
 
 class Restartable(enum.StrEnum):
@@ -215,6 +231,28 @@ def heal(ctx: typer.Context, host: str) -> None:
     _agent(cluster, host)
     _set_cut(cluster, {f"heartbeat:{host}": False, f"management:{host}": False})
     _console().print(f"host {host} reconnected")
+
+
+@fault_app.command("crash-at")
+def crash_at(
+    ctx: typer.Context,
+    host: str,
+    point: Annotated[CrashPoint, typer.Argument(help="The migration step the agent dies at.")],
+) -> None:
+    """Arm the host's agent to die (as at SIGKILL) when it reaches a step of a live migration.
+
+    source: pre-copy (after the first pass), paused (guest paused, lease not moved yet),
+    lease-moved (the lease names the destination, the commit not sent); destination:
+    copying (pages arriving), committing (the commit arrived, the VM not resumed yet).
+    """
+    cluster = _cluster(ctx)
+    agent = _agent(cluster, host)
+    _running(agent, f"host {host}")
+    if "--state-dir" not in agent.argv:
+        raise ContextError(f"the agent of host {host} was started without --state-dir")
+    state_dir = Path(agent.argv[agent.argv.index("--state-dir") + 1])
+    (state_dir / CRASH_POINT_FILE).write_text(point.value + "\n")
+    _console().print(f"host {host} dies when it reaches {point.value}")
 
 
 @fault_app.command("crash-manager")

@@ -19,6 +19,7 @@ from cluster_harness import (
     HAVM,
     LocalCluster,
     active_copies,
+    alive,
     assert_invariant,
     inventory,
     split_brains,
@@ -520,3 +521,57 @@ def test_a_migration_survives_a_manager_crash(cluster: LocalCluster) -> None:
     assert_journal_continuous(cluster, "steady", before)
     assert_runs_once(cluster, ["steady"])
     remove(cluster, "steady")
+
+
+def wait_runs_once(cluster: LocalCluster, name: str, timeout: float = 30) -> dict:
+    """Wait until the VM runs on exactly one agent and the manager records it there."""
+
+    def settled() -> dict | None:
+        record = vm(cluster, name)
+        hosts = list(active_copies(cluster).get(record["id"], {}))
+        return record if record["state"] == "running" and hosts == [record["host"]] else None
+
+    return wait_for(settled, timeout=timeout, interval=0.2, what=f"{name} running on exactly one host")
+
+
+# (which agent dies, at which step, where the VM must end up: "source", "destination" or
+# "elsewhere" = restarted by failover on a surviving node; None = wherever, once)
+CRASH_CASES = [
+    ("source", "migration-source-pre-copy", "elsewhere"),
+    ("source", "migration-source-paused", "elsewhere"),
+    ("source", "migration-source-lease-moved", None),
+    ("destination", "migration-destination-copying", "source"),
+    ("destination", "migration-destination-committing", "elsewhere"),
+]
+
+
+@pytest.mark.parametrize(("victim", "point", "ends"), CRASH_CASES, ids=[case[1] for case in CRASH_CASES])
+def test_an_agent_dying_at_each_step_of_a_live_migration(
+    cluster: LocalCluster, victim: str, point: str, ends: str | None
+) -> None:
+    name = "crash-" + point.removeprefix("migration-")
+    source, destination = "n1", "n2"
+    host = source if victim == "source" else destination
+    create(cluster, name, source)
+    time.sleep(0.2)
+    before = journal_length(cluster, name)
+    armed = cluster.state_dir / "hosts" / host / "crash-at"
+    pid = cluster.component(f"agent:{host}")["pid"]
+    cluster.ok("fault", "crash-at", host, point)
+    try:
+        figures = migrate(cluster, name, "--to", destination)
+        wait_for(lambda: not alive(pid), timeout=10, what=f"the agent of {host} dying at {point}")
+        assert not armed.exists(), "the crash point was never reached"
+    finally:
+        armed.unlink(missing_ok=True)
+
+    record = wait_runs_once(cluster, name)
+    if ends == "source":
+        assert figures["state"] == "failed" and record["host"] == source
+    elif ends == "elsewhere":
+        assert record["failover_count"] >= 1, record
+    assert_journal_continuous(cluster, name, before)
+    cluster.ok("host", "start", host)
+    wait_host_ok(cluster, host)
+    assert_runs_once(cluster, [name])
+    remove(cluster, name)
