@@ -136,6 +136,8 @@ def test_broker_crash_and_restart_the_agents_come_back_online(cluster: LocalClus
         (("fault", "crash", "nohost"), "no host named nohost"),
         (("fault", "isolate", "n1", "--from", "power"), "--from"),
         (("restart", "scheduler"), "scheduler"),
+        (("fault", "crash-at", "nohost", "migration-source-paused"), "no host named nohost"),
+        (("fault", "crash-at", "n1", "somewhere"), "somewhere"),
     ],
 )
 def test_bad_fault_requests_are_one_line(cluster: LocalCluster, args: tuple[str, ...], sentence: str) -> None:
