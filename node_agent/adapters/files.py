@@ -8,6 +8,7 @@ sharing the SAN directory agree on it:
     <san_root>/lun/<lun>/<vm_id>/          a VM on a LUN
         vm.json      the VM's spec plus owner_host; written last, so it marks a whole VM
         lease.json   {"generation": n, "owner": host}: who may run the VM and write its disk
+        lease.lock   locked (flock) while an agent replaces the lease of a VM others may hold
         disk0.vhd    sparse virtual disk; the guest journal is written into it
         memory.vsv   the saved memory image, while saved
     <state-dir>/vms/<vm_id>.json           this host's registry of its VMs
@@ -18,9 +19,11 @@ kill -9 leaves either the old or the new version, never half of one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ VM_CONFIG = "vm.json"
 VM_DISK = "disk0.vhd"
 VM_SAVED_STATE = "memory.vsv"
 VM_LEASE = "lease.json"
+VM_LEASE_LOCK = "lease.lock"
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,10 @@ class HostFiles:
             if os.fstat(f.fileno()).st_size != disk_gb * GIB:
                 f.truncate(disk_gb * GIB)
 
+    def remove_vm_config(self, vm_dir: Path) -> None:
+        """Make a directory no longer a VM (vm.json marks one); its other files may stay a while."""
+        (vm_dir / VM_CONFIG).unlink(missing_ok=True)
+
     def remove_vm_dir(self, vm_dir: Path) -> None:
         shutil.rmtree(vm_dir, ignore_errors=True)
 
@@ -193,6 +201,24 @@ class HostFiles:
 
     def read_lease(self, vm_dir: Path) -> Lease | None:
         return read_lease_file(vm_dir / VM_LEASE)
+
+    def swap_lease(self, vm_dir: Path, decide: Callable[[Lease | None], Lease]) -> Lease:
+        """Replace the lease of a VM that other agents sharing the storage may also replace.
+
+        A compare-and-swap: under an exclusive lock on the VM's lock file the lease
+        is read again and `decide` (a core decision, which raises to refuse) names
+        the lease to write. Without the lock, a failover and a migration's commit
+        could both read the old lease and the later write would undo the earlier.
+        """
+        try:
+            lock = open(vm_dir / VM_LEASE_LOCK, "ab")
+        except OSError as exc:
+            raise StorageFault(f"the lease in {vm_dir} cannot be locked: {exc.strerror}") from None
+        with lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+            lease = decide(self.read_lease(vm_dir))
+            self.write_lease(vm_dir, lease)
+            return lease
 
     def lease_watch(self, vm_dir: Path) -> LeaseWatch:
         return LeaseWatch(vm_dir / VM_LEASE)

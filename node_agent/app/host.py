@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
+from node_agent.app.crash_points import CrashPoints
 from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_guest, stop_guest
 from node_agent.app.migration_in import IncomingMigration
 from node_agent.app.migration_out import OutgoingMigration
@@ -93,10 +94,18 @@ def _complete_even_if_abandoned(work: Coroutine[Any, Any, T]) -> Awaitable[T]:
 class VmHost:
     """All VMs of this host and the operations the AgentService offers on them."""
 
-    def __init__(self, config: HostConfig, files: HostFiles, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        files: HostFiles,
+        clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
+    ) -> None:
         self.config = config
         self.files = files
         self.clock = clock
+        # Where a migration step may be told to kill the agent (the agent's --state-dir).
+        self.crash_points = CrashPoints(state_dir)
         self.boot_id = uuid.uuid4().hex
         self.started_at = clock()
         # When an AgentService call last arrived: the management path was alive then.
@@ -542,6 +551,11 @@ class VmHost:
             self._forget(vm, exc)
             return True
         return False
+
+    def fence(self, vm: HostedVm, exc: Fenced) -> None:
+        """Drop a copy found fenced while its guest was stopped (a live migration's blackout)."""
+        release_guest(vm)
+        self._fenced(vm, exc)
 
     def _fenced(self, vm: HostedVm, exc: Fenced) -> None:
         """The guest found its lease gone: it already stopped and released its memory."""

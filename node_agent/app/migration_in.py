@@ -7,7 +7,9 @@ the device state must match the image received (same digest) before READY. The V
 resumes here only once the storage lease names this host with the offered
 generation: after the source's commit, or on its own when the source vanished right
 after moving the lease. Anything else discards the skeleton, and the VM keeps
-running on the source.
+running on the source. Every discard looks at the lease first: a VM whose lease names
+this host (or, when the files moved too, whose commit arrived) is this host's and is
+never dropped; if it cannot resume, it stays on record, failed, to be started again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from node_agent.adapters.files import VM_DISK, DiskFile, JournalFile
-from node_agent.app.guests import HostedVm
+from node_agent.app.crash_points import DESTINATION_COMMITTING, DESTINATION_COPYING
+from node_agent.app.guests import HostedVm, release_guest
 from node_agent.core.config import Profile
 from node_agent.core.errors import (
     AgentError,
@@ -81,6 +84,12 @@ class IncomingMigration:
         self._disk: DiskFile | None = None
         self._created_dir = False
         self._devices: GuestDevices | None = None
+        # The VM once it is this host's (the lease came here).
+        self._adopted: HostedVm | None = None
+        self._pages_arrived = False
+        # When the files move too, the commit message is what makes the VM this host's:
+        # the lease in the new place is this host's own from the device state on.
+        self._commit_arrived = False
 
     # The stream's side
 
@@ -111,14 +120,14 @@ class IncomingMigration:
             await self._receive()
         except AgentError as exc:
             self.error = exc
-            self._discard(exc.message)
+            self._end(exc.message)
         except asyncio.CancelledError:
-            self._discard("the agent is stopping")
+            self._end("the agent is stopping")
             raise
         except Exception as exc:
             log.exception("an incoming live migration failed unexpectedly")
             self.error = AgentError(f"host {self.host.config.name} failed to receive the VM: {exc}")
-            self._discard(str(exc))
+            self._end(str(exc))
         finally:
             self._outbox.put_nowait(None)
 
@@ -156,14 +165,19 @@ class IncomingMigration:
                     f"of VM {skeleton.label}"
                 )
             if isinstance(message, PagesChunk):
+                if not self._pages_arrived:
+                    self._pages_arrived = True
+                    self.host.crash_points.reach(DESTINATION_COPYING)
                 self._take_pages(message)
             elif isinstance(message, DiskChunk):
                 await self._take_disk(message)
             elif isinstance(message, DeviceState):
                 await self._take_device_state(message)
             elif isinstance(message, Commit):
+                self.host.crash_points.reach(DESTINATION_COMMITTING)
                 if self._devices is None:
                     raise InvalidArgument("commit: arrived before the device state")
+                self._commit_arrived = True
                 break
             else:
                 raise InvalidArgument("offer: a migration stream has only one")
@@ -293,9 +307,19 @@ class IncomingMigration:
 
     def _lease_moved_here(self) -> bool:
         """After READY on shared storage: whether the source handed the lease over before it vanished."""
+        return self._devices is not None and self._is_ours()
+
+    def _is_ours(self) -> bool:
+        """Whether the VM became this host's: its lease names this host with the offered generation.
+
+        When the files move too, the new place's lease is this host's own from the
+        device state on; there the commit message is what tells.
+        """
         offer, skeleton = self._offer, self._skeleton
-        if self._devices is None or offer is None or skeleton is None or offer.copy_disk:
+        if offer is None or skeleton is None:
             return False
+        if offer.copy_disk:
+            return self._commit_arrived
         try:
             lease = self.host.files.read_lease(skeleton.vm_dir)
         except AgentError:
@@ -306,30 +330,46 @@ class IncomingMigration:
 
     async def _resume(self) -> None:
         host, offer, vm = self.host, self._offer, self._skeleton
+        assert offer is not None and vm is not None
+        if not offer.copy_disk:
+            lease = host.files.read_lease(vm.vm_dir)
+            if lease != Lease(offer.lease_generation, host.config.name):
+                held = f"{lease.owner} (generation {lease.generation})" if lease else "nobody"
+                raise FailedPrecondition(
+                    f"the lease of VM {vm.label} is held by {held}, not by host {host.config.name} "
+                    f"(generation {offer.lease_generation}): it is not resumed here"
+                )
+        # On record before anything else: an agent that dies from here on finds the VM again.
+        self._adopt()
+        await asyncio.to_thread(host.files.write_vm_config, vm.vm_dir, vm.spec)
+        digest = self._start_here()
+        self._reply(PeerReply(Reply.RESUMED, vm.view(), digest))
+
+    def _adopt(self) -> None:
+        """Make the skeleton one of this host's VMs, persisted; it is no longer discarded."""
+        host, vm = self.host, self._skeleton
+        assert vm is not None
+        self._skeleton = None
+        if host.incoming.get(vm.spec.id) is vm:
+            del host.incoming[vm.spec.id]
+        self._adopted = vm
+        host.adopt(vm)
+
+    def _start_here(self) -> str:
+        """Resume the adopted VM's guest from the memory and devices received; return its digest."""
+        host, offer, vm = self.host, self._offer, self._adopted
         memory, devices = self._memory, self._devices
         assert offer is not None and vm is not None and memory is not None and devices is not None
-        expected = Lease(offer.lease_generation, host.config.name)
-        lease = host.files.read_lease(vm.vm_dir)
-        if lease != expected:
-            held = f"{lease.owner} (generation {lease.generation})" if lease else "nobody"
-            raise FailedPrecondition(
-                f"the lease of VM {vm.label} is held by {held}, not by host {host.config.name} "
-                f"(generation {offer.lease_generation}): it is not resumed here"
-            )
-        await asyncio.to_thread(host.files.write_vm_config, vm.vm_dir, vm.spec)
         if self._disk is not None:
             self._disk.close()
             self._disk = None
-        journal = JournalFile(vm.disk)
+        vm.journal = JournalFile(vm.disk)
         digest = memory.digest()
         vm.guest = GuestModel.resumed(vm.spec.id, memory, vm.spec.effective_workload, devices)
-        vm.journal = journal
-        del host.incoming[vm.spec.id]
         vm.migration_id = ""
         vm.state = transition(vm.label, vm.state, PowerState.RUNNING)
         vm.state_since = host.clock()
-        host.adopt(vm)
-        self._skeleton = None
+        host.persist(vm)
         host.start_guest(vm)
         log.info(
             "VM %s: live migration %s from %s resumed here at journal seq %d",
@@ -338,7 +378,40 @@ class IncomingMigration:
             offer.source_host,
             devices.journal.last_seq,
         )
-        self._reply(PeerReply(Reply.RESUMED, vm.view(), digest))
+        return digest
+
+    def _end(self, why: str) -> None:
+        """After a failure: keep the VM if it became this host's, else discard the skeleton."""
+        if self._adopted is not None and self._adopted.state is PowerState.MIGRATING:
+            self._keep(why)
+        elif self._skeleton is not None and self._is_ours():
+            self._adopt()
+            self._keep(why)
+        else:
+            self._discard(why)
+
+    def _keep(self, why: str) -> None:
+        """The VM is this host's although its migration failed: resume it, or keep it failed."""
+        vm, offer = self._adopted, self._offer
+        assert vm is not None and offer is not None
+        if self._devices is not None:
+            try:
+                self.host.files.write_vm_config(vm.vm_dir, vm.spec)
+                self._start_here()
+                log.warning("VM %s: resumed here although its live migration failed: %s", vm.label, why)
+                return
+            except Exception as exc:
+                why = f"{why}; resuming it failed: {getattr(exc, 'message', exc)}"
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+        release_guest(vm)
+        vm.migration_id, vm.cpu = "", None
+        vm.state = transition(vm.label, vm.state, PowerState.FAILED)
+        vm.state_since = self.host.clock()
+        vm.reason = f"its live migration {offer.migration_id} from host {offer.source_host} failed: {why}"
+        self.host.persist(vm)
+        log.error("VM %s: kept here, not running: %s", vm.label, vm.reason)
 
     def _discard(self, why: str) -> None:
         """Give the skeleton up: the reservation ends, files this session created go."""

@@ -4,9 +4,11 @@ The source streams the memory of its running VM to the destination agent: first
 every page, then, pass after pass, the pages the guest dirtied meanwhile, until the
 rest fits the blackout budget (core.migration decides). Then it pauses the guest,
 sends the last pages and the device state, and once the destination reports READY
-it moves the storage lease: that write is the commit point. Before it, any failure
-resumes the guest here; after it, the VM belongs to the destination and this host
-lets its copy go whatever happens.
+it moves the storage lease: that compare-and-swap is the commit point. Before it,
+any failure resumes the guest here; after it, the VM belongs to the destination and
+this host lets its copy go whatever happens. A copy found fenced on the way (a
+failover took the VM while it migrated) neither commits nor resumes: the VM is the
+new owner's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from node_agent.adapters.files import DiskFile, journal_region_end
 from node_agent.adapters.grpc_peer import MigrationPeer
+from node_agent.app.crash_points import SOURCE_LEASE_MOVED, SOURCE_PAUSED, SOURCE_PRE_COPY
 from node_agent.app.guests import HostedVm, catch_up, release_guest, stop_guest
 from node_agent.core.config import Profile
 from node_agent.core.errors import (
@@ -32,7 +35,7 @@ from node_agent.core.errors import (
     Unavailable,
 )
 from node_agent.core.guest import PAGE_SIZE, GuestModel, PageCodec, page_array
-from node_agent.core.lease import Lease
+from node_agent.core.lease import Fenced, Lease, check_write, hand_over_lease
 from node_agent.core.migration import (
     Commit,
     DeviceState,
@@ -102,6 +105,13 @@ class OutgoingMigration:
             )
         vm = host.operable(request.vm_id)
         host.check_not_migrating(vm)
+        if vm.lock.locked():
+            # A shutdown in its grace period, a save or a storage move holds the VM:
+            # the migration would overtake it and find the guest gone or moved.
+            raise FailedPrecondition(
+                f"VM {vm.label} is in the middle of another operation on host {config.name}; "
+                "migrate it once that has ended"
+            )
         if vm.state is not PowerState.RUNNING or vm.guest is None:
             raise FailedPrecondition(
                 f"VM {vm.label} is {vm.state.value}; only a running VM can be live-migrated"
@@ -196,7 +206,7 @@ class OutgoingMigration:
             request.destination_host, request.destination_address, self.settings.migration_stall_timeout_s
         )
         paused_at: float | None = None
-        committed = False
+        handing_over = committed = False
         try:
             reply = await self._offer(peer)
             if plan.copy_disk:
@@ -210,6 +220,10 @@ class OutgoingMigration:
             catch_up(vm)
             paused_at = time.monotonic()
             await stop_guest(vm)
+            self.host.crash_points.reach(SOURCE_PAUSED)
+            # The guest's own lease check (at its ticks, or in catch_up) is not seen from
+            # here: a copy fenced meanwhile must find out before it hands anything over.
+            check_write(vm.label, self.host.config.name, vm.lease_generation, vm.lease_watch.current())
             guest = self._guest()
             final_pages = last_dirty | guest.take_dirty()
             guest.stop_tracking()
@@ -225,16 +239,16 @@ class OutgoingMigration:
                     "that differs from the one here"
                 )
             # The commit point: from this write on the VM is the destination's.
-            await asyncio.to_thread(
-                self.host.files.write_lease,
-                vm.vm_dir,
-                Lease(request.lease_generation, request.destination_host),
-            )
+            handing_over = True
+            await self._hand_over_lease()
             committed = True
+            self.host.crash_points.reach(SOURCE_LEASE_MOVED)
             await peer.send(Commit())
             reply = await self._expect(peer, Reply.RESUMED)
             blackout_ms = int((time.monotonic() - paused_at) * 1000)
         except BaseException as exc:
+            if handing_over and not committed:
+                committed = self._lease_handed_over()
             if committed:
                 # Unconfirmed: old files stay, in case the destination never took them.
                 await self._let_go(remove_old_files=False)
@@ -245,10 +259,21 @@ class OutgoingMigration:
                         f"{exc.message}"
                     ) from None
                 raise
+            if isinstance(exc, Fenced):
+                await self._fenced_here(exc)
+                raise _reworded(
+                    exc,
+                    f"{exc.message}; live migration {request.migration_id} to host "
+                    f"{request.destination_host} abandoned, and the VM is not resumed on host "
+                    f"{self.host.config.name}",
+                ) from None
             self._roll_back(paused_at is not None)
             if isinstance(exc, AgentError):
-                raise type(exc)(
-                    f"{exc.message}; VM {vm.label} keeps running on host {self.host.config.name}"
+                message = exc.message
+                if exc.code == Unavailable.code and request.destination_host not in message:
+                    message = f"host {request.destination_host}: {message}"
+                raise _reworded(
+                    exc, f"{message}; VM {vm.label} keeps running on host {self.host.config.name}"
                 ) from None
             raise
         finally:
@@ -317,6 +342,8 @@ class OutgoingMigration:
             self._pass = len(passes) + 1
             began, sent_before = time.monotonic(), self._bytes_sent
             await self._send_pages(peer, to_send, cap=True)
+            if self._pass == 1:
+                self.host.crash_points.reach(SOURCE_PRE_COPY)
             catch_up(self.vm)
             dirty = self._guest().take_dirty()
             seconds = time.monotonic() - began
@@ -381,6 +408,52 @@ class OutgoingMigration:
             disk.close()
         return end
 
+    async def _hand_over_lease(self) -> None:
+        """Swap the lease to the destination, if it is still exactly this copy's.
+
+        The swap runs in a thread that a cancellation cannot stop; it is waited for
+        even then, so that the lease on storage tells afterwards whether it wrote.
+        """
+        vm, request = self.vm, self.plan.request
+        new = Lease(request.lease_generation, request.destination_host)
+        host_name, held = self.host.config.name, vm.lease_generation
+
+        def decide(on_storage: Lease | None) -> Lease:
+            return hand_over_lease(vm.label, host_name, held, new, on_storage)
+
+        swap = asyncio.ensure_future(asyncio.to_thread(self.host.files.swap_lease, vm.vm_dir, decide))
+        try:
+            await asyncio.shield(swap)
+        except asyncio.CancelledError:
+            await asyncio.wait([swap])
+            raise
+
+    def _lease_handed_over(self) -> bool:
+        """After a failed or interrupted commit: whether the lease names the destination anyway."""
+        request = self.plan.request
+        try:
+            on_storage = self.host.files.read_lease(self.vm.vm_dir)
+        except AgentError:
+            return True  # unknown: not resuming here is what cannot make two copies run
+        return on_storage == Lease(request.lease_generation, request.destination_host)
+
+    async def _fenced_here(self, exc: Fenced) -> None:
+        """The lease went to another host during the migration: this copy stops for good."""
+        vm = self.vm
+        vm.migration_id = ""
+        await stop_guest(vm)
+        if vm.guest is not None:
+            vm.guest.stop_tracking()
+        if self.host.hosted(vm.spec.id) is vm:
+            self.host.fence(vm, exc)
+        else:
+            release_guest(vm)
+        log.warning(
+            "VM %s: live migration %s abandoned: this copy is fenced and stays stopped",
+            vm.label,
+            self.plan.request.migration_id,
+        )
+
     def _roll_back(self, paused: bool) -> None:
         """Before the commit point: the VM goes on running here as if nothing happened."""
         vm = self.vm
@@ -406,3 +479,14 @@ class OutgoingMigration:
             host.forget(vm)
         if self.plan.copy_disk and remove_old_files:
             await asyncio.to_thread(host.files.remove_vm_dir, vm.vm_dir)
+
+
+def _reworded(exc: AgentError, message: str) -> AgentError:
+    """The same failure, with the same status code, told in a longer sentence.
+
+    A new error of the same class would lose a code set on the instance (a peer's
+    status) and cannot be built for classes whose constructor takes other arguments.
+    """
+    error = AgentError(message)
+    error.code = exc.code
+    return error

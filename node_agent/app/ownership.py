@@ -70,9 +70,10 @@ def take_over_files(
         )
     if not files.has_vm(vm_dir):
         raise NotFound(f"VM {spec.label} ({spec.id}) has no files on {_where(spec)} to take over")
-    lease = take_over_lease(spec.label, config.name, generation, files.read_lease(vm_dir))
     _, previous_owner = files.read_vm_config(vm_dir)
-    files.write_lease(vm_dir, lease)
+    lease = files.swap_lease(
+        vm_dir, lambda on_storage: take_over_lease(spec.label, config.name, generation, on_storage)
+    )
     if not files.has_disk(vm_dir):
         files.create_disk(vm_dir, spec.disk_gb)
     files.write_vm_config(vm_dir, spec)
@@ -101,15 +102,23 @@ def load_registered(files: HostFiles, config: HostConfig, entry: RegistryEntry) 
     except AgentError as exc:
         log.warning("VM %s cannot be found again: %s", entry.vm_id, exc.message)
         return None
+    # The lease decides: a VM that arrived by live migration is this host's from the
+    # moment the lease names it, even if the agent died before rewriting vm.json.
+    holds_lease = lease is not None and lease == Lease(entry.lease_generation or 0, config.name)
     why = (
         f"it now belongs to host {owner}"
-        if owner != config.name
+        if owner != config.name and not holds_lease
         else recovery_verdict(config.name, entry.lease_generation, lease)
     )
     if why is not None:
         log.warning("VM %s was fenced while the agent was away (%s); forgetting it", spec.label, why)
         files.remove_registry(entry.vm_id)
         return None
+    if owner != config.name:
+        try:
+            files.write_vm_config(vm_dir, spec)
+        except OSError as exc:
+            log.warning("VM %s: its configuration cannot name this host yet: %s", spec.label, exc)
     generation = entry.lease_generation
     if generation is None:
         generation = lease.generation if lease is not None else 0

@@ -46,7 +46,7 @@ async def run_agent(options: AgentOptions) -> int:
     files = HostFiles(config, options.state_dir)
     try:
         files.prepare()
-        host = VmHost(config, files)
+        host = VmHost(config, files, state_dir=options.state_dir)
         server = AgentServer(host, options.listen)
     except (AgentError, OSError) as exc:
         log.error("cannot start: %s", getattr(exc, "message", exc))

@@ -6,6 +6,10 @@ writes, then the guest pauses briefly, the delta is copied, the VM's configurati
 and lease are written at the new place, the disk is reopened there, and the guest
 resumes; no journal write is lost or repeated. Only the journal region is copied:
 it is all the guest ever writes, and the new disk is sparse like the old one.
+
+The old directory stops being a VM (its vm.json goes) before the guest writes in the
+new one: otherwise, until it is removed, its lease and files would still look valid,
+and a failover after a crash could take over the old files and lose the later writes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MOVABLE = frozenset({PowerState.STOPPED, PowerState.SAVED, PowerState.RUNNING})
+# What GetVm shows as the VM's migration while its files move.
+STORAGE_MOVE_ID = "storage-move"
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,11 @@ async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> Stora
         check_lun_free(spec, host.files.vm_ids_on(storage))
         check_storage_room(spec, capacity, host.files.used_bytes(storage))
         old_dir = vm.vm_dir
-        await asyncio.to_thread(host.files.remove_vm_dir, new_dir)
-        new_dir.mkdir(parents=True)
         blackout_ms = 0
+        vm.migration_id = STORAGE_MOVE_ID
         try:
+            await asyncio.to_thread(host.files.remove_vm_dir, new_dir)
+            new_dir.mkdir(parents=True)
             target = DiskFile(new_dir / VM_DISK, create_bytes=spec.disk_gb * GIB)
             source = DiskFile(vm.disk)
             try:
@@ -97,6 +104,8 @@ async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> Stora
             if vm.vm_dir != new_dir:
                 await asyncio.to_thread(host.files.remove_vm_dir, new_dir)
             raise
+        finally:
+            vm.migration_id = ""
         await asyncio.to_thread(host.files.remove_vm_dir, old_dir)
         duration_ms = int((time.monotonic() - started) * 1000)
         log.info(
@@ -119,13 +128,18 @@ async def _copy(source: DiskFile, target: DiskFile, start: int, end: int) -> int
 
 
 async def _switch(host: VmHost, vm: HostedVm, spec, new_dir: Path, target: DiskFile) -> None:  # type: ignore[no-untyped-def]
-    """Make the new place the VM's: lease, disk and vm.json there, then the registry."""
+    """Make the new place the VM's and the old one no longer a VM, before the guest writes again.
+
+    Lease, disk and vm.json at the new place, then the registry, then the old vm.json goes.
+    """
     await asyncio.to_thread(target.sync)
     await asyncio.to_thread(host.files.write_lease, new_dir, Lease(vm.lease_generation, host.config.name))
     await asyncio.to_thread(host.files.write_vm_config, new_dir, spec)
     if vm.journal is not None:
         vm.journal.close()
         vm.journal = JournalFile(new_dir / VM_DISK)
-    vm.spec, vm.vm_dir = spec, new_dir
+    vm.spec = spec
     vm.lease_watch = host.files.lease_watch(new_dir)
+    old_dir, vm.vm_dir = vm.vm_dir, new_dir
     host.persist(vm)
+    await asyncio.to_thread(host.files.remove_vm_config, old_dir)

@@ -71,6 +71,32 @@ def take_over_lease(vm_label: str, host: str, requested: int, on_storage: Lease 
     return Lease(generation=requested, owner=host)
 
 
+def hand_over_lease(
+    vm_label: str, host: str, held_generation: int, new: Lease, on_storage: Lease | None
+) -> Lease:
+    """The lease a source writes to hand a VM to a live migration's destination, or why not.
+
+    Purely computational: the compare half of a compare-and-swap. The lease on
+    storage must still be exactly this copy's; if a failover took the VM meanwhile,
+    writing over its newer lease would move the generation backwards and let two
+    copies run. Raises Fenced when another host holds the VM now.
+    """
+    if on_storage is not None and is_fenced(host, held_generation, on_storage):
+        raise Fenced(vm_label, on_storage)
+    if on_storage != Lease(held_generation, host):
+        found = "no lease" if on_storage is None else f"generation {on_storage.generation}"
+        raise FailedPrecondition(
+            f"cannot hand VM {vm_label} over: its storage holds {found}, not generation "
+            f"{held_generation} of host {host}"
+        )
+    if new.generation <= held_generation:
+        raise FailedPrecondition(
+            f"cannot hand VM {vm_label} over: stale lease generation {new.generation}: "
+            f"this copy holds {held_generation}"
+        )
+    return new
+
+
 def recovery_verdict(host: str, held_generation: int | None, on_storage: Lease | None) -> str | None:
     """Why a VM found in this host's registry at start must be forgotten, or None to keep it.
 

@@ -68,6 +68,7 @@ TRANSITIONS: dict[PowerState, dict[PowerState, str]] = {
     # A skeleton that is given up is removed, not stopped: it never ran here.
     PowerState.MIGRATING: {
         PowerState.RUNNING: "live migration resumed the guest here",
+        PowerState.FAILED: "the lease came here but the guest could not be resumed",
     },
 }
 
@@ -77,8 +78,9 @@ HOLDS_MEMORY = frozenset(
 )
 
 # States that mean "it was running when the service stopped": restarted at agent start.
+# MIGRATING is on record only once a live migration's lease came to this host.
 RESTART_ON_RECOVERY = frozenset(
-    {PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.SAVING}
+    {PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.SAVING, PowerState.MIGRATING}
 )
 
 
