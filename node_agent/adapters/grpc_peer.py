@@ -18,6 +18,14 @@ from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, reply_from_pb,
 from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, Unavailable
 from node_agent.core.migration import PeerReply, SourceMessage
 
+# What gRPC itself says, as INTERNAL, when the peer's process dies in the middle of a
+# stream (the connection is reset): the destination went away, it did not fail.
+_TRANSPORT_FAILURES = ("Internal error from Core", "Received RST_STREAM", "Stream removed", "Socket closed")
+
+
+def _transport_broke(code: grpc.StatusCode, details: str | None) -> bool:
+    return code is grpc.StatusCode.INTERNAL and (details or "").startswith(_TRANSPORT_FAILURES)
+
 
 class MigrationPeer:
     """An open ReceiveMigration stream to one destination agent."""
@@ -80,7 +88,7 @@ class MigrationPeer:
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.CANCELLED,
             grpc.StatusCode.DEADLINE_EXCEEDED,
-        ):
+        ) and not _transport_broke(code, details):
             error = AgentError(f"host {self.host_name} failed: {details or code.name}")
             error.code = code.name
         return error

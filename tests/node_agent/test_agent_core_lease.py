@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from node_agent.core.errors import FailedPrecondition, InvalidArgument
-from node_agent.core.lease import Fenced, Lease, check_write, is_fenced, recovery_verdict, take_over_lease
+from node_agent.core.lease import (
+    Fenced,
+    Lease,
+    check_write,
+    hand_over_lease,
+    is_fenced,
+    recovery_verdict,
+    take_over_lease,
+)
 
 
 @pytest.mark.parametrize(
@@ -52,3 +60,21 @@ def test_recovery_forgets_copies_whose_lease_moved() -> None:
     assert recovery_verdict("node1", 1, Lease(2, "node1")) == (
         "the lease moved to generation 2; this host held 1"
     )
+
+
+def test_a_hand_over_needs_the_lease_to_be_still_this_copys() -> None:
+    new = Lease(2, "node2")
+    assert hand_over_lease("web1", "node1", 1, new, Lease(1, "node1")) == new
+    # A failover took the VM meanwhile, with the same or a newer generation.
+    for taken in (Lease(2, "node3"), Lease(3, "node3"), Lease(1, "node3")):
+        with pytest.raises(Fenced) as caught:
+            hand_over_lease("web1", "node1", 1, new, taken)
+        assert caught.value.lease == taken
+    with pytest.raises(FailedPrecondition) as missing:
+        hand_over_lease("web1", "node1", 1, new, None)
+    assert missing.value.message == (
+        "cannot hand VM web1 over: its storage holds no lease, not generation 1 of host node1"
+    )
+    with pytest.raises(FailedPrecondition) as stale:
+        hand_over_lease("web1", "node1", 2, new, Lease(2, "node1"))
+    assert "stale lease generation 2" in stale.value.message

@@ -320,3 +320,19 @@ def test_processor_compatibility_mode_hides_newer_features(start_agent, tmp_path
     agent.operate("vm-1", agent_pb2.VM_OPERATION_START)
     agent.operate("vm-1", agent_pb2.VM_OPERATION_SAVE)
     assert "sse4_2" in agent.get("vm-1").cpu_features  # a saved VM keeps its processor
+
+
+def test_an_armed_crash_point_kills_the_destination_when_pages_arrive(pair: tuple[Agent, Agent]) -> None:
+    node1, node2 = pair
+    start_vm(node1, busy_spec(memory_mb=16))
+    (node2.state_dir / "crash-at").write_text("migration-destination-copying\n")
+
+    with pytest.raises(grpc.RpcError) as info:
+        migrate(node1, node2)
+
+    assert node2.proc.wait(timeout=5) == 137
+    assert "crash point migration-destination-copying reached" in node2.log()
+    assert not (node2.state_dir / "crash-at").exists()  # consumed: the host starts normally again
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "node2" in info.value.details() and "keeps running on host node1" in info.value.details()
+    running_and_writing(node1)
