@@ -21,6 +21,7 @@ from manager.core.agent_port import AgentPort
 from manager.core.errors import AlreadyExistsError, ManagerError
 from manager.core.failover import RESTARTABLE_STATES, WAITING_PREFIX, Restart, plan_restarts
 from manager.core.inventory import build_snapshot
+from manager.core.migration import newest_generation
 from manager.core.model import HostRecord, RestartPriority, VmOperation, VmRecord
 from manager.core.reconcile import record_observed, with_configuration
 from manager.core.settings import Settings
@@ -197,7 +198,10 @@ class FailoverService:
         # holds the newer lease: before that, that copy may hold the current lease, and
         # deleting it there would delete the VM's files.
         earlier = vm.restart_target if vm.restart_target not in (None, target.name) else None
-        generation = vm.lease_generation + 1
+        # Newer than what a migration of the VM under way reserved: its destination may
+        # hold that generation already.
+        migration = self._store.get_migration(vm.migration_id) if vm.migration_id else None
+        generation = newest_generation(vm, migration) + 1
         attempts = dict(vm.restart_attempts)
         attempts[target.name] = attempts.get(target.name, 0) + 1
         vm = replace(

@@ -37,6 +37,7 @@ from manager.core.errors import (
 from manager.core.inventory import host_capacity
 from manager.core.migration import (
     LIVE_PROFILES,
+    MOVABLE_STATES,
     STEP_RESTORED,
     STEP_SAVED,
     STEP_SAVING,
@@ -53,11 +54,13 @@ from manager.core.migration import (
     choose_storage,
     holds_new_lease,
     is_no_converge,
+    is_open,
     progress_message,
     progress_percent,
     refusal,
     settle,
     still_moving,
+    taken_by_failover,
 )
 from manager.core.model import (
     HostRecord,
@@ -67,13 +70,14 @@ from manager.core.model import (
     MigrationProgress,
     MigrationRecord,
     ReportedVm,
+    RestartPriority,
     StorageLocation,
     VmOperation,
     VmRecord,
 )
 from manager.core.reconcile import record_observed, set_vm_state, with_configuration
 from manager.core.settings import Settings
-from manager.core.states import MigrationState, VmState, change_migration_state
+from manager.core.states import HostState, MigrationState, VmState, change_migration_state
 from manager.core.store import Store
 from manager.core.topology import MigrationSettings
 
@@ -82,6 +86,12 @@ log = logging.getLogger(__name__)
 RESTARTED_BEFORE = "the manager restarted before it began"
 OPEN_STATES = frozenset({MigrationState.QUEUED, MigrationState.RUNNING})
 HOLDS_MEMORY = frozenset({VmState.RUNNING, VmState.PAUSED})
+# States in which a VM surely holds no memory: a quick migration moves it without saving.
+AT_REST = frozenset({VmState.SAVED, VmState.STOPPED})
+# States a save or a restore passes through on the way to its end.
+IN_TRANSIT = frozenset({VmState.SAVING, VmState.STARTING})
+# Hosts whose failover already collected the VMs recorded on them.
+FAILING_OVER = frozenset({HostState.FENCING, HostState.FENCED})
 
 
 class MigrationFailed(ManagerError):
@@ -284,8 +294,29 @@ class MigrationService:
             if migration.source == migration.destination:
                 return await self._move_files(job, self._start(migration))
             return await self._live(job, migration)
+        except Exception as error:
+            # Whatever escaped, the migration ends and lets go of its VM; a cancelled
+            # job (the manager stops) is left to the settling after the restart.
+            await self._abandon(migration_id, error)
+            raise
         finally:
             self._vms.moving.discard(migration.vm_id)
+
+    async def _abandon(self, migration_id: str, error: Exception) -> None:
+        migration = self._store.get_migration(migration_id)
+        if migration is None or not is_open(migration):
+            return
+        if isinstance(error, ManagerError):
+            why = error.message
+        else:
+            log.error("migration %s crashed", migration_id, exc_info=error)
+            why = f"internal error: {error!r}"
+        async with self._vms.lock(migration.vm_id):
+            vm = self._store.get_vm(migration.vm_id)
+            if vm is not None:
+                self._release_vm(vm, migration)
+        failed = self._save(migration, state=MigrationState.FAILED, error=why)
+        self._emit(failed, f"migration of VM {failed.vm_name} to {failed.destination} failed: {why}")
 
     def _start(self, migration: MigrationRecord) -> MigrationRecord:
         started = self._save(migration, state=MigrationState.RUNNING, phase="preparing")
@@ -299,23 +330,27 @@ class MigrationService:
         )
         await self._take_slot(slot)
         try:
-            migration = self._start(migration)
             try:
+                migration = self._start(migration)
                 vm = await self._enter_live(migration)
                 migration, progress = await self._stream(job, migration, vm)
-            except ManagerError as error:
-                failed_with = error
-            else:
                 return await self._live_done(migration, progress)
+            except ManagerError as error:
+                failed_with = error.message
+            except Exception as error:
+                # Settled like any failure: the agents say where the VM is.
+                log.exception("live migration %s crashed", migration.id)
+                failed_with = f"internal error: {error!r}"
+            if not (
+                migration.kind is MigrationKind.LIVE
+                and is_no_converge(failed_with)
+                and migration.no_converge == "quick"
+            ):
+                # Within the slot: the agents may still be migrating.
+                return await self._live_failed(migration, failed_with)
         finally:
             await self._release_slot(slot)
-        if (
-            migration.kind is MigrationKind.LIVE
-            and is_no_converge(failed_with.message)
-            and migration.no_converge == "quick"
-        ):
-            return await self._fall_back(job, self.get(migration.id), failed_with.message)
-        return await self._live_failed(migration, failed_with.message)
+        return await self._fall_back(job, self.get(migration.id), failed_with)
 
     async def _enter_live(self, migration: MigrationRecord) -> VmRecord:
         async with self._vms.lock(migration.vm_id):
@@ -431,11 +466,17 @@ class MigrationService:
     async def _live_failed(self, migration: MigrationRecord, error: str) -> str:
         """The stream failed: record where the VM truly is, then fail (or complete)."""
         migration = self.get(migration.id)  # with the last progress it wrote
-        source_report = await self._ask(migration.source, migration.vm_id)
+        # The manager's stream may have given up while the agents go on (a stalled
+        # stream, a deadline): what they end with decides, not what they say now.
+        source_report, source_answered = await self._watch_source(
+            migration, lambda report: still_moving(report, migration.id)
+        )
         target_report = None
         if source_report is None or source_report.state not in HOLDS_MEMORY:
             target_report = await self._ask(migration.destination, migration.vm_id)
-        outcome = settle(source_report, target_report, migration.lease_generation)
+        outcome = settle(
+            source_report, target_report, migration.lease_generation, source_let_go=source_answered
+        )
         return await self._conclude(migration, outcome, source_report, target_report, error)
 
     async def _conclude(
@@ -448,29 +489,14 @@ class MigrationService:
     ) -> str:
         async with self._vms.lock(migration.vm_id):
             vm = self._store.get_vm(migration.vm_id)
-            if vm is not None and (vm.failover_from is not None or vm.host != migration.source):
+            failover = vm is not None and taken_by_failover(vm, migration)
+            if vm is not None and failover:
                 # The failover of a failed host took the VM: its record is the failover's.
                 self._release_vm(vm, migration)
                 outcome = Outcome.UNKNOWN
-                error += f"; the failover of host {migration.source} took the VM"
-            elif vm is not None and outcome is Outcome.MOVED:
-                self._move_record(vm, migration, self._host(migration.destination), target_report)
-            elif vm is not None and outcome is Outcome.STAYED and source_report is not None:
-                self._vms.record(
-                    replace(
-                        record_observed(vm, source_report.state, source_report.reason),
-                        migration_id=None,
-                    )
-                )
+                error += f"; the failover of host {vm.failover_from or migration.source} took the VM"
             elif vm is not None:
-                self._vms.record(
-                    replace(
-                        record_observed(
-                            vm, VmState.UNKNOWN, f"host {migration.source} did not answer after the migration"
-                        ),
-                        migration_id=None,
-                    )
-                )
+                self._record_outcome(vm, migration, outcome, source_report, target_report)
         if outcome is Outcome.MOVED:
             done = self._save(migration, state=MigrationState.COMPLETED, phase="completed", error="")
             summary = (
@@ -480,8 +506,14 @@ class MigrationService:
             return summary
         where = {
             Outcome.STAYED: f"it stays on {migration.source}",
+            Outcome.HANDED_OVER: (
+                f"host {migration.source} let it go, so it is recorded on {migration.destination} for "
+                "that host's refresh or failover to settle"
+            ),
             Outcome.UNKNOWN: f"it stays recorded on {migration.source} for the failover to settle",
         }[outcome]
+        if failover:
+            where = "the failover settles where it runs"
         failed = self._save(migration, state=MigrationState.FAILED, error=error)
         self._emit(
             failed, f"migration of VM {failed.vm_name} to {failed.destination} failed: {error}; {where}"
@@ -490,9 +522,81 @@ class MigrationService:
             f"migration of VM {failed.vm_name} to {failed.destination} failed: {error}; {where}"
         )
 
+    def _record_outcome(
+        self,
+        vm: VmRecord,
+        migration: MigrationRecord,
+        outcome: Outcome,
+        source_report: ReportedVm | None,
+        target_report: ReportedVm | None,
+    ) -> None:
+        """The VM's record where the migration left it; the caller holds the VM's lock."""
+        if outcome is Outcome.MOVED:
+            self._move_record(vm, migration, self._host(migration.destination), target_report)
+        elif outcome is Outcome.STAYED and source_report is not None:
+            self._vms.record(
+                replace(record_observed(vm, source_report.state, source_report.reason), migration_id=None)
+            )
+        elif outcome is Outcome.HANDED_OVER:
+            self._hand_over(vm, migration, target_report)
+        else:
+            reason = (
+                f"host {migration.source} reports it {source_report.state.value} after the migration"
+                if source_report is not None
+                else f"host {migration.source} did not answer after the migration"
+            )
+            # The destination may hold the migration's lease: a take-over must be newer.
+            self._vms.record(
+                replace(
+                    record_observed(vm, VmState.UNKNOWN, reason),
+                    migration_id=None,
+                    lease_generation=max(vm.lease_generation, migration.lease_generation),
+                )
+            )
+
+    def _hand_over(self, vm: VmRecord, migration: MigrationRecord, report: ReportedVm | None) -> None:
+        """The source let the VM go, so the lease moved: the VM is the destination's,
+        whether or not that host confirms it. Its refresh records what it has; if it
+        failed, its failover restarts the VM."""
+        target = self._store.get_host(migration.destination)
+        cluster = target.cluster if target is not None else None
+        if report is not None:
+            state, reason = report.state, report.reason
+        else:
+            state = VmState.UNKNOWN
+            reason = f"host {migration.source} let it go to {migration.destination}, which did not confirm it"
+        moved = replace(
+            vm,
+            host=migration.destination,
+            lease_generation=max(
+                vm.lease_generation, migration.lease_generation, report.lease_generation if report else 0
+            ),
+            storage=(report.storage if report else None) or migration.storage or vm.storage,
+            migration_id=None,
+        )
+        moved = with_configuration(record_observed(moved, state, reason), cluster)
+        if (
+            target is not None
+            and target.state in FAILING_OVER
+            and cluster is not None
+            and moved.highly_available
+            and moved.restart_priority is not RestartPriority.NONE
+        ):
+            # That host's failover already collected the VMs recorded on it: this one
+            # joins those it restarts.
+            moved = replace(moved, failover_from=target.name)
+        self._vms.record(moved)
+
     def _release_vm(self, vm: VmRecord, migration: MigrationRecord) -> None:
-        if vm.migration_id == migration.id:
-            self._vms.record(replace(vm, migration_id=None))
+        """The migration lets go of the VM; a take-over after it must be newer than the
+        lease the migration reserved, which its destination may hold."""
+        released = replace(
+            vm,
+            migration_id=None if vm.migration_id == migration.id else vm.migration_id,
+            lease_generation=max(vm.lease_generation, migration.lease_generation),
+        )
+        if released != vm:
+            self._vms.record(released)
 
     async def _fall_back(self, job: JobHandle, migration: MigrationRecord, error: str) -> str:
         """A live migration that cannot converge becomes a quick one (the policy says so)."""
@@ -516,8 +620,13 @@ class MigrationService:
             vm = self._store.get_vm(migration.vm_id)
         if vm is None:
             raise NotFoundError(f"VM {migration.vm_name} was deleted")
-        must_save = vm.state in HOLDS_MEMORY
-        migration = self._save(migration, vm_state_before=vm.state)
+        if taken_by_failover(vm, migration):
+            return await self._leave_to_failover(migration)
+        # A VM whose state is not known for sure (a live migration fell back, its source
+        # did not answer) may still run: it is saved first, or the move stops.
+        must_save = vm.state not in AT_REST
+        if vm.state in MOVABLE_STATES:
+            migration = self._save(migration, vm_state_before=vm.state)
         try:
             if must_save:
                 migration = self._save(migration, phase=STEP_SAVING)
@@ -529,13 +638,27 @@ class MigrationService:
                 migration = self._save(migration, phase=STEP_SAVED)
             migration = self._save(migration, phase=STEP_TAKING_OVER)
             job.progress(40, f"Moving VM {vm.name} to {target.name}")
-            taken = await self._take_over(vm, migration, target)
+            # Under the VM's lock: a failover that marked the VM meanwhile goes first,
+            # and one that marks it now waits until this take-over is recorded.
+            async with self._vms.lock(migration.vm_id):
+                current = self._store.get_vm(migration.vm_id)
+                if current is None:
+                    raise NotFoundError(f"VM {migration.vm_name} was deleted")
+                taken = None
+                if not taken_by_failover(current, migration):
+                    taken = await self._take_over(current, migration, target)
         except ManagerError as error:
             taken = await self._ask(target.name, vm.id)
             if not holds_new_lease(taken, migration.lease_generation):
                 return await self._quick_back(migration, f"{error.message}")
-        assert taken is not None
+        if taken is None:
+            return await self._leave_to_failover(migration)
         return await self._quick_forward(job, migration, taken)
+
+    async def _leave_to_failover(self, migration: MigrationRecord) -> str:
+        return await self._conclude(
+            migration, Outcome.UNKNOWN, None, None, "the quick migration stopped before its take-over"
+        )
 
     async def _take_over(self, vm: VmRecord, migration: MigrationRecord, target: HostRecord) -> ReportedVm:
         moved = replace(vm, host=target.name, storage=migration.storage or vm.storage)
@@ -555,8 +678,12 @@ class MigrationService:
         target = self._host(migration.destination)
         async with self._vms.lock(migration.vm_id):
             vm = self._store.get_vm(migration.vm_id)
-            if vm is not None:
+            failover = vm is not None and taken_by_failover(vm, migration)
+            if vm is not None and not failover:
                 self._move_record(vm, migration, target, taken, release=False)
+        if failover:
+            # The failover restarts the VM from what was taken over (its lease is newer).
+            return await self._leave_to_failover(migration)
         migration = self._save(migration, phase=STEP_TAKEN_OVER)
         problem = ""
         if migration.vm_state_before in HOLDS_MEMORY and taken.state is VmState.SAVED:
@@ -663,6 +790,7 @@ class MigrationService:
 
     async def _take_slot(self, slot: SlotRequest) -> None:
         self._waiting.append(slot)
+        admitted = False
         try:
             async with self._slots_changed:
                 while slot.migration_id not in admit(
@@ -670,8 +798,13 @@ class MigrationService:
                 ):
                     await self._slots_changed.wait()
                 self._running[slot.migration_id] = slot
+                admitted = True
         finally:
             self._waiting.remove(slot)
+            if not admitted:
+                # A waiter kept later migrations sharing its hosts waiting: they look again.
+                async with self._slots_changed:
+                    self._slots_changed.notify_all()
 
     async def _release_slot(self, slot: SlotRequest) -> None:
         self._running.pop(slot.migration_id, None)
@@ -719,13 +852,13 @@ class MigrationService:
             self._vms.moving.discard(migration.vm_id)
 
     async def _recover_live(self, migration: MigrationRecord) -> None:
-        deadline = self._monotonic() + self._settings.migration_recovery_timeout
-        source_report = await self._ask(migration.source, migration.vm_id)
-        while still_moving(source_report, migration.id) and self._monotonic() < deadline:
-            await asyncio.sleep(self._settings.migration_recovery_poll)
-            source_report = await self._ask(migration.source, migration.vm_id)
+        source_report, source_answered = await self._watch_source(
+            migration, lambda report: still_moving(report, migration.id)
+        )
         target_report = await self._ask(migration.destination, migration.vm_id)
-        outcome = settle(source_report, target_report, migration.lease_generation)
+        outcome = settle(
+            source_report, target_report, migration.lease_generation, source_let_go=source_answered
+        )
         await self._conclude(
             migration,
             outcome,
@@ -735,6 +868,11 @@ class MigrationService:
         )
 
     async def _recover_quick(self, migration: MigrationRecord) -> None:
+        if migration.phase == STEP_SAVING:
+            # The source may still be saving: what it ends with decides.
+            await self._watch_source(
+                migration, lambda report: report is not None and report.state in IN_TRANSIT
+            )
         taken = await self._ask(migration.destination, migration.vm_id)
         if holds_new_lease(taken, migration.lease_generation):
             assert taken is not None
@@ -781,14 +919,34 @@ class MigrationService:
 
     async def _ask(self, host_name: str, vm_id: str) -> ReportedVm | None:
         """What a host says of the VM now; None when it does not have it or does not answer."""
+        report, _answered = await self._look(host_name, vm_id)
+        return report
+
+    async def _look(self, host_name: str, vm_id: str) -> tuple[ReportedVm | None, bool]:
+        """What a host says of the VM now, and whether it answered at all: (None, True)
+        is a host that answered that it does not have the VM."""
         host = self._store.get_host(host_name)
         if host is None or not host.address:
-            return None
+            return None, False
         try:
-            return await self._agents.get_vm(host_name, host.address, vm_id)
+            return await self._agents.get_vm(host_name, host.address, vm_id), True
+        except NotFoundError:
+            return None, True
         except ManagerError as error:
             log.info("host %s says nothing of VM %s: %s", host_name, vm_id, error.message)
-            return None
+            return None, False
+
+    async def _watch_source(
+        self, migration: MigrationRecord, busy: Callable[[ReportedVm | None], bool]
+    ) -> tuple[ReportedVm | None, bool]:
+        """Ask the source until `busy` no longer holds of its answer (bounded); its last
+        answer and whether it answered."""
+        deadline = self._monotonic() + self._settings.migration_recovery_timeout
+        report, answered = await self._look(migration.source, migration.vm_id)
+        while busy(report) and self._monotonic() < deadline:
+            await asyncio.sleep(self._settings.migration_recovery_poll)
+            report, answered = await self._look(migration.source, migration.vm_id)
+        return report, answered
 
     def _observe(self, vm: VmRecord, report: ReportedVm) -> VmRecord:
         updated = record_observed(self._store.get_vm(vm.id) or vm, report.state, report.reason)

@@ -17,13 +17,14 @@ from manager.core.model import (
     HostRecord,
     MigrationKind,
     MigrationProgress,
+    MigrationRecord,
     ReportedVm,
     StorageKind,
     StorageLocation,
     VmRecord,
 )
 from manager.core.placement import HostCapacity
-from manager.core.states import HostState, VmState
+from manager.core.states import HostState, MigrationState, VmState
 
 MB = 1_000_000
 # Profiles whose clusters move running VMs live (Hyper-V 2008 R2, vMotion on ESX);
@@ -192,6 +193,9 @@ def progress_percent(progress: MigrationProgress, memory_bytes: int) -> int:
 class Outcome(Enum):
     MOVED = "moved"  # the destination holds the VM with the new lease
     STAYED = "stayed"  # the source still holds the VM
+    # The source answered without the VM: it lets go only once the lease moved, so the
+    # VM belongs to the destination even though that host does not confirm it.
+    HANDED_OVER = "handed_over"
     UNKNOWN = "unknown"  # neither says so: failover and refresh settle it
 
 
@@ -200,19 +204,53 @@ def holds_new_lease(report: ReportedVm | None, generation: int) -> bool:
     return report is not None and report.lease_generation >= generation > 0 and report.state in MOVABLE_STATES
 
 
-def settle(source: ReportedVm | None, destination: ReportedVm | None, generation: int) -> Outcome:
+def settle(
+    source: ReportedVm | None,
+    destination: ReportedVm | None,
+    generation: int,
+    source_let_go: bool = False,
+) -> Outcome:
     """Where the VM is after a migration ended without a verdict (an error, a restart).
 
     The destination's copy counts only once it holds the newer lease: a skeleton that
     was never committed holds none, and the source's copy is fenced the moment it does.
+    `source_let_go` says the source answered that it no longer has the VM, which it
+    does only after the lease moved to the destination.
     """
     if holds_new_lease(destination, generation):
         return Outcome.MOVED
     if source is not None and source.state in MOVABLE_STATES:
         return Outcome.STAYED
+    if source is None and source_let_go:
+        return Outcome.HANDED_OVER
     return Outcome.UNKNOWN
 
 
 def still_moving(source: ReportedVm | None, migration_id: str) -> bool:
     """The source agent still works on this migration (it runs to its end on its own)."""
     return source is not None and source.migration_id == migration_id
+
+
+def is_open(migration: MigrationRecord | None) -> bool:
+    return migration is not None and migration.state in (MigrationState.QUEUED, MigrationState.RUNNING)
+
+
+def newest_generation(vm: VmRecord, migration: MigrationRecord | None) -> int:
+    """The newest lease generation the VM's copies may hold: its record's, or the one an
+    open migration of the VM reserved for its destination (which may hold it already).
+    A take-over outside that migration must hold a newer one, or storage refuses it as
+    stale, or worse, two copies hold the same generation."""
+    if is_open(migration) and migration is not None and migration.vm_id == vm.id:
+        return max(vm.lease_generation, migration.lease_generation)
+    return vm.lease_generation
+
+
+def taken_by_failover(vm: VmRecord, migration: MigrationRecord) -> bool:
+    """Whether the failover of a failed host took the VM while the migration ran: it
+    marked the VM, restarted it with a lease newer than the migration's, or put it on a
+    host that is neither end of the migration. The VM's record is then the failover's."""
+    return (
+        vm.failover_from is not None
+        or vm.lease_generation > migration.lease_generation
+        or vm.host not in (migration.source, migration.destination)
+    )

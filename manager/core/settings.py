@@ -68,8 +68,10 @@ class Settings:
     # A running migration's record is written at most this often (seconds) while it
     # streams progress; the job's message follows every message.
     migration_progress_interval: float = 0.25
-    # After a manager restart, a live migration whose source still works on it is
-    # waited for this long (seconds) in all, asking every `migration_recovery_poll`.
+    # A migration the manager no longer follows (it restarted, or its stream gave up)
+    # while the source agent still works on it, or a save still under way, is waited
+    # for this long (seconds) in all before it is settled, asking every
+    # `migration_recovery_poll`.
     migration_recovery_timeout: float = 60.0
     migration_recovery_poll: float = 0.5
     # ListMigrations returns this many when the request does not say.

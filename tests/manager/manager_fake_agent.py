@@ -69,6 +69,14 @@ class FakeHost:
     migration_step_delay: float = 0.0
     migration_error: str = ""
     migration_hang: bool = False
+    # The source goes on with the migration but tells the caller nothing after preparing.
+    migration_quiet: bool = False
+    # An error to end the stream with once the VM moved (the connection to the caller lost).
+    migration_error_after_move: str = ""
+    # GetVm answers UNAVAILABLE, to play a host that does not answer about its VMs.
+    silent: bool = False
+    # Seconds a save takes, the VM `saving` meanwhile; it ends even if the caller goes away.
+    save_delay: float = 0.0
     # Live migrations this host takes part in now, and the most at once.
     active_migrations: int = 0
     peak_migrations: int = 0
@@ -168,6 +176,8 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.AgentServiceCreateVmResponse(vm=vm)
 
     async def GetVm(self, request, context):  # noqa: N802
+        if self.host.silent:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"host {self.host.name} does not answer")
         return agent_pb2.AgentServiceGetVmResponse(vm=await self._vm(request.vm_id, context))
 
     async def OperateVm(self, request, context):  # noqa: N802
@@ -190,6 +200,17 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if vm.state == S.VM_STATE_STOPPED and result == S.VM_STATE_RUNNING:
             vm.cpu_vendor = self.host.cpu_vendor
             vm.cpu_features[:] = self.host.cpu_features
+        if request.operation == OP.VM_OPERATION_SAVE and self.host.save_delay > 0:
+            vm.state = S.VM_STATE_SAVING
+
+            async def save() -> None:
+                await asyncio.sleep(self.host.save_delay)
+                vm.state = result
+
+            task = asyncio.get_running_loop().create_task(save())
+            FakeAgent.tasks.add(task)
+            task.add_done_callback(FakeAgent.tasks.discard)
+            await asyncio.shield(task)
         vm.state = result
         return agent_pb2.AgentServiceOperateVmResponse(vm=vm)
 
@@ -263,6 +284,8 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         vm.migration_id = request.migration_id
         try:
             queue.put_nowait(agent_pb2.AgentServiceMigrateVmResponse(phase=OP.MIGRATION_PHASE_PREPARING))
+            if h.migration_quiet:
+                queue = asyncio.Queue()  # what follows reaches nobody
             sent = 0
             for n in range(1, h.migration_passes + 1):
                 await asyncio.sleep(h.migration_step_delay)
@@ -290,6 +313,9 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
             destination.vms[vm.spec.id] = moved
             destination.leases[vm.spec.id] = request.lease_generation
             h.vms.pop(vm.spec.id, None)
+            if h.migration_error_after_move:
+                queue.put_nowait(h.migration_error_after_move)
+                return
             digest = f"{zlib.crc32(vm.spec.id.encode()):08x}"
             done = agent_pb2.AgentServiceMigrateVmResponse(
                 phase=OP.MIGRATION_PHASE_COMPLETED,

@@ -9,6 +9,8 @@ moves the VM to the destination's fake host with the new lease.
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,11 @@ from manager_testkit import eventually, topology_for
 from havm.v1 import common_pb2
 from manager.adapters.agent_client import AgentClient
 from manager.adapters.sqlite_store import SqliteStore
+from manager.app.failover import FailoverService
 from manager.app.manager import ManagerApp
+from manager.app.migrations import MigrationService
 from manager.core.errors import FailedPreconditionError, NotFoundError
+from manager.core.migration import SlotRequest
 from manager.core.model import (
     CreateVmCommand,
     JobRecord,
@@ -28,13 +33,19 @@ from manager.core.model import (
     StorageKind,
     StorageLocation,
     VmOperation,
+    VmRecord,
     Workload,
 )
 from manager.core.settings import Settings
-from manager.core.states import JobState, MigrationState, VmState
-from manager.core.topology import parse_topology
+from manager.core.states import HostState, JobState, MigrationState, VmState
+from manager.core.topology import MigrationSettings, parse_topology
 
-SETTINGS = Settings(agent_call_timeout=2.0, migration_recovery_poll=0.05, migration_progress_interval=0.0)
+SETTINGS = Settings(
+    agent_call_timeout=2.0,
+    migration_recovery_poll=0.05,
+    migration_recovery_timeout=1.5,
+    migration_progress_interval=0.0,
+)
 # node2's migration traffic goes to an address of its own (a live-migration network).
 NODE2_MIGRATION_ADDRESS = "127.0.0.1:1"
 
@@ -288,3 +299,161 @@ async def test_a_restarted_manager_settles_the_migration_it_left_running(cluster
     vm = c.app.get_vm("web1")
     assert (vm.host, vm.lease_generation, vm.migration_id) == ("node2", before + 1, None)
     assert vm_id not in c.app.vms.busy_vms()
+
+
+# --- a migration meets a failure, a failover or a restart --------------------------------
+
+
+def failover_of(c: Cluster, failed: str) -> tuple[FailoverService, list[VmRecord]]:
+    """The failover of a host the detector fenced: its HA VMs marked for a restart elsewhere."""
+    host = c.app.store.get_host(failed)
+    assert host is not None
+    c.app.store.put_host(replace(host, state=HostState.FENCING, state_reason="lost"))
+    failover = FailoverService(c.app.store, c.app._agents, SETTINGS, c.app.vms, c.app.events, time.monotonic)
+    return failover, failover.mark(replace(host, state=HostState.FENCING))
+
+
+async def test_a_failover_during_a_live_migration_takes_a_newer_lease_than_the_migration(
+    cluster: Any,
+) -> None:
+    c = await cluster(stall_timeout_s=1.0)
+    vm_id = await c.vm("web1")
+    c.agents["node1"].host.migration_hang = True
+    job, migration = await c.app.migrate_vm("web1", "node2")
+
+    async def migrating() -> bool:
+        return c.app.get_vm("web1").state is VmState.MIGRATING
+
+    await eventually(migrating, 3.0, "the live migration streams")
+    reserved = migration.lease_generation
+    # node1 fails while its migration is open: the destination may already hold `reserved`.
+    failover, marked = failover_of(c, "node1")
+    await failover.restart_all("node1", marked)
+    vm = c.app.get_vm("web1")
+    assert (vm.state, vm.lease_generation) == (VmState.RUNNING, reserved + 1)
+    assert c.agents["node2"].host.leases[vm_id] == reserved + 1
+    c.agents["node1"].host.vms.pop(vm_id)  # the fenced host dropped its copy
+    job = await c.finished(job)
+    assert job.state is JobState.FAILED and "failover of host node1 took the VM" in job.error
+    after = c.app.get_vm("web1")
+    assert (after.host, after.lease_generation, after.migration_id) == (vm.host, reserved + 1, None)
+
+
+async def test_a_vm_its_source_let_go_is_recorded_on_the_silent_destination(cluster: Any) -> None:
+    c = await cluster()
+    await c.vm("web1")
+    c.agents["node1"].host.migration_error_after_move = "the connection to the manager was lost"
+    job, migration = await c.app.migrate_vm("web1", "node2")
+    c.agents["node2"].host.silent = True
+    job = await c.finished(job)
+    assert job.state is JobState.FAILED and "recorded on node2" in job.error, job.error
+    vm = c.app.get_vm("web1")
+    assert (vm.host, vm.state, vm.lease_generation, vm.migration_id) == (
+        "node2",
+        VmState.UNKNOWN,
+        migration.lease_generation,
+        None,
+    )
+    await c.app.refresher.refresh_all()  # the destination's inventory settles it
+    assert (c.app.get_vm("web1").host, c.app.get_vm("web1").state) == ("node2", VmState.RUNNING)
+
+
+async def test_a_stream_given_up_waits_for_the_agents_to_finish(cluster: Any) -> None:
+    c = await cluster(stall_timeout_s=0.3)
+    vm_id = await c.vm("web1")
+    before = c.app.get_vm("web1").lease_generation
+    c.agents["node1"].host.migration_quiet = True
+    c.agents["node1"].host.migration_step_delay = 0.25  # moves ~0.45 s after the stream gave up
+    job, migration = await c.app.migrate_vm("web1", "node2")
+    job = await c.finished(job)
+    assert job.state is JobState.COMPLETED and "ended unobserved" in job.message, job.error
+    assert c.app.get_migration(migration.id).state is MigrationState.COMPLETED
+    vm = c.app.get_vm("web1")
+    assert (vm.host, vm.lease_generation, vm.migration_id) == ("node2", before + 1, None)
+    assert vm_id in c.agents["node2"].host.vms
+
+
+async def test_a_fallback_saves_a_vm_whose_source_cannot_be_asked(cluster: Any) -> None:
+    c = await cluster(no_converge="quick")
+    vm_id = await c.vm("busy1")
+    c.agents["node1"].host.migration_error = "did not converge: dirty rate 900 MB/s at or above 400 MB/s"
+    job, _ = await c.app.migrate_vm("busy1", "node2")
+    c.agents["node1"].host.silent = True  # it still saves, but says nothing of its VMs
+    job = await c.finished(job)
+    assert job.state is JobState.COMPLETED, job.error
+    vm = c.app.get_vm("busy1")
+    assert (vm.host, vm.state) == ("node2", VmState.RUNNING)
+    assert vm_id not in c.agents["node1"].host.vms
+    assert c.agents["node2"].host.vms[vm_id].state == common_pb2.VM_STATE_RUNNING
+
+
+async def test_a_quick_migration_stops_when_a_failover_marks_its_vm(cluster: Any) -> None:
+    c = await cluster()
+    vm_id = await c.vm("q1")
+    c.agents["node1"].host.save_delay = 0.4
+    job, migration = await c.app.migrate_vm("q1", "node2", quick=True)
+
+    async def saving() -> bool:
+        return c.app.get_migration(migration.id).phase == "saving"
+
+    await eventually(saving, 3.0, "the source saves the VM")
+    failover, marked = failover_of(c, "node1")
+    assert [vm.id for vm in marked] == [vm_id]
+    job = await c.finished(job)
+    assert job.state is JobState.FAILED and "failover" in job.error, job.error
+    assert vm_id not in c.agents["node2"].host.vms  # no take-over behind the failover's back
+    await failover.restart_all("node1", marked)
+    vm = c.app.get_vm("q1")
+    assert vm.state is VmState.RUNNING and vm.lease_generation == migration.lease_generation + 1
+    assert [h for h in ("node2", "node3") if vm_id in c.agents[h].host.vms] == [vm.host]
+
+
+async def test_a_restart_during_the_save_restores_the_vm_on_its_source(cluster: Any) -> None:
+    c = await cluster()
+    vm_id = await c.vm("q1")
+    c.agents["node1"].host.save_delay = 0.5
+    job, migration = await c.app.migrate_vm("q1", "node2", quick=True)
+
+    async def saving() -> bool:
+        return c.app.get_migration(migration.id).phase == "saving"
+
+    await eventually(saving, 3.0, "the source saves the VM")
+    await c.stop()  # the save goes on in the agent
+    c.app = c.open()
+    await asyncio.wait_for(c.app.migrations.recover(), 5.0)
+    assert c.app.get_migration(migration.id).state is MigrationState.FAILED
+    vm = c.app.get_vm("q1")
+    assert (vm.host, vm.state, vm.migration_id) == ("node1", VmState.RUNNING, None)
+    assert c.agents["node1"].host.vms[vm_id].state == common_pb2.VM_STATE_RUNNING
+    assert vm_id not in c.agents["node2"].host.vms
+
+
+async def test_a_crash_after_the_stream_still_concludes_the_migration(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await cluster()
+    await c.vm("web1")
+
+    async def crash(*args: Any) -> str:
+        raise RuntimeError("crashed while recording the move")
+
+    monkeypatch.setattr(c.app.migrations, "_live_done", crash)
+    job, migration = await c.app.migrate_vm("web1", "node2")
+    job = await c.finished(job)
+    assert job.state is JobState.COMPLETED, job.error
+    assert c.app.get_migration(migration.id).state is MigrationState.COMPLETED
+    vm = c.app.get_vm("web1")
+    assert (vm.host, vm.state, vm.migration_id) == ("node2", VmState.RUNNING, None)
+
+
+async def test_a_cancelled_slot_waiter_lets_the_migrations_behind_it_start() -> None:
+    service = MigrationService(None, None, None, None, SETTINGS, None, None, None)  # type: ignore[arg-type]
+    service.policy = MigrationSettings(max_live_migrations_per_host=1)
+    await service._take_slot(SlotRequest("running", "node1", "node2"))
+    blocked = asyncio.create_task(service._take_slot(SlotRequest("blocked", "node1", "node3")))
+    behind = asyncio.create_task(service._take_slot(SlotRequest("behind", "node3", "node4")))
+    await asyncio.sleep(0.05)
+    assert not behind.done()  # node3 is kept for the migration that waits before it
+    blocked.cancel()
+    await asyncio.wait_for(behind, 1.0)
+    assert sorted(service._running) == ["behind", "running"]
