@@ -273,9 +273,6 @@ def _fail(message: str, code: int = 1) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     """The console script: run the app; expected failures become one line on stderr."""
-    # gRPC core logs some connection events (a manager restarting: "Got goaway") at info
-    # level; the command's own sentence says what matters. GRPC_VERBOSITY still wins.
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         app(args=argv, prog_name="havm")
     except (CliError, ContextError) as exc:
