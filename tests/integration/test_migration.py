@@ -332,7 +332,7 @@ def test_live_migration_of_a_busy_guest_keeps_memory_and_journal(cluster: LocalC
 
 
 def test_an_incompatible_destination_is_refused_with_every_reason(cluster: LocalCluster) -> None:
-    create(cluster, "picky", "n1", networks=("Backend",), memory_mb=2048)
+    create(cluster, "picky", "n1", networks=("Backend",), memory_mb=1536)
 
     older = cluster.havm("vm", "migrate", "picky", "--to", "n4")
     assert older.code == 1 and "Traceback" not in older.stderr
@@ -436,7 +436,7 @@ def test_a_guest_that_dirties_faster_than_the_network_does_not_converge(cluster:
 def test_live_migrations_beyond_the_per_host_limit_queue(cluster: LocalCluster) -> None:
     names = ["lim1", "lim2", "lim3"]
     for name in names:
-        create(cluster, name, "n1", memory_mb=1024)
+        create(cluster, name, "n1", memory_mb=512)
     processes = [start_migration(cluster, name, "--to", "n3") for name in names]
     try:
         states = wait_for(
@@ -476,29 +476,6 @@ def test_the_destination_dying_during_the_copy_leaves_the_vm_on_the_source(clust
     wait_host_ok(cluster, "n2")
     assert_runs_once(cluster, ["stay"])
     remove(cluster, "stay")
-
-
-def test_the_source_dying_during_the_copy_fails_the_vm_over_once(cluster: LocalCluster) -> None:
-    create(cluster, "orphan", "n3", memory_mb=1024)
-    before = journal_length(cluster, "orphan")
-    process = start_migration(cluster, "orphan", "--to", "n2")
-    wait_phase(cluster, "orphan", "pre_copy")
-    cluster.kill9("agent:n3")
-    code, _, _ = finish(process)
-    assert code == 1
-    # The ordinary failover: fenced, then restarted on a surviving node.
-    wait_for(
-        lambda: (r := vm(cluster, "orphan"))["state"] == "running" and r["host"] != "n3",
-        timeout=30,
-        what="orphan restarted elsewhere",
-    )
-    assert vm(cluster, "orphan")["failover_count"] >= 1
-    assert_journal_continuous(cluster, "orphan", before)
-    assert_runs_once(cluster, ["orphan"])
-    cluster.ok("host", "start", "n3")
-    wait_host_ok(cluster, "n3")
-    assert_runs_once(cluster, ["orphan"])
-    remove(cluster, "orphan")
 
 
 def test_a_migration_survives_a_manager_crash(cluster: LocalCluster) -> None:
