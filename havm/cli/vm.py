@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from havm.cli import render
+from havm.cli.client import ManagerClient
 from havm.cli.errors import CliError
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, client
@@ -143,16 +144,27 @@ def create_vm(
     if location is not None:
         request.storage.CopyFrom(location)
     manager = client(ctx)
-    reply = manager.create_vm(request)
-    job = wait_for_job(manager, reply.job, output)
-    if job.state == manager_pb2.JOB_STATE_FAILED:
-        finish(job, output, None)
-    vm = manager.get_vm(name)
-    if output is OutputFormat.json:
-        render.print_json(render.vm_dict(vm))
+    vm = _vm_after_job(manager, manager.create_vm(request).job, name, output)
+    if vm is None:
         return
     state = render.enum_word(common_pb2.VmState, vm.state, "VM_STATE_")
     print(f"VM {name} created on {vm.host or 'no host'} ({state})")
+
+
+def _vm_after_job(
+    manager: ManagerClient, job: manager_pb2.Job, name: str, output: OutputFormat
+) -> manager_pb2.Vm | None:
+    """Follow a VM's job to its end (a failure ends the command), then print the VM as
+    JSON and return None, or return it for the caller's table line."""
+    if job.id:
+        job = wait_for_job(manager, job, output)
+        if job.state == manager_pb2.JOB_STATE_FAILED:
+            finish(job, output, None)
+    vm = manager.get_vm(name)
+    if output is OutputFormat.json:
+        render.print_json(render.vm_dict(vm))
+        return None
+    return vm
 
 
 @vm_app.command("set")
@@ -176,14 +188,8 @@ def set_vm(
         )
     request = manager_pb2.UpdateVmRequest(name=name, processor_compatibility=processor_compatibility)
     manager = client(ctx)
-    reply = manager.update_vm(request)
-    if reply.job.id:
-        job = wait_for_job(manager, reply.job, output)
-        if job.state == manager_pb2.JOB_STATE_FAILED:
-            finish(job, output, None)
-    vm = manager.get_vm(name)
-    if output is OutputFormat.json:
-        render.print_json(render.vm_dict(vm))
+    vm = _vm_after_job(manager, manager.update_vm(request).job, name, output)
+    if vm is None:
         return
     print(f"VM {name}: processor compatibility {'on' if vm.processor_compatibility else 'off'}")
 

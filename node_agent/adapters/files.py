@@ -31,7 +31,14 @@ from typing import Any
 from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import StorageFault
-from node_agent.core.journal import RECORD_SIZE, JournalPosition, record_offset, scan_journal
+from node_agent.core.journal import (
+    RECORD_SIZE,
+    JournalPosition,
+    JournalRecord,
+    decode_record,
+    record_offset,
+    scan_journal,
+)
 from node_agent.core.lease import Lease
 from node_agent.core.power import PowerState
 from node_agent.core.vm import GIB, StorageKind, StorageRef, VmSpec, Workload
@@ -395,6 +402,21 @@ class DiskFile:
 def journal_region_end(position: JournalPosition) -> int:
     """The bytes of a disk that hold its journal up to `position` (slot 0 included)."""
     return (position.last_seq + 1) * RECORD_SIZE
+
+
+def read_journal_records(disk: Path) -> list[JournalRecord]:
+    """Every valid journal record of a virtual disk, from seq 1 to the first empty or torn
+    slot: what a guest's acknowledged writes left on the disk, read straight from the file."""
+    records = []
+    with open(disk, "rb") as f:
+        slot = 1
+        while True:
+            f.seek(record_offset(slot))
+            record = decode_record(f.read(RECORD_SIZE))
+            if record is None:
+                return records
+            records.append(record)
+            slot += 1
 
 
 def scan_disk_journal(disk: Path) -> JournalPosition:

@@ -30,7 +30,7 @@ from cluster_harness import (
 
 from havm.cli.render import migration_dict, vm_dict
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
-from node_agent.core.journal import RECORD_SIZE, decode_record
+from node_agent.adapters.files import read_journal_records
 
 pytestmark = pytest.mark.integration
 
@@ -219,17 +219,7 @@ def vm_dir(cluster: LocalCluster, record: dict) -> Path:
 def journal(cluster: LocalCluster, record: dict) -> list[tuple[int, int]]:
     """(seq, lease generation) of every valid journal record on the VM's disk, in order."""
     disk = vm_dir(cluster, record) / "disk0.vhd"
-    records = []
-    with open(disk, "rb") as f:
-        seq = 1
-        while True:
-            f.seek(seq * RECORD_SIZE)
-            decoded = decode_record(f.read(RECORD_SIZE))
-            if decoded is None:
-                break
-            records.append((decoded.seq, decoded.generation))
-            seq += 1
-    return records
+    return [(entry.seq, entry.generation) for entry in read_journal_records(disk)]
 
 
 def assert_journal_continuous(cluster: LocalCluster, name: str, written_before: int) -> None:

@@ -13,7 +13,7 @@ import pytest
 from agent_testkit import Agent, free_port, host_config, vm_spec, wait_until
 
 from havm.v1 import agent_pb2, common_pb2
-from node_agent.core.journal import RECORD_SIZE, JournalRecord, decode_record
+from node_agent.adapters.files import read_journal_records
 
 pytestmark = pytest.mark.integration
 
@@ -27,20 +27,6 @@ def rpc_error(call, *args) -> grpc.RpcError:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as info:
         call(*args)
     return info.value
-
-
-def journal_records(disk: Path) -> list[JournalRecord]:
-    """Every valid record on a virtual disk, in slot order, read straight from the file."""
-    records = []
-    with open(disk, "rb") as f:
-        slot = 1
-        while True:
-            f.seek(slot * RECORD_SIZE)
-            record = decode_record(f.read(RECORD_SIZE))
-            if record is None:
-                return records
-            records.append(record)
-            slot += 1
 
 
 def vm_dir(tmp_path: Path) -> Path:
@@ -68,9 +54,9 @@ def test_take_over_fences_the_running_copy(start_agent, tmp_path: Path) -> None:
     assert "VM web1 fenced: the lease moved to node2 (generation 2)" in node1.log()
     assert node1.inventory().host.memory_free_mb == 6144  # the fenced copy released its memory
     disk = vm_dir(tmp_path) / "disk0.vhd"
-    at_fence = journal_records(disk)
+    at_fence = read_journal_records(disk)
     time.sleep(0.3)
-    assert journal_records(disk) == at_fence, "the fenced copy must not write any more"
+    assert read_journal_records(disk) == at_fence, "the fenced copy must not write any more"
     last_of_node1 = at_fence[-1].seq
     assert {r.generation for r in at_fence} == {1}
     # The fenced host forgets the VM but leaves its files to the new owner.
@@ -80,7 +66,7 @@ def test_take_over_fences_the_running_copy(start_agent, tmp_path: Path) -> None:
     node2.operate("vm-1", OP.VM_OPERATION_START)
     assert node2.get("vm-1").lease_generation == 2
     wait_until(lambda: node2.guest("vm-1").journal_last_seq >= last_of_node1 + 5, what="journal on node2")
-    records = journal_records(disk)
+    records = read_journal_records(disk)
     assert [r.seq for r in records] == list(range(1, len(records) + 1)), "no gap, no repeated seq"
     assert records[:last_of_node1] == at_fence
     assert {r.generation for r in records[last_of_node1:]} == {2}
@@ -138,7 +124,7 @@ def test_a_fenced_host_that_comes_back_does_not_run_its_old_copy(start_agent, tm
     wait_until(lambda: node1.guest("vm-1").journal_last_seq >= 3, what="journal writes")
     node1.kill9()
     lun_vm = tmp_path / "san" / "lun" / "lun1" / "vm-1"
-    at_crash = journal_records(lun_vm / "disk0.vhd")
+    at_crash = read_journal_records(lun_vm / "disk0.vhd")
     # The manager moved the lease on (as a take-over that crashed before writing vm.json would).
     (lun_vm / "lease.json").write_text(json.dumps({"generation": 7, "owner": "node3"}))
 
@@ -146,7 +132,7 @@ def test_a_fenced_host_that_comes_back_does_not_run_its_old_copy(start_agent, tm
     assert [v.spec.id for v in again.inventory().vms] == []
     assert "fenced while the agent was away" in again.log()
     time.sleep(0.3)
-    assert journal_records(lun_vm / "disk0.vhd") == at_crash
+    assert read_journal_records(lun_vm / "disk0.vhd") == at_crash
     assert not (node1.state_dir / "vms" / "vm-1.json").exists()
 
 

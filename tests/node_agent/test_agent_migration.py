@@ -15,7 +15,7 @@ import pytest
 from agent_testkit import Agent, host_config, vm_spec, wait_until
 
 from havm.v1 import agent_pb2, common_pb2
-from node_agent.core.journal import RECORD_SIZE, decode_record
+from node_agent.adapters.files import read_journal_records
 
 pytestmark = pytest.mark.integration
 
@@ -74,16 +74,7 @@ def migrate(
 
 def journal(disk: Path) -> list[tuple[int, int]]:
     """(seq, generation) of every valid record of a virtual disk, in slot order."""
-    records = []
-    with open(disk, "rb") as f:
-        slot = 1
-        while True:
-            f.seek(slot * RECORD_SIZE)
-            record = decode_record(f.read(RECORD_SIZE))
-            if record is None:
-                return records
-            records.append((record.seq, record.generation))
-            slot += 1
+    return [(record.seq, record.generation) for record in read_journal_records(disk)]
 
 
 def assert_handed_over(records: list[tuple[int, int]], old: int, new: int) -> None:

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from havm.v1 import agent_pb2, common_pb2
-from node_agent.core.journal import RECORD_SIZE, decode_record
+from node_agent.adapters.files import read_journal_records
 
 pytestmark = pytest.mark.integration
 
@@ -42,17 +42,7 @@ def rpc_error(call, *args) -> grpc.RpcError:  # type: ignore[no-untyped-def]
 
 
 def journal_seqs(disk: Path) -> list[int]:
-    """Every valid record on a virtual disk, in slot order, read straight from the file."""
-    seqs = []
-    with open(disk, "rb") as f:
-        slot = 1
-        while True:
-            f.seek(slot * RECORD_SIZE)
-            record = decode_record(f.read(RECORD_SIZE))
-            if record is None:
-                return seqs
-            seqs.append(record.seq)
-            slot += 1
+    return [record.seq for record in read_journal_records(disk)]
 
 
 def test_health_and_reflection(agent: Agent) -> None:
