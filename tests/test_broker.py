@@ -11,13 +11,9 @@ import time
 import aiomqtt
 import pytest
 
+from havm.ports import free_port
+
 BROKER = [sys.executable, "-m", "havm.broker", "--listen"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_it_serves_retained_messages() -> None:

@@ -14,12 +14,7 @@ import time
 from pathlib import Path
 
 from havm.faultnet import applied_path, write_faults
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from havm.ports import free_port
 
 
 class EchoServer:

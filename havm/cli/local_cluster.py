@@ -37,6 +37,7 @@ from havm.cli.context import (
     write_context,
 )
 from havm.faultnet import write_faults
+from havm.ports import free_ports, port_is_free
 from manager.core.topology import (
     HostSpec,
     Topology,
@@ -113,30 +114,6 @@ def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (all held open until every one is chosen)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def is_running(component: Component) -> bool:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from fake_manager_service import FAILED_START_ERROR
 from havm_runner import run_many
 from typer.testing import CliRunner
 
 from havm.cli.main import app
+from havm.ports import free_port
 from havm.v1 import agent_pb2, common_pb2
 
 
@@ -178,14 +177,8 @@ def test_unavailable_from_a_reachable_manager_is_its_sentence(havm):
     assert _one_error_line(result) == "error: host node2 does not answer at 127.0.0.1:7002"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_unreachable_manager(havm_bare):
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{free_port()}"
     commands = [("host", "list"), ("vm", "start", "web1"), ("status", "-o", "json")]
     results = run_many(havm_bare, [("--manager", address, *args) for args in commands])
     for args, result in zip(commands, results, strict=True):

@@ -4,12 +4,13 @@ and no process left behind."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from cluster_harness import HAVM, LocalCluster, alive, start_cluster, stop_cluster, wait_for
+
+from havm.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -124,9 +125,7 @@ def test_a_non_loopback_agent_address_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_agent_address_in_the_topology_is_used(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     topology = tmp_path / "fixed.yaml"
     topology.write_text(SMALL.replace("  - {name: esx4}", f"  - {{name: esx4, address: '127.0.0.1:{port}'}}"))
     cluster = start_cluster(tmp_path / "state", "--topology", str(topology))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from manager_fake_agent import FakeAgent
 
+from havm.ports import free_port
 from havm.v1 import common_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 CLUSTER_NODES = ("node1", "node2", "node3")
 VOLUMES = (("Volume1", common_pb2.STORAGE_KIND_CSV, 2048), ("lun1", common_pb2.STORAGE_KIND_LUN, 200))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def topology_for(agents: dict[str, FakeAgent]) -> dict:
