@@ -28,6 +28,7 @@ from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
 from manager.adapters.mqtt import MqttLink
 from manager.adapters.sqlite_store import SqliteStore
+from manager.app.crash_points import CrashPoints
 from manager.app.manager import ManagerApp
 from manager.core.errors import FailedPreconditionError
 from manager.core.model import Event
@@ -149,7 +150,7 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
         probe_timeout=args.probe_timeout,
     )
     store = SqliteStore(args.state_dir / "manager.db")
-    app = ManagerApp(store, AgentClient(settings), settings)
+    app = ManagerApp(store, AgentClient(settings), settings, crash_points=CrashPoints(args.state_dir))
     try:
         app.load(topology)
     except FailedPreconditionError as error:

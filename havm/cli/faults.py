@@ -16,6 +16,8 @@ Each fault is what happens to a real cluster, done to the processes `havm up` st
   again (nothing restarts by itself).
 - `crash-at HOST POINT`: the agent dies (as at SIGKILL) the next time it reaches that
   step of a live migration, a moment too short to hit from outside.
+- `crash-manager-at POINT`: the same for the manager, at a step of a live or quick
+  migration that it records.
 """
 
 from __future__ import annotations
@@ -62,7 +64,17 @@ class CrashPoint(enum.StrEnum):
     destination_committing = "migration-destination-committing"
 
 
-# Where an agent looks for the crash point it is armed with, in its state directory.
+class ManagerCrashPoint(enum.StrEnum):
+    """Steps of a migration the manager can be told to die at (the manager's names)."""
+
+    pre_copy = "migration-manager-pre-copy"
+    blackout = "migration-manager-blackout"
+    quick_saved = "migration-manager-quick-saved"
+    quick_taken_over = "migration-manager-quick-taken-over"
+
+
+# Where an agent or the manager looks for the crash point it is armed with, in its
+# state directory.
 CRASH_POINT_FILE = "crash-at"
 
 
@@ -248,11 +260,34 @@ def crash_at(
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
     _running(agent, f"host {host}")
-    if "--state-dir" not in agent.argv:
-        raise ContextError(f"the agent of host {host} was started without --state-dir")
-    state_dir = Path(agent.argv[agent.argv.index("--state-dir") + 1])
-    (state_dir / CRASH_POINT_FILE).write_text(point.value + "\n")
+    _arm(agent, f"the agent of host {host}", point.value)
     _console().print(f"host {host} dies when it reaches {point.value}")
+
+
+@fault_app.command("crash-manager-at")
+def crash_manager_at(
+    ctx: typer.Context,
+    point: Annotated[ManagerCrashPoint, typer.Argument(help="The migration step the manager dies at.")],
+) -> None:
+    """Arm the manager to die (as at SIGKILL) when it reaches a step of a migration.
+
+    pre-copy (the source reported memory going over), blackout (the source reported that
+    it pauses the guest), quick-saved (a quick migration saved the VM on the source, no
+    take-over asked yet), quick-taken-over (the destination holds the VM's lease, the VM
+    is not restored there yet). `havm restart manager` starts it again.
+    """
+    cluster = _cluster(ctx)
+    manager = _component(cluster, "manager", "manager")
+    _running(manager, "the manager")
+    _arm(manager, "the manager", point.value)
+    _console().print(f"the manager dies when it reaches {point.value}")
+
+
+def _arm(component: Component, label: str, point: str) -> None:
+    if "--state-dir" not in component.argv:
+        raise ContextError(f"{label} was started without --state-dir")
+    state_dir = Path(component.argv[component.argv.index("--state-dir") + 1])
+    (state_dir / CRASH_POINT_FILE).write_text(point + "\n")
 
 
 @fault_app.command("crash-manager")

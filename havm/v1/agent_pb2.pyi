@@ -172,7 +172,7 @@ class AgentServiceCheckCompatibilityResponse(_message.Message):
     def __init__(self, compatible: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentServiceMigrateVmRequest(_message.Message):
-    __slots__ = ("vm_id", "migration_id", "destination_host", "destination_address", "lease_generation", "max_passes", "blackout_budget_ms", "bandwidth_mb_per_s", "storage")
+    __slots__ = ("vm_id", "migration_id", "destination_host", "destination_address", "lease_generation", "max_passes", "blackout_budget_ms", "bandwidth_mb_per_s", "storage", "reattach")
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_HOST_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +182,7 @@ class AgentServiceMigrateVmRequest(_message.Message):
     BLACKOUT_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MB_PER_S_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
+    REATTACH_FIELD_NUMBER: _ClassVar[int]
     vm_id: str
     migration_id: str
     destination_host: str
@@ -191,7 +192,8 @@ class AgentServiceMigrateVmRequest(_message.Message):
     blackout_budget_ms: int
     bandwidth_mb_per_s: float
     storage: _common_pb2.StorageLocation
-    def __init__(self, vm_id: _Optional[str] = ..., migration_id: _Optional[str] = ..., destination_host: _Optional[str] = ..., destination_address: _Optional[str] = ..., lease_generation: _Optional[int] = ..., max_passes: _Optional[int] = ..., blackout_budget_ms: _Optional[int] = ..., bandwidth_mb_per_s: _Optional[float] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+    reattach: bool
+    def __init__(self, vm_id: _Optional[str] = ..., migration_id: _Optional[str] = ..., destination_host: _Optional[str] = ..., destination_address: _Optional[str] = ..., lease_generation: _Optional[int] = ..., max_passes: _Optional[int] = ..., blackout_budget_ms: _Optional[int] = ..., bandwidth_mb_per_s: _Optional[float] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., reattach: _Optional[bool] = ...) -> None: ...
 
 class AgentServiceMigrateVmResponse(_message.Message):
     __slots__ = ("phase", "bytes_sent", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "memory_digest", "vm", "resumed_digest")

@@ -210,6 +210,7 @@ class AgentClient:
             blackout_budget_ms=order.blackout_budget_ms,
             bandwidth_mb_per_s=order.bandwidth_mb_per_s,
             storage=storage_to_proto(order.storage),
+            reattach=order.reattach,
         )
         # No deadline: a large VM takes as long as it takes; the caller judges stalls.
         call = stub.MigrateVm(request)

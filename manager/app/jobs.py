@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 
@@ -34,6 +34,14 @@ class JobHandle:
     def progress(self, percent: int, message: str) -> None:
         self._book.progress(self.id, percent, message)
 
+    def end(self, error: str | None, summary: str = "") -> None:
+        """Ends an adopted job (see JobBook.adopt): failed with `error`, or completed
+        with `summary`. A job run by JobBook.start ends when its work returns."""
+        if error is None:
+            self._book._end(self.id, JobState.COMPLETED, summary, "")
+        else:
+            self._book._end(self.id, JobState.FAILED, None, error)
+
 
 # The work of a job returns the sentence its completed job shows.
 Work = Callable[[JobHandle], Awaitable[str]]
@@ -45,15 +53,28 @@ class JobBook:
         self._clock = clock
         self._watchers: dict[str, set[asyncio.Queue[JobRecord]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resumable: set[str] = set()
 
-    def fail_interrupted(self) -> int:
-        """Jobs a previous process left running can never finish: mark them failed."""
-        interrupted = self._store.list_jobs(limit=1_000_000, state=JobState.RUNNING)
+    def fail_interrupted(self, settled_later: Collection[str] = ()) -> int:
+        """Jobs a previous process left running can never finish: mark them failed,
+        except `settled_later`, whose work is resumed by whoever `adopt`s them."""
+        interrupted = [
+            job
+            for job in self._store.list_jobs(limit=1_000_000, state=JobState.RUNNING)
+            if job.id not in settled_later
+        ]
         for job in interrupted:
             self._finish(job, JobState.FAILED, job.message, RESTARTED)
         return len(interrupted)
 
-    def start(self, kind: str, target: str, message: str, work: Work) -> JobRecord:
+    def adopt(self, job_id: str) -> JobHandle:
+        """A handle on a job a previous process left running, to report on and end it."""
+        self._get(job_id)
+        return JobHandle(self, job_id)
+
+    def start(self, kind: str, target: str, message: str, work: Work, resumable: bool = False) -> JobRecord:
+        """Run `work` as a new job. A `resumable` job whose process stops stays running
+        in the store, for the next process to `adopt` (see fail_interrupted)."""
         now = self._clock()
         job = JobRecord(
             id=str(uuid.uuid4()),
@@ -67,6 +88,8 @@ class JobBook:
             updated_at=now,
         )
         self._store.put_job(job)
+        if resumable:
+            self._resumable.add(job.id)
         log.info("job %s (%s %s) started: %s", job.id, kind, target, message)
         task = asyncio.get_running_loop().create_task(self._run(job.id, work))
         self._tasks.add(task)
@@ -79,13 +102,16 @@ class JobBook:
         except ManagerError as error:
             self._end(job_id, JobState.FAILED, None, error.message)
         except asyncio.CancelledError:
-            self._end(job_id, JobState.FAILED, None, STOPPED)
+            if job_id not in self._resumable:
+                self._end(job_id, JobState.FAILED, None, STOPPED)
             raise
         except Exception as error:  # a bug must fail the job, not leave it running
             log.exception("job %s crashed", job_id)
             self._end(job_id, JobState.FAILED, None, f"internal error: {error}")
         else:
             self._end(job_id, JobState.COMPLETED, message, "")
+        finally:
+            self._resumable.discard(job_id)
 
     def _get(self, job_id: str) -> JobRecord:
         job = self._store.get_job(job_id)
@@ -108,6 +134,8 @@ class JobBook:
 
     def _end(self, job_id: str, state: JobState, message: str | None, error: str) -> None:
         job = self._get(job_id)
+        if job.state is not JobState.RUNNING:
+            return  # an adopted job ended twice: the first end stands
         self._finish(job, state, message if message is not None else job.message, error)
 
     def _finish(self, job: JobRecord, state: JobState, message: str, error: str) -> None:
@@ -156,7 +184,8 @@ class JobBook:
         return len(self._store.list_jobs(limit=1_000_000, state=JobState.RUNNING))
 
     async def shutdown(self) -> None:
-        """Cancel running work; its jobs are marked failed as the tasks unwind."""
+        """Cancel running work; its jobs are marked failed as the tasks unwind, except
+        resumable ones, which the next process settles."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from manager import __version__
+from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus, EventingStore
 from manager.app.ha import HaService
 from manager.app.jobs import JobBook, JobHandle
@@ -73,6 +74,7 @@ class ManagerApp:
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        crash_points: CrashPoints | None = None,
     ) -> None:
         self.events = EventBus(settings.event_buffer, clock)
         store = EventingStore(store, self.events)
@@ -86,7 +88,7 @@ class ManagerApp:
             store, agents, settings, clock, self.vms.busy_vms, self.vms.vm_versions
         )
         self.migrations = MigrationService(
-            store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic
+            store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic, crash_points
         )
         self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -125,7 +127,7 @@ class ManagerApp:
         self.migrations.policy = topology.migration
         # Before the jobs: a running migration's VM must stay out of the first refresh.
         self.migrations.settle_queued()
-        interrupted = self.jobs.fail_interrupted()
+        interrupted = self.jobs.fail_interrupted(settled_later=self.migrations.jobs_being_settled())
         if interrupted:
             log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
         log.info("topology loaded: %d cluster(s), %d host(s)", len(clusters), len(hosts))

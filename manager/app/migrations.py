@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+from manager.app import crash_points
+from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.vms import VmService
@@ -111,6 +113,7 @@ class MigrationService:
         bus: EventBus,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float],
+        crash_at: CrashPoints | None = None,
     ) -> None:
         self._store = store
         self._agents = agents
@@ -126,6 +129,7 @@ class MigrationService:
         self._running: dict[str, SlotRequest] = {}
         self._slots_changed = asyncio.Condition()
         self._to_recover: list[str] = []
+        self._crash_points = crash_at or CrashPoints(None)
 
     # --- reads ---------------------------------------------------------------------
 
@@ -274,6 +278,8 @@ class MigrationService:
                 vm.name,
                 f"Waiting to migrate VM {vm.name} {where}",
                 lambda handle: self._work(handle, migration.id),
+                # A manager stopping mid-migration leaves the job to the next one's settling.
+                resumable=True,
             )
         except BaseException:
             self._vms.moving.discard(vm.id)
@@ -366,7 +372,7 @@ class MigrationService:
             return vm
 
     async def _stream(
-        self, job: JobHandle, migration: MigrationRecord, vm: VmRecord
+        self, job: JobHandle, migration: MigrationRecord, vm: VmRecord, reattach: bool = False
     ) -> tuple[MigrationRecord, MigrationProgress]:
         source = self._host(migration.source)
         target = self._host(migration.destination)
@@ -380,6 +386,7 @@ class MigrationService:
             blackout_budget_ms=self.policy.blackout_budget_ms,
             bandwidth_mb_per_s=self.policy.bandwidth_mb_per_s,
             storage=migration.storage,
+            reattach=reattach,
         )
         memory_bytes = vm.memory_mb * 1024 * 1024
         stall = self.policy.stall_timeout_s
@@ -398,6 +405,7 @@ class MigrationService:
                     raise DeadlineExceededError(
                         f"host {source.name} sent nothing about the migration for {stall:g} s"
                     ) from None
+                phase_changed = progress.phase != migration.phase
                 migration = replace(
                     migration,
                     phase=progress.phase,
@@ -409,13 +417,21 @@ class MigrationService:
                 job.progress(progress_percent(progress, memory_bytes), progress_message(progress))
                 if progress.phase == "completed":
                     return migration, progress
-                if self._monotonic() - written_at >= self._settings.migration_progress_interval:
+                if phase_changed or (
+                    self._monotonic() - written_at >= self._settings.migration_progress_interval
+                ):
                     migration = self._save(migration)
                     written_at = self._monotonic()
+                if progress.phase == "pre_copy" and progress.bytes_sent > 0:
+                    self._crash_points.reach(crash_points.LIVE_PRE_COPY)
+                elif progress.phase == "blackout":
+                    self._crash_points.reach(crash_points.LIVE_BLACKOUT)
         finally:
             await stream.aclose()
 
-    async def _live_done(self, migration: MigrationRecord, progress: MigrationProgress) -> str:
+    async def _live_done(
+        self, migration: MigrationRecord, progress: MigrationProgress, after_restart: bool = False
+    ) -> str:
         target = self._host(migration.destination)
         report = progress.vm
         async with self._vms.lock(migration.vm_id):
@@ -436,6 +452,8 @@ class MigrationService:
             f"VM {done.vm_name} moved live to {done.destination}: {done.bytes_sent / 1e6:.1f} MB in "
             f"{done.passes} pass(es), {done.duration_ms} ms, blackout {done.blackout_ms} ms"
         )
+        if after_restart:
+            summary += " (followed across a manager restart)"
         self._emit(done, summary)
         return summary
 
@@ -636,6 +654,7 @@ class MigrationService:
                 )
                 vm = self._observe(vm, reported)
                 migration = self._save(migration, phase=STEP_SAVED)
+                self._crash_points.reach(crash_points.QUICK_SAVED)
             migration = self._save(migration, phase=STEP_TAKING_OVER)
             job.progress(40, f"Moving VM {vm.name} to {target.name}")
             # Under the VM's lock: a failover that marked the VM meanwhile goes first,
@@ -685,6 +704,7 @@ class MigrationService:
             # The failover restarts the VM from what was taken over (its lease is newer).
             return await self._leave_to_failover(migration)
         migration = self._save(migration, phase=STEP_TAKEN_OVER)
+        self._crash_points.reach(crash_points.QUICK_TAKEN_OVER)
         problem = ""
         if migration.vm_state_before in HOLDS_MEMORY and taken.state is VmState.SAVED:
             job.progress(70, f"Restoring VM {migration.vm_name} on {target.name}")
@@ -828,30 +848,63 @@ class MigrationService:
             self._vms.moving.add(migration.vm_id)
             self._to_recover.append(migration.id)
 
+    def jobs_being_settled(self) -> set[str]:
+        """The jobs of the migrations `recover` will settle: they end when it does, with
+        the migration's outcome, rather than as interrupted."""
+        jobs = (self._store.get_migration(mid) for mid in self._to_recover)
+        return {m.job_id for m in jobs if m is not None and m.job_id}
+
     async def recover(self) -> None:
         """Settle every migration a previous manager left running, from what agents say."""
         ids, self._to_recover = self._to_recover, []
         await asyncio.gather(*(self._recover_one(mid) for mid in ids))
 
     async def _recover_one(self, migration_id: str) -> None:
+        """Settle one migration; its job (kept running across the restart) ends with
+        the outcome."""
         migration = self.get(migration_id)
+        job = self._jobs.adopt(migration.job_id) if migration.job_id else _NoJob()
         try:
             async with self._vms.lock(migration.vm_id):
                 pass  # a job of this process that still holds the VM goes first
+            job.progress(0, f"Settling the migration of VM {migration.vm_name} after a manager restart")
             if migration.kind is MigrationKind.QUICK or migration.fell_back_to_quick:
-                await self._recover_quick(migration)
+                summary = await self._recover_quick(job, migration)
             elif migration.source == migration.destination:
-                await self._recover_files(migration)
+                summary = await self._recover_files(migration)
             else:
-                await self._recover_live(migration)
-        except MigrationFailed:
-            pass  # recorded as failed, with its reason
+                summary = await self._recover_live(job, migration)
+        except MigrationFailed as failure:
+            job.end(failure.message)  # recorded as failed, with its reason
         except ManagerError as error:
             log.warning("migration %s could not be settled: %s", migration_id, error.message)
+            job.end(f"the migration could not be settled after the manager restarted: {error.message}")
+        except Exception as error:
+            log.exception("settling migration %s crashed", migration_id)
+            job.end(f"internal error: {error!r}")
+        else:
+            job.end(None, summary)
         finally:
             self._vms.moving.discard(migration.vm_id)
 
-    async def _recover_live(self, migration: MigrationRecord) -> None:
+    async def _recover_live(self, job: JobHandle, migration: MigrationRecord) -> str:
+        vm = self._store.get_vm(migration.vm_id)
+        if vm is not None:
+            # The source runs the migration whoever listens, and remembers how recent
+            # ones ended: asking it again by the migration's id follows it to its end
+            # and brings the figures a restart would otherwise lose.
+            try:
+                migration, progress = await self._stream(job, migration, vm, reattach=True)
+            except ManagerError as error:
+                log.info(
+                    "migration %s: host %s cannot say how it went (%s); asking where the VM is",
+                    migration.id,
+                    migration.source,
+                    error.message,
+                )
+                migration = self.get(migration.id)
+            else:
+                return await self._live_done(migration, progress, after_restart=True)
         source_report, source_answered = await self._watch_source(
             migration, lambda report: still_moving(report, migration.id)
         )
@@ -859,7 +912,7 @@ class MigrationService:
         outcome = settle(
             source_report, target_report, migration.lease_generation, source_let_go=source_answered
         )
-        await self._conclude(
+        return await self._conclude(
             migration,
             outcome,
             source_report,
@@ -867,7 +920,7 @@ class MigrationService:
             "the manager restarted during the migration",
         )
 
-    async def _recover_quick(self, migration: MigrationRecord) -> None:
+    async def _recover_quick(self, job: JobHandle, migration: MigrationRecord) -> str:
         if migration.phase == STEP_SAVING:
             # The source may still be saving: what it ends with decides.
             await self._watch_source(
@@ -876,14 +929,10 @@ class MigrationService:
         taken = await self._ask(migration.destination, migration.vm_id)
         if holds_new_lease(taken, migration.lease_generation):
             assert taken is not None
-            try:
-                await self._quick_forward(_NoJob(), migration, taken)
-            except MigrationFailed:
-                pass
-            return
-        await self._quick_back(migration, "the manager restarted during the quick migration")
+            return await self._quick_forward(job, migration, taken)
+        return await self._quick_back(migration, "the manager restarted during the quick migration")
 
-    async def _recover_files(self, migration: MigrationRecord) -> None:
+    async def _recover_files(self, migration: MigrationRecord) -> str:
         report = await self._ask(migration.source, migration.vm_id)
         if report is not None and migration.storage is not None and report.storage == migration.storage:
             async with self._vms.lock(migration.vm_id):
@@ -897,11 +946,10 @@ class MigrationService:
                         )
                     )
             done = self._save(migration, state=MigrationState.COMPLETED, phase="completed")
-            self._emit(
-                done, f"files of VM {done.vm_name} are on {report.storage.name} (settled after a restart)"
-            )
-            return
-        await self._conclude(
+            summary = f"files of VM {done.vm_name} are on {report.storage.name} (settled after a restart)"
+            self._emit(done, summary)
+            return summary
+        return await self._conclude(
             migration,
             Outcome.STAYED if report else Outcome.UNKNOWN,
             report,
@@ -969,10 +1017,14 @@ class MigrationService:
 
 
 class _NoJob(JobHandle):
-    """Progress of a migration settled after a restart goes nowhere: its job already ended."""
+    """A migration recorded without a job (none in this version): progress and the end
+    go nowhere."""
 
     def __init__(self) -> None:
         self.id = ""
 
     def progress(self, percent: int, message: str) -> None:
         del percent, message
+
+    def end(self, error: str | None, summary: str = "") -> None:
+        del error, summary

@@ -316,6 +316,8 @@ class LiveMigrationOrder:
     blackout_budget_ms: int
     bandwidth_mb_per_s: float
     storage: StorageLocation | None = None
+    # Follow the migration of this id on the source rather than start it (after a restart).
+    reattach: bool = False
 
 
 @dataclass(frozen=True)

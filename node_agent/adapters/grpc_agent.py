@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Protocol, TypeVar
 
 import grpc
@@ -114,7 +115,7 @@ class HostBackend(Protocol):
     async def guest_status(self, vm_id: str) -> GuestView: ...
     async def update_vm(self, vm_id: str, processor_compatibility: bool | None) -> VmView: ...
     def compatibility(self, spec: VmSpec, cpu: GuestCpu | None) -> list[str]: ...
-    def migrate_vm(self, request: MigrationRequest) -> AsyncIterator[MigrationProgress]: ...
+    def migrate_vm(self, request: MigrationRequest) -> AsyncGenerator[MigrationProgress, None]: ...
     def receive_migration(self) -> MigrationSession: ...
     async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveView: ...
 
@@ -243,6 +244,7 @@ def migration_request_from_pb(pb: agent_pb2.AgentServiceMigrateVmRequest) -> Mig
         blackout_budget_ms=pb.blackout_budget_ms,
         bandwidth_mb_per_s=pb.bandwidth_mb_per_s,
         storage=storage_from_pb(pb.storage, "storage") if pb.HasField("storage") else None,
+        reattach=pb.reattach,
     )
 
 
@@ -530,8 +532,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[agent_pb2.AgentServiceMigrateVmResponse]:
         self._host.note_management_call()
         try:
-            async for progress in self._host.migrate_vm(migration_request_from_pb(request)):
-                yield progress_to_pb(progress)
+            # Closed at once when the caller goes away: an open progress iterator is a
+            # listener the migration keeps feeding.
+            async with aclosing(self._host.migrate_vm(migration_request_from_pb(request))) as updates:
+                async for progress in updates:
+                    yield progress_to_pb(progress)
         except AgentError as exc:
             await context.abort(grpc.StatusCode[exc.code], exc.message)
         except Exception:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, sca
 from node_agent.app.crash_points import CrashPoints
 from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_guest, stop_guest
 from node_agent.app.migration_in import IncomingMigration
-from node_agent.app.migration_out import OutgoingMigration
+from node_agent.app.migration_out import FinishedMigrations, OutgoingMigration, replay
 from node_agent.app.ownership import SAVED_STATE_MISSING, claim_new, load_registered, take_over_files
 from node_agent.app.storage_move import StorageMoveResult, move_storage
 from node_agent.core.compatibility import compatibility_reasons
@@ -114,6 +114,10 @@ class VmHost:
         # Skeletons of VMs arriving by live migration: they hold memory but are not
         # this host's VMs until they resume.
         self.incoming: dict[str, HostedVm] = {}
+        # Live migrations of this host's VMs by migration id, under way and lately
+        # ended: a caller that lost its stream asks for the id again to follow it.
+        self.outgoing: dict[str, OutgoingMigration] = {}
+        self.finished_migrations = FinishedMigrations()
         # Migrations and other work that outlive the call that started them.
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -409,15 +413,61 @@ class VmHost:
             reasons.append(f"VM {spec.label} ({spec.id}) is already on host {self.config.name}")
         return reasons
 
-    def migrate_vm(self, request: MigrationRequest) -> AsyncIterator[MigrationProgress]:
+    def migrate_vm(self, request: MigrationRequest) -> AsyncGenerator[MigrationProgress, None]:
         """Start a live migration of one of this host's VMs; iterate for its progress.
 
         The checks run before anything is awaited, so two requests for one VM
         cannot both start; the migration then runs on its own, whoever listens.
+        A request naming a migration this host has under way or remembers follows
+        that one instead, whatever else it says: its caller lost the first stream.
         """
+        following = self.follow_migration(request.migration_id)
+        if following is not None:
+            return following
+        if request.reattach:
+            raise NotFound(
+                f"host {self.config.name} knows no live migration {request.migration_id or '(no id)'}: "
+                "it never ran here, or the agent restarted since"
+            )
         migration = OutgoingMigration.prepare(self, request)
-        self.spawn(migration.run(), f"migration-{request.migration_id}")
+        self.outgoing[request.migration_id] = migration
+        self.spawn(self._run_outgoing(migration), f"migration-{request.migration_id}")
         return migration.progress()
+
+    def follow_migration(self, migration_id: str) -> AsyncGenerator[MigrationProgress, None] | None:
+        """The progress of a live migration this host knows by its id; None if it knows none."""
+        if not migration_id:
+            return None
+        running = self.outgoing.get(migration_id)
+        if running is not None:
+            log.info(
+                "live migration %s of VM %s: a caller re-attaches during %s (%d listening)",
+                migration_id,
+                running.vm.label,
+                running.phase.value,
+                running.listening,
+            )
+            return running.progress()
+        outcome = self.finished_migrations.get(migration_id)
+        if outcome is not None:
+            log.info(
+                "live migration %s: a caller re-attaches after its end (%s)",
+                migration_id,
+                "failed" if isinstance(outcome, AgentError) else "completed",
+            )
+            return replay(outcome)
+        return None
+
+    async def _run_outgoing(self, migration: OutgoingMigration) -> None:
+        migration_id = migration.plan.request.migration_id
+        try:
+            await migration.run()
+        finally:
+            # No await between the outcome's publication and this: a caller asking
+            # meanwhile finds the migration in one registry or the other.
+            self.outgoing.pop(migration_id, None)
+            if migration.outcome is not None:
+                self.finished_migrations.remember(migration_id, migration.outcome)
 
     def receive_migration(self) -> IncomingMigration:
         """The destination side of a live migration; the session outlives its stream."""

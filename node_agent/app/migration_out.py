@@ -9,6 +9,13 @@ any failure resumes the guest here; after it, the VM belongs to the destination 
 this host lets its copy go whatever happens. A copy found fenced on the way (a
 failover took the VM while it migrated) neither commits nor resumes: the VM is the
 new owner's.
+
+The migration runs on its own, whoever listens: a caller that lost its stream (a
+manager restarted, its old connection not yet noticed as dead) asks again with the
+same migration id and follows it from the latest update on, beside any listener
+still there. The outcome outlives the migration for the last few ids, so a caller
+that comes back after the end still learns the figures or the failure; an agent
+restart forgets them, since the manager then has the VM's whereabouts to go by.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import logging
 import time
 import zlib
 from array import array
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -60,6 +68,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
+# Enough for a manager to come back after a restart and ask about every migration it
+# had under way; bounded, since nobody tells the agent when an outcome was read.
+REMEMBERED_MIGRATIONS = 64
+
+Outcome = MigrationProgress | AgentError
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,11 @@ class OutgoingMigration:
         self.plan = plan
         self.settings = host.config.settings
         self.phase = MigrationPhase.PREPARING
-        self._updates: asyncio.Queue[MigrationProgress | AgentError] = asyncio.Queue()
+        # One queue per caller following the migration, and what a caller joining
+        # later is told first; the final update, or the failure, once it has ended.
+        self._listeners: set[asyncio.Queue[Outcome]] = set()
+        self._latest: MigrationProgress | None = None
+        self.outcome: Outcome | None = None
         self._started = time.monotonic()
         self._last_report = 0.0
         self._bytes_sent = 0
@@ -154,22 +171,53 @@ class OutgoingMigration:
 
     # Progress for the caller
 
-    async def progress(self) -> AsyncIterator[MigrationProgress]:
-        """The updates of this migration until its end; its failure is raised."""
-        while True:
-            update = await self._updates.get()
-            if isinstance(update, AgentError):
-                raise update
-            yield update
-            if update.phase is MigrationPhase.COMPLETED:
-                return
+    async def progress(self) -> AsyncGenerator[MigrationProgress, None]:
+        """The latest update, then every later one until the end; the failure is raised.
+
+        A caller starts listening when it first iterates, and stops when it closes the
+        iterator or it ends: the migration never waits for a listener, nor ends with one.
+        """
+        if self.outcome is not None:
+            async for update in replay(self.outcome):
+                yield update
+            return
+        queue: asyncio.Queue[Outcome] = asyncio.Queue()
+        if self._latest is not None:
+            queue.put_nowait(self._latest)
+        self._listeners.add(queue)
+        try:
+            while True:
+                update = await queue.get()
+                if isinstance(update, AgentError):
+                    raise _own_copy(update)
+                yield update
+                if update.phase is MigrationPhase.COMPLETED:
+                    return
+        finally:
+            self._listeners.discard(queue)
+
+    @property
+    def listening(self) -> int:
+        """How many callers follow the migration now."""
+        return len(self._listeners)
+
+    def _publish(self, update: Outcome) -> None:
+        if isinstance(update, AgentError):
+            # Kept without its traceback, whose frames would pin this migration's memory.
+            update = _own_copy(update)
+        else:
+            self._latest = update
+        if isinstance(update, AgentError) or update.phase is MigrationPhase.COMPLETED:
+            self.outcome = update
+        for queue in self._listeners:
+            queue.put_nowait(update)
 
     def _report(self, remaining_bytes: int = 0, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_report < self.settings.migration_progress_interval_s:
             return
         self._last_report = now
-        self._updates.put_nowait(
+        self._publish(
             MigrationProgress(
                 self.phase,
                 pass_number=self._pass,
@@ -189,15 +237,15 @@ class OutgoingMigration:
         try:
             final = await self._migrate()
         except AgentError as exc:
-            self._updates.put_nowait(exc)
+            self._publish(exc)
         except asyncio.CancelledError:
-            self._updates.put_nowait(Unavailable(f"host {self.host.config.name} is stopping"))
+            self._publish(Unavailable(f"host {self.host.config.name} is stopping"))
             raise
         except Exception as exc:
             log.exception("VM %s: live migration failed unexpectedly", self.vm.label)
-            self._updates.put_nowait(AgentError(f"live migration of VM {self.vm.label} failed: {exc}"))
+            self._publish(AgentError(f"live migration of VM {self.vm.label} failed: {exc}"))
         else:
-            self._updates.put_nowait(final)
+            self._publish(final)
 
     async def _migrate(self) -> MigrationProgress:
         vm, plan, request = self.vm, self.plan, self.plan.request
@@ -479,6 +527,47 @@ class OutgoingMigration:
             host.forget(vm)
         if self.plan.copy_disk and remove_old_files:
             await asyncio.to_thread(host.files.remove_vm_dir, vm.vm_dir)
+
+
+class FinishedMigrations:
+    """The outcomes of the last `limit` outgoing migrations, by migration id; oldest dropped first."""
+
+    def __init__(self, limit: int = REMEMBERED_MIGRATIONS) -> None:
+        self.limit = limit
+        self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
+
+    def remember(self, migration_id: str, outcome: Outcome) -> None:
+        self._outcomes[migration_id] = outcome
+        self._outcomes.move_to_end(migration_id)
+        while len(self._outcomes) > self.limit:
+            self._outcomes.popitem(last=False)
+
+    def get(self, migration_id: str) -> Outcome | None:
+        return self._outcomes.get(migration_id)
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+
+async def replay(outcome: Outcome) -> AsyncGenerator[MigrationProgress, None]:
+    """How a migration ended, as its progress stream: the final update, or its failure raised."""
+    if isinstance(outcome, AgentError):
+        raise _own_copy(outcome)
+    yield outcome
+
+
+def _own_copy(exc: AgentError) -> AgentError:
+    """The same failure, code and message, as a new exception for one raiser.
+
+    One instance raised to several callers would gather every raiser's traceback,
+    and keep their frames alive as long as the outcome is remembered.
+    """
+    try:
+        error = type(exc)(exc.message)
+    except TypeError:  # a class whose constructor takes other arguments
+        error = AgentError(exc.message)
+    error.code = exc.code
+    return error
 
 
 def _reworded(exc: AgentError, message: str) -> AgentError:

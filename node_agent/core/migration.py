@@ -81,6 +81,7 @@ class MigrationRequest:
     blackout_budget_ms: float  # 0: the agent's setting
     bandwidth_mb_per_s: float  # 0: no cap
     storage: StorageRef | None  # None: the files stay where they are
+    reattach: bool = False  # only follow the migration of this id; never start one
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ def test_broker_crash_and_restart_the_agents_come_back_online(cluster: LocalClus
         (("restart", "scheduler"), "scheduler"),
         (("fault", "crash-at", "nohost", "migration-source-paused"), "no host named nohost"),
         (("fault", "crash-at", "n1", "somewhere"), "somewhere"),
+        (("fault", "crash-manager-at", "somewhere"), "somewhere"),
     ],
 )
 def test_bad_fault_requests_are_one_line(cluster: LocalCluster, args: tuple[str, ...], sentence: str) -> None:

@@ -7,6 +7,7 @@ one unbroken run of writes (nothing lost, nothing written twice)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -468,7 +469,7 @@ def test_the_destination_dying_during_the_copy_leaves_the_vm_on_the_source(clust
     remove(cluster, "stay")
 
 
-def test_a_migration_survives_a_manager_crash(cluster: LocalCluster) -> None:
+def test_a_migration_survives_a_manager_kill(cluster: LocalCluster) -> None:
     create(cluster, "steady", "n1", memory_mb=1024)
     before = journal_length(cluster, "steady")
     process = start_migration(cluster, "steady", "--to", "n2")
@@ -488,6 +489,70 @@ def test_a_migration_survives_a_manager_crash(cluster: LocalCluster) -> None:
     assert_journal_continuous(cluster, "steady", before)
     assert_runs_once(cluster, ["steady"])
     remove(cluster, "steady")
+
+
+# (where the manager dies, source, destination, extra `vm migrate` arguments, where the
+# VM must end up). The agents carry a live migration through without the manager; a
+# quick migration saved but not taken over goes back to its source; one taken over
+# goes on to be restored on its destination.
+MANAGER_CRASH_CASES = [
+    ("migration-manager-pre-copy", "n1", "n2", (), "destination"),
+    ("migration-manager-blackout", "n1", "n2", (), "destination"),
+    ("migration-manager-quick-saved", "q1", "q2", (), "source"),
+    ("migration-manager-quick-taken-over", "n1", "n3", ("--quick",), "destination"),
+]
+QUICK_CLUSTER_STORAGE = {"q1": "lun:qlun1"}
+
+
+@pytest.mark.parametrize(
+    ("point", "source", "destination", "extra", "ends"),
+    MANAGER_CRASH_CASES,
+    ids=[case[0] for case in MANAGER_CRASH_CASES],
+)
+def test_the_manager_dying_at_each_step_of_a_migration(
+    cluster: LocalCluster, point: str, source: str, destination: str, extra: tuple[str, ...], ends: str
+) -> None:
+    name = "mgr-" + point.removeprefix("migration-manager-")
+    create(cluster, name, source, storage=QUICK_CLUSTER_STORAGE.get(source, ""), memory_mb=256)
+    time.sleep(0.2)
+    before = journal_length(cluster, name)
+    pid = cluster.component("manager")["pid"]
+    armed = cluster.state_dir / "manager" / "crash-at"
+    cluster.ok("fault", "crash-manager-at", point)
+    try:
+        process = start_migration(cluster, name, "--to", destination, *extra)
+        wait_for(lambda: not alive(pid), timeout=30, what=f"the manager dying at {point}")
+        assert not armed.exists(), "the crash point was never reached"
+    finally:
+        armed.unlink(missing_ok=True)
+    cluster.ok("restart", "manager")
+    code, out, err = finish(process)
+    figures = result_json(out)
+    expected = "completed" if ends == "destination" else "failed"
+    assert figures["state"] == expected, figures
+    assert code == (0 if expected == "completed" else 1), err
+    job = api(cluster).GetJob(manager_pb2.GetJobRequest(id=figures["job_id"]), timeout=10).job
+    # The job tells what happened, not that the manager restarted under it.
+    assert job.state == (
+        manager_pb2.JOB_STATE_COMPLETED if expected == "completed" else manager_pb2.JOB_STATE_FAILED
+    ), job
+    assert "the manager restarted while this job ran" not in job.error, job.error
+    if not extra and ends == "destination":
+        # A live migration followed on its source across the restart keeps its figures.
+        assert figures["kind"] == "live" and figures["blackout_ms"] > 0, figures
+        assert figures["memory_digest"] and figures["memory_digest"] == figures["resumed_digest"], figures
+        assert "followed across a manager restart" in job.message, job.message
+    record = wait_runs_once(cluster, name)
+    assert record["host"] == (destination if ends == "destination" else source), record
+    assert record["failover_count"] == 0, record
+    assert_journal_continuous(cluster, name, before)
+    assert_runs_once(cluster, [name])
+    remove(cluster, name)
+
+
+def result_json(out: str) -> dict:
+    assert out.strip(), "havm vm migrate printed nothing"
+    return json.loads(out)
 
 
 def wait_runs_once(cluster: LocalCluster, name: str, timeout: float = 30) -> dict:

@@ -82,6 +82,11 @@ class FakeHost:
     peak_migrations: int = 0
     # (vm id, destination address) of every MigrateVm this host received.
     migrate_calls: list[tuple[str, str]] = field(default_factory=list)
+    # Every message of each live migration this host sent out, by migration id (None
+    # ends a stream; a string is the error it ended with), for a caller that re-attaches.
+    migration_log: dict[str, list[object]] = field(default_factory=dict)
+    migration_logged: asyncio.Event = field(default_factory=asyncio.Event)
+    reattach_calls: int = 0
 
     def memory_free_mb(self) -> int:
         used = sum(vm.spec.memory_mb for vm in self.vms.values() if vm.state in HOLDS_MEMORY)
@@ -255,6 +260,25 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def MigrateVm(self, request, context):  # noqa: N802
         h = self.host
         h.migrate_calls.append((request.vm_id, request.destination_address))
+        if request.reattach:
+            if request.migration_id not in h.migration_log:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no migration {request.migration_id} here")
+            # The latest message, then the rest, as the agent does.
+            h.reattach_calls += 1
+            log = h.migration_log[request.migration_id]
+            index = max(0, len(log) - 1)
+            if index > 0 and log[index] is None:
+                index -= 1  # ended: its last message is how it ended
+            while True:
+                logged = h.migration_logged
+                while index < len(log):
+                    item, index = log[index], index + 1
+                    if item is None:
+                        return
+                    if isinstance(item, str):
+                        await context.abort(grpc.StatusCode.ABORTED, item)
+                    yield item
+                await logged.wait()
         vm = await self._vm(request.vm_id, context)
         if vm.state != S.VM_STATE_RUNNING:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"VM {vm.spec.name} is not running")
@@ -264,7 +288,9 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 grpc.StatusCode.UNAVAILABLE, f"no agent answers at {request.destination_address}"
             )
         queue: asyncio.Queue[agent_pb2.AgentServiceMigrateVmResponse | str | None] = asyncio.Queue()
-        task = asyncio.get_running_loop().create_task(self._migrate(vm, destination, request, queue))
+        task = asyncio.get_running_loop().create_task(
+            self._migrate(vm, destination, request, _Logged(queue, h, request.migration_id))
+        )
         FakeAgent.tasks.add(task)
         task.add_done_callback(FakeAgent.tasks.discard)
         while True:
@@ -275,7 +301,7 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 await context.abort(grpc.StatusCode.ABORTED, item)
             yield item
 
-    async def _migrate(self, vm, destination: FakeHost, request, queue: asyncio.Queue) -> None:  # type: ignore[type-arg]
+    async def _migrate(self, vm, destination: FakeHost, request, queue: _Logged) -> None:
         h = self.host
         memory = vm.spec.memory_mb * 1024 * 1024
         for host in (h, destination):
@@ -285,7 +311,7 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         try:
             queue.put_nowait(agent_pb2.AgentServiceMigrateVmResponse(phase=OP.MIGRATION_PHASE_PREPARING))
             if h.migration_quiet:
-                queue = asyncio.Queue()  # what follows reaches nobody
+                queue.original = asyncio.Queue()  # what follows reaches nobody (but the log)
             sent = 0
             for n in range(1, h.migration_passes + 1):
                 await asyncio.sleep(h.migration_step_delay)
@@ -342,6 +368,22 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.AgentServiceMoveVmStorageResponse(
             vm=vm, bytes_copied=vm.spec.disk_gb * GIB, duration_ms=12, blackout_ms=3 if running else 0
         )
+
+
+class _Logged:
+    """A migration's message queue to its first caller that also keeps every message in
+    the host's migration log, for callers that re-attach."""
+
+    def __init__(self, original: asyncio.Queue, host: FakeHost, migration_id: str) -> None:  # type: ignore[type-arg]
+        self.original = original
+        self._host = host
+        self._log = host.migration_log.setdefault(migration_id, [])
+
+    def put_nowait(self, item: object) -> None:
+        self.original.put_nowait(item)
+        self._log.append(item)
+        woken, self._host.migration_logged = self._host.migration_logged, asyncio.Event()
+        woken.set()
 
 
 class FakeAgent:

@@ -13,10 +13,12 @@ import yaml
 from havm.v1 import common_pb2, manager_pb2
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.proto_mapping import cluster_to_proto, vm_to_proto
+from manager.app.jobs import JobBook, JobHandle
 from manager.app.manager import ManagerApp
 from manager.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
+    NotFoundError,
     ResourceExhaustedError,
     UnavailableError,
 )
@@ -225,6 +227,39 @@ async def test_jobs_left_running_fail_on_load(setup: tuple[ManagerApp, MemoryAge
     assert job is not None and job.state is JobState.FAILED
     assert job.error == "the manager restarted while this job ran"
     assert app.status().jobs_running == 0
+
+
+async def test_a_resumable_job_outlives_its_process_until_adopted() -> None:
+    store = MemoryStore()
+    book = JobBook(store, lambda: datetime.now(UTC))
+    release = asyncio.Event()
+
+    async def work(handle: JobHandle) -> str:
+        await release.wait()
+        return "never"
+
+    kept = book.start("migrate_vm", "web1", "Migrating", work, resumable=True)
+    plain = book.start("create_vm", "web2", "Creating", work)
+    await asyncio.sleep(0)
+    await book.shutdown()
+    assert book.get(kept.id).state is JobState.RUNNING
+    assert book.get(plain.id).error == "the manager stopped while this job ran"
+
+    after = JobBook(store, lambda: datetime.now(UTC))
+    assert after.fail_interrupted(settled_later={kept.id}) == 0
+    handle = after.adopt(kept.id)
+    handle.progress(50, "Settling")
+    handle.end(None, "VM web1 runs on node2")
+    handle.end("too late")  # the first end stands
+    ended = after.get(kept.id)
+    assert (ended.state, ended.message, ended.error, ended.progress) == (
+        JobState.COMPLETED,
+        "VM web1 runs on node2",
+        "",
+        100,
+    )
+    with pytest.raises(NotFoundError):
+        after.adopt("no-such-job")
 
 
 class FailingStart(MemoryAgents):

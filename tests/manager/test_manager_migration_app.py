@@ -292,13 +292,70 @@ async def test_a_restarted_manager_settles_the_migration_it_left_running(cluster
     assert c.app.get_migration(queued.id).state is MigrationState.FAILED
     assert c.app.get_migration(queued.id).error == "the manager restarted before it began"
     assert c.app.get_vm("web2").migration_id is None
+    assert c.app.jobs.get(queued_job.id).state is JobState.FAILED
+    # The running migration's job is the restarted manager's to end, with the outcome.
+    assert c.app.jobs.get(job.id).state is JobState.RUNNING
     assert vm_id in c.app.vms.busy_vms()  # the refresh leaves it alone until settled
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
     settled = c.app.get_migration(migration.id)
     assert settled.state is MigrationState.COMPLETED, settled.error
+    # Followed on the source to its end: the figures survive the restart.
+    assert c.agents["node1"].host.reattach_calls == 1
+    assert (settled.duration_ms, settled.blackout_ms, settled.passes) == (42, 7, 3)
+    assert settled.memory_digest and settled.memory_digest == settled.resumed_digest
     vm = c.app.get_vm("web1")
     assert (vm.host, vm.lease_generation, vm.migration_id) == ("node2", before + 1, None)
     assert vm_id not in c.app.vms.busy_vms()
+    ended = c.app.jobs.get(job.id)
+    assert ended.state is JobState.COMPLETED and ended.error == "", ended.error
+    assert "VM web1 moved live to node2" in ended.message, ended.message
+    assert "followed across a manager restart" in ended.message
+
+
+async def test_a_source_that_forgot_the_migration_is_asked_where_the_vm_is(cluster: Any) -> None:
+    c = await cluster()
+    vm_id = await c.vm("web1")
+    c.agents["node1"].host.migration_step_delay = 0.2
+    job, migration = await c.app.migrate_vm("web1", "node2")
+
+    async def running() -> bool:
+        return c.app.get_migration(migration.id).phase == "pre_copy"
+
+    await eventually(running, 3.0, "the migration streams")
+    await c.stop()
+    c.app = c.open()
+    c.agents["node1"].host.migration_log.clear()  # as after an agent restart
+    await asyncio.wait_for(c.app.migrations.recover(), 5.0)
+    settled = c.app.get_migration(migration.id)
+    assert settled.state is MigrationState.COMPLETED, settled.error
+    assert settled.blackout_ms == 0  # no figures: nobody saw the end
+    assert c.app.get_vm("web1").host == "node2" and vm_id in c.agents["node2"].host.vms
+    ended = c.app.jobs.get(job.id)
+    assert ended.state is JobState.COMPLETED and "ended unobserved" in ended.message, ended.message
+
+
+async def test_reattaching_to_a_failed_migration_settles_it_where_the_vm_is(cluster: Any) -> None:
+    c = await cluster()
+    vm_id = await c.vm("web1")
+    c.agents["node1"].host.migration_step_delay = 0.3
+    c.agents["node1"].host.migration_error = "the destination refused a page"
+    job, migration = await c.app.migrate_vm("web1", "node2")
+
+    async def running() -> bool:
+        return c.app.get_migration(migration.id).phase in ("preparing", "pre_copy")
+
+    await eventually(running, 3.0, "the migration starts")
+    await c.stop()
+    c.app = c.open()
+    await asyncio.wait_for(c.app.migrations.recover(), 5.0)
+    assert c.agents["node1"].host.reattach_calls == 1
+    settled = c.app.get_migration(migration.id)
+    assert settled.state is MigrationState.FAILED
+    vm = c.app.get_vm("web1")
+    assert (vm.host, vm.state, vm.migration_id) == ("node1", VmState.RUNNING, None)
+    assert vm_id in c.agents["node1"].host.vms and vm_id not in c.agents["node2"].host.vms
+    ended = c.app.jobs.get(job.id)
+    assert ended.state is JobState.FAILED and "stays on node1" in ended.error, ended.error
 
 
 # --- a migration meets a failure, a failover or a restart --------------------------------
@@ -422,6 +479,9 @@ async def test_a_restart_during_the_save_restores_the_vm_on_its_source(cluster: 
     c.app = c.open()
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
     assert c.app.get_migration(migration.id).state is MigrationState.FAILED
+    ended = c.app.jobs.get(job.id)
+    assert ended.state is JobState.FAILED
+    assert "manager restarted during the quick migration" in ended.error and "stays on node1" in ended.error
     vm = c.app.get_vm("q1")
     assert (vm.host, vm.state, vm.migration_id) == ("node1", VmState.RUNNING, None)
     assert c.agents["node1"].host.vms[vm_id].state == common_pb2.VM_STATE_RUNNING

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_testkit import Agent, agent_command, free_port, host_config, open_channel
+from agent_testkit import Agent, agent_command, host_config, open_channel
+
+from havm.ports import free_port
 
 StartAgent = Callable[..., Agent]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from agent_testkit import Agent, free_port, host_config, vm_spec, wait_until
+from agent_testkit import Agent, host_config, vm_spec, wait_until
 
+from havm.ports import free_port
 from havm.v1 import agent_pb2, common_pb2
 from node_agent.adapters.files import read_journal_records
 

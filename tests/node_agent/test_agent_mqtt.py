@@ -18,8 +18,9 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from agent_testkit import Agent, free_port, host_config, vm_spec
+from agent_testkit import Agent, host_config, vm_spec
 
+from havm.ports import free_port
 from havm.v1 import agent_pb2
 
 OP = agent_pb2

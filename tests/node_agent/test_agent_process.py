@@ -13,7 +13,6 @@ import pytest
 from agent_testkit import (
     Agent,
     agent_command,
-    free_port,
     host_config,
     open_channel,
     vm_spec,
@@ -22,6 +21,7 @@ from agent_testkit import (
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from havm.ports import free_port
 from havm.v1 import agent_pb2, common_pb2
 from node_agent.adapters.files import read_journal_records
 
