@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -49,8 +50,9 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports nothing listens on, outside the ephemeral range.
+def free_ports(count: int, host: str = "127.0.0.1", exclude: Collection[int] = ()) -> list[int]:
+    """`count` distinct ports nothing listens on, outside the ephemeral range, and none
+    of `exclude` (ports already promised to processes not listening yet).
 
     Each chosen port stays bound until all are chosen, so the list has no repeats.
     Falls back to the kernel's choice when no range is left outside the ephemeral one.
@@ -58,8 +60,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     ranges = candidate_ports()
     held: list[socket.socket] = []
     try:
-        for _ in range(count):
-            held.append(_bind_one(ranges, host))
+        while len(held) < count:
+            s = _bind_one(ranges, host)
+            if s.getsockname()[1] in exclude:
+                s.close()
+                continue
+            held.append(s)
         return [s.getsockname()[1] for s in held]
     finally:
         for s in held:

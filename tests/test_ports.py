@@ -19,6 +19,15 @@ def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> N
         assert ports.port_is_free(port)
 
 
+def test_excluded_ports_are_never_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("10010 65535\n")  # ten candidates: 10000-10009
+    monkeypatch.setattr(ports, "EPHEMERAL_RANGE_FILE", setting)
+    promised = {10000, 10001, 10002, 10003, 10004}
+    chosen = ports.free_ports(3, exclude=promised)
+    assert len(set(chosen)) == 3 and not set(chosen) & promised
+
+
 def test_a_port_something_listens_on_is_not_free() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", ports.free_port()))

@@ -325,7 +325,7 @@ def plan_components(
     endpoints = [n for n in names if n != "faultnet"] + links
     kept = fixed_agent_addresses(topology, old)
     kept.update({n: previous_address(n) for n in endpoints if n not in kept and keeps_port(n)})
-    fresh = iter(free_ports(len(endpoints) - len(kept)))
+    fresh = iter(free_ports(len(endpoints) - len(kept), exclude={_port(a) for a in kept.values()}))
     address = {n: kept.get(n) or f"127.0.0.1:{next(fresh)}" for n in endpoints}
     address["faultnet"] = address[links[0]]  # it is up when its first path accepts
 

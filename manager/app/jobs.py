@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -55,17 +55,30 @@ class JobBook:
         self._tasks: set[asyncio.Task[None]] = set()
         self._resumable: set[str] = set()
 
-    def fail_interrupted(self, settled_later: Collection[str] = ()) -> int:
+    def fail_interrupted(
+        self,
+        settled_later: Collection[str] = (),
+        concluded: Mapping[str, tuple[JobState, str]] | None = None,
+    ) -> int:
         """Jobs a previous process left running can never finish: mark them failed,
-        except `settled_later`, whose work is resumed by whoever `adopt`s them."""
-        interrupted = [
-            job
-            for job in self._store.list_jobs(limit=1_000_000, state=JobState.RUNNING)
-            if job.id not in settled_later
-        ]
-        for job in interrupted:
+        except `settled_later`, whose work is resumed by whoever `adopt`s them, and
+        `concluded` ones, whose work was done: they end as it ended (state, and the
+        message or error). Returns how many were marked failed as interrupted."""
+        concluded = concluded or {}
+        interrupted = 0
+        for job in self._store.list_jobs(limit=1_000_000, state=JobState.RUNNING):
+            if job.id in settled_later:
+                continue
+            if job.id in concluded:
+                state, text = concluded[job.id]
+                if state is JobState.COMPLETED:
+                    self._finish(job, state, text, "")
+                else:
+                    self._finish(job, state, job.message, text)
+                continue
             self._finish(job, JobState.FAILED, job.message, RESTARTED)
-        return len(interrupted)
+            interrupted += 1
+        return interrupted
 
     def adopt(self, job_id: str) -> JobHandle:
         """A handle on a job a previous process left running, to report on and end it."""

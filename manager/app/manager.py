@@ -127,7 +127,9 @@ class ManagerApp:
         self.migrations.policy = topology.migration
         # Before the jobs: a running migration's VM must stay out of the first refresh.
         self.migrations.settle_queued()
-        interrupted = self.jobs.fail_interrupted(settled_later=self.migrations.jobs_being_settled())
+        interrupted = self.jobs.fail_interrupted(
+            settled_later=self.migrations.jobs_being_settled(), concluded=self.migrations.concluded_jobs()
+        )
         if interrupted:
             log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
         log.info("topology loaded: %d cluster(s), %d host(s)", len(clusters), len(hosts))

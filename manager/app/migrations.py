@@ -79,13 +79,16 @@ from manager.core.model import (
 )
 from manager.core.reconcile import record_observed, set_vm_state, with_configuration
 from manager.core.settings import Settings
-from manager.core.states import HostState, MigrationState, VmState, change_migration_state
+from manager.core.states import HostState, JobState, MigrationState, VmState, change_migration_state
 from manager.core.store import Store
 from manager.core.topology import MigrationSettings
 
 log = logging.getLogger(__name__)
 
 RESTARTED_BEFORE = "the manager restarted before it began"
+# How many of the newest migrations are read at start-up for jobs a restart caught just
+# after their migration ended (see concluded_jobs).
+RECENT_MIGRATIONS = 1000
 OPEN_STATES = frozenset({MigrationState.QUEUED, MigrationState.RUNNING})
 HOLDS_MEMORY = frozenset({VmState.RUNNING, VmState.PAUSED})
 # States in which a VM surely holds no memory: a quick migration moves it without saving.
@@ -330,7 +333,7 @@ class MigrationService:
         return started
 
     async def _live(self, job: JobHandle, migration: MigrationRecord) -> str:
-        slot = SlotRequest(migration.id, migration.source, migration.destination)
+        slot = _slot(migration)
         job.progress(
             1, f"Waiting for a live migration slot on {migration.source} and {migration.destination}"
         )
@@ -386,8 +389,11 @@ class MigrationService:
             blackout_budget_ms=self.policy.blackout_budget_ms,
             bandwidth_mb_per_s=self.policy.bandwidth_mb_per_s,
             storage=migration.storage,
-            reattach=reattach,
         )
+        if reattach:
+            # Only the id: an agent that did not know the flag refuses this as a new
+            # migration (no destination) rather than starting one.
+            order = LiveMigrationOrder(vm.id, migration.id, "", "", 0, 0, 0, 0.0, reattach=True)
         memory_bytes = vm.memory_mb * 1024 * 1024
         stall = self.policy.stall_timeout_s
         stream = self._agents.migrate_vm(source.name, source.address or "", order)
@@ -847,12 +853,32 @@ class MigrationService:
                 continue
             self._vms.moving.add(migration.vm_id)
             self._to_recover.append(migration.id)
+            if _runs_live(migration):
+                # Its agents may still be migrating: it holds its hosts' slots until settled.
+                self._running[migration.id] = _slot(migration)
 
     def jobs_being_settled(self) -> set[str]:
         """The jobs of the migrations `recover` will settle: they end when it does, with
         the migration's outcome, rather than as interrupted."""
         jobs = (self._store.get_migration(mid) for mid in self._to_recover)
         return {m.job_id for m in jobs if m is not None and m.job_id}
+
+    def concluded_jobs(self) -> dict[str, tuple[JobState, str]]:
+        """Jobs whose migration ended but which a restart caught before they did: what
+        they end with (state, and the message or error), rather than as interrupted.
+        Such a job's migration is among the newest, so only those are read."""
+        ended: dict[str, tuple[JobState, str]] = {}
+        for migration in self._store.list_migrations(RECENT_MIGRATIONS):
+            if not migration.job_id or is_open(migration):
+                continue
+            if migration.state is MigrationState.COMPLETED:
+                ended[migration.job_id] = (
+                    JobState.COMPLETED,
+                    f"VM {migration.vm_name} moved to {migration.destination}",
+                )
+            else:
+                ended[migration.job_id] = (JobState.FAILED, migration.error or "the migration failed")
+        return ended
 
     async def recover(self) -> None:
         """Settle every migration a previous manager left running, from what agents say."""
@@ -863,8 +889,13 @@ class MigrationService:
         """Settle one migration; its job (kept running across the restart) ends with
         the outcome."""
         migration = self.get(migration_id)
-        job = self._jobs.adopt(migration.job_id) if migration.job_id else _NoJob()
+        job: JobHandle = _NoJob()
         try:
+            if migration.job_id:
+                try:
+                    job = self._jobs.adopt(migration.job_id)
+                except NotFoundError:
+                    log.warning("migration %s: its job %s is gone", migration_id, migration.job_id)
             async with self._vms.lock(migration.vm_id):
                 pass  # a job of this process that still holds the VM goes first
             job.progress(0, f"Settling the migration of VM {migration.vm_name} after a manager restart")
@@ -876,18 +907,20 @@ class MigrationService:
                 summary = await self._recover_live(job, migration)
         except MigrationFailed as failure:
             job.end(failure.message)  # recorded as failed, with its reason
-        except ManagerError as error:
-            log.warning("migration %s could not be settled: %s", migration_id, error.message)
-            job.end(f"the migration could not be settled after the manager restarted: {error.message}")
         except Exception as error:
-            log.exception("settling migration %s crashed", migration_id)
-            job.end(f"internal error: {error!r}")
+            # The migration ends (failed) before its job does, and lets go of its VM,
+            # whose next refresh records where the agents have it. (_abandon logs a bug.)
+            await self._abandon(migration_id, error)
+            why = error.message if isinstance(error, ManagerError) else f"internal error: {error!r}"
+            job.end(f"the migration could not be settled after the manager restarted: {why}")
         else:
             job.end(None, summary)
         finally:
             self._vms.moving.discard(migration.vm_id)
+            await self._release_slot(_slot(migration))
 
     async def _recover_live(self, job: JobHandle, migration: MigrationRecord) -> str:
+        restarted = "the manager restarted during the migration"
         vm = self._store.get_vm(migration.vm_id)
         if vm is not None:
             # The source runs the migration whoever listens, and remembers how recent
@@ -895,14 +928,24 @@ class MigrationService:
             # and brings the figures a restart would otherwise lose.
             try:
                 migration, progress = await self._stream(job, migration, vm, reattach=True)
-            except ManagerError as error:
-                log.info(
-                    "migration %s: host %s cannot say how it went (%s); asking where the VM is",
-                    migration.id,
-                    migration.source,
-                    error.message,
-                )
+            except Exception as error:
+                if isinstance(error, ManagerError):
+                    reason = error.message
+                    log.info("migration %s: host %s says %s", migration.id, migration.source, reason)
+                else:
+                    reason = ""
+                    log.exception("migration %s: following it on %s failed", migration.id, migration.source)
                 migration = self.get(migration.id)
+                if reason and not isinstance(error, NotFoundError):
+                    # The agents' own reason beats "the manager restarted".
+                    restarted = f"{restarted}: {reason}"
+                if (
+                    migration.kind is MigrationKind.LIVE
+                    and is_no_converge(reason)
+                    and migration.no_converge == "quick"
+                ):
+                    await self._release_slot(_slot(migration))
+                    return await self._fall_back(job, migration, reason)
             else:
                 return await self._live_done(migration, progress, after_restart=True)
         source_report, source_answered = await self._watch_source(
@@ -912,13 +955,7 @@ class MigrationService:
         outcome = settle(
             source_report, target_report, migration.lease_generation, source_let_go=source_answered
         )
-        return await self._conclude(
-            migration,
-            outcome,
-            source_report,
-            target_report,
-            "the manager restarted during the migration",
-        )
+        return await self._conclude(migration, outcome, source_report, target_report, restarted)
 
     async def _recover_quick(self, job: JobHandle, migration: MigrationRecord) -> str:
         if migration.phase == STEP_SAVING:
@@ -1014,6 +1051,19 @@ class MigrationService:
     def _emit(self, migration: MigrationRecord, detail: str) -> None:
         host = migration.destination if migration.state is MigrationState.COMPLETED else migration.source
         self._bus.emit("migration", detail, host=host, vm=migration.vm_name)
+
+
+def _slot(migration: MigrationRecord) -> SlotRequest:
+    return SlotRequest(migration.id, migration.source, migration.destination)
+
+
+def _runs_live(migration: MigrationRecord) -> bool:
+    """A migration the agents carry out as a live one (to another host, not quick)."""
+    return (
+        migration.kind is not MigrationKind.QUICK
+        and not migration.fell_back_to_quick
+        and migration.source != migration.destination
+    )
 
 
 class _NoJob(JobHandle):

@@ -261,10 +261,10 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         h = self.host
         h.migrate_calls.append((request.vm_id, request.destination_address))
         if request.reattach:
+            h.reattach_calls += 1
             if request.migration_id not in h.migration_log:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no migration {request.migration_id} here")
             # The latest message, then the rest, as the agent does.
-            h.reattach_calls += 1
             log = h.migration_log[request.migration_id]
             index = max(0, len(log) - 1)
             if index > 0 and log[index] is None:

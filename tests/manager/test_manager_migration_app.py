@@ -326,6 +326,7 @@ async def test_a_source_that_forgot_the_migration_is_asked_where_the_vm_is(clust
     c.app = c.open()
     c.agents["node1"].host.migration_log.clear()  # as after an agent restart
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
+    assert c.agents["node1"].host.reattach_calls == 1  # asked, answered NOT_FOUND
     settled = c.app.get_migration(migration.id)
     assert settled.state is MigrationState.COMPLETED, settled.error
     assert settled.blackout_ms == 0  # no figures: nobody saw the end
@@ -356,6 +357,76 @@ async def test_reattaching_to_a_failed_migration_settles_it_where_the_vm_is(clus
     assert vm_id in c.agents["node1"].host.vms and vm_id not in c.agents["node2"].host.vms
     ended = c.app.jobs.get(job.id)
     assert ended.state is JobState.FAILED and "stays on node1" in ended.error, ended.error
+    assert "the destination refused a page" in ended.error  # the agent's reason, not only the restart
+
+
+async def test_a_migration_followed_after_a_restart_keeps_its_slots(cluster: Any) -> None:
+    c = await cluster(max_live_migrations_per_host=1)
+    await c.vm("web1")
+    await c.vm("web2", host="node3")
+    c.agents["node1"].host.migration_step_delay = 0.3
+    job, migration = await c.app.migrate_vm("web1", "node2")
+
+    async def running() -> bool:
+        return c.app.get_migration(migration.id).phase == "pre_copy"
+
+    await eventually(running, 3.0, "the migration streams")
+    await c.stop()
+    c.app = c.open()
+    recovery = asyncio.get_running_loop().create_task(c.app.migrations.recover())
+    await asyncio.sleep(0.1)
+    second_job, second = await c.app.migrate_vm("web2", "node2")
+    await asyncio.sleep(0.2)
+    assert c.app.get_migration(second.id).state is MigrationState.QUEUED  # node2's one slot is taken
+    await asyncio.wait_for(recovery, 10.0)
+    assert c.app.get_migration(migration.id).state is MigrationState.COMPLETED
+    assert (await c.finished(second_job)).state is JobState.COMPLETED
+    assert c.agents["node2"].host.peak_migrations == 1
+
+
+async def test_a_crash_while_settling_ends_the_migration_and_frees_the_vm(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await cluster()
+    vm_id = await c.vm("web1")
+    c.agents["node1"].host.migration_step_delay = 0.2
+    job, migration = await c.app.migrate_vm("web1", "node2")
+
+    async def running() -> bool:
+        return c.app.get_migration(migration.id).phase == "pre_copy"
+
+    await eventually(running, 3.0, "the migration streams")
+    await c.stop()
+    c.app = c.open()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug while following the migration")
+
+    async def broken_too(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug while asking where the VM is")
+
+    monkeypatch.setattr(c.app.migrations._agents, "migrate_vm", broken)
+    monkeypatch.setattr(c.app.migrations, "_watch_source", broken_too)
+    await asyncio.wait_for(c.app.migrations.recover(), 5.0)
+    settled = c.app.get_migration(migration.id)
+    assert settled.state is MigrationState.FAILED and "a bug while asking" in settled.error
+    assert c.app.get_vm("web1").migration_id is None and vm_id not in c.app.vms.busy_vms()
+    ended = c.app.jobs.get(job.id)
+    assert ended.state is JobState.FAILED and "could not be settled" in ended.error, ended.error
+    assert c.app.migrations._running == {}  # no slot left behind
+
+
+async def test_a_job_caught_just_after_its_migration_ended_ends_as_the_migration_did(cluster: Any) -> None:
+    c = await cluster()
+    await c.vm("web1")
+    job, migration = await c.app.migrate_vm("web1", "node2")
+    assert (await c.finished(job)).state is JobState.COMPLETED
+    # As if the process died between recording the migration and ending its job.
+    c.app.store.put_job(replace(c.app.jobs.get(job.id), state=JobState.RUNNING, message="Migrating"))
+    await c.stop()
+    c.app = c.open()
+    ended = c.app.jobs.get(job.id)
+    assert ended.state is JobState.COMPLETED and ended.message == "VM web1 moved to node2", ended
 
 
 # --- a migration meets a failure, a failover or a restart --------------------------------
