@@ -10,8 +10,9 @@ Each fault is what happens to a real cluster, done to the processes `havm up` st
   killed (its memory is lost, as at power-off) and a fresh agent boots.
 - `freeze HOST` / `thaw HOST`: SIGSTOP / SIGCONT, a host that hangs and then resumes
   where it was.
-- `isolate HOST --from heartbeat|management|all` / `heal HOST`: cut or restore that
-  host's network paths in the fault relay.
+- `isolate HOST --from heartbeat|management|migration|all` / `heal HOST`: cut or
+  restore that host's network paths: heartbeat and management in the fault relay, the
+  live-migration network in the agent's own transport.
 - `crash-manager`, `crash-broker`: SIGKILL; `havm restart manager|broker` starts them
   again (nothing restarts by itself).
 - `crash-at HOST POINT`: the agent dies (as at SIGKILL) the next time it reaches that
@@ -51,7 +52,12 @@ FROZEN = "frozen"
 class Network(enum.StrEnum):
     heartbeat = "heartbeat"
     management = "management"
+    migration = "migration"
     all = "all"
+
+
+# Cut in the agent's own transport, not the relay (see node_agent.adapters.migration_network).
+MIGRATION_CUT_FILE = "migration-network-cut"
 
 
 class CrashPoint(enum.StrEnum):
@@ -228,19 +234,25 @@ def isolate(
         Network, typer.Option("--from", help="Which network to cut the host from.", case_sensitive=False)
     ] = Network.all,
 ) -> None:
-    """Cut the host's heartbeat path, management path, or both, like a pulled cable."""
+    """Cut the host's heartbeat, management or live-migration network (or all three),
+    like a pulled cable."""
     cluster = _cluster(ctx)
-    _agent(cluster, host)
-    paths = ["heartbeat", "management"] if from_ is Network.all else [from_.value]
-    _set_cut(cluster, {f"{p}:{host}": True for p in paths})
-    _console().print(f"host {host} cut from the {' and '.join(paths)} network")
+    agent = _agent(cluster, host)
+    paths = ["heartbeat", "management", "migration"] if from_ is Network.all else [from_.value]
+    relayed = [p for p in paths if p != "migration"]
+    if "migration" in paths:
+        (_state_dir(agent, f"the agent of host {host}") / MIGRATION_CUT_FILE).touch()
+    if relayed:
+        _set_cut(cluster, {f"{p}:{host}": True for p in relayed})
+    _console().print(f"host {host} cut from the {_and(paths)} network")
 
 
 @fault_app.command("heal")
 def heal(ctx: typer.Context, host: str) -> None:
     """Restore every network path of the host."""
     cluster = _cluster(ctx)
-    _agent(cluster, host)
+    agent = _agent(cluster, host)
+    (_state_dir(agent, f"the agent of host {host}") / MIGRATION_CUT_FILE).unlink(missing_ok=True)
     _set_cut(cluster, {f"heartbeat:{host}": False, f"management:{host}": False})
     _console().print(f"host {host} reconnected")
 
@@ -284,10 +296,17 @@ def crash_manager_at(
 
 
 def _arm(component: Component, label: str, point: str) -> None:
+    (_state_dir(component, label) / CRASH_POINT_FILE).write_text(point + "\n")
+
+
+def _state_dir(component: Component, label: str) -> Path:
     if "--state-dir" not in component.argv:
         raise ContextError(f"{label} was started without --state-dir")
-    state_dir = Path(component.argv[component.argv.index("--state-dir") + 1])
-    (state_dir / CRASH_POINT_FILE).write_text(point + "\n")
+    return Path(component.argv[component.argv.index("--state-dir") + 1])
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 @fault_app.command("crash-manager")

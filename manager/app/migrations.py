@@ -339,6 +339,7 @@ class MigrationService:
         )
         await self._take_slot(slot)
         try:
+            vm: VmRecord | None = None
             try:
                 migration = self._start(migration)
                 vm = await self._enter_live(migration)
@@ -346,6 +347,12 @@ class MigrationService:
                 return await self._live_done(migration, progress)
             except ManagerError as error:
                 failed_with = error.message
+                if vm is not None:
+                    # The stream broke or fell silent, not necessarily the migration.
+                    followed = await self._follow_again(job, migration, vm)
+                    if isinstance(followed, tuple):
+                        return await self._live_done(*followed)
+                    failed_with = followed or failed_with
             except Exception as error:
                 # Settled like any failure: the agents say where the VM is.
                 log.exception("live migration %s crashed", migration.id)
@@ -434,6 +441,23 @@ class MigrationService:
                     self._crash_points.reach(crash_points.LIVE_BLACKOUT)
         finally:
             await stream.aclose()
+
+    async def _follow_again(
+        self, job: JobHandle, migration: MigrationRecord, vm: VmRecord
+    ) -> tuple[MigrationRecord, MigrationProgress] | str | None:
+        """Follow a migration on its source again by its id, after its progress stream
+        broke or fell silent: the record and final progress if it completed, the
+        source's own sentence if it failed, None if the source cannot say."""
+        try:
+            return await self._stream(job, self.get(migration.id), vm, reattach=True)
+        except (NotFoundError, DeadlineExceededError) as error:
+            log.info("migration %s: %s cannot say how it ended: %s", migration.id, migration.source, error)
+            return None
+        except ManagerError as error:
+            return error.message
+        except Exception:
+            log.exception("migration %s: following it on %s failed", migration.id, migration.source)
+            return None
 
     async def _live_done(
         self, migration: MigrationRecord, progress: MigrationProgress, after_restart: bool = False
@@ -924,30 +948,20 @@ class MigrationService:
         vm = self._store.get_vm(migration.vm_id)
         if vm is not None:
             # The source runs the migration whoever listens, and remembers how recent
-            # ones ended: asking it again by the migration's id follows it to its end
-            # and brings the figures a restart would otherwise lose.
-            try:
-                migration, progress = await self._stream(job, migration, vm, reattach=True)
-            except Exception as error:
-                if isinstance(error, ManagerError):
-                    reason = error.message
-                    log.info("migration %s: host %s says %s", migration.id, migration.source, reason)
-                else:
-                    reason = ""
-                    log.exception("migration %s: following it on %s failed", migration.id, migration.source)
-                migration = self.get(migration.id)
-                if reason and not isinstance(error, NotFoundError):
-                    # The agents' own reason beats "the manager restarted".
-                    restarted = f"{restarted}: {reason}"
+            # ones ended: following it again by its id brings the figures too.
+            followed = await self._follow_again(job, migration, vm)
+            if isinstance(followed, tuple):
+                return await self._live_done(*followed, after_restart=True)
+            migration = self.get(migration.id)
+            if followed:
+                restarted = f"{restarted}: {followed}"  # the agents' own reason
                 if (
                     migration.kind is MigrationKind.LIVE
-                    and is_no_converge(reason)
+                    and is_no_converge(followed)
                     and migration.no_converge == "quick"
                 ):
                     await self._release_slot(_slot(migration))
-                    return await self._fall_back(job, migration, reason)
-            else:
-                return await self._live_done(migration, progress, after_restart=True)
+                    return await self._fall_back(job, migration, followed)
         source_report, source_answered = await self._watch_source(
             migration, lambda report: still_moving(report, migration.id)
         )

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError, InvalidArgument
@@ -117,6 +118,8 @@ class HostBackend(Protocol):
     def compatibility(self, spec: VmSpec, cpu: GuestCpu | None) -> list[str]: ...
     def migrate_vm(self, request: MigrationRequest) -> AsyncGenerator[MigrationProgress, None]: ...
     def receive_migration(self) -> MigrationSession: ...
+    @property
+    def migration_network(self) -> MigrationNetwork: ...
     async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveView: ...
 
 
@@ -554,6 +557,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             problem: AgentError | None = None
             try:
                 async for request in request_iterator:
+                    # This host's migration network cut: what arrives is not taken in.
+                    await network.wait_connected()
                     await session.deliver(source_message_from_pb(request))
             except AgentError as exc:
                 problem = exc
@@ -561,12 +566,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 pass
             session.source_closed(problem)
 
+        network = self._host.migration_network
         reader = asyncio.create_task(pump())
         try:
             async for reply in session.replies():
+                await network.wait_connected()
                 yield reply_to_pb(reply)
         finally:
             reader.cancel()
             session.source_closed()
         if session.error is not None:
+            await network.wait_connected()  # not even the refusal crosses a cut network
             await context.abort(grpc.StatusCode[session.error.code], session.error.message)

@@ -15,6 +15,7 @@ import grpc
 
 from havm.v1 import agent_pb2, agent_pb2_grpc
 from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, reply_from_pb, source_message_to_pb
+from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, Unavailable
 from node_agent.core.migration import PeerReply, SourceMessage
 
@@ -30,10 +31,13 @@ def _transport_broke(code: grpc.StatusCode, details: str | None) -> bool:
 class MigrationPeer:
     """An open ReceiveMigration stream to one destination agent."""
 
-    def __init__(self, host_name: str, address: str, timeout_s: float) -> None:
+    def __init__(
+        self, host_name: str, address: str, timeout_s: float, network: MigrationNetwork | None = None
+    ) -> None:
         self.host_name = host_name
         self.address = address
         self._timeout_s = timeout_s
+        self._network = network or MigrationNetwork(None)
         self._channel = grpc.aio.insecure_channel(address, options=BULK_TRANSFER_OPTIONS)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
         self._call = stub.ReceiveMigration()
@@ -42,6 +46,7 @@ class MigrationPeer:
         request = source_message_to_pb(message)
         try:
             async with asyncio.timeout(self._timeout_s):
+                await self._network.wait_connected()
                 await self._call.write(request)
         except TimeoutError:
             raise self._silent() from None
@@ -52,6 +57,8 @@ class MigrationPeer:
         try:
             async with asyncio.timeout(self._timeout_s):
                 reply = await self._call.read()
+                # A reply that reaches a cut network is not taken in until it heals.
+                await self._network.wait_connected()
         except TimeoutError:
             raise self._silent() from None
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node_agent.adapters.files import HostFiles, JournalFile, RegistryEntry, scan_disk_journal
+from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.app.crash_points import CrashPoints
 from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_guest, stop_guest
 from node_agent.app.migration_in import IncomingMigration
@@ -106,6 +107,8 @@ class VmHost:
         self.clock = clock
         # Where a migration step may be told to kill the agent (the agent's --state-dir).
         self.crash_points = CrashPoints(state_dir)
+        # Which `havm fault isolate HOST --from migration` can cut.
+        self.migration_network = MigrationNetwork(state_dir)
         self.boot_id = uuid.uuid4().hex
         self.started_at = clock()
         # When an AgentService call last arrived: the management path was alive then.

@@ -251,7 +251,10 @@ class OutgoingMigration:
         vm, plan, request = self.vm, self.plan, self.plan.request
         self._report(force=True)
         peer = MigrationPeer(
-            request.destination_host, request.destination_address, self.settings.migration_stall_timeout_s
+            request.destination_host,
+            request.destination_address,
+            self.settings.migration_stall_timeout_s,
+            self.host.migration_network,
         )
         paused_at: float | None = None
         handing_over = committed = False

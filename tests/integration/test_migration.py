@@ -469,6 +469,30 @@ def test_the_destination_dying_during_the_copy_leaves_the_vm_on_the_source(clust
     remove(cluster, "stay")
 
 
+def test_a_cut_migration_network_leaves_the_vm_on_the_source(cluster: LocalCluster) -> None:
+    create(cluster, "cut", "n1", memory_mb=1024)
+    before = journal_length(cluster, "cut")
+    process = start_migration(cluster, "cut", "--to", "n2")
+    wait_phase(cluster, "cut", "pre_copy")
+    try:
+        with InvariantWatch(cluster, ["n1", "n2"]) as watch:
+            cluster.ok("fault", "isolate", "n2", "--from", "migration")
+            code, out, err = finish(process)
+    finally:
+        cluster.ok("fault", "heal", "n2")
+    assert code == 1, out
+    figures = result_json(out)
+    assert figures["state"] == "failed" and "did not answer" in figures["error"], figures
+    assert watch.samples > 10 and watch.violations == []
+    assert vm(cluster, "cut")["host"] == "n1"
+    assert_journal_continuous(cluster, "cut", before)
+    assert_runs_once(cluster, ["cut"])  # and no skeleton left on n2
+    # Healed, the same move goes through.
+    assert migrate(cluster, "cut", "--to", "n2")["state"] == "completed"
+    assert_runs_once(cluster, ["cut"])
+    remove(cluster, "cut")
+
+
 def test_a_migration_survives_a_manager_kill(cluster: LocalCluster) -> None:
     create(cluster, "steady", "n1", memory_mb=1024)
     before = journal_length(cluster, "steady")

@@ -87,6 +87,8 @@ class FakeHost:
     migration_log: dict[str, list[object]] = field(default_factory=dict)
     migration_logged: asyncio.Event = field(default_factory=asyncio.Event)
     reattach_calls: int = 0
+    # Answer every re-attach NOT_FOUND, as an agent that restarted since.
+    forgets_migrations: bool = False
 
     def memory_free_mb(self) -> int:
         used = sum(vm.spec.memory_mb for vm in self.vms.values() if vm.state in HOLDS_MEMORY)
@@ -262,7 +264,7 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         h.migrate_calls.append((request.vm_id, request.destination_address))
         if request.reattach:
             h.reattach_calls += 1
-            if request.migration_id not in h.migration_log:
+            if request.migration_id not in h.migration_log or h.forgets_migrations:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no migration {request.migration_id} here")
             # The latest message, then the rest, as the agent does.
             log = h.migration_log[request.migration_id]

@@ -486,15 +486,23 @@ async def test_a_vm_its_source_let_go_is_recorded_on_the_silent_destination(clus
     assert (c.app.get_vm("web1").host, c.app.get_vm("web1").state) == ("node2", VmState.RUNNING)
 
 
-async def test_a_stream_given_up_waits_for_the_agents_to_finish(cluster: Any) -> None:
+@pytest.mark.parametrize("source_remembers", [True, False])
+async def test_a_stream_given_up_waits_for_the_agents_to_finish(cluster: Any, source_remembers: bool) -> None:
     c = await cluster(stall_timeout_s=0.3)
     vm_id = await c.vm("web1")
     before = c.app.get_vm("web1").lease_generation
     c.agents["node1"].host.migration_quiet = True
     c.agents["node1"].host.migration_step_delay = 0.25  # moves ~0.45 s after the stream gave up
+    c.agents["node1"].host.forgets_migrations = not source_remembers
     job, migration = await c.app.migrate_vm("web1", "node2")
     job = await c.finished(job)
-    assert job.state is JobState.COMPLETED and "ended unobserved" in job.message, job.error
+    assert c.agents["node1"].host.reattach_calls == 1
+    if source_remembers:
+        # Followed again by its id: it ends with the source's figures.
+        assert job.state is JobState.COMPLETED and "moved live to node2" in job.message, job.error
+        assert c.app.get_migration(migration.id).blackout_ms == 7
+    else:
+        assert job.state is JobState.COMPLETED and "ended unobserved" in job.message, job.error
     assert c.app.get_migration(migration.id).state is MigrationState.COMPLETED
     vm = c.app.get_vm("web1")
     assert (vm.host, vm.lease_generation, vm.migration_id) == ("node2", before + 1, None)

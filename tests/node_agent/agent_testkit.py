@@ -190,3 +190,46 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = 
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class InProcessNode:
+    """An agent's host and AgentService running in the test's own event loop."""
+
+    host: Any  # node_agent.app.host.VmHost
+    server: Any  # node_agent.adapters.grpc_server.AgentServer
+
+    @property
+    def name(self) -> str:
+        return self.host.config.name
+
+
+async def start_in_process_nodes(
+    tmp: Path, settings: dict[str, Any], names: tuple[str, ...] = ("node1", "node2")
+) -> list[InProcessNode]:
+    """Agents in this process over real gRPC on loopback, each with its state directory."""
+    from node_agent.adapters.files import HostFiles
+    from node_agent.adapters.grpc_server import AgentServer
+    from node_agent.app.host import VmHost
+    from node_agent.core.config import parse_host_config
+
+    started: list[InProcessNode] = []
+    for name in names:
+        raw = host_config(tmp, name)
+        raw["settings"] |= settings
+        config = parse_host_config(raw)
+        files = HostFiles(config, tmp / "hosts" / name)
+        files.prepare()
+        state_dir = tmp / "state" / name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        host = VmHost(config, files, state_dir=state_dir)
+        server = AgentServer(host, "127.0.0.1:0")
+        await server.start()
+        started.append(InProcessNode(host, server))
+    return started
+
+
+async def stop_in_process_nodes(nodes: list[InProcessNode]) -> None:
+    for node in nodes:
+        await node.server.stop(0)
+        await node.host.stop()

@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from agent_testkit import host_config
+from agent_testkit import InProcessNode, start_in_process_nodes, stop_in_process_nodes
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
-from node_agent.adapters.files import HostFiles
-from node_agent.adapters.grpc_server import AgentServer
 from node_agent.app.host import VmHost
 from node_agent.app.migration_out import REMEMBERED_MIGRATIONS, FinishedMigrations
-from node_agent.core.config import parse_host_config
 from node_agent.core.errors import AgentError, FailedPrecondition, NotFound, Unavailable
 from node_agent.core.migration import MigrationPhase, MigrationProgress, MigrationRequest
 from node_agent.core.power import Operation, PowerState
@@ -40,50 +36,32 @@ PB_PHASES = {
 }
 
 
-@dataclass
-class Node:
-    host: VmHost
-    server: AgentServer
-
-    @property
-    def name(self) -> str:
-        return self.host.config.name
+Pair = tuple[InProcessNode, InProcessNode]
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
-    started: list[Node] = []
-    for name in ("node1", "node2"):
-        raw = host_config(tmp_path, name)
-        raw["settings"] |= {"migration_stall_timeout_s": 2.0, "migration_progress_interval_s": 0.05}
-        config = parse_host_config(raw)
-        files = HostFiles(config, tmp_path / "hosts" / name)
-        files.prepare()
-        host = VmHost(config, files)
-        server = AgentServer(host, "127.0.0.1:0")
-        await server.start()
-        started.append(Node(host, server))
+async def nodes(tmp_path: Path) -> AsyncIterator[Pair]:
+    settings = {"migration_stall_timeout_s": 2.0, "migration_progress_interval_s": 0.05}
+    started = await start_in_process_nodes(tmp_path, settings)
     yield started[0], started[1]
-    for node in started:
-        await node.server.stop(0)
-        await node.host.stop()
+    await stop_in_process_nodes(started)
 
 
 @pytest.fixture
-async def stub(nodes: tuple[Node, Node]) -> AsyncIterator[agent_pb2_grpc.AgentServiceStub]:
+async def stub(nodes: Pair) -> AsyncIterator[agent_pb2_grpc.AgentServiceStub]:
     """A client of node1's AgentService, as the manager talks to it."""
     async with grpc.aio.insecure_channel(nodes[0].server.address) as channel:
         yield agent_pb2_grpc.AgentServiceStub(channel)
 
 
-async def running_vm(node: Node) -> None:
+async def running_vm(node: InProcessNode) -> None:
     node.host.create_vm(SPEC)
     await node.host.operate(SPEC.id, Operation.START)
     await asyncio.sleep(0.1)
 
 
 def request(
-    destination: Node, migration_id: str = "m-1", generation: int = 2, **extra: Any
+    destination: InProcessNode, migration_id: str = "m-1", generation: int = 2, **extra: Any
 ) -> MigrationRequest:
     fields: dict[str, Any] = {
         "max_passes": 0,
@@ -153,7 +131,7 @@ def pb_request(migration_id: str, reattach: bool = False) -> agent_pb2.AgentServ
 
 
 async def test_a_caller_reattaching_during_pre_copy_follows_the_migration_to_the_same_end(
-    nodes: tuple[Node, Node],
+    nodes: Pair,
 ) -> None:
     node1, node2 = nodes
     await running_vm(node1)
@@ -181,7 +159,7 @@ async def test_a_caller_reattaching_during_pre_copy_follows_the_migration_to_the
 
 
 async def test_the_first_listener_going_away_stops_neither_the_migration_nor_the_second(
-    nodes: tuple[Node, Node], stub: agent_pb2_grpc.AgentServiceStub
+    nodes: Pair, stub: agent_pb2_grpc.AgentServiceStub
 ) -> None:
     node1, node2 = nodes
     await running_vm(node1)
@@ -220,7 +198,7 @@ async def test_the_first_listener_going_away_stops_neither_the_migration_nor_the
 
 
 async def test_a_caller_reattaching_after_the_end_gets_the_final_update(
-    nodes: tuple[Node, Node], stub: agent_pb2_grpc.AgentServiceStub
+    nodes: Pair, stub: agent_pb2_grpc.AgentServiceStub
 ) -> None:
     node1, node2 = nodes
     await running_vm(node1)
@@ -262,7 +240,7 @@ async def test_a_caller_reattaching_after_the_end_gets_the_final_update(
 
 
 async def test_a_caller_reattaching_to_a_failed_migration_gets_the_same_error(
-    nodes: tuple[Node, Node], stub: agent_pb2_grpc.AgentServiceStub, monkeypatch: pytest.MonkeyPatch
+    nodes: Pair, stub: agent_pb2_grpc.AgentServiceStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node1, node2 = nodes
     await running_vm(node1)
@@ -289,7 +267,7 @@ async def test_a_caller_reattaching_to_a_failed_migration_gets_the_same_error(
     assert node1.host.outgoing == {}  # nothing was started again
 
 
-async def test_several_callers_following_one_migration_all_get_its_end(nodes: tuple[Node, Node]) -> None:
+async def test_several_callers_following_one_migration_all_get_its_end(nodes: Pair) -> None:
     node1, node2 = nodes
     await running_vm(node1)
     first = node1.host.migrate_vm(request(node2))
@@ -321,7 +299,7 @@ def test_only_the_last_64_outcomes_are_remembered() -> None:
 
 
 async def test_a_host_forgets_its_oldest_outcome_and_starts_afresh_for_its_id(
-    nodes: tuple[Node, Node],
+    nodes: Pair,
 ) -> None:
     node1, node2 = nodes
     host = node1.host
