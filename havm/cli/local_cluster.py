@@ -110,6 +110,9 @@ def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str
             for v in topology.volumes_visible_to(host.name)
         ],
         "san_root": str(san_root),
+        # One stall timeout for the whole migration path: the manager's progress stream
+        # and the agents' own stream give up on a silent peer alike.
+        "settings": {"migration_stall_timeout_s": topology.migration.stall_timeout_s},
     }
 
 
