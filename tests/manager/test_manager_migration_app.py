@@ -30,6 +30,7 @@ from manager.core.model import (
     CreateVmCommand,
     JobRecord,
     MigrationKind,
+    MigrationRecord,
     StorageKind,
     StorageLocation,
     VmOperation,
@@ -71,6 +72,17 @@ class Cluster:
     async def stop(self) -> None:
         await self.app.stop()
         self.app.store.close()
+
+    async def restart_during(self, migration: MigrationRecord, *phases: str) -> None:
+        """Stop the manager once the migration is in one of `phases`, and open a new one
+        on the same database (the agents carry on meanwhile)."""
+
+        async def reached() -> bool:
+            return self.app.get_migration(migration.id).phase in phases
+
+        await eventually(reached, 3.0, f"the migration in phase {' or '.join(phases)}")
+        await self.stop()
+        self.app = self.open()
 
     async def finished(self, job: JobRecord) -> JobRecord:
         async for update in self.app.watch_job(job.id):
@@ -282,13 +294,8 @@ async def test_a_restarted_manager_settles_the_migration_it_left_running(cluster
     job, migration = await c.app.migrate_vm("web1", "node2")
     queued_job, queued = await c.app.migrate_vm("web2", "node2")
 
-    async def running() -> bool:
-        return c.app.get_migration(migration.id).phase == "pre_copy"
-
-    await eventually(running, 3.0, "the migration streams")
     # The manager goes away mid-stream; the source agent carries on to the end.
-    await c.stop()
-    c.app = c.open()
+    await c.restart_during(migration, "pre_copy")
     assert c.app.get_migration(queued.id).state is MigrationState.FAILED
     assert c.app.get_migration(queued.id).error == "the manager restarted before it began"
     assert c.app.get_vm("web2").migration_id is None
@@ -318,12 +325,7 @@ async def test_a_source_that_forgot_the_migration_is_asked_where_the_vm_is(clust
     c.agents["node1"].host.migration_step_delay = 0.2
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    async def running() -> bool:
-        return c.app.get_migration(migration.id).phase == "pre_copy"
-
-    await eventually(running, 3.0, "the migration streams")
-    await c.stop()
-    c.app = c.open()
+    await c.restart_during(migration, "pre_copy")
     c.agents["node1"].host.migration_log.clear()  # as after an agent restart
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
     assert c.agents["node1"].host.reattach_calls == 1  # asked, answered NOT_FOUND
@@ -342,12 +344,7 @@ async def test_reattaching_to_a_failed_migration_settles_it_where_the_vm_is(clus
     c.agents["node1"].host.migration_error = "the destination refused a page"
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    async def running() -> bool:
-        return c.app.get_migration(migration.id).phase in ("preparing", "pre_copy")
-
-    await eventually(running, 3.0, "the migration starts")
-    await c.stop()
-    c.app = c.open()
+    await c.restart_during(migration, "preparing", "pre_copy")
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
     assert c.agents["node1"].host.reattach_calls == 1
     settled = c.app.get_migration(migration.id)
@@ -367,12 +364,7 @@ async def test_a_migration_followed_after_a_restart_keeps_its_slots(cluster: Any
     c.agents["node1"].host.migration_step_delay = 0.3
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    async def running() -> bool:
-        return c.app.get_migration(migration.id).phase == "pre_copy"
-
-    await eventually(running, 3.0, "the migration streams")
-    await c.stop()
-    c.app = c.open()
+    await c.restart_during(migration, "pre_copy")
     recovery = asyncio.get_running_loop().create_task(c.app.migrations.recover())
     await asyncio.sleep(0.1)
     second_job, second = await c.app.migrate_vm("web2", "node2")
@@ -392,12 +384,7 @@ async def test_a_crash_while_settling_ends_the_migration_and_frees_the_vm(
     c.agents["node1"].host.migration_step_delay = 0.2
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    async def running() -> bool:
-        return c.app.get_migration(migration.id).phase == "pre_copy"
-
-    await eventually(running, 3.0, "the migration streams")
-    await c.stop()
-    c.app = c.open()
+    await c.restart_during(migration, "pre_copy")
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug while following the migration")
