@@ -219,7 +219,7 @@ class AgentServiceMigrateVmResponse(_message.Message):
     def __init__(self, phase: _Optional[_Union[MigrationPhase, str]] = ..., bytes_sent: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., memory_digest: _Optional[str] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., resumed_digest: _Optional[str] = ..., **kwargs) -> None: ...
 
 class MigrationOffer(_message.Message):
-    __slots__ = ("migration_id", "source_host", "spec", "lease_generation", "cpu_vendor", "cpu_features", "copy_disk", "memory_pages")
+    __slots__ = ("migration_id", "source_host", "spec", "lease_generation", "cpu_vendor", "cpu_features", "copy_disk", "memory_pages", "source_storage")
     MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,7 @@ class MigrationOffer(_message.Message):
     CPU_FEATURES_FIELD_NUMBER: _ClassVar[int]
     COPY_DISK_FIELD_NUMBER: _ClassVar[int]
     MEMORY_PAGES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_STORAGE_FIELD_NUMBER: _ClassVar[int]
     migration_id: str
     source_host: str
     spec: _common_pb2.VmSpec
@@ -236,7 +237,8 @@ class MigrationOffer(_message.Message):
     cpu_features: _containers.RepeatedScalarFieldContainer[str]
     copy_disk: bool
     memory_pages: int
-    def __init__(self, migration_id: _Optional[str] = ..., source_host: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., copy_disk: _Optional[bool] = ..., memory_pages: _Optional[int] = ...) -> None: ...
+    source_storage: _common_pb2.StorageLocation
+    def __init__(self, migration_id: _Optional[str] = ..., source_host: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., copy_disk: _Optional[bool] = ..., memory_pages: _Optional[int] = ..., source_storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
 
 class MemoryPages(_message.Message):
     __slots__ = ("pages", "data", "crc32")

@@ -339,20 +339,13 @@ class MigrationService:
         )
         await self._take_slot(slot)
         try:
-            vm: VmRecord | None = None
             try:
                 migration = self._start(migration)
                 vm = await self._enter_live(migration)
-                migration, progress = await self._stream(job, migration, vm)
+                migration, progress = await self._stream_or_follow(job, migration, vm)
                 return await self._live_done(migration, progress)
             except ManagerError as error:
                 failed_with = error.message
-                if vm is not None:
-                    # The stream broke or fell silent, not necessarily the migration.
-                    followed = await self._follow_again(job, migration, vm)
-                    if isinstance(followed, tuple):
-                        return await self._live_done(*followed)
-                    failed_with = followed or failed_with
             except Exception as error:
                 # Settled like any failure: the agents say where the VM is.
                 log.exception("live migration %s crashed", migration.id)
@@ -441,6 +434,20 @@ class MigrationService:
                     self._crash_points.reach(crash_points.LIVE_BLACKOUT)
         finally:
             await stream.aclose()
+
+    async def _stream_or_follow(
+        self, job: JobHandle, migration: MigrationRecord, vm: VmRecord
+    ) -> tuple[MigrationRecord, MigrationProgress]:
+        try:
+            return await self._stream(job, migration, vm)
+        except ManagerError as error:
+            # The stream broke or fell silent, not necessarily the migration.
+            followed = await self._follow_again(job, migration, vm)
+            if isinstance(followed, tuple):
+                return followed
+            if followed:
+                raise MigrationFailed(followed) from None
+            raise error from None
 
     async def _follow_again(
         self, job: JobHandle, migration: MigrationRecord, vm: VmRecord

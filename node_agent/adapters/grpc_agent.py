@@ -291,6 +291,13 @@ def source_message_to_pb(message: SourceMessage) -> agent_pb2.AgentServiceReceiv
                 cpu_features=list(cpu.features) if cpu is not None else [],
                 copy_disk=message.copy_disk,
                 memory_pages=message.memory_pages,
+                source_storage=(
+                    common_pb2.StorageLocation(
+                        kind=_STORAGE_TO_PB[message.source_storage.kind], name=message.source_storage.name
+                    )
+                    if message.source_storage is not None
+                    else None
+                ),
             )
         )
     if isinstance(message, DeviceState):
@@ -326,6 +333,11 @@ def source_message_from_pb(pb: agent_pb2.AgentServiceReceiveMigrationRequest) ->
             cpu=_cpu_from_pb(offer.cpu_vendor, offer.cpu_features),
             copy_disk=offer.copy_disk,
             memory_pages=offer.memory_pages,
+            source_storage=(
+                storage_from_pb(offer.source_storage, "offer.source_storage")
+                if offer.HasField("source_storage")
+                else None
+            ),
         )
     if which == "device_state":
         state = pb.device_state

@@ -48,6 +48,7 @@ from node_agent.core.power import PowerState, transition
 from node_agent.core.vm import (
     GIB,
     StorageKind,
+    StorageRef,
     check_lun_free,
     check_storage_room,
     check_storage_visible,
@@ -135,8 +136,14 @@ class IncomingMigration:
         """The next message, or None once the source closed the stream or fell silent."""
         if self._inbox.empty() and self._closed:
             return None
+        timeout_s = self.settings.migration_stall_timeout_s
+        if self._devices is not None:
+            # After READY the source decides (it moves the lease or not) once READY
+            # reaches it, up to one stall timeout later: wait longer than that before
+            # reading what it decided, or a late decision would find the copy gone.
+            timeout_s *= 2
         try:
-            async with asyncio.timeout(self.settings.migration_stall_timeout_s):
+            async with asyncio.timeout(timeout_s):
                 message = await self._inbox.get()
         except TimeoutError:
             return None
@@ -313,18 +320,32 @@ class IncomingMigration:
         """Whether the VM became this host's: its lease names this host with the offered generation.
 
         When the files move too, the new place's lease is this host's own from the
-        device state on; there the commit message is what tells.
+        device state on; there the commit message tells, or else the lease the source
+        moved at the old place, if this host sees that storage too.
         """
         offer, skeleton = self._offer, self._skeleton
         if offer is None or skeleton is None:
             return False
+        if offer.copy_disk and self._commit_arrived:
+            return True
+        vm_dir = skeleton.vm_dir
         if offer.copy_disk:
-            return self._commit_arrived
+            old = offer.source_storage
+            if old is None or old.kind is StorageKind.LOCAL_DISK or not self._sees(old):
+                return False  # the source's own disk: only the commit message can tell
+            vm_dir = self.host.files.storage_root(old) / skeleton.spec.id
         try:
-            lease = self.host.files.read_lease(skeleton.vm_dir)
+            lease = self.host.files.read_lease(vm_dir)
         except AgentError:
             return False
         return lease == Lease(offer.lease_generation, self.host.config.name)
+
+    def _sees(self, storage: StorageRef) -> bool:
+        try:
+            check_storage_visible(storage, self.host.config)
+        except AgentError:
+            return False
+        return True
 
     # Resume or discard
 

@@ -364,6 +364,7 @@ class OutgoingMigration:
             cpu=vm.cpu,
             copy_disk=plan.copy_disk,
             memory_pages=vm.spec.memory_pages,
+            source_storage=vm.spec.storage if plan.copy_disk else None,
         )
         await peer.send(offer)
         return await self._expect(peer, Reply.ACCEPTED)

@@ -110,6 +110,7 @@ class Offer:
     cpu: GuestCpu | None
     copy_disk: bool
     memory_pages: int
+    source_storage: StorageRef | None = None  # with copy_disk: where the source keeps the files
 
 
 @dataclass(frozen=True)

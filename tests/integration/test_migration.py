@@ -53,7 +53,7 @@ host_defaults:
 migration:
   max_live_migrations_per_host: 2
   no_converge: fail
-  stall_timeout_s: 2
+  stall_timeout_s: 3
 clusters:
   - name: c1
     profile: hyperv-2008r2
@@ -471,10 +471,10 @@ def test_the_destination_dying_during_the_copy_leaves_the_vm_on_the_source(clust
 
 
 def test_a_cut_migration_network_leaves_the_vm_on_the_source(cluster: LocalCluster) -> None:
-    # The topology's stall timeout is the agents' too: the cut is judged after 2 s.
+    # The topology's stall timeout is the agents' too: the cut is judged after 3 s.
     for host in ("n1", "n2"):
         config = json.loads((cluster.state_dir / "agents" / f"{host}.json").read_text())
-        assert config["settings"]["migration_stall_timeout_s"] == 2
+        assert config["settings"]["migration_stall_timeout_s"] == 3
     create(cluster, "cut", "n1", memory_mb=1024)
     before = journal_length(cluster, "cut")
     process = start_migration(cluster, "cut", "--to", "n2")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from agent_testkit import InProcessNode, start_in_process_nodes, stop_in_process_nodes
 
-from node_agent.adapters.migration_network import CUT_FILE
+from node_agent.adapters.migration_network import CUT_FILE, POLL_S
+from node_agent.app.migration_out import OutgoingMigration
 from node_agent.core.errors import AgentError
 from node_agent.core.migration import MigrationPhase, MigrationProgress, MigrationRequest
 from node_agent.core.power import Operation, PowerState
@@ -103,10 +105,49 @@ async def test_a_cut_healed_within_the_stall_timeout_only_delays(nodes: Pair, tm
     await start(node1)
     updates = node1.host.migrate_vm(request(node2, "m-1", 2))
     await pre_copy(updates)
-    flag = cut(node2, tmp_path)
-    await asyncio.sleep(STALL_S / 2)
+    migration = node1.host.outgoing["m-1"]
+    flag = cut(node1, tmp_path)
+    await asyncio.sleep(2 * POLL_S)
+    sent_when_cut = migration._bytes_sent
+    await asyncio.sleep(STALL_S / 2 - 2 * POLL_S)
+    assert migration._bytes_sent == sent_when_cut  # nothing went out while cut
     flag.unlink()
     final = await finish(updates)
+    assert final.bytes_sent > sent_when_cut
     assert final.phase is MigrationPhase.COMPLETED and final.memory_digest == final.resumed_digest
     moved = node2.host.hosted(SPEC.id)
     assert moved is not None and moved.state is PowerState.RUNNING and node1.host.hosted(SPEC.id) is None
+
+
+@pytest.mark.parametrize("moves_files", [False, True], ids=["shared-storage", "csv-to-lun"])
+@pytest.mark.parametrize("side", ["destination", "source"])
+async def test_a_cut_at_the_commit_point_leaves_the_vm_running_on_the_destination(
+    nodes: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side: str, moves_files: bool
+) -> None:
+    """The lease moved, then the network went: the commit never arrives. The destination
+    reads the lease the source moved (on the old files too, when they move) and resumes."""
+    node1, node2 = nodes
+    await start(node1)
+    hand_over = OutgoingMigration._hand_over_lease
+
+    async def cut_then_hand_over(self: OutgoingMigration) -> None:
+        cut(node2 if side == "destination" else node1, tmp_path)
+        await asyncio.sleep(2 * POLL_S)  # noticed by now: nothing crosses from here on
+        await hand_over(self)
+
+    monkeypatch.setattr(OutgoingMigration, "_hand_over_lease", cut_then_hand_over)
+    order = request(node2, "m-1", 2)
+    if moves_files:
+        order = replace(order, storage=StorageRef(StorageKind.LUN, "lun1"))
+    with pytest.raises(AgentError, match="now belongs to host node2"):
+        await finish(node1.host.migrate_vm(order))
+    assert node1.host.hosted(SPEC.id) is None  # the source let it go
+    for _ in range(100):  # the destination waits twice the stall timeout, then reads the lease
+        moved = node2.host.hosted(SPEC.id)
+        if moved is not None and moved.state is PowerState.RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    moved = node2.host.hosted(SPEC.id)
+    assert moved is not None and moved.state is PowerState.RUNNING, node2.host.incoming
+    assert moved.spec.storage == (StorageRef(StorageKind.LUN, "lun1") if moves_files else CSV)
+    assert node2.host.incoming == {}
