@@ -183,7 +183,7 @@ def spec_to_pb(spec: VmSpec) -> common_pb2.VmSpec:
         memory_mb=spec.memory_mb,
         cpus=spec.cpus,
         disk_gb=spec.disk_gb,
-        storage=common_pb2.StorageLocation(kind=_STORAGE_TO_PB[spec.storage.kind], name=spec.storage.name),
+        storage=storage_to_pb(spec.storage),
         networks=list(spec.networks),
         highly_available=spec.highly_available,
         processor_compatibility=spec.processor_compatibility,
@@ -225,6 +225,10 @@ def vm_from_pb(pb: common_pb2.VmRuntime) -> VmView:
 
 def _cpu_from_pb(vendor: str, features: object) -> GuestCpu | None:
     return GuestCpu(vendor, tuple(features)) if vendor else None  # type: ignore[call-overload]
+
+
+def storage_to_pb(storage: StorageRef) -> common_pb2.StorageLocation:
+    return common_pb2.StorageLocation(kind=_STORAGE_TO_PB[storage.kind], name=storage.name)
 
 
 def storage_from_pb(pb: common_pb2.StorageLocation, field: str) -> StorageRef:
@@ -292,11 +296,7 @@ def source_message_to_pb(message: SourceMessage) -> agent_pb2.AgentServiceReceiv
                 copy_disk=message.copy_disk,
                 memory_pages=message.memory_pages,
                 source_storage=(
-                    common_pb2.StorageLocation(
-                        kind=_STORAGE_TO_PB[message.source_storage.kind], name=message.source_storage.name
-                    )
-                    if message.source_storage is not None
-                    else None
+                    storage_to_pb(message.source_storage) if message.source_storage is not None else None
                 ),
             )
         )

@@ -23,7 +23,7 @@ from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.app.crash_points import CrashPoints
 from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_guest, stop_guest
 from node_agent.app.migration_in import IncomingMigration
-from node_agent.app.migration_out import FinishedMigrations, OutgoingMigration, replay
+from node_agent.app.migration_out import OutgoingMigration, replay
 from node_agent.app.ownership import SAVED_STATE_MISSING, claim_new, load_registered, take_over_files
 from node_agent.app.storage_move import StorageMoveResult, move_storage
 from node_agent.core.compatibility import compatibility_reasons
@@ -49,7 +49,7 @@ from node_agent.core.lease import (
     check_write,
     is_fenced,
 )
-from node_agent.core.migration import MigrationProgress, MigrationRequest
+from node_agent.core.migration import FinishedMigrations, MigrationProgress, MigrationRequest
 from node_agent.core.power import (
     HOLDS_MEMORY,
     RESTART_ON_RECOVERY,

@@ -25,7 +25,6 @@ import logging
 import time
 import zlib
 from array import array
-from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -53,6 +52,7 @@ from node_agent.core.migration import (
     MigrationRequest,
     NextStep,
     Offer,
+    Outcome,
     PagesChunk,
     PassRecord,
     PeerReply,
@@ -68,11 +68,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
-# Enough for a manager to come back after a restart and ask about every migration it
-# had under way; bounded, since nobody tells the agent when an outcome was read.
-REMEMBERED_MIGRATIONS = 64
-
-Outcome = MigrationProgress | AgentError
 
 
 @dataclass(frozen=True)
@@ -531,26 +526,6 @@ class OutgoingMigration:
             host.forget(vm)
         if self.plan.copy_disk and remove_old_files:
             await asyncio.to_thread(host.files.remove_vm_dir, vm.vm_dir)
-
-
-class FinishedMigrations:
-    """The outcomes of the last `limit` outgoing migrations, by migration id; oldest dropped first."""
-
-    def __init__(self, limit: int = REMEMBERED_MIGRATIONS) -> None:
-        self.limit = limit
-        self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
-
-    def remember(self, migration_id: str, outcome: Outcome) -> None:
-        self._outcomes[migration_id] = outcome
-        self._outcomes.move_to_end(migration_id)
-        while len(self._outcomes) > self.limit:
-            self._outcomes.popitem(last=False)
-
-    def get(self, migration_id: str) -> Outcome | None:
-        return self._outcomes.get(migration_id)
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
 
 
 async def replay(outcome: Outcome) -> AsyncGenerator[MigrationProgress, None]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import enum
 import logging
 from array import array
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import FailedPrecondition
+from node_agent.core.errors import AgentError, FailedPrecondition
 from node_agent.core.guest import PAGE_SIZE, GuestDevices
 from node_agent.core.views import VmView
 from node_agent.core.vm import StorageRef, VmSpec
@@ -219,3 +220,32 @@ def decide_after_pass(
 def chunks(pages: Sequence[int], size: int) -> list[Sequence[int]]:
     """`pages` cut into runs of at most `size`, in order."""
     return [pages[i : i + size] for i in range(0, len(pages), size)]
+
+
+# How recent outgoing migrations ended, for callers that come back asking.
+
+# Enough for a manager to come back after a restart and ask about every migration it
+# had under way; bounded, since nobody tells the agent when an outcome was read.
+REMEMBERED_MIGRATIONS = 64
+
+Outcome = MigrationProgress | AgentError
+
+
+class FinishedMigrations:
+    """The outcomes of the last `limit` outgoing migrations, by migration id; oldest dropped first."""
+
+    def __init__(self, limit: int = REMEMBERED_MIGRATIONS) -> None:
+        self.limit = limit
+        self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
+
+    def remember(self, migration_id: str, outcome: Outcome) -> None:
+        self._outcomes[migration_id] = outcome
+        self._outcomes.move_to_end(migration_id)
+        while len(self._outcomes) > self.limit:
+            self._outcomes.popitem(last=False)
+
+    def get(self, migration_id: str) -> Outcome | None:
+        return self._outcomes.get(migration_id)
+
+    def __len__(self) -> int:
+        return len(self._outcomes)

@@ -16,9 +16,14 @@ from agent_testkit import InProcessNode, start_in_process_nodes, stop_in_process
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.app.host import VmHost
-from node_agent.app.migration_out import REMEMBERED_MIGRATIONS, FinishedMigrations
 from node_agent.core.errors import AgentError, FailedPrecondition, NotFound, Unavailable
-from node_agent.core.migration import MigrationPhase, MigrationProgress, MigrationRequest
+from node_agent.core.migration import (
+    REMEMBERED_MIGRATIONS,
+    FinishedMigrations,
+    MigrationPhase,
+    MigrationProgress,
+    MigrationRequest,
+)
 from node_agent.core.power import Operation, PowerState
 from node_agent.core.vm import StorageKind, StorageRef, VmSpec, Workload
 
