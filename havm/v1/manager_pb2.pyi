@@ -36,6 +36,16 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_COMPLETED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
 
+class JobStepOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STEP_OUTCOME_UNSPECIFIED: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_PENDING: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_RUNNING: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_LIVE_MIGRATED: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_SAVED: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_FAILED: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_NOT_ATTEMPTED: _ClassVar[JobStepOutcome]
+
 class MigrationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MIGRATION_KIND_UNSPECIFIED: _ClassVar[MigrationKind]
@@ -56,6 +66,34 @@ class NoConvergePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NO_CONVERGE_POLICY_UNSPECIFIED: _ClassVar[NoConvergePolicy]
     NO_CONVERGE_POLICY_FAIL: _ClassVar[NoConvergePolicy]
     NO_CONVERGE_POLICY_QUICK: _ClassVar[NoConvergePolicy]
+
+class PlacementGoal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLACEMENT_GOAL_UNSPECIFIED: _ClassVar[PlacementGoal]
+    PLACEMENT_GOAL_LOAD_BALANCING: _ClassVar[PlacementGoal]
+    PLACEMENT_GOAL_RESOURCE_MAXIMIZATION: _ClassVar[PlacementGoal]
+
+class RatingReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RATING_REASON_UNSPECIFIED: _ClassVar[RatingReason]
+    RATING_REASON_HOST_STATE: _ClassVar[RatingReason]
+    RATING_REASON_MAINTENANCE: _ClassVar[RatingReason]
+    RATING_REASON_NOT_CLUSTER_NODE: _ClassVar[RatingReason]
+    RATING_REASON_CLUSTER_NODE: _ClassVar[RatingReason]
+    RATING_REASON_MEMORY: _ClassVar[RatingReason]
+    RATING_REASON_CPU_CORES: _ClassVar[RatingReason]
+    RATING_REASON_NETWORK_MISSING: _ClassVar[RatingReason]
+    RATING_REASON_STORAGE: _ClassVar[RatingReason]
+    RATING_REASON_CLUSTER_OVERCOMMITTED: _ClassVar[RatingReason]
+    RATING_REASON_WOULD_OVERCOMMIT: _ClassVar[RatingReason]
+    RATING_REASON_MEMORY_LOAD: _ClassVar[RatingReason]
+    RATING_REASON_CPU_LOAD: _ClassVar[RatingReason]
+
+class MaintenanceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MAINTENANCE_MODE_UNSPECIFIED: _ClassVar[MaintenanceMode]
+    MAINTENANCE_MODE_LIVE: _ClassVar[MaintenanceMode]
+    MAINTENANCE_MODE_SAVE: _ClassVar[MaintenanceMode]
 HOST_STATE_UNSPECIFIED: HostState
 HOST_STATE_OK: HostState
 HOST_STATE_SUSPECT: HostState
@@ -71,6 +109,13 @@ JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_FAILED: JobState
+JOB_STEP_OUTCOME_UNSPECIFIED: JobStepOutcome
+JOB_STEP_OUTCOME_PENDING: JobStepOutcome
+JOB_STEP_OUTCOME_RUNNING: JobStepOutcome
+JOB_STEP_OUTCOME_LIVE_MIGRATED: JobStepOutcome
+JOB_STEP_OUTCOME_SAVED: JobStepOutcome
+JOB_STEP_OUTCOME_FAILED: JobStepOutcome
+JOB_STEP_OUTCOME_NOT_ATTEMPTED: JobStepOutcome
 MIGRATION_KIND_UNSPECIFIED: MigrationKind
 MIGRATION_KIND_LIVE: MigrationKind
 MIGRATION_KIND_QUICK: MigrationKind
@@ -83,20 +128,41 @@ MIGRATION_STATE_FAILED: MigrationState
 NO_CONVERGE_POLICY_UNSPECIFIED: NoConvergePolicy
 NO_CONVERGE_POLICY_FAIL: NoConvergePolicy
 NO_CONVERGE_POLICY_QUICK: NoConvergePolicy
+PLACEMENT_GOAL_UNSPECIFIED: PlacementGoal
+PLACEMENT_GOAL_LOAD_BALANCING: PlacementGoal
+PLACEMENT_GOAL_RESOURCE_MAXIMIZATION: PlacementGoal
+RATING_REASON_UNSPECIFIED: RatingReason
+RATING_REASON_HOST_STATE: RatingReason
+RATING_REASON_MAINTENANCE: RatingReason
+RATING_REASON_NOT_CLUSTER_NODE: RatingReason
+RATING_REASON_CLUSTER_NODE: RatingReason
+RATING_REASON_MEMORY: RatingReason
+RATING_REASON_CPU_CORES: RatingReason
+RATING_REASON_NETWORK_MISSING: RatingReason
+RATING_REASON_STORAGE: RatingReason
+RATING_REASON_CLUSTER_OVERCOMMITTED: RatingReason
+RATING_REASON_WOULD_OVERCOMMIT: RatingReason
+RATING_REASON_MEMORY_LOAD: RatingReason
+RATING_REASON_CPU_LOAD: RatingReason
+MAINTENANCE_MODE_UNSPECIFIED: MaintenanceMode
+MAINTENANCE_MODE_LIVE: MaintenanceMode
+MAINTENANCE_MODE_SAVE: MaintenanceMode
 
 class Event(_message.Message):
-    __slots__ = ("time", "kind", "host", "vm", "detail")
+    __slots__ = ("time", "kind", "host", "vm", "detail", "cluster")
     TIME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     kind: str
     host: str
     vm: str
     detail: str
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., host: _Optional[str] = ..., vm: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+    cluster: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., host: _Optional[str] = ..., vm: _Optional[str] = ..., detail: _Optional[str] = ..., cluster: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
     __slots__ = ("replay", "follow")
@@ -147,20 +213,32 @@ class Host(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., state: _Optional[_Union[HostState, str]] = ..., address: _Optional[str] = ..., cpu: _Optional[_Union[_common_pb2.Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., vm_count: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[_common_pb2.LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_common_pb2.Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., rating: _Optional[float] = ..., last_refresh: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_reason: _Optional[str] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "profile", "nodes", "reserve", "state", "volumes")
+    __slots__ = ("name", "profile", "nodes", "reserve", "state", "volumes", "overcommit")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     RESERVE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    OVERCOMMIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     profile: _common_pb2.Profile
     nodes: _containers.RepeatedScalarFieldContainer[str]
     reserve: int
     state: ClusterState
     volumes: _containers.RepeatedCompositeFieldContainer[_common_pb2.SharedVolume]
-    def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ...) -> None: ...
+    overcommit: Overcommit
+    def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., overcommit: _Optional[_Union[Overcommit, _Mapping]] = ...) -> None: ...
+
+class Overcommit(_message.Message):
+    __slots__ = ("failed_nodes", "unplaced_vms", "detail")
+    FAILED_NODES_FIELD_NUMBER: _ClassVar[int]
+    UNPLACED_VMS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    failed_nodes: _containers.RepeatedScalarFieldContainer[str]
+    unplaced_vms: _containers.RepeatedScalarFieldContainer[str]
+    detail: str
+    def __init__(self, failed_nodes: _Optional[_Iterable[str]] = ..., unplaced_vms: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Vm(_message.Message):
     __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id")
@@ -205,7 +283,7 @@ class Vm(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "target", "state", "progress", "message", "error", "created_at", "updated_at")
+    __slots__ = ("id", "kind", "target", "state", "progress", "message", "error", "created_at", "updated_at", "steps")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +293,7 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     target: str
@@ -224,7 +303,20 @@ class Job(_message.Message):
     error: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[JobStep]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[int] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[JobStep, _Mapping]]] = ...) -> None: ...
+
+class JobStep(_message.Message):
+    __slots__ = ("vm", "outcome", "host", "detail")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    vm: str
+    outcome: JobStepOutcome
+    host: str
+    detail: str
+    def __init__(self, vm: _Optional[str] = ..., outcome: _Optional[_Union[JobStepOutcome, str]] = ..., host: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -553,3 +645,145 @@ class GetMigrationResponse(_message.Message):
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
     migration: Migration
     def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class HostRatingReason(_message.Message):
+    __slots__ = ("code", "detail", "blocking")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    code: RatingReason
+    detail: str
+    blocking: bool
+    def __init__(self, code: _Optional[_Union[RatingReason, str]] = ..., detail: _Optional[str] = ..., blocking: _Optional[bool] = ...) -> None: ...
+
+class HostRating(_message.Message):
+    __slots__ = ("host", "cluster", "stars", "reasons", "storage")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    STARS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    cluster: str
+    stars: float
+    reasons: _containers.RepeatedCompositeFieldContainer[HostRatingReason]
+    storage: _common_pb2.StorageLocation
+    def __init__(self, host: _Optional[str] = ..., cluster: _Optional[str] = ..., stars: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[HostRatingReason, _Mapping]]] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+
+class RateHostsRequest(_message.Message):
+    __slots__ = ("memory_mb", "cpus", "disk_gb", "highly_available", "storage", "networks")
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    DISK_GB_FIELD_NUMBER: _ClassVar[int]
+    HIGHLY_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    memory_mb: int
+    cpus: int
+    disk_gb: int
+    highly_available: bool
+    storage: _common_pb2.StorageLocation
+    networks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., highly_available: _Optional[bool] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RateHostsResponse(_message.Message):
+    __slots__ = ("ratings", "best_host", "goal")
+    RATINGS_FIELD_NUMBER: _ClassVar[int]
+    BEST_HOST_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    ratings: _containers.RepeatedCompositeFieldContainer[HostRating]
+    best_host: str
+    goal: PlacementGoal
+    def __init__(self, ratings: _Optional[_Iterable[_Union[HostRating, _Mapping]]] = ..., best_host: _Optional[str] = ..., goal: _Optional[_Union[PlacementGoal, str]] = ...) -> None: ...
+
+class UpdateClusterRequest(_message.Message):
+    __slots__ = ("name", "reserve")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reserve: int
+    def __init__(self, name: _Optional[str] = ..., reserve: _Optional[int] = ...) -> None: ...
+
+class UpdateClusterResponse(_message.Message):
+    __slots__ = ("job", "cluster")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    cluster: Cluster
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., cluster: _Optional[_Union[Cluster, _Mapping]] = ...) -> None: ...
+
+class StartMaintenanceRequest(_message.Message):
+    __slots__ = ("host", "mode")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    mode: MaintenanceMode
+    def __init__(self, host: _Optional[str] = ..., mode: _Optional[_Union[MaintenanceMode, str]] = ...) -> None: ...
+
+class StartMaintenanceResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class StopMaintenanceRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
+
+class StopMaintenanceResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class HostConfig(_message.Message):
+    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "host_reserve_mb", "disks", "networks", "address", "migration_address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    HOST_RESERVE_MB_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cluster: str
+    profile: _common_pb2.Profile
+    cpu: _common_pb2.Cpu
+    memory_mb: int
+    host_reserve_mb: int
+    disks: _containers.RepeatedCompositeFieldContainer[_common_pb2.LocalDisk]
+    networks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Network]
+    address: str
+    migration_address: str
+    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., cpu: _Optional[_Union[_common_pb2.Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., host_reserve_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[_common_pb2.LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_common_pb2.Network, _Mapping]]] = ..., address: _Optional[str] = ..., migration_address: _Optional[str] = ...) -> None: ...
+
+class AddHostRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: HostConfig
+    def __init__(self, host: _Optional[_Union[HostConfig, _Mapping]] = ...) -> None: ...
+
+class AddHostResponse(_message.Message):
+    __slots__ = ("job", "host")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    host: Host
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., host: _Optional[_Union[Host, _Mapping]] = ...) -> None: ...
+
+class RemoveHostRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveHostResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...

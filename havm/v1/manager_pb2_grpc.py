@@ -138,6 +138,36 @@ class ManagerServiceStub:
                 request_serializer=havm_dot_v1_dot_manager__pb2.GetMigrationRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_manager__pb2.GetMigrationResponse.FromString,
                 _registered_method=True)
+        self.RateHosts = channel.unary_unary(
+                '/havm.v1.ManagerService/RateHosts',
+                request_serializer=havm_dot_v1_dot_manager__pb2.RateHostsRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.RateHostsResponse.FromString,
+                _registered_method=True)
+        self.UpdateCluster = channel.unary_unary(
+                '/havm.v1.ManagerService/UpdateCluster',
+                request_serializer=havm_dot_v1_dot_manager__pb2.UpdateClusterRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.UpdateClusterResponse.FromString,
+                _registered_method=True)
+        self.StartMaintenance = channel.unary_unary(
+                '/havm.v1.ManagerService/StartMaintenance',
+                request_serializer=havm_dot_v1_dot_manager__pb2.StartMaintenanceRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.StartMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.StopMaintenance = channel.unary_unary(
+                '/havm.v1.ManagerService/StopMaintenance',
+                request_serializer=havm_dot_v1_dot_manager__pb2.StopMaintenanceRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.StopMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.AddHost = channel.unary_unary(
+                '/havm.v1.ManagerService/AddHost',
+                request_serializer=havm_dot_v1_dot_manager__pb2.AddHostRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.AddHostResponse.FromString,
+                _registered_method=True)
+        self.RemoveHost = channel.unary_unary(
+                '/havm.v1.ManagerService/RemoveHost',
+                request_serializer=havm_dot_v1_dot_manager__pb2.RemoveHostRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.RemoveHostResponse.FromString,
+                _registered_method=True)
 
 
 class ManagerServiceServicer:
@@ -279,6 +309,50 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateHosts(self, request, context):
+        """How every host would take a VM of this shape (VMM's host ratings): stars with the
+        reasons for fewer or none, best first. Creates nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCluster(self, request, context):
+        """Change a cluster's settings (its reserve); its state is judged again at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartMaintenance(self, request, context):
+        """Take a host out of service: its running VMs are live-migrated to other nodes or
+        saved; it enters `maintenance` only if every one of them succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopMaintenance(self, request, context):
+        """Put a host in maintenance back into service; nothing moves back, saved VMs stay saved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddHost(self, request, context):
+        """Register a host (its agent already listening) with the running manager.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveHost(self, request, context):
+        """Forget a host; refused while any VM is placed on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -381,6 +455,36 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.GetMigration,
                     request_deserializer=havm_dot_v1_dot_manager__pb2.GetMigrationRequest.FromString,
                     response_serializer=havm_dot_v1_dot_manager__pb2.GetMigrationResponse.SerializeToString,
+            ),
+            'RateHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateHosts,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.RateHostsRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.RateHostsResponse.SerializeToString,
+            ),
+            'UpdateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCluster,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.UpdateClusterRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.UpdateClusterResponse.SerializeToString,
+            ),
+            'StartMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartMaintenance,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.StartMaintenanceRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.StartMaintenanceResponse.SerializeToString,
+            ),
+            'StopMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopMaintenance,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.StopMaintenanceRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.StopMaintenanceResponse.SerializeToString,
+            ),
+            'AddHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddHost,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.AddHostRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.AddHostResponse.SerializeToString,
+            ),
+            'RemoveHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveHost,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.RemoveHostRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.RemoveHostResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -927,6 +1031,168 @@ class ManagerService:
             '/havm.v1.ManagerService/GetMigration',
             havm_dot_v1_dot_manager__pb2.GetMigrationRequest.SerializeToString,
             havm_dot_v1_dot_manager__pb2.GetMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RateHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/RateHosts',
+            havm_dot_v1_dot_manager__pb2.RateHostsRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.RateHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/UpdateCluster',
+            havm_dot_v1_dot_manager__pb2.UpdateClusterRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.UpdateClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/StartMaintenance',
+            havm_dot_v1_dot_manager__pb2.StartMaintenanceRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.StartMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/StopMaintenance',
+            havm_dot_v1_dot_manager__pb2.StopMaintenanceRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.StopMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/AddHost',
+            havm_dot_v1_dot_manager__pb2.AddHostRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.AddHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/RemoveHost',
+            havm_dot_v1_dot_manager__pb2.RemoveHostRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.RemoveHostResponse.FromString,
             options,
             channel_credentials,
             insecure,

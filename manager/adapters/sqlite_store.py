@@ -21,6 +21,8 @@ from manager.core.model import (
     DiskInfo,
     HostRecord,
     JobRecord,
+    JobStep,
+    JobStepOutcome,
     MigrationKind,
     MigrationRecord,
     NetworkInfo,
@@ -120,6 +122,7 @@ def _host(raw: dict[str, Any]) -> HostRecord:
         last_refresh=_parse_time(raw["last_refresh"]),
         boot_id=raw["boot_id"],
         migration_address=raw.get("migration_address"),
+        added_at_runtime=raw.get("added_at_runtime", False),
     )
 
 
@@ -135,6 +138,7 @@ def _cluster(raw: dict[str, Any]) -> ClusterRecord:
         nodes=tuple(raw["nodes"]),
         volumes=tuple(_volume(v) for v in raw["volumes"]),
         visibility=tuple((name, tuple(nodes)) for name, nodes in raw["visibility"]),
+        reserve_overridden=raw.get("reserve_overridden", False),
     )
 
 
@@ -210,6 +214,9 @@ def _job(raw: dict[str, Any]) -> JobRecord:
         error=raw["error"],
         created_at=datetime.fromisoformat(raw["created_at"]),
         updated_at=datetime.fromisoformat(raw["updated_at"]),
+        steps=tuple(
+            JobStep(s["vm"], JobStepOutcome(s["outcome"]), s["host"], s["detail"]) for s in raw.get("steps", ())
+        ),
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from manager.core.errors import ManagerError, NotFoundError
-from manager.core.model import JobRecord
+from manager.core.model import JobRecord, JobStep
 from manager.core.states import JobState, change_job_state
 from manager.core.store import Store
 
@@ -33,6 +33,10 @@ class JobHandle:
 
     def progress(self, percent: int, message: str) -> None:
         self._book.progress(self.id, percent, message)
+
+    def steps(self, steps: tuple[JobStep, ...]) -> None:
+        """Record the per-VM outcomes so far (they stay on the job when it ends)."""
+        self._book.set_steps(self.id, steps)
 
     def end(self, error: str | None, summary: str = "") -> None:
         """Ends an adopted job (see JobBook.adopt): failed with `error`, or completed
@@ -142,6 +146,14 @@ class JobBook:
             message=message,
             updated_at=self._clock(),
         )
+        self._store.put_job(updated)
+        self._publish(updated)
+
+    def set_steps(self, job_id: str, steps: tuple[JobStep, ...]) -> None:
+        job = self._get(job_id)
+        if job.state is not JobState.RUNNING:
+            return
+        updated = replace(job, steps=steps, updated_at=self._clock())
         self._store.put_job(updated)
         self._publish(updated)
 

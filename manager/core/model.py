@@ -108,6 +108,9 @@ class HostRecord:
     boot_id: str = ""
     # Where other agents stream migrations to this host; None means `address`.
     migration_address: str | None = None
+    # Registered through AddHost rather than declared by the topology: a restarted
+    # manager keeps it although the topology file does not name it.
+    added_at_runtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class ClusterRecord:
     volumes: tuple[VolumeInfo, ...]
     # Which nodes see each volume, from the topology: {volume name: node names}.
     visibility: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The reserve was set through UpdateCluster: it outlives the topology's value.
+    reserve_overridden: bool = False
 
     def visible_to(self, volume: str) -> tuple[str, ...]:
         return dict(self.visibility).get(volume, ())
@@ -160,6 +165,25 @@ class VmRecord:
     migration_id: str | None = None
 
 
+class JobStepOutcome(Enum):
+    PENDING = "pending"  # not started yet
+    RUNNING = "running"  # under way
+    LIVE_MIGRATED = "live_migrated"  # live-migrated to the step's host
+    SAVED = "saved"  # saved where it is
+    FAILED = "failed"  # see the detail
+    NOT_ATTEMPTED = "not_attempted"  # an earlier step failed first
+
+
+@dataclass(frozen=True)
+class JobStep:
+    """One VM's outcome in a job that works on several (maintenance mode)."""
+
+    vm: str
+    outcome: JobStepOutcome = JobStepOutcome.PENDING
+    host: str = ""
+    detail: str = ""
+
+
 @dataclass(frozen=True)
 class JobRecord:
     id: str
@@ -171,6 +195,7 @@ class JobRecord:
     error: str
     created_at: datetime
     updated_at: datetime
+    steps: tuple[JobStep, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -241,6 +266,7 @@ class Event:
     host: str
     vm: str
     detail: str  # a sentence
+    cluster: str = ""  # the cluster a `cluster_state` event is about
 
 
 class MigrationKind(Enum):
