@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from havm.v1 import manager_pb2, manager_pb2_grpc
+from manager.adapters.host_config_mapping import host_spec_from_proto
 from manager.adapters.proto_mapping import (
     cluster_to_proto,
     event_to_proto,
@@ -42,6 +43,7 @@ from manager.core.model import (
     VmOperation,
     VmRecord,
 )
+from manager.core.topology import HostSpec
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].full_name
@@ -63,6 +65,11 @@ class StatusLike(Protocol):
     vms_running: int
     clusters: list[ClusterRecord]
     jobs_running: int
+
+
+class HostAdminLike(Protocol):
+    def add(self, spec: HostSpec) -> tuple[JobRecord, HostRecord]: ...
+    def remove(self, name: str) -> JobRecord: ...
 
 
 class ManagerApi(Protocol):
@@ -92,6 +99,8 @@ class ManagerApi(Protocol):
     ) -> tuple[JobRecord, MigrationRecord]: ...
     def list_migrations(self, limit: int = 0) -> list[MigrationRecord]: ...
     def get_migration(self, migration_id: str) -> MigrationRecord: ...
+    @property
+    def host_admin(self) -> HostAdminLike: ...
 
 
 R = TypeVar("R")
@@ -240,6 +249,15 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.ListMigrationsResponse(
             migrations=[migration_to_proto(m) for m in self._app.list_migrations(request.limit)]
         )
+
+    @unary
+    async def AddHost(self, request: Any, context: Any) -> manager_pb2.AddHostResponse:
+        job, host = self._app.host_admin.add(host_spec_from_proto(request.host))
+        return manager_pb2.AddHostResponse(job=job_to_proto(job), host=host_to_proto(host, 0, 0.0))
+
+    @unary
+    async def RemoveHost(self, request: Any, context: Any) -> manager_pb2.RemoveHostResponse:
+        return manager_pb2.RemoveHostResponse(job=job_to_proto(self._app.host_admin.remove(request.name)))
 
     @unary
     async def GetMigration(self, request: Any, context: Any) -> manager_pb2.GetMigrationResponse:

@@ -17,6 +17,7 @@ from manager import __version__
 from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus, EventingStore
 from manager.app.ha import HaService
+from manager.app.host_admin import HostAdmin
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.migrations import MigrationService
 from manager.app.refresh import HostRefresh, RefreshService
@@ -90,10 +91,16 @@ class ManagerApp:
         self.migrations = MigrationService(
             store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic, crash_points
         )
+        self.host_admin = HostAdmin(
+            store, agents, self.jobs, self.refresher, self._capacity_changed, clock
+        )
         self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None
         self._recovery_task: asyncio.Task[None] | None = None
+
+    def _capacity_changed(self, cluster: str | None) -> None:
+        """Something that can change a cluster's reserve verdict happened."""
 
     # --- lifecycle -----------------------------------------------------------------
 
