@@ -215,7 +215,8 @@ def _job(raw: dict[str, Any]) -> JobRecord:
         created_at=datetime.fromisoformat(raw["created_at"]),
         updated_at=datetime.fromisoformat(raw["updated_at"]),
         steps=tuple(
-            JobStep(s["vm"], JobStepOutcome(s["outcome"]), s["host"], s["detail"]) for s in raw.get("steps", ())
+            JobStep(s["vm"], JobStepOutcome(s["outcome"]), s["host"], s["detail"])
+            for s in raw.get("steps", ())
         ),
     )
 

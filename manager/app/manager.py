@@ -91,9 +91,7 @@ class ManagerApp:
         self.migrations = MigrationService(
             store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic, crash_points
         )
-        self.host_admin = HostAdmin(
-            store, agents, self.jobs, self.refresher, self._capacity_changed, clock
-        )
+        self.host_admin = HostAdmin(store, agents, self.jobs, self.refresher, self._capacity_changed, clock)
         self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None
