@@ -26,12 +26,15 @@ from manager.adapters.proto_mapping import (
     migration_to_proto,
     no_converge_from_proto,
     operation_from_proto,
+    ratings_to_proto,
     requested_storage_from_proto,
     restart_priority_from_proto,
     vm_to_proto,
     workload_from_proto,
 )
+from manager.core.capacity import ReserveReport
 from manager.core.errors import ManagerError
+from manager.core.host_choice import RatingsView, VmShape
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
@@ -99,6 +102,9 @@ class ManagerApi(Protocol):
     ) -> tuple[JobRecord, MigrationRecord]: ...
     def list_migrations(self, limit: int = 0) -> list[MigrationRecord]: ...
     def get_migration(self, migration_id: str) -> MigrationRecord: ...
+    def cluster_report(self, cluster: ClusterRecord) -> ReserveReport: ...
+    def rate_hosts(self, shape: VmShape) -> RatingsView: ...
+    def update_cluster(self, name: str, reserve: int | None) -> tuple[JobRecord, ClusterRecord]: ...
     @property
     def host_admin(self) -> HostAdminLike: ...
 
@@ -149,7 +155,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             hosts_ok=s.hosts_ok,
             vms_total=s.vms_total,
             vms_running=s.vms_running,
-            clusters=[cluster_to_proto(c, self._app.cluster_state(c)) for c in s.clusters],
+            clusters=[cluster_to_proto(c, self._app.cluster_report(c)) for c in s.clusters],
             jobs_running=s.jobs_running,
         )
 
@@ -164,14 +170,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @unary
     async def ListClusters(self, request: Any, context: Any) -> manager_pb2.ListClustersResponse:
         return manager_pb2.ListClustersResponse(
-            clusters=[cluster_to_proto(c, self._app.cluster_state(c)) for c in self._app.list_clusters()]
+            clusters=[cluster_to_proto(c, self._app.cluster_report(c)) for c in self._app.list_clusters()]
         )
 
     @unary
     async def GetCluster(self, request: Any, context: Any) -> manager_pb2.GetClusterResponse:
         cluster = self._app.get_cluster(request.name)
         return manager_pb2.GetClusterResponse(
-            cluster=cluster_to_proto(cluster, self._app.cluster_state(cluster))
+            cluster=cluster_to_proto(cluster, self._app.cluster_report(cluster))
         )
 
     @unary
@@ -248,6 +254,26 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def ListMigrations(self, request: Any, context: Any) -> manager_pb2.ListMigrationsResponse:
         return manager_pb2.ListMigrationsResponse(
             migrations=[migration_to_proto(m) for m in self._app.list_migrations(request.limit)]
+        )
+
+    @unary
+    async def RateHosts(self, request: Any, context: Any) -> manager_pb2.RateHostsResponse:
+        shape = VmShape(
+            memory_mb=request.memory_mb,
+            cpus=request.cpus,
+            disk_gb=request.disk_gb,
+            highly_available=request.highly_available,
+            storage=requested_storage_from_proto(request.storage) if request.HasField("storage") else None,
+            networks=tuple(request.networks),
+        )
+        return ratings_to_proto(self._app.rate_hosts(shape))
+
+    @unary
+    async def UpdateCluster(self, request: Any, context: Any) -> manager_pb2.UpdateClusterResponse:
+        reserve = request.reserve if request.HasField("reserve") else None
+        job, cluster = self._app.update_cluster(request.name, reserve)
+        return manager_pb2.UpdateClusterResponse(
+            job=job_to_proto(job), cluster=cluster_to_proto(cluster, self._app.cluster_report(cluster))
         )
 
     @unary

@@ -13,7 +13,9 @@ from typing import TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
+from manager.core.capacity import ReserveReport
 from manager.core.errors import InvalidArgumentError
+from manager.core.host_choice import RatingsView
 from manager.core.model import (
     ClusterRecord,
     DiskInfo,
@@ -33,7 +35,7 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
-from manager.core.states import ClusterState, VmState
+from manager.core.states import VmState
 from manager.core.topology import CpuSpec
 
 E = TypeVar("E", bound=Enum)
@@ -136,14 +138,46 @@ def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2
     )
 
 
-def cluster_to_proto(cluster: ClusterRecord, state: ClusterState) -> manager_pb2.Cluster:
+def cluster_to_proto(cluster: ClusterRecord, report: ReserveReport) -> manager_pb2.Cluster:
+    over = report.overcommit
     return manager_pb2.Cluster(
         name=cluster.name,
         profile=PROFILE_TO_PROTO.get(cluster.profile, common_pb2.PROFILE_UNSPECIFIED),
         nodes=cluster.nodes,
         reserve=cluster.reserve,
-        state=_to_proto_enum(state, "CLUSTER_STATE", manager_pb2.ClusterState),
+        state=_to_proto_enum(report.state, "CLUSTER_STATE", manager_pb2.ClusterState),
         volumes=[volume_to_proto(v) for v in cluster.volumes],
+        overcommit=(
+            manager_pb2.Overcommit(
+                failed_nodes=over.failed_nodes, unplaced_vms=over.unplaced_vms, detail=over.detail
+            )
+            if over is not None
+            else None
+        ),
+    )
+
+
+def ratings_to_proto(view: RatingsView) -> manager_pb2.RateHostsResponse:
+    return manager_pb2.RateHostsResponse(
+        ratings=[
+            manager_pb2.HostRating(
+                host=r.host,
+                cluster=r.cluster or "",
+                stars=r.stars,
+                reasons=[
+                    manager_pb2.HostRatingReason(
+                        code=_to_proto_enum(n.code, "RATING_REASON", manager_pb2.RatingReason),
+                        detail=n.detail,
+                        blocking=n.blocking,
+                    )
+                    for n in r.notes
+                ],
+                storage=storage_to_proto(r.storage),
+            )
+            for r in view.ratings
+        ],
+        best_host=view.best_host or "",
+        goal=_to_proto_enum(view.goal, "PLACEMENT_GOAL", manager_pb2.PlacementGoal),
     )
 
 
@@ -173,6 +207,15 @@ def vm_to_proto(vm: VmRecord) -> manager_pb2.Vm:
 
 def job_to_proto(job: JobRecord) -> manager_pb2.Job:
     return manager_pb2.Job(
+        steps=[
+            manager_pb2.JobStep(
+                vm=step.vm,
+                outcome=_to_proto_enum(step.outcome, "JOB_STEP_OUTCOME", manager_pb2.JobStepOutcome),
+                host=step.host,
+                detail=step.detail,
+            )
+            for step in job.steps
+        ],
         id=job.id,
         kind=job.kind,
         target=job.target,
@@ -320,7 +363,12 @@ def restart_priority_from_proto(number: int) -> RestartPriority:
 
 def event_to_proto(event: Event) -> manager_pb2.Event:
     return manager_pb2.Event(
-        time=timestamp(event.time), kind=event.kind, host=event.host, vm=event.vm, detail=event.detail
+        time=timestamp(event.time),
+        kind=event.kind,
+        host=event.host,
+        vm=event.vm,
+        detail=event.detail,
+        cluster=event.cluster,
     )
 
 

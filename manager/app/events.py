@@ -33,8 +33,8 @@ class EventBus:
     def add_publisher(self, publisher: Publisher) -> None:
         self._publishers.append(publisher)
 
-    def emit(self, kind: str, detail: str, host: str = "", vm: str = "") -> Event:
-        event = Event(self._clock(), kind, host, vm, detail)
+    def emit(self, kind: str, detail: str, host: str = "", vm: str = "", cluster: str = "") -> Event:
+        event = Event(self._clock(), kind, host, vm, detail, cluster)
         self._ring.append(event)
         for queue in self._watchers:
             queue.put_nowait(event)

@@ -10,10 +10,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from manager import __version__
+from manager.app.capacity import CapacityService
 from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus, EventingStore
 from manager.app.ha import HaService
@@ -23,8 +24,10 @@ from manager.app.migrations import MigrationService
 from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
+from manager.core.capacity import ReserveReport
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
-from manager.core.inventory import cluster_state, host_capacity, merge_topology, removed_from_topology
+from manager.core.host_choice import RatingsView, VmShape
+from manager.core.inventory import host_capacity, merge_topology, removed_from_topology
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
@@ -38,7 +41,7 @@ from manager.core.model import (
 )
 from manager.core.placement import PlacementRequest, rate_host
 from manager.core.settings import Settings
-from manager.core.states import ClusterState, HostState, VmState
+from manager.core.states import HostState, VmState
 from manager.core.store import Store
 from manager.core.topology import Topology
 
@@ -84,7 +87,8 @@ class ManagerApp:
         self._agents = agents
         self._monotonic = monotonic
         self.jobs = JobBook(store, clock)
-        self.vms = VmService(store, agents, self.jobs, settings, clock)
+        self.capacity = CapacityService(store, settings, self.events)
+        self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity)
         self.refresher = RefreshService(
             store, agents, settings, clock, self.vms.busy_vms, self.vms.vm_versions
         )
@@ -95,10 +99,12 @@ class ManagerApp:
         self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None
+        self._capacity_task: asyncio.Task[None] | None = None
         self._recovery_task: asyncio.Task[None] | None = None
 
     def _capacity_changed(self, cluster: str | None) -> None:
         """Something that can change a cluster's reserve verdict happened."""
+        self.capacity.changed(cluster)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -125,7 +131,12 @@ class ManagerApp:
             if known and host.name not in known:
                 # Refreshed by the first refresh pass, which runs at once on start.
                 self.events.emit("topology", f"host {host.name} was added to the topology", host=host.name)
+        stored = {c.name: c for c in self.store.list_clusters()}
         for cluster in clusters:
+            old = stored.get(cluster.name)
+            if old is not None and old.reserve_overridden and old.reserve < len(cluster.nodes):
+                # A reserve set through UpdateCluster outlives the topology's value.
+                cluster = replace(cluster, reserve=old.reserve, reserve_overridden=True)
             self.store.put_cluster(cluster)
         for host in hosts:
             self.store.put_host(host)
@@ -137,6 +148,7 @@ class ManagerApp:
         )
         if interrupted:
             log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
+        self.capacity.changed()
         log.info("topology loaded: %d cluster(s), %d host(s)", len(clusters), len(hosts))
 
     def enable_ha(self) -> HaService:
@@ -150,11 +162,12 @@ class ManagerApp:
         loop = asyncio.get_running_loop()
         self._recovery_task = loop.create_task(self.migrations.recover())
         self._loop_task = loop.create_task(self.refresher.run_periodically())
+        self._capacity_task = loop.create_task(self.capacity.run())
         if self.ha is not None:
             self._ha_task = loop.create_task(self.ha.run())
 
     async def stop(self) -> None:
-        for task in (self._loop_task, self._ha_task, self._recovery_task):
+        for task in (self._loop_task, self._ha_task, self._recovery_task, self._capacity_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -176,6 +189,8 @@ class ManagerApp:
                 disk_gb=0,
                 highly_available=host.cluster is not None,
                 max_vcpus_per_core=self.settings.max_vcpus_per_core,
+                goal=self.settings.placement_goal,
+                weights=self.settings.rating_weights,
             )
             rating = rate_host(host_capacity(host, clusters, vms), request)
         return HostView(host, count, rating)
@@ -206,8 +221,13 @@ class ManagerApp:
             raise NotFoundError(f"cluster {name} does not exist")
         return cluster
 
-    def cluster_state(self, cluster: ClusterRecord) -> ClusterState:
-        return cluster_state(cluster, [h for h in self.store.list_hosts() if h.cluster == cluster.name])
+    def cluster_report(self, cluster: ClusterRecord) -> ReserveReport:
+        """The cluster's reserve verdict: its state and, when overcommitted, why."""
+        return self.capacity.report(cluster.name)
+
+    def rate_hosts(self, shape: VmShape) -> RatingsView:
+        """Every host rated for a VM of this shape, best first; creates nothing."""
+        return self.vms.rate(shape)
 
     def list_vms(self, host: str = "") -> list[VmRecord]:
         if host and self.store.get_host(host) is None:
@@ -249,6 +269,35 @@ class ManagerApp:
         return self.jobs.watch(job_id)
 
     # --- changes -------------------------------------------------------------------
+
+    def update_cluster(self, name: str, reserve: int | None) -> tuple[JobRecord, ClusterRecord]:
+        cluster = self.get_cluster(name)
+        if reserve is not None and not 0 <= reserve < len(cluster.nodes):
+            raise InvalidArgumentError(
+                f"reserve: must be from 0 to {len(cluster.nodes) - 1} for cluster {name} "
+                f"({len(cluster.nodes)} nodes), got {reserve}"
+            )
+
+        async def work(job: JobHandle) -> str:
+            current = self.get_cluster(name)
+            if reserve is None or reserve == current.reserve:
+                summary = f"Cluster {name}: reserve stays {current.reserve}"
+            else:
+                job.progress(30, f"Setting the reserve of cluster {name} to {reserve}")
+                self.store.put_cluster(replace(current, reserve=reserve, reserve_overridden=True))
+                self.events.emit(
+                    "cluster", f"cluster {name} reserve {current.reserve} => {reserve}", cluster=name
+                )
+                self.capacity.changed(name)
+                summary = f"Cluster {name}: reserve {current.reserve} => {reserve}"
+            job.progress(60, f"Judging cluster {name} against its reserve")
+            report = self.capacity.report(name)
+            if report.overcommit is None:
+                return f"{summary}; the cluster is ok: it can lose any {report.reserve} node(s)"
+            return f"{summary}; the cluster is overcommitted: {report.overcommit.detail}"
+
+        job = self.jobs.start("update_cluster", name, f"Changing the settings of cluster {name}", work)
+        return job, cluster
 
     def refresh(self, target: str = "") -> JobRecord:
         if not target:

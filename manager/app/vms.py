@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+from manager.app.capacity import CapacityService
 from manager.app.jobs import JobBook, JobHandle
 from manager.core.agent_port import AgentPort
 from manager.core.errors import (
@@ -24,17 +25,19 @@ from manager.core.errors import (
     InvalidArgumentError,
     ManagerError,
     NotFoundError,
-    ResourceExhaustedError,
 )
+from manager.core.host_choice import HostChoice, RatingsView, VmShape, choose_host
 from manager.core.inventory import build_snapshot
 from manager.core.model import (
     CreateVmCommand,
     JobRecord,
+    StorageLocation,
     VmOperation,
     VmRecord,
 )
 from manager.core.operations import IN_PROGRESS, check_delete, check_operation, check_update
-from manager.core.placement import PlacementRequest, place
+from manager.core.placement import PlacementRequest, check_request
+from manager.core.rating import rate_hosts
 from manager.core.reconcile import record_observed, set_vm_state, with_configuration
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
@@ -52,8 +55,10 @@ class VmService:
         jobs: JobBook,
         settings: Settings,
         clock: Callable[[], datetime],
+        capacity: CapacityService,
     ) -> None:
         self._store = store
+        self._capacity = capacity
         self._agents = agents
         self._jobs = jobs
         self._settings = settings
@@ -137,23 +142,74 @@ class VmService:
 
     # --- create --------------------------------------------------------------------
 
-    def validate_create(self, command: CreateVmCommand) -> CreateVmCommand:
+    def _check_shape(self, memory_mb: int, cpus: int, disk_gb: int, networks: tuple[str, ...]) -> None:
         settings = self._settings
-        if not command.name:
-            raise InvalidArgumentError("name: must not be empty")
-        if not NAME_PATTERN.fullmatch(command.name):
-            raise InvalidArgumentError(f"name: must match {NAME_PATTERN.pattern}, got {command.name!r}")
         # Zero cpus or disk_gb takes the default; the maxima keep within the wire's int32.
         bounds = (
-            ("memory_mb", command.memory_mb, 1, settings.max_vm_memory_mb),
-            ("cpus", command.cpus, 0, settings.max_vm_cpus),
-            ("disk_gb", command.disk_gb, 0, settings.max_vm_disk_gb),
+            ("memory_mb", memory_mb, 1, settings.max_vm_memory_mb),
+            ("cpus", cpus, 0, settings.max_vm_cpus),
+            ("disk_gb", disk_gb, 0, settings.max_vm_disk_gb),
         )
         for field, value, minimum, maximum in bounds:
             if value < minimum:
                 raise InvalidArgumentError(f"{field}: must be positive, got {value}")
             if value > maximum:
                 raise InvalidArgumentError(f"{field}: must be at most {maximum}, got {value}")
+        if len(set(networks)) != len(networks):
+            raise InvalidArgumentError("networks: a network is listed twice")
+
+    def rate(self, shape: VmShape) -> RatingsView:
+        """Every host rated for a VM of this shape (VMM's Select Host page)."""
+        self._check_shape(shape.memory_mb, shape.cpus, shape.disk_gb, shape.networks)
+        request = self._request(
+            "new-vm",
+            shape.memory_mb,
+            shape.cpus or self._settings.default_cpus,
+            shape.disk_gb or self._settings.default_disk_gb,
+            shape.highly_available,
+            None,
+            shape.storage,
+            shape.networks,
+        )
+        vms = self._store.list_vms()
+        snapshot = build_snapshot(self._store.list_hosts(), self._store.list_clusters(), vms)
+        check_request(snapshot, request)
+        ratings = rate_hosts(snapshot, request, vms, self._capacity.reserves())
+        best = next((r.host for r in ratings if r.stars > 0), None)
+        return RatingsView(ratings, best, self._settings.placement_goal)
+
+    def _request(
+        self,
+        name: str,
+        memory_mb: int,
+        cpus: int,
+        disk_gb: int,
+        highly_available: bool,
+        host: str | None,
+        storage: StorageLocation | None,
+        networks: tuple[str, ...],
+    ) -> PlacementRequest:
+        return PlacementRequest(
+            vm_name=name,
+            memory_mb=memory_mb,
+            cpus=cpus,
+            disk_gb=disk_gb,
+            highly_available=highly_available,
+            host=host,
+            storage=storage,
+            networks=networks,
+            max_vcpus_per_core=self._settings.max_vcpus_per_core,
+            goal=self._settings.placement_goal,
+            weights=self._settings.rating_weights,
+        )
+
+    def validate_create(self, command: CreateVmCommand) -> CreateVmCommand:
+        settings = self._settings
+        if not command.name:
+            raise InvalidArgumentError("name: must not be empty")
+        if not NAME_PATTERN.fullmatch(command.name):
+            raise InvalidArgumentError(f"name: must match {NAME_PATTERN.pattern}, got {command.name!r}")
+        self._check_shape(command.memory_mb, command.cpus, command.disk_gb, command.networks)
         rates = {
             "dirty_rate_mb_per_s": command.workload.dirty_rate_mb_per_s,
             "journal_writes_per_s": command.workload.journal_writes_per_s,
@@ -164,8 +220,6 @@ class VmService:
                     f"workload.{field}: must be a finite number from 0 to {settings.max_guest_rate:g}, "
                     f"got {rate}"
                 )
-        if len(set(command.networks)) != len(command.networks):
-            raise InvalidArgumentError("networks: a network is listed twice")
         if self._store.get_vm_by_name(command.name) is not None:
             raise AlreadyExistsError(f"a VM named {command.name} already exists")
         return replace(
@@ -176,24 +230,27 @@ class VmService:
 
     def create(self, command: CreateVmCommand) -> tuple[JobRecord, VmRecord]:
         command = self.validate_create(command)
-        request = PlacementRequest(
-            vm_name=command.name,
-            memory_mb=command.memory_mb,
-            cpus=command.cpus,
-            disk_gb=command.disk_gb,
-            highly_available=command.highly_available,
-            host=command.host,
-            storage=command.storage,
-            networks=command.networks,
-            max_vcpus_per_core=self._settings.max_vcpus_per_core,
+        request = self._request(
+            command.name,
+            command.memory_mb,
+            command.cpus,
+            command.disk_gb,
+            command.highly_available,
+            command.host,
+            command.storage,
+            command.networks,
         )
-        snapshot = build_snapshot(
-            self._store.list_hosts(), self._store.list_clusters(), self._store.list_vms()
+        vms = self._store.list_vms()
+        snapshot = build_snapshot(self._store.list_hosts(), self._store.list_clusters(), vms)
+        decision = choose_host(
+            snapshot,
+            request,
+            vms,
+            self._capacity.reserves(),
+            restart_priority=command.restart_priority,
+            starts=not command.no_start,
         )
-        decision = place(snapshot, request)
-        if not decision.placed:
-            raise ResourceExhaustedError(decision.explain(request))
-        host = self._store.get_host(decision.host or "")
+        host = self._store.get_host(decision.host)
         vm = VmRecord(
             id=str(uuid.uuid4()),
             name=command.name,
@@ -214,7 +271,7 @@ class VmService:
         )
         vm = with_configuration(vm, host.cluster if host else None)
         self._put(vm)
-        log.info("placed VM %s on host %s (%s stars)", vm.name, vm.host, decision.rating)
+        log.info("placed VM %s on host %s (%s)", vm.name, vm.host, decision.why)
         # Held from now, so a refresh before the agent has the VM does not call it missing.
         self._busy.add(vm.id)
         try:
@@ -222,14 +279,14 @@ class VmService:
                 "create_vm",
                 vm.name,
                 f"Creating VM {vm.name} on host {vm.host}",
-                lambda handle: self._create_work(handle, vm, command.no_start),
+                lambda handle: self._create_work(handle, vm, command.no_start, decision),
             )
         except BaseException:
             self._busy.discard(vm.id)
             raise
         return job, vm
 
-    async def _create_work(self, job: JobHandle, vm: VmRecord, no_start: bool) -> str:
+    async def _create_work(self, job: JobHandle, vm: VmRecord, no_start: bool, decision: HostChoice) -> str:
         try:
             async with self._lock(vm.id):
                 try:
@@ -251,10 +308,10 @@ class VmService:
                 )
                 vm = self._record(vm, reported.state, reported.reason)
                 if no_start:
-                    return f"Created VM {vm.name} on host {host}"
+                    return f"Created VM {vm.name} on host {host} ({decision.why})"
                 job.progress(60, f"Starting VM {vm.name} on host {host}")
                 await self._run_operation(vm, host, address, VmOperation.START)
-                return f"Created and started VM {vm.name} on host {host}"
+                return f"Created and started VM {vm.name} on host {host} ({decision.why})"
         finally:
             self._busy.discard(vm.id)
 

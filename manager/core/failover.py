@@ -56,10 +56,27 @@ def _take(host: HostCapacity, vm: VmRecord) -> HostCapacity:
     )
 
 
-def _without_self(host: HostCapacity, vm: VmRecord) -> HostCapacity:
+def without_self(host: HostCapacity, vm: VmRecord) -> HostCapacity:
     """The VM's own files already are on the shared volume: they do not block it."""
+    if not any(vm.name in s.used_by for s in host.storage):
+        return host
     rooms = tuple(replace(s, used_by=tuple(u for u in s.used_by if u != vm.name)) for s in host.storage)
     return replace(host, storage=rooms)
+
+
+def restart_request(vm: VmRecord, max_vcpus_per_core: int) -> PlacementRequest:
+    """What placement is asked when `vm` restarts on another node."""
+    return PlacementRequest(
+        vm_name=vm.name,
+        memory_mb=vm.memory_mb,
+        cpus=vm.cpus,
+        # The files exist on shared storage already: the target needs no new room.
+        disk_gb=0,
+        highly_available=True,
+        storage=vm.storage if vm.storage and vm.storage.kind is not StorageKind.LOCAL_DISK else None,
+        networks=vm.networks,
+        max_vcpus_per_core=max_vcpus_per_core,
+    )
 
 
 def plan_restarts(
@@ -98,21 +115,11 @@ def plan_restarts(
         # (ok again, its old copies gone) it is a node like any other.
         down = {n for n in (failed_host, vm.host) if n in hosts and hosts[n].state is not HostState.OK}
         candidates = tuple(
-            _without_self(h, vm)
+            without_self(h, vm)
             for name, h in sorted(hosts.items())
             if h.cluster == home and name not in down and name not in excluded
         )
-        request = PlacementRequest(
-            vm_name=vm.name,
-            memory_mb=vm.memory_mb,
-            cpus=vm.cpus,
-            # The files exist on shared storage already: the target needs no new room.
-            disk_gb=0,
-            highly_available=True,
-            storage=vm.storage if vm.storage and vm.storage.kind is not StorageKind.LOCAL_DISK else None,
-            networks=vm.networks,
-            max_vcpus_per_core=max_vcpus_per_core,
-        )
+        request = restart_request(vm, max_vcpus_per_core)
         if not candidates:
             waiting.append((vm.id, f"no other node of cluster {home} can be tried"))
             continue

@@ -14,12 +14,45 @@ named one). Requested networks must exist on the host.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from manager.core.errors import InvalidArgumentError, NotFoundError
 from manager.core.model import StorageKind, StorageLocation
 from manager.core.states import HostState
 
 MAX_STARS = 5.0
+
+
+class PlacementGoal(Enum):
+    """VMM's two placement goals."""
+
+    LOAD_BALANCING = "load_balancing"  # more stars for more room left: spread the load
+    RESOURCE_MAXIMIZATION = "resource_maximization"  # more stars for fuller hosts: pack
+
+
+class RatingReason(Enum):
+    """Why a host rates fewer stars, or none. Blocking ones give zero stars."""
+
+    HOST_STATE = "host_state"  # not ok: not responding, fenced, ...
+    MAINTENANCE = "maintenance"  # in maintenance mode
+    NOT_CLUSTER_NODE = "not_cluster_node"  # a highly available VM needs a cluster node
+    CLUSTER_NODE = "cluster_node"  # a VM that is not highly available never goes on one
+    MEMORY = "memory"  # not enough free memory
+    CPU_CORES = "cpu_cores"  # fewer cores than the VM has vCPUs
+    NETWORK_MISSING = "network_missing"  # a network of the VM does not exist there
+    STORAGE = "storage"  # storage not seen, no room, or a LUN in use
+    CLUSTER_OVERCOMMITTED = "cluster_overcommitted"  # its cluster is overcommitted already
+    WOULD_OVERCOMMIT = "would_overcommit"  # the VM there would overcommit its cluster
+    MEMORY_LOAD = "memory_load"  # fewer stars: memory left after placement
+    CPU_LOAD = "cpu_load"  # fewer stars: CPU load after placement
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason a host cannot take a VM, as code and sentence."""
+
+    code: RatingReason
+    detail: str  # "has 2048 MB free, needs 4096 MB": the host's name goes before it
 
 
 @dataclass(frozen=True)
@@ -55,6 +88,14 @@ class PlacementSnapshot:
 
 
 @dataclass(frozen=True)
+class RatingWeights:
+    """How much each resource counts in the stars; normalised, so only ratios matter."""
+
+    memory: float = 1.0
+    cpu: float = 1.0
+
+
+@dataclass(frozen=True)
 class PlacementRequest:
     vm_name: str
     memory_mb: int
@@ -65,6 +106,8 @@ class PlacementRequest:
     storage: StorageLocation | None = None
     networks: tuple[str, ...] = ()
     max_vcpus_per_core: int = 8
+    goal: PlacementGoal = PlacementGoal.LOAD_BALANCING
+    weights: RatingWeights = RatingWeights()
 
 
 @dataclass(frozen=True)
@@ -81,30 +124,48 @@ class PlacementDecision:
 
     def explain(self, request: PlacementRequest) -> str:
         """One sentence: why no host can take the VM."""
-        what = (
-            f"VM {request.vm_name} ({request.memory_mb} MB, {request.cpus} vCPU"
-            f"{'s' if request.cpus != 1 else ''}, {request.disk_gb} GB)"
-        )
+        what = describe_vm(request)
         if not self.rejections:
             return f"no host can take {what}: there are no hosts"
         reasons = "; ".join(f"{host} {why}" for host, why in self.rejections)
         return f"no host can take {what}: {reasons}"
 
 
+def describe_vm(request: PlacementRequest) -> str:
+    """`VM web1 (2048 MB, 1 vCPU, 20 GB)`."""
+    return (
+        f"VM {request.vm_name} ({request.memory_mb} MB, {request.cpus} vCPU"
+        f"{'s' if request.cpus != 1 else ''}, {request.disk_gb} GB)"
+    )
+
+
+def load_after(host: HostCapacity, request: PlacementRequest) -> tuple[float, float]:
+    """The fractions of the host's memory and vCPU capacity left once the VM runs there."""
+    memory_left = (host.memory_free_mb - request.memory_mb) / max(1, host.usable_memory_mb)
+    capacity = max(1, host.cores * request.max_vcpus_per_core)
+    cpu_left = 1.0 - (host.running_vcpus + request.cpus) / capacity
+    return max(0.0, min(1.0, memory_left)), max(0.0, min(1.0, cpu_left))
+
+
 def rate_host(host: HostCapacity, request: PlacementRequest) -> float:
     """0 to 5 stars in half-star steps; 0 when the VM does not fit in memory.
 
-    Half the score is the memory left after placement, half the CPU load (vCPUs of
-    running VMs per core against `max_vcpus_per_core`), as VMM's rating weighs both.
+    The score weighs memory and CPU (vCPUs of running VMs per core against
+    `max_vcpus_per_core`) by `request.weights`. Load balancing gives more stars to the
+    room left after placement; resource maximization to the room used, so VMs fill
+    one host before the next.
     """
     if request.memory_mb > host.memory_free_mb or host.usable_memory_mb <= 0:
         return 0.0
-    memory_left = (host.memory_free_mb - request.memory_mb) / host.usable_memory_mb
-    capacity = max(1, host.cores * request.max_vcpus_per_core)
-    cpu_left = max(0.0, 1.0 - (host.running_vcpus + request.cpus) / capacity)
-    stars = MAX_STARS * (0.5 * min(1.0, memory_left) + 0.5 * cpu_left)
-    # A host the VM fits on never shows zero stars: zero means "does not fit".
-    return max(0.5, min(MAX_STARS, round(stars * 2) / 2))
+    memory_left, cpu_left = load_after(host, request)
+    if request.goal is PlacementGoal.RESOURCE_MAXIMIZATION:
+        memory_left, cpu_left = 1.0 - memory_left, 1.0 - cpu_left
+    total = request.weights.memory + request.weights.cpu
+    if total <= 0:
+        return MAX_STARS
+    score = (request.weights.memory * memory_left + request.weights.cpu * cpu_left) / total
+    # A host the VM fits on never shows zero stars: zero means "cannot take it".
+    return max(0.5, min(MAX_STARS, round(MAX_STARS * score * 2) / 2))
 
 
 def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> None:
@@ -142,24 +203,46 @@ def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> Non
             )
 
 
-def _why_not(host: HostCapacity, request: PlacementRequest) -> str | None:
-    if host.state is not HostState.OK:
-        return f"is {host.state.value}"
+def refusals(host: HostCapacity, request: PlacementRequest, *, every: bool = True) -> list[Refusal]:
+    """Why the host cannot take the VM: every reason, or (every=False) the first only.
+
+    Purely computational. The storage the VM would use is checked by `pick_storage`.
+    """
+    found: list[Refusal] = []
+
+    def refuse(code: RatingReason, detail: str) -> bool:
+        found.append(Refusal(code, detail))
+        return not every
+
+    if host.state is HostState.MAINTENANCE:
+        if refuse(RatingReason.MAINTENANCE, "is in maintenance mode"):
+            return found
+    elif host.state is not HostState.OK:
+        if refuse(RatingReason.HOST_STATE, f"is {host.state.value}"):
+            return found
     if request.highly_available and host.cluster is None:
-        return "is a standalone host (a highly available VM needs a cluster node)"
+        if refuse(
+            RatingReason.NOT_CLUSTER_NODE, "is a standalone host (a highly available VM needs a cluster node)"
+        ):
+            return found
     if not request.highly_available and host.cluster is not None:
-        return f"is a node of cluster {host.cluster} (the VM is not highly available)"
+        if refuse(
+            RatingReason.CLUSTER_NODE, f"is a node of cluster {host.cluster} (the VM is not highly available)"
+        ):
+            return found
     for network in request.networks:
         if network not in host.networks:
-            return f"has no network '{network}'"
+            if refuse(RatingReason.NETWORK_MISSING, f"has no network '{network}'"):
+                return found
     if request.cpus > host.cores:
-        return f"has {host.cores} cores, VM needs {request.cpus} vCPUs"
+        if refuse(RatingReason.CPU_CORES, f"has {host.cores} cores, VM needs {request.cpus} vCPUs"):
+            return found
     if request.memory_mb > host.memory_free_mb:
-        return f"has {host.memory_free_mb} MB free, needs {request.memory_mb} MB"
-    return None
+        refuse(RatingReason.MEMORY, f"has {host.memory_free_mb} MB free, needs {request.memory_mb} MB")
+    return found
 
 
-def _pick_storage(host: HostCapacity, request: PlacementRequest) -> tuple[StorageLocation | None, str]:
+def pick_storage(host: HostCapacity, request: PlacementRequest) -> tuple[StorageLocation | None, str]:
     """The storage for the VM's files on this host, or None and why."""
     if request.storage is not None:
         wanted = request.storage
@@ -197,10 +280,11 @@ def place(snapshot: PlacementSnapshot, request: PlacementRequest) -> PlacementDe
     rejections: list[tuple[str, str]] = []
     best: tuple[float, str, StorageLocation] | None = None
     for host in candidates:
-        why = _why_not(host, request)
+        refused = refusals(host, request, every=False)
+        why = refused[0].detail if refused else None
         storage: StorageLocation | None = None
         if why is None:
-            storage, why = _pick_storage(host, request)
+            storage, why = pick_storage(host, request)
         if storage is None:
             rejections.append((host.name, why or "cannot take the VM"))
             continue

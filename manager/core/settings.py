@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from manager.core.placement import PlacementGoal, RatingWeights
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -31,6 +33,13 @@ class Settings:
     # Defaults of CreateVm fields left at zero.
     default_cpus: int = 1
     default_disk_gb: int = 20
+    # VMM's placement goal: spread VMs (load_balancing) or fill hosts one by one
+    # (resource_maximization); and how much memory and CPU weigh in a host's stars.
+    placement_goal: PlacementGoal = PlacementGoal.LOAD_BALANCING
+    rating_weights: RatingWeights = RatingWeights(memory=1.0, cpu=1.0)
+    # Seconds a burst of changes (a failover, a refresh) is given to settle before the
+    # clusters' reserve is judged again.
+    capacity_settle: float = 0.05
     # The VM the host rating is computed for.
     rating_memory_mb: int = 1024
     rating_cpus: int = 1

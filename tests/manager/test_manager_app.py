@@ -15,6 +15,7 @@ from manager.adapters.memory_store import MemoryStore
 from manager.adapters.proto_mapping import cluster_to_proto, vm_to_proto
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.manager import ManagerApp
+from manager.core.capacity import Overcommit
 from manager.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -437,10 +438,13 @@ async def test_an_interrupted_create_is_kept_or_removed_on_refresh(
 async def test_cluster_state_is_decided_in_core(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
     app, _, _ = setup
     cluster = app.list_clusters()[0]
-    assert app.cluster_state(cluster) is ClusterState.OK
-    assert (
-        cluster_to_proto(cluster, ClusterState.OVERCOMMITTED).state == manager_pb2.CLUSTER_STATE_OVERCOMMITTED
-    )
+    report = app.cluster_report(cluster)
+    assert report.state is ClusterState.OK
+    assert cluster_to_proto(cluster, report).state == manager_pb2.CLUSTER_STATE_OK
+    over = replace(report, overcommit=Overcommit(("node1",), ("v1",), "if node1 failed ..."))
+    wire = cluster_to_proto(cluster, over)
+    assert wire.state == manager_pb2.CLUSTER_STATE_OVERCOMMITTED
+    assert list(wire.overcommit.failed_nodes) == ["node1"] and list(wire.overcommit.unplaced_vms) == ["v1"]
 
 
 async def test_a_host_removed_from_the_topology_is_forgotten_unless_it_has_vms(
