@@ -30,9 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from math import gcd
 
 from manager.core.failover import RESTARTABLE_STATES, plan_restarts, restart_request, without_self
-from manager.core.model import RestartPriority, VmRecord
+from manager.core.model import RESTART_RANK, RestartPriority, StorageKind, VmRecord
 from manager.core.placement import HostCapacity, PlacementSnapshot, pick_storage, refusals
 from manager.core.states import ClusterState, HostState
 
@@ -74,6 +75,14 @@ def is_protected(vm: VmRecord) -> bool:
     return vm.failover_from is not None or vm.state in RESTARTABLE_STATES
 
 
+def _fit_key(vm: VmRecord) -> tuple[object, ...]:
+    """What decides whether a node can run `vm` at all, memory aside."""
+    shared = vm.storage if vm.storage is not None and vm.storage.kind is not StorageKind.LOCAL_DISK else None
+    # A LUN's other users block it, its own files do not: the VM's name matters there.
+    owner = vm.name if shared is not None and shared.kind is StorageKind.LUN else ""
+    return (vm.cpus, vm.networks, shared, owner)
+
+
 def _combinations(total: int, k: int) -> int:
     result = 1
     for i in range(k):
@@ -98,17 +107,33 @@ class _Bound:
         classes: dict[tuple[int, ...], int] = {}
         self.eligible: list[tuple[int, ...]] = []
         self.pairs_on: list[set[tuple[int, int]]] = []
+        # Per node, its VMs in restart order with their pair: for the refined bound.
+        self.ranked_on: list[list[tuple[tuple[int, str], int, tuple[int, int]]]] = []
         vm_lists = [protected.get(h.name, []) for h in order] + [list(always_lost)]
+        # Every lost VM's size is a multiple of this, so memory the planner placed on a
+        # node is too.
+        self.grain = gcd(*(vm.memory_mb for vms in vm_lists for vm in vms)) or 1
+        # VMs alike in what a node must offer them share one verdict per node.
+        known: dict[tuple[object, ...], tuple[int, ...]] = {}
         for vms in vm_lists:
             pairs: set[tuple[int, int]] = set()
+            ranked: list[tuple[tuple[int, str], int, tuple[int, int]]] = []
             for vm in vms:
-                nodes = self._nodes_for(vm, max_vcpus_per_core)
+                key = _fit_key(vm)
+                nodes = known.get(key)
+                if nodes is None:
+                    nodes = known[key] = self._nodes_for(vm, max_vcpus_per_core)
                 cls = classes.setdefault(nodes, len(classes))
                 if cls == len(self.eligible):
                     self.eligible.append(nodes)
                 pairs.add((cls, vm.memory_mb))
+                ranked.append(
+                    ((RESTART_RANK.get(vm.restart_priority, 9), vm.name), vm.memory_mb, (cls, vm.memory_mb))
+                )
             self.pairs_on.append(pairs)
+            self.ranked_on.append(ranked)
         self.always_pairs = self.pairs_on.pop()
+        self.always_ranked = self.ranked_on.pop()
         self.all_pairs = set(self.always_pairs).union(*self.pairs_on)
         # contribution[pair][position]: what a node adds to the left side of the bound.
         self.contribution: dict[tuple[int, int], list[int]] = {}
@@ -116,7 +141,8 @@ class _Bound:
         for cls, size in self.all_pairs:
             row = [0] * len(order)
             for i in self.eligible[cls]:
-                row[i] = max(0, order[i].memory_free_mb - size + 1)
+                short = order[i].memory_free_mb - size + 1
+                row[i] = -(-short // self.grain) * self.grain if short > 0 else 0
             self.contribution[(cls, size)] = row
             self.total[(cls, size)] = sum(row)
 
@@ -136,11 +162,19 @@ class _Bound:
         """True when the planner surely places every VM lost with these nodes."""
         lost_mb = self.always_mb + sum(self.load[i] for i in failed)
         pairs = set(self.always_pairs).union(*(self.pairs_on[i] for i in failed))
+        left: dict[tuple[int, int], int] = {}
         for pair in pairs:
             row = self.contribution[pair]
-            left = self.total[pair] - sum(row[i] for i in failed)
-            if left <= lost_mb - pair[1]:
+            left[pair] = self.total[pair] - sum(row[i] for i in failed)
+        if all(left[pair] > lost_mb - pair[1] for pair in pairs):
+            return True
+        # Refined: only the VMs before v in restart order can have filled the nodes.
+        lost = sorted(self.always_ranked + [entry for i in failed for entry in self.ranked_on[i]])
+        before = 0
+        for _rank, size, pair in lost:
+            if left[pair] <= before:
                 return False
+            before += size
         return True
 
     def branch_survives(self, chosen: Sequence[int], start: int, more: int) -> bool:
