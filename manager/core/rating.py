@@ -148,7 +148,10 @@ def rate_one(
     """One host's stars and reasons for the request (see `rate_hosts`)."""
     notes = [RatingNote(r.code, r.detail, True) for r in refusals(host, request, every=True)]
     storage, why = pick_storage(host, request)
-    if storage is None:
+    # The storage a VM needs follows from whether it is highly available: on a host of
+    # the wrong kind, "sees no CSV volume" would only repeat that.
+    wrong_kind = any(n.code in (RatingReason.NOT_CLUSTER_NODE, RatingReason.CLUSTER_NODE) for n in notes)
+    if storage is None and not wrong_kind:
         notes.append(RatingNote(RatingReason.STORAGE, why, True))
     cluster = clusters.get(host.cluster or "")
     if request.highly_available and cluster is not None and not notes:
