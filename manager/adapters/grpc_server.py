@@ -23,6 +23,7 @@ from manager.adapters.proto_mapping import (
     event_to_proto,
     host_to_proto,
     job_to_proto,
+    maintenance_mode_from_proto,
     migration_to_proto,
     no_converge_from_proto,
     operation_from_proto,
@@ -35,6 +36,7 @@ from manager.adapters.proto_mapping import (
 from manager.core.capacity import ReserveReport
 from manager.core.errors import ManagerError
 from manager.core.host_choice import RatingsView, VmShape
+from manager.core.maintenance import MaintenanceMode
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
@@ -103,6 +105,8 @@ class ManagerApi(Protocol):
     def list_migrations(self, limit: int = 0) -> list[MigrationRecord]: ...
     def get_migration(self, migration_id: str) -> MigrationRecord: ...
     def cluster_report(self, cluster: ClusterRecord) -> ReserveReport: ...
+    def start_maintenance(self, host: str, mode: MaintenanceMode | None) -> JobRecord: ...
+    def stop_maintenance(self, host: str) -> JobRecord: ...
     def rate_hosts(self, shape: VmShape) -> RatingsView: ...
     def update_cluster(self, name: str, reserve: int | None) -> tuple[JobRecord, ClusterRecord]: ...
     @property
@@ -275,6 +279,17 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.UpdateClusterResponse(
             job=job_to_proto(job), cluster=cluster_to_proto(cluster, self._app.cluster_report(cluster))
         )
+
+    @unary
+    async def StartMaintenance(self, request: Any, context: Any) -> manager_pb2.StartMaintenanceResponse:
+        mode = maintenance_mode_from_proto(request.mode)
+        return manager_pb2.StartMaintenanceResponse(
+            job=job_to_proto(self._app.start_maintenance(request.host, mode))
+        )
+
+    @unary
+    async def StopMaintenance(self, request: Any, context: Any) -> manager_pb2.StopMaintenanceResponse:
+        return manager_pb2.StopMaintenanceResponse(job=job_to_proto(self._app.stop_maintenance(request.host)))
 
     @unary
     async def AddHost(self, request: Any, context: Any) -> manager_pb2.AddHostResponse:

@@ -16,6 +16,7 @@ from havm.v1 import agent_pb2, common_pb2, manager_pb2
 from manager.core.capacity import ReserveReport
 from manager.core.errors import InvalidArgumentError
 from manager.core.host_choice import RatingsView
+from manager.core.maintenance import MaintenanceMode
 from manager.core.model import (
     ClusterRecord,
     DiskInfo,
@@ -431,3 +432,12 @@ def no_converge_from_proto(number: int) -> str | None:
     if number == manager_pb2.NO_CONVERGE_POLICY_QUICK:
         return "quick"
     raise InvalidArgumentError("no_converge: must be fail or quick")
+
+
+def maintenance_mode_from_proto(number: int) -> MaintenanceMode | None:
+    """None (the profile's default) for UNSPECIFIED; INVALID_ARGUMENT for an unknown number."""
+    if number == manager_pb2.MAINTENANCE_MODE_UNSPECIFIED:
+        return None
+    if number not in manager_pb2.MaintenanceMode.values():
+        raise InvalidArgumentError(f"mode: unknown maintenance mode {number}")
+    return _from_proto_enum(number, "MAINTENANCE_MODE", manager_pb2.MaintenanceMode, MaintenanceMode)

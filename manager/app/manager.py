@@ -20,6 +20,7 @@ from manager.app.events import EventBus, EventingStore
 from manager.app.ha import HaService
 from manager.app.host_admin import HostAdmin
 from manager.app.jobs import JobBook, JobHandle
+from manager.app.maintenance import MaintenanceService
 from manager.app.migrations import MigrationService
 from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.vms import VmService
@@ -28,6 +29,7 @@ from manager.core.capacity import ReserveReport
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from manager.core.host_choice import RatingsView, VmShape
 from manager.core.inventory import host_capacity, merge_topology, removed_from_topology
+from manager.core.maintenance import MaintenanceMode
 from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
@@ -94,6 +96,16 @@ class ManagerApp:
         )
         self.migrations = MigrationService(
             store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic, crash_points
+        )
+        self.maintenance = MaintenanceService(
+            store,
+            self.jobs,
+            self.vms,
+            self.migrations,
+            self.refresher,
+            self.capacity,
+            settings,
+            lambda: self.migrations.policy.max_live_migrations_per_host,
         )
         self.host_admin = HostAdmin(store, agents, self.jobs, self.refresher, self._capacity_changed, clock)
         self.ha: HaService | None = None
@@ -298,6 +310,12 @@ class ManagerApp:
 
         job = self.jobs.start("update_cluster", name, f"Changing the settings of cluster {name}", work)
         return job, cluster
+
+    def start_maintenance(self, host: str, mode: MaintenanceMode | None) -> JobRecord:
+        return self.maintenance.start(host, mode)
+
+    def stop_maintenance(self, host: str) -> JobRecord:
+        return self.maintenance.stop(host)
 
     def refresh(self, target: str = "") -> JobRecord:
         if not target:

@@ -1,0 +1,125 @@
+"""Maintenance mode, VMM 2008 R2's way: which VMs leave a host, how, and where to.
+
+Purely computational, no side effects: `plan_maintenance` reads the host, its VMs and
+the room of the other nodes and returns one step per VM; the maintenance service
+performs them through the migration and VM services and concludes. In `live` mode
+every running highly available VM is live-migrated to another node of the cluster,
+chosen by rating one after the other so that they spread; every other VM that holds
+memory (not highly available, paused) is saved where it is. In `save` mode every such
+VM is saved. Stopped and saved VMs stay as they are. The host enters maintenance only
+if every step succeeds; a failed step leaves the VMs already moved where they went.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError
+from manager.core.inventory import ACTIVE_VM_STATES
+from manager.core.migration import LIVE_PROFILES
+from manager.core.model import HostRecord, VmRecord
+from manager.core.placement import PlacementRequest, PlacementSnapshot, place
+from manager.core.states import HostState, VmState
+
+
+class MaintenanceMode(Enum):
+    LIVE = "live"  # live-migrate running HA VMs to other nodes; save the others
+    SAVE = "save"  # save every running VM where it is
+
+
+class StepAction(Enum):
+    LIVE_MIGRATE = "live_migrate"  # to the step's target
+    SAVE = "save"  # where it is
+
+
+@dataclass(frozen=True)
+class MaintenanceStep:
+    vm_id: str
+    vm_name: str
+    action: StepAction
+    target: str = ""  # the destination of a live migration
+
+
+def default_mode(profile: str) -> MaintenanceMode:
+    """`live` where the profile live-migrates, `save` elsewhere."""
+    return MaintenanceMode.LIVE if profile in LIVE_PROFILES else MaintenanceMode.SAVE
+
+
+def check_can_start(host: HostRecord, mode: MaintenanceMode) -> None:
+    """Raise unless the host may enter maintenance in this mode."""
+    if host.state is HostState.MAINTENANCE:
+        raise FailedPreconditionError(f"host {host.name} is in maintenance mode already")
+    if host.state is not HostState.OK:
+        why = f" ({host.state_reason})" if host.state_reason else ""
+        raise FailedPreconditionError(
+            f"host {host.name} is {host.state.value}{why}: only a host that is ok can enter maintenance mode"
+        )
+    if mode is MaintenanceMode.LIVE and host.profile not in LIVE_PROFILES:
+        raise InvalidArgumentError(
+            f"mode: host {host.name} runs {host.profile}, which has no live migration; "
+            "use --mode save to save its VMs instead"
+        )
+
+
+def check_can_stop(host: HostRecord) -> None:
+    if host.state is not HostState.MAINTENANCE:
+        raise FailedPreconditionError(f"host {host.name} is {host.state.value}, not in maintenance mode")
+
+
+def plan_maintenance(
+    host: HostRecord,
+    vms: Sequence[VmRecord],
+    mode: MaintenanceMode,
+    snapshot: PlacementSnapshot,
+    *,
+    max_vcpus_per_core: int = 8,
+) -> tuple[tuple[MaintenanceStep, ...], tuple[tuple[str, str], ...]]:
+    """The steps that empty `host`, and (VM name, why) for each HA VM no node can take.
+
+    Targets come from placement over the other `ok` nodes of the host's cluster; the
+    snapshot is updated after each choice so two VMs never count the same room.
+    """
+    mine = sorted((vm for vm in vms if vm.host == host.name and vm.state in ACTIVE_VM_STATES), key=_order)
+    others = tuple(h for h in snapshot.hosts if h.cluster == host.cluster and h.name != host.name)
+    room = {h.name: h for h in others}
+    steps: list[MaintenanceStep] = []
+    stuck: list[tuple[str, str]] = []
+    for vm in mine:
+        live = (
+            mode is MaintenanceMode.LIVE
+            and vm.highly_available
+            and host.cluster is not None
+            and vm.state is VmState.RUNNING
+        )
+        if not live:
+            steps.append(MaintenanceStep(vm.id, vm.name, StepAction.SAVE))
+            continue
+        request = PlacementRequest(
+            vm_name=vm.name,
+            memory_mb=vm.memory_mb,
+            cpus=vm.cpus,
+            disk_gb=0,
+            highly_available=True,
+            networks=vm.networks,
+            max_vcpus_per_core=max_vcpus_per_core,
+        )
+        decision = place(PlacementSnapshot(tuple(room.values())), request)
+        if decision.host is None:
+            reasons = "; ".join(f"{h} {why}" for h, why in decision.rejections) or "it has no other node"
+            stuck.append((vm.name, reasons))
+            continue
+        chosen = room[decision.host]
+        room[decision.host] = replace(
+            chosen,
+            memory_free_mb=chosen.memory_free_mb - vm.memory_mb,
+            running_vcpus=chosen.running_vcpus + vm.cpus,
+        )
+        steps.append(MaintenanceStep(vm.id, vm.name, StepAction.LIVE_MIGRATE, decision.host))
+    return tuple(steps), tuple(stuck)
+
+
+def _order(vm: VmRecord) -> tuple[int, str]:
+    """Largest first, so the big VMs find room before the small ones fill it."""
+    return (-vm.memory_mb, vm.name)
