@@ -49,6 +49,7 @@ from manager.core.migration import (
     SlotRequest,
     admit,
     check_destination,
+    check_ha_fits,
     check_host_ok,
     check_same_cluster,
     check_vm_movable,
@@ -156,6 +157,7 @@ class MigrationService:
         vm = self._vm(name)
         check_vm_movable(vm)
         source, target = self._hosts(vm, destination)
+        check_ha_fits(vm, target)
         check_same_cluster(vm, source, target)
         kind = choose_kind(self._profile(source), vm.state, quick)
         await self._check_compatibility(vm, source, target, vm.storage)
@@ -178,6 +180,7 @@ class MigrationService:
             check_host_ok(vm, source, "its")
             return self._begin(vm, source, source, MigrationKind.STORAGE, storage, "fail")
         source, target = self._hosts(vm, destination)
+        check_ha_fits(vm, target)
         for host in (source, target):
             if self._profile(host) not in LIVE_PROFILES:
                 raise FailedPreconditionError(

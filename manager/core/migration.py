@@ -92,6 +92,16 @@ def check_host_ok(vm: VmRecord, host: HostRecord, role: str) -> None:
         )
 
 
+def check_ha_fits(vm: VmRecord, destination: HostRecord) -> None:
+    """A VM that is not highly available never lands on a cluster node, as placement rules."""
+    if destination.cluster is not None and not vm.highly_available:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move to {destination.name}: host {destination.name} is a node of "
+            f"cluster {destination.cluster}, and a VM there must be highly available; VM {vm.name} "
+            "is not (choose a standalone host)"
+        )
+
+
 def check_same_cluster(vm: VmRecord, source: HostRecord, destination: HostRecord) -> None:
     """Live and quick migration move a VM between nodes of one cluster."""
     if source.cluster is None or destination.cluster is None:
