@@ -1,11 +1,65 @@
-"""AddHost's HostConfig message to the topology's HostSpec, checked field by field."""
+"""AddHost's HostConfig message to the topology's HostSpec, checked field by field.
+
+The message is turned into a host entry of the topology's format and read by the
+topology's own parser, so a host added at runtime obeys exactly the rules of one the
+topology declares, and a bad field is named the same way (`host.memory_mb: ...`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from havm.v1 import manager_pb2
+from manager.adapters.proto_mapping import PROFILE_FROM_PROTO
 from manager.core.errors import InvalidArgumentError
-from manager.core.topology import HostSpec
+from manager.core.topology import NAME_PATTERN, HostSpec, TopologyError, parse_host_entry
+
+GIB = 1024**3
 
 
 def host_spec_from_proto(pb: manager_pb2.HostConfig) -> HostSpec:
-    raise InvalidArgumentError("host: adding hosts at runtime is not available yet")
+    """Raises InvalidArgumentError naming the first bad field."""
+    if pb.profile not in PROFILE_FROM_PROTO:
+        raise InvalidArgumentError(
+            f"host.profile: must be one of {', '.join(PROFILE_FROM_PROTO.values())}, got {pb.profile}"
+        )
+    if pb.cluster and not NAME_PATTERN.fullmatch(pb.cluster):
+        raise InvalidArgumentError(
+            f"host.cluster: must be a name matching {NAME_PATTERN.pattern}, got {pb.cluster!r}"
+        )
+    entry: dict[str, Any] = {
+        "name": pb.name,
+        "profile": PROFILE_FROM_PROTO[pb.profile],
+        "cpu": {
+            "vendor": pb.cpu.vendor,
+            "model": pb.cpu.model,
+            "features": list(pb.cpu.features),
+            "cores": pb.cpu.cores,
+            "mhz": pb.cpu.mhz,
+        },
+        "memory_mb": pb.memory_mb,
+        "host_reserve_mb": pb.host_reserve_mb,
+        "disks": [
+            {"name": d.name, "capacity_gb": _whole_gib(d.capacity_bytes, f"host.disks[{i}].capacity_bytes")}
+            for i, d in enumerate(pb.disks)
+        ],
+        "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in pb.networks],
+    }
+    if pb.address:
+        entry["address"] = pb.address
+    if pb.migration_address:
+        entry["migration_address"] = pb.migration_address
+    try:
+        spec = parse_host_entry(entry, field="host")
+    except TopologyError as error:
+        raise InvalidArgumentError(error.message) from None
+    return replace(spec, cluster=pb.cluster or None)
+
+
+def _whole_gib(capacity_bytes: int, field: str) -> int:
+    if capacity_bytes < GIB or capacity_bytes % GIB:
+        raise InvalidArgumentError(
+            f"{field}: must be a whole number of GiB, at least 1, got {capacity_bytes}"
+        )
+    return capacity_bytes // GIB

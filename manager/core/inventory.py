@@ -11,13 +11,12 @@ from dataclasses import replace
 from datetime import datetime
 
 from manager.core.errors import FailedPreconditionError
+from manager.core.membership import host_record, seen_by_every_node
 from manager.core.model import (
     GIB,
     ClusterRecord,
-    DiskInfo,
     HostRecord,
     Inventory,
-    NetworkInfo,
     StorageKind,
     VmRecord,
     VolumeInfo,
@@ -33,32 +32,21 @@ ACTIVE_VM_STATES = frozenset(
 NO_ADDRESS = "no agent address"
 
 
-def _network_kind(profile: str) -> str:
-    return "port_group" if profile == "esx" else "virtual_network"
-
-
 def _host_from_spec(spec: HostSpec, topology: Topology) -> HostRecord:
-    return HostRecord(
-        name=spec.name,
-        cluster=spec.cluster,
-        profile=spec.profile,
-        address=spec.address,
-        migration_address=spec.migration_address,
-        cpu=spec.cpu,
-        memory_mb=spec.memory_mb,
-        host_reserve_mb=spec.host_reserve_mb,
-        memory_free_mb=spec.memory_mb - spec.host_reserve_mb,
-        disks=tuple(DiskInfo(d.name, d.capacity_gb * GIB, d.capacity_gb * GIB) for d in spec.disks),
-        networks=tuple(
-            NetworkInfo(n.name, _network_kind(spec.profile), n.bound_to, n.vlan_id) for n in spec.networks
-        ),
-        volumes=tuple(
+    record = host_record(
+        spec,
+        (
             VolumeInfo(v.name, StorageKind(v.kind), v.capacity_gb * GIB, v.capacity_gb * GIB)
             for v in topology.volumes_visible_to(spec.name)
         ),
-        state=HostState.NOT_RESPONDING,
-        state_reason="not refreshed yet" if spec.address else NO_ADDRESS,
     )
+    return record if spec.address else replace(record, state_reason=NO_ADDRESS)
+
+
+def _added_at_runtime(topology: Topology, hosts: Sequence[HostRecord]) -> list[HostRecord]:
+    """The stored hosts AddHost recorded and the topology does not declare: kept."""
+    declared = {h.name for h in topology.hosts}
+    return [h for h in hosts if h.added_at_runtime and h.name not in declared]
 
 
 def removed_from_topology(
@@ -69,13 +57,21 @@ def removed_from_topology(
 ) -> tuple[list[str], list[str]]:
     """Names of the stored hosts and clusters the topology no longer declares.
 
-    Purely computational. Raises FailedPreconditionError naming the host and its VMs
-    when a removed host still has VMs recorded on it: forgetting the host would
-    orphan them.
+    Hosts added at runtime (AddHost) are not the topology's to remove: they stay, and
+    so does their cluster membership. Purely computational. Raises
+    FailedPreconditionError naming the host and its VMs when a removed host still has
+    VMs recorded on it (forgetting the host would orphan them), and naming the hosts
+    added at runtime to a cluster the topology no longer declares.
     """
     declared_hosts = {h.name for h in topology.hosts}
     declared_clusters = {c.name for c in topology.clusters}
-    gone_hosts = sorted(h.name for h in hosts if h.name not in declared_hosts)
+    for host in _added_at_runtime(topology, hosts):
+        if host.cluster is not None and host.cluster not in declared_clusters:
+            raise FailedPreconditionError(
+                f"topology: cluster {host.cluster} was removed but host {host.name}, added at runtime, "
+                f"is one of its nodes; remove the host first (havm host remove {host.name})"
+            )
+    gone_hosts = sorted(h.name for h in hosts if h.name not in declared_hosts and not h.added_at_runtime)
     for name in gone_hosts:
         left = sorted(vm.name for vm in vms if vm.host == name)
         if left:
@@ -97,10 +93,14 @@ def merge_topology(
 
     New hosts and clusters are added; existing ones take the topology's description
     (address, memory, membership) but keep their state and last inventory, and the
-    VMs recorded on them are untouched.
+    VMs recorded on them are untouched. Hosts added at runtime that the topology does
+    not declare are kept as they are and stay nodes of their cluster, seeing what a
+    node joining it sees (see membership.seen_by_every_node); one the topology now
+    declares becomes a topology host.
     """
     old_hosts = {h.name: h for h in hosts}
     old_clusters = {c.name: c for c in clusters}
+    runtime = _added_at_runtime(topology, hosts)
     new_hosts: list[HostRecord] = []
     for spec in topology.hosts:
         fresh = _host_from_spec(spec, topology)
@@ -115,24 +115,34 @@ def merge_topology(
                 boot_id=old.boot_id,
             )
         new_hosts.append(fresh)
+    new_hosts.extend(runtime)
     new_clusters: list[ClusterRecord] = []
     for spec in topology.clusters:
-        old_volumes = (
-            {v.name: v for v in old_clusters[spec.name].volumes} if spec.name in old_clusters else {}
-        )
+        old = old_clusters.get(spec.name)
+        old_volumes = {v.name: v for v in old.volumes} if old is not None else {}
         volumes = []
         for v in spec.volumes:
             capacity = v.capacity_gb * GIB
             free = old_volumes[v.name].free_bytes if v.name in old_volumes else capacity
             volumes.append(VolumeInfo(v.name, StorageKind(v.kind), capacity, min(free, capacity)))
+        joined = tuple(h.name for h in runtime if h.cluster == spec.name)
+        seen = set(
+            seen_by_every_node(
+                spec.nodes,
+                {v.name: v.visible_to for v in spec.volumes},
+                (v.name for v in spec.volumes if v.kind == "csv"),
+            )
+        )
         new_clusters.append(
             ClusterRecord(
                 name=spec.name,
                 profile=spec.profile,
                 reserve=spec.reserve,
-                nodes=spec.nodes,
+                nodes=spec.nodes + joined,
                 volumes=tuple(volumes),
-                visibility=tuple((v.name, v.visible_to) for v in spec.volumes),
+                visibility=tuple(
+                    (v.name, v.visible_to + (joined if v.name in seen else ())) for v in spec.volumes
+                ),
             )
         )
     return new_hosts, new_clusters

@@ -75,8 +75,12 @@ __all__ = [
     "Topology",
     "TopologyError",
     "VolumeSpec",
+    "host_defaults_of",
+    "host_to_dict",
+    "parse_host_entry",
     "parse_topology",
     "topology_to_dict",
+    "without_host",
 ]
 
 PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
@@ -299,6 +303,25 @@ def parse_topology(data: object) -> Topology:
     if top.get("migration") is not None:
         migration = _parse_migration(top["migration"], "migration")
     return Topology(clusters=tuple(clusters), hosts=tuple(hosts), migration=migration)
+
+
+def host_defaults_of(data: object) -> dict[str, Any]:
+    """The `host_defaults` of a topology as `yaml.safe_load` returned it (empty when it
+    has none), checked key by key. Pure."""
+    if not isinstance(data, dict) or data.get("host_defaults") is None:
+        return {}
+    return read_mapping(data["host_defaults"], "host_defaults", _DEFAULTABLE_HOST_KEYS)
+
+
+def parse_host_entry(
+    raw: object, host_defaults: dict[str, Any] | None = None, field: str = "host"
+) -> HostSpec:
+    """One host entry in the topology's format (an item of `hosts:`), with a topology's
+    `host_defaults` merged in as `parse_topology` merges them, checked by the same rules;
+    errors name `field` (or `host_defaults`) and the key. The entry says nothing of
+    cluster membership: the result is standalone until the caller says otherwise. Pure."""
+    defaults = read_mapping(host_defaults, "host_defaults", _DEFAULTABLE_HOST_KEYS) if host_defaults else {}
+    return _parse_host(raw, field, defaults)
 
 
 def _parse_migration(raw: object, field: str) -> MigrationSettings:
@@ -527,28 +550,7 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
                 ],
             }
         )
-    hosts = []
-    for h in topology.hosts:
-        host: dict[str, Any] = {
-            "name": h.name,
-            "profile": h.profile,
-            "cpu": {
-                "vendor": h.cpu.vendor,
-                "model": h.cpu.model,
-                "features": list(h.cpu.features),
-                "cores": h.cpu.cores,
-                "mhz": h.cpu.mhz,
-            },
-            "memory_mb": h.memory_mb,
-            "host_reserve_mb": h.host_reserve_mb,
-            "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in h.disks],
-            "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in h.networks],
-        }
-        if h.address is not None:
-            host["address"] = h.address
-        if h.migration_address is not None:
-            host["migration_address"] = h.migration_address
-        hosts.append(host)
+    hosts = [host_to_dict(h) for h in topology.hosts]
     m = topology.migration
     migration = {
         "max_live_migrations_per_host": m.max_live_migrations_per_host,
@@ -559,3 +561,52 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
         "stall_timeout_s": m.stall_timeout_s,
     }
     return {"version": 1, "clusters": clusters, "migration": migration, "hosts": hosts}
+
+
+def host_to_dict(h: HostSpec) -> dict[str, Any]:
+    """The explicit host entry of a host (cluster membership aside); parse_host_entry reads it back."""
+    host: dict[str, Any] = {
+        "name": h.name,
+        "profile": h.profile,
+        "cpu": {
+            "vendor": h.cpu.vendor,
+            "model": h.cpu.model,
+            "features": list(h.cpu.features),
+            "cores": h.cpu.cores,
+            "mhz": h.cpu.mhz,
+        },
+        "memory_mb": h.memory_mb,
+        "host_reserve_mb": h.host_reserve_mb,
+        "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in h.disks],
+        "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in h.networks],
+    }
+    if h.address is not None:
+        host["address"] = h.address
+    if h.migration_address is not None:
+        host["migration_address"] = h.migration_address
+    return host
+
+
+def without_host(topology: Topology, name: str) -> Topology:
+    """The topology once host `name` is gone: out of `hosts`, of its cluster's nodes and
+    of every volume's visibility. A cluster's reserve stays below its node count, as
+    parse_topology requires. Pure; raises TopologyError when the host is not there or
+    would leave a topology with no host or a cluster with no node."""
+    if not any(h.name == name for h in topology.hosts):
+        raise TopologyError("hosts", f"no host named '{name}'")
+    hosts = tuple(h for h in topology.hosts if h.name != name)
+    if not hosts:
+        raise TopologyError("hosts", f"'{name}' is the last host; a topology lists at least one")
+    clusters = []
+    for c in topology.clusters:
+        if name not in c.nodes:
+            clusters.append(c)
+            continue
+        nodes = tuple(n for n in c.nodes if n != name)
+        if not nodes:
+            raise TopologyError(
+                f"clusters.{c.name}.nodes", f"'{name}' is the last node; a cluster keeps at least one"
+            )
+        volumes = tuple(replace(v, visible_to=tuple(n for n in v.visible_to if n != name)) for v in c.volumes)
+        clusters.append(replace(c, nodes=nodes, reserve=min(c.reserve, len(nodes) - 1), volumes=volumes))
+    return replace(topology, hosts=hosts, clusters=tuple(clusters))
