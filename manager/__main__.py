@@ -30,8 +30,10 @@ from manager.adapters.mqtt import MqttLink
 from manager.adapters.sqlite_store import SqliteStore
 from manager.app.crash_points import CrashPoints
 from manager.app.manager import ManagerApp
+from manager.core.capacity import ReserveReport
 from manager.core.errors import FailedPreconditionError
 from manager.core.model import Event
+from manager.core.placement import PlacementGoal, RatingWeights
 from manager.core.settings import Settings
 from manager.core.topology import Topology, TopologyError, parse_topology
 
@@ -101,8 +103,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Settings.probe_timeout,
         help="seconds the probe of a suspect host may take (default %(default)s)",
     )
+    parser.add_argument(
+        "--placement-goal",
+        default=Settings.placement_goal.value,
+        choices=[goal.value for goal in PlacementGoal],
+        help="spread VMs over the hosts, or fill one host before the next (default %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-weight",
+        type=float,
+        default=Settings.rating_weights.memory,
+        help="how much free memory counts in a host's stars (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cpu-weight",
+        type=float,
+        default=Settings.rating_weights.cpu,
+        help="how much CPU load counts in a host's stars (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
+    for flag, weight in (("--memory-weight", args.memory_weight), ("--cpu-weight", args.cpu_weight)):
+        if not math.isfinite(weight) or not 0 <= weight <= 100:
+            raise UsageError(f"{flag}: must be a number from 0 to 100, got {weight}")
+    if args.memory_weight + args.cpu_weight <= 0:
+        raise UsageError("--memory-weight and --cpu-weight: at least one must be above 0")
     if args.broker is not None:
         b_host, b_sep, b_port = args.broker.rpartition(":")
         if not b_sep or not b_host or not b_port.isdigit() or not 0 < int(b_port) <= 65535:
@@ -148,6 +173,8 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_threshold=args.heartbeat_threshold,
         probe_timeout=args.probe_timeout,
+        placement_goal=PlacementGoal(args.placement_goal),
+        rating_weights=RatingWeights(memory=args.memory_weight, cpu=args.cpu_weight),
     )
     store = SqliteStore(args.state_dir / "manager.db")
     app = ManagerApp(store, AgentClient(settings), settings, crash_points=CrashPoints(args.state_dir))
@@ -166,6 +193,9 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
         def publish(event: Event) -> None:
             host = app.store.get_host(event.host) if event.kind == "host_state" else None
             mqtt_link.publish_event(event, host.state.value if host is not None else None)
+            report = app.capacity.last(event.cluster) if event.kind == "cluster_state" else None
+            if report is not None:
+                mqtt_link.publish_cluster_state(event.cluster, cluster_state_payload(report))
 
         app.events.add_publisher(publish)
     server = ManagerServer(app, args.listen)
@@ -188,6 +218,24 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
         await app.stop()
         store.close()
         log.info("stopped")
+
+
+def cluster_state_payload(report: ReserveReport) -> dict[str, object]:
+    """The retained `havm/v1/state/clusters/NAME` message."""
+    over = report.overcommit
+    return {
+        "state": report.state.value,
+        "reserve": report.reserve,
+        "overcommit": (
+            {
+                "failed_nodes": list(over.failed_nodes),
+                "unplaced_vms": list(over.unplaced_vms),
+                "detail": over.detail,
+            }
+            if over is not None
+            else None
+        ),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -113,7 +113,21 @@ class ManagerClient:
         reply = self._call(self._stub.GetMigration, manager_pb2.GetMigrationRequest(id=migration_id))
         return reply.migration
 
+    def rate_hosts(self, request: manager_pb2.RateHostsRequest) -> manager_pb2.RateHostsResponse:
+        return self._call(self._stub.RateHosts, request)
+
     # Changes: each returns the job that carries it out.
+
+    def update_cluster(self, request: manager_pb2.UpdateClusterRequest) -> manager_pb2.UpdateClusterResponse:
+        return self._call(self._stub.UpdateCluster, request)
+
+    def start_maintenance(self, host: str, mode: manager_pb2.MaintenanceMode.ValueType) -> manager_pb2.Job:
+        request = manager_pb2.StartMaintenanceRequest(host=host, mode=mode)
+        return self._call(self._stub.StartMaintenance, request).job
+
+    def stop_maintenance(self, host: str) -> manager_pb2.Job:
+        request = manager_pb2.StopMaintenanceRequest(host=host)
+        return self._call(self._stub.StopMaintenance, request).job
 
     def refresh_cluster(self, target: str = "") -> manager_pb2.Job:
         request = manager_pb2.RefreshClusterRequest(target=target)

@@ -18,6 +18,7 @@ import grpc
 import typer
 
 from havm.cli import render
+from havm.cli.capacity import register_capacity_commands
 from havm.cli.client import ClientSettings
 from havm.cli.context import (
     DEFAULT_STATE_DIR,
@@ -265,6 +266,7 @@ def events(
 register_local_commands(app)
 register_fault_commands(app, host_app)
 register_host_admin_commands(host_app)
+register_capacity_commands(vm_app, cluster_app, host_app)
 register_migration_commands(app, vm_app)
 
 

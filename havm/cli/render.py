@@ -143,6 +143,7 @@ def event_dict(event: manager_pb2.Event) -> Row:
         "kind": event.kind,
         "host": event.host or None,
         "vm": event.vm or None,
+        "cluster": event.cluster or None,
         "detail": event.detail,
     }
 
@@ -154,6 +155,15 @@ def cluster_dict(cluster: manager_pb2.Cluster) -> Row:
         "nodes": list(cluster.nodes),
         "reserve": cluster.reserve,
         "state": enum_word(manager_pb2.ClusterState, cluster.state, "CLUSTER_STATE_"),
+        "overcommit": (
+            {
+                "failed_nodes": list(cluster.overcommit.failed_nodes),
+                "unplaced_vms": list(cluster.overcommit.unplaced_vms),
+                "detail": cluster.overcommit.detail,
+            }
+            if cluster.HasField("overcommit")
+            else None
+        ),
         "volumes": [volume_dict(v) for v in cluster.volumes],
     }
 
@@ -169,7 +179,41 @@ def job_dict(job: manager_pb2.Job) -> Row:
         "error": job.error or None,
         "created_at": timestamp(job, "created_at"),
         "updated_at": timestamp(job, "updated_at"),
+        "steps": [
+            {
+                "vm": step.vm,
+                "outcome": enum_word(manager_pb2.JobStepOutcome, step.outcome, "JOB_STEP_OUTCOME_"),
+                "host": step.host or None,
+                "detail": step.detail or None,
+            }
+            for step in job.steps
+        ],
     }
+
+
+def rating_dict(rating: manager_pb2.HostRating) -> Row:
+    return {
+        "host": rating.host,
+        "cluster": rating.cluster or None,
+        "stars": rating.stars,
+        "storage": storage_text(rating.storage) if rating.HasField("storage") else None,
+        "reasons": [
+            {
+                "code": enum_word(manager_pb2.RatingReason, reason.code, "RATING_REASON_"),
+                "detail": reason.detail,
+                "blocking": reason.blocking,
+            }
+            for reason in rating.reasons
+        ],
+    }
+
+
+def stars_text(stars: float) -> str:
+    """`★★★½` for 3.5 stars; `-` for none."""
+    if stars <= 0:
+        return "-"
+    whole = int(stars)
+    return "\N{BLACK STAR}" * whole + ("\N{VULGAR FRACTION ONE HALF}" if stars - whole >= 0.5 else "")
 
 
 def storage_dict(location: common_pb2.StorageLocation) -> Row | None:
@@ -381,6 +425,11 @@ DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "networks": lambda value: networks_text(value) if value and isinstance(value[0], dict) else _cell(value),
     "volumes": volumes_text,
     "status_reasons": lambda value: "\n".join(value) or "-",
+    "overcommit": lambda value: value["detail"] if isinstance(value, dict) else "-",
+    "steps": lambda value: (
+        "\n".join(f"{s['vm']}: {s['outcome']}" + (f" ({s['detail']})" if s["detail"] else "") for s in value)
+        or "-"
+    ),
     # A migration's storage is {"kind", "name"}; a VM's is already "csv:Volume1".
     "storage": lambda value: f"{value['kind']}:{value['name']}" if isinstance(value, dict) else _cell(value),
 }

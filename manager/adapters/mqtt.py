@@ -30,6 +30,7 @@ HEARTBEATS = "havm/v1/hosts/+/heartbeat"
 STATUSES = "havm/v1/hosts/+/status"
 EVENTS = "havm/v1/events"
 HOST_STATE = "havm/v1/state/hosts/{host}"
+CLUSTER_STATE = "havm/v1/state/clusters/{cluster}"
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,16 @@ class MqttLink:
                 "kind": event.kind,
                 "host": event.host,
                 "vm": event.vm,
+                "cluster": event.cluster,
                 "detail": event.detail,
             },
         )
         if event.kind == "host_state" and event.host and host_state is not None:
             self.publish(HOST_STATE.format(host=event.host), {"state": host_state}, retain=True)
+
+    def publish_cluster_state(self, cluster: str, state: dict[str, Any]) -> None:
+        """A cluster's reserve verdict, retained so a subscriber learns it at once."""
+        self.publish(CLUSTER_STATE.format(cluster=cluster), state, retain=True)
 
     async def run(self) -> None:
         """Stay connected until cancelled."""

@@ -68,6 +68,10 @@ class CapacityService:
             raise NotFoundError(f"cluster {cluster} does not exist")
         return report
 
+    def last(self, cluster: str) -> ReserveReport | None:
+        """The verdict last judged, without judging again (for publishing it)."""
+        return self._reports.get(cluster)
+
     def reserves(self) -> dict[str, ClusterReserve]:
         """Every cluster's reserve and verdict, for host ratings."""
         if self._stale:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from manager.app.capacity import CapacityService
+from manager.app.host_memory import settle_host_memory
 from manager.app.jobs import JobBook, JobHandle
 from manager.core.agent_port import AgentPort
 from manager.core.errors import (
@@ -311,6 +312,7 @@ class VmService:
                     return f"Created VM {vm.name} on host {host} ({decision.why})"
                 job.progress(60, f"Starting VM {vm.name} on host {host}")
                 await self._run_operation(vm, host, address, VmOperation.START)
+                await settle_host_memory(self._store, self._agents, host)
                 return f"Created and started VM {vm.name} on host {host} ({decision.why})"
         finally:
             self._busy.discard(vm.id)
@@ -360,6 +362,7 @@ class VmService:
                 verb = operation.value.replace("_", " ")
                 job.progress(20, f"Asking host {host} to {verb} VM {vm.name}")
                 vm = await self._run_operation(vm, host, address, operation)
+                await settle_host_memory(self._store, self._agents, host)
                 return f"VM {vm.name} is {vm.state.value} on host {host}"
         finally:
             self._busy.discard(vm_id)
@@ -443,6 +446,7 @@ class VmService:
                         await self._agents.delete_vm(host, address, vm.id)
                     except NotFoundError:
                         pass  # already gone from the host: the record is all that is left
+                    await settle_host_memory(self._store, self._agents, host)
                 self._delete(vm.id)
                 self._locks.pop(vm_id, None)
                 return f"Deleted VM {vm.name}"
