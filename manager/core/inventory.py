@@ -163,7 +163,7 @@ def apply_inventory(
     """The host after a successful GetInventory: `ok`, with what the agent reported.
 
     A fenced host rejoins only once it no longer holds copies of VMs that moved
-    (`stale`); a host under the detector's judgement keeps its state.
+    (`stale`); a host under the detector's judgement, or in maintenance, keeps its state.
     """
     refreshed = replace(
         host,
@@ -176,7 +176,8 @@ def apply_inventory(
         last_refresh=now,
         boot_id=inventory.boot_id,
     )
-    if host.state in DETECTOR_STATES:
+    if host.state in DETECTOR_STATES or host.state is HostState.MAINTENANCE:
+        # Maintenance ends only when an operator stops it, not because the host answers.
         return refreshed
     if host.state is HostState.FENCED and stale:
         return replace(
