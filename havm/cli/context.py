@@ -42,6 +42,11 @@ class ClusterContext:
     components: dict[str, Component] = field(default_factory=dict)
     # The topology file `havm up` was given; empty for the built-in default.
     topology_source: str = ""
+    # Hosts `havm host add` started (each an "agent:<host>" and a "faultnet:<host>"
+    # component): `havm up` starts them again although the topology does not name them.
+    added_hosts: list[str] = field(default_factory=list)
+    # Hosts of the topology `havm host remove` took out: `havm up` leaves them out.
+    removed_hosts: list[str] = field(default_factory=list)
 
     @property
     def manager_address(self) -> str:
@@ -73,7 +78,14 @@ def read_context(state_dir: Path) -> ClusterContext | None:
         raise ContextError(f"cannot read {path}: {exc}") from None
     try:
         components = {n: Component(**c) for n, c in raw["components"].items()}
-        return ClusterContext(raw["state_dir"], raw["topology"], components, raw.get("topology_source", ""))
+        return ClusterContext(
+            raw["state_dir"],
+            raw["topology"],
+            components,
+            raw.get("topology_source", ""),
+            list(raw.get("added_hosts", [])),
+            list(raw.get("removed_hosts", [])),
+        )
     except (KeyError, TypeError) as exc:
         raise ContextError(f"{path} is not a havm context file ({exc})") from None
 

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -42,8 +43,10 @@ from manager.core.topology import (
     HostSpec,
     Topology,
     TopologyError,
+    VolumeSpec,
     parse_topology,
     topology_to_dict,
+    without_host,
 )
 
 
@@ -89,7 +92,17 @@ def load_topology(path: Path | None) -> tuple[Topology, str]:
 
 
 def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str, Any]:
-    """The host configuration file one node agent runs with."""
+    """The host configuration file one node agent of the topology runs with."""
+    return host_agent_config(
+        host, topology.volumes_visible_to(host.name), san_root, topology.migration.stall_timeout_s
+    )
+
+
+def host_agent_config(
+    host: HostSpec, volumes: Iterable[VolumeSpec], san_root: Path, stall_timeout_s: float
+) -> dict[str, Any]:
+    """The host configuration file a node agent runs with: the host, the shared volumes it
+    sees (under `san_root`, the SAN every agent of the cluster shares) and its timings."""
     return {
         "name": host.name,
         "cluster": host.cluster,
@@ -105,15 +118,43 @@ def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str
         "host_reserve_mb": host.host_reserve_mb,
         "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in host.disks],
         "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in host.networks],
-        "volumes": [
-            {"name": v.name, "kind": v.kind, "capacity_gb": v.capacity_gb}
-            for v in topology.volumes_visible_to(host.name)
-        ],
+        "volumes": [{"name": v.name, "kind": v.kind, "capacity_gb": v.capacity_gb} for v in volumes],
         "san_root": str(san_root),
         # One stall timeout for the whole migration path: the manager's progress stream
         # and the agents' own stream give up on a silent peer alike.
-        "settings": {"migration_stall_timeout_s": topology.migration.stall_timeout_s},
+        "settings": {"migration_stall_timeout_s": stall_timeout_s},
     }
+
+
+def agent_argv(state_dir: Path, host: str, config_file: Path, listen: str, broker: str) -> list[str]:
+    """The command line of one node agent of the local cluster."""
+    return [
+        sys.executable,
+        "-m",
+        "node_agent",
+        "--config",
+        str(config_file),
+        "--state-dir",
+        str(state_dir / "hosts" / host),
+        "--listen",
+        listen,
+        "--broker",
+        broker,
+    ]
+
+
+def relay_argv(links_file: Path, faults_file: Path) -> list[str]:
+    return [sys.executable, "-m", "havm.faultnet", "--links", str(links_file), "--faults", str(faults_file)]
+
+
+def is_relay(name: str) -> bool:
+    """`havm up`'s fault relay, or the relay of a host `havm host add` started."""
+    return name == "faultnet" or name.startswith("faultnet:")
+
+
+def argv_value(component: Component, flag: str) -> str:
+    """The value of a command-line option of a component (its --links file, say)."""
+    return component.argv[component.argv.index(flag) + 1]
 
 
 # ----------------------------------------------------------------------------- processes
@@ -235,7 +276,7 @@ def wait_healthy(
                 )
             if proc is None and not is_running(c):
                 raise LocalClusterError(f"{name} (pid {c.pid}) stopped while the cluster started")
-            tcp_only = name in ("broker", "faultnet")
+            tcp_only = name == "broker" or is_relay(name)
             healthy = tcp_ready(c.address) if tcp_only else grpc_serving(c.address)
             if healthy:
                 del pending[name]
@@ -309,6 +350,10 @@ def plan_components(
     names = ["broker", "faultnet", "manager"] + [f"agent:{h.name}" for h in topology.hosts]
     links = link_names(topology)
     old = previous.components if previous else {}
+    # Hosts `havm host add` started keep their processes, addresses and files: the
+    # manager has their addresses in its database, not in the topology.
+    added = [h for h in (previous.added_hosts if previous else []) if f"agent:{h}" in old]
+    kept_elsewhere = {_port(address) for h in added for address in added_host_addresses(old, h).values()}
     faultnet_dir = state_dir / "faultnet"
     links_file, faults_file = faultnet_dir / "links.json", faultnet_dir / "faults.json"
     old_links = json.loads(links_file.read_text()) if links_file.exists() else {}
@@ -328,7 +373,9 @@ def plan_components(
     endpoints = [n for n in names if n != "faultnet"] + links
     kept = fixed_agent_addresses(topology, old)
     kept.update({n: previous_address(n) for n in endpoints if n not in kept and keeps_port(n)})
-    fresh = iter(free_ports(len(endpoints) - len(kept), exclude={_port(a) for a in kept.values()}))
+    fresh = iter(
+        free_ports(len(endpoints) - len(kept), exclude={_port(a) for a in kept.values()} | kept_elsewhere)
+    )
     address = {n: kept.get(n) or f"127.0.0.1:{next(fresh)}" for n in endpoints}
     address["faultnet"] = address[links[0]]  # it is up when its first path accepts
 
@@ -356,7 +403,7 @@ def plan_components(
     py = sys.executable
     argv: dict[str, list[str]] = {
         "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
-        "faultnet": [py, "-m", "havm.faultnet", "--links", str(links_file), "--faults", str(faults_file)],
+        "faultnet": relay_argv(links_file, faults_file),
         "manager": [
             py,
             "-m",
@@ -374,30 +421,81 @@ def plan_components(
     for host in topology.hosts:
         config_file = agents_dir / f"{host.name}.json"
         config_file.write_text(json.dumps(agent_config(topology, host, san), indent=2) + "\n")
-        argv[f"agent:{host.name}"] = [
-            py,
-            "-m",
-            "node_agent",
-            "--config",
-            str(config_file),
-            "--state-dir",
-            str(state_dir / "hosts" / host.name),
-            "--listen",
+        argv[f"agent:{host.name}"] = agent_argv(
+            state_dir,
+            host.name,
+            config_file,
             address[f"agent:{host.name}"],
-            "--broker",
             address[f"heartbeat:{host.name}"],
-        ]
+        )
+    for host in added:
+        # The broker may have moved; a relay started again reads its paths afresh.
+        write_added_host_links(old, host, address["broker"])
+        names += [f"agent:{host}", f"faultnet:{host}"]
 
     components = {}
     for name in names:
         log_name = name.replace(":", "-") + ".log"
-        if name in old and is_running(old[name]):
-            components[name] = old[name]  # already running: leave it alone
+        if name in old and (is_running(old[name]) or name not in argv):
+            components[name] = old[name]  # already running, or a host added since: leave it alone
         else:
             components[name] = Component(
                 name=name, address=address[name], log=str(logs / log_name), argv=argv[name]
             )
-    return ClusterContext(str(state_dir), str(topology_file), components), resolved
+    context = ClusterContext(str(state_dir), str(topology_file), components)
+    context.added_hosts = added
+    context.removed_hosts = list(previous.removed_hosts) if previous else []
+    return context, resolved
+
+
+def without_removed_hosts(topology: Topology, previous: ClusterContext | None) -> Topology:
+    """The topology without the hosts `havm host remove` took out of this cluster."""
+    for name in previous.removed_hosts if previous else []:
+        if any(h.name == name for h in topology.hosts):
+            try:
+                topology = without_host(topology, name)
+            except TopologyError as exc:
+                raise LocalClusterError(
+                    f"topology: host {name} was removed from this cluster: {exc}"
+                ) from None
+    return topology
+
+
+def added_host_addresses(components: dict[str, Component], host: str) -> dict[str, str]:
+    """Where an added host's agent and its two relayed paths listen."""
+    agent, relay = components[f"agent:{host}"], components.get(f"faultnet:{host}")
+    addresses = {"agent": agent.address}
+    if relay is not None:
+        try:
+            links = json.loads(Path(argv_value(relay, "--links")).read_text())
+        except (OSError, ValueError):
+            return addresses
+        addresses.update({name.split(":", 1)[0]: link["listen"] for name, link in links.items()})
+    return addresses
+
+
+def promised_ports(ctx: ClusterContext) -> set[int]:
+    """Every port a component of the local cluster listens on, or will when it starts again."""
+    ports = {_port(c.address) for c in ctx.components.values()}
+    links_file = Path(ctx.state_dir) / "faultnet" / "links.json"
+    if links_file.exists():
+        ports |= {_port(link["listen"]) for link in json.loads(links_file.read_text()).values()}
+    for host in ctx.added_hosts:
+        if f"agent:{host}" in ctx.components:
+            ports |= {_port(a) for a in added_host_addresses(ctx.components, host).values()}
+    return ports
+
+
+def write_added_host_links(components: dict[str, Component], host: str, broker: str) -> None:
+    """The added host's relay paths: heartbeats to the broker, management calls to its agent."""
+    relay = components.get(f"faultnet:{host}")
+    if relay is None:
+        return
+    links_file = Path(argv_value(relay, "--links"))
+    links = json.loads(links_file.read_text())
+    links[f"heartbeat:{host}"]["target"] = broker
+    links[f"management:{host}"]["target"] = components[f"agent:{host}"].address
+    links_file.write_text(json.dumps(links, indent=2) + "\n")
 
 
 def up(
@@ -415,6 +513,7 @@ def up(
         # Restarting a cluster: the file it was started from, not the resolved copy.
         topology_path = Path(previous.topology_source)
     topology, source = load_topology(topology_path)
+    topology = without_removed_hosts(topology, previous)
     ctx, _ = plan_components(state_dir, topology, previous)
     ctx.topology_source = str(topology_path.resolve()) if topology_path else ""
     to_start = [c for c in ctx.components.values() if not is_running(c)]
@@ -422,9 +521,9 @@ def up(
         console.print(f"havm: the cluster in {state_dir} is already running")
         return ctx
     console.print(f"havm: starting {len(to_start)} processes from the {source}")
-    if any(c.name == "faultnet" for c in to_start):
+    for relay in (c for c in to_start if is_relay(c.name)):
         # A relay that starts anew starts with every path connected.
-        write_faults(Path(state_dir) / "faultnet" / "faults.json", set(), 0)
+        write_faults(Path(argv_value(relay, "--faults")), set(), 0)
     started = {c.name: spawn(c) for c in to_start}
     write_context(ctx)  # record pids at once, so `havm down` finds a half-started cluster
     try:
