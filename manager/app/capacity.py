@@ -117,10 +117,7 @@ class CapacityService:
             return
         self._told[report.cluster] = verdict
         was = f"{before.state} => " if before is not None else ""
-        if over is None:
-            detail = f"cluster {report.cluster} {was}ok: it can lose any {report.reserve} node(s)"
-        else:
-            detail = f"cluster {report.cluster} {was}overcommitted: {over.detail}"
+        detail = f"cluster {report.cluster} {was}{report.summary()}"
         log.info("%s", detail)
         self._bus.emit("cluster_state", detail, cluster=report.cluster)
 

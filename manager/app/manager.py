@@ -303,10 +303,7 @@ class ManagerApp:
                 self.capacity.changed(name)
                 summary = f"Cluster {name}: reserve {current.reserve} => {reserve}"
             job.progress(60, f"Judging cluster {name} against its reserve")
-            report = self.capacity.report(name)
-            if report.overcommit is None:
-                return f"{summary}; the cluster is ok: it can lose any {report.reserve} node(s)"
-            return f"{summary}; the cluster is overcommitted: {report.overcommit.detail}"
+            return f"{summary}; the cluster is {self.capacity.report(name).summary()}"
 
         job = self.jobs.start("update_cluster", name, f"Changing the settings of cluster {name}", work)
         return job, cluster

@@ -35,7 +35,7 @@ from math import gcd
 from manager.core.failover import RESTARTABLE_STATES, plan_restarts, restart_request, without_self
 from manager.core.model import RESTART_RANK, RestartPriority, StorageKind, VmRecord
 from manager.core.placement import HostCapacity, PlacementSnapshot, pick_storage, refusals
-from manager.core.states import ClusterState, HostState
+from manager.core.states import ClusterState, HostState, VmState
 
 # Memory no host has: checks a VM's static fit on a host, whatever its free memory.
 _UNLIMITED_MB = 1 << 50
@@ -67,12 +67,22 @@ class ReserveReport:
     def state(self) -> ClusterState:
         return ClusterState.OK if self.overcommit is None else ClusterState.OVERCOMMITTED
 
+    def summary(self) -> str:
+        """`ok: it can lose any 1 node and restart every highly available VM`, or why not."""
+        if self.overcommit is not None:
+            return f"overcommitted: {self.overcommit.detail}"
+        if self.reserve <= 0:
+            return "ok: every highly available VM has room"
+        nodes = "node" if self.reserve == 1 else "nodes"
+        return f"ok: it can lose any {self.reserve} {nodes} and restart every highly available VM"
+
 
 def is_protected(vm: VmRecord) -> bool:
     """Whether failover would restart this VM if its node failed (or does now)."""
     if not vm.highly_available or vm.restart_priority is RestartPriority.NONE:
         return False
-    return vm.failover_from is not None or vm.state in RESTARTABLE_STATES
+    # A VM being created counts as the running VM it is about to be.
+    return vm.failover_from is not None or vm.state in RESTARTABLE_STATES or vm.state is VmState.CREATING
 
 
 def _fit_key(vm: VmRecord) -> tuple[object, ...]:

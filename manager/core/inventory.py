@@ -29,6 +29,9 @@ from manager.core.topology import HostSpec, Topology
 ACTIVE_VM_STATES = frozenset(
     {VmState.STARTING, VmState.RUNNING, VmState.PAUSED, VmState.SAVING, VmState.MIGRATING}
 )
+# What placement counts against a host: a VM being created is about to start there, so
+# two creates placed at the same moment never count the same free memory.
+PLACED_VM_STATES = ACTIVE_VM_STATES | {VmState.CREATING}
 NO_ADDRESS = "no agent address"
 
 
@@ -219,7 +222,7 @@ def host_capacity(
     imply, so VMs placed since the last refresh are counted.
     """
     mine = [vm for vm in vms if vm.host == host.name]
-    active = [vm for vm in mine if vm.state in ACTIVE_VM_STATES]
+    active = [vm for vm in mine if vm.state in PLACED_VM_STATES]
     usable = host.memory_mb - host.host_reserve_mb
     memory_free = min(host.memory_free_mb, usable - sum(vm.memory_mb for vm in active))
     rooms: list[StorageRoom] = []

@@ -147,25 +147,28 @@ def load_after(host: HostCapacity, request: PlacementRequest) -> tuple[float, fl
     return max(0.0, min(1.0, memory_left)), max(0.0, min(1.0, cpu_left))
 
 
-def rate_host(host: HostCapacity, request: PlacementRequest) -> float:
-    """0 to 5 stars in half-star steps; 0 when the VM does not fit in memory.
+def host_score(host: HostCapacity, request: PlacementRequest) -> float:
+    """The rating before rounding to stars, 0 to 1; ties of stars are broken by it.
 
-    The score weighs memory and CPU (vCPUs of running VMs per core against
-    `max_vcpus_per_core`) by `request.weights`. Load balancing gives more stars to the
-    room left after placement; resource maximization to the room used, so VMs fill
-    one host before the next.
+    Memory and CPU (vCPUs of running VMs per core against `max_vcpus_per_core`) are
+    weighed by `request.weights`. Load balancing scores the room left after placement;
+    resource maximization the room used, so VMs fill one host before the next.
     """
-    if request.memory_mb > host.memory_free_mb or host.usable_memory_mb <= 0:
-        return 0.0
     memory_left, cpu_left = load_after(host, request)
     if request.goal is PlacementGoal.RESOURCE_MAXIMIZATION:
         memory_left, cpu_left = 1.0 - memory_left, 1.0 - cpu_left
     total = request.weights.memory + request.weights.cpu
     if total <= 0:
-        return MAX_STARS
-    score = (request.weights.memory * memory_left + request.weights.cpu * cpu_left) / total
+        return 1.0
+    return (request.weights.memory * memory_left + request.weights.cpu * cpu_left) / total
+
+
+def rate_host(host: HostCapacity, request: PlacementRequest) -> float:
+    """0 to 5 stars in half-star steps (see `host_score`); 0 when the VM does not fit."""
+    if request.memory_mb > host.memory_free_mb or host.usable_memory_mb <= 0:
+        return 0.0
     # A host the VM fits on never shows zero stars: zero means "cannot take it".
-    return max(0.5, min(MAX_STARS, round(MAX_STARS * score * 2) / 2))
+    return max(0.5, min(MAX_STARS, round(MAX_STARS * host_score(host, request) * 2) / 2))
 
 
 def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> None:
@@ -288,10 +291,11 @@ def place(snapshot: PlacementSnapshot, request: PlacementRequest) -> PlacementDe
         if storage is None:
             rejections.append((host.name, why or "cannot take the VM"))
             continue
-        rating = rate_host(host, request)
-        # Highest rating wins; among equals, the first name, so decisions are stable.
+        rating = (rate_host(host, request), host_score(host, request))
+        # Most stars win, then the finer score (so equal stars still spread the load);
+        # among equals the first name, so decisions are stable.
         if best is None or rating > best[0]:
             best = (rating, host.name, storage)
     if best is None:
         return PlacementDecision(None, None, 0.0, tuple(rejections))
-    return PlacementDecision(best[1], best[2], best[0], tuple(rejections))
+    return PlacementDecision(best[1], best[2], best[0][0], tuple(rejections))

@@ -23,6 +23,7 @@ from manager.core.placement import (
     PlacementRequest,
     PlacementSnapshot,
     RatingReason,
+    host_score,
     load_after,
     pick_storage,
     rate_host,
@@ -204,7 +205,14 @@ def rate_hosts(
     cannot overcommit a cluster, so the what-if reserve check is skipped for it.
     """
     protected = starts and restart_priority is not RestartPriority.NONE
+    hosts = {h.name: h for h in snapshot.hosts}
     ratings = [
         rate_one(snapshot, host, request, vms, clusters, protected=protected) for host in snapshot.hosts
     ]
-    return tuple(sorted(ratings, key=lambda r: (-r.stars, r.host)))
+
+    def rank(rating: HostRating) -> tuple[float, float, str]:
+        # Equal stars are told apart by the score behind them, as placement does.
+        score = host_score(hosts[rating.host], request) if rating.stars > 0 else 0.0
+        return (-rating.stars, -score, rating.host)
+
+    return tuple(sorted(ratings, key=rank))
