@@ -152,10 +152,17 @@ def mark_unknown(vms: Sequence[VmRecord], host_name: str, why: str) -> list[VmRe
     """The VMs of a host that does not answer, now `unknown` (those that changed).
 
     A VM still `creating` stays so: whether its host has it is settled when the host
-    answers again.
+    answers again. A VM at rest (stopped or saved) keeps its state: nothing of it runs
+    that the host's failure could have interrupted, and failover, which restarts
+    whatever was running (`unknown` included), must leave it at rest, as a failover
+    cluster leaves an offline group.
     """
     return [
         record_observed(vm, VmState.UNKNOWN, f"host {host_name} does not answer: {why}")
         for vm in vms
-        if vm.host == host_name and vm.state not in (VmState.UNKNOWN, VmState.CREATING)
+        if vm.host == host_name and vm.state not in _KEPT_WHEN_HOST_SILENT
     ]
+
+
+# States a host's silence does not make unknown (see mark_unknown).
+_KEPT_WHEN_HOST_SILENT = frozenset({VmState.UNKNOWN, VmState.CREATING, VmState.STOPPED, VmState.SAVED})
