@@ -14,6 +14,7 @@ from manager.core.placement import HostCapacity, PlacementSnapshot, StorageRoom
 from manager.core.states import ClusterState, HostState, VmState
 
 CSV = StorageLocation(StorageKind.CSV, "Volume1")
+LUN1 = StorageLocation(StorageKind.LUN, "lun1")
 USABLE = 30720
 
 
@@ -216,14 +217,30 @@ def random_clusters(draw: st.DrawFn) -> tuple[PlacementSnapshot, list[VmRecord],
                     state=draw(st.sampled_from([VmState.RUNNING, VmState.PAUSED, VmState.SAVED])),
                 )
             )
+    # At most one VM keeps its files on lun1, which only some nodes see.
+    lun_user = draw(st.sampled_from([None, *range(len(vms))])) if vms else None
+    if lun_user is not None:
+        vms[lun_user] = VmRecord(**{**vms[lun_user].__dict__, "storage": LUN1})
     hosts = []
     for host in names:
         state = draw(st.sampled_from([HostState.OK] * 4 + [HostState.MAINTENANCE, HostState.FENCED]))
         networks = draw(st.sampled_from([("External",), ("External", "Backend")]))
         usable = draw(st.sampled_from([16384, 30720]))
         placed = sum(v.memory_mb for v in vms if v.host == host and v.state is not VmState.SAVED)
+        rooms: tuple[StorageRoom, ...] = (StorageRoom("Volume1", StorageKind.CSV, 2000),)
+        if draw(st.booleans()):
+            users = (vms[lun_user].name,) if lun_user is not None else ()
+            rooms += (StorageRoom("lun1", StorageKind.LUN, 200, users),)
         hosts.append(
-            node(host, [], state, usable_memory_mb=usable, memory_free_mb=usable - placed, networks=networks)
+            node(
+                host,
+                [],
+                state,
+                usable_memory_mb=usable,
+                memory_free_mb=usable - placed,
+                networks=networks,
+                storage=rooms,
+            )
         )
     return PlacementSnapshot(tuple(hosts)), vms, draw(st.integers(0, count - 1))
 
