@@ -42,6 +42,7 @@ from havm.cli.local_cluster import (
     spawn,
     stop_components,
     wait_healthy,
+    write_resolved_topology,
 )
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, global_options
 from havm.faultnet import write_faults
@@ -56,7 +57,6 @@ from manager.core.topology import (
     host_defaults_of,
     parse_host_entry,
     parse_topology,
-    topology_to_dict,
     without_host,
 )
 
@@ -264,10 +264,10 @@ def add(
     ] = "",
     profile: Annotated[
         Profile | None,
-        typer.Option("--profile", case_sensitive=False, help="hyperv-2008, hyperv-2008r2 or esx."),
+        typer.Option("--profile", case_sensitive=False, help="Its hypervisor; a node runs its cluster's."),
     ] = None,
     memory_mb: Annotated[
-        int | None, typer.Option("--memory-mb", min=1, max=INT32_MAX, help="Its memory.")
+        int | None, typer.Option("--memory-mb", min=1, max=INT32_MAX, help="Its memory, in MB.")
     ] = None,
     host_reserve_mb: Annotated[
         int | None,
@@ -287,7 +287,10 @@ def add(
     ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Add a host to the running cluster: start its agent (on a local cluster) and register it."""
+    """Add a host to the running cluster: start its agent (on a local cluster) and register it.
+
+    What is not given comes from the running cluster's topology (its host_defaults).
+    """
     options = global_options(ctx)
     cluster = local_cluster(ctx)
     if address is None and cluster is None:
@@ -379,10 +382,7 @@ def remove(
     if job.state == manager_pb2.JOB_STATE_COMPLETED and cluster is not None:
         if smaller is not None:
             # The manager reads this copy when it starts: the host stays removed.
-            Path(cluster.topology).write_text(
-                "# Written by `havm up`: the topology with the address the manager reaches each agent at.\n"
-                + yaml.safe_dump(topology_to_dict(smaller), sort_keys=False)
-            )
+            write_resolved_topology(Path(cluster.topology), smaller)
             cluster.removed_hosts.append(name)
         stopped = stop_host_processes(cluster, name, settings)
     finish(job, output, f"host {name} removed" + (" and its agent stopped" if stopped else ""))

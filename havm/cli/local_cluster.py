@@ -396,10 +396,7 @@ def plan_components(
     # their own: not through the management path's relay.
     resolved = resolved.with_migration_addresses({h.name: address[f"agent:{h.name}"] for h in topology.hosts})
     topology_file = state_dir / "topology.yaml"
-    topology_file.write_text(
-        "# Written by `havm up`: the topology with the address the manager reaches each agent at.\n"
-        + yaml.safe_dump(topology_to_dict(resolved), sort_keys=False)
-    )
+    write_resolved_topology(topology_file, resolved)
     py = sys.executable
     argv: dict[str, list[str]] = {
         "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
@@ -446,6 +443,14 @@ def plan_components(
     context.added_hosts = added
     context.removed_hosts = list(previous.removed_hosts) if previous else []
     return context, resolved
+
+
+def write_resolved_topology(path: Path, topology: Topology) -> None:
+    """The topology the manager reads: every host with the address it reaches the agent at."""
+    path.write_text(
+        "# Written by `havm up`: the topology with the address the manager reaches each agent at.\n"
+        + yaml.safe_dump(topology_to_dict(topology), sort_keys=False)
+    )
 
 
 def without_removed_hosts(topology: Topology, previous: ClusterContext | None) -> Topology:
