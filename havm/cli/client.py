@@ -125,6 +125,12 @@ class ManagerClient:
         request = manager_pb2.StartMaintenanceRequest(host=host, mode=mode)
         return self._call(self._stub.StartMaintenance, request).job
 
+    def add_host(self, config: manager_pb2.HostConfig) -> manager_pb2.AddHostResponse:
+        return self._call(self._stub.AddHost, manager_pb2.AddHostRequest(host=config))
+
+    def remove_host(self, name: str) -> manager_pb2.Job:
+        return self._call(self._stub.RemoveHost, manager_pb2.RemoveHostRequest(name=name)).job
+
     def stop_maintenance(self, host: str) -> manager_pb2.Job:
         request = manager_pb2.StopMaintenanceRequest(host=host)
         return self._call(self._stub.StopMaintenance, request).job

@@ -24,6 +24,7 @@ Each fault is what happens to a real cluster, done to the processes `havm up` st
 from __future__ import annotations
 
 import enum
+import json
 import os
 import signal
 import time
@@ -205,25 +206,47 @@ def thaw(ctx: typer.Context, host: str) -> None:
     _console().print(f"host {host} thawed")
 
 
+def _relays(cluster: ClusterContext) -> list[Component]:
+    """The fault relays: `havm up`'s, and one per host `havm host add` started."""
+    return [c for n, c in sorted(cluster.components.items()) if n == "faultnet" or n.startswith("faultnet:")]
+
+
+def _option(component: Component, flag: str) -> Path:
+    return Path(component.argv[component.argv.index(flag) + 1])
+
+
 def _set_cut(cluster: ClusterContext, change: dict[str, bool]) -> set[str]:
-    """Cut (True) or heal (False) network paths in the fault relay; wait until applied."""
-    relay = _component(cluster, "faultnet", "fault relay")
-    _running(relay, "the fault relay")
-    faults = Path(cluster.state_dir) / "faultnet" / "faults.json"
-    cut, version = read_faults(faults)
+    """Cut (True) or heal (False) network paths in the fault relays; wait until applied.
+
+    Each relay keeps the cut paths it carries in its own faults file and confirms a
+    change in its own applied file; the cluster's cut paths are all of them together."""
+    relays = _relays(cluster)
+    if not relays:
+        raise ContextError("no fault relay in the local cluster")
+    for relay in relays:
+        _running(relay, f"the fault relay {relay.name}")
+    cut: set[str] = set().union(*(read_faults(_option(relay, "--faults"))[0] for relay in relays))
     cut = (cut - {n for n, on in change.items() if not on}) | {n for n, on in change.items() if on}
-    write_faults(faults, cut, version + 1)
-    _signal(relay, signal.SIGHUP)
+    waiting = []
+    for relay in relays:
+        faults = _option(relay, "--faults")
+        carried = set(json.loads(_option(relay, "--links").read_text()))
+        version = read_faults(faults)[1] + 1
+        write_faults(faults, cut & carried, version)
+        _signal(relay, signal.SIGHUP)
+        waiting.append((faults, version))
     deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            if int(applied_path(faults).read_text().strip() or 0) >= version + 1:
-                return cut
-        except (OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise ContextError("the fault relay did not apply the change within 5 s")
-        time.sleep(0.02)
+    for faults, version in waiting:
+        while True:
+            try:
+                if int(applied_path(faults).read_text().strip() or 0) >= version:
+                    break
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise ContextError("the fault relay did not apply the change within 5 s")
+            time.sleep(0.02)
+    return cut
 
 
 @fault_app.command("isolate")

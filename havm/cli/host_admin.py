@@ -165,11 +165,11 @@ def volumes_for_new_node(manager: ManagerClient, cluster_name: str) -> list[Volu
 
 
 def call_add_host(manager: ManagerClient, config: manager_pb2.HostConfig) -> manager_pb2.AddHostResponse:
-    return manager._call(manager._stub.AddHost, manager_pb2.AddHostRequest(host=config))
+    return manager.add_host(config)
 
 
 def call_remove_host(manager: ManagerClient, name: str) -> manager_pb2.Job:
-    return manager._call(manager._stub.RemoveHost, manager_pb2.RemoveHostRequest(name=name)).job
+    return manager.remove_host(name)
 
 
 # --- the local processes of an added host ---------------------------------------------------

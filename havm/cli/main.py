@@ -54,7 +54,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-host_app = typer.Typer(help="Inspect the emulated hosts.", no_args_is_help=True)
+host_app = typer.Typer(help="Inspect, add and remove the emulated hosts.", no_args_is_help=True)
 cluster_app = typer.Typer(help="Inspect and refresh clusters.", no_args_is_help=True)
 job_app = typer.Typer(help="Follow the manager's jobs.", no_args_is_help=True)
 app.add_typer(host_app, name="host")

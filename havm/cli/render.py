@@ -110,6 +110,7 @@ def host_dict(host: manager_pb2.Host) -> Row:
         "volumes": [volume_dict(v) for v in host.volumes],
         "last_refresh": timestamp(host, "last_refresh"),
         "state_reason": host.state_reason,
+        "added_at_runtime": host.added_at_runtime,
     }
 
 

@@ -136,6 +136,7 @@ def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2
         rating=rating,
         last_refresh=timestamp(host.last_refresh),
         state_reason=host.state_reason,
+        added_at_runtime=host.added_at_runtime,
     )
 
 

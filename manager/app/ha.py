@@ -169,7 +169,9 @@ class HaService:
         now = self._now()
         states = {h.name: h.state for h in self._store.list_hosts()}
         for name in states:
-            self.detector.add_host(name)
+            self.detector.add_host(name, now)
+        for name in self.detector.hosts() - states.keys():
+            self.detector.remove_host(name)  # removed (RemoveHost): judged afresh if it returns
         for verdict in self.detector.evaluate(states, now):
             self._act(verdict)
 

@@ -47,6 +47,9 @@ class _Heard:
     # Heard at least once (a beat, a status or a will) since this detector started: a
     # host never heard may simply not be deployed, and is never fenced for silence.
     ever: bool = False
+    # When the detector learned of a host added while it runs: its silence counts from
+    # then, not from when the detector started listening.
+    known_since: float | None = None
 
 
 class FailureDetector:
@@ -63,8 +66,12 @@ class FailureDetector:
 
     # --- what is heard -------------------------------------------------------------
 
-    def add_host(self, host: str) -> None:
-        self._heard.setdefault(host, _Heard())
+    def add_host(self, host: str, now: float | None = None) -> None:
+        """Judge `host` from now on (a host added while the detector runs)."""
+        self._heard.setdefault(host, _Heard(known_since=now))
+
+    def hosts(self) -> set[str]:
+        return set(self._heard)
 
     def remove_host(self, host: str) -> None:
         self._heard.pop(host, None)
@@ -119,6 +126,8 @@ class FailureDetector:
         if since is None or (self._listening_since is not None and since < self._listening_since):
             # A beat older than the current connection says nothing about now.
             since = max(since or 0.0, self._listening_since or 0.0)
+        if heard.known_since is not None:
+            since = max(since, heard.known_since)
         if now - since > self.window:
             return f"no heartbeat for {now - since:.1f} s (window {self.window:g} s)"
         return None

@@ -27,6 +27,7 @@ HOST_FIELDS = {
     "volumes",
     "last_refresh",
     "state_reason",
+    "added_at_runtime",
 }
 VM_FIELDS = {
     "id",

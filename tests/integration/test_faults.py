@@ -160,7 +160,7 @@ def test_events_as_json_lines(cluster: LocalCluster) -> None:
     wait_for(lambda: states(cluster)["n3"] == "ok", what="n3 ok again", timeout=20)
     lines = cluster.ok("events", "--last", "200", "-o", "json").stdout.splitlines()
     events = [json.loads(line) for line in lines]
-    assert events and all(set(e) == {"time", "kind", "host", "vm", "detail"} for e in events)
+    assert events and all(set(e) == {"time", "kind", "host", "vm", "cluster", "detail"} for e in events)
     verdicts = [e["detail"] for e in events if e["kind"] == "host_state" and e["host"] == "n3"]
     assert any("=> isolated" in d for d in verdicts) and any("isolated => ok" in d for d in verdicts), (
         verdicts

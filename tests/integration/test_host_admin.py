@@ -143,11 +143,6 @@ def test_an_added_host_is_judged_and_failed_over_like_any_other(cluster: LocalCl
     assert cluster.json("vm", "show", "web5")["host"] != "node5"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="havm fault isolate signals only havm up's relay, not the relay of an added host "
-    "(havm/cli/faults.py, _set_cut)",
-)
 def test_an_added_hosts_heartbeat_path_can_be_cut_and_healed(cluster: LocalCluster) -> None:
     cluster.ok("host", "add", "node5", "--cluster", "cluster1")
     cluster.ok("fault", "isolate", "node5", "--from", "heartbeat")

@@ -425,11 +425,6 @@ async def test_the_detector_fences_an_added_host_that_goes_silent(virtual: Virtu
     assert all(virtual.state(n) is HostState.OK for n in CLUSTER)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the detector measures an added host's silence from when it started listening, not from "
-    "when it learned of the host (manager/core/detector.py, FailureDetector.add_host)",
-)
 async def test_an_added_host_that_beats_is_never_suspect(virtual: VirtualTimeCluster) -> None:
     node5 = spec("node5", "127.0.0.1:5005")
     virtual.agents.hosts["node5"] = node5
