@@ -25,6 +25,7 @@ from datetime import datetime
 from manager.app import crash_points
 from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus
+from manager.app.host_memory import settle_host_memory
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
@@ -302,17 +303,26 @@ class MigrationService:
         migration = self.get(migration_id)
         try:
             if migration.kind is MigrationKind.QUICK:
-                return await self._quick(job, self._start(migration))
-            if migration.source == migration.destination:
-                return await self._move_files(job, self._start(migration))
-            return await self._live(job, migration)
+                summary = await self._quick(job, self._start(migration))
+            elif migration.source == migration.destination:
+                summary = await self._move_files(job, self._start(migration))
+            else:
+                summary = await self._live(job, migration)
         except Exception as error:
             # Whatever escaped, the migration ends and lets go of its VM; a cancelled
             # job (the manager stops) is left to the settling after the restart.
             await self._abandon(migration_id, error)
+            await self._settle_memory(migration)
             raise
         finally:
             self._vms.moving.discard(migration.vm_id)
+        await self._settle_memory(migration)
+        return summary
+
+    async def _settle_memory(self, migration: MigrationRecord) -> None:
+        """Both hosts' free memory as their agents see it now that the VM moved or stayed."""
+        for host in dict.fromkeys((migration.source, migration.destination)):
+            await settle_host_memory(self._store, self._agents, host)
 
     async def _abandon(self, migration_id: str, error: Exception) -> None:
         migration = self._store.get_migration(migration_id)

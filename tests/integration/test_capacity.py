@@ -178,6 +178,11 @@ def test_maintenance_live_evacuates_by_rating_and_stop_moves_nothing_back(cluste
     assert_invariant(cluster, "after the evacuation")
     assert_no_ha_vm_lost(cluster, names)
     assert host_state(cluster, "node1") == "maintenance"
+    # The hosts' free memory is right as soon as the migrations end, not at the next refresh.
+    assert cluster.json("host", "show", "node1")["memory_free_mb"] == 30720
+    assert sum(cluster.json("host", "show", h)["memory_free_mb"] for h in ("node2", "node3", "node4")) == (
+        3 * 30720 - 6 * 512
+    )
     rating = next(
         r
         for r in cluster.json("vm", "place", "--memory-mb", "512", "--ha")["ratings"]
