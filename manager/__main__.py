@@ -105,29 +105,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--placement-goal",
-        default=Settings.placement_goal.value,
+        default=None,
         choices=[goal.value for goal in PlacementGoal],
-        help="spread VMs over the hosts, or fill one host before the next (default %(default)s)",
+        help="spread VMs over the hosts, or fill one host before the next "
+        "(default: the topology's placement.goal, else load_balancing)",
     )
     parser.add_argument(
         "--memory-weight",
         type=float,
-        default=Settings.rating_weights.memory,
-        help="how much free memory counts in a host's stars (default %(default)s)",
+        default=None,
+        help="how much free memory counts in a host's stars (default: the topology's, else 1)",
     )
     parser.add_argument(
         "--cpu-weight",
         type=float,
-        default=Settings.rating_weights.cpu,
-        help="how much CPU load counts in a host's stars (default %(default)s)",
+        default=None,
+        help="how much CPU load counts in a host's stars (default: the topology's, else 1)",
     )
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     for flag, weight in (("--memory-weight", args.memory_weight), ("--cpu-weight", args.cpu_weight)):
-        if not math.isfinite(weight) or not 0 <= weight <= 100:
+        if weight is not None and (not math.isfinite(weight) or not 0 <= weight <= 100):
             raise UsageError(f"{flag}: must be a number from 0 to 100, got {weight}")
-    if args.memory_weight + args.cpu_weight <= 0:
-        raise UsageError("--memory-weight and --cpu-weight: at least one must be above 0")
     if args.broker is not None:
         b_host, b_sep, b_port = args.broker.rpartition(":")
         if not b_sep or not b_host or not b_port.isdigit() or not 0 < int(b_port) <= 65535:
@@ -167,14 +166,26 @@ def load_topology(path: Path) -> Topology:
         raise UsageError(f"{path}: {error}") from None
 
 
+def placement_settings(args: argparse.Namespace, topology: Topology) -> dict[str, object]:
+    """The placement goal and rating weights: the flags, else the topology's section."""
+    section = topology.placement
+    memory = section.memory_weight if args.memory_weight is None else args.memory_weight
+    cpu = section.cpu_weight if args.cpu_weight is None else args.cpu_weight
+    if memory + cpu <= 0:
+        raise UsageError("--memory-weight and --cpu-weight: at least one must be above 0")
+    return {
+        "placement_goal": PlacementGoal(args.placement_goal or section.goal),
+        "rating_weights": RatingWeights(memory=memory, cpu=cpu),
+    }
+
+
 async def serve(args: argparse.Namespace, topology: Topology) -> None:
     settings = Settings(
         refresh_interval=args.refresh_interval,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_threshold=args.heartbeat_threshold,
         probe_timeout=args.probe_timeout,
-        placement_goal=PlacementGoal(args.placement_goal),
-        rating_weights=RatingWeights(memory=args.memory_weight, cpu=args.cpu_weight),
+        **placement_settings(args, topology),
     )
     store = SqliteStore(args.state_dir / "manager.db")
     app = ManagerApp(store, AgentClient(settings), settings, crash_points=CrashPoints(args.state_dir))

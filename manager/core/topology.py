@@ -31,6 +31,10 @@ Format (YAML)::
       bandwidth_mb_per_s: 0         # cap of the migration network; 0 is no cap
       no_converge: quick            # quick | fail: a live migration that cannot converge
       stall_timeout_s: 5            # a migration stream silent this long is given up
+    placement:                      # optional; how hosts are rated (the manager's flags win)
+      goal: load_balancing          # load_balancing | resource_maximization
+      memory_weight: 1              # how much free memory counts in the stars
+      cpu_weight: 1                 # how much CPU load counts
     hosts:                          # required, at least one
       - name: node1
         address: 127.0.0.1:50051    # optional: the agent's gRPC address
@@ -94,7 +98,10 @@ MAX_CORES = 1024
 MAX_MHZ = 100_000
 MAX_VLAN_ID = 4094
 
-_TOP_KEYS = ("version", "host_defaults", "clusters", "hosts", "migration")
+_TOP_KEYS = ("version", "host_defaults", "clusters", "hosts", "migration", "placement")
+PLACEMENT_GOALS = ("load_balancing", "resource_maximization")
+_PLACEMENT_KEYS = ("goal", "memory_weight", "cpu_weight")
+MAX_RATING_WEIGHT = 100.0
 _HOST_KEYS = (
     "name",
     "profile",
@@ -204,10 +211,20 @@ class MigrationSettings:
 
 
 @dataclass(frozen=True)
+class PlacementSettings:
+    """How hosts are rated; the topology's `placement:` section (the manager's flags win)."""
+
+    goal: str = "load_balancing"  # or "resource_maximization"
+    memory_weight: float = 1.0
+    cpu_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Topology:
     clusters: tuple[ClusterSpec, ...]
     hosts: tuple[HostSpec, ...]
     migration: MigrationSettings = MigrationSettings()
+    placement: PlacementSettings = PlacementSettings()
 
     def host(self, name: str) -> HostSpec:
         for host in self.hosts:
@@ -302,7 +319,24 @@ def parse_topology(data: object) -> Topology:
     migration = MigrationSettings()
     if top.get("migration") is not None:
         migration = _parse_migration(top["migration"], "migration")
-    return Topology(clusters=tuple(clusters), hosts=tuple(hosts), migration=migration)
+    placement = PlacementSettings()
+    if top.get("placement") is not None:
+        placement = _parse_placement(top["placement"], "placement")
+    return Topology(clusters=tuple(clusters), hosts=tuple(hosts), migration=migration, placement=placement)
+
+
+def _parse_placement(raw: object, field: str) -> PlacementSettings:
+    entry = read_mapping(raw, field, _PLACEMENT_KEYS)
+    default = PlacementSettings()
+    weights = {
+        key: read_number(entry.get(key, getattr(default, key)), f"{field}.{key}", 0.0, MAX_RATING_WEIGHT)
+        for key in ("memory_weight", "cpu_weight")
+    }
+    if sum(weights.values()) <= 0:
+        raise TopologyError(field, "memory_weight and cpu_weight cannot both be 0")
+    return PlacementSettings(
+        goal=read_choice(entry.get("goal", default.goal), f"{field}.goal", PLACEMENT_GOALS), **weights
+    )
 
 
 def host_defaults_of(data: object) -> dict[str, Any]:
@@ -560,7 +594,15 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
         "no_converge": m.no_converge,
         "stall_timeout_s": m.stall_timeout_s,
     }
-    return {"version": 1, "clusters": clusters, "migration": migration, "hosts": hosts}
+    p = topology.placement
+    placement = {"goal": p.goal, "memory_weight": p.memory_weight, "cpu_weight": p.cpu_weight}
+    return {
+        "version": 1,
+        "clusters": clusters,
+        "migration": migration,
+        "placement": placement,
+        "hosts": hosts,
+    }
 
 
 def host_to_dict(h: HostSpec) -> dict[str, Any]:

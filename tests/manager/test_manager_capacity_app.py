@@ -4,18 +4,21 @@ reserve changed; maintenance mode live and save, a failed evacuation, and stop."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from manager_fake_agent import FakeAgent
+from manager_testkit import topology_for
 from test_manager_migration_app import Cluster
 
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.host_choice import VmShape
 from manager.core.maintenance import MaintenanceMode
 from manager.core.model import CreateVmCommand, JobStepOutcome, VmOperation, Workload
-from manager.core.placement import RatingReason
+from manager.core.placement import PlacementGoal, RatingReason, RatingWeights
 from manager.core.states import ClusterState, HostState, JobState, VmState
+from manager.core.topology import parse_topology
 
 GIB8 = 8192
 
@@ -193,3 +196,41 @@ async def test_maintenance_is_refused_on_a_host_that_is_not_ok(cluster: Cluster)
         c.app.start_maintenance("node3", None)
     with pytest.raises(FailedPreconditionError, match="not in maintenance mode"):
         c.app.stop_maintenance("node2")
+
+
+async def test_resource_maximization_fills_one_node_before_the_next(
+    fake_agents: dict[str, FakeAgent], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import test_manager_migration_app as kit
+
+    monkeypatch.setattr(
+        kit, "SETTINGS", replace(kit.SETTINGS, placement_goal=PlacementGoal.RESOURCE_MAXIMIZATION)
+    )
+    c = Cluster(fake_agents, tmp_path / "manager.db")
+    try:
+        await c.app.refresher.refresh_all()
+        for name in ("p1", "p2", "p3"):
+            assert "best rated" in await create(c, name, 2048)
+        assert len({c.app.get_vm(n).host for n in ("p1", "p2", "p3")}) == 1
+    finally:
+        await c.stop()
+
+
+def test_the_managers_flags_win_over_the_topologys_placement_section() -> None:
+    from manager.__main__ import UsageError, parse_args, placement_settings
+
+    data = topology_for({})
+    data["hosts"] = [{"name": "h1", "address": "127.0.0.1:1"}]
+    data["clusters"] = []
+    data["placement"] = {"goal": "resource_maximization", "memory_weight": 2}
+    topology = parse_topology(data)
+    base = ["--topology", "t.yaml", "--state-dir", "s", "--listen", "127.0.0.1:1"]
+    chosen = placement_settings(parse_args(base), topology)
+    assert chosen["placement_goal"] is PlacementGoal.RESOURCE_MAXIMIZATION
+    assert chosen["rating_weights"] == RatingWeights(memory=2.0, cpu=1.0)
+    flags = parse_args([*base, "--placement-goal", "load_balancing", "--cpu-weight", "0"])
+    chosen = placement_settings(flags, topology)
+    assert chosen["placement_goal"] is PlacementGoal.LOAD_BALANCING
+    assert chosen["rating_weights"] == RatingWeights(memory=2.0, cpu=0.0)
+    with pytest.raises(UsageError, match="at least one must be above 0"):
+        placement_settings(parse_args([*base, "--memory-weight", "0", "--cpu-weight", "0"]), topology)

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from manager.core.topology import (
+    PlacementSettings,
     TopologyError,
     parse_topology,
     topology_to_dict,
@@ -253,3 +254,29 @@ def test_any_memory_value_is_accepted_or_rejected_with_a_field(memory: object, r
     else:
         host = topology.host("standalone1")
         assert isinstance(host.memory_mb, int) and host.memory_mb > host.host_reserve_mb >= 0
+
+
+def test_the_placement_section_sets_the_goal_and_weights_and_round_trips() -> None:
+    data = base()
+    assert parse_topology(data).placement == PlacementSettings()
+    data["placement"] = {"goal": "resource_maximization", "memory_weight": 3, "cpu_weight": 0}
+    topology = parse_topology(data)
+    assert topology.placement == PlacementSettings("resource_maximization", 3.0, 0.0)
+    assert parse_topology(topology_to_dict(topology)).placement == topology.placement
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"goal": "spread"}, "placement.goal: must be one of load_balancing, resource_maximization"),
+        ({"memory_weight": -1}, "placement.memory_weight"),
+        ({"memory_weight": 0, "cpu_weight": 0}, "placement: memory_weight and cpu_weight cannot both be 0"),
+        ({"goal": "load_balancing", "typo": 1}, "placement"),
+    ],
+)
+def test_a_bad_placement_section_names_the_field(section: dict[str, Any], message: str) -> None:
+    data = base()
+    data["placement"] = section
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(data)
+    assert str(caught.value).startswith(message), str(caught.value)
