@@ -36,11 +36,13 @@ from rich.console import Console
 
 from havm.cli.context import ClusterContext, Component, ContextError, read_context, write_context
 from havm.cli.local_cluster import (
+    state_dir_option,
+)
+from havm.cli.processes import (
     LocalClusterError,
     UpSettings,
     is_running,
     spawn,
-    state_dir_option,
     stop_components,
     wait_healthy,
 )

@@ -32,19 +32,21 @@ from havm.cli.context import ClusterContext, Component, ContextError, read_conte
 from havm.cli.errors import CliError, JobFailed, NotFound
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import (
-    LocalClusterError,
-    UpSettings,
     agent_argv,
     host_agent_config,
-    is_running,
     promised_ports,
     relay_argv,
-    spawn,
-    stop_components,
-    wait_healthy,
     write_resolved_topology,
 )
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, global_options
+from havm.cli.processes import (
+    LocalClusterError,
+    UpSettings,
+    is_running,
+    spawn,
+    stop_components,
+    wait_healthy,
+)
 from havm.faultnet import write_faults
 from havm.ports import free_ports
 from havm.v1 import common_pb2, manager_pb2

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +33,16 @@ from havm.cli.context import (
     read_context,
     write_context,
 )
+from havm.cli.processes import (
+    LocalClusterError,
+    UpSettings,
+    is_relay,
+    is_running,
+    refresh_and_wait,
+    spawn,
+    stop_components,
+    wait_healthy,
+)
 from havm.faultnet import write_faults
 from havm.ports import free_ports, port_is_free
 from manager.core.topology import (
@@ -48,21 +54,6 @@ from manager.core.topology import (
     topology_to_dict,
     without_host,
 )
-
-
-@dataclass(frozen=True)
-class UpSettings:
-    """Timeouts of `havm up` / `havm down`, in seconds."""
-
-    healthy_timeout: float = 30.0
-    poll_interval: float = 0.05
-    stop_timeout: float = 10.0
-    refresh_timeout: float = 15.0
-
-
-class LocalClusterError(Exception):
-    """`up` or `down` cannot proceed; the message says why."""
-
 
 # ----------------------------------------------------------------------------- topology
 
@@ -147,161 +138,9 @@ def relay_argv(links_file: Path, faults_file: Path) -> list[str]:
     return [sys.executable, "-m", "havm.faultnet", "--links", str(links_file), "--faults", str(faults_file)]
 
 
-def is_relay(name: str) -> bool:
-    """`havm up`'s fault relay, or the relay of a host `havm host add` started."""
-    return name == "faultnet" or name.startswith("faultnet:")
-
-
 def argv_value(component: Component, flag: str) -> str:
     """The value of a command-line option of a component (its --links file, say)."""
     return component.argv[component.argv.index(flag) + 1]
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-def is_running(component: Component) -> bool:
-    """True when the recorded pid is alive and still runs this component's command."""
-    if component.pid <= 0:
-        return False
-    try:
-        cmdline = Path(f"/proc/{component.pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    if not cmdline:  # a zombie: exited, not yet reaped
-        return False
-    return cmdline.split(b"\0")[: len(component.argv)] == [a.encode() for a in component.argv]
-
-
-def spawn(component: Component) -> subprocess.Popen[bytes]:
-    """Start a component in its own session so it outlives a detached `havm up`."""
-    log = open(component.log, "ab")  # noqa: SIM115 - the child owns it from here on
-    try:
-        proc = subprocess.Popen(
-            component.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    finally:
-        log.close()
-    component.pid = proc.pid
-    return proc
-
-
-def stop_components(components: list[Component], timeout: float) -> list[str]:
-    """SIGTERM every running component, SIGKILL what is left after `timeout`.
-
-    Returns the names of the components that had to be killed.
-    """
-    running = [c for c in components if is_running(c)]
-    for c in running:
-        _signal_group(c.pid, signal.SIGTERM)
-        # A frozen or powered-off process acts on SIGTERM only once it runs again.
-        _signal_group(c.pid, signal.SIGCONT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(is_running(c) for c in running):
-        time.sleep(0.05)
-    killed = []
-    for c in running:
-        if is_running(c):
-            killed.append(c.name)
-        # The whole process group: nothing a component started may survive it.
-        _signal_group(c.pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(is_running(c) for c in running):
-        time.sleep(0.02)
-    return killed
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def log_tail(component: Component, lines: int = 15) -> str:
-    try:
-        text = Path(component.log).read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-# ----------------------------------------------------------------------------- health
-
-
-def tcp_ready(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def grpc_serving(address: str) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=0.5
-            )
-    except grpc.RpcError:
-        return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def wait_healthy(
-    components: list[Component], started: dict[str, subprocess.Popen[bytes]], settings: UpSettings
-) -> None:
-    """Block until every component is healthy; raise naming those that are not.
-
-    `started` holds the processes this `up` started: their exit is noticed at once.
-    """
-    pending = {c.name: c for c in components}
-    deadline = time.monotonic() + settings.healthy_timeout
-    while pending:
-        for name, c in list(pending.items()):
-            proc = started.get(name)
-            if proc is not None and proc.poll() is not None:
-                raise LocalClusterError(
-                    f"{name} exited during start-up (status {proc.returncode}); "
-                    f"last lines of {c.log}:\n{log_tail(c)}"
-                )
-            if proc is None and not is_running(c):
-                raise LocalClusterError(f"{name} (pid {c.pid}) stopped while the cluster started")
-            tcp_only = name == "broker" or is_relay(name)
-            healthy = tcp_ready(c.address) if tcp_only else grpc_serving(c.address)
-            if healthy:
-                del pending[name]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise LocalClusterError(
-                f"not healthy after {settings.healthy_timeout:.0f} s: {', '.join(sorted(pending))}"
-            )
-        time.sleep(settings.poll_interval)
-
-
-def refresh_and_wait(manager_address: str, timeout: float) -> None:
-    """Have the manager pull every agent's inventory once, so hosts show `ok` at once."""
-    import grpc
-
-    from havm.v1 import manager_pb2, manager_pb2_grpc
-
-    with grpc.insecure_channel(manager_address) as channel:
-        stub = manager_pb2_grpc.ManagerServiceStub(channel)
-        job = stub.RefreshCluster(manager_pb2.RefreshClusterRequest(), timeout=timeout).job
-        for update in stub.WatchJob(manager_pb2.WatchJobRequest(id=job.id), timeout=timeout):
-            job = update.job
-        if job.state == manager_pb2.JOB_STATE_FAILED:
-            raise LocalClusterError(f"the first cluster refresh failed: {job.error}")
 
 
 # ----------------------------------------------------------------------------- up / down
