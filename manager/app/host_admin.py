@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from manager.app.events import EventBus
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.refresh import RefreshService
 from manager.core.agent_port import AgentPort
@@ -50,6 +51,7 @@ class HostAdmin:
         refresher: RefreshService,
         capacity_changed: Callable[[str | None], None],
         clock: Callable[[], datetime],
+        events: EventBus | None = None,
     ) -> None:
         self._store = store
         self._agents = agents
@@ -58,6 +60,11 @@ class HostAdmin:
         # Called with the cluster whose nodes changed (None for a standalone host).
         self._capacity_changed = capacity_changed
         self._clock = clock
+        self._events = events
+
+    def _tell(self, detail: str, host: str) -> None:
+        if self._events is not None:
+            self._events.emit("topology", detail, host=host)
 
     def add(self, spec: HostSpec) -> tuple[JobRecord, HostRecord]:
         """Record the host and its membership now; refresh it in the job."""
@@ -72,6 +79,7 @@ class HostAdmin:
             self._store.put_cluster(joined(cluster, host.name))
         where = f"cluster {cluster.name}" if cluster is not None else "the manager as a standalone host"
         log.info("host %s (%s) added to %s", host.name, host.address, where)
+        self._tell(f"host {host.name} was added to {where} at {host.address}", host.name)
         self._capacity_changed(spec.cluster)
 
         async def work(job: JobHandle) -> str:
@@ -105,6 +113,7 @@ class HostAdmin:
         where = f"cluster {cluster.name}" if cluster is not None else "the manager"
         origin = "added at runtime" if host.added_at_runtime else "declared by the topology"
         log.info("host %s (%s) removed from %s", name, origin, where)
+        self._tell(f"host {name} ({origin}) was removed from {where}", name)
         self._capacity_changed(host.cluster)
 
         async def work(job: JobHandle) -> str:

@@ -107,7 +107,9 @@ class ManagerApp:
             settings,
             lambda: self.migrations.policy.max_live_migrations_per_host,
         )
-        self.host_admin = HostAdmin(store, agents, self.jobs, self.refresher, self._capacity_changed, clock)
+        self.host_admin = HostAdmin(
+            store, agents, self.jobs, self.refresher, self._capacity_changed, clock, self.events
+        )
         self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None

@@ -435,3 +435,22 @@ async def test_an_added_host_that_beats_is_never_suspect(virtual: VirtualTimeClu
     await virtual.advance(10)
     assert virtual.state("node5") is HostState.OK
     assert virtual.detector_events("node5") == []
+
+
+async def test_the_apps_own_host_admin_tells_additions_and_removals_as_events(
+    app: Manager, node5: FakeAgent
+) -> None:
+    job, _ = app.app.host_admin.add(spec("node5", node5.address))
+    assert (await app.finished(job)).state is JobState.COMPLETED
+    assert (await app.finished(app.app.host_admin.remove("node5"))).state is JobState.COMPLETED
+    told = [e.detail for e in app.app.events.recent(100) if e.kind == "topology" and e.host == "node5"]
+    assert told == [
+        f"host node5 was added to cluster cluster1 at {node5.address}",
+        "host node5 (added at runtime) was removed from cluster cluster1",
+    ]
+    # The cluster's reserve verdict was judged with node5 and without it.
+    assert app.app.cluster_report(app.app.get_cluster("cluster1")).healthy_nodes == (
+        "node1",
+        "node2",
+        "node3",
+    )
