@@ -163,12 +163,17 @@ def host_score(host: HostCapacity, request: PlacementRequest) -> float:
     return (request.weights.memory * memory_left + request.weights.cpu * cpu_left) / total
 
 
+def stars(score: float) -> float:
+    """A host's score as 0.5 to 5 stars in half steps: a host the VM fits on never shows
+    zero stars, since zero means "cannot take it"."""
+    return max(0.5, min(MAX_STARS, round(MAX_STARS * score * 2) / 2))
+
+
 def rate_host(host: HostCapacity, request: PlacementRequest) -> float:
     """0 to 5 stars in half-star steps (see `host_score`); 0 when the VM does not fit."""
     if request.memory_mb > host.memory_free_mb or host.usable_memory_mb <= 0:
         return 0.0
-    # A host the VM fits on never shows zero stars: zero means "cannot take it".
-    return max(0.5, min(MAX_STARS, round(MAX_STARS * host_score(host, request) * 2) / 2))
+    return stars(host_score(host, request))
 
 
 def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> None:
@@ -291,7 +296,8 @@ def place(snapshot: PlacementSnapshot, request: PlacementRequest) -> PlacementDe
         if storage is None:
             rejections.append((host.name, why or "cannot take the VM"))
             continue
-        rating = (rate_host(host, request), host_score(host, request))
+        score = host_score(host, request)
+        rating = (stars(score) if host.usable_memory_mb > 0 else 0.0, score)
         # Most stars win, then the finer score (so equal stars still spread the load);
         # among equals the first name, so decisions are stable.
         if best is None or rating > best[0]:
