@@ -3,7 +3,8 @@
 The topology is the operator's description of the emulated datacenter. The manager
 loads it at start and the CLI's `havm up` uses it to start one agent per host, so the
 parsing and every validation rule live here, once, as pure functions over what
-`yaml.safe_load` returned. Each error names the field path and what is wrong with it.
+`yaml.safe_load` returned (one host entry's rules in `topology_hosts`). Each error names
+the field path and what is wrong with it.
 
 Format (YAML)::
 
@@ -64,8 +65,21 @@ from manager.core.topology_fields import (
     read_name,
     read_number,
     read_required,
-    read_text,
     show_value,
+)
+from manager.core.topology_hosts import (
+    DEFAULTABLE_HOST_KEYS,
+    MAX_CAPACITY_GB,
+    MAX_CORES,
+    PROFILES,
+    CpuSpec,
+    DiskSpec,
+    HostSpec,
+    NetworkSpec,
+    host_defaults_of,
+    host_to_dict,
+    parse_host,
+    parse_host_entry,
 )
 
 __all__ = [
@@ -87,33 +101,12 @@ __all__ = [
     "without_host",
 ]
 
-PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
-CPU_VENDORS = ("GenuineIntel", "AuthenticAMD")
-DEFAULT_HOST_RESERVE_MB = 1024
 DEFAULT_CLUSTER_RESERVE = 1
-# Upper bounds of topology integers: far above any real host, far below int32/int64 overflow.
-MAX_MEMORY_MB = 16_777_216  # 16 TiB
-MAX_CAPACITY_GB = 1_048_576  # 1 PiB
-MAX_CORES = 1024
-MAX_MHZ = 100_000
-MAX_VLAN_ID = 4094
 
 _TOP_KEYS = ("version", "host_defaults", "clusters", "hosts", "migration", "placement")
 PLACEMENT_GOALS = ("load_balancing", "resource_maximization")
 _PLACEMENT_KEYS = ("goal", "memory_weight", "cpu_weight")
 MAX_RATING_WEIGHT = 100.0
-_HOST_KEYS = (
-    "name",
-    "profile",
-    "cpu",
-    "memory_mb",
-    "host_reserve_mb",
-    "disks",
-    "networks",
-    "address",
-    "migration_address",
-)
-_DEFAULTABLE_HOST_KEYS = tuple(k for k in _HOST_KEYS if k not in ("name", "address", "migration_address"))
 NO_CONVERGE_POLICIES = ("quick", "fail")
 MAX_LIVE_MIGRATIONS = 64
 MAX_PASSES = 1000
@@ -128,34 +121,9 @@ _MIGRATION_KEYS = (
     "no_converge",
     "stall_timeout_s",
 )
-_CPU_KEYS = ("vendor", "model", "features", "cores", "mhz")
-_DISK_KEYS = ("name", "capacity_gb")
-_NETWORK_KEYS = ("name", "bound_to", "vlan_id")
 _CLUSTER_KEYS = ("name", "profile", "reserve", "nodes", "csvs", "luns")
 _CSV_KEYS = ("name", "capacity_gb")
 _LUN_KEYS = ("name", "capacity_gb", "visible_to")
-
-
-@dataclass(frozen=True)
-class CpuSpec:
-    vendor: str
-    model: str
-    features: tuple[str, ...]
-    cores: int
-    mhz: int
-
-
-@dataclass(frozen=True)
-class DiskSpec:
-    name: str
-    capacity_gb: int
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    name: str
-    bound_to: str
-    vlan_id: int
 
 
 @dataclass(frozen=True)
@@ -164,22 +132,6 @@ class VolumeSpec:
     kind: str  # "csv" | "lun"
     capacity_gb: int
     visible_to: tuple[str, ...]  # host names
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    name: str
-    profile: str  # "hyperv-2008" | "hyperv-2008r2" | "esx"
-    cluster: str | None
-    cpu: CpuSpec
-    memory_mb: int
-    host_reserve_mb: int
-    disks: tuple[DiskSpec, ...]
-    networks: tuple[NetworkSpec, ...]
-    address: str | None
-    # Where other agents reach this one's migration stream (a live-migration network of
-    # its own); None means `address`.
-    migration_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -276,7 +228,7 @@ def parse_topology(data: object) -> Topology:
 
     defaults: dict[str, Any] = {}
     if top.get("host_defaults") is not None:
-        defaults = read_mapping(top["host_defaults"], "host_defaults", _DEFAULTABLE_HOST_KEYS)
+        defaults = read_mapping(top["host_defaults"], "host_defaults", DEFAULTABLE_HOST_KEYS)
 
     if top.get("hosts") is None:
         raise TopologyError("hosts", "is required: list at least one host")
@@ -287,7 +239,7 @@ def parse_topology(data: object) -> Topology:
     hosts: list[HostSpec] = []
     seen_hosts: set[str] = set()
     for i, raw in enumerate(raw_hosts):
-        host = _parse_host(raw, f"hosts[{i}]", defaults)
+        host = parse_host(raw, f"hosts[{i}]", defaults)
         if host.name in seen_hosts:
             raise TopologyError(f"hosts[{i}].name", f"duplicate host name '{host.name}'")
         seen_hosts.add(host.name)
@@ -339,25 +291,6 @@ def _parse_placement(raw: object, field: str) -> PlacementSettings:
     )
 
 
-def host_defaults_of(data: object) -> dict[str, Any]:
-    """The `host_defaults` of a topology as `yaml.safe_load` returned it (empty when it
-    has none), checked key by key. Pure."""
-    if not isinstance(data, dict) or data.get("host_defaults") is None:
-        return {}
-    return read_mapping(data["host_defaults"], "host_defaults", _DEFAULTABLE_HOST_KEYS)
-
-
-def parse_host_entry(
-    raw: object, host_defaults: dict[str, Any] | None = None, field: str = "host"
-) -> HostSpec:
-    """One host entry in the topology's format (an item of `hosts:`), with a topology's
-    `host_defaults` merged in as `parse_topology` merges them, checked by the same rules;
-    errors name `field` (or `host_defaults`) and the key. The entry says nothing of
-    cluster membership: the result is standalone until the caller says otherwise. Pure."""
-    defaults = read_mapping(host_defaults, "host_defaults", _DEFAULTABLE_HOST_KEYS) if host_defaults else {}
-    return _parse_host(raw, field, defaults)
-
-
 def _parse_migration(raw: object, field: str) -> MigrationSettings:
     entry = read_mapping(raw, field, _MIGRATION_KEYS)
     default = MigrationSettings()
@@ -394,103 +327,6 @@ def _parse_migration(raw: object, field: str) -> MigrationSettings:
             exclusive_minimum=True,
         ),
     )
-
-
-def _parse_host(raw: object, field: str, defaults: dict[str, Any]) -> HostSpec:
-    entry = read_mapping(raw, field, _HOST_KEYS)
-
-    def path(key: str) -> str:
-        # A value inherited from host_defaults is reported where the user wrote it.
-        return f"host_defaults.{key}" if key not in entry and key in defaults else f"{field}.{key}"
-
-    merged = {**defaults, **entry}
-    name = read_name(read_required(entry, "name", field), f"{field}.name")
-    if "profile" not in merged:
-        raise TopologyError(f"{field}.profile", "is required (here or under host_defaults)")
-    profile = read_choice(merged["profile"], path("profile"), PROFILES)
-    if "cpu" not in merged:
-        raise TopologyError(f"{field}.cpu", "is required (here or under host_defaults)")
-    cpu = _parse_cpu(merged["cpu"], path("cpu"))
-    if "memory_mb" not in merged:
-        raise TopologyError(f"{field}.memory_mb", "is required (here or under host_defaults)")
-    memory_mb = read_int(merged["memory_mb"], path("memory_mb"), 1, MAX_MEMORY_MB)
-    reserve_mb = read_int(
-        merged.get("host_reserve_mb", DEFAULT_HOST_RESERVE_MB), path("host_reserve_mb"), 0, MAX_MEMORY_MB
-    )
-    if memory_mb <= reserve_mb:
-        raise TopologyError(
-            path("memory_mb"),
-            f"must be greater than host_reserve_mb ({reserve_mb}), got {memory_mb}",
-        )
-    disks = _parse_disks(merged.get("disks", []), path("disks"))
-    networks = _parse_networks(merged.get("networks", []), path("networks"))
-    address = entry.get("address")
-    if address is not None:
-        address = _parse_address(address, f"{field}.address")
-    migration_address = entry.get("migration_address")
-    if migration_address is not None:
-        migration_address = _parse_address(migration_address, f"{field}.migration_address")
-    return HostSpec(
-        name=name,
-        profile=profile,
-        cluster=None,
-        cpu=cpu,
-        memory_mb=memory_mb,
-        host_reserve_mb=reserve_mb,
-        disks=disks,
-        networks=networks,
-        address=address,
-        migration_address=migration_address,
-    )
-
-
-def _parse_cpu(raw: object, field: str) -> CpuSpec:
-    entry = read_mapping(raw, field, _CPU_KEYS)
-    vendor = read_choice(read_required(entry, "vendor", field), f"{field}.vendor", CPU_VENDORS)
-    model = read_text(read_required(entry, "model", field), f"{field}.model")
-    features: list[str] = []
-    for k, feature in enumerate(read_list(entry.get("features", []), f"{field}.features")):
-        features.append(read_text(feature, f"{field}.features[{k}]"))
-    cores = read_int(read_required(entry, "cores", field), f"{field}.cores", 1, MAX_CORES)
-    mhz = read_int(read_required(entry, "mhz", field), f"{field}.mhz", 1, MAX_MHZ)
-    return CpuSpec(vendor=vendor, model=model, features=tuple(features), cores=cores, mhz=mhz)
-
-
-def _parse_disks(raw: object, field: str) -> tuple[DiskSpec, ...]:
-    disks: list[DiskSpec] = []
-    for k, item in enumerate(read_list(raw, field)):
-        at = f"{field}[{k}]"
-        entry = read_mapping(item, at, _DISK_KEYS)
-        name = read_name(read_required(entry, "name", at), f"{at}.name")
-        if any(d.name == name for d in disks):
-            raise TopologyError(f"{at}.name", f"duplicate disk name '{name}'")
-        capacity = read_int(read_required(entry, "capacity_gb", at), f"{at}.capacity_gb", 1, MAX_CAPACITY_GB)
-        disks.append(DiskSpec(name=name, capacity_gb=capacity))
-    return tuple(disks)
-
-
-def _parse_networks(raw: object, field: str) -> tuple[NetworkSpec, ...]:
-    networks: list[NetworkSpec] = []
-    for k, item in enumerate(read_list(raw, field)):
-        at = f"{field}[{k}]"
-        entry = read_mapping(item, at, _NETWORK_KEYS)
-        name = read_text(read_required(entry, "name", at), f"{at}.name")
-        if any(n.name == name for n in networks):
-            raise TopologyError(f"{at}.name", f"duplicate network name '{name}'")
-        bound_to = read_text(read_required(entry, "bound_to", at), f"{at}.bound_to")
-        vlan_id = read_int(entry.get("vlan_id", 0), f"{at}.vlan_id", 0, MAX_VLAN_ID)
-        if vlan_id > 4094:
-            raise TopologyError(f"{at}.vlan_id", f"must be between 0 and 4094, got {vlan_id}")
-        networks.append(NetworkSpec(name=name, bound_to=bound_to, vlan_id=vlan_id))
-    return tuple(networks)
-
-
-def _parse_address(raw: object, field: str) -> str:
-    text = read_text(raw, field)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TopologyError(field, f"must be host:port with a port from 1 to 65535, got {text!r}")
-    return text
 
 
 def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> ClusterSpec:
@@ -603,30 +439,6 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
         "placement": placement,
         "hosts": hosts,
     }
-
-
-def host_to_dict(h: HostSpec) -> dict[str, Any]:
-    """The explicit host entry of a host (cluster membership aside); parse_host_entry reads it back."""
-    host: dict[str, Any] = {
-        "name": h.name,
-        "profile": h.profile,
-        "cpu": {
-            "vendor": h.cpu.vendor,
-            "model": h.cpu.model,
-            "features": list(h.cpu.features),
-            "cores": h.cpu.cores,
-            "mhz": h.cpu.mhz,
-        },
-        "memory_mb": h.memory_mb,
-        "host_reserve_mb": h.host_reserve_mb,
-        "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in h.disks],
-        "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in h.networks],
-    }
-    if h.address is not None:
-        host["address"] = h.address
-    if h.migration_address is not None:
-        host["migration_address"] = h.migration_address
-    return host
 
 
 def without_host(topology: Topology, name: str) -> Topology:
