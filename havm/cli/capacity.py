@@ -17,7 +17,7 @@ import typer
 from havm.cli import render
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, client
-from havm.cli.vm import parse_storage
+from havm.cli.vm import CpusOption, DiskOption, MemoryOption, NetworkOption, StorageOption, parse_storage
 from havm.v1 import manager_pb2
 
 RATING_COLUMNS = {"host": "HOST", "cluster": "CLUSTER", "stars": "STARS", "why": "REASONS"}
@@ -30,21 +30,12 @@ class MaintenanceModeChoice(enum.StrEnum):
 
 def place_vm(
     ctx: typer.Context,
-    memory_mb: Annotated[int, typer.Option("--memory-mb", min=1, max=INT32_MAX, help="Guest memory.")],
-    cpus: Annotated[
-        int | None, typer.Option("--cpus", min=1, max=INT32_MAX, help="Virtual CPUs (default 1).")
-    ] = None,
-    disk_gb: Annotated[
-        int | None, typer.Option("--disk-gb", min=1, max=INT32_MAX, help="Virtual disk size (default 20).")
-    ] = None,
+    memory_mb: MemoryOption,
+    cpus: CpusOption = None,
+    disk_gb: DiskOption = None,
     ha: Annotated[bool, typer.Option("--ha", help="A highly available VM.")] = False,
-    storage: Annotated[
-        str | None,
-        typer.Option("--storage", metavar="KIND:NAME", help="csv:Volume1, lun:lun1 or local:C."),
-    ] = None,
-    network: Annotated[
-        list[str] | None, typer.Option("--network", help="A virtual network it needs; repeatable.")
-    ] = None,
+    storage: StorageOption = None,
+    network: NetworkOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Rate every host for a VM of this shape, best first, with the reasons (creates nothing)."""

@@ -28,6 +28,22 @@ class RestartPriority(enum.StrEnum):
     none = "none"
 
 
+# The options that describe a VM's shape: `vm create` and `vm place` take the same ones.
+MemoryOption = Annotated[int, typer.Option("--memory-mb", min=1, max=INT32_MAX, help="Guest memory.")]
+CpusOption = Annotated[
+    int | None, typer.Option("--cpus", min=1, max=INT32_MAX, help="Virtual CPUs (default 1).")
+]
+DiskOption = Annotated[
+    int | None, typer.Option("--disk-gb", min=1, max=INT32_MAX, help="Virtual disk size (default 20).")
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option("--storage", metavar="KIND:NAME", help="csv:Volume1, lun:lun1 or local:C."),
+]
+NetworkOption = Annotated[
+    list[str] | None, typer.Option("--network", help="A virtual network it uses; repeatable.")
+]
+
 vm_app = typer.Typer(help="Create, list, operate and delete virtual machines.", no_args_is_help=True)
 
 _STORAGE_KINDS = {prefix: kind for kind, prefix in render.STORAGE_PREFIXES.items()}
@@ -74,24 +90,15 @@ def show_vm(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.t
 def create_vm(
     ctx: typer.Context,
     name: str,
-    memory_mb: Annotated[int, typer.Option("--memory-mb", min=1, max=INT32_MAX, help="Guest memory.")],
-    cpus: Annotated[
-        int | None, typer.Option("--cpus", min=1, max=INT32_MAX, help="Virtual CPUs (default 1).")
-    ] = None,
-    disk_gb: Annotated[
-        int | None, typer.Option("--disk-gb", min=1, max=INT32_MAX, help="Virtual disk size (default 20).")
-    ] = None,
+    memory_mb: MemoryOption,
+    cpus: CpusOption = None,
+    disk_gb: DiskOption = None,
     ha: Annotated[bool, typer.Option("--ha", help="Make it highly available.")] = False,
     host: Annotated[
         str, typer.Option("--host", help="Place it here instead of letting placement choose.")
     ] = "",
-    storage: Annotated[
-        str | None,
-        typer.Option("--storage", metavar="KIND:NAME", help="csv:Volume1, lun:lun1 or local:C."),
-    ] = None,
-    network: Annotated[
-        list[str] | None, typer.Option("--network", help="A virtual network to connect; repeatable.")
-    ] = None,
+    storage: StorageOption = None,
+    network: NetworkOption = None,
     dirty_rate_mb_s: Annotated[
         float | None,
         typer.Option("--dirty-rate-mb-s", min=0, help="Guest memory dirtied per second (default 1)."),

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 from manager.app.events import EventBus
 from manager.core.capacity import ReserveReport, reserve_report
 from manager.core.errors import NotFoundError
 from manager.core.inventory import build_snapshot
 from manager.core.model import Event
-from manager.core.rating import ClusterReserve
 from manager.core.settings import Settings
 from manager.core.store import Store
 
@@ -31,20 +29,12 @@ log = logging.getLogger(__name__)
 _STALE_AFTER = frozenset({"host_state", "vm_state", "topology", "failover"})
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    state: str
-    failed_nodes: tuple[str, ...]
-    unplaced_vms: tuple[str, ...]
-
-
 class CapacityService:
     def __init__(self, store: Store, settings: Settings, bus: EventBus) -> None:
         self._store = store
         self._settings = settings
         self._bus = bus
         self._reports: dict[str, ReserveReport] = {}
-        self._told: dict[str, _Verdict] = {}
         self._stale = True
         self._wake = asyncio.Event()
         bus.add_publisher(self._on_event)
@@ -72,16 +62,11 @@ class CapacityService:
         """The verdict last judged, without judging again (for publishing it)."""
         return self._reports.get(cluster)
 
-    def reserves(self) -> dict[str, ClusterReserve]:
-        """Every cluster's reserve and verdict, for host ratings."""
+    def reports(self) -> dict[str, ReserveReport]:
+        """Every cluster's verdict, judged again first if anything changed, for ratings."""
         if self._stale:
             self.judge_all()
-        clusters = {c.name: c for c in self._store.list_clusters()}
-        return {
-            name: ClusterReserve(clusters[name].reserve, report)
-            for name, report in self._reports.items()
-            if name in clusters
-        }
+        return dict(self._reports)
 
     def judge_all(self) -> None:
         """Judge every cluster now; tell each verdict that changed."""
@@ -99,24 +84,14 @@ class CapacityService:
                 vms,
                 max_vcpus_per_core=self._settings.max_vcpus_per_core,
             )
-        self._reports = reports
-        for name in set(self._told) - set(reports):
-            del self._told[name]
-        for _name, report in sorted(reports.items()):
-            self._tell(report)
+        previous, self._reports = self._reports, reports
+        for name, report in sorted(reports.items()):
+            self._tell(previous.get(name), report)
 
-    def _tell(self, report: ReserveReport) -> None:
-        over = report.overcommit
-        verdict = _Verdict(
-            report.state.value,
-            over.failed_nodes if over else (),
-            over.unplaced_vms if over else (),
-        )
-        before = self._told.get(report.cluster)
-        if before == verdict:
+    def _tell(self, before: ReserveReport | None, report: ReserveReport) -> None:
+        if before is not None and _verdict(before) == _verdict(report):
             return
-        self._told[report.cluster] = verdict
-        was = f"{before.state} => " if before is not None else ""
+        was = f"{before.state.value} => " if before is not None else ""
         detail = f"cluster {report.cluster} {was}{report.summary()}"
         log.info("%s", detail)
         self._bus.emit("cluster_state", detail, cluster=report.cluster)
@@ -136,3 +111,9 @@ class CapacityService:
                     self.judge_all()
                 except Exception:  # a bug here must not stop the manager's reactions
                     log.exception("judging the cluster reserve failed")
+
+
+def _verdict(report: ReserveReport) -> tuple[object, ...]:
+    """What a `cluster_state` event tells: the state and the failure set that breaks it."""
+    over = report.overcommit
+    return (report.state, over.failed_nodes if over else (), over.unplaced_vms if over else ())

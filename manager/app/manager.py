@@ -108,17 +108,13 @@ class ManagerApp:
             lambda: self.migrations.policy.max_live_migrations_per_host,
         )
         self.host_admin = HostAdmin(
-            store, agents, self.jobs, self.refresher, self._capacity_changed, clock, self.events
+            store, agents, self.jobs, self.refresher, self.capacity.changed, clock, self.events
         )
         self.ha: HaService | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._ha_task: asyncio.Task[None] | None = None
         self._capacity_task: asyncio.Task[None] | None = None
         self._recovery_task: asyncio.Task[None] | None = None
-
-    def _capacity_changed(self, cluster: str | None) -> None:
-        """Something that can change a cluster's reserve verdict happened."""
-        self.capacity.changed(cluster)
 
     # --- lifecycle -----------------------------------------------------------------
 

@@ -175,7 +175,7 @@ class VmService:
         vms = self._store.list_vms()
         snapshot = build_snapshot(self._store.list_hosts(), self._store.list_clusters(), vms)
         check_request(snapshot, request)
-        ratings = rate_hosts(snapshot, request, vms, self._capacity.reserves())
+        ratings = rate_hosts(snapshot, request, vms, self._capacity.reports())
         best = next((r.host for r in ratings if r.stars > 0), None)
         return RatingsView(ratings, best, self._settings.placement_goal)
 
@@ -247,7 +247,7 @@ class VmService:
             snapshot,
             request,
             vms,
-            self._capacity.reserves(),
+            self._capacity.reports(),
             restart_priority=command.restart_priority,
             starts=not command.no_start,
         )

@@ -47,7 +47,7 @@ def restart_order(vms: Sequence[VmRecord]) -> list[VmRecord]:
     return sorted(vms, key=lambda vm: (RESTART_RANK.get(vm.restart_priority, 9), vm.name))
 
 
-def _take(host: HostCapacity, vm: VmRecord) -> HostCapacity:
+def placed_on(host: HostCapacity, vm: VmRecord) -> HostCapacity:
     """The host's room once `vm` runs there."""
     return replace(
         host,
@@ -131,6 +131,6 @@ def plan_restarts(
         if decision.host is None:
             waiting.append((vm.id, "; ".join(f"{h} {why}" for h, why in decision.rejections)))
             continue
-        hosts[decision.host] = _take(hosts[decision.host], vm)
+        hosts[decision.host] = placed_on(hosts[decision.host], vm)
         restarts.append(Restart(vm.id, vm.name, decision.host, decision.storage))
     return RestartPlan(tuple(restarts), tuple(waiting), tuple(skipped), now)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from manager.core.capacity import ReserveReport
 from manager.core.errors import FailedPreconditionError, ResourceExhaustedError
 from manager.core.model import RestartPriority, StorageLocation, VmRecord
 from manager.core.placement import (
@@ -24,7 +25,7 @@ from manager.core.placement import (
     describe_vm,
     pick_storage,
 )
-from manager.core.rating import RESERVE_REASONS, ClusterReserve, HostRating, rate_hosts, rate_one
+from manager.core.rating import RESERVE_REASONS, HostRating, rate_hosts, rate_one
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def choose_host(
     snapshot: PlacementSnapshot,
     request: PlacementRequest,
     vms: Sequence[VmRecord],
-    clusters: Mapping[str, ClusterReserve],
+    clusters: Mapping[str, ReserveReport],
     *,
     restart_priority: RestartPriority = RestartPriority.MEDIUM,
     starts: bool = True,

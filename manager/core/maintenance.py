@@ -13,14 +13,15 @@ if every step succeeds; a failed step leaves the VMs already moved where they we
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 
-from manager.core.errors import FailedPreconditionError, InvalidArgumentError
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError, ManagerError
+from manager.core.failover import placed_on, restart_request, without_self
 from manager.core.inventory import ACTIVE_VM_STATES
 from manager.core.migration import LIVE_PROFILES
 from manager.core.model import HostRecord, VmRecord
-from manager.core.placement import PlacementRequest, PlacementSnapshot, place
+from manager.core.placement import PlacementSnapshot, place
 from manager.core.states import HostState, VmState
 
 
@@ -96,26 +97,20 @@ def plan_maintenance(
         if not live:
             steps.append(MaintenanceStep(vm.id, vm.name, StepAction.SAVE))
             continue
-        request = PlacementRequest(
-            vm_name=vm.name,
-            memory_mb=vm.memory_mb,
-            cpus=vm.cpus,
-            disk_gb=0,
-            highly_available=True,
-            networks=vm.networks,
-            max_vcpus_per_core=max_vcpus_per_core,
-        )
-        decision = place(PlacementSnapshot(tuple(room.values())), request)
+        # The files stay on shared storage, as after a failover: the target needs no room
+        # for them, only to see them.
+        request = restart_request(vm, max_vcpus_per_core)
+        candidates = PlacementSnapshot(tuple(without_self(h, vm) for h in room.values()))
+        try:
+            decision = place(candidates, request)
+        except ManagerError as error:  # no other node sees the VM's volume
+            stuck.append((vm.name, error.message))
+            continue
         if decision.host is None:
             reasons = "; ".join(f"{h} {why}" for h, why in decision.rejections) or "it has no other node"
             stuck.append((vm.name, reasons))
             continue
-        chosen = room[decision.host]
-        room[decision.host] = replace(
-            chosen,
-            memory_free_mb=chosen.memory_free_mb - vm.memory_mb,
-            running_vcpus=chosen.running_vcpus + vm.cpus,
-        )
+        room[decision.host] = placed_on(room[decision.host], vm)
         steps.append(MaintenanceStep(vm.id, vm.name, StepAction.LIVE_MIGRATE, decision.host))
     return tuple(steps), tuple(stuck)
 

@@ -66,14 +66,6 @@ class HostRating:
         return f"{self.host} " + ", ".join(n.detail for n in self.blocking)
 
 
-@dataclass(frozen=True)
-class ClusterReserve:
-    """What rating needs to know of a cluster: its reserve and current verdict."""
-
-    reserve: int
-    report: ReserveReport
-
-
 def planned_vm(
     request: PlacementRequest, host: str, storage: StorageLocation | None, **kw: object
 ) -> VmRecord:
@@ -142,7 +134,7 @@ def rate_one(
     host: HostCapacity,
     request: PlacementRequest,
     vms: Sequence[VmRecord],
-    clusters: Mapping[str, ClusterReserve],
+    clusters: Mapping[str, ReserveReport],
     *,
     protected: bool = True,
 ) -> HostRating:
@@ -156,7 +148,7 @@ def rate_one(
         notes.append(RatingNote(RatingReason.STORAGE, why, True))
     cluster = clusters.get(host.cluster or "")
     if request.highly_available and cluster is not None and not notes:
-        current = cluster.report.overcommit
+        current = cluster.overcommit
         if current is not None:
             notes.append(
                 RatingNote(
@@ -192,7 +184,7 @@ def rate_hosts(
     snapshot: PlacementSnapshot,
     request: PlacementRequest,
     vms: Sequence[VmRecord],
-    clusters: Mapping[str, ClusterReserve],
+    clusters: Mapping[str, ReserveReport],
     *,
     restart_priority: RestartPriority = RestartPriority.MEDIUM,
     starts: bool = True,
@@ -200,7 +192,7 @@ def rate_hosts(
     """Every host of the snapshot rated for the request, best first (zero stars last,
     then by name).
 
-    `clusters` maps each cluster's name to its reserve and current verdict. A VM that
+    `clusters` maps each cluster's name to its current verdict (which says its reserve). A VM that
     will not run (`starts` False) or that failover never restarts (priority `none`)
     cannot overcommit a cluster, so the what-if reserve check is skipped for it.
     """

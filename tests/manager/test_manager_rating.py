@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manager.core.capacity import reserve_report
+from manager.core.capacity import ReserveReport, reserve_report
 from manager.core.errors import FailedPreconditionError, ResourceExhaustedError
 from manager.core.host_choice import choose_host
 from manager.core.model import RestartPriority, StorageKind, StorageLocation, VmRecord
@@ -18,7 +18,7 @@ from manager.core.placement import (
     RatingReason,
     StorageRoom,
 )
-from manager.core.rating import ClusterReserve, rate_hosts
+from manager.core.rating import rate_hosts
 from manager.core.states import HostState, VmState
 
 CSV = StorageLocation(StorageKind.CSV, "Volume1")
@@ -72,8 +72,8 @@ def loaded(counts: dict[str, int]) -> tuple[PlacementSnapshot, list[VmRecord]]:
     return snapshot, vms
 
 
-def reserves(snapshot: PlacementSnapshot, vms: list[VmRecord], reserve: int = 1) -> dict[str, ClusterReserve]:
-    return {"cluster1": ClusterReserve(reserve, reserve_report("cluster1", reserve, snapshot, vms))}
+def reserves(snapshot: PlacementSnapshot, vms: list[VmRecord], reserve: int = 1) -> dict[str, ReserveReport]:
+    return {"cluster1": reserve_report("cluster1", reserve, snapshot, vms)}
 
 
 def test_every_host_is_rated_with_every_reason_it_cannot_take_the_vm() -> None:
