@@ -149,6 +149,15 @@ class ManagerClient:
     def update_vm(self, request: manager_pb2.UpdateVmRequest) -> manager_pb2.UpdateVmResponse:
         return self._call(self._stub.UpdateVm, request)
 
+    def repair_vm(
+        self, name: str, action: manager_pb2.RepairAction.ValueType
+    ) -> manager_pb2.RepairVmResponse:
+        return self._call(self._stub.RepairVm, manager_pb2.RepairVmRequest(name=name, action=action))
+
+    def shutdown_host(self, host: str, action: manager_pb2.ShutdownAction.ValueType) -> manager_pb2.Job:
+        request = manager_pb2.ShutdownHostRequest(host=host, action=action)
+        return self._call(self._stub.ShutdownHost, request).job
+
     def migrate_vm(self, request: manager_pb2.MigrateVmRequest) -> manager_pb2.MigrateVmResponse:
         return self._call(self._stub.MigrateVm, request)
 

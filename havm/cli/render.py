@@ -135,6 +135,57 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
         "failover_count": vm.failover_count,
         "processor_compatibility": vm.processor_compatibility,
         "migration_id": vm.migration_id or None,
+        "failover_policy": policy_dict(vm.failover_policy, vm.effective_max_failovers),
+        "recent_failovers": [
+            t.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z") for t in vm.recent_failovers
+        ],
+        "failed_action": (
+            enum_word(manager_pb2.FailedAction, vm.failed_action, "FAILED_ACTION_")
+            if vm.failed_action
+            else None
+        ),
+        "last_incident": incident_dict(vm.last_incident) if vm.HasField("last_incident") else None,
+    }
+
+
+def policy_dict(policy: manager_pb2.FailoverPolicy, effective_max: int) -> Row:
+    window = None
+    if policy.failback == manager_pb2.FAILBACK_MODE_WINDOW:
+        window = f"{policy.failback_window_start_hour:02d}-{policy.failback_window_end_hour:02d}"
+    return {
+        "preferred_owners": list(policy.preferred_owners),
+        "possible_owners": list(policy.possible_owners),
+        "max_failovers": effective_max,
+        "max_failovers_is_default": not policy.HasField("max_failovers"),
+        "failover_period_s": policy.failover_period_s,
+        "failback": (
+            enum_word(manager_pb2.FailbackMode, policy.failback, "FAILBACK_MODE_")
+            if policy.failback
+            else "never"
+        ),
+        "failback_window": window,
+    }
+
+
+def policy_text(policy: manager_pb2.FailoverPolicy, effective_max: int) -> str:
+    row = policy_dict(policy, effective_max)
+    parts = []
+    if row["preferred_owners"]:
+        parts.append(f"preferred owners {', '.join(row['preferred_owners'])}")
+    if row["possible_owners"]:
+        parts.append(f"possible owners {', '.join(row['possible_owners'])}")
+    parts.append(f"at most {effective_max} failover(s) in {policy.failover_period_s / 3600:g} h")
+    failback = row["failback"] if row["failback_window"] is None else f"window {row['failback_window']}"
+    parts.append(f"failback {failback}")
+    return "; ".join(parts)
+
+
+def incident_dict(incident: manager_pb2.Incident) -> Row:
+    return {
+        "kind": enum_word(manager_pb2.IncidentKind, incident.kind, "INCIDENT_KIND_"),
+        "time": timestamp(incident, "time"),
+        "hosts": list(incident.hosts),
+        "detail": incident.detail,
     }
 
 

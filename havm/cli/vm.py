@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from havm.cli import ha as ha_cli
 from havm.cli import render
 from havm.cli.client import ManagerClient
 from havm.cli.errors import CliError
@@ -126,9 +127,15 @@ def create_vm(
         ),
     ] = False,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
+    preferred_owners: ha_cli.PreferredOwnersOption = None,
+    possible_owners: ha_cli.PossibleOwnersOption = None,
+    max_failovers: ha_cli.MaxFailoversOption = None,
+    failover_period: ha_cli.FailoverPeriodOption = None,
+    failback: ha_cli.FailbackOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Create a virtual machine (and start it unless --no-start)."""
+    policy = ha_cli.PolicyOptions(preferred_owners, possible_owners, max_failovers, failover_period, failback)
     request = manager_pb2.CreateVmRequest(
         name=name,
         memory_mb=memory_mb,
@@ -150,6 +157,8 @@ def create_vm(
     location = parse_storage(storage)
     if location is not None:
         request.storage.CopyFrom(location)
+    if policy.given():
+        ha_cli.apply_policy_options(request.failover_policy, policy)
     manager = client(ctx)
     vm = _vm_after_job(manager, manager.create_vm(request).job, name, output)
     if vm is None:
@@ -186,19 +195,37 @@ def set_vm(
             show_default=False,
         ),
     ] = None,
+    preferred_owners: ha_cli.PreferredOwnersOption = None,
+    possible_owners: ha_cli.PossibleOwnersOption = None,
+    max_failovers: ha_cli.MaxFailoversOption = None,
+    failover_period: ha_cli.FailoverPeriodOption = None,
+    failback: ha_cli.FailbackOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Change a VM's settings."""
-    if processor_compatibility is None:
+    """Change a VM's settings: processor compatibility, failover policy."""
+    policy = ha_cli.PolicyOptions(preferred_owners, possible_owners, max_failovers, failover_period, failback)
+    if processor_compatibility is None and not policy.given():
         raise typer.BadParameter(
-            "nothing to change: give --processor-compatibility or --no-processor-compatibility"
+            "nothing to change: give --processor-compatibility/--no-processor-compatibility or a "
+            "failover policy option (--preferred-owners, --possible-owners, --max-failovers, "
+            "--failover-period, --failback)"
         )
-    request = manager_pb2.UpdateVmRequest(name=name, processor_compatibility=processor_compatibility)
+    request = manager_pb2.UpdateVmRequest(name=name)
+    if processor_compatibility is not None:
+        request.processor_compatibility = processor_compatibility
     manager = client(ctx)
+    if policy.given():
+        request.failover_policy.CopyFrom(manager.get_vm(name).failover_policy)
+        ha_cli.apply_policy_options(request.failover_policy, policy)
     vm = _vm_after_job(manager, manager.update_vm(request).job, name, output)
     if vm is None:
         return
-    print(f"VM {name}: processor compatibility {'on' if vm.processor_compatibility else 'off'}")
+    lines = []
+    if processor_compatibility is not None:
+        lines.append(f"processor compatibility {'on' if vm.processor_compatibility else 'off'}")
+    if policy.given():
+        lines.append(render.policy_text(vm.failover_policy, vm.effective_max_failovers))
+    print(f"VM {name}: {'; '.join(lines)}")
 
 
 def _operation_command(

@@ -30,6 +30,7 @@ class VmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VM_STATE_FAILED: _ClassVar[VmState]
     VM_STATE_UNKNOWN: _ClassVar[VmState]
     VM_STATE_MISSING: _ClassVar[VmState]
+    VM_STATE_WAITING: _ClassVar[VmState]
 
 class VmConfigStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -72,6 +73,7 @@ VM_STATE_MIGRATING: VmState
 VM_STATE_FAILED: VmState
 VM_STATE_UNKNOWN: VmState
 VM_STATE_MISSING: VmState
+VM_STATE_WAITING: VmState
 VM_CONFIG_STATUS_UNSPECIFIED: VmConfigStatus
 VM_CONFIG_STATUS_OK: VmConfigStatus
 VM_CONFIG_STATUS_UNSUPPORTED_CLUSTER_CONFIGURATION: VmConfigStatus

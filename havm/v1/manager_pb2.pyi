@@ -22,6 +22,8 @@ class HostState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HOST_STATE_FENCING: _ClassVar[HostState]
     HOST_STATE_FENCED: _ClassVar[HostState]
     HOST_STATE_MAINTENANCE: _ClassVar[HostState]
+    HOST_STATE_STOPPING: _ClassVar[HostState]
+    HOST_STATE_STOPPED: _ClassVar[HostState]
 
 class ClusterState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +38,26 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_COMPLETED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
 
+class FailbackMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILBACK_MODE_UNSPECIFIED: _ClassVar[FailbackMode]
+    FAILBACK_MODE_NEVER: _ClassVar[FailbackMode]
+    FAILBACK_MODE_IMMEDIATE: _ClassVar[FailbackMode]
+    FAILBACK_MODE_WINDOW: _ClassVar[FailbackMode]
+
+class FailedAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILED_ACTION_UNSPECIFIED: _ClassVar[FailedAction]
+    FAILED_ACTION_FAILOVER: _ClassVar[FailedAction]
+    FAILED_ACTION_THRESHOLD: _ClassVar[FailedAction]
+    FAILED_ACTION_START: _ClassVar[FailedAction]
+    FAILED_ACTION_REPORTED: _ClassVar[FailedAction]
+
+class IncidentKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INCIDENT_KIND_UNSPECIFIED: _ClassVar[IncidentKind]
+    INCIDENT_KIND_DUPLICATE_COPY: _ClassVar[IncidentKind]
+
 class JobStepOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STEP_OUTCOME_UNSPECIFIED: _ClassVar[JobStepOutcome]
@@ -45,6 +67,9 @@ class JobStepOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STEP_OUTCOME_SAVED: _ClassVar[JobStepOutcome]
     JOB_STEP_OUTCOME_FAILED: _ClassVar[JobStepOutcome]
     JOB_STEP_OUTCOME_NOT_ATTEMPTED: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_QUICK_MIGRATED: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_RESTARTED: _ClassVar[JobStepOutcome]
+    JOB_STEP_OUTCOME_SHUT_DOWN: _ClassVar[JobStepOutcome]
 
 class MigrationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -94,6 +119,20 @@ class MaintenanceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MAINTENANCE_MODE_UNSPECIFIED: _ClassVar[MaintenanceMode]
     MAINTENANCE_MODE_LIVE: _ClassVar[MaintenanceMode]
     MAINTENANCE_MODE_SAVE: _ClassVar[MaintenanceMode]
+
+class ShutdownAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHUTDOWN_ACTION_UNSPECIFIED: _ClassVar[ShutdownAction]
+    SHUTDOWN_ACTION_SAVE: _ClassVar[ShutdownAction]
+    SHUTDOWN_ACTION_SHUTDOWN: _ClassVar[ShutdownAction]
+    SHUTDOWN_ACTION_LIVE: _ClassVar[ShutdownAction]
+
+class RepairAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPAIR_ACTION_UNSPECIFIED: _ClassVar[RepairAction]
+    REPAIR_ACTION_RETRY: _ClassVar[RepairAction]
+    REPAIR_ACTION_UNDO: _ClassVar[RepairAction]
+    REPAIR_ACTION_IGNORE: _ClassVar[RepairAction]
 HOST_STATE_UNSPECIFIED: HostState
 HOST_STATE_OK: HostState
 HOST_STATE_SUSPECT: HostState
@@ -102,6 +141,8 @@ HOST_STATE_NOT_RESPONDING: HostState
 HOST_STATE_FENCING: HostState
 HOST_STATE_FENCED: HostState
 HOST_STATE_MAINTENANCE: HostState
+HOST_STATE_STOPPING: HostState
+HOST_STATE_STOPPED: HostState
 CLUSTER_STATE_UNSPECIFIED: ClusterState
 CLUSTER_STATE_OK: ClusterState
 CLUSTER_STATE_OVERCOMMITTED: ClusterState
@@ -109,6 +150,17 @@ JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_FAILED: JobState
+FAILBACK_MODE_UNSPECIFIED: FailbackMode
+FAILBACK_MODE_NEVER: FailbackMode
+FAILBACK_MODE_IMMEDIATE: FailbackMode
+FAILBACK_MODE_WINDOW: FailbackMode
+FAILED_ACTION_UNSPECIFIED: FailedAction
+FAILED_ACTION_FAILOVER: FailedAction
+FAILED_ACTION_THRESHOLD: FailedAction
+FAILED_ACTION_START: FailedAction
+FAILED_ACTION_REPORTED: FailedAction
+INCIDENT_KIND_UNSPECIFIED: IncidentKind
+INCIDENT_KIND_DUPLICATE_COPY: IncidentKind
 JOB_STEP_OUTCOME_UNSPECIFIED: JobStepOutcome
 JOB_STEP_OUTCOME_PENDING: JobStepOutcome
 JOB_STEP_OUTCOME_RUNNING: JobStepOutcome
@@ -116,6 +168,9 @@ JOB_STEP_OUTCOME_LIVE_MIGRATED: JobStepOutcome
 JOB_STEP_OUTCOME_SAVED: JobStepOutcome
 JOB_STEP_OUTCOME_FAILED: JobStepOutcome
 JOB_STEP_OUTCOME_NOT_ATTEMPTED: JobStepOutcome
+JOB_STEP_OUTCOME_QUICK_MIGRATED: JobStepOutcome
+JOB_STEP_OUTCOME_RESTARTED: JobStepOutcome
+JOB_STEP_OUTCOME_SHUT_DOWN: JobStepOutcome
 MIGRATION_KIND_UNSPECIFIED: MigrationKind
 MIGRATION_KIND_LIVE: MigrationKind
 MIGRATION_KIND_QUICK: MigrationKind
@@ -147,6 +202,14 @@ RATING_REASON_CPU_LOAD: RatingReason
 MAINTENANCE_MODE_UNSPECIFIED: MaintenanceMode
 MAINTENANCE_MODE_LIVE: MaintenanceMode
 MAINTENANCE_MODE_SAVE: MaintenanceMode
+SHUTDOWN_ACTION_UNSPECIFIED: ShutdownAction
+SHUTDOWN_ACTION_SAVE: ShutdownAction
+SHUTDOWN_ACTION_SHUTDOWN: ShutdownAction
+SHUTDOWN_ACTION_LIVE: ShutdownAction
+REPAIR_ACTION_UNSPECIFIED: RepairAction
+REPAIR_ACTION_RETRY: RepairAction
+REPAIR_ACTION_UNDO: RepairAction
+REPAIR_ACTION_IGNORE: RepairAction
 
 class Event(_message.Message):
     __slots__ = ("time", "kind", "host", "vm", "detail", "cluster")
@@ -243,7 +306,7 @@ class Overcommit(_message.Message):
     def __init__(self, failed_nodes: _Optional[_Iterable[str]] = ..., unplaced_vms: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Vm(_message.Message):
-    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id")
+    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id", "failover_policy", "recent_failovers", "failed_action", "last_incident", "effective_max_failovers")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +326,11 @@ class Vm(_message.Message):
     FAILOVER_COUNT_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_POLICY_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FAILOVERS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ACTION_FIELD_NUMBER: _ClassVar[int]
+    LAST_INCIDENT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_MAX_FAILOVERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     host: str
@@ -282,7 +350,42 @@ class Vm(_message.Message):
     failover_count: int
     processor_compatibility: bool
     migration_id: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ...) -> None: ...
+    failover_policy: FailoverPolicy
+    recent_failovers: _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]
+    failed_action: FailedAction
+    last_incident: Incident
+    effective_max_failovers: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., recent_failovers: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., failed_action: _Optional[_Union[FailedAction, str]] = ..., last_incident: _Optional[_Union[Incident, _Mapping]] = ..., effective_max_failovers: _Optional[int] = ...) -> None: ...
+
+class FailoverPolicy(_message.Message):
+    __slots__ = ("preferred_owners", "possible_owners", "max_failovers", "failover_period_s", "failback", "failback_window_start_hour", "failback_window_end_hour")
+    PREFERRED_OWNERS_FIELD_NUMBER: _ClassVar[int]
+    POSSIBLE_OWNERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FAILOVERS_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    FAILBACK_FIELD_NUMBER: _ClassVar[int]
+    FAILBACK_WINDOW_START_HOUR_FIELD_NUMBER: _ClassVar[int]
+    FAILBACK_WINDOW_END_HOUR_FIELD_NUMBER: _ClassVar[int]
+    preferred_owners: _containers.RepeatedScalarFieldContainer[str]
+    possible_owners: _containers.RepeatedScalarFieldContainer[str]
+    max_failovers: int
+    failover_period_s: int
+    failback: FailbackMode
+    failback_window_start_hour: int
+    failback_window_end_hour: int
+    def __init__(self, preferred_owners: _Optional[_Iterable[str]] = ..., possible_owners: _Optional[_Iterable[str]] = ..., max_failovers: _Optional[int] = ..., failover_period_s: _Optional[int] = ..., failback: _Optional[_Union[FailbackMode, str]] = ..., failback_window_start_hour: _Optional[int] = ..., failback_window_end_hour: _Optional[int] = ...) -> None: ...
+
+class Incident(_message.Message):
+    __slots__ = ("kind", "time", "hosts", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: IncidentKind
+    time: _timestamp_pb2.Timestamp
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    detail: str
+    def __init__(self, kind: _Optional[_Union[IncidentKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hosts: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "target", "state", "progress", "message", "error", "created_at", "updated_at", "steps")
@@ -401,7 +504,7 @@ class RefreshClusterResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class CreateVmRequest(_message.Message):
-    __slots__ = ("name", "memory_mb", "cpus", "disk_gb", "highly_available", "host", "storage", "networks", "workload", "no_start", "restart_priority", "processor_compatibility")
+    __slots__ = ("name", "memory_mb", "cpus", "disk_gb", "highly_available", "host", "storage", "networks", "workload", "no_start", "restart_priority", "processor_compatibility", "failover_policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -414,6 +517,7 @@ class CreateVmRequest(_message.Message):
     NO_START_FIELD_NUMBER: _ClassVar[int]
     RESTART_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     memory_mb: int
     cpus: int
@@ -426,7 +530,8 @@ class CreateVmRequest(_message.Message):
     no_start: bool
     restart_priority: _common_pb2.RestartPriority
     processor_compatibility: bool
-    def __init__(self, name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., highly_available: _Optional[bool] = ..., host: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., workload: _Optional[_Union[_common_pb2.GuestWorkload, _Mapping]] = ..., no_start: _Optional[bool] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
+    failover_policy: FailoverPolicy
+    def __init__(self, name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., highly_available: _Optional[bool] = ..., host: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., workload: _Optional[_Union[_common_pb2.GuestWorkload, _Mapping]] = ..., no_start: _Optional[bool] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., processor_compatibility: _Optional[bool] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ...) -> None: ...
 
 class CreateVmResponse(_message.Message):
     __slots__ = ("job", "vm")
@@ -523,12 +628,14 @@ class WatchJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class UpdateVmRequest(_message.Message):
-    __slots__ = ("name", "processor_compatibility")
+    __slots__ = ("name", "processor_compatibility", "failover_policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     processor_compatibility: bool
-    def __init__(self, name: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
+    failover_policy: FailoverPolicy
+    def __init__(self, name: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ...) -> None: ...
 
 class UpdateVmResponse(_message.Message):
     __slots__ = ("job", "vm")
@@ -789,3 +896,33 @@ class RemoveHostResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ShutdownHostRequest(_message.Message):
+    __slots__ = ("host", "action")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    action: ShutdownAction
+    def __init__(self, host: _Optional[str] = ..., action: _Optional[_Union[ShutdownAction, str]] = ...) -> None: ...
+
+class ShutdownHostResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class RepairVmRequest(_message.Message):
+    __slots__ = ("name", "action")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    action: RepairAction
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[_Union[RepairAction, str]] = ...) -> None: ...
+
+class RepairVmResponse(_message.Message):
+    __slots__ = ("job", "vm")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    vm: Vm
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., vm: _Optional[_Union[Vm, _Mapping]] = ...) -> None: ...

@@ -168,6 +168,16 @@ class ManagerServiceStub:
                 request_serializer=havm_dot_v1_dot_manager__pb2.RemoveHostRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_manager__pb2.RemoveHostResponse.FromString,
                 _registered_method=True)
+        self.ShutdownHost = channel.unary_unary(
+                '/havm.v1.ManagerService/ShutdownHost',
+                request_serializer=havm_dot_v1_dot_manager__pb2.ShutdownHostRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.ShutdownHostResponse.FromString,
+                _registered_method=True)
+        self.RepairVm = channel.unary_unary(
+                '/havm.v1.ManagerService/RepairVm',
+                request_serializer=havm_dot_v1_dot_manager__pb2.RepairVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.RepairVmResponse.FromString,
+                _registered_method=True)
 
 
 class ManagerServiceServicer:
@@ -353,6 +363,23 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShutdownHost(self, request, context):
+        """Shut a host down gracefully: its highly available VMs go to other nodes first (saved
+        and restored, live-migrated or shut down and started, by `action`), then the agent
+        is told to leave; the host is `stopped` until it is started again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepairVm(self, request, context):
+        """Get a `failed` VM out of its failure: run the failed action again, go back to the
+        last good state, or accept what the agents report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -485,6 +512,16 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.RemoveHost,
                     request_deserializer=havm_dot_v1_dot_manager__pb2.RemoveHostRequest.FromString,
                     response_serializer=havm_dot_v1_dot_manager__pb2.RemoveHostResponse.SerializeToString,
+            ),
+            'ShutdownHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShutdownHost,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.ShutdownHostRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.ShutdownHostResponse.SerializeToString,
+            ),
+            'RepairVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairVm,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.RepairVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.RepairVmResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1193,6 +1230,60 @@ class ManagerService:
             '/havm.v1.ManagerService/RemoveHost',
             havm_dot_v1_dot_manager__pb2.RemoveHostRequest.SerializeToString,
             havm_dot_v1_dot_manager__pb2.RemoveHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShutdownHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/ShutdownHost',
+            havm_dot_v1_dot_manager__pb2.ShutdownHostRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.ShutdownHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/RepairVm',
+            havm_dot_v1_dot_manager__pb2.RepairVmRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.RepairVmResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -173,6 +173,13 @@ class AgentClient:
             host, lambda: stub.DeleteVm(request, timeout=self._settings.agent_operation_timeout)
         )
 
+    async def shutdown_host(self, host: str, address: str, reason: str) -> None:
+        stub = self._stub(address)
+        request = agent_pb2.AgentServiceShutdownRequest(reason=reason)
+        await self._write(
+            host, lambda: stub.Shutdown(request, timeout=self._settings.agent_operation_timeout)
+        )
+
     async def update_vm(
         self, host: str, address: str, vm_id: str, processor_compatibility: bool
     ) -> ReportedVm:

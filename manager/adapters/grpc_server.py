@@ -27,9 +27,12 @@ from manager.adapters.proto_mapping import (
     migration_to_proto,
     no_converge_from_proto,
     operation_from_proto,
+    policy_from_proto,
     ratings_to_proto,
+    repair_action_from_proto,
     requested_storage_from_proto,
     restart_priority_from_proto,
+    shutdown_action_from_proto,
     vm_to_proto,
     workload_from_proto,
 )
@@ -41,6 +44,7 @@ from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
     Event,
+    FailoverPolicy,
     HostRecord,
     JobRecord,
     MigrationRecord,
@@ -48,6 +52,8 @@ from manager.core.model import (
     VmOperation,
     VmRecord,
 )
+from manager.core.repair import RepairAction
+from manager.core.shutdown import ShutdownAction
 from manager.core.topology import HostSpec
 
 log = logging.getLogger(__name__)
@@ -95,7 +101,9 @@ class ManagerApi(Protocol):
     def get_job(self, job_id: str) -> JobRecord: ...
     def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]: ...
     def watch_events(self, replay: int, follow: bool = True) -> AsyncIterator[Event]: ...
-    def update_vm(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]: ...
+    def update_vm(
+        self, name: str, processor_compatibility: bool | None, policy: FailoverPolicy | None = None
+    ) -> tuple[JobRecord, VmRecord]: ...
     async def migrate_vm(
         self, name: str, host: str, quick: bool = False, no_converge: str | None = None
     ) -> tuple[JobRecord, MigrationRecord]: ...
@@ -109,6 +117,9 @@ class ManagerApi(Protocol):
     def stop_maintenance(self, host: str) -> JobRecord: ...
     def rate_hosts(self, shape: VmShape) -> RatingsView: ...
     def update_cluster(self, name: str, reserve: int | None) -> tuple[JobRecord, ClusterRecord]: ...
+    def failover_threshold(self, vm: VmRecord) -> int: ...
+    def repair_vm(self, name: str, action: RepairAction) -> tuple[JobRecord, VmRecord]: ...
+    def shutdown_host(self, name: str, action: ShutdownAction) -> JobRecord: ...
     @property
     def host_admin(self) -> HostAdminLike: ...
 
@@ -149,6 +160,9 @@ def _host(view: HostViewLike) -> manager_pb2.Host:
 class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     def __init__(self, app: ManagerApi) -> None:
         self._app = app
+
+    def _vm(self, vm: VmRecord) -> manager_pb2.Vm:
+        return vm_to_proto(vm, self._app.failover_threshold(vm))
 
     @unary
     async def GetStatus(self, request: Any, context: Any) -> manager_pb2.GetStatusResponse:
@@ -203,17 +217,18 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             no_start=request.no_start,
             restart_priority=restart_priority_from_proto(request.restart_priority),
             processor_compatibility=request.processor_compatibility,
+            policy=policy_from_proto(request.failover_policy),
         )
         job, vm = self._app.create_vm(command)
-        return manager_pb2.CreateVmResponse(job=job_to_proto(job), vm=vm_to_proto(vm))
+        return manager_pb2.CreateVmResponse(job=job_to_proto(job), vm=self._vm(vm))
 
     @unary
     async def ListVms(self, request: Any, context: Any) -> manager_pb2.ListVmsResponse:
-        return manager_pb2.ListVmsResponse(vms=[vm_to_proto(v) for v in self._app.list_vms(request.host)])
+        return manager_pb2.ListVmsResponse(vms=[self._vm(v) for v in self._app.list_vms(request.host)])
 
     @unary
     async def GetVm(self, request: Any, context: Any) -> manager_pb2.GetVmResponse:
-        return manager_pb2.GetVmResponse(vm=vm_to_proto(self._app.get_vm(request.name)))
+        return manager_pb2.GetVmResponse(vm=self._vm(self._app.get_vm(request.name)))
 
     @unary
     async def OperateVm(self, request: Any, context: Any) -> manager_pb2.OperateVmResponse:
@@ -237,8 +252,19 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @unary
     async def UpdateVm(self, request: Any, context: Any) -> manager_pb2.UpdateVmResponse:
         wanted = request.processor_compatibility if request.HasField("processor_compatibility") else None
-        job, vm = self._app.update_vm(request.name, wanted)
-        return manager_pb2.UpdateVmResponse(job=job_to_proto(job), vm=vm_to_proto(vm))
+        policy = policy_from_proto(request.failover_policy) if request.HasField("failover_policy") else None
+        job, vm = self._app.update_vm(request.name, wanted, policy)
+        return manager_pb2.UpdateVmResponse(job=job_to_proto(job), vm=self._vm(vm))
+
+    @unary
+    async def RepairVm(self, request: Any, context: Any) -> manager_pb2.RepairVmResponse:
+        job, vm = self._app.repair_vm(request.name, repair_action_from_proto(request.action))
+        return manager_pb2.RepairVmResponse(job=job_to_proto(job), vm=self._vm(vm))
+
+    @unary
+    async def ShutdownHost(self, request: Any, context: Any) -> manager_pb2.ShutdownHostResponse:
+        job = self._app.shutdown_host(request.host, shutdown_action_from_proto(request.action))
+        return manager_pb2.ShutdownHostResponse(job=job_to_proto(job))
 
     @unary
     async def MigrateVm(self, request: Any, context: Any) -> manager_pb2.MigrateVmResponse:

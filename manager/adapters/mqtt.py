@@ -45,6 +45,9 @@ class Status:
     host: str
     online: bool
     boot_id: str
+    # Offline on purpose: the agent announced it leaves (a graceful shutdown), rather
+    # than the broker telling its last will.
+    stopped: bool = False
 
 
 class BadPayload(ValueError):
@@ -77,9 +80,9 @@ def parse_message(topic: str, payload: bytes) -> Heartbeat | Status | None:
             raise BadPayload(f"heartbeat of host {host}: seq is not an integer")
         return Heartbeat(host, boot_id, seq)
     state = data.get("state")
-    if state not in ("online", "offline"):
-        raise BadPayload(f"status of host {host}: state must be online or offline, got {state!r}")
-    return Status(host, state == "online", boot_id)
+    if state not in ("online", "offline", "stopped"):
+        raise BadPayload(f"status of host {host}: state must be online, offline or stopped, got {state!r}")
+    return Status(host, state == "online", boot_id, stopped=state == "stopped")
 
 
 class MqttLink:

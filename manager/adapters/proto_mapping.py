@@ -18,9 +18,12 @@ from manager.core.errors import InvalidArgumentError
 from manager.core.host_choice import RatingsView
 from manager.core.maintenance import MaintenanceMode
 from manager.core.model import (
+    DEFAULT_FAILOVER_PERIOD_S,
     ClusterRecord,
     DiskInfo,
     Event,
+    FailbackMode,
+    FailoverPolicy,
     HostRecord,
     Inventory,
     JobRecord,
@@ -36,6 +39,8 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
+from manager.core.repair import RepairAction
+from manager.core.shutdown import ShutdownAction
 from manager.core.states import VmState
 from manager.core.topology import CpuSpec
 
@@ -183,7 +188,34 @@ def ratings_to_proto(view: RatingsView) -> manager_pb2.RateHostsResponse:
     )
 
 
-def vm_to_proto(vm: VmRecord) -> manager_pb2.Vm:
+def policy_to_proto(policy: FailoverPolicy) -> manager_pb2.FailoverPolicy:
+    start, end = policy.failback_window or (0, 0)
+    pb = manager_pb2.FailoverPolicy(
+        preferred_owners=policy.preferred_owners,
+        possible_owners=policy.possible_owners,
+        failover_period_s=policy.failover_period_s,
+        failback=_to_proto_enum(policy.failback, "FAILBACK_MODE", manager_pb2.FailbackMode),
+        failback_window_start_hour=start,
+        failback_window_end_hour=end,
+    )
+    if policy.max_failovers is not None:
+        pb.max_failovers = policy.max_failovers
+    return pb
+
+
+def _incident_to_proto(vm: VmRecord) -> manager_pb2.Incident | None:
+    if vm.incident is None:
+        return None
+    return manager_pb2.Incident(
+        kind=_to_proto_enum(vm.incident.kind, "INCIDENT_KIND", manager_pb2.IncidentKind),
+        time=timestamp(vm.incident.time),
+        hosts=vm.incident.hosts,
+        detail=vm.incident.detail,
+    )
+
+
+def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0) -> manager_pb2.Vm:
+    """`effective_max_failovers` is the threshold in force (it depends on the cluster)."""
     return manager_pb2.Vm(
         id=vm.id,
         name=vm.name,
@@ -204,6 +236,15 @@ def vm_to_proto(vm: VmRecord) -> manager_pb2.Vm:
         failover_count=vm.failover_count,
         processor_compatibility=vm.processor_compatibility,
         migration_id=vm.migration_id or "",
+        failover_policy=policy_to_proto(vm.policy),
+        recent_failovers=[timestamp(t) for t in vm.failover_times],
+        failed_action=(
+            _to_proto_enum(vm.failed_action, "FAILED_ACTION", manager_pb2.FailedAction)
+            if vm.failed_action is not None
+            else manager_pb2.FAILED_ACTION_UNSPECIFIED
+        ),
+        last_incident=_incident_to_proto(vm),
+        effective_max_failovers=effective_max_failovers,
     )
 
 
@@ -363,6 +404,44 @@ def restart_priority_from_proto(number: int) -> RestartPriority:
     return priority
 
 
+def policy_from_proto(pb: manager_pb2.FailoverPolicy) -> FailoverPolicy:
+    """The policy as sent; field checks that need no cluster (hours, counts) happen here."""
+    if pb.failback == manager_pb2.FAILBACK_MODE_UNSPECIFIED:
+        failback = FailbackMode.NEVER
+    else:
+        found = _from_proto_enum(pb.failback, "FAILBACK_MODE", manager_pb2.FailbackMode, FailbackMode)
+        if found is None:
+            raise InvalidArgumentError("failover_policy.failback: must be never, immediate or window")
+        failback = found
+    for field, hour in (
+        ("failback_window_start_hour", pb.failback_window_start_hour),
+        ("failback_window_end_hour", pb.failback_window_end_hour),
+    ):
+        if not 0 <= hour <= 23:
+            raise InvalidArgumentError(f"failover_policy.{field}: must be an hour from 0 to 23, got {hour}")
+    window = (pb.failback_window_start_hour, pb.failback_window_end_hour)
+    if failback is FailbackMode.WINDOW and window[0] == window[1]:
+        raise InvalidArgumentError(
+            "failover_policy: a failback window needs two different hours (start and end)"
+        )
+    if pb.HasField("max_failovers") and pb.max_failovers < 0:
+        raise InvalidArgumentError(
+            f"failover_policy.max_failovers: must be 0 or more, got {pb.max_failovers}"
+        )
+    if pb.failover_period_s < 0:
+        raise InvalidArgumentError(
+            f"failover_policy.failover_period_s: must be 0 or more, got {pb.failover_period_s}"
+        )
+    return FailoverPolicy(
+        preferred_owners=tuple(pb.preferred_owners),
+        possible_owners=tuple(pb.possible_owners),
+        max_failovers=pb.max_failovers if pb.HasField("max_failovers") else None,
+        failover_period_s=pb.failover_period_s or DEFAULT_FAILOVER_PERIOD_S,
+        failback=failback,
+        failback_window=window if failback is FailbackMode.WINDOW else None,
+    )
+
+
 def event_to_proto(event: Event) -> manager_pb2.Event:
     return manager_pb2.Event(
         time=timestamp(event.time),
@@ -442,3 +521,24 @@ def maintenance_mode_from_proto(number: int) -> MaintenanceMode | None:
     if number not in manager_pb2.MaintenanceMode.values():
         raise InvalidArgumentError(f"mode: unknown maintenance mode {number}")
     return _from_proto_enum(number, "MAINTENANCE_MODE", manager_pb2.MaintenanceMode, MaintenanceMode)
+
+
+def repair_action_from_proto(number: int) -> RepairAction:
+    found = None
+    if number != manager_pb2.REPAIR_ACTION_UNSPECIFIED and number in manager_pb2.RepairAction.values():
+        found = _from_proto_enum(number, "REPAIR_ACTION", manager_pb2.RepairAction, RepairAction)
+    if found is None:
+        raise InvalidArgumentError("action: must be retry, undo or ignore")
+    return found
+
+
+def shutdown_action_from_proto(number: int) -> ShutdownAction:
+    """Unset means save (Windows Server 2008 R2's default); an unknown number is refused."""
+    if number == manager_pb2.SHUTDOWN_ACTION_UNSPECIFIED:
+        return ShutdownAction.SAVE
+    found = None
+    if number in manager_pb2.ShutdownAction.values():
+        found = _from_proto_enum(number, "SHUTDOWN_ACTION", manager_pb2.ShutdownAction, ShutdownAction)
+    if found is None:
+        raise InvalidArgumentError("action: must be save, shutdown or live")
+    return found

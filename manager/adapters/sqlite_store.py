@@ -16,10 +16,16 @@ from typing import Any
 
 from manager.core.errors import AlreadyExistsError
 from manager.core.model import (
+    DEFAULT_FAILOVER_PERIOD_S,
     ClusterRecord,
     ConfigStatus,
     DiskInfo,
+    FailbackMode,
+    FailedAction,
+    FailoverPolicy,
     HostRecord,
+    Incident,
+    IncidentKind,
     JobRecord,
     JobStep,
     JobStepOutcome,
@@ -170,6 +176,36 @@ def _vm(raw: dict[str, Any]) -> VmRecord:
         # Records written before migrations lack these.
         processor_compatibility=raw.get("processor_compatibility", False),
         migration_id=raw.get("migration_id"),
+        # Records written before failover policies lack these.
+        policy=_policy(raw.get("policy")),
+        failover_times=tuple(datetime.fromisoformat(t) for t in raw.get("failover_times", ())),
+        failed_action=FailedAction(raw["failed_action"]) if raw.get("failed_action") else None,
+        incident=_incident(raw.get("incident")),
+    )
+
+
+def _policy(raw: dict[str, Any] | None) -> FailoverPolicy:
+    if not raw:
+        return FailoverPolicy()
+    window = raw.get("failback_window")
+    return FailoverPolicy(
+        preferred_owners=tuple(raw.get("preferred_owners", ())),
+        possible_owners=tuple(raw.get("possible_owners", ())),
+        max_failovers=raw.get("max_failovers"),
+        failover_period_s=raw.get("failover_period_s", DEFAULT_FAILOVER_PERIOD_S),
+        failback=FailbackMode(raw.get("failback", "never")),
+        failback_window=(window[0], window[1]) if window else None,
+    )
+
+
+def _incident(raw: dict[str, Any] | None) -> Incident | None:
+    if not raw:
+        return None
+    return Incident(
+        kind=IncidentKind(raw["kind"]),
+        time=datetime.fromisoformat(raw["time"]),
+        hosts=tuple(raw["hosts"]),
+        detail=raw["detail"],
     )
 
 

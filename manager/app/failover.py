@@ -14,15 +14,17 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from manager.app.events import EventBus
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.errors import AlreadyExistsError, ManagerError
-from manager.core.failover import RESTARTABLE_STATES, WAITING_PREFIX, Restart, plan_restarts
+from manager.core.failover import RESTARTABLE_STATES, Restart, plan_restarts
+from manager.core.failover_policy import recent_failovers, threshold_reached
 from manager.core.inventory import build_snapshot
 from manager.core.migration import newest_generation
-from manager.core.model import HostRecord, RestartPriority, VmOperation, VmRecord
+from manager.core.model import FailedAction, HostRecord, RestartPriority, VmOperation, VmRecord
 from manager.core.reconcile import record_observed, with_configuration
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
@@ -40,8 +42,11 @@ class FailoverService:
         vms: VmService,
         bus: EventBus,
         monotonic: Callable[[], float],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        # Wall time: failover thresholds count failovers over hours, across restarts.
+        self._clock = clock
         self._agents = agents
         self._settings = settings
         self._vms = vms
@@ -65,7 +70,7 @@ class FailoverService:
             if vm.host != name:
                 continue
             if not vm.highly_available or host.cluster is None:
-                if vm.state not in (VmState.UNKNOWN, VmState.CREATING, VmState.MISSING):
+                if vm.state not in (VmState.UNKNOWN, VmState.CREATING, VmState.MISSING, VmState.FAILED):
                     self._put(record_observed(vm, VmState.UNKNOWN, f"host {name} is not responding"))
                     self._bus.emit(
                         "failover", f"VM {vm.name} stays down: not highly available", name, vm.name
@@ -98,6 +103,9 @@ class FailoverService:
                 exhausted = self._exhausted(vm)
                 if len(exhausted) > self._settings.restart_attempts_other_nodes:
                     self._fail(vm, f"restart failed on {', '.join(sorted(exhausted))}")
+                    current.remove(vm)
+                elif vm.restart_target is None and (why := self._over_threshold(vm)):
+                    self._fail(vm, why, FailedAction.THRESHOLD)
                     current.remove(vm)
             for vm in list(current):
                 if vm.restart_target is None:
@@ -144,6 +152,13 @@ class FailoverService:
         async with self._parallel:
             return await self._restart(restart)
 
+    def _over_threshold(self, vm: VmRecord) -> str | None:
+        """Why the failover threshold forbids restarting `vm` now (None: it may restart)."""
+        host = self._store.get_host(vm.failover_from or vm.host or "")
+        cluster = self._store.get_cluster(host.cluster) if host is not None and host.cluster else None
+        nodes = len(cluster.nodes) if cluster is not None else 0
+        return threshold_reached(vm, nodes, self._clock())
+
     def _max_rounds(self) -> int:
         per_node = 1 + self._settings.restart_attempts_same_node
         return 2 + per_node * (1 + self._settings.restart_attempts_other_nodes)
@@ -162,14 +177,19 @@ class FailoverService:
                 vm, f"restart failed on {', '.join(sorted(exhausted))} and no other node can take it: {why}"
             )
             return
-        reason = WAITING_PREFIX + why
-        if vm.state is VmState.STOPPED and vm.reason == reason:
+        reason = f"no node can take it now: {why}"
+        if vm.state is VmState.WAITING and vm.reason == reason:
             return
-        self._put(record_observed(vm, VmState.STOPPED, reason))
-        self._bus.emit("failover", f"VM {vm.name} is {reason}", vm.host or "", vm.name)
+        self._put(record_observed(vm, VmState.WAITING, reason))
+        self._bus.emit("failover", f"VM {vm.name} is waiting: {reason}", vm.host or "", vm.name)
 
-    def _fail(self, vm: VmRecord, why: str) -> None:
-        failed = replace(record_observed(vm, VmState.FAILED, why), failover_from=None, restart_target=None)
+    def _fail(self, vm: VmRecord, why: str, action: FailedAction = FailedAction.FAILOVER) -> None:
+        failed = replace(
+            record_observed(vm, VmState.FAILED, why),
+            failover_from=None,
+            restart_target=None,
+            failed_action=action,
+        )
         self._put(failed)
         self._bus.emit("failover", f"VM {vm.name} failed: {why}", vm.host or "", vm.name)
 
@@ -295,9 +315,11 @@ class FailoverService:
             log.info("could not remove the copy of VM %s on host %s: %s", vm.name, host_name, error.message)
 
     def _finish(self, vm: VmRecord, state: VmState, reason: str, target: str) -> None:
+        now = self._clock()
         done = replace(
             record_observed(vm, state, reason),
             failover_count=vm.failover_count + 1,
+            failover_times=(*recent_failovers(vm, now), now),
             failover_from=None,
             restart_target=None,
             restart_attempts=(),

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from manager.app.events import EventBus
@@ -43,6 +44,7 @@ class HaService:
         vms: VmService,
         bus: EventBus,
         monotonic: Callable[[], float],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._agents = agents
@@ -59,7 +61,7 @@ class HaService:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._in_flight: set[str] = set()  # "probe:<host>", "refresh:<host>", "fence:<host>"
-        self.failover = FailoverService(store, agents, settings, vms, bus, monotonic)
+        self.failover = FailoverService(store, agents, settings, vms, bus, monotonic, clock)
         # Set when a node returns or a VM stops or goes: VMs waiting for capacity are
         # retried at the next tick rather than at the next periodic retry.
         self._capacity_changed = False

@@ -23,10 +23,13 @@ from manager.app.jobs import JobBook, JobHandle
 from manager.app.maintenance import MaintenanceService
 from manager.app.migrations import MigrationService
 from manager.app.refresh import HostRefresh, RefreshService
+from manager.app.repair import RepairService
+from manager.app.shutdown import ShutdownService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.capacity import ReserveReport
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from manager.core.failover_policy import effective_max_failovers
 from manager.core.host_choice import RatingsView, VmShape
 from manager.core.inventory import host_capacity, merge_topology, removed_from_topology
 from manager.core.maintenance import MaintenanceMode
@@ -34,6 +37,7 @@ from manager.core.model import (
     ClusterRecord,
     CreateVmCommand,
     Event,
+    FailoverPolicy,
     HostRecord,
     JobRecord,
     MigrationRecord,
@@ -42,7 +46,9 @@ from manager.core.model import (
     VmRecord,
 )
 from manager.core.placement import PlacementRequest, rate_host
+from manager.core.repair import RepairAction
 from manager.core.settings import Settings
+from manager.core.shutdown import ShutdownAction
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
 from manager.core.topology import Topology
@@ -88,9 +94,11 @@ class ManagerApp:
         self.settings = settings
         self._agents = agents
         self._monotonic = monotonic
+        self._clock = clock
         self.jobs = JobBook(store, clock)
         self.capacity = CapacityService(store, settings, self.events)
         self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity)
+        self.repairs = RepairService(store, self.jobs, self.vms, agents)
         self.refresher = RefreshService(
             store, agents, settings, clock, self.vms.busy_vms, self.vms.vm_versions
         )
@@ -106,6 +114,9 @@ class ManagerApp:
             self.capacity,
             settings,
             lambda: self.migrations.policy.max_live_migrations_per_host,
+        )
+        self.shutdowns = ShutdownService(
+            store, self.jobs, self.vms, self.migrations, agents, self.capacity, settings
         )
         self.host_admin = HostAdmin(
             store, agents, self.jobs, self.refresher, self.capacity.changed, clock, self.events
@@ -164,7 +175,14 @@ class ManagerApp:
     def enable_ha(self) -> HaService:
         """Judge host health from heartbeats (a broker is configured); call after load."""
         self.ha = HaService(
-            self.store, self._agents, self.settings, self.refresher, self.vms, self.events, self._monotonic
+            self.store,
+            self._agents,
+            self.settings,
+            self.refresher,
+            self.vms,
+            self.events,
+            self._monotonic,
+            self._clock,
         )
         return self.ha
 
@@ -306,6 +324,9 @@ class ManagerApp:
         job = self.jobs.start("update_cluster", name, f"Changing the settings of cluster {name}", work)
         return job, cluster
 
+    def shutdown_host(self, name: str, action: ShutdownAction) -> JobRecord:
+        return self.shutdowns.shutdown(name, action)
+
     def start_maintenance(self, host: str, mode: MaintenanceMode | None) -> JobRecord:
         return self.maintenance.start(host, mode)
 
@@ -338,6 +359,15 @@ class ManagerApp:
 
         return self.jobs.start("refresh", target or "all", f"Refreshing {label}", work)
 
+    def repair_vm(self, name: str, action: RepairAction) -> tuple[JobRecord, VmRecord]:
+        return self.repairs.repair(name, action)
+
+    def failover_threshold(self, vm: VmRecord) -> int:
+        """The failover threshold in force for `vm` (its policy's, else nodes - 1)."""
+        host = self.store.get_host(vm.host) if vm.host else None
+        cluster = self.store.get_cluster(host.cluster) if host is not None and host.cluster else None
+        return effective_max_failovers(vm.policy, len(cluster.nodes) if cluster is not None else 0)
+
     def create_vm(self, command: CreateVmCommand) -> tuple[JobRecord, VmRecord]:
         return self.vms.create(command)
 
@@ -347,8 +377,10 @@ class ManagerApp:
     def delete_vm(self, name: str) -> JobRecord:
         return self.vms.delete(name)
 
-    def update_vm(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]:
-        return self.vms.update(name, processor_compatibility)
+    def update_vm(
+        self, name: str, processor_compatibility: bool | None, policy: FailoverPolicy | None = None
+    ) -> tuple[JobRecord, VmRecord]:
+        return self.vms.update(name, processor_compatibility, policy)
 
     async def migrate_vm(
         self, name: str, host: str, quick: bool = False, no_converge: str | None = None

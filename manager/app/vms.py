@@ -27,10 +27,12 @@ from manager.core.errors import (
     ManagerError,
     NotFoundError,
 )
+from manager.core.failover_policy import check_policy, describe_policy
 from manager.core.host_choice import HostChoice, RatingsView, VmShape, choose_host
 from manager.core.inventory import build_snapshot
 from manager.core.model import (
     CreateVmCommand,
+    FailoverPolicy,
     JobRecord,
     StorageLocation,
     VmOperation,
@@ -46,6 +48,9 @@ from manager.core.store import Store
 from manager.core.topology import NAME_PATTERN
 
 log = logging.getLogger(__name__)
+
+# Operations that stop a guest: a host being shut down still takes them.
+_DRAINING = frozenset({VmOperation.SHUTDOWN, VmOperation.TURN_OFF, VmOperation.SAVE})
 
 
 class VmService:
@@ -105,14 +110,16 @@ class VmService:
             raise NotFoundError(f"VM {name} does not exist")
         return vm
 
-    def _address(self, vm: VmRecord) -> tuple[str, str]:
-        """The VM's host and its agent address, refusing a host that is not ok."""
+    def _address(self, vm: VmRecord, draining: bool = False) -> tuple[str, str]:
+        """The VM's host and its agent address, refusing a host that is not ok (or, for
+        an operation that empties a host (`draining`), one being shut down)."""
         if vm.host is None:
             raise FailedPreconditionError(f"VM {vm.name} has no host")
         host = self._store.get_host(vm.host)
         if host is None:
             raise FailedPreconditionError(f"VM {vm.name} is on host {vm.host}, which no longer exists")
-        if host.state is not HostState.OK or not host.address:
+        usable = host.state is HostState.OK or (draining and host.state is HostState.STOPPING)
+        if not usable or not host.address:
             why = f" ({host.state_reason})" if host.state_reason else ""
             raise FailedPreconditionError(f"host {host.name} is {host.state.value}{why}")
         return host.name, host.address
@@ -250,8 +257,14 @@ class VmService:
             self._capacity.reports(),
             restart_priority=command.restart_priority,
             starts=not command.no_start,
+            policy=command.policy,
         )
         host = self._store.get_host(decision.host)
+        check_policy(
+            command.policy,
+            highly_available=command.highly_available,
+            cluster_nodes=self._cluster_nodes(host.cluster if host else None),
+        )
         vm = VmRecord(
             id=str(uuid.uuid4()),
             name=command.name,
@@ -269,6 +282,7 @@ class VmService:
             workload=command.workload,
             created_at=self._clock(),
             processor_compatibility=command.processor_compatibility,
+            policy=command.policy,
         )
         vm = with_configuration(vm, host.cluster if host else None)
         self._put(vm)
@@ -337,7 +351,7 @@ class VmService:
             raise InvalidArgumentError(f"operation: must be one of {choices}")
         vm = self._vm(name)
         check_operation(vm, operation)
-        self._address(vm)
+        self._address(vm, draining=operation in _DRAINING)
         verb = operation.value.replace("_", " ")
         self._busy.add(vm.id)
         try:
@@ -358,7 +372,7 @@ class VmService:
                 if vm is None:
                     raise NotFoundError("the VM was deleted before the operation could run")
                 check_operation(vm, operation)
-                host, address = self._address(vm)
+                host, address = self._address(vm, draining=operation in _DRAINING)
                 verb = operation.value.replace("_", " ")
                 job.progress(20, f"Asking host {host} to {verb} VM {vm.name}")
                 vm = await self._run_operation(vm, host, address, operation)
@@ -369,8 +383,22 @@ class VmService:
 
     # --- settings ------------------------------------------------------------------
 
-    def update(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]:
+    def _cluster_nodes(self, cluster: str | None) -> tuple[str, ...]:
+        record = self._store.get_cluster(cluster) if cluster else None
+        return record.nodes if record is not None else ()
+
+    def update(
+        self, name: str, processor_compatibility: bool | None, policy: FailoverPolicy | None = None
+    ) -> tuple[JobRecord, VmRecord]:
         vm = self._vm(name)
+        if policy is not None:
+            check_policy(
+                policy,
+                highly_available=vm.highly_available,
+                cluster_nodes=self._cluster_nodes(self._cluster_of(vm)),
+            )
+            if processor_compatibility is None:
+                return self._update_policy(vm, policy)
         check_update(vm, processor_compatibility)
         self._address(vm)
         self._busy.add(vm.id)
@@ -379,14 +407,38 @@ class VmService:
                 "update_vm",
                 vm.name,
                 f"Changing the settings of VM {vm.name}",
-                lambda handle: self._update_work(handle, vm.id, processor_compatibility),
+                lambda handle: self._update_work(handle, vm.id, processor_compatibility, policy),
             )
         except BaseException:
             self._busy.discard(vm.id)
             raise
         return job, vm
 
-    async def _update_work(self, job: JobHandle, vm_id: str, processor_compatibility: bool | None) -> str:
+    def _cluster_of(self, vm: VmRecord) -> str | None:
+        host = self._store.get_host(vm.host) if vm.host else None
+        return host.cluster if host is not None else None
+
+    def _update_policy(self, vm: VmRecord, policy: FailoverPolicy) -> tuple[JobRecord, VmRecord]:
+        """A policy lives in the manager only (as a cluster group's properties live in the
+        cluster, not on the host): recorded at once, no agent is asked."""
+        vm = replace(vm, policy=policy)
+        self._put(vm)
+        nodes = len(self._cluster_nodes(self._cluster_of(vm)))
+        summary = describe_policy(policy, nodes)
+
+        async def done(job: JobHandle) -> str:
+            return f"VM {vm.name}: {summary}"
+
+        what = f"Changing the failover policy of VM {vm.name}"
+        return self._jobs.start("update_vm", vm.name, what, done), vm
+
+    async def _update_work(
+        self,
+        job: JobHandle,
+        vm_id: str,
+        processor_compatibility: bool | None,
+        policy: FailoverPolicy | None,
+    ) -> str:
         try:
             async with self._lock(vm_id):
                 vm = self._store.get_vm(vm_id)
@@ -406,6 +458,7 @@ class VmService:
                 vm = replace(
                     record_observed(vm, reported.state, reported.reason),
                     processor_compatibility=reported.processor_compatibility,
+                    policy=policy if policy is not None else vm.policy,
                 )
                 self._put(vm)
                 mode = "on" if vm.processor_compatibility else "off"

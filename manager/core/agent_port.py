@@ -61,4 +61,9 @@ class AgentPort(Protocol):
         self, host: str, address: str, vm_id: str, storage: StorageLocation
     ) -> StorageMoveResult: ...
 
+    async def shutdown_host(self, host: str, address: str, reason: str) -> None:
+        """Tell the agent to leave: it shuts its remaining guests down, announces `stopped`
+        on the broker and ends its process."""
+        ...
+
     async def close(self) -> None: ...

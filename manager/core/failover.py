@@ -13,15 +13,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from manager.core.errors import ManagerError
+from manager.core.failover_policy import owner_order
 from manager.core.model import RESTART_RANK, RestartPriority, StorageKind, StorageLocation, VmRecord
-from manager.core.placement import HostCapacity, PlacementRequest, PlacementSnapshot, place
+from manager.core.placement import (
+    HostCapacity,
+    PlacementDecision,
+    PlacementRequest,
+    PlacementSnapshot,
+    place,
+)
 from manager.core.states import HostState, VmState
 
 # VM states that a host failure interrupts: the VM was meant to run, so it restarts.
 RESTARTABLE_STATES = frozenset(
     {VmState.RUNNING, VmState.PAUSED, VmState.STARTING, VmState.SAVING, VmState.MIGRATING, VmState.UNKNOWN}
 )
-WAITING_PREFIX = "waiting for capacity: "
 
 
 @dataclass(frozen=True)
@@ -114,23 +120,51 @@ def plan_restarts(
         # The failed host is no candidate while it is down; once it is back in service
         # (ok again, its old copies gone) it is a node like any other.
         down = {n for n in (failed_host, vm.host) if n in hosts and hosts[n].state is not HostState.OK}
-        candidates = tuple(
-            without_self(h, vm)
+        nodes = [
+            name
             for name, h in sorted(hosts.items())
             if h.cluster == home and name not in down and name not in excluded
-        )
+        ]
         request = restart_request(vm, max_vcpus_per_core)
-        if not candidates:
-            waiting.append((vm.id, f"no other node of cluster {home} can be tried"))
-            continue
-        try:
-            decision = place(PlacementSnapshot(candidates), request)
-        except ManagerError as error:  # e.g. no surviving node sees the VM's volume
-            waiting.append((vm.id, error.message))
-            continue
-        if decision.host is None:
-            waiting.append((vm.id, "; ".join(f"{h} {why}" for h, why in decision.rejections)))
+        decision, why = place_by_owners(hosts, vm, nodes, request)
+        if decision is None and not why:
+            why = f"no other node of cluster {home} can be tried"
+        if decision is None:
+            waiting.append((vm.id, why))
             continue
         hosts[decision.host] = placed_on(hosts[decision.host], vm)
         restarts.append(Restart(vm.id, vm.name, decision.host, decision.storage))
     return RestartPlan(tuple(restarts), tuple(waiting), tuple(skipped), now)
+
+
+def place_by_owners(
+    hosts: Mapping[str, HostCapacity],
+    vm: VmRecord,
+    nodes: Sequence[str],
+    request: PlacementRequest,
+) -> tuple[PlacementDecision | None, str]:
+    """Where an HA VM goes among `nodes`: its first preferred owner placement accepts, in
+    order; else the best-rated other possible owner; never a node that is not one.
+
+    Returns (decision, "") or (None, why no node fits: every refusal; empty when there
+    was no node to try at all).
+    """
+    preferred, others = owner_order(vm.policy, nodes)
+    if not preferred and not others:
+        if vm.policy.possible_owners and nodes:
+            owners = ", ".join(vm.policy.possible_owners)
+            return None, f"none of its possible owners ({owners}) can be tried"
+        return None, ""
+    refusals: list[str] = []
+    for group in [[name] for name in preferred] + [list(others)]:
+        if not group:
+            continue
+        try:
+            decision = place(PlacementSnapshot(tuple(without_self(hosts[n], vm) for n in group)), request)
+        except ManagerError as error:  # e.g. no node of the group sees the VM's volume
+            refusals.append(error.message)
+            continue
+        if decision.host is not None:
+            return decision, ""
+        refusals.extend(f"{h} {why}" for h, why in decision.rejections)
+    return None, "; ".join(refusals)

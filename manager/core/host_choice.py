@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from manager.core.capacity import ReserveReport
 from manager.core.errors import FailedPreconditionError, ResourceExhaustedError
-from manager.core.model import RestartPriority, StorageLocation, VmRecord
+from manager.core.failover_policy import owner_order
+from manager.core.model import FailoverPolicy, RestartPriority, StorageLocation, VmRecord
 from manager.core.placement import (
     PlacementGoal,
     PlacementRequest,
@@ -67,16 +68,34 @@ def choose_host(
     *,
     restart_priority: RestartPriority = RestartPriority.MEDIUM,
     starts: bool = True,
+    policy: FailoverPolicy | None = None,
 ) -> HostChoice:
     """The host for a new VM; raises NotFoundError / InvalidArgumentError for a request
     that contradicts the topology, ResourceExhaustedError when no host can take it,
-    FailedPreconditionError when only the reserve forbids automatic placement."""
+    FailedPreconditionError when only the reserve forbids automatic placement.
+
+    A `policy` with owners narrows the choice: never a node that is not a possible
+    owner; the first preferred owner with stars wins over a better-rated other node.
+    """
     check_request(snapshot, request)
     what = describe_vm(request)
+    policy = policy or FailoverPolicy()
     if request.host is None:
         ratings = rate_hosts(
             snapshot, request, vms, clusters, restart_priority=restart_priority, starts=starts
         )
+        ratings = [r for r in ratings if policy.may_run_on(r.host)]
+        usable = {r.host: r for r in ratings if r.stars > 0 and r.storage is not None}
+        preferred, _ = owner_order(policy, usable)
+        if preferred:
+            first = usable[preferred[0]]
+            assert first.storage is not None
+            return HostChoice(
+                first.host,
+                first.storage,
+                first.stars,
+                f"its first available preferred owner, {first.stars:g} stars: {_load(first)}",
+            )
         best = next((r for r in ratings if r.stars > 0), None)
         if best is not None and best.storage is not None:
             return HostChoice(
@@ -90,10 +109,16 @@ def choose_host(
                 "Name a node (--host) to place it there anyway"
             )
         if not ratings:
-            raise ResourceExhaustedError(f"no host can take {what}: there are no hosts")
+            none = "none of its possible owners is a host" if policy.possible_owners else "there are no hosts"
+            raise ResourceExhaustedError(f"no host can take {what}: {none}")
         raise ResourceExhaustedError(f"no host can take {what}: " + "; ".join(r.why_not() for r in ratings))
     host = snapshot.host(request.host)
     assert host is not None  # check_request raised NotFoundError otherwise
+    if not policy.may_run_on(host.name):
+        raise FailedPreconditionError(
+            f"host {host.name} is not a possible owner of {what} "
+            f"(possible owners: {', '.join(policy.possible_owners)})"
+        )
     protected = starts and restart_priority is not RestartPriority.NONE
     rating = rate_one(snapshot, host, request, vms, clusters, protected=protected)
     refused = [n for n in rating.blocking if n.code not in RESERVE_REASONS]

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from manager.core.errors import FailedPreconditionError, InvalidArgumentError, ManagerError
-from manager.core.failover import placed_on, restart_request, without_self
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError
+from manager.core.failover import place_by_owners, placed_on, restart_request
 from manager.core.inventory import ACTIVE_VM_STATES
 from manager.core.migration import LIVE_PROFILES
 from manager.core.model import HostRecord, VmRecord
-from manager.core.placement import PlacementSnapshot, place
+from manager.core.placement import PlacementSnapshot
 from manager.core.states import HostState, VmState
 
 
@@ -100,15 +100,9 @@ def plan_maintenance(
         # The files stay on shared storage, as after a failover: the target needs no room
         # for them, only to see them.
         request = restart_request(vm, max_vcpus_per_core)
-        candidates = PlacementSnapshot(tuple(without_self(h, vm) for h in room.values()))
-        try:
-            decision = place(candidates, request)
-        except ManagerError as error:  # no other node sees the VM's volume
-            stuck.append((vm.name, error.message))
-            continue
-        if decision.host is None:
-            reasons = "; ".join(f"{h} {why}" for h, why in decision.rejections) or "it has no other node"
-            stuck.append((vm.name, reasons))
+        decision, why = place_by_owners(room, vm, sorted(room), request)
+        if decision is None or decision.host is None:
+            stuck.append((vm.name, why or "it has no other node"))
             continue
         room[decision.host] = placed_on(room[decision.host], vm)
         steps.append(MaintenanceStep(vm.id, vm.name, StepAction.LIVE_MIGRATE, decision.host))

@@ -80,8 +80,14 @@ def check_destination(
         raise FailedPreconditionError(f"VM {vm.name} is on host {vm.host}, which no longer exists")
     if destination.name == source.name:
         raise FailedPreconditionError(f"VM {vm.name} already is on host {name}")
-    check_host_ok(vm, source, "source")
+    if source.state is not HostState.STOPPING:  # a host being shut down hands its VMs away
+        check_host_ok(vm, source, "source")
     check_host_ok(vm, destination, "destination")
+    if not vm.policy.may_run_on(destination.name):
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move to {destination.name}: it is not one of its possible owners "
+            f"({', '.join(vm.policy.possible_owners)})"
+        )
 
 
 def check_host_ok(vm: VmRecord, host: HostRecord, role: str) -> None:

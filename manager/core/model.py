@@ -40,6 +40,60 @@ class RestartPriority(Enum):
 RESTART_RANK = {RestartPriority.HIGH: 0, RestartPriority.MEDIUM: 1, RestartPriority.LOW: 2}
 
 
+class FailbackMode(Enum):
+    """When a VM moves back to its most preferred owner once that node returns."""
+
+    NEVER = "never"  # it stays where failover put it (Windows Server 2008 R2's default)
+    IMMEDIATE = "immediate"  # as soon as the node is back
+    WINDOW = "window"  # only between the window's hours (the manager's local time)
+
+
+# Windows Server 2008 R2 allows a group n-1 failovers in 6 hours (n = nodes of the cluster).
+DEFAULT_FAILOVER_PERIOD_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class FailoverPolicy:
+    """The failover cluster's group properties of one highly available VM."""
+
+    # Tried first, in this order, for a restart, a placement or a failback.
+    preferred_owners: tuple[str, ...] = ()
+    # The only nodes it may run on; empty means every node of its cluster.
+    possible_owners: tuple[str, ...] = ()
+    # At most this many failovers in `failover_period_s`; None means nodes - 1.
+    max_failovers: int | None = None
+    failover_period_s: int = DEFAULT_FAILOVER_PERIOD_S
+    failback: FailbackMode = FailbackMode.NEVER
+    # (first hour, end hour), 0-23, for FailbackMode.WINDOW; 22-6 spans midnight.
+    failback_window: tuple[int, int] | None = None
+
+    def may_run_on(self, host: str) -> bool:
+        return not self.possible_owners or host in self.possible_owners
+
+
+class FailedAction(Enum):
+    """What failed when a VM is `failed`: what `repair --retry` runs again."""
+
+    FAILOVER = "failover"  # the restart after its host failed, on every node tried
+    THRESHOLD = "threshold"  # its failover threshold was reached: left failed on purpose
+    START = "start"  # an operator's start or restore
+    REPORTED = "reported"  # its host reported it failed
+
+
+class IncidentKind(Enum):
+    DUPLICATE_COPY = "duplicate_copy"  # it ran on two hosts; the stale copy was stopped
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something that went wrong with a VM and what the manager did about it."""
+
+    kind: IncidentKind
+    time: datetime
+    hosts: tuple[str, ...]  # the hosts involved, the one kept first
+    detail: str  # a sentence
+
+
 class VmOperation(Enum):
     START = "start"  # power on a stopped VM, or restore a saved one
     SHUTDOWN = "shutdown"  # ask the guest to shut down cleanly
@@ -163,6 +217,13 @@ class VmRecord:
     processor_compatibility: bool = False
     # The migration that is queued or running for this VM; None when none is.
     migration_id: str | None = None
+    policy: FailoverPolicy = field(default_factory=FailoverPolicy)
+    # When its recent failovers happened (those inside the policy's period).
+    failover_times: tuple[datetime, ...] = ()
+    # What failed, while the VM is `failed`; None otherwise.
+    failed_action: FailedAction | None = None
+    # The last incident (a duplicate copy resolved, ...); None when there was none.
+    incident: Incident | None = None
 
 
 class JobStepOutcome(Enum):
@@ -170,6 +231,9 @@ class JobStepOutcome(Enum):
     RUNNING = "running"  # under way
     LIVE_MIGRATED = "live_migrated"  # live-migrated to the step's host
     SAVED = "saved"  # saved where it is
+    QUICK_MIGRATED = "quick_migrated"  # saved and restored (or, at rest, moved) on the step's host
+    RESTARTED = "restarted"  # shut down, moved and started on the step's host
+    SHUT_DOWN = "shut_down"  # shut down where it is
     FAILED = "failed"  # see the detail
     NOT_ATTEMPTED = "not_attempted"  # an earlier step failed first
 
@@ -255,6 +319,7 @@ class CreateVmCommand:
     no_start: bool
     restart_priority: RestartPriority = RestartPriority.MEDIUM
     processor_compatibility: bool = False
+    policy: FailoverPolicy = field(default_factory=FailoverPolicy)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ IN_PROGRESS: dict[VmOperation, VmState] = {
 
 # States from which a VM may be deleted: nothing of it runs anywhere (a failed VM
 # holds no memory; deleting it clears the failure with its files).
-DELETABLE = frozenset({S.STOPPED, S.SAVED, S.FAILED, S.MISSING})
+DELETABLE = frozenset({S.STOPPED, S.SAVED, S.FAILED, S.MISSING, S.WAITING})
 
 # The verb phrase of each operation after "cannot".
 _VERBS: dict[VmOperation, str] = {

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from manager.core.model import ConfigStatus, ReportedVm, StorageKind, VmRecord
+from manager.core.model import ConfigStatus, FailedAction, ReportedVm, StorageKind, VmRecord
 from manager.core.states import VmState, change_vm_state, observed_vm_state_path
 
 
@@ -50,11 +50,25 @@ def with_configuration(vm: VmRecord, host_cluster: str | None) -> VmRecord:
 
 
 def record_observed(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
-    """The VM in the state an agent reported, through `unknown` when no edge leads there."""
+    """The VM in the state an agent reported, through `unknown` when no edge leads there.
+
+    Leaving `failed` forgets what failed; a failure the host reports is `reported`.
+    """
     state = vm.state
     for step in observed_vm_state_path(state, new):
         state = change_vm_state(vm.name, state, step)
-    return replace(vm, state=state, reason=vm.reason if reason is None else reason)
+    action = (vm.failed_action or FailedAction.REPORTED) if state is VmState.FAILED else None
+    return replace(vm, state=state, reason=vm.reason if reason is None else reason, failed_action=action)
+
+
+def keeps_failure(stored: VmRecord, reported: ReportedVm) -> bool:
+    """A `failed` VM stays failed, with its reason, whatever its host reports at rest:
+    only a copy that runs again with the current lease ends the failure by itself;
+    otherwise `vm repair` does."""
+    if stored.state is not VmState.FAILED:
+        return False
+    runs = reported.state in (VmState.RUNNING, VmState.PAUSED)
+    return not (runs and reported.lease_generation >= stored.lease_generation)
 
 
 def set_vm_state(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
@@ -121,7 +135,10 @@ def reconcile(
             )
             imports.append(with_configuration(imported, host_cluster))
             continue
-        updated = record_observed(stored, reported.state, reported.reason)
+        if keeps_failure(stored, reported):
+            updated = stored
+        else:
+            updated = record_observed(stored, reported.state, reported.reason)
         updated = replace(
             updated,
             host=host_name,
@@ -142,7 +159,8 @@ def reconcile(
     missing = [
         record_observed(vm, VmState.MISSING, f"host {host_name} no longer reports this VM")
         for vm in gone
-        if vm.state not in (VmState.MISSING, VmState.CREATING)
+        # A failed VM keeps its failure; a waiting one belongs to its failover.
+        if vm.state not in (VmState.MISSING, VmState.CREATING, VmState.FAILED, VmState.WAITING)
     ]
     removed = [vm for vm in gone if vm.state is VmState.CREATING]
     return ReconcileResult(tuple(updates), tuple(imports), tuple(missing), tuple(removed), tuple(stale))
@@ -165,4 +183,15 @@ def mark_unknown(vms: Sequence[VmRecord], host_name: str, why: str) -> list[VmRe
 
 
 # States a host's silence does not make unknown (see mark_unknown).
-_KEPT_WHEN_HOST_SILENT = frozenset({VmState.UNKNOWN, VmState.CREATING, VmState.STOPPED, VmState.SAVED})
+# A failed VM keeps its failure and its reason (see keeps_failure); a waiting one
+# belongs to its failover.
+_KEPT_WHEN_HOST_SILENT = frozenset(
+    {
+        VmState.UNKNOWN,
+        VmState.CREATING,
+        VmState.STOPPED,
+        VmState.SAVED,
+        VmState.FAILED,
+        VmState.WAITING,
+    }
+)

@@ -25,25 +25,49 @@ class HostState(Enum):
     FENCING = "fencing"  # its VMs are being taken away from it
     FENCED = "fenced"  # its VMs can no longer run or write there
     MAINTENANCE = "maintenance"  # taken out of placement by an operator
+    STOPPING = "stopping"  # shut down by an operator: its VMs are leaving it
+    STOPPED = "stopped"  # shut down on purpose; its VMs were moved or stopped first
 
 
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
     # Heartbeats stop or a last will arrives (suspect); without a broker a failed
     # refresh is the only sign (not_responding); an operator takes it (maintenance).
-    HostState.OK: frozenset({HostState.SUSPECT, HostState.NOT_RESPONDING, HostState.MAINTENANCE}),
-    # The probe decides: beats back (ok), management answers (isolated), both silent.
-    HostState.SUSPECT: frozenset({HostState.OK, HostState.ISOLATED, HostState.NOT_RESPONDING}),
+    # An operator shuts it down (stopping), or the agent announces it leaves (stopped).
+    HostState.OK: frozenset(
+        {
+            HostState.SUSPECT,
+            HostState.NOT_RESPONDING,
+            HostState.MAINTENANCE,
+            HostState.STOPPING,
+            HostState.STOPPED,
+        }
+    ),
+    # The probe decides: beats back (ok), management answers (isolated), both silent;
+    # or the agent announces it leaves.
+    HostState.SUSPECT: frozenset(
+        {HostState.OK, HostState.ISOLATED, HostState.NOT_RESPONDING, HostState.STOPPED}
+    ),
     # Beats resume (ok), or the management path is lost too (not_responding).
-    HostState.ISOLATED: frozenset({HostState.OK, HostState.SUSPECT, HostState.NOT_RESPONDING}),
-    # A silent host either comes back or is fenced before its VMs restart elsewhere.
-    HostState.NOT_RESPONDING: frozenset({HostState.OK, HostState.FENCING, HostState.MAINTENANCE}),
+    HostState.ISOLATED: frozenset(
+        {HostState.OK, HostState.SUSPECT, HostState.NOT_RESPONDING, HostState.STOPPED}
+    ),
+    # A silent host either comes back or is fenced before its VMs restart elsewhere; a
+    # late announcement that it left on purpose spares it the fencing.
+    HostState.NOT_RESPONDING: frozenset(
+        {HostState.OK, HostState.FENCING, HostState.MAINTENANCE, HostState.STOPPED}
+    ),
     # Only once every HA VM of it is restarted, failed or waiting for capacity.
     HostState.FENCING: frozenset({HostState.FENCED}),
     # A fenced host rejoins only once it answers again without stale copies of VMs
     # that moved, or an operator takes it.
     HostState.FENCED: frozenset({HostState.OK, HostState.MAINTENANCE}),
-    # Back from maintenance when it answers; a refresh failure while in it.
-    HostState.MAINTENANCE: frozenset({HostState.OK, HostState.NOT_RESPONDING}),
+    # Back from maintenance when it answers; a refresh failure while in it; shut down.
+    HostState.MAINTENANCE: frozenset({HostState.OK, HostState.NOT_RESPONDING, HostState.STOPPING}),
+    # Its VMs left and the agent was told to go (stopped); a step failed and it stays
+    # in service (ok); it died on the way (not_responding).
+    HostState.STOPPING: frozenset({HostState.STOPPED, HostState.OK, HostState.NOT_RESPONDING}),
+    # Started again and answering (ok); an operator takes it into maintenance.
+    HostState.STOPPED: frozenset({HostState.OK, HostState.MAINTENANCE}),
 }
 
 
@@ -62,6 +86,7 @@ class VmState(Enum):
     SAVED = "saved"  # memory image on storage; no memory held
     MIGRATING = "migrating"  # moving between hosts
     FAILED = "failed"  # could not be started or recovered; see the reason
+    WAITING = "waiting"  # highly available, to be restarted once a node can take it
     UNKNOWN = "unknown"  # its host does not answer, so its state is unknown
     MISSING = "missing"  # its host answers but no longer reports it
 
@@ -132,8 +157,22 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     VmState.MIGRATING: frozenset(
         {VmState.RUNNING, VmState.PAUSED, VmState.FAILED, VmState.UNKNOWN, VmState.MISSING}
     ),
+    # Repaired (stopped, started) or accepted as reported; a failover tried again waits.
     VmState.FAILED: frozenset(
-        {VmState.STOPPED, VmState.STARTING, VmState.RUNNING, VmState.UNKNOWN, VmState.MISSING}
+        {
+            VmState.STOPPED,
+            VmState.SAVED,
+            VmState.STARTING,
+            VmState.RUNNING,
+            VmState.WAITING,
+            VmState.UNKNOWN,
+            VmState.MISSING,
+        }
+    ),
+    # A node takes it (starting, running), or the failover gives up (failed), or an
+    # operator stops waiting (stopped).
+    VmState.WAITING: frozenset(
+        {VmState.STARTING, VmState.RUNNING, VmState.FAILED, VmState.STOPPED, VmState.UNKNOWN}
     ),
     # Once its host answers again (or reports it again) the VM may be in any state.
     VmState.UNKNOWN: _ALL_VM_STATES - {VmState.UNKNOWN, VmState.CREATING},

@@ -250,7 +250,7 @@ async def test_a_vm_that_fits_nowhere_waits_until_capacity_returns(cluster: Clus
     cluster.agents.silent.add("node1")
     await cluster.advance(8)
     big1 = cluster.vm("big1")
-    assert big1.state is VmState.STOPPED and big1.reason.startswith("waiting for capacity: ")
+    assert big1.state is VmState.WAITING and big1.reason.startswith("no node can take it now: ")
     assert cluster.host("node1") is HostState.FENCED
     # Capacity appears: a VM on node3 stops.
     await cluster.agents.operate_vm("node3", "", "id-fill-node3", VmOperation.TURN_OFF)
@@ -270,7 +270,7 @@ async def test_a_vm_waiting_for_capacity_can_be_deleted(cluster: Cluster) -> Non
     cluster.alive.discard("node1")
     cluster.agents.silent.add("node1")
     await cluster.advance(8)
-    assert cluster.vm("big1").reason.startswith("waiting for capacity")
+    assert cluster.vm("big1").state is VmState.WAITING
     job = cluster.app.delete_vm("big1")
     done = [j async for j in cluster.app.watch_job(job.id)][-1]
     assert done.error == "" and cluster.store.get_vm_by_name("big1") is None
@@ -385,7 +385,7 @@ async def test_waiting_vms_are_retried_as_soon_as_a_vm_stops(cluster: Cluster) -
     cluster.alive.discard("node1")
     cluster.agents.silent.add("node1")
     await cluster.advance(8)
-    assert cluster.vm("big1").reason.startswith("waiting for capacity")
+    assert cluster.vm("big1").state is VmState.WAITING
     cluster.ha._capacity_changed = False
     cluster.ha.retry_waiting()
     await cluster.ha.idle()

@@ -28,7 +28,7 @@ def test_a_heartbeat_and_statuses_parse() -> None:
         ("havm/v1/hosts/node1/heartbeat", b'{"host":"node2"}', "names host 'node2'"),
         ("havm/v1/hosts/node1/heartbeat", b'{"seq":"x"}', "seq is not an integer"),
         ("havm/v1/hosts/node1/heartbeat", b'{"boot_id": 5}', "boot_id is not a string"),
-        ("havm/v1/hosts/node1/status", b'{"state":"sleepy"}', "state must be online or offline"),
+        ("havm/v1/hosts/node1/status", b'{"state":"sleepy"}', "state must be online, offline or stopped"),
     ],
 )
 def test_bad_payloads_are_refused_with_a_sentence(topic: str, payload: bytes, why: str) -> None:

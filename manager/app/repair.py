@@ -1,0 +1,130 @@
+"""`vm repair`: the way out of `failed`, as VMM's Repair action offers it (Retry, Undo, Ignore).
+
+A failed VM keeps its failure and its reason across refreshes, host loss and manager
+restarts (see core.reconcile.keeps_failure); only a repair (or a copy that runs
+again with the current lease) ends it. Every repair works while the VM's host is
+down: retrying a failover hands the VM back to the failover service, undo records
+the VM stopped where its lease is, ignore records what the agents say (nothing, so
+`unknown`, when its host does not answer).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from manager.app.jobs import JobBook, JobHandle
+from manager.app.vms import VmService
+from manager.core.agent_port import AgentPort
+from manager.core.errors import ManagerError, NotFoundError
+from manager.core.model import JobRecord, VmOperation, VmRecord
+from manager.core.reconcile import record_observed
+from manager.core.repair import RepairAction, RetryKind, check_repairable, retry_kind
+from manager.core.states import HostState, VmState
+from manager.core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class RepairService:
+    def __init__(self, store: Store, jobs: JobBook, vms: VmService, agents: AgentPort) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._vms = vms
+        self._agents = agents
+
+    def repair(self, name: str, action: RepairAction) -> tuple[JobRecord, VmRecord]:
+        vm = self._store.get_vm_by_name(name)
+        if vm is None:
+            raise NotFoundError(f"VM {name} does not exist")
+        check_repairable(vm)
+        host = self._store.get_host(vm.host or "")
+        if action is RepairAction.RETRY and retry_kind(vm, host.state if host else None) is RetryKind.START:
+            # An operator's start, run again: an ordinary start job on its host.
+            return self._vms.operate(name, VmOperation.START), vm
+        job = self._jobs.start(
+            "repair_vm",
+            vm.name,
+            f"Repairing VM {vm.name} ({action.value})",
+            lambda handle: self._work(handle, vm.id, action),
+        )
+        return job, vm
+
+    async def _work(self, job: JobHandle, vm_id: str, action: RepairAction) -> str:
+        async with self._vms.lock(vm_id):
+            vm = self._store.get_vm(vm_id)
+            if vm is None:
+                raise NotFoundError("the VM was deleted before it could be repaired")
+            check_repairable(vm)
+            if action is RepairAction.RETRY:
+                return self._retry_failover(vm)
+            if action is RepairAction.UNDO:
+                return await self._undo(job, vm)
+            return await self._ignore(job, vm)
+
+    def _retry_failover(self, vm: VmRecord) -> str:
+        origin = vm.host or ""
+        # The threshold and the attempts start afresh: the operator decided to try again.
+        waiting = replace(
+            record_observed(vm, VmState.WAITING, "repair: its failover is tried again"),
+            failover_from=origin,
+            restart_target=None,
+            restart_attempts=(),
+            failover_times=(),
+        )
+        self._vms.record(waiting)
+        return (
+            f"VM {vm.name} is waiting for its failover to be tried again "
+            f"(threshold and attempts reset); `havm vm show {vm.name}` follows it"
+        )
+
+    async def _answering(self, vm: VmRecord) -> tuple[str, str] | None:
+        """(host, address) when the VM's host is in service and answers; None otherwise."""
+        host = self._store.get_host(vm.host or "")
+        if host is None or not host.address or host.state is not HostState.OK:
+            return None
+        return host.name, host.address
+
+    async def _undo(self, job: JobHandle, vm: VmRecord) -> str:
+        where = await self._answering(vm)
+        note = f"its host {vm.host} does not answer; recorded stopped there"
+        if where is not None:
+            host, address = where
+            job.progress(40, f"Asking host {host} to make sure VM {vm.name} does not run")
+            try:
+                reported = await self._agents.get_vm(host, address, vm.id)
+                if reported.state in (VmState.RUNNING, VmState.PAUSED, VmState.STARTING):
+                    await self._agents.operate_vm(host, address, vm.id, VmOperation.TURN_OFF)
+                note = f"stopped on host {host}"
+            except ManagerError as error:
+                note = f"host {host} could not be asked ({error.message}); recorded stopped there"
+        undone = replace(
+            record_observed(vm, VmState.STOPPED, "repaired: back to stopped"),
+            failover_from=None,
+            restart_target=None,
+            restart_attempts=(),
+        )
+        self._vms.record(undone)
+        return f"VM {vm.name} is back to stopped: {note}"
+
+    async def _ignore(self, job: JobHandle, vm: VmRecord) -> str:
+        where = await self._answering(vm)
+        state, reason = VmState.UNKNOWN, f"repaired (ignore): its host {vm.host} does not answer"
+        if where is not None:
+            host, address = where
+            job.progress(40, f"Asking host {host} how VM {vm.name} is")
+            try:
+                reported = await self._agents.get_vm(host, address, vm.id)
+                state, reason = reported.state, reported.reason or "repaired (ignore): as its host reports"
+            except NotFoundError:
+                state, reason = VmState.MISSING, f"repaired (ignore): host {host} does not have it"
+            except ManagerError as error:
+                reason = f"repaired (ignore): host {host} could not be asked: {error.message}"
+        accepted = replace(
+            record_observed(replace(vm, failed_action=None), state, reason),
+            failover_from=None,
+            restart_target=None,
+            restart_attempts=(),
+        )
+        self._vms.record(accepted)
+        return f"VM {vm.name} is {accepted.state.value}, as its host reports"
