@@ -74,6 +74,10 @@ class HaService:
     def on_message(self, message: Any) -> None:
         now = self._now()
         online = getattr(message, "online", True)
+        if getattr(message, "stopped", False):
+            self.detector.last_will(message.host, now)
+            self._left(message.host)
+            return
         if not online:
             if self.detector.alive(message.host, now) or self.detector.boot_id(message.host):
                 self._bus.emit("detector", f"host {message.host} went offline (last will)", host=message.host)
@@ -99,6 +103,27 @@ class HaService:
         else:
             self.detector.broker_down(now)
             self._bus.emit("broker", "lost the broker: no host is judged until it is back")
+
+    def _left(self, name: str) -> None:
+        """The agent announced it shut down on purpose: no failure to detect, no fencing
+        window to wait for. Its HA VMs that ran restart elsewhere at once (each take-over
+        holds a newer lease, so a copy that did not stop could not write)."""
+        host = self._store.get_host(name)
+        if host is None or host.state in (HostState.STOPPED, HostState.FENCING):
+            return
+        shut_down_by_manager = host.state is HostState.STOPPING
+        if not self._set_host(name, HostState.STOPPED, "its agent announced it shut down"):
+            return
+        if shut_down_by_manager or host.cluster is None:
+            return  # the shutdown job moved its VMs first
+        self._bus.emit("failover", f"host {name} shut down: restarting its VMs elsewhere now", host=name)
+        self._spawn(f"fence:{name}", self._recover_left(name))
+
+    async def _recover_left(self, name: str) -> None:
+        host = self._store.get_host(name)
+        if host is None:
+            return
+        await self.failover.restart_all(name, self.failover.mark(host))
 
     # --- loops ---------------------------------------------------------------------
 

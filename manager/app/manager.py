@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from manager import __version__
 from manager.app.capacity import CapacityService
 from manager.app.crash_points import CrashPoints
+from manager.app.duplicates import DuplicateResolver
 from manager.app.events import EventBus, EventingStore
+from manager.app.failback import FailbackService
 from manager.app.ha import HaService
 from manager.app.host_admin import HostAdmin
 from manager.app.jobs import JobBook, JobHandle
@@ -98,9 +100,15 @@ class ManagerApp:
         self.jobs = JobBook(store, clock)
         self.capacity = CapacityService(store, settings, self.events)
         self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity)
-        self.repairs = RepairService(store, self.jobs, self.vms, agents)
+        self.repairs = RepairService(store, self.jobs, self.vms, agents, settings)
         self.refresher = RefreshService(
-            store, agents, settings, clock, self.vms.busy_vms, self.vms.vm_versions
+            store,
+            agents,
+            settings,
+            clock,
+            self.vms.busy_vms,
+            self.vms.vm_versions,
+            DuplicateResolver(store, agents, self.vms, self.events, clock),
         )
         self.migrations = MigrationService(
             store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic, crash_points
@@ -115,6 +123,9 @@ class ManagerApp:
             settings,
             lambda: self.migrations.policy.max_live_migrations_per_host,
         )
+        self.failback = FailbackService(
+            store, self.jobs, self.migrations, self.events, settings, clock, monotonic
+        )
         self.shutdowns = ShutdownService(
             store, self.jobs, self.vms, self.migrations, agents, self.capacity, settings
         )
@@ -126,6 +137,7 @@ class ManagerApp:
         self._ha_task: asyncio.Task[None] | None = None
         self._capacity_task: asyncio.Task[None] | None = None
         self._recovery_task: asyncio.Task[None] | None = None
+        self._failback_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -191,14 +203,22 @@ class ManagerApp:
         self._recovery_task = loop.create_task(self.migrations.recover())
         self._loop_task = loop.create_task(self.refresher.run_periodically())
         self._capacity_task = loop.create_task(self.capacity.run())
+        self._failback_task = loop.create_task(self.failback.run())
         if self.ha is not None:
             self._ha_task = loop.create_task(self.ha.run())
 
     async def stop(self) -> None:
-        for task in (self._loop_task, self._ha_task, self._recovery_task, self._capacity_task):
+        for task in (
+            self._loop_task,
+            self._ha_task,
+            self._recovery_task,
+            self._capacity_task,
+            self._failback_task,
+        ):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        await self.repairs.stop()
         if self.ha is not None:
             await self.ha.stop()
         await self.jobs.shutdown()

@@ -10,6 +10,7 @@ the VM stopped where its lease is, ignore records what the agents say (nothing, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
@@ -20,6 +21,7 @@ from manager.core.errors import ManagerError, NotFoundError
 from manager.core.model import JobRecord, VmOperation, VmRecord
 from manager.core.reconcile import record_observed
 from manager.core.repair import RepairAction, RetryKind, check_repairable, retry_kind
+from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
 
@@ -27,11 +29,22 @@ log = logging.getLogger(__name__)
 
 
 class RepairService:
-    def __init__(self, store: Store, jobs: JobBook, vms: VmService, agents: AgentPort) -> None:
+    def __init__(
+        self, store: Store, jobs: JobBook, vms: VmService, agents: AgentPort, settings: Settings
+    ) -> None:
         self._store = store
         self._jobs = jobs
         self._vms = vms
         self._agents = agents
+        self._settings = settings
+        # Undos recorded while the VM's host was down: its copy is turned off when the
+        # host answers again (its agent may start it on its own on return).
+        self._watches: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        for task in list(self._watches):
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
 
     def repair(self, name: str, action: RepairAction) -> tuple[JobRecord, VmRecord]:
         vm = self._store.get_vm_by_name(name)
@@ -105,7 +118,37 @@ class RepairService:
             restart_attempts=(),
         )
         self._vms.record(undone)
+        if where is None:
+            task = asyncio.get_running_loop().create_task(self._stop_on_return(vm.id))
+            self._watches.add(task)
+            task.add_done_callback(self._watches.discard)
+            note += "; its copy is turned off when the host answers again"
         return f"VM {vm.name} is back to stopped: {note}"
+
+    async def _stop_on_return(self, vm_id: str) -> None:
+        """Wait for the VM's host to be in service again, then make sure its copy is off."""
+        while True:
+            await asyncio.sleep(self._settings.detector_tick * 5)
+            vm = self._store.get_vm(vm_id)
+            if vm is None or vm.state is not VmState.STOPPED and vm.state is not VmState.RUNNING:
+                return  # deleted, or an operator took it elsewhere meanwhile
+            where = await self._answering(vm)
+            if where is None:
+                continue
+            host, address = where
+            async with self._vms.lock(vm_id):
+                try:
+                    reported = await self._agents.get_vm(host, address, vm_id)
+                    if reported.state in (VmState.RUNNING, VmState.PAUSED, VmState.STARTING):
+                        log.info("VM %s was undone to stopped: turning off its copy on %s", vm.name, host)
+                        reported = await self._agents.operate_vm(host, address, vm_id, VmOperation.TURN_OFF)
+                except ManagerError as error:
+                    log.warning("could not turn off VM %s on host %s: %s", vm.name, host, error.message)
+                    continue
+                current = self._store.get_vm(vm_id)
+                if current is not None:
+                    self._vms.record(record_observed(current, reported.state, "repaired: back to stopped"))
+            return
 
     async def _ignore(self, job: JobHandle, vm: VmRecord) -> str:
         where = await self._answering(vm)

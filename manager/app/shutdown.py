@@ -102,6 +102,18 @@ class ShutdownService:
     async def _work(
         self, job: JobHandle, name: str, action: ShutdownAction, steps: tuple[ShutdownStep, ...]
     ) -> str:
+        try:
+            return await self._drain_and_leave(job, name, action, steps)
+        except BaseException:
+            # Whatever stopped the job, the host must not stay `stopping` for good.
+            host = self._store.get_host(name)
+            if host is not None and host.state is HostState.STOPPING:
+                self._set(host, HostState.OK, "")
+            raise
+
+    async def _drain_and_leave(
+        self, job: JobHandle, name: str, action: ShutdownAction, steps: tuple[ShutdownStep, ...]
+    ) -> str:
         outcomes = {s.vm_name: JobStep(s.vm_name, JobStepOutcome.PENDING, s.target) for s in steps}
         failures: list[str] = []
 
@@ -125,7 +137,6 @@ class ShutdownService:
         report()
         await asyncio.gather(*(one(step) for step in steps))
         if failures:
-            self._set(self._host(name), HostState.OK, "")
             raise FailedPreconditionError(
                 f"host {name} did not shut down: {'; '.join(failures)}; "
                 "VMs already moved stay where they went"

@@ -151,7 +151,7 @@ class FailureDetector:
             elif state in (HostState.SUSPECT, HostState.ISOLATED):
                 # Probe again: a host isolated from heartbeats may also lose management.
                 verdicts.append(Verdict(host, Action.PROBE, silent or ""))
-            elif state in (HostState.FENCED, HostState.NOT_RESPONDING) and silent is None:
+            elif state in (HostState.FENCED, HostState.NOT_RESPONDING, HostState.STOPPED) and silent is None:
                 verdicts.append(Verdict(host, Action.REFRESH, "heartbeats arrive"))
             elif state is HostState.NOT_RESPONDING and self._heard[host].ever:
                 # Its management path failed earlier; now the heartbeats stopped too.

@@ -158,6 +158,10 @@ def set_host_state(host: HostRecord, state: HostState, reason: str) -> HostRecor
 # States the failure detector and the failover service own: a refresh records what the
 # host reported but leaves the verdict alone (an isolated host answers, yet it is not ok).
 DETECTOR_STATES = frozenset({HostState.SUSPECT, HostState.ISOLATED, HostState.FENCING})
+# States an operator's action holds, whatever a refresh finds.
+_OPERATOR_STATES = frozenset({HostState.MAINTENANCE, HostState.STOPPING})
+# States a failed refresh does not change: the failover, or the shutdown, has the host.
+_KEPT_WHEN_SILENT = frozenset({HostState.FENCED, HostState.STOPPING, HostState.STOPPED})
 
 
 def apply_inventory(
@@ -179,8 +183,12 @@ def apply_inventory(
         last_refresh=now,
         boot_id=inventory.boot_id,
     )
-    if host.state in DETECTOR_STATES or host.state is HostState.MAINTENANCE:
-        # Maintenance ends only when an operator stops it, not because the host answers.
+    if host.state in DETECTOR_STATES or host.state in _OPERATOR_STATES:
+        # Maintenance ends only when an operator stops it, not because the host answers;
+        # a host being shut down is the shutdown's until it is stopped.
+        return refreshed
+    if host.state is HostState.STOPPED and inventory.boot_id == host.boot_id:
+        # The agent answered once more on its way out: only a new boot brings it back.
         return refreshed
     if host.state is HostState.FENCED and stale:
         return replace(
@@ -196,7 +204,7 @@ def apply_refresh_failure(host: HostRecord, why: str, now: datetime) -> HostReco
     A host the detector or the failover service holds keeps its state: whether its
     VMs move is decided from heartbeats and probes, not from one failed call.
     """
-    if host.state in DETECTOR_STATES or host.state is HostState.FENCED:
+    if host.state in DETECTOR_STATES or host.state in _KEPT_WHEN_SILENT:
         return replace(host, last_refresh=now)
     return replace(set_host_state(host, HostState.NOT_RESPONDING, why), last_refresh=now)
 

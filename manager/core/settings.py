@@ -68,6 +68,10 @@ class Settings:
     # VMs of one restart priority restarted at the same time after a host failure (the
     # priorities themselves go one after the other).
     failover_parallelism: int = 8
+    # Seconds between two looks for HA VMs whose most preferred owner is back (failback),
+    # and how long a failback that failed waits before it is tried again.
+    failback_check_interval: float = 2.0
+    failback_retry_after: float = 60.0
     # Events kept in memory for WatchEvents to replay.
     event_buffer: int = 1000
     # Reconnecting to the broker: the wait grows from the first to the longest (seconds).
