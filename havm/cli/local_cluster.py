@@ -85,12 +85,12 @@ def load_topology(path: Path | None) -> tuple[Topology, str]:
 def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str, Any]:
     """The host configuration file one node agent of the topology runs with."""
     return host_agent_config(
-        host, topology.volumes_visible_to(host.name), san_root, topology.migration.stall_timeout_s
+        host, topology.volumes_visible_to(host.name), san_root, topology.agent_settings()
     )
 
 
 def host_agent_config(
-    host: HostSpec, volumes: Iterable[VolumeSpec], san_root: Path, stall_timeout_s: float
+    host: HostSpec, volumes: Iterable[VolumeSpec], san_root: Path, settings: dict[str, Any]
 ) -> dict[str, Any]:
     """The host configuration file a node agent runs with: the host, the shared volumes it
     sees (under `san_root`, the SAN every agent of the cluster shares) and its timings."""
@@ -111,9 +111,7 @@ def host_agent_config(
         "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in host.networks],
         "volumes": [{"name": v.name, "kind": v.kind, "capacity_gb": v.capacity_gb} for v in volumes],
         "san_root": str(san_root),
-        # One stall timeout for the whole migration path: the manager's progress stream
-        # and the agents' own stream give up on a silent peer alike.
-        "settings": {"migration_stall_timeout_s": stall_timeout_s},
+        "settings": dict(settings),
     }
 
 

@@ -32,6 +32,9 @@ Format (YAML)::
       bandwidth_mb_per_s: 0         # cap of the migration network; 0 is no cap
       no_converge: quick            # quick | fail: a live migration that cannot converge
       stall_timeout_s: 5            # a migration stream silent this long is given up
+    isolation:                      # optional; what an agent cut off from everything does
+      timeout_s: 15                 # seconds from its last contact with manager or broker
+      response: power_off           # power_off | shut_down | leave_running
     placement:                      # optional; how hosts are rated (the manager's flags win)
       goal: load_balancing          # load_balancing | resource_maximization
       memory_weight: 1              # how much free memory counts in the stars
@@ -103,7 +106,10 @@ __all__ = [
 
 DEFAULT_CLUSTER_RESERVE = 1
 
-_TOP_KEYS = ("version", "host_defaults", "clusters", "hosts", "migration", "placement")
+_TOP_KEYS = ("version", "host_defaults", "clusters", "hosts", "migration", "placement", "isolation")
+ISOLATION_RESPONSES = ("power_off", "shut_down", "leave_running")
+_ISOLATION_KEYS = ("timeout_s", "response")
+MAX_ISOLATION_TIMEOUT_S = 3600.0
 PLACEMENT_GOALS = ("load_balancing", "resource_maximization")
 _PLACEMENT_KEYS = ("goal", "memory_weight", "cpu_weight")
 MAX_RATING_WEIGHT = 100.0
@@ -172,11 +178,31 @@ class PlacementSettings:
 
 
 @dataclass(frozen=True)
+class IsolationSettings:
+    """What every agent does when cut off from manager and broker; the `isolation:` section."""
+
+    # Seconds from the last successful contact until the isolation response.
+    timeout_s: float = 15.0
+    response: str = "power_off"  # or "shut_down", "leave_running"
+
+
+@dataclass(frozen=True)
 class Topology:
     clusters: tuple[ClusterSpec, ...]
     hosts: tuple[HostSpec, ...]
     migration: MigrationSettings = MigrationSettings()
     placement: PlacementSettings = PlacementSettings()
+    isolation: IsolationSettings = IsolationSettings()
+
+    def agent_settings(self) -> dict[str, Any]:
+        """The timings every agent of this topology runs with (its config's `settings`)."""
+        return {
+            # One stall timeout for the whole migration path: the manager's progress
+            # stream and the agents' own stream give up on a silent peer alike.
+            "migration_stall_timeout_s": self.migration.stall_timeout_s,
+            "isolation_timeout_s": self.isolation.timeout_s,
+            "isolation_response": self.isolation.response,
+        }
 
     def host(self, name: str) -> HostSpec:
         for host in self.hosts:
@@ -274,7 +300,33 @@ def parse_topology(data: object) -> Topology:
     placement = PlacementSettings()
     if top.get("placement") is not None:
         placement = _parse_placement(top["placement"], "placement")
-    return Topology(clusters=tuple(clusters), hosts=tuple(hosts), migration=migration, placement=placement)
+    isolation = IsolationSettings()
+    if top.get("isolation") is not None:
+        isolation = _parse_isolation(top["isolation"], "isolation")
+    return Topology(
+        clusters=tuple(clusters),
+        hosts=tuple(hosts),
+        migration=migration,
+        placement=placement,
+        isolation=isolation,
+    )
+
+
+def _parse_isolation(raw: object, field: str) -> IsolationSettings:
+    entry = read_mapping(raw, field, _ISOLATION_KEYS)
+    default = IsolationSettings()
+    return IsolationSettings(
+        timeout_s=read_number(
+            entry.get("timeout_s", default.timeout_s),
+            f"{field}.timeout_s",
+            0.0,
+            MAX_ISOLATION_TIMEOUT_S,
+            exclusive_minimum=True,
+        ),
+        response=read_choice(
+            entry.get("response", default.response), f"{field}.response", ISOLATION_RESPONSES
+        ),
+    )
 
 
 def _parse_placement(raw: object, field: str) -> PlacementSettings:
@@ -432,11 +484,13 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
     }
     p = topology.placement
     placement = {"goal": p.goal, "memory_weight": p.memory_weight, "cpu_weight": p.cpu_weight}
+    isolation = {"timeout_s": topology.isolation.timeout_s, "response": topology.isolation.response}
     return {
         "version": 1,
         "clusters": clusters,
         "migration": migration,
         "placement": placement,
+        "isolation": isolation,
         "hosts": hosts,
     }
 
