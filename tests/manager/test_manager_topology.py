@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from manager.core.topology import (
+    IsolationSettings,
     PlacementSettings,
     TopologyError,
     parse_topology,
@@ -277,6 +278,33 @@ def test_the_placement_section_sets_the_goal_and_weights_and_round_trips() -> No
 def test_a_bad_placement_section_names_the_field(section: dict[str, Any], message: str) -> None:
     data = base()
     data["placement"] = section
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(data)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_the_isolation_section_reaches_every_agents_settings_and_round_trips() -> None:
+    data = base()
+    assert parse_topology(data).isolation == IsolationSettings()
+    data["isolation"] = {"timeout_s": 6, "response": "shut_down"}
+    topology = parse_topology(data)
+    assert topology.isolation == IsolationSettings(6.0, "shut_down")
+    assert parse_topology(topology_to_dict(topology)).isolation == topology.isolation
+    settings = topology.agent_settings()
+    assert (settings["isolation_timeout_s"], settings["isolation_response"]) == (6.0, "shut_down")
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"timeout_s": 0}, "isolation.timeout_s"),
+        ({"response": "panic"}, "isolation.response: must be one of power_off, shut_down, leave_running"),
+        ({"timeout_s": 5, "typo": 1}, "isolation"),
+    ],
+)
+def test_a_bad_isolation_section_names_the_field(section: dict[str, Any], message: str) -> None:
+    data = base()
+    data["isolation"] = section
     with pytest.raises(TopologyError) as caught:
         parse_topology(data)
     assert str(caught.value).startswith(message), str(caught.value)
