@@ -181,6 +181,7 @@ def _vm(raw: dict[str, Any]) -> VmRecord:
         failover_times=tuple(datetime.fromisoformat(t) for t in raw.get("failover_times", ())),
         failed_action=FailedAction(raw["failed_action"]) if raw.get("failed_action") else None,
         incident=_incident(raw.get("incident")),
+        threshold_waived=raw.get("threshold_waived", False),
     )
 
 

@@ -104,7 +104,11 @@ class FailoverService:
                 if len(exhausted) > self._settings.restart_attempts_other_nodes:
                     self._fail(vm, f"restart failed on {', '.join(sorted(exhausted))}")
                     current.remove(vm)
-                elif vm.restart_target is None and (why := self._over_threshold(vm)):
+                elif (
+                    vm.restart_target is None
+                    and not vm.threshold_waived
+                    and (why := self._over_threshold(vm))
+                ):
                     self._fail(vm, why, FailedAction.THRESHOLD)
                     current.remove(vm)
             for vm in list(current):
@@ -189,6 +193,7 @@ class FailoverService:
             failover_from=None,
             restart_target=None,
             failed_action=action,
+            threshold_waived=False,
         )
         self._put(failed)
         self._bus.emit("failover", f"VM {vm.name} failed: {why}", vm.host or "", vm.name)
@@ -320,6 +325,7 @@ class FailoverService:
             record_observed(vm, state, reason),
             failover_count=vm.failover_count + 1,
             failover_times=(*recent_failovers(vm, now), now),
+            threshold_waived=False,
             failover_from=None,
             restart_target=None,
             restart_attempts=(),

@@ -77,18 +77,19 @@ class RepairService:
 
     def _retry_failover(self, vm: VmRecord) -> str:
         origin = vm.host or ""
-        # The threshold and the attempts start afresh: the operator decided to try again.
+        # The attempts start afresh and the threshold lets this restart through: the
+        # operator decided to try again.
         waiting = replace(
             record_observed(vm, VmState.WAITING, "repair: its failover is tried again"),
             failover_from=origin,
             restart_target=None,
             restart_attempts=(),
-            failover_times=(),
+            threshold_waived=True,
         )
         self._vms.record(waiting)
         return (
             f"VM {vm.name} is waiting for its failover to be tried again "
-            f"(threshold and attempts reset); `havm vm show {vm.name}` follows it"
+            f"(attempts reset, the threshold waived once); `havm vm show {vm.name}` follows it"
         )
 
     async def _answering(self, vm: VmRecord) -> tuple[str, str] | None:

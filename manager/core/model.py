@@ -224,6 +224,9 @@ class VmRecord:
     failed_action: FailedAction | None = None
     # The last incident (a duplicate copy resolved, ...); None when there was none.
     incident: Incident | None = None
+    # An operator retried its failover (`vm repair --retry`): the threshold does not stop
+    # that one restart.
+    threshold_waived: bool = False
 
 
 class JobStepOutcome(Enum):

@@ -49,6 +49,7 @@ class LeaseAgents:
         self.silent: set[str] = set()
         self.refusing: set[str] = set()
         self.starts: list[tuple[str, str]] = []
+        self.boot_ids: dict[str, str] = {}
 
     def _check(self, host: str) -> None:
         if host in self.silent:
@@ -76,7 +77,7 @@ class LeaseAgents:
                 VolumeInfo(v.name, StorageKind(v.kind), v.capacity_gb * GIB, v.capacity_gb * GIB)
                 for v in self.topology.volumes_visible_to(host)
             ),
-            boot_id="b",
+            boot_id=self.boot_ids.get(host, "b"),
             vms=tuple(self.vms[host].values()),
         )
 
