@@ -90,7 +90,9 @@ def _fit_key(vm: VmRecord) -> tuple[object, ...]:
     shared = vm.storage if vm.storage is not None and vm.storage.kind is not StorageKind.LOCAL_DISK else None
     # A LUN's other users block it, its own files do not: the VM's name matters there.
     owner = vm.name if shared is not None and shared.kind is StorageKind.LUN else ""
-    return (vm.cpus, vm.networks, shared, owner)
+    # Owners narrow (and order) the nodes a restart may take.
+    owners = (vm.policy.preferred_owners, vm.policy.possible_owners)
+    return (vm.cpus, vm.networks, shared, owner, owners)
 
 
 def _combinations(total: int, k: int) -> int:

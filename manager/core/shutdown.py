@@ -96,6 +96,9 @@ def plan_shutdown(
     steps: list[ShutdownStep] = []
     stuck: list[tuple[str, str]] = []
     for vm in mine:
+        if vm.migration_id is not None:
+            stuck.append((vm.name, f"its migration {vm.migration_id} must end first"))
+            continue
         if vm.state not in _MOVABLE:
             if vm.state in (VmState.FAILED, VmState.MISSING, VmState.UNKNOWN, VmState.WAITING):
                 continue  # nothing of it runs here
