@@ -27,6 +27,7 @@ from manager.app.migrations import MigrationService
 from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.repair import RepairService
 from manager.app.shutdown import ShutdownService
+from manager.app.vm_policy import VmPolicyService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.capacity import ReserveReport
@@ -100,6 +101,7 @@ class ManagerApp:
         self.jobs = JobBook(store, clock)
         self.capacity = CapacityService(store, settings, self.events)
         self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity)
+        self.policies = VmPolicyService(store, self.jobs, self.vms)
         self.repairs = RepairService(store, self.jobs, self.vms, agents, settings)
         self.refresher = RefreshService(
             store,
@@ -400,7 +402,11 @@ class ManagerApp:
     def update_vm(
         self, name: str, processor_compatibility: bool | None, policy: FailoverPolicy | None = None
     ) -> tuple[JobRecord, VmRecord]:
-        return self.vms.update(name, processor_compatibility, policy)
+        if policy is not None:
+            job, vm = self.policies.update(name, policy)
+            if processor_compatibility is None:
+                return job, vm
+        return self.vms.update(name, processor_compatibility)
 
     async def migrate_vm(
         self, name: str, host: str, quick: bool = False, no_converge: str | None = None

@@ -27,12 +27,11 @@ from manager.core.errors import (
     ManagerError,
     NotFoundError,
 )
-from manager.core.failover_policy import check_policy, describe_policy
+from manager.core.failover_policy import check_policy
 from manager.core.host_choice import HostChoice, RatingsView, VmShape, choose_host
 from manager.core.inventory import build_snapshot
 from manager.core.model import (
     CreateVmCommand,
-    FailoverPolicy,
     JobRecord,
     StorageLocation,
     VmOperation,
@@ -260,10 +259,11 @@ class VmService:
             policy=command.policy,
         )
         host = self._store.get_host(decision.host)
+        cluster = self._store.get_cluster(host.cluster) if host is not None and host.cluster else None
         check_policy(
             command.policy,
             highly_available=command.highly_available,
-            cluster_nodes=self._cluster_nodes(host.cluster if host else None),
+            cluster_nodes=cluster.nodes if cluster is not None else (),
         )
         vm = VmRecord(
             id=str(uuid.uuid4()),
@@ -383,22 +383,8 @@ class VmService:
 
     # --- settings ------------------------------------------------------------------
 
-    def _cluster_nodes(self, cluster: str | None) -> tuple[str, ...]:
-        record = self._store.get_cluster(cluster) if cluster else None
-        return record.nodes if record is not None else ()
-
-    def update(
-        self, name: str, processor_compatibility: bool | None, policy: FailoverPolicy | None = None
-    ) -> tuple[JobRecord, VmRecord]:
+    def update(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]:
         vm = self._vm(name)
-        if policy is not None:
-            check_policy(
-                policy,
-                highly_available=vm.highly_available,
-                cluster_nodes=self._cluster_nodes(self._cluster_of(vm)),
-            )
-            if processor_compatibility is None:
-                return self._update_policy(vm, policy)
         check_update(vm, processor_compatibility)
         self._address(vm)
         self._busy.add(vm.id)
@@ -407,38 +393,14 @@ class VmService:
                 "update_vm",
                 vm.name,
                 f"Changing the settings of VM {vm.name}",
-                lambda handle: self._update_work(handle, vm.id, processor_compatibility, policy),
+                lambda handle: self._update_work(handle, vm.id, processor_compatibility),
             )
         except BaseException:
             self._busy.discard(vm.id)
             raise
         return job, vm
 
-    def _cluster_of(self, vm: VmRecord) -> str | None:
-        host = self._store.get_host(vm.host) if vm.host else None
-        return host.cluster if host is not None else None
-
-    def _update_policy(self, vm: VmRecord, policy: FailoverPolicy) -> tuple[JobRecord, VmRecord]:
-        """A policy lives in the manager only (as a cluster group's properties live in the
-        cluster, not on the host): recorded at once, no agent is asked."""
-        vm = replace(vm, policy=policy)
-        self._put(vm)
-        nodes = len(self._cluster_nodes(self._cluster_of(vm)))
-        summary = describe_policy(policy, nodes)
-
-        async def done(job: JobHandle) -> str:
-            return f"VM {vm.name}: {summary}"
-
-        what = f"Changing the failover policy of VM {vm.name}"
-        return self._jobs.start("update_vm", vm.name, what, done), vm
-
-    async def _update_work(
-        self,
-        job: JobHandle,
-        vm_id: str,
-        processor_compatibility: bool | None,
-        policy: FailoverPolicy | None,
-    ) -> str:
+    async def _update_work(self, job: JobHandle, vm_id: str, processor_compatibility: bool | None) -> str:
         try:
             async with self._lock(vm_id):
                 vm = self._store.get_vm(vm_id)
@@ -458,7 +420,6 @@ class VmService:
                 vm = replace(
                     record_observed(vm, reported.state, reported.reason),
                     processor_compatibility=reported.processor_compatibility,
-                    policy=policy if policy is not None else vm.policy,
                 )
                 self._put(vm)
                 mode = "on" if vm.processor_compatibility else "off"
