@@ -3,6 +3,10 @@
 Hosts are asked concurrently, each with its own deadline, so one silent host costs
 one timeout, not one per host. A host that answers is `ok` and its inventory and VMs
 are recorded; one that does not is `not_responding` and its VMs become `unknown`.
+
+The service also keeps each answering host's latest report of the VMs it runs, so
+that every refresh can check that no VM runs on two hosts at once; a duplicate it
+finds goes to the resolver (app.duplicates), which stops the copy that must not run.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from manager.app.duplicates import DuplicateResolver
 from manager.core.agent_port import AgentPort
+from manager.core.duplicates import Duplicate, HostCopies, active_copies, find_duplicates, held_elsewhere
 from manager.core.errors import ManagerError
 from manager.core.inventory import (
     NO_ADDRESS,
@@ -21,7 +27,7 @@ from manager.core.inventory import (
     apply_refresh_failure,
     update_cluster_volumes,
 )
-from manager.core.model import Inventory
+from manager.core.model import Inventory, VmRecord
 from manager.core.reconcile import mark_unknown, reconcile
 from manager.core.settings import Settings
 from manager.core.store import Store
@@ -45,6 +51,7 @@ class RefreshService:
         clock: Callable[[], datetime],
         busy_vms: Callable[[], Collection[str]],
         vm_versions: Callable[[], Mapping[str, int]],
+        duplicates: DuplicateResolver | None = None,
     ) -> None:
         self._store = store
         self._agents = agents
@@ -58,6 +65,14 @@ class RefreshService:
         self._locks: dict[str, asyncio.Lock] = {}
         # VMs a failover holds (waiting or restarting): a refresh leaves them alone.
         self.failover_vms: Callable[[], Collection[str]] = lambda: ()
+        # None: duplicates are not looked for.
+        self._duplicates = duplicates
+        # The VMs each host ran at its latest answered refresh: {host: {vm id: lease
+        # generation}}. A host that stops answering is dropped: what it ran is unknown.
+        self.reports: dict[str, HostCopies] = {}
+        # The job writes (vm_versions) each report is newer than: a record written since
+        # its host's report may be of a VM that host runs but did not report yet.
+        self._report_versions: dict[str, Mapping[str, int]] = {}
 
     async def refresh(self, host_names: Sequence[str]) -> list[HostRefresh]:
         return list(await asyncio.gather(*(self._refresh_host(n) for n in host_names)))
@@ -79,6 +94,7 @@ class RefreshService:
         async with lock:
             host = self._store.get_host(name)
             if host is None:
+                self._forget_report(name)
                 return HostRefresh(name, False, f"host {name} does not exist")
             inventory: Inventory | None = None
             reason = ""
@@ -96,10 +112,57 @@ class RefreshService:
                     inventory = None
             skip = self._changed_since(busy_before, versions_before)
             if inventory is None:
+                self._forget_report(name)
                 self._record_failure(name, reason, skip)
                 return HostRefresh(name, False, reason)
-            self._record_inventory(name, inventory, skip)
+            self.reports[name] = active_copies(inventory.vms)
+            self._report_versions[name] = versions_before
+            stored = self._store.list_vms()
+            duplicates, held = self._check_copies(name, inventory, skip, stored)
+            self._record_inventory(name, inventory, skip | held, stored)
+            if duplicates and self._duplicates is not None:
+                resolutions = await self._duplicates.resolve(duplicates, self._busy_now, tuple(self.reports))
+                for resolved in resolutions:
+                    for host in resolved.stopped:
+                        self._forget_copy(host, resolved.vm_id)
             return HostRefresh(name, True, "")
+
+    def _check_copies(
+        self, name: str, inventory: Inventory, skip: set[str], stored: list[VmRecord]
+    ) -> tuple[tuple[Duplicate, ...], set[str]]:
+        """The duplicates this host's report shows, and the VMs it reports whose record
+        must stay where it is (core.duplicates.held_elsewhere)."""
+        if self._duplicates is None:
+            return (), set()
+        records = {vm.id: vm for vm in stored}
+        duplicates = find_duplicates(
+            self.reports, {vm.id: vm.host for vm in stored}, busy=skip, involving=name
+        )
+        losing = {d.vm_id for d in duplicates if name in d.stop}
+        versions = self._vm_versions()
+        unconfirmed = set()
+        for vm in inventory.vms:
+            record = records.get(vm.id)
+            if record is None or record.host in (None, name):
+                continue
+            seen = self._report_versions.get(record.host)
+            if seen is None or seen.get(vm.id, 0) != versions.get(vm.id, 0):
+                unconfirmed.add(vm.id)
+        return duplicates, losing | held_elsewhere(name, inventory.vms, records, self.reports, unconfirmed)
+
+    def _forget_report(self, name: str) -> None:
+        """The host does not answer: what it runs is unknown."""
+        self.reports.pop(name, None)
+        self._report_versions.pop(name, None)
+
+    def _busy_now(self) -> set[str]:
+        return set(self._busy_vms()) | set(self.failover_vms())
+
+    def _forget_copy(self, host: str, vm_id: str) -> None:
+        """The resolver stopped this copy: the host's report no longer shows it running."""
+        copies = self.reports.get(host)
+        if copies is not None and vm_id in copies:
+            self.reports[host] = {v: g for v, g in copies.items() if v != vm_id}
 
     def _changed_since(self, busy_before: set[str], versions_before: dict[str, int]) -> set[str]:
         """VMs busy before or after the agent call, or whose record a job wrote meanwhile."""
@@ -118,14 +181,16 @@ class RefreshService:
         for vm in mark_unknown(vms, name, reason):
             self._store.put_vm(vm)
 
-    def _record_inventory(self, name: str, inventory: Inventory, skip: set[str]) -> None:
+    def _record_inventory(
+        self, name: str, inventory: Inventory, skip: set[str], stored: list[VmRecord]
+    ) -> None:
         host = self._store.get_host(name)
         if host is None:
             return
         now = self._clock()
         result = reconcile(
             name,
-            self._store.list_vms(),
+            stored,
             inventory.vms,
             host_cluster=host.cluster,
             now=now,

@@ -1,0 +1,309 @@
+"""Failover policies end to end on real processes: preferred and possible owners under
+repeated failures, waiting for a possible owner, the failover threshold, repair of a
+failed VM while its host is down, failback inside and outside its window, and graceful
+host shutdown with each action. The no-two-copies invariant is checked after every
+fault."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from cluster_harness import (
+    LocalCluster,
+    active_copies,
+    agent_names,
+    alive,
+    assert_invariant,
+    start_cluster,
+    stop_cluster,
+    wait_dead,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+NODES = ["n1", "n2", "n3", "n4"]
+
+TOPOLOGY = """
+version: 1
+host_defaults:
+  profile: hyperv-2008r2
+  cpu: {vendor: GenuineIntel, model: Xeon E5520, features: [sse4_2, popcnt], cores: 4, mhz: 2266}
+  memory_mb: 8192
+  disks: [{name: C, capacity_gb: 100}]
+  networks: [{name: External, bound_to: "NIC 1"}]
+clusters:
+  - name: c1
+    profile: hyperv-2008r2
+    reserve: 0
+    nodes: [n1, n2, n3, n4]
+    csvs: [{name: Volume1, capacity_gb: 500}]
+hosts:
+  - {name: n1}
+  - {name: n2}
+  - {name: n3}
+  - {name: n4}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
+    directory: Path = tmp_path_factory.mktemp("policies")
+    (directory / "topology.yaml").write_text(TOPOLOGY)
+    local = start_cluster(directory / "state", "--topology", str(directory / "topology.yaml"))
+    try:
+        yield local
+    finally:
+        stop_cluster(local)
+
+
+def vms(cluster: LocalCluster) -> dict[str, dict]:
+    return {vm["name"]: vm for vm in cluster.json("vm", "list")}
+
+
+def vm(cluster: LocalCluster, name: str) -> dict:
+    return cluster.json("vm", "show", name)
+
+
+def hosts(cluster: LocalCluster) -> dict[str, dict]:
+    return {host["name"]: host for host in cluster.json("host", "list")}
+
+
+def events(cluster: LocalCluster, last: int = 300) -> list[dict]:
+    import json
+
+    out = cluster.ok("events", "-o", "json", "--last", str(last)).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def event_time(event: dict) -> float:
+    return datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+
+
+def wait_hosts_ok(cluster: LocalCluster, timeout: float = 30) -> None:
+    wait_for(
+        lambda: all(h["state"] == "ok" for h in hosts(cluster).values()),
+        timeout=timeout,
+        interval=0.3,
+        what=f"every host ok (now {[(n, h['state']) for n, h in hosts(cluster).items()]})",
+    )
+
+
+def recover(cluster: LocalCluster) -> None:
+    for host in agent_names(cluster):
+        pid = cluster.component(f"agent:{host}")["pid"]
+        if not pid or not alive(pid):
+            cluster.ok("host", "start", host)
+    wait_hosts_ok(cluster)
+
+
+@pytest.fixture
+def ha(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    try:
+        yield cluster
+    finally:
+        recover(cluster)
+        assert_invariant(cluster, "after the test")
+
+
+def create(cluster: LocalCluster, name: str, *options: str) -> dict:
+    return cluster.json("vm", "create", name, "--ha", "--memory-mb", "256", *options)
+
+
+def running_on(
+    cluster: LocalCluster, name: str, allowed: set[str], timeout: float = 15, where: str | None = None
+) -> str:
+    """Wait until the VM runs (as the manager and exactly one agent say); checks that
+    every host an agent runs it on meanwhile is allowed, and returns where it runs."""
+    seen: set[str] = set()
+
+    def settled() -> str | None:
+        record = vm(cluster, name)
+        copies = active_copies(cluster).get(record["id"], {})
+        seen.update(copies)
+        if where is not None and record["host"] != where:
+            return None
+        if record["state"] == "running" and list(copies) == [record["host"]]:
+            return record["host"]
+        return None
+
+    host = wait_for(settled, timeout=timeout, interval=0.2, what=f"VM {name} running once")
+    assert seen <= allowed, f"VM {name} was seen on {sorted(seen - allowed)}, outside {sorted(allowed)}"
+    return host
+
+
+# ------------------------------------------------------------------------------ owners
+
+
+def test_preferred_order_and_possible_owners_under_repeated_failures(ha: LocalCluster) -> None:
+    owners = {"n2", "n3", "n4"}
+    created = create(ha, "owned", "--preferred-owners", "n3,n2", "--possible-owners", "n2,n3,n4")
+    assert created["host"] == "n3", "automatic placement ignored the first preferred owner"
+    policy = created["failover_policy"]
+    assert policy["preferred_owners"] == ["n3", "n2"]
+    assert policy["max_failovers"] == 3 and policy["max_failovers_is_default"]
+
+    ha.ok("fault", "crash", "n3")
+    assert_invariant(ha, "after n3 crashed")
+    assert running_on(ha, "owned", owners) == "n2", "the second preferred owner was not chosen"
+    ha.ok("fault", "crash", "n2")
+    assert_invariant(ha, "after n2 crashed")
+    assert running_on(ha, "owned", owners) == "n4", "a node that is not a possible owner was chosen"
+    record = vm(ha, "owned")
+    assert record["failover_count"] == 2 and len(record["recent_failovers"]) == 2
+    # Explicit moves obey the possible owners too.
+    refused = ha.havm("vm", "migrate", "owned", "--to", "n1")
+    assert refused.code == 1 and "possible owners" in refused.stderr
+
+
+def test_a_vm_whose_possible_owners_are_all_down_waits_until_one_returns(ha: LocalCluster) -> None:
+    create(ha, "loyal", "--host", "n1", "--possible-owners", "n1")
+    ha.ok("fault", "crash", "n1")
+    waiting = wait_for(
+        lambda: (r := vm(ha, "loyal"))["state"] == "waiting" and r,
+        timeout=15,
+        interval=0.3,
+        what="VM loyal waiting",
+    )
+    assert "possible owners (n1)" in waiting["reason"]
+    assert_invariant(ha, "while loyal waits")
+    assert not active_copies(ha).get(waiting["id"]), "a VM waiting for its owner runs somewhere"
+    ha.ok("host", "start", "n1")
+    running_on(ha, "loyal", {"n1"}, timeout=20, where="n1")
+
+
+# --------------------------------------------------------------- threshold and repair
+
+
+def test_the_failover_threshold_leaves_the_vm_failed_and_retry_repairs_it(ha: LocalCluster) -> None:
+    create(ha, "limited", "--host", "n2", "--max-failovers", "1", "--failover-period", "1h")
+    ha.ok("fault", "crash", "n2")
+    first = running_on(ha, "limited", {"n1", "n2", "n3", "n4"})
+    ha.ok("fault", "crash", first)
+    failed = wait_for(
+        lambda: (r := vm(ha, "limited"))["state"] == "failed" and r, timeout=15, interval=0.3, what="failed"
+    )
+    assert failed["failed_action"] == "threshold"
+    assert "failover threshold reached: 1 failover(s) in the last 1 h" in failed["reason"]
+    assert_invariant(ha, "with limited failed")
+    # The failure survives a refresh of its dead host.
+    ha.havm("cluster", "refresh")
+    after = vm(ha, "limited")
+    assert (after["state"], after["reason"]) == ("failed", failed["reason"])
+
+    ha.ok("vm", "repair", "limited", "--retry")
+    host = running_on(ha, "limited", {"n1", "n2", "n3", "n4"} - {first}, timeout=20)
+    assert host != first
+    assert vm(ha, "limited")["failed_action"] is None
+
+
+def test_repair_undo_and_ignore_while_the_host_is_down(ha: LocalCluster) -> None:
+    for name in ("undone", "ignored"):
+        create(ha, name, "--host", "n4", "--max-failovers", "0")
+    ha.ok("fault", "crash", "n4")
+    for name in ("undone", "ignored"):
+        wait_for(
+            lambda n=name: vm(ha, n)["state"] == "failed", timeout=15, interval=0.3, what=f"{name} failed"
+        )
+    ha.havm("cluster", "refresh")
+    assert vm(ha, "undone")["state"] == "failed", "a refresh of the dead host lost the failure"
+    refused = ha.havm("vm", "repair", "undone")
+    assert refused.code != 0 and "exactly one of --retry, --undo or --ignore" in refused.stderr
+
+    undone = ha.json("vm", "repair", "undone", "--undo")
+    assert (undone["state"], undone["host"]) == ("stopped", "n4")
+    ignored = ha.json("vm", "repair", "ignored", "--ignore")
+    assert ignored["state"] == "unknown" and "does not answer" in ignored["reason"]
+    not_failed = ha.havm("vm", "repair", "undone", "--undo")
+    assert not_failed.code == 1 and "not failed" in not_failed.stderr
+    assert_invariant(ha, "after the repairs")
+    ha.ok("host", "start", "n4")
+    wait_hosts_ok(ha)
+    wait_for(
+        lambda: vm(ha, "undone")["state"] == "stopped" and not active_copies(ha).get(undone["id"]),
+        timeout=10,
+        interval=0.3,
+        what="the undone VM off after its host returned",
+    )
+    assert_invariant(ha, "after n4 returned")
+
+
+# ---------------------------------------------------------------------------- failback
+
+
+def test_failback_inside_and_outside_its_window(ha: LocalCluster) -> None:
+    hour = datetime.now().astimezone().hour
+    closed = f"{(hour + 2) % 24}-{(hour + 3) % 24}"
+    create(ha, "homing", "--host", "n1", "--preferred-owners", "n1", "--failback", "immediate")
+    create(ha, "patient", "--host", "n1", "--preferred-owners", "n1", "--failback", closed)
+    ha.ok("fault", "crash", "n1")
+    away = {name: running_on(ha, name, {"n2", "n3", "n4"}) for name in ("homing", "patient")}
+    assert "n1" not in away.values()
+    ha.ok("host", "start", "n1")
+    running_on(ha, "homing", {"n1", away["homing"]}, timeout=25, where="n1")
+    back = [e for e in events(ha) if e["kind"] == "failback" and e["vm"] == "homing"]
+    assert any("back on its preferred owner n1" in e["detail"] for e in back), back
+    time.sleep(4)  # two failback looks: the closed window must hold
+    assert vm(ha, "patient")["host"] == away["patient"], "failback moved a VM outside its window"
+    assert_invariant(ha, "after the failback")
+
+
+# ------------------------------------------------------------------- graceful shutdown
+
+
+@pytest.mark.parametrize("action", ["save", "live", "shutdown"])
+def test_graceful_shutdown_moves_every_ha_vm_first(ha: LocalCluster, action: str) -> None:
+    names = [f"leaving-{action}-{i}" for i in range(3)]
+    for name in names:
+        create(ha, name, "--host", "n3")
+    pid = ha.component("agent:n3")["pid"]
+    since = time.time()
+    started = time.monotonic()
+    result = ha.json("host", "shutdown", "n3", "--action", action)
+    took = time.monotonic() - started
+    assert result["state"] == "completed", result
+    expected = {"save": "quick_migrated", "live": "live_migrated", "shutdown": "restarted"}[action]
+    assert {s["outcome"] for s in result["steps"]} == {expected}, result["steps"]
+    assert took < 10, f"shutdown took {took:.1f} s"
+    wait_dead(pid, timeout=10)
+    assert hosts(ha)["n3"]["state"] == "stopped"
+    for name in names:
+        record = vm(ha, name)
+        assert record["state"] == "running" and record["host"] != "n3"
+        assert record["failover_count"] == 0, "a graceful shutdown was treated as a failure"
+    assert_invariant(ha, "after the shutdown")
+    time.sleep(6)  # past the detection window: a stopped host is not a failed one
+    assert hosts(ha)["n3"]["state"] == "stopped"
+    fenced = [
+        e
+        for e in events(ha)
+        if e["kind"] == "failover"
+        and e["host"] == "n3"
+        and "fencing" in e["detail"]
+        and event_time(e) >= since
+    ]
+    assert not fenced, f"a graceful shutdown was fenced: {fenced}"
+    ha.ok("host", "start", "n3")
+    wait_for(lambda: hosts(ha)["n3"]["state"] == "ok", timeout=20, interval=0.3, what="n3 ok again")
+
+
+def test_an_agent_that_leaves_on_its_own_has_its_vms_restarted_at_once(ha: LocalCluster) -> None:
+    names = ["sigterm1", "sigterm2"]
+    for name in names:
+        create(ha, name, "--host", "n2")
+    pid = ha.component("agent:n2")["pid"]
+    left_at = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    wait_dead(pid, timeout=10)
+    for name in names:
+        running_on(ha, name, {"n1", "n2", "n3", "n4"} - set(), timeout=10)
+    took = time.monotonic() - left_at
+    assert took < 4, f"VMs of a host that announced its shutdown took {took:.1f} s to run elsewhere"
+    assert hosts(ha)["n2"]["state"] == "stopped"
+    assert_invariant(ha, "after n2 left")
