@@ -470,7 +470,7 @@ WAITING = ["m1big0", "m1big1"]
 def crash_and_wait_for_capacity(local: LocalCluster) -> None:
     local.ok("fault", "crash", "m1")
     wait_for(
-        lambda: all("capacity" in vms(local)[n]["reason"] for n in WAITING),
+        lambda: all(vms(local)[n]["state"] == "waiting" for n in WAITING),
         timeout=10,
         interval=0.3,
         what="the VMs of m1 to wait for capacity",
