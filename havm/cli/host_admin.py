@@ -196,9 +196,9 @@ def start_host_processes(
     links_file.write_text(json.dumps(links, indent=2) + "\n")
     write_faults(faults_file, set(), 0)
     config_file = state_dir / "agents" / f"{name}.json"
-    settings = resolved_topology(cluster).agent_settings()
+    agent_settings = resolved_topology(cluster).agent_settings()
     config_file.write_text(
-        json.dumps(host_agent_config(spec, volumes, state_dir / "san", settings), indent=2) + "\n"
+        json.dumps(host_agent_config(spec, volumes, state_dir / "san", agent_settings), indent=2) + "\n"
     )
     logs = state_dir / "logs"
     components = [
