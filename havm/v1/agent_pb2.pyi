@@ -323,3 +323,13 @@ class AgentServiceMoveVmStorageResponse(_message.Message):
     duration_ms: int
     blackout_ms: int
     def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., bytes_copied: _Optional[int] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ...) -> None: ...
+
+class AgentServiceShutdownRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class AgentServiceShutdownResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -93,6 +93,11 @@ class AgentServiceStub:
                 request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
                 _registered_method=True)
+        self.Shutdown = channel.unary_unary(
+                '/havm.v1.AgentService/Shutdown',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceShutdownRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceShutdownResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -185,6 +190,18 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Shutdown(self, request, context):
+        """Leave the cluster on purpose, as a host that is shut down. The call is answered
+        first; then the agent stops taking calls, shuts its running guests down cleanly
+        (paused ones are turned off: they cannot shut themselves down), announces `stopped`
+        on its retained status topic and ends its process with exit code 0, as on SIGTERM.
+        Those VMs stay stopped when the agent starts again. FAILED_PRECONDITION while a
+        live migration to or from this host is under way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +259,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.MoveVmStorage,
                     request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.FromString,
                     response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.SerializeToString,
+            ),
+            'Shutdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.Shutdown,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceShutdownRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceShutdownResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -545,6 +567,33 @@ class AgentService:
             '/havm.v1.AgentService/MoveVmStorage',
             havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
             havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shutdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.AgentService/Shutdown',
+            havm_dot_v1_dot_agent__pb2.AgentServiceShutdownRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceShutdownResponse.FromString,
             options,
             channel_credentials,
             insecure,

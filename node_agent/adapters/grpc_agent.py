@@ -21,7 +21,7 @@ from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import AgentError, InvalidArgument
+from node_agent.core.errors import AgentError, FailedPrecondition, InvalidArgument
 from node_agent.core.guest import PAGE_SIZE, GuestDevices, page_array
 from node_agent.core.journal import JournalPosition
 from node_agent.core.migration import (
@@ -111,6 +111,7 @@ class HostBackend(Protocol):
     def get_vm(self, vm_id: str) -> VmView: ...
     def create_vm(self, spec: VmSpec, take_over: bool = False, lease_generation: int = 0) -> VmView: ...
     def note_management_call(self) -> None: ...
+    def let_go_stale_copies(self) -> list[str]: ...
     async def operate(self, vm_id: str, operation: Operation) -> VmView: ...
     async def delete_vm(self, vm_id: str) -> None: ...
     async def guest_status(self, vm_id: str) -> GuestView: ...
@@ -424,11 +425,17 @@ def guest_to_pb(view: GuestView) -> agent_pb2.AgentServiceGetGuestStatusResponse
     )
 
 
+# Asks the agent to leave its cluster (Shutdown): takes the reason, returns once the
+# leave is under way, raises an AgentError when the agent may not leave now.
+Leave = Callable[[str], None]
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """AgentService on top of a host backend."""
 
-    def __init__(self, host: HostBackend) -> None:
+    def __init__(self, host: HostBackend, leave: Leave | None = None) -> None:
         self._host = host
+        self._leave = leave
 
     async def _call(self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]) -> T:
         # Any call, even a failing one, proves the management path works.
@@ -446,6 +453,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: agent_pb2.AgentServiceGetInventoryRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.AgentServiceGetInventoryResponse:
         async def work() -> agent_pb2.AgentServiceGetInventoryResponse:
+            # A copy another host took over must not be reported as this host's.
+            self._host.let_go_stale_copies()
             return agent_pb2.AgentServiceGetInventoryResponse(
                 host=host_to_pb(self._host.host_view()),
                 vms=[vm_to_pb(v) for v in self._host.list_vms()],
@@ -539,6 +548,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 duration_ms=result.duration_ms,
                 blackout_ms=result.blackout_ms,
             )
+
+        return await self._call(context, work)
+
+    async def Shutdown(
+        self, request: agent_pb2.AgentServiceShutdownRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.AgentServiceShutdownResponse:
+        async def work() -> agent_pb2.AgentServiceShutdownResponse:
+            if self._leave is None:
+                raise FailedPrecondition(
+                    "this agent runs inside another program, which decides when it stops"
+                )
+            self._leave(request.reason)
+            return agent_pb2.AgentServiceShutdownResponse()
 
         return await self._call(context, work)
 

@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from havm.v1 import agent_pb2, agent_pb2_grpc
-from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, AgentServicer, HostBackend
+from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, AgentServicer, HostBackend, Leave
 from node_agent.core.errors import AgentError
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -24,10 +24,10 @@ class ListenError(AgentError):
 class AgentServer:
     """A grpc.aio server bound to one address, with its health servicer."""
 
-    def __init__(self, host: HostBackend, listen: str) -> None:
+    def __init__(self, host: HostBackend, listen: str, leave: Leave | None = None) -> None:
         # Live migration sends chunks of memory larger than gRPC's default limit.
         self._server = grpc.aio.server(options=BULK_TRANSFER_OPTIONS)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(host), self._server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(host, leave), self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(

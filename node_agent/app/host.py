@@ -25,6 +25,7 @@ from node_agent.app.guests import GuestHooks, HostedVm, release_guest, start_gue
 from node_agent.app.migration_in import IncomingMigration
 from node_agent.app.migration_out import OutgoingMigration, replay
 from node_agent.app.ownership import SAVED_STATE_MISSING, claim_new, load_registered, take_over_files
+from node_agent.app.stale_copies import StaleCopies
 from node_agent.app.storage_move import StorageMoveResult, move_storage
 from node_agent.core.compatibility import compatibility_reasons
 from node_agent.core.config import HostConfig
@@ -123,6 +124,7 @@ class VmHost:
         self.finished_migrations = FinishedMigrations()
         # Migrations and other work that outlive the call that started them.
         self._background: set[asyncio.Task[Any]] = set()
+        self._stale_copies = StaleCopies(self)
 
     def note_management_call(self) -> None:
         self.last_management_call = self.clock()
@@ -161,6 +163,13 @@ class VmHost:
         if skeleton is not None and vm_id not in self._vms:
             return skeleton.view()
         return self._get(vm_id).view()
+
+    def hosted_vms(self) -> list[HostedVm]:
+        return [vm for _, vm in sorted(self._vms.items())]
+
+    def let_go_stale_copies(self) -> list[str]:
+        """Forget the copies at rest here that another host took over (app.stale_copies)."""
+        return self._stale_copies.let_go()
 
     def hosted(self, vm_id: str) -> HostedVm | None:
         """The VM of this host with this id, if it is still here."""

@@ -2,9 +2,13 @@
 
 Observe the connection, publish `online` on connect and every `status_interval_s`,
 a heartbeat every `heartbeat_interval_s`, reconnect with a capped backoff when the
-broker goes away, and publish `offline` on a graceful stop. A broker problem is
-logged, never fatal to the agent. Whether the broker is reachable right now is
-offered to the isolation watch: it is one of the host's two paths to the cluster.
+broker goes away, and announce `stopped` when the agent stops on purpose. A broker
+problem is logged, never fatal to the agent.
+
+The publisher also tells when the broker last proved it hears this host: when it
+acknowledged the status, or sent one of this boot's heartbeats back (the session is
+subscribed to them). That moment, not whether a connection looks open, is one of the
+host's two contacts with the cluster that the isolation watch counts from.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class StatusPublisher:
         settings: AgentSettings,
         open_session: Callable[[], BrokerSession],
         online: dict[str, object],
-        offline: dict[str, object],
+        stopped: Callable[[str], dict[str, object]],
         broker: str,
         host: str,
         boot_id: str,
@@ -46,10 +50,16 @@ class StatusPublisher:
         self._heartbeat_topic = heartbeat_topic(host)
         # Counts per boot, not per connection: a receiver tells a reconnect from a restart.
         self.heartbeat_seq = 0
+        # A session is open: no proof that the broker hears this host (see last_contact).
         self.connected = False
+        # When the broker last proved it hears this host (clock time); None before it ever did.
+        self.last_contact: float | None = None
         self._open_session = open_session
         self._online = json.dumps(online).encode()
-        self._offline = json.dumps(offline).encode()
+        self._stopped = stopped
+        # What `stopped` says; stop() gives the reason.
+        self._farewell = json.dumps(stopped("")).encode()
+        self._announced_stop = False
         self._broker = broker
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -57,8 +67,9 @@ class StatusPublisher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="broker-status")
 
-    async def stop(self) -> None:
-        """Publish offline if connected, disconnect, and end the loop."""
+    async def stop(self, reason: str = "") -> None:
+        """Announce `stopped` (with `reason`), disconnect, and end the loop."""
+        self._farewell = json.dumps(self._stopped(reason)).encode()
         self._stopping.set()
         if self._task is None:
             return
@@ -67,12 +78,24 @@ class StatusPublisher:
         except (TimeoutError, asyncio.CancelledError):
             log.warning("the broker did not answer in time; leaving it")
 
+    def _note_contact(self) -> None:
+        self.last_contact = self._clock()
+
+    def _on_echo(self, payload: bytes) -> None:
+        """A heartbeat came back from the broker: contact, if it is one of this boot's."""
+        try:
+            beat = json.loads(payload)
+        except ValueError:
+            return  # someone else's message on this host's topic: it proves nothing of ours
+        if isinstance(beat, dict) and beat.get("boot_id") == self._boot_id:
+            self._note_contact()
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
                 session = await self._connect()
                 if session is None:
-                    return
+                    break
                 try:
                     await self._serve(session)
                 finally:
@@ -82,6 +105,8 @@ class StatusPublisher:
             except Exception:
                 log.exception("broker status loop failed; starting it again")
                 await self._pause(self._settings.mqtt_reconnect_max_s)
+        if not self._announced_stop:
+            await self._announce_stop_anew()
 
     async def _connect(self) -> BrokerSession | None:
         retrying = AsyncRetrying(
@@ -100,22 +125,27 @@ class StatusPublisher:
         return None
 
     async def _serve(self, session: BrokerSession) -> None:
-        await session.publish_status(self._online)
+        lost = asyncio.create_task(session.receive_echoes(self._on_echo))
         self.connected = True
-        log.info("online on the broker at %s", self._broker)
-        lost = asyncio.create_task(session.wait_lost())
         loop = asyncio.get_running_loop()
-        next_status = loop.time() + self._settings.status_interval_s
-        next_beat = loop.time()
+        next_status = next_beat = loop.time()
+        online = False
         try:
             while True:
+                if self._stopping.is_set():
+                    await self._announce_stop(session)
+                    return
+                if loop.time() >= next_status:
+                    await session.publish_status(self._online)
+                    self._note_contact()  # acknowledged: the broker has it
+                    if not online:
+                        log.info("online on the broker at %s", self._broker)
+                        online = True
+                    next_status = loop.time() + self._settings.status_interval_s
                 if loop.time() >= next_beat:
                     await self._beat(session)
                     # Scheduled from the plan, not from now: beats do not drift.
                     next_beat = max(next_beat + self._settings.heartbeat_interval_s, loop.time())
-                if loop.time() >= next_status:
-                    await session.publish_status(self._online)
-                    next_status = loop.time() + self._settings.status_interval_s
                 stop = asyncio.create_task(self._stopping.wait())
                 await asyncio.wait(
                     {lost, stop},
@@ -125,15 +155,32 @@ class StatusPublisher:
                 stop.cancel()
                 if lost.done():
                     lost.result()  # raises BrokerUnavailable
-                if self._stopping.is_set():
-                    await session.publish_status(self._offline)
-                    log.info("offline on the broker")
-                    return
         finally:
             self.connected = False
             lost.cancel()
             with contextlib.suppress(asyncio.CancelledError, BrokerUnavailable):
                 await lost
+
+    async def _announce_stop(self, session: BrokerSession) -> None:
+        await session.publish_status(self._farewell)
+        self._announced_stop = True
+        log.info("stopped on the broker")
+
+    async def _announce_stop_anew(self) -> None:
+        """The agent stops while the broker is away: one more try, so that the cluster
+        hears that this host left on purpose rather than the last will's `offline`."""
+        session = self._open_session()
+        try:
+            await session.open()
+            await self._announce_stop(session)
+        except BrokerUnavailable as exc:
+            log.warning(
+                "cannot tell the broker at %s that this host stops: %s; it announces offline",
+                self._broker,
+                exc,
+            )
+        finally:
+            await session.close()
 
     async def _beat(self, session: BrokerSession) -> None:
         self.heartbeat_seq += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node_agent.core.errors import FailedPrecondition, InvalidArgument
+from node_agent.core.power import HOLDS_MEMORY, PowerState
 
 # What a newly created VM holds.
 FIRST_GENERATION = 1
@@ -45,6 +46,20 @@ def is_fenced(host: str, held_generation: int, on_storage: Lease | None) -> bool
     if on_storage.generation > held_generation:
         return True
     return on_storage.generation == held_generation and on_storage.owner != host
+
+
+def is_stale_copy(host: str, state: PowerState, held_generation: int, on_storage: Lease | None) -> bool:
+    """Whether this host's copy of a VM is a stale one to let go of.
+
+    Purely computational. A copy at rest (stopped, saved or failed: no guest, no
+    memory) is stale once another host holds the VM's lease at a newer generation:
+    the cluster restarted the VM there, typically while this host was isolated. A
+    copy whose guest is in memory finds out by itself, at its next lease check. A
+    copy that holds the lease, or one whose lease is missing, is kept.
+    """
+    if state in HOLDS_MEMORY or on_storage is None:
+        return False
+    return on_storage.owner != host and on_storage.generation > held_generation
 
 
 def check_write(vm_label: str, host: str, held_generation: int, on_storage: Lease | None) -> None:

@@ -6,6 +6,7 @@ without reaching into the app's live objects.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from node_agent.core.config import HostConfig
@@ -55,18 +56,37 @@ class HostView:
     started_at: float  # unix seconds
 
 
-def status_payload(config: HostConfig, address: str, boot_id: str, online: bool) -> dict[str, object]:
-    """The retained status message of this host on the broker."""
-    if not online:
-        return {"state": "offline"}
-    return {
-        "state": "online",
+class Presence(enum.Enum):
+    """What this host's retained status on the broker says about it."""
+
+    ONLINE = "online"  # the agent runs and serves its AgentService
+    STOPPED = "stopped"  # the agent stopped on purpose (SIGTERM or a Shutdown call)
+    # Lost: the broker published the last will (crash, kill -9, connection lost).
+    OFFLINE = "offline"
+
+
+def status_payload(
+    config: HostConfig, address: str, boot_id: str, presence: Presence, reason: str = ""
+) -> dict[str, object]:
+    """The retained status message of this host on the broker.
+
+    The last will (`offline`) carries nothing but the state: it is written at connect
+    time and stands for whatever boot it ends. A host that stopped on purpose says
+    which boot left and why, so that a receiver tells a leave from a failure.
+    """
+    if presence is Presence.OFFLINE:
+        return {"state": presence.value}
+    payload: dict[str, object] = {
+        "state": presence.value,
         "host": config.name,
         "address": address,
         "profile": config.profile.value,
         "cluster": config.cluster,
         "boot_id": boot_id,
     }
+    if presence is Presence.STOPPED:
+        payload["reason"] = reason
+    return payload
 
 
 def status_topic(host: str) -> str:

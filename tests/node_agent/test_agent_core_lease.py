@@ -11,9 +11,11 @@ from node_agent.core.lease import (
     check_write,
     hand_over_lease,
     is_fenced,
+    is_stale_copy,
     recovery_verdict,
     take_over_lease,
 )
+from node_agent.core.power import PowerState
 
 
 @pytest.mark.parametrize(
@@ -78,3 +80,25 @@ def test_a_hand_over_needs_the_lease_to_be_still_this_copys() -> None:
     with pytest.raises(FailedPrecondition) as stale:
         hand_over_lease("web1", "node1", 2, new, Lease(2, "node1"))
     assert "stale lease generation 2" in stale.value.message
+
+
+@pytest.mark.parametrize(
+    ("state", "held", "on_storage", "stale"),
+    [
+        # Taken over by another host at a newer generation: let go, at rest in any way.
+        (PowerState.STOPPED, 1, Lease(2, "node2"), True),
+        (PowerState.SAVED, 3, Lease(5, "node2"), True),
+        (PowerState.FAILED, 1, Lease(2, "node2"), True),
+        # A guest in memory finds out by itself, at its next lease check.
+        (PowerState.RUNNING, 1, Lease(2, "node2"), False),
+        (PowerState.PAUSED, 1, Lease(2, "node2"), False),
+        (PowerState.STARTING, 1, Lease(2, "node2"), False),
+        # The copy holds the lease, or nobody holds a newer one: kept.
+        (PowerState.STOPPED, 2, Lease(2, "node1"), False),
+        (PowerState.STOPPED, 1, Lease(3, "node1"), False),
+        (PowerState.STOPPED, 2, Lease(1, "node2"), False),
+        (PowerState.STOPPED, 1, None, False),
+    ],
+)
+def test_is_stale_copy(state: PowerState, held: int, on_storage: Lease | None, stale: bool) -> None:
+    assert is_stale_copy("node1", state, held, on_storage) is stale

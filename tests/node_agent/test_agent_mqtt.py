@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import grpc
 import pytest
-from agent_testkit import Agent, host_config, vm_spec
+from agent_testkit import Agent, host_config, vm_spec, wait_until
 
 from havm.ports import free_port
-from havm.v1 import agent_pb2
+from havm.v1 import agent_pb2, common_pb2
 
 OP = agent_pb2
+ST = common_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +126,7 @@ def subscriber(broker: Broker, name: str) -> aiomqtt.Client:
     return aiomqtt.Client("127.0.0.1", broker.port, identifier=f"test-{name}-{os.getpid()}")
 
 
-async def test_online_retained_then_last_will_then_graceful_offline(
+async def test_online_retained_then_last_will_then_graceful_stop_announced(
     start_agent,
     broker: Broker,
     tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -154,12 +156,14 @@ async def test_online_retained_then_last_will_then_graceful_offline(
         assert status["boot_id"] != boot_id
 
         assert await asyncio.to_thread(again.terminate) == 0
-        assert await status_until(client.messages, "offline") == {"state": "offline"}
+        # A graceful stop is no failure: the host says it left, and which boot left.
+        left = await status_until(client.messages, "stopped")
+        assert left == status | {"state": "stopped", "reason": "the agent received SIGTERM"}
 
-    # Retained: a late subscriber learns the host is offline.
+    # Retained: a late subscriber learns the host stopped on purpose.
     async with subscriber(broker, "late") as late:
         await late.subscribe(TOPIC, qos=1)
-        assert await next_status(late.messages) == {"state": "offline"}
+        assert (await next_status(late.messages))["state"] == "stopped"
 
 
 async def test_agent_survives_the_broker_and_comes_back_online(
@@ -249,3 +253,97 @@ async def test_heartbeats_count_up_and_stop_while_the_agent_is_frozen(
             agent.proc.send_signal(signal.SIGCONT)
         after = json.loads((await next_message(client.messages, timeout=5)).payload)
         assert after["seq"] > seqs[-1] and after["boot_id"] == boot_id
+
+
+def shutdown(agent: Agent, reason: str) -> agent_pb2.AgentServiceShutdownResponse:
+    return agent.stub.Shutdown(agent_pb2.AgentServiceShutdownRequest(reason=reason), timeout=5)
+
+
+async def test_shutdown_call_stops_the_guests_announces_stopped_and_exits_0(
+    start_agent,
+    broker: Broker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    config = host_config(tmp_path)
+    agent: Agent = await asyncio.to_thread(start_agent, config, None, broker.address)
+    for vm_id, name in (("vm-1", "web1"), ("vm-2", "web2")):
+        await asyncio.to_thread(agent.create, vm_spec(vm_id, name))
+        await asyncio.to_thread(agent.operate, vm_id, OP.VM_OPERATION_START)
+    await asyncio.to_thread(agent.operate, "vm-2", OP.VM_OPERATION_PAUSE)
+    async with subscriber(broker, "leave") as client:
+        await client.subscribe(TOPIC, qos=1)
+        online = await status_until(client.messages, "online")
+
+        with pytest.raises(grpc.RpcError) as refused:
+            await asyncio.to_thread(shutdown, agent, "two\nlines")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "reason: must be one line of printable characters"
+        assert agent.proc.poll() is None
+
+        assert await asyncio.to_thread(shutdown, agent, "maintenance window") == (
+            agent_pb2.AgentServiceShutdownResponse()
+        )
+        left = await status_until(client.messages, "stopped")
+        assert left == online | {"state": "stopped", "reason": "maintenance window"}
+        assert await asyncio.to_thread(agent.proc.wait, 10) == 0
+    log = agent.log()
+    assert "asked to stop: maintenance window" in log and "Traceback" not in log
+    # The running guest shut down cleanly (its grace period), the paused one was turned off.
+    assert "shutting down 2 guests before the host leaves" in log
+    assert "VM web1: running => stopped" in log and "VM web2: paused => stopped" in log
+
+    # The guests stay stopped when the host comes back; a crash then is announced by the
+    # broker's last will, as ever.
+    again: Agent = await asyncio.to_thread(start_agent, config, agent.state_dir, broker.address)
+    states = {vm.spec.id: vm.state for vm in (await asyncio.to_thread(again.inventory)).vms}
+    assert states == {"vm-1": ST.VM_STATE_STOPPED, "vm-2": ST.VM_STATE_STOPPED}
+    async with subscriber(broker, "crash") as client:
+        await client.subscribe(TOPIC, qos=1)
+        await status_until(client.messages, "online")
+        await asyncio.to_thread(again.kill9)
+        assert await status_until(client.messages, "offline") == {"state": "offline"}
+
+
+async def test_a_stale_copy_goes_when_contact_returns_after_isolation(
+    start_agent,
+    broker: Broker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    config1 = host_config(tmp_path, name="node1")
+    config1["settings"] |= {"isolation_timeout_s": 1.0, "isolation_check_interval_s": 0.05}
+    node1: Agent = await asyncio.to_thread(start_agent, config1, None, broker.address)
+    node2: Agent = await asyncio.to_thread(start_agent, host_config(tmp_path, name="node2"))
+    await asyncio.to_thread(node1.create, vm_spec())
+    await asyncio.to_thread(node1.create, vm_spec("vm-2", "web2"))
+    for vm_id in ("vm-1", "vm-2"):
+        await asyncio.to_thread(node1.operate, vm_id, OP.VM_OPERATION_START)
+    async with subscriber(broker, "isolated") as client:
+        await client.subscribe(TOPIC, qos=1)
+        await status_until(client.messages, "online")
+
+    # From here on no call reaches node1: a call would be contact, and would let go by itself.
+    broker.kill()
+    await asyncio.to_thread(
+        wait_until, lambda: "isolation response power_off (2 VMs)" in node1.log(), 10.0, "the response"
+    )
+    await asyncio.to_thread(
+        wait_until, lambda: node1.log().count("running => stopped") == 2, 5.0, "the VMs powered off"
+    )
+    # Meanwhile the cluster restarted vm-1 on node2.
+    await asyncio.to_thread(node2.take_over, vm_spec(), 2)
+    await asyncio.sleep(0.5)
+    assert (node1.state_dir / "vms" / "vm-1.json").exists(), "let go before contact returned"
+
+    broker.start()
+    await asyncio.to_thread(
+        wait_until,
+        lambda: not (node1.state_dir / "vms" / "vm-1.json").exists(),
+        15.0,
+        "node1 to let its stale copy go",
+    )
+    log = node1.log()
+    assert log.index("the isolation episode is over") < log.index("VM web1: the copy here (stopped")
+    assert (node1.state_dir / "vms" / "vm-2.json").exists(), "the copy holding its lease stays"
+    assert [vm.spec.id for vm in (await asyncio.to_thread(node1.inventory)).vms] == ["vm-2"]
+    assert (tmp_path / "san" / "csv" / "Volume1" / "vm-1" / "disk0.vhd").exists()
+    assert "Traceback" not in log
