@@ -272,8 +272,14 @@ class VmHost:
             try:
                 _, owner = self.files.read_vm_config(vm.vm_dir)
                 lease = self.files.read_lease(vm.vm_dir)
-            except AgentError:
-                owner, lease = self.config.name, None
+            except AgentError as exc:
+                if vm.spec.storage.kind is not StorageKind.LOCAL_DISK:
+                    # Unreadable files on shared storage may be another host's by now: only
+                    # the registration goes, never files this host cannot prove are its own.
+                    log.warning("VM %s: its files could not be read (%s); kept", vm.label, exc.message)
+                    owner, lease = "", None
+                else:
+                    owner, lease = self.config.name, None
             # Files that another host has taken over (vm.json or lease) are that host's to delete.
             if owner == self.config.name and not is_fenced(self.config.name, vm.lease_generation, lease):
                 await asyncio.to_thread(self.files.remove_vm_dir, vm.vm_dir)

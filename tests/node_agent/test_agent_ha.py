@@ -219,3 +219,13 @@ def test_deleting_a_copy_whose_lease_moved_leaves_the_files(start_agent, tmp_pat
     node1.delete("vm-1")
     assert node1.inventory().vms == []
     assert (vm_dir(tmp_path) / "disk0.vhd").exists() and (vm_dir(tmp_path) / "vm.json").exists()
+
+
+def test_deleting_a_copy_whose_shared_files_cannot_be_read_leaves_them(start_agent, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    node1 = start_agent(host_config(tmp_path, name="node1"))
+    node1.create(vm_spec())
+    # Unreadable on shared storage: they may be another host's by now, so they stay.
+    (vm_dir(tmp_path) / "vm.json").write_text("{not json")
+    node1.delete("vm-1")
+    assert node1.inventory().vms == []
+    assert (vm_dir(tmp_path) / "disk0.vhd").exists() and (vm_dir(tmp_path) / "vm.json").exists()
