@@ -776,6 +776,8 @@ class MigrationService:
             try:
                 # The source's copy is fenced by the newer lease; the agent keeps the files.
                 await self._agents.delete_vm(source.name, source.address, migration.vm_id)
+            except NotFoundError:
+                pass  # the source let its fenced copy go already
             except ManagerError as error:
                 log.info("host %s kept its copy of VM %s: %s", source.name, migration.vm_name, error.message)
         async with self._vms.lock(migration.vm_id):
