@@ -34,8 +34,9 @@ from havm.v1 import manager_pb2, manager_pb2_grpc
 pytestmark = pytest.mark.integration
 
 NODES = ["n1", "n2", "n3", "n4"]
-# The agents' default isolation_timeout_s.
-ISOLATION_TIMEOUT_S = 15
+# The agents' isolation timeout in this topology: past the detector's window (1 s x 5),
+# so that the manager fails the VMs over before the isolated host powers them off.
+ISOLATION_TIMEOUT_S = 8
 
 HOST_DEFAULTS = """
 version: 1
@@ -45,7 +46,8 @@ host_defaults:
   memory_mb: MEMORY
   disks: [{name: C, capacity_gb: 100}]
   networks: [{name: External, bound_to: "NIC 1"}]
-"""
+isolation: {timeout_s: ISOLATION}
+""".replace("ISOLATION", str(ISOLATION_TIMEOUT_S))
 
 
 def topology(nodes: list[str], memory_mb: int = 8192, reserve: int = 1) -> str:
@@ -356,7 +358,7 @@ def test_full_isolation_fails_over_and_the_isolated_host_fences_itself(ha: Local
     leases = {vm.spec.id: vm.lease_generation for h in NODES if h != "n3" for vm in inventory(ha, h) or []}
     for name in names:
         assert leases[vms(ha)[name]["id"]] >= 2, f"{name} restarted without a newer lease"
-    # The isolation response (power off) comes 15 s after the last word from the manager
+    # The isolation response (power off) comes 8 s after the last word from the manager
     # or the broker; a direct call would count as one, so n3 is left alone until then.
     time.sleep(ISOLATION_TIMEOUT_S + 2)
     assert_invariant(ha, "after the isolation response")

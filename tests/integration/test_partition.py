@@ -100,5 +100,5 @@ def test_a_full_partition_heals_with_every_host_ok_and_every_vm_running_once(clu
     wait_for(lambda: not ha_vms_running_once(cluster), timeout=30, interval=0.3, what="every HA VM running")
     assert not ha_vms_running_once(cluster), ha_vms_running_once(cluster)
     assert_invariant(cluster, "after the recovery")
-    time.sleep(6)  # a refresh later: nobody falls back to fenced
+    cluster.ok("cluster", "refresh")  # a refresh later: nobody falls back to fenced
     assert set(hosts(cluster).values()) == {"ok"}, hosts(cluster)
