@@ -11,12 +11,17 @@ never use, at random, and each is checked by binding it.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections.abc import Collection
 from pathlib import Path
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# "LOW-HIGH": take ports only from this range. Clusters started side by side (one per
+# test worker) each get a range of their own, so that two of them never pick one port
+# in the moment between choosing it and binding it.
+PORT_RANGE_ENV = "HAVM_PORT_RANGE"
 LINUX_DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
 # Below 10000 live many well-known services; above 65535 there is nothing.
 LOWEST_PORT, HIGHEST_PORT = 10000, 65535
@@ -31,11 +36,31 @@ def ephemeral_range() -> tuple[int, int]:
     return low, high
 
 
+class PortRangeError(ValueError):
+    """HAVM_PORT_RANGE does not name a usable range; the message says why."""
+
+
+def configured_range(text: str | None) -> range:
+    """The range HAVM_PORT_RANGE allows ("LOW-HIGH", both included); every port when unset."""
+    if not text:
+        return range(LOWEST_PORT, HIGHEST_PORT + 1)
+    low_text, _, high_text = text.partition("-")
+    if not (low_text.strip().isdigit() and high_text.strip().isdigit()):
+        raise PortRangeError(f"{PORT_RANGE_ENV}: {text!r} is not a range of ports like 20000-29999")
+    low, high = int(low_text), int(high_text)
+    if not LOWEST_PORT <= low <= high <= HIGHEST_PORT:
+        raise PortRangeError(
+            f"{PORT_RANGE_ENV}: {text!r} must lie within {LOWEST_PORT}-{HIGHEST_PORT}, low end first"
+        )
+    return range(low, high + 1)
+
+
 def candidate_ports() -> list[range]:
-    """The port ranges outgoing connections never take."""
+    """The port ranges outgoing connections never take (within HAVM_PORT_RANGE if set)."""
     low, high = ephemeral_range()
-    below = range(LOWEST_PORT, min(low, HIGHEST_PORT + 1))
-    above = range(max(high + 1, LOWEST_PORT), HIGHEST_PORT + 1)
+    allowed = configured_range(os.environ.get(PORT_RANGE_ENV))
+    below = range(max(LOWEST_PORT, allowed.start), min(low, allowed.stop))
+    above = range(max(high + 1, allowed.start), min(HIGHEST_PORT + 1, allowed.stop))
     ranges = [below, above]
     return [r for r in ranges if len(r) > 0]
 

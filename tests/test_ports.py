@@ -54,3 +54,25 @@ def test_with_no_range_left_the_kernel_chooses(tmp_path: Path, monkeypatch: pyte
 def test_unreadable_setting_means_linux_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ports, "EPHEMERAL_RANGE_FILE", tmp_path / "missing")
     assert ports.ephemeral_range() == ports.LINUX_DEFAULT_EPHEMERAL_RANGE
+
+
+def test_havm_port_range_keeps_every_port_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ports, "ephemeral_range", lambda: (32768, 60999))
+    monkeypatch.setenv(ports.PORT_RANGE_ENV, "20000-20099")
+    chosen = ports.free_ports(30)
+    assert len(set(chosen)) == 30 and all(20000 <= p <= 20099 for p in chosen)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("abc", "is not a range of ports like 20000-29999"),
+        ("20000", "is not a range of ports"),
+        ("30000-20000", "must lie within 10000-65535, low end first"),
+        ("80-90", "must lie within"),
+    ],
+)
+def test_a_bad_havm_port_range_is_one_sentence(text: str, message: str) -> None:
+    with pytest.raises(ports.PortRangeError) as caught:
+        ports.configured_range(text)
+    assert message in str(caught.value) and str(caught.value).startswith("HAVM_PORT_RANGE: ")

@@ -44,6 +44,7 @@ from havm.cli.options import (
     global_options,
 )
 from havm.cli.vm import vm_app
+from havm.ports import PortRangeError
 
 ENV_TIMEOUT = "HAVM_TIMEOUT"
 ENV_DEBUG = "HAVM_DEBUG"
@@ -281,7 +282,7 @@ def run(argv: list[str] | None = None) -> None:
     """The console script: run the app; expected failures become one line on stderr."""
     try:
         app(args=argv, prog_name="havm")
-    except (CliError, ContextError) as exc:
+    except (CliError, ContextError, PortRangeError) as exc:
         _fail(str(exc))
     except grpc.RpcError as exc:  # a call that escaped the client's translation
         _fail(exc.details() if isinstance(exc, grpc.Call) else str(exc))

@@ -302,6 +302,7 @@ def test_an_agent_that_leaves_on_its_own_has_its_vms_restarted_at_once(ha: Local
     for name in names:
         running_on(ha, name, {"n1", "n2", "n3", "n4"} - set(), timeout=10)
     took = time.monotonic() - left_at
-    assert took < 4, f"VMs of a host that announced its shutdown took {took:.1f} s to run elsewhere"
+    # Sooner than the detection window alone (5 missed beats) would allow.
+    assert took < 5, f"VMs of a host that announced its shutdown took {took:.1f} s to run elsewhere"
     assert hosts(ha)["n2"]["state"] == "stopped"
     assert_invariant(ha, "after n2 left")

@@ -31,7 +31,8 @@ from cluster_harness import (
 
 from havm.v1 import manager_pb2, manager_pb2_grpc
 
-pytestmark = pytest.mark.integration
+# Timed: failure detection and response times are asserted, so it runs alone.
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 
 NODES = ["n1", "n2", "n3", "n4"]
 # The agents' isolation timeout in this topology: past the detector's window (1 s x 5),

@@ -27,7 +27,8 @@ from cluster_harness import (
 
 from havm.v1 import common_pb2
 
-pytestmark = pytest.mark.integration
+# Timed: failure detection and response times are asserted, so it runs alone.
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 
 TIMEOUT_S = 6.0
 # Contact resolution (a heartbeat echoed each second) and the check interval, both

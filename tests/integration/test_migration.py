@@ -33,7 +33,8 @@ from havm.cli.render import migration_dict, vm_dict
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 from node_agent.adapters.files import read_journal_records
 
-pytestmark = pytest.mark.integration
+# Timed: failure detection and response times are asserted, so it runs alone.
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 
 # n1-n3: one Intel generation; n4: an older Intel without SSE4.2 and POPCNT; n5: AMD,
 # little memory, no Backend network. q1, q2: a Windows Server 2008 cluster (quick
