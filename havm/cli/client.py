@@ -8,7 +8,8 @@ is told apart from a manager that answered "a host is unavailable".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -49,14 +50,31 @@ class ClientSettings:
     reachability_probe_s: float = 1.0
 
 
+@dataclass(frozen=True)
+class ClientClock:
+    """How a command waits between two polls: real time, or a scenario's virtual time."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
 class ManagerClient:
     """Blocking calls to one manager; raises `errors.CliError` subclasses only."""
 
-    def __init__(self, address: str, settings: ClientSettings | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        settings: ClientSettings | None = None,
+        channel: grpc.Channel | None = None,
+        clock: ClientClock | None = None,
+    ) -> None:
         self.address = address
         self.settings = settings or ClientSettings()
-        self._channel = grpc.insecure_channel(address)
+        # A scenario hands in its in-process channel and its virtual clock.
+        self._channel = channel if channel is not None else grpc.insecure_channel(address)
         self._stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
+        clock = clock or ClientClock()
+        self.monotonic, self.sleep = clock.monotonic, clock.sleep
 
     def close(self) -> None:
         self._channel.close()

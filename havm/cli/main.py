@@ -37,12 +37,14 @@ from havm.cli.local_cluster import register_local_commands
 from havm.cli.migration import register_migration_commands
 from havm.cli.options import (
     INT32_MAX,
+    EmbeddedManager,
     GlobalOptions,
     OutputFormat,
     OutputOption,
     client,
     global_options,
 )
+from havm.cli.scenario import scenario_app
 from havm.cli.vm import vm_app
 from havm.ports import PortRangeError
 
@@ -63,6 +65,7 @@ app.add_typer(host_app, name="host")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(vm_app, name="vm")
 app.add_typer(job_app, name="job")
+app.add_typer(scenario_app, name="scenario")
 
 
 @app.callback()
@@ -83,8 +86,12 @@ def main(
         typer.Option("--timeout", envvar=ENV_TIMEOUT, min=0.1, metavar="SECONDS", help="Per-call timeout."),
     ] = ClientSettings.call_timeout_s,
 ) -> None:
+    embedded = ctx.obj if isinstance(ctx.obj, EmbeddedManager) else None
     options = GlobalOptions(
-        manager=manager, state_dir=state_dir, settings=ClientSettings(call_timeout_s=timeout)
+        manager=manager,
+        state_dir=state_dir,
+        settings=ClientSettings(call_timeout_s=timeout),
+        embedded=embedded,
     )
     ctx.obj = options
     ctx.call_on_close(options.close)
@@ -278,10 +285,12 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def run(argv: list[str] | None = None) -> None:
-    """The console script: run the app; expected failures become one line on stderr."""
+def run(argv: list[str] | None = None, obj: object = None) -> None:
+    """The console script: run the app; expected failures become one line on stderr.
+
+    `obj` is an EmbeddedManager when a program runs the CLI against its own manager."""
     try:
-        app(args=argv, prog_name="havm")
+        app(args=argv, prog_name="havm", obj=obj)
     except (CliError, ContextError, PortRangeError) as exc:
         _fail(str(exc))
     except grpc.RpcError as exc:  # a call that escaped the client's translation

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import sys
-import time
 from typing import Annotated
 
 import typer
@@ -229,20 +228,20 @@ def _poll(
     manager: ManagerClient, migration: manager_pb2.Migration, on_update: _BarUpdater | None
 ) -> manager_pb2.Migration:
     settings = manager.settings
-    started = last_answer = time.monotonic()
-    while migration.state not in FINISHED and time.monotonic() - started < settings.job_timeout_s:
-        time.sleep(settings.migration_poll_interval_s)
+    started = last_answer = manager.monotonic()
+    while migration.state not in FINISHED and manager.monotonic() - started < settings.job_timeout_s:
+        manager.sleep(settings.migration_poll_interval_s)
         try:
             migration = manager.get_migration(migration.id)
         # A manager that is coming back may accept the reachability probe right after a
         # refused call, which reads as UNAVAILABLE from a reachable manager: wait for it too.
         except (ManagerUnreachable, ManagerTimeout, HostUnavailable):
-            if time.monotonic() - last_answer > settings.manager_restart_grace_s:
+            if manager.monotonic() - last_answer > settings.manager_restart_grace_s:
                 raise
             if on_update is not None:
                 on_update.manager_silent()
             continue
-        last_answer = time.monotonic()
+        last_answer = manager.monotonic()
         if on_update is not None:
             on_update(migration)
     return migration

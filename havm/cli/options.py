@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol, runtime_checkable
 
 import typer
 
@@ -33,14 +33,25 @@ OutputOption = Annotated[
 ]
 
 
+@runtime_checkable
+class EmbeddedManager(Protocol):
+    """A manager the CLI runs against inside another program (a scenario): passed as the
+    typer context's `obj`, it makes the client instead of an address and a socket."""
+
+    def client(self, settings: ClientSettings) -> ManagerClient: ...
+
+
 @dataclass
 class GlobalOptions:
     manager: str | None
     state_dir: Path
     settings: ClientSettings = field(default_factory=ClientSettings)
+    embedded: EmbeddedManager | None = None
     _client: ManagerClient | None = None
 
     def client(self) -> ManagerClient:
+        if self._client is None and self.embedded is not None:
+            self._client = self.embedded.client(self.settings)
         if self._client is None:
             self._client = ManagerClient(manager_address(self.manager, self.state_dir), self.settings)
         return self._client

@@ -83,12 +83,18 @@ def _is_unavailable(error: BaseException) -> bool:
 class AgentClient:
     """Calls agents by address; channels are opened on first use and kept."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, open_channel: Callable[[str], grpc.aio.Channel] | None = None
+    ) -> None:
         self._settings = settings
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # A scenario passes its in-process channels; by default a socket per address.
+        self._open_channel = open_channel
 
     def _stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:
         channel = self._channels.get(address)
+        if channel is None and self._open_channel is not None:
+            channel = self._channels[address] = self._open_channel(address)
         if channel is None:
             backoff_ms = int(self._settings.agent_reconnect_backoff_max * 1000)
             channel = grpc.aio.insecure_channel(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ POINTS = (LIVE_PRE_COPY, LIVE_BLACKOUT, QUICK_SAVED, QUICK_TAKEN_OVER)
 class CrashPoints:
     """The steps this manager was told to die at (see the module's docstring)."""
 
-    def __init__(self, state_dir: Path | None) -> None:
+    def __init__(self, state_dir: Path | None, die: Callable[[], None] | None = None) -> None:
         self._file = None if state_dir is None else state_dir / ARM_FILE
+        # How to die: the process exits; a scenario kills only this machine of its loop.
+        self._die = die or _exit
 
     def reach(self, point: str) -> None:
         if self._file is None:
@@ -48,6 +51,10 @@ class CrashPoints:
             return
         self._file.unlink(missing_ok=True)
         log.critical("crash point %s reached: the manager dies now, as armed", point)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(CRASH_EXIT_STATUS)
+        self._die()
+
+
+def _exit() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(CRASH_EXIT_STATUS)

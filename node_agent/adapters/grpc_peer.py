@@ -32,13 +32,19 @@ class MigrationPeer:
     """An open ReceiveMigration stream to one destination agent."""
 
     def __init__(
-        self, host_name: str, address: str, timeout_s: float, network: MigrationNetwork | None = None
+        self,
+        host_name: str,
+        address: str,
+        timeout_s: float,
+        network: MigrationNetwork | None = None,
+        channel: grpc.aio.Channel | None = None,
     ) -> None:
         self.host_name = host_name
         self.address = address
         self._timeout_s = timeout_s
         self._network = network or MigrationNetwork(None)
-        self._channel = grpc.aio.insecure_channel(address, options=BULK_TRANSFER_OPTIONS)
+        # A scenario hands in its in-process channel; by default a socket to the peer.
+        self._channel = channel or grpc.aio.insecure_channel(address, options=BULK_TRANSFER_OPTIONS)
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
         self._call = stub.ReceiveMigration()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 CUT_FILE = "migration-network-cut"
@@ -23,15 +24,16 @@ POLL_S = 0.05
 
 
 class MigrationNetwork:
-    def __init__(self, state_dir: Path | None) -> None:
+    def __init__(self, state_dir: Path | None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._file = None if state_dir is None else state_dir / CUT_FILE
+        self._monotonic = monotonic
         self._cut = False
         self._checked_at = float("-inf")
 
     def is_cut(self) -> bool:
         if self._file is None:
             return False
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._checked_at >= POLL_S:
             self._checked_at = now
             self._cut = self._file.exists()

@@ -89,6 +89,8 @@ class GuestHooks:
     tick_s: float
     on_failure: GuestFailed
     on_fenced: GuestFenced
+    # The host's clock: a scenario's agent runs on virtual time.
+    monotonic: Callable[[], float] = time.monotonic
 
 
 # A guest that was not scheduled for longer (a frozen agent) does not make up for all of
@@ -97,7 +99,7 @@ MAX_CATCH_UP_TICKS = 2
 
 
 def start_guest(vm: HostedVm, hooks: GuestHooks) -> None:
-    vm.hooks, vm.advanced_at = hooks, time.monotonic()
+    vm.hooks, vm.advanced_at = hooks, hooks.monotonic()
     vm.task = asyncio.create_task(_run(vm, hooks), name=f"guest-{vm.spec.id}")
 
 
@@ -173,7 +175,7 @@ async def _run(vm: HostedVm, hooks: GuestHooks) -> None:
 
 
 def _advance(vm: HostedVm, hooks: GuestHooks) -> None:
-    now = time.monotonic()
+    now = hooks.monotonic()
     elapsed = min(now - vm.advanced_at, MAX_CATCH_UP_TICKS * hooks.tick_s)
     vm.advanced_at = now
     if elapsed > 0:

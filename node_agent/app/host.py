@@ -102,14 +102,21 @@ class VmHost:
         files: HostFiles,
         clock: Callable[[], float] = time.time,
         state_dir: Path | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        peer_channel: Callable[[str], Any] | None = None,
+        die: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.files = files
         self.clock = clock
+        # Durations and guest ticks; injected so that a scenario's agent runs on virtual time.
+        self.monotonic = monotonic
         # Where a migration step may be told to kill the agent (the agent's --state-dir).
-        self.crash_points = CrashPoints(state_dir)
+        self.crash_points = CrashPoints(state_dir, die)
         # Which `havm fault isolate HOST --from migration` can cut.
-        self.migration_network = MigrationNetwork(state_dir)
+        self.migration_network = MigrationNetwork(state_dir, monotonic)
+        # How live migration reaches a peer agent: None for a socket (see MigrationPeer).
+        self.peer_channel = peer_channel
         self.boot_id = uuid.uuid4().hex
         self.started_at = clock()
         # When an AgentService call last arrived: the management path was alive then.
@@ -597,7 +604,11 @@ class VmHost:
 
     def _start_guest(self, vm: HostedVm) -> None:
         hooks = GuestHooks(
-            self.config.name, self.config.settings.guest_tick_s, self._guest_failed, self._fenced
+            self.config.name,
+            self.config.settings.guest_tick_s,
+            self._guest_failed,
+            self._fenced,
+            self.monotonic,
         )
         start_guest(vm, hooks)
 

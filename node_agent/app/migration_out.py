@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import zlib
 from array import array
 from collections.abc import AsyncGenerator
@@ -95,7 +94,7 @@ class OutgoingMigration:
         self._listeners: set[asyncio.Queue[Outcome]] = set()
         self._latest: MigrationProgress | None = None
         self.outcome: Outcome | None = None
-        self._started = time.monotonic()
+        self._started = self.host.monotonic()
         self._last_report = 0.0
         self._bytes_sent = 0
         self._pass = 0
@@ -208,7 +207,7 @@ class OutgoingMigration:
             queue.put_nowait(update)
 
     def _report(self, remaining_bytes: int = 0, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.host.monotonic()
         if not force and now - self._last_report < self.settings.migration_progress_interval_s:
             return
         self._last_report = now
@@ -250,6 +249,11 @@ class OutgoingMigration:
             request.destination_address,
             self.settings.migration_stall_timeout_s,
             self.host.migration_network,
+            channel=(
+                self.host.peer_channel(request.destination_address)
+                if self.host.peer_channel is not None
+                else None
+            ),
         )
         paused_at: float | None = None
         handing_over = committed = False
@@ -264,7 +268,7 @@ class OutgoingMigration:
             self._enter(MigrationPhase.BLACKOUT)
             self._report(force=True)
             catch_up(vm)
-            paused_at = time.monotonic()
+            paused_at = self.host.monotonic()
             await stop_guest(vm)
             self.host.crash_points.reach(SOURCE_PAUSED)
             # The guest's own lease check (at its ticks, or in catch_up) is not seen from
@@ -291,7 +295,7 @@ class OutgoingMigration:
             self.host.crash_points.reach(SOURCE_LEASE_MOVED)
             await peer.send(Commit())
             reply = await self._expect(peer, Reply.RESUMED)
-            blackout_ms = int((time.monotonic() - paused_at) * 1000)
+            blackout_ms = int((self.host.monotonic() - paused_at) * 1000)
         except BaseException as exc:
             if handing_over and not committed:
                 committed = self._lease_handed_over()
@@ -326,7 +330,7 @@ class OutgoingMigration:
             await peer.close()
         await self._let_go()
         self._enter(MigrationPhase.COMPLETED)
-        duration_ms = int((time.monotonic() - self._started) * 1000)
+        duration_ms = int((self.host.monotonic() - self._started) * 1000)
         log.info(
             "VM %s: live migration %s to %s completed: %d passes, %.1f MB, %d ms, blackout %d ms",
             vm.label,
@@ -387,13 +391,13 @@ class OutgoingMigration:
         passes: list[PassRecord] = []
         while True:
             self._pass = len(passes) + 1
-            began, sent_before = time.monotonic(), self._bytes_sent
+            began, sent_before = self.host.monotonic(), self._bytes_sent
             await self._send_pages(peer, to_send, cap=True)
             if self._pass == 1:
                 self.host.crash_points.reach(SOURCE_PRE_COPY)
             catch_up(self.vm)
             dirty = self._guest().take_dirty()
-            seconds = time.monotonic() - began
+            seconds = self.host.monotonic() - began
             record = PassRecord(self._pass, self._bytes_sent - sent_before, seconds, len(dirty))
             passes.append(record)
             if seconds > 0:
@@ -415,7 +419,7 @@ class OutgoingMigration:
         codec = self._codec()
         size = self.settings.migration_chunk_pages
         limit = self.plan.request.bandwidth_mb_per_s * MIB if cap else 0.0
-        began, sent = time.monotonic(), 0
+        began, sent = self.host.monotonic(), 0
         for start in range(0, len(pages), size):
             chunk = pages[start : start + size]
             versions = self._guest().memory.versions
@@ -429,7 +433,7 @@ class OutgoingMigration:
             self._bytes_sent += len(data)
             self._report((len(pages) - start - len(chunk)) * PAGE_SIZE)
             if limit:
-                ahead = sent / limit - (time.monotonic() - began)
+                ahead = sent / limit - (self.host.monotonic() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
 

@@ -12,9 +12,11 @@ import asyncio
 import json
 import logging
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from node_agent.adapters.allocator import keep_large_buffers
 from node_agent.adapters.files import HostFiles
@@ -27,6 +29,7 @@ from node_agent.core.errors import AgentError
 from node_agent.core.views import Presence, heartbeat_topic, status_payload, status_topic
 
 if TYPE_CHECKING:
+    from node_agent.adapters.mqtt_status import BrokerSession
     from node_agent.app.status import StatusPublisher
 
 log = logging.getLogger(__name__)
@@ -40,23 +43,99 @@ class AgentOptions:
     broker: tuple[str, int] | None = None
 
 
-async def run_agent(options: AgentOptions) -> int:
+class AgentServerPort(Protocol):
+    """Serves AgentService for one host (the gRPC server, or a scenario's in-process one)."""
+
+    @property
+    def address(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class BrokerSessionParams:
+    """What one connection to the broker is opened with."""
+
+    client_id: str
+    topic: str
+    offline_payload: bytes
+    keepalive_s: int
+    timeout_s: float
+    echo_topic: str
+
+
+@dataclass(frozen=True)
+class AgentTransports:
+    """How the agent reaches the world: by default a gRPC server, an MQTT client and the
+    process's signals; a scenario gives in-process ones running on virtual time."""
+
+    server: Callable[[VmHost, str, Callable[[str], None]], AgentServerPort]
+    broker_session: Callable[[BrokerSessionParams], BrokerSession]
+    handle_signals: bool = True
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    # How live migration opens a stream to a peer agent; None: a gRPC socket.
+    peer_channel: Callable[[str], Any] | None = None
+    # How the agent dies at an armed crash point; None: the process exits.
+    die: Callable[[], None] | None = None
+
+
+def process_transports(broker: tuple[str, int] | None) -> AgentTransports:
+    """The real ones: gRPC on a socket, the MQTT broker at `broker`, POSIX signals."""
+
+    def server(host: VmHost, listen: str, leave: Callable[[str], None]) -> AgentServerPort:
+        return AgentServer(host, listen, leave=leave)
+
+    def broker_session(params: BrokerSessionParams) -> BrokerSession:
+        # Imported here: the MQTT client is only loaded by agents that use a broker.
+        from node_agent.adapters.mqtt_status import BrokerSession as MqttSession
+
+        assert broker is not None
+        hostname, port = broker
+        return MqttSession(
+            hostname,
+            port,
+            client_id=params.client_id,
+            topic=params.topic,
+            offline_payload=params.offline_payload,
+            keepalive_s=params.keepalive_s,
+            timeout_s=params.timeout_s,
+            echo_topic=params.echo_topic,
+        )
+
+    return AgentTransports(server, broker_session)
+
+
+async def run_agent(options: AgentOptions, transports: AgentTransports | None = None) -> int:
     """Run until SIGTERM, SIGINT or a Shutdown call; return the process exit code."""
     config, settings = options.config, options.config.settings
-    # Live migration messages: twice the largest, for the copies serialisation makes.
-    keep_large_buffers(2 * MAX_MESSAGE_BYTES)
+    transports = transports or process_transports(options.broker)
+    if transports.handle_signals:
+        # Live migration messages: twice the largest, for the copies serialisation makes.
+        keep_large_buffers(2 * MAX_MESSAGE_BYTES)
     files = HostFiles(config, options.state_dir)
     try:
         files.prepare()
-        host = VmHost(config, files, state_dir=options.state_dir)
+        host = VmHost(
+            config,
+            files,
+            clock=transports.clock,
+            state_dir=options.state_dir,
+            monotonic=transports.monotonic,
+            peer_channel=transports.peer_channel,
+            die=transports.die,
+        )
         stops = StopRequests(host)
-        server = AgentServer(host, options.listen, leave=stops.leave)
+        server = transports.server(host, options.listen, stops.leave)
     except (AgentError, OSError) as exc:
         log.error("cannot start: %s", getattr(exc, "message", exc))
         return 1
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stops.on_signal, sig.name)
+    if transports.handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stops.on_signal, sig.name)
     await host.recover()
     await server.start()
     log.info("serving AgentService on %s (%s, boot %s)", server.address, config.profile.value, host.boot_id)
@@ -66,7 +145,7 @@ async def run_agent(options: AgentOptions) -> int:
     if options.broker is not None:
         from node_agent.app.isolation import IsolationWatch
 
-        status = _status_publisher(options, server.address, host)
+        status = _status_publisher(options, server.address, host, transports)
         status.start()
         watch = IsolationWatch(host, settings, broker_contact=lambda: status.last_contact)
         watch.start()
@@ -87,9 +166,9 @@ async def run_agent(options: AgentOptions) -> int:
     return 0
 
 
-def _status_publisher(options: AgentOptions, address: str, host: VmHost) -> StatusPublisher:
-    # Imported here: the MQTT client is only loaded by agents that use a broker.
-    from node_agent.adapters.mqtt_status import BrokerSession
+def _status_publisher(
+    options: AgentOptions, address: str, host: VmHost, transports: AgentTransports
+) -> StatusPublisher:
     from node_agent.app.status import StatusPublisher
 
     config, settings = options.config, options.config.settings
@@ -98,25 +177,21 @@ def _status_publisher(options: AgentOptions, address: str, host: VmHost) -> Stat
     hostname, port = options.broker
     topic = status_topic(config.name)
     offline = status_payload(config, address, boot_id, Presence.OFFLINE)
-
-    def open_session() -> BrokerSession:
-        return BrokerSession(
-            hostname,
-            port,
-            client_id=f"havm-agent-{config.name}",
-            topic=topic,
-            offline_payload=json.dumps(offline).encode(),
-            keepalive_s=settings.mqtt_keepalive_s,
-            timeout_s=settings.mqtt_timeout_s,
-            echo_topic=heartbeat_topic(config.name),
-        )
+    params = BrokerSessionParams(
+        client_id=f"havm-agent-{config.name}",
+        topic=topic,
+        offline_payload=json.dumps(offline).encode(),
+        keepalive_s=settings.mqtt_keepalive_s,
+        timeout_s=settings.mqtt_timeout_s,
+        echo_topic=heartbeat_topic(config.name),
+    )
 
     def stopped(reason: str) -> dict[str, object]:
         return status_payload(config, address, boot_id, Presence.STOPPED, reason)
 
     return StatusPublisher(
         settings,
-        open_session,
+        lambda: transports.broker_session(params),
         online=status_payload(config, address, boot_id, Presence.ONLINE),
         stopped=stopped,
         broker=f"{hostname}:{port}",

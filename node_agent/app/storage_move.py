@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +47,7 @@ class StorageMoveResult:
 
 
 async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> StorageMoveResult:
-    started = time.monotonic()
+    started = host.monotonic()
     async with vm.lock:
         if host.hosted(vm.spec.id) is not vm:
             raise FailedPrecondition(f"VM {vm.label} left host {host.config.name} meanwhile")
@@ -80,7 +79,7 @@ async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> Stora
             try:
                 if vm.guest is not None and vm.state is PowerState.RUNNING:
                     copied = await _copy(source, target, 0, journal_region_end(vm.guest.journal))
-                    paused_at = time.monotonic()
+                    paused_at = host.monotonic()
                     await stop_guest(vm)
                     try:
                         copied += await _copy(source, target, copied, journal_region_end(vm.guest.journal))
@@ -88,7 +87,7 @@ async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> Stora
                     finally:
                         if host.hosted(vm.spec.id) is vm and vm.guest is not None:
                             host.start_guest(vm)
-                    blackout_ms = int((time.monotonic() - paused_at) * 1000)
+                    blackout_ms = int((host.monotonic() - paused_at) * 1000)
                 else:
                     position = await asyncio.to_thread(scan_disk_journal, vm.disk)
                     copied = await _copy(source, target, 0, journal_region_end(position))
@@ -107,7 +106,7 @@ async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> Stora
         finally:
             vm.migration_id = ""
         await asyncio.to_thread(host.files.remove_vm_dir, old_dir)
-        duration_ms = int((time.monotonic() - started) * 1000)
+        duration_ms = int((host.monotonic() - started) * 1000)
         log.info(
             "VM %s: files moved from %s to %s (%d bytes, blackout %d ms)",
             vm.label,

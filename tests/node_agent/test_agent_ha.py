@@ -165,7 +165,9 @@ def test_an_isolated_host_applies_its_isolation_response(  # type: ignore[no-unt
 
     # No gRPC call from here on: a call would be management contact and end the isolation.
     wait_until(lambda: "isolated: no management call and no broker" in agent.log(), timeout=5)
-    assert time.monotonic() - last_call >= 1.0
+    # The agent counts from the call's arrival, this test from its answer: under load the
+    # two are apart by up to the call's own latency.
+    assert time.monotonic() - last_call >= 0.9
     time.sleep(0.3)  # let the power operations finish
     assert f"isolation response {response}" in agent.log()
     states = {v.spec.id: v.state for v in agent.inventory().vms}
