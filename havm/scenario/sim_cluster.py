@@ -70,7 +70,7 @@ class SimHost:
     address: str
     state_dir: Path
     config: dict[str, Any]
-    # "running", "crashed", "powered_off", "frozen"
+    # "running", "crashed", "powered_off", "frozen", "exited" (it left on its own)
     power: str = "running"
     cut: set[str] = field(default_factory=set)
     boots: int = 0
@@ -197,6 +197,15 @@ class SimCluster:
             config=config, state_dir=host.state_dir, listen=host.address, broker=("sim", 1883)
         )
         host.task = self.loop.spawn(machine, run_agent(options, transports))
+        boot = host.boots
+
+        def exited(_: asyncio.Task[Any]) -> None:
+            # The agent left on its own (a Shutdown call): its process is gone.
+            if host.boots == boot and host.power == "running":
+                host.power = "exited"
+                host.vm_host = None
+
+        host.task.add_done_callback(exited)
 
     def _session(self, host: str, params: BrokerSessionParams) -> Any:
         return self.broker.session(host, params)
@@ -361,7 +370,7 @@ class SimCluster:
         self._start_manager()
 
     def _running(self, host: SimHost, what: str) -> None:
-        if host.power == "crashed":
+        if host.power in ("crashed", "exited"):
             raise ScenarioError(f"host {host.name} is not running")
         if host.power != "running":
             raise ScenarioError(f"cannot {what} host {host.name}: it is {host.power.replace('_', ' ')}")

@@ -88,10 +88,16 @@ def parse_steps(text: str, source: str = "commands") -> list[Step]:
         try:
             steps.append(_parse_line(number, line))
         except ValueError as error:
-            raise ScenarioFileError(f"{source} line {number}: {error}") from None
+            raise ScenarioFileError(f"{source} line {number}: {_sentence(error)}") from None
     if not steps:
         raise ScenarioFileError(f"{source}: has no steps")
     return steps
+
+
+def _sentence(error: ValueError) -> str:
+    text = str(error)
+    # shlex says "No closing quotation" / "No escaped character": name what to fix.
+    return f"unbalanced quotes or a trailing backslash ({text.lower()})" if text.startswith("No ") else text
 
 
 def _parse_line(number: int, line: str) -> Step:
