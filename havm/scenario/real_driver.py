@@ -12,19 +12,24 @@ as contact and disturb a host's isolation timer.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import grpc
 
 from havm.cli.context import read_context
-from havm.scenario.cli_bridge import run_cli
+from havm.scenario.cli_bridge import CommandResult
 from havm.scenario.runner import Copy, ScenarioResult, run_steps
 from havm.scenario.steps import ScenarioFolder
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2, manager_pb2
 
 # One heartbeat window after `havm up`: the manager judges hosts only once it heard them.
 SETTLE_S = 6.0
+# A command that takes longer is stuck (a migration of a large VM takes seconds).
+COMMAND_TIMEOUT_S = 300.0
 
 
 class RealDriver:
@@ -42,7 +47,7 @@ class RealDriver:
         return self._channel
 
     async def command(self, argv: tuple[str, ...], fault: bool) -> tuple[int, str, str]:
-        result = await asyncio.to_thread(run_cli, ["--state-dir", str(self.state_dir), *argv])
+        result = await asyncio.to_thread(havm, ["--state-dir", str(self.state_dir), *argv])
         return result.exit_code, result.stdout, result.stderr
 
     async def advance(self, seconds: float) -> None:
@@ -71,12 +76,27 @@ class RealDriver:
         await self._channel.close()
 
 
+def havm(argv: list[str]) -> CommandResult:
+    """`havm ARGV` as its own process, as a user types it: the processes that `havm up` and
+    `havm host start` leave running are theirs, not this program's children."""
+    environment = dict(os.environ, COLUMNS="200")
+    completed = subprocess.run(
+        [sys.executable, "-m", "havm.cli.main", *argv],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    return CommandResult(completed.returncode, completed.stdout, completed.stderr)
+
+
 def run_real(folder: ScenarioFolder, workdir: Path, result: ScenarioResult) -> None:
     state_dir = workdir / "cluster"
     up = ["--state-dir", str(state_dir), "up", "--detach"]
     if folder.topology is not None:
         up += ["--topology", str(folder.topology)]
-    started = run_cli(up)
+    started = havm(up)
     try:
         if started.exit_code != 0:
             result.error = f"havm up failed: {started.stderr.strip() or started.stdout.strip()}"
@@ -91,7 +111,7 @@ def run_real(folder: ScenarioFolder, workdir: Path, result: ScenarioResult) -> N
         }
         asyncio.run(_main(state_dir, manager, agents, folder, result))
     finally:
-        run_cli(["--state-dir", str(state_dir), "down"])
+        havm(["--state-dir", str(state_dir), "down"])
 
 
 async def _main(

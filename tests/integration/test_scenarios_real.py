@@ -1,8 +1,8 @@
 """Scenario folders of tests/scenarios, run with --real: the same command lines against
 processes `havm up` starts, on real time. Each covers a fault mechanism the virtual-time
 run emulates (a killed process and its last will, a stopped one, a cut relay path, a
-crash point, a live migration between agent processes, a graceful leave, a manager
-restart), so the two runs check each other."""
+live migration between agent processes, a crash point inside one), so the two runs
+check each other."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ REAL = [
     "heartbeat-path-cut-only",
     "live-migration-moves-a-running-vm",
     "live-migration-source-dies-at-source-lease-moved",
-    "graceful-shutdown-restarts-vms-at-once",
-    "manager-crash-and-restart-keeps-the-vms",
 ]
 
 
