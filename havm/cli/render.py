@@ -197,6 +197,8 @@ def event_dict(event: manager_pb2.Event) -> Row:
         "vm": event.vm or None,
         "cluster": event.cluster or None,
         "detail": event.detail,
+        "old_state": event.old_state or None,
+        "new_state": event.new_state or None,
     }
 
 

@@ -167,11 +167,12 @@ class SimCluster:
 
     # -- starting -----------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, with_manager: bool = True) -> None:
         for host in self.hosts.values():
             self._boot(host)
         await asyncio.sleep(0.5)  # the agents serve before the manager's first refresh
-        self._start_manager()
+        if with_manager:
+            self._start_manager()
 
     def _boot(self, host: SimHost) -> None:
         host.boots += 1

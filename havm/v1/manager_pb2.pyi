@@ -212,20 +212,24 @@ REPAIR_ACTION_UNDO: RepairAction
 REPAIR_ACTION_IGNORE: RepairAction
 
 class Event(_message.Message):
-    __slots__ = ("time", "kind", "host", "vm", "detail", "cluster")
+    __slots__ = ("time", "kind", "host", "vm", "detail", "cluster", "old_state", "new_state")
     TIME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    OLD_STATE_FIELD_NUMBER: _ClassVar[int]
+    NEW_STATE_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     kind: str
     host: str
     vm: str
     detail: str
     cluster: str
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., host: _Optional[str] = ..., vm: _Optional[str] = ..., detail: _Optional[str] = ..., cluster: _Optional[str] = ...) -> None: ...
+    old_state: str
+    new_state: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., host: _Optional[str] = ..., vm: _Optional[str] = ..., detail: _Optional[str] = ..., cluster: _Optional[str] = ..., old_state: _Optional[str] = ..., new_state: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
     __slots__ = ("replay", "follow")

@@ -121,6 +121,8 @@ class MqttLink:
                 "vm": event.vm,
                 "cluster": event.cluster,
                 "detail": event.detail,
+                "old_state": event.old_state or None,
+                "new_state": event.new_state or None,
             },
         )
         if event.kind == "host_state" and event.host and host_state is not None:

@@ -450,6 +450,8 @@ def event_to_proto(event: Event) -> manager_pb2.Event:
         vm=event.vm,
         detail=event.detail,
         cluster=event.cluster,
+        old_state=event.old_state,
+        new_state=event.new_state,
     )
 
 

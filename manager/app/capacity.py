@@ -94,7 +94,13 @@ class CapacityService:
         was = f"{before.state.value} => " if before is not None else ""
         detail = f"cluster {report.cluster} {was}{report.summary()}"
         log.info("%s", detail)
-        self._bus.emit("cluster_state", detail, cluster=report.cluster)
+        self._bus.emit(
+            "cluster_state",
+            detail,
+            cluster=report.cluster,
+            old_state=before.state.value if before is not None else "",
+            new_state=report.state.value,
+        )
 
     async def run(self) -> None:
         """Judge stale verdicts shortly after a change, and periodically."""

@@ -33,8 +33,17 @@ class EventBus:
     def add_publisher(self, publisher: Publisher) -> None:
         self._publishers.append(publisher)
 
-    def emit(self, kind: str, detail: str, host: str = "", vm: str = "", cluster: str = "") -> Event:
-        event = Event(self._clock(), kind, host, vm, detail, cluster)
+    def emit(
+        self,
+        kind: str,
+        detail: str,
+        host: str = "",
+        vm: str = "",
+        cluster: str = "",
+        old_state: str = "",
+        new_state: str = "",
+    ) -> Event:
+        event = Event(self._clock(), kind, host, vm, detail, cluster, old_state, new_state)
         self._ring.append(event)
         for queue in self._watchers:
             queue.put_nowait(event)
@@ -75,7 +84,11 @@ class EventingStore:
         if old is not None and old.state is not host.state:
             why = f": {host.state_reason}" if host.state_reason else ""
             self._bus.emit(
-                "host_state", f"host {host.name} {old.state.value} => {host.state.value}{why}", host=host.name
+                "host_state",
+                f"host {host.name} {old.state.value} => {host.state.value}{why}",
+                host=host.name,
+                old_state=old.state.value,
+                new_state=host.state.value,
             )
 
     def put_vm(self, vm: VmRecord) -> None:
@@ -89,13 +102,22 @@ class EventingStore:
                 f"VM {vm.name} {before} => {vm.state.value} on {vm.host or 'no host'}{why}",
                 host=vm.host or "",
                 vm=vm.name,
+                old_state=old.state.value if old is not None else "new",
+                new_state=vm.state.value,
             )
 
     def delete_vm(self, vm_id: str) -> None:
         old = self._inner.get_vm(vm_id)
         self._inner.delete_vm(vm_id)
         if old is not None:
-            self._bus.emit("vm_state", f"VM {old.name} deleted", host=old.host or "", vm=old.name)
+            self._bus.emit(
+                "vm_state",
+                f"VM {old.name} deleted",
+                host=old.host or "",
+                vm=old.name,
+                old_state=old.state.value,
+                new_state="deleted",
+            )
 
     # Everything else passes through.
     def get_host(self, name: str) -> HostRecord | None:

@@ -28,7 +28,7 @@ from manager.core.errors import IllegalTransitionError, ManagerError
 from manager.core.inventory import set_host_state
 from manager.core.model import Event, VmRecord
 from manager.core.settings import Settings
-from manager.core.states import HostState
+from manager.core.states import HostState, VmState
 from manager.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,9 @@ class HaService:
             await asyncio.sleep(self._settings.detector_tick)
 
     def _watch_capacity(self, event: Event) -> None:
-        if event.kind == "host_state" and event.detail.split(":")[0].endswith("=> ok"):
+        if event.kind == "host_state" and event.new_state == HostState.OK.value:
             self._capacity_changed = True
-        elif event.kind == "vm_state" and (
-            " => stopped" in event.detail or event.detail.endswith(" deleted")
-        ):
+        elif event.kind == "vm_state" and event.new_state in (VmState.STOPPED.value, "deleted"):
             self._capacity_changed = True
 
     async def idle(self) -> None:

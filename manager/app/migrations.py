@@ -39,7 +39,6 @@ from manager.core.errors import (
 )
 from manager.core.inventory import host_capacity
 from manager.core.migration import (
-    LIVE_PROFILES,
     MOVABLE_STATES,
     STEP_RESTORED,
     STEP_SAVED,
@@ -79,6 +78,7 @@ from manager.core.model import (
     VmOperation,
     VmRecord,
 )
+from manager.core.profiles import live_migrates
 from manager.core.reconcile import record_observed, set_vm_state, with_configuration
 from manager.core.settings import Settings
 from manager.core.states import HostState, JobState, MigrationState, VmState, change_migration_state
@@ -183,7 +183,7 @@ class MigrationService:
         source, target = self._hosts(vm, destination)
         check_ha_fits(vm, target)
         for host in (source, target):
-            if self._profile(host) not in LIVE_PROFILES:
+            if not live_migrates(self._profile(host)):
                 raise FailedPreconditionError(
                     f"VM {vm.name} cannot move its files from {source.name} to {target.name} while it "
                     f"runs: host {host.name} runs {self._profile(host)}, which has no live migration"

@@ -19,9 +19,9 @@ from enum import Enum
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.failover import place_by_owners, placed_on, restart_request
 from manager.core.inventory import ACTIVE_VM_STATES
-from manager.core.migration import LIVE_PROFILES
 from manager.core.model import HostRecord, VmRecord
 from manager.core.placement import PlacementSnapshot
+from manager.core.profiles import live_migrates
 from manager.core.states import HostState, VmState
 
 
@@ -45,7 +45,7 @@ class MaintenanceStep:
 
 def default_mode(profile: str) -> MaintenanceMode:
     """`live` where the profile live-migrates, `save` elsewhere."""
-    return MaintenanceMode.LIVE if profile in LIVE_PROFILES else MaintenanceMode.SAVE
+    return MaintenanceMode.LIVE if live_migrates(profile) else MaintenanceMode.SAVE
 
 
 def check_can_start(host: HostRecord, mode: MaintenanceMode) -> None:
@@ -57,7 +57,7 @@ def check_can_start(host: HostRecord, mode: MaintenanceMode) -> None:
         raise FailedPreconditionError(
             f"host {host.name} is {host.state.value}{why}: only a host that is ok can enter maintenance mode"
         )
-    if mode is MaintenanceMode.LIVE and host.profile not in LIVE_PROFILES:
+    if mode is MaintenanceMode.LIVE and not live_migrates(host.profile):
         raise InvalidArgumentError(
             f"mode: host {host.name} runs {host.profile}, which has no live migration; "
             "use --mode save to save its VMs instead"

@@ -34,14 +34,11 @@ from manager.core.model import (
     VmRecord,
     VolumeInfo,
 )
+from manager.core.profiles import network_kind
 from manager.core.states import HostState, MigrationState
 from manager.core.topology import HostSpec
 
 OPEN_MIGRATION_STATES = frozenset({MigrationState.QUEUED, MigrationState.RUNNING})
-
-
-def network_kind(profile: str) -> str:
-    return "port_group" if profile == "esx" else "virtual_network"
 
 
 def host_record(spec: HostSpec, volumes: Iterable[VolumeInfo], added_at_runtime: bool = False) -> HostRecord:

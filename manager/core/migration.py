@@ -24,12 +24,10 @@ from manager.core.model import (
     VmRecord,
 )
 from manager.core.placement import HostCapacity
+from manager.core.profiles import live_migrates
 from manager.core.states import HostState, MigrationState, VmState
 
 MB = 1_000_000
-# Profiles whose clusters move running VMs live (Hyper-V 2008 R2, vMotion on ESX);
-# Hyper-V 2008 clusters have quick migration only.
-LIVE_PROFILES = frozenset({"hyperv-2008r2", "esx"})
 # How an agent says a live migration could not converge (the dirty rate reached the
 # bandwidth): the no-converge policy decides what follows.
 NO_CONVERGE_PREFIX = "did not converge"
@@ -46,7 +44,7 @@ STEP_RESTORED = "restored"
 
 def choose_kind(profile: str, vm_state: VmState, quick: bool) -> MigrationKind:
     """Live where the profile offers it and the guest runs; quick otherwise."""
-    if profile in LIVE_PROFILES and vm_state is VmState.RUNNING and not quick:
+    if live_migrates(profile) and vm_state is VmState.RUNNING and not quick:
         return MigrationKind.LIVE
     return MigrationKind.QUICK
 

@@ -335,6 +335,11 @@ class Event:
     vm: str
     detail: str  # a sentence
     cluster: str = ""  # the cluster a `cluster_state` event is about
+    # A state change (`host_state`, `vm_state`, `cluster_state`): the states' values before
+    # and after (`new` before a VM existed, `deleted` after it is gone); decisions read
+    # these, never the sentence. Empty for other kinds.
+    old_state: str = ""
+    new_state: str = ""
 
 
 class MigrationKind(Enum):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from manager.core.profiles import PROFILES
 from manager.core.topology_fields import (
     TopologyError,
     read_choice,
@@ -22,7 +23,6 @@ from manager.core.topology_fields import (
     read_text,
 )
 
-PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
 CPU_VENDORS = ("GenuineIntel", "AuthenticAMD")
 DEFAULT_HOST_RESERVE_MB = 1024
 # Upper bounds of topology integers: far above any real host, far below int32/int64 overflow.

@@ -384,7 +384,7 @@ def host_to_pb(view: HostView) -> common_pb2.HostInfo:
     config = view.config
     network_kind = (
         common_pb2.NETWORK_KIND_PORT_GROUP
-        if config.profile is Profile.ESX
+        if config.profile.traits.port_groups
         else common_pb2.NETWORK_KIND_VIRTUAL_NETWORK
     )
     return common_pb2.HostInfo(

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from node_agent.adapters.files import VM_DISK, DiskFile, JournalFile
 from node_agent.app.crash_points import DESTINATION_COMMITTING, DESTINATION_COPYING
 from node_agent.app.guests import HostedVm, release_guest
-from node_agent.core.config import Profile
 from node_agent.core.errors import (
     AgentError,
     Corrupted,
@@ -199,7 +198,7 @@ class IncomingMigration:
         """Check the offer and create the skeleton that reserves the VM's memory; no await here."""
         host, config, spec = self.host, self.host.config, offer.spec
         reasons: list[str] = []
-        if config.profile is Profile.HYPERV_2008:
+        if not config.profile.traits.live_migration:
             reasons.append(f"host {config.name} runs Hyper-V 2008, which moves VMs by quick migration only")
         reasons += host.compatibility(spec, offer.cpu)
         if offer.memory_pages != spec.memory_pages:

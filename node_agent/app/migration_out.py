@@ -32,7 +32,6 @@ from node_agent.adapters.files import DiskFile, journal_region_end
 from node_agent.adapters.grpc_peer import MigrationPeer
 from node_agent.app.crash_points import SOURCE_LEASE_MOVED, SOURCE_PAUSED, SOURCE_PRE_COPY
 from node_agent.app.guests import HostedVm, catch_up, release_guest, stop_guest
-from node_agent.core.config import Profile
 from node_agent.core.errors import (
     AgentError,
     Corrupted,
@@ -110,7 +109,7 @@ class OutgoingMigration:
             raise InvalidArgument("destination_host and destination_address: are required")
         if request.destination_host == config.name:
             raise InvalidArgument(f"destination_host: VM {request.vm_id} is already on host {config.name}")
-        if config.profile is Profile.HYPERV_2008:
+        if not config.profile.traits.live_migration:
             raise FailedPrecondition(
                 f"host {config.name} runs Hyper-V 2008, which moves VMs by quick migration only"
             )

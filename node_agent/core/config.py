@@ -24,15 +24,42 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class Profile(enum.Enum):
-    """The hypervisor the host emulates."""
+    """The hypervisor the host emulates; what it can do is its row of PROFILE_TRAITS."""
 
     HYPERV_2008 = "hyperv-2008"  # Hyper-V 1.0: quick migration only
     HYPERV_2008R2 = "hyperv-2008r2"  # Hyper-V 2.0: live migration and CSV
     ESX = "esx"  # VMware ESX: vMotion, port groups
 
     @property
+    def traits(self) -> ProfileTraits:
+        return PROFILE_TRAITS[self]
+
+    @property
     def network_term(self) -> str:
-        return "port group" if self is Profile.ESX else "virtual network"
+        return self.traits.network_term
+
+
+@dataclass(frozen=True)
+class ProfileTraits:
+    """What a profile can do, as the agent acts on it: code asks a trait, never a name."""
+
+    # Running VMs leave and arrive live; otherwise they move by quick migration only.
+    live_migration: bool
+    # How the hypervisor calls a network, in messages: "virtual network" or "port group".
+    network_term: str
+    # Whether its networks are port groups (ESX) rather than virtual networks (Hyper-V).
+    port_groups: bool
+
+
+PROFILE_TRAITS: dict[Profile, ProfileTraits] = {
+    Profile.HYPERV_2008: ProfileTraits(
+        live_migration=False, network_term="virtual network", port_groups=False
+    ),
+    Profile.HYPERV_2008R2: ProfileTraits(
+        live_migration=True, network_term="virtual network", port_groups=False
+    ),
+    Profile.ESX: ProfileTraits(live_migration=True, network_term="port group", port_groups=True),
+}
 
 
 class IsolationResponse(enum.Enum):

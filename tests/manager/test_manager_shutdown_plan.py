@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from manager.core.detector import Action, FailureDetector, Verdict
 from manager.core.errors import FailedPreconditionError, IllegalTransitionError
 from manager.core.inventory import apply_inventory, apply_refresh_failure
-from manager.core.migration import LIVE_PROFILES
 from manager.core.model import (
     GIB,
     DiskInfo,
@@ -27,6 +26,7 @@ from manager.core.model import (
     VolumeInfo,
 )
 from manager.core.placement import HostCapacity, PlacementSnapshot, StorageRoom
+from manager.core.profiles import LIVE_PROFILES
 from manager.core.shutdown import ShutdownAction, ShutdownStep, StepKind, check_can_shut_down, plan_shutdown
 from manager.core.states import HOST_TRANSITIONS, HostState, VmState, change_host_state
 from manager.core.topology import CpuSpec
