@@ -64,3 +64,15 @@ def test_ruff_lint_and_format_are_clean() -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = subprocess.run([ruff, "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_the_pure_cores_type_check_strictly() -> None:
+    """Both `core/` packages pass `mypy --strict`: their Protocols and dataclasses are the
+    contracts the apps are written against."""
+    result = subprocess.run(
+        [_tool("mypy"), "--strict", "manager/core", "node_agent/core"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -124,7 +124,9 @@ def held_elsewhere(
     found: set[str] = set()
     for vm in reported:
         record = records.get(vm.id)
-        if record is None or record.host in (None, host) or vm.lease_generation < record.lease_generation:
+        if record is None or record.host is None or record.host == host:
+            continue
+        if vm.lease_generation < record.lease_generation:
             continue
         there = reports.get(record.host, {}).get(vm.id)
         if there is not None and there >= vm.lease_generation:

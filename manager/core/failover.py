@@ -129,7 +129,7 @@ def plan_restarts(
         decision, why = place_by_owners(hosts, vm, nodes, request)
         if decision is None and not why:
             why = f"no other node of cluster {home} can be tried"
-        if decision is None:
+        if decision is None or decision.host is None:
             waiting.append((vm.id, why))
             continue
         hosts[decision.host] = placed_on(hosts[decision.host], vm)

@@ -84,7 +84,7 @@ def choose_host(
         ratings = rate_hosts(
             snapshot, request, vms, clusters, restart_priority=restart_priority, starts=starts
         )
-        ratings = [r for r in ratings if policy.may_run_on(r.host)]
+        ratings = tuple(r for r in ratings if policy.may_run_on(r.host))
         usable = {r.host: r for r in ratings if r.stars > 0 and r.storage is not None}
         preferred, _ = owner_order(policy, usable)
         if preferred:

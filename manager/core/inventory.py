@@ -120,31 +120,31 @@ def merge_topology(
         new_hosts.append(fresh)
     new_hosts.extend(runtime)
     new_clusters: list[ClusterRecord] = []
-    for spec in topology.clusters:
-        old = old_clusters.get(spec.name)
-        old_volumes = {v.name: v for v in old.volumes} if old is not None else {}
+    for cluster_spec in topology.clusters:
+        old_cluster = old_clusters.get(cluster_spec.name)
+        old_volumes = {v.name: v for v in old_cluster.volumes} if old_cluster is not None else {}
         volumes = []
-        for v in spec.volumes:
+        for v in cluster_spec.volumes:
             capacity = v.capacity_gb * GIB
             free = old_volumes[v.name].free_bytes if v.name in old_volumes else capacity
             volumes.append(VolumeInfo(v.name, StorageKind(v.kind), capacity, min(free, capacity)))
-        joined = tuple(h.name for h in runtime if h.cluster == spec.name)
+        joined = tuple(h.name for h in runtime if h.cluster == cluster_spec.name)
         seen = set(
             seen_by_every_node(
-                spec.nodes,
-                {v.name: v.visible_to for v in spec.volumes},
-                (v.name for v in spec.volumes if v.kind == "csv"),
+                cluster_spec.nodes,
+                {v.name: v.visible_to for v in cluster_spec.volumes},
+                (v.name for v in cluster_spec.volumes if v.kind == "csv"),
             )
         )
         new_clusters.append(
             ClusterRecord(
-                name=spec.name,
-                profile=spec.profile,
-                reserve=spec.reserve,
-                nodes=spec.nodes + joined,
+                name=cluster_spec.name,
+                profile=cluster_spec.profile,
+                reserve=cluster_spec.reserve,
+                nodes=cluster_spec.nodes + joined,
                 volumes=tuple(volumes),
                 visibility=tuple(
-                    (v.name, v.visible_to + (joined if v.name in seen else ())) for v in spec.volumes
+                    (v.name, v.visible_to + (joined if v.name in seen else ())) for v in cluster_spec.volumes
                 ),
             )
         )

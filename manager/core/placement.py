@@ -286,7 +286,7 @@ def place(snapshot: PlacementSnapshot, request: PlacementRequest) -> PlacementDe
         else sorted(snapshot.hosts, key=lambda h: h.name)
     )
     rejections: list[tuple[str, str]] = []
-    best: tuple[float, str, StorageLocation] | None = None
+    best: tuple[tuple[float, float], str, StorageLocation] | None = None
     for host in candidates:
         refused = refusals(host, request, every=False)
         why = refused[0].detail if refused else None

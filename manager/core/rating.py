@@ -70,7 +70,7 @@ def planned_vm(
     request: PlacementRequest, host: str, storage: StorageLocation | None, **kw: object
 ) -> VmRecord:
     """The VM the request describes, running on `host`: for what-if reserve checks."""
-    fields: dict = dict(
+    planned = VmRecord(
         id=f"planned:{request.vm_name}",
         name=request.vm_name,
         host=host,
@@ -82,8 +82,7 @@ def planned_vm(
         storage=storage,
         networks=request.networks,
     )
-    fields.update(kw)
-    return VmRecord(**fields)
+    return replace(planned, **kw)  # type: ignore[arg-type]
 
 
 def with_vm_on(snapshot: PlacementSnapshot, host: str, vm: VmRecord) -> PlacementSnapshot:

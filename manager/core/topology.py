@@ -58,6 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from manager.core.profiles import PROFILES
 from manager.core.topology_fields import (
     NAME_PATTERN,
     TopologyError,
@@ -74,7 +75,6 @@ from manager.core.topology_hosts import (
     DEFAULTABLE_HOST_KEYS,
     MAX_CAPACITY_GB,
     MAX_CORES,
-    PROFILES,
     CpuSpec,
     DiskSpec,
     HostSpec,

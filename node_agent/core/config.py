@@ -261,7 +261,7 @@ def _int(obj: Mapping[str, Any], key: str, where: str, default: int | None = Non
     value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(where, "must be an integer")
-    return value
+    return int(value)
 
 
 def _positive_int(obj: Mapping[str, Any], key: str, where: str) -> int:

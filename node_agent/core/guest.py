@@ -16,6 +16,7 @@ import zlib
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import Corrupted, StorageFault
@@ -24,7 +25,7 @@ from node_agent.core.vm import Workload
 
 PAGE_SIZE = 4096
 PAGES_PER_MB = 256
-_VERSION_TYPECODE = "I" if array("I").itemsize == 4 else "L"
+_VERSION_TYPECODE: Literal["I", "L"] = "I" if array("I").itemsize == 4 else "L"
 assert array(_VERSION_TYPECODE).itemsize == 4
 _BIG_ENDIAN = struct.pack("=I", 1) == struct.pack(">I", 1)
 
@@ -45,7 +46,7 @@ MAX_JOURNAL_WRITES_PER_TICK = 100_000
 class PageVersions:
     """The version of every page of a VM's memory image."""
 
-    def __init__(self, pages: int, versions: array | None = None) -> None:
+    def __init__(self, pages: int, versions: array[int] | None = None) -> None:
         if versions is None:
             versions = array(_VERSION_TYPECODE, bytes(4 * pages))
         if len(versions) != pages:
@@ -105,7 +106,7 @@ class PageCodec:
         self.vm_id = vm_id
         self._blank_page = bytes(PAGE_HEADER_SIZE) + body[: PAGE_SIZE - PAGE_HEADER_SIZE]
 
-    def encode(self, pages: array, versions: array) -> bytearray:
+    def encode(self, pages: array[int], versions: array[int]) -> bytearray:
         """`len(pages)` pages of 4096 bytes, in order; `versions` holds each one's version."""
         data = bytearray(self._blank_page * len(pages))
         words = memoryview(data).cast(_VERSION_TYPECODE)
@@ -113,7 +114,7 @@ class PageCodec:
         words[1::_WORDS_PER_PAGE] = _little_endian(versions)
         return data
 
-    def decode(self, pages: array, data: bytes, crc32: int) -> array:
+    def decode(self, pages: array[int], data: bytes, crc32: int) -> array[int]:
         """The versions of the pages in `data`; raise Corrupted unless every byte checks out.
 
         Purely computational: the checksum, each page's header against the page list,
@@ -135,7 +136,7 @@ class PageCodec:
         return versions
 
 
-def _little_endian(values: array) -> array:
+def _little_endian(values: array[int]) -> array[int]:
     if not _BIG_ENDIAN:
         return values
     swapped = array(_VERSION_TYPECODE, values)
@@ -152,7 +153,7 @@ def page_bytes(vm_id: str, page: int, version: int) -> bytes:
     return bytes(PageCodec(vm_id).encode(one, array(_VERSION_TYPECODE, [version])))
 
 
-def page_array(pages: Iterable[int]) -> array:
+def page_array(pages: Iterable[int]) -> array[int]:
     """Page numbers (or versions) in the compact form the codec takes."""
     return array(_VERSION_TYPECODE, pages)
 
@@ -231,7 +232,7 @@ class PageChooser:
         """Where the stream is: a chooser made with it continues the same sequence."""
         return self._counter
 
-    def choose(self, count: int, pages: int) -> array:
+    def choose(self, count: int, pages: int) -> array[int]:
         """`count` page numbers, each below `pages`."""
         raw = array(_VERSION_TYPECODE)
         blocks = -(-count // (self._BLOCK // raw.itemsize))

@@ -116,7 +116,7 @@ class Offer:
 
 @dataclass(frozen=True)
 class PagesChunk:
-    pages: array
+    pages: array[int]
     data: bytes
     crc32: int
 
