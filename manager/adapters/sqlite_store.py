@@ -129,6 +129,8 @@ def _host(raw: dict[str, Any]) -> HostRecord:
         boot_id=raw["boot_id"],
         migration_address=raw.get("migration_address"),
         added_at_runtime=raw.get("added_at_runtime", False),
+        # Absent in databases written before the marker existed.
+        fence_decided=raw.get("fence_decided", False),
     )
 
 

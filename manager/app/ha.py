@@ -23,7 +23,7 @@ from manager.app.failover import FailoverService
 from manager.app.refresh import RefreshService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
-from manager.core.detector import PROBE_FAILED, Action, FailureDetector, Verdict
+from manager.core.detector import Action, FailureDetector, Verdict
 from manager.core.errors import IllegalTransitionError, ManagerError
 from manager.core.inventory import set_host_state
 from manager.core.model import Event, VmRecord
@@ -181,7 +181,7 @@ class HaService:
 
     def resume(self) -> None:
         for host in self._store.list_hosts():
-            if host.state is HostState.NOT_RESPONDING and host.state_reason.startswith(PROBE_FAILED):
+            if host.state is HostState.NOT_RESPONDING and host.fence_decided:
                 # Stopped between the verdict and recording `fencing`: go on from there.
                 self._set_host(host.name, HostState.FENCING, host.state_reason)
                 host = replace(host, state=HostState.FENCING)
@@ -203,7 +203,7 @@ class HaService:
     def _act(self, verdict: Verdict) -> None:
         host = verdict.host
         if verdict.action is Action.SET_STATE and verdict.state is not None:
-            self._set_host(host, verdict.state, verdict.reason)
+            self._set_host(host, verdict.state, verdict.reason, fence_decided=verdict.fence_follows)
         elif verdict.action is Action.PROBE:
             self._spawn(f"probe:{host}", self._probe(host))
         elif verdict.action is Action.FENCE:
@@ -219,14 +219,16 @@ class HaService:
             self._bus.emit("detector", f"host {host}: {verdict.reason}; refreshing it", host=host)
             self._spawn(f"refresh:{host}", self._refresh_back(host))
 
-    def _set_host(self, name: str, state: HostState, reason: str) -> bool:
+    def _set_host(self, name: str, state: HostState, reason: str, fence_decided: bool = False) -> bool:
         host = self._store.get_host(name)
         if host is None:
             return False
         if host.state is state:
+            if fence_decided and not host.fence_decided:
+                self._store.put_host(replace(host, state_reason=reason, fence_decided=True))
             return True
         try:
-            self._store.put_host(set_host_state(host, state, reason))
+            self._store.put_host(set_host_state(host, state, reason, fence_decided))
         except IllegalTransitionError as error:
             log.warning("detector verdict not applied: %s", error.message)
             return False

@@ -37,6 +37,8 @@ class Verdict:
     action: Action
     reason: str
     state: HostState | None = None  # for SET_STATE
+    # SET_STATE not_responding that a FENCE verdict follows: the decision is persisted.
+    fence_follows: bool = False
 
 
 @dataclass
@@ -185,6 +187,6 @@ class FailureDetector:
             ]
         reason = f"{PROBE_FAILED}: {why}"
         return [
-            Verdict(host, Action.SET_STATE, reason, HostState.NOT_RESPONDING),
+            Verdict(host, Action.SET_STATE, reason, HostState.NOT_RESPONDING, fence_follows=True),
             Verdict(host, Action.FENCE, reason),
         ]

@@ -116,6 +116,7 @@ def merge_topology(
                 state_reason=old.state_reason if spec.address else NO_ADDRESS,
                 last_refresh=old.last_refresh,
                 boot_id=old.boot_id,
+                fence_decided=old.fence_decided,
             )
         new_hosts.append(fresh)
     new_hosts.extend(runtime)
@@ -151,8 +152,17 @@ def merge_topology(
     return new_hosts, new_clusters
 
 
-def set_host_state(host: HostRecord, state: HostState, reason: str) -> HostRecord:
-    return replace(host, state=change_host_state(host.name, host.state, state), state_reason=reason)
+def set_host_state(
+    host: HostRecord, state: HostState, reason: str, fence_decided: bool = False
+) -> HostRecord:
+    """The host in `state` (a legal transition); `fence_decided` only with the detector's
+    not-responding verdict that fencing follows, cleared by every other change."""
+    return replace(
+        host,
+        state=change_host_state(host.name, host.state, state),
+        state_reason=reason,
+        fence_decided=fence_decided,
+    )
 
 
 # States the failure detector and the failover service own: a refresh records what the

@@ -165,6 +165,10 @@ class HostRecord:
     # Registered through AddHost rather than declared by the topology: a restarted
     # manager keeps it although the topology file does not name it.
     added_at_runtime: bool = False
+    # The failure detector decided to fence this not-responding host. Stored with the
+    # state, so that a manager that dies before it records `fencing` goes on from there
+    # (never read from the reason's wording). Any other state change clears it.
+    fence_decided: bool = False
 
 
 @dataclass(frozen=True)

@@ -367,7 +367,7 @@ async def test_a_manager_stopped_between_verdict_and_fencing_fences_on_start() -
     node1 = first.store.get_host("node1")
     assert node1 is not None
     first.store.put_host(
-        replace(node1, state=HostState.NOT_RESPONDING, state_reason="no heartbeat and the probe failed: gone")
+        replace(node1, state=HostState.NOT_RESPONDING, state_reason="gone", fence_decided=True)
     )
     second = Cluster(first.store, first.agents)
     second.ha.resume()
@@ -375,6 +375,41 @@ async def test_a_manager_stopped_between_verdict_and_fencing_fences_on_start() -
     assert second.host("node1") is HostState.FENCED
     db1 = second.vm("db1")
     assert db1.state is VmState.RUNNING and db1.host != "node1"
+
+
+async def test_a_not_responding_host_without_the_decision_is_not_fenced_on_start() -> None:
+    # Whatever its reason says: only the stored decision counts.
+    first = Cluster()
+    await first.start()
+    await first.create("db1", "node1")
+    node1 = first.store.get_host("node1")
+    assert node1 is not None
+    first.store.put_host(
+        replace(node1, state=HostState.NOT_RESPONDING, state_reason="no heartbeat and the probe failed: gone")
+    )
+    second = Cluster(first.store, first.agents)
+    second.ha.resume()
+    await second.ha.idle()
+    assert second.host("node1") is HostState.NOT_RESPONDING
+    assert second.vm("db1").host == "node1"
+
+
+async def test_the_detector_stores_its_decision_with_the_state(cluster: Cluster) -> None:
+    await cluster.create("db1", "node1")
+    await cluster.advance(6)
+    cluster.alive.discard("node1")
+    cluster.agents.silent.add("node1")
+    seen = []
+    put_host = cluster.store.put_host
+
+    def spy(host):  # type: ignore[no-untyped-def]
+        seen.append((host.state, host.fence_decided))
+        put_host(host)
+
+    cluster.store.put_host = spy  # type: ignore[method-assign]
+    await cluster.advance(8)
+    assert (HostState.NOT_RESPONDING, True) in seen
+    assert seen[-1] == (HostState.FENCED, False)
 
 
 async def test_waiting_vms_are_retried_as_soon_as_a_vm_stops(cluster: Cluster) -> None:

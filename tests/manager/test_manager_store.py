@@ -84,6 +84,11 @@ class StoreContract:
     def store(self) -> Iterator[Store]:
         raise NotImplementedError
 
+    def test_the_fencing_decision_round_trips(self, store: Store) -> None:
+        decided = replace(host(), state=HostState.NOT_RESPONDING, fence_decided=True)
+        store.put_host(decided)
+        assert store.get_host("node1") == decided
+
     def test_hosts_round_trip(self, store: Store) -> None:
         assert store.get_host("node1") is None
         store.put_host(host("node2"))
