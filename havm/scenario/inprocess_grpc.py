@@ -24,15 +24,16 @@ import grpc
 from havm.scenario.virtual_loop import VirtualTimeLoop, current_machine
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+def rpc_error(code: grpc.StatusCode, details: str, trailing: Any = ()) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details)
 
 
 class _Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: Any = ()) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+        self.trailing = tuple(trailing or ())
 
 
 class _Context:
@@ -42,7 +43,7 @@ class _Context:
         self._caller = caller
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
-        raise _Aborted(code, details)
+        raise _Aborted(code, details, trailing_metadata)
 
     def peer(self) -> str:
         return f"sim:{self._caller}"
@@ -164,7 +165,7 @@ def _result(task: asyncio.Task[Any]) -> Any:
     if exc is None:
         return task.result()
     if isinstance(exc, _Aborted):
-        raise rpc_error(exc.code, exc.details)
+        raise rpc_error(exc.code, exc.details, exc.trailing)
     if isinstance(exc, grpc.aio.AioRpcError):
         raise exc
     raise rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc).__name__}: {exc}")

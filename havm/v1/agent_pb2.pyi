@@ -19,6 +19,14 @@ class VmOperation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VM_OPERATION_PAUSE: _ClassVar[VmOperation]
     VM_OPERATION_RESUME: _ClassVar[VmOperation]
 
+class MigrationFailure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MIGRATION_FAILURE_UNSPECIFIED: _ClassVar[MigrationFailure]
+    MIGRATION_FAILURE_NOT_CONVERGED: _ClassVar[MigrationFailure]
+    MIGRATION_FAILURE_DESTINATION_REFUSED: _ClassVar[MigrationFailure]
+    MIGRATION_FAILURE_PEER_GONE: _ClassVar[MigrationFailure]
+    MIGRATION_FAILURE_FENCED: _ClassVar[MigrationFailure]
+
 class MigrationPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MIGRATION_PHASE_UNSPECIFIED: _ClassVar[MigrationPhase]
@@ -42,6 +50,11 @@ VM_OPERATION_SAVE: VmOperation
 VM_OPERATION_RESTORE: VmOperation
 VM_OPERATION_PAUSE: VmOperation
 VM_OPERATION_RESUME: VmOperation
+MIGRATION_FAILURE_UNSPECIFIED: MigrationFailure
+MIGRATION_FAILURE_NOT_CONVERGED: MigrationFailure
+MIGRATION_FAILURE_DESTINATION_REFUSED: MigrationFailure
+MIGRATION_FAILURE_PEER_GONE: MigrationFailure
+MIGRATION_FAILURE_FENCED: MigrationFailure
 MIGRATION_PHASE_UNSPECIFIED: MigrationPhase
 MIGRATION_PHASE_PREPARING: MigrationPhase
 MIGRATION_PHASE_DISK_COPY: MigrationPhase

@@ -167,7 +167,9 @@ class AgentServiceServicer:
         opens ReceiveMigration on the destination and streams the memory there itself.
         The stream reports progress and ends with the measured figures. The migration runs
         to its end even if the caller goes away; any failure before the destination
-        resumes leaves the VM running here.
+        resumes leaves the VM running here. A failed migration's status carries the
+        trailing metadata `havm-migration-failure` with a MigrationFailure name, so that
+        callers decide on the kind of failure, never on the sentence.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

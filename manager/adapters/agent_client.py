@@ -34,6 +34,7 @@ from manager.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     ManagerError,
+    MigrationFailure,
     NotFoundError,
     ResourceExhaustedError,
     UnavailableError,
@@ -69,11 +70,34 @@ def error_from_rpc(host: str, error: grpc.aio.AioRpcError) -> ManagerError:
     code = error.code()
     details = error.details() or ""
     if code is grpc.StatusCode.UNAVAILABLE:
-        return UnavailableError(f"agent of host {host} is unavailable ({details or 'no answer'})")
+        return UnavailableError(
+            f"agent of host {host} is unavailable ({details or 'no answer'})", migration_failure(error)
+        )
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceededError(f"agent of host {host} did not answer in time")
     cls = _ERRORS.get(code, ManagerError)
-    return cls(details or f"agent of host {host} failed with {code.name}")
+    return cls(details or f"agent of host {host} failed with {code.name}", migration_failure(error))
+
+
+# The trailing metadata of a failed MigrateVm naming the kind of failure (agent.proto).
+MIGRATION_FAILURE_KEY = "havm-migration-failure"
+_FAILURES = {
+    agent_pb2.MIGRATION_FAILURE_NOT_CONVERGED: MigrationFailure.NOT_CONVERGED,
+    agent_pb2.MIGRATION_FAILURE_DESTINATION_REFUSED: MigrationFailure.DESTINATION_REFUSED,
+    agent_pb2.MIGRATION_FAILURE_PEER_GONE: MigrationFailure.PEER_GONE,
+    agent_pb2.MIGRATION_FAILURE_FENCED: MigrationFailure.FENCED,
+}
+
+
+def migration_failure(error: grpc.aio.AioRpcError) -> MigrationFailure | None:
+    """The kind of migration failure the agent named, if it named one it knows."""
+    for key, value in error.trailing_metadata() or ():
+        if key == MIGRATION_FAILURE_KEY and isinstance(value, str):
+            try:
+                return _FAILURES.get(agent_pb2.MigrationFailure.Value(value))
+            except ValueError:  # a newer agent's kind: the sentence still tells a person
+                return None
+    return None
 
 
 def _is_unavailable(error: BaseException) -> bool:

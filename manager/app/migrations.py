@@ -35,6 +35,7 @@ from manager.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     ManagerError,
+    MigrationFailure,
     NotFoundError,
 )
 from manager.core.inventory import host_capacity
@@ -56,7 +57,6 @@ from manager.core.migration import (
     choose_kind,
     choose_storage,
     holds_new_lease,
-    is_no_converge,
     is_open,
     progress_message,
     progress_percent,
@@ -358,14 +358,14 @@ class MigrationService:
                 migration, progress = await self._stream_or_follow(job, migration, vm)
                 return await self._live_done(migration, progress)
             except ManagerError as error:
-                failed_with = error.message
+                failed_with, failure = error.message, error.migration_failure
             except Exception as error:
                 # Settled like any failure: the agents say where the VM is.
                 log.exception("live migration %s crashed", migration.id)
-                failed_with = f"internal error: {error!r}"
+                failed_with, failure = f"internal error: {error!r}", None
             if not (
                 migration.kind is MigrationKind.LIVE
-                and is_no_converge(failed_with)
+                and failure is MigrationFailure.NOT_CONVERGED
                 and migration.no_converge == "quick"
             ):
                 # Within the slot: the agents may still be migrating.
@@ -458,23 +458,24 @@ class MigrationService:
             followed = await self._follow_again(job, migration, vm)
             if isinstance(followed, tuple):
                 return followed
-            if followed:
-                raise MigrationFailed(followed) from None
+            if followed is not None:
+                raise MigrationFailed(followed.message, followed.migration_failure) from None
             raise error from None
 
     async def _follow_again(
         self, job: JobHandle, migration: MigrationRecord, vm: VmRecord
-    ) -> tuple[MigrationRecord, MigrationProgress] | str | None:
+    ) -> tuple[MigrationRecord, MigrationProgress] | ManagerError | None:
         """Follow a migration on its source again by its id, after its progress stream
         broke or fell silent: the record and final progress if it completed, the
-        source's own sentence if it failed, None if the source cannot say."""
+        source's own error (its sentence, its kind of failure) if it failed, None if the
+        source cannot say."""
         try:
             return await self._stream(job, self.get(migration.id), vm, reattach=True)
         except (NotFoundError, DeadlineExceededError) as error:
             log.info("migration %s: %s cannot say how it ended: %s", migration.id, migration.source, error)
             return None
         except ManagerError as error:
-            return error.message
+            return error
         except Exception:
             log.exception("migration %s: following it on %s failed", migration.id, migration.source)
             return None
@@ -975,15 +976,15 @@ class MigrationService:
             if isinstance(followed, tuple):
                 return await self._live_done(*followed, after_restart=True)
             migration = self.get(migration.id)
-            if followed:
-                restarted = f"{restarted}: {followed}"  # the agents' own reason
+            if followed is not None:
+                restarted = f"{restarted}: {followed.message}"  # the agents' own reason
                 if (
                     migration.kind is MigrationKind.LIVE
-                    and is_no_converge(followed)
+                    and followed.migration_failure is MigrationFailure.NOT_CONVERGED
                     and migration.no_converge == "quick"
                 ):
                     await self._release_slot(_slot(migration))
-                    return await self._fall_back(job, migration, followed)
+                    return await self._fall_back(job, migration, followed.message)
         source_report, source_answered = await self._watch_source(
             migration, lambda report: still_moving(report, migration.id)
         )

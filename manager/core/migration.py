@@ -28,9 +28,6 @@ from manager.core.profiles import live_migrates
 from manager.core.states import HostState, MigrationState, VmState
 
 MB = 1_000_000
-# How an agent says a live migration could not converge (the dirty rate reached the
-# bandwidth): the no-converge policy decides what follows.
-NO_CONVERGE_PREFIX = "did not converge"
 NO_CONVERGE_POLICIES = ("quick", "fail")
 # States in which a VM can be moved at all: it is somewhere definite.
 MOVABLE_STATES = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.SAVED, VmState.STOPPED})
@@ -136,10 +133,6 @@ def choose_storage(capacity: HostCapacity, vm: VmRecord) -> StorageLocation | No
 
 def refusal(vm: VmRecord, destination: str, reasons: Sequence[str]) -> FailedPreconditionError:
     return FailedPreconditionError(f"VM {vm.name} cannot move to {destination}: {'; '.join(reasons)}")
-
-
-def is_no_converge(error: str) -> bool:
-    return error.startswith(NO_CONVERGE_PREFIX)
 
 
 # --- the live-migration slots --------------------------------------------------------

@@ -21,7 +21,7 @@ from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import AgentError, FailedPrecondition, InvalidArgument
+from node_agent.core.errors import AgentError, FailedPrecondition, InvalidArgument, MigrationFailure
 from node_agent.core.guest import PAGE_SIZE, GuestDevices, page_array
 from node_agent.core.journal import JournalPosition
 from node_agent.core.migration import (
@@ -430,6 +430,22 @@ def guest_to_pb(view: GuestView) -> agent_pb2.AgentServiceGetGuestStatusResponse
 Leave = Callable[[str], None]
 
 
+# The trailing metadata a failed MigrateVm carries: the kind of failure (agent.proto).
+MIGRATION_FAILURE_KEY = "havm-migration-failure"
+_FAILURES = {
+    MigrationFailure.NOT_CONVERGED: agent_pb2.MIGRATION_FAILURE_NOT_CONVERGED,
+    MigrationFailure.DESTINATION_REFUSED: agent_pb2.MIGRATION_FAILURE_DESTINATION_REFUSED,
+    MigrationFailure.PEER_GONE: agent_pb2.MIGRATION_FAILURE_PEER_GONE,
+    MigrationFailure.FENCED: agent_pb2.MIGRATION_FAILURE_FENCED,
+}
+
+
+def failure_metadata(exc: AgentError) -> tuple[tuple[str, str], ...]:
+    if exc.migration_failure is None:
+        return ()
+    return ((MIGRATION_FAILURE_KEY, agent_pb2.MigrationFailure.Name(_FAILURES[exc.migration_failure])),)
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """AgentService on top of a host backend."""
 
@@ -575,7 +591,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 async for progress in updates:
                     yield progress_to_pb(progress)
         except AgentError as exc:
-            await context.abort(grpc.StatusCode[exc.code], exc.message)
+            await context.abort(
+                grpc.StatusCode[exc.code], exc.message, trailing_metadata=failure_metadata(exc)
+            )
         except Exception:
             log.exception("unexpected error in a live migration")
             await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")

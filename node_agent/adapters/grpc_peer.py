@@ -16,7 +16,7 @@ import grpc
 from havm.v1 import agent_pb2, agent_pb2_grpc
 from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, reply_from_pb, source_message_to_pb
 from node_agent.adapters.migration_network import MigrationNetwork
-from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, Unavailable
+from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, MigrationFailure, Unavailable
 from node_agent.core.migration import PeerReply, SourceMessage
 
 # What gRPC itself says, as INTERNAL, when the peer's process dies in the middle of a
@@ -81,7 +81,7 @@ class MigrationPeer:
     def _silent(self) -> AgentError:
         return Unavailable(
             f"host {self.host_name} ({self.address}) did not answer within {self._timeout_s:g} s"
-        )
+        ).because(MigrationFailure.PEER_GONE)
 
     async def _failure(self) -> AgentError:
         """The destination's own sentence when it ended the stream, else that it went away."""
@@ -89,14 +89,22 @@ class MigrationPeer:
             code = await asyncio.wait_for(self._call.code(), self._timeout_s)
             details = await self._call.details()
         except (TimeoutError, grpc.RpcError):
-            return Unavailable(f"host {self.host_name} ({self.address}) went away")
+            return Unavailable(f"host {self.host_name} ({self.address}) went away").because(
+                MigrationFailure.PEER_GONE
+            )
         if code is grpc.StatusCode.FAILED_PRECONDITION:
-            return FailedPrecondition(f"host {self.host_name} refused: {details}")
+            return FailedPrecondition(f"host {self.host_name} refused: {details}").because(
+                MigrationFailure.DESTINATION_REFUSED
+            )
         if code is grpc.StatusCode.DATA_LOSS:
             return Corrupted(f"host {self.host_name}: {details}")
         if code is grpc.StatusCode.OK:
-            return Unavailable(f"host {self.host_name} ended the migration stream early")
-        error = Unavailable(f"host {self.host_name} ({self.address}) went away: {details or code.name}")
+            return Unavailable(f"host {self.host_name} ended the migration stream early").because(
+                MigrationFailure.PEER_GONE
+            )
+        error: AgentError = Unavailable(
+            f"host {self.host_name} ({self.address}) went away: {details or code.name}"
+        ).because(MigrationFailure.PEER_GONE)
         if code not in (
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.CANCELLED,

@@ -37,6 +37,7 @@ from node_agent.core.errors import (
     Corrupted,
     FailedPrecondition,
     InvalidArgument,
+    MigrationFailure,
     Unavailable,
 )
 from node_agent.core.guest import PAGE_SIZE, GuestModel, PageCodec, page_array
@@ -315,7 +316,7 @@ class OutgoingMigration:
                     f"{exc.message}; live migration {request.migration_id} to host "
                     f"{request.destination_host} abandoned, and the VM is not resumed on host "
                     f"{self.host.config.name}",
-                ) from None
+                ).because(MigrationFailure.FENCED) from None
             self._roll_back(paused_at is not None)
             if isinstance(exc, AgentError):
                 message = exc.message
@@ -411,7 +412,9 @@ class OutgoingMigration:
             if decision.step is NextStep.BLACKOUT:
                 return dirty
             if decision.step is NextStep.GIVE_UP:
-                raise FailedPrecondition(f"{decision.reason} (live migration of VM {self.vm.label})")
+                raise FailedPrecondition(f"{decision.reason} (live migration of VM {self.vm.label})").because(
+                    MigrationFailure.NOT_CONVERGED
+                )
             to_send = page_array(sorted(dirty))
 
     async def _send_pages(self, peer: MigrationPeer, pages: array, cap: bool) -> None:
@@ -549,6 +552,7 @@ def _own_copy(exc: AgentError) -> AgentError:
     except TypeError:  # a class whose constructor takes other arguments
         error = AgentError(exc.message)
     error.code = exc.code
+    error.migration_failure = exc.migration_failure
     return error
 
 
@@ -560,4 +564,5 @@ def _reworded(exc: AgentError, message: str) -> AgentError:
     """
     error = AgentError(message)
     error.code = exc.code
+    error.migration_failure = exc.migration_failure
     return error

@@ -6,15 +6,33 @@ gRPC adapter maps it to, so the core never needs to know about gRPC.
 
 from __future__ import annotations
 
+import enum
+
+
+class MigrationFailure(enum.Enum):
+    """Why a live migration failed, for callers that decide on it (not on the sentence)."""
+
+    NOT_CONVERGED = "not_converged"
+    DESTINATION_REFUSED = "destination_refused"
+    PEER_GONE = "peer_gone"
+    FENCED = "fenced"
+
 
 class AgentError(Exception):
     """Something the caller asked for cannot be done; the message says why."""
 
     code = "INTERNAL"
+    # Set on the failure of a live migration: what kind of failure it was.
+    migration_failure: MigrationFailure | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def because(self, failure: MigrationFailure | None) -> AgentError:
+        """This error, tagged with the kind of migration failure it is; returns self."""
+        self.migration_failure = failure
+        return self
 
 
 class InvalidArgument(AgentError):

@@ -23,7 +23,14 @@ from havm.ports import free_ports
 from havm.scenario.sim_cluster import SimCluster
 from havm.scenario.virtual_loop import VirtualTimeLoop
 from manager.adapters.agent_client import AgentClient
-from manager.core.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError
+from manager.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    ManagerError,
+    MigrationFailure,
+    NotFoundError,
+    UnavailableError,
+)
 from manager.core.model import StorageKind, StorageLocation, VmOperation, VmRecord
 from manager.core.settings import Settings
 from manager.core.states import VmState
@@ -197,6 +204,31 @@ def test_a_live_migration_hands_the_vm_over(world: World) -> None:
         assert updates and updates[-1].phase == "completed"
         assert (await agents.get_vm("node2", at["node2"], "id-mig1")).state is VmState.RUNNING
         assert [v.id for v in (await agents.get_inventory("node1", at["node1"])).vms] == []
+
+    world.run(check)
+
+
+def test_a_migration_to_nowhere_fails_as_peer_gone_and_the_vm_stays(world: World) -> None:
+    async def check(agents: AgentClient, at: dict[str, str]) -> None:
+        from manager.core.model import LiveMigrationOrder
+
+        await agents.create_vm("node1", at["node1"], vm("lost1"))
+        await agents.operate_vm("node1", at["node1"], "id-lost1", VmOperation.START)
+        nowhere = "127.0.0.1:9" if world.kind == "real" else "nowhere.sim:50051"
+        order = LiveMigrationOrder(
+            vm_id="id-lost1",
+            migration_id="m-2",
+            destination_host="node9",
+            destination_address=nowhere,
+            lease_generation=2,
+            max_passes=0,
+            blackout_budget_ms=0,
+            bandwidth_mb_per_s=0.0,
+        )
+        with pytest.raises(ManagerError) as failed:
+            _ = [p async for p in agents.migrate_vm("node1", at["node1"], order)]
+        assert failed.value.migration_failure is MigrationFailure.PEER_GONE, failed.value.message
+        assert (await agents.get_vm("node1", at["node1"], "id-lost1")).state is VmState.RUNNING
 
     world.run(check)
 

@@ -68,6 +68,8 @@ class FakeHost:
     migration_passes: int = 3
     migration_step_delay: float = 0.0
     migration_error: str = ""
+    # The kind of failure that error is, as the trailing metadata names it (agent.proto).
+    migration_failure: str = ""
     migration_hang: bool = False
     # The source goes on with the migration but tells the caller nothing after preparing.
     migration_quiet: bool = False
@@ -89,6 +91,9 @@ class FakeHost:
     reattach_calls: int = 0
     # Answer every re-attach NOT_FOUND, as an agent that restarted since.
     forgets_migrations: bool = False
+
+    def failure_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("havm-migration-failure", self.migration_failure),) if self.migration_failure else ()
 
     def memory_free_mb(self) -> int:
         used = sum(vm.spec.memory_mb for vm in self.vms.values() if vm.state in HOLDS_MEMORY)
@@ -278,7 +283,9 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     if item is None:
                         return
                     if isinstance(item, str):
-                        await context.abort(grpc.StatusCode.ABORTED, item)
+                        await context.abort(
+                            grpc.StatusCode.ABORTED, item, trailing_metadata=h.failure_metadata()
+                        )
                     yield item
                 await logged.wait()
         vm = await self._vm(request.vm_id, context)
@@ -300,7 +307,7 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
             if item is None:
                 return
             if isinstance(item, str):
-                await context.abort(grpc.StatusCode.ABORTED, item)
+                await context.abort(grpc.StatusCode.ABORTED, item, trailing_metadata=h.failure_metadata())
             yield item
 
     async def _migrate(self, vm, destination: FakeHost, request, queue: _Logged) -> None:

@@ -202,6 +202,7 @@ async def test_no_converge_falls_back_to_quick_or_fails_by_policy(cluster: Any) 
     await c.vm("busy2")
     before = c.app.get_vm("busy1").lease_generation
     c.agents["node1"].host.migration_error = "did not converge: dirty rate 900 MB/s at or above 400 MB/s"
+    c.agents["node1"].host.migration_failure = "MIGRATION_FAILURE_NOT_CONVERGED"
     job, migration = await c.app.migrate_vm("busy1", "node2")
     assert (await c.finished(job)).state is JobState.COMPLETED
     done = c.app.get_migration(migration.id)
@@ -500,6 +501,7 @@ async def test_a_fallback_saves_a_vm_whose_source_cannot_be_asked(cluster: Any) 
     c = await cluster(no_converge="quick")
     vm_id = await c.vm("busy1")
     c.agents["node1"].host.migration_error = "did not converge: dirty rate 900 MB/s at or above 400 MB/s"
+    c.agents["node1"].host.migration_failure = "MIGRATION_FAILURE_NOT_CONVERGED"
     job, _ = await c.app.migrate_vm("busy1", "node2")
     c.agents["node1"].host.silent = True  # it still saves, but says nothing of its VMs
     job = await c.finished(job)

@@ -13,7 +13,6 @@ from manager.core.migration import (
     SlotRequest,
     admit,
     choose_kind,
-    is_no_converge,
     progress_message,
     settle,
     still_moving,
@@ -84,8 +83,6 @@ def test_settling_an_interrupted_migration() -> None:
     assert settle(None, None, 4) is Outcome.UNKNOWN
     assert still_moving(report(VmState.RUNNING, 3, "m1"), "m1")
     assert not still_moving(report(VmState.RUNNING, 3), "m1")
-    assert is_no_converge("did not converge: dirty rate 500 MB/s at or above 400 MB/s")
-    assert not is_no_converge("destination refused")
 
 
 def test_progress_message() -> None:
