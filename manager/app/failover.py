@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from manager.app.claims import Claim
 from manager.app.events import EventBus
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
@@ -52,12 +53,11 @@ class FailoverService:
         self._vms = vms
         self._bus = bus
         self._now = monotonic
-        self.restarting: set[str] = set()  # VM ids a restart works on now
         self._parallel = asyncio.Semaphore(settings.failover_parallelism)
 
-    def held_vms(self) -> set[str]:
-        """VMs a failover holds: refresh must not record them from a host's report."""
-        return {vm.id for vm in self._store.list_vms() if vm.failover_from is not None} | self.restarting
+    def restarting(self, vm_id: str) -> bool:
+        """A restart works on this VM now."""
+        return self._vms.claims.holds(vm_id, Claim.RESTART)
 
     def mark(self, host: HostRecord) -> list[VmRecord]:
         """Record the intent to restart the failed host's HA VMs; report the others down."""
@@ -203,12 +203,12 @@ class FailoverService:
 
     async def _restart(self, restart: Restart) -> bool:
         """Take the VM over on the chosen node and start it; False if this attempt failed."""
-        self.restarting.add(restart.vm_id)
+        self._vms.claims.claim(restart.vm_id, Claim.RESTART)
         try:
             async with self._vms.lock(restart.vm_id):
                 return await self._restart_locked(restart)
         finally:
-            self.restarting.discard(restart.vm_id)
+            self._vms.claims.release(restart.vm_id, Claim.RESTART)
 
     async def _restart_locked(self, restart: Restart) -> bool:
         vm = self._store.get_vm(restart.vm_id)

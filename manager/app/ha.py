@@ -67,7 +67,6 @@ class HaService:
         self._capacity_changed = False
         self._refreshed_at: dict[str, float] = {}
         bus.add_publisher(self._watch_capacity)
-        refresher.failover_vms = self.failover.held_vms
 
     # --- what the MQTT link hears ----------------------------------------------------
 
@@ -294,7 +293,7 @@ class HaService:
         """Try again VMs that wait for capacity (a node may have returned, a VM stopped)."""
         by_host: dict[str, list[VmRecord]] = {}
         for vm in self._store.list_vms():
-            if vm.failover_from is not None and vm.id not in self.failover.restarting:
+            if vm.failover_from is not None and not self.failover.restarting(vm.id):
                 by_host.setdefault(vm.failover_from, []).append(vm)
         for name, vms in by_host.items():
             host = self._store.get_host(name)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from manager import __version__
 from manager.app.capacity import CapacityService
+from manager.app.claims import VmClaims
 from manager.app.crash_points import CrashPoints
 from manager.app.duplicates import DuplicateResolver
 from manager.app.events import EventBus, EventingStore
@@ -100,7 +101,9 @@ class ManagerApp:
         self._clock = clock
         self.jobs = JobBook(store, clock)
         self.capacity = CapacityService(store, settings, self.events)
-        self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity)
+        # Which VMs a job, a migration or a failover works on: one object all of them share.
+        self.claims = VmClaims()
+        self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity, self.claims)
         self.policies = VmPolicyService(store, self.jobs, self.vms)
         self.repairs = RepairService(store, self.jobs, self.vms, agents, settings)
         self.refresher = RefreshService(
@@ -108,7 +111,7 @@ class ManagerApp:
             agents,
             settings,
             clock,
-            self.vms.busy_vms,
+            self.claims,
             self.vms.vm_versions,
             DuplicateResolver(store, agents, self.vms, self.events, clock),
         )

@@ -23,6 +23,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from manager.app import crash_points
+from manager.app.claims import Claim
 from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus
 from manager.app.host_memory import settle_host_memory
@@ -276,7 +277,7 @@ class MigrationService:
         )
         self._store.put_migration(migration)
         self._vms.record(replace(vm, migration_id=migration.id))
-        self._vms.moving.add(vm.id)
+        self._vms.claims.claim(vm.id, Claim.MIGRATION)
         where = f"{source.name} to {target.name}" if source.name != target.name else f"on {source.name}"
         label = "storage" if kind is MigrationKind.STORAGE else kind.value
         try:
@@ -289,7 +290,7 @@ class MigrationService:
                 resumable=True,
             )
         except BaseException:
-            self._vms.moving.discard(vm.id)
+            self._vms.claims.release(vm.id, Claim.MIGRATION)
             self._vms.record(replace(vm, migration_id=None))
             raise
         migration = replace(migration, job_id=job.id)
@@ -315,7 +316,7 @@ class MigrationService:
             await self._settle_memory(migration)
             raise
         finally:
-            self._vms.moving.discard(migration.vm_id)
+            self._vms.claims.release(migration.vm_id, Claim.MIGRATION)
         await self._settle_memory(migration)
         return summary
 
@@ -898,7 +899,7 @@ class MigrationService:
                     self._release_vm(vm, migration)
                 self._emit(failed, f"migration of VM {failed.vm_name} failed: {RESTARTED_BEFORE}")
                 continue
-            self._vms.moving.add(migration.vm_id)
+            self._vms.claims.claim(migration.vm_id, Claim.MIGRATION)
             self._to_recover.append(migration.id)
             if _runs_live(migration):
                 # Its agents may still be migrating: it holds its hosts' slots until settled.
@@ -963,7 +964,7 @@ class MigrationService:
         else:
             job.end(None, summary)
         finally:
-            self._vms.moving.discard(migration.vm_id)
+            self._vms.claims.release(migration.vm_id, Claim.MIGRATION)
             await self._release_slot(_slot(migration))
 
     async def _recover_live(self, job: JobHandle, migration: MigrationRecord) -> str:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from manager.app.claims import VmClaims
 from manager.app.duplicates import DuplicateResolver
 from manager.core.agent_port import AgentPort
 from manager.core.duplicates import Duplicate, HostCopies, active_copies, find_duplicates, held_elsewhere
@@ -49,7 +50,7 @@ class RefreshService:
         agents: AgentPort,
         settings: Settings,
         clock: Callable[[], datetime],
-        busy_vms: Callable[[], Collection[str]],
+        claims: VmClaims,
         vm_versions: Callable[[], Mapping[str, int]],
         duplicates: DuplicateResolver | None = None,
     ) -> None:
@@ -57,14 +58,13 @@ class RefreshService:
         self._agents = agents
         self._settings = settings
         self._clock = clock
-        # VMs a job is working on: their records belong to that job until it ends.
-        self._busy_vms = busy_vms
+        # VMs a job, a migration or a failover restart works on: their records belong to
+        # that work until it ends.
+        self._claims = claims
         # How often jobs wrote each VM's record: one that changed while an inventory was
         # on its way is newer than that inventory, which must not overwrite it.
         self._vm_versions = vm_versions
         self._locks: dict[str, asyncio.Lock] = {}
-        # VMs a failover holds (waiting or restarting): a refresh leaves them alone.
-        self.failover_vms: Callable[[], Collection[str]] = lambda: ()
         # None: duplicates are not looked for.
         self._duplicates = duplicates
         # The VMs each host ran at its latest answered refresh: {host: {vm id: lease
@@ -98,7 +98,7 @@ class RefreshService:
                 return HostRefresh(name, False, f"host {name} does not exist")
             inventory: Inventory | None = None
             reason = ""
-            busy_before = set(self._busy_vms())
+            busy_before = self._busy_now()
             versions_before = dict(self._vm_versions())
             if not host.address:
                 reason = NO_ADDRESS
@@ -156,7 +156,10 @@ class RefreshService:
         self._report_versions.pop(name, None)
 
     def _busy_now(self) -> set[str]:
-        return set(self._busy_vms()) | set(self.failover_vms())
+        """Claimed VMs, and those a failover holds (waiting to restart, or half restarted
+        by a manager that died): the refresh leaves their records alone."""
+        held = {vm.id for vm in self._store.list_vms() if vm.failover_from is not None}
+        return self._claims.claimed() | held
 
     def _forget_copy(self, host: str, vm_id: str) -> None:
         """The resolver stopped this copy: the host's report no longer shows it running."""
@@ -168,7 +171,7 @@ class RefreshService:
         """VMs busy before or after the agent call, or whose record a job wrote meanwhile."""
         versions = self._vm_versions()
         changed = {vm_id for vm_id, n in versions.items() if versions_before.get(vm_id) != n}
-        return busy_before | set(self._busy_vms()) | changed | set(self.failover_vms())
+        return busy_before | self._busy_now() | changed
 
     def _record_failure(self, name: str, reason: str, skip: set[str]) -> None:
         host = self._store.get_host(name)

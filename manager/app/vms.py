@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from manager.app.capacity import CapacityService
+from manager.app.claims import Claim, VmClaims
 from manager.app.host_memory import settle_host_memory
 from manager.app.jobs import JobBook, JobHandle
 from manager.core.agent_port import AgentPort
@@ -61,7 +62,9 @@ class VmService:
         settings: Settings,
         clock: Callable[[], datetime],
         capacity: CapacityService,
+        claims: VmClaims | None = None,
     ) -> None:
+        claims = claims or VmClaims()
         self._store = store
         self._capacity = capacity
         self._agents = agents
@@ -69,16 +72,15 @@ class VmService:
         self._settings = settings
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
-        self._busy: set[str] = set()
-        # VMs a migration moves: held apart from `_busy`, which the VM's own jobs clear.
-        self.moving: set[str] = set()
+        # The VMs jobs, migrations and failovers work on; this service claims for jobs.
+        self.claims = claims
         # Bumped on every write this service makes to a VM's record (deletion included),
         # so a refresh can tell that a record changed while it waited for an inventory.
         self._versions: dict[str, int] = {}
 
     def busy_vms(self) -> set[str]:
         """VMs a job holds or waits for, or a migration moves; refresh leaves their records alone."""
-        return self._busy | self.moving
+        return self.claims.claimed(Claim.JOB) | self.claims.claimed(Claim.MIGRATION)
 
     def vm_versions(self) -> dict[str, int]:
         """How many times this service wrote each VM's record."""
@@ -288,7 +290,7 @@ class VmService:
         self._put(vm)
         log.info("placed VM %s on host %s (%s)", vm.name, vm.host, decision.why)
         # Held from now, so a refresh before the agent has the VM does not call it missing.
-        self._busy.add(vm.id)
+        self.claims.claim(vm.id, Claim.JOB)
         try:
             job = self._jobs.start(
                 "create_vm",
@@ -297,7 +299,7 @@ class VmService:
                 lambda handle: self._create_work(handle, vm, command.no_start, decision),
             )
         except BaseException:
-            self._busy.discard(vm.id)
+            self.claims.release(vm.id, Claim.JOB)
             raise
         return job, vm
 
@@ -329,7 +331,7 @@ class VmService:
                 await settle_host_memory(self._store, self._agents, host)
                 return f"Created and started VM {vm.name} on host {host} ({decision.why})"
         finally:
-            self._busy.discard(vm.id)
+            self.claims.release(vm.id, Claim.JOB)
 
     async def _run_operation(self, vm: VmRecord, host: str, address: str, operation: VmOperation) -> VmRecord:
         if operation in IN_PROGRESS:
@@ -353,7 +355,7 @@ class VmService:
         check_operation(vm, operation)
         self._address(vm, draining=operation in _DRAINING)
         verb = operation.value.replace("_", " ")
-        self._busy.add(vm.id)
+        self.claims.claim(vm.id, Claim.JOB)
         try:
             return self._jobs.start(
                 f"{operation.value}_vm",
@@ -362,7 +364,7 @@ class VmService:
                 lambda handle: self._operate_work(handle, vm.id, operation),
             )
         except BaseException:
-            self._busy.discard(vm.id)
+            self.claims.release(vm.id, Claim.JOB)
             raise
 
     async def _operate_work(self, job: JobHandle, vm_id: str, operation: VmOperation) -> str:
@@ -379,7 +381,7 @@ class VmService:
                 await settle_host_memory(self._store, self._agents, host)
                 return f"VM {vm.name} is {vm.state.value} on host {host}"
         finally:
-            self._busy.discard(vm_id)
+            self.claims.release(vm_id, Claim.JOB)
 
     # --- settings ------------------------------------------------------------------
 
@@ -387,7 +389,7 @@ class VmService:
         vm = self._vm(name)
         check_update(vm, processor_compatibility)
         self._address(vm)
-        self._busy.add(vm.id)
+        self.claims.claim(vm.id, Claim.JOB)
         try:
             job = self._jobs.start(
                 "update_vm",
@@ -396,7 +398,7 @@ class VmService:
                 lambda handle: self._update_work(handle, vm.id, processor_compatibility),
             )
         except BaseException:
-            self._busy.discard(vm.id)
+            self.claims.release(vm.id, Claim.JOB)
             raise
         return job, vm
 
@@ -425,7 +427,7 @@ class VmService:
                 mode = "on" if vm.processor_compatibility else "off"
                 return f"VM {vm.name}: processor compatibility {mode}"
         finally:
-            self._busy.discard(vm_id)
+            self.claims.release(vm_id, Claim.JOB)
 
     # --- delete --------------------------------------------------------------------
 
@@ -434,7 +436,7 @@ class VmService:
         check_delete(vm)
         if _on_its_host(vm):
             self._address(vm)
-        self._busy.add(vm.id)
+        self.claims.claim(vm.id, Claim.JOB)
         try:
             return self._jobs.start(
                 "delete_vm",
@@ -443,7 +445,7 @@ class VmService:
                 lambda handle: self._delete_work(handle, vm.id),
             )
         except BaseException:
-            self._busy.discard(vm.id)
+            self.claims.release(vm.id, Claim.JOB)
             raise
 
     async def _delete_work(self, job: JobHandle, vm_id: str) -> str:
@@ -465,7 +467,7 @@ class VmService:
                 self._locks.pop(vm_id, None)
                 return f"Deleted VM {vm.name}"
         finally:
-            self._busy.discard(vm_id)
+            self.claims.release(vm_id, Claim.JOB)
 
 
 def _on_its_host(vm: VmRecord) -> bool:

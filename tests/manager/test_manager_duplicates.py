@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from manager.adapters.memory_store import MemoryStore
+from manager.app.claims import Claim, VmClaims
 from manager.app.manager import ManagerApp
 from manager.app.refresh import RefreshService
 from manager.core.duplicates import (
@@ -602,14 +603,10 @@ async def test_the_newest_lease_wins_even_against_the_recorded_host(cluster: Clu
 async def test_a_vm_a_job_or_a_failover_works_on_is_left_alone(cluster: Cluster) -> None:
     vm = cluster.create("app1", "node1")
     cluster.agents.start_copy("node2", vm, 1)
-    cluster.app.vms.moving.add(vm.id)  # a migration holds it
-    await cluster.app.refresher.refresh_all()
-    assert cluster.agents.running(vm.id) == {"node1": 1, "node2": 1} and not cluster.incidents()
-    cluster.app.vms.moving.discard(vm.id)
-    cluster.app.refresher.failover_vms = lambda: {vm.id}
-    await cluster.app.refresher.refresh_all()
-    assert len(cluster.agents.running(vm.id)) == 2 and not cluster.incidents()
-    cluster.app.refresher.failover_vms = lambda: ()
+    for claim in Claim:  # a migration moves it, a failover restarts it, a job holds it
+        with cluster.app.claims.held(vm.id, claim):
+            await cluster.app.refresher.refresh_all()
+        assert cluster.agents.running(vm.id) == {"node1": 1, "node2": 1} and not cluster.incidents()
     async with cluster.app.vms.lock(vm.id):  # a job holds the VM's lock
         await cluster.app.refresher.refresh_all()
     assert len(cluster.agents.running(vm.id)) == 2 and not cluster.incidents()
@@ -638,7 +635,7 @@ async def test_a_stale_report_stops_nothing_and_a_silent_host_is_forgotten(clust
 async def test_without_a_resolver_the_refresh_looks_for_nothing() -> None:
     c = Cluster()
     # As current callers build it: no resolver argument.
-    refresher = RefreshService(c.store, c.agents, Settings(), lambda: NOW, set, dict)
+    refresher = RefreshService(c.store, c.agents, Settings(), lambda: NOW, VmClaims(), dict)
     vm = c.create("web3", "node1")
     c.agents.start_copy("node2", vm, 1)
     await refresher.refresh_all()
