@@ -160,9 +160,11 @@ def test_events_as_json_lines(cluster: LocalCluster) -> None:
     wait_for(lambda: states(cluster)["n3"] == "ok", what="n3 ok again", timeout=20)
     lines = cluster.ok("events", "--last", "200", "-o", "json").stdout.splitlines()
     events = [json.loads(line) for line in lines]
-    assert events and all(set(e) == {"time", "kind", "host", "vm", "cluster", "detail"} for e in events)
-    verdicts = [e["detail"] for e in events if e["kind"] == "host_state" and e["host"] == "n3"]
-    assert any("=> isolated" in d for d in verdicts) and any("isolated => ok" in d for d in verdicts), (
-        verdicts
-    )
+    fields = {"time", "kind", "host", "vm", "cluster", "detail", "old_state", "new_state"}
+    assert events and all(set(e) == fields for e in events)
+    changes = [
+        (e["old_state"], e["new_state"]) for e in events if e["kind"] == "host_state" and e["host"] == "n3"
+    ]
+    assert any(new == "isolated" for _, new in changes) and ("isolated", "ok") in changes, changes
+    assert all(e["old_state"] is None and e["new_state"] is None for e in events if e["kind"] == "detector")
     assert not any(e["kind"] == "failover" and e["host"] == "n3" for e in events)
