@@ -294,7 +294,9 @@ class FakeAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         destination = h.network.get(request.destination_address)
         if destination is None:
             await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"no agent answers at {request.destination_address}"
+                grpc.StatusCode.UNAVAILABLE,
+                f"no agent answers at {request.destination_address}",
+                trailing_metadata=(("havm-migration-failure", "MIGRATION_FAILURE_PEER_GONE"),),
             )
         queue: asyncio.Queue[agent_pb2.AgentServiceMigrateVmResponse | str | None] = asyncio.Queue()
         task = asyncio.get_running_loop().create_task(
