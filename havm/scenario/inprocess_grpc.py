@@ -174,7 +174,46 @@ def _result(task: asyncio.Task[Any]) -> Any:
 _END = object()
 
 
-class StreamCall:
+class _Responses:
+    """The response side every streaming call shares: a queue the call's pump fills with
+    messages, then the end or the error; read it, iterate it, cancel the call."""
+
+    _task: asyncio.Task[None]
+
+    def __init__(self) -> None:
+        self._responses: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def read(self) -> Any:
+        item = await self._responses.get()
+        if item is _END:
+            self._responses.put_nowait(_END)
+            return grpc.aio.EOF
+        if isinstance(item, grpc.aio.AioRpcError):
+            self._responses.put_nowait(item)
+            raise item
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        try:
+            while True:
+                item = await self.read()
+                if item is grpc.aio.EOF:
+                    return
+                yield item
+        finally:
+            self.cancel()  # a reader that leaves ends the call, as on a real channel
+
+    def cancel(self) -> bool:
+        return self._task.cancel()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+
+class StreamCall(_Responses):
     """A server-streaming call: iterate it, `read()` it, `cancel()` it."""
 
     def __init__(
@@ -186,7 +225,7 @@ class StreamCall:
         parse: Callable[[bytes], Any],
         timeout: float | None,
     ) -> None:
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        super().__init__()
         self._task = network.loop.create_task(self._pump(network, address, method, request, parse, timeout))
 
     async def _pump(
@@ -222,12 +261,12 @@ class StreamCall:
                         {getter, server, death}, timeout=left, return_when=asyncio.FIRST_COMPLETED
                     )
                     if getter in done:
-                        await self._queue.put(parse(getter.result()))
+                        await self._responses.put(parse(getter.result()))
                         continue
                     getter.cancel()
                     if server in done:
                         while not responses.empty():
-                            await self._queue.put(parse(responses.get_nowait()))
+                            await self._responses.put(parse(responses.get_nowait()))
                         _result(server)
                         break
                     server.cancel()
@@ -239,41 +278,12 @@ class StreamCall:
                 raise
             finally:
                 endpoint.in_flight.discard(death)
-            await self._queue.put(_END)
+            await self._responses.put(_END)
         except grpc.aio.AioRpcError as error:
-            await self._queue.put(error)
-
-    async def read(self) -> Any:
-        item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)
-            return grpc.aio.EOF
-        if isinstance(item, grpc.aio.AioRpcError):
-            self._queue.put_nowait(item)
-            raise item
-        return item
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        try:
-            while True:
-                item = await self.read()
-                if item is grpc.aio.EOF:
-                    return
-                yield item
-        finally:
-            self.cancel()  # a reader that leaves ends the call, as on a real channel
-
-    def cancel(self) -> bool:
-        return self._task.cancel()
-
-    def done(self) -> bool:
-        return self._task.done()
+            await self._responses.put(error)
 
 
-class BidiCall:
+class BidiCall(_Responses):
     """A bidirectional stream: `write`, `done_writing`, `read`, `code`, `details`, `cancel`.
 
     The request stream breaks when the calling machine dies (the server's iterator
@@ -289,7 +299,7 @@ class BidiCall:
     ) -> None:
         loop = network.loop
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
-        self._responses: asyncio.Queue[Any] = asyncio.Queue()
+        super().__init__()
         self._status: asyncio.Future[tuple[grpc.StatusCode, str]] = loop.create_future()
         self._caller_death: asyncio.Future[None] = loop.create_future()
         network.on_death(current_machine.get(), self._caller_death)
@@ -366,16 +376,6 @@ class BidiCall:
 
     async def done_writing(self) -> None:
         await self._requests.put(_END)
-
-    async def read(self) -> Any:
-        item = await self._responses.get()
-        if item is _END:
-            self._responses.put_nowait(_END)
-            return grpc.aio.EOF
-        if isinstance(item, grpc.aio.AioRpcError):
-            self._responses.put_nowait(item)
-            raise item
-        return item
 
     async def code(self) -> grpc.StatusCode:
         return (await asyncio.shield(self._status))[0]

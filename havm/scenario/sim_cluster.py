@@ -19,6 +19,7 @@ the same way. Each is a machine of the virtual-time loop, so a fault acts on it 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from node_agent.adapters.migration_network import CUT_FILE as MIGRATION_CUT_FILE
 from node_agent.app.crash_points import ARM_FILE as CRASH_ARM_FILE
 from node_agent.app.crash_points import POINTS as AGENT_CRASH_POINTS
 from node_agent.app.host import VmHost
-from node_agent.app.runner import AgentOptions, AgentTransports, BrokerSessionParams, run_agent
+from node_agent.app.runner import AgentOptions, AgentTransports, run_agent
 from node_agent.core.config import parse_host_config
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,6 @@ class SimCluster:
         self.app: ManagerApp | None = None
         self.ha: HaService | None = None
         self.manager_boots = 0
-        self._manager_task: asyncio.Task[Any] | None = None
-        self._broker_connected = True
 
     # -- clocks -------------------------------------------------------------------
 
@@ -161,7 +160,6 @@ class SimCluster:
         return sim is None or HEARTBEAT not in sim.cut
 
     def _manager_connection(self, connected: bool) -> None:
-        self._broker_connected = connected
         if self.ha is not None:
             self.loop.call_soon(self.ha.on_connection, connected, context=self._manager_context)
 
@@ -187,7 +185,7 @@ class SimCluster:
 
         transports = AgentTransports(
             server=server,
-            broker_session=lambda params: self._session(host.name, params),
+            broker_session=lambda params: self.broker.session(host.name, params),
             handle_signals=False,
             clock=self.wall_clock,
             monotonic=self.loop.time,
@@ -208,19 +206,13 @@ class SimCluster:
 
         host.task.add_done_callback(exited)
 
-    def _session(self, host: str, params: BrokerSessionParams) -> Any:
-        return self.broker.session(host, params)
-
     def _start_manager(self) -> None:
         self.manager_boots += 1
         machine = f"{MANAGER}#{self.manager_boots}"
-        ready = self.loop.create_future()
-        self._manager_task = self.loop.spawn(machine, self._run_manager(ready))
         self._manager_machine = machine
+        self.loop.spawn(machine, self._run_manager())
 
-    async def _run_manager(self, ready: asyncio.Future[None]) -> None:
-        import contextvars
-
+    async def _run_manager(self) -> None:
         self._manager_context = contextvars.copy_context()
         placement = self.topology.placement
         settings = Settings(
@@ -254,7 +246,6 @@ class SimCluster:
         self.network.listen(MANAGER_ADDRESS, self._manager_machine, {MANAGER_SERVICE: ManagerServicer(app)})
         app.start_background()
         ha.on_connection(self.broker.up)
-        ready.set_result(None)
         await asyncio.Event().wait()
 
     # -- faults -------------------------------------------------------------------
@@ -362,7 +353,6 @@ class SimCluster:
         self.loop.kill(self._manager_machine)
         self.network.close(MANAGER_ADDRESS)
         self.broker.unsubscribe_all()
-        self._broker_connected = False
         self.app, self.ha = None, None
 
     def restart_manager(self) -> None:

@@ -18,8 +18,6 @@ from havm.scenario.virtual_loop import Deadlock, VirtualTimeLoop
 from havm.v1 import manager_pb2
 from node_agent.core.views import PowerState
 
-OBSERVER = "observer"
-
 
 class SimDriver:
     def __init__(self, cluster: SimCluster) -> None:
