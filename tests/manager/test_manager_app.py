@@ -1,15 +1,19 @@
-"""The application over the in-memory store and an in-memory agent port: no processes."""
+"""The application over the in-memory store and the real agents, in process on virtual
+time (havm.scenario.sim_agent): no processes, no sockets."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from havm.scenario.sim_agent import SimAgents, intercept, on_virtual_time
 from havm.v1 import common_pb2, manager_pb2
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.proto_mapping import cluster_to_proto, vm_to_proto
@@ -21,120 +25,40 @@ from manager.core.errors import (
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
-    UnavailableError,
 )
 from manager.core.model import (
     CreateVmCommand,
-    DiskInfo,
     Inventory,
     JobRecord,
-    NetworkInfo,
     ReportedVm,
-    StorageKind,
     VmOperation,
-    VmRecord,
-    VolumeInfo,
     Workload,
 )
 from manager.core.settings import Settings
 from manager.core.states import ClusterState, HostState, JobState, VmState
-from manager.core.topology import Topology, parse_topology
+from manager.core.topology import parse_topology
+from node_agent.core.power import PowerState
 
 DEFAULT = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
 GIB = 1024**3
-NEXT = {
-    VmOperation.START: VmState.RUNNING,
-    VmOperation.SHUTDOWN: VmState.STOPPED,
-    VmOperation.TURN_OFF: VmState.STOPPED,
-    VmOperation.SAVE: VmState.SAVED,
-    VmOperation.RESTORE: VmState.RUNNING,
-    VmOperation.PAUSE: VmState.PAUSED,
-    VmOperation.RESUME: VmState.RUNNING,
-}
 
 
-class MemoryAgents:
-    """Every host's agent in one dict; a host in `silent` does not answer."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.topology = topology
-        self.vms: dict[str, dict[str, ReportedVm]] = {h.name: {} for h in topology.hosts}
-        self.silent: set[str] = set()
-
-    def _check(self, host: str) -> None:
-        if host in self.silent:
-            raise UnavailableError(f"agent of host {host} is unavailable (connection refused)")
-
-    async def get_inventory(self, host: str, address: str) -> Inventory:
-        self._check(host)
-        spec = self.topology.host(host)
-        return Inventory(
-            host_name=host,
-            cluster=spec.cluster,
-            profile=spec.profile,
-            cpu=spec.cpu,
-            memory_mb=spec.memory_mb,
-            memory_free_mb=spec.memory_mb - spec.host_reserve_mb,
-            disks=tuple(DiskInfo(d.name, d.capacity_gb * GIB, d.capacity_gb * GIB) for d in spec.disks),
-            networks=tuple(
-                NetworkInfo(n.name, "virtual_network", n.bound_to, n.vlan_id) for n in spec.networks
-            ),
-            volumes=tuple(
-                VolumeInfo(v.name, StorageKind(v.kind), v.capacity_gb * GIB, v.capacity_gb * GIB)
-                for v in self.topology.volumes_visible_to(host)
-            ),
-            boot_id="b",
-            vms=tuple(self.vms[host].values()),
-        )
-
-    async def get_vm(self, host: str, address: str, vm_id: str) -> ReportedVm:
-        self._check(host)
-        return self.vms[host][vm_id]
-
-    async def create_vm(self, host: str, address: str, vm: VmRecord) -> ReportedVm:
-        self._check(host)
-        await asyncio.sleep(0)
-        reported = ReportedVm(
-            vm.id,
-            vm.name,
-            VmState.STOPPED,
-            vm.memory_mb,
-            vm.cpus,
-            vm.disk_gb,
-            vm.storage,
-            vm.networks,
-            vm.highly_available,
-            vm.workload,
-        )
-        self.vms[host][vm.id] = reported
-        return reported
-
-    async def operate_vm(self, host: str, address: str, vm_id: str, operation: VmOperation) -> ReportedVm:
-        self._check(host)
-        await asyncio.sleep(0)
-        self.vms[host][vm_id] = replace(self.vms[host][vm_id], state=NEXT[operation])
-        return self.vms[host][vm_id]
-
-    async def delete_vm(self, host: str, address: str, vm_id: str) -> None:
-        self._check(host)
-        del self.vms[host][vm_id]
-
-    async def close(self) -> None:
-        pass
-
-
-@pytest.fixture
-async def setup() -> tuple[ManagerApp, MemoryAgents, MemoryStore]:
+async def setup(tmp_path: Path) -> tuple[ManagerApp, SimAgents, MemoryStore]:
+    """The default topology's real agents on virtual time, and the app over them."""
     topology = parse_topology(yaml.safe_load(DEFAULT.read_text()))
-    topology = topology.with_addresses(
-        {h.name: f"127.0.0.1:{5000 + i}" for i, h in enumerate(topology.hosts)}
-    )
-    agents = MemoryAgents(topology)
+    loop = asyncio.get_running_loop()
+    sim = SimAgents(loop, topology, tmp_path)  # type: ignore[arg-type]
+    await sim.start()
     store = MemoryStore()
-    app = ManagerApp(store, agents, Settings())
-    app.load(topology)
+    app = ManagerApp(store, sim.client(), Settings(), monotonic=loop.time)
+    app.load(sim.topology)
     await app.refresher.refresh_all()
-    return app, agents, store
+    return app, sim, store
+
+
+def agent_state(sim: SimAgents, host: str | None, vm_id: str) -> PowerState:
+    """What the VM's agent says of it."""
+    return sim.vm_host(host or "").get_vm(vm_id).state
 
 
 def command(name: str, **kw: object) -> CreateVmCommand:
@@ -158,23 +82,21 @@ async def run(app: ManagerApp, job: JobRecord) -> list[JobRecord]:
     return [j async for j in app.watch_job(job.id)]
 
 
-async def test_create_streams_progress_to_completion(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, agents, _ = setup
+@on_virtual_time
+async def test_create_streams_progress_to_completion(tmp_path: Path) -> None:
+    app, sim, _ = await setup(tmp_path)
     job, vm = app.create_vm(command("web1"))
     assert vm.cpus == 1 and vm.disk_gb == 20 and vm.host and vm.host.startswith("node")
     seen = await run(app, job)
     assert seen[0].state is JobState.RUNNING and seen[-1].state is JobState.COMPLETED
     assert len(seen) >= 3 and seen[-1].progress == 100
     assert app.get_vm("web1").state is VmState.RUNNING
-    assert agents.vms[vm.host][vm.id].state is VmState.RUNNING
+    assert agent_state(sim, vm.host, vm.id) is PowerState.RUNNING
 
 
-async def test_operations_on_one_vm_are_serialized(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, _, _ = setup
+@on_virtual_time
+async def test_operations_on_one_vm_are_serialized(tmp_path: Path) -> None:
+    app, _, _ = await setup(tmp_path)
     job, _ = app.create_vm(command("web1"))
     await run(app, job)
     pause = app.operate_vm("web1", VmOperation.PAUSE)
@@ -185,21 +107,27 @@ async def test_operations_on_one_vm_are_serialized(
     assert second[-1].state is JobState.FAILED and "VM web1 is paused" in second[-1].error
 
 
-async def test_silent_host_then_missing_vm(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
-    app, agents, store = setup
+@on_virtual_time
+async def test_silent_host_then_missing_vm(tmp_path: Path) -> None:
+    app, sim, store = await setup(tmp_path)
     job, vm = app.create_vm(command("solo", highly_available=False))
     await run(app, job)
     assert vm.host == "standalone1"
-    agents.silent.add("standalone1")
+    sim.crash("standalone1")  # its agent is gone: connections are refused
     await app.refresher.refresh(["standalone1"])
     host = store.get_host("standalone1")
     assert host is not None and host.state is HostState.NOT_RESPONDING
-    assert "connection refused" in host.state_reason
+    assert "refused" in host.state_reason
     assert app.get_vm("solo").state is VmState.UNKNOWN
     with pytest.raises(FailedPreconditionError):
         app.operate_vm("solo", VmOperation.SHUTDOWN)
-    agents.silent.clear()
-    del agents.vms["standalone1"][vm.id]
+    sim.start_host("standalone1")
+    await asyncio.sleep(0.5)  # it serves again
+    # Deleted on the host behind the manager's back, through the agent's own API.
+    agent, address = sim.client(), sim.address("standalone1")
+    if sim.vm_host("standalone1").get_vm(vm.id).state is not PowerState.STOPPED:
+        await agent.operate_vm("standalone1", address, vm.id, VmOperation.TURN_OFF)
+    await agent.delete_vm("standalone1", address, vm.id)
     await app.refresher.refresh(["standalone1"])
     assert app.get_vm("solo").state is VmState.MISSING
     deleted = app.delete_vm("solo")
@@ -207,11 +135,11 @@ async def test_silent_host_then_missing_vm(setup: tuple[ManagerApp, MemoryAgents
     assert app.list_vms() == []
 
 
-async def test_refresh_job_fails_when_no_host_answers(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, agents, _ = setup
-    agents.silent.update({"node1", "node2", "node3", "node4"})
+@on_virtual_time
+async def test_refresh_job_fails_when_no_host_answers(tmp_path: Path) -> None:
+    app, sim, _ = await setup(tmp_path)
+    for node in ("node1", "node2", "node3", "node4"):
+        sim.crash(node)
     seen = await run(app, app.refresh("cluster1"))
     assert seen[-1].state is JobState.FAILED and "no host answered" in seen[-1].error
     partial = await run(app, app.refresh(""))
@@ -219,11 +147,12 @@ async def test_refresh_job_fails_when_no_host_answers(
     assert "1 of 5 host(s) ok" in partial[-1].message
 
 
-async def test_jobs_left_running_fail_on_load(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
-    app, agents, store = setup
+@on_virtual_time
+async def test_jobs_left_running_fail_on_load(tmp_path: Path) -> None:
+    app, sim, store = await setup(tmp_path)
     now = datetime.now(UTC)
     store.put_job(JobRecord("old", "create_vm", "x", JobState.RUNNING, 40, "Creating", "", now, now))
-    app.load(agents.topology)
+    app.load(sim.topology)
     job = store.get_job("old")
     assert job is not None and job.state is JobState.FAILED
     assert job.error == "the manager restarted while this job ran"
@@ -263,49 +192,63 @@ async def test_a_resumable_job_outlives_its_process_until_adopted() -> None:
         after.adopt("no-such-job")
 
 
-class FailingStart(MemoryAgents):
-    """START fails on the host and leaves the VM failed, as a crashing guest does."""
+def break_disks_after_create(sim: SimAgents) -> None:
+    """Every VM created on a node gets a virtual disk that cannot be opened (a directory
+    where its disk file was): the real agent then fails its start and records it failed."""
+    for node in ("node1", "node2", "node3", "node4"):
+        vm_host = sim.vm_host(node)
 
-    async def operate_vm(self, host: str, address: str, vm_id: str, operation: VmOperation) -> ReportedVm:
-        if operation is VmOperation.START:
-            self.vms[host][vm_id] = replace(
-                self.vms[host][vm_id], state=VmState.FAILED, reason="guest crashed"
-            )
-            raise FailedPreconditionError("the guest crashed while booting")
-        return await super().operate_vm(host, address, vm_id, operation)
+        def breaking(create: Callable[..., Any], vm_host: Any = vm_host) -> Callable[..., Any]:
+            def create_vm(spec: Any, *args: Any, **kwargs: Any) -> Any:
+                view = create(spec, *args, **kwargs)
+                disk = vm_host.hosted(spec.id).disk
+                disk.unlink()
+                disk.mkdir()
+                return view
+
+            return create_vm
+
+        intercept(vm_host, "create_vm", breaking)
 
 
-async def test_a_failed_vm_is_recorded_failed_and_can_be_turned_off_and_deleted(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, memory, store = setup
-    agents = FailingStart(memory.topology)
-    app.vms._agents = agents
+@on_virtual_time
+async def test_a_failed_vm_is_recorded_failed_and_can_be_turned_off_and_deleted(tmp_path: Path) -> None:
+    app, sim, store = await setup(tmp_path)
+    break_disks_after_create(sim)
     job, vm = app.create_vm(command("f1"))
     assert (await run(app, job))[-1].state is JobState.FAILED
     assert app.get_vm("f1").state is VmState.FAILED  # what the host says, not the state before
+    assert "virtual disk cannot be opened" in app.get_vm("f1").reason
     with pytest.raises(FailedPreconditionError, match="^VM f1 is failed: it cannot be shut down "):
         app.operate_vm("f1", VmOperation.SHUTDOWN)
     assert (await run(app, app.operate_vm("f1", VmOperation.TURN_OFF)))[-1].state is JobState.COMPLETED
     assert app.get_vm("f1").state is VmState.STOPPED
-    agents.vms[vm.host or ""][vm.id] = replace(agents.vms[vm.host or ""][vm.id], state=VmState.FAILED)
+    assert agent_state(sim, vm.host, vm.id) is PowerState.STOPPED
+    # Failed again behind the manager's back (a start through the agent's own API).
+    with pytest.raises(FailedPreconditionError):
+        await sim.client().operate_vm(vm.host or "", sim.address(vm.host or ""), vm.id, VmOperation.START)
+    assert agent_state(sim, vm.host, vm.id) is PowerState.FAILED
     await app.refresher.refresh_all()
     assert (await run(app, app.delete_vm("f1")))[-1].state is JobState.COMPLETED
     assert store.get_vm(vm.id) is None
+    assert vm.id not in {v.spec.id for v in sim.vm_host(vm.host or "").list_vms()}
 
 
-async def test_an_operation_failure_on_a_silent_host_records_unknown(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, agents, _ = setup
+@on_virtual_time
+async def test_an_operation_failure_on_a_silent_host_records_unknown(tmp_path: Path) -> None:
+    app, sim, _ = await setup(tmp_path)
     job, vm = app.create_vm(command("u1", no_start=True))
     await run(app, job)
+    host = vm.host or ""
 
-    async def refuse(*args: object) -> ReportedVm:
-        agents.silent.add(vm.host or "")
-        raise UnavailableError("connection reset")
+    def dying(operate: Callable[..., Any]) -> Callable[..., Any]:
+        async def operate_vm(*args: Any) -> Any:
+            sim.crash(host)  # the host dies during the call: the connection is reset
+            await asyncio.sleep(1)
 
-    agents.operate_vm = refuse  # type: ignore[method-assign]
+        return operate_vm
+
+    intercept(sim.vm_host(host), "operate", dying)
     assert (await run(app, app.operate_vm("u1", VmOperation.START)))[-1].state is JobState.FAILED
     assert app.get_vm("u1").state is VmState.UNKNOWN
 
@@ -335,14 +278,16 @@ async def test_an_operation_failure_on_a_silent_host_records_unknown(
         ),
     ],
 )
+@on_virtual_time
 async def test_guest_rates_must_be_finite_and_bounded(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore], field: str, value: float, sentence: str
+    tmp_path: Path, field: str, value: float, sentence: str
 ) -> None:
-    app, _, store = setup
+    app, _, store = await setup(tmp_path)
     with pytest.raises(InvalidArgumentError) as info:
         app.create_vm(command("r1", workload=Workload(**{field: value})))
     assert info.value.message == sentence
-    app.create_vm(command("r2", workload=Workload(**{field: 10000.0})))
+    job, _ = app.create_vm(command("r2", workload=Workload(**{field: 10000.0}), no_start=True))
+    assert (await run(app, job))[-1].state is JobState.COMPLETED
 
 
 @pytest.mark.parametrize(
@@ -353,29 +298,27 @@ async def test_guest_rates_must_be_finite_and_bounded(
         ({"disk_gb": 65537}, "disk_gb: must be at most 65536, got 65537"),
     ],
 )
-async def test_vm_sizes_are_bounded(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore], fields: dict, sentence: str
-) -> None:
-    app, _, _ = setup
+@on_virtual_time
+async def test_vm_sizes_are_bounded(tmp_path: Path, fields: dict, sentence: str) -> None:
+    app, _, _ = await setup(tmp_path)
     with pytest.raises(InvalidArgumentError) as info:
         app.create_vm(command("big", **fields))
     assert info.value.message == sentence
 
 
-async def test_more_vcpus_than_cores_is_refused_at_placement(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, _, store = setup
+@on_virtual_time
+async def test_more_vcpus_than_cores_is_refused_at_placement(tmp_path: Path) -> None:
+    app, _, store = await setup(tmp_path)
     cores = store.list_hosts()[0].cpu.cores
     with pytest.raises(ResourceExhaustedError, match=f"has {cores} cores, VM needs {cores + 1} vCPUs"):
         app.create_vm(command("wide", cpus=cores + 1))
     assert store.get_vm_by_name("wide") is None
 
 
-async def test_a_create_that_fails_before_the_agent_answers_leaves_no_record(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, agents, store = setup
+@on_virtual_time
+async def test_a_create_that_fails_before_the_agent_answers_leaves_no_record(tmp_path: Path) -> None:
+    app, _, store = await setup(tmp_path)
+    agents = app.vms._agents  # the app's agent port (the AgentService client)
 
     async def crash(*args: object) -> ReportedVm:
         raise RuntimeError("bug in the port")
@@ -385,7 +328,7 @@ async def test_a_create_that_fails_before_the_agent_answers_leaves_no_record(
     assert (await run(app, job))[-1].state is JobState.FAILED
     assert store.get_vm(vm.id) is None
     # The host goes away between placement and the job: `_address` raises in the job.
-    agents.create_vm = MemoryAgents.create_vm.__get__(agents)  # type: ignore[method-assign]
+    del agents.create_vm  # the client's own method again
     job, vm = app.create_vm(command("o2"))
     host = store.get_host(vm.host or "")
     assert host is not None
@@ -394,14 +337,15 @@ async def test_a_create_that_fails_before_the_agent_answers_leaves_no_record(
     assert store.get_vm(vm.id) is None
 
 
-async def test_refresh_does_not_overwrite_a_record_changed_while_it_waited(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, agents, store = setup
+@on_virtual_time
+async def test_refresh_does_not_overwrite_a_record_changed_while_it_waited(tmp_path: Path) -> None:
+    app, sim, store = await setup(tmp_path)
+    agents = app.vms._agents  # the app's agent port (the AgentService client)
     job, vm = app.create_vm(command("s1", no_start=True))
     await run(app, job)
     host = vm.host or ""
-    stale = await agents.get_inventory(host, "")  # says s1 is stopped
+    get_inventory = agents.get_inventory
+    stale = await get_inventory(host, sim.address(host))  # says s1 is stopped
     gate = asyncio.Event()
     held: list[str] = []
 
@@ -411,7 +355,7 @@ async def test_refresh_does_not_overwrite_a_record_changed_while_it_waited(
             held.append(name)
             await gate.wait()
             return stale
-        return await MemoryAgents.get_inventory(agents, name, address)
+        return await get_inventory(name, address)
 
     agents.get_inventory = slow_inventory  # type: ignore[method-assign]
     refresh = asyncio.create_task(app.refresher.refresh([host]))
@@ -420,12 +364,12 @@ async def test_refresh_does_not_overwrite_a_record_changed_while_it_waited(
     gate.set()
     await refresh
     assert app.get_vm("s1").state is VmState.RUNNING
+    assert agent_state(sim, host, vm.id) is PowerState.RUNNING
 
 
-async def test_an_interrupted_create_is_kept_or_removed_on_refresh(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, agents, store = setup
+@on_virtual_time
+async def test_an_interrupted_create_is_kept_or_removed_on_refresh(tmp_path: Path) -> None:
+    app, _, store = await setup(tmp_path)
     job, kept = app.create_vm(command("k1", no_start=True))
     await run(app, job)
     # As a manager killed after writing the record leaves it: `creating`, no job running.
@@ -438,8 +382,9 @@ async def test_an_interrupted_create_is_kept_or_removed_on_refresh(
     assert store.get_vm("ghost-id") is None
 
 
-async def test_cluster_state_is_decided_in_core(setup: tuple[ManagerApp, MemoryAgents, MemoryStore]) -> None:
-    app, _, _ = setup
+@on_virtual_time
+async def test_cluster_state_is_decided_in_core(tmp_path: Path) -> None:
+    app, _, _ = await setup(tmp_path)
     cluster = app.list_clusters()[0]
     report = app.cluster_report(cluster)
     assert report.state is ClusterState.OK
@@ -450,10 +395,9 @@ async def test_cluster_state_is_decided_in_core(setup: tuple[ManagerApp, MemoryA
     assert list(wire.overcommit.failed_nodes) == ["node1"] and list(wire.overcommit.unplaced_vms) == ["v1"]
 
 
-async def test_a_host_removed_from_the_topology_is_forgotten_unless_it_has_vms(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, agents, store = setup
+@on_virtual_time
+async def test_a_host_removed_from_the_topology_is_forgotten_unless_it_has_vms(tmp_path: Path) -> None:
+    app, _, store = await setup(tmp_path)
     job, vm = app.create_vm(command("v1", highly_available=False, no_start=True))
     await run(app, job)
     data = yaml.safe_load(DEFAULT.read_text())
@@ -470,10 +414,9 @@ async def test_a_host_removed_from_the_topology_is_forgotten_unless_it_has_vms(
     assert store.get_host(vm.host or "") is None
 
 
-async def test_status_counts_running_jobs_through_the_job_book(
-    setup: tuple[ManagerApp, MemoryAgents, MemoryStore],
-) -> None:
-    app, _, _ = setup
+@on_virtual_time
+async def test_status_counts_running_jobs_through_the_job_book(tmp_path: Path) -> None:
+    app, _, _ = await setup(tmp_path)
     job, _ = app.create_vm(command("j1"))
     assert app.status().jobs_running == app.jobs.running_count() == 1
     await run(app, job)
