@@ -1,11 +1,10 @@
-"""One contract, three agents: the assertions the manager relies on, run through the
-manager's own AgentService client against the agent app in process on virtual time
-(what scenarios use), against real agent processes over gRPC, and against the
-hand-written fake agent the manager's own tests still use.
+"""One contract, two ways to run the agent: the assertions the manager relies on, run
+through the manager's own AgentService client against the agent app in process on
+virtual time (what scenarios and the manager's own tests use, havm.scenario.sim_agent)
+and against real agent processes over gRPC.
 
-The first two run the same agent app; what differs is everything around it (transport,
-clock, threads, processes). The fake is checked so that the manager's tests built on it
-assume nothing the real agent does not do.
+Both run the same agent app; what differs is everything around it (transport, clock,
+threads, processes).
 """
 
 from __future__ import annotations
@@ -52,42 +51,8 @@ class World:
     def run(self, check: Check) -> None:
         if self.kind == "sim":
             self._run_sim(check)
-        elif self.kind == "fake":
-            self._run_fake(check)
         else:
             self._run_real(check)
-
-    def _run_fake(self, check: Check) -> None:
-        # The hand-written agent fake the manager's own tests use: held to the same contract.
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "manager"))
-        from manager_fake_agent import FakeAgent, FakeHost
-
-        from havm.v1 import common_pb2
-
-        async def main() -> None:
-            leases: dict[str, int] = {}
-            peers: dict[str, FakeHost] = {}
-            volumes = (
-                ("Volume1", common_pb2.STORAGE_KIND_CSV, 2048),
-                ("lun1", common_pb2.STORAGE_KIND_LUN, 200),
-                ("lun2", common_pb2.STORAGE_KIND_LUN, 200),
-            )
-            agents = {
-                h: FakeAgent(FakeHost(h, cluster="cluster1", volumes=volumes, leases=leases, network=peers))
-                for h in HOSTS
-            }
-            for agent in agents.values():
-                await agent.start()
-                peers[agent.address] = agent.host
-            client = AgentClient(Settings())
-            try:
-                await check(client, {h: a.address for h, a in agents.items()})
-            finally:
-                await client.close()
-                for agent in agents.values():
-                    await agent.stop()
-
-        asyncio.run(main())
 
     def _run_sim(self, check: Check) -> None:
         loop = VirtualTimeLoop()
@@ -141,7 +106,7 @@ class World:
             process.wait(timeout=10)
 
 
-@pytest.fixture(params=["sim", "real", "fake"])
+@pytest.fixture(params=["sim", "real"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     w = World(request.param, tmp_path)
     try:
