@@ -128,6 +128,7 @@ class SimCluster:
         self.manager_dir.mkdir(parents=True, exist_ok=True)
         self.app: ManagerApp | None = None
         self.ha: HaService | None = None
+        self._manager_machine: str | None = None
         self.manager_boots = 0
 
     # -- clocks -------------------------------------------------------------------
@@ -210,9 +211,9 @@ class SimCluster:
         self.manager_boots += 1
         machine = f"{MANAGER}#{self.manager_boots}"
         self._manager_machine = machine
-        self.loop.spawn(machine, self._run_manager())
+        self.loop.spawn(machine, self._run_manager(machine))
 
-    async def _run_manager(self) -> None:
+    async def _run_manager(self, machine: str) -> None:
         self._manager_context = contextvars.copy_context()
         placement = self.topology.placement
         settings = Settings(
@@ -243,7 +244,7 @@ class SimCluster:
                 ha.on_message(message)
 
         self.broker.subscribe(deliver)
-        self.network.listen(MANAGER_ADDRESS, self._manager_machine, {MANAGER_SERVICE: ManagerServicer(app)})
+        self.network.listen(MANAGER_ADDRESS, machine, {MANAGER_SERVICE: ManagerServicer(app)})
         app.start_background()
         ha.on_connection(self.broker.up)
         await asyncio.Event().wait()
@@ -287,7 +288,7 @@ class SimCluster:
         """`fault crash-manager-at POINT`: the manager dies when it reaches that step."""
         if point not in MANAGER_CRASH_POINTS:
             raise ScenarioError(f"{point!r} is not a crash point; one of {', '.join(MANAGER_CRASH_POINTS)}")
-        if self.app is None:
+        if self._manager_machine is None:
             raise ScenarioError("the manager is not running")
         (self.manager_dir / CRASH_ARM_FILE).write_text(point + "\n")
 
@@ -348,15 +349,17 @@ class SimCluster:
         self.broker.restart()
 
     def crash_manager(self) -> None:
-        if self.app is None:
+        # The machine, not the app: a manager restarted a moment ago has not built its app yet.
+        if self._manager_machine is None:
             raise ScenarioError("the manager is not running")
         self.loop.kill(self._manager_machine)
+        self._manager_machine = None
         self.network.close(MANAGER_ADDRESS)
         self.broker.unsubscribe_all()
         self.app, self.ha = None, None
 
     def restart_manager(self) -> None:
-        if self.app is not None:
+        if self._manager_machine is not None:
             raise ScenarioError("the manager is running")
         self._start_manager()
 
@@ -372,7 +375,7 @@ class SimCluster:
         for host in self.hosts.values():
             if host.power != "crashed":
                 self.loop.kill(host.machine)
-        if self.app is not None:
+        if self._manager_machine is not None:
             self.loop.kill(self._manager_machine)
 
 

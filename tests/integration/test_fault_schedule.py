@@ -1,6 +1,10 @@
 """A seeded, bounded random schedule of faults on a real 4-node cluster: whatever order
 crashes, power losses, freezes, partitions and manager or broker crashes come in, no VM
-ever runs on two hosts, and once everything is repaired every HA VM runs exactly once."""
+ever runs on two hosts, and once everything is repaired every HA VM runs exactly once.
+
+The same rules run many longer schedules on virtual time
+(tests/scenario_engine/test_fault_schedules.py); this one keeps real processes, real
+sockets and real timers honest with a shorter one."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from test_ha import assert_every_ha_vm_runs_once, assert_invariant, create, reco
 pytestmark = pytest.mark.integration
 
 SEED = 20261125
-STEPS = 12
+STEPS = 8
 NODES = ["n1", "n2", "n3", "n4"]
 VMS_PER_NODE = 2
 PRIORITIES = ["high", "medium", "low"]
