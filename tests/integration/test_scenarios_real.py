@@ -1,8 +1,9 @@
 """Scenario folders of tests/scenarios, run with --real: the same command lines against
 processes `havm up` starts, on real time. Each covers a fault mechanism the virtual-time
-run emulates (a killed process and its last will, a stopped one, a cut relay path, a
-live migration between agent processes, a crash point inside one), so the two runs
-check each other."""
+run emulates (a killed process and its last will, a cut relay path, a live migration
+between agent processes), so the two runs check each other. A stopped process and a
+crash point inside a migration run on real processes in test_ha.py and
+test_migration.py."""
 
 from __future__ import annotations
 
@@ -15,10 +16,8 @@ from havm.scenario.testing import assert_scenario
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 REAL = [
     "crash-restarts-ha-vms-elsewhere",
-    "power-off-detected-by-missed-heartbeats",
     "heartbeat-path-cut-only",
     "live-migration-moves-a-running-vm",
-    "live-migration-source-dies-at-source-lease-moved",
 ]
 
 
