@@ -3,6 +3,9 @@
     python -m manager --topology TOPOLOGY.yaml --state-dir DIR --listen 127.0.0.1:PORT
                       [--broker HOST:PORT] [--refresh-interval 5] [--log-level info]
 
+The timings come from the topology's `timing:` section; the timing flags, when given,
+win over it.
+
 With --broker the manager hears the agents' heartbeats and judges host health (failure
 detection, fencing, failover restart); without it, only refreshes judge hosts.
 
@@ -19,11 +22,12 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
-import yaml
-
+from havm.contract.timing import Timing, timing_problems
+from havm.contract.topology_file import TopologyYamlError, topology_from_yaml
 from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
 from manager.adapters.mqtt import MqttLink
@@ -35,7 +39,7 @@ from manager.core.errors import FailedPreconditionError
 from manager.core.model import Event
 from manager.core.placement import PlacementGoal, RatingWeights
 from manager.core.settings import Settings
-from manager.core.topology import Topology, TopologyError, parse_topology
+from manager.core.topology import Topology, TopologyError
 
 log = logging.getLogger("manager.main")
 EXIT_USAGE = 2
@@ -81,27 +85,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--refresh-interval",
         type=float,
-        default=Settings.refresh_interval,
-        help="seconds between periodic refreshes (default %(default)s)",
+        default=None,
+        help=f"seconds between periodic refreshes (default: the topology's timing.refresh_interval_s, "
+        f"else {Timing.refresh_interval_s:g})",
     )
     parser.add_argument("--broker", default=None, help="MQTT broker host:port (heartbeats, events)")
     parser.add_argument(
         "--heartbeat-interval",
         type=float,
-        default=Settings.heartbeat_interval,
-        help="seconds between two heartbeats of an agent (default %(default)s)",
+        default=None,
+        help=f"seconds between two heartbeats of an agent "
+        f"(default: the topology's timing.heartbeat_interval_s, "
+        f"else {Timing.heartbeat_interval_s:g})",
     )
     parser.add_argument(
         "--heartbeat-threshold",
         type=int,
-        default=Settings.heartbeat_threshold,
-        help="missed heartbeats after which a host is suspect (default %(default)s)",
+        default=None,
+        help=f"missed heartbeats after which a host is suspect "
+        f"(default: the topology's timing.heartbeat_threshold, "
+        f"else {Timing.heartbeat_threshold:g})",
     )
     parser.add_argument(
         "--probe-timeout",
         type=float,
-        default=Settings.probe_timeout,
-        help="seconds the probe of a suspect host may take (default %(default)s)",
+        default=None,
+        help=f"seconds the probe of a suspect host may take (default: the topology's timing.probe_timeout_s, "
+        f"else {Timing.probe_timeout_s:g})",
     )
     parser.add_argument(
         "--placement-goal",
@@ -131,7 +141,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         b_host, b_sep, b_port = args.broker.rpartition(":")
         if not b_sep or not b_host or not b_port.isdigit() or not 0 < int(b_port) <= 65535:
             raise UsageError(f"--broker: must be host:port, got {args.broker!r}")
-    if not math.isfinite(args.refresh_interval) or args.refresh_interval <= 0:
+    if args.refresh_interval is not None and (
+        not math.isfinite(args.refresh_interval) or args.refresh_interval <= 0
+    ):
         raise UsageError(
             f"--refresh-interval: must be a positive number of seconds, got {args.refresh_interval}"
         )
@@ -139,9 +151,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ("--heartbeat-interval", args.heartbeat_interval),
         ("--probe-timeout", args.probe_timeout),
     ):
-        if not math.isfinite(value) or value <= 0:
+        if value is not None and (not math.isfinite(value) or value <= 0):
             raise UsageError(f"{flag}: must be a positive number of seconds, got {value}")
-    if not 1 <= args.heartbeat_threshold <= 1000:
+    if args.heartbeat_threshold is not None and not 1 <= args.heartbeat_threshold <= 1000:
         raise UsageError(f"--heartbeat-threshold: must be from 1 to 1000, got {args.heartbeat_threshold}")
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
@@ -155,13 +167,10 @@ def load_topology(path: Path) -> Topology:
     except OSError as error:
         raise UsageError(f"--topology: cannot read {path}: {error.strerror or error}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
+        return topology_from_yaml(text)
+    except TopologyYamlError as error:
+        at = f" at line {error.line}" if error.line else ""
         raise UsageError(f"{path}: not valid YAML{at}") from None
-    try:
-        return parse_topology(data)
     except TopologyError as error:
         raise UsageError(f"{path}: {error}") from None
 
@@ -179,12 +188,30 @@ def placement_settings(args: argparse.Namespace, topology: Topology) -> dict[str
     }
 
 
+def effective_timing(args: argparse.Namespace, topology: Topology) -> Timing:
+    """The topology's timing section with each timing flag given on top: the flags win.
+    The topology's section was checked as a whole when it was read; a combination the
+    flags make that breaks a rule is logged, not refused, as flags are for experiments."""
+    flags = {
+        "refresh_interval_s": args.refresh_interval,
+        "heartbeat_interval_s": args.heartbeat_interval,
+        "heartbeat_threshold": args.heartbeat_threshold,
+        "probe_timeout_s": args.probe_timeout,
+    }
+    timing = replace(topology.timing, **{k: v for k, v in flags.items() if v is not None})
+    if timing != topology.timing:
+        for _, sentence in timing_problems(timing):
+            log.warning("with the timing flags given: %s", sentence)
+    return timing
+
+
 async def serve(args: argparse.Namespace, topology: Topology) -> None:
+    timing = effective_timing(args, topology)
     settings = Settings(
-        refresh_interval=args.refresh_interval,
-        heartbeat_interval=args.heartbeat_interval,
-        heartbeat_threshold=args.heartbeat_threshold,
-        probe_timeout=args.probe_timeout,
+        refresh_interval=timing.refresh_interval_s,
+        heartbeat_interval=timing.heartbeat_interval_s,
+        heartbeat_threshold=timing.heartbeat_threshold,
+        probe_timeout=timing.probe_timeout_s,
         **placement_settings(args, topology),
     )
     store = SqliteStore(args.state_dir / "manager.db")

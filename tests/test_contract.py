@@ -67,10 +67,10 @@ def test_ruff_lint_and_format_are_clean() -> None:
 
 
 def test_the_pure_cores_type_check_strictly() -> None:
-    """Both `core/` packages pass `mypy --strict`: their Protocols and dataclasses are the
-    contracts the apps are written against."""
+    """Both `core/` packages and the topology schema pass `mypy --strict`: their Protocols
+    and dataclasses are the contracts the apps are written against."""
     result = subprocess.run(
-        [_tool("mypy"), "--strict", "manager/core", "node_agent/core"],
+        [_tool("mypy"), "--strict", "manager/core", "node_agent/core", "havm/contract"],
         cwd=REPO,
         capture_output=True,
         text=True,

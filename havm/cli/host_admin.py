@@ -47,11 +47,7 @@ from havm.cli.processes import (
     stop_components,
     wait_healthy,
 )
-from havm.faultnet import write_faults
-from havm.ports import free_ports
-from havm.v1 import common_pb2, manager_pb2
-from manager.core.membership import seen_by_every_node
-from manager.core.topology import (
+from havm.contract.topology import (
     HostSpec,
     Topology,
     TopologyError,
@@ -59,8 +55,12 @@ from manager.core.topology import (
     host_defaults_of,
     parse_host_entry,
     parse_topology,
+    seen_by_every_node,
     without_host,
 )
+from havm.faultnet import write_faults
+from havm.ports import free_ports
+from havm.v1 import common_pb2, manager_pb2
 
 GIB = 1024**3
 SHARED_KINDS = (common_pb2.STORAGE_KIND_CSV, common_pb2.STORAGE_KIND_LUN)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -43,17 +42,10 @@ from havm.cli.processes import (
     stop_components,
     wait_healthy,
 )
+from havm.contract.topology import HostSpec, Topology, TopologyError, VolumeSpec, without_host
+from havm.contract.topology_file import TopologyYamlError, topology_from_yaml, topology_to_yaml
 from havm.faultnet import write_faults
 from havm.ports import free_ports, port_is_free
-from manager.core.topology import (
-    HostSpec,
-    Topology,
-    TopologyError,
-    VolumeSpec,
-    parse_topology,
-    topology_to_dict,
-    without_host,
-)
 
 # ----------------------------------------------------------------------------- topology
 
@@ -70,15 +62,8 @@ def load_topology(path: Path | None) -> tuple[Topology, str]:
             raise LocalClusterError(f"cannot read topology {path}: {exc.strerror}") from None
         source = str(path)
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise LocalClusterError(f"topology {source}: not valid YAML{where}: {problem}") from None
-    try:
-        return parse_topology(data), source
-    except TopologyError as exc:
+        return topology_from_yaml(text), source
+    except (TopologyYamlError, TopologyError) as exc:
         raise LocalClusterError(f"topology {source}: {exc}") from None
 
 
@@ -285,8 +270,9 @@ def plan_components(
 def write_resolved_topology(path: Path, topology: Topology) -> None:
     """The topology the manager reads: every host with the address it reaches the agent at."""
     path.write_text(
-        "# Written by `havm up`: the topology with the address the manager reaches each agent at.\n"
-        + yaml.safe_dump(topology_to_dict(topology), sort_keys=False)
+        topology_to_yaml(
+            topology, "Written by `havm up`: the topology with the address the manager reaches each agent at."
+        )
     )
 
 

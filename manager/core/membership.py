@@ -14,9 +14,10 @@ same rule the topology enforces.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+from havm.contract.topology import seen_by_every_node as seen_by_every_node
 from manager.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -62,16 +63,6 @@ def host_record(spec: HostSpec, volumes: Iterable[VolumeInfo], added_at_runtime:
         state_reason="not refreshed yet",
         added_at_runtime=added_at_runtime,
     )
-
-
-def seen_by_every_node(
-    nodes: Sequence[str], visibility: Mapping[str, Sequence[str]], csvs: Iterable[str] = ()
-) -> list[str]:
-    """The volumes a node joining `nodes` sees: every CSV, and each volume every one of
-    `nodes` sees (`visibility`: volume -> the nodes that see it), in `visibility`'s order."""
-    members = set(nodes)
-    shared = set(csvs)
-    return [name for name, seen in visibility.items() if name in shared or members <= set(seen)]
 
 
 def check_new_host(

@@ -3,7 +3,8 @@
 A host is described the same way in the topology file (under `hosts:`, with
 `host_defaults` merged in), in a `havm host add --config` file and in AddHost's
 message, so the rules live here once; `topology` composes them with clusters and the
-cluster-wide sections. Each error names the field path and what is wrong with it. Pure.
+cluster-wide sections. Each error names the field path and what is wrong with it. Pure:
+no I/O, no yaml, no generated stubs.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from manager.core.profiles import PROFILES
-from manager.core.topology_fields import (
+from havm.contract.fields import (
     TopologyError,
     read_choice,
     read_int,
@@ -23,6 +23,9 @@ from manager.core.topology_fields import (
     read_text,
 )
 
+# The hypervisors a host can emulate; what each can do is a traits table on each side
+# (manager.core.profiles, node_agent.core.config).
+PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
 CPU_VENDORS = ("GenuineIntel", "AuthenticAMD")
 DEFAULT_HOST_RESERVE_MB = 1024
 # Upper bounds of topology integers: far above any real host, far below int32/int64 overflow.

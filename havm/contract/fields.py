@@ -10,20 +10,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from manager.core.errors import ManagerError
-
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class TopologyError(ManagerError):
-    """A topology file is wrong; `field` is the path of the bad value."""
-
-    code = "INVALID_ARGUMENT"
+class TopologyError(ValueError):
+    """A topology (or one host entry of it) is wrong; `field` is the path of the bad
+    value, `message` the sentence `field: problem` shown to the user."""
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+        self.message = f"{field}: {problem}"
 
 
 def read_mapping(value: object, field: str, allowed: tuple[str, ...]) -> dict[str, Any]:
