@@ -83,6 +83,14 @@ class Cluster:
         self.alive.discard(host)
         self.sim.crash(host)
 
+    async def boot(self, host: str) -> None:
+        """A new agent boots on the host's files and beats again (the seams come along)."""
+        self.sim.start_host(host)
+        await asyncio.sleep(0.5)  # it recovers its VMs, then serves
+        intercept(self.sim.vm_host(host), "operate", self.seams.counting_starts(host))
+        intercept(self.sim.vm_host(host), "create_vm", self.seams.refusing_take_overs(host))
+        self.alive.add(host)
+
     async def advance(self, seconds: float, step: float = 1.0) -> None:
         """Move virtual time, beating for the hosts alive, judging at every step."""
         loop = asyncio.get_running_loop()
