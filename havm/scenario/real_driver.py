@@ -56,6 +56,9 @@ class RealDriver:
     def event_seconds(self, event: manager_pb2.Event) -> float:
         return max(0.0, event.time.seconds + event.time.nanos / 1e9 - self._start_wall)
 
+    def disks_root(self) -> Path:
+        return self.state_dir
+
     async def copies(self, final: bool) -> list[Copy] | None:
         if not final:
             return None

@@ -10,8 +10,9 @@ The same steps run on either driver:
   `expected.log` for information and only expectations and invariants decide.
 
 Throughout, the two invariants of the project are checked: no VM runs on two hosts
-at once (two running copies of one lease generation), and no highly available VM is
-lost (one the manager calls running must run where it says, at the end).
+at once (two running copies of one lease generation, and at the end every guest's
+disk journal one unbroken run that no stale copy wrote to), and no highly available
+VM is lost (one the manager calls running must run where it says, at the end).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from havm.scenario.journals import journal_violations
 from havm.scenario.steps import Advance, Command, Expect, ScenarioFolder, Step
 from havm.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 
@@ -60,6 +62,10 @@ class Driver(Protocol):
     async def copies(self, final: bool) -> list[Copy] | None:
         """Every VM copy on every host that can be asked now (`final`: at the end);
         None when the driver does not look now."""
+        ...
+
+    def disks_root(self) -> Path:
+        """The folder under which every host's disks and the shared storage lie."""
         ...
 
 
@@ -247,6 +253,8 @@ async def _check_copies(driver: Driver, result: ScenarioResult, final: bool) -> 
                 result.violations.append(message)
     if not final:
         return
+    for violation in journal_violations(driver.disks_root()):
+        result.violations.append(violation)
     stub = manager_pb2_grpc.ManagerServiceStub(driver.manager_channel())
     try:
         vms = (await stub.ListVms(manager_pb2.ListVmsRequest(), timeout=10)).vms

@@ -30,6 +30,9 @@ class SimDriver:
     def now(self) -> float:
         return self.loop.time() - self.start
 
+    def disks_root(self) -> Path:
+        return self.cluster.workdir
+
     def manager_channel(self) -> InProcessChannel:
         return self.cluster.network.channel(MANAGER_ADDRESS)
 
