@@ -393,15 +393,15 @@ async def test_a_crash_while_settling_ends_the_migration_and_frees_the_vm(
     async def broken_too(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug while asking where the VM is")
 
-    monkeypatch.setattr(c.app.migrations._agents, "migrate_vm", broken)
-    monkeypatch.setattr(c.app.migrations, "_watch_source", broken_too)
+    monkeypatch.setattr(c.app.migrations.context.agents, "migrate_vm", broken)
+    monkeypatch.setattr(c.app.migrations.context, "watch_source", broken_too)
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
     settled = c.app.get_migration(migration.id)
     assert settled.state is MigrationState.FAILED and "a bug while asking" in settled.error
     assert c.app.get_vm("web1").migration_id is None and vm_id not in c.app.vms.busy_vms()
     ended = c.app.jobs.get(job.id)
     assert ended.state is JobState.FAILED and "could not be settled" in ended.error, ended.error
-    assert c.app.migrations._running == {}  # no slot left behind
+    assert c.app.migrations.slots.running == {}  # no slot left behind
 
 
 async def test_a_job_caught_just_after_its_migration_ended_ends_as_the_migration_did(cluster: Any) -> None:
@@ -565,7 +565,7 @@ async def test_a_crash_after_the_stream_still_concludes_the_migration(
     async def crash(*args: Any) -> str:
         raise RuntimeError("crashed while recording the move")
 
-    monkeypatch.setattr(c.app.migrations, "_live_done", crash)
+    monkeypatch.setattr(c.app.migrations.live, "done", crash)
     job, migration = await c.app.migrate_vm("web1", "node2")
     job = await c.finished(job)
     assert job.state is JobState.COMPLETED, job.error
@@ -577,11 +577,11 @@ async def test_a_crash_after_the_stream_still_concludes_the_migration(
 async def test_a_cancelled_slot_waiter_lets_the_migrations_behind_it_start() -> None:
     service = MigrationService(None, None, None, None, SETTINGS, None, None, None)  # type: ignore[arg-type]
     service.policy = MigrationSettings(max_live_migrations_per_host=1)
-    await service._take_slot(SlotRequest("running", "node1", "node2"))
-    blocked = asyncio.create_task(service._take_slot(SlotRequest("blocked", "node1", "node3")))
-    behind = asyncio.create_task(service._take_slot(SlotRequest("behind", "node3", "node4")))
+    await service.slots.take(SlotRequest("running", "node1", "node2"))
+    blocked = asyncio.create_task(service.slots.take(SlotRequest("blocked", "node1", "node3")))
+    behind = asyncio.create_task(service.slots.take(SlotRequest("behind", "node3", "node4")))
     await asyncio.sleep(0.05)
     assert not behind.done()  # node3 is kept for the migration that waits before it
     blocked.cancel()
     await asyncio.wait_for(behind, 1.0)
-    assert sorted(service._running) == ["behind", "running"]
+    assert sorted(service.slots.running) == ["behind", "running"]

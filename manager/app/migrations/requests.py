@@ -1,0 +1,199 @@
+"""Asking for a migration: every check that can refuse it at once, then its record.
+
+A request is refused before anything moves when the VM, either host or the
+destination's own compatibility verdict says no; the caller gets the sentence why.
+An accepted request becomes a persisted migration record (queued), a claim on the VM,
+and a job that runs the migration's flow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from manager.app.claims import Claim
+from manager.app.jobs import JobBook, JobHandle
+from manager.app.migrations.context import MigrationContext
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError, ManagerError, NotFoundError
+from manager.core.inventory import host_capacity
+from manager.core.migration import (
+    check_destination,
+    check_ha_fits,
+    check_host_ok,
+    check_same_cluster,
+    check_vm_movable,
+    choose_kind,
+    choose_storage,
+    refusal,
+)
+from manager.core.model import (
+    HostRecord,
+    JobRecord,
+    MigrationKind,
+    MigrationRecord,
+    StorageLocation,
+    VmRecord,
+)
+from manager.core.profiles import live_migrates
+from manager.core.states import MigrationState, VmState
+
+# Runs an accepted migration, by its id, as its job.
+Work = Callable[[JobHandle, str], Awaitable[str]]
+
+
+class MigrationRequests:
+    def __init__(self, ctx: MigrationContext, jobs: JobBook, work: Work) -> None:
+        self._ctx = ctx
+        self._jobs = jobs
+        self._work = work
+
+    async def migrate(
+        self, name: str, destination: str, quick: bool, no_converge: str | None
+    ) -> tuple[JobRecord, MigrationRecord]:
+        """Live or quick migration to another node of the VM's cluster."""
+        vm = self._vm(name)
+        check_vm_movable(vm)
+        source, target = self._hosts(vm, destination)
+        check_ha_fits(vm, target)
+        check_same_cluster(vm, source, target)
+        kind = choose_kind(self._profile(source), vm.state, quick)
+        await self._check_compatibility(vm, source, target, vm.storage)
+        return self._begin(vm, source, target, kind, None, no_converge or self._ctx.policy.no_converge)
+
+    async def migrate_storage(
+        self, name: str, destination: str, storage: StorageLocation | None
+    ) -> tuple[JobRecord, MigrationRecord]:
+        """Move the VM's files on its host, or to another host together with the VM."""
+        store = self._ctx.store
+        vm = self._vm(name)
+        here = check_vm_movable(vm)
+        if not destination or destination == here:
+            if storage is None:
+                raise InvalidArgumentError("storage: must say where the files go when the host stays")
+            if storage == vm.storage:
+                raise FailedPreconditionError(f"VM {vm.name}'s files already are on {storage.name}")
+            source = store.get_host(here)
+            if source is None:
+                raise FailedPreconditionError(f"VM {vm.name} is on host {here}, which no longer exists")
+            check_host_ok(vm, source, "its")
+            return self._begin(vm, source, source, MigrationKind.STORAGE, storage, "fail")
+        source, target = self._hosts(vm, destination)
+        check_ha_fits(vm, target)
+        for host in (source, target):
+            if not live_migrates(self._profile(host)):
+                raise FailedPreconditionError(
+                    f"VM {vm.name} cannot move its files from {source.name} to {target.name} while it "
+                    f"runs: host {host.name} runs {self._profile(host)}, which has no live migration"
+                )
+        if vm.state is not VmState.RUNNING:
+            raise FailedPreconditionError(
+                f"VM {vm.name} is {vm.state.value}: a storage migration to another host moves a running "
+                "VM (start it first)"
+            )
+        if storage is None:
+            capacity = host_capacity(target, store.list_clusters(), store.list_vms())
+            storage = choose_storage(capacity, vm)
+            if storage is None:
+                raise FailedPreconditionError(
+                    f"VM {vm.name} cannot move to {target.name}: it sees no storage with {vm.disk_gb} GB free"
+                )
+        await self._check_compatibility(vm, source, target, storage)
+        return self._begin(vm, source, target, MigrationKind.STORAGE, storage, "fail")
+
+    def _vm(self, name: str) -> VmRecord:
+        vm = self._ctx.store.get_vm_by_name(name)
+        if vm is None:
+            raise NotFoundError(f"VM {name} does not exist")
+        return vm
+
+    def _hosts(self, vm: VmRecord, destination: str) -> tuple[HostRecord, HostRecord]:
+        store = self._ctx.store
+        source = store.get_host(vm.host or "")
+        target = store.get_host(destination) if destination else None
+        check_destination(vm, source, target, destination)
+        assert source is not None and target is not None
+        return source, target
+
+    def _profile(self, host: HostRecord) -> str:
+        cluster = self._ctx.store.get_cluster(host.cluster) if host.cluster else None
+        return cluster.profile if cluster is not None else host.profile
+
+    async def _check_compatibility(
+        self, vm: VmRecord, source: HostRecord, target: HostRecord, storage: StorageLocation | None
+    ) -> None:
+        """The destination's verdict, with the processor the running guest sees."""
+        agents = self._ctx.agents
+        vendor, features = "", ()
+        if vm.state is not VmState.STOPPED:
+            try:
+                report = await agents.get_vm(source.name, source.address or "", vm.id)
+            except ManagerError as error:
+                raise type(error)(
+                    f"host {source.name} could not describe VM {vm.name}: {error.message}"
+                ) from None
+            vendor, features = report.cpu_vendor, report.cpu_features
+        try:
+            reasons = await agents.check_compatibility(
+                target.name, target.address or "", replace(vm, storage=storage), vendor, features
+            )
+        except ManagerError as error:
+            raise type(error)(
+                f"host {target.name} could not check whether it can take VM {vm.name}: {error.message}"
+            ) from None
+        if reasons:
+            raise refusal(vm, target.name, reasons)
+
+    def _begin(
+        self,
+        vm: VmRecord,
+        source: HostRecord,
+        target: HostRecord,
+        kind: MigrationKind,
+        storage: StorageLocation | None,
+        no_converge: str,
+    ) -> tuple[JobRecord, MigrationRecord]:
+        ctx = self._ctx
+        # The compatibility check awaited: look again before taking the VM.
+        vm = self._vm(vm.name)
+        check_vm_movable(vm)
+        if vm.host != source.name:
+            raise FailedPreconditionError(f"VM {vm.name} moved to {vm.host} meanwhile")
+        now = ctx.clock()
+        migration = MigrationRecord(
+            id=str(uuid.uuid4()),
+            vm_id=vm.id,
+            vm_name=vm.name,
+            kind=kind,
+            state=MigrationState.QUEUED,
+            source=source.name,
+            destination=target.name,
+            created_at=now,
+            updated_at=now,
+            storage=storage,
+            lease_generation=vm.lease_generation + 1,
+            vm_state_before=vm.state,
+            no_converge=no_converge,
+        )
+        ctx.store.put_migration(migration)
+        ctx.vms.record(replace(vm, migration_id=migration.id))
+        ctx.vms.claims.claim(vm.id, Claim.MIGRATION)
+        where = f"{source.name} to {target.name}" if source.name != target.name else f"on {source.name}"
+        label = "storage" if kind is MigrationKind.STORAGE else kind.value
+        try:
+            job = self._jobs.start(
+                "migrate_vm_storage" if kind is MigrationKind.STORAGE else "migrate_vm",
+                vm.name,
+                f"Waiting to migrate VM {vm.name} {where}",
+                lambda handle: self._work(handle, migration.id),
+                # A manager stopping mid-migration leaves the job to the next one's settling.
+                resumable=True,
+            )
+        except BaseException:
+            ctx.vms.claims.release(vm.id, Claim.MIGRATION)
+            ctx.vms.record(replace(vm, migration_id=None))
+            raise
+        migration = replace(migration, job_id=job.id)
+        ctx.store.put_migration(migration)
+        ctx.emit(migration, f"{label} migration of VM {vm.name} {where} requested")
+        return job, migration
