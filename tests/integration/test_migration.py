@@ -410,22 +410,6 @@ def test_storage_migration_on_the_same_host_and_to_another_host(cluster: LocalCl
     remove(cluster, "files", "local")
 
 
-def test_a_guest_that_dirties_faster_than_the_network_does_not_converge(cluster: LocalCluster) -> None:
-    create(cluster, "hot", "n1", memory_mb=64, dirty_rate=5000)
-    before = journal_length(cluster, "hot")
-    failed = migrate(cluster, "hot", "--to", "n2", "--if-no-converge", "fail")
-    assert failed["state"] == "failed" and "did not converge" in failed["error"]
-    assert vm(cluster, "hot")["host"] == "n1"
-    assert_runs_once(cluster, ["hot"])
-
-    fell_back = migrate(cluster, "hot", "--to", "n2", "--if-no-converge", "quick")
-    assert fell_back["state"] == "completed" and fell_back["fell_back_to_quick"]
-    assert vm(cluster, "hot")["host"] == "n2"
-    assert_journal_continuous(cluster, "hot", before)
-    assert_runs_once(cluster, ["hot"])
-    remove(cluster, "hot")
-
-
 def test_live_migrations_beyond_the_per_host_limit_queue(cluster: LocalCluster) -> None:
     names = ["lim1", "lim2", "lim3"]
     for name in names:
@@ -475,7 +459,7 @@ def test_a_cut_migration_network_leaves_the_vm_on_the_source(cluster: LocalClust
     # The topology's stall timeout is the agents' too: the cut is judged after 3 s.
     for host in ("n1", "n2"):
         config = json.loads((cluster.state_dir / "agents" / f"{host}.json").read_text())
-        assert config["settings"]["migration_stall_timeout_s"] == 3
+        assert config["timing"]["stall_timeout_s"] == 3
     create(cluster, "cut", "n1", memory_mb=1024)
     before = journal_length(cluster, "cut")
     process = start_migration(cluster, "cut", "--to", "n2")
@@ -525,15 +509,13 @@ def test_a_migration_survives_a_manager_kill(cluster: LocalCluster) -> None:
 # VM must end up). The agents carry a live migration through without the manager; a
 # quick migration saved but not taken over goes back to its source; one taken over
 # goes on to be restored on its destination.
-# Every crash point also runs on virtual time (tests/scenarios/manager-dies-at-migration-*
-# and live-migration-*-dies-at-*); here, with real processes, the ones whose outcome
-# differs, each checked down to the guest's memory and journal.
+# Every crash point runs on virtual time (tests/scenarios/manager-dies-at-migration-*
+# and live-migration-*-dies-at-*), where the runner checks where the VM ends and that
+# its disk journal is unbroken; here one of them on real processes, down to the
+# guest's memory.
 MANAGER_CRASH_CASES = [
     ("migration-manager-blackout", "n1", "n2", (), "destination"),
-    ("migration-manager-quick-saved", "q1", "q2", (), "source"),
-    ("migration-manager-quick-taken-over", "n1", "n3", ("--quick",), "destination"),
 ]
-QUICK_CLUSTER_STORAGE = {"q1": "lun:qlun1"}
 
 
 @pytest.mark.parametrize(
@@ -545,7 +527,7 @@ def test_the_manager_dying_at_each_step_of_a_migration(
     cluster: LocalCluster, point: str, source: str, destination: str, extra: tuple[str, ...], ends: str
 ) -> None:
     name = "mgr-" + point.removeprefix("migration-manager-")
-    create(cluster, name, source, storage=QUICK_CLUSTER_STORAGE.get(source, ""), memory_mb=256)
+    create(cluster, name, source, memory_mb=256)
     time.sleep(0.2)
     before = journal_length(cluster, name)
     pid = cluster.component("manager")["pid"]
@@ -603,7 +585,6 @@ def wait_runs_once(cluster: LocalCluster, name: str, timeout: float = 30) -> dic
 CRASH_CASES = [
     ("source", "migration-source-paused", "elsewhere"),
     ("source", "migration-source-lease-moved", None),
-    ("destination", "migration-destination-copying", "source"),
 ]
 
 
