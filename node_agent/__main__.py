@@ -47,17 +47,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _load_config(path: Path) -> HostConfig:
-    from node_agent.core.config import parse_host_config
+    from node_agent.adapters.config_file import host_config_from_json
     from node_agent.core.errors import ConfigError
 
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise UsageError(f"--config: cannot read {path}: {exc.strerror}") from None
+    try:
+        json.loads(text)
     except ValueError as exc:
         raise UsageError(f"--config: {path} is not valid JSON: {exc}") from None
     try:
-        config = parse_host_config(raw)
+        config = host_config_from_json(text)
     except ConfigError as exc:
         raise UsageError(f"{path}: {exc.message}") from None
     if config.san_root is not None:

@@ -66,11 +66,19 @@ def test_ruff_lint_and_format_are_clean() -> None:
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
+CONTRACT_MODULES = [
+    f"havm/contract/{name}.py"
+    for name in ("__init__", "fields", "hosts", "timing", "topology", "topology_file")
+]
+
+
 def test_the_pure_cores_type_check_strictly() -> None:
     """Both `core/` packages and the topology schema pass `mypy --strict`: their Protocols
     and dataclasses are the contracts the apps are written against."""
     result = subprocess.run(
-        [_tool("mypy"), "--strict", "manager/core", "node_agent/core", "havm/contract"],
+        # havm.contract's modules but host_config, which speaks the generated stubs as the
+        # adapters do.
+        [_tool("mypy"), "--strict", "manager/core", "node_agent/core", *CONTRACT_MODULES],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -33,7 +33,6 @@ from havm.cli.errors import CliError, JobFailed, NotFound
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import (
     agent_argv,
-    host_agent_config,
     promised_ports,
     relay_argv,
     write_resolved_topology,
@@ -47,6 +46,7 @@ from havm.cli.processes import (
     stop_components,
     wait_healthy,
 )
+from havm.contract.host_config import agent_config_json, host_agent_config
 from havm.contract.topology import (
     HostSpec,
     Topology,
@@ -196,9 +196,12 @@ def start_host_processes(
     links_file.write_text(json.dumps(links, indent=2) + "\n")
     write_faults(faults_file, set(), 0)
     config_file = state_dir / "agents" / f"{name}.json"
-    agent_settings = resolved_topology(cluster).agent_settings()
+    # The cluster's timing and isolation response, as every other agent of it runs with.
+    running = resolved_topology(cluster)
     config_file.write_text(
-        json.dumps(host_agent_config(spec, volumes, state_dir / "san", agent_settings), indent=2) + "\n"
+        agent_config_json(
+            host_agent_config(spec, volumes, state_dir / "san", running.timing, running.isolation.response)
+        )
     )
     logs = state_dir / "logs"
     components = [

@@ -15,10 +15,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -42,7 +40,8 @@ from havm.cli.processes import (
     stop_components,
     wait_healthy,
 )
-from havm.contract.topology import HostSpec, Topology, TopologyError, VolumeSpec, without_host
+from havm.contract.host_config import agent_config, agent_config_json
+from havm.contract.topology import Topology, TopologyError, without_host
 from havm.contract.topology_file import TopologyYamlError, topology_from_yaml, topology_to_yaml
 from havm.faultnet import write_faults
 from havm.ports import free_ports, port_is_free
@@ -65,39 +64,6 @@ def load_topology(path: Path | None) -> tuple[Topology, str]:
         return topology_from_yaml(text), source
     except (TopologyYamlError, TopologyError) as exc:
         raise LocalClusterError(f"topology {source}: {exc}") from None
-
-
-def agent_config(topology: Topology, host: HostSpec, san_root: Path) -> dict[str, Any]:
-    """The host configuration file one node agent of the topology runs with."""
-    return host_agent_config(
-        host, topology.volumes_visible_to(host.name), san_root, topology.agent_settings()
-    )
-
-
-def host_agent_config(
-    host: HostSpec, volumes: Iterable[VolumeSpec], san_root: Path, settings: dict[str, Any]
-) -> dict[str, Any]:
-    """The host configuration file a node agent runs with: the host, the shared volumes it
-    sees (under `san_root`, the SAN every agent of the cluster shares) and its timings."""
-    return {
-        "name": host.name,
-        "cluster": host.cluster,
-        "profile": host.profile,
-        "cpu": {
-            "vendor": host.cpu.vendor,
-            "model": host.cpu.model,
-            "features": list(host.cpu.features),
-            "cores": host.cpu.cores,
-            "mhz": host.cpu.mhz,
-        },
-        "memory_mb": host.memory_mb,
-        "host_reserve_mb": host.host_reserve_mb,
-        "disks": [{"name": d.name, "capacity_gb": d.capacity_gb} for d in host.disks],
-        "networks": [{"name": n.name, "bound_to": n.bound_to, "vlan_id": n.vlan_id} for n in host.networks],
-        "volumes": [{"name": v.name, "kind": v.kind, "capacity_gb": v.capacity_gb} for v in volumes],
-        "san_root": str(san_root),
-        "settings": dict(settings),
-    }
 
 
 def agent_argv(state_dir: Path, host: str, config_file: Path, listen: str, broker: str) -> list[str]:
@@ -239,7 +205,7 @@ def plan_components(
     }
     for host in topology.hosts:
         config_file = agents_dir / f"{host.name}.json"
-        config_file.write_text(json.dumps(agent_config(topology, host, san), indent=2) + "\n")
+        config_file.write_text(agent_config_json(agent_config(topology, host, san)))
         argv[f"agent:{host.name}"] = agent_argv(
             state_dir,
             host.name,

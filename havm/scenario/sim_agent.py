@@ -30,17 +30,17 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from havm.cli.local_cluster import agent_config
+from havm.contract.host_config import agent_config, agent_config_json
 from havm.ports import free_port
 from havm.scenario.sim_cluster import SimCluster
 from havm.scenario.virtual_loop import VirtualTimeLoop
 from manager.adapters.agent_client import AgentClient
 from manager.core.settings import Settings
 from manager.core.topology import Topology
+from node_agent.adapters.config_file import host_config_from_json
 from node_agent.adapters.grpc_server import AgentServer
 from node_agent.app.host import VmHost
 from node_agent.app.runner import AgentOptions, AgentServerPort, AgentTransports, run_agent
-from node_agent.core.config import parse_host_config
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -163,7 +163,7 @@ def intercept(
 class LoopbackAgent:
     """One host's real agent app served by a real gRPC server on 127.0.0.1.
 
-    `config` is the agent's host configuration (`havm.cli.local_cluster.agent_config`);
+    `config` is the agent's host configuration file as JSON data (`havm.contract.host_config`);
     the agent keeps its files in `state_dir`, the SAN is the config's `san_root`."""
 
     def __init__(self, config: dict[str, Any], state_dir: Path) -> None:
@@ -177,7 +177,7 @@ class LoopbackAgent:
 
     @classmethod
     def for_host(cls, topology: Topology, host: str, san: Path, state_dir: Path) -> LoopbackAgent:
-        return cls(agent_config(topology, topology.host(host), san), state_dir)
+        return cls(json.loads(agent_config_json(agent_config(topology, topology.host(host), san))), state_dir)
 
     @property
     def address(self) -> str:
@@ -199,7 +199,7 @@ class LoopbackAgent:
 
         transports = AgentTransports(server=server, broker_session=_no_broker, handle_signals=False)
         options = AgentOptions(
-            config=parse_host_config(json.loads(json.dumps(self.config))),
+            config=host_config_from_json(json.dumps(self.config)),
             state_dir=self.state_dir,
             listen=self.address,
         )

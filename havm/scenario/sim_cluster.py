@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from havm.cli.local_cluster import agent_config
+from havm.contract.host_config import agent_config, agent_config_json
 from havm.scenario.inprocess_grpc import InProcessNetwork
 from havm.scenario.sim_broker import SimBroker
 from havm.scenario.virtual_loop import VirtualTimeLoop
@@ -43,13 +43,13 @@ from manager.app.manager import ManagerApp
 from manager.core.placement import PlacementGoal, RatingWeights
 from manager.core.settings import Settings
 from manager.core.topology import Topology
+from node_agent.adapters.config_file import host_config_from_json
 from node_agent.adapters.grpc_agent import AgentServicer
 from node_agent.adapters.migration_network import CUT_FILE as MIGRATION_CUT_FILE
 from node_agent.app.crash_points import ARM_FILE as CRASH_ARM_FILE
 from node_agent.app.crash_points import POINTS as AGENT_CRASH_POINTS
 from node_agent.app.host import VmHost
 from node_agent.app.runner import AgentOptions, AgentTransports, run_agent
-from node_agent.core.config import parse_host_config
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,13 @@ class SimCluster:
         self.broker = SimBroker(loop, self._heartbeat_path_open, self._manager_connection)
         san = workdir / "san"
         san.mkdir(parents=True, exist_ok=True)
-        settings = self.topology.agent_settings()
         self.hosts: dict[str, SimHost] = {}
         for spec in self.topology.hosts:
             self.hosts[spec.name] = SimHost(
                 spec.name,
                 addresses[spec.name],
                 workdir / "hosts" / spec.name,
-                agent_config(self.topology, spec, san) | {"settings": settings},
+                json.loads(agent_config_json(agent_config(self.topology, spec, san))),
             )
         self.store = MemoryStore()
         self.manager_dir = workdir / "manager"
@@ -177,7 +176,7 @@ class SimCluster:
         host.boots += 1
         host.power = "running"
         host.state_dir.mkdir(parents=True, exist_ok=True)
-        config = parse_host_config(json.loads(json.dumps(host.config)))
+        config = host_config_from_json(json.dumps(host.config))
         machine = host.machine
 
         def server(vm_host: VmHost, listen: str, leave: Any) -> _InProcessServer:

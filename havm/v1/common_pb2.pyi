@@ -58,6 +58,13 @@ class NetworkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NETWORK_KIND_UNSPECIFIED: _ClassVar[NetworkKind]
     NETWORK_KIND_VIRTUAL_NETWORK: _ClassVar[NetworkKind]
     NETWORK_KIND_PORT_GROUP: _ClassVar[NetworkKind]
+
+class IsolationResponse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ISOLATION_RESPONSE_UNSPECIFIED: _ClassVar[IsolationResponse]
+    ISOLATION_RESPONSE_POWER_OFF: _ClassVar[IsolationResponse]
+    ISOLATION_RESPONSE_SHUT_DOWN: _ClassVar[IsolationResponse]
+    ISOLATION_RESPONSE_LEAVE_RUNNING: _ClassVar[IsolationResponse]
 PROFILE_UNSPECIFIED: Profile
 PROFILE_HYPERV_2008: Profile
 PROFILE_HYPERV_2008R2: Profile
@@ -89,6 +96,10 @@ STORAGE_KIND_LUN: StorageKind
 NETWORK_KIND_UNSPECIFIED: NetworkKind
 NETWORK_KIND_VIRTUAL_NETWORK: NetworkKind
 NETWORK_KIND_PORT_GROUP: NetworkKind
+ISOLATION_RESPONSE_UNSPECIFIED: IsolationResponse
+ISOLATION_RESPONSE_POWER_OFF: IsolationResponse
+ISOLATION_RESPONSE_SHUT_DOWN: IsolationResponse
+ISOLATION_RESPONSE_LEAVE_RUNNING: IsolationResponse
 
 class Cpu(_message.Message):
     __slots__ = ("vendor", "model", "features", "cores", "mhz")
@@ -223,3 +234,87 @@ class VmRuntime(_message.Message):
     cpu_features: _containers.RepeatedScalarFieldContainer[str]
     migration_id: str
     def __init__(self, spec: _Optional[_Union[VmSpec, _Mapping]] = ..., state: _Optional[_Union[VmState, str]] = ..., reason: _Optional[str] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_generation: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., migration_id: _Optional[str] = ...) -> None: ...
+
+class Timing(_message.Message):
+    __slots__ = ("heartbeat_interval_s", "heartbeat_threshold", "probe_timeout_s", "isolation_timeout_s", "stall_timeout_s", "refresh_interval_s")
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PROBE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    STALL_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval_s: float
+    heartbeat_threshold: int
+    probe_timeout_s: float
+    isolation_timeout_s: float
+    stall_timeout_s: float
+    refresh_interval_s: float
+    def __init__(self, heartbeat_interval_s: _Optional[float] = ..., heartbeat_threshold: _Optional[int] = ..., probe_timeout_s: _Optional[float] = ..., isolation_timeout_s: _Optional[float] = ..., stall_timeout_s: _Optional[float] = ..., refresh_interval_s: _Optional[float] = ...) -> None: ...
+
+class AgentSettings(_message.Message):
+    __slots__ = ("guest_tick_s", "shutdown_grace_s", "status_interval_s", "grpc_stop_grace_s", "mqtt_reconnect_max_s", "mqtt_keepalive_s", "mqtt_timeout_s", "max_guest_rate", "isolation_check_interval_s", "migration_max_passes", "migration_blackout_budget_ms", "migration_stalled_passes", "migration_chunk_pages", "migration_disk_chunk_bytes", "migration_progress_interval_s")
+    GUEST_TICK_S_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    STATUS_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    GRPC_STOP_GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    MQTT_RECONNECT_MAX_S_FIELD_NUMBER: _ClassVar[int]
+    MQTT_KEEPALIVE_S_FIELD_NUMBER: _ClassVar[int]
+    MQTT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_GUEST_RATE_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_CHECK_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_MAX_PASSES_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_BLACKOUT_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_STALLED_PASSES_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_CHUNK_PAGES_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_DISK_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_PROGRESS_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    guest_tick_s: float
+    shutdown_grace_s: float
+    status_interval_s: float
+    grpc_stop_grace_s: float
+    mqtt_reconnect_max_s: float
+    mqtt_keepalive_s: int
+    mqtt_timeout_s: float
+    max_guest_rate: float
+    isolation_check_interval_s: float
+    migration_max_passes: int
+    migration_blackout_budget_ms: float
+    migration_stalled_passes: int
+    migration_chunk_pages: int
+    migration_disk_chunk_bytes: int
+    migration_progress_interval_s: float
+    def __init__(self, guest_tick_s: _Optional[float] = ..., shutdown_grace_s: _Optional[float] = ..., status_interval_s: _Optional[float] = ..., grpc_stop_grace_s: _Optional[float] = ..., mqtt_reconnect_max_s: _Optional[float] = ..., mqtt_keepalive_s: _Optional[int] = ..., mqtt_timeout_s: _Optional[float] = ..., max_guest_rate: _Optional[float] = ..., isolation_check_interval_s: _Optional[float] = ..., migration_max_passes: _Optional[int] = ..., migration_blackout_budget_ms: _Optional[float] = ..., migration_stalled_passes: _Optional[int] = ..., migration_chunk_pages: _Optional[int] = ..., migration_disk_chunk_bytes: _Optional[int] = ..., migration_progress_interval_s: _Optional[float] = ...) -> None: ...
+
+class AgentConfig(_message.Message):
+    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "host_reserve_mb", "disks", "networks", "address", "migration_address", "volumes", "san_root", "timing", "isolation_response", "settings")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    HOST_RESERVE_MB_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    SAN_ROOT_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cluster: str
+    profile: Profile
+    cpu: Cpu
+    memory_mb: int
+    host_reserve_mb: int
+    disks: _containers.RepeatedCompositeFieldContainer[LocalDisk]
+    networks: _containers.RepeatedCompositeFieldContainer[Network]
+    address: str
+    migration_address: str
+    volumes: _containers.RepeatedCompositeFieldContainer[SharedVolume]
+    san_root: str
+    timing: Timing
+    isolation_response: IsolationResponse
+    settings: AgentSettings
+    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., host_reserve_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., address: _Optional[str] = ..., migration_address: _Optional[str] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., san_root: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., isolation_response: _Optional[_Union[IsolationResponse, str]] = ..., settings: _Optional[_Union[AgentSettings, _Mapping]] = ...) -> None: ...

@@ -10,7 +10,6 @@ threads, processes).
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from havm.cli.local_cluster import agent_config, load_topology
+from havm.cli.local_cluster import load_topology
+from havm.contract.host_config import agent_config, agent_config_json
 from havm.ports import free_ports
 from havm.scenario.sim_cluster import SimCluster
 from havm.scenario.virtual_loop import VirtualTimeLoop
@@ -75,7 +75,7 @@ class World:
         for host in HOSTS:
             config = self.tmp / f"{host}.json"
             config.write_text(
-                json.dumps(agent_config(self.topology, self.topology.host(host), self.tmp / "san"))
+                agent_config_json(agent_config(self.topology, self.topology.host(host), self.tmp / "san"))
             )
             command = [sys.executable, "-m", "node_agent", "--config", str(config)]
             command += ["--state-dir", str(self.tmp / host), "--listen", addresses[host]]

@@ -64,6 +64,26 @@ def host_config(tmp: Path, name: str = "node1", **overrides: Any) -> dict[str, A
     return config
 
 
+def config_file_text(raw: dict[str, Any]) -> str:
+    """The file an agent process reads for `raw` (host_config's form): the wire
+    contract's AgentConfig as JSON, as `havm up` writes it."""
+    from google.protobuf import json_format
+
+    from node_agent.adapters.config_file import host_config_to_proto
+    from node_agent.core.config import parse_host_config
+
+    message = host_config_to_proto(parse_host_config(raw))
+    return json_format.MessageToJson(message, preserving_proto_field_name=True) + "\n"
+
+
+def config_file_data(raw: dict[str, Any]) -> dict[str, Any]:
+    """The file's JSON as data, to spoil one field of it."""
+    import json
+
+    data: dict[str, Any] = json.loads(config_file_text(raw))
+    return data
+
+
 def vm_spec(
     vm_id: str = "vm-1",
     name: str = "web1",

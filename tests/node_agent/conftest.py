@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_testkit import Agent, agent_command, host_config, open_channel
+from agent_testkit import Agent, agent_command, config_file_text, host_config, open_channel
 
 from havm.ports import free_port
 
@@ -31,7 +30,7 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
         config = config or host_config(tmp_path)
         name = config["name"]
         config_path = tmp_path / f"{name}.json"
-        config_path.write_text(json.dumps(config))
+        config_path.write_text(config_file_text(config))
         state_dir = state_dir or tmp_path / "hosts" / name
         address = f"127.0.0.1:{port or free_port()}"
         log_path = tmp_path / f"{name}-{len(started)}.log"

@@ -13,6 +13,8 @@ import pytest
 from agent_testkit import (
     Agent,
     agent_command,
+    config_file_data,
+    config_file_text,
     host_config,
     open_channel,
     vm_spec,
@@ -315,12 +317,16 @@ def _run_agent(argv_tail: list[str], tmp_path: Path) -> subprocess.CompletedProc
     ("mutate", "message"),
     [
         (lambda c: c["cpu"].update(cores=0), "cpu.cores: must be a positive integer"),
-        (lambda c: c.update(profile="hyperv-2012"), "profile: must be one of"),
-        (lambda c: c["volumes"][0].update(kind="nfs"), "volumes[0].kind:"),
+        (lambda c: c.update(profile="hyperv-2012"), "profile: must be one of PROFILE_HYPERV_2008"),
+        (lambda c: c.update(profile="PROFILE_UNSPECIFIED"), "profile: must be one of PROFILE_HYPERV_2008"),
+        (lambda c: c["volumes"][0].update(kind="STORAGE_KIND_LOCAL_DISK"), "volumes[0].kind: must be"),
+        (lambda c: c["disks"][0].update(capacity_bytes="1000"), "disks[0].capacity_bytes: must be a whole"),
+        (lambda c: c.update(timing={"isolation_timeout_s": -1}), "timing.isolation_timeout_s: must be"),
+        (lambda c: c.update(memory_mb="lots"), "memory_mb"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
-    config = host_config(tmp_path)
+    config = config_file_data(host_config(tmp_path))
     mutate(config)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(config))
@@ -344,7 +350,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, mutate, message: str) 
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     config = tmp_path / "node1.json"
-    config.write_text(json.dumps(host_config(tmp_path)))
+    config.write_text(config_file_text(host_config(tmp_path)))
     base = {"--config": str(config), "--state-dir": str(tmp_path / "s")}
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1]
@@ -357,7 +363,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str], mes
 
 def test_start_up_is_fast(tmp_path: Path) -> None:
     config = tmp_path / "node1.json"
-    config.write_text(json.dumps(host_config(tmp_path)))
+    config.write_text(config_file_text(host_config(tmp_path)))
     address = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     proc = subprocess.Popen(
