@@ -1,8 +1,10 @@
-"""Failover policies end to end on real processes: preferred and possible owners under
-repeated failures, waiting for a possible owner, the failover threshold, repair of a
-failed VM while its host is down, failback inside and outside its window, and graceful
-host shutdown with each action. The no-two-copies invariant is checked after every
-fault."""
+"""Failover policies end to end on real processes: failback inside and outside its
+window (in the manager's local time) and an agent that leaves on its own. The
+no-two-copies invariant is checked after every fault.
+
+The other policies run on virtual time in tests/scenarios: preferred and possible
+owners, waiting for a possible owner, the failover threshold and `vm repair` while the
+host is down (failover-threshold-and-repair-while-the-host-is-down), graceful shutdown."""
 
 from __future__ import annotations
 
@@ -131,56 +133,6 @@ def running_on(
 
 
 # ------------------------------------------------------------------------------ owners
-
-
-def test_the_threshold_leaves_vms_failed_and_repair_works_while_their_host_is_down(ha: LocalCluster) -> None:
-    create(ha, "limited", "--host", "n2", "--max-failovers", "1", "--failover-period", "1h")
-    for name in ("undone", "ignored"):
-        create(ha, name, "--host", "n2", "--max-failovers", "0")
-    ha.ok("fault", "crash", "n2")
-    first = running_on(ha, "limited", {"n1", "n3", "n4"})
-    for name in ("undone", "ignored"):
-        failed = wait_for(
-            lambda n=name: (r := vm(ha, n))["state"] == "failed" and r, timeout=15, interval=0.3, what=name
-        )
-        assert failed["failed_action"] == "threshold"
-        assert (
-            "failover threshold reached: 0 failover(s) in the last 6 h, at most 0 allowed" in failed["reason"]
-        )
-    ha.ok("fault", "crash", first)
-    failed = wait_for(
-        lambda: (r := vm(ha, "limited"))["state"] == "failed" and r, timeout=15, interval=0.3, what="failed"
-    )
-    assert failed["failed_action"] == "threshold"
-    assert "failover threshold reached: 1 failover(s) in the last 1 h" in failed["reason"]
-    assert_invariant(ha, "with the VMs failed")
-    # The failures survive a refresh of their dead hosts.
-    ha.havm("cluster", "refresh")
-    for name in ("limited", "undone"):
-        assert vm(ha, name)["state"] == "failed", f"a refresh of the dead host lost {name}'s failure"
-    assert vm(ha, "limited")["reason"] == failed["reason"]
-
-    refused = ha.havm("vm", "repair", "undone")
-    assert refused.code != 0 and "exactly one of --retry, --undo or --ignore" in refused.stderr
-    undone = ha.json("vm", "repair", "undone", "--undo")
-    assert (undone["state"], undone["host"]) == ("stopped", "n2")
-    ignored = ha.json("vm", "repair", "ignored", "--ignore")
-    assert ignored["state"] == "unknown" and "does not answer" in ignored["reason"]
-    not_failed = ha.havm("vm", "repair", "undone", "--undo")
-    assert not_failed.code == 1 and "not failed" in not_failed.stderr
-    ha.ok("vm", "repair", "limited", "--retry")
-    host = running_on(ha, "limited", {"n1", "n3", "n4"} - {first}, timeout=20)
-    assert host != first and vm(ha, "limited")["failed_action"] is None
-    assert_invariant(ha, "after the repairs")
-
-    ha.ok("host", "start", "n2")
-    wait_for(
-        lambda: vm(ha, "undone")["state"] == "stopped" and not active_copies(ha).get(undone["id"]),
-        timeout=15,
-        interval=0.3,
-        what="the undone VM off after its host returned",
-    )
-    assert_invariant(ha, "after n2 returned")
 
 
 # ---------------------------------------------------------------------------- failback
