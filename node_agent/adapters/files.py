@@ -24,13 +24,13 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import StorageFault
+from node_agent.core.host_storage import RegistryEntry
 from node_agent.core.journal import (
     RECORD_SIZE,
     JournalPosition,
@@ -48,22 +48,6 @@ VM_DISK = "disk0.vhd"
 VM_SAVED_STATE = "memory.vsv"
 VM_LEASE = "lease.json"
 VM_LEASE_LOCK = "lease.lock"
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    """What this host remembers of one of its VMs to find it again after a restart."""
-
-    vm_id: str
-    storage: StorageRef
-    path: str
-    power_state: PowerState
-    state_since: float
-    reason: str = ""
-    # The lease generation this host's copy holds; None in entries written before leases.
-    lease_generation: int | None = None
-    # The processor the guest sees while running, paused or saved.
-    cpu: GuestCpu | None = None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -407,7 +391,7 @@ def journal_region_end(position: JournalPosition) -> int:
 def read_journal_records(disk: Path) -> list[JournalRecord]:
     """Every valid journal record of a virtual disk, from seq 1 to the first empty or torn
     slot: what a guest's acknowledged writes left on the disk, read straight from the file."""
-    records = []
+    records: list[JournalRecord] = []
     with open(disk, "rb") as f:
         slot = 1
         while True:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from typing import Protocol, TypeVar
 
@@ -135,10 +135,16 @@ class MigrationSession(Protocol):
 
 
 class StorageMoveView(Protocol):
-    vm: VmView
-    bytes_copied: int
-    duration_ms: int
-    blackout_ms: int
+    """Read-only, so that a frozen dataclass is one."""
+
+    @property
+    def vm(self) -> VmView: ...
+    @property
+    def bytes_copied(self) -> int: ...
+    @property
+    def duration_ms(self) -> int: ...
+    @property
+    def blackout_ms(self) -> int: ...
 
 
 def _timestamp(unix_s: float) -> Timestamp:
@@ -224,8 +230,8 @@ def vm_from_pb(pb: common_pb2.VmRuntime) -> VmView:
     )
 
 
-def _cpu_from_pb(vendor: str, features: object) -> GuestCpu | None:
-    return GuestCpu(vendor, tuple(features)) if vendor else None  # type: ignore[call-overload]
+def _cpu_from_pb(vendor: str, features: Iterable[str]) -> GuestCpu | None:
+    return GuestCpu(vendor, tuple(features)) if vendor else None
 
 
 def storage_to_pb(storage: StorageRef) -> common_pb2.StorageLocation:

@@ -10,6 +10,7 @@ sentence. `await write()` is the flow control: a slow destination slows the sour
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 
@@ -113,3 +114,26 @@ class MigrationPeer:
             error = AgentError(f"host {self.host_name} failed: {details or code.name}")
             error.code = code.name
         return error
+
+
+class GrpcPeerConnector:
+    """Opens migration streams for this host's outgoing live migrations (the PeerConnector port).
+
+    What every stream shares is fixed here once: the stall timeout, the host's
+    migration network (which a fault can cut), and how a channel to a peer is made
+    (None: a socket; a scenario hands in its in-process channels).
+    """
+
+    def __init__(
+        self,
+        timeout_s: float,
+        network: MigrationNetwork,
+        channel: Callable[[str], grpc.aio.Channel] | None = None,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._network = network
+        self._channel = channel
+
+    def __call__(self, host_name: str, address: str) -> MigrationPeer:
+        channel = self._channel(address) if self._channel is not None else None
+        return MigrationPeer(host_name, address, self._timeout_s, self._network, channel=channel)

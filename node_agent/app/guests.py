@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node_agent.adapters.files import VM_DISK, JournalFile, LeaseWatch
+from node_agent.adapters.clock import SYSTEM_CLOCK
+from node_agent.adapters.files import VM_DISK, JournalFile
+from node_agent.core.clock import Clock
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError
 from node_agent.core.guest import GuestModel
+from node_agent.core.host_storage import LeaseSource
 from node_agent.core.journal import JournalPosition, JournalRecord, check_room, encode_record
 from node_agent.core.lease import Fenced, check_write
 from node_agent.core.power import PowerState
@@ -41,7 +43,7 @@ class HostedVm:
     vm_dir: Path
     state: PowerState
     state_since: float
-    lease_watch: LeaseWatch
+    lease_watch: LeaseSource
     # The storage lease generation this copy holds; every journal record carries it.
     lease_generation: int
     reason: str = ""
@@ -90,7 +92,7 @@ class GuestHooks:
     on_failure: GuestFailed
     on_fenced: GuestFenced
     # The host's clock: a scenario's agent runs on virtual time.
-    monotonic: Callable[[], float] = time.monotonic
+    clock: Clock = SYSTEM_CLOCK
 
 
 # A guest that was not scheduled for longer (a frozen agent) does not make up for all of
@@ -99,7 +101,7 @@ MAX_CATCH_UP_TICKS = 2
 
 
 def start_guest(vm: HostedVm, hooks: GuestHooks) -> None:
-    vm.hooks, vm.advanced_at = hooks, hooks.monotonic()
+    vm.hooks, vm.advanced_at = hooks, hooks.clock.monotonic()
     vm.task = asyncio.create_task(_run(vm, hooks), name=f"guest-{vm.spec.id}")
 
 
@@ -175,7 +177,7 @@ async def _run(vm: HostedVm, hooks: GuestHooks) -> None:
 
 
 def _advance(vm: HostedVm, hooks: GuestHooks) -> None:
-    now = hooks.monotonic()
+    now = hooks.clock.monotonic()
     elapsed = min(now - vm.advanced_at, MAX_CATCH_UP_TICKS * hooks.tick_s)
     vm.advanced_at = now
     if elapsed > 0:
@@ -193,6 +195,6 @@ def _step(vm: HostedVm, hooks: GuestHooks, elapsed_s: float) -> None:
         check_room(guest.journal, journal.disk_bytes, vm.label)
         # No await between this check and the write: nothing can slip in between.
         check_write(vm.label, hooks.host_name, vm.lease_generation, vm.lease_watch.current())
-        record = JournalRecord(seq, vm.lease_generation, time.time_ns())
+        record = JournalRecord(seq, vm.lease_generation, int(hooks.clock.time() * 1e9))
         journal.write(seq, encode_record(record))
         guest.acknowledge(seq)

@@ -19,11 +19,11 @@ import contextlib
 import logging
 import zlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from node_agent.adapters.files import VM_DISK, DiskFile, JournalFile
-from node_agent.app.crash_points import DESTINATION_COMMITTING, DESTINATION_COPYING
+from node_agent.app.crash_points import DESTINATION_COMMITTING, DESTINATION_COPYING, CrashPoints
 from node_agent.app.guests import HostedVm, release_guest
+from node_agent.app.hosted_vms import HostedVms
 from node_agent.core.errors import (
     AgentError,
     Corrupted,
@@ -54,26 +54,26 @@ from node_agent.core.vm import (
     validate_spec,
 )
 
-if TYPE_CHECKING:
-    from node_agent.app.host import VmHost
-
 log = logging.getLogger(__name__)
 
 # Messages read ahead of the one being handled: beyond it the stream's flow control
 # holds the source back.
 _INBOX_DEPTH = 4
 # Put in the inbox when the source closed the stream.
-_END = object()
+_END = None
 
 
 class IncomingMigration:
     """One migration stream arriving at this host."""
 
-    def __init__(self, host: VmHost) -> None:
-        self.host = host
-        self.settings = host.config.settings
+    def __init__(self, vms: HostedVms, crash_points: CrashPoints) -> None:
+        self._vms = vms
+        self._files = vms.files
+        self._config = vms.config
+        self._crash_points = crash_points
+        self.settings = vms.config.settings
         self.error: AgentError | None = None
-        self._inbox: asyncio.Queue[SourceMessage | object] = asyncio.Queue(maxsize=_INBOX_DEPTH)
+        self._inbox: asyncio.Queue[SourceMessage | None] = asyncio.Queue(maxsize=_INBOX_DEPTH)
         self._outbox: asyncio.Queue[PeerReply | None] = asyncio.Queue()
         self._closed = False
         self._close_problem: AgentError | None = None
@@ -126,7 +126,7 @@ class IncomingMigration:
             raise
         except Exception as exc:
             log.exception("an incoming live migration failed unexpectedly")
-            self.error = AgentError(f"host {self.host.config.name} failed to receive the VM: {exc}")
+            self.error = AgentError(f"host {self._config.name} failed to receive the VM: {exc}")
             self._end(str(exc))
         finally:
             self._outbox.put_nowait(None)
@@ -146,7 +146,7 @@ class IncomingMigration:
                 message = await self._inbox.get()
         except TimeoutError:
             return None
-        return None if message is _END else message
+        return message
 
     async def _receive(self) -> None:
         offer = await self._next()
@@ -173,14 +173,14 @@ class IncomingMigration:
             if isinstance(message, PagesChunk):
                 if not self._pages_arrived:
                     self._pages_arrived = True
-                    self.host.crash_points.reach(DESTINATION_COPYING)
+                    self._crash_points.reach(DESTINATION_COPYING)
                 self._take_pages(message)
             elif isinstance(message, DiskChunk):
                 await self._take_disk(message)
             elif isinstance(message, DeviceState):
                 await self._take_device_state(message)
             elif isinstance(message, Commit):
-                self.host.crash_points.reach(DESTINATION_COMMITTING)
+                self._crash_points.reach(DESTINATION_COMMITTING)
                 if self._devices is None:
                     raise InvalidArgument("commit: arrived before the device state")
                 self._commit_arrived = True
@@ -196,11 +196,11 @@ class IncomingMigration:
 
     def _accept(self, offer: Offer) -> HostedVm:
         """Check the offer and create the skeleton that reserves the VM's memory; no await here."""
-        host, config, spec = self.host, self.host.config, offer.spec
+        vms, config, spec = self._vms, self._config, offer.spec
         reasons: list[str] = []
         if not config.profile.traits.live_migration:
             reasons.append(f"host {config.name} runs Hyper-V 2008, which moves VMs by quick migration only")
-        reasons += host.compatibility(spec, offer.cpu)
+        reasons += vms.compatibility(spec, offer.cpu)
         if offer.memory_pages != spec.memory_pages:
             raise InvalidArgument(
                 f"offer.memory_pages: {offer.memory_pages} does not match {spec.memory_mb} MB of memory"
@@ -214,23 +214,23 @@ class IncomingMigration:
             reasons += self._storage_reasons(offer)
         if reasons:
             raise FailedPrecondition(f"host {config.name} cannot take VM {spec.label}: " + "; ".join(reasons))
-        vm_dir = host.files.vm_dir(spec)
+        vm_dir = self._files.vm_dir(spec)
         skeleton = HostedVm(
             spec=spec,
             vm_dir=vm_dir,
             state=PowerState.MIGRATING,
-            state_since=host.clock(),
-            lease_watch=host.files.lease_watch(vm_dir),
+            state_since=vms.clock.time(),
+            lease_watch=self._files.lease_watch(vm_dir),
             lease_generation=offer.lease_generation,
             cpu=offer.cpu,
             migration_id=offer.migration_id,
         )
         self._offer, self._skeleton = offer, skeleton
-        host.incoming[spec.id] = skeleton
+        vms.expect(skeleton)
         self._memory = PageVersions(offer.memory_pages)
         self._codec = PageCodec(spec.id)
         if offer.copy_disk:
-            host.files.remove_vm_dir(vm_dir)  # remains of an earlier attempt: no vm.json there
+            self._files.remove_vm_dir(vm_dir)  # remains of an earlier attempt: no vm.json there
             self._created_dir = True
             vm_dir.mkdir(parents=True)
             self._disk = DiskFile(vm_dir / VM_DISK, create_bytes=spec.disk_gb * GIB)
@@ -244,7 +244,7 @@ class IncomingMigration:
         return skeleton
 
     def _storage_reasons(self, offer: Offer) -> list[str]:
-        files, spec = self.host.files, offer.spec
+        files, spec = self._files, offer.spec
         where = f"{spec.storage.kind.label} {spec.storage.name}"
         vm_dir = files.vm_dir(spec)
         try:
@@ -252,13 +252,13 @@ class IncomingMigration:
                 if files.has_vm(vm_dir):
                     return [f"{where} already holds files of VM {spec.label}"]
                 check_lun_free(spec, files.vm_ids_on(spec.storage))
-                capacity = check_storage_visible(spec.storage, self.host.config)
+                capacity = check_storage_visible(spec.storage, self._config)
                 check_storage_room(spec, capacity, files.used_bytes(spec.storage))
                 return []
             if spec.storage.kind is StorageKind.LOCAL_DISK:
                 return [f"the files of VM {spec.label} are on a local disk of host {offer.source_host}"]
             if not files.has_vm(vm_dir):
-                return [f"VM {spec.label} has no files on {where} as seen from host {self.host.config.name}"]
+                return [f"VM {spec.label} has no files on {where} as seen from host {self._config.name}"]
             lease = files.read_lease(vm_dir)
         except AgentError as exc:
             return [exc.message]
@@ -300,14 +300,14 @@ class IncomingMigration:
         digest = memory.digest()
         if digest != state.memory_digest:
             raise Corrupted(
-                f"the memory image of VM {skeleton.label} received on host {self.host.config.name} "
+                f"the memory image of VM {skeleton.label} received on host {self._config.name} "
                 "differs from the source's at the pause"
             )
         if self._disk is not None:
             await asyncio.to_thread(self._disk.sync)
             # This copy's own lease; the source marks its old files once we are READY.
-            lease = Lease(offer.lease_generation, self.host.config.name)
-            await asyncio.to_thread(self.host.files.write_lease, skeleton.vm_dir, lease)
+            lease = Lease(offer.lease_generation, self._config.name)
+            await asyncio.to_thread(self._files.write_lease, skeleton.vm_dir, lease)
         self._devices = state.devices
         self._reply(PeerReply(Reply.READY, skeleton.view(), digest))
 
@@ -332,16 +332,16 @@ class IncomingMigration:
             old = offer.source_storage
             if old is None or old.kind is StorageKind.LOCAL_DISK or not self._sees(old):
                 return False  # the source's own disk: only the commit message can tell
-            vm_dir = self.host.files.storage_root(old) / skeleton.spec.id
+            vm_dir = self._files.storage_root(old) / skeleton.spec.id
         try:
-            lease = self.host.files.read_lease(vm_dir)
+            lease = self._files.read_lease(vm_dir)
         except AgentError:
             return False
-        return lease == Lease(offer.lease_generation, self.host.config.name)
+        return lease == Lease(offer.lease_generation, self._config.name)
 
     def _sees(self, storage: StorageRef) -> bool:
         try:
-            check_storage_visible(storage, self.host.config)
+            check_storage_visible(storage, self._config)
         except AgentError:
             return False
         return True
@@ -349,35 +349,33 @@ class IncomingMigration:
     # Resume or discard
 
     async def _resume(self) -> None:
-        host, offer, vm = self.host, self._offer, self._skeleton
+        files, name, offer, vm = self._files, self._config.name, self._offer, self._skeleton
         assert offer is not None and vm is not None
         if not offer.copy_disk:
-            lease = host.files.read_lease(vm.vm_dir)
-            if lease != Lease(offer.lease_generation, host.config.name):
+            lease = files.read_lease(vm.vm_dir)
+            if lease != Lease(offer.lease_generation, name):
                 held = f"{lease.owner} (generation {lease.generation})" if lease else "nobody"
                 raise FailedPrecondition(
-                    f"the lease of VM {vm.label} is held by {held}, not by host {host.config.name} "
+                    f"the lease of VM {vm.label} is held by {held}, not by host {name} "
                     f"(generation {offer.lease_generation}): it is not resumed here"
                 )
         # On record before anything else: an agent that dies from here on finds the VM again.
         self._adopt()
-        await asyncio.to_thread(host.files.write_vm_config, vm.vm_dir, vm.spec)
+        await asyncio.to_thread(files.write_vm_config, vm.vm_dir, vm.spec)
         digest = self._start_here()
         self._reply(PeerReply(Reply.RESUMED, vm.view(), digest))
 
     def _adopt(self) -> None:
         """Make the skeleton one of this host's VMs, persisted; it is no longer discarded."""
-        host, vm = self.host, self._skeleton
+        vm = self._skeleton
         assert vm is not None
         self._skeleton = None
-        if host.incoming.get(vm.spec.id) is vm:
-            del host.incoming[vm.spec.id]
         self._adopted = vm
-        host.adopt(vm)
+        self._vms.adopt(vm)
 
     def _start_here(self) -> str:
         """Resume the adopted VM's guest from the memory and devices received; return its digest."""
-        host, offer, vm = self.host, self._offer, self._adopted
+        vms, offer, vm = self._vms, self._offer, self._adopted
         memory, devices = self._memory, self._devices
         assert offer is not None and vm is not None and memory is not None and devices is not None
         if self._disk is not None:
@@ -388,9 +386,9 @@ class IncomingMigration:
         vm.guest = GuestModel.resumed(vm.spec.id, memory, vm.spec.effective_workload, devices)
         vm.migration_id = ""
         vm.state = transition(vm.label, vm.state, PowerState.RUNNING)
-        vm.state_since = host.clock()
-        host.persist(vm)
-        host.start_guest(vm)
+        vm.state_since = vms.clock.time()
+        vms.persist(vm)
+        vms.start_guest(vm)
         log.info(
             "VM %s: live migration %s from %s resumed here at journal seq %d",
             vm.label,
@@ -416,7 +414,7 @@ class IncomingMigration:
         assert vm is not None and offer is not None
         if self._devices is not None:
             try:
-                self.host.files.write_vm_config(vm.vm_dir, vm.spec)
+                self._files.write_vm_config(vm.vm_dir, vm.spec)
                 self._start_here()
                 log.warning("VM %s: resumed here although its live migration failed: %s", vm.label, why)
                 return
@@ -428,9 +426,9 @@ class IncomingMigration:
         release_guest(vm)
         vm.migration_id, vm.cpu = "", None
         vm.state = transition(vm.label, vm.state, PowerState.FAILED)
-        vm.state_since = self.host.clock()
+        vm.state_since = self._vms.clock.time()
         vm.reason = f"its live migration {offer.migration_id} from host {offer.source_host} failed: {why}"
-        self.host.persist(vm)
+        self._vms.persist(vm)
         log.error("VM %s: kept here, not running: %s", vm.label, vm.reason)
 
     def _discard(self, why: str) -> None:
@@ -439,13 +437,12 @@ class IncomingMigration:
         if skeleton is None:
             return
         self._skeleton = None
-        if self.host.incoming.get(skeleton.spec.id) is skeleton:
-            del self.host.incoming[skeleton.spec.id]
+        self._vms.give_up(skeleton)
         if self._disk is not None:
             self._disk.close()
             self._disk = None
         if self._created_dir:
-            self.host.files.remove_vm_dir(skeleton.vm_dir)
+            self._files.remove_vm_dir(skeleton.vm_dir)
         log.warning(
             "VM %s: incoming live migration %s discarded: %s", skeleton.label, skeleton.migration_id, why
         )

@@ -10,12 +10,13 @@ this host lets its copy go whatever happens. A copy found fenced on the way (a
 failover took the VM while it migrated) neither commits nor resumes: the VM is the
 new owner's.
 
-The migration runs on its own, whoever listens: a caller that lost its stream (a
-manager restarted, its old connection not yet noticed as dead) asks again with the
-same migration id and follows it from the latest update on, beside any listener
-still there. The outcome outlives the migration for the last few ids, so a caller
-that comes back after the end still learns the figures or the failure; an agent
-restart forgets them, since the manager then has the VM's whereabouts to go by.
+The migration runs on its own, whoever listens (app.migration_updates). The outcome
+outlives the migration for the last few ids, so a caller that comes back after the
+end still learns the figures or the failure; an agent restart forgets them, since the
+manager then has the VM's whereabouts to go by.
+
+It works on this host's VMs (HostedVms) and reaches the destination through the peer
+link port, never through the host that started it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import zlib
 from array import array
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from node_agent.adapters.files import DiskFile, journal_region_end
-from node_agent.adapters.grpc_peer import MigrationPeer
-from node_agent.app.crash_points import SOURCE_LEASE_MOVED, SOURCE_PAUSED, SOURCE_PRE_COPY
+from node_agent.app.crash_points import SOURCE_LEASE_MOVED, SOURCE_PAUSED, SOURCE_PRE_COPY, CrashPoints
 from node_agent.app.guests import HostedVm, catch_up, release_guest, stop_guest
+from node_agent.app.hosted_vms import HostedVms
+from node_agent.app.migration_updates import MigrationUpdates
 from node_agent.core.errors import (
     AgentError,
     Corrupted,
@@ -59,11 +60,9 @@ from node_agent.core.migration import (
     advance,
     decide_after_pass,
 )
+from node_agent.core.peer_link import MigrationLink, PeerConnector
 from node_agent.core.power import PowerState
 from node_agent.core.vm import StorageKind, StorageRef
-
-if TYPE_CHECKING:
-    from node_agent.app.host import VmHost
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -83,27 +82,38 @@ class _Plan:
 class OutgoingMigration:
     """One live migration of a VM of this host to another agent."""
 
-    def __init__(self, host: VmHost, vm: HostedVm, plan: _Plan) -> None:
-        self.host = host
+    def __init__(
+        self,
+        vms: HostedVms,
+        connect: PeerConnector,
+        crash_points: CrashPoints,
+        vm: HostedVm,
+        plan: _Plan,
+    ) -> None:
+        self._vms = vms
+        self._files = vms.files
+        self._host_name = vms.config.name
+        self._clock = vms.clock
+        self._connect = connect
+        self._crash_points = crash_points
         self.vm = vm
         self.plan = plan
-        self.settings = host.config.settings
+        self.settings = vms.config.settings
         self.phase = MigrationPhase.PREPARING
-        # One queue per caller following the migration, and what a caller joining
-        # later is told first; the final update, or the failure, once it has ended.
-        self._listeners: set[asyncio.Queue[Outcome]] = set()
-        self._latest: MigrationProgress | None = None
-        self.outcome: Outcome | None = None
-        self._started = self.host.monotonic()
+        # What every caller following the migration is told, whenever it joins.
+        self._updates = MigrationUpdates()
+        self._started = self._clock.monotonic()
         self._last_report = 0.0
         self._bytes_sent = 0
         self._pass = 0
         self._rate_mb = 0.0
 
     @classmethod
-    def prepare(cls, host: VmHost, request: MigrationRequest) -> OutgoingMigration:
+    def prepare(
+        cls, request: MigrationRequest, vms: HostedVms, connect: PeerConnector, crash_points: CrashPoints
+    ) -> OutgoingMigration:
         """Check the request and mark the VM as migrating; nothing is awaited here."""
-        config, settings = host.config, host.config.settings
+        config, settings = vms.config, vms.config.settings
         if not request.migration_id:
             raise InvalidArgument("migration_id: is required")
         if not request.destination_address or not request.destination_host:
@@ -114,8 +124,8 @@ class OutgoingMigration:
             raise FailedPrecondition(
                 f"host {config.name} runs Hyper-V 2008, which moves VMs by quick migration only"
             )
-        vm = host.operable(request.vm_id)
-        host.check_not_migrating(vm)
+        vm = vms.operable(request.vm_id)
+        vms.check_not_migrating(vm)
         if vm.lock.locked():
             # A shutdown in its grace period, a save or a storage move holds the VM:
             # the migration would overtake it and find the guest gone or moved.
@@ -161,57 +171,30 @@ class OutgoingMigration:
             request.destination_host,
             request.destination_address,
         )
-        return cls(host, vm, plan)
+        return cls(vms, connect, crash_points, vm, plan)
 
     # Progress for the caller
 
-    async def progress(self) -> AsyncGenerator[MigrationProgress, None]:
-        """The latest update, then every later one until the end; the failure is raised.
-
-        A caller starts listening when it first iterates, and stops when it closes the
-        iterator or it ends: the migration never waits for a listener, nor ends with one.
-        """
-        if self.outcome is not None:
-            async for update in replay(self.outcome):
-                yield update
-            return
-        queue: asyncio.Queue[Outcome] = asyncio.Queue()
-        if self._latest is not None:
-            queue.put_nowait(self._latest)
-        self._listeners.add(queue)
-        try:
-            while True:
-                update = await queue.get()
-                if isinstance(update, AgentError):
-                    raise _own_copy(update)
-                yield update
-                if update.phase is MigrationPhase.COMPLETED:
-                    return
-        finally:
-            self._listeners.discard(queue)
+    def progress(self) -> AsyncGenerator[MigrationProgress, None]:
+        """Follow the migration from its latest update on (see app.migration_updates)."""
+        return self._updates.follow()
 
     @property
     def listening(self) -> int:
         """How many callers follow the migration now."""
-        return len(self._listeners)
+        return self._updates.listening
 
-    def _publish(self, update: Outcome) -> None:
-        if isinstance(update, AgentError):
-            # Kept without its traceback, whose frames would pin this migration's memory.
-            update = _own_copy(update)
-        else:
-            self._latest = update
-        if isinstance(update, AgentError) or update.phase is MigrationPhase.COMPLETED:
-            self.outcome = update
-        for queue in self._listeners:
-            queue.put_nowait(update)
+    @property
+    def outcome(self) -> Outcome | None:
+        """The final update or the failure, once the migration has ended."""
+        return self._updates.outcome
 
     def _report(self, remaining_bytes: int = 0, force: bool = False) -> None:
-        now = self.host.monotonic()
+        now = self._clock.monotonic()
         if not force and now - self._last_report < self.settings.migration_progress_interval_s:
             return
         self._last_report = now
-        self._publish(
+        self._updates.publish(
             MigrationProgress(
                 self.phase,
                 pass_number=self._pass,
@@ -231,30 +214,20 @@ class OutgoingMigration:
         try:
             final = await self._migrate()
         except AgentError as exc:
-            self._publish(exc)
+            self._updates.publish(exc)
         except asyncio.CancelledError:
-            self._publish(Unavailable(f"host {self.host.config.name} is stopping"))
+            self._updates.publish(Unavailable(f"host {self._host_name} is stopping"))
             raise
         except Exception as exc:
             log.exception("VM %s: live migration failed unexpectedly", self.vm.label)
-            self._publish(AgentError(f"live migration of VM {self.vm.label} failed: {exc}"))
+            self._updates.publish(AgentError(f"live migration of VM {self.vm.label} failed: {exc}"))
         else:
-            self._publish(final)
+            self._updates.publish(final)
 
     async def _migrate(self) -> MigrationProgress:
         vm, plan, request = self.vm, self.plan, self.plan.request
         self._report(force=True)
-        peer = MigrationPeer(
-            request.destination_host,
-            request.destination_address,
-            self.settings.migration_stall_timeout_s,
-            self.host.migration_network,
-            channel=(
-                self.host.peer_channel(request.destination_address)
-                if self.host.peer_channel is not None
-                else None
-            ),
-        )
+        peer = self._connect(request.destination_host, request.destination_address)
         paused_at: float | None = None
         handing_over = committed = False
         try:
@@ -268,12 +241,12 @@ class OutgoingMigration:
             self._enter(MigrationPhase.BLACKOUT)
             self._report(force=True)
             catch_up(vm)
-            paused_at = self.host.monotonic()
+            paused_at = self._clock.monotonic()
             await stop_guest(vm)
-            self.host.crash_points.reach(SOURCE_PAUSED)
+            self._crash_points.reach(SOURCE_PAUSED)
             # The guest's own lease check (at its ticks, or in catch_up) is not seen from
             # here: a copy fenced meanwhile must find out before it hands anything over.
-            check_write(vm.label, self.host.config.name, vm.lease_generation, vm.lease_watch.current())
+            check_write(vm.label, self._host_name, vm.lease_generation, vm.lease_watch.current())
             guest = self._guest()
             final_pages = last_dirty | guest.take_dirty()
             guest.stop_tracking()
@@ -292,10 +265,10 @@ class OutgoingMigration:
             handing_over = True
             await self._hand_over_lease()
             committed = True
-            self.host.crash_points.reach(SOURCE_LEASE_MOVED)
+            self._crash_points.reach(SOURCE_LEASE_MOVED)
             await peer.send(Commit())
             reply = await self._expect(peer, Reply.RESUMED)
-            blackout_ms = int((self.host.monotonic() - paused_at) * 1000)
+            blackout_ms = int((self._clock.monotonic() - paused_at) * 1000)
         except BaseException as exc:
             if handing_over and not committed:
                 committed = self._lease_handed_over()
@@ -315,7 +288,7 @@ class OutgoingMigration:
                     exc,
                     f"{exc.message}; live migration {request.migration_id} to host "
                     f"{request.destination_host} abandoned, and the VM is not resumed on host "
-                    f"{self.host.config.name}",
+                    f"{self._host_name}",
                 ).because(MigrationFailure.FENCED) from None
             self._roll_back(paused_at is not None)
             if isinstance(exc, AgentError):
@@ -323,14 +296,14 @@ class OutgoingMigration:
                 if exc.code == Unavailable.code and request.destination_host not in message:
                     message = f"host {request.destination_host}: {message}"
                 raise _reworded(
-                    exc, f"{message}; VM {vm.label} keeps running on host {self.host.config.name}"
+                    exc, f"{message}; VM {vm.label} keeps running on host {self._host_name}"
                 ) from None
             raise
         finally:
             await peer.close()
         await self._let_go()
         self._enter(MigrationPhase.COMPLETED)
-        duration_ms = int((self.host.monotonic() - self._started) * 1000)
+        duration_ms = int((self._clock.monotonic() - self._started) * 1000)
         log.info(
             "VM %s: live migration %s to %s completed: %d passes, %.1f MB, %d ms, blackout %d ms",
             vm.label,
@@ -353,11 +326,11 @@ class OutgoingMigration:
             vm=reply.vm,
         )
 
-    async def _offer(self, peer: MigrationPeer) -> PeerReply:
+    async def _offer(self, peer: MigrationLink) -> PeerReply:
         vm, plan = self.vm, self.plan
         offer = Offer(
             migration_id=plan.request.migration_id,
-            source_host=self.host.config.name,
+            source_host=self._host_name,
             spec=replace(vm.spec, storage=plan.target),
             lease_generation=plan.request.lease_generation,
             cpu=vm.cpu,
@@ -368,7 +341,7 @@ class OutgoingMigration:
         await peer.send(offer)
         return await self._expect(peer, Reply.ACCEPTED)
 
-    async def _expect(self, peer: MigrationPeer, wanted: Reply) -> PeerReply:
+    async def _expect(self, peer: MigrationLink, wanted: Reply) -> PeerReply:
         reply = await peer.receive()
         if reply.reply is not wanted:
             raise Unavailable(
@@ -379,11 +352,11 @@ class OutgoingMigration:
     def _guest(self) -> GuestModel:
         """The running guest, or why the migration cannot go on."""
         vm = self.vm
-        if self.host.hosted(vm.spec.id) is not vm or vm.guest is None:
+        if self._vms.hosted(vm.spec.id) is not vm or vm.guest is None:
             raise FailedPrecondition(f"VM {vm.label} stopped during its live migration")
         return vm.guest
 
-    async def _pre_copy(self, peer: MigrationPeer) -> set[int]:
+    async def _pre_copy(self, peer: MigrationLink) -> set[int]:
         """Run the passes; return the pages dirtied during the last one (still to send)."""
         guest = self._guest()
         guest.track_dirty()
@@ -391,13 +364,13 @@ class OutgoingMigration:
         passes: list[PassRecord] = []
         while True:
             self._pass = len(passes) + 1
-            began, sent_before = self.host.monotonic(), self._bytes_sent
+            began, sent_before = self._clock.monotonic(), self._bytes_sent
             await self._send_pages(peer, to_send, cap=True)
             if self._pass == 1:
-                self.host.crash_points.reach(SOURCE_PRE_COPY)
+                self._crash_points.reach(SOURCE_PRE_COPY)
             catch_up(self.vm)
             dirty = self._guest().take_dirty()
-            seconds = self.host.monotonic() - began
+            seconds = self._clock.monotonic() - began
             record = PassRecord(self._pass, self._bytes_sent - sent_before, seconds, len(dirty))
             passes.append(record)
             if seconds > 0:
@@ -417,11 +390,11 @@ class OutgoingMigration:
                 )
             to_send = page_array(sorted(dirty))
 
-    async def _send_pages(self, peer: MigrationPeer, pages: array, cap: bool) -> None:
+    async def _send_pages(self, peer: MigrationLink, pages: array, cap: bool) -> None:
         codec = self._codec()
         size = self.settings.migration_chunk_pages
         limit = self.plan.request.bandwidth_mb_per_s * MIB if cap else 0.0
-        began, sent = self.host.monotonic(), 0
+        began, sent = self._clock.monotonic(), 0
         for start in range(0, len(pages), size):
             chunk = pages[start : start + size]
             versions = self._guest().memory.versions
@@ -435,7 +408,7 @@ class OutgoingMigration:
             self._bytes_sent += len(data)
             self._report((len(pages) - start - len(chunk)) * PAGE_SIZE)
             if limit:
-                ahead = sent / limit - (self.host.monotonic() - began)
+                ahead = sent / limit - (self._clock.monotonic() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
 
@@ -444,7 +417,7 @@ class OutgoingMigration:
             self._page_codec = PageCodec(self.vm.spec.id)
         return self._page_codec
 
-    async def _copy_disk(self, peer: MigrationPeer, start: int) -> int:
+    async def _copy_disk(self, peer: MigrationLink, start: int) -> int:
         """Send the journal region from `start` up to the guest's last write; return its end."""
         guest = self.vm.guest
         assert guest is not None
@@ -469,12 +442,12 @@ class OutgoingMigration:
         """
         vm, request = self.vm, self.plan.request
         new = Lease(request.lease_generation, request.destination_host)
-        host_name, held = self.host.config.name, vm.lease_generation
+        host_name, held = self._host_name, vm.lease_generation
 
         def decide(on_storage: Lease | None) -> Lease:
             return hand_over_lease(vm.label, host_name, held, new, on_storage)
 
-        swap = asyncio.ensure_future(asyncio.to_thread(self.host.files.swap_lease, vm.vm_dir, decide))
+        swap = asyncio.ensure_future(asyncio.to_thread(self._files.swap_lease, vm.vm_dir, decide))
         try:
             await asyncio.shield(swap)
         except asyncio.CancelledError:
@@ -485,7 +458,7 @@ class OutgoingMigration:
         """After a failed or interrupted commit: whether the lease names the destination anyway."""
         request = self.plan.request
         try:
-            on_storage = self.host.files.read_lease(self.vm.vm_dir)
+            on_storage = self._files.read_lease(self.vm.vm_dir)
         except AgentError:
             return True  # unknown: not resuming here is what cannot make two copies run
         return on_storage == Lease(request.lease_generation, request.destination_host)
@@ -497,8 +470,8 @@ class OutgoingMigration:
         await stop_guest(vm)
         if vm.guest is not None:
             vm.guest.stop_tracking()
-        if self.host.hosted(vm.spec.id) is vm:
-            self.host.fence(vm, exc)
+        if self._vms.hosted(vm.spec.id) is vm:
+            self._vms.fence(vm, exc)
         else:
             release_guest(vm)
         log.warning(
@@ -511,11 +484,11 @@ class OutgoingMigration:
         """Before the commit point: the VM goes on running here as if nothing happened."""
         vm = self.vm
         vm.migration_id = ""
-        if self.host.hosted(vm.spec.id) is not vm or vm.guest is None:
+        if self._vms.hosted(vm.spec.id) is not vm or vm.guest is None:
             return
         vm.guest.stop_tracking()
         if paused or vm.task is None:
-            self.host.start_guest(vm)
+            self._vms.start_guest(vm)
         log.warning(
             "VM %s: live migration %s abandoned; it keeps running here",
             vm.label,
@@ -524,36 +497,14 @@ class OutgoingMigration:
 
     async def _let_go(self, remove_old_files: bool = True) -> None:
         """After the commit point: drop this host's copy; its files stay unless they moved."""
-        vm, host = self.vm, self.host
+        vm, vms = self.vm, self._vms
         await stop_guest(vm)
         release_guest(vm)
         vm.migration_id = ""
-        if host.hosted(vm.spec.id) is vm:
-            host.forget(vm)
+        if vms.hosted(vm.spec.id) is vm:
+            vms.forget(vm)
         if self.plan.copy_disk and remove_old_files:
-            await asyncio.to_thread(host.files.remove_vm_dir, vm.vm_dir)
-
-
-async def replay(outcome: Outcome) -> AsyncGenerator[MigrationProgress, None]:
-    """How a migration ended, as its progress stream: the final update, or its failure raised."""
-    if isinstance(outcome, AgentError):
-        raise _own_copy(outcome)
-    yield outcome
-
-
-def _own_copy(exc: AgentError) -> AgentError:
-    """The same failure, code and message, as a new exception for one raiser.
-
-    One instance raised to several callers would gather every raiser's traceback,
-    and keep their frames alive as long as the outcome is remembered.
-    """
-    try:
-        error = type(exc)(exc.message)
-    except TypeError:  # a class whose constructor takes other arguments
-        error = AgentError(exc.message)
-    error.code = exc.code
-    error.migration_failure = exc.migration_failure
-    return error
+            await asyncio.to_thread(self._files.remove_vm_dir, vm.vm_dir)
 
 
 def _reworded(exc: AgentError, message: str) -> AgentError:

@@ -12,13 +12,13 @@ import asyncio
 import json
 import logging
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from node_agent.adapters.allocator import keep_large_buffers
+from node_agent.adapters.clock import SYSTEM_CLOCK
 from node_agent.adapters.files import HostFiles
 from node_agent.adapters.grpc_agent import MAX_MESSAGE_BYTES
 from node_agent.adapters.grpc_server import AgentServer
@@ -74,8 +74,9 @@ class AgentTransports:
     server: Callable[[VmHost, str, Callable[[str], None]], AgentServerPort]
     broker_session: Callable[[BrokerSessionParams], BrokerSession]
     handle_signals: bool = True
-    clock: Callable[[], float] = time.time
-    monotonic: Callable[[], float] = time.monotonic
+    # The clock port's two readings (node_agent.core.clock); the system's by default.
+    clock: Callable[[], float] = SYSTEM_CLOCK.wall
+    monotonic: Callable[[], float] = SYSTEM_CLOCK.ticks
     # How live migration opens a stream to a peer agent; None: a gRPC socket.
     peer_channel: Callable[[str], Any] | None = None
     # How the agent dies at an armed crash point; None: the process exits.

@@ -12,14 +12,11 @@ before every inventory is answered.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from node_agent.app.guests import release_guest
+from node_agent.app.hosted_vms import HostedVms
 from node_agent.core.errors import AgentError
 from node_agent.core.lease import is_stale_copy
-
-if TYPE_CHECKING:
-    from node_agent.app.host import VmHost
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +25,8 @@ class StaleCopies:
     """Finds and drops this host's stale copies; remembers what it already said about leases it
     cannot read, so that a refresh every few seconds does not repeat it."""
 
-    def __init__(self, host: VmHost) -> None:
-        self._host = host
+    def __init__(self, vms: HostedVms) -> None:
+        self._vms = vms
         self._unreadable: dict[str, str] = {}
 
     def let_go(self) -> list[str]:
@@ -39,9 +36,9 @@ class StaleCopies:
         dropping the copy. A VM under an operation is left to that operation, which
         checks the lease itself.
         """
-        host = self._host
+        vms = self._vms
         dropped: list[str] = []
-        hosted = host.hosted_vms()
+        hosted = vms.all()
         for gone in self._unreadable.keys() - {vm.spec.id for vm in hosted}:
             del self._unreadable[gone]
         for vm in hosted:
@@ -58,7 +55,7 @@ class StaleCopies:
                     self._unreadable[vm.spec.id] = problem
                 continue
             self._unreadable.pop(vm.spec.id, None)
-            if lease is None or not is_stale_copy(host.config.name, vm.state, vm.lease_generation, lease):
+            if lease is None or not is_stale_copy(vms.config.name, vm.state, vm.lease_generation, lease):
                 continue
             # Expected after a failover or a quick migration away: not a problem of this host.
             log.info(
@@ -72,6 +69,6 @@ class StaleCopies:
                 lease.owner,
             )
             release_guest(vm)
-            host.forget(vm)
+            vms.forget(vm)
             dropped.append(vm.spec.id)
         return dropped

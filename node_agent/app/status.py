@@ -17,11 +17,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
+from node_agent.adapters.clock import SYSTEM_CLOCK
 from node_agent.adapters.mqtt_status import BrokerSession, BrokerUnavailable
 from node_agent.core.config import AgentSettings
 from node_agent.core.views import HostLoad, heartbeat_payload, heartbeat_topic
@@ -40,7 +40,7 @@ class StatusPublisher:
         host: str,
         boot_id: str,
         load: Callable[[], HostLoad],
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = SYSTEM_CLOCK.wall,
     ) -> None:
         self._settings = settings
         self._host = host

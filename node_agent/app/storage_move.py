@@ -18,18 +18,22 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from node_agent.adapters.files import VM_DISK, DiskFile, JournalFile, journal_region_end, scan_disk_journal
 from node_agent.app.guests import HostedVm, stop_guest
+from node_agent.app.hosted_vms import HostedVms
 from node_agent.core.errors import FailedPrecondition, InvalidArgument
 from node_agent.core.lease import Lease
 from node_agent.core.power import PowerState
 from node_agent.core.views import VmView
-from node_agent.core.vm import GIB, StorageRef, check_lun_free, check_storage_room, check_storage_visible
-
-if TYPE_CHECKING:
-    from node_agent.app.host import VmHost
+from node_agent.core.vm import (
+    GIB,
+    StorageRef,
+    VmSpec,
+    check_lun_free,
+    check_storage_room,
+    check_storage_visible,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +50,14 @@ class StorageMoveResult:
     blackout_ms: int
 
 
-async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> StorageMoveResult:
-    started = host.monotonic()
+async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> StorageMoveResult:
+    """Move the files of one of this host's VMs to `storage`, running or not."""
+    files, clock = vms.files, vms.clock
+    started = clock.monotonic()
     async with vm.lock:
-        if host.hosted(vm.spec.id) is not vm:
-            raise FailedPrecondition(f"VM {vm.label} left host {host.config.name} meanwhile")
-        host.check_not_migrating(vm)
+        if vms.hosted(vm.spec.id) is not vm:
+            raise FailedPrecondition(f"VM {vm.label} left host {vms.config.name} meanwhile")
+        vms.check_not_migrating(vm)
         if vm.state not in _MOVABLE:
             raise FailedPrecondition(
                 f"VM {vm.label} is {vm.state.value}; its storage can be moved while it is running, "
@@ -60,53 +66,53 @@ async def move_storage(host: VmHost, vm: HostedVm, storage: StorageRef) -> Stora
         if storage == vm.spec.storage:
             raise InvalidArgument(f"storage: VM {vm.label} is already on {storage.kind.label} {storage.name}")
         spec = replace(vm.spec, storage=storage)
-        capacity = check_storage_visible(storage, host.config)
-        new_dir = host.files.vm_dir(spec)
-        if host.files.has_vm(new_dir):
+        capacity = check_storage_visible(storage, vms.config)
+        new_dir = files.vm_dir(spec)
+        if files.has_vm(new_dir):
             raise FailedPrecondition(
                 f"{storage.kind.label} {storage.name} already holds files of VM {vm.label}"
             )
-        check_lun_free(spec, host.files.vm_ids_on(storage))
-        check_storage_room(spec, capacity, host.files.used_bytes(storage))
+        check_lun_free(spec, files.vm_ids_on(storage))
+        check_storage_room(spec, capacity, files.used_bytes(storage))
         old_dir = vm.vm_dir
         blackout_ms = 0
         vm.migration_id = STORAGE_MOVE_ID
         try:
-            await asyncio.to_thread(host.files.remove_vm_dir, new_dir)
+            await asyncio.to_thread(files.remove_vm_dir, new_dir)
             new_dir.mkdir(parents=True)
             target = DiskFile(new_dir / VM_DISK, create_bytes=spec.disk_gb * GIB)
             source = DiskFile(vm.disk)
             try:
                 if vm.guest is not None and vm.state is PowerState.RUNNING:
                     copied = await _copy(source, target, 0, journal_region_end(vm.guest.journal))
-                    paused_at = host.monotonic()
+                    paused_at = clock.monotonic()
                     await stop_guest(vm)
                     try:
                         copied += await _copy(source, target, copied, journal_region_end(vm.guest.journal))
-                        await _switch(host, vm, spec, new_dir, target)
+                        await _switch(vms, vm, spec, new_dir, target)
                     finally:
-                        if host.hosted(vm.spec.id) is vm and vm.guest is not None:
-                            host.start_guest(vm)
-                    blackout_ms = int((host.monotonic() - paused_at) * 1000)
+                        if vms.hosted(vm.spec.id) is vm and vm.guest is not None:
+                            vms.start_guest(vm)
+                    blackout_ms = int((clock.monotonic() - paused_at) * 1000)
                 else:
                     position = await asyncio.to_thread(scan_disk_journal, vm.disk)
                     copied = await _copy(source, target, 0, journal_region_end(position))
                     if vm.state is PowerState.SAVED:
-                        data = await asyncio.to_thread(host.files.read_saved_state, old_dir)
-                        await asyncio.to_thread(host.files.write_saved_state, new_dir, data)
+                        data = await asyncio.to_thread(files.read_saved_state, old_dir)
+                        await asyncio.to_thread(files.write_saved_state, new_dir, data)
                         copied += len(data)
-                    await _switch(host, vm, spec, new_dir, target)
+                    await _switch(vms, vm, spec, new_dir, target)
             finally:
                 source.close()
                 target.close()
         except BaseException:
             if vm.vm_dir != new_dir:
-                await asyncio.to_thread(host.files.remove_vm_dir, new_dir)
+                await asyncio.to_thread(files.remove_vm_dir, new_dir)
             raise
         finally:
             vm.migration_id = ""
-        await asyncio.to_thread(host.files.remove_vm_dir, old_dir)
-        duration_ms = int((host.monotonic() - started) * 1000)
+        await asyncio.to_thread(files.remove_vm_dir, old_dir)
+        duration_ms = int((clock.monotonic() - started) * 1000)
         log.info(
             "VM %s: files moved from %s to %s (%d bytes, blackout %d ms)",
             vm.label,
@@ -126,19 +132,19 @@ async def _copy(source: DiskFile, target: DiskFile, start: int, end: int) -> int
     return max(0, end - start)
 
 
-async def _switch(host: VmHost, vm: HostedVm, spec, new_dir: Path, target: DiskFile) -> None:  # type: ignore[no-untyped-def]
+async def _switch(vms: HostedVms, vm: HostedVm, spec: VmSpec, new_dir: Path, target: DiskFile) -> None:
     """Make the new place the VM's and the old one no longer a VM, before the guest writes again.
 
     Lease, disk and vm.json at the new place, then the registry, then the old vm.json goes.
     """
     await asyncio.to_thread(target.sync)
-    await asyncio.to_thread(host.files.write_lease, new_dir, Lease(vm.lease_generation, host.config.name))
-    await asyncio.to_thread(host.files.write_vm_config, new_dir, spec)
+    await asyncio.to_thread(vms.files.write_lease, new_dir, Lease(vm.lease_generation, vms.config.name))
+    await asyncio.to_thread(vms.files.write_vm_config, new_dir, spec)
     if vm.journal is not None:
         vm.journal.close()
         vm.journal = JournalFile(new_dir / VM_DISK)
     vm.spec = spec
-    vm.lease_watch = host.files.lease_watch(new_dir)
+    vm.lease_watch = vms.files.lease_watch(new_dir)
     old_dir, vm.vm_dir = vm.vm_dir, new_dir
-    host.persist(vm)
-    await asyncio.to_thread(host.files.remove_vm_config, old_dir)
+    vms.persist(vm)
+    await asyncio.to_thread(vms.files.remove_vm_config, old_dir)

@@ -249,7 +249,7 @@ async def test_a_caller_reattaching_to_a_failed_migration_gets_the_same_error(
 ) -> None:
     node1, node2 = nodes
     await running_vm(node1)
-    monkeypatch.setattr(node2.host, "compatibility", lambda spec, cpu: ["host node2 is full"])
+    monkeypatch.setattr(node2.host.vms, "compatibility", lambda spec, cpu: ["host node2 is full"])
     with pytest.raises(AgentError) as failed:
         await collect(node1.host.migrate_vm(request(node2)))
     assert failed.value.code == "FAILED_PRECONDITION"

@@ -203,13 +203,13 @@ async def test_a_storage_move_retires_the_old_files_before_the_guest_writes_agai
     vm = await running_vm(node1)
     old_dir = vm.vm_dir
     seen: list[tuple[bool, str]] = []
-    start = node1.host.start_guest
+    start = node1.host.vms.start_guest
 
     def start_and_look(started: HostedVm) -> None:
         seen.append(((old_dir / "vm.json").exists(), node1.host.get_vm(SPEC.id).migration_id))
         start(started)
 
-    node1.host.start_guest = start_and_look  # type: ignore[method-assign]
+    node1.host.vms.start_guest = start_and_look  # type: ignore[method-assign]
 
     result = await node1.host.move_vm_storage(SPEC.id, StorageRef(StorageKind.LUN, "lun1"))
 
