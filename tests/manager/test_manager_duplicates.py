@@ -1,5 +1,5 @@
 """Duplicate copies: the pure decision, a model of random cluster histories, and the
-refresh and resolver services in process on in-memory agents.
+refresh and resolver services in process over the real agents, on virtual time.
 
 A VM must never run on two hosts. A copy started behind the manager's back (an
 agent's own API, a host back from a failure that never applied its isolation
@@ -9,9 +9,11 @@ response) is found at a refresh and stopped; the copy holding the newest lease s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,6 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from havm.scenario.sim_agent import SimAgents, intercept, on_virtual_time
 from manager.adapters.memory_store import MemoryStore
 from manager.app.claims import Claim, VmClaims
 from manager.app.manager import ManagerApp
@@ -31,22 +34,18 @@ from manager.core.duplicates import (
     held_elsewhere,
     incident_for,
 )
-from manager.core.errors import FailedPreconditionError, NotFoundError, UnavailableError
 from manager.core.model import (
-    DiskInfo,
     IncidentKind,
-    Inventory,
-    NetworkInfo,
     ReportedVm,
     StorageKind,
     StorageLocation,
     VmOperation,
     VmRecord,
-    VolumeInfo,
 )
 from manager.core.settings import Settings
 from manager.core.states import VmState
-from manager.core.topology import Topology, parse_topology
+from manager.core.topology import parse_topology
+from node_agent.core.power import Operation, PowerState
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -424,106 +423,104 @@ def test_an_injected_duplicate_is_one_incident_at_the_next_full_refresh() -> Non
     assert episode.incidents == 1 and machine.w.active("a") == {"h1": 1}
 
 
-# ------------------------------------------- the services in process, in-memory agents
+# ------------------------------------------- the services in process, on the real agents
 
 DEFAULT = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
-GIB = 1024**3
 CSV = StorageLocation(StorageKind.CSV, "Volume1")
-
-
-class MemoryAgents:
-    """Agents that hold VMs in dicts; each VM's files are its own unless taken over."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.topology = topology
-        self.vms: dict[str, dict[str, ReportedVm]] = {h.name: {} for h in topology.hosts}
-        self.silent: set[str] = set()
-        self.calls: list[tuple[str, str, str]] = []
-
-    def _check(self, host: str) -> None:
-        if host in self.silent:
-            raise UnavailableError(f"agent of host {host} is unavailable")
-
-    async def get_inventory(self, host: str, address: str) -> Inventory:
-        self._check(host)
-        spec = self.topology.host(host)
-        return Inventory(
-            host_name=host,
-            cluster=spec.cluster,
-            profile=spec.profile,
-            cpu=spec.cpu,
-            memory_mb=spec.memory_mb,
-            memory_free_mb=spec.memory_mb - spec.host_reserve_mb,
-            disks=tuple(DiskInfo(d.name, d.capacity_gb * GIB, d.capacity_gb * GIB) for d in spec.disks),
-            networks=tuple(
-                NetworkInfo(n.name, "virtual_network", n.bound_to, n.vlan_id) for n in spec.networks
-            ),
-            volumes=tuple(
-                VolumeInfo(v.name, StorageKind(v.kind), v.capacity_gb * GIB, v.capacity_gb * GIB)
-                for v in self.topology.volumes_visible_to(host)
-            ),
-            boot_id="b",
-            vms=tuple(self.vms[host].values()),
-        )
-
-    async def get_vm(self, host: str, address: str, vm_id: str) -> ReportedVm:
-        self._check(host)
-        if vm_id not in self.vms[host]:
-            raise NotFoundError(f"VM {vm_id} does not exist on host {host}")
-        return self.vms[host][vm_id]
-
-    async def operate_vm(self, host: str, address: str, vm_id: str, operation: VmOperation) -> ReportedVm:
-        self._check(host)
-        self.calls.append((host, vm_id, operation.value))
-        vm = await self.get_vm(host, address, vm_id)
-        if operation is VmOperation.TURN_OFF and vm.state is VmState.STOPPED:
-            raise FailedPreconditionError(f"VM {vm.name} is stopped; it cannot be turned off")
-        await asyncio.sleep(0)
-        self.vms[host][vm_id] = replace(vm, state=VmState.STOPPED)
-        return self.vms[host][vm_id]
-
-    async def delete_vm(self, host: str, address: str, vm_id: str) -> None:
-        self._check(host)
-        self.calls.append((host, vm_id, "delete"))
-        await self.get_vm(host, address, vm_id)
-        del self.vms[host][vm_id]
-
-    async def close(self) -> None:
-        pass
-
-    def start_copy(self, host: str, vm: VmRecord, generation: int, storage: StorageLocation = CSV) -> None:
-        self.vms[host][vm.id] = ReportedVm(
-            vm.id, vm.name, VmState.RUNNING, vm.memory_mb, vm.cpus, vm.disk_gb, storage, (), True,
-            lease_generation=generation,
-        )  # fmt: skip
-
-    def running(self, vm_id: str) -> dict[str, int]:
-        return {
-            h: vms[vm_id].lease_generation
-            for h, vms in self.vms.items()
-            if vm_id in vms and vms[vm_id].state is VmState.RUNNING
-        }
+LUN1 = StorageLocation(StorageKind.LUN, "lun1")
+LOCAL_C = StorageLocation(StorageKind.LOCAL_DISK, "C")
 
 
 class Cluster:
-    def __init__(self) -> None:
-        topology = parse_topology(yaml.safe_load(DEFAULT.read_text()))
-        topology = topology.with_addresses(
-            {h.name: f"127.0.0.1:{5000 + i}" for i, h in enumerate(topology.hosts)}
-        )
-        self.agents = MemoryAgents(topology)
-        self.store = MemoryStore()
-        self.app = ManagerApp(self.store, self.agents, Settings(), clock=lambda: NOW)
-        self.app.load(topology)
+    """The manager's app over the real agents of the default topology, on virtual time.
 
-    def create(self, name: str, host: str, generation: int = 1) -> VmRecord:
+    A VM's own copy runs on Volume1. A second copy is made through the agent's own API
+    on files of its own (the host's local disk, or a LUN), so no lease fences either
+    copy: both run until the manager stops one. The power operations and deletions the
+    agents carry out are counted at their VmHost."""
+
+    def __init__(self, sim: SimAgents) -> None:
+        self.sim = sim
+        self.agents = sim.client()
+        self.store = MemoryStore()
+        loop = asyncio.get_running_loop()
+        self.app = ManagerApp(self.store, self.agents, Settings(), clock=lambda: NOW, monotonic=loop.time)
+        self.app.load(sim.topology)
+        self.calls: list[tuple[str, str, str]] = []
+        for host in sim.topology.hosts:
+            vm_host = sim.vm_host(host.name)
+            intercept(vm_host, "operate", self._counting_operations(host.name))
+            intercept(vm_host, "delete_vm", self._counting_deletions(host.name))
+
+    @classmethod
+    async def booted(cls, tmp_path: Path) -> Cluster:
+        topology = parse_topology(yaml.safe_load(DEFAULT.read_text()))
+        sim = SimAgents(asyncio.get_running_loop(), topology, tmp_path)  # type: ignore[arg-type]
+        await sim.start()
+        return cls(sim)
+
+    def _counting_operations(self, host: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def wrap(operate: Callable[..., Any]) -> Callable[..., Any]:
+            async def counted(vm_id: str, operation: Operation) -> Any:
+                self.calls.append((host, vm_id, operation.value))
+                return await operate(vm_id, operation)
+
+            return counted
+
+        return wrap
+
+    def _counting_deletions(self, host: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def wrap(delete_vm: Callable[..., Any]) -> Callable[..., Any]:
+            async def counted(vm_id: str) -> Any:
+                self.calls.append((host, vm_id, "delete"))
+                return await delete_vm(vm_id)
+
+            return counted
+
+        return wrap
+
+    async def copy(
+        self, host: str, vm: VmRecord, generation: int, storage: StorageLocation, start: bool = True
+    ) -> None:
+        """A copy of `vm` on `host` holding lease `generation`, made through the agent's API.
+
+        The first generation is a plain creation; a later one is a take-over of files
+        that another node of the cluster created at rest on that shared storage (its
+        copy there is then stale, and that agent lets it go)."""
+        address = self.sim.address(host)
+        spec = replace(vm, storage=storage)
+        if generation == 1:
+            await self.agents.create_vm(host, address, spec)
+        else:
+            creator = next(n for n in ("node2", "node3") if n != host)
+            await self.agents.create_vm(creator, self.sim.address(creator), spec)
+            await self.agents.create_vm(host, address, spec, take_over=True, lease_generation=generation)
+        assert self.sim.vm_host(host).get_vm(vm.id).lease_generation == generation
+        if start:
+            await self.start(host, vm.id)
+
+    async def start(self, host: str, vm_id: str) -> None:
+        await self.agents.operate_vm(host, self.sim.address(host), vm_id, VmOperation.START)
+
+    async def create(self, name: str, host: str, generation: int = 1) -> VmRecord:
+        """A highly available VM on Volume1, running on `host`, recorded by the manager."""
         vm = VmRecord(
             id=f"id-{name}", name=name, host=host, state=VmState.RUNNING, highly_available=True,
             memory_mb=1024, cpus=1, disk_gb=20, storage=CSV, lease_generation=generation,
         )  # fmt: skip
-        self.agents.start_copy(host, vm, generation)
+        await self.copy(host, vm, generation, CSV)
         self.app.vms.record(vm)
         return vm
+
+    def running(self, vm_id: str) -> dict[str, int]:
+        """Where the agents run the VM now, and the lease generation each copy holds
+        (a host whose management path is cut still runs its copies)."""
+        found: dict[str, int] = {}
+        for host in sorted(self.sim.cluster.hosts):
+            for view in self.sim.vm_host(host).list_vms():
+                if view.spec.id == vm_id and view.state is PowerState.RUNNING:
+                    found[host] = view.lease_generation
+        return found
 
     def vm(self, name: str) -> VmRecord:
         record = self.store.get_vm_by_name(name)
@@ -534,21 +531,23 @@ class Cluster:
         return [e.detail for e in self.app.events.recent(1000) if e.kind == "incident"]
 
 
-@pytest.fixture
-async def cluster() -> Cluster:
-    c = Cluster()
+async def booted(tmp_path: Path) -> Cluster:
+    c = await Cluster.booted(tmp_path)
     await c.app.refresher.refresh_all()
     return c
 
 
-async def test_a_copy_started_on_another_node_is_stopped_and_the_incident_recorded(cluster: Cluster) -> None:
-    vm = cluster.create("web1", "node1")
+@on_virtual_time
+async def test_a_copy_started_on_another_node_is_stopped_and_the_incident_recorded(tmp_path: Path) -> None:
+    cluster = await booted(tmp_path)
+    vm = await cluster.create("web1", "node1")
     await cluster.app.refresher.refresh_all()
-    cluster.agents.start_copy("node2", vm, 1, StorageLocation(StorageKind.LOCAL_DISK, "C"))
+    await cluster.copy("node2", vm, 1, LOCAL_C)
     # node2 alone first: its copy ties with node1's and must not move the record there.
     await cluster.app.refresher.refresh(["node2"])
-    assert cluster.agents.running(vm.id) == {"node1": 1}
-    assert {("node2", vm.id, "turn_off"), ("node2", vm.id, "delete")} <= set(cluster.agents.calls)
+    assert cluster.running(vm.id) == {"node1": 1}
+    assert {("node2", vm.id, "turn_off"), ("node2", vm.id, "delete")} <= set(cluster.calls)
+    assert vm.id not in {v.spec.id for v in cluster.sim.vm_host("node2").list_vms()}
     web1 = cluster.vm("web1")
     assert web1.host == "node1" and web1.state is VmState.RUNNING and web1.storage == CSV
     assert web1.incident is not None and web1.incident.kind is IncidentKind.DUPLICATE_COPY
@@ -564,35 +563,37 @@ async def test_a_copy_started_on_another_node_is_stopped_and_the_incident_record
 
 
 @pytest.mark.parametrize("reported_first", [True, False])
-async def test_a_copy_beside_the_vm_never_takes_its_record(cluster: Cluster, reported_first: bool) -> None:
+@on_virtual_time
+async def test_a_copy_beside_the_vm_never_takes_its_record(tmp_path: Path, reported_first: bool) -> None:
     """Created at rest beside a VM its host reported, or running beside one created
     after its host's latest report: the same lease, and the record stays."""
-    vm = cluster.create("web4", "node1")
+    cluster = await booted(tmp_path)
+    vm = await cluster.create("web4", "node1")
     if reported_first:
         await cluster.app.refresher.refresh_all()
-    cluster.agents.start_copy("node2", vm, 1, StorageLocation(StorageKind.LOCAL_DISK, "C"))
-    rogue = cluster.agents.vms["node2"][vm.id]
-    if reported_first:
-        cluster.agents.vms["node2"][vm.id] = replace(rogue, state=VmState.STOPPED)
+    await cluster.copy("node2", vm, 1, LOCAL_C, start=not reported_first)
     await cluster.app.refresher.refresh(["node2"])
     web4 = cluster.vm("web4")
     assert (web4.host, web4.state, web4.storage) == ("node1", VmState.RUNNING, CSV)
-    cluster.agents.vms["node2"][vm.id] = rogue
+    if reported_first:
+        await cluster.start("node2", vm.id)  # behind the manager's back
     await cluster.app.refresher.refresh(["node2" if reported_first else "node1"])
-    assert cluster.agents.running(vm.id) == {"node1": 1}
+    assert cluster.running(vm.id) == {"node1": 1}
     assert cluster.vm("web4").incident.hosts == ("node1", "node2")  # type: ignore[union-attr]
 
 
-async def test_the_newest_lease_wins_even_against_the_recorded_host(cluster: Cluster) -> None:
-    vm = cluster.create("db1", "node1", generation=2)
-    cluster.agents.start_copy("node3", vm, 1)  # an older copy
+@on_virtual_time
+async def test_the_newest_lease_wins_even_against_the_recorded_host(tmp_path: Path) -> None:
+    cluster = await booted(tmp_path)
+    vm = await cluster.create("db1", "node1", generation=2)
+    await cluster.copy("node3", vm, 1, LOCAL_C)  # an older copy
     await cluster.app.refresher.refresh_all()
-    assert cluster.agents.running(vm.id) == {"node1": 2}
+    assert cluster.running(vm.id) == {"node1": 2}
     assert cluster.vm("db1").incident.hosts == ("node1", "node3")  # type: ignore[union-attr]
     # A copy holding a newer lease than the record's: it is the one that may write.
-    cluster.agents.start_copy("node4", vm, 3)
+    await cluster.copy("node4", vm, 3, LUN1)
     await cluster.app.refresher.refresh_all()
-    assert cluster.agents.running(vm.id) == {"node4": 3}
+    assert cluster.running(vm.id) == {"node4": 3}
     db1 = cluster.vm("db1")
     assert (db1.host, db1.lease_generation, db1.state) == ("node4", 3, VmState.RUNNING)
     assert db1.incident is not None and db1.incident.hosts == ("node4", "node1")
@@ -600,44 +601,51 @@ async def test_the_newest_lease_wins_even_against_the_recorded_host(cluster: Clu
     assert len(cluster.incidents()) == 2
 
 
-async def test_a_vm_a_job_or_a_failover_works_on_is_left_alone(cluster: Cluster) -> None:
-    vm = cluster.create("app1", "node1")
-    cluster.agents.start_copy("node2", vm, 1)
+@on_virtual_time
+async def test_a_vm_a_job_or_a_failover_works_on_is_left_alone(tmp_path: Path) -> None:
+    cluster = await booted(tmp_path)
+    vm = await cluster.create("app1", "node1")
+    await cluster.copy("node2", vm, 1, LOCAL_C)
     for claim in Claim:  # a migration moves it, a failover restarts it, a job holds it
         with cluster.app.claims.held(vm.id, claim):
             await cluster.app.refresher.refresh_all()
-        assert cluster.agents.running(vm.id) == {"node1": 1, "node2": 1} and not cluster.incidents()
+        assert cluster.running(vm.id) == {"node1": 1, "node2": 1} and not cluster.incidents()
     async with cluster.app.vms.lock(vm.id):  # a job holds the VM's lock
         await cluster.app.refresher.refresh_all()
-    assert len(cluster.agents.running(vm.id)) == 2 and not cluster.incidents()
+    assert len(cluster.running(vm.id)) == 2 and not cluster.incidents()
     await cluster.app.refresher.refresh_all()
-    assert cluster.agents.running(vm.id) == {"node1": 1} and len(cluster.incidents()) == 1
+    assert cluster.running(vm.id) == {"node1": 1} and len(cluster.incidents()) == 1
 
 
-async def test_a_stale_report_stops_nothing_and_a_silent_host_is_forgotten(cluster: Cluster) -> None:
-    vm = cluster.create("web2", "node1")
+@on_virtual_time
+async def test_a_stale_report_stops_nothing_and_a_silent_host_is_forgotten(tmp_path: Path) -> None:
+    cluster = await booted(tmp_path)
+    vm = await cluster.create("web2", "node1")
     await cluster.app.refresher.refresh_all()
     # node2's last report says it runs web2, but it no longer does (it moved away).
     cluster.app.refresher.reports["node2"] = {vm.id: 1}
     await cluster.app.refresher.refresh(["node1"])
-    assert cluster.agents.running(vm.id) == {"node1": 1} and not cluster.incidents()
-    assert not any(call[0] == "node2" for call in cluster.agents.calls)
-    cluster.agents.silent.add("node3")
+    assert cluster.running(vm.id) == {"node1": 1} and not cluster.incidents()
+    assert not any(call[0] == "node2" for call in cluster.calls)
+    # A duplicate on node3, which then stops answering on its management path.
+    await cluster.copy("node3", vm, 1, LOCAL_C)
+    cluster.sim.isolate("node3", "management")
     await cluster.app.refresher.refresh(["node3"])
     assert "node3" not in cluster.app.refresher.reports
-    # A duplicate on a host that stops answering before the resolver asks it stays.
-    cluster.agents.start_copy("node3", vm, 1)
+    # Its copy, known from an earlier report, stays: the resolver cannot ask node3.
     cluster.app.refresher.reports["node3"] = {vm.id: 1}
     await cluster.app.refresher.refresh(["node1"])
-    assert len(cluster.agents.running(vm.id)) == 2 and not cluster.incidents()
+    assert cluster.running(vm.id) == {"node1": 1, "node3": 1} and not cluster.incidents()
+    assert not any(call[0] == "node3" and call[2] != "start" for call in cluster.calls)
 
 
-async def test_without_a_resolver_the_refresh_looks_for_nothing() -> None:
-    c = Cluster()
+@on_virtual_time
+async def test_without_a_resolver_the_refresh_looks_for_nothing(tmp_path: Path) -> None:
+    c = await Cluster.booted(tmp_path)
     # As current callers build it: no resolver argument.
     refresher = RefreshService(c.store, c.agents, Settings(), lambda: NOW, VmClaims(), dict)
-    vm = c.create("web3", "node1")
-    c.agents.start_copy("node2", vm, 1)
+    vm = await c.create("web3", "node1")
+    await c.copy("node2", vm, 1, LOCAL_C)
     await refresher.refresh_all()
-    assert len(c.agents.running(vm.id)) == 2 and not c.incidents()
-    assert not any(call[2] in ("turn_off", "delete") for call in c.agents.calls)
+    assert len(c.running(vm.id)) == 2 and not c.incidents()
+    assert not any(call[2] in ("turn_off", "delete") for call in c.calls)
