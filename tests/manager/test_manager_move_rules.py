@@ -1,19 +1,18 @@
 """Where a VM may move: one that is not highly available never lands on a cluster node,
 whether by live, quick or storage migration; a highly available one never leaves the
 cluster's nodes by `vm migrate`. And the default topology gives the README tour's
-storage move somewhere to go: a second local disk on standalone1."""
+storage move somewhere to go: a second local disk on standalone1. The manager's app
+runs over the real agents of the default topology, on virtual time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 from pathlib import Path
 
 import pytest
 import yaml
-from manager_fake_agent import FakeAgent
-from manager_testkit import topology_for
 
-from manager.adapters.agent_client import AgentClient
+from havm.scenario.sim_agent import SimAgents, on_virtual_time
 from manager.adapters.sqlite_store import SqliteStore
 from manager.app.manager import ManagerApp
 from manager.core.errors import FailedPreconditionError
@@ -67,18 +66,24 @@ def test_the_default_topologys_standalone_host_has_disks_c_and_d() -> None:
     )
 
 
-@pytest.fixture
-async def app(fake_agents: dict[str, FakeAgent], tmp_path: Path) -> AsyncIterator[ManagerApp]:
-    fake_agents["standalone1"].host.disks = (("C", 500), ("D", 200))
-    data = topology_for(fake_agents)
-    data["hosts"][-1]["disks"] = [{"name": "C", "capacity_gb": 500}, {"name": "D", "capacity_gb": 200}]
-    manager = ManagerApp(SqliteStore(tmp_path / "manager.db"), AgentClient(SETTINGS), SETTINGS)
-    manager.load(parse_topology(data))
+async def booted(tmp_path: Path) -> tuple[ManagerApp, SimAgents]:
+    """The manager's app over the real agents of the default topology, on virtual time."""
+    topology = parse_topology(yaml.safe_load(DEFAULT.read_text()))
+    loop = asyncio.get_running_loop()
+    sim = SimAgents(loop, topology, tmp_path)  # type: ignore[arg-type]
+    await sim.start()
+    manager = ManagerApp(
+        SqliteStore(tmp_path / "manager.db"), sim.client(SETTINGS), SETTINGS, monotonic=loop.time
+    )
+    manager.load(sim.topology)
     await manager.refresher.refresh_all()
     assert all(h.host.state is HostState.OK for h in manager.list_hosts())
-    yield manager
-    await manager.stop()
-    manager.store.close()
+    return manager, sim
+
+
+async def stopped(app: ManagerApp) -> None:
+    await app.stop()
+    app.store.close()
 
 
 async def finished(app: ManagerApp, job: JobRecord) -> JobRecord:
@@ -94,7 +99,9 @@ async def create(app: ManagerApp, name: str, ha: bool) -> VmRecord:
     return app.get_vm(name)
 
 
-async def test_moves_that_would_break_the_ha_rule_are_refused_before_any_job(app: ManagerApp) -> None:
+@on_virtual_time
+async def test_moves_that_would_break_the_ha_rule_are_refused_before_any_job(tmp_path: Path) -> None:
+    app, _ = await booted(tmp_path)
     db1 = await create(app, "db1", ha=False)
     web1 = await create(app, "web1", ha=True)
     assert db1.host == "standalone1" and web1.host != "standalone1"
@@ -115,9 +122,12 @@ async def test_moves_that_would_break_the_ha_rule_are_refused_before_any_job(app
         await app.migrate_vm("web1", "standalone1")
     assert len(app.list_jobs()) == jobs and app.list_migrations() == []
     assert app.get_vm("db1").host == "standalone1" and app.get_vm("web1").host == web1.host
+    await stopped(app)
 
 
-async def test_the_tours_storage_move_to_the_second_disk(app: ManagerApp) -> None:
+@on_virtual_time
+async def test_the_tours_storage_move_to_the_second_disk(tmp_path: Path) -> None:
+    app, sim = await booted(tmp_path)
     db1 = await create(app, "db1", ha=False)
     assert db1.storage == StorageLocation(StorageKind.LOCAL_DISK, "C")
     job, migration = await app.migrate_vm_storage(
@@ -127,3 +137,7 @@ async def test_the_tours_storage_move_to_the_second_disk(app: ManagerApp) -> Non
     moved = app.get_vm("db1")
     assert (moved.host, moved.storage) == ("standalone1", StorageLocation(StorageKind.LOCAL_DISK, "D"))
     assert migration.destination == "standalone1"
+    # The agent moved the files: the VM's disk is on D now.
+    on_agent = sim.vm_host("standalone1").get_vm(db1.id)
+    assert (on_agent.spec.storage.kind.value, on_agent.spec.storage.name) == ("local_disk", "D")
+    await stopped(app)
