@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from manager_fake_agent import FakeAgent
 
 from havm.ports import free_port
 from havm.v1 import common_pb2
@@ -20,10 +20,22 @@ from havm.v1 import common_pb2
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 CLUSTER_NODES = ("node1", "node2", "node3")
+HOSTS = (*CLUSTER_NODES, "standalone1")
 VOLUMES = (("Volume1", common_pb2.STORAGE_KIND_CSV, 2048), ("lun1", common_pb2.STORAGE_KIND_LUN, 200))
 
 
-def topology_for(agents: dict[str, FakeAgent]) -> dict:
+def topology_data(addresses: Mapping[str, str | None], nodes: tuple[str, ...] = CLUSTER_NODES) -> dict:
+    """The manager tests' topology: cluster1 of `nodes` sharing Volume1 and lun1, and the
+    hosts of `addresses` (a host not in `nodes` is standalone; standalone1 has 16 GiB).
+    A host whose address is None has none here (the simulated cluster gives its own)."""
+    hosts: list[dict] = []
+    for name, address in addresses.items():
+        entry: dict = {"name": name}
+        if address is not None:
+            entry["address"] = address
+        if name == "standalone1":
+            entry["memory_mb"] = 16384
+        hosts.append(entry)
     return {
         "version": 1,
         "host_defaults": {
@@ -45,13 +57,18 @@ def topology_for(agents: dict[str, FakeAgent]) -> dict:
                 "name": "cluster1",
                 "profile": "hyperv-2008r2",
                 "reserve": 1,
-                "nodes": list(CLUSTER_NODES),
+                "nodes": list(nodes),
                 "csvs": [{"name": "Volume1", "capacity_gb": 2048}],
                 "luns": [{"name": "lun1", "capacity_gb": 200}],
             }
         ],
-        "hosts": [{"name": name, "address": agent.address} for name, agent in agents.items()],
+        "hosts": hosts,
     }
+
+
+def topology_for(agents: Mapping[str, Any]) -> dict:
+    """`topology_data` for agents that each have an `address`."""
+    return topology_data({name: agent.address for name, agent in agents.items()})
 
 
 class ManagerProcess:
