@@ -260,7 +260,7 @@ def _title(migration: manager_pb2.Migration) -> str:
 def progress_figures(migration: manager_pb2.Migration) -> str:
     """ "pre_copy, pass 3, 412 MB/s, 180.0 MB left": what the bar shows beside it."""
     state = render.enum_word(manager_pb2.MigrationState, migration.state, "MIGRATION_STATE_")
-    parts = [migration.phase or state]
+    parts = [render.migration_phase(migration) or state]
     if migration.passes:
         parts.append(f"pass {migration.passes}")
     if migration.mb_per_s:

@@ -277,6 +277,14 @@ def storage_dict(location: common_pb2.StorageLocation) -> Row | None:
     return {"kind": STORAGE_PREFIXES.get(location.kind, "unspecified"), "name": location.name}
 
 
+def migration_phase(migration: manager_pb2.Migration) -> str:
+    """ "pre_copy", "taken_over", ...: the enum's word; a manager older than the enum
+    sends only the word (field `phase`)."""
+    if migration.manager_phase == manager_pb2.MANAGER_MIGRATION_PHASE_UNSPECIFIED:
+        return migration.phase
+    return enum_word(manager_pb2.ManagerMigrationPhase, migration.manager_phase, "MANAGER_MIGRATION_PHASE_")
+
+
 def migration_dict(migration: manager_pb2.Migration) -> Row:
     return {
         "id": migration.id,
@@ -284,7 +292,7 @@ def migration_dict(migration: manager_pb2.Migration) -> Row:
         "vm_id": migration.vm_id,
         "kind": enum_word(manager_pb2.MigrationKind, migration.kind, "MIGRATION_KIND_"),
         "state": enum_word(manager_pb2.MigrationState, migration.state, "MIGRATION_STATE_"),
-        "phase": migration.phase or None,
+        "phase": migration_phase(migration) or None,
         "source": migration.source or None,
         "destination": migration.destination or None,
         "storage": storage_dict(migration.storage),

@@ -86,6 +86,22 @@ class MigrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MIGRATION_STATE_COMPLETED: _ClassVar[MigrationState]
     MIGRATION_STATE_FAILED: _ClassVar[MigrationState]
 
+class ManagerMigrationPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MANAGER_MIGRATION_PHASE_UNSPECIFIED: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_QUEUED: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_PREPARING: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_DISK_COPY: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_PRE_COPY: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_BLACKOUT: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_QUICK: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_SAVING: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_SAVED: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_TAKING_OVER: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_TAKEN_OVER: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_RESTORED: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_COMPLETED: _ClassVar[ManagerMigrationPhase]
+
 class NoConvergePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     NO_CONVERGE_POLICY_UNSPECIFIED: _ClassVar[NoConvergePolicy]
@@ -180,6 +196,19 @@ MIGRATION_STATE_QUEUED: MigrationState
 MIGRATION_STATE_RUNNING: MigrationState
 MIGRATION_STATE_COMPLETED: MigrationState
 MIGRATION_STATE_FAILED: MigrationState
+MANAGER_MIGRATION_PHASE_UNSPECIFIED: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_QUEUED: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_PREPARING: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_DISK_COPY: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_PRE_COPY: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_BLACKOUT: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_QUICK: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_SAVING: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_SAVED: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_TAKING_OVER: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_TAKEN_OVER: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_RESTORED: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_COMPLETED: ManagerMigrationPhase
 NO_CONVERGE_POLICY_UNSPECIFIED: NoConvergePolicy
 NO_CONVERGE_POLICY_FAIL: NoConvergePolicy
 NO_CONVERGE_POLICY_QUICK: NoConvergePolicy
@@ -650,7 +679,7 @@ class UpdateVmResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., vm: _Optional[_Union[Vm, _Mapping]] = ...) -> None: ...
 
 class Migration(_message.Message):
-    __slots__ = ("id", "vm", "vm_id", "kind", "state", "source", "destination", "storage", "job_id", "passes", "bytes", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "error", "fell_back_to_quick", "created_at", "updated_at", "phase", "memory_digest", "resumed_digest")
+    __slots__ = ("id", "vm", "vm_id", "kind", "state", "source", "destination", "storage", "job_id", "passes", "bytes", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "error", "fell_back_to_quick", "created_at", "updated_at", "phase", "memory_digest", "resumed_digest", "manager_phase")
     ID_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -673,6 +702,7 @@ class Migration(_message.Message):
     PHASE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     RESUMED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_PHASE_FIELD_NUMBER: _ClassVar[int]
     id: str
     vm: str
     vm_id: str
@@ -695,7 +725,8 @@ class Migration(_message.Message):
     phase: str
     memory_digest: str
     resumed_digest: str
-    def __init__(self, id: _Optional[str] = ..., vm: _Optional[str] = ..., vm_id: _Optional[str] = ..., kind: _Optional[_Union[MigrationKind, str]] = ..., state: _Optional[_Union[MigrationState, str]] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., job_id: _Optional[str] = ..., passes: _Optional[int] = ..., bytes: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., error: _Optional[str] = ..., fell_back_to_quick: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ..., memory_digest: _Optional[str] = ..., resumed_digest: _Optional[str] = ...) -> None: ...
+    manager_phase: ManagerMigrationPhase
+    def __init__(self, id: _Optional[str] = ..., vm: _Optional[str] = ..., vm_id: _Optional[str] = ..., kind: _Optional[_Union[MigrationKind, str]] = ..., state: _Optional[_Union[MigrationState, str]] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., job_id: _Optional[str] = ..., passes: _Optional[int] = ..., bytes: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., error: _Optional[str] = ..., fell_back_to_quick: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ..., memory_digest: _Optional[str] = ..., resumed_digest: _Optional[str] = ..., manager_phase: _Optional[_Union[ManagerMigrationPhase, str]] = ...) -> None: ...
 
 class MigrateVmRequest(_message.Message):
     __slots__ = ("name", "host", "quick", "no_converge")

@@ -17,6 +17,7 @@ from manager.core.capacity import ReserveReport
 from manager.core.errors import InvalidArgumentError
 from manager.core.host_choice import RatingsView
 from manager.core.maintenance import MaintenanceMode
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     DEFAULT_FAILOVER_PERIOD_S,
     ClusterRecord,
@@ -455,17 +456,19 @@ def event_to_proto(event: Event) -> manager_pb2.Event:
     )
 
 
-# Agent phases by their proto number: "pre_copy", "blackout", ...
-_PHASES = {
-    number: name.removeprefix("MIGRATION_PHASE_").lower()
-    for name, number in agent_pb2.MigrationPhase.items()
-    if number != agent_pb2.MIGRATION_PHASE_UNSPECIFIED
+# The source agent's live-migration phases, as the manager records them.
+_AGENT_PHASES = {
+    agent_pb2.MIGRATION_PHASE_PREPARING: MigrationPhase.PREPARING,
+    agent_pb2.MIGRATION_PHASE_DISK_COPY: MigrationPhase.DISK_COPY,
+    agent_pb2.MIGRATION_PHASE_PRE_COPY: MigrationPhase.PRE_COPY,
+    agent_pb2.MIGRATION_PHASE_BLACKOUT: MigrationPhase.BLACKOUT,
+    agent_pb2.MIGRATION_PHASE_COMPLETED: MigrationPhase.COMPLETED,
 }
 
 
 def migration_progress_from_proto(pb: agent_pb2.AgentServiceMigrateVmResponse) -> MigrationProgress:
     return MigrationProgress(
-        phase=_PHASES.get(pb.phase, "unknown"),
+        phase=_AGENT_PHASES.get(pb.phase),  # None: a newer agent's phase
         passes=getattr(pb, "pass"),  # a Python keyword as a field name
         bytes_sent=pb.bytes_sent,
         bytes_remaining=pb.bytes_remaining,
@@ -499,7 +502,8 @@ def migration_to_proto(m: MigrationRecord) -> manager_pb2.Migration:
         fell_back_to_quick=m.fell_back_to_quick,
         created_at=timestamp(m.created_at),
         updated_at=timestamp(m.updated_at),
-        phase=m.phase,
+        phase=m.phase.value,
+        manager_phase=_to_proto_enum(m.phase, "MANAGER_MIGRATION_PHASE", manager_pb2.ManagerMigrationPhase),
         memory_digest=m.memory_digest,
         resumed_digest=m.resumed_digest,
     )

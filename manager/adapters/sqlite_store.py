@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from manager.core.errors import AlreadyExistsError
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     DEFAULT_FAILOVER_PERIOD_S,
     ClusterRecord,
@@ -212,6 +213,15 @@ def _incident(raw: dict[str, Any] | None) -> Incident | None:
     )
 
 
+def _phase(value: str, state: MigrationState) -> MigrationPhase:
+    """A stored phase by its value. A database written before phases were an enum may
+    hold "unknown" (a phase a newer agent reported): such a migration had begun."""
+    try:
+        return MigrationPhase(value)
+    except ValueError:
+        return MigrationPhase.COMPLETED if state is MigrationState.COMPLETED else MigrationPhase.PREPARING
+
+
 def _migration(raw: dict[str, Any]) -> MigrationRecord:
     return MigrationRecord(
         id=raw["id"],
@@ -228,7 +238,7 @@ def _migration(raw: dict[str, Any]) -> MigrationRecord:
         lease_generation=raw["lease_generation"],
         vm_state_before=VmState(raw["vm_state_before"]),
         no_converge=raw["no_converge"],
-        phase=raw["phase"],
+        phase=_phase(raw["phase"], MigrationState(raw["state"])),
         passes=raw["passes"],
         bytes_sent=raw["bytes_sent"],
         bytes_remaining=raw["bytes_remaining"],

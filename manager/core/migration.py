@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     HostRecord,
     MigrationKind,
@@ -31,12 +32,6 @@ MB = 1_000_000
 NO_CONVERGE_POLICIES = ("quick", "fail")
 # States in which a VM can be moved at all: it is somewhere definite.
 MOVABLE_STATES = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.SAVED, VmState.STOPPED})
-# Quick migration steps, persisted as the migration's phase before each is acted on.
-STEP_SAVING = "saving"
-STEP_SAVED = "saved"
-STEP_TAKING_OVER = "taking_over"
-STEP_TAKEN_OVER = "taken_over"
-STEP_RESTORED = "restored"
 
 
 def choose_kind(profile: str, vm_state: VmState, quick: bool) -> MigrationKind:
@@ -174,21 +169,22 @@ def admit(waiting: Sequence[SlotRequest], running: Sequence[SlotRequest], limit:
 
 def progress_message(progress: MigrationProgress) -> str:
     """`pass 3: 412 MB/s, 12.0 MB remaining`, or the phase when no pass runs."""
-    if progress.phase in ("pre_copy", "disk_copy") and progress.passes > 0:
-        what = "disk copy" if progress.phase == "disk_copy" else f"pass {progress.passes}"
+    phase = progress.phase
+    if phase in (MigrationPhase.PRE_COPY, MigrationPhase.DISK_COPY) and progress.passes > 0:
+        what = "disk copy" if phase is MigrationPhase.DISK_COPY else f"pass {progress.passes}"
         return f"{what}: {progress.mb_per_s:.0f} MB/s, {progress.bytes_remaining / MB:.1f} MB remaining"
-    if progress.phase == "blackout":
+    if phase is MigrationPhase.BLACKOUT:
         return f"blackout after {progress.passes} pass(es): last pages and device state"
-    return progress.phase.replace("_", " ")
+    return (phase.value if phase is not None else "unknown").replace("_", " ")
 
 
 def progress_percent(progress: MigrationProgress, memory_bytes: int) -> int:
     """Job progress: the first pass fills most of the bar, later passes what is left."""
-    if progress.phase == "completed":
+    if progress.phase is MigrationPhase.COMPLETED:
         return 99
-    if progress.phase == "blackout":
+    if progress.phase is MigrationPhase.BLACKOUT:
         return 95
-    if progress.phase == "preparing" or memory_bytes <= 0:
+    if progress.phase is MigrationPhase.PREPARING or memory_bytes <= 0:
         return 5
     left = min(1.0, progress.bytes_remaining / memory_bytes)
     return max(5, min(94, int(10 + 84 * (1.0 - left))))

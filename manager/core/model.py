@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from manager.core.migration_phase import MigrationPhase
 from manager.core.states import HostState, JobState, MigrationState, VmState
 from manager.core.topology import CpuSpec
 
@@ -375,9 +376,9 @@ class MigrationRecord:
     vm_state_before: VmState = VmState.RUNNING
     # "fail" or "quick": what a live migration that cannot converge does.
     no_converge: str = "quick"
-    # "queued", "preparing", "pre_copy", "blackout", ... while it runs; for a quick
-    # migration the step reached ("saving", "saved", "taken_over", "restored").
-    phase: str = "queued"
+    # Where in its flow it is (the agent's phases for a live one, the step reached for
+    # a quick one); a failed migration keeps the phase it failed in.
+    phase: MigrationPhase = MigrationPhase.QUEUED
     passes: int = 0
     bytes_sent: int = 0
     bytes_remaining: int = 0
@@ -394,7 +395,9 @@ class MigrationRecord:
 class MigrationProgress:
     """One message of a live migration stream, as the source agent sends it."""
 
-    phase: str  # "preparing", "disk_copy", "pre_copy", "blackout", "completed"
+    # PREPARING, DISK_COPY, PRE_COPY, BLACKOUT or COMPLETED; None for a phase a newer
+    # agent reports that this manager does not know (the recorded phase stays).
+    phase: MigrationPhase | None
     passes: int
     bytes_sent: int
     bytes_remaining: int

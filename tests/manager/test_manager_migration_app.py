@@ -26,6 +26,7 @@ from manager.app.manager import ManagerApp
 from manager.app.migrations import MigrationService
 from manager.core.errors import FailedPreconditionError, NotFoundError
 from manager.core.migration import SlotRequest
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     CreateVmCommand,
     JobRecord,
@@ -73,14 +74,14 @@ class Cluster:
         await self.app.stop()
         self.app.store.close()
 
-    async def restart_during(self, migration: MigrationRecord, *phases: str) -> None:
+    async def restart_during(self, migration: MigrationRecord, *phases: MigrationPhase) -> None:
         """Stop the manager once the migration is in one of `phases`, and open a new one
         on the same database (the agents carry on meanwhile)."""
 
         async def reached() -> bool:
             return self.app.get_migration(migration.id).phase in phases
 
-        await eventually(reached, 3.0, f"the migration in phase {' or '.join(phases)}")
+        await eventually(reached, 3.0, f"the migration in phase {' or '.join(p.value for p in phases)}")
         await self.stop()
         self.app = self.open()
 
@@ -238,7 +239,7 @@ async def test_quick_migration_and_its_rollback_when_the_take_over_fails(cluster
     assert (await c.finished(job)).state is JobState.COMPLETED
     vm = c.app.get_vm("q2")
     assert (vm.host, vm.state) == ("node3", VmState.RUNNING)
-    assert c.app.get_migration(migration.id).phase == "completed"
+    assert c.app.get_migration(migration.id).phase is MigrationPhase.COMPLETED
     assert vm.id not in c.agents["node1"].host.vms
 
 
@@ -296,7 +297,7 @@ async def test_a_restarted_manager_settles_the_migration_it_left_running(cluster
     queued_job, queued = await c.app.migrate_vm("web2", "node2")
 
     # The manager goes away mid-stream; the source agent carries on to the end.
-    await c.restart_during(migration, "pre_copy")
+    await c.restart_during(migration, MigrationPhase.PRE_COPY)
     assert c.app.get_migration(queued.id).state is MigrationState.FAILED
     assert c.app.get_migration(queued.id).error == "the manager restarted before it began"
     assert c.app.get_vm("web2").migration_id is None
@@ -326,7 +327,7 @@ async def test_a_source_that_forgot_the_migration_is_asked_where_the_vm_is(clust
     c.agents["node1"].host.migration_step_delay = 0.2
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    await c.restart_during(migration, "pre_copy")
+    await c.restart_during(migration, MigrationPhase.PRE_COPY)
     c.agents["node1"].host.migration_log.clear()  # as after an agent restart
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
     assert c.agents["node1"].host.reattach_calls == 1  # asked, answered NOT_FOUND
@@ -345,7 +346,7 @@ async def test_reattaching_to_a_failed_migration_settles_it_where_the_vm_is(clus
     c.agents["node1"].host.migration_error = "the destination refused a page"
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    await c.restart_during(migration, "preparing", "pre_copy")
+    await c.restart_during(migration, MigrationPhase.PREPARING, MigrationPhase.PRE_COPY)
     await asyncio.wait_for(c.app.migrations.recover(), 5.0)
     assert c.agents["node1"].host.reattach_calls == 1
     settled = c.app.get_migration(migration.id)
@@ -365,7 +366,7 @@ async def test_a_migration_followed_after_a_restart_keeps_its_slots(cluster: Any
     c.agents["node1"].host.migration_step_delay = 0.3
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    await c.restart_during(migration, "pre_copy")
+    await c.restart_during(migration, MigrationPhase.PRE_COPY)
     recovery = asyncio.get_running_loop().create_task(c.app.migrations.recover())
     await asyncio.sleep(0.1)
     second_job, second = await c.app.migrate_vm("web2", "node2")
@@ -385,7 +386,7 @@ async def test_a_crash_while_settling_ends_the_migration_and_frees_the_vm(
     c.agents["node1"].host.migration_step_delay = 0.2
     job, migration = await c.app.migrate_vm("web1", "node2")
 
-    await c.restart_during(migration, "pre_copy")
+    await c.restart_during(migration, MigrationPhase.PRE_COPY)
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug while following the migration")
@@ -519,7 +520,7 @@ async def test_a_quick_migration_stops_when_a_failover_marks_its_vm(cluster: Any
     job, migration = await c.app.migrate_vm("q1", "node2", quick=True)
 
     async def saving() -> bool:
-        return c.app.get_migration(migration.id).phase == "saving"
+        return c.app.get_migration(migration.id).phase is MigrationPhase.SAVING
 
     await eventually(saving, 3.0, "the source saves the VM")
     failover, marked = failover_of(c, "node1")
@@ -540,7 +541,7 @@ async def test_a_restart_during_the_save_restores_the_vm_on_its_source(cluster: 
     job, migration = await c.app.migrate_vm("q1", "node2", quick=True)
 
     async def saving() -> bool:
-        return c.app.get_migration(migration.id).phase == "saving"
+        return c.app.get_migration(migration.id).phase is MigrationPhase.SAVING
 
     await eventually(saving, 3.0, "the source saves the VM")
     await c.stop()  # the save goes on in the agent

@@ -17,6 +17,7 @@ from manager.core.migration import (
     settle,
     still_moving,
 )
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import MigrationKind, MigrationProgress, ReportedVm
 from manager.core.states import MIGRATION_TRANSITIONS, MigrationState, VmState, change_migration_state
 from manager.core.topology import MigrationSettings, TopologyError, parse_topology, topology_to_dict
@@ -86,9 +87,16 @@ def test_settling_an_interrupted_migration() -> None:
 
 
 def test_progress_message() -> None:
-    progress = MigrationProgress("pre_copy", 3, 10**9, 12_000_000, 412.4)
+    progress = MigrationProgress(MigrationPhase.PRE_COPY, 3, 10**9, 12_000_000, 412.4)
     assert progress_message(progress) == "pass 3: 412 MB/s, 12.0 MB remaining"
-    assert progress_message(MigrationProgress("preparing", 0, 0, 0, 0.0)) == "preparing"
+    assert progress_message(MigrationProgress(MigrationPhase.PREPARING, 0, 0, 0, 0.0)) == "preparing"
+    disk = MigrationProgress(MigrationPhase.DISK_COPY, 1, 10**9, 12_000_000, 80.0)
+    assert progress_message(disk) == "disk copy: 80 MB/s, 12.0 MB remaining"
+    assert progress_message(MigrationProgress(MigrationPhase.BLACKOUT, 4, 0, 0, 0.0)).startswith(
+        "blackout after 4"
+    )
+    # A phase a newer agent reports and this manager does not know.
+    assert progress_message(MigrationProgress(None, 0, 0, 0, 0.0)) == "unknown"
 
 
 def base(**migration: Any) -> dict[str, Any]:

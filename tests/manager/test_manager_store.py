@@ -12,6 +12,7 @@ import pytest
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.sqlite_store import SqliteStore
 from manager.core.errors import AlreadyExistsError
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     ClusterRecord,
     DiskInfo,
@@ -184,7 +185,7 @@ class StoreContract:
             lease_generation=5,
             vm_state_before=VmState.PAUSED,
             no_converge="fail",
-            phase="taken_over",
+            phase=MigrationPhase.TAKEN_OVER,
             passes=4,
             bytes_sent=10**9,
             bytes_remaining=12,
@@ -233,4 +234,29 @@ class TestSqliteStore(StoreContract):
         assert second.get_vm("id-1") == vm()
         assert second.get_job("a") == job("a", T0)
         assert second._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        second.close()
+
+    def test_migration_phases_of_older_databases_read(self, tmp_path: Path) -> None:
+        # The phase is stored as its word, as it was before it was an enum; the one word
+        # older managers wrote that the enum lacks ("unknown": a newer agent's phase) reads
+        # as a migration that had begun.
+        path = tmp_path / "older.db"
+        first = SqliteStore(path)
+        running = MigrationRecord(
+            "m1", "id-1", "web1", MigrationKind.LIVE, MigrationState.RUNNING, "node1", "node2", T0, T0
+        )
+        first.put_migration(replace(running, phase=MigrationPhase.PRE_COPY))
+        first.put_migration(replace(running, id="m2", state=MigrationState.COMPLETED))
+        assert (
+            '"phase": "pre_copy"'
+            in first._db.execute("SELECT data FROM migrations WHERE id = 'm1'").fetchone()[0]
+        )
+        for mid in ("m1", "m2"):
+            first._db.execute(
+                "UPDATE migrations SET data = json_set(data, '$.phase', 'unknown') WHERE id = ?", (mid,)
+            )
+        first.close()
+        second = SqliteStore(path)
+        assert second.get_migration("m1").phase is MigrationPhase.PREPARING  # type: ignore[union-attr]
+        assert second.get_migration("m2").phase is MigrationPhase.COMPLETED  # type: ignore[union-attr]
         second.close()

@@ -23,6 +23,7 @@ from manager.core.agent_port import AgentPort
 from manager.core.errors import FailedPreconditionError, ManagerError, NotFoundError
 from manager.core.migration import SlotRequest
 from manager.core.migration_outcome import released
+from manager.core.migration_phase import MigrationPhase, change_migration_phase
 from manager.core.model import HostRecord, MigrationKind, MigrationRecord, ReportedVm, VmRecord
 from manager.core.reconcile import record_observed
 from manager.core.settings import Settings
@@ -83,20 +84,33 @@ class MigrationContext:
         return host
 
     def save(
-        self, migration: MigrationRecord, state: MigrationState | None = None, **changes: object
+        self,
+        migration: MigrationRecord,
+        state: MigrationState | None = None,
+        phase: MigrationPhase | None = None,
+        **changes: object,
     ) -> MigrationRecord:
-        """Write the migration with `changes`; a new state is checked against the one
-        recorded, which another task may have written meanwhile."""
+        """Write the migration with `changes`. A new state or phase is checked against
+        the one recorded, which another task may have written meanwhile: every change of
+        either goes through its table here."""
         current = self.store.get_migration(migration.id) or migration
         new_state = migration.state if state is None else state
         new_state = change_migration_state(migration.vm_name, current.state, new_state)
-        updated = replace(migration, state=new_state, updated_at=self.clock(), **changes)  # type: ignore[arg-type]
+        new_phase = migration.phase if phase is None else phase
+        new_phase = change_migration_phase(migration.vm_name, current.phase, new_phase)
+        updated = replace(
+            migration,
+            state=new_state,
+            phase=new_phase,
+            updated_at=self.clock(),
+            **changes,  # type: ignore[arg-type]
+        )
         self.store.put_migration(updated)
         return updated
 
     def start(self, migration: MigrationRecord) -> MigrationRecord:
         """The migration leaves the queue: its flow acts from now on."""
-        started = self.save(migration, state=MigrationState.RUNNING, phase="preparing")
+        started = self.save(migration, state=MigrationState.RUNNING, phase=MigrationPhase.PREPARING)
         self.emit(started, f"migration of VM {started.vm_name} started")
         return started
 

@@ -15,6 +15,7 @@ from manager.core.errors import ManagerError
 from manager.core.migration import Outcome, is_open
 from manager.core.migration_outcome import conclude as decide_conclusion
 from manager.core.migration_outcome import where_it_is
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import MigrationRecord, ReportedVm
 from manager.core.states import MigrationState
 
@@ -36,15 +37,14 @@ async def conclude(
         target = ctx.store.get_host(migration.destination)
         conclusion = decide_conclusion(vm, migration, outcome, source_report, target_report, target)
         if conclusion.taken_by_failover and vm is not None:
-            # The failover of a failed host took the VM: its record is the failover's.
+            # The failover of a failed host took the VM: its record is the failover's,
+            # and the migration only lets go of it.
             error += f"; the failover of host {vm.failover_from or migration.source} took the VM"
-            if conclusion.vm != vm:
-                ctx.vms.record(conclusion.vm)
-        elif conclusion.vm is not None:
+        if conclusion.vm is not None and not (conclusion.taken_by_failover and conclusion.vm == vm):
             ctx.vms.record(conclusion.vm)
     outcome = conclusion.outcome
     if outcome is Outcome.MOVED:
-        done = ctx.save(migration, state=MigrationState.COMPLETED, phase="completed", error="")
+        done = ctx.save(migration, state=MigrationState.COMPLETED, phase=MigrationPhase.COMPLETED, error="")
         summary = f"VM {done.vm_name} runs on {done.destination} (the migration ended unobserved: {error})"
         ctx.emit(done, summary)
         return summary

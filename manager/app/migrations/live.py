@@ -29,6 +29,7 @@ from manager.core.errors import (
 )
 from manager.core.migration import progress_message, progress_percent, settle, still_moving
 from manager.core.migration_outcome import moved_to_destination
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     LiveMigrationOrder,
     MigrationKind,
@@ -142,26 +143,26 @@ class LiveMigration:
                     raise DeadlineExceededError(
                         f"host {source.name} sent nothing about the migration for {stall:g} s"
                     ) from None
-                phase_changed = progress.phase != migration.phase
+                # A phase this manager does not know (a newer agent) leaves the recorded one.
+                phase = progress.phase or migration.phase
                 migration = replace(
                     migration,
-                    phase=progress.phase,
                     passes=progress.passes,
                     bytes_sent=progress.bytes_sent,
                     bytes_remaining=progress.bytes_remaining,
                     mb_per_s=progress.mb_per_s,
                 )
                 job.progress(progress_percent(progress, memory_bytes), progress_message(progress))
-                if progress.phase == "completed":
-                    return migration, progress
-                if phase_changed or (
+                if phase is MigrationPhase.COMPLETED:
+                    return migration, progress  # `done` records the phase with the move
+                if phase is not migration.phase or (
                     ctx.monotonic() - written_at >= ctx.settings.migration_progress_interval
                 ):
-                    migration = ctx.save(migration)
+                    migration = ctx.save(migration, phase=phase)
                     written_at = ctx.monotonic()
-                if progress.phase == "pre_copy" and progress.bytes_sent > 0:
+                if phase is MigrationPhase.PRE_COPY and progress.bytes_sent > 0:
                     ctx.crash_points.reach(crash_points.LIVE_PRE_COPY)
-                elif progress.phase == "blackout":
+                elif phase is MigrationPhase.BLACKOUT:
                     ctx.crash_points.reach(crash_points.LIVE_BLACKOUT)
         finally:
             await stream.aclose()
@@ -211,7 +212,7 @@ class LiveMigration:
         done = ctx.save(
             migration,
             state=MigrationState.COMPLETED,
-            phase="completed",
+            phase=MigrationPhase.COMPLETED,
             duration_ms=progress.duration_ms,
             blackout_ms=progress.blackout_ms,
             memory_digest=progress.memory_digest,
@@ -255,5 +256,5 @@ class LiveMigration:
             vm = ctx.store.get_vm(migration.vm_id)
             if vm is not None and report is not None:
                 ctx.vms.record(record_observed(vm, report.state, report.reason))
-        migration = ctx.save(migration, fell_back_to_quick=True, phase="quick")
+        migration = ctx.save(migration, fell_back_to_quick=True, phase=MigrationPhase.QUICK)
         return await self._quick.run(job, migration)

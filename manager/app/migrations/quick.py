@@ -19,16 +19,12 @@ from manager.app.migrations.endings import conclude
 from manager.core.errors import AlreadyExistsError, ManagerError, NotFoundError
 from manager.core.migration import (
     MOVABLE_STATES,
-    STEP_RESTORED,
-    STEP_SAVED,
-    STEP_SAVING,
-    STEP_TAKEN_OVER,
-    STEP_TAKING_OVER,
     Outcome,
     holds_new_lease,
     taken_by_failover,
 )
 from manager.core.migration_outcome import as_reported, moved_to_destination
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import HostRecord, MigrationRecord, ReportedVm, VmOperation, VmRecord
 from manager.core.states import MigrationState, VmState
 
@@ -56,15 +52,15 @@ class QuickMigration:
             migration = ctx.save(migration, vm_state_before=vm.state)
         try:
             if must_save:
-                migration = ctx.save(migration, phase=STEP_SAVING)
+                migration = ctx.save(migration, phase=MigrationPhase.SAVING)
                 job.progress(10, f"Saving VM {vm.name} on {source.name}")
                 reported = await ctx.agents.operate_vm(
                     source.name, source.address or "", vm.id, VmOperation.SAVE
                 )
                 vm = ctx.observe(vm, reported)
-                migration = ctx.save(migration, phase=STEP_SAVED)
+                migration = ctx.save(migration, phase=MigrationPhase.SAVED)
                 ctx.crash_points.reach(crash_points.QUICK_SAVED)
-            migration = ctx.save(migration, phase=STEP_TAKING_OVER)
+            migration = ctx.save(migration, phase=MigrationPhase.TAKING_OVER)
             job.progress(40, f"Moving VM {vm.name} to {target.name}")
             # Under the VM's lock: a failover that marked the VM meanwhile goes first,
             # and one that marks it now waits until this take-over is recorded.
@@ -118,7 +114,7 @@ class QuickMigration:
         if failover:
             # The failover restarts the VM from what was taken over (its lease is newer).
             return await self.leave_to_failover(migration)
-        migration = ctx.save(migration, phase=STEP_TAKEN_OVER)
+        migration = ctx.save(migration, phase=MigrationPhase.TAKEN_OVER)
         ctx.crash_points.reach(crash_points.QUICK_TAKEN_OVER)
         problem = ""
         if migration.vm_state_before in HOLDS_MEMORY and taken.state is VmState.SAVED:
@@ -128,7 +124,7 @@ class QuickMigration:
             except ManagerError as error:
                 problem = f"it could not be restored there: {error.message}"
                 taken = await ctx.ask(target.name, migration.vm_id) or taken
-        migration = ctx.save(migration, phase=STEP_RESTORED)
+        migration = ctx.save(migration, phase=MigrationPhase.RESTORED)
         source = ctx.store.get_host(migration.source)
         if source is not None and source.address:
             try:
@@ -142,7 +138,9 @@ class QuickMigration:
             vm = ctx.store.get_vm(migration.vm_id)
             if vm is not None:
                 ctx.vms.record(as_reported(vm, taken))
-        done = ctx.save(migration, state=MigrationState.COMPLETED, phase="completed", error=problem)
+        done = ctx.save(
+            migration, state=MigrationState.COMPLETED, phase=MigrationPhase.COMPLETED, error=problem
+        )
         fallback = " (fell back from live migration)" if done.fell_back_to_quick else ""
         summary = f"VM {done.vm_name} moved to {done.destination} by quick migration{fallback}"
         if problem:

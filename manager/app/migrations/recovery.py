@@ -21,7 +21,8 @@ from manager.app.migrations.live import LiveMigration, falls_back
 from manager.app.migrations.quick import QuickMigration
 from manager.app.migrations.slots import LiveMigrationSlots
 from manager.core.errors import ManagerError, NotFoundError
-from manager.core.migration import STEP_SAVING, Outcome, holds_new_lease, is_open, settle, still_moving
+from manager.core.migration import Outcome, holds_new_lease, is_open, settle, still_moving
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import MigrationKind, MigrationRecord
 from manager.core.reconcile import record_observed
 from manager.core.states import JobState, MigrationState
@@ -160,7 +161,7 @@ class Recovery:
 
     async def _recover_quick(self, job: JobHandle, migration: MigrationRecord) -> str:
         ctx = self._ctx
-        if migration.phase == STEP_SAVING:
+        if migration.phase is MigrationPhase.SAVING:
             # The source may still be saving: what it ends with decides.
             await ctx.watch_source(
                 migration, lambda report: report is not None and report.state in IN_TRANSIT
@@ -187,7 +188,7 @@ class Recovery:
                             migration_id=None,
                         )
                     )
-            done = ctx.save(migration, state=MigrationState.COMPLETED, phase="completed")
+            done = ctx.save(migration, state=MigrationState.COMPLETED, phase=MigrationPhase.COMPLETED)
             summary = f"files of VM {done.vm_name} are on {report.storage.name} (settled after a restart)"
             ctx.emit(done, summary)
             return summary

@@ -14,6 +14,7 @@ from manager.app.migrations.context import MigrationContext
 from manager.app.migrations.endings import conclude
 from manager.core.errors import ManagerError
 from manager.core.migration import Outcome
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import MigrationRecord
 from manager.core.reconcile import record_observed, with_configuration
 from manager.core.states import MigrationState
@@ -49,7 +50,7 @@ class FileMove:
         done = ctx.save(
             migration,
             state=MigrationState.COMPLETED,
-            phase="completed",
+            phase=MigrationPhase.COMPLETED,
             bytes_sent=result.bytes_copied,
             duration_ms=result.duration_ms,
             blackout_ms=result.blackout_ms,
