@@ -28,6 +28,10 @@ def rpc_error(code: grpc.StatusCode, details: str, trailing: Any = ()) -> grpc.a
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details)
 
 
+# Requests a bidirectional stream holds unread before `write` waits (the window).
+FLOW_CONTROL_MESSAGES = 4
+
+
 class _Aborted(Exception):
     def __init__(self, code: grpc.StatusCode, details: str, trailing: Any = ()) -> None:
         super().__init__(details)
@@ -298,7 +302,10 @@ class BidiCall(_Responses):
         timeout: float | None,
     ) -> None:
         loop = network.loop
-        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        # Flow control, as HTTP/2's window gives a socket: a writer whose peer stops
+        # reading blocks after a few messages instead of queueing without end, so a
+        # silent destination is noticed by the writer's own timeout as on real gRPC.
+        self._requests: asyncio.Queue[Any] = asyncio.Queue(maxsize=FLOW_CONTROL_MESSAGES)
         super().__init__()
         self._status: asyncio.Future[tuple[grpc.StatusCode, str]] = loop.create_future()
         self._caller_death: asyncio.Future[None] = loop.create_future()
@@ -372,7 +379,12 @@ class BidiCall(_Responses):
     async def write(self, request: Any) -> None:
         if self._status.done():
             raise asyncio.InvalidStateError("the call has ended")
-        await self._requests.put(request)
+        # A write waiting for the window fails as soon as the call ends, as on a reset stream.
+        put = asyncio.ensure_future(self._requests.put(request))
+        await asyncio.wait({put, self._status}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            raise asyncio.InvalidStateError("the call has ended")
 
     async def done_writing(self) -> None:
         await self._requests.put(_END)
