@@ -38,8 +38,7 @@ from havm.cli.render import migration_dict, vm_dict
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 from node_agent.adapters.files import read_journal_records
 
-# Timed: failure detection and response times are asserted, so it runs alone.
-pytestmark = [pytest.mark.integration, pytest.mark.timed]
+pytestmark = pytest.mark.integration
 
 # n1-n3: a Windows Server 2008 R2 cluster of one Intel generation; q1, q2: a Windows
 # Server 2008 cluster (quick migration only).
