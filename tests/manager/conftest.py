@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-import yaml  # noqa: E402
-from manager_fake_agent import FakeAgent, FakeHost  # noqa: E402
-from manager_testkit import CLUSTER_NODES, VOLUMES, ManagerProcess, topology_for  # noqa: E402
+import yaml
+from manager_fake_agent import FakeAgent, FakeHost
+from manager_testkit import CLUSTER_NODES, HOSTS, VOLUMES, ManagerProcess, topology_data, topology_for
 
-from havm.v1 import manager_pb2_grpc  # noqa: E402
+from havm.scenario.sim_agent import LoopbackAgent
+from havm.v1 import manager_pb2_grpc
+from manager.core.topology import parse_topology
 
 
 @pytest.fixture
@@ -36,8 +39,27 @@ async def fake_agents() -> AsyncIterator[dict[str, FakeAgent]]:
 
 
 @pytest.fixture
-def topology_file(tmp_path: Path) -> Callable[[dict[str, FakeAgent]], Path]:
-    def write(agents: dict[str, FakeAgent]) -> Path:
+async def loopback_agents(tmp_path: Path) -> AsyncIterator[dict[str, LoopbackAgent]]:
+    """The real agent of the three cluster nodes (sharing Volume1 and lun1 on one SAN
+    directory) and of the standalone host, each behind a real gRPC server on loopback."""
+    topology = parse_topology(topology_data(dict.fromkeys(HOSTS)))
+    san = tmp_path / "san"
+    san.mkdir()
+    agents = {h: LoopbackAgent.for_host(topology, h, san, tmp_path / "hosts" / h) for h in HOSTS}
+    try:
+        for agent in agents.values():
+            await agent.start()
+        yield agents
+    finally:
+        for agent in agents.values():
+            await agent.stop()
+
+
+@pytest.fixture
+def topology_file(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    """The manager's topology file naming each agent's address."""
+
+    def write(agents: dict[str, Any]) -> Path:
         path = tmp_path / "topology.yaml"
         path.write_text(yaml.safe_dump(topology_for(agents)))
         return path
@@ -58,12 +80,13 @@ def manager_processes() -> Iterator[list[ManagerProcess]]:
 
 @pytest.fixture
 async def manager(
-    fake_agents: dict[str, FakeAgent],
-    topology_file: Callable[[dict[str, FakeAgent]], Path],
+    loopback_agents: dict[str, LoopbackAgent],
+    topology_file: Callable[[dict[str, Any]], Path],
     tmp_path: Path,
     manager_processes: list[ManagerProcess],
 ) -> AsyncIterator[ManagerProcess]:
-    proc = ManagerProcess(topology_file(fake_agents), tmp_path / "state")
+    """`python -m manager` over the loopback agents."""
+    proc = ManagerProcess(topology_file(loopback_agents), tmp_path / "state")
     manager_processes.append(proc)
     await proc.start()
     yield proc

@@ -1,14 +1,16 @@
-"""Hosts added and removed at runtime, in process against fake agents over real gRPC: the
-records, the refusals, the capacity callback and a manager restart on the same database;
-then AddHost and RemoveHost through the real manager process's gRPC API.
+"""Hosts added and removed at runtime, in process over the real agents on virtual time:
+the records, the refusals, the capacity callback and a manager restart on the same
+database; the failure detector judging an added host; then AddHost and RemoveHost
+through the real manager process's gRPC API, over loopback agents.
 
-The manager application runs in the test's event loop on a SQLite store, as in the
-migration tests; node5 is one more fake agent, started by the test, that the topology
-does not name.
+Every host has its agent running from the start, node5 (a node of cluster1) and solo2
+(standalone) among them; the manager's topology names neither, so they join only when
+the test adds them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -16,14 +18,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from manager_fake_agent import FakeAgent, FakeHost
-from manager_testkit import VOLUMES, ManagerProcess, topology_for
+from manager_sim import SimManager, sim_agents
+from manager_testkit import CLUSTER_NODES, HOSTS, ManagerProcess, topology_data
 
+from havm.scenario.sim_agent import LoopbackAgent, SimAgents, on_virtual_time
 from havm.v1 import common_pb2, manager_pb2, manager_pb2_grpc
-from manager.adapters.agent_client import AgentClient
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.mqtt import Heartbeat
-from manager.adapters.sqlite_store import SqliteStore
 from manager.app.host_admin import HostAdmin
 from manager.app.manager import ManagerApp
 from manager.core.errors import (
@@ -31,11 +32,9 @@ from manager.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
-    UnavailableError,
 )
 from manager.core.model import (
     CreateVmCommand,
-    Inventory,
     JobRecord,
     MigrationKind,
     MigrationRecord,
@@ -46,51 +45,43 @@ from manager.core.model import (
 )
 from manager.core.settings import Settings
 from manager.core.states import HostState, JobState, MigrationState
-from manager.core.topology import HostSpec, parse_host_entry, parse_topology
+from manager.core.topology import HostSpec, Topology, parse_host_entry, parse_topology
 
 SETTINGS = Settings(agent_call_timeout=1.0, agent_read_attempts=1)
-DEFAULTS = topology_for({})["host_defaults"]
+# The agents' topology: node5 is a node of cluster1, solo2 a standalone host.
+AGENTS = topology_data(dict.fromkeys((*HOSTS, "node5", "solo2")), nodes=(*CLUSTER_NODES, "node5"))
+DEFAULTS = AGENTS["host_defaults"]
 
 
 def spec(name: str, address: str, cluster: str | None = "cluster1", **entry: object) -> HostSpec:
     return replace(parse_host_entry({"name": name, "address": address, **entry}, DEFAULTS), cluster=cluster)
 
 
-class Manager:
-    """The manager app on a SQLite database, with a host admin that records its calls."""
+def managers_topology(sim: SimAgents) -> Topology:
+    """The topology the manager starts from: neither node5 nor solo2."""
+    return parse_topology(topology_data({h: sim.address(h) for h in HOSTS}))
 
-    def __init__(self, agents: dict[str, FakeAgent], db: Path) -> None:
-        self.topology = parse_topology(topology_for(agents))
-        self.db = db
+
+class Manager(SimManager):
+    """The manager app on a SQLite database, with a host admin that records what the
+    capacity service is told."""
+
+    def __init__(self, sim: SimAgents, db: Path) -> None:
         self.capacity: list[str | None] = []
-        self.agents = AgentClient(SETTINGS)
-        self.app = self.open()
+        super().__init__(sim, db, SETTINGS, managers_topology(sim))
 
     def open(self) -> ManagerApp:
-        app = ManagerApp(SqliteStore(self.db), AgentClient(SETTINGS), SETTINGS)
-        app.load(self.topology)
+        app = super().open()
         # The app's own service, but telling this test what the capacity service is told.
         self.admin = HostAdmin(
-            app.store, self.agents, app.jobs, app.refresher, self.capacity.append, lambda: datetime.now(UTC)
+            app.store,
+            self.sim.client(self.settings),
+            app.jobs,
+            app.refresher,
+            self.capacity.append,
+            lambda: datetime.now(UTC),
         )
         return app
-
-    async def restart(self) -> None:
-        await self.stop()
-        self.app = self.open()
-
-    async def stop(self) -> None:
-        await self.app.stop()
-        self.app.store.close()
-
-    async def close(self) -> None:
-        await self.stop()
-        await self.agents.close()
-
-    async def finished(self, job: JobRecord) -> JobRecord:
-        async for update in self.app.watch_job(job.id):
-            job = update
-        return job
 
     async def create(self, name: str, host: str, ha: bool = True) -> None:
         command = CreateVmCommand(
@@ -109,27 +100,18 @@ class Manager:
         assert (await self.finished(job)).state is JobState.COMPLETED, job
 
 
-@pytest.fixture
-async def node5() -> AsyncIterator[FakeAgent]:
-    agent = FakeAgent(FakeHost("node5", cluster="cluster1", volumes=VOLUMES))
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.stop()
-
-
-@pytest.fixture
-async def app(fake_agents: dict[str, FakeAgent], tmp_path: Path) -> AsyncIterator[Manager]:
-    m = Manager(fake_agents, tmp_path / "manager.db")
+async def booted(tmp_path: Path) -> Manager:
+    m = Manager(await sim_agents(tmp_path, AGENTS), tmp_path / "manager.db")
     await m.app.refresher.refresh_all()
-    yield m
-    await m.close()
+    return m
 
 
-async def test_an_added_host_joins_its_cluster_and_takes_ha_vms(app: Manager, node5: FakeAgent) -> None:
+@on_virtual_time
+async def test_an_added_host_joins_its_cluster_and_takes_ha_vms(tmp_path: Path) -> None:
+    app = await booted(tmp_path)
+    node5 = app.sim.address("node5")
     jobs_before = len(app.app.list_jobs())
-    job, host = app.admin.add(spec("node5", node5.address))
+    job, host = app.admin.add(spec("node5", node5))
     assert (host.name, host.cluster, host.added_at_runtime) == ("node5", "cluster1", True)
     assert host.state is HostState.NOT_RESPONDING
     assert [v.name for v in host.volumes] == ["Volume1", "lun1"]
@@ -153,31 +135,34 @@ async def test_an_added_host_joins_its_cluster_and_takes_ha_vms(app: Manager, no
     await app.create("web5", "node5")
     vm = app.app.get_vm("web5")
     assert (vm.host, vm.storage) == ("node5", StorageLocation(StorageKind.CSV, "Volume1"))
-    assert "web5" in {v.spec.name for v in node5.host.vms.values()}
+    assert "web5" in {v.spec.name for v in app.sim.vm_host("node5").list_vms()}
+    await app.stop()
 
 
-async def test_a_standalone_host_can_be_added_too(app: Manager) -> None:
-    solo = FakeAgent(FakeHost("solo2", memory_mb=16384))
-    await solo.start()
-    try:
-        job, host = app.admin.add(spec("solo2", solo.address, cluster=None, memory_mb=16384))
-        assert host.cluster is None and host.volumes == ()
-        assert (await app.finished(job)).message == "Added host solo2 to the manager as a standalone host"
-        assert app.capacity[-1] is None
-        await app.create("db2", "solo2", ha=False)
-        assert app.app.get_vm("db2").storage == StorageLocation(StorageKind.LOCAL_DISK, "C")
-    finally:
-        await solo.stop()
+@on_virtual_time
+async def test_a_standalone_host_can_be_added_too(tmp_path: Path) -> None:
+    app = await booted(tmp_path)
+    job, host = app.admin.add(spec("solo2", app.sim.address("solo2"), cluster=None, memory_mb=16384))
+    assert host.cluster is None and host.volumes == ()
+    assert (await app.finished(job)).message == "Added host solo2 to the manager as a standalone host"
+    assert app.capacity[-1] is None
+    await app.create("db2", "solo2", ha=False)
+    assert app.app.get_vm("db2").storage == StorageLocation(StorageKind.LOCAL_DISK, "C")
+    assert "db2" in {v.spec.name for v in app.sim.vm_host("solo2").list_vms()}
+    await app.stop()
 
 
-async def test_a_bad_addition_is_refused_before_anything_is_recorded(app: Manager, node5: FakeAgent) -> None:
+@on_virtual_time
+async def test_a_bad_addition_is_refused_before_anything_is_recorded(tmp_path: Path) -> None:
+    app = await booted(tmp_path)
+    node5 = app.sim.address("node5")
     hosts_before = app.app.list_hosts()
     jobs_before = app.app.list_jobs()
     refused = [
-        (spec("node1", node5.address), AlreadyExistsError, "host node1 already exists"),
-        (spec("node5", node5.address, cluster="cluster9"), NotFoundError, "cluster cluster9 does not exist"),
+        (spec("node1", node5), AlreadyExistsError, "host node1 already exists"),
+        (spec("node5", node5, cluster="cluster9"), NotFoundError, "cluster cluster9 does not exist"),
         (
-            spec("node5", node5.address, profile="hyperv-2008"),
+            spec("node5", node5, profile="hyperv-2008"),
             FailedPreconditionError,
             "host node5 runs hyperv-2008 but cluster cluster1 runs hyperv-2008r2",
         ),
@@ -190,10 +175,13 @@ async def test_a_bad_addition_is_refused_before_anything_is_recorded(app: Manage
     assert app.app.list_hosts() == hosts_before and app.app.list_jobs() == jobs_before
     assert app.app.get_cluster("cluster1").nodes == ("node1", "node2", "node3")
     assert app.capacity == []
+    await app.stop()
 
 
-async def test_a_host_that_does_not_answer_is_added_not_responding(app: Manager) -> None:
-    job, _ = app.admin.add(spec("node5", "127.0.0.1:1"))
+@on_virtual_time
+async def test_a_host_that_does_not_answer_is_added_not_responding(tmp_path: Path) -> None:
+    app = await booted(tmp_path)
+    job, _ = app.admin.add(spec("node5", "node9.sim:50051"))  # no agent there
     done = await app.finished(job)
     assert done.state is JobState.FAILED
     assert done.error.startswith("host node5 was added to cluster cluster1 but does not answer: ")
@@ -203,12 +191,13 @@ async def test_a_host_that_does_not_answer_is_added_not_responding(app: Manager)
     assert removed.state is JobState.COMPLETED
     with pytest.raises(NotFoundError):
         app.app.get_host("node5")
+    await app.stop()
 
 
-async def test_removal_is_refused_while_a_vm_or_a_migration_needs_the_host(
-    app: Manager, node5: FakeAgent
-) -> None:
-    await app.finished(app.admin.add(spec("node5", node5.address))[0])
+@on_virtual_time
+async def test_removal_is_refused_while_a_vm_or_a_migration_needs_the_host(tmp_path: Path) -> None:
+    app = await booted(tmp_path)
+    await app.finished(app.admin.add(spec("node5", app.sim.address("node5")))[0])
     await app.create("web5", "node5")
     await app.create("web6", "node5")
     with pytest.raises(FailedPreconditionError) as caught:
@@ -240,18 +229,21 @@ async def test_removal_is_refused_while_a_vm_or_a_migration_needs_the_host(
     assert all("node5" not in seen for _, seen in cluster.visibility)
     with pytest.raises(NotFoundError, match="host node5 does not exist"):
         app.admin.remove("node5")
+    assert app.sim.vm_host("node5").list_vms() == []  # the deletions reached its agent
+    await app.stop()
 
 
-async def test_an_added_host_survives_a_restart_and_a_removed_topology_host_returns(
-    app: Manager, node5: FakeAgent
-) -> None:
-    await app.finished(app.admin.add(spec("node5", node5.address))[0])
+@on_virtual_time
+async def test_an_added_host_survives_a_restart_and_a_removed_topology_host_returns(tmp_path: Path) -> None:
+    app = await booted(tmp_path)
+    node5 = app.sim.address("node5")
+    await app.finished(app.admin.add(spec("node5", node5))[0])
     await app.finished(app.admin.remove("node3"))
     assert app.app.get_cluster("cluster1").nodes == ("node1", "node2", "node5")
 
     await app.restart()
     node = app.app.get_host("node5").host
-    assert node.added_at_runtime and node.cluster == "cluster1" and node.address == node5.address
+    assert node.added_at_runtime and node.cluster == "cluster1" and node.address == node5
     cluster = app.app.get_cluster("cluster1")
     # The topology's nodes first (node3 is back: the topology declares it), then node5.
     assert cluster.nodes == ("node1", "node2", "node3", "node5")
@@ -259,6 +251,7 @@ async def test_an_added_host_survives_a_restart_and_a_removed_topology_host_retu
     await app.app.refresher.refresh_all()
     assert app.app.get_host("node5").host.state is HostState.OK
     await app.create("web5", "node5")
+    await app.stop()
 
 
 # --- through the manager process's gRPC API ------------------------------------------------
@@ -283,8 +276,21 @@ def host_config(name: str, address: str, **fields: object) -> manager_pb2.HostCo
     return config
 
 
+@pytest.fixture
+async def node5(tmp_path: Path) -> AsyncIterator[LoopbackAgent]:
+    """node5's real agent on loopback, on the SAN of the other loopback agents."""
+    agent = LoopbackAgent.for_host(
+        parse_topology(AGENTS), "node5", tmp_path / "san", tmp_path / "hosts" / "node5"
+    )
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
 async def test_add_and_remove_host_over_grpc(
-    stub: manager_pb2_grpc.ManagerServiceStub, manager: ManagerProcess, node5: FakeAgent
+    stub: manager_pb2_grpc.ManagerServiceStub, manager: ManagerProcess, node5: LoopbackAgent
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.AddHost(manager_pb2.AddHostRequest(host=host_config("node5", node5.address, memory_mb=0)))
@@ -320,67 +326,30 @@ async def test_add_and_remove_host_over_grpc(
     await manager.start()
     host = (await stub.GetHost(manager_pb2.GetHostRequest(name="node5"))).host
     assert host.cluster == "cluster1"
+    assert node5.vm_host is not None
+    assert [v.spec.name for v in node5.vm_host.list_vms()] == ["web5"]
 
 
 # --- the failure detector judges an added host like any other --------------------------------
 
 
-class MemoryAgents:
-    """Agents that answer from their host descriptions; those in `silent` do not answer."""
+class Detecting:
+    """The manager's HA service over the real agents on virtual time, hearing the beats
+    the test gives for the hosts in `alive`."""
 
-    def __init__(self, hosts: list[HostSpec]) -> None:
-        self.hosts = {h.name: h for h in hosts}
-        self.silent: set[str] = set()
-
-    def _check(self, host: str) -> None:
-        if host in self.silent:
-            raise UnavailableError(f"agent of host {host} is unavailable")
-
-    async def probe(self, host: str, address: str, timeout: float) -> None:
-        self._check(host)
-
-    async def get_inventory(self, host: str, address: str) -> Inventory:
-        self._check(host)
-        spec = self.hosts[host]
-        return Inventory(
-            host_name=host,
-            cluster=spec.cluster,
-            profile=spec.profile,
-            cpu=spec.cpu,
-            memory_mb=spec.memory_mb,
-            memory_free_mb=spec.memory_mb - spec.host_reserve_mb,
-            disks=(),
-            networks=(),
-            volumes=(),
-            boot_id="b",
-            vms=(),
-        )
-
-    async def close(self) -> None:
-        pass
-
-
-class VirtualTimeCluster:
-    """The manager's HA service on a clock the test moves, hearing the beats of `alive`."""
-
-    def __init__(self) -> None:
-        self.topology = parse_topology(
-            {
-                **topology_for({}),
-                "hosts": [{"name": n, "address": f"127.0.0.1:{5001 + i}"} for i, n in enumerate(CLUSTER)],
-            }
-        )
-        self.now = 0.0
-        self.agents = MemoryAgents(list(self.topology.hosts))
-        self.app = ManagerApp(MemoryStore(), self.agents, SETTINGS, monotonic=lambda: self.now)
-        self.app.load(self.topology)
+    def __init__(self, sim: SimAgents) -> None:
+        self.sim = sim
+        loop = asyncio.get_running_loop()
+        self.app = ManagerApp(MemoryStore(), sim.client(SETTINGS), SETTINGS, monotonic=loop.time)
+        self.app.load(managers_topology(sim))
         self.ha = self.app.enable_ha()
-        self.alive = set(self.agents.hosts)
+        self.alive = set(HOSTS)
 
     async def advance(self, seconds: float, step: float = 0.5) -> None:
-        end = self.now + seconds
-        while self.now < end:
-            self.now = min(end, self.now + step)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            await asyncio.sleep(min(step, end - loop.time()))
             for host in sorted(self.alive):
                 self.ha.on_message(Heartbeat(host, "b", 1))
             self.ha.tick()
@@ -392,60 +361,60 @@ class VirtualTimeCluster:
     def detector_events(self, host: str) -> list[str]:
         return [e.detail for e in self.app.events.recent(1000) if e.host == host and e.kind == "detector"]
 
+    async def add(self, host: str) -> JobRecord:
+        job, _ = self.app.host_admin.add(spec(host, self.sim.address(host)))
+        async for update in self.app.watch_job(job.id):
+            job = update
+        return job
 
-CLUSTER = ("node1", "node2", "node3")
 
-
-@pytest.fixture
-async def virtual() -> AsyncIterator[VirtualTimeCluster]:
-    cluster = VirtualTimeCluster()
+async def detecting(tmp_path: Path) -> Detecting:
+    cluster = Detecting(await sim_agents(tmp_path, AGENTS))
     await cluster.app.refresher.refresh_all()
     cluster.ha.on_connection(True)
     await cluster.advance(10)
-    yield cluster
-    await cluster.app.stop()
+    return cluster
 
 
-async def test_the_detector_fences_an_added_host_that_goes_silent(virtual: VirtualTimeCluster) -> None:
-    node5 = spec("node5", "127.0.0.1:5005")
-    virtual.agents.hosts["node5"] = node5
-    job, _ = virtual.app.host_admin.add(node5)
-    async for update in virtual.app.watch_job(job.id):
-        job = update
+@on_virtual_time
+async def test_the_detector_fences_an_added_host_that_goes_silent(tmp_path: Path) -> None:
+    virtual = await detecting(tmp_path)
+    job = await virtual.add("node5")
     assert job.state is JobState.COMPLETED and virtual.state("node5") is HostState.OK
     virtual.alive.add("node5")
     await virtual.advance(10)
     assert virtual.state("node5") is HostState.OK
 
     virtual.alive.discard("node5")
-    virtual.agents.silent.add("node5")
+    virtual.sim.crash("node5")  # no beats, no answer on the management path
     await virtual.advance(8)
     assert virtual.state("node5") is HostState.FENCED
     assert any("is suspect" in detail for detail in virtual.detector_events("node5"))
-    assert all(virtual.state(n) is HostState.OK for n in CLUSTER)
+    assert all(virtual.state(n) is HostState.OK for n in HOSTS)
+    await virtual.app.stop()
 
 
-async def test_an_added_host_that_beats_is_never_suspect(virtual: VirtualTimeCluster) -> None:
-    node5 = spec("node5", "127.0.0.1:5005")
-    virtual.agents.hosts["node5"] = node5
+@on_virtual_time
+async def test_an_added_host_that_beats_is_never_suspect(tmp_path: Path) -> None:
+    virtual = await detecting(tmp_path)
     virtual.alive.add("node5")  # its agent beats from the start, as a real one does
-    job, _ = virtual.app.host_admin.add(node5)
-    async for update in virtual.app.watch_job(job.id):
-        job = update
+    assert (await virtual.add("node5")).state is JobState.COMPLETED
     await virtual.advance(10)
     assert virtual.state("node5") is HostState.OK
     assert virtual.detector_events("node5") == []
+    await virtual.app.stop()
 
 
-async def test_the_apps_own_host_admin_tells_additions_and_removals_as_events(
-    app: Manager, node5: FakeAgent
-) -> None:
-    job, _ = app.app.host_admin.add(spec("node5", node5.address))
+@on_virtual_time
+async def test_the_apps_own_host_admin_tells_additions_and_removals_as_events(tmp_path: Path) -> None:
+    app = await booted(tmp_path)
+    node5 = app.sim.address("node5")
+    job, _ = app.app.host_admin.add(spec("node5", node5))
     assert (await app.finished(job)).state is JobState.COMPLETED
     assert (await app.finished(app.app.host_admin.remove("node5"))).state is JobState.COMPLETED
     told = [e.detail for e in app.app.events.recent(100) if e.kind == "topology" and e.host == "node5"]
     assert told == [
-        f"host node5 was added to cluster cluster1 at {node5.address}",
+        f"host node5 was added to cluster cluster1 at {node5}",
         "host node5 (added at runtime) was removed from cluster cluster1",
     ]
     # The cluster's reserve verdict was judged with node5 and without it.
@@ -454,3 +423,4 @@ async def test_the_apps_own_host_admin_tells_additions_and_removals_as_events(
         "node2",
         "node3",
     )
+    await app.stop()

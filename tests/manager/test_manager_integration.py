@@ -1,25 +1,115 @@
-"""The manager as a real process against in-process fake agents, over real gRPC."""
+"""The manager as a real process over the real agent app of every host, each behind a
+real gRPC server on loopback in the test's process (havm.scenario.sim_agent.LoopbackAgent).
+
+What happens on a host behind the manager's back goes through the agent's own API;
+a host that stops answering is its agent stopped, or a server on its port that never
+answers; a slow host is a wait injected at its VmHost.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from manager_fake_agent import FakeAgent
 from manager_testkit import REPO_ROOT, ManagerProcess, eventually
 
+from havm.scenario.sim_agent import LoopbackAgent, intercept
 from havm.v1 import agent_pb2, common_pb2, manager_pb2_grpc
 from havm.v1 import manager_pb2 as m
+from manager.adapters.agent_client import AgentClient
+from manager.core.model import StorageKind, StorageLocation, VmOperation, VmRecord
+from manager.core.settings import Settings
+from manager.core.states import VmState
+from node_agent.core.power import Operation, PowerState
 
 pytestmark = pytest.mark.integration
 Stub = manager_pb2_grpc.ManagerServiceStub
+Agents = dict[str, LoopbackAgent]
+LOCAL_C = StorageLocation(StorageKind.LOCAL_DISK, "C")
+
+
+def on_agent(agents: Agents, host: str, vm_id: str) -> Any:
+    """What `host`'s agent holds of the VM (None if nothing)."""
+    vm_host = agents[host].vm_host
+    assert vm_host is not None, f"the agent of {host} is not running"
+    return next((v for v in vm_host.list_vms() if v.spec.id == vm_id), None)
+
+
+async def behind_the_managers_back(agent: LoopbackAgent, vm: VmRecord, start: bool) -> None:
+    """A VM created (and started) on the host through the agent's own API."""
+    client = AgentClient(Settings())
+    try:
+        await client.create_vm(agent.name, agent.address, vm)
+        if start:
+            await client.operate_vm(agent.name, agent.address, vm.id, VmOperation.START)
+    finally:
+        await client.close()
+
+
+def local_vm(vm_id: str, name: str, memory_mb: int = 512, cpus: int = 1, disk_gb: int = 10) -> VmRecord:
+    """A VM that is not highly available, on the host's local disk C."""
+    return VmRecord(vm_id, name, None, VmState.STOPPED, False, memory_mb, cpus, disk_gb, LOCAL_C)
+
+
+@contextlib.asynccontextmanager
+async def starts_held(agent: LoopbackAgent) -> AsyncIterator[None]:
+    """Every START the agent is asked for waits until the block ends (a slow host)."""
+    assert agent.vm_host is not None
+    gate = asyncio.Event()
+
+    def wrap(operate: Callable[..., Any]) -> Callable[..., Any]:
+        async def held(vm_id: str, operation: Operation) -> Any:
+            if operation is Operation.START:
+                await gate.wait()
+            return await operate(vm_id, operation)
+
+        return held
+
+    undo = intercept(agent.vm_host, "operate", wrap)
+    try:
+        yield
+    finally:
+        gate.set()
+        undo()
+
+
+class Unanswering(grpc.GenericRpcHandler):
+    """A gRPC server on an agent's port that takes every call and never answers: once
+    the agent stops, every call to the host hangs until its deadline, as on an agent
+    that hangs. It listens beside the agent (gRPC servers reuse the port), so that no
+    connection attempt finds the port closed in between."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.calls = 0
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers((self,))
+        self._server.add_insecure_port(f"127.0.0.1:{port}")
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        async def hang(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            self.calls += 1
+            await asyncio.Event().wait()
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(hang)
+
+    async def __aenter__(self) -> Unanswering:
+        await self._server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._server.stop(0)
 
 
 async def hosts_by_name(stub: Stub) -> dict[str, m.Host]:
@@ -80,7 +170,7 @@ async def test_health_and_reflection(manager: ManagerProcess) -> None:
             assert {"havm.v1.ManagerService", "grpc.health.v1.Health"} <= names
 
 
-async def test_ha_vm_goes_to_a_cluster_node_on_a_csv(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+async def test_ha_vm_goes_to_a_cluster_node_on_a_csv(stub: Stub, loopback_agents: Agents) -> None:
     await all_hosts_ok(stub)
     reply = await stub.CreateVm(m.CreateVmRequest(name="web1", memory_mb=2048, cpus=2, highly_available=True))
     assert reply.vm.host in ("node1", "node2", "node3")
@@ -93,17 +183,18 @@ async def test_ha_vm_goes_to_a_cluster_node_on_a_csv(stub: Stub, fake_agents: di
     vm = (await stub.GetVm(m.GetVmRequest(name="web1"))).vm
     assert vm.state == common_pb2.VM_STATE_RUNNING
     assert vm.status == common_pb2.VM_CONFIG_STATUS_OK and not vm.imported
-    on_agent = fake_agents[vm.host].host.vms[vm.id]
-    assert on_agent.state == common_pb2.VM_STATE_RUNNING and on_agent.spec.highly_available
+    there = on_agent(loopback_agents, vm.host, vm.id)
+    assert there.state is PowerState.RUNNING and there.spec.highly_available
+    assert (there.spec.storage.kind.value, there.spec.storage.name) == ("csv", "Volume1")
 
 
-async def test_non_ha_vm_goes_to_the_standalone_host(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+async def test_non_ha_vm_goes_to_the_standalone_host(stub: Stub, loopback_agents: Agents) -> None:
     await all_hosts_ok(stub)
     job, vm = await create(stub, name="db1", memory_mb=4096, no_start=True)
     assert vm.host == "standalone1"
     assert vm.storage.kind == common_pb2.STORAGE_KIND_LOCAL_DISK and vm.storage.name == "C"
     assert job.state == m.JOB_STATE_COMPLETED, job.error
-    assert fake_agents["standalone1"].host.vms[vm.id].state == common_pb2.VM_STATE_STOPPED
+    assert on_agent(loopback_agents, "standalone1", vm.id).state is PowerState.STOPPED
     assert (await stub.GetVm(m.GetVmRequest(name="db1"))).vm.state == common_pb2.VM_STATE_STOPPED
 
 
@@ -132,7 +223,7 @@ async def test_bad_requests_are_refused_with_a_sentence(stub: Stub) -> None:
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_operations_delete_and_job_list(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+async def test_operations_delete_and_job_list(stub: Stub, loopback_agents: Agents) -> None:
     await all_hosts_ok(stub)
     job, vm = await create(stub, name="app1", memory_mb=1024)
     assert job.state == m.JOB_STATE_COMPLETED, job.error
@@ -143,21 +234,22 @@ async def test_operations_delete_and_job_list(stub: Stub, fake_agents: dict[str,
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.CreateVm(m.CreateVmRequest(name="app1", memory_mb=1024))
     assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    for operation, state in (
-        (agent_pb2.VM_OPERATION_PAUSE, common_pb2.VM_STATE_PAUSED),
-        (agent_pb2.VM_OPERATION_RESUME, common_pb2.VM_STATE_RUNNING),
-        (agent_pb2.VM_OPERATION_SAVE, common_pb2.VM_STATE_SAVED),
+    for operation, state, power in (
+        (agent_pb2.VM_OPERATION_PAUSE, common_pb2.VM_STATE_PAUSED, PowerState.PAUSED),
+        (agent_pb2.VM_OPERATION_RESUME, common_pb2.VM_STATE_RUNNING, PowerState.RUNNING),
+        (agent_pb2.VM_OPERATION_SAVE, common_pb2.VM_STATE_SAVED, PowerState.SAVED),
     ):
         reply = await stub.OperateVm(m.OperateVmRequest(name="app1", operation=operation))
         jobs = await finish(stub, reply.job)
         assert jobs[-1].state == m.JOB_STATE_COMPLETED, jobs[-1].error
         assert (await stub.GetVm(m.GetVmRequest(name="app1"))).vm.state == state
+        assert on_agent(loopback_agents, vm.host, vm.id).state is power
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.OperateVm(m.OperateVmRequest(name="app1", operation=agent_pb2.VM_OPERATION_PAUSE))
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     reply = await stub.DeleteVm(m.DeleteVmRequest(name="app1"))
     assert (await finish(stub, reply.job))[-1].state == m.JOB_STATE_COMPLETED
-    assert vm.id not in fake_agents[vm.host].host.vms
+    assert on_agent(loopback_agents, vm.host, vm.id) is None
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.GetVm(m.GetVmRequest(name="app1"))
     jobs = (await stub.ListJobs(m.ListJobsRequest())).jobs
@@ -166,24 +258,26 @@ async def test_operations_delete_and_job_list(stub: Stub, fake_agents: dict[str,
     assert (await stub.GetJob(m.GetJobRequest(id=jobs[0].id))).job.target == "app1"
 
 
-async def test_an_agent_refusal_fails_the_job_with_its_sentence(
-    stub: Stub, fake_agents: dict[str, FakeAgent]
-) -> None:
+async def test_an_agent_refusal_fails_the_job_with_its_sentence(stub: Stub, loopback_agents: Agents) -> None:
     await all_hosts_ok(stub)
     # Memory taken behind the manager's back: placement still sees room, the agent does not.
-    fake_agents["standalone1"].host.add_vm("ffffffff-0000", "hog", memory_mb=14000)
+    hog = local_vm("ffffffff-0000", "hog", memory_mb=14000)
+    await behind_the_managers_back(loopback_agents["standalone1"], hog, start=True)
     job, vm = await create(stub, name="late1", memory_mb=2048, host="standalone1")
     assert job.state == m.JOB_STATE_FAILED
-    assert "host standalone1 has 336 MB free, VM late1 needs 2048 MB" in job.error
+    assert "not enough memory on standalone1 to start late1: needs 2048 MB, 336 MB available" in job.error
     recorded = (await stub.GetVm(m.GetVmRequest(name="late1"))).vm
     assert recorded.state == common_pb2.VM_STATE_STOPPED
+    assert on_agent(loopback_agents, "standalone1", vm.id).state is PowerState.STOPPED
 
 
-async def test_a_vm_added_on_an_agent_is_imported(stub: Stub, fake_agents: dict[str, FakeAgent]) -> None:
+async def test_a_vm_added_on_an_agent_is_imported(stub: Stub, loopback_agents: Agents) -> None:
     await all_hosts_ok(stub)
     await create(stub, name="web9", memory_mb=512, no_start=True)
-    fake_agents["standalone1"].host.add_vm("abcdef12-3456-7890", "web9")
-    fake_agents["node2"].host.add_vm("0123abcd-0000-1111", "ghost")
+    await behind_the_managers_back(
+        loopback_agents["standalone1"], local_vm("abcdef12-3456-7890", "web9"), True
+    )
+    await behind_the_managers_back(loopback_agents["node2"], local_vm("0123abcd-0000-1111", "ghost"), True)
     reply = await stub.RefreshCluster(m.RefreshClusterRequest())
     jobs = await finish(stub, reply.job)
     assert jobs[-1].state == m.JOB_STATE_COMPLETED, jobs[-1].error
@@ -198,12 +292,10 @@ async def test_a_vm_added_on_an_agent_is_imported(stub: Stub, fake_agents: dict[
     assert [v.name for v in on_node2] == ["ghost"]
 
 
-async def test_a_silent_agent_makes_its_host_not_responding(
-    stub: Stub, fake_agents: dict[str, FakeAgent]
-) -> None:
+async def test_a_silent_agent_makes_its_host_not_responding(stub: Stub, loopback_agents: Agents) -> None:
     await all_hosts_ok(stub)
     _, vm = await create(stub, name="solo1", memory_mb=512)
-    await fake_agents["standalone1"].stop()
+    await loopback_agents["standalone1"].stop()
 
     async def host_down() -> bool:
         host = (await stub.GetHost(m.GetHostRequest(name="standalone1"))).host
@@ -216,17 +308,19 @@ async def test_a_silent_agent_makes_its_host_not_responding(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.OperateVm(m.OperateVmRequest(name="solo1", operation=agent_pb2.VM_OPERATION_SHUTDOWN))
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    await fake_agents["standalone1"].start()
+    # The agent comes back on its files and starts again what was running.
+    await loopback_agents["standalone1"].start()
 
     async def back() -> bool:
         return (await stub.GetVm(m.GetVmRequest(name="solo1"))).vm.state == common_pb2.VM_STATE_RUNNING
 
     await eventually(back, timeout=10, what="solo1 running again")
+    assert on_agent(loopback_agents, "standalone1", vm.id).state is PowerState.RUNNING
 
 
 async def test_kill_9_and_restart_keeps_vms_and_jobs(
     manager: ManagerProcess,
-    fake_agents: dict[str, FakeAgent],
+    loopback_agents: Agents,
     manager_processes: list[ManagerProcess],
 ) -> None:
     async with grpc.aio.insecure_channel(manager.address) as channel:
@@ -234,12 +328,11 @@ async def test_kill_9_and_restart_keeps_vms_and_jobs(
         await all_hosts_ok(stub)
         job, vm = await create(stub, name="keep1", memory_mb=1024, highly_available=True)
         assert job.state == m.JOB_STATE_COMPLETED, job.error
-        # A job caught mid-flight: the agent answers slowly.
-        fake_agents["standalone1"].host.delay = 5.0
-        slow = (await stub.CreateVm(m.CreateVmRequest(name="slow1", memory_mb=512))).job
-        await asyncio.sleep(0.3)
-    manager.kill9()
-    fake_agents["standalone1"].host.delay = 0.0
+        # A job caught mid-flight: the host does not finish starting the VM.
+        async with starts_held(loopback_agents["standalone1"]):
+            slow = (await stub.CreateVm(m.CreateVmRequest(name="slow1", memory_mb=512))).job
+            await asyncio.sleep(0.3)
+            manager.kill9()
     again = ManagerProcess(manager.topology, manager.state_dir)
     manager_processes.append(again)
     await again.start()
@@ -253,6 +346,7 @@ async def test_kill_9_and_restart_keeps_vms_and_jobs(
         kept = (await stub.GetVm(m.GetVmRequest(name="keep1"))).vm
         assert kept.id == vm.id and kept.host == vm.host
         assert kept.state == common_pb2.VM_STATE_RUNNING
+        assert on_agent(loopback_agents, kept.host, kept.id).state is PowerState.RUNNING
 
 
 async def test_sigterm_stops_the_manager_cleanly(manager: ManagerProcess) -> None:
@@ -335,22 +429,30 @@ async def test_a_bad_storage_kind_is_refused_not_dropped(stub: Stub) -> None:
 
 async def test_kill_9_during_creates_keeps_what_the_host_has_and_drops_the_rest(
     manager: ManagerProcess,
-    fake_agents: dict[str, FakeAgent],
+    loopback_agents: Agents,
     manager_processes: list[ManagerProcess],
 ) -> None:
-    standalone = fake_agents["standalone1"].host
+    standalone = loopback_agents["standalone1"]
     async with grpc.aio.insecure_channel(manager.address) as channel:
         stub = Stub(channel)
         await all_hosts_ok(stub)
-        # The host's CreateVm blocks: the manager dies between writing the record and the answer.
-        standalone.delay = 60.0
-        ghost = (await stub.CreateVm(m.CreateVmRequest(name="ghost1", memory_mb=512, no_start=True))).vm
-        kept = (await stub.CreateVm(m.CreateVmRequest(name="kept1", memory_mb=512, no_start=True))).vm
-        assert ghost.state == common_pb2.VM_STATE_STARTING  # `creating` on the wire
-        await asyncio.sleep(0.3)
-    manager.kill9()
-    standalone.delay = 0.0
-    standalone.add_vm(kept.id, "kept1", state=common_pb2.VM_STATE_STOPPED)  # this create reached the host
+        # The host's CreateVm hangs: the manager dies between writing the record and the answer.
+        async with Unanswering(standalone.port) as hole:
+            await standalone.stop()
+
+            async def reconnected() -> bool:  # the manager's next refresh reaches the hung server
+                return hole.calls > 0
+
+            await eventually(reconnected, what="the manager connecting to standalone1 again")
+            ghost = (await stub.CreateVm(m.CreateVmRequest(name="ghost1", memory_mb=512, no_start=True))).vm
+            kept = (await stub.CreateVm(m.CreateVmRequest(name="kept1", memory_mb=512, no_start=True))).vm
+            assert ghost.state == common_pb2.VM_STATE_STARTING  # `creating` on the wire
+            await asyncio.sleep(0.3)
+            manager.kill9()
+    await standalone.start()
+    # This create reached the host: its agent has the VM, stopped.
+    reached = local_vm(kept.id, "kept1", cpus=kept.cpus, disk_gb=kept.disk_gb)
+    await behind_the_managers_back(standalone, reached, start=False)
     again = ManagerProcess(manager.topology, manager.state_dir)
     manager_processes.append(again)
     await again.start()
@@ -364,6 +466,7 @@ async def test_kill_9_during_creates_keeps_what_the_host_has_and_drops_the_rest(
         await eventually(settled, what="ghost1 removed and kept1 stopped")
         vm = (await stub.GetVm(m.GetVmRequest(name="kept1"))).vm
         assert vm.id == kept.id and not vm.imported
+    assert on_agent(loopback_agents, "standalone1", ghost.id) is None
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
