@@ -26,14 +26,14 @@ VOLUMES = (("Volume1", common_pb2.STORAGE_KIND_CSV, 2048), ("lun1", common_pb2.S
 
 def topology_data(addresses: Mapping[str, str | None], nodes: tuple[str, ...] = CLUSTER_NODES) -> dict:
     """The manager tests' topology: cluster1 of `nodes` sharing Volume1 and lun1, and the
-    hosts of `addresses` (a host not in `nodes` is standalone; standalone1 has 16 GiB).
-    A host whose address is None has none here (the simulated cluster gives its own)."""
+    hosts of `addresses` (a host not in `nodes` is standalone, with 16 GiB). A host whose
+    address is None has none here (the simulated cluster gives its own)."""
     hosts: list[dict] = []
     for name, address in addresses.items():
         entry: dict = {"name": name}
         if address is not None:
             entry["address"] = address
-        if name == "standalone1":
+        if name not in nodes:
             entry["memory_mb"] = 16384
         hosts.append(entry)
     return {
