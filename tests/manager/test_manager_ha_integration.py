@@ -1,8 +1,10 @@
-"""High availability end to end: a real manager and broker, fake agents, beats from the test.
+"""High availability end to end: a real manager and broker, the real agent app of every
+host on loopback (havm.scenario.sim_agent.LoopbackAgent), beats from the test.
 
 The test plays the agents' heartbeat side itself (it publishes their heartbeats on the
-real broker), so it decides exactly when a host falls silent. Stopping a fake agent's
-gRPC server makes its probe fail: together, a silent power-off.
+real broker), so it decides exactly when a host falls silent. Stopping an agent makes
+its probe fail: together, a silent power-off. A host that comes back is its agent
+started again on its files, which finds out by itself which of its VMs were taken away.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import grpc
 import pytest
-from manager_fake_agent import FakeAgent
 from manager_testkit import PYTHON, REPO_ROOT, ManagerProcess, eventually, free_port
 
+from havm.scenario.sim_agent import LoopbackAgent, intercept
 from havm.v1 import common_pb2, manager_pb2_grpc
 from havm.v1 import manager_pb2 as m
+from node_agent.core.power import Operation, PowerState
 
 pytestmark = pytest.mark.integration
 Stub = manager_pb2_grpc.ManagerServiceStub
@@ -55,27 +59,36 @@ def broker(tmp_path: Path) -> Iterator[int]:
         proc.wait(5)
 
 
-class Beats:
-    """Publishes heartbeats for the hosts in `alive` every INTERVAL seconds."""
+Agents = dict[str, LoopbackAgent]
 
-    def __init__(self, port: int, hosts: list[str]) -> None:
+
+class Beats:
+    """Publishes heartbeats for the hosts in `alive` every INTERVAL seconds, with the boot
+    id of each host's running agent."""
+
+    def __init__(self, port: int, agents: Agents) -> None:
         self.port = port
-        self.alive = set(hosts)
+        self.agents = agents
+        self.alive = set(agents)
         self.seq = 0
+
+    def boot_id(self, host: str) -> str:
+        vm_host = self.agents[host].vm_host
+        return vm_host.boot_id if vm_host is not None else ""
 
     async def run(self) -> None:
         # A short operation timeout: when the test ends with the broker gone, leaving the
         # client must not wait long for an answer that will not come.
         async with aiomqtt.Client("127.0.0.1", self.port, timeout=2) as client:
             for host in self.alive:
-                status = {"state": "online", "host": host, "boot_id": "boot-1"}
+                status = {"state": "online", "host": host, "boot_id": self.boot_id(host)}
                 await client.publish(f"havm/v1/hosts/{host}/status", json.dumps(status), qos=1, retain=True)
             # A bad payload is ignored, not a crash.
             await client.publish("havm/v1/hosts/node3/heartbeat", b"\xff not json")
             while True:
                 self.seq += 1
                 for host in sorted(self.alive):
-                    beat = {"host": host, "boot_id": "boot-1", "seq": self.seq, "time": time.time()}
+                    beat = {"host": host, "boot_id": self.boot_id(host), "seq": self.seq, "time": time.time()}
                     await client.publish(f"havm/v1/hosts/{host}/heartbeat", json.dumps(beat))
                 await asyncio.sleep(INTERVAL)
 
@@ -95,17 +108,20 @@ def manager_args(broker: int) -> tuple[str, ...]:
 
 @pytest.fixture
 async def ha_cluster(
-    fake_agents: dict[str, FakeAgent],
-    topology_file: Callable[[dict[str, FakeAgent]], Path],
+    loopback_agents: Agents,
+    topology_file: Callable[[dict[str, Any]], Path],
     tmp_path: Path,
     manager_processes: list[ManagerProcess],
     broker: int,
 ) -> AsyncIterator[tuple[Stub, Beats, ManagerProcess]]:
-    beats = Beats(broker, list(fake_agents))
+    beats = Beats(broker, loopback_agents)
     task = asyncio.get_running_loop().create_task(beats.run())
     # Periodic refreshes far apart: the detector, not a failed refresh, notices the failure.
     proc = ManagerProcess(
-        topology_file(fake_agents), tmp_path / "state", refresh_interval=30.0, extra_args=manager_args(broker)
+        topology_file(loopback_agents),
+        tmp_path / "state",
+        refresh_interval=30.0,
+        extra_args=manager_args(broker),
     )
     manager_processes.append(proc)
     try:
@@ -142,16 +158,40 @@ async def all_ok(stub: Stub) -> None:
     await eventually(check, timeout=10, what="every host ok")
 
 
-def running_copies(agents: dict[str, FakeAgent], vm_id: str) -> list[str]:
+def on_agent(agents: Agents, host: str, vm_id: str) -> Any:
+    """What `host`'s running agent holds of the VM (None if nothing)."""
+    vm_host = agents[host].vm_host
+    assert vm_host is not None, f"the agent of {host} is not running"
+    return next((v for v in vm_host.list_vms() if v.spec.id == vm_id), None)
+
+
+def running_copies(agents: Agents, vm_id: str) -> list[str]:
+    """The hosts whose running agent runs the VM."""
     return [
         n
         for n, a in agents.items()
-        if vm_id in a.host.vms and a.host.vms[vm_id].state == common_pb2.VM_STATE_RUNNING
+        if a.vm_host is not None
+        and any(v.spec.id == vm_id and v.state is PowerState.RUNNING for v in a.vm_host.list_vms())
     ]
 
 
+def slow_starts(agent: LoopbackAgent, seconds: float) -> Callable[[], None]:
+    """Every START the agent carries out takes `seconds` more; returns what undoes it."""
+    assert agent.vm_host is not None
+
+    def wrap(operate: Callable[..., Any]) -> Callable[..., Any]:
+        async def slow(vm_id: str, operation: Operation) -> Any:
+            if operation is Operation.START:
+                await asyncio.sleep(seconds)
+            return await operate(vm_id, operation)
+
+        return slow
+
+    return intercept(agent.vm_host, "operate", wrap)
+
+
 async def test_silent_power_off_fences_the_host_and_restarts_its_ha_vms_elsewhere(
-    ha_cluster: tuple[Stub, Beats, ManagerProcess], fake_agents: dict[str, FakeAgent]
+    ha_cluster: tuple[Stub, Beats, ManagerProcess], loopback_agents: Agents
 ) -> None:
     stub, beats, proc = ha_cluster
     await all_ok(stub)
@@ -161,7 +201,7 @@ async def test_silent_power_off_fences_the_host_and_restarts_its_ha_vms_elsewher
     await create_running(stub, "solo1", "standalone1")
     before = {name: await vm(stub, name) for name in ("db1", "web1", "keep1")}
     assert before["db1"].restart_priority == 1 and before["db1"].failover_count == 0
-    old_generation = fake_agents["node1"].host.vms[before["db1"].id].lease_generation
+    old_generation = on_agent(loopback_agents, "node1", before["db1"].id).lease_generation
 
     # Freeze-like silence shorter than the window changes nothing.
     beats.alive.discard("node2")
@@ -172,7 +212,7 @@ async def test_silent_power_off_fences_the_host_and_restarts_its_ha_vms_elsewher
 
     # Silent power-off of node1: no beats, no answer on the management path.
     beats.alive.discard("node1")
-    await fake_agents["node1"].stop()
+    await loopback_agents["node1"].stop()
 
     async def fenced() -> bool:
         return await host_state(stub, "node1") == m.HOST_STATE_FENCED
@@ -182,11 +222,8 @@ async def test_silent_power_off_fences_the_host_and_restarts_its_ha_vms_elsewher
         moved = await vm(stub, name)
         assert moved.state == common_pb2.VM_STATE_RUNNING, moved.reason
         assert moved.host in ("node2", "node3") and moved.failover_count == 1
-        runtime = fake_agents[moved.host].host.vms[moved.id]
-        assert runtime.lease_generation > old_generation
-        assert running_copies({k: a for k, a in fake_agents.items() if k != "node1"}, moved.id) == [
-            moved.host
-        ]
+        assert on_agent(loopback_agents, moved.host, moved.id).lease_generation > old_generation
+        assert running_copies(loopback_agents, moved.id) == [moved.host]
     kept = await vm(stub, "keep1")
     assert kept.host == "node1" and kept.failover_count == 0 and "priority none" in kept.reason
 
@@ -204,7 +241,7 @@ async def test_silent_power_off_fences_the_host_and_restarts_its_ha_vms_elsewher
     assert "db1" in restarts[0] and "web1" in restarts[1], restarts
 
     # node1 comes back (its agent forgets the fenced copies): it rejoins as ok.
-    await fake_agents["node1"].start()
+    await loopback_agents["node1"].start()
     beats.alive.add("node1")
 
     async def back() -> bool:
@@ -214,10 +251,14 @@ async def test_silent_power_off_fences_the_host_and_restarts_its_ha_vms_elsewher
     for name in ("db1", "web1"):
         moved = await vm(stub, name)
         assert moved.host != "node1" and moved.state == common_pb2.VM_STATE_RUNNING
+        assert on_agent(loopback_agents, "node1", moved.id) is None
+        assert running_copies(loopback_agents, moved.id) == [moved.host]
+    # The VM left there (restart priority none) is node1's still: its agent started it again.
+    assert running_copies(loopback_agents, kept.id) == ["node1"]
 
 
 async def test_heartbeat_only_isolation_is_no_failover(
-    ha_cluster: tuple[Stub, Beats, ManagerProcess], fake_agents: dict[str, FakeAgent]
+    ha_cluster: tuple[Stub, Beats, ManagerProcess], loopback_agents: Agents
 ) -> None:
     stub, beats, _ = ha_cluster
     await all_ok(stub)
@@ -232,6 +273,7 @@ async def test_heartbeat_only_isolation_is_no_failover(
     app1 = await vm(stub, "app1")
     assert app1.host == "node2" and app1.failover_count == 0
     assert await host_state(stub, "node2") == m.HOST_STATE_ISOLATED
+    assert running_copies(loopback_agents, app1.id) == ["node2"]
     beats.alive.add("node2")
 
     async def ok() -> bool:
@@ -242,7 +284,7 @@ async def test_heartbeat_only_isolation_is_no_failover(
 
 async def test_manager_killed_mid_failover_finishes_it_after_restart_and_runs_nothing_twice(
     ha_cluster: tuple[Stub, Beats, ManagerProcess],
-    fake_agents: dict[str, FakeAgent],
+    loopback_agents: Agents,
     manager_processes: list[ManagerProcess],
     broker: int,
 ) -> None:
@@ -262,10 +304,11 @@ async def test_manager_killed_mid_failover_finishes_it_after_restart_and_runs_no
 
     watcher = asyncio.get_running_loop().create_task(watch_state())
     try:
-        for node in ("node2", "node3"):
-            fake_agents[node].host.delay = 0.6  # each take-over and start is slow
+        # Restarts on node3 are slow: the manager dies with the VMs restarted on node2
+        # running and those on node3 taken over, not started.
+        undo = slow_starts(loopback_agents["node3"], 1.0)
         beats.alive.discard("node1")
-        await fake_agents["node1"].stop()
+        await loopback_agents["node1"].stop()
 
         async def fencing() -> bool:
             return await host_state(stub, "node1") == m.HOST_STATE_FENCING
@@ -273,8 +316,7 @@ async def test_manager_killed_mid_failover_finishes_it_after_restart_and_runs_no
         await eventually(fencing, timeout=10, what="node1 fencing")
         await asyncio.sleep(0.8)  # some restarts done, others not
         proc.kill9()
-        for node in ("node2", "node3"):
-            fake_agents[node].host.delay = 0.0
+        undo()
         again = ManagerProcess(
             proc.topology, proc.state_dir, refresh_interval=30.0, extra_args=manager_args(broker)
         )
@@ -288,12 +330,11 @@ async def test_manager_killed_mid_failover_finishes_it_after_restart_and_runs_no
 
             await eventually(fenced, timeout=15, what=f"node1 fenced after restart\n{again.log()[-3000:]}")
             assert "resuming the failover of host node1" in again.log()
-            survivors = {k: a for k, a in fake_agents.items() if k != "node1"}
             for name in names:
                 record = await vm(stub2, name)
                 assert record.state == common_pb2.VM_STATE_RUNNING, record.reason
                 assert record.failover_count == 1
-                assert running_copies(survivors, ids[name]) == [record.host]
+                assert running_copies(loopback_agents, ids[name]) == [record.host]
         await eventually(
             lambda: asyncio.sleep(0, b'{"state": "fenced"}' in retained), timeout=5, what="retained state"
         )
