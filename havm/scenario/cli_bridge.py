@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,10 @@ class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
+
+    def json(self) -> Any:
+        """What the command printed with `-o json`."""
+        return json.loads(self.stdout)
 
 
 def run_cli(argv: list[str], obj: object = None) -> CommandResult:

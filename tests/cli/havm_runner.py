@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,11 @@ def run_havm(args: list[str], cwd: Path, env: dict[str, str] | None = None, time
     return Result(completed.returncode, completed.stdout, completed.stderr)
 
 
-def run_many(run: Callable[..., Result], commands: list[tuple[str, ...]]) -> list[Result]:
-    """Run independent commands at once: each one is a whole interpreter start-up."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda args: run(*args), commands))
+def one_error_line(result: Any) -> str:
+    """The single `error: ...` line a failed command prints, with no traceback (a Result
+    here, or a CommandResult of a command run in-process)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]

@@ -1,27 +1,29 @@
-"""Mutating commands wait for their job; every failure is one stderr line and exit 1."""
+"""Mutating commands wait for their job; every failure is one stderr line and exit 1.
+
+The commands run in-process against the real manager of a simulated cluster; what
+needs a process of its own (no manager at all, the context file, usage errors of the
+console script, its help) runs `havm` as a subprocess.
+"""
 
 from __future__ import annotations
 
 import pytest
-from fake_manager_service import FAILED_START_ERROR
-from havm_runner import run_many
+from havm_runner import one_error_line
 from typer.testing import CliRunner
 
 from havm.cli.main import app
 from havm.ports import free_port
-from havm.v1 import agent_pb2, common_pb2
+from havm.scenario.testing import SimClusterSession
+from havm.v1 import agent_pb2
+
+NO_ROOM = (
+    "start of VM solo1 on host esx1 failed: not enough memory on esx1 to start solo1: "
+    "needs 4096 MB, 3072 MB available"
+)
 
 
-def _one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
-def test_vm_create_sends_every_option_and_prints_the_vm(havm, manager):
-    result = havm(
+def test_vm_create_sends_every_option_and_prints_the_vm(cluster: SimClusterSession) -> None:
+    result = cluster.cli(
         "vm",
         "create",
         "app1",
@@ -48,173 +50,209 @@ def test_vm_create_sends_every_option_and_prints_the_vm(havm, manager):
         "-o",
         "json",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     vm = result.json()
-    assert vm["name"] == "app1" and vm["host"] == "node1" and vm["state"] == "stopped"
-    assert vm["storage"] == "csv:Volume1" and vm["networks"] == ["Public", "Backup"] and vm["ha"] is True
-    request = [r for name, r in manager.fake.calls if name == "CreateVm" and r.name == "app1"][-1]
-    assert (request.memory_mb, request.cpus, request.disk_gb) == (1024, 2, 30)
-    assert request.highly_available and request.no_start and request.host == "node1"
-    assert request.storage == common_pb2.StorageLocation(kind=common_pb2.STORAGE_KIND_CSV, name="Volume1")
-    assert request.workload.dirty_rate_mb_per_s == 12.5 and request.workload.journal_writes_per_s == 40
+    assert (vm["name"], vm["host"], vm["state"], vm["ha"]) == ("app1", "node1", "stopped", True)
+    assert (vm["memory_mb"], vm["cpus"], vm["disk_gb"]) == (1024, 2, 30)
+    assert vm["storage"] == "csv:Volume1" and vm["networks"] == ["Public", "Backup"]
+    # The guest's workload reached the host the VM was created on.
+    runtime = cluster.run(cluster.agent("node1").GetVm(agent_pb2.AgentServiceGetVmRequest(vm_id=vm["id"]))).vm
+    assert runtime.spec.workload.dirty_rate_mb_per_s == 12.5
+    assert runtime.spec.workload.journal_writes_per_s == 40
 
 
-def test_vm_create_table_prints_one_line(havm, manager):
-    result = havm("vm", "create", "app2", "--memory-mb", "512", "--storage", "local:C")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "VM app2 created on node1 (running)"
-    request = [r for name, r in manager.fake.calls if name == "CreateVm" and r.name == "app2"][-1]
-    assert request.cpus == 0 and request.disk_gb == 0  # the manager's defaults apply
-    assert request.storage.kind == common_pb2.STORAGE_KIND_LOCAL_DISK
+def test_vm_create_table_prints_one_line_and_the_manager_defaults_apply(cluster: SimClusterSession) -> None:
+    result = cluster.cli(
+        "vm", "create", "app2", "--memory-mb", "512", "--host", "esx1", "--storage", "local:local1"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "VM app2 created on esx1 (running)\n"
+    vm = cluster.cli("vm", "show", "app2", "-o", "json").json()
+    assert (vm["cpus"], vm["disk_gb"], vm["storage"]) == (1, 20, "local:local1")
 
 
-def test_vm_create_rejects_a_malformed_storage_as_usage_error(havm):
-    result = havm("vm", "create", "app3", "--memory-mb", "512", "--storage", "nas:share")
-    assert result.returncode == 2
+def test_vm_create_rejects_a_malformed_storage_as_usage_error(cluster: SimClusterSession) -> None:
+    result = cluster.cli("vm", "create", "app3", "--memory-mb", "512", "--storage", "nas:share")
+    assert result.exit_code == 2
     assert "KIND:NAME" in result.stderr and "--storage" in result.stderr
     assert "Traceback" not in result.stderr
+    assert cluster.cli("vm", "list", "-o", "json").json() == []
 
 
-def test_vm_create_that_fails_in_its_job(havm):
-    result = havm("vm", "create", "huge", "--memory-mb", "100000")
-    assert result.returncode == 1
-    assert _one_error_line(result) == "error: no host has 100000 MB free for VM huge"
+def test_vm_create_that_nothing_can_take(cluster: SimClusterSession) -> None:
+    result = cluster.cli("vm", "create", "huge", "--ha", "--memory-mb", "100000")
+    assert result.exit_code == 1 and result.stdout == ""
+    line = one_error_line(result)
+    assert line.startswith("error: no host can take VM huge (100000 MB, 1 vCPU, 20 GB): ")
+    assert "node1 has 14336 MB free, needs 100000 MB" in line
+    assert "esx1 is a standalone host (a highly available VM needs a cluster node)" in line
 
 
-def test_vm_create_already_exists(havm):
-    result = havm("vm", "create", "web1", "--memory-mb", "512")
-    assert result.returncode == 1
-    assert _one_error_line(result) == "error: a VM named web1 already exists"
+def test_vm_create_already_exists(cluster: SimClusterSession) -> None:
+    assert cluster.cli("vm", "create", "web1", "--ha", "--memory-mb", "512").exit_code == 0
+    result = cluster.cli("vm", "create", "web1", "--ha", "--memory-mb", "512")
+    assert result.exit_code == 1
+    assert one_error_line(result) == "error: a VM named web1 already exists"
 
 
+# Each operation in an order the VM allows, what it prints, and the state it leaves.
 OPERATIONS = [
-    ("start", agent_pb2.VM_OPERATION_START, "VM web1 started on node1"),
-    ("stop", agent_pb2.VM_OPERATION_TURN_OFF, "VM web1 turned off"),
-    ("shutdown", agent_pb2.VM_OPERATION_SHUTDOWN, "VM web1 shut down"),
-    ("save", agent_pb2.VM_OPERATION_SAVE, "VM web1 saved"),
-    ("restore", agent_pb2.VM_OPERATION_RESTORE, "VM web1 restored on node1"),
-    ("pause", agent_pb2.VM_OPERATION_PAUSE, "VM web1 paused"),
-    ("resume", agent_pb2.VM_OPERATION_RESUME, "VM web1 resumed"),
+    ("pause", "VM web1 paused", "paused"),
+    ("resume", "VM web1 resumed", "running"),
+    ("save", "VM web1 saved", "saved"),
+    ("restore", "VM web1 restored on node1", "running"),
+    ("stop", "VM web1 turned off", "stopped"),
+    ("start", "VM web1 started on node1", "running"),
+    ("shutdown", "VM web1 shut down", "stopped"),
 ]
 
 
-def test_vm_operations_wait_for_their_job(havm, manager):
-    before = len(manager.fake.calls)
-    results = run_many(havm, [("vm", command, "web1") for command, _, _ in OPERATIONS])
-    for (command, _, line), result in zip(OPERATIONS, results, strict=True):
-        assert result.returncode == 0, (command, result.stderr)
-        assert result.stdout.strip() == line
-    sent = {(r.name, r.operation) for name, r in manager.fake.calls[before:] if name == "OperateVm"}
-    assert sent == {("web1", operation) for _, operation, _ in OPERATIONS}
+def test_vm_operations_wait_for_their_job(cluster: SimClusterSession) -> None:
+    assert cluster.cli("vm", "create", "web1", "--ha", "--memory-mb", "512", "--host", "node1").exit_code == 0
+    for command, line, state in OPERATIONS:
+        result = cluster.cli("vm", command, "web1")
+        assert result.exit_code == 0, (command, result.stderr)
+        assert result.stdout == line + "\n"
+        # The job was finished when the command returned: the VM is there already.
+        assert cluster.cli("vm", "show", "web1", "-o", "json").json()["state"] == state, command
 
 
-def test_vm_operation_json_prints_the_finished_job(havm):
-    result = havm("vm", "pause", "web1", "-o", "json")
-    assert result.returncode == 0, result.stderr
+def test_vm_operation_json_prints_the_finished_job(cluster: SimClusterSession) -> None:
+    assert cluster.cli("vm", "create", "web1", "--ha", "--memory-mb", "512", "--host", "node1").exit_code == 0
+    result = cluster.cli("vm", "pause", "web1", "-o", "json")
+    assert result.exit_code == 0, result.stderr
     job = result.json()
-    assert job["state"] == "completed" and job["progress"] == 100 and job["kind"] == "pause_vm"
+    assert (job["state"], job["progress"], job["kind"], job["target"]) == (
+        "completed",
+        100,
+        "pause_vm",
+        "web1",
+    )
+    assert job["message"] == "VM web1 is paused on host node1" and job["error"] is None
 
 
-def test_failed_job_exits_1_with_the_job_error(havm):
-    result = havm("vm", "start", "db1")
-    assert result.returncode == 1
-    assert _one_error_line(result) == f"error: {FAILED_START_ERROR}"
-    assert result.stdout == ""
+@pytest.fixture
+def no_room(cluster: SimClusterSession) -> SimClusterSession:
+    """solo1 stopped on esx1, whose memory solo2 now holds: starting solo1 fails in its job."""
+    for args in (("solo1", "--no-start"), ("solo2",)):
+        result = cluster.cli("vm", "create", args[0], "--memory-mb", "4096", "--host", "esx1", *args[1:])
+        assert result.exit_code == 0, result.stderr
+    return cluster
 
 
-def test_failed_job_in_json_mode_still_prints_the_job(havm):
-    result = havm("vm", "start", "db1", "-o", "json")
-    assert result.returncode == 1
-    assert result.json()["state"] == "failed" and result.json()["error"] == FAILED_START_ERROR
-    assert _one_error_line(result) == f"error: {FAILED_START_ERROR}"
+def test_failed_job_exits_1_with_the_job_error(no_room: SimClusterSession) -> None:
+    result = no_room.cli("vm", "start", "solo1")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert one_error_line(result) == f"error: {NO_ROOM}"
 
 
-def test_vm_delete_without_a_tty_needs_no_prompt(havm, manager):
-    created = havm("vm", "create", "tmp1", "--memory-mb", "256", "-o", "json")
-    assert created.returncode == 0, created.stderr
-    result = havm("vm", "delete", "tmp1")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "VM tmp1 deleted"
-    assert "tmp1" not in manager.fake.vms
+def test_failed_job_in_json_mode_still_prints_the_job(no_room: SimClusterSession) -> None:
+    result = no_room.cli("vm", "start", "solo1", "-o", "json")
+    assert result.exit_code == 1
+    job = result.json()
+    assert (job["kind"], job["state"], job["error"]) == ("start_vm", "failed", NO_ROOM)
+    assert one_error_line(result) == f"error: {NO_ROOM}"
 
 
-def test_cluster_refresh_waits_for_its_job(havm):
-    result = havm("cluster", "refresh", "hv1", "-o", "json")
-    assert result.returncode == 0, result.stderr
-    assert result.json()["state"] == "completed" and result.json()["target"] == "hv1"
-    table = havm("cluster", "refresh")
-    assert table.returncode == 0 and table.stdout.strip() == "refreshed 2 hosts"
+def test_job_watch_follows_a_failed_job_and_a_completed_one(no_room: SimClusterSession) -> None:
+    assert no_room.cli("vm", "start", "solo1").exit_code == 1
+    failed, created = no_room.cli("job", "list", "--limit", "2", "-o", "json").json()
+    result = no_room.cli("job", "watch", failed["id"], "-o", "json")
+    assert result.exit_code == 1
+    assert result.json()["id"] == failed["id"] and result.json()["state"] == "failed"
+    assert one_error_line(result) == f"error: {NO_ROOM}"
+    done = no_room.cli("job", "watch", created["id"])
+    assert done.exit_code == 0 and "completed" in done.stdout and created["id"] in done.stdout
 
 
-def test_job_watch_follows_a_failed_job(havm):
-    result = havm("job", "watch", "job-2", "-o", "json")
-    assert result.returncode == 1
-    assert result.json()["id"] == "job-2"
-    assert _one_error_line(result) == f"error: {FAILED_START_ERROR}"
-    done = havm("job", "watch", "job-1")
-    assert done.returncode == 0 and "completed" in done.stdout
+def test_vm_delete(cluster: SimClusterSession) -> None:
+    assert cluster.cli("vm", "create", "tmp1", "--ha", "--memory-mb", "256").exit_code == 0
+    refused = cluster.cli("vm", "delete", "tmp1", "--yes")
+    assert refused.exit_code == 1 and one_error_line(refused) == "error: VM tmp1 is running: stop it first"
+    assert cluster.cli("vm", "stop", "tmp1").exit_code == 0
+    result = cluster.cli("vm", "delete", "tmp1", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "VM tmp1 deleted\n"
+    assert cluster.cli("vm", "list", "-o", "json").json() == []
+
+
+def test_cluster_refresh_waits_for_its_job(cluster: SimClusterSession) -> None:
+    result = cluster.cli("cluster", "refresh", "hv1", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    job = result.json()
+    assert (job["kind"], job["state"], job["target"]) == ("refresh", "completed", "hv1")
+    table = cluster.cli("cluster", "refresh")
+    assert table.exit_code == 0 and table.stdout == "Refreshed every host: 8 of 8 host(s) ok\n"
 
 
 NOT_FOUND = [
     (("vm", "show", "nope"), "VM nope does not exist"),
     (("vm", "start", "nope"), "VM nope does not exist"),
     (("cluster", "show", "nope"), "cluster nope does not exist"),
+    (("host", "show", "nope"), "host nope does not exist"),
     (("job", "watch", "job-999"), "job job-999 does not exist"),
+    (("migration", "show", "mig-999"), "migration mig-999 does not exist"),
 ]
 
 
-def test_not_found_prints_the_server_sentence(havm):
-    results = run_many(havm, [args for args, _ in NOT_FOUND])
-    for (args, sentence), result in zip(NOT_FOUND, results, strict=True):
-        assert result.returncode == 1, args
-        assert _one_error_line(result) == f"error: {sentence}"
+def test_not_found_prints_the_server_sentence(cluster: SimClusterSession) -> None:
+    for args, sentence in NOT_FOUND:
+        result = cluster.cli(*args)
+        assert result.exit_code == 1, args
+        assert one_error_line(result) == f"error: {sentence}"
 
 
-def test_unavailable_from_a_reachable_manager_is_its_sentence(havm):
-    # The manager answers UNAVAILABLE because a host is down: not "cannot reach".
-    result = havm("cluster", "refresh", "node2")
-    assert result.returncode == 1
-    assert _one_error_line(result) == "error: host node2 does not answer at 127.0.0.1:7002"
+def test_a_host_the_manager_cannot_reach_is_its_sentence(cluster: SimClusterSession) -> None:
+    # The manager answers that a host is unavailable: not "cannot reach the manager".
+    assert cluster.cli("fault", "crash", "node2").exit_code == 0
+    result = cluster.cli("cluster", "refresh", "node2")
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        "error: refreshing host node2 failed: no host answered (node2: agent of host node2 is "
+        "unavailable (failed to connect to node2.sim:50051: refused))"
+    )
 
 
-def test_unreachable_manager(havm_bare):
+def test_a_slow_manager_hits_the_call_timeout(cluster: SimClusterSession) -> None:
+    # node2 still beats, but its management path is cut: the manager's compatibility
+    # check of the destination waits for node2's agent longer than the CLI waits.
+    assert cluster.cli("vm", "create", "web1", "--ha", "--memory-mb", "512", "--host", "node1").exit_code == 0
+    assert cluster.cli("fault", "isolate", "node2", "--from", "management").exit_code == 0
+    started = cluster.now()
+    result = cluster.cli("--timeout", "0.5", "vm", "migrate", "web1", "--to", "node2")
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        "error: the manager at manager.sim:50051 did not answer within 0.5 s "
+        "(is the cluster running? start it with `havm up`)"
+    )
+    assert cluster.now() - started == pytest.approx(0.5)
+
+
+def test_unreachable_manager(havm_bare) -> None:
     address = f"127.0.0.1:{free_port()}"
-    commands = [("host", "list"), ("vm", "start", "web1"), ("status", "-o", "json")]
-    results = run_many(havm_bare, [("--manager", address, *args) for args in commands])
-    for args, result in zip(commands, results, strict=True):
+    for args in (("host", "list"), ("vm", "start", "web1"), ("status", "-o", "json")):
+        result = havm_bare("--manager", address, *args)
         assert result.returncode == 1, args
-        assert _one_error_line(result) == (
+        assert one_error_line(result) == (
             f"error: cannot reach the manager at {address} (is the cluster running? start it with `havm up`)"
         )
 
 
-def test_a_slow_manager_hits_the_call_timeout(havm):
-    result = havm("--timeout", "0.2", "host", "show", "sleepy")
-    assert result.returncode == 1
-    line = _one_error_line(result)
-    assert "did not answer within 0.2 s" in line and "havm up" in line
-
-
-def test_manager_address_from_the_environment(havm_bare, manager):
-    result = havm_bare("vm", "list", "-o", "json", env={"HAVM_MANAGER": manager.address})
-    assert result.returncode == 0, result.stderr
-
-
-def test_missing_context_file_is_a_clear_sentence(havm_bare, tmp_path):
+def test_missing_context_file_is_a_clear_sentence(havm_bare, tmp_path) -> None:
     result = havm_bare("--state-dir", str(tmp_path / "nowhere"), "vm", "list")
     assert result.returncode == 1
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "no running cluster found in" in line and "havm up" in line and "--manager" in line
 
 
-def test_corrupt_context_file_is_a_clear_sentence(havm_bare, tmp_path):
+def test_corrupt_context_file_is_a_clear_sentence(havm_bare, tmp_path) -> None:
     (tmp_path / "cluster.json").write_text("{not json")
     result = havm_bare("--state-dir", str(tmp_path), "host", "list")
     assert result.returncode == 1
-    assert "cluster.json" in _one_error_line(result)
+    assert "cluster.json" in one_error_line(result)
 
 
-def test_usage_error_exits_2_without_traceback(havm_bare):
+def test_usage_error_exits_2_without_traceback(havm_bare) -> None:
     result = havm_bare("vm", "create", "x")  # --memory-mb is required
     assert result.returncode == 2
     assert "--memory-mb" in result.stderr and "Traceback" not in result.stderr
@@ -256,7 +294,7 @@ HELP_GROUPS = [
 ]
 
 
-def test_help_of_the_console_script(havm_bare):
+def test_help_of_the_console_script(havm_bare) -> None:
     result = havm_bare("--help")
     assert result.returncode == 0, result.stderr
     for group in ("status", "host", "cluster", "vm", "job", "migration"):
@@ -264,7 +302,7 @@ def test_help_of_the_console_script(havm_bare):
 
 
 @pytest.mark.parametrize("group", HELP_GROUPS, ids=lambda g: " ".join(g) or "havm")
-def test_help_works_for_every_group(group):
+def test_help_works_for_every_group(group: tuple[str, ...]) -> None:
     # In-process: the same app object the console script runs, without 25 start-ups.
     result = CliRunner().invoke(app, [*group, "--help"], prog_name="havm")
     assert result.exit_code == 0, result.output
