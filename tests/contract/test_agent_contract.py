@@ -32,6 +32,7 @@ from manager.core.errors import (
     NotFoundError,
     UnavailableError,
 )
+from manager.core.migration_phase import MigrationPhase
 from manager.core.model import StorageKind, StorageLocation, VmOperation, VmRecord
 from manager.core.settings import Settings
 from manager.core.states import VmState
@@ -202,7 +203,7 @@ def test_a_live_migration_hands_the_vm_over(world: World) -> None:
             bandwidth_mb_per_s=0.0,
         )
         updates = [p async for p in agents.migrate_vm("node1", at["node1"], order)]
-        assert updates and updates[-1].phase == "completed"
+        assert updates and updates[-1].phase is MigrationPhase.COMPLETED
         assert (await agents.get_vm("node2", at["node2"], "id-mig1")).state is VmState.RUNNING
         assert [v.id for v in (await agents.get_inventory("node1", at["node1"])).vms] == []
 
