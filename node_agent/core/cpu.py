@@ -61,7 +61,7 @@ def cpu_reasons(
     """
     if guest.vendor != host_cpu.vendor:
         return [
-            f"host {host_name} has a {host_cpu.vendor} processor; VM {vm_label} runs on {guest.vendor}, "
+            f"the processor of host {host_name} is {host_cpu.vendor}; VM {vm_label} runs on {guest.vendor}, "
             "and no VM can move between processor vendors while it runs"
         ]
     offered = set(host_cpu.features) - HOST_ONLY_FEATURES

@@ -181,7 +181,7 @@ def test_an_incompatible_destination_is_refused_with_every_reason(start_agent, t
     assert (
         node2.stub.CheckCompatibility(request, timeout=5)
         .reasons[0]
-        .startswith("host node2 has a AuthenticAMD")
+        .startswith("the processor of host node2 is AuthenticAMD")
     )
 
 
