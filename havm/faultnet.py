@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -126,7 +127,7 @@ async def serve(links_file: Path, faults_file: Path) -> None:
     servers = []
     for link in links:
         host, port = split_address(link.listen)
-        servers.append(await asyncio.start_server(lambda r, w, lk=link: relay(lk, r, w), host, port))
+        servers.append(await asyncio.start_server(functools.partial(relay, link), host, port))
 
     def reload() -> None:
         cut, version = read_faults(faults_file)

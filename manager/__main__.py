@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypedDict
 
 from havm.contract.timing import Timing, timing_problems
 from havm.contract.topology_file import TopologyYamlError, topology_from_yaml
@@ -49,10 +49,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class UtcFormatter(logging.Formatter):
     """`2026-11-25T17:00:00.123Z INFO manager.module message`, one line per record."""
 
-    converter = time.gmtime
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
@@ -175,17 +173,22 @@ def load_topology(path: Path) -> Topology:
         raise UsageError(f"{path}: {error}") from None
 
 
-def placement_settings(args: argparse.Namespace, topology: Topology) -> dict[str, object]:
+class PlacementSettings(TypedDict):
+    placement_goal: PlacementGoal
+    rating_weights: RatingWeights
+
+
+def placement_settings(args: argparse.Namespace, topology: Topology) -> PlacementSettings:
     """The placement goal and rating weights: the flags, else the topology's section."""
     section = topology.placement
     memory = section.memory_weight if args.memory_weight is None else args.memory_weight
     cpu = section.cpu_weight if args.cpu_weight is None else args.cpu_weight
     if memory + cpu <= 0:
         raise UsageError("--memory-weight and --cpu-weight: at least one must be above 0")
-    return {
-        "placement_goal": PlacementGoal(args.placement_goal or section.goal),
-        "rating_weights": RatingWeights(memory=memory, cpu=cpu),
-    }
+    return PlacementSettings(
+        placement_goal=PlacementGoal(args.placement_goal or section.goal),
+        rating_weights=RatingWeights(memory=memory, cpu=cpu),
+    )
 
 
 def effective_timing(args: argparse.Namespace, topology: Topology) -> Timing:

@@ -139,7 +139,7 @@ class ManagerClient:
     def update_cluster(self, request: manager_pb2.UpdateClusterRequest) -> manager_pb2.UpdateClusterResponse:
         return self._call(self._stub.UpdateCluster, request)
 
-    def start_maintenance(self, host: str, mode: manager_pb2.MaintenanceMode.ValueType) -> manager_pb2.Job:
+    def start_maintenance(self, host: str, mode: manager_pb2.MaintenanceMode) -> manager_pb2.Job:
         request = manager_pb2.StartMaintenanceRequest(host=host, mode=mode)
         return self._call(self._stub.StartMaintenance, request).job
 
@@ -160,19 +160,17 @@ class ManagerClient:
     def create_vm(self, request: manager_pb2.CreateVmRequest) -> manager_pb2.CreateVmResponse:
         return self._call(self._stub.CreateVm, request)
 
-    def operate_vm(self, name: str, operation: agent_pb2.VmOperation.ValueType) -> manager_pb2.Job:
+    def operate_vm(self, name: str, operation: agent_pb2.VmOperation) -> manager_pb2.Job:
         request = manager_pb2.OperateVmRequest(name=name, operation=operation)
         return self._call(self._stub.OperateVm, request).job
 
     def update_vm(self, request: manager_pb2.UpdateVmRequest) -> manager_pb2.UpdateVmResponse:
         return self._call(self._stub.UpdateVm, request)
 
-    def repair_vm(
-        self, name: str, action: manager_pb2.RepairAction.ValueType
-    ) -> manager_pb2.RepairVmResponse:
+    def repair_vm(self, name: str, action: manager_pb2.RepairAction) -> manager_pb2.RepairVmResponse:
         return self._call(self._stub.RepairVm, manager_pb2.RepairVmRequest(name=name, action=action))
 
-    def shutdown_host(self, host: str, action: manager_pb2.ShutdownAction.ValueType) -> manager_pb2.Job:
+    def shutdown_host(self, host: str, action: manager_pb2.ShutdownAction) -> manager_pb2.Job:
         request = manager_pb2.ShutdownHostRequest(host=host, action=action)
         return self._call(self._stub.ShutdownHost, request).job
 

@@ -140,7 +140,7 @@ def _apply_failback(policy: manager_pb2.FailoverPolicy, text: str) -> None:
 
 @dataclass(frozen=True)
 class _Repair:
-    action: manager_pb2.RepairAction.ValueType
+    action: manager_pb2.RepairAction
     done: str
 
 

@@ -213,10 +213,10 @@ def plan_components(
             address[f"agent:{host.name}"],
             address[f"heartbeat:{host.name}"],
         )
-    for host in added:
+    for added_name in added:
         # The broker may have moved; a relay started again reads its paths afresh.
-        write_added_host_links(old, host, address["broker"])
-        names += [f"agent:{host}", f"faultnet:{host}"]
+        write_added_host_links(old, added_name, address["broker"])
+        names += [f"agent:{added_name}", f"faultnet:{added_name}"]
 
     components = {}
     for name in names:

@@ -135,7 +135,7 @@ def resolve_storage(host: manager_pb2.Host, path: str) -> common_pb2.StorageLoca
     A bare name is looked up among the host's local disks and the CSVs and LUNs it sees,
     exactly first, then ignoring case, as Windows names are.
     """
-    wanted_kind: int | None = None
+    wanted_kind: common_pb2.StorageKind | None = None
     prefix, sep, rest = path.partition(":")
     if sep and prefix.lower() in _STORAGE_KINDS:
         wanted_kind, path = _STORAGE_KINDS[prefix.lower()], rest

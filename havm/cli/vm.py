@@ -229,7 +229,7 @@ def set_vm(
 
 
 def _operation_command(
-    operation: agent_pb2.VmOperation.ValueType, done: str, with_host: bool, help_text: str
+    operation: agent_pb2.VmOperation, done: str, with_host: bool, help_text: str
 ) -> Callable[..., None]:
     def command(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.table) -> None:
         manager = client(ctx)

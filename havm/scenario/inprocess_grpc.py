@@ -130,8 +130,9 @@ class InProcessNetwork:
 
     async def _black_hole(self, timeout: float | None) -> None:
         if timeout is None:
-            await asyncio.Event().wait()
-        await asyncio.sleep(timeout)
+            await asyncio.Event().wait()  # never set: without a deadline the call hangs
+        else:
+            await asyncio.sleep(timeout)
         raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
     async def unary(
@@ -381,7 +382,8 @@ class BidiCall(_Responses):
             raise asyncio.InvalidStateError("the call has ended")
         # A write waiting for the window fails as soon as the call ends, as on a reset stream.
         put = asyncio.ensure_future(self._requests.put(request))
-        await asyncio.wait({put, self._status}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {put, self._status}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not put.done():
             put.cancel()
             raise asyncio.InvalidStateError("the call has ended")

@@ -25,8 +25,8 @@ import contextvars
 from collections.abc import Callable
 
 from havm.scenario.virtual_loop import VirtualTimeLoop, current_machine
-from node_agent.adapters.mqtt_status import BrokerUnavailable
 from node_agent.app.runner import BrokerSessionParams
+from node_agent.core.broker import BrokerUnavailable
 
 # A broker ends a silent client after this many keepalive intervals (MQTT 3.1.1, 3.1.2.10).
 BROKER_GRACE = 1.5

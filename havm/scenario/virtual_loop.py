@@ -83,7 +83,8 @@ class _OrderedTimer(asyncio.TimerHandle):
 
     def __lt__(self, other: object) -> bool:
         if isinstance(other, _OrderedTimer):
-            return (self._when, self._seq) < (other._when, other._seq)
+            # TimerHandle's own moment: private to asyncio, so typeshed does not list it.
+            return (self._when, self._seq) < (other._when, other._seq)  # type: ignore[attr-defined]
         return super().__lt__(other)  # type: ignore[operator]
 
 
@@ -133,14 +134,16 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._graveyard: list[_MachineTask] = []
         self._parked: dict[str, list[tuple[_MachineTask, BaseException | None]]] = {}
         super().__init__(_JumpingSelector(self))
-        self.set_task_factory(self._make_task)
+        self.set_task_factory(self._make_task)  # type: ignore[arg-type]
         # Timers a hair apart run in one pass on a real loop; on virtual time they keep order.
         self._clock_resolution = 1e-9
 
     def time(self) -> float:
         return self._now
 
-    def call_later(
+    # The overrides take *args as Any: typeshed's TypeVarTuple signatures cannot be
+    # forwarded through `fire` below without losing them.
+    def call_later(  # type: ignore[override]
         self,
         delay: float,
         callback: Callable[..., Any],
@@ -154,7 +157,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             when = math.nextafter(self._now, math.inf)
         return self.call_at(when, callback, *args, context=context)
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self,
         when: float,
         callback: Callable[..., Any],
@@ -172,7 +175,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._timer_count += 1
         timer = _OrderedTimer(when, fire, (), self, context, self._timer_count)
         heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
-        timer._scheduled = True
+        timer._scheduled = True  # type: ignore[attr-defined]
         return timer
 
     def _jump(self, timeout: float) -> None:
@@ -192,7 +195,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         assert isinstance(loop, VirtualTimeLoop)
         return _MachineTask(coro, loop=loop, **kw)
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., Any], *args: Any
+    ) -> asyncio.Future[Any]:
         # Inline: a thread would let virtual time jump while it works.
         future: ConcurrentFuture[Any] = ConcurrentFuture()
         try:

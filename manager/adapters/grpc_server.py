@@ -69,13 +69,21 @@ class HostViewLike(Protocol):
 
 
 class StatusLike(Protocol):
-    version: str
-    hosts_total: int
-    hosts_ok: int
-    vms_total: int
-    vms_running: int
-    clusters: list[ClusterRecord]
-    jobs_running: int
+    # Read-only: the app answers with a frozen view.
+    @property
+    def version(self) -> str: ...
+    @property
+    def hosts_total(self) -> int: ...
+    @property
+    def hosts_ok(self) -> int: ...
+    @property
+    def vms_total(self) -> int: ...
+    @property
+    def vms_running(self) -> int: ...
+    @property
+    def clusters(self) -> list[ClusterRecord]: ...
+    @property
+    def jobs_running(self) -> int: ...
 
 
 class HostAdminLike(Protocol):

@@ -5,8 +5,8 @@ loses its connection; the app loop republishes `online` and reconnects. The sess
 also subscribes to this host's own heartbeat topic: each beat the broker sends back
 proves that the heartbeat network works both ways right now, which an open TCP
 connection does not (a cut cable leaves it open until its keepalive expires). Every
-failure of the broker or the client library surfaces as BrokerUnavailable so that
-the loop has exactly one thing to handle.
+failure of the broker or the client library surfaces as the port's BrokerUnavailable
+(node_agent.core.broker) so that the loop has exactly one thing to handle.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from collections.abc import Callable
 
 import aiomqtt
 
-
-class BrokerUnavailable(Exception):
-    """The broker cannot be reached or the connection to it was lost."""
+from node_agent.core.broker import BrokerUnavailable
 
 
-class BrokerSession:
-    """A connected MQTT client whose last will marks the host offline."""
+class MqttBrokerSession:
+    """The BrokerSession port over MQTT: a connected client whose last will marks the host offline."""
 
     def __init__(
         self,

@@ -24,12 +24,12 @@ from node_agent.adapters.grpc_agent import MAX_MESSAGE_BYTES
 from node_agent.adapters.grpc_server import AgentServer
 from node_agent.app.host import VmHost
 from node_agent.app.leave import StopRequests, shut_guests_down
+from node_agent.core.broker import BrokerSession
 from node_agent.core.config import HostConfig
 from node_agent.core.errors import AgentError
 from node_agent.core.views import Presence, heartbeat_topic, status_payload, status_topic
 
 if TYPE_CHECKING:
-    from node_agent.adapters.mqtt_status import BrokerSession
     from node_agent.app.status import StatusPublisher
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,11 @@ def process_transports(broker: tuple[str, int] | None) -> AgentTransports:
 
     def broker_session(params: BrokerSessionParams) -> BrokerSession:
         # Imported here: the MQTT client is only loaded by agents that use a broker.
-        from node_agent.adapters.mqtt_status import BrokerSession as MqttSession
+        from node_agent.adapters.mqtt_status import MqttBrokerSession
 
         assert broker is not None
         hostname, port = broker
-        return MqttSession(
+        return MqttBrokerSession(
             hostname,
             port,
             client_id=params.client_id,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from node_agent.adapters.clock import SYSTEM_CLOCK
-from node_agent.adapters.mqtt_status import BrokerSession, BrokerUnavailable
+from node_agent.core.broker import BrokerSession, BrokerUnavailable
 from node_agent.core.config import AgentSettings
 from node_agent.core.views import HostLoad, heartbeat_payload, heartbeat_topic
 
