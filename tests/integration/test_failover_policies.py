@@ -163,13 +163,21 @@ def test_an_agent_that_leaves_on_its_own_has_its_vms_restarted_at_once(ha: Local
     for name in names:
         create(ha, name, "--host", "n2")
     pid = ha.component("agent:n2")["pid"]
-    left_at = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     wait_dead(pid, timeout=10)
     for name in names:
-        running_on(ha, name, {"n1", "n2", "n3", "n4"} - set(), timeout=10)
-    took = time.monotonic() - left_at
-    # Sooner than the detection window alone (5 missed beats) would allow.
-    assert took < 5, f"VMs of a host that announced its shutdown took {took:.1f} s to run elsewhere"
+        running_on(ha, name, {"n1", "n3", "n4"}, timeout=10)
     assert hosts(ha)["n2"]["state"] == "stopped"
+    # The host announced that it leaves, so its VMs moved without the detector's window:
+    # n2 went to stopped without ever being suspect, not responding or fenced (timing is
+    # not asserted here, the other modules' clusters share the CPU; the virtual-time
+    # scenarios of graceful shutdown pin it).
+    states = [
+        e["detail"] for e in events(ha) if e["kind"] == "host_state" and e["detail"].startswith("host n2 ")
+    ]
+    last_ok = max(i for i, detail in enumerate(states) if "=> ok" in detail)
+    after = " ".join(states[last_ok + 1 :])
+    assert "=> stopped" in after, states
+    for detour in ("=> suspect", "=> not_responding", "=> fencing", "=> fenced"):
+        assert detour not in after, states
     assert_invariant(ha, "after n2 left")
