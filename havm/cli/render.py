@@ -25,7 +25,7 @@ from havm.v1 import common_pb2, manager_pb2
 Row = dict[str, Any]
 
 # How a storage location is written on the command line and in JSON ("csv:Volume1").
-STORAGE_PREFIXES: dict[int, str] = {
+STORAGE_PREFIXES: dict[common_pb2.StorageKind, str] = {
     common_pb2.STORAGE_KIND_CSV: "csv",
     common_pb2.STORAGE_KIND_LUN: "lun",
     common_pb2.STORAGE_KIND_LOCAL_DISK: "local",
@@ -111,7 +111,33 @@ def host_dict(host: manager_pb2.Host) -> Row:
         "last_refresh": timestamp(host, "last_refresh"),
         "state_reason": host.state_reason,
         "added_at_runtime": host.added_at_runtime,
+        "capabilities": capabilities_dict(host.capabilities, host.capabilities_reported),
     }
+
+
+def capabilities_dict(capabilities: common_pb2.HostCapabilities, reported: bool) -> Row:
+    """What the host can do; `reported` false: its profile's row, its agent has not answered yet."""
+    return {
+        "live_migration": capabilities.live_migration,
+        "quick_migration": capabilities.quick_migration,
+        "csv": capabilities.csv,
+        "network_kind": enum_word(common_pb2.NetworkKind, capabilities.network_kind, "NETWORK_KIND_"),
+        "reported": reported,
+    }
+
+
+def capabilities_text(row: Row) -> str:
+    """`live and quick migration, CSV; port groups (reported)`."""
+    moves = {
+        (True, True): "live and quick migration",
+        (True, False): "live migration only",
+        (False, True): "quick migration only",
+        (False, False): "no migration",
+    }[(row["live_migration"], row["quick_migration"])]
+    csv = ", CSV" if row["csv"] else ""
+    networks = "port groups" if row["network_kind"] == "port_group" else "virtual networks"
+    source = "reported" if row["reported"] else "from its profile"
+    return f"{moves}{csv}; {networks} ({source})"
 
 
 def vm_dict(vm: manager_pb2.Vm) -> Row:
@@ -486,6 +512,7 @@ DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "disks": disks_text,
     "networks": lambda value: networks_text(value) if value and isinstance(value[0], dict) else _cell(value),
     "volumes": volumes_text,
+    "capabilities": capabilities_text,
     "status_reasons": lambda value: "\n".join(value) or "-",
     "overcommit": lambda value: value["detail"] if isinstance(value, dict) else "-",
     "steps": lambda value: (

@@ -101,6 +101,18 @@ ISOLATION_RESPONSE_POWER_OFF: IsolationResponse
 ISOLATION_RESPONSE_SHUT_DOWN: IsolationResponse
 ISOLATION_RESPONSE_LEAVE_RUNNING: IsolationResponse
 
+class HostCapabilities(_message.Message):
+    __slots__ = ("live_migration", "quick_migration", "csv", "network_kind")
+    LIVE_MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    QUICK_MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    CSV_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_KIND_FIELD_NUMBER: _ClassVar[int]
+    live_migration: bool
+    quick_migration: bool
+    csv: bool
+    network_kind: NetworkKind
+    def __init__(self, live_migration: _Optional[bool] = ..., quick_migration: _Optional[bool] = ..., csv: _Optional[bool] = ..., network_kind: _Optional[_Union[NetworkKind, str]] = ...) -> None: ...
+
 class Cpu(_message.Message):
     __slots__ = ("vendor", "model", "features", "cores", "mhz")
     VENDOR_FIELD_NUMBER: _ClassVar[int]
@@ -190,7 +202,7 @@ class VmSpec(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
 
 class HostInfo(_message.Message):
-    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "memory_free_mb", "disks", "networks", "volumes", "boot_id", "started_at")
+    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "memory_free_mb", "disks", "networks", "volumes", "boot_id", "started_at", "capabilities")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +214,7 @@ class HostInfo(_message.Message):
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     cluster: str
     profile: Profile
@@ -213,7 +226,8 @@ class HostInfo(_message.Message):
     volumes: _containers.RepeatedCompositeFieldContainer[SharedVolume]
     boot_id: str
     started_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., boot_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    capabilities: HostCapabilities
+    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., boot_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capabilities: _Optional[_Union[HostCapabilities, _Mapping]] = ...) -> None: ...
 
 class VmRuntime(_message.Message):
     __slots__ = ("spec", "state", "reason", "state_since", "lease_generation", "cpu_vendor", "cpu_features", "migration_id")

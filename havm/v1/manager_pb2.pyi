@@ -275,7 +275,7 @@ class WatchEventsResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("name", "cluster", "profile", "state", "address", "cpu", "memory_mb", "memory_free_mb", "vm_count", "disks", "networks", "volumes", "rating", "last_refresh", "state_reason", "added_at_runtime")
+    __slots__ = ("name", "cluster", "profile", "state", "address", "cpu", "memory_mb", "memory_free_mb", "vm_count", "disks", "networks", "volumes", "rating", "last_refresh", "state_reason", "added_at_runtime", "capabilities", "capabilities_reported")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +292,8 @@ class Host(_message.Message):
     LAST_REFRESH_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     ADDED_AT_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_REPORTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     cluster: str
     profile: _common_pb2.Profile
@@ -308,7 +310,9 @@ class Host(_message.Message):
     last_refresh: _timestamp_pb2.Timestamp
     state_reason: str
     added_at_runtime: bool
-    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., state: _Optional[_Union[HostState, str]] = ..., address: _Optional[str] = ..., cpu: _Optional[_Union[_common_pb2.Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., vm_count: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[_common_pb2.LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_common_pb2.Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., rating: _Optional[float] = ..., last_refresh: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_reason: _Optional[str] = ..., added_at_runtime: _Optional[bool] = ...) -> None: ...
+    capabilities: _common_pb2.HostCapabilities
+    capabilities_reported: bool
+    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., state: _Optional[_Union[HostState, str]] = ..., address: _Optional[str] = ..., cpu: _Optional[_Union[_common_pb2.Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., vm_count: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[_common_pb2.LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_common_pb2.Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., rating: _Optional[float] = ..., last_refresh: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_reason: _Optional[str] = ..., added_at_runtime: _Optional[bool] = ..., capabilities: _Optional[_Union[_common_pb2.HostCapabilities, _Mapping]] = ..., capabilities_reported: _Optional[bool] = ...) -> None: ...
 
 class Cluster(_message.Message):
     __slots__ = ("name", "profile", "nodes", "reserve", "state", "volumes", "overcommit")

@@ -40,6 +40,7 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
+from manager.core.profiles import HostCapabilities, profile_capabilities
 from manager.core.repair import RepairAction
 from manager.core.shutdown import ShutdownAction
 from manager.core.states import VmState
@@ -114,6 +115,17 @@ def volume_to_proto(volume: VolumeInfo) -> common_pb2.SharedVolume:
     )
 
 
+def capabilities_to_proto(capabilities: HostCapabilities) -> common_pb2.HostCapabilities:
+    return common_pb2.HostCapabilities(
+        live_migration=capabilities.live_migration,
+        quick_migration=capabilities.quick_migration,
+        csv=capabilities.csv,
+        network_kind=NETWORK_KIND_TO_PROTO.get(
+            capabilities.network_kind, common_pb2.NETWORK_KIND_UNSPECIFIED
+        ),
+    )
+
+
 def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2.Host:
     return manager_pb2.Host(
         name=host.name,
@@ -143,6 +155,8 @@ def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2
         last_refresh=timestamp(host.last_refresh),
         state_reason=host.state_reason,
         added_at_runtime=host.added_at_runtime,
+        capabilities=capabilities_to_proto(host.capabilities),
+        capabilities_reported=host.reported_capabilities is not None,
     )
 
 
@@ -367,8 +381,24 @@ def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
     )
 
 
+def capabilities_from_proto(pb: common_pb2.HostCapabilities, profile: str) -> HostCapabilities:
+    """What the agent reported; a network kind it left unset is its profile's."""
+    return HostCapabilities(
+        live_migration=pb.live_migration,
+        quick_migration=pb.quick_migration,
+        csv=pb.csv,
+        network_kind=NETWORK_KIND_FROM_PROTO.get(pb.network_kind, profile_capabilities(profile).network_kind),
+    )
+
+
 def inventory_from_proto(response: agent_pb2.AgentServiceGetInventoryResponse) -> Inventory:
     info = response.host
+    profile = PROFILE_FROM_PROTO.get(info.profile, "")
+    # An agent that predates capabilities reports none: the manager goes by the profile.
+    capabilities = None
+    if info.HasField("capabilities"):
+        capabilities = capabilities_from_proto(info.capabilities, profile)
+    network_kind = (capabilities or profile_capabilities(profile)).network_kind
     volumes = []
     for v in info.volumes:
         kind = storage_from_proto(common_pb2.StorageLocation(kind=v.kind, name=v.name))
@@ -377,18 +407,19 @@ def inventory_from_proto(response: agent_pb2.AgentServiceGetInventoryResponse) -
     return Inventory(
         host_name=info.name,
         cluster=info.cluster or None,
-        profile=PROFILE_FROM_PROTO.get(info.profile, ""),
+        profile=profile,
         cpu=CpuSpec(info.cpu.vendor, info.cpu.model, tuple(info.cpu.features), info.cpu.cores, info.cpu.mhz),
         memory_mb=info.memory_mb,
         memory_free_mb=info.memory_free_mb,
         disks=tuple(DiskInfo(d.name, d.capacity_bytes, d.free_bytes) for d in info.disks),
         networks=tuple(
-            NetworkInfo(n.name, NETWORK_KIND_FROM_PROTO.get(n.kind, "virtual_network"), n.bound_to, n.vlan_id)
+            NetworkInfo(n.name, NETWORK_KIND_FROM_PROTO.get(n.kind, network_kind), n.bound_to, n.vlan_id)
             for n in info.networks
         ),
         volumes=tuple(volumes),
         boot_id=info.boot_id,
         vms=tuple(reported_vm_from_proto(vm) for vm in response.vms),
+        capabilities=capabilities,
     )
 
 

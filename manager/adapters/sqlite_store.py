@@ -40,6 +40,7 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
+from manager.core.profiles import HostCapabilities
 from manager.core.states import HostState, JobState, MigrationState, VmState
 from manager.core.topology import CpuSpec
 
@@ -132,6 +133,20 @@ def _host(raw: dict[str, Any]) -> HostRecord:
         added_at_runtime=raw.get("added_at_runtime", False),
         # Absent in databases written before the marker existed.
         fence_decided=raw.get("fence_decided", False),
+        # Absent in databases written before agents reported them, and None until the
+        # host's agent has answered once.
+        reported_capabilities=_capabilities(raw.get("reported_capabilities")),
+    )
+
+
+def _capabilities(raw: dict[str, Any] | None) -> HostCapabilities | None:
+    if not raw:
+        return None
+    return HostCapabilities(
+        live_migration=raw["live_migration"],
+        quick_migration=raw["quick_migration"],
+        csv=raw["csv"],
+        network_kind=raw["network_kind"],
     )
 
 

@@ -113,7 +113,7 @@ class MaintenanceService:
     def start(self, name: str, mode: MaintenanceMode | None) -> JobRecord:
         host = self._host(name)
         self._guard(name)
-        chosen = mode or default_mode(host.profile)
+        chosen = mode or default_mode(host)
         check_can_start(host, chosen)
         self._busy.add(name)
         try:

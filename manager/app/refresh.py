@@ -29,6 +29,7 @@ from manager.core.inventory import (
     update_cluster_volumes,
 )
 from manager.core.model import Inventory, VmRecord
+from manager.core.profiles import differences
 from manager.core.reconcile import mark_unknown, reconcile
 from manager.core.settings import Settings
 from manager.core.store import Store
@@ -201,6 +202,17 @@ class RefreshService:
         )
         if result.stale:
             log.warning("host %s still holds stale copies of %s", name, ", ".join(result.stale))
+        reported = inventory.capabilities
+        if reported is not None and reported != host.reported_capabilities:
+            # Logged when a report is new, not at every refresh; the agent is the authority.
+            unlike = differences(host.profile, reported)
+            if unlike:
+                log.warning(
+                    "host %s reports capabilities unlike its profile %s (%s): going by the report",
+                    name,
+                    host.profile,
+                    "; ".join(unlike),
+                )
         host = apply_inventory(host, inventory, now, result.stale)
         self._store.put_host(host)
         if host.cluster is not None:

@@ -22,7 +22,6 @@ from manager.core.agent_port import AgentPort
 from manager.core.errors import FailedPreconditionError, IllegalTransitionError, ManagerError, NotFoundError
 from manager.core.inventory import build_snapshot, set_host_state
 from manager.core.model import HostRecord, JobRecord, JobStep, JobStepOutcome, VmOperation
-from manager.core.profiles import LIVE_PROFILES, live_migrates
 from manager.core.settings import Settings
 from manager.core.shutdown import ShutdownAction, ShutdownStep, StepKind, check_can_shut_down, plan_shutdown
 from manager.core.states import HostState, JobState
@@ -83,9 +82,8 @@ class ShutdownService:
     def _plan(self, host: HostRecord, action: ShutdownAction) -> tuple[ShutdownStep, ...]:
         vms = self._store.list_vms()
         snapshot = build_snapshot(self._store.list_hosts(), self._store.list_clusters(), vms)
-        live = LIVE_PROFILES if live_migrates(host.profile) else frozenset()
         steps, stuck = plan_shutdown(
-            host, vms, action, snapshot, live, max_vcpus_per_core=self._settings.max_vcpus_per_core
+            host, vms, action, snapshot, max_vcpus_per_core=self._settings.max_vcpus_per_core
         )
         if stuck:
             names = "; ".join(f"VM {vm}: {why}" for vm, why in stuck)

@@ -17,6 +17,7 @@ from manager.core.model import (
     ClusterRecord,
     HostRecord,
     Inventory,
+    NetworkInfo,
     StorageKind,
     VmRecord,
     VolumeInfo,
@@ -117,7 +118,9 @@ def merge_topology(
                 last_refresh=old.last_refresh,
                 boot_id=old.boot_id,
                 fence_decided=old.fence_decided,
+                reported_capabilities=old.reported_capabilities,
             )
+            fresh = replace(fresh, networks=_kinded(fresh.networks, fresh.capabilities.network_kind))
         new_hosts.append(fresh)
     new_hosts.extend(runtime)
     new_clusters: list[ClusterRecord] = []
@@ -177,21 +180,25 @@ _KEPT_WHEN_SILENT = frozenset({HostState.FENCED, HostState.STOPPING, HostState.S
 def apply_inventory(
     host: HostRecord, inventory: Inventory, now: datetime, stale: Sequence[str] = ()
 ) -> HostRecord:
-    """The host after a successful GetInventory: `ok`, with what the agent reported.
+    """The host after a successful GetInventory: `ok`, with what the agent reported,
+    its capabilities included (kept from the last report when an agent reports none).
 
     A fenced host rejoins only once it no longer holds copies of VMs that moved
     (`stale`); a host under the detector's judgement, or in maintenance, keeps its state.
     """
+    capabilities = inventory.capabilities or host.reported_capabilities
+    kind = (capabilities or host.capabilities).network_kind
     refreshed = replace(
         host,
         cpu=inventory.cpu if inventory.cpu.cores > 0 else host.cpu,
         memory_mb=inventory.memory_mb or host.memory_mb,
         memory_free_mb=inventory.memory_free_mb,
         disks=inventory.disks or host.disks,
-        networks=inventory.networks or host.networks,
+        networks=inventory.networks or _kinded(host.networks, kind),
         volumes=inventory.volumes or host.volumes,
         last_refresh=now,
         boot_id=inventory.boot_id,
+        reported_capabilities=capabilities,
     )
     if host.state in DETECTOR_STATES or host.state in _OPERATOR_STATES:
         # Maintenance ends only when an operator stops it, not because the host answers;
@@ -206,6 +213,11 @@ def apply_inventory(
             state_reason=f"fenced; it still holds stale copies of {', '.join(sorted(stale))}",
         )
     return set_host_state(refreshed, HostState.OK, "")
+
+
+def _kinded(networks: tuple[NetworkInfo, ...], kind: str) -> tuple[NetworkInfo, ...]:
+    """The topology's networks named as the host names them (virtual networks or port groups)."""
+    return tuple(replace(n, kind=kind) for n in networks)
 
 
 def apply_refresh_failure(host: HostRecord, why: str, now: datetime) -> HostRecord:

@@ -19,9 +19,9 @@ from enum import Enum
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.failover import place_by_owners, placed_on, restart_request
 from manager.core.inventory import ACTIVE_VM_STATES
+from manager.core.migration import no_live_migration
 from manager.core.model import HostRecord, VmRecord
 from manager.core.placement import PlacementSnapshot
-from manager.core.profiles import live_migrates
 from manager.core.states import HostState, VmState
 
 
@@ -43,9 +43,9 @@ class MaintenanceStep:
     target: str = ""  # the destination of a live migration
 
 
-def default_mode(profile: str) -> MaintenanceMode:
-    """`live` where the profile live-migrates, `save` elsewhere."""
-    return MaintenanceMode.LIVE if live_migrates(profile) else MaintenanceMode.SAVE
+def default_mode(host: HostRecord) -> MaintenanceMode:
+    """`live` where the host live-migrates, `save` elsewhere."""
+    return MaintenanceMode.LIVE if host.capabilities.live_migration else MaintenanceMode.SAVE
 
 
 def check_can_start(host: HostRecord, mode: MaintenanceMode) -> None:
@@ -57,10 +57,9 @@ def check_can_start(host: HostRecord, mode: MaintenanceMode) -> None:
         raise FailedPreconditionError(
             f"host {host.name} is {host.state.value}{why}: only a host that is ok can enter maintenance mode"
         )
-    if mode is MaintenanceMode.LIVE and not live_migrates(host.profile):
+    if mode is MaintenanceMode.LIVE and not host.capabilities.live_migration:
         raise InvalidArgumentError(
-            f"mode: host {host.name} runs {host.profile}, which has no live migration; "
-            "use --mode save to save its VMs instead"
+            f"mode: {no_live_migration(host)}; use --mode save to save its VMs instead"
         )
 
 

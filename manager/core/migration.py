@@ -25,7 +25,7 @@ from manager.core.model import (
     VmRecord,
 )
 from manager.core.placement import HostCapacity
-from manager.core.profiles import live_migrates
+from manager.core.profiles import HostCapabilities, profile_capabilities
 from manager.core.states import HostState, MigrationState, VmState
 
 MB = 1_000_000
@@ -34,11 +34,29 @@ NO_CONVERGE_POLICIES = ("quick", "fail")
 MOVABLE_STATES = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.SAVED, VmState.STOPPED})
 
 
-def choose_kind(profile: str, vm_state: VmState, quick: bool) -> MigrationKind:
-    """Live where the profile offers it and the guest runs; quick otherwise."""
-    if live_migrates(profile) and vm_state is VmState.RUNNING and not quick:
+def choose_kind(
+    source: HostCapabilities | str,
+    vm_state: VmState,
+    quick: bool,
+    destination: HostCapabilities | None = None,
+) -> MigrationKind:
+    """Live where the guest runs and both hosts offer live migration; quick otherwise.
+
+    A host is given by its capabilities (`HostRecord.capabilities`), or by a profile
+    name, which stands for that profile's row.
+    """
+    hosts = (source,) if destination is None else (source, destination)
+    live = all((profile_capabilities(h) if isinstance(h, str) else h).live_migration for h in hosts)
+    if live and vm_state is VmState.RUNNING and not quick:
         return MigrationKind.LIVE
     return MigrationKind.QUICK
+
+
+def no_live_migration(host: HostRecord) -> str:
+    """Why `host` cannot take part in a live migration, for a refusal's sentence."""
+    if host.reported_capabilities is None:
+        return f"host {host.name} runs {host.profile}, which has no live migration"
+    return f"host {host.name} has no live migration (as its agent reports)"
 
 
 def check_vm_movable(vm: VmRecord) -> str:

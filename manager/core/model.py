@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import Enum
 
 from manager.core.migration_phase import MigrationPhase
+from manager.core.profiles import HostCapabilities, profile_capabilities
 from manager.core.states import HostState, JobState, MigrationState, VmState
 from manager.core.topology import CpuSpec
 
@@ -170,6 +171,15 @@ class HostRecord:
     # state, so that a manager that dies before it records `fencing` goes on from there
     # (never read from the reason's wording). Any other state change clears it.
     fence_decided: bool = False
+    # What the host's agent last reported it can do; None until it has answered once.
+    reported_capabilities: HostCapabilities | None = None
+
+    @property
+    def capabilities(self) -> HostCapabilities:
+        """What the host can do: as its agent reported, else its profile's row."""
+        if self.reported_capabilities is not None:
+            return self.reported_capabilities
+        return profile_capabilities(self.profile)
 
 
 @dataclass(frozen=True)
@@ -309,6 +319,8 @@ class Inventory:
     volumes: tuple[VolumeInfo, ...]
     boot_id: str
     vms: tuple[ReportedVm, ...]
+    # None from an agent that does not report them.
+    capabilities: HostCapabilities | None = None
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,11 @@ class ShutdownAction(Enum):
 
     SAVE = "save"  # save each, restore it on another node (Windows Server 2008 R2's default)
     SHUTDOWN = "shutdown"  # shut each guest down, start it on another node
-    LIVE = "live"  # live-migrate each where the profile allows, else save and restore
+    LIVE = "live"  # live-migrate each where the host allows, else save and restore
 
 
 class StepKind(Enum):
-    LIVE_MIGRATE = "live_migrate"  # running HA VM, live-capable profile: moves without a pause
+    LIVE_MIGRATE = "live_migrate"  # running HA VM, live-capable host: moves without a pause
     QUICK_MIGRATE = "quick_migrate"  # HA VM saved and restored on the target (at rest: just moves)
     SHUT_DOWN_AND_MOVE = "shut_down_and_move"  # guest shut down, moved, started on the target
     SHUT_DOWN = "shut_down"  # not HA: shut down cleanly where it is
@@ -80,19 +80,22 @@ def plan_shutdown(
     vms: Sequence[VmRecord],
     action: ShutdownAction,
     snapshot: PlacementSnapshot,
-    live_profiles: Collection[str],
+    live: bool | Collection[str] = True,
     *,
     max_vcpus_per_core: int = 8,
 ) -> tuple[tuple[ShutdownStep, ...], tuple[tuple[str, str], ...]]:
     """The steps that empty `host`, and (VM name, why) for each VM that blocks the shutdown.
 
-    Purely computational. The snapshot is updated after each choice, so two VMs never
-    count the same room; VMs at rest need no memory on their target.
+    Running VMs live-migrate (with ShutdownAction.LIVE) where the host's capabilities
+    allow it; `live` false (or an empty collection of allowed profiles) keeps every
+    move quick. Purely computational. The snapshot is updated after each choice, so two
+    VMs never count the same room; VMs at rest need no memory on their target.
     """
     mine = sorted((vm for vm in vms if vm.host == host.name), key=lambda v: (-v.memory_mb, v.name))
     room: dict[str, HostCapacity] = {
         h.name: h for h in snapshot.hosts if h.cluster == host.cluster and h.name != host.name
     }
+    live_capable = bool(live) and host.capabilities.live_migration
     steps: list[ShutdownStep] = []
     stuck: list[tuple[str, str]] = []
     for vm in mine:
@@ -110,7 +113,7 @@ def plan_shutdown(
             elif vm.state is VmState.PAUSED:
                 steps.append(ShutdownStep(vm.id, vm.name, StepKind.TURN_OFF))
             continue
-        kind = _kind(vm, action, host.profile in live_profiles)
+        kind = _kind(vm, action, live_capable)
         request = restart_request(vm, max_vcpus_per_core)
         if vm.state not in _RUNS:
             request = replace(request, memory_mb=0, cpus=0)

@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.migration_network import MigrationNetwork
-from node_agent.core.config import MAX_CHUNK_PAGES, Profile
+from node_agent.core.config import MAX_CHUNK_PAGES, Profile, ProfileTraits
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError, FailedPrecondition, InvalidArgument, MigrationFailure
 from node_agent.core.guest import PAGE_SIZE, GuestDevices, page_array
@@ -386,13 +386,23 @@ def _volume_to_pb(usage: StorageUsage) -> common_pb2.SharedVolume:
     )
 
 
+def capabilities_to_pb(traits: ProfileTraits) -> common_pb2.HostCapabilities:
+    """The agent's row for its profile, as the manager learns it with the inventory."""
+    return common_pb2.HostCapabilities(
+        live_migration=traits.live_migration,
+        quick_migration=traits.quick_migration,
+        csv=traits.csv,
+        network_kind=(
+            common_pb2.NETWORK_KIND_PORT_GROUP
+            if traits.port_groups
+            else common_pb2.NETWORK_KIND_VIRTUAL_NETWORK
+        ),
+    )
+
+
 def host_to_pb(view: HostView) -> common_pb2.HostInfo:
     config = view.config
-    network_kind = (
-        common_pb2.NETWORK_KIND_PORT_GROUP
-        if config.profile.traits.port_groups
-        else common_pb2.NETWORK_KIND_VIRTUAL_NETWORK
-    )
+    capabilities = capabilities_to_pb(config.profile.traits)
     return common_pb2.HostInfo(
         name=config.name,
         cluster=config.cluster or "",
@@ -411,12 +421,15 @@ def host_to_pb(view: HostView) -> common_pb2.HostInfo:
             for d in view.disks
         ],
         networks=[
-            common_pb2.Network(name=n.name, kind=network_kind, bound_to=n.bound_to, vlan_id=n.vlan_id)
+            common_pb2.Network(
+                name=n.name, kind=capabilities.network_kind, bound_to=n.bound_to, vlan_id=n.vlan_id
+            )
             for n in config.networks
         ],
         volumes=[_volume_to_pb(v) for v in view.volumes],
         boot_id=view.boot_id,
         started_at=_timestamp(view.started_at),
+        capabilities=capabilities,
     )
 
 

@@ -41,10 +41,19 @@ class Profile(enum.Enum):
 
 @dataclass(frozen=True)
 class ProfileTraits:
-    """What a profile can do, as the agent acts on it: code asks a trait, never a name."""
+    """What a profile can do, as the agent acts on it: code asks a trait, never a name.
+
+    The agent reports its row to the manager with its inventory (HostCapabilities on
+    the wire), and the manager decides by that report.
+    """
 
     # Running VMs leave and arrive live; otherwise they move by quick migration only.
     live_migration: bool
+    # VMs move by quick migration: saved, their storage handed over, restored.
+    quick_migration: bool
+    # Volumes every node uses at once: cluster shared volumes (Hyper-V 2008 R2) or
+    # VMFS datastores (ESX); Hyper-V 2008 has shared LUNs only.
+    csv: bool
     # How the hypervisor calls a network, in messages: "virtual network" or "port group".
     network_term: str
     # Whether its networks are port groups (ESX) rather than virtual networks (Hyper-V).
@@ -53,12 +62,26 @@ class ProfileTraits:
 
 PROFILE_TRAITS: dict[Profile, ProfileTraits] = {
     Profile.HYPERV_2008: ProfileTraits(
-        live_migration=False, network_term="virtual network", port_groups=False
+        live_migration=False,
+        quick_migration=True,
+        csv=False,
+        network_term="virtual network",
+        port_groups=False,
     ),
     Profile.HYPERV_2008R2: ProfileTraits(
-        live_migration=True, network_term="virtual network", port_groups=False
+        live_migration=True,
+        quick_migration=True,
+        csv=True,
+        network_term="virtual network",
+        port_groups=False,
     ),
-    Profile.ESX: ProfileTraits(live_migration=True, network_term="port group", port_groups=True),
+    Profile.ESX: ProfileTraits(
+        live_migration=True,
+        quick_migration=True,
+        csv=True,
+        network_term="port group",
+        port_groups=True,
+    ),
 }
 
 

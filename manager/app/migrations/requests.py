@@ -25,6 +25,7 @@ from manager.core.migration import (
     check_vm_movable,
     choose_kind,
     choose_storage,
+    no_live_migration,
     refusal,
 )
 from manager.core.model import (
@@ -35,7 +36,6 @@ from manager.core.model import (
     StorageLocation,
     VmRecord,
 )
-from manager.core.profiles import live_migrates
 from manager.core.states import MigrationState, VmState
 
 # Runs an accepted migration, by its id, as its job.
@@ -57,7 +57,7 @@ class MigrationRequests:
         source, target = self._hosts(vm, destination)
         check_ha_fits(vm, target)
         check_same_cluster(vm, source, target)
-        kind = choose_kind(self._profile(source), vm.state, quick)
+        kind = choose_kind(source.capabilities, vm.state, quick, target.capabilities)
         await self._check_compatibility(vm, source, target, vm.storage)
         return self._begin(vm, source, target, kind, None, no_converge or self._ctx.policy.no_converge)
 
@@ -81,10 +81,10 @@ class MigrationRequests:
         source, target = self._hosts(vm, destination)
         check_ha_fits(vm, target)
         for host in (source, target):
-            if not live_migrates(self._profile(host)):
+            if not host.capabilities.live_migration:
                 raise FailedPreconditionError(
                     f"VM {vm.name} cannot move its files from {source.name} to {target.name} while it "
-                    f"runs: host {host.name} runs {self._profile(host)}, which has no live migration"
+                    f"runs: {no_live_migration(host)}"
                 )
         if vm.state is not VmState.RUNNING:
             raise FailedPreconditionError(
@@ -114,10 +114,6 @@ class MigrationRequests:
         check_destination(vm, source, target, destination)
         assert source is not None and target is not None
         return source, target
-
-    def _profile(self, host: HostRecord) -> str:
-        cluster = self._ctx.store.get_cluster(host.cluster) if host.cluster else None
-        return cluster.profile if cluster is not None else host.profile
 
     async def _check_compatibility(
         self, vm: VmRecord, source: HostRecord, target: HostRecord, storage: StorageLocation | None
