@@ -84,3 +84,15 @@ def test_the_pure_cores_type_check_strictly() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rest_of_the_code_type_checks() -> None:
+    """Everything else (apps, adapters, CLI, scenario engine) passes mypy's default mode:
+    an adapter that no longer fits the Protocol it is handed to fails here, not at run time."""
+    result = subprocess.run(
+        [_tool("mypy"), "manager", "node_agent", "havm"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,7 @@ request. RpcErrors become manager errors that keep the agent's own sentence.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -235,7 +235,7 @@ class AgentClient:
 
     async def migrate_vm(
         self, host: str, address: str, order: LiveMigrationOrder
-    ) -> AsyncIterator[MigrationProgress]:
+    ) -> AsyncGenerator[MigrationProgress, None]:
         stub = self._stub(address)
         request = agent_pb2.AgentServiceMigrateVmRequest(
             vm_id=order.vm_id,

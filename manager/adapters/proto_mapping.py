@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -47,10 +47,13 @@ from manager.core.states import VmState
 from manager.core.topology import CpuSpec
 
 E = TypeVar("E", bound=Enum)
+P = TypeVar("P", bound=int)
 
 
-def _to_proto_enum(value: Enum, prefix: str, wrapper: object) -> int:
-    return wrapper.Value(f"{prefix}_{value.name}")  # type: ignore[attr-defined,no-any-return]
+def _to_proto_enum(value: Enum, prefix: str, wrapper: type[P]) -> P:
+    # The generated .pyi declares each proto enum as an int subclass whose members are
+    # typed as that class; at run time `wrapper` is protobuf's EnumTypeWrapper.
+    return cast(P, wrapper.Value(f"{prefix}_{value.name}"))  # type: ignore[attr-defined]
 
 
 def _from_proto_enum(number: int, prefix: str, wrapper: object, enum: type[E]) -> E | None:
@@ -83,14 +86,14 @@ def timestamp(value: datetime | None) -> Timestamp | None:
 # --- core -> proto -------------------------------------------------------------------
 
 
-def vm_state_to_proto(state: VmState) -> int:
+def vm_state_to_proto(state: VmState) -> common_pb2.VmState:
     # The wire has no `creating`: a VM being created is on its way to running.
     if state is VmState.CREATING:
         return common_pb2.VM_STATE_STARTING
     return _to_proto_enum(state, "VM_STATE", common_pb2.VmState)
 
 
-def storage_kind_to_proto(kind: StorageKind) -> int:
+def storage_kind_to_proto(kind: StorageKind) -> common_pb2.StorageKind:
     return _to_proto_enum(kind, "STORAGE_KIND", common_pb2.StorageKind)
 
 
@@ -316,7 +319,7 @@ def workload_to_proto(workload: Workload) -> common_pb2.GuestWorkload:
     )
 
 
-def operation_to_proto(operation: VmOperation) -> int:
+def operation_to_proto(operation: VmOperation) -> agent_pb2.VmOperation:
     return _to_proto_enum(operation, "VM_OPERATION", agent_pb2.VmOperation)
 
 

@@ -124,8 +124,8 @@ class RefreshService:
             if duplicates and self._duplicates is not None:
                 resolutions = await self._duplicates.resolve(duplicates, self._busy_now, tuple(self.reports))
                 for resolved in resolutions:
-                    for host in resolved.stopped:
-                        self._forget_copy(host, resolved.vm_id)
+                    for stopped_on in resolved.stopped:
+                        self._forget_copy(stopped_on, resolved.vm_id)
             return HostRefresh(name, True, "")
 
     def _check_copies(
@@ -144,7 +144,7 @@ class RefreshService:
         unconfirmed = set()
         for vm in inventory.vms:
             record = records.get(vm.id)
-            if record is None or record.host in (None, name):
+            if record is None or record.host is None or record.host == name:
                 continue
             seen = self._report_versions.get(record.host)
             if seen is None or seen.get(vm.id, 0) != versions.get(vm.id, 0):

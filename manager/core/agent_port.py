@@ -6,7 +6,7 @@ coroutines. Errors are ManagerError subclasses carrying the agent's sentence.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from manager.core.model import (
@@ -52,7 +52,7 @@ class AgentPort(Protocol):
 
     def migrate_vm(
         self, host: str, address: str, order: LiveMigrationOrder
-    ) -> AsyncIterator[MigrationProgress]:
+    ) -> AsyncGenerator[MigrationProgress, None]:
         """The source's progress messages; the last one is `completed`. Closing the
         iterator cancels the call (the agent finishes or rolls back on its own)."""
         ...

@@ -120,7 +120,7 @@ class MigrationRequests:
     ) -> None:
         """The destination's verdict, with the processor the running guest sees."""
         agents = self._ctx.agents
-        vendor, features = "", ()
+        vendor, features = "", tuple[str, ...]()
         if vm.state is not VmState.STOPPED:
             try:
                 report = await agents.get_vm(source.name, source.address or "", vm.id)
