@@ -9,33 +9,11 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from manager_fake_agent import FakeAgent, FakeHost
-from manager_testkit import CLUSTER_NODES, HOSTS, VOLUMES, ManagerProcess, topology_data, topology_for
+from manager_testkit import HOSTS, ManagerProcess, topology_data, topology_for
 
 from havm.scenario.sim_agent import LoopbackAgent
 from havm.v1 import manager_pb2_grpc
 from manager.core.topology import parse_topology
-
-
-@pytest.fixture
-async def fake_agents() -> AsyncIterator[dict[str, FakeAgent]]:
-    """Three cluster nodes sharing Volume1 and lun1, and one standalone host."""
-    san: dict[str, int] = {}  # the cluster's lease records, shared like its storage
-    agents = {
-        name: FakeAgent(FakeHost(name, cluster="cluster1", volumes=VOLUMES, leases=san))
-        for name in CLUSTER_NODES
-    }
-    agents["standalone1"] = FakeAgent(FakeHost("standalone1", memory_mb=16384))
-    try:
-        network: dict[str, FakeHost] = {}  # the migration network: every host by its address
-        for agent in agents.values():
-            await agent.start()
-            agent.host.network = network
-            network[agent.address] = agent.host
-        yield agents
-    finally:
-        for agent in agents.values():
-            await agent.stop()
 
 
 @pytest.fixture

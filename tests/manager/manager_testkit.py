@@ -1,4 +1,4 @@
-"""Helpers of the manager's integration tests: the manager process and waiting."""
+"""Helpers of the manager's tests: their topology, the manager process and waiting."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from havm.ports import free_port
-from havm.v1 import common_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 CLUSTER_NODES = ("node1", "node2", "node3")
 HOSTS = (*CLUSTER_NODES, "standalone1")
-VOLUMES = (("Volume1", common_pb2.STORAGE_KIND_CSV, 2048), ("lun1", common_pb2.STORAGE_KIND_LUN, 200))
 
 
 def topology_data(addresses: Mapping[str, str | None], nodes: tuple[str, ...] = CLUSTER_NODES) -> dict:
