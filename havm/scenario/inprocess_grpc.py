@@ -258,6 +258,7 @@ class StreamCall(_Responses):
             server = loop.spawn(machine, serve())
             death: asyncio.Future[None] = loop.create_future()
             endpoint.in_flight.add(death)
+            getter: asyncio.Task[Any] | None = None
             try:
                 while True:
                     getter = loop.create_task(responses.get())
@@ -279,7 +280,10 @@ class StreamCall(_Responses):
                         raise rpc_error(grpc.StatusCode.UNAVAILABLE, "Connection reset by peer")
                     raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             except asyncio.CancelledError:
+                # The caller gave the call up: nothing may keep waiting for its responses.
                 server.cancel()
+                if getter is not None:
+                    getter.cancel()
                 raise
             finally:
                 endpoint.in_flight.discard(death)

@@ -61,7 +61,6 @@ class SimManager:
     async def stop(self) -> None:
         await self.app.stop()
         self.app.store.close()
-        await _drop_orphaned_stream_reads()
 
     async def restart(self) -> None:
         """The manager goes away and a new one opens the same database."""
@@ -85,18 +84,3 @@ class SimManager:
             if spec.vm_host is not None
             and any(v.spec.id == vm_id and v.state is PowerState.RUNNING for v in spec.vm_host.list_vms())
         ]
-
-
-async def _drop_orphaned_stream_reads() -> None:
-    """Cancel the reads an in-process streaming call leaves pending when its caller
-    cancels it mid-stream (havm.scenario.inprocess_grpc's pump does not cancel its last
-    `Queue.get`): a manager that gives up a migration's progress stream, or stops during
-    one, leaves one per stream, which the virtual-time run would report as a task the
-    test left behind."""
-    for _ in range(3):
-        await asyncio.sleep(0)
-    for task in asyncio.all_tasks():
-        if getattr(task, "machine", "") or task.done():
-            continue
-        if task.get_coro().__qualname__ == "Queue.get":  # type: ignore[union-attr]
-            task.cancel()
