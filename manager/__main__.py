@@ -211,10 +211,10 @@ def effective_timing(args: argparse.Namespace, topology: Topology) -> Timing:
 async def serve(args: argparse.Namespace, topology: Topology) -> None:
     timing = effective_timing(args, topology)
     settings = Settings(
-        refresh_interval=timing.refresh_interval_s,
-        heartbeat_interval=timing.heartbeat_interval_s,
+        refresh_interval_s=timing.refresh_interval_s,
+        heartbeat_interval_s=timing.heartbeat_interval_s,
         heartbeat_threshold=timing.heartbeat_threshold,
-        probe_timeout=timing.probe_timeout_s,
+        probe_timeout_s=timing.probe_timeout_s,
         **placement_settings(args, topology),
     )
     store = SqliteStore(args.state_dir / "manager.db")
@@ -255,7 +255,7 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
         if link_task is not None:
             link_task.cancel()
             await asyncio.gather(link_task, return_exceptions=True)
-        await server.stop(settings.shutdown_grace)
+        await server.stop(settings.shutdown_grace_s)
         await app.stop()
         store.close()
         log.info("stopped")

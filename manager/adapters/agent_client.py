@@ -120,7 +120,7 @@ class AgentClient:
         if channel is None and self._open_channel is not None:
             channel = self._channels[address] = self._open_channel(address)
         if channel is None:
-            backoff_ms = int(self._settings.agent_reconnect_backoff_max * 1000)
+            backoff_ms = int(self._settings.agent_reconnect_backoff_max_s * 1000)
             channel = grpc.aio.insecure_channel(
                 address,
                 options=[
@@ -137,7 +137,7 @@ class AgentClient:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_is_unavailable),
                 stop=stop_after_attempt(self._settings.agent_read_attempts),
-                wait=wait_fixed(self._settings.agent_retry_wait),
+                wait=wait_fixed(self._settings.agent_retry_wait_s),
                 reraise=True,
             ):
                 with attempt:
@@ -154,7 +154,7 @@ class AgentClient:
 
     async def get_inventory(self, host: str, address: str) -> Inventory:
         stub = self._stub(address)
-        timeout = self._settings.agent_call_timeout
+        timeout = self._settings.agent_call_timeout_s
         response = await self._read(
             host,
             lambda: stub.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=timeout),
@@ -163,7 +163,7 @@ class AgentClient:
 
     async def get_vm(self, host: str, address: str, vm_id: str) -> ReportedVm:
         stub = self._stub(address)
-        timeout = self._settings.agent_call_timeout
+        timeout = self._settings.agent_call_timeout_s
         response = await self._read(
             host, lambda: stub.GetVm(agent_pb2.AgentServiceGetVmRequest(vm_id=vm_id), timeout=timeout)
         )
@@ -184,7 +184,7 @@ class AgentClient:
             spec=vm_spec_to_proto(vm), take_over=take_over, lease_generation=lease_generation
         )
         response = await self._write(
-            host, lambda: stub.CreateVm(request, timeout=self._settings.agent_operation_timeout)
+            host, lambda: stub.CreateVm(request, timeout=self._settings.agent_operation_timeout_s)
         )
         return reported_vm_from_proto(response.vm)
 
@@ -192,7 +192,7 @@ class AgentClient:
         stub = self._stub(address)
         request = agent_pb2.AgentServiceOperateVmRequest(vm_id=vm_id, operation=operation_to_proto(operation))
         response = await self._write(
-            host, lambda: stub.OperateVm(request, timeout=self._settings.agent_operation_timeout)
+            host, lambda: stub.OperateVm(request, timeout=self._settings.agent_operation_timeout_s)
         )
         return reported_vm_from_proto(response.vm)
 
@@ -200,14 +200,14 @@ class AgentClient:
         stub = self._stub(address)
         request = agent_pb2.AgentServiceDeleteVmRequest(vm_id=vm_id)
         await self._write(
-            host, lambda: stub.DeleteVm(request, timeout=self._settings.agent_operation_timeout)
+            host, lambda: stub.DeleteVm(request, timeout=self._settings.agent_operation_timeout_s)
         )
 
     async def shutdown_host(self, host: str, address: str, reason: str) -> None:
         stub = self._stub(address)
         request = agent_pb2.AgentServiceShutdownRequest(reason=reason)
         await self._write(
-            host, lambda: stub.Shutdown(request, timeout=self._settings.agent_operation_timeout)
+            host, lambda: stub.Shutdown(request, timeout=self._settings.agent_operation_timeout_s)
         )
 
     async def update_vm(
@@ -218,7 +218,7 @@ class AgentClient:
             vm_id=vm_id, processor_compatibility=processor_compatibility
         )
         response = await self._write(
-            host, lambda: stub.UpdateVm(request, timeout=self._settings.agent_operation_timeout)
+            host, lambda: stub.UpdateVm(request, timeout=self._settings.agent_operation_timeout_s)
         )
         return reported_vm_from_proto(response.vm)
 
@@ -229,7 +229,7 @@ class AgentClient:
         request = agent_pb2.AgentServiceCheckCompatibilityRequest(
             spec=vm_spec_to_proto(vm), cpu_vendor=cpu_vendor, cpu_features=cpu_features
         )
-        timeout = self._settings.agent_call_timeout
+        timeout = self._settings.agent_call_timeout_s
         response = await self._read(host, lambda: stub.CheckCompatibility(request, timeout=timeout))
         return [] if response.compatible else list(response.reasons) or [f"host {host} refuses the VM"]
 
@@ -265,7 +265,7 @@ class AgentClient:
         stub = self._stub(address)
         request = agent_pb2.AgentServiceMoveVmStorageRequest(vm_id=vm_id, storage=storage_to_proto(storage))
         response = await self._write(
-            host, lambda: stub.MoveVmStorage(request, timeout=self._settings.agent_operation_timeout)
+            host, lambda: stub.MoveVmStorage(request, timeout=self._settings.agent_operation_timeout_s)
         )
         return StorageMoveResult(
             vm=reported_vm_from_proto(response.vm),

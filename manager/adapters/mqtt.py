@@ -137,9 +137,9 @@ class MqttLink:
         while True:
             retrying = AsyncRetrying(
                 wait=wait_exponential(
-                    multiplier=self._settings.broker_reconnect_min,
-                    min=self._settings.broker_reconnect_min,
-                    max=self._settings.broker_reconnect_max,
+                    multiplier=self._settings.broker_reconnect_min_s,
+                    min=self._settings.broker_reconnect_min_s,
+                    max=self._settings.broker_reconnect_max_s,
                 ),
                 retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
                 before_sleep=lambda state: log.warning(
@@ -159,7 +159,7 @@ class MqttLink:
             self._host,
             self._port,
             identifier=f"havm-manager-{id(self):x}",
-            keepalive=max(2, int(self._settings.heartbeat_window)),
+            keepalive=max(2, int(self._settings.heartbeat_window_s)),
         )
         async with client:
             self._set_connected(True)

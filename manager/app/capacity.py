@@ -106,9 +106,9 @@ class CapacityService:
         """Judge stale verdicts shortly after a change, and periodically."""
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.refresh_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.refresh_interval_s)
                 # Let a burst of changes (a failover, a refresh) settle into one judgement.
-                await asyncio.sleep(self._settings.capacity_settle)
+                await asyncio.sleep(self._settings.capacity_settle_s)
             except TimeoutError:
                 self._stale = True
             self._wake.clear()

@@ -3,10 +3,10 @@
 A failover cluster moves a group back to its most preferred owner when that node
 returns, if the group's failback policy allows it now (immediately, or inside a
 window of hours). The decision is `core.failover_policy.plan_failbacks`; this loop
-asks it every `failback_check_interval` seconds and acts through the migration
+asks it every `failback_check_interval_s` seconds and acts through the migration
 service (live where the profile allows, quick otherwise), whose per-host limit
 queues them when many go home at once. A failback that fails is tried again only
-after `failback_retry_after` seconds.
+after `failback_retry_after_s` seconds.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class FailbackService:
                 await self.look()
             except Exception:  # one bad look must not end failback
                 log.exception("failback pass failed")
-            await asyncio.sleep(self._settings.failback_check_interval)
+            await asyncio.sleep(self._settings.failback_check_interval_s)
 
     def due(self) -> tuple[Failback, ...]:
         """The failbacks that may start now (the window is in the manager's local time)."""
@@ -90,11 +90,11 @@ class FailbackService:
                 if job.state is not JobState.COMPLETED:
                     raise ManagerError(job.error or "the migration failed")
             except ManagerError as error:
-                self._not_before[failback.vm_id] = self._now() + self._settings.failback_retry_after
+                self._not_before[failback.vm_id] = self._now() + self._settings.failback_retry_after_s
                 self._bus.emit(
                     "failback",
                     f"failback of VM {failback.vm_name} to {failback.target} failed: {error.message}; "
-                    f"tried again in {self._settings.failback_retry_after:g} s",
+                    f"tried again in {self._settings.failback_retry_after_s:g} s",
                     failback.target,
                     failback.vm_name,
                 )

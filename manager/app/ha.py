@@ -55,7 +55,7 @@ class HaService:
         self._now = monotonic
         self.detector = FailureDetector(
             [h.name for h in store.list_hosts()],
-            settings.heartbeat_interval,
+            settings.heartbeat_interval_s,
             settings.heartbeat_threshold,
             monotonic(),
         )
@@ -149,17 +149,17 @@ class HaService:
     async def run(self) -> None:
         """Resume interrupted failovers, then judge hosts every tick until cancelled."""
         self.resume()
-        next_retry = self._now() + self._settings.capacity_retry_interval
+        next_retry = self._now() + self._settings.capacity_retry_interval_s
         while True:
             try:
                 self.tick()
                 if self._capacity_changed or self._now() >= next_retry:
                     self._capacity_changed = False
-                    next_retry = self._now() + self._settings.capacity_retry_interval
+                    next_retry = self._now() + self._settings.capacity_retry_interval_s
                     self.retry_waiting()
             except Exception:  # one bad pass must not end detection
                 log.exception("detector pass failed")
-            await asyncio.sleep(self._settings.detector_tick)
+            await asyncio.sleep(self._settings.detector_tick_s)
 
     def _watch_capacity(self, event: Event) -> None:
         if event.kind == "host_state" and event.new_state == HostState.OK.value:
@@ -243,7 +243,7 @@ class HaService:
         answered, why = False, "no agent address"
         if host.address:
             try:
-                await self._agents.probe(name, host.address, self._settings.probe_timeout)
+                await self._agents.probe(name, host.address, self._settings.probe_timeout_s)
                 answered, why = True, ""
             except ManagerError as error:
                 why = error.message

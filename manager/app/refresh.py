@@ -82,13 +82,13 @@ class RefreshService:
         return await self.refresh([h.name for h in self._store.list_hosts()])
 
     async def run_periodically(self) -> None:
-        """Refresh every host now, then every `refresh_interval` seconds, until cancelled."""
+        """Refresh every host now, then every `refresh_interval_s` seconds, until cancelled."""
         while True:
             try:
                 await self.refresh_all()
             except Exception:  # one bad round must not end the loop
                 log.exception("periodic refresh failed")
-            await asyncio.sleep(self._settings.refresh_interval)
+            await asyncio.sleep(self._settings.refresh_interval_s)
 
     async def _refresh_host(self, name: str) -> HostRefresh:
         lock = self._locks.setdefault(name, asyncio.Lock())

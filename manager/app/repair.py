@@ -129,7 +129,7 @@ class RepairService:
     async def _stop_on_return(self, vm_id: str) -> None:
         """Wait for the VM's host to be in service again, then make sure its copy is off."""
         while True:
-            await asyncio.sleep(self._settings.detector_tick * 5)
+            await asyncio.sleep(self._settings.detector_tick_s * 5)
             vm = self._store.get_vm(vm_id)
             if vm is None or vm.state is not VmState.STOPPED and vm.state is not VmState.RUNNING:
                 return  # deleted, or an operator took it elsewhere meanwhile

@@ -57,8 +57,8 @@ class _Heard:
 class FailureDetector:
     """Beat memory plus the rules that turn silence into verdicts."""
 
-    def __init__(self, hosts: Iterable[str], heartbeat_interval: float, threshold: int, now: float) -> None:
-        self.window = heartbeat_interval * threshold
+    def __init__(self, hosts: Iterable[str], heartbeat_interval_s: float, threshold: int, now: float) -> None:
+        self.window = heartbeat_interval_s * threshold
         self._heard: dict[str, _Heard] = {h: _Heard() for h in hosts}
         # Silence is measured from here for a host never heard: nothing is judged
         # before the manager has listened for one full window.

@@ -22,7 +22,7 @@ from manager.core.topology import Topology, parse_topology
 from node_agent.core.power import PowerState
 from node_agent.core.views import VmView
 
-SETTINGS = Settings(agent_call_timeout=2.0, migration_progress_interval=0.0)
+SETTINGS = Settings(agent_call_timeout_s=2.0, migration_progress_interval_s=0.0)
 Wrapper = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 

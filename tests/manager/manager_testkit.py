@@ -76,14 +76,14 @@ class ManagerProcess:
         self,
         topology: Path,
         state_dir: Path,
-        refresh_interval: float = 0.5,
+        refresh_interval_s: float = 0.5,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.extra_args = extra_args
         self.topology = topology
         self.state_dir = state_dir
         self.port = free_port()
-        self.refresh_interval = refresh_interval
+        self.refresh_interval_s = refresh_interval_s
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "manager.log"
 
@@ -103,7 +103,7 @@ class ManagerProcess:
             "--listen",
             self.address,
             "--refresh-interval",
-            str(self.refresh_interval),
+            str(self.refresh_interval_s),
             *self.extra_args,
         ]
 

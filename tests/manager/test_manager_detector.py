@@ -10,7 +10,7 @@ HOSTS = ("node1", "node2")
 
 
 def started(now: float = 0.0) -> FailureDetector:
-    detector = FailureDetector(HOSTS, heartbeat_interval=1.0, threshold=5, now=now)
+    detector = FailureDetector(HOSTS, heartbeat_interval_s=1.0, threshold=5, now=now)
     detector.broker_up(now)
     return detector
 

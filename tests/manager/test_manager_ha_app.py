@@ -35,7 +35,7 @@ from node_agent.core.power import Operation, PowerState
 DEFAULT = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
 GIB = 1024**3
 NODES = ("node1", "node2", "node3", "node4")
-SETTINGS = Settings(heartbeat_interval=1.0, heartbeat_threshold=5)
+SETTINGS = Settings(heartbeat_interval_s=1.0, heartbeat_threshold=5)
 
 
 class Cluster:

@@ -120,7 +120,7 @@ async def ha_cluster(
     proc = ManagerProcess(
         topology_file(loopback_agents),
         tmp_path / "state",
-        refresh_interval=30.0,
+        refresh_interval_s=30.0,
         extra_args=manager_args(broker),
     )
     manager_processes.append(proc)
@@ -318,7 +318,7 @@ async def test_manager_killed_mid_failover_finishes_it_after_restart_and_runs_no
         proc.kill9()
         undo()
         again = ManagerProcess(
-            proc.topology, proc.state_dir, refresh_interval=30.0, extra_args=manager_args(broker)
+            proc.topology, proc.state_dir, refresh_interval_s=30.0, extra_args=manager_args(broker)
         )
         manager_processes.append(again)
         await again.start()

@@ -66,7 +66,7 @@ async def test_a_vm_waits_for_a_possible_owner_and_starts_when_it_returns(tmp_pa
     assert "none of its possible owners (node2) can be tried" in vm.reason
     assert running(cluster, vm.id) == []
     await boot(cluster, "node2", seconds=8)
-    cluster.ha.retry_waiting()  # what the HA loop does every capacity_retry_interval
+    cluster.ha.retry_waiting()  # what the HA loop does every capacity_retry_interval_s
     await cluster.ha.idle()
     vm = cluster.vm("pinned")
     assert (vm.host, vm.state) == ("node2", VmState.RUNNING)
@@ -111,7 +111,7 @@ async def test_repair_retry_restarts_a_vm_failed_by_its_threshold(tmp_path: Path
     job, _ = cluster.app.repair_vm("again", RepairAction.RETRY)
     await done(cluster, job)
     assert cluster.vm("again").state is VmState.WAITING
-    cluster.ha.retry_waiting()  # what the HA loop does every capacity_retry_interval
+    cluster.ha.retry_waiting()  # what the HA loop does every capacity_retry_interval_s
     await cluster.ha.idle()
     vm = cluster.vm("again")
     assert vm.state is VmState.RUNNING and vm.host != "node3" and vm.failed_action is None

@@ -47,7 +47,7 @@ from manager.core.settings import Settings
 from manager.core.states import HostState, JobState, MigrationState
 from manager.core.topology import HostSpec, Topology, parse_host_entry, parse_topology
 
-SETTINGS = Settings(agent_call_timeout=1.0, agent_read_attempts=1)
+SETTINGS = Settings(agent_call_timeout_s=1.0, agent_read_attempts=1)
 # The agents' topology: node5 is a node of cluster1, solo2 a standalone host.
 AGENTS = topology_data(dict.fromkeys((*HOSTS, "node5", "solo2")), nodes=(*CLUSTER_NODES, "node5"))
 DEFAULTS = AGENTS["host_defaults"]

@@ -51,10 +51,10 @@ from node_agent.core.migration import MigrationProgress, MigrationRequest
 from node_agent.core.power import Operation, PowerState
 
 SETTINGS = Settings(
-    agent_call_timeout=2.0,
-    migration_recovery_poll=0.05,
-    migration_recovery_timeout=10.0,
-    migration_progress_interval=0.0,
+    agent_call_timeout_s=2.0,
+    migration_recovery_poll_s=0.05,
+    migration_recovery_timeout_s=10.0,
+    migration_progress_interval_s=0.0,
 )
 MIB = 1024 * 1024
 # The tests' VMs, and the live-migration network: one pass takes two virtual seconds. The

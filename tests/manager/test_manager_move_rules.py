@@ -31,7 +31,7 @@ from manager.core.states import HostState, JobState, VmState
 from manager.core.topology import CpuSpec, parse_topology
 
 DEFAULT = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
-SETTINGS = Settings(agent_call_timeout=2.0, migration_progress_interval=0.0)
+SETTINGS = Settings(agent_call_timeout_s=2.0, migration_progress_interval_s=0.0)
 
 
 def host(name: str, cluster: str | None) -> HostRecord:

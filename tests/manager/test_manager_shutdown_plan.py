@@ -512,7 +512,7 @@ def test_a_stopped_host_back_and_shut_down_again_takes_the_usual_path() -> None:
 
 
 def detector(now: float = 0.0) -> FailureDetector:
-    d = FailureDetector(("node1", "node2"), heartbeat_interval=1.0, threshold=5, now=now)
+    d = FailureDetector(("node1", "node2"), heartbeat_interval_s=1.0, threshold=5, now=now)
     d.broker_up(now)
     return d
 

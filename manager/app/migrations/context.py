@@ -160,10 +160,10 @@ class MigrationContext:
     ) -> tuple[ReportedVm | None, bool]:
         """Ask the source until `busy` no longer holds of its answer (bounded); its last
         answer and whether it answered."""
-        deadline = self.monotonic() + self.settings.migration_recovery_timeout
+        deadline = self.monotonic() + self.settings.migration_recovery_timeout_s
         report, answered = await self.look(migration.source, migration.vm_id)
         while busy(report) and self.monotonic() < deadline:
-            await asyncio.sleep(self.settings.migration_recovery_poll)
+            await asyncio.sleep(self.settings.migration_recovery_poll_s)
             report, answered = await self.look(migration.source, migration.vm_id)
         return report, answered
 

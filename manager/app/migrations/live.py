@@ -156,7 +156,7 @@ class LiveMigration:
                 if phase is MigrationPhase.COMPLETED:
                     return migration, progress  # `done` records the phase with the move
                 if phase is not migration.phase or (
-                    ctx.monotonic() - written_at >= ctx.settings.migration_progress_interval
+                    ctx.monotonic() - written_at >= ctx.settings.migration_progress_interval_s
                 ):
                     migration = ctx.save(migration, phase=phase)
                     written_at = ctx.monotonic()
