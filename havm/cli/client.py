@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from havm.cli import errors
-from havm.v1 import agent_pb2, manager_pb2, manager_pb2_grpc
+from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 
 _START_HINT = "is the cluster running? start it with `havm up`"
 
@@ -143,7 +143,7 @@ class ManagerClient:
         request = manager_pb2.StartMaintenanceRequest(host=host, mode=mode)
         return self._call(self._stub.StartMaintenance, request).job
 
-    def add_host(self, config: manager_pb2.HostConfig) -> manager_pb2.AddHostResponse:
+    def add_host(self, config: common_pb2.HostConfig) -> manager_pb2.AddHostResponse:
         return self._call(self._stub.AddHost, manager_pb2.AddHostRequest(host=config))
 
     def remove_host(self, name: str) -> manager_pb2.Job:

@@ -120,9 +120,9 @@ def host_spec(
     return replace(spec, cluster=cluster_name or None)
 
 
-def host_config(spec: HostSpec) -> manager_pb2.HostConfig:
+def host_config(spec: HostSpec) -> common_pb2.HostConfig:
     """The host's description in the wire contract (AddHost)."""
-    return manager_pb2.HostConfig(
+    return common_pb2.HostConfig(
         name=spec.name,
         cluster=spec.cluster or "",
         # The inverse of render.profile_word: "hyperv-2008r2" -> PROFILE_HYPERV_2008R2.
@@ -166,7 +166,7 @@ def volumes_for_new_node(manager: ManagerClient, cluster_name: str) -> list[Volu
 # --- the calls (ManagerClient's translation of errors) -------------------------------------
 
 
-def call_add_host(manager: ManagerClient, config: manager_pb2.HostConfig) -> manager_pb2.AddHostResponse:
+def call_add_host(manager: ManagerClient, config: common_pb2.HostConfig) -> manager_pb2.AddHostResponse:
     return manager.add_host(config)
 
 

@@ -8,7 +8,7 @@ topology through it, so a host is described once.
 - `fields`, `hosts`, `timing`, `topology`: the schema and its validation. Pure: no I/O,
   no yaml, no generated stubs, so the manager's core may import them.
 - `topology_file`: the YAML text of a topology.
-- `host_config`: one host's configuration as the wire contract's AgentConfig message,
+- `host_config`: one host's configuration as the wire contract's HostConfig message,
   the file an agent runs with (it speaks the generated stubs).
 
 It imports neither `manager` nor `node_agent` nor the CLI (an import-linter contract).

@@ -1,4 +1,4 @@
-"""One host's configuration as the wire contract's AgentConfig message, and its JSON.
+"""One host's configuration as the wire contract's HostConfig message, and its JSON.
 
 `havm up`, `havm host add` and the scenario engine write the file an agent runs with
 from the topology, through here: the host as the topology describes it, the shared
@@ -51,11 +51,11 @@ def host_agent_config(
     timing: Timing,
     isolation_response: str = "power_off",
     settings: Mapping[str, float | int] | None = None,
-) -> common_pb2.AgentConfig:
+) -> common_pb2.HostConfig:
     """The configuration of `host`'s agent: the shared volumes it sees (under `san_root`,
     the SAN every agent of the cluster shares), the cluster's timing, and any agent
     `settings` (AgentSettings fields by name) on top of the agent's defaults."""
-    return common_pb2.AgentConfig(
+    return common_pb2.HostConfig(
         name=host.name,
         cluster=host.cluster or "",
         profile=PROFILE_TO_PROTO[host.profile],
@@ -91,7 +91,7 @@ def _settings(settings: Mapping[str, float | int] | None) -> dict[str, Any]:
     return dict(settings or {})
 
 
-def agent_config(topology: Topology, host: HostSpec, san_root: Path | str) -> common_pb2.AgentConfig:
+def agent_config(topology: Topology, host: HostSpec, san_root: Path | str) -> common_pb2.HostConfig:
     """The configuration one node agent of the topology runs with."""
     return host_agent_config(
         host,
@@ -102,7 +102,7 @@ def agent_config(topology: Topology, host: HostSpec, san_root: Path | str) -> co
     )
 
 
-def agent_config_json(config: common_pb2.AgentConfig) -> str:
+def agent_config_json(config: common_pb2.HostConfig) -> str:
     """The file's text: JSON with the field names of common.proto, defaults included."""
     text = json_format.MessageToJson(
         config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from havm.contract.topology import Topology, parse_topology, topology_to_dict
 

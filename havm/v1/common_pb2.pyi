@@ -299,7 +299,7 @@ class AgentSettings(_message.Message):
     migration_progress_interval_s: float
     def __init__(self, guest_tick_s: _Optional[float] = ..., shutdown_grace_s: _Optional[float] = ..., status_interval_s: _Optional[float] = ..., grpc_stop_grace_s: _Optional[float] = ..., mqtt_reconnect_max_s: _Optional[float] = ..., mqtt_keepalive_s: _Optional[int] = ..., mqtt_timeout_s: _Optional[float] = ..., max_guest_rate: _Optional[float] = ..., isolation_check_interval_s: _Optional[float] = ..., migration_max_passes: _Optional[int] = ..., migration_blackout_budget_ms: _Optional[float] = ..., migration_stalled_passes: _Optional[int] = ..., migration_chunk_pages: _Optional[int] = ..., migration_disk_chunk_bytes: _Optional[int] = ..., migration_progress_interval_s: _Optional[float] = ...) -> None: ...
 
-class AgentConfig(_message.Message):
+class HostConfig(_message.Message):
     __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "host_reserve_mb", "disks", "networks", "address", "migration_address", "volumes", "san_root", "timing", "isolation_response", "settings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]

@@ -886,35 +886,11 @@ class StopMaintenanceResponse(_message.Message):
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
-class HostConfig(_message.Message):
-    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "host_reserve_mb", "disks", "networks", "address", "migration_address")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    CLUSTER_FIELD_NUMBER: _ClassVar[int]
-    PROFILE_FIELD_NUMBER: _ClassVar[int]
-    CPU_FIELD_NUMBER: _ClassVar[int]
-    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
-    HOST_RESERVE_MB_FIELD_NUMBER: _ClassVar[int]
-    DISKS_FIELD_NUMBER: _ClassVar[int]
-    NETWORKS_FIELD_NUMBER: _ClassVar[int]
-    ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    MIGRATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    cluster: str
-    profile: _common_pb2.Profile
-    cpu: _common_pb2.Cpu
-    memory_mb: int
-    host_reserve_mb: int
-    disks: _containers.RepeatedCompositeFieldContainer[_common_pb2.LocalDisk]
-    networks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Network]
-    address: str
-    migration_address: str
-    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., cpu: _Optional[_Union[_common_pb2.Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., host_reserve_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[_common_pb2.LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_common_pb2.Network, _Mapping]]] = ..., address: _Optional[str] = ..., migration_address: _Optional[str] = ...) -> None: ...
-
 class AddHostRequest(_message.Message):
     __slots__ = ("host",)
     HOST_FIELD_NUMBER: _ClassVar[int]
-    host: HostConfig
-    def __init__(self, host: _Optional[_Union[HostConfig, _Mapping]] = ...) -> None: ...
+    host: _common_pb2.HostConfig
+    def __init__(self, host: _Optional[_Union[_common_pb2.HostConfig, _Mapping]] = ...) -> None: ...
 
 class AddHostResponse(_message.Message):
     __slots__ = ("job", "host")

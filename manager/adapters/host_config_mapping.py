@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from havm.v1 import manager_pb2
+from havm.v1 import common_pb2
 from manager.adapters.proto_mapping import PROFILE_FROM_PROTO
 from manager.core.errors import InvalidArgumentError
 from manager.core.topology import NAME_PATTERN, HostSpec, TopologyError, parse_host_entry
@@ -18,7 +18,7 @@ from manager.core.topology import NAME_PATTERN, HostSpec, TopologyError, parse_h
 GIB = 1024**3
 
 
-def host_spec_from_proto(pb: manager_pb2.HostConfig) -> HostSpec:
+def host_spec_from_proto(pb: common_pb2.HostConfig) -> HostSpec:
     """Raises InvalidArgumentError naming the first bad field."""
     if pb.profile not in PROFILE_FROM_PROTO:
         raise InvalidArgumentError(

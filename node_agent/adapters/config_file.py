@@ -1,4 +1,4 @@
-"""The host configuration file: the wire contract's AgentConfig, as JSON, onto the
+"""The host configuration file: the wire contract's HostConfig message, as JSON, onto the
 agent's core HostConfig.
 
 `havm up` writes the file with `google.protobuf.json_format` from the topology
@@ -48,16 +48,16 @@ _FILE_FIELD = {f"settings.{core}": f"timing.{name}" for name, core in TIMING_SET
 def host_config_from_json(text: str) -> HostConfig:
     """The host configuration the file's text describes; ConfigError naming the field.
     Unknown fields are ignored so that newer writers of the file do not break older agents."""
-    message = common_pb2.AgentConfig()
+    message = common_pb2.HostConfig()
     try:
         json_format.Parse(text, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        raise ConfigError("config", f"is not a host configuration (havm.v1.AgentConfig): {exc}") from None
+        raise ConfigError("config", f"is not a host configuration (havm.v1.HostConfig): {exc}") from None
     _check_enum_names(json.loads(text), message)
     return host_config_from_proto(message)
 
 
-def _check_enum_names(data: dict[str, Any], message: common_pb2.AgentConfig) -> None:
+def _check_enum_names(data: dict[str, Any], message: common_pb2.HostConfig) -> None:
     """An enum name the agent does not know reads as unset (a newer writer's value);
     where that leaves a required value unset, the name the file gave is the error."""
     if message.profile == common_pb2.PROFILE_UNSPECIFIED and data.get("profile") not in (
@@ -81,7 +81,7 @@ def _check_enum_names(data: dict[str, Any], message: common_pb2.AgentConfig) -> 
             )
 
 
-def host_config_from_proto(message: common_pb2.AgentConfig) -> HostConfig:
+def host_config_from_proto(message: common_pb2.HostConfig) -> HostConfig:
     """The message onto the core configuration, checked by the core's rules and the
     timing section's; ConfigError naming the field as the file spells it."""
     raw = _core_form(message)
@@ -92,7 +92,7 @@ def host_config_from_proto(message: common_pb2.AgentConfig) -> HostConfig:
         raise ConfigError(field, exc.problem) from None
 
 
-def _core_form(m: common_pb2.AgentConfig) -> dict[str, Any]:
+def _core_form(m: common_pb2.HostConfig) -> dict[str, Any]:
     if m.profile not in PROFILE_FROM_PROTO:
         allowed = ", ".join(common_pb2.Profile.Name(p) for p in PROFILE_FROM_PROTO)
         raise ConfigError("profile", f"must be one of {allowed}, got {common_pb2.Profile.Name(m.profile)}")
@@ -161,7 +161,7 @@ def _whole_gib(capacity_bytes: int, field: str) -> int:
     return capacity_bytes // GIB
 
 
-def host_config_to_proto(config: HostConfig) -> common_pb2.AgentConfig:
+def host_config_to_proto(config: HostConfig) -> common_pb2.HostConfig:
     """The file form of a core configuration (tests and tools write agents' files with
     it); host_config_from_proto reads it back to an equal configuration."""
     s = config.settings
@@ -171,7 +171,7 @@ def host_config_to_proto(config: HostConfig) -> common_pb2.AgentConfig:
         for name in common_pb2.AgentSettings.DESCRIPTOR.fields_by_name
         if name not in timing_names and getattr(s, name) != getattr(AgentSettings(), name)
     }
-    return common_pb2.AgentConfig(
+    return common_pb2.HostConfig(
         name=config.name,
         cluster=config.cluster or "",
         profile=PROFILE_TO_PROTO[config.profile.value],

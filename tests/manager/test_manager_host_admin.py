@@ -257,8 +257,8 @@ async def test_an_added_host_survives_a_restart_and_a_removed_topology_host_retu
 # --- through the manager process's gRPC API ------------------------------------------------
 
 
-def host_config(name: str, address: str, **fields: object) -> manager_pb2.HostConfig:
-    config = manager_pb2.HostConfig(
+def host_config(name: str, address: str, **fields: object) -> common_pb2.HostConfig:
+    config = common_pb2.HostConfig(
         name=name,
         cluster="cluster1",
         profile=common_pb2.PROFILE_HYPERV_2008R2,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from havm.v1 import common_pb2, manager_pb2
+from havm.v1 import common_pb2
 from manager.adapters.host_config_mapping import host_spec_from_proto
 from manager.core.errors import (
     AlreadyExistsError,
@@ -116,8 +116,8 @@ def test_a_host_entry_reads_back_what_host_to_dict_wrote() -> None:
 # --- AddHost's message ----------------------------------------------------------------
 
 
-def host_config(**fields: object) -> manager_pb2.HostConfig:
-    config = manager_pb2.HostConfig(
+def host_config(**fields: object) -> common_pb2.HostConfig:
+    config = common_pb2.HostConfig(
         name="node5",
         cluster="cluster1",
         profile=common_pb2.PROFILE_HYPERV_2008R2,

@@ -66,7 +66,7 @@ def host_config(tmp: Path, name: str = "node1", **overrides: Any) -> dict[str, A
 
 def config_file_text(raw: dict[str, Any]) -> str:
     """The file an agent process reads for `raw` (host_config's form): the wire
-    contract's AgentConfig as JSON, as `havm up` writes it."""
+    contract's HostConfig message as JSON, as `havm up` writes it."""
     from google.protobuf import json_format
 
     from node_agent.adapters.config_file import host_config_to_proto

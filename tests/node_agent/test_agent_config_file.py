@@ -1,4 +1,4 @@
-"""The host configuration file: the wire contract's AgentConfig as JSON, read onto the
+"""The host configuration file: the wire contract's HostConfig message as JSON, read onto the
 agent's core configuration; a bad file is one sentence naming the field."""
 
 from __future__ import annotations
@@ -150,12 +150,12 @@ def test_a_bad_file_names_the_field_as_the_file_spells_it(
         ('{"memory_mb": "lots"}', "memory_mb"),
         ('{"cpu": {"cores": 1.5}}', "cores"),
         ('{"settings": {"guest_tick_s": "fast"}}', "guest_tick_s"),
-        ("[1, 2]", "AgentConfig"),
+        ("[1, 2]", "HostConfig"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_one_sentence_naming_it(text: str, names: str) -> None:
     with pytest.raises(ConfigError) as caught:
         host_config_from_json(text)
     message = str(caught.value)
-    assert message.startswith("config: is not a host configuration (havm.v1.AgentConfig): ")
+    assert message.startswith("config: is not a host configuration (havm.v1.HostConfig): ")
     assert names in message and "\n" not in message
