@@ -26,7 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TypedDict
 
+from havm.contract.fields import TopologyError
 from havm.contract.timing import Timing, timing_problems
+from havm.contract.topology import Topology
 from havm.contract.topology_file import TopologyYamlError, topology_from_yaml
 from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
@@ -39,7 +41,6 @@ from manager.core.errors import FailedPreconditionError
 from manager.core.model import Event
 from manager.core.placement import PlacementGoal, RatingWeights
 from manager.core.settings import Settings
-from manager.core.topology import Topology, TopologyError
 
 log = logging.getLogger("manager.main")
 EXIT_USAGE = 2

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from havm.contract.host_config import agent_config, agent_config_json
+from havm.contract.topology import Topology
 from havm.ports import free_port
 from havm.scenario.sim_cluster import SimCluster
 from havm.scenario.virtual_loop import VirtualTimeLoop
 from manager.adapters.agent_client import AgentClient
 from manager.core.settings import Settings
-from manager.core.topology import Topology
 from node_agent.adapters.config_file import host_config_from_json
 from node_agent.adapters.grpc_server import AgentServer
 from node_agent.app.host import VmHost

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from havm.contract.host_config import agent_config, agent_config_json
+from havm.contract.topology import Topology
 from havm.scenario.inprocess_grpc import InProcessNetwork
 from havm.scenario.sim_broker import SimBroker
 from havm.scenario.virtual_loop import VirtualTimeLoop
@@ -42,7 +43,6 @@ from manager.app.ha import HaService
 from manager.app.manager import ManagerApp
 from manager.core.placement import PlacementGoal, RatingWeights
 from manager.core.settings import Settings
-from manager.core.topology import Topology
 from node_agent.adapters.config_file import host_config_from_json
 from node_agent.adapters.grpc_agent import AgentServicer
 from node_agent.adapters.migration_network import CUT_FILE as MIGRATION_CUT_FILE

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from havm.contract.hosts import HostSpec
 from havm.v1 import manager_pb2, manager_pb2_grpc
 from manager.adapters.host_config_mapping import host_spec_from_proto
 from manager.adapters.proto_mapping import (
@@ -54,7 +55,6 @@ from manager.core.model import (
 )
 from manager.core.repair import RepairAction
 from manager.core.shutdown import ShutdownAction
-from manager.core.topology import HostSpec
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].full_name

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from havm.contract.fields import NAME_PATTERN, TopologyError
+from havm.contract.hosts import HostSpec
+from havm.contract.topology import parse_host_entry
 from havm.v1 import common_pb2
 from manager.adapters.proto_mapping import PROFILE_FROM_PROTO
 from manager.core.errors import InvalidArgumentError
-from manager.core.topology import NAME_PATTERN, HostSpec, TopologyError, parse_host_entry
 
 GIB = 1024**3
 

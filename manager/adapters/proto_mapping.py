@@ -12,6 +12,7 @@ from typing import TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from havm.contract.hosts import CpuSpec
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
 from manager.core.capacity import ReserveReport
 from manager.core.errors import InvalidArgumentError
@@ -44,7 +45,6 @@ from manager.core.profiles import HostCapabilities, profile_capabilities
 from manager.core.repair import RepairAction
 from manager.core.shutdown import ShutdownAction
 from manager.core.states import VmState
-from manager.core.topology import CpuSpec
 
 E = TypeVar("E", bound=Enum)
 P = TypeVar("P", bound=int)

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from havm.contract.hosts import CpuSpec
 from manager.core.errors import AlreadyExistsError
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
@@ -42,7 +43,6 @@ from manager.core.model import (
 )
 from manager.core.profiles import HostCapabilities
 from manager.core.states import HostState, JobState, MigrationState, VmState
-from manager.core.topology import CpuSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from havm.contract.hosts import HostSpec
 from manager.app.events import EventBus
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.refresh import RefreshService
@@ -34,7 +35,6 @@ from manager.core.membership import (
 )
 from manager.core.model import HostRecord, JobRecord
 from manager.core.store import Store
-from manager.core.topology import HostSpec
 
 log = logging.getLogger(__name__)
 

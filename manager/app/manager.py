@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from havm.contract.topology import Topology
 from manager import __version__
 from manager.app.capacity import CapacityService
 from manager.app.claims import VmClaims
@@ -55,7 +56,6 @@ from manager.core.settings import Settings
 from manager.core.shutdown import ShutdownAction
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
-from manager.core.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+from havm.contract.fields import NAME_PATTERN
 from manager.app.capacity import CapacityService
 from manager.app.claims import Claim, VmClaims
 from manager.app.host_memory import settle_host_memory
@@ -45,7 +46,6 @@ from manager.core.reconcile import record_observed, set_vm_state, with_configura
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
-from manager.core.topology import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from havm.contract.hosts import HostSpec
+from havm.contract.topology import Topology, seen_by_every_node
 from manager.core.errors import FailedPreconditionError
-from manager.core.membership import host_record, seen_by_every_node
+from manager.core.membership import host_record
 from manager.core.model import (
     GIB,
     ClusterRecord,
@@ -24,7 +26,6 @@ from manager.core.model import (
 )
 from manager.core.placement import HostCapacity, PlacementSnapshot, StorageRoom
 from manager.core.states import ClusterState, HostState, VmState, change_host_state
-from manager.core.topology import HostSpec, Topology
 
 # States in which a VM holds memory and CPU on its host.
 ACTIVE_VM_STATES = frozenset(

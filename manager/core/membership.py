@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from havm.contract.topology import seen_by_every_node as seen_by_every_node
+from havm.contract.hosts import HostSpec
+from havm.contract.topology import seen_by_every_node
 from manager.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -37,7 +38,6 @@ from manager.core.model import (
 )
 from manager.core.profiles import network_kind
 from manager.core.states import HostState, MigrationState
-from manager.core.topology import HostSpec
 
 OPEN_MIGRATION_STATES = frozenset({MigrationState.QUEUED, MigrationState.RUNNING})
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from havm.contract.hosts import CpuSpec
 from manager.core.migration_phase import MigrationPhase
 from manager.core.profiles import HostCapabilities, profile_capabilities
 from manager.core.states import HostState, JobState, MigrationState, VmState
-from manager.core.topology import CpuSpec
 
 GIB = 1024**3
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from havm_runner import one_error_line
 
+from havm.contract.hosts import host_defaults_of
+from havm.contract.topology import VolumeSpec, parse_host_entry
 from havm.scenario.testing import SimClusterSession
-from manager.core.topology import VolumeSpec, host_defaults_of, parse_host_entry
 
 GIB = 1024**3
 # The built-in topology's host_defaults (which `host add` fills in when not given),

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from manager_testkit import HOSTS, ManagerProcess, topology_data, topology_for
 
+from havm.contract.topology import parse_topology
 from havm.scenario.sim_agent import LoopbackAgent
 from havm.v1 import manager_pb2_grpc
-from manager.core.topology import parse_topology
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from havm.contract.topology import Topology, parse_topology
 from havm.scenario.sim_agent import SimAgents
 from manager.adapters.sqlite_store import SqliteStore
 from manager.app.manager import ManagerApp
 from manager.core.model import JobRecord
 from manager.core.settings import Settings
-from manager.core.topology import Topology, parse_topology
 from node_agent.core.power import PowerState
 from node_agent.core.views import VmView
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from havm.contract.topology import parse_topology
 from havm.scenario.sim_agent import SimAgents, intercept, on_virtual_time
 from havm.v1 import common_pb2, manager_pb2
 from manager.adapters.memory_store import MemoryStore
@@ -36,7 +37,6 @@ from manager.core.model import (
 )
 from manager.core.settings import Settings
 from manager.core.states import ClusterState, HostState, JobState, VmState
-from manager.core.topology import parse_topology
 from node_agent.core.power import PowerState
 
 DEFAULT = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"

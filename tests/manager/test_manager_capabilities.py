@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from havm.contract.hosts import CpuSpec
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.proto_mapping import host_to_proto, inventory_from_proto
@@ -44,7 +45,6 @@ from manager.core.profiles import (
 from manager.core.settings import Settings
 from manager.core.shutdown import ShutdownAction, StepKind, plan_shutdown
 from manager.core.states import HostState, VmState
-from manager.core.topology import CpuSpec
 
 T0 = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 CPU = CpuSpec("GenuineIntel", "Intel Xeon X5570", ("sse4_2",), 8, 2933)

@@ -17,6 +17,7 @@ import pytest
 from manager_sim import SETTINGS, SimManager, sim_agents
 from manager_testkit import HOSTS, topology_data
 
+from havm.contract.topology import parse_topology
 from havm.scenario.sim_agent import intercept, on_virtual_time
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.host_choice import VmShape
@@ -26,7 +27,6 @@ from manager.core.model import CreateVmCommand, JobStepOutcome, VmOperation, Wor
 from manager.core.placement import PlacementGoal, RatingReason, RatingWeights
 from manager.core.settings import Settings
 from manager.core.states import ClusterState, HostState, JobState, VmState
-from manager.core.topology import parse_topology
 from node_agent.core.power import PowerState
 
 GIB8 = 8192

@@ -21,6 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from havm.contract.topology import parse_topology
 from havm.scenario.sim_agent import SimAgents, intercept, on_virtual_time
 from manager.adapters.memory_store import MemoryStore
 from manager.app.claims import Claim, VmClaims
@@ -44,7 +45,6 @@ from manager.core.model import (
 )
 from manager.core.settings import Settings
 from manager.core.states import VmState
-from manager.core.topology import parse_topology
 from node_agent.core.power import Operation, PowerState
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from havm.contract.topology import parse_topology
 from havm.scenario.sim_agent import SimAgents, intercept, on_virtual_time
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.mqtt import Heartbeat, Status
@@ -28,7 +29,6 @@ from manager.core.model import (
 )
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
-from manager.core.topology import parse_topology
 from node_agent.core.errors import FailedPrecondition
 from node_agent.core.power import Operation, PowerState
 

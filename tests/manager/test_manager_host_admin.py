@@ -21,6 +21,8 @@ import pytest
 from manager_sim import SimManager, sim_agents
 from manager_testkit import CLUSTER_NODES, HOSTS, ManagerProcess, topology_data
 
+from havm.contract.hosts import HostSpec
+from havm.contract.topology import Topology, parse_host_entry, parse_topology
 from havm.scenario.sim_agent import LoopbackAgent, SimAgents, on_virtual_time
 from havm.v1 import common_pb2, manager_pb2, manager_pb2_grpc
 from manager.adapters.memory_store import MemoryStore
@@ -45,7 +47,6 @@ from manager.core.model import (
 )
 from manager.core.settings import Settings
 from manager.core.states import HostState, JobState, MigrationState
-from manager.core.topology import HostSpec, Topology, parse_host_entry, parse_topology
 
 SETTINGS = Settings(agent_call_timeout_s=1.0, agent_read_attempts=1)
 # The agents' topology: node5 is a node of cluster1, solo2 a standalone host.

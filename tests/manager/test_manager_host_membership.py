@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from havm.contract.fields import TopologyError
+from havm.contract.hosts import host_defaults_of, host_to_dict
+from havm.contract.topology import (
+    Topology,
+    parse_host_entry,
+    parse_topology,
+    seen_by_every_node,
+    topology_to_dict,
+    without_host,
+)
 from havm.v1 import common_pb2
 from manager.adapters.host_config_mapping import host_spec_from_proto
 from manager.core.errors import (
@@ -27,20 +37,9 @@ from manager.core.membership import (
     joined,
     left,
     new_node_volumes,
-    seen_by_every_node,
 )
 from manager.core.model import MigrationKind, MigrationRecord, VmRecord
 from manager.core.states import HostState, MigrationState, VmState
-from manager.core.topology import (
-    Topology,
-    TopologyError,
-    host_defaults_of,
-    host_to_dict,
-    parse_host_entry,
-    parse_topology,
-    topology_to_dict,
-    without_host,
-)
 
 DEFAULT = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
 GIB = 1024**3

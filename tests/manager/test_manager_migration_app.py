@@ -23,6 +23,7 @@ import pytest
 from manager_sim import SimManager, sim_agents
 from manager_testkit import HOSTS, topology_data
 
+from havm.contract.topology import MigrationSettings
 from havm.scenario.sim_agent import SimAgents, intercept, on_virtual_time
 from havm.scenario.sim_cluster import AGENT_SERVICE
 from manager.app.failover import FailoverService
@@ -42,7 +43,6 @@ from manager.core.model import (
 )
 from manager.core.settings import Settings
 from manager.core.states import HostState, JobState, MigrationState, VmState
-from manager.core.topology import MigrationSettings
 from node_agent.adapters.grpc_agent import AgentServicer
 from node_agent.app.host import VmHost
 from node_agent.core.errors import AgentError, FailedPrecondition, Unavailable

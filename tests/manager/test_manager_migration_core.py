@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from havm.contract.fields import TopologyError
+from havm.contract.topology import MigrationSettings, parse_topology, topology_to_dict
 from manager.core.errors import IllegalTransitionError
 from manager.core.migration import (
     Outcome,
@@ -20,7 +22,6 @@ from manager.core.migration import (
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import MigrationKind, MigrationProgress, ReportedVm
 from manager.core.states import MIGRATION_TRANSITIONS, MigrationState, VmState, change_migration_state
-from manager.core.topology import MigrationSettings, TopologyError, parse_topology, topology_to_dict
 
 M = MigrationState
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from havm.contract.hosts import CpuSpec
 from manager.core.errors import FailedPreconditionError
 from manager.core.migration import Outcome
 from manager.core.migration_outcome import (
@@ -32,7 +33,6 @@ from manager.core.model import (
     VmRecord,
 )
 from manager.core.states import HostState, MigrationState, VmState
-from manager.core.topology import CpuSpec
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 CSV = StorageLocation(StorageKind.CSV, "csv1")

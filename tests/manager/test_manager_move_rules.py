@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from havm.contract.hosts import CpuSpec
+from havm.contract.topology import parse_topology
 from havm.scenario.sim_agent import SimAgents, on_virtual_time
 from manager.adapters.sqlite_store import SqliteStore
 from manager.app.manager import ManagerApp
@@ -28,7 +30,6 @@ from manager.core.model import (
 )
 from manager.core.settings import Settings
 from manager.core.states import HostState, JobState, VmState
-from manager.core.topology import CpuSpec, parse_topology
 
 DEFAULT = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
 SETTINGS = Settings(agent_call_timeout_s=2.0, migration_progress_interval_s=0.0)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from havm.contract.hosts import CpuSpec
 from manager.core.detector import Action, FailureDetector, Verdict
 from manager.core.errors import FailedPreconditionError, IllegalTransitionError
 from manager.core.inventory import apply_inventory, apply_refresh_failure
@@ -29,7 +30,6 @@ from manager.core.placement import HostCapacity, PlacementSnapshot, StorageRoom
 from manager.core.profiles import LIVE_PROFILES
 from manager.core.shutdown import ShutdownAction, ShutdownStep, StepKind, check_can_shut_down, plan_shutdown
 from manager.core.states import HOST_TRANSITIONS, HostState, VmState, change_host_state
-from manager.core.topology import CpuSpec
 
 T0 = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 CSV = StorageLocation(StorageKind.CSV, "Volume1")

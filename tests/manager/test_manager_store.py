@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from havm.contract.hosts import CpuSpec
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.sqlite_store import SqliteStore
 from manager.core.errors import AlreadyExistsError
@@ -30,7 +31,6 @@ from manager.core.model import (
 )
 from manager.core.states import HostState, JobState, MigrationState, VmState
 from manager.core.store import Store
-from manager.core.topology import CpuSpec
 
 T0 = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 GIB = 1024**3

@@ -11,13 +11,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from manager.core.topology import (
-    IsolationSettings,
-    PlacementSettings,
-    TopologyError,
-    parse_topology,
-    topology_to_dict,
-)
+from havm.contract.fields import TopologyError
+from havm.contract.topology import IsolationSettings, PlacementSettings, parse_topology, topology_to_dict
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "havm" / "cli" / "default_topology.yaml"
 

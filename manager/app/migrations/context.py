@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+from havm.contract.topology import MigrationSettings
 from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus
 from manager.app.host_memory import settle_host_memory
@@ -29,7 +30,6 @@ from manager.core.reconcile import record_observed
 from manager.core.settings import Settings
 from manager.core.states import MigrationState, VmState, change_migration_state
 from manager.core.store import Store
-from manager.core.topology import MigrationSettings
 
 log = logging.getLogger(__name__)
 

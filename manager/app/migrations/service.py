@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from havm.contract.topology import MigrationSettings
 from manager.app.claims import Claim
 from manager.app.crash_points import CrashPoints
 from manager.app.events import EventBus
@@ -30,7 +31,6 @@ from manager.core.model import JobRecord, MigrationKind, MigrationRecord, Storag
 from manager.core.settings import Settings
 from manager.core.states import JobState
 from manager.core.store import Store
-from manager.core.topology import MigrationSettings
 
 
 class MigrationService:
