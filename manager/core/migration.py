@@ -25,7 +25,7 @@ from manager.core.model import (
     VmRecord,
 )
 from manager.core.placement import HostCapacity
-from manager.core.profiles import HostCapabilities, profile_capabilities
+from manager.core.profiles import HostCapabilities
 from manager.core.states import HostState, MigrationState, VmState
 
 MB = 1_000_000
@@ -35,18 +35,15 @@ MOVABLE_STATES = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.SAVED, VmSt
 
 
 def choose_kind(
-    source: HostCapabilities | str,
+    source: HostCapabilities,
     vm_state: VmState,
     quick: bool,
     destination: HostCapabilities | None = None,
 ) -> MigrationKind:
     """Live where the guest runs and both hosts offer live migration; quick otherwise.
-
-    A host is given by its capabilities (`HostRecord.capabilities`), or by a profile
-    name, which stands for that profile's row.
-    """
+    The hosts are given by their capabilities (`HostRecord.capabilities`)."""
     hosts = (source,) if destination is None else (source, destination)
-    live = all((profile_capabilities(h) if isinstance(h, str) else h).live_migration for h in hosts)
+    live = all(h.live_migration for h in hosts)
     if live and vm_state is VmState.RUNNING and not quick:
         return MigrationKind.LIVE
     return MigrationKind.QUICK

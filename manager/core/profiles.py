@@ -44,8 +44,6 @@ PROFILE_TRAITS: dict[str, HostCapabilities] = {
 UNKNOWN_PROFILE = HostCapabilities(
     live_migration=False, quick_migration=True, csv=False, network_kind=VIRTUAL_NETWORK
 )
-PROFILES = tuple(PROFILE_TRAITS)
-LIVE_PROFILES = frozenset(name for name, row in PROFILE_TRAITS.items() if row.live_migration)
 
 
 def profile_capabilities(profile: str) -> HostCapabilities:

@@ -15,7 +15,7 @@ nothing: if some HA VM has nowhere to go, nothing moves and the shutdown is refu
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -80,22 +80,20 @@ def plan_shutdown(
     vms: Sequence[VmRecord],
     action: ShutdownAction,
     snapshot: PlacementSnapshot,
-    live: bool | Collection[str] = True,
     *,
     max_vcpus_per_core: int = 8,
 ) -> tuple[tuple[ShutdownStep, ...], tuple[tuple[str, str], ...]]:
     """The steps that empty `host`, and (VM name, why) for each VM that blocks the shutdown.
 
     Running VMs live-migrate (with ShutdownAction.LIVE) where the host's capabilities
-    allow it; `live` false (or an empty collection of allowed profiles) keeps every
-    move quick. Purely computational. The snapshot is updated after each choice, so two
+    allow it, else quick. Purely computational. The snapshot is updated after each choice, so two
     VMs never count the same room; VMs at rest need no memory on their target.
     """
     mine = sorted((vm for vm in vms if vm.host == host.name), key=lambda v: (-v.memory_mb, v.name))
     room: dict[str, HostCapacity] = {
         h.name: h for h in snapshot.hosts if h.cluster == host.cluster and h.name != host.name
     }
-    live_capable = bool(live) and host.capabilities.live_migration
+    live_capable = host.capabilities.live_migration
     steps: list[ShutdownStep] = []
     stuck: list[tuple[str, str]] = []
     for vm in mine:

@@ -21,6 +21,7 @@ from manager.core.migration import (
 )
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import MigrationKind, MigrationProgress, ReportedVm
+from manager.core.profiles import profile_capabilities
 from manager.core.states import MIGRATION_TRANSITIONS, MigrationState, VmState, change_migration_state
 
 M = MigrationState
@@ -53,11 +54,19 @@ def test_admit_keeps_each_host_within_the_limit_first_come_first_served() -> Non
 
 
 def test_kind_of_a_move() -> None:
-    assert choose_kind("hyperv-2008r2", VmState.RUNNING, quick=False) is MigrationKind.LIVE
-    assert choose_kind("esx", VmState.RUNNING, quick=False) is MigrationKind.LIVE
-    assert choose_kind("hyperv-2008r2", VmState.RUNNING, quick=True) is MigrationKind.QUICK
-    assert choose_kind("hyperv-2008", VmState.RUNNING, quick=False) is MigrationKind.QUICK
-    assert choose_kind("hyperv-2008r2", VmState.SAVED, quick=False) is MigrationKind.QUICK
+    assert (
+        choose_kind(profile_capabilities("hyperv-2008r2"), VmState.RUNNING, quick=False) is MigrationKind.LIVE
+    )
+    assert choose_kind(profile_capabilities("esx"), VmState.RUNNING, quick=False) is MigrationKind.LIVE
+    assert (
+        choose_kind(profile_capabilities("hyperv-2008r2"), VmState.RUNNING, quick=True) is MigrationKind.QUICK
+    )
+    assert (
+        choose_kind(profile_capabilities("hyperv-2008"), VmState.RUNNING, quick=False) is MigrationKind.QUICK
+    )
+    assert (
+        choose_kind(profile_capabilities("hyperv-2008r2"), VmState.SAVED, quick=False) is MigrationKind.QUICK
+    )
 
 
 def report(state: VmState, generation: int, migration_id: str = "") -> ReportedVm:

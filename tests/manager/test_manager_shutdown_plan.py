@@ -27,7 +27,7 @@ from manager.core.model import (
     VolumeInfo,
 )
 from manager.core.placement import HostCapacity, PlacementSnapshot, StorageRoom
-from manager.core.profiles import LIVE_PROFILES
+from manager.core.profiles import profile_capabilities
 from manager.core.shutdown import ShutdownAction, ShutdownStep, StepKind, check_can_shut_down, plan_shutdown
 from manager.core.states import HOST_TRANSITIONS, HostState, VmState, change_host_state
 
@@ -122,7 +122,7 @@ def plan(
     shutting: HostRecord | None = None,
 ) -> tuple[tuple[ShutdownStep, ...], tuple[tuple[str, str], ...]]:
     snapshot = snapshot or cluster(room("node2"), room("node3", free=8000))
-    return plan_shutdown(shutting or host(), vms, action, snapshot, LIVE_PROFILES)
+    return plan_shutdown(shutting or host(), vms, action, snapshot)
 
 
 def kinds(steps: tuple[ShutdownStep, ...]) -> dict[str, tuple[StepKind, str]]:
@@ -167,7 +167,8 @@ def test_live_on_a_live_capable_profile_live_migrates_running_and_quick_migrates
 @pytest.mark.parametrize("profile", ["hyperv-2008", "esx"])
 def test_live_follows_the_shutting_host_s_profile(profile: str) -> None:
     steps, _ = plan([vm("a")], LIVE, shutting=host(profile=profile))
-    expected = StepKind.LIVE_MIGRATE if profile in LIVE_PROFILES else StepKind.QUICK_MIGRATE
+    live = profile_capabilities(profile).live_migration
+    expected = StepKind.LIVE_MIGRATE if live else StepKind.QUICK_MIGRATE
     assert [s.kind for s in steps] == [expected]
 
 
@@ -175,11 +176,6 @@ def test_live_on_a_profile_that_cannot_live_migrate_quick_migrates() -> None:
     steps, stuck = plan([vm("a"), vm("b", VmState.PAUSED)], LIVE, shutting=host(profile="hyperv-2008"))
     assert stuck == ()
     assert {s.vm_name: s.kind for s in steps} == {"a": StepKind.QUICK_MIGRATE, "b": StepKind.QUICK_MIGRATE}
-
-
-def test_live_without_live_profiles_quick_migrates() -> None:
-    steps, _ = plan_shutdown(host(), [vm("a")], LIVE, cluster(room("node2")), frozenset())
-    assert [(s.kind, s.target) for s in steps] == [(StepKind.QUICK_MIGRATE, "node2")]
 
 
 def test_shutdown_shuts_running_ha_vms_down_and_moves_them() -> None:
@@ -240,7 +236,7 @@ def test_vms_of_a_standalone_host_are_shut_down_where_they_are() -> None:
     standalone = host("solo", cluster=None)
     vms = [vm("a", host_name="solo"), vm("b", VmState.PAUSED, host_name="solo", highly_available=False)]
     snapshot = PlacementSnapshot((room("solo", cluster=None), room("node2")))
-    steps, stuck = plan_shutdown(standalone, vms, LIVE, snapshot, LIVE_PROFILES)
+    steps, stuck = plan_shutdown(standalone, vms, LIVE, snapshot)
     assert stuck == ()
     assert kinds(steps) == {"a": (StepKind.SHUT_DOWN, ""), "b": (StepKind.TURN_OFF, "")}
 
@@ -410,7 +406,7 @@ def test_every_vm_is_accounted_for_and_no_target_is_overcommitted(
 ) -> None:
     others = [room(f"n{i}", free=f) for i, f in enumerate(frees)]
     vms = [vm(f"v{i}", state, memory_mb=m, highly_available=ha) for i, (m, state, ha) in enumerate(shapes)]
-    steps, stuck = plan_shutdown(host(), vms, action, cluster(*others), LIVE_PROFILES)
+    steps, stuck = plan_shutdown(host(), vms, action, cluster(*others))
     by_name = {v.name: v for v in vms}
     free = {h.name: h.memory_free_mb for h in others}
     used: dict[str, int] = {}
