@@ -39,6 +39,7 @@ def test_a_narrowed_range_is_read_from_the_kernel(tmp_path: Path, monkeypatch: p
     setting = tmp_path / "ip_local_port_range"
     setting.write_text("10100\t65535\n")
     monkeypatch.setattr(ports, "EPHEMERAL_RANGE_FILE", setting)
+    monkeypatch.delenv(ports.PORT_RANGE_ENV, raising=False)  # a test worker's own range
     assert ports.candidate_ports() == [range(10000, 10100)]
     assert all(10000 <= p < 10100 for p in ports.free_ports(5))
 
@@ -47,6 +48,7 @@ def test_with_no_range_left_the_kernel_chooses(tmp_path: Path, monkeypatch: pyte
     setting = tmp_path / "ip_local_port_range"
     setting.write_text("1024 65535\n")
     monkeypatch.setattr(ports, "EPHEMERAL_RANGE_FILE", setting)
+    monkeypatch.delenv(ports.PORT_RANGE_ENV, raising=False)
     assert ports.candidate_ports() == []
     assert ports.free_port() > 0
 

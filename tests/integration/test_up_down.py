@@ -106,7 +106,7 @@ def test_foreground_up_follows_logs_and_ctrl_c_stops_everything(tmp_path: Path) 
             wait_for(lambda: "manager" in proc.stdout.readline(), what="a manager log line")
             proc.send_signal(signal.SIGINT)
             # Keep reading: the components' last lines must not fill the pipe and block it.
-            proc.communicate(timeout=60)
+            proc.communicate(timeout=90)
             assert proc.returncode == 0
         finally:
             if proc.poll() is None:

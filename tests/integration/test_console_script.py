@@ -15,17 +15,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from havm_runner import run_havm
+from cluster_harness import LocalCluster, start_cluster, stop_cluster
 
 from havm.cli.context import ClusterContext, Component, write_context
-from tests.integration.cluster_harness import LocalCluster, start_cluster, stop_cluster
+from tests.cli.havm_runner import run_havm
+
+pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("havm"), "--topology", str(HERE / "local_topology.yaml"))
+    topology = HERE / "console_topology.yaml"
+    cluster = start_cluster(tmp_path_factory.mktemp("havm"), "--topology", str(topology))
     try:
         yield cluster
     finally:
@@ -133,7 +136,7 @@ def test_ctrl_c_while_waiting_for_a_job_exits_130_quietly(local: LocalCluster, t
         # The job's bar on the terminal: the command waits on the job's stream.
         assert "%" in _read_until(primary, "%"), "the command never showed its job"
         process.send_signal(signal.SIGINT)
-        terminal = _drain_until_exit(primary, process, timeout=20)
+        terminal = _drain_until_exit(primary, process, timeout=40)
     finally:
         if process.poll() is None:
             process.kill()
