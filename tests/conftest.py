@@ -2,7 +2,8 @@
 
 Every process a test starts inherits HAVM_TEST_RUN; when the session ends, any process
 still carrying this run's marker is a leak: it is killed and the session fails. Every
-asyncio test must also leave no task of its own running behind it.
+asyncio test must also leave no task of its own running behind it. Ctrl-C reaches the
+processes tests start however the suite itself was started.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ import pytest
 
 RUN_MARKER = f"HAVM_TEST_RUN={uuid.uuid4().hex}".encode()
 os.environ["HAVM_TEST_RUN"] = RUN_MARKER.split(b"=", 1)[1].decode()
+
+# A suite started in the background by a shell without job control inherits SIGINT
+# ignored, and so would every process it starts: the tests of Ctrl-C could not send one.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def leaked_processes() -> list[tuple[int, str]]:
