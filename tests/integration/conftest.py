@@ -37,23 +37,3 @@ def default_cluster(tmp_path_factory) -> Iterator[LocalCluster]:
         yield cluster
     finally:
         stop_cluster(cluster)
-
-
-# Modules whose tests each start a cluster of their own: on several workers their tests
-# are spread one by one. Every other module's tests share one cluster (a module-scoped
-# fixture) and so run on one worker, as a group (scripts/test uses --dist loadgroup).
-OWN_CLUSTER_PER_TEST = {
-    "test_capacity",
-    "test_fault_schedule",
-    "test_host_admin",
-    "test_isolation_timing",
-    "test_scenarios_real",
-    "test_up_down",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if module not in OWN_CLUSTER_PER_TEST:
-            item.add_marker(pytest.mark.xdist_group(module))
