@@ -383,11 +383,6 @@ class DiskFile:
             self._fd = -1
 
 
-def journal_region_end(position: JournalPosition) -> int:
-    """The bytes of a disk that hold its journal up to `position` (slot 0 included)."""
-    return (position.last_seq + 1) * RECORD_SIZE
-
-
 def read_journal_records(disk: Path) -> list[JournalRecord]:
     """Every valid journal record of a virtual disk, from seq 1 to the first empty or torn
     slot: what a guest's acknowledged writes left on the disk, read straight from the file."""
@@ -409,3 +404,18 @@ def scan_disk_journal(disk: Path) -> JournalPosition:
         return journal.scan()
     finally:
         journal.close()
+
+
+class FileDisks:
+    """The virtual disks of this host's VMs as sparse files (VirtualDisks[Path])."""
+
+    disk_name = VM_DISK
+
+    def open_journal(self, disk: Path) -> JournalFile:
+        return JournalFile(disk)
+
+    def open_blocks(self, disk: Path, create_bytes: int | None = None) -> DiskFile:
+        return DiskFile(disk, create_bytes=create_bytes)
+
+    def scan_journal(self, disk: Path) -> JournalPosition:
+        return scan_disk_journal(disk)

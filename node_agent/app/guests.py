@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node_agent.adapters.clock import SYSTEM_CLOCK
-from node_agent.adapters.files import VM_DISK, JournalFile
 from node_agent.core.clock import Clock
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError
@@ -27,6 +25,7 @@ from node_agent.core.journal import JournalPosition, JournalRecord, check_room, 
 from node_agent.core.lease import Fenced, check_write
 from node_agent.core.power import PowerState
 from node_agent.core.views import VmView
+from node_agent.core.virtual_disks import GuestJournal
 from node_agent.core.vm import VmSpec
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,11 @@ class HostedVm:
     lease_watch: LeaseSource
     # The storage lease generation this copy holds; every journal record carries it.
     lease_generation: int
+    # The name of its virtual disk in `vm_dir` (VirtualDisks.disk_name).
+    disk_name: str
     reason: str = ""
     guest: GuestModel | None = None
-    journal: JournalFile | None = None
+    journal: GuestJournal | None = None
     task: asyncio.Task[None] | None = None
     # Known while the VM has no running guest; None means "scan the disk".
     idle_journal: JournalPosition | None = None
@@ -69,7 +70,7 @@ class HostedVm:
 
     @property
     def disk(self) -> Path:
-        return self.vm_dir / VM_DISK
+        return self.vm_dir / self.disk_name
 
     def view(self) -> VmView:
         return VmView(
@@ -92,7 +93,7 @@ class GuestHooks:
     on_failure: GuestFailed
     on_fenced: GuestFenced
     # The host's clock: a scenario's agent runs on virtual time.
-    clock: Clock = SYSTEM_CLOCK
+    clock: Clock
 
 
 # A guest that was not scheduled for longer (a frozen agent) does not make up for all of

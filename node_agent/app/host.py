@@ -1,10 +1,11 @@
 """The emulated host at run time: the composition root of the agent's app.
 
 VmHost is what the AgentService serves. It wires the app's parts together and hands
-each the ports it needs (host storage, the migration peer link, the clock): HostedVms
-owns the VMs and their records, PowerOperations changes their power state, and the
-flows of live migration and storage moves run on those two, never on VmHost, so that
-none of them depends on the whole host. Creation, deletion and settings are here
+each the ports it needs (host storage, virtual disks, the migration peer link, the
+clock): HostedVms owns the VMs and their records, PowerOperations changes their power
+state, and the flows of live migration and storage moves run on those two, never on
+VmHost, so that none of them depends on the whole host. Only here and in app.runner
+are adapters built. Creation, deletion and settings are here
 because they are short and touch nothing else.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node_agent.adapters.clock import SYSTEM_CLOCK, FunctionClock
-from node_agent.adapters.files import HostFiles, RegistryEntry, scan_disk_journal
+from node_agent.adapters.files import FileDisks, HostFiles
 from node_agent.adapters.grpc_peer import GrpcPeerConnector
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.app.crash_points import CrashPoints
@@ -36,6 +37,7 @@ from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError, AlreadyExists, FailedPrecondition, NotFound
 from node_agent.core.guest import decode_saved_state_with_cpu
+from node_agent.core.host_storage import RegistryEntry
 from node_agent.core.lease import is_fenced
 from node_agent.core.migration import FinishedMigrations, MigrationProgress, MigrationRequest
 from node_agent.core.power import RESTART_ON_RECOVERY, Operation, PowerState, check_deletable
@@ -96,7 +98,7 @@ class VmHost:
         self._connect = GrpcPeerConnector(
             config.settings.migration_stall_timeout_s, self.migration_network, peer_channel
         )
-        self.vms = HostedVms(config, files, time_port)
+        self.vms = HostedVms(config, files, FileDisks(), time_port)
         self._power = PowerOperations(self.vms)
         self.boot_id = uuid.uuid4().hex
         self.started_at = self.clock()
@@ -169,7 +171,7 @@ class VmHost:
             digest = memory.digest()
         else:
             if vm.idle_journal is None:
-                vm.idle_journal = await asyncio.to_thread(scan_disk_journal, vm.disk)
+                vm.idle_journal = await asyncio.to_thread(self.vms.disks.scan_journal, vm.disk)
             journal = vm.idle_journal
             digest = ""
             if vm.state is PowerState.SAVED:
@@ -360,7 +362,7 @@ class VmHost:
             log.warning("%s", problem)
         to_start: list[HostedVm] = []
         for entry in entries:
-            vm = load_registered(self.files, self.config, entry)
+            vm = load_registered(self.files, self.config, entry, self.vms.disks.disk_name)
             if vm is None:
                 continue
             self.vms.recovered(vm)

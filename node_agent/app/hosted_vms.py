@@ -24,6 +24,7 @@ from node_agent.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from node_agent.core.host_storage import HostStorage, RegistryEntry
 from node_agent.core.lease import Fenced, check_write
 from node_agent.core.power import HOLDS_MEMORY, PowerState, transition
+from node_agent.core.virtual_disks import VirtualDisks
 from node_agent.core.vm import VmSpec, available_memory_mb
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,12 @@ log = logging.getLogger(__name__)
 class HostedVms:
     """This host's VMs and the skeletons arriving here; their registry and their fencing."""
 
-    def __init__(self, config: HostConfig, files: HostStorage[Path], clock: Clock) -> None:
+    def __init__(
+        self, config: HostConfig, files: HostStorage[Path], disks: VirtualDisks[Path], clock: Clock
+    ) -> None:
         self.config = config
         self.files = files
+        self.disks = disks
         self.clock = clock
         self._vms: dict[str, HostedVm] = {}
         self._incoming: dict[str, HostedVm] = {}
@@ -111,6 +115,7 @@ class HostedVms:
             state_since=self.clock.time(),
             lease_watch=self.files.lease_watch(vm_dir),
             lease_generation=generation,
+            disk_name=self.disks.disk_name,
             cpu=cpu,
         )
         self._vms[spec.id] = vm

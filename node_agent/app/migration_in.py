@@ -20,7 +20,6 @@ import logging
 import zlib
 from collections.abc import AsyncIterator
 
-from node_agent.adapters.files import VM_DISK, DiskFile, JournalFile
 from node_agent.app.crash_points import DESTINATION_COMMITTING, DESTINATION_COPYING, CrashPoints
 from node_agent.app.guests import HostedVm, release_guest
 from node_agent.app.hosted_vms import HostedVms
@@ -44,6 +43,7 @@ from node_agent.core.migration import (
     SourceMessage,
 )
 from node_agent.core.power import PowerState, transition
+from node_agent.core.virtual_disks import DiskBlocks
 from node_agent.core.vm import (
     GIB,
     StorageKind,
@@ -69,6 +69,7 @@ class IncomingMigration:
     def __init__(self, vms: HostedVms, crash_points: CrashPoints) -> None:
         self._vms = vms
         self._files = vms.files
+        self._disks = vms.disks
         self._config = vms.config
         self._crash_points = crash_points
         self.settings = vms.config.settings
@@ -81,7 +82,7 @@ class IncomingMigration:
         self._skeleton: HostedVm | None = None
         self._memory: PageVersions | None = None
         self._codec: PageCodec | None = None
-        self._disk: DiskFile | None = None
+        self._disk: DiskBlocks | None = None
         self._created_dir = False
         self._devices: GuestDevices | None = None
         # The VM once it is this host's (the lease came here).
@@ -222,6 +223,7 @@ class IncomingMigration:
             state_since=vms.clock.time(),
             lease_watch=self._files.lease_watch(vm_dir),
             lease_generation=offer.lease_generation,
+            disk_name=self._disks.disk_name,
             cpu=offer.cpu,
             migration_id=offer.migration_id,
         )
@@ -233,7 +235,9 @@ class IncomingMigration:
             self._files.remove_vm_dir(vm_dir)  # remains of an earlier attempt: no vm.json there
             self._created_dir = True
             vm_dir.mkdir(parents=True)
-            self._disk = DiskFile(vm_dir / VM_DISK, create_bytes=spec.disk_gb * GIB)
+            self._disk = self._disks.open_blocks(
+                vm_dir / self._disks.disk_name, create_bytes=spec.disk_gb * GIB
+            )
         log.info(
             "VM %s: live migration %s from %s accepted; %d MB reserved",
             spec.label,
@@ -381,7 +385,7 @@ class IncomingMigration:
         if self._disk is not None:
             self._disk.close()
             self._disk = None
-        vm.journal = JournalFile(vm.disk)
+        vm.journal = self._disks.open_journal(vm.disk)
         digest = memory.digest()
         vm.guest = GuestModel.resumed(vm.spec.id, memory, vm.spec.effective_workload, devices)
         vm.migration_id = ""

@@ -28,7 +28,6 @@ from array import array
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
-from node_agent.adapters.files import DiskFile, journal_region_end
 from node_agent.app.crash_points import SOURCE_LEASE_MOVED, SOURCE_PAUSED, SOURCE_PRE_COPY, CrashPoints
 from node_agent.app.guests import HostedVm, catch_up, release_guest, stop_guest
 from node_agent.app.hosted_vms import HostedVms
@@ -42,6 +41,7 @@ from node_agent.core.errors import (
     Unavailable,
 )
 from node_agent.core.guest import PAGE_SIZE, GuestModel, PageCodec, page_array
+from node_agent.core.journal import journal_region_end
 from node_agent.core.lease import Fenced, Lease, check_write, hand_over_lease
 from node_agent.core.migration import (
     Commit,
@@ -423,7 +423,7 @@ class OutgoingMigration:
         assert guest is not None
         end = journal_region_end(guest.journal)
         step = self.settings.migration_disk_chunk_bytes
-        disk = DiskFile(self.vm.disk)
+        disk = self._vms.disks.open_blocks(self.vm.disk)
         try:
             for offset in range(start, end, step):
                 data = await asyncio.to_thread(disk.read, offset, min(step, end - offset))

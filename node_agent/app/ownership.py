@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from node_agent.adapters.files import HostFiles, RegistryEntry
 from node_agent.app.guests import HostedVm
 from node_agent.core.config import HostConfig
 from node_agent.core.errors import AgentError, AlreadyExists, FailedPrecondition, NotFound
+from node_agent.core.host_storage import HostStorage, RegistryEntry
 from node_agent.core.lease import FIRST_GENERATION, Lease, recovery_verdict, take_over_lease
 from node_agent.core.power import RESTART_ON_RECOVERY, PowerState
 from node_agent.core.vm import StorageKind, VmSpec, check_lun_free, check_storage_room
@@ -38,7 +38,9 @@ def _where(spec: VmSpec) -> str:
     return f"{spec.storage.kind.label} {spec.storage.name}"
 
 
-def claim_new(files: HostFiles, config: HostConfig, spec: VmSpec, vm_dir: Path, capacity: int) -> Claim:
+def claim_new(
+    files: HostStorage[Path], config: HostConfig, spec: VmSpec, vm_dir: Path, capacity: int
+) -> Claim:
     """Create a new VM's files, holding the first lease generation."""
     if files.has_vm(vm_dir):
         raise AlreadyExists(
@@ -56,7 +58,7 @@ def claim_new(files: HostFiles, config: HostConfig, spec: VmSpec, vm_dir: Path, 
 
 
 def take_over_files(
-    files: HostFiles, config: HostConfig, spec: VmSpec, vm_dir: Path, generation: int
+    files: HostStorage[Path], config: HostConfig, spec: VmSpec, vm_dir: Path, generation: int
 ) -> Claim:
     """Become the owner of a VM whose files another host left on shared storage.
 
@@ -89,7 +91,9 @@ def take_over_files(
     return Claim(state, lease)
 
 
-def load_registered(files: HostFiles, config: HostConfig, entry: RegistryEntry) -> HostedVm | None:
+def load_registered(
+    files: HostStorage[Path], config: HostConfig, entry: RegistryEntry, disk_name: str
+) -> HostedVm | None:
     """A VM of the registry as it is after a restart, or None when it is no longer ours.
 
     A VM that another host took over while this agent was away (vm.json names
@@ -139,5 +143,6 @@ def load_registered(files: HostFiles, config: HostConfig, entry: RegistryEntry) 
         state_since=entry.state_since,
         lease_watch=files.lease_watch(vm_dir),
         lease_generation=generation,
+        disk_name=disk_name,
         reason=reason,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from node_agent.adapters.files import JournalFile
 from node_agent.app.guests import HostedVm, release_guest, stop_guest
 from node_agent.app.hosted_vms import HostedVms
 from node_agent.app.ownership import SAVED_STATE_MISSING
@@ -33,6 +32,7 @@ class PowerOperations:
         self._vms = vms
         self._config = vms.config
         self._files = vms.files
+        self._disks = vms.disks
 
     async def operate_locked(self, vm: HostedVm, operation: Operation) -> VmView:
         async with vm.lock:
@@ -70,7 +70,7 @@ class PowerOperations:
         check_memory_fits(config, vm.spec, vms.held_mb())
         vms.set_state(vm, PowerState.STARTING)
         try:
-            journal = JournalFile(vm.disk)
+            journal = self._disks.open_journal(vm.disk)
             position = await asyncio.to_thread(journal.scan)
         except OSError as exc:
             vms.set_state(vm, PowerState.FAILED, f"its virtual disk cannot be opened: {exc}")
@@ -99,7 +99,7 @@ class PowerOperations:
             if not files.saved_state_path(vm.vm_dir).exists():
                 raise StorageFault(SAVED_STATE_MISSING)
             memory = await self.read_saved_memory(vm)
-            journal = JournalFile(vm.disk)
+            journal = self._disks.open_journal(vm.disk)
             position = await asyncio.to_thread(journal.scan)
         except (AgentError, OSError) as exc:
             # FAILED, as recovery does: staying SAVED would only make every later

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from node_agent.adapters.clock import SYSTEM_CLOCK
 from node_agent.core.broker import BrokerSession, BrokerUnavailable
 from node_agent.core.config import AgentSettings
 from node_agent.core.views import HostLoad, heartbeat_payload, heartbeat_topic
@@ -40,7 +39,7 @@ class StatusPublisher:
         host: str,
         boot_id: str,
         load: Callable[[], HostLoad],
-        clock: Callable[[], float] = SYSTEM_CLOCK.wall,
+        clock: Callable[[], float],
     ) -> None:
         self._settings = settings
         self._host = host

@@ -19,13 +19,14 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from node_agent.adapters.files import VM_DISK, DiskFile, JournalFile, journal_region_end, scan_disk_journal
 from node_agent.app.guests import HostedVm, stop_guest
 from node_agent.app.hosted_vms import HostedVms
 from node_agent.core.errors import FailedPrecondition, InvalidArgument
+from node_agent.core.journal import journal_region_end
 from node_agent.core.lease import Lease
 from node_agent.core.power import PowerState
 from node_agent.core.views import VmView
+from node_agent.core.virtual_disks import DiskBlocks
 from node_agent.core.vm import (
     GIB,
     StorageRef,
@@ -52,7 +53,7 @@ class StorageMoveResult:
 
 async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> StorageMoveResult:
     """Move the files of one of this host's VMs to `storage`, running or not."""
-    files, clock = vms.files, vms.clock
+    files, disks, clock = vms.files, vms.disks, vms.clock
     started = clock.monotonic()
     async with vm.lock:
         if vms.hosted(vm.spec.id) is not vm:
@@ -80,8 +81,8 @@ async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> Sto
         try:
             await asyncio.to_thread(files.remove_vm_dir, new_dir)
             new_dir.mkdir(parents=True)
-            target = DiskFile(new_dir / VM_DISK, create_bytes=spec.disk_gb * GIB)
-            source = DiskFile(vm.disk)
+            target = disks.open_blocks(new_dir / disks.disk_name, create_bytes=spec.disk_gb * GIB)
+            source = disks.open_blocks(vm.disk)
             try:
                 if vm.guest is not None and vm.state is PowerState.RUNNING:
                     copied = await _copy(source, target, 0, journal_region_end(vm.guest.journal))
@@ -95,7 +96,7 @@ async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> Sto
                             vms.start_guest(vm)
                     blackout_ms = int((clock.monotonic() - paused_at) * 1000)
                 else:
-                    position = await asyncio.to_thread(scan_disk_journal, vm.disk)
+                    position = await asyncio.to_thread(disks.scan_journal, vm.disk)
                     copied = await _copy(source, target, 0, journal_region_end(position))
                     if vm.state is PowerState.SAVED:
                         data = await asyncio.to_thread(files.read_saved_state, old_dir)
@@ -124,7 +125,7 @@ async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> Sto
         return StorageMoveResult(vm.view(), copied, duration_ms, blackout_ms)
 
 
-async def _copy(source: DiskFile, target: DiskFile, start: int, end: int) -> int:
+async def _copy(source: DiskBlocks, target: DiskBlocks, start: int, end: int) -> int:
     step = 1 << 20
     for offset in range(start, end, step):
         data = await asyncio.to_thread(source.read, offset, min(step, end - offset))
@@ -132,7 +133,7 @@ async def _copy(source: DiskFile, target: DiskFile, start: int, end: int) -> int
     return max(0, end - start)
 
 
-async def _switch(vms: HostedVms, vm: HostedVm, spec: VmSpec, new_dir: Path, target: DiskFile) -> None:
+async def _switch(vms: HostedVms, vm: HostedVm, spec: VmSpec, new_dir: Path, target: DiskBlocks) -> None:
     """Make the new place the VM's and the old one no longer a VM, before the guest writes again.
 
     Lease, disk and vm.json at the new place, then the registry, then the old vm.json goes.
@@ -142,7 +143,7 @@ async def _switch(vms: HostedVms, vm: HostedVm, spec: VmSpec, new_dir: Path, tar
     await asyncio.to_thread(vms.files.write_vm_config, new_dir, spec)
     if vm.journal is not None:
         vm.journal.close()
-        vm.journal = JournalFile(new_dir / VM_DISK)
+        vm.journal = vms.disks.open_journal(new_dir / vm.disk_name)
     vm.spec = spec
     vm.lease_watch = vms.files.lease_watch(new_dir)
     old_dir, vm.vm_dir = vm.vm_dir, new_dir

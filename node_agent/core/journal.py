@@ -69,6 +69,11 @@ def decode_record(data: bytes) -> JournalRecord | None:
     return JournalRecord(seq=seq, generation=generation, timestamp_ns=timestamp_ns)
 
 
+def journal_region_end(position: JournalPosition) -> int:
+    """The bytes of a disk that hold its journal up to `position` (slot 0 included)."""
+    return (position.last_seq + 1) * RECORD_SIZE
+
+
 def max_records(disk_bytes: int) -> int:
     """The highest seq a disk of this size can hold."""
     return disk_bytes // RECORD_SIZE - 1

@@ -14,6 +14,7 @@ import pytest
 from agent_testkit import host_config
 
 from node_agent.adapters.files import (
+    VM_DISK,
     HostFiles,
     LeaseWatch,
     RegistryEntry,
@@ -97,8 +98,8 @@ def test_a_registered_vm_whose_lease_names_this_host_is_kept(tmp_path: Path) -> 
     (vm_dir / "vm.json").write_text(json.dumps(spec_to_json(spec) | {"owner_host": "node1"}))
     entry = RegistryEntry("vm-1", spec.storage, str(vm_dir), PowerState.MIGRATING, 0.0, "", 2)
 
-    vm = load_registered(files, config, entry)
+    vm = load_registered(files, config, entry, VM_DISK)
 
     assert vm is not None and vm.state is PowerState.STOPPED  # restarted by the caller
     assert files.read_vm_config(vm_dir)[1] == "node2"
-    assert load_registered(files, config, replace(entry, lease_generation=1)) is None
+    assert load_registered(files, config, replace(entry, lease_generation=1), VM_DISK) is None

@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from node_agent.adapters.clock import SYSTEM_CLOCK
 from node_agent.adapters.files import VM_DISK, JournalFile, LeaseWatch, scan_disk_journal, write_atomically
 from node_agent.app.guests import GuestFailed, GuestHooks, HostedVm, start_guest, stop_guest
 from node_agent.core.guest import GuestModel, TickResult
@@ -40,6 +41,7 @@ def _hosted(tmp_path: Path, guest: GuestModel) -> HostedVm:
         state_since=0.0,
         lease_watch=LeaseWatch(tmp_path / "lease.json"),
         lease_generation=1,
+        disk_name=VM_DISK,
     )
     vm.guest, vm.journal = guest, JournalFile(vm.disk)
     return vm
@@ -54,7 +56,7 @@ def _hooks(on_failure: GuestFailed, on_fenced: object = None) -> GuestHooks:
     def fenced(vm: HostedVm, exc: Fenced) -> None:
         raise AssertionError(f"unexpected fencing: {exc.message}")
 
-    return GuestHooks("node1", TICK_S, on_failure, on_fenced or fenced)  # type: ignore[arg-type]
+    return GuestHooks("node1", TICK_S, on_failure, on_fenced or fenced, SYSTEM_CLOCK)  # type: ignore[arg-type]
 
 
 async def test_a_crashing_guest_fails_its_vm_and_releases_its_memory(tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ def _publisher(settings: AgentSettings, session: OpenSession, boot_id: str = "bo
         host="node1",
         boot_id=boot_id,
         load=lambda: HostLoad(0, 1024),
+        clock=time.time,
     )
 
 

@@ -16,7 +16,7 @@ from agent_testkit import host_config
 
 from node_agent.adapters.files import HostFiles
 from node_agent.adapters.grpc_server import AgentServer
-from node_agent.app import migration_in, migration_out
+from node_agent.app import migration_out
 from node_agent.app.guests import HostedVm
 from node_agent.app.host import VmHost
 from node_agent.core.config import parse_host_config
@@ -155,12 +155,13 @@ async def test_a_destination_that_cannot_resume_keeps_the_vm_it_holds_the_lease_
 ) -> None:
     node1, node2 = nodes
     await running_vm(node1)
-    real_journal = migration_in.JournalFile
+    disks = node2.host.vms.disks
+    real_open_journal = disks.open_journal
 
-    def broken_disk(path: Path) -> Any:
+    def broken_disk(disk: Path) -> Any:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(migration_in, "JournalFile", broken_disk)
+    monkeypatch.setattr(disks, "open_journal", broken_disk)
 
     with pytest.raises(AgentError) as caught:
         await migrate(node1, node2)
@@ -175,7 +176,7 @@ async def test_a_destination_that_cannot_resume_keeps_the_vm_it_holds_the_lease_
     assert registry["power_state"] == "failed" and registry["lease_generation"] == 2
     assert json.loads((vm_dir(tmp_path) / "vm.json").read_text())["owner_host"] == "node2"
 
-    monkeypatch.setattr(migration_in, "JournalFile", real_journal)
+    monkeypatch.setattr(disks, "open_journal", real_open_journal)
     view = await node2.host.operate(SPEC.id, Operation.START)
     assert view.state is PowerState.RUNNING
 
