@@ -20,7 +20,7 @@ from test_ha import assert_every_ha_vm_runs_once, assert_invariant, create, reco
 pytestmark = pytest.mark.integration
 
 SEED = 20261125
-STEPS = 8
+STEPS = 6
 NODES = ["n1", "n2", "n3", "n4"]
 VMS_PER_NODE = 2
 PRIORITIES = ["high", "medium", "low"]
