@@ -81,9 +81,15 @@ class ShutdownService:
 
     def _plan(self, host: HostRecord, action: ShutdownAction) -> tuple[ShutdownStep, ...]:
         vms = self._store.list_vms()
-        snapshot = build_snapshot(self._store.list_hosts(), self._store.list_clusters(), vms)
+        hosts = self._store.list_hosts()
+        snapshot = build_snapshot(hosts, self._store.list_clusters(), vms)
         steps, stuck = plan_shutdown(
-            host, vms, action, snapshot, max_vcpus_per_core=self._settings.max_vcpus_per_core
+            host,
+            vms,
+            action,
+            snapshot,
+            max_vcpus_per_core=self._settings.max_vcpus_per_core,
+            live_hosts={h.name for h in hosts if h.capabilities.live_migration},
         )
         if stuck:
             names = "; ".join(f"VM {vm}: {why}" for vm, why in stuck)

@@ -15,7 +15,7 @@ nothing: if some HA VM has nowhere to go, nothing moves and the shutdown is refu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -82,12 +82,15 @@ def plan_shutdown(
     snapshot: PlacementSnapshot,
     *,
     max_vcpus_per_core: int = 8,
+    live_hosts: Collection[str] | None = None,
 ) -> tuple[tuple[ShutdownStep, ...], tuple[tuple[str, str], ...]]:
     """The steps that empty `host`, and (VM name, why) for each VM that blocks the shutdown.
 
-    Running VMs live-migrate (with ShutdownAction.LIVE) where the host's capabilities
-    allow it, else quick. Purely computational. The snapshot is updated after each choice, so two
-    VMs never count the same room; VMs at rest need no memory on their target.
+    Running VMs live-migrate (with ShutdownAction.LIVE) where the capabilities of both
+    the host and the VM's target allow it (`live_hosts`: the hosts that can; None when
+    every target can), else quick. Purely computational. The snapshot is updated after
+    each choice, so two VMs never count the same room; VMs at rest need no memory on
+    their target.
     """
     mine = sorted((vm for vm in vms if vm.host == host.name), key=lambda v: (-v.memory_mb, v.name))
     room: dict[str, HostCapacity] = {
@@ -111,7 +114,6 @@ def plan_shutdown(
             elif vm.state is VmState.PAUSED:
                 steps.append(ShutdownStep(vm.id, vm.name, StepKind.TURN_OFF))
             continue
-        kind = _kind(vm, action, live_capable)
         request = restart_request(vm, max_vcpus_per_core)
         if vm.state not in _RUNS:
             request = replace(request, memory_mb=0, cpus=0)
@@ -121,5 +123,7 @@ def plan_shutdown(
             continue
         if vm.state in _RUNS:
             room[decision.host] = placed_on(room[decision.host], vm)
+        target_live = live_hosts is None or decision.host in live_hosts
+        kind = _kind(vm, action, live_capable and target_live)
         steps.append(ShutdownStep(vm.id, vm.name, kind, decision.host))
     return tuple(steps), tuple(stuck)

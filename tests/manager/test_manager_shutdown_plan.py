@@ -172,6 +172,16 @@ def test_live_follows_the_shutting_host_s_profile(profile: str) -> None:
     assert [s.kind for s in steps] == [expected]
 
 
+def test_live_to_a_target_that_cannot_live_migrate_quick_migrates() -> None:
+    others = cluster(room("node2"), room("node3"))
+    to_both, _ = plan_shutdown(host(), [vm("a"), vm("b")], LIVE, others)
+    assert {s.kind for s in to_both} == {StepKind.LIVE_MIGRATE}
+    steps, stuck = plan_shutdown(host(), [vm("a"), vm("b")], LIVE, others, live_hosts={"node1", "node3"})
+    assert stuck == ()
+    kinds = {s.target: s.kind for s in steps}
+    assert kinds == {"node2": StepKind.QUICK_MIGRATE, "node3": StepKind.LIVE_MIGRATE}, steps
+
+
 def test_live_on_a_profile_that_cannot_live_migrate_quick_migrates() -> None:
     steps, stuck = plan([vm("a"), vm("b", VmState.PAUSED)], LIVE, shutting=host(profile="hyperv-2008"))
     assert stuck == ()
