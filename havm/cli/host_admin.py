@@ -46,7 +46,7 @@ from havm.cli.processes import (
     stop_components,
     wait_healthy,
 )
-from havm.contract.host_config import agent_config_json, host_agent_config
+from havm.contract.host_config import agent_config_json, host_agent_config, host_to_proto
 from havm.contract.topology import (
     HostSpec,
     Topology,
@@ -118,31 +118,6 @@ def host_spec(
     except TopologyError as exc:
         raise CliError(f"{where}: {exc}") from None
     return replace(spec, cluster=cluster_name or None)
-
-
-def host_config(spec: HostSpec) -> common_pb2.HostConfig:
-    """The host's description in the wire contract (AddHost)."""
-    return common_pb2.HostConfig(
-        name=spec.name,
-        cluster=spec.cluster or "",
-        # The inverse of render.profile_word: "hyperv-2008r2" -> PROFILE_HYPERV_2008R2.
-        profile=common_pb2.Profile.Value("PROFILE_" + spec.profile.upper().replace("-", "_")),
-        cpu=common_pb2.Cpu(
-            vendor=spec.cpu.vendor,
-            model=spec.cpu.model,
-            features=list(spec.cpu.features),
-            cores=spec.cpu.cores,
-            mhz=spec.cpu.mhz,
-        ),
-        memory_mb=spec.memory_mb,
-        host_reserve_mb=spec.host_reserve_mb,
-        disks=[common_pb2.LocalDisk(name=d.name, capacity_bytes=d.capacity_gb * GIB) for d in spec.disks],
-        networks=[
-            common_pb2.Network(name=n.name, bound_to=n.bound_to, vlan_id=n.vlan_id) for n in spec.networks
-        ],
-        address=spec.address or "",
-        migration_address=spec.migration_address or "",
-    )
 
 
 def volumes_for_new_node(manager: ManagerClient, cluster_name: str) -> list[VolumeSpec]:
@@ -327,7 +302,7 @@ def add(
             raise CliError(f"the local cluster already runs an agent for host {name}")
         spec = start_host_processes(local, spec, volumes, settings)
     try:
-        job = wait_for_job(manager, call_add_host(manager, host_config(spec)).job, output)
+        job = wait_for_job(manager, call_add_host(manager, host_to_proto(spec)).job, output)
         if job.state == manager_pb2.JOB_STATE_FAILED and local is not None:
             _forget(manager, name)  # its agent does not answer: undo it all
     except BaseException:

@@ -44,17 +44,8 @@ def timing_to_proto(timing: Timing) -> common_pb2.Timing:
     )
 
 
-def host_agent_config(
-    host: HostSpec,
-    volumes: Iterable[VolumeSpec],
-    san_root: Path | str,
-    timing: Timing,
-    isolation_response: str = "power_off",
-    settings: Mapping[str, float | int] | None = None,
-) -> common_pb2.HostConfig:
-    """The configuration of `host`'s agent: the shared volumes it sees (under `san_root`,
-    the SAN every agent of the cluster shares), the cluster's timing, and any agent
-    `settings` (AgentSettings fields by name) on top of the agent's defaults."""
+def host_to_proto(host: HostSpec) -> common_pb2.HostConfig:
+    """The host as the topology describes it (fields 1 to 10): what AddHost takes."""
     return common_pb2.HostConfig(
         name=host.name,
         cluster=host.cluster or "",
@@ -74,17 +65,32 @@ def host_agent_config(
         ],
         address=host.address or "",
         migration_address=host.migration_address or "",
-        volumes=[
-            common_pb2.SharedVolume(
-                name=v.name, kind=VOLUME_KIND_TO_PROTO[v.kind], capacity_bytes=v.capacity_gb * GIB
-            )
-            for v in volumes
-        ],
-        san_root=str(san_root),
-        timing=timing_to_proto(timing),
-        isolation_response=ISOLATION_RESPONSE_TO_PROTO[isolation_response],
-        settings=common_pb2.AgentSettings(**_settings(settings)),
     )
+
+
+def host_agent_config(
+    host: HostSpec,
+    volumes: Iterable[VolumeSpec],
+    san_root: Path | str,
+    timing: Timing,
+    isolation_response: str = "power_off",
+    settings: Mapping[str, float | int] | None = None,
+) -> common_pb2.HostConfig:
+    """The configuration of `host`'s agent: the shared volumes it sees (under `san_root`,
+    the SAN every agent of the cluster shares), the cluster's timing, and any agent
+    `settings` (AgentSettings fields by name) on top of the agent's defaults."""
+    config = host_to_proto(host)
+    config.volumes.extend(
+        common_pb2.SharedVolume(
+            name=v.name, kind=VOLUME_KIND_TO_PROTO[v.kind], capacity_bytes=v.capacity_gb * GIB
+        )
+        for v in volumes
+    )
+    config.san_root = str(san_root)
+    config.timing.CopyFrom(timing_to_proto(timing))
+    config.isolation_response = ISOLATION_RESPONSE_TO_PROTO[isolation_response]
+    config.settings.CopyFrom(common_pb2.AgentSettings(**_settings(settings)))
+    return config
 
 
 def _settings(settings: Mapping[str, float | int] | None) -> dict[str, Any]:

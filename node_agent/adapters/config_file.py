@@ -20,7 +20,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from havm.v1 import common_pb2
-from node_agent.core.config import AgentSettings, HostConfig, VolumeKind, parse_host_config
+from node_agent.core.config import AgentSettings, CpuSpec, HostConfig, VolumeKind, parse_host_config
 from node_agent.core.errors import ConfigError
 
 GIB = 1024**3
@@ -161,6 +161,12 @@ def _whole_gib(capacity_bytes: int, field: str) -> int:
     return capacity_bytes // GIB
 
 
+def cpu_to_pb(cpu: CpuSpec) -> common_pb2.Cpu:
+    return common_pb2.Cpu(
+        vendor=cpu.vendor, model=cpu.model, features=list(cpu.features), cores=cpu.cores, mhz=cpu.mhz
+    )
+
+
 def host_config_to_proto(config: HostConfig) -> common_pb2.HostConfig:
     """The file form of a core configuration (tests and tools write agents' files with
     it); host_config_from_proto reads it back to an equal configuration."""
@@ -175,13 +181,7 @@ def host_config_to_proto(config: HostConfig) -> common_pb2.HostConfig:
         name=config.name,
         cluster=config.cluster or "",
         profile=PROFILE_TO_PROTO[config.profile.value],
-        cpu=common_pb2.Cpu(
-            vendor=config.cpu.vendor,
-            model=config.cpu.model,
-            features=list(config.cpu.features),
-            cores=config.cpu.cores,
-            mhz=config.cpu.mhz,
-        ),
+        cpu=cpu_to_pb(config.cpu),
         memory_mb=config.memory_mb,
         host_reserve_mb=config.host_reserve_mb,
         disks=[common_pb2.LocalDisk(name=d.name, capacity_bytes=d.capacity_gb * GIB) for d in config.disks],

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from node_agent.adapters.config_file import cpu_to_pb
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile, ProfileTraits
 from node_agent.core.cpu import GuestCpu
@@ -407,13 +408,7 @@ def host_to_pb(view: HostView) -> common_pb2.HostInfo:
         name=config.name,
         cluster=config.cluster or "",
         profile=_PROFILES[config.profile],
-        cpu=common_pb2.Cpu(
-            vendor=config.cpu.vendor,
-            model=config.cpu.model,
-            features=list(config.cpu.features),
-            cores=config.cpu.cores,
-            mhz=config.cpu.mhz,
-        ),
+        cpu=cpu_to_pb(config.cpu),
         memory_mb=config.memory_mb,
         memory_free_mb=view.memory_free_mb,
         disks=[
