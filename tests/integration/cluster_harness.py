@@ -8,15 +8,31 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from havm.scenario.cli_bridge import run_cli
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 HAVM = [sys.executable, "-m", "havm.cli.main"]
+# Commands that start or stop the cluster's processes run as the console script would,
+# in a process of their own, so that what they start is never a child of the test.
+# Every other command runs in the test's own process: the same CLI code talking real
+# gRPC to the real manager, without a Python interpreter's start-up per command
+# (tests/integration/test_console_script.py covers the console script itself).
+OWN_PROCESS = {
+    ("up",),
+    ("down",),
+    ("restart",),
+    ("fault",),
+    ("scenario",),
+    ("host", "add"),
+    ("host", "start"),
+}
 INVENTORY_TIMEOUT_S = 1.0
 # A copy in one of these states holds the VM's memory and may write its disk.
 ACTIVE_STATES = {common_pb2.VM_STATE_RUNNING, common_pb2.VM_STATE_PAUSED, common_pb2.VM_STATE_STARTING}
@@ -37,6 +53,9 @@ class LocalCluster:
     state_dir: Path
 
     def havm(self, *args: str, timeout: float = 60) -> Result:
+        if not _needs_own_process(args) and threading.current_thread() is threading.main_thread():
+            ran = run_cli(["--state-dir", str(self.state_dir), *args])
+            return Result(ran.exit_code, ran.stdout, ran.stderr)
         proc = subprocess.run(
             [*HAVM, "--state-dir", str(self.state_dir), *args],
             capture_output=True,
@@ -80,6 +99,11 @@ class LocalCluster:
     def running_pids(self) -> list[int]:
         pids = [c["pid"] for c in self.context()["components"].values() if c["pid"]]
         return [p for p in pids if alive(p)]
+
+
+def _needs_own_process(args: tuple[str, ...]) -> bool:
+    words = tuple(a for a in args if not a.startswith("-"))
+    return words[:1] in OWN_PROCESS or words[:2] in OWN_PROCESS
 
 
 def alive(pid: int) -> bool:
