@@ -79,14 +79,16 @@ class AgentServiceGetInventoryResponse(_message.Message):
     def __init__(self, host: _Optional[_Union[_common_pb2.HostInfo, _Mapping]] = ..., vms: _Optional[_Iterable[_Union[_common_pb2.VmRuntime, _Mapping]]] = ...) -> None: ...
 
 class AgentServiceCreateVmRequest(_message.Message):
-    __slots__ = ("spec", "take_over", "lease_generation")
+    __slots__ = ("spec", "take_over", "lease_generation", "allow_shared_lun")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     TAKE_OVER_FIELD_NUMBER: _ClassVar[int]
     LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SHARED_LUN_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.VmSpec
     take_over: bool
     lease_generation: int
-    def __init__(self, spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., take_over: _Optional[bool] = ..., lease_generation: _Optional[int] = ...) -> None: ...
+    allow_shared_lun: bool
+    def __init__(self, spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., take_over: _Optional[bool] = ..., lease_generation: _Optional[int] = ..., allow_shared_lun: _Optional[bool] = ...) -> None: ...
 
 class AgentServiceCreateVmResponse(_message.Message):
     __slots__ = ("vm",)
@@ -346,3 +348,75 @@ class AgentServiceShutdownRequest(_message.Message):
 class AgentServiceShutdownResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class HostAdminServiceAddNetworkRequest(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: _common_pb2.Network
+    def __init__(self, network: _Optional[_Union[_common_pb2.Network, _Mapping]] = ...) -> None: ...
+
+class HostAdminServiceAddNetworkResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _common_pb2.HostInfo
+    def __init__(self, host: _Optional[_Union[_common_pb2.HostInfo, _Mapping]] = ...) -> None: ...
+
+class HostAdminServiceRemoveNetworkRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class HostAdminServiceRemoveNetworkResponse(_message.Message):
+    __slots__ = ("host", "disconnected_vms")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECTED_VMS_FIELD_NUMBER: _ClassVar[int]
+    host: _common_pb2.HostInfo
+    disconnected_vms: _containers.RepeatedCompositeFieldContainer[_common_pb2.VmRuntime]
+    def __init__(self, host: _Optional[_Union[_common_pb2.HostInfo, _Mapping]] = ..., disconnected_vms: _Optional[_Iterable[_Union[_common_pb2.VmRuntime, _Mapping]]] = ...) -> None: ...
+
+class HostAdminServiceUpdateNetworkRequest(_message.Message):
+    __slots__ = ("name", "new_name", "bound_to", "vlan_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    BOUND_TO_FIELD_NUMBER: _ClassVar[int]
+    VLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    new_name: str
+    bound_to: str
+    vlan_id: int
+    def __init__(self, name: _Optional[str] = ..., new_name: _Optional[str] = ..., bound_to: _Optional[str] = ..., vlan_id: _Optional[int] = ...) -> None: ...
+
+class HostAdminServiceUpdateNetworkResponse(_message.Message):
+    __slots__ = ("host", "disconnected_vms")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECTED_VMS_FIELD_NUMBER: _ClassVar[int]
+    host: _common_pb2.HostInfo
+    disconnected_vms: _containers.RepeatedCompositeFieldContainer[_common_pb2.VmRuntime]
+    def __init__(self, host: _Optional[_Union[_common_pb2.HostInfo, _Mapping]] = ..., disconnected_vms: _Optional[_Iterable[_Union[_common_pb2.VmRuntime, _Mapping]]] = ...) -> None: ...
+
+class HostAdminServiceAddVolumeRequest(_message.Message):
+    __slots__ = ("volume",)
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    volume: _common_pb2.SharedVolume
+    def __init__(self, volume: _Optional[_Union[_common_pb2.SharedVolume, _Mapping]] = ...) -> None: ...
+
+class HostAdminServiceAddVolumeResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _common_pb2.HostInfo
+    def __init__(self, host: _Optional[_Union[_common_pb2.HostInfo, _Mapping]] = ...) -> None: ...
+
+class HostAdminServiceRemoveVolumeRequest(_message.Message):
+    __slots__ = ("name", "kind")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: _common_pb2.StorageKind
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.StorageKind, str]] = ...) -> None: ...
+
+class HostAdminServiceRemoveVolumeResponse(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: _common_pb2.HostInfo
+    def __init__(self, host: _Optional[_Union[_common_pb2.HostInfo, _Mapping]] = ...) -> None: ...

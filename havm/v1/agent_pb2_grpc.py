@@ -605,3 +605,285 @@ class AgentService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class HostAdminServiceStub:
+    """Changes an administrator makes on one host directly (Hyper-V Manager, Failover
+    Cluster Manager), outside the manager: the host's virtual networks (or port groups)
+    and the SAN storage it sees. Served by the agent's server beside AgentService. The
+    agent keeps each change in its state directory, where it outlives a restart and wins
+    over its configuration file for networks and volumes. The manager is not told: it
+    learns of a change at its next refresh, from GetInventory, as VMM does. Each change
+    answers with the host's new description. Errors: INVALID_ARGUMENT (a field is wrong:
+    the message names it), NOT_FOUND (no such network or volume), ALREADY_EXISTS (the
+    name is taken), FAILED_PRECONDITION (the host cannot do it now: the message says why).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddNetwork = channel.unary_unary(
+                '/havm.v1.HostAdminService/AddNetwork',
+                request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddNetworkRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddNetworkResponse.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/havm.v1.HostAdminService/RemoveNetwork',
+                request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveNetworkRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveNetworkResponse.FromString,
+                _registered_method=True)
+        self.UpdateNetwork = channel.unary_unary(
+                '/havm.v1.HostAdminService/UpdateNetwork',
+                request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceUpdateNetworkRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceUpdateNetworkResponse.FromString,
+                _registered_method=True)
+        self.AddVolume = channel.unary_unary(
+                '/havm.v1.HostAdminService/AddVolume',
+                request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddVolumeRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddVolumeResponse.FromString,
+                _registered_method=True)
+        self.RemoveVolume = channel.unary_unary(
+                '/havm.v1.HostAdminService/RemoveVolume',
+                request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeResponse.FromString,
+                _registered_method=True)
+
+
+class HostAdminServiceServicer:
+    """Changes an administrator makes on one host directly (Hyper-V Manager, Failover
+    Cluster Manager), outside the manager: the host's virtual networks (or port groups)
+    and the SAN storage it sees. Served by the agent's server beside AgentService. The
+    agent keeps each change in its state directory, where it outlives a restart and wins
+    over its configuration file for networks and volumes. The manager is not told: it
+    learns of a change at its next refresh, from GetInventory, as VMM does. Each change
+    answers with the host's new description. Errors: INVALID_ARGUMENT (a field is wrong:
+    the message names it), NOT_FOUND (no such network or volume), ALREADY_EXISTS (the
+    name is taken), FAILED_PRECONDITION (the host cannot do it now: the message says why).
+    """
+
+    def AddNetwork(self, request, context):
+        """Create a virtual network bound to a host adapter, with a VLAN tag. Names are
+        compared exactly, case included, as Hyper-V does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Delete a virtual network. Allowed while VMs of this host are connected to it, as on
+        a real host: their network adapters are disconnected (the answer names the VMs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNetwork(self, request, context):
+        """Change a virtual network's adapter or VLAN, or rename it (a name differing only in
+        case included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddVolume(self, request, context):
+        """Make a CSV volume or a LUN under the cluster's SAN directory visible to this host.
+        FAILED_PRECONDITION for a host without a SAN directory (san_root), and for a CSV
+        volume on a host whose profile has none (Hyper-V 2008).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveVolume(self, request, context):
+        """Stop seeing a CSV volume or LUN; its files stay on the SAN. FAILED_PRECONDITION
+        while it holds VMs of this host (the message names them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_HostAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddNetwork,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddNetworkRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddNetworkResponse.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveNetworkRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveNetworkResponse.SerializeToString,
+            ),
+            'UpdateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNetwork,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceUpdateNetworkRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceUpdateNetworkResponse.SerializeToString,
+            ),
+            'AddVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddVolume,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddVolumeRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddVolumeResponse.SerializeToString,
+            ),
+            'RemoveVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveVolume,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'havm.v1.HostAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('havm.v1.HostAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class HostAdminService:
+    """Changes an administrator makes on one host directly (Hyper-V Manager, Failover
+    Cluster Manager), outside the manager: the host's virtual networks (or port groups)
+    and the SAN storage it sees. Served by the agent's server beside AgentService. The
+    agent keeps each change in its state directory, where it outlives a restart and wins
+    over its configuration file for networks and volumes. The manager is not told: it
+    learns of a change at its next refresh, from GetInventory, as VMM does. Each change
+    answers with the host's new description. Errors: INVALID_ARGUMENT (a field is wrong:
+    the message names it), NOT_FOUND (no such network or volume), ALREADY_EXISTS (the
+    name is taken), FAILED_PRECONDITION (the host cannot do it now: the message says why).
+    """
+
+    @staticmethod
+    def AddNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.HostAdminService/AddNetwork',
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceAddNetworkRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceAddNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.HostAdminService/RemoveNetwork',
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveNetworkRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.HostAdminService/UpdateNetwork',
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceUpdateNetworkRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceUpdateNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.HostAdminService/AddVolume',
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceAddVolumeRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceAddVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.HostAdminService/RemoveVolume',
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

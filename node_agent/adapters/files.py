@@ -105,20 +105,23 @@ class HostFiles:
     """Paths and file operations of one host's disks, SAN view and registry."""
 
     def __init__(self, config: HostConfig, state_dir: Path) -> None:
+        # The host as it starts: its name and SAN directory, which never change while it
+        # runs; its networks and volumes may (app.host_admin) and are not read from here
+        # after `prepare`.
         self.config = config
         self.state_dir = state_dir
         self.registry_dir = state_dir / "vms"
 
     def prepare(self) -> None:
-        """Create the directories of every disk and volume this host sees."""
+        """Create the directories of every disk and volume this host sees at its start."""
         self.registry_dir.mkdir(parents=True, exist_ok=True)
         for disk in self.config.disks:
-            self.storage_root(StorageRef(StorageKind.LOCAL_DISK, disk.name)).mkdir(
-                parents=True, exist_ok=True
-            )
+            self.prepare_storage(StorageRef(StorageKind.LOCAL_DISK, disk.name))
         for volume in self.config.volumes:
-            kind = StorageKind(volume.kind.value)
-            self.storage_root(StorageRef(kind, volume.name)).mkdir(parents=True, exist_ok=True)
+            self.prepare_storage(StorageRef(StorageKind(volume.kind.value), volume.name))
+
+    def prepare_storage(self, storage: StorageRef) -> None:
+        self.storage_root(storage).mkdir(parents=True, exist_ok=True)
 
     def storage_root(self, storage: StorageRef) -> Path:
         if storage.kind is StorageKind.LOCAL_DISK:

@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.config_file import cpu_to_pb
+from node_agent.adapters.grpc_host_admin import HostAdministrationPort, HostAdminServicer
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile, ProfileTraits
 from node_agent.core.cpu import GuestCpu
@@ -110,7 +111,9 @@ class HostBackend(Protocol):
     def host_view(self) -> HostView: ...
     def list_vms(self) -> list[VmView]: ...
     def get_vm(self, vm_id: str) -> VmView: ...
-    def create_vm(self, spec: VmSpec, take_over: bool = False, lease_generation: int = 0) -> VmView: ...
+    def create_vm(
+        self, spec: VmSpec, take_over: bool = False, lease_generation: int = 0, allow_shared_lun: bool = False
+    ) -> VmView: ...
     def note_management_call(self) -> None: ...
     def let_go_stale_copies(self) -> list[str]: ...
     async def operate(self, vm_id: str, operation: Operation) -> VmView: ...
@@ -123,6 +126,8 @@ class HostBackend(Protocol):
     @property
     def migration_network(self) -> MigrationNetwork: ...
     async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveView: ...
+    @property
+    def administration(self) -> HostAdministrationPort: ...
 
 
 class MigrationSession(Protocol):
@@ -460,10 +465,12 @@ def failure_metadata(exc: AgentError) -> tuple[tuple[str, str], ...]:
     return ((MIGRATION_FAILURE_KEY, agent_pb2.MigrationFailure.Name(_FAILURES[exc.migration_failure])),)
 
 
-class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    """AgentService on top of a host backend."""
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
+    """AgentService on top of a host backend, and the same host's HostAdminService: one
+    object serves both, whichever server registers it (grpc_server, a scenario's)."""
 
     def __init__(self, host: HostBackend, leave: Leave | None = None) -> None:
+        HostAdminServicer.__init__(self, host.administration, host.host_view, host_to_pb, vm_to_pb)
         self._host = host
         self._leave = leave
 
@@ -498,7 +505,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         async def work() -> agent_pb2.AgentServiceCreateVmResponse:
             if not request.HasField("spec"):
                 raise InvalidArgument("spec: is required")
-            vm = self._host.create_vm(spec_from_pb(request.spec), request.take_over, request.lease_generation)
+            vm = self._host.create_vm(
+                spec_from_pb(request.spec),
+                request.take_over,
+                request.lease_generation,
+                allow_shared_lun=request.allow_shared_lun,
+            )
             return agent_pb2.AgentServiceCreateVmResponse(vm=vm_to_pb(vm))
 
         return await self._call(context, work)

@@ -1,4 +1,5 @@
-"""The agent's gRPC server: AgentService plus health checking and reflection.
+"""The agent's gRPC server: AgentService and HostAdminService, plus health checking and
+reflection.
 
 Health checking lets `havm up`, the manager and tests wait for SERVING instead of
 sleeping; reflection lets grpcurl and similar tools explore a running agent.
@@ -15,6 +16,7 @@ from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, AgentServicer,
 from node_agent.core.errors import AgentError
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+HOST_ADMIN_SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["HostAdminService"].full_name
 
 
 class ListenError(AgentError):
@@ -27,12 +29,13 @@ class AgentServer:
     def __init__(self, host: HostBackend, listen: str, leave: Leave | None = None) -> None:
         # Live migration sends chunks of memory larger than gRPC's default limit.
         self._server = grpc.aio.server(options=BULK_TRANSFER_OPTIONS)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(host, leave), self._server)
+        servicer = AgentServicer(host, leave)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, self._server)
+        agent_pb2_grpc.add_HostAdminServiceServicer_to_server(servicer, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
-        )
+        served = [SERVICE_NAME, HOST_ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(served, self._server)
         hostname = listen.rsplit(":", 1)[0]
         try:
             port = self._server.add_insecure_port(listen)

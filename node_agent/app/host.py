@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 from node_agent.adapters.clock import SYSTEM_CLOCK, FunctionClock
 from node_agent.adapters.files import FileDisks, HostFiles
 from node_agent.adapters.grpc_peer import GrpcPeerConnector
+from node_agent.adapters.host_changes_file import HostChangesFile
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.app.crash_points import CrashPoints
 from node_agent.app.guests import HostedVm, release_guest, stop_guest
+from node_agent.app.host_admin import HostAdministration
 from node_agent.app.hosted_vms import HostedVms
 from node_agent.app.migration_in import IncomingMigration
 from node_agent.app.migration_out import OutgoingMigration
@@ -86,7 +88,6 @@ class VmHost:
     ) -> None:
         # The system's clocks unless given: a scenario's agent runs on virtual time.
         time_port = FunctionClock(clock or SYSTEM_CLOCK.wall, monotonic or SYSTEM_CLOCK.ticks)
-        self.config = config
         self.files = files
         self.clock = time_port.time
         self.monotonic = time_port.monotonic
@@ -100,6 +101,11 @@ class VmHost:
         )
         self.vms = HostedVms(config, files, FileDisks(), time_port)
         self._power = PowerOperations(self.vms)
+        # Networks and volumes an administrator changes on the host; kept in the state
+        # directory (app.runner starts the host with them).
+        self.administration = HostAdministration(
+            self.vms, HostChangesFile(state_dir) if state_dir is not None else None
+        )
         self.boot_id = uuid.uuid4().hex
         self.started_at = self.clock()
         # When an AgentService call last arrived: the management path was alive then.
@@ -111,6 +117,11 @@ class VmHost:
         # Migrations and other work that outlive the call that started them.
         self._background: set[asyncio.Task[Any]] = set()
         self._stale_copies = StaleCopies(self.vms)
+
+    @property
+    def config(self) -> HostConfig:
+        """The host's description now (HostedVms owns it: an administrator may change it)."""
+        return self.vms.config
 
     def note_management_call(self) -> None:
         self.last_management_call = self.clock()
@@ -183,11 +194,14 @@ class VmHost:
 
     # Creating and deleting
 
-    def create_vm(self, spec: VmSpec, take_over: bool = False, lease_generation: int = 0) -> VmView:
+    def create_vm(
+        self, spec: VmSpec, take_over: bool = False, lease_generation: int = 0, allow_shared_lun: bool = False
+    ) -> VmView:
         """Persist a new VM stopped, or take over (`take_over`) its files on shared storage.
 
         Synchronous on purpose: with no await between the checks and the insert,
-        two concurrent creations cannot both pass the checks.
+        two concurrent creations cannot both pass the checks. `allow_shared_lun` is an
+        administrator's creation on the host itself, which may share a LUN.
         """
         validate_spec(spec, self.config)
         if spec.id in self.vms.incoming:
@@ -203,7 +217,7 @@ class VmHost:
         if take_over:
             claim = take_over_files(self.files, self.config, spec, vm_dir, lease_generation)
         else:
-            claim = claim_new(self.files, self.config, spec, vm_dir, capacity)
+            claim = claim_new(self.files, self.config, spec, vm_dir, capacity, allow_shared_lun)
         cpu = self._saved_cpu(spec, vm_dir) if claim.state is PowerState.SAVED else None
         return self.vms.insert(spec, vm_dir, claim.state, claim.lease.generation, cpu).view()
 

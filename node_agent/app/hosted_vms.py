@@ -36,12 +36,27 @@ class HostedVms:
     def __init__(
         self, config: HostConfig, files: HostStorage[Path], disks: VirtualDisks[Path], clock: Clock
     ) -> None:
-        self.config = config
+        self._config = config
         self.files = files
         self.disks = disks
         self.clock = clock
         self._vms: dict[str, HostedVm] = {}
         self._incoming: dict[str, HostedVm] = {}
+
+    # The host's description
+
+    @property
+    def config(self) -> HostConfig:
+        """The host as it is now: an administrator may change its networks and volumes
+        while it runs (app.host_admin), so it is read here at each use, never kept."""
+        return self._config
+
+    def reconfigure(self, config: HostConfig) -> None:
+        """Serve a changed description from now on: its networks and volumes only."""
+        same = self._config
+        if (config.name, config.san_root, config.settings) != (same.name, same.san_root, same.settings):
+            raise ValueError("only the networks and volumes of a running host can change")
+        self._config = config
 
     # Reading
 
@@ -57,6 +72,11 @@ class HostedVms:
     def incoming(self) -> Mapping[str, HostedVm]:
         """Skeletons of VMs arriving by live migration, by VM id."""
         return self._incoming
+
+    def specs(self, arriving: bool = False) -> list[VmSpec]:
+        """The configurations of this host's VMs, with `arriving` those of the skeletons too."""
+        specs = [vm.spec for vm in self._vms.values()]
+        return specs + [vm.spec for vm in self._incoming.values()] if arriving else specs
 
     def operable(self, vm_id: str) -> HostedVm:
         """The VM an operation is about, or why there is none to operate on."""

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from node_agent.app.crash_points import DESTINATION_COMMITTING, DESTINATION_COPYING, CrashPoints
 from node_agent.app.guests import HostedVm, release_guest
 from node_agent.app.hosted_vms import HostedVms
+from node_agent.core.config import HostConfig
 from node_agent.core.errors import (
     AgentError,
     Corrupted,
@@ -70,7 +71,6 @@ class IncomingMigration:
         self._vms = vms
         self._files = vms.files
         self._disks = vms.disks
-        self._config = vms.config
         self._crash_points = crash_points
         self.settings = vms.config.settings
         self.error: AgentError | None = None
@@ -91,6 +91,11 @@ class IncomingMigration:
         # When the files move too, the commit message is what makes the VM this host's:
         # the lease in the new place is this host's own from the device state on.
         self._commit_arrived = False
+
+    @property
+    def _config(self) -> HostConfig:
+        # Read at each use: the host's networks and volumes may change while it runs.
+        return self._vms.config
 
     # The stream's side
 

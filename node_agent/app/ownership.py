@@ -39,14 +39,19 @@ def _where(spec: VmSpec) -> str:
 
 
 def claim_new(
-    files: HostStorage[Path], config: HostConfig, spec: VmSpec, vm_dir: Path, capacity: int
+    files: HostStorage[Path],
+    config: HostConfig,
+    spec: VmSpec,
+    vm_dir: Path,
+    capacity: int,
+    allow_shared_lun: bool = False,
 ) -> Claim:
     """Create a new VM's files, holding the first lease generation."""
     if files.has_vm(vm_dir):
         raise AlreadyExists(
             f"VM {spec.label} ({spec.id}) already has files on {_where(spec)}; take it over instead"
         )
-    check_lun_free(spec, files.vm_ids_on(spec.storage))
+    check_lun_free(spec, files.vm_ids_on(spec.storage), allow_shared_lun)
     files.remove_vm_dir(vm_dir)  # remains of an interrupted creation
     check_storage_room(spec, capacity, files.used_bytes(spec.storage))
     lease = Lease(FIRST_GENERATION, config.name)

@@ -15,6 +15,7 @@ import logging
 from node_agent.app.guests import HostedVm, release_guest, stop_guest
 from node_agent.app.hosted_vms import HostedVms
 from node_agent.app.ownership import SAVED_STATE_MISSING
+from node_agent.core.config import HostConfig
 from node_agent.core.cpu import cpu_reasons, guest_cpu
 from node_agent.core.errors import AgentError, FailedPrecondition, StorageFault
 from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
@@ -30,9 +31,13 @@ class PowerOperations:
 
     def __init__(self, vms: HostedVms) -> None:
         self._vms = vms
-        self._config = vms.config
         self._files = vms.files
         self._disks = vms.disks
+
+    @property
+    def _config(self) -> HostConfig:
+        # Read at each use: the host's description may change while it runs.
+        return self._vms.config
 
     async def operate_locked(self, vm: HostedVm, operation: Operation) -> VmView:
         async with vm.lock:

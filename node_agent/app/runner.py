@@ -22,7 +22,9 @@ from node_agent.adapters.clock import SYSTEM_CLOCK
 from node_agent.adapters.files import HostFiles
 from node_agent.adapters.grpc_agent import MAX_MESSAGE_BYTES
 from node_agent.adapters.grpc_server import AgentServer
+from node_agent.adapters.host_changes_file import HostChangesFile
 from node_agent.app.host import VmHost
+from node_agent.app.host_admin import with_kept_changes
 from node_agent.app.leave import StopRequests, shut_guests_down
 from node_agent.core.broker import BrokerSession
 from node_agent.core.config import HostConfig
@@ -111,11 +113,14 @@ def process_transports(broker: tuple[str, int] | None) -> AgentTransports:
 
 async def run_agent(options: AgentOptions, transports: AgentTransports | None = None) -> int:
     """Run until SIGTERM, SIGINT or a Shutdown call; return the process exit code."""
-    config, settings = options.config, options.config.settings
+    settings = options.config.settings
     transports = transports or process_transports(options.broker)
     if transports.handle_signals:
         # Live migration messages: twice the largest, for the copies serialisation makes.
         keep_large_buffers(2 * MAX_MESSAGE_BYTES)
+    # An administrator's changes on the host win over the configuration file's networks
+    # and volumes: the host is what was last made of it.
+    config = with_kept_changes(options.config, HostChangesFile(options.state_dir))
     files = HostFiles(config, options.state_dir)
     try:
         files.prepare()

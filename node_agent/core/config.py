@@ -224,7 +224,7 @@ def parse_host_config(raw: object) -> HostConfig:
         raise ConfigError("host_reserve_mb", "must not be negative")
     if reserve >= memory_mb:
         raise ConfigError("host_reserve_mb", f"must be less than memory_mb ({memory_mb})")
-    volumes = tuple(_volume(v, f"volumes[{i}]") for i, v in enumerate(_list(top, "volumes")))
+    volumes = parse_volumes(top.get("volumes"))
     san_root = top.get("san_root")
     # A relative path is accepted and resolved by the caller against its working directory.
     if san_root is not None and (not isinstance(san_root, str) or not san_root.strip()):
@@ -239,15 +239,29 @@ def parse_host_config(raw: object) -> HostConfig:
         memory_mb=memory_mb,
         host_reserve_mb=reserve,
         disks=tuple(_disk(d, f"disks[{i}]") for i, d in enumerate(_list(top, "disks"))),
-        networks=tuple(_network(n, f"networks[{i}]") for i, n in enumerate(_list(top, "networks"))),
+        networks=parse_networks(top.get("networks")),
         volumes=volumes,
         san_root=san_root,
         settings=_settings(top.get("settings")),
     )
     _unique([d.name for d in config.disks], "disks")
-    _unique([n.name for n in config.networks], "networks")
-    _unique([f"{v.kind.value}:{v.name}" for v in config.volumes], "volumes")
     return config
+
+
+def parse_networks(raw: object) -> tuple[NetworkSpec, ...]:
+    """The `networks` list; ConfigError naming the entry. Names are compared exactly."""
+    networks = tuple(
+        _network(n, f"networks[{i}]") for i, n in enumerate(_list({"networks": raw}, "networks"))
+    )
+    _unique([n.name for n in networks], "networks")
+    return networks
+
+
+def parse_volumes(raw: object) -> tuple[VolumeSpec, ...]:
+    """The `volumes` list; ConfigError naming the entry."""
+    volumes = tuple(_volume(v, f"volumes[{i}]") for i, v in enumerate(_list({"volumes": raw}, "volumes")))
+    _unique([f"{v.kind.value}:{v.name}" for v in volumes], "volumes")
+    return volumes
 
 
 def _mapping(raw: object, where: str) -> Mapping[str, Any]:

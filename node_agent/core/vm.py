@@ -1,8 +1,9 @@
 """A VM's configuration and the checks a host makes before it holds or starts one.
 
 Validation of a VmSpec against this host, memory accounting and the storage rules
-(visibility, room, one VM per LUN) are decisions; the app gathers the facts
-(which VMs hold memory, what the files occupy) and asks here.
+(visibility, room, one VM per LUN unless an administrator on the host shares one) are
+decisions; the app gathers the facts (which VMs hold memory, what the files occupy)
+and asks here.
 """
 
 from __future__ import annotations
@@ -146,8 +147,11 @@ def check_storage_room(spec: VmSpec, capacity_bytes: int, used_bytes: int) -> No
         )
 
 
-def check_lun_free(spec: VmSpec, vm_ids_on_lun: Iterable[str]) -> None:
-    """A LUN holds at most one VM."""
+def check_lun_free(spec: VmSpec, vm_ids_on_lun: Iterable[str], shared_allowed: bool = False) -> None:
+    """A LUN holds at most one VM, as VMM manages LUNs; `shared_allowed` is the host's
+    own rule, for an administrator creating a VM on it directly (Hyper-V allows it)."""
+    if shared_allowed:
+        return
     others = sorted(i for i in vm_ids_on_lun if i != spec.id)
     if spec.storage.kind is StorageKind.LUN and others:
         raise FailedPrecondition(
