@@ -22,8 +22,11 @@ import grpc
 from havm.cli.client import ClientClock, ClientSettings, ManagerClient
 from havm.scenario.inprocess_grpc import InProcessNetwork
 from havm.scenario.virtual_loop import VirtualTimeLoop
+from havm.v1 import agent_pb2
 
 CLIENT = "client"
+AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+HOST_ADMIN_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["HostAdminService"].full_name
 
 
 class _RpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
@@ -113,9 +116,54 @@ class BlockingChannel:
         pass
 
 
+class AgentChannel(BlockingChannel):
+    """A blocking channel to an agent's in-process address, for the CLI's calls that go to
+    the host itself (havm.cli.host_changes).
+
+    An agent's AgentServicer also serves HostAdminService. A scenario's agent may be
+    registered under AgentService's name alone: a HostAdminService call that address
+    does not serve goes to that same servicer object.
+    """
+
+    def unary_unary(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
+    ) -> Callable[..., Any]:
+        direct = super().unary_unary(method, request_serializer, response_deserializer)
+        if not method.startswith(f"/{HOST_ADMIN_SERVICE}/"):
+            return direct
+        via_agent = super().unary_unary(
+            method.replace(HOST_ADMIN_SERVICE, AGENT_SERVICE, 1), request_serializer, response_deserializer
+        )
+
+        def call(request: Any, timeout: float | None = None, **_: Any) -> Any:
+            try:
+                return direct(request, timeout=timeout)
+            except _RpcError as error:
+                if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+            return via_agent(request, timeout=timeout)
+
+        return call
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        """The agent stub's migration stream, which no command opens: refused if it were."""
+
+        def call(*_: Any, **__: Any) -> Any:
+            error = grpc.aio.AioRpcError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                f"{method} is not carried from the command line in a scenario",
+            )
+            raise _RpcError(error)
+
+        return call
+
+
 @dataclass
 class EmbeddedManager:
-    """The scenario's manager for the CLI (see havm.cli.options.EmbeddedManager)."""
+    """The scenario's manager for the CLI (see havm.cli.options.EmbeddedManager), and its
+    way to the agents' in-process addresses (havm.cli.host_changes.AgentChannels)."""
 
     loop: VirtualTimeLoop
     network: InProcessNetwork
@@ -128,6 +176,10 @@ class EmbeddedManager:
         clock = ClientClock(monotonic=self.loop.time, sleep=sleep)
         channel = BlockingChannel(self.loop, self.network, self.address)
         return ManagerClient(self.address, settings, channel=channel, clock=clock)  # type: ignore[arg-type]
+
+    def agent_channel(self, address: str) -> grpc.Channel:
+        """A channel to an agent at its in-process address (as GetHost gives it)."""
+        return AgentChannel(self.loop, self.network, address)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
