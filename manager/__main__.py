@@ -38,6 +38,7 @@ from manager.app.crash_points import CrashPoints
 from manager.app.manager import ManagerApp
 from manager.core.capacity import ReserveReport
 from manager.core.errors import FailedPreconditionError
+from manager.core.levels import VmmVersion
 from manager.core.model import Event
 from manager.core.placement import PlacementGoal, RatingWeights
 from manager.core.settings import Settings
@@ -217,6 +218,7 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
         heartbeat_threshold=timing.heartbeat_threshold,
         probe_timeout_s=timing.probe_timeout_s,
         **placement_settings(args, topology),
+        vmm_version=VmmVersion(topology.vmm_version),
     )
     store = SqliteStore(args.state_dir / "manager.db")
     app = ManagerApp(store, AgentClient(settings), settings, crash_points=CrashPoints(args.state_dir))

@@ -148,6 +148,7 @@ _REPAIRS = {
     "retry": _Repair(manager_pb2.REPAIR_ACTION_RETRY, "tried again"),
     "undo": _Repair(manager_pb2.REPAIR_ACTION_UNDO, "back to its last good state"),
     "ignore": _Repair(manager_pb2.REPAIR_ACTION_IGNORE, "as its host reports it"),
+    "refresh": _Repair(manager_pb2.REPAIR_ACTION_REFRESH, "judged again"),
 }
 
 
@@ -160,15 +161,21 @@ def repair_vm(
         typer.Option("--undo", help="Back to the last good state: stopped, its files where its lease is."),
     ] = False,
     ignore: Annotated[
-        bool, typer.Option("--ignore", help="Accept what the agents report (unknown if its host is down).")
+        bool,
+        typer.Option(
+            "--ignore",
+            help="A failed VM: accept what the agents report (unknown if its host is down). "
+            "Any other VM: accept its unsupported cluster configuration as it is.",
+        ),
     ] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Get a failed VM out of its failure (possible while its host is down)."""
+    """Get a failed VM out of its failure (possible while its host is down); without an
+    option, refresh the VM's cluster and judge its configuration again."""
     chosen = [word for word, flag in (("retry", retry), ("undo", undo), ("ignore", ignore)) if flag]
-    if len(chosen) != 1:
-        raise typer.BadParameter("give exactly one of --retry, --undo or --ignore")
-    repair = _REPAIRS[chosen[0]]
+    if len(chosen) > 1:
+        raise typer.BadParameter("give at most one of --retry, --undo or --ignore")
+    repair = _REPAIRS[chosen[0] if chosen else "refresh"]
     manager = client(ctx)
     response = manager.repair_vm(name, repair.action)
     job = wait_for_job(manager, response.job, output)

@@ -148,7 +148,8 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
         "state": enum_word(common_pb2.VmState, vm.state, "VM_STATE_"),
         "ha": vm.highly_available,
         "status": enum_word(common_pb2.VmConfigStatus, vm.status, "VM_CONFIG_STATUS_"),
-        "status_reasons": list(vm.status_reasons),
+        "status_reasons": [reason_dict(r) for r in vm.status_reasons],
+        "ignored_reasons": [reason_dict(r) for r in vm.ignored_reasons],
         "memory_mb": vm.memory_mb,
         "cpus": vm.cpus,
         "disk_gb": vm.disk_gb,
@@ -172,6 +173,40 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
         ),
         "last_incident": incident_dict(vm.last_incident) if vm.HasField("last_incident") else None,
     }
+
+
+def reason_dict(reason: manager_pb2.StatusReason) -> Row:
+    cause = enum_word(manager_pb2.ConfigCause, reason.cause, "CONFIG_CAUSE_")
+    return {"cause": cause, "detail": reason.detail}
+
+
+def status_cell(row: Row) -> str:
+    """`vm list`'s STATUS: the status, then a mark per cause standing (and those ignored)."""
+    ignored = [r["cause"] for r in row["ignored_reasons"]]
+    standing = [r["cause"] for r in row["status_reasons"] if r not in row["ignored_reasons"]]
+    marks = f" [{', '.join(standing)}]" if standing else ""
+    if ignored:
+        marks += f" (ignored: {', '.join(ignored)})"
+    return f"{row['status']}{marks}"
+
+
+def reasons_text(reasons: list[Row]) -> str:
+    """`vm show`'s reasons: one sentence per cause."""
+    return "\n".join(f"{r['cause']}: {r['detail']}" for r in reasons) or "-"
+
+
+def cluster_networks_text(networks: list[Row]) -> str:
+    lines = []
+    for n in networks:
+        vlan = f", VLAN {n['vlan_id']}" if n["vlan_id"] else ""
+        where = f"{n['name']} ({n['kind']} on {n['bound_to'] or '-'}{vlan})"
+        if n["common"]:
+            lines.append(f"{where}: common")
+            continue
+        why = [f"missing on {', '.join(n['missing_on'])}"] if n["missing_on"] else []
+        why += [f"on {node} {detail}" for node, detail in n["differs_on"].items()]
+        lines.append(f"{where}: not common, {'; '.join(why)}")
+    return "\n".join(lines) or "-"
 
 
 def policy_dict(policy: manager_pb2.FailoverPolicy, effective_max: int) -> Row:
@@ -245,6 +280,18 @@ def cluster_dict(cluster: manager_pb2.Cluster) -> Row:
             else None
         ),
         "volumes": [volume_dict(v) for v in cluster.volumes],
+        "networks": [
+            {
+                "name": n.name,
+                "kind": enum_word(common_pb2.NetworkKind, n.kind, "NETWORK_KIND_"),
+                "common": n.common,
+                "vlan_id": n.vlan_id,
+                "bound_to": n.bound_to,
+                "missing_on": list(n.missing_on),
+                "differs_on": {d.node: d.detail for d in n.differs_on},
+            }
+            for n in cluster.networks
+        ],
     }
 
 
@@ -365,6 +412,7 @@ def status_dict(status: manager_pb2.GetStatusResponse) -> Row:
         "vms_total": status.vms_total,
         "vms_running": status.vms_running,
         "jobs_running": status.jobs_running,
+        "vmm_version": status.vmm_version or None,
         "clusters": [cluster_dict(c) for c in status.clusters],
     }
 
@@ -510,10 +558,15 @@ COMPONENT_COLUMNS = {"name": "NAME", "address": "ADDRESS", "pid": "PID", "alive"
 DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "cpu": cpu_text,
     "disks": disks_text,
-    "networks": lambda value: networks_text(value) if value and isinstance(value[0], dict) else _cell(value),
+    "networks": lambda value: (
+        (cluster_networks_text(value) if "common" in value[0] else networks_text(value))
+        if value and isinstance(value[0], dict)
+        else _cell(value)
+    ),
     "volumes": volumes_text,
     "capabilities": capabilities_text,
-    "status_reasons": lambda value: "\n".join(value) or "-",
+    "status_reasons": reasons_text,
+    "ignored_reasons": reasons_text,
     "overcommit": lambda value: value["detail"] if isinstance(value, dict) else "-",
     "steps": lambda value: (
         "\n".join(f"{s['vm']}: {s['outcome']}" + (f" ({s['detail']})" if s["detail"] else "") for s in value)

@@ -74,7 +74,8 @@ def list_vms(
     if output is OutputFormat.json:
         render.print_json(rows)
     else:
-        render.print_table(None, rows, render.VM_COLUMNS)
+        marked = [{**row, "status": render.status_cell(row)} for row in rows]
+        render.print_table(None, marked, render.VM_COLUMNS)
 
 
 @vm_app.command("show")

@@ -12,6 +12,9 @@ what is wrong with it. Pure: no I/O, no yaml, no generated stubs.
 Format (YAML)::
 
     version: 1                      # required, must be 1
+    vmm_version: "2008r2"           # optional: the VMM level that manages the cluster,
+                                    # "2008" or "2008r2" (default); VMM 2008 has no CSVs,
+                                    # quick migration only, case-sensitive network names
     host_defaults:                  # optional; merged (shallow, per key) into every host
       profile: hyperv-2008r2        # hyperv-2008 | hyperv-2008r2 | esx
       cpu: {vendor: GenuineIntel, model: Intel Xeon X5570,
@@ -102,6 +105,7 @@ from havm.contract.hosts import (
     parse_host,
     parse_host_entry,
 )
+from havm.contract.levels import DEFAULT_VMM_VERSION, VMM_VERSION_CSV, check_csvs
 from havm.contract.timing import MAX_TIMING_S, Timing, check_timing, parse_timing, timing_to_dict
 
 __all__ = [
@@ -130,6 +134,7 @@ DEFAULT_CLUSTER_RESERVE = 1
 
 _TOP_KEYS = (
     "version",
+    "vmm_version",
     "host_defaults",
     "clusters",
     "hosts",
@@ -225,6 +230,7 @@ class Topology:
     placement: PlacementSettings = PlacementSettings()
     isolation: IsolationSettings = IsolationSettings()
     timing: Timing = Timing()
+    vmm_version: str = DEFAULT_VMM_VERSION  # "2008" | "2008r2"
 
     def agent_settings(self) -> dict[str, Any]:
         """The timings every agent of this topology runs with (its config's `settings`)."""
@@ -340,6 +346,13 @@ def parse_topology(data: object) -> Topology:
         isolation = _parse_isolation(top["isolation"], "isolation")
         timing = _older_spelling(top, timing, "isolation", "timeout_s", "isolation_timeout_s")
     check_timing(timing)
+    vmm_version = DEFAULT_VMM_VERSION
+    if top.get("vmm_version") is not None:
+        # YAML reads an unquoted 2008 as a number: accept it as the level it names.
+        raw = top["vmm_version"]
+        raw = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        vmm_version = read_choice(raw, "vmm_version", tuple(VMM_VERSION_CSV))
+    check_csvs(clusters, vmm_version)
     return Topology(
         clusters=tuple(clusters),
         hosts=tuple(hosts),
@@ -347,6 +360,7 @@ def parse_topology(data: object) -> Topology:
         placement=placement,
         isolation=replace(isolation, timeout_s=timing.isolation_timeout_s),
         timing=timing,
+        vmm_version=vmm_version,
     )
 
 
@@ -526,6 +540,7 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
     isolation = {"response": topology.isolation.response}
     return {
         "version": 1,
+        "vmm_version": topology.vmm_version,
         "timing": timing_to_dict(topology.timing),
         "clusters": clusters,
         "migration": migration,

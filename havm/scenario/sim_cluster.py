@@ -41,6 +41,7 @@ from manager.app.crash_points import POINTS as MANAGER_CRASH_POINTS
 from manager.app.crash_points import CrashPoints as ManagerCrashPoints
 from manager.app.ha import HaService
 from manager.app.manager import ManagerApp
+from manager.core.levels import VmmVersion
 from manager.core.placement import PlacementGoal, RatingWeights
 from manager.core.settings import Settings
 from node_agent.adapters.config_file import host_config_from_json
@@ -218,6 +219,7 @@ class SimCluster:
         settings = Settings(
             placement_goal=PlacementGoal(placement.goal),
             rating_weights=RatingWeights(memory=placement.memory_weight, cpu=placement.cpu_weight),
+            vmm_version=VmmVersion(self.topology.vmm_version),
         )
         agents = AgentClient(settings, open_channel=self.network.channel)
         crash_points = ManagerCrashPoints(self.manager_dir, die=self._manager_dies)

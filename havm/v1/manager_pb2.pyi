@@ -38,6 +38,18 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_COMPLETED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
 
+class ConfigCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONFIG_CAUSE_UNSPECIFIED: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_STANDALONE_HOST: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_LOCAL_STORAGE: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_SHARED_LUN: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_PASSTHROUGH_NOT_CLUSTERED: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_NETWORK_NOT_COMMON: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_PORT_GROUP_MISSING: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_EXTRA_CLUSTER_RESOURCES: _ClassVar[ConfigCause]
+    CONFIG_CAUSE_ISO_ATTACHED: _ClassVar[ConfigCause]
+
 class FailbackMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FAILBACK_MODE_UNSPECIFIED: _ClassVar[FailbackMode]
@@ -149,6 +161,7 @@ class RepairAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPAIR_ACTION_RETRY: _ClassVar[RepairAction]
     REPAIR_ACTION_UNDO: _ClassVar[RepairAction]
     REPAIR_ACTION_IGNORE: _ClassVar[RepairAction]
+    REPAIR_ACTION_REFRESH: _ClassVar[RepairAction]
 HOST_STATE_UNSPECIFIED: HostState
 HOST_STATE_OK: HostState
 HOST_STATE_SUSPECT: HostState
@@ -166,6 +179,15 @@ JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_FAILED: JobState
+CONFIG_CAUSE_UNSPECIFIED: ConfigCause
+CONFIG_CAUSE_STANDALONE_HOST: ConfigCause
+CONFIG_CAUSE_LOCAL_STORAGE: ConfigCause
+CONFIG_CAUSE_SHARED_LUN: ConfigCause
+CONFIG_CAUSE_PASSTHROUGH_NOT_CLUSTERED: ConfigCause
+CONFIG_CAUSE_NETWORK_NOT_COMMON: ConfigCause
+CONFIG_CAUSE_PORT_GROUP_MISSING: ConfigCause
+CONFIG_CAUSE_EXTRA_CLUSTER_RESOURCES: ConfigCause
+CONFIG_CAUSE_ISO_ATTACHED: ConfigCause
 FAILBACK_MODE_UNSPECIFIED: FailbackMode
 FAILBACK_MODE_NEVER: FailbackMode
 FAILBACK_MODE_IMMEDIATE: FailbackMode
@@ -239,6 +261,7 @@ REPAIR_ACTION_UNSPECIFIED: RepairAction
 REPAIR_ACTION_RETRY: RepairAction
 REPAIR_ACTION_UNDO: RepairAction
 REPAIR_ACTION_IGNORE: RepairAction
+REPAIR_ACTION_REFRESH: RepairAction
 
 class Event(_message.Message):
     __slots__ = ("time", "kind", "host", "vm", "detail", "cluster", "old_state", "new_state")
@@ -315,7 +338,7 @@ class Host(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., state: _Optional[_Union[HostState, str]] = ..., address: _Optional[str] = ..., cpu: _Optional[_Union[_common_pb2.Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., vm_count: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[_common_pb2.LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_common_pb2.Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., rating: _Optional[float] = ..., last_refresh: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_reason: _Optional[str] = ..., added_at_runtime: _Optional[bool] = ..., capabilities: _Optional[_Union[_common_pb2.HostCapabilities, _Mapping]] = ..., capabilities_reported: _Optional[bool] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "profile", "nodes", "reserve", "state", "volumes", "overcommit")
+    __slots__ = ("name", "profile", "nodes", "reserve", "state", "volumes", "overcommit", "networks")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +346,7 @@ class Cluster(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     OVERCOMMIT_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
     name: str
     profile: _common_pb2.Profile
     nodes: _containers.RepeatedScalarFieldContainer[str]
@@ -330,7 +354,42 @@ class Cluster(_message.Message):
     state: ClusterState
     volumes: _containers.RepeatedCompositeFieldContainer[_common_pb2.SharedVolume]
     overcommit: Overcommit
-    def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., overcommit: _Optional[_Union[Overcommit, _Mapping]] = ...) -> None: ...
+    networks: _containers.RepeatedCompositeFieldContainer[ClusterNetwork]
+    def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., overcommit: _Optional[_Union[Overcommit, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[ClusterNetwork, _Mapping]]] = ...) -> None: ...
+
+class ClusterNetwork(_message.Message):
+    __slots__ = ("name", "kind", "common", "vlan_id", "bound_to", "missing_on", "differs_on")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COMMON_FIELD_NUMBER: _ClassVar[int]
+    VLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    BOUND_TO_FIELD_NUMBER: _ClassVar[int]
+    MISSING_ON_FIELD_NUMBER: _ClassVar[int]
+    DIFFERS_ON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: _common_pb2.NetworkKind
+    common: bool
+    vlan_id: int
+    bound_to: str
+    missing_on: _containers.RepeatedScalarFieldContainer[str]
+    differs_on: _containers.RepeatedCompositeFieldContainer[NetworkDifference]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.NetworkKind, str]] = ..., common: _Optional[bool] = ..., vlan_id: _Optional[int] = ..., bound_to: _Optional[str] = ..., missing_on: _Optional[_Iterable[str]] = ..., differs_on: _Optional[_Iterable[_Union[NetworkDifference, _Mapping]]] = ...) -> None: ...
+
+class NetworkDifference(_message.Message):
+    __slots__ = ("node", "detail")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    detail: str
+    def __init__(self, node: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class StatusReason(_message.Message):
+    __slots__ = ("cause", "detail")
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    cause: ConfigCause
+    detail: str
+    def __init__(self, cause: _Optional[_Union[ConfigCause, str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Overcommit(_message.Message):
     __slots__ = ("failed_nodes", "unplaced_vms", "detail")
@@ -343,14 +402,13 @@ class Overcommit(_message.Message):
     def __init__(self, failed_nodes: _Optional[_Iterable[str]] = ..., unplaced_vms: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Vm(_message.Message):
-    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "status_reasons", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id", "failover_policy", "recent_failovers", "failed_action", "last_incident", "effective_max_failovers")
+    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id", "failover_policy", "recent_failovers", "failed_action", "last_incident", "effective_max_failovers", "status_reasons", "ignored_reasons")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HIGHLY_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
-    STATUS_REASONS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
     DISK_GB_FIELD_NUMBER: _ClassVar[int]
@@ -368,13 +426,14 @@ class Vm(_message.Message):
     FAILED_ACTION_FIELD_NUMBER: _ClassVar[int]
     LAST_INCIDENT_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_MAX_FAILOVERS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASONS_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_REASONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     host: str
     state: _common_pb2.VmState
     highly_available: bool
     status: _common_pb2.VmConfigStatus
-    status_reasons: _containers.RepeatedScalarFieldContainer[str]
     memory_mb: int
     cpus: int
     disk_gb: int
@@ -392,7 +451,9 @@ class Vm(_message.Message):
     failed_action: FailedAction
     last_incident: Incident
     effective_max_failovers: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., status_reasons: _Optional[_Iterable[str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., recent_failovers: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., failed_action: _Optional[_Union[FailedAction, str]] = ..., last_incident: _Optional[_Union[Incident, _Mapping]] = ..., effective_max_failovers: _Optional[int] = ...) -> None: ...
+    status_reasons: _containers.RepeatedCompositeFieldContainer[StatusReason]
+    ignored_reasons: _containers.RepeatedCompositeFieldContainer[StatusReason]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., recent_failovers: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., failed_action: _Optional[_Union[FailedAction, str]] = ..., last_incident: _Optional[_Union[Incident, _Mapping]] = ..., effective_max_failovers: _Optional[int] = ..., status_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., ignored_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ...) -> None: ...
 
 class FailoverPolicy(_message.Message):
     __slots__ = ("preferred_owners", "possible_owners", "max_failovers", "failover_period_s", "failback", "failback_window_start_hour", "failback_window_end_hour")
@@ -465,7 +526,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("manager_version", "hosts_total", "hosts_ok", "vms_total", "vms_running", "clusters", "jobs_running")
+    __slots__ = ("manager_version", "hosts_total", "hosts_ok", "vms_total", "vms_running", "clusters", "jobs_running", "vmm_version")
     MANAGER_VERSION_FIELD_NUMBER: _ClassVar[int]
     HOSTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     HOSTS_OK_FIELD_NUMBER: _ClassVar[int]
@@ -473,6 +534,7 @@ class GetStatusResponse(_message.Message):
     VMS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    VMM_VERSION_FIELD_NUMBER: _ClassVar[int]
     manager_version: str
     hosts_total: int
     hosts_ok: int
@@ -480,7 +542,8 @@ class GetStatusResponse(_message.Message):
     vms_running: int
     clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
     jobs_running: int
-    def __init__(self, manager_version: _Optional[str] = ..., hosts_total: _Optional[int] = ..., hosts_ok: _Optional[int] = ..., vms_total: _Optional[int] = ..., vms_running: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., jobs_running: _Optional[int] = ...) -> None: ...
+    vmm_version: str
+    def __init__(self, manager_version: _Optional[str] = ..., hosts_total: _Optional[int] = ..., hosts_ok: _Optional[int] = ..., vms_total: _Optional[int] = ..., vms_running: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., jobs_running: _Optional[int] = ..., vmm_version: _Optional[str] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
     __slots__ = ("cluster",)

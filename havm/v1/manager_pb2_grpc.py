@@ -374,7 +374,10 @@ class ManagerServiceServicer:
 
     def RepairVm(self, request, context):
         """Get a `failed` VM out of its failure: run the failed action again, go back to the
-        last good state, or accept what the agents report.
+        last good state, or accept what the agents report. For a VM that is not failed,
+        repair its cluster configuration: REFRESH asks its host again and judges it anew
+        (ok once the administrator fixed the cause); IGNORE accepts the configuration as
+        it is (the reasons stay listed as ignored; a new, different cause counts again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,6 +38,7 @@ from manager.adapters.proto_mapping import (
     workload_from_proto,
 )
 from manager.core.capacity import ReserveReport
+from manager.core.cluster_config import ClusterNetwork
 from manager.core.errors import ManagerError
 from manager.core.host_choice import RatingsView, VmShape
 from manager.core.maintenance import MaintenanceMode
@@ -72,6 +73,8 @@ class StatusLike(Protocol):
     # Read-only: the app answers with a frozen view.
     @property
     def version(self) -> str: ...
+    @property
+    def vmm_version(self) -> str: ...
     @property
     def hosts_total(self) -> int: ...
     @property
@@ -121,6 +124,7 @@ class ManagerApi(Protocol):
     def list_migrations(self, limit: int = 0) -> list[MigrationRecord]: ...
     def get_migration(self, migration_id: str) -> MigrationRecord: ...
     def cluster_report(self, cluster: ClusterRecord) -> ReserveReport: ...
+    def cluster_networks(self, cluster: ClusterRecord) -> tuple[ClusterNetwork, ...]: ...
     def start_maintenance(self, host: str, mode: MaintenanceMode | None) -> JobRecord: ...
     def stop_maintenance(self, host: str) -> JobRecord: ...
     def rate_hosts(self, shape: VmShape) -> RatingsView: ...
@@ -172,6 +176,11 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     def _vm(self, vm: VmRecord) -> manager_pb2.Vm:
         return vm_to_proto(vm, self._app.failover_threshold(vm))
 
+    def _cluster(self, cluster: ClusterRecord) -> manager_pb2.Cluster:
+        return cluster_to_proto(
+            cluster, self._app.cluster_report(cluster), self._app.cluster_networks(cluster)
+        )
+
     @unary
     async def GetStatus(self, request: Any, context: Any) -> manager_pb2.GetStatusResponse:
         s = self._app.status()
@@ -181,8 +190,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
             hosts_ok=s.hosts_ok,
             vms_total=s.vms_total,
             vms_running=s.vms_running,
-            clusters=[cluster_to_proto(c, self._app.cluster_report(c)) for c in s.clusters],
+            clusters=[self._cluster(c) for c in s.clusters],
             jobs_running=s.jobs_running,
+            vmm_version=s.vmm_version,
         )
 
     @unary
@@ -196,15 +206,13 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @unary
     async def ListClusters(self, request: Any, context: Any) -> manager_pb2.ListClustersResponse:
         return manager_pb2.ListClustersResponse(
-            clusters=[cluster_to_proto(c, self._app.cluster_report(c)) for c in self._app.list_clusters()]
+            clusters=[self._cluster(c) for c in self._app.list_clusters()]
         )
 
     @unary
     async def GetCluster(self, request: Any, context: Any) -> manager_pb2.GetClusterResponse:
         cluster = self._app.get_cluster(request.name)
-        return manager_pb2.GetClusterResponse(
-            cluster=cluster_to_proto(cluster, self._app.cluster_report(cluster))
-        )
+        return manager_pb2.GetClusterResponse(cluster=self._cluster(cluster))
 
     @unary
     async def RefreshCluster(self, request: Any, context: Any) -> manager_pb2.RefreshClusterResponse:
@@ -310,9 +318,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def UpdateCluster(self, request: Any, context: Any) -> manager_pb2.UpdateClusterResponse:
         reserve = request.reserve if request.HasField("reserve") else None
         job, cluster = self._app.update_cluster(request.name, reserve)
-        return manager_pb2.UpdateClusterResponse(
-            job=job_to_proto(job), cluster=cluster_to_proto(cluster, self._app.cluster_report(cluster))
-        )
+        return manager_pb2.UpdateClusterResponse(job=job_to_proto(job), cluster=self._cluster(cluster))
 
     @unary
     async def StartMaintenance(self, request: Any, context: Any) -> manager_pb2.StartMaintenanceResponse:

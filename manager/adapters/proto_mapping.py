@@ -6,6 +6,7 @@ so the maps are built from the names rather than written out by hand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar, cast
@@ -15,6 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from havm.contract.hosts import CpuSpec
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
 from manager.core.capacity import ReserveReport
+from manager.core.cluster_config import ClusterNetwork
+from manager.core.config_status import StatusReason
 from manager.core.errors import InvalidArgumentError
 from manager.core.host_choice import RatingsView
 from manager.core.maintenance import MaintenanceMode
@@ -163,7 +166,27 @@ def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2
     )
 
 
-def cluster_to_proto(cluster: ClusterRecord, report: ReserveReport) -> manager_pb2.Cluster:
+def cluster_network_to_proto(net: ClusterNetwork) -> manager_pb2.ClusterNetwork:
+    return manager_pb2.ClusterNetwork(
+        name=net.name,
+        kind=NETWORK_KIND_TO_PROTO.get(net.kind, common_pb2.NETWORK_KIND_UNSPECIFIED),
+        common=net.common,
+        vlan_id=net.vlan_id,
+        bound_to=net.bound_to,
+        missing_on=net.missing_on,
+        differs_on=[manager_pb2.NetworkDifference(node=d.node, detail=d.detail) for d in net.differs_on],
+    )
+
+
+def status_reason_to_proto(reason: StatusReason) -> manager_pb2.StatusReason:
+    return manager_pb2.StatusReason(
+        cause=_to_proto_enum(reason.cause, "CONFIG_CAUSE", manager_pb2.ConfigCause), detail=reason.detail
+    )
+
+
+def cluster_to_proto(
+    cluster: ClusterRecord, report: ReserveReport, networks: Sequence[ClusterNetwork] = ()
+) -> manager_pb2.Cluster:
     over = report.overcommit
     return manager_pb2.Cluster(
         name=cluster.name,
@@ -179,6 +202,7 @@ def cluster_to_proto(cluster: ClusterRecord, report: ReserveReport) -> manager_p
             if over is not None
             else None
         ),
+        networks=[cluster_network_to_proto(n) for n in networks],
     )
 
 
@@ -241,7 +265,8 @@ def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0) -> manager_pb2.V
         state=vm_state_to_proto(vm.state),
         highly_available=vm.highly_available,
         status=_to_proto_enum(vm.status, "VM_CONFIG_STATUS", common_pb2.VmConfigStatus),
-        status_reasons=vm.status_reasons,
+        status_reasons=[status_reason_to_proto(r) for r in vm.status_reasons],
+        ignored_reasons=[status_reason_to_proto(r) for r in vm.ignored_reasons],
         memory_mb=vm.memory_mb,
         cpus=vm.cpus,
         disk_gb=vm.disk_gb,
@@ -568,7 +593,7 @@ def repair_action_from_proto(number: int) -> RepairAction:
     if number != manager_pb2.REPAIR_ACTION_UNSPECIFIED and number in manager_pb2.RepairAction.values():
         found = _from_proto_enum(number, "REPAIR_ACTION", manager_pb2.RepairAction, RepairAction)
     if found is None:
-        raise InvalidArgumentError("action: must be retry, undo or ignore")
+        raise InvalidArgumentError("action: must be retry, undo, ignore or refresh")
     return found
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from havm.contract.hosts import CpuSpec
+from manager.core.config_status import ConfigCause, StatusReason
 from manager.core.errors import AlreadyExistsError
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
@@ -166,6 +167,12 @@ def _cluster(raw: dict[str, Any]) -> ClusterRecord:
     )
 
 
+def _reasons(raw: list[Any] | tuple[Any, ...]) -> tuple[StatusReason, ...]:
+    """Records written before causes were typed kept sentences only: they are dropped,
+    and the judgement at start lists the reasons again."""
+    return tuple(StatusReason(ConfigCause(r["cause"]), r["detail"]) for r in raw if isinstance(r, dict))
+
+
 def _vm(raw: dict[str, Any]) -> VmRecord:
     return VmRecord(
         id=raw["id"],
@@ -183,7 +190,8 @@ def _vm(raw: dict[str, Any]) -> VmRecord:
         created_at=_parse_time(raw["created_at"]),
         reason=raw["reason"],
         status=ConfigStatus(raw["status"]),
-        status_reasons=tuple(raw["status_reasons"]),
+        status_reasons=_reasons(raw["status_reasons"]),
+        ignored_reasons=_reasons(raw.get("ignored_reasons", ())),
         # Records written before high availability lack these fields.
         restart_priority=RestartPriority(raw.get("restart_priority", "medium")),
         failover_count=raw.get("failover_count", 0),

@@ -170,12 +170,10 @@ class DuplicateResolver:
         """The record, on the kept host as its copy is there (as a refresh records it)."""
         if record.host == keep:
             return record
-        host = self._store.get_host(keep)
         result = reconcile(
             keep,
             [record],
             [reported],
-            host_cluster=host.cluster if host is not None else None,
             now=self._clock(),
         )
         return result.updates[0] if result.updates else record

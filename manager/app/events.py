@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-from manager.core.model import ClusterRecord, Event, HostRecord, JobRecord, MigrationRecord, VmRecord
-from manager.core.states import JobState, MigrationState
-from manager.core.store import Store
+from manager.core.config_status import ConfigStatus
+from manager.core.model import Event, HostRecord, VmRecord
+from manager.core.store import ForwardingStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,12 @@ class EventBus:
             self._watchers.discard(queue)
 
 
-class EventingStore:
-    """A Store that emits `host_state` and `vm_state` events for every state change."""
+class EventingStore(ForwardingStore):
+    """A Store that emits `host_state` and `vm_state` events for every state change, and
+    `vm_status` events when a VM's cluster configuration status or its reasons change."""
 
     def __init__(self, inner: Store, bus: EventBus) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._bus = bus
 
     def put_host(self, host: HostRecord) -> None:
@@ -105,6 +106,22 @@ class EventingStore:
                 old_state=old.state.value if old is not None else "new",
                 new_state=vm.state.value,
             )
+        self._status_changed(old, vm)
+
+    def _status_changed(self, old: VmRecord | None, vm: VmRecord) -> None:
+        before = (old.status, old.status_reasons) if old is not None else (ConfigStatus.OK, ())
+        if before == (vm.status, vm.status_reasons):
+            return
+        why = "; ".join(r.detail for r in vm.status_reasons if r not in vm.ignored_reasons)
+        accepted = " (reasons ignored by repair)" if vm.ignored_reasons and not why else ""
+        self._bus.emit(
+            "vm_status",
+            f"VM {vm.name} {before[0].value} => {vm.status.value}{accepted}" + (f": {why}" if why else ""),
+            host=vm.host or "",
+            vm=vm.name,
+            old_state=before[0].value,
+            new_state=vm.status.value,
+        )
 
     def delete_vm(self, vm_id: str) -> None:
         old = self._inner.get_vm(vm_id)
@@ -118,57 +135,3 @@ class EventingStore:
                 old_state=old.state.value,
                 new_state="deleted",
             )
-
-    # Everything else passes through.
-    def get_host(self, name: str) -> HostRecord | None:
-        return self._inner.get_host(name)
-
-    def list_hosts(self) -> list[HostRecord]:
-        return self._inner.list_hosts()
-
-    def delete_host(self, name: str) -> None:
-        self._inner.delete_host(name)
-
-    def delete_cluster(self, name: str) -> None:
-        self._inner.delete_cluster(name)
-
-    def get_cluster(self, name: str) -> ClusterRecord | None:
-        return self._inner.get_cluster(name)
-
-    def list_clusters(self) -> list[ClusterRecord]:
-        return self._inner.list_clusters()
-
-    def put_cluster(self, cluster: ClusterRecord) -> None:
-        self._inner.put_cluster(cluster)
-
-    def get_vm(self, vm_id: str) -> VmRecord | None:
-        return self._inner.get_vm(vm_id)
-
-    def get_vm_by_name(self, name: str) -> VmRecord | None:
-        return self._inner.get_vm_by_name(name)
-
-    def list_vms(self, host: str | None = None) -> list[VmRecord]:
-        return self._inner.list_vms(host)
-
-    def get_job(self, job_id: str) -> JobRecord | None:
-        return self._inner.get_job(job_id)
-
-    def list_jobs(self, limit: int, state: JobState | None = None) -> list[JobRecord]:
-        return self._inner.list_jobs(limit, state)
-
-    def put_job(self, job: JobRecord) -> None:
-        self._inner.put_job(job)
-
-    def get_migration(self, migration_id: str) -> MigrationRecord | None:
-        return self._inner.get_migration(migration_id)
-
-    def list_migrations(
-        self, limit: int, states: frozenset[MigrationState] | None = None
-    ) -> list[MigrationRecord]:
-        return self._inner.list_migrations(limit, states)
-
-    def put_migration(self, migration: MigrationRecord) -> None:
-        self._inner.put_migration(migration)
-
-    def close(self) -> None:
-        self._inner.close()

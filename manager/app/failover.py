@@ -26,7 +26,7 @@ from manager.core.failover_policy import recent_failovers, threshold_reached
 from manager.core.inventory import build_snapshot
 from manager.core.migration import newest_generation
 from manager.core.model import FailedAction, HostRecord, RestartPriority, VmOperation, VmRecord
-from manager.core.reconcile import record_observed, with_configuration
+from manager.core.reconcile import record_observed
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
@@ -250,10 +250,7 @@ class FailoverService:
                 )
             except AlreadyExistsError:
                 reported = await self._agents.get_vm(target.name, target.address, vm.id)
-            vm = with_configuration(
-                record_observed(replace(moved, lease_generation=generation), reported.state, reported.reason),
-                target.cluster,
-            )
+            vm = record_observed(replace(moved, lease_generation=generation), reported.state, reported.reason)
             self._put(vm)
             if earlier is not None:
                 await self._discard_copy(vm, earlier)

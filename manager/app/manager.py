@@ -17,6 +17,7 @@ from havm.contract.topology import Topology
 from manager import __version__
 from manager.app.capacity import CapacityService
 from manager.app.claims import VmClaims
+from manager.app.config_review import ConfigJudgingStore
 from manager.app.crash_points import CrashPoints
 from manager.app.duplicates import DuplicateResolver
 from manager.app.events import EventBus, EventingStore
@@ -33,6 +34,7 @@ from manager.app.vm_policy import VmPolicyService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.capacity import ReserveReport
+from manager.core.cluster_config import ClusterNetwork, cluster_networks
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from manager.core.failover_policy import effective_max_failovers
 from manager.core.host_choice import RatingsView, VmShape
@@ -80,6 +82,7 @@ class StatusView:
     vms_running: int
     clusters: list[ClusterRecord]
     jobs_running: int
+    vmm_version: str
 
 
 class ManagerApp:
@@ -93,7 +96,9 @@ class ManagerApp:
         crash_points: CrashPoints | None = None,
     ) -> None:
         self.events = EventBus(settings.event_buffer, clock)
-        store = EventingStore(store, self.events)
+        # Judging writes through the event layer, so that a status it changes is an event.
+        self.judging = ConfigJudgingStore(EventingStore(store, self.events), settings.level)
+        store = self.judging
         self.store = store
         self.settings = settings
         self._agents = agents
@@ -105,7 +110,6 @@ class ManagerApp:
         self.claims = VmClaims()
         self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity, self.claims)
         self.policies = VmPolicyService(store, self.jobs, self.vms)
-        self.repairs = RepairService(store, self.jobs, self.vms, agents, settings)
         self.refresher = RefreshService(
             store,
             agents,
@@ -115,6 +119,7 @@ class ManagerApp:
             self.vms.vm_versions,
             DuplicateResolver(store, agents, self.vms, self.events, clock),
         )
+        self.repairs = RepairService(store, self.jobs, self.vms, agents, settings, self.refresher)
         self.migrations = MigrationService(
             store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic, crash_points
         )
@@ -186,6 +191,9 @@ class ManagerApp:
         )
         if interrupted:
             log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
+        judged = self.judging.review_all()
+        if judged:
+            log.info("cluster configuration judged again: %d VM status(es) changed", judged)
         self.capacity.changed()
         log.info("topology loaded: %d cluster(s), %d host(s)", len(clusters), len(hosts))
 
@@ -278,6 +286,11 @@ class ManagerApp:
         """The cluster's reserve verdict: its state and, when overcommitted, why."""
         return self.capacity.report(cluster.name)
 
+    def cluster_networks(self, cluster: ClusterRecord) -> tuple[ClusterNetwork, ...]:
+        """Every network name of the cluster's nodes and whether it is common to all."""
+        nodes = [h for h in self.store.list_hosts() if h.name in cluster.nodes]
+        return cluster_networks(nodes, self.settings.level.network_names_case_sensitive)
+
     def rate_hosts(self, shape: VmShape) -> RatingsView:
         """Every host rated for a VM of this shape, best first; creates nothing."""
         return self.vms.rate(shape)
@@ -304,6 +317,7 @@ class ManagerApp:
             vms_running=sum(1 for vm in vms if vm.state is VmState.RUNNING),
             clusters=self.store.list_clusters(),
             jobs_running=self.jobs.running_count(),
+            vmm_version=self.settings.vmm_version.value,
         )
 
     def list_jobs(self, limit: int = 0) -> list[JobRecord]:

@@ -196,7 +196,6 @@ class RefreshService:
             name,
             stored,
             inventory.vms,
-            host_cluster=host.cluster,
             now=now,
             busy=skip,
         )

@@ -15,12 +15,14 @@ import logging
 from dataclasses import replace
 
 from manager.app.jobs import JobBook, JobHandle
+from manager.app.refresh import RefreshService
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
+from manager.core.config_status import ConfigStatus
 from manager.core.errors import ManagerError, NotFoundError
 from manager.core.model import JobRecord, VmOperation, VmRecord
 from manager.core.reconcile import record_observed
-from manager.core.repair import RepairAction, RetryKind, check_repairable, retry_kind
+from manager.core.repair import RepairAction, RetryKind, check_repairable, repairs_failure, retry_kind
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
@@ -30,9 +32,16 @@ log = logging.getLogger(__name__)
 
 class RepairService:
     def __init__(
-        self, store: Store, jobs: JobBook, vms: VmService, agents: AgentPort, settings: Settings
+        self,
+        store: Store,
+        jobs: JobBook,
+        vms: VmService,
+        agents: AgentPort,
+        settings: Settings,
+        refresher: RefreshService,
     ) -> None:
         self._store = store
+        self._refresher = refresher
         self._jobs = jobs
         self._vms = vms
         self._agents = agents
@@ -50,7 +59,14 @@ class RepairService:
         vm = self._store.get_vm_by_name(name)
         if vm is None:
             raise NotFoundError(f"VM {name} does not exist")
-        check_repairable(vm)
+        if not repairs_failure(vm, action):
+            job = self._jobs.start(
+                "repair_vm",
+                vm.name,
+                f"Repairing the cluster configuration of VM {vm.name} ({action.value})",
+                lambda handle: self._repair_configuration(handle, vm.id, action),
+            )
+            return job, vm
         host = self._store.get_host(vm.host or "")
         if action is RepairAction.RETRY and retry_kind(vm, host.state if host else None) is RetryKind.START:
             # An operator's start, run again: an ordinary start job on its host.
@@ -74,6 +90,40 @@ class RepairService:
             if action is RepairAction.UNDO:
                 return await self._undo(job, vm)
             return await self._ignore(job, vm)
+
+    async def _repair_configuration(self, job: JobHandle, vm_id: str, action: RepairAction) -> str:
+        """Refresh: ask the nodes of the VM's cluster again (whether a network is common
+        depends on every node) and judge anew. Ignore: accept the reasons standing now."""
+        vm = self._store.get_vm(vm_id)
+        if vm is None:
+            raise NotFoundError("the VM was deleted before it could be repaired")
+        if action is RepairAction.REFRESH:
+            hosts = self._hosts_around(vm)
+            job.progress(30, f"Refreshing {', '.join(hosts)}")
+            refreshed = await self._refresher.refresh(hosts)
+            silent = [r for r in refreshed if not r.ok]
+            vm = self._store.get_vm(vm_id)
+            if vm is None:
+                raise NotFoundError("the VM was deleted while its hosts were refreshed")
+            note = "".join(f"; host {r.host} did not answer ({r.reason})" for r in silent)
+            if vm.status is ConfigStatus.OK:
+                return f"VM {vm.name}: its cluster configuration is supported{note}"
+            causes = "; ".join(r.detail for r in vm.status_reasons if r not in vm.ignored_reasons)
+            return f"VM {vm.name} is still in an unsupported cluster configuration: {causes}{note}"
+        async with self._vms.lock(vm_id):
+            current = self._store.get_vm(vm_id)
+            if current is None:
+                raise NotFoundError("the VM was deleted before it could be repaired")
+            self._vms.record(replace(current, ignored_reasons=current.status_reasons))
+        causes = ", ".join(r.cause.value for r in current.status_reasons)
+        return f"VM {current.name}: its cluster configuration is accepted as it is (ignored: {causes})"
+
+    def _hosts_around(self, vm: VmRecord) -> list[str]:
+        host = self._store.get_host(vm.host or "")
+        if host is None:
+            return []
+        cluster = self._store.get_cluster(host.cluster or "")
+        return list(cluster.nodes) if cluster is not None else [host.name]
 
     def _retry_failover(self, vm: VmRecord) -> str:
         origin = vm.host or ""

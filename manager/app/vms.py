@@ -42,7 +42,7 @@ from manager.core.model import (
 from manager.core.operations import IN_PROGRESS, check_delete, check_operation, check_update
 from manager.core.placement import PlacementRequest, check_request
 from manager.core.rating import rate_hosts
-from manager.core.reconcile import record_observed, set_vm_state, with_configuration
+from manager.core.reconcile import record_observed, set_vm_state
 from manager.core.settings import Settings
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
@@ -286,7 +286,6 @@ class VmService:
             processor_compatibility=command.processor_compatibility,
             policy=command.policy,
         )
-        vm = with_configuration(vm, host.cluster if host else None)
         self._put(vm)
         log.info("placed VM %s on host %s (%s)", vm.name, vm.host, decision.why)
         # Held from now, so a refresh before the agent has the VM does not call it missing.

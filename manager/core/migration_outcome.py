@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from manager.core.errors import FailedPreconditionError
 from manager.core.migration import Outcome, taken_by_failover
 from manager.core.model import HostRecord, MigrationRecord, ReportedVm, RestartPriority, VmRecord
-from manager.core.reconcile import record_observed, with_configuration
+from manager.core.reconcile import record_observed
 from manager.core.states import HostState, VmState
 
 # Hosts whose failover already collected the VMs recorded on them.
@@ -51,7 +51,7 @@ def moved_to_destination(
         migration_id=None if release and vm.migration_id == migration.id else vm.migration_id,
     )
     state = report.state if report is not None else VmState.RUNNING
-    return with_configuration(record_observed(moved, state, report.reason if report else ""), target.cluster)
+    return record_observed(moved, state, report.reason if report else "")
 
 
 def as_reported(vm: VmRecord, report: ReportedVm) -> VmRecord:
@@ -83,7 +83,7 @@ def handed_over(
         storage=(report.storage if report else None) or migration.storage or vm.storage,
         migration_id=None,
     )
-    moved = with_configuration(record_observed(moved, state, reason), cluster)
+    moved = record_observed(moved, state, reason)
     if (
         target is not None
         and target.state in FAILING_OVER

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import Enum
 
 from havm.contract.hosts import CpuSpec
+from manager.core.config_status import ConfigStatus, StatusReason
 from manager.core.migration_phase import MigrationPhase
 from manager.core.profiles import HostCapabilities, profile_capabilities
 from manager.core.states import HostState, JobState, MigrationState, VmState
@@ -22,11 +23,6 @@ class StorageKind(Enum):
     LOCAL_DISK = "local_disk"  # a local disk of the host; only that host sees it
     CSV = "csv"  # a cluster shared volume: every node uses it at once
     LUN = "lun"  # a shared LUN: visible to several hosts, used by one VM at a time
-
-
-class ConfigStatus(Enum):
-    OK = "ok"  # the VM can be managed as configured
-    UNSUPPORTED_CLUSTER_CONFIGURATION = "unsupported_cluster_configuration"  # HA but cannot be
 
 
 class RestartPriority(Enum):
@@ -214,8 +210,11 @@ class VmRecord:
     imported: bool = False
     created_at: datetime | None = None
     reason: str = ""
+    # Judged by core.cluster_config whenever the record or its cluster changes.
     status: ConfigStatus = ConfigStatus.OK
-    status_reasons: tuple[str, ...] = ()
+    status_reasons: tuple[StatusReason, ...] = ()
+    # Reasons `vm repair --ignore` accepted: they no longer make the VM unsupported.
+    ignored_reasons: tuple[StatusReason, ...] = ()
     restart_priority: RestartPriority = RestartPriority.MEDIUM
     # Times the VM was restarted on another host after its host failed.
     failover_count: int = 0

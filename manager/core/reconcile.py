@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from manager.core.model import ConfigStatus, FailedAction, ReportedVm, StorageKind, VmRecord
+from manager.core.model import FailedAction, ReportedVm, VmRecord
 from manager.core.states import VmState, change_vm_state, observed_vm_state_path
 
 
@@ -28,25 +28,6 @@ class ReconcileResult:
     # Names of VMs the host still holds a stale copy of: the VM was taken over by another
     # host with a newer lease generation. Never recorded back on this host.
     stale: tuple[str, ...] = ()
-
-
-def cluster_configuration(vm: VmRecord, host_cluster: str | None) -> tuple[ConfigStatus, tuple[str, ...]]:
-    """Whether a VM marked highly available can be: on a cluster node, on shared storage."""
-    if not vm.highly_available:
-        return ConfigStatus.OK, ()
-    reasons: list[str] = []
-    if vm.host is not None and host_cluster is None:
-        reasons.append(f"host {vm.host} is a standalone host, not a node of a cluster")
-    if vm.storage is not None and vm.storage.kind is StorageKind.LOCAL_DISK:
-        reasons.append(f"its files are on local disk {vm.storage.name}, which no other host can see")
-    if reasons:
-        return ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION, tuple(reasons)
-    return ConfigStatus.OK, ()
-
-
-def with_configuration(vm: VmRecord, host_cluster: str | None) -> VmRecord:
-    status, reasons = cluster_configuration(vm, host_cluster)
-    return replace(vm, status=status, status_reasons=reasons)
 
 
 def record_observed(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
@@ -88,7 +69,6 @@ def reconcile(
     stored_vms: Sequence[VmRecord],
     reported_vms: Sequence[ReportedVm],
     *,
-    host_cluster: str | None = None,
     now: datetime,
     busy: Collection[str] = (),
 ) -> ReconcileResult:
@@ -133,7 +113,7 @@ def reconcile(
                 created_at=now,
                 reason=reported.reason,
             )
-            imports.append(with_configuration(imported, host_cluster))
+            imports.append(imported)
             continue
         if keeps_failure(stored, reported):
             updated = stored
@@ -149,7 +129,6 @@ def reconcile(
             networks=reported.networks,
             lease_generation=max(stored.lease_generation, reported.lease_generation),
         )
-        updated = with_configuration(updated, host_cluster)
         if updated != stored:
             updates.append(updated)
     reported_ids = {r.id for r in reported_vms}

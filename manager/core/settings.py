@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from manager.core.levels import DEFAULT_VERSION, LevelTraits, VmmVersion, level_traits
 from manager.core.placement import PlacementGoal, RatingWeights
 
 
 @dataclass(frozen=True)
 class Settings:
+    # The VMM level that manages the cluster (the topology's `vmm_version`).
+    vmm_version: VmmVersion = DEFAULT_VERSION
     # Seconds between two periodic refreshes of every host.
     refresh_interval_s: float = 5.0
     # Deadline of one read call to an agent (GetInventory, GetVm).
@@ -94,3 +97,8 @@ class Settings:
     def heartbeat_window_s(self) -> float:
         """Seconds without a heartbeat after which a host is suspect."""
         return self.heartbeat_interval_s * self.heartbeat_threshold
+
+    @property
+    def level(self) -> LevelTraits:
+        """What the VMM level manages: its row of core.levels."""
+        return level_traits(self.vmm_version)

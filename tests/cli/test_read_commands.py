@@ -179,7 +179,10 @@ def test_vm_list_json_follows_the_field_contract(populated: SimClusterSession) -
     assert (db1["host"], db1["state"]) == ("node3", "stopped")
     assert legacy1["imported"] is True and legacy1["host"] == "node1" and legacy1["storage"] == "local:C"
     assert legacy1["status"] == "unsupported_cluster_configuration"
-    assert legacy1["status_reasons"] == ["its files are on local disk C, which no other host can see"]
+    assert legacy1["status_reasons"] == [
+        {"cause": "local_storage", "detail": "its files are on local disk C, which no other host can see"}
+    ]
+    assert legacy1["ignored_reasons"] == []
 
 
 def test_vm_list_filters_by_host_and_renders_a_table(populated: SimClusterSession) -> None:
@@ -190,6 +193,8 @@ def test_vm_list_filters_by_host_and_renders_a_table(populated: SimClusterSessio
     assert table.exit_code == 0, table.stderr
     for word in ("web1", "db1", "running", "stopped", "csv:Volume1", "unsupported_cluster_configuration"):
         assert word in table.stdout, word
+    # The cause's mark, beside the status.
+    assert "[local_storage]" in " ".join(table.stdout.split()), table.stdout
 
 
 def test_vm_show(populated: SimClusterSession) -> None:

@@ -771,7 +771,6 @@ def test_reconcile_keeps_a_failed_vm_reported_at_rest_failed(state: VmState) -> 
         "node1",
         [record],
         [reported(record, state, lease=5, reason="guest off")],
-        host_cluster="cluster1",
         now=NOW,
     )
     assert result.missing == () and result.imports == ()
@@ -782,7 +781,7 @@ def test_reconcile_keeps_a_failed_vm_reported_at_rest_failed(state: VmState) -> 
 def test_reconcile_keeps_failure_but_records_what_else_the_host_reports() -> None:
     record = failed()
     report = replace(reported(record, VmState.STOPPED, lease=7), memory_mb=4096)
-    (updated,) = reconcile("node1", [record], [report], host_cluster="cluster1", now=NOW).updates
+    (updated,) = reconcile("node1", [record], [report], now=NOW).updates
     assert updated.state is VmState.FAILED
     assert updated.reason == "no node could restart it"
     assert updated.failed_action is FailedAction.FAILOVER
@@ -793,7 +792,7 @@ def test_reconcile_keeps_failure_but_records_what_else_the_host_reports() -> Non
 def test_reconcile_ends_the_failure_when_it_runs_with_the_current_lease(lease: int) -> None:
     record = failed()
     (updated,) = reconcile(
-        "node1", [record], [reported(record, VmState.RUNNING, lease=lease)], host_cluster="cluster1", now=NOW
+        "node1", [record], [reported(record, VmState.RUNNING, lease=lease)], now=NOW
     ).updates
     assert updated.state is VmState.RUNNING
     assert updated.failed_action is None
@@ -803,41 +802,37 @@ def test_reconcile_ends_the_failure_when_it_runs_with_the_current_lease(lease: i
 
 def test_reconcile_ends_the_failure_when_it_is_paused_with_the_current_lease() -> None:
     record = failed()
-    (updated,) = reconcile(
-        "node1", [record], [reported(record, VmState.PAUSED, lease=5)], host_cluster="cluster1", now=NOW
-    ).updates
+    (updated,) = reconcile("node1", [record], [reported(record, VmState.PAUSED, lease=5)], now=NOW).updates
     assert updated.state is VmState.PAUSED and updated.failed_action is None
 
 
 def test_reconcile_keeps_the_failure_when_it_runs_with_a_stale_lease_on_its_own_host() -> None:
     record = failed()
-    result = reconcile(
-        "node1", [record], [reported(record, VmState.RUNNING, lease=4)], host_cluster="cluster1", now=NOW
-    )
+    result = reconcile("node1", [record], [reported(record, VmState.RUNNING, lease=4)], now=NOW)
     assert result.updates == ()
 
 
 def test_a_failure_a_host_reports_is_recorded_as_reported() -> None:
     record = vm(state=VmState.RUNNING)
     report = reported(record, VmState.FAILED, reason="the guest crashed")
-    (updated,) = reconcile("node1", [record], [report], host_cluster="cluster1", now=NOW).updates
+    (updated,) = reconcile("node1", [record], [report], now=NOW).updates
     assert updated.state is VmState.FAILED
     assert updated.failed_action is FailedAction.REPORTED
     assert updated.reason == "the guest crashed"
 
 
 def test_a_failed_vm_no_longer_reported_does_not_become_missing() -> None:
-    result = reconcile("node1", [failed()], [], host_cluster="cluster1", now=NOW)
+    result = reconcile("node1", [failed()], [], now=NOW)
     assert result == ReconcileResult((), (), (), (), ())
 
 
 def test_a_waiting_vm_no_longer_reported_does_not_become_missing() -> None:
-    result = reconcile("node1", [vm(state=VmState.WAITING)], [], host_cluster="cluster1", now=NOW)
+    result = reconcile("node1", [vm(state=VmState.WAITING)], [], now=NOW)
     assert result.missing == () and result.updates == ()
 
 
 def test_a_running_vm_no_longer_reported_becomes_missing() -> None:
-    (gone,) = reconcile("node1", [vm(state=VmState.RUNNING)], [], host_cluster="cluster1", now=NOW).missing
+    (gone,) = reconcile("node1", [vm(state=VmState.RUNNING)], [], now=NOW).missing
     assert gone.state is VmState.MISSING and gone.reason == "host node1 no longer reports this VM"
 
 
@@ -909,4 +904,4 @@ def test_a_failed_vm_keeps_its_failure_through_its_host_going_silent_and_back() 
     record = failed()
     assert mark_unknown([record], "node1", "probe failed") == []
     report = reported(record, VmState.STOPPED, lease=5, reason="powered off")
-    assert reconcile("node1", [record], [report], host_cluster="cluster1", now=NOW).updates == ()
+    assert reconcile("node1", [record], [report], now=NOW).updates == ()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from manager.core.errors import FailedPreconditionError, IllegalTransitionError
-from manager.core.model import ConfigStatus, ReportedVm, StorageKind, StorageLocation, VmOperation, VmRecord
+from manager.core.model import ReportedVm, StorageKind, StorageLocation, VmOperation, VmRecord
 from manager.core.operations import check_delete, check_operation
-from manager.core.reconcile import cluster_configuration, importable_name, mark_unknown, reconcile
+from manager.core.reconcile import importable_name, mark_unknown, reconcile
 from manager.core.states import (
     HOST_TRANSITIONS,
     JOB_TRANSITIONS,
@@ -119,7 +119,6 @@ def test_reconcile_imports_updates_and_missing() -> None:
         "node1",
         [web, db, elsewhere],
         [reported(web, VmState.PAUSED), stranger],
-        host_cluster="cluster1",
         now=NOW,
     )
     assert [(v.name, v.state) for v in result.updates] == [("web1", VmState.PAUSED)]
@@ -133,13 +132,13 @@ def test_reconcile_imports_updates_and_missing() -> None:
 def test_reconcile_leaves_unchanged_and_busy_vms_alone() -> None:
     web = vm("web1")
     db = vm("db1")
-    result = reconcile("node1", [web, db], [reported(web)], host_cluster="cluster1", now=NOW, busy={db.id})
+    result = reconcile("node1", [web, db], [reported(web)], now=NOW, busy={db.id})
     assert result.updates == () and result.imports == () and result.missing == ()
 
 
 def test_reconcile_follows_a_vm_that_moved_host() -> None:
     moved = vm("web1", host="node2")
-    result = reconcile("node1", [moved], [reported(moved)], host_cluster="cluster1", now=NOW)
+    result = reconcile("node1", [moved], [reported(moved)], now=NOW)
     assert [(v.name, v.host) for v in result.updates] == [("web1", "node1")]
 
 
@@ -148,19 +147,6 @@ def test_mark_unknown() -> None:
     changed = mark_unknown(records, "node1", "deadline exceeded")
     assert [(v.name, v.state) for v in changed] == [("a", VmState.UNKNOWN)]
     assert changed[0].reason == "host node1 does not answer: deadline exceeded"
-
-
-def test_ha_status_of_a_vm_that_cannot_be_highly_available() -> None:
-    assert cluster_configuration(vm("a"), "cluster1") == (ConfigStatus.OK, ())
-    local = vm("a", host="standalone1", storage=StorageLocation(StorageKind.LOCAL_DISK, "C"))
-    status, reasons = cluster_configuration(local, None)
-    assert status is ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION
-    assert len(reasons) == 2 and "standalone" in reasons[0] and "local disk C" in reasons[1]
-    assert (
-        cluster_configuration(vm("b", highly_available=False, host="standalone1"), None)[0] is ConfigStatus.OK
-    )
-    imported = reconcile("standalone1", [], [reported(local)], host_cluster=None, now=NOW).imports[0]
-    assert imported.status is ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION
 
 
 def test_importable_name() -> None:

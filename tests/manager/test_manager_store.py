@@ -12,6 +12,7 @@ import pytest
 from havm.contract.hosts import CpuSpec
 from manager.adapters.memory_store import MemoryStore
 from manager.adapters.sqlite_store import SqliteStore
+from manager.core.config_status import ConfigCause, StatusReason
 from manager.core.errors import AlreadyExistsError
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
@@ -70,7 +71,11 @@ def vm(name: str = "web1", vm_id: str = "id-1", host_name: str | None = "node1")
         networks=("External",),
         workload=Workload(1.5, 2.0),
         created_at=T0,
-        status_reasons=("r",),
+        status_reasons=(
+            StatusReason(ConfigCause.SHARED_LUN, "shared"),
+            StatusReason(ConfigCause.ISO_ATTACHED, "iso"),
+        ),
+        ignored_reasons=(StatusReason(ConfigCause.ISO_ATTACHED, "iso"),),
     )
 
 

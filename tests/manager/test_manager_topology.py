@@ -303,3 +303,45 @@ def test_a_bad_isolation_section_names_the_field(section: dict[str, Any], messag
     with pytest.raises(TopologyError) as caught:
         parse_topology(data)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+# --- VMM levels and shared volumes -----------------------------------------------------
+
+
+def test_the_vmm_level_defaults_to_2008_r2_and_reads_back() -> None:
+    assert parse_topology(base()).vmm_version == "2008r2"
+    data = base()
+    data["vmm_version"] = 2008  # unquoted in YAML, a number
+    data["clusters"][0]["csvs"] = []
+    topology = parse_topology(data)
+    assert topology.vmm_version == "2008"
+    assert parse_topology(topology_to_dict(topology)).vmm_version == "2008"
+
+
+def test_an_unknown_vmm_level_is_refused_naming_the_field() -> None:
+    data = base()
+    data["vmm_version"] = "2012"
+    with pytest.raises(TopologyError) as refused:
+        parse_topology(data)
+    assert refused.value.message == "vmm_version: must be one of 2008, 2008r2, got '2012'"
+
+
+def test_a_windows_server_2008_cluster_with_a_csv_is_refused_naming_the_field() -> None:
+    data = base()
+    data["host_defaults"]["profile"] = "hyperv-2008"
+    data["clusters"][0]["profile"] = "hyperv-2008"
+    with pytest.raises(TopologyError) as refused:
+        parse_topology(data)
+    assert refused.value.field == "clusters[0].csvs"
+    assert "hyperv-2008 cluster (Windows Server 2008) has no cluster shared volumes" in refused.value.message
+    data["clusters"][0]["csvs"] = []
+    assert parse_topology(data).cluster("cluster1").profile == "hyperv-2008"
+
+
+def test_vmm_2008_supports_no_csv_even_on_a_2008_r2_cluster() -> None:
+    data = base()
+    data["vmm_version"] = "2008"
+    with pytest.raises(TopologyError) as refused:
+        parse_topology(data)
+    assert refused.value.field == "clusters[0].csvs"
+    assert "VMM 2008 does not support cluster shared volumes" in refused.value.message

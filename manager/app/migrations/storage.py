@@ -16,7 +16,7 @@ from manager.core.errors import ManagerError
 from manager.core.migration import Outcome
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import MigrationRecord
-from manager.core.reconcile import record_observed, with_configuration
+from manager.core.reconcile import record_observed
 from manager.core.states import MigrationState
 
 
@@ -46,7 +46,7 @@ class FileMove:
                     storage=result.vm.storage or migration.storage,
                     migration_id=None,
                 )
-                ctx.vms.record(with_configuration(moved, host.cluster))
+                ctx.vms.record(moved)
         done = ctx.save(
             migration,
             state=MigrationState.COMPLETED,
