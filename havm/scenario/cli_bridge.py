@@ -22,11 +22,8 @@ import grpc
 from havm.cli.client import ClientClock, ClientSettings, ManagerClient
 from havm.scenario.inprocess_grpc import InProcessNetwork
 from havm.scenario.virtual_loop import VirtualTimeLoop
-from havm.v1 import agent_pb2
 
 CLIENT = "client"
-AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
-HOST_ADMIN_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["HostAdminService"].full_name
 
 
 class _RpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
@@ -118,32 +115,7 @@ class BlockingChannel:
 
 class AgentChannel(BlockingChannel):
     """A blocking channel to an agent's in-process address, for the CLI's calls that go to
-    the host itself (havm.cli.host_changes).
-
-    An agent's AgentServicer also serves HostAdminService. A scenario's agent may be
-    registered under AgentService's name alone: a HostAdminService call that address
-    does not serve goes to that same servicer object.
-    """
-
-    def unary_unary(
-        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
-    ) -> Callable[..., Any]:
-        direct = super().unary_unary(method, request_serializer, response_deserializer)
-        if not method.startswith(f"/{HOST_ADMIN_SERVICE}/"):
-            return direct
-        via_agent = super().unary_unary(
-            method.replace(HOST_ADMIN_SERVICE, AGENT_SERVICE, 1), request_serializer, response_deserializer
-        )
-
-        def call(request: Any, timeout: float | None = None, **_: Any) -> Any:
-            try:
-                return direct(request, timeout=timeout)
-            except _RpcError as error:
-                if error.code() != grpc.StatusCode.UNIMPLEMENTED:
-                    raise
-            return via_agent(request, timeout=timeout)
-
-        return call
+    the host itself (havm.cli.host_changes)."""
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
         """The agent stub's migration stream, which no command opens: refused if it were."""

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 MANAGER = "manager"
 MANAGER_ADDRESS = "manager.sim:50051"
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+HOST_ADMIN_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["HostAdminService"].full_name
 MANAGER_SERVICE = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].full_name
 # Virtual time 0 is this moment on the wall clock: logs and records show plausible dates.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -99,7 +100,9 @@ class _InProcessServer:
         return self._address
 
     async def start(self) -> None:
-        self._network.listen(self._address, self._machine, {AGENT_SERVICE: self._servicer})
+        # One servicer answers both services, as the agent's real server does.
+        services = {AGENT_SERVICE: self._servicer, HOST_ADMIN_SERVICE: self._servicer}
+        self._network.listen(self._address, self._machine, services)
 
     async def stop(self, grace_s: float) -> None:
         self._network.close(self._address)

@@ -113,8 +113,8 @@ class MaintenanceService:
     def start(self, name: str, mode: MaintenanceMode | None) -> JobRecord:
         host = self._host(name)
         self._guard(name)
-        chosen = mode or default_mode(host)
-        check_can_start(host, chosen)
+        chosen = mode or default_mode(host, self._settings.level)
+        check_can_start(host, chosen, self._settings.level)
         self._busy.add(name)
         try:
             return self._jobs.start(
@@ -132,7 +132,7 @@ class MaintenanceService:
             steps = _Steps(job)
             for _ in range(_MAX_ROUNDS):
                 host = self._host(name)
-                check_can_start(host, mode)
+                check_can_start(host, mode, self._settings.level)
                 planned = self._plan(host, mode)
                 if not planned:
                     break
@@ -145,7 +145,7 @@ class MaintenanceService:
                     "VMs kept being placed on it while it drained"
                 )
             host = self._host(name)
-            check_can_start(host, mode)
+            check_can_start(host, mode, self._settings.level)
             self._store.put_host(
                 set_host_state(host, HostState.MAINTENANCE, f"maintenance mode ({mode.value})")
             )

@@ -55,6 +55,7 @@ LEVEL_TRAITS: dict[VmmVersion, LevelTraits] = {
     ),
 }
 DEFAULT_VERSION = VmmVersion.VMM_2008R2
+DEFAULT_LEVEL = LEVEL_TRAITS[DEFAULT_VERSION]
 
 
 def level_traits(version: VmmVersion) -> LevelTraits:

@@ -19,7 +19,8 @@ from enum import Enum
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.failover import place_by_owners, placed_on, restart_request
 from manager.core.inventory import ACTIVE_VM_STATES
-from manager.core.migration import no_live_migration
+from manager.core.levels import DEFAULT_LEVEL, LevelTraits
+from manager.core.migration import live_migrates, no_live_migration
 from manager.core.model import HostRecord, VmRecord
 from manager.core.placement import PlacementSnapshot
 from manager.core.states import HostState, VmState
@@ -43,12 +44,12 @@ class MaintenanceStep:
     target: str = ""  # the destination of a live migration
 
 
-def default_mode(host: HostRecord) -> MaintenanceMode:
+def default_mode(host: HostRecord, level: LevelTraits = DEFAULT_LEVEL) -> MaintenanceMode:
     """`live` where the host live-migrates, `save` elsewhere."""
-    return MaintenanceMode.LIVE if host.capabilities.live_migration else MaintenanceMode.SAVE
+    return MaintenanceMode.LIVE if live_migrates(host, level) else MaintenanceMode.SAVE
 
 
-def check_can_start(host: HostRecord, mode: MaintenanceMode) -> None:
+def check_can_start(host: HostRecord, mode: MaintenanceMode, level: LevelTraits = DEFAULT_LEVEL) -> None:
     """Raise unless the host may enter maintenance in this mode."""
     if host.state is HostState.MAINTENANCE:
         raise FailedPreconditionError(f"host {host.name} is in maintenance mode already")
@@ -57,9 +58,9 @@ def check_can_start(host: HostRecord, mode: MaintenanceMode) -> None:
         raise FailedPreconditionError(
             f"host {host.name} is {host.state.value}{why}: only a host that is ok can enter maintenance mode"
         )
-    if mode is MaintenanceMode.LIVE and not host.capabilities.live_migration:
+    if mode is MaintenanceMode.LIVE and not live_migrates(host, level):
         raise InvalidArgumentError(
-            f"mode: {no_live_migration(host)}; use --mode save to save its VMs instead"
+            f"mode: {no_live_migration(host, level)}; use --mode save to save its VMs instead"
         )
 
 

@@ -96,7 +96,7 @@ def plan_shutdown(
     room: dict[str, HostCapacity] = {
         h.name: h for h in snapshot.hosts if h.cluster == host.cluster and h.name != host.name
     }
-    live_capable = host.capabilities.live_migration
+    live_capable = host.capabilities.live_migration if live_hosts is None else host.name in live_hosts
     steps: list[ShutdownStep] = []
     stuck: list[tuple[str, str]] = []
     for vm in mine:

@@ -169,10 +169,10 @@ class Seams:
 
     def refusing_take_overs(self, host: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def wrap(create_vm: Callable[..., Any]) -> Callable[..., Any]:
-            def create(spec: Any, take_over: bool = False, lease_generation: int = 0) -> Any:
+            def create(spec: Any, take_over: bool = False, lease_generation: int = 0, **more: Any) -> Any:
                 if take_over and host in self.refusing:
                     raise FailedPrecondition(f"host {host} cannot take VM {spec.label} over")
-                return create_vm(spec, take_over, lease_generation)
+                return create_vm(spec, take_over, lease_generation, **more)
 
             return create
 

@@ -237,10 +237,10 @@ def silent_about_vms(get_vm: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def refusing_take_overs(create_vm: Callable[..., Any]) -> Callable[..., Any]:
-    def create(spec: Any, take_over: bool = False, lease_generation: int = 0) -> Any:
+    def create(spec: Any, take_over: bool = False, lease_generation: int = 0, **more: Any) -> Any:
         if take_over:
             raise FailedPrecondition(f"this host cannot take VM {spec.label} over")
-        return create_vm(spec, take_over, lease_generation)
+        return create_vm(spec, take_over, lease_generation, **more)
 
     return create
 
