@@ -155,12 +155,18 @@ class AgentServiceGetGuestStatusResponse(_message.Message):
     def __init__(self, vm_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., memory_pages: _Optional[int] = ..., memory_digest: _Optional[str] = ..., journal_last_seq: _Optional[int] = ..., journal_writes: _Optional[int] = ...) -> None: ...
 
 class AgentServiceUpdateVmRequest(_message.Message):
-    __slots__ = ("vm_id", "processor_compatibility")
+    __slots__ = ("vm_id", "processor_compatibility", "iso_image", "replace_passthrough_disks", "passthrough_disks")
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
+    ISO_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_PASSTHROUGH_DISKS_FIELD_NUMBER: _ClassVar[int]
+    PASSTHROUGH_DISKS_FIELD_NUMBER: _ClassVar[int]
     vm_id: str
     processor_compatibility: bool
-    def __init__(self, vm_id: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
+    iso_image: str
+    replace_passthrough_disks: bool
+    passthrough_disks: _containers.RepeatedCompositeFieldContainer[_common_pb2.StorageLocation]
+    def __init__(self, vm_id: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ..., iso_image: _Optional[str] = ..., replace_passthrough_disks: _Optional[bool] = ..., passthrough_disks: _Optional[_Iterable[_Union[_common_pb2.StorageLocation, _Mapping]]] = ...) -> None: ...
 
 class AgentServiceUpdateVmResponse(_message.Message):
     __slots__ = ("vm",)
@@ -348,6 +354,34 @@ class AgentServiceShutdownRequest(_message.Message):
 class AgentServiceShutdownResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class HostAdminServiceAddClusterResourceRequest(_message.Message):
+    __slots__ = ("vm_id", "resource")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    resource: _common_pb2.ClusterResource
+    def __init__(self, vm_id: _Optional[str] = ..., resource: _Optional[_Union[_common_pb2.ClusterResource, _Mapping]] = ...) -> None: ...
+
+class HostAdminServiceAddClusterResourceResponse(_message.Message):
+    __slots__ = ("vm",)
+    VM_FIELD_NUMBER: _ClassVar[int]
+    vm: _common_pb2.VmRuntime
+    def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ...) -> None: ...
+
+class HostAdminServiceRemoveClusterResourceRequest(_message.Message):
+    __slots__ = ("vm_id", "name")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    name: str
+    def __init__(self, vm_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class HostAdminServiceRemoveClusterResourceResponse(_message.Message):
+    __slots__ = ("vm",)
+    VM_FIELD_NUMBER: _ClassVar[int]
+    vm: _common_pb2.VmRuntime
+    def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ...) -> None: ...
 
 class HostAdminServiceAddNetworkRequest(_message.Message):
     __slots__ = ("network",)

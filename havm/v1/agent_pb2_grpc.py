@@ -650,6 +650,16 @@ class HostAdminServiceStub:
                 request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeResponse.FromString,
                 _registered_method=True)
+        self.AddClusterResource = channel.unary_unary(
+                '/havm.v1.HostAdminService/AddClusterResource',
+                request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddClusterResourceRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddClusterResourceResponse.FromString,
+                _registered_method=True)
+        self.RemoveClusterResource = channel.unary_unary(
+                '/havm.v1.HostAdminService/RemoveClusterResource',
+                request_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveClusterResourceRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveClusterResourceResponse.FromString,
+                _registered_method=True)
 
 
 class HostAdminServiceServicer:
@@ -705,6 +715,22 @@ class HostAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddClusterResource(self, request, context):
+        """Add a resource to a highly available VM's cluster group (Failover Cluster Manager's
+        "Add a resource"): it becomes part of the VM's configuration and moves with it.
+        FAILED_PRECONDITION for a VM that is not highly available (it has no group).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveClusterResource(self, request, context):
+        """Remove a resource an administrator added; NOT_FOUND when the group has none of that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -732,6 +758,16 @@ def add_HostAdminServiceServicer_to_server(servicer, server):
                     servicer.RemoveVolume,
                     request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeRequest.FromString,
                     response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeResponse.SerializeToString,
+            ),
+            'AddClusterResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddClusterResource,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddClusterResourceRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceAddClusterResourceResponse.SerializeToString,
+            ),
+            'RemoveClusterResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveClusterResource,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveClusterResourceRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveClusterResourceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -878,6 +914,60 @@ class HostAdminService:
             '/havm.v1.HostAdminService/RemoveVolume',
             havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeRequest.SerializeToString,
             havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddClusterResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.HostAdminService/AddClusterResource',
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceAddClusterResourceRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceAddClusterResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveClusterResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.HostAdminService/RemoveClusterResource',
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveClusterResourceRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.HostAdminServiceRemoveClusterResourceResponse.FromString,
             options,
             channel_credentials,
             insecure,

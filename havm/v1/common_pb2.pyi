@@ -178,7 +178,7 @@ class GuestWorkload(_message.Message):
     def __init__(self, dirty_rate_mb_per_s: _Optional[float] = ..., journal_writes_per_s: _Optional[float] = ...) -> None: ...
 
 class VmSpec(_message.Message):
-    __slots__ = ("id", "name", "memory_mb", "cpus", "disk_gb", "storage", "networks", "highly_available", "workload", "processor_compatibility")
+    __slots__ = ("id", "name", "memory_mb", "cpus", "disk_gb", "storage", "networks", "highly_available", "workload", "processor_compatibility", "passthrough_disks", "iso_image", "cluster_resources")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,9 @@ class VmSpec(_message.Message):
     HIGHLY_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
+    PASSTHROUGH_DISKS_FIELD_NUMBER: _ClassVar[int]
+    ISO_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     memory_mb: int
@@ -199,7 +202,18 @@ class VmSpec(_message.Message):
     highly_available: bool
     workload: GuestWorkload
     processor_compatibility: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ..., processor_compatibility: _Optional[bool] = ...) -> None: ...
+    passthrough_disks: _containers.RepeatedCompositeFieldContainer[StorageLocation]
+    iso_image: str
+    cluster_resources: _containers.RepeatedCompositeFieldContainer[ClusterResource]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ..., processor_compatibility: _Optional[bool] = ..., passthrough_disks: _Optional[_Iterable[_Union[StorageLocation, _Mapping]]] = ..., iso_image: _Optional[str] = ..., cluster_resources: _Optional[_Iterable[_Union[ClusterResource, _Mapping]]] = ...) -> None: ...
+
+class ClusterResource(_message.Message):
+    __slots__ = ("name", "type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
 
 class HostInfo(_message.Message):
     __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "memory_free_mb", "disks", "networks", "volumes", "boot_id", "started_at", "capabilities")
