@@ -110,6 +110,10 @@ class ManagerClient:
         reply = self._call(self._stub.GetCluster, manager_pb2.GetClusterRequest(name=name))
         return reply.cluster
 
+    def list_cluster_groups(self, cluster: str) -> list[manager_pb2.ClusterGroup]:
+        request = manager_pb2.ListClusterGroupsRequest(cluster=cluster)
+        return list(self._call(self._stub.ListClusterGroups, request).groups)
+
     def list_vms(self, host: str = "") -> list[manager_pb2.Vm]:
         return list(self._call(self._stub.ListVms, manager_pb2.ListVmsRequest(host=host)).vms)
 

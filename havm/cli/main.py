@@ -20,6 +20,7 @@ import typer
 from havm.cli import render
 from havm.cli.capacity import register_capacity_commands
 from havm.cli.client import ClientSettings
+from havm.cli.cluster_config import register_cluster_config_commands
 from havm.cli.context import (
     DEFAULT_STATE_DIR,
     ENV_MANAGER,
@@ -280,6 +281,7 @@ register_host_change_commands(host_app)
 register_capacity_commands(vm_app, cluster_app, host_app)
 register_migration_commands(app, vm_app)
 register_ha_commands(vm_app, host_app)
+register_cluster_config_commands(vm_app, cluster_app)
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -172,6 +172,10 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
             else None
         ),
         "last_incident": incident_dict(vm.last_incident) if vm.HasField("last_incident") else None,
+        "path": vm.path or None,
+        "passthrough_disks": [storage_text(d) for d in vm.passthrough_disks],
+        "iso_image": vm.iso_image or None,
+        "cluster_resources": [{"name": r.name, "type": r.type} for r in vm.cluster_resources],
     }
 
 
@@ -293,6 +297,37 @@ def cluster_dict(cluster: manager_pb2.Cluster) -> Row:
             for n in cluster.networks
         ],
     }
+
+
+def cluster_group_dict(group: manager_pb2.ClusterGroup) -> Row:
+    return {
+        "name": group.name,
+        "vm": group.vm,
+        "owner_node": group.owner_node,
+        "resources": [
+            {
+                "name": r.name,
+                "kind": enum_word(manager_pb2.ClusterResourceKind, r.kind, "CLUSTER_RESOURCE_KIND_"),
+                "type": r.type,
+                "online_on": list(r.online_on),
+                "path": r.path or None,
+            }
+            for r in group.resources
+        ],
+    }
+
+
+def resources_text(resources: list[Row]) -> str:
+    lines = []
+    for r in resources:
+        where = ", ".join(r["online_on"]) or "offline"
+        path = f" at {r['path']}" if r.get("path") else ""
+        lines.append(
+            f"{r['name']} ({r['type']}){path}: online on {where}"
+            if r["online_on"]
+            else f"{r['name']} ({r['type']}){path}: offline"
+        )
+    return "\n".join(lines) or "-"
 
 
 def job_dict(job: manager_pb2.Job) -> Row:
@@ -566,6 +601,8 @@ DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "volumes": volumes_text,
     "capabilities": capabilities_text,
     "status_reasons": reasons_text,
+    "resources": resources_text,
+    "cluster_resources": lambda value: "\n".join(f"{r['name']} ({r['type']})" for r in value) or "-",
     "ignored_reasons": reasons_text,
     "overcommit": lambda value: value["detail"] if isinstance(value, dict) else "-",
     "steps": lambda value: (

@@ -161,14 +161,14 @@ def create_vm(
     if policy.given():
         ha_cli.apply_policy_options(request.failover_policy, policy)
     manager = client(ctx)
-    vm = _vm_after_job(manager, manager.create_vm(request).job, name, output)
+    vm = vm_after_job(manager, manager.create_vm(request).job, name, output)
     if vm is None:
         return
     state = render.enum_word(common_pb2.VmState, vm.state, "VM_STATE_")
     print(f"VM {name} created on {vm.host or 'no host'} ({state})")
 
 
-def _vm_after_job(
+def vm_after_job(
     manager: ManagerClient, job: manager_pb2.Job, name: str, output: OutputFormat
 ) -> manager_pb2.Vm | None:
     """Follow a VM's job to its end (a failure ends the command), then print the VM as
@@ -218,7 +218,7 @@ def set_vm(
     if policy.given():
         request.failover_policy.CopyFrom(manager.get_vm(name).failover_policy)
         ha_cli.apply_policy_options(request.failover_policy, policy)
-    vm = _vm_after_job(manager, manager.update_vm(request).job, name, output)
+    vm = vm_after_job(manager, manager.update_vm(request).job, name, output)
     if vm is None:
         return
     lines = []

@@ -162,6 +162,15 @@ class RepairAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPAIR_ACTION_UNDO: _ClassVar[RepairAction]
     REPAIR_ACTION_IGNORE: _ClassVar[RepairAction]
     REPAIR_ACTION_REFRESH: _ClassVar[RepairAction]
+
+class ClusterResourceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLUSTER_RESOURCE_KIND_UNSPECIFIED: _ClassVar[ClusterResourceKind]
+    CLUSTER_RESOURCE_KIND_VIRTUAL_MACHINE: _ClassVar[ClusterResourceKind]
+    CLUSTER_RESOURCE_KIND_VM_CONFIGURATION: _ClassVar[ClusterResourceKind]
+    CLUSTER_RESOURCE_KIND_PHYSICAL_DISK: _ClassVar[ClusterResourceKind]
+    CLUSTER_RESOURCE_KIND_CSV_PATH: _ClassVar[ClusterResourceKind]
+    CLUSTER_RESOURCE_KIND_OTHER: _ClassVar[ClusterResourceKind]
 HOST_STATE_UNSPECIFIED: HostState
 HOST_STATE_OK: HostState
 HOST_STATE_SUSPECT: HostState
@@ -262,6 +271,12 @@ REPAIR_ACTION_RETRY: RepairAction
 REPAIR_ACTION_UNDO: RepairAction
 REPAIR_ACTION_IGNORE: RepairAction
 REPAIR_ACTION_REFRESH: RepairAction
+CLUSTER_RESOURCE_KIND_UNSPECIFIED: ClusterResourceKind
+CLUSTER_RESOURCE_KIND_VIRTUAL_MACHINE: ClusterResourceKind
+CLUSTER_RESOURCE_KIND_VM_CONFIGURATION: ClusterResourceKind
+CLUSTER_RESOURCE_KIND_PHYSICAL_DISK: ClusterResourceKind
+CLUSTER_RESOURCE_KIND_CSV_PATH: ClusterResourceKind
+CLUSTER_RESOURCE_KIND_OTHER: ClusterResourceKind
 
 class Event(_message.Message):
     __slots__ = ("time", "kind", "host", "vm", "detail", "cluster", "old_state", "new_state")
@@ -402,7 +417,7 @@ class Overcommit(_message.Message):
     def __init__(self, failed_nodes: _Optional[_Iterable[str]] = ..., unplaced_vms: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Vm(_message.Message):
-    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id", "failover_policy", "recent_failovers", "failed_action", "last_incident", "effective_max_failovers", "status_reasons", "ignored_reasons")
+    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id", "failover_policy", "recent_failovers", "failed_action", "last_incident", "effective_max_failovers", "status_reasons", "ignored_reasons", "passthrough_disks", "iso_image", "cluster_resources", "path")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -428,6 +443,10 @@ class Vm(_message.Message):
     EFFECTIVE_MAX_FAILOVERS_FIELD_NUMBER: _ClassVar[int]
     STATUS_REASONS_FIELD_NUMBER: _ClassVar[int]
     IGNORED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    PASSTHROUGH_DISKS_FIELD_NUMBER: _ClassVar[int]
+    ISO_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     host: str
@@ -453,7 +472,11 @@ class Vm(_message.Message):
     effective_max_failovers: int
     status_reasons: _containers.RepeatedCompositeFieldContainer[StatusReason]
     ignored_reasons: _containers.RepeatedCompositeFieldContainer[StatusReason]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., recent_failovers: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., failed_action: _Optional[_Union[FailedAction, str]] = ..., last_incident: _Optional[_Union[Incident, _Mapping]] = ..., effective_max_failovers: _Optional[int] = ..., status_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., ignored_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ...) -> None: ...
+    passthrough_disks: _containers.RepeatedCompositeFieldContainer[_common_pb2.StorageLocation]
+    iso_image: str
+    cluster_resources: _containers.RepeatedCompositeFieldContainer[_common_pb2.ClusterResource]
+    path: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., recent_failovers: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., failed_action: _Optional[_Union[FailedAction, str]] = ..., last_incident: _Optional[_Union[Incident, _Mapping]] = ..., effective_max_failovers: _Optional[int] = ..., status_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., ignored_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., passthrough_disks: _Optional[_Iterable[_Union[_common_pb2.StorageLocation, _Mapping]]] = ..., iso_image: _Optional[str] = ..., cluster_resources: _Optional[_Iterable[_Union[_common_pb2.ClusterResource, _Mapping]]] = ..., path: _Optional[str] = ...) -> None: ...
 
 class FailoverPolicy(_message.Message):
     __slots__ = ("preferred_owners", "possible_owners", "max_failovers", "failover_period_s", "failback", "failback_window_start_hour", "failback_window_end_hour")
@@ -728,14 +751,20 @@ class WatchJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class UpdateVmRequest(_message.Message):
-    __slots__ = ("name", "processor_compatibility", "failover_policy")
+    __slots__ = ("name", "processor_compatibility", "failover_policy", "iso_image", "attach_passthrough", "detach_passthrough")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_COMPATIBILITY_FIELD_NUMBER: _ClassVar[int]
     FAILOVER_POLICY_FIELD_NUMBER: _ClassVar[int]
+    ISO_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_PASSTHROUGH_FIELD_NUMBER: _ClassVar[int]
+    DETACH_PASSTHROUGH_FIELD_NUMBER: _ClassVar[int]
     name: str
     processor_compatibility: bool
     failover_policy: FailoverPolicy
-    def __init__(self, name: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ...) -> None: ...
+    iso_image: str
+    attach_passthrough: _containers.RepeatedCompositeFieldContainer[_common_pb2.StorageLocation]
+    detach_passthrough: _containers.RepeatedCompositeFieldContainer[_common_pb2.StorageLocation]
+    def __init__(self, name: _Optional[str] = ..., processor_compatibility: _Optional[bool] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., iso_image: _Optional[str] = ..., attach_passthrough: _Optional[_Iterable[_Union[_common_pb2.StorageLocation, _Mapping]]] = ..., detach_passthrough: _Optional[_Iterable[_Union[_common_pb2.StorageLocation, _Mapping]]] = ...) -> None: ...
 
 class UpdateVmResponse(_message.Message):
     __slots__ = ("job", "vm")
@@ -1004,3 +1033,41 @@ class RepairVmResponse(_message.Message):
     job: Job
     vm: Vm
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., vm: _Optional[_Union[Vm, _Mapping]] = ...) -> None: ...
+
+class ListClusterGroupsRequest(_message.Message):
+    __slots__ = ("cluster",)
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    def __init__(self, cluster: _Optional[str] = ...) -> None: ...
+
+class ListClusterGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[ClusterGroup]
+    def __init__(self, groups: _Optional[_Iterable[_Union[ClusterGroup, _Mapping]]] = ...) -> None: ...
+
+class ClusterGroup(_message.Message):
+    __slots__ = ("name", "vm", "owner_node", "resources")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    OWNER_NODE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    vm: str
+    owner_node: str
+    resources: _containers.RepeatedCompositeFieldContainer[ClusterGroupResource]
+    def __init__(self, name: _Optional[str] = ..., vm: _Optional[str] = ..., owner_node: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[ClusterGroupResource, _Mapping]]] = ...) -> None: ...
+
+class ClusterGroupResource(_message.Message):
+    __slots__ = ("name", "kind", "type", "online_on", "path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_ON_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ClusterResourceKind
+    type: str
+    online_on: _containers.RepeatedScalarFieldContainer[str]
+    path: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ClusterResourceKind, str]] = ..., type: _Optional[str] = ..., online_on: _Optional[_Iterable[str]] = ..., path: _Optional[str] = ...) -> None: ...

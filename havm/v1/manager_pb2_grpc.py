@@ -178,6 +178,11 @@ class ManagerServiceStub:
                 request_serializer=havm_dot_v1_dot_manager__pb2.RepairVmRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_manager__pb2.RepairVmResponse.FromString,
                 _registered_method=True)
+        self.ListClusterGroups = channel.unary_unary(
+                '/havm.v1.ManagerService/ListClusterGroups',
+                request_serializer=havm_dot_v1_dot_manager__pb2.ListClusterGroupsRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.ListClusterGroupsResponse.FromString,
+                _registered_method=True)
 
 
 class ManagerServiceServicer:
@@ -383,6 +388,16 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListClusterGroups(self, request, context):
+        """Every highly available VM's cluster group on the cluster's nodes, with its owner
+        node and its resources: the VM, its configuration, a physical disk per LUN (online
+        on the owner only) or its CSV path (online on every node), and what an
+        administrator added.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -525,6 +540,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.RepairVm,
                     request_deserializer=havm_dot_v1_dot_manager__pb2.RepairVmRequest.FromString,
                     response_serializer=havm_dot_v1_dot_manager__pb2.RepairVmResponse.SerializeToString,
+            ),
+            'ListClusterGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusterGroups,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.ListClusterGroupsRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.ListClusterGroupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1287,6 +1307,33 @@ class ManagerService:
             '/havm.v1.ManagerService/RepairVm',
             havm_dot_v1_dot_manager__pb2.RepairVmRequest.SerializeToString,
             havm_dot_v1_dot_manager__pb2.RepairVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusterGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/ListClusterGroups',
+            havm_dot_v1_dot_manager__pb2.ListClusterGroupsRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.ListClusterGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,

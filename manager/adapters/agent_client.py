@@ -26,6 +26,7 @@ from manager.adapters.proto_mapping import (
     operation_to_proto,
     reported_vm_from_proto,
     storage_to_proto,
+    storages_to_proto,
     vm_spec_to_proto,
 )
 from manager.core.errors import (
@@ -211,11 +212,21 @@ class AgentClient:
         )
 
     async def update_vm(
-        self, host: str, address: str, vm_id: str, processor_compatibility: bool
+        self,
+        host: str,
+        address: str,
+        vm_id: str,
+        processor_compatibility: bool | None,
+        iso_image: str | None = None,
+        passthrough_disks: tuple[StorageLocation, ...] | None = None,
     ) -> ReportedVm:
         stub = self._stub(address)
         request = agent_pb2.AgentServiceUpdateVmRequest(
-            vm_id=vm_id, processor_compatibility=processor_compatibility
+            vm_id=vm_id,
+            processor_compatibility=processor_compatibility,
+            iso_image=iso_image,
+            replace_passthrough_disks=passthrough_disks is not None,
+            passthrough_disks=storages_to_proto(passthrough_disks or ()),
         )
         response = await self._write(
             host, lambda: stub.UpdateVm(request, timeout=self._settings.agent_operation_timeout_s)

@@ -20,6 +20,7 @@ from havm.contract.hosts import HostSpec
 from havm.v1 import manager_pb2, manager_pb2_grpc
 from manager.adapters.host_config_mapping import host_spec_from_proto
 from manager.adapters.proto_mapping import (
+    cluster_group_to_proto,
     cluster_to_proto,
     event_to_proto,
     host_to_proto,
@@ -33,12 +34,14 @@ from manager.adapters.proto_mapping import (
     repair_action_from_proto,
     requested_storage_from_proto,
     restart_priority_from_proto,
+    settings_change_from_proto,
     shutdown_action_from_proto,
     vm_to_proto,
     workload_from_proto,
 )
 from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork
+from manager.core.cluster_groups import ClusterGroup
 from manager.core.errors import ManagerError
 from manager.core.host_choice import RatingsView, VmShape
 from manager.core.maintenance import MaintenanceMode
@@ -54,6 +57,7 @@ from manager.core.model import (
     VmOperation,
     VmRecord,
 )
+from manager.core.operations import SettingsChange
 from manager.core.repair import RepairAction
 from manager.core.shutdown import ShutdownAction
 
@@ -113,7 +117,7 @@ class ManagerApi(Protocol):
     def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]: ...
     def watch_events(self, replay: int, follow: bool = True) -> AsyncIterator[Event]: ...
     def update_vm(
-        self, name: str, processor_compatibility: bool | None, policy: FailoverPolicy | None = None
+        self, name: str, change: SettingsChange, policy: FailoverPolicy | None = None
     ) -> tuple[JobRecord, VmRecord]: ...
     async def migrate_vm(
         self, name: str, host: str, quick: bool = False, no_converge: str | None = None
@@ -125,6 +129,8 @@ class ManagerApi(Protocol):
     def get_migration(self, migration_id: str) -> MigrationRecord: ...
     def cluster_report(self, cluster: ClusterRecord) -> ReserveReport: ...
     def cluster_networks(self, cluster: ClusterRecord) -> tuple[ClusterNetwork, ...]: ...
+    def cluster_groups(self, name: str) -> tuple[ClusterGroup, ...]: ...
+    def vm_paths(self, vms: list[VmRecord]) -> dict[str, str]: ...
     def start_maintenance(self, host: str, mode: MaintenanceMode | None) -> JobRecord: ...
     def stop_maintenance(self, host: str) -> JobRecord: ...
     def rate_hosts(self, shape: VmShape) -> RatingsView: ...
@@ -174,7 +180,11 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self._app = app
 
     def _vm(self, vm: VmRecord) -> manager_pb2.Vm:
-        return vm_to_proto(vm, self._app.failover_threshold(vm))
+        return self._vms([vm])[0]
+
+    def _vms(self, vms: list[VmRecord]) -> list[manager_pb2.Vm]:
+        paths = self._app.vm_paths(vms)
+        return [vm_to_proto(vm, self._app.failover_threshold(vm), paths.get(vm.id, "")) for vm in vms]
 
     def _cluster(self, cluster: ClusterRecord) -> manager_pb2.Cluster:
         return cluster_to_proto(
@@ -240,7 +250,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
 
     @unary
     async def ListVms(self, request: Any, context: Any) -> manager_pb2.ListVmsResponse:
-        return manager_pb2.ListVmsResponse(vms=[self._vm(v) for v in self._app.list_vms(request.host)])
+        return manager_pb2.ListVmsResponse(vms=self._vms(self._app.list_vms(request.host)))
 
     @unary
     async def GetVm(self, request: Any, context: Any) -> manager_pb2.GetVmResponse:
@@ -267,15 +277,19 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
 
     @unary
     async def UpdateVm(self, request: Any, context: Any) -> manager_pb2.UpdateVmResponse:
-        wanted = request.processor_compatibility if request.HasField("processor_compatibility") else None
         policy = policy_from_proto(request.failover_policy) if request.HasField("failover_policy") else None
-        job, vm = self._app.update_vm(request.name, wanted, policy)
+        job, vm = self._app.update_vm(request.name, settings_change_from_proto(request), policy)
         return manager_pb2.UpdateVmResponse(job=job_to_proto(job), vm=self._vm(vm))
 
     @unary
     async def RepairVm(self, request: Any, context: Any) -> manager_pb2.RepairVmResponse:
         job, vm = self._app.repair_vm(request.name, repair_action_from_proto(request.action))
         return manager_pb2.RepairVmResponse(job=job_to_proto(job), vm=self._vm(vm))
+
+    @unary
+    async def ListClusterGroups(self, request: Any, context: Any) -> manager_pb2.ListClusterGroupsResponse:
+        groups = self._app.cluster_groups(request.cluster)
+        return manager_pb2.ListClusterGroupsResponse(groups=[cluster_group_to_proto(g) for g in groups])
 
     @unary
     async def ShutdownHost(self, request: Any, context: Any) -> manager_pb2.ShutdownHostResponse:

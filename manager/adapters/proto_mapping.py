@@ -17,6 +17,7 @@ from havm.contract.hosts import CpuSpec
 from havm.v1 import agent_pb2, common_pb2, manager_pb2
 from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork
+from manager.core.cluster_groups import ClusterGroup
 from manager.core.config_status import StatusReason
 from manager.core.errors import InvalidArgumentError
 from manager.core.host_choice import RatingsView
@@ -25,6 +26,7 @@ from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     DEFAULT_FAILOVER_PERIOD_S,
     ClusterRecord,
+    ClusterResource,
     DiskInfo,
     Event,
     FailbackMode,
@@ -44,6 +46,7 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
+from manager.core.operations import SettingsChange
 from manager.core.profiles import HostCapabilities, profile_capabilities
 from manager.core.repair import RepairAction
 from manager.core.shutdown import ShutdownAction
@@ -104,6 +107,14 @@ def storage_to_proto(storage: StorageLocation | None) -> common_pb2.StorageLocat
     if storage is None:
         return None
     return common_pb2.StorageLocation(kind=storage_kind_to_proto(storage.kind), name=storage.name)
+
+
+def storages_to_proto(storages: Sequence[StorageLocation]) -> list[common_pb2.StorageLocation]:
+    return [common_pb2.StorageLocation(kind=storage_kind_to_proto(s.kind), name=s.name) for s in storages]
+
+
+def cluster_resources_to_proto(resources: Sequence[ClusterResource]) -> list[common_pb2.ClusterResource]:
+    return [common_pb2.ClusterResource(name=r.name, type=r.type) for r in resources]
 
 
 def cpu_to_proto(cpu: CpuSpec) -> common_pb2.Cpu:
@@ -256,8 +267,9 @@ def _incident_to_proto(vm: VmRecord) -> manager_pb2.Incident | None:
     )
 
 
-def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0) -> manager_pb2.Vm:
-    """`effective_max_failovers` is the threshold in force (it depends on the cluster)."""
+def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0, path: str = "") -> manager_pb2.Vm:
+    """`effective_max_failovers` is the threshold in force (it depends on the cluster);
+    `path` where its files are as its host addresses them (core.cluster_groups)."""
     return manager_pb2.Vm(
         id=vm.id,
         name=vm.name,
@@ -267,6 +279,10 @@ def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0) -> manager_pb2.V
         status=_to_proto_enum(vm.status, "VM_CONFIG_STATUS", common_pb2.VmConfigStatus),
         status_reasons=[status_reason_to_proto(r) for r in vm.status_reasons],
         ignored_reasons=[status_reason_to_proto(r) for r in vm.ignored_reasons],
+        passthrough_disks=storages_to_proto(vm.passthrough_disks),
+        iso_image=vm.iso_image,
+        cluster_resources=cluster_resources_to_proto(vm.cluster_resources),
+        path=path,
         memory_mb=vm.memory_mb,
         cpus=vm.cpus,
         disk_gb=vm.disk_gb,
@@ -326,6 +342,9 @@ def vm_spec_to_proto(vm: VmRecord) -> common_pb2.VmSpec:
         highly_available=vm.highly_available,
         workload=workload_to_proto(vm.workload),
         processor_compatibility=vm.processor_compatibility,
+        passthrough_disks=storages_to_proto(vm.passthrough_disks),
+        iso_image=vm.iso_image,
+        cluster_resources=cluster_resources_to_proto(vm.cluster_resources),
     )
 
 
@@ -406,6 +425,9 @@ def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
         cpu_vendor=runtime.cpu_vendor,
         cpu_features=tuple(runtime.cpu_features),
         migration_id=runtime.migration_id,
+        passthrough_disks=tuple(s for s in map(storage_from_proto, spec.passthrough_disks) if s is not None),
+        iso_image=spec.iso_image,
+        cluster_resources=tuple(ClusterResource(r.name, r.type) for r in spec.cluster_resources),
     )
 
 
@@ -607,3 +629,45 @@ def shutdown_action_from_proto(number: int) -> ShutdownAction:
     if found is None:
         raise InvalidArgumentError("action: must be save, shutdown or live")
     return found
+
+
+def settings_change_from_proto(request: manager_pb2.UpdateVmRequest) -> SettingsChange:
+    """The settings UpdateVm asks to change; a pass-through disk names a LUN or a local disk."""
+
+    def disks(field: str, items: Sequence[common_pb2.StorageLocation]) -> tuple[StorageLocation, ...]:
+        found = []
+        for i, item in enumerate(items):
+            disk = storage_from_proto(item)
+            if disk is None or not disk.name:
+                raise InvalidArgumentError(
+                    f"{field}[{i}]: must name a LUN or a local disk (lun:NAME, local:NAME)"
+                )
+            found.append(disk)
+        return tuple(found)
+
+    return SettingsChange(
+        processor_compatibility=(
+            request.processor_compatibility if request.HasField("processor_compatibility") else None
+        ),
+        iso_image=request.iso_image if request.HasField("iso_image") else None,
+        attach_passthrough=disks("attach_passthrough", request.attach_passthrough),
+        detach_passthrough=disks("detach_passthrough", request.detach_passthrough),
+    )
+
+
+def cluster_group_to_proto(group: ClusterGroup) -> manager_pb2.ClusterGroup:
+    return manager_pb2.ClusterGroup(
+        name=group.name,
+        vm=group.vm,
+        owner_node=group.owner_node,
+        resources=[
+            manager_pb2.ClusterGroupResource(
+                name=r.name,
+                kind=_to_proto_enum(r.kind, "CLUSTER_RESOURCE_KIND", manager_pb2.ClusterResourceKind),
+                type=r.type,
+                online_on=r.online_on,
+                path=r.path,
+            )
+            for r in group.resources
+        ],
+    )

@@ -21,6 +21,7 @@ from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     DEFAULT_FAILOVER_PERIOD_S,
     ClusterRecord,
+    ClusterResource,
     ConfigStatus,
     DiskInfo,
     FailbackMode,
@@ -208,6 +209,14 @@ def _vm(raw: dict[str, Any]) -> VmRecord:
         failed_action=FailedAction(raw["failed_action"]) if raw.get("failed_action") else None,
         incident=_incident(raw.get("incident")),
         threshold_waived=raw.get("threshold_waived", False),
+        # Records written before pass-through disks, ISO images and group resources lack these.
+        passthrough_disks=tuple(
+            StorageLocation(StorageKind(d["kind"]), d["name"]) for d in raw.get("passthrough_disks", ())
+        ),
+        iso_image=raw.get("iso_image", ""),
+        cluster_resources=tuple(
+            ClusterResource(r["name"], r["type"]) for r in raw.get("cluster_resources", ())
+        ),
     )
 
 

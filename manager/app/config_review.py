@@ -23,7 +23,17 @@ from manager.core.store import ForwardingStore, Store
 
 def _judged_inputs(vm: VmRecord) -> tuple[object, ...]:
     """What of its own record a VM's judgement reads."""
-    return (vm.name, vm.highly_available, vm.host, vm.storage, vm.networks, vm.ignored_reasons)
+    return (
+        vm.name,
+        vm.highly_available,
+        vm.host,
+        vm.storage,
+        vm.networks,
+        vm.passthrough_disks,
+        vm.iso_image,
+        vm.cluster_resources,
+        vm.ignored_reasons,
+    )
 
 
 def _host_inputs(host: HostRecord) -> tuple[object, ...]:

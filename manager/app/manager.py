@@ -35,6 +35,7 @@ from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork, cluster_networks
+from manager.core.cluster_groups import ClusterGroup, cluster_groups, drive_paths, online_luns, vm_path
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from manager.core.failover_policy import effective_max_failovers
 from manager.core.host_choice import RatingsView, VmShape
@@ -52,6 +53,7 @@ from manager.core.model import (
     VmOperation,
     VmRecord,
 )
+from manager.core.operations import SettingsChange
 from manager.core.placement import PlacementRequest, rate_host
 from manager.core.repair import RepairAction
 from manager.core.settings import Settings
@@ -291,6 +293,31 @@ class ManagerApp:
         nodes = [h for h in self.store.list_hosts() if h.name in cluster.nodes]
         return cluster_networks(nodes, self.settings.level.network_names_case_sensitive)
 
+    def cluster_groups(self, name: str) -> tuple[ClusterGroup, ...]:
+        """Every highly available VM's cluster group on the cluster's nodes."""
+        cluster = self.get_cluster(name)
+        hosts = {h.name: h for h in self.store.list_hosts()}
+        return cluster_groups(cluster, hosts, self.store.list_vms())
+
+    def vm_paths(self, vms: list[VmRecord]) -> dict[str, str]:
+        """Where each VM's files are as its host addresses them, by VM id."""
+        if not vms:
+            return {}
+        hosts = {h.name: h for h in self.store.list_hosts()}
+        clusters = {c.name: c for c in self.store.list_clusters()}
+        every = self.store.list_vms()
+        drives: dict[str, dict[str, str]] = {}
+        paths = {}
+        for vm in vms:
+            host = hosts.get(vm.host or "")
+            if host is None:
+                continue
+            if host.name not in drives:
+                drives[host.name] = drive_paths(host, online_luns(host.name, every))
+            cluster = clusters.get(host.cluster or "")
+            paths[vm.id] = vm_path(vm, host, cluster, drives[host.name])
+        return paths
+
     def rate_hosts(self, shape: VmShape) -> RatingsView:
         """Every host rated for a VM of this shape, best first; creates nothing."""
         return self.vms.rate(shape)
@@ -417,13 +444,13 @@ class ManagerApp:
         return self.vms.delete(name)
 
     def update_vm(
-        self, name: str, processor_compatibility: bool | None, policy: FailoverPolicy | None = None
+        self, name: str, change: SettingsChange, policy: FailoverPolicy | None = None
     ) -> tuple[JobRecord, VmRecord]:
         if policy is not None:
             job, vm = self.policies.update(name, policy)
-            if processor_compatibility is None:
+            if change.empty:
                 return job, vm
-        return self.vms.update(name, processor_compatibility)
+        return self.vms.update(name, change)
 
     async def migrate_vm(
         self, name: str, host: str, quick: bool = False, no_converge: str | None = None

@@ -39,7 +39,15 @@ from manager.core.model import (
     VmOperation,
     VmRecord,
 )
-from manager.core.operations import IN_PROGRESS, check_delete, check_operation, check_update
+from manager.core.operations import (
+    IN_PROGRESS,
+    SettingsChange,
+    check_delete,
+    check_operation,
+    check_update,
+    passthrough_after,
+    settings_summary,
+)
 from manager.core.placement import PlacementRequest, check_request
 from manager.core.rating import rate_hosts
 from manager.core.reconcile import record_observed, set_vm_state
@@ -384,9 +392,9 @@ class VmService:
 
     # --- settings ------------------------------------------------------------------
 
-    def update(self, name: str, processor_compatibility: bool | None) -> tuple[JobRecord, VmRecord]:
+    def update(self, name: str, change: SettingsChange) -> tuple[JobRecord, VmRecord]:
         vm = self._vm(name)
-        check_update(vm, processor_compatibility)
+        check_update(vm, change)
         self._address(vm)
         self.claims.claim(vm.id, Claim.JOB)
         try:
@@ -394,26 +402,33 @@ class VmService:
                 "update_vm",
                 vm.name,
                 f"Changing the settings of VM {vm.name}",
-                lambda handle: self._update_work(handle, vm.id, processor_compatibility),
+                lambda handle: self._update_work(handle, vm.id, change),
             )
         except BaseException:
             self.claims.release(vm.id, Claim.JOB)
             raise
         return job, vm
 
-    async def _update_work(self, job: JobHandle, vm_id: str, processor_compatibility: bool | None) -> str:
+    async def _update_work(self, job: JobHandle, vm_id: str, change: SettingsChange) -> str:
         try:
             async with self._lock(vm_id):
                 vm = self._store.get_vm(vm_id)
                 if vm is None:
                     raise NotFoundError("the VM was deleted before its settings could change")
-                check_update(vm, processor_compatibility)
-                if processor_compatibility is None:
+                check_update(vm, change)
+                if change.empty:
                     return f"VM {vm.name}: nothing to change"
                 host, address = self._address(vm)
                 job.progress(30, f"Asking host {host} to change the settings of VM {vm.name}")
                 try:
-                    reported = await self._agents.update_vm(host, address, vm.id, processor_compatibility)
+                    reported = await self._agents.update_vm(
+                        host,
+                        address,
+                        vm.id,
+                        change.processor_compatibility,
+                        change.iso_image,
+                        passthrough_after(vm, change),
+                    )
                 except ManagerError as error:
                     raise type(error)(
                         f"host {host} could not change the settings of VM {vm.name}: {error.message}"
@@ -421,10 +436,11 @@ class VmService:
                 vm = replace(
                     record_observed(vm, reported.state, reported.reason),
                     processor_compatibility=reported.processor_compatibility,
+                    passthrough_disks=reported.passthrough_disks,
+                    iso_image=reported.iso_image,
                 )
                 self._put(vm)
-                mode = "on" if vm.processor_compatibility else "off"
-                return f"VM {vm.name}: processor compatibility {mode}"
+                return f"VM {vm.name}: {settings_summary(vm, change)}"
         finally:
             self.claims.release(vm_id, Claim.JOB)
 

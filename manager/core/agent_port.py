@@ -41,8 +41,16 @@ class AgentPort(Protocol):
     async def delete_vm(self, host: str, address: str, vm_id: str) -> None: ...
 
     async def update_vm(
-        self, host: str, address: str, vm_id: str, processor_compatibility: bool
-    ) -> ReportedVm: ...
+        self,
+        host: str,
+        address: str,
+        vm_id: str,
+        processor_compatibility: bool | None,
+        iso_image: str | None = None,
+        passthrough_disks: tuple[StorageLocation, ...] | None = None,
+    ) -> ReportedVm:
+        """Change what is not None; `passthrough_disks` replaces the VM's list."""
+        ...
 
     async def check_compatibility(
         self, host: str, address: str, vm: VmRecord, cpu_vendor: str, cpu_features: tuple[str, ...]

@@ -170,9 +170,58 @@ def judge(vm: VmRecord, view: ClusterView) -> tuple[StatusReason, ...]:
             )
         )
     reasons.extend(_storage_reasons(vm, view))
+    cluster = view.clusters.get(host.cluster) if host is not None and host.cluster is not None else None
+    reasons.extend(_passthrough_reasons(vm, cluster))
     if host is not None and host.cluster is not None:
         reasons.extend(_network_reasons(vm, host.cluster, view))
+    reasons.extend(_level_reasons(vm, view.level))
     return tuple(reasons)
+
+
+def _passthrough_reasons(vm: VmRecord, cluster: ClusterRecord | None) -> list[StatusReason]:
+    reasons = []
+    cluster_luns = {v.name for v in cluster.volumes if v.kind is StorageKind.LUN} if cluster else set()
+    for disk in vm.passthrough_disks:
+        if disk.kind is StorageKind.LOCAL_DISK:
+            reasons.append(
+                StatusReason(
+                    ConfigCause.LOCAL_STORAGE,
+                    f"pass-through disk {disk.name} is a local disk of host {vm.host}, "
+                    "which no other node can see",
+                )
+            )
+        elif disk.kind is StorageKind.LUN and disk.name not in cluster_luns:
+            where = f"cluster {cluster.name}" if cluster is not None else "any cluster"
+            reasons.append(
+                StatusReason(
+                    ConfigCause.PASSTHROUGH_NOT_CLUSTERED,
+                    f"pass-through disk {disk.name} is not a disk of {where}: only its host sees it",
+                )
+            )
+    return reasons
+
+
+def _level_reasons(vm: VmRecord, level: LevelTraits) -> list[StatusReason]:
+    """Causes VMM 2008 has and 2008 R2 no longer has."""
+    reasons = []
+    if level.only_vm_resources_in_group and vm.cluster_resources:
+        extra = ", ".join(f"{r.name} ({r.type})" for r in vm.cluster_resources)
+        reasons.append(
+            StatusReason(
+                ConfigCause.EXTRA_CLUSTER_RESOURCES,
+                f"its cluster group holds {extra} beside the VM, its configuration and its disks, "
+                "which is all VMM 2008 supports in a group",
+            )
+        )
+    if level.iso_attached_unsupported and vm.iso_image:
+        reasons.append(
+            StatusReason(
+                ConfigCause.ISO_ATTACHED,
+                f"an ISO image is attached to its DVD drive ({vm.iso_image}); VMM 2008 does not support "
+                "that for a highly available VM",
+            )
+        )
+    return reasons
 
 
 def _storage_reasons(vm: VmRecord, view: ClusterView) -> list[StatusReason]:

@@ -132,6 +132,14 @@ class StorageLocation:
 
 
 @dataclass(frozen=True)
+class ClusterResource:
+    """A resource an administrator added to a highly available VM's cluster group."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
 class Workload:
     """Guest activity; None leaves the rate to the agent's default."""
 
@@ -241,6 +249,12 @@ class VmRecord:
     # An operator retried its failover (`vm repair --retry`): the threshold does not stop
     # that one restart.
     threshold_waived: bool = False
+    # Disks handed to the guest whole: LUNs or local disks of its host.
+    passthrough_disks: tuple[StorageLocation, ...] = ()
+    # The ISO image in its DVD drive; empty when there is none.
+    iso_image: str = ""
+    # Resources an administrator added to its cluster group, as its host reports them.
+    cluster_resources: tuple[ClusterResource, ...] = ()
 
 
 class JobStepOutcome(Enum):
@@ -301,6 +315,9 @@ class ReportedVm:
     cpu_features: tuple[str, ...] = ()
     # Set while the VM is leaving or arriving on the host by migration.
     migration_id: str = ""
+    passthrough_disks: tuple[StorageLocation, ...] = ()
+    iso_image: str = ""
+    cluster_resources: tuple[ClusterResource, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,15 @@ and again when the job gets the VM's lock (another job may have changed it meanw
 
 from __future__ import annotations
 
-from manager.core.errors import FailedPreconditionError
-from manager.core.model import VmOperation, VmRecord
+from dataclasses import dataclass
+
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError
+from manager.core.model import StorageKind, StorageLocation, VmOperation, VmRecord
 from manager.core.states import VmState
 
 S = VmState
+# A Windows path's limit (MAX_PATH).
+MAX_ISO_PATH = 260
 
 ALLOWED_FROM: dict[VmOperation, frozenset[VmState]] = {
     VmOperation.START: frozenset({S.STOPPED, S.SAVED, S.FAILED}),
@@ -98,11 +102,76 @@ def check_delete(vm: VmRecord) -> None:
     raise FailedPreconditionError(f"VM {vm.name} is {vm.state.value}: stop it first")
 
 
-def check_update(vm: VmRecord, processor_compatibility: bool | None) -> None:
-    """Processor compatibility changes only while the VM is off (the guest saw its CPU)."""
+@dataclass(frozen=True)
+class SettingsChange:
+    """What `vm set`, `vm attach-disk|detach-disk` and `vm attach-iso|detach-iso` change."""
+
+    processor_compatibility: bool | None = None  # None leaves it
+    iso_image: str | None = None  # None leaves it; "" ejects the image
+    attach_passthrough: tuple[StorageLocation, ...] = ()
+    detach_passthrough: tuple[StorageLocation, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self == SettingsChange()
+
+
+def passthrough_after(vm: VmRecord, change: SettingsChange) -> tuple[StorageLocation, ...] | None:
+    """The VM's pass-through disks once the change is made; None when they stay as they are.
+
+    Raises InvalidArgumentError or FailedPreconditionError naming the disk."""
+    if not change.attach_passthrough and not change.detach_passthrough:
+        return None
+    disks = list(vm.passthrough_disks)
+    for disk in change.detach_passthrough:
+        if disk not in disks:
+            raise FailedPreconditionError(f"VM {vm.name} has no pass-through disk {_disk(disk)}")
+        disks.remove(disk)
+    for disk in change.attach_passthrough:
+        if disk.kind is StorageKind.CSV:
+            raise InvalidArgumentError(
+                f"passthrough: {disk.name} is a CSV volume, not a disk: pass through a LUN or a local disk"
+            )
+        if disk in disks:
+            raise FailedPreconditionError(f"VM {vm.name} already has pass-through disk {_disk(disk)}")
+        if disk == vm.storage:
+            raise InvalidArgumentError(f"passthrough: {_disk(disk)} holds the VM's own files")
+        disks.append(disk)
+    return tuple(disks)
+
+
+def _disk(disk: StorageLocation) -> str:
+    return f"{'local' if disk.kind is StorageKind.LOCAL_DISK else disk.kind.value}:{disk.name}"
+
+
+def check_update(vm: VmRecord, change: SettingsChange) -> None:
+    """Processor compatibility and pass-through disks change only while the VM is off
+    (the guest saw its CPU and its disks); an ISO image in any state."""
     check_not_migrating(vm)
-    if processor_compatibility is not None and vm.state is not S.STOPPED:
+    stopped_only = []
+    if change.processor_compatibility is not None:
+        stopped_only.append("processor compatibility")
+    if passthrough_after(vm, change) is not None:
+        stopped_only.append("pass-through disks")
+    if stopped_only and vm.state is not S.STOPPED:
         raise FailedPreconditionError(
-            f"VM {vm.name} is {vm.state.value}: processor compatibility can be changed only while "
+            f"VM {vm.name} is {vm.state.value}: {' and '.join(stopped_only)} can be changed only while "
             "the VM is stopped (shut it down first)"
         )
+    if change.iso_image is not None and len(change.iso_image) > MAX_ISO_PATH:
+        raise InvalidArgumentError(
+            f"iso_image: at most {MAX_ISO_PATH} characters, got {len(change.iso_image)}"
+        )
+
+
+def settings_summary(vm: VmRecord, change: SettingsChange) -> str:
+    """What the VM's changed settings are now, for the job's message."""
+    parts = []
+    if change.processor_compatibility is not None:
+        parts.append(f"processor compatibility {'on' if vm.processor_compatibility else 'off'}")
+    if change.attach_passthrough or change.detach_passthrough:
+        disks = ", ".join(_disk(d) for d in vm.passthrough_disks) or "none"
+        parts.append(f"pass-through disks {disks}")
+    if change.iso_image is not None:
+        parts.append(f"ISO image {vm.iso_image}" if vm.iso_image else "no ISO image")
+    return "; ".join(parts)

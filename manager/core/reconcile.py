@@ -110,6 +110,9 @@ def reconcile(
                 networks=reported.networks,
                 workload=reported.workload,
                 imported=True,
+                passthrough_disks=reported.passthrough_disks,
+                iso_image=reported.iso_image,
+                cluster_resources=reported.cluster_resources,
                 created_at=now,
                 reason=reported.reason,
             )
@@ -128,6 +131,9 @@ def reconcile(
             storage=reported.storage or stored.storage,
             networks=reported.networks,
             lease_generation=max(stored.lease_generation, reported.lease_generation),
+            passthrough_disks=reported.passthrough_disks,
+            iso_image=reported.iso_image,
+            cluster_resources=reported.cluster_resources,
         )
         if updated != stored:
             updates.append(updated)

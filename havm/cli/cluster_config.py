@@ -1,0 +1,109 @@
+"""Commands for what makes a VM's cluster configuration supported or not: its
+pass-through disks and ISO image, and the cluster's groups.
+
+`vm attach-disk --passthrough` and `vm attach-iso` change the VM through the manager
+(which asks its host), so the manager judges the VM again at once; `cluster groups`
+shows each highly available VM's group, its owner and where each disk is online.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from havm.cli import render
+from havm.cli.options import OutputFormat, OutputOption, client
+from havm.cli.vm import parse_storage, vm_after_job
+from havm.v1 import common_pb2, manager_pb2
+
+PassthroughOption = Annotated[
+    list[str],
+    typer.Option(
+        "--passthrough",
+        metavar="lun:NAME|local:NAME",
+        help="A LUN or a local disk of the VM's host, handed to the guest whole (repeatable).",
+    ),
+]
+
+
+def _disks(texts: list[str]) -> list[common_pb2.StorageLocation]:
+    disks = []
+    for text in texts:
+        disk = parse_storage(text)
+        assert disk is not None
+        if disk.kind == common_pb2.STORAGE_KIND_CSV:
+            raise typer.BadParameter(
+                f"{text!r}: a CSV volume is not a disk to pass through; give lun:NAME or local:NAME",
+                param_hint="'--passthrough'",
+            )
+        disks.append(disk)
+    return disks
+
+
+def _change(
+    ctx: typer.Context, name: str, request: manager_pb2.UpdateVmRequest, output: OutputFormat
+) -> None:
+    manager = client(ctx)
+    response = manager.update_vm(request)
+    vm = vm_after_job(manager, response.job, name, output)
+    if vm is None:
+        return
+    row = render.vm_dict(vm)
+    print(
+        f"VM {name}: pass-through disks {', '.join(row['passthrough_disks']) or 'none'}; "
+        f"ISO image {row['iso_image'] or 'none'}"
+    )
+    if row["status"] != "ok":
+        reasons = "; ".join(r["detail"] for r in row["status_reasons"] if r not in row["ignored_reasons"])
+        print(f"VM {name} is in an unsupported cluster configuration: {reasons}")
+
+
+def attach_disk(
+    ctx: typer.Context, name: str, passthrough: PassthroughOption, output: OutputOption = OutputFormat.table
+) -> None:
+    """Attach pass-through disks to a stopped VM."""
+    if not passthrough:
+        raise typer.BadParameter("give at least one --passthrough lun:NAME or local:NAME")
+    _change(ctx, name, manager_pb2.UpdateVmRequest(name=name, attach_passthrough=_disks(passthrough)), output)
+
+
+def detach_disk(
+    ctx: typer.Context, name: str, passthrough: PassthroughOption, output: OutputOption = OutputFormat.table
+) -> None:
+    """Detach pass-through disks from a stopped VM."""
+    if not passthrough:
+        raise typer.BadParameter("give at least one --passthrough lun:NAME or local:NAME")
+    _change(ctx, name, manager_pb2.UpdateVmRequest(name=name, detach_passthrough=_disks(passthrough)), output)
+
+
+def attach_iso(ctx: typer.Context, name: str, image: str, output: OutputOption = OutputFormat.table) -> None:
+    """Put an ISO image in a VM's DVD drive (in any state)."""
+    if not image.strip():
+        raise typer.BadParameter("the image's path is empty", param_hint="'IMAGE'")
+    _change(ctx, name, manager_pb2.UpdateVmRequest(name=name, iso_image=image), output)
+
+
+def detach_iso(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.table) -> None:
+    """Eject the ISO image from a VM's DVD drive."""
+    _change(ctx, name, manager_pb2.UpdateVmRequest(name=name, iso_image=""), output)
+
+
+def cluster_groups(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.table) -> None:
+    """Each highly available VM's cluster group: its owner node and its resources."""
+    rows = [render.cluster_group_dict(g) for g in client(ctx).list_cluster_groups(name)]
+    if output is OutputFormat.json:
+        render.print_json(rows)
+        return
+    for row in rows:
+        render.print_object(row["name"], row, render.DETAIL_FORMATTERS)
+    if not rows:
+        print(f"cluster {name} has no highly available VM: no groups")
+
+
+def register_cluster_config_commands(vm_app: typer.Typer, cluster_app: typer.Typer) -> None:
+    vm_app.command("attach-disk")(attach_disk)
+    vm_app.command("detach-disk")(detach_disk)
+    vm_app.command("attach-iso")(attach_iso)
+    vm_app.command("detach-iso")(detach_iso)
+    cluster_app.command("groups")(cluster_groups)
