@@ -6,7 +6,8 @@ sharing the SAN directory agree on it:
     <state-dir>/disks/<disk>/<vm_id>/      a VM on a local disk
     <san_root>/csv/<volume>/<vm_id>/       a VM on a cluster shared volume
     <san_root>/lun/<lun>/<vm_id>/          a VM on a LUN
-        vm.json      the VM's spec plus owner_host; written last, so it marks a whole VM
+        vm.json      the VM's spec (its pass-through disks, ISO image and added cluster
+                     resources too) plus owner_host; written last, so it marks a whole VM
         lease.json   {"generation": n, "owner": host}: who may run the VM and write its disk
         lease.lock   locked (flock) while an agent replaces the lease of a VM others may hold
         disk0.vhd    sparse virtual disk; the guest journal is written into it
@@ -41,7 +42,7 @@ from node_agent.core.journal import (
 )
 from node_agent.core.lease import Lease
 from node_agent.core.power import PowerState
-from node_agent.core.vm import GIB, StorageKind, StorageRef, VmSpec, Workload
+from node_agent.core.vm import GIB, ClusterResource, StorageKind, StorageRef, VmSpec, Workload
 
 VM_CONFIG = "vm.json"
 VM_DISK = "disk0.vhd"
@@ -70,6 +71,9 @@ def spec_to_json(spec: VmSpec) -> dict[str, Any]:
         "networks": list(spec.networks),
         "highly_available": spec.highly_available,
         "processor_compatibility": spec.processor_compatibility,
+        "passthrough_disks": [{"kind": d.kind.value, "name": d.name} for d in spec.passthrough_disks],
+        "iso_image": spec.iso_image,
+        "cluster_resources": [{"name": r.name, "type": r.type} for r in spec.cluster_resources],
         "workload": None
         if spec.workload is None
         else {
@@ -92,6 +96,14 @@ def spec_from_json(raw: dict[str, Any]) -> VmSpec:
         highly_available=bool(raw.get("highly_available", False)),
         # Absent in files written before the setting existed: off.
         processor_compatibility=bool(raw.get("processor_compatibility", False)),
+        # Absent in files written before a VM had them: none, and an empty DVD drive.
+        passthrough_disks=tuple(
+            StorageRef(StorageKind(d["kind"]), str(d["name"])) for d in raw.get("passthrough_disks", ())
+        ),
+        iso_image=str(raw.get("iso_image", "")),
+        cluster_resources=tuple(
+            ClusterResource(str(r["name"]), str(r["type"])) for r in raw.get("cluster_resources", ())
+        ),
         workload=None
         if workload is None
         else Workload(

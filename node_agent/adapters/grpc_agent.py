@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Protocol, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.config_file import cpu_to_pb
 from node_agent.adapters.grpc_host_admin import HostAdministrationPort, HostAdminServicer
 from node_agent.adapters.migration_network import MigrationNetwork
+from node_agent.adapters.vm_messages import (
+    STATES,
+    STORAGE_TO_PB,
+    cpu_from_pb,
+    passthrough_from_pb,
+    spec_from_pb,
+    spec_to_pb,
+    storage_from_pb,
+    storage_to_pb,
+    timestamp,
+    vm_from_pb,
+    vm_to_pb,
+)
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile, ProfileTraits
 from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import AgentError, FailedPrecondition, InvalidArgument, MigrationFailure
@@ -39,9 +51,10 @@ from node_agent.core.migration import (
     Reply,
     SourceMessage,
 )
-from node_agent.core.power import Operation, PowerState
+from node_agent.core.power import Operation
 from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
-from node_agent.core.vm import StorageKind, StorageRef, VmSpec, Workload
+from node_agent.core.vm import StorageRef, VmSpec
+from node_agent.core.vm_devices import VmUpdate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,17 +72,6 @@ BULK_TRANSFER_OPTIONS = [
     ("grpc.http2.max_frame_size", 1 << 20),
 ]
 
-_STATES = {
-    PowerState.STOPPED: common_pb2.VM_STATE_STOPPED,
-    PowerState.STARTING: common_pb2.VM_STATE_STARTING,
-    PowerState.RUNNING: common_pb2.VM_STATE_RUNNING,
-    PowerState.PAUSED: common_pb2.VM_STATE_PAUSED,
-    PowerState.SAVING: common_pb2.VM_STATE_SAVING,
-    PowerState.SAVED: common_pb2.VM_STATE_SAVED,
-    PowerState.FAILED: common_pb2.VM_STATE_FAILED,
-    PowerState.MIGRATING: common_pb2.VM_STATE_MIGRATING,
-}
-_STATES_FROM_PB = {v: k for k, v in _STATES.items()}
 _PHASES = {
     MigrationPhase.PREPARING: agent_pb2.MIGRATION_PHASE_PREPARING,
     MigrationPhase.DISK_COPY: agent_pb2.MIGRATION_PHASE_DISK_COPY,
@@ -83,12 +85,6 @@ _REPLIES = {
     Reply.RESUMED: agent_pb2.MIGRATION_REPLY_RESUMED,
 }
 _REPLIES_FROM_PB = {v: k for k, v in _REPLIES.items()}
-_STORAGE_TO_PB = {
-    StorageKind.LOCAL_DISK: common_pb2.STORAGE_KIND_LOCAL_DISK,
-    StorageKind.CSV: common_pb2.STORAGE_KIND_CSV,
-    StorageKind.LUN: common_pb2.STORAGE_KIND_LUN,
-}
-_STORAGE_FROM_PB = {v: k for k, v in _STORAGE_TO_PB.items()}
 _PROFILES = {
     Profile.HYPERV_2008: common_pb2.PROFILE_HYPERV_2008,
     Profile.HYPERV_2008R2: common_pb2.PROFILE_HYPERV_2008R2,
@@ -119,7 +115,7 @@ class HostBackend(Protocol):
     async def operate(self, vm_id: str, operation: Operation) -> VmView: ...
     async def delete_vm(self, vm_id: str) -> None: ...
     async def guest_status(self, vm_id: str) -> GuestView: ...
-    async def update_vm(self, vm_id: str, processor_compatibility: bool | None) -> VmView: ...
+    async def update_vm(self, vm_id: str, update: VmUpdate) -> VmView: ...
     def compatibility(self, spec: VmSpec, cpu: GuestCpu | None) -> list[str]: ...
     def migrate_vm(self, request: MigrationRequest) -> AsyncGenerator[MigrationProgress, None]: ...
     def receive_migration(self) -> MigrationSession: ...
@@ -151,106 +147,6 @@ class StorageMoveView(Protocol):
     def duration_ms(self) -> int: ...
     @property
     def blackout_ms(self) -> int: ...
-
-
-def _timestamp(unix_s: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(unix_s * 1e9))
-    return ts
-
-
-def spec_from_pb(pb: common_pb2.VmSpec) -> VmSpec:
-    kind = _STORAGE_FROM_PB.get(pb.storage.kind)
-    if kind is None:
-        raise InvalidArgument("spec.storage.kind: must be LOCAL_DISK, CSV or LUN")
-    workload = None
-    if pb.HasField("workload"):
-        # A rate the caller left unset takes this host's default; 0 is a real rate.
-        default = Workload()
-        workload = Workload(
-            pb.workload.dirty_rate_mb_per_s
-            if pb.workload.HasField("dirty_rate_mb_per_s")
-            else default.dirty_rate_mb_per_s,
-            pb.workload.journal_writes_per_s
-            if pb.workload.HasField("journal_writes_per_s")
-            else default.journal_writes_per_s,
-        )
-    return VmSpec(
-        id=pb.id,
-        name=pb.name,
-        memory_mb=pb.memory_mb,
-        cpus=pb.cpus,
-        disk_gb=pb.disk_gb,
-        storage=StorageRef(kind, pb.storage.name),
-        networks=tuple(pb.networks),
-        highly_available=pb.highly_available,
-        workload=workload,
-        processor_compatibility=pb.processor_compatibility,
-    )
-
-
-def spec_to_pb(spec: VmSpec) -> common_pb2.VmSpec:
-    pb = common_pb2.VmSpec(
-        id=spec.id,
-        name=spec.name,
-        memory_mb=spec.memory_mb,
-        cpus=spec.cpus,
-        disk_gb=spec.disk_gb,
-        storage=storage_to_pb(spec.storage),
-        networks=list(spec.networks),
-        highly_available=spec.highly_available,
-        processor_compatibility=spec.processor_compatibility,
-    )
-    if spec.workload is not None:
-        pb.workload.CopyFrom(
-            common_pb2.GuestWorkload(
-                dirty_rate_mb_per_s=spec.workload.dirty_rate_mb_per_s,
-                journal_writes_per_s=spec.workload.journal_writes_per_s,
-            )
-        )
-    return pb
-
-
-def vm_to_pb(vm: VmView) -> common_pb2.VmRuntime:
-    return common_pb2.VmRuntime(
-        spec=spec_to_pb(vm.spec),
-        state=_STATES[vm.state],
-        reason=vm.reason,
-        state_since=_timestamp(vm.state_since),
-        lease_generation=vm.lease_generation,
-        cpu_vendor=vm.cpu.vendor if vm.cpu is not None else "",
-        cpu_features=list(vm.cpu.features) if vm.cpu is not None else [],
-        migration_id=vm.migration_id,
-    )
-
-
-def vm_from_pb(pb: common_pb2.VmRuntime) -> VmView:
-    return VmView(
-        spec=spec_from_pb(pb.spec),
-        state=_STATES_FROM_PB.get(pb.state, PowerState.FAILED),
-        reason=pb.reason,
-        state_since=pb.state_since.ToNanoseconds() / 1e9,
-        lease_generation=pb.lease_generation,
-        cpu=_cpu_from_pb(pb.cpu_vendor, pb.cpu_features),
-        migration_id=pb.migration_id,
-    )
-
-
-def _cpu_from_pb(vendor: str, features: Iterable[str]) -> GuestCpu | None:
-    return GuestCpu(vendor, tuple(features)) if vendor else None
-
-
-def storage_to_pb(storage: StorageRef) -> common_pb2.StorageLocation:
-    return common_pb2.StorageLocation(kind=_STORAGE_TO_PB[storage.kind], name=storage.name)
-
-
-def storage_from_pb(pb: common_pb2.StorageLocation, field: str) -> StorageRef:
-    kind = _STORAGE_FROM_PB.get(pb.kind)
-    if kind is None:
-        raise InvalidArgument(f"{field}.kind: must be LOCAL_DISK, CSV or LUN")
-    if not pb.name:
-        raise InvalidArgument(f"{field}.name: must name a local disk, CSV volume or LUN")
-    return StorageRef(kind, pb.name)
 
 
 def migration_request_from_pb(pb: agent_pb2.AgentServiceMigrateVmRequest) -> MigrationRequest:
@@ -343,7 +239,7 @@ def source_message_from_pb(pb: agent_pb2.AgentServiceReceiveMigrationRequest) ->
             source_host=offer.source_host,
             spec=spec_from_pb(offer.spec),
             lease_generation=offer.lease_generation,
-            cpu=_cpu_from_pb(offer.cpu_vendor, offer.cpu_features),
+            cpu=cpu_from_pb(offer.cpu_vendor, offer.cpu_features),
             copy_disk=offer.copy_disk,
             memory_pages=offer.memory_pages,
             source_storage=(
@@ -386,7 +282,7 @@ def reply_from_pb(pb: agent_pb2.AgentServiceReceiveMigrationResponse) -> PeerRep
 def _volume_to_pb(usage: StorageUsage) -> common_pb2.SharedVolume:
     return common_pb2.SharedVolume(
         name=usage.name,
-        kind=_STORAGE_TO_PB[usage.kind],
+        kind=STORAGE_TO_PB[usage.kind],
         capacity_bytes=usage.capacity_bytes,
         free_bytes=usage.free_bytes,
     )
@@ -428,7 +324,7 @@ def host_to_pb(view: HostView) -> common_pb2.HostInfo:
         ],
         volumes=[_volume_to_pb(v) for v in view.volumes],
         boot_id=view.boot_id,
-        started_at=_timestamp(view.started_at),
+        started_at=timestamp(view.started_at),
         capabilities=capabilities,
     )
 
@@ -436,7 +332,7 @@ def host_to_pb(view: HostView) -> common_pb2.HostInfo:
 def guest_to_pb(view: GuestView) -> agent_pb2.AgentServiceGetGuestStatusResponse:
     return agent_pb2.AgentServiceGetGuestStatusResponse(
         vm_id=view.vm_id,
-        state=_STATES[view.state],
+        state=STATES[view.state],
         memory_pages=view.memory_pages,
         memory_digest=view.memory_digest,
         journal_last_seq=view.journal.last_seq,
@@ -557,8 +453,23 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
         self, request: agent_pb2.AgentServiceUpdateVmRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.AgentServiceUpdateVmResponse:
         async def work() -> agent_pb2.AgentServiceUpdateVmResponse:
-            compat = request.processor_compatibility if request.HasField("processor_compatibility") else None
-            vm = await self._host.update_vm(request.vm_id, compat)
+            update = VmUpdate(
+                processor_compatibility=(
+                    request.processor_compatibility if request.HasField("processor_compatibility") else None
+                ),
+                iso_image=request.iso_image if request.HasField("iso_image") else None,
+                passthrough_disks=(
+                    passthrough_from_pb(request.passthrough_disks, "passthrough_disks")
+                    if request.replace_passthrough_disks
+                    else None
+                ),
+            )
+            if update.passthrough_disks is None and request.passthrough_disks:
+                raise InvalidArgument(
+                    "passthrough_disks: set replace_passthrough_disks to make them "
+                    "the VM's pass-through disks"
+                )
+            vm = await self._host.update_vm(request.vm_id, update)
             return agent_pb2.AgentServiceUpdateVmResponse(vm=vm_to_pb(vm))
 
         return await self._call(context, work)
@@ -569,7 +480,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
         async def work() -> agent_pb2.AgentServiceCheckCompatibilityResponse:
             if not request.HasField("spec"):
                 raise InvalidArgument("spec: is required")
-            cpu = _cpu_from_pb(request.cpu_vendor, request.cpu_features)
+            cpu = cpu_from_pb(request.cpu_vendor, request.cpu_features)
             reasons = self._host.compatibility(spec_from_pb(request.spec), cpu)
             return agent_pb2.AgentServiceCheckCompatibilityResponse(compatible=not reasons, reasons=reasons)
 

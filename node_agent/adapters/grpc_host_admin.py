@@ -2,8 +2,9 @@
 
 As in grpc_agent, nothing is decided here: requests become core values (a malformed
 one an InvalidArgument naming the field), app.host_admin applies them, and each
-AgentError becomes `context.abort(status, sentence)`. Every answer carries the host's
-new description, built as GetInventory builds it.
+AgentError becomes `context.abort(status, sentence)`. Every answer about the host
+carries its new description, built as GetInventory builds it; every answer about a VM's
+cluster group, the VM's runtime.
 
 A call here is not the manager's: it does not count as a sign of a live management
 path (the isolation watch goes by AgentService calls only).
@@ -12,16 +13,18 @@ path (the isolation watch goes by AgentService calls only).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import grpc
 
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from node_agent.adapters.vm_messages import resource_from_pb
 from node_agent.core.config import NetworkSpec, VolumeKind, VolumeSpec
 from node_agent.core.errors import AgentError, InvalidArgument
 from node_agent.core.host_changes import NetworkUpdate
 from node_agent.core.views import HostView, VmView
+from node_agent.core.vm import ClusterResource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +41,8 @@ class HostAdministrationPort(Protocol):
     def update_network(self, name: str, update: NetworkUpdate) -> tuple[VmView, ...]: ...
     def add_volume(self, volume: VolumeSpec) -> None: ...
     def remove_volume(self, name: str, kind: VolumeKind | None) -> None: ...
+    async def add_cluster_resource(self, vm_id: str, resource: ClusterResource) -> VmView: ...
+    async def remove_cluster_resource(self, vm_id: str, name: str) -> VmView: ...
 
 
 class HostAdminServicer(agent_pb2_grpc.HostAdminServiceServicer):
@@ -62,6 +67,19 @@ class HostAdminServicer(agent_pb2_grpc.HostAdminServiceServicer):
     async def _admin_call(self, context: grpc.aio.ServicerContext, work: Callable[[], T]) -> T:
         try:
             return work()
+        except AgentError as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+        except Exception:
+            log.exception("unexpected error in a HostAdminService call")
+            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+        raise AssertionError("context.abort returns only by raising")
+
+    async def _admin_vm_call(
+        self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[common_pb2.VmRuntime]]
+    ) -> common_pb2.VmRuntime:
+        """A change to one VM: it waits for the VM's lock, so it is awaited."""
+        try:
+            return await work()
         except AgentError as exc:
             await context.abort(grpc.StatusCode[exc.code], exc.message)
         except Exception:
@@ -150,6 +168,30 @@ class HostAdminServicer(agent_pb2_grpc.HostAdminServiceServicer):
             return agent_pb2.HostAdminServiceRemoveVolumeResponse(host=self._host_info())
 
         return await self._admin_call(context, work)
+
+    async def AddClusterResource(
+        self, request: agent_pb2.HostAdminServiceAddClusterResourceRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.HostAdminServiceAddClusterResourceResponse:
+        async def work() -> common_pb2.VmRuntime:
+            if not request.HasField("resource"):
+                raise InvalidArgument("resource: is required")
+            resource = resource_from_pb(request.resource)
+            return self._vm_to_pb(await self._administration.add_cluster_resource(request.vm_id, resource))
+
+        vm = await self._admin_vm_call(context, work)
+        return agent_pb2.HostAdminServiceAddClusterResourceResponse(vm=vm)
+
+    async def RemoveClusterResource(
+        self,
+        request: agent_pb2.HostAdminServiceRemoveClusterResourceRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> agent_pb2.HostAdminServiceRemoveClusterResourceResponse:
+        async def work() -> common_pb2.VmRuntime:
+            view = await self._administration.remove_cluster_resource(request.vm_id, request.name)
+            return self._vm_to_pb(view)
+
+        vm = await self._admin_vm_call(context, work)
+        return agent_pb2.HostAdminServiceRemoveClusterResourceResponse(vm=vm)
 
 
 def _kind_name(value: int) -> str:

@@ -12,7 +12,6 @@ because they are short and touch nothing else.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
@@ -35,9 +34,10 @@ from node_agent.app.ownership import claim_new, load_registered, take_over_files
 from node_agent.app.power_operations import PowerOperations
 from node_agent.app.stale_copies import StaleCopies
 from node_agent.app.storage_move import StorageMoveResult, move_storage
+from node_agent.app.vm_settings import update_settings
 from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import AgentError, AlreadyExists, FailedPrecondition, NotFound
+from node_agent.core.errors import AgentError, AlreadyExists, NotFound
 from node_agent.core.guest import decode_saved_state_with_cpu
 from node_agent.core.host_storage import RegistryEntry
 from node_agent.core.lease import is_fenced
@@ -52,6 +52,7 @@ from node_agent.core.vm import (
     check_storage_visible,
     validate_spec,
 )
+from node_agent.core.vm_devices import VmUpdate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,6 +205,7 @@ class VmHost:
         administrator's creation on the host itself, which may share a LUN.
         """
         validate_spec(spec, self.config)
+        self.vms.check_configuration(spec)
         if spec.id in self.vms.incoming:
             raise AlreadyExists(f"VM {spec.id} is arriving on host {self.config.name} by live migration")
         existing = self.vms.hosted(spec.id)
@@ -219,7 +221,7 @@ class VmHost:
         else:
             claim = claim_new(self.files, self.config, spec, vm_dir, capacity, allow_shared_lun)
         cpu = self._saved_cpu(spec, vm_dir) if claim.state is PowerState.SAVED else None
-        return self.vms.insert(spec, vm_dir, claim.state, claim.lease.generation, cpu).view()
+        return self.vms.insert(claim.spec, vm_dir, claim.state, claim.lease.generation, cpu).view()
 
     def _saved_cpu(self, spec: VmSpec, vm_dir: Path) -> GuestCpu | None:
         try:
@@ -263,26 +265,8 @@ class VmHost:
 
     # Settings, compatibility and moves
 
-    async def update_vm(self, vm_id: str, processor_compatibility: bool | None) -> VmView:
-        vm = self.vms.operable(vm_id)
-        async with vm.lock:
-            self.vms.check_still_here(vm)
-            self.vms.check_not_migrating(vm)
-            if processor_compatibility is None or processor_compatibility == vm.spec.processor_compatibility:
-                return vm.view()
-            if vm.state is not PowerState.STOPPED:
-                raise FailedPrecondition(
-                    f"VM {vm.label} is {vm.state.value}; processor compatibility mode can be changed "
-                    "only while it is stopped"
-                )
-            spec = dataclasses.replace(vm.spec, processor_compatibility=processor_compatibility)
-            await asyncio.to_thread(self.files.write_vm_config, vm.vm_dir, spec)
-            vm.spec = spec
-            self.vms.persist(vm)
-            log.info(
-                "VM %s: processor compatibility mode %s", vm.label, "on" if processor_compatibility else "off"
-            )
-            return vm.view()
+    async def update_vm(self, vm_id: str, update: VmUpdate) -> VmView:
+        return await update_settings(self.vms, vm_id, update)
 
     def compatibility(self, spec: VmSpec, cpu: GuestCpu | None) -> list[str]:
         """Every reason this host cannot take `spec` now; empty when it can."""

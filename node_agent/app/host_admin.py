@@ -6,14 +6,16 @@ state directory), and HostedVms, the one owner of the host's description, serves
 new one to every flow from then on (a VM created, arriving or checked afterwards sees
 it). The manager is not told; it reads the host's inventory at its next refresh.
 
-Each change is synchronous: with no await between the decision and the new
-description, two changes, or a change and a VM's creation, cannot interleave.
+Each change to the host is synchronous: with no await between the decision and the
+new description, two changes, or a change and a VM's creation, cannot interleave. A
+change to a VM's cluster group is the VM's (app.vm_settings): it waits for the VM's lock.
 """
 
 from __future__ import annotations
 
 import logging
 
+from node_agent.app import vm_settings
 from node_agent.app.hosted_vms import HostedVms
 from node_agent.core.config import HostConfig, NetworkSpec, VolumeKind, VolumeSpec
 from node_agent.core.errors import ConfigError, StorageFault
@@ -30,7 +32,7 @@ from node_agent.core.host_changes import (
     with_changes,
 )
 from node_agent.core.views import VmView
-from node_agent.core.vm import StorageKind, StorageRef
+from node_agent.core.vm import ClusterResource, StorageKind, StorageRef
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,13 @@ class HostAdministration:
     def remove_volume(self, name: str, kind: VolumeKind | None) -> None:
         # Skeletons count: a VM arriving by live migration puts its files there.
         self._apply(remove_volume(self._vms.config, name, kind, self._vms.specs(arriving=True)))
+
+    async def add_cluster_resource(self, vm_id: str, resource: ClusterResource) -> VmView:
+        """Add a resource to a highly available VM's cluster group; the VM afterwards."""
+        return await vm_settings.add_cluster_resource(self._vms, vm_id, resource)
+
+    async def remove_cluster_resource(self, vm_id: str, name: str) -> VmView:
+        return await vm_settings.remove_cluster_resource(self._vms, vm_id, name)
 
     def _apply(self, change: HostChange) -> tuple[VmView, ...]:
         if self._store is not None:

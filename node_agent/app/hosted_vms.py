@@ -26,6 +26,7 @@ from node_agent.core.lease import Fenced, check_write
 from node_agent.core.power import HOLDS_MEMORY, PowerState, transition
 from node_agent.core.virtual_disks import VirtualDisks
 from node_agent.core.vm import VmSpec, available_memory_mb
+from node_agent.core.vm_devices import check_no_files_on, check_on_host
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,23 @@ class HostedVms:
     def memory_free_mb(self) -> int:
         return available_memory_mb(self.config, self.held_mb())
 
+    def others(self, spec: VmSpec) -> list[VmSpec]:
+        """The configurations of this host's VMs other than `spec`'s, arriving ones included."""
+        return [s for s in self.specs(arriving=True) if s.id != spec.id]
+
+    def check_configuration(self, spec: VmSpec) -> None:
+        """What `spec` must satisfy here beside core.vm.validate_spec (core.vm_devices), and
+        that its pass-through disks hold no VM's files, whichever host owns them."""
+        check_on_host(spec, self.config, self.others(spec))
+        self.check_passthrough_files(spec, "spec.passthrough_disks")
+
+    def check_passthrough_files(self, spec: VmSpec, field: str) -> None:
+        for i, disk in enumerate(spec.passthrough_disks):
+            check_no_files_on(spec, i, self.files.vm_ids_on(disk), field)
+
     def compatibility(self, spec: VmSpec, cpu: GuestCpu | None) -> list[str]:
         """Every reason this host cannot take `spec` now; empty when it can."""
-        reasons = compatibility_reasons(spec, cpu, self.config, self.memory_free_mb())
+        reasons = compatibility_reasons(spec, cpu, self.config, self.memory_free_mb(), self.others(spec))
         here = self._vms.get(spec.id)
         if spec.id in self._incoming or (here is not None and not self.drop_if_fenced(here)):
             reasons.append(f"VM {spec.label} ({spec.id}) is already on host {self.config.name}")

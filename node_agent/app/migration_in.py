@@ -1,7 +1,8 @@
 """The destination side of a live migration: a skeleton VM that fills up, then resumes.
 
 The source agent opens the stream. The offer is checked like any VM that moves here
-(processor, memory, networks, storage); if it fits, a skeleton VM reserves its
+(processor, memory, networks, storage, pass-through disks, its cluster group's
+resources); if it fits, a skeleton VM reserves its
 memory. Pages (and disk extents when the files move too) are checked and taken in;
 the device state must match the image received (same digest) before READY. The VM
 resumes here only once the storage lease names this host with the offered
@@ -214,6 +215,7 @@ class IncomingMigration:
         if not reasons:
             try:
                 validate_spec(spec, config)
+                vms.check_configuration(spec)
             except AgentError as exc:
                 reasons.append(exc.message)
         if not reasons:

@@ -63,6 +63,7 @@ from node_agent.core.migration import (
 from node_agent.core.peer_link import MigrationLink, PeerConnector
 from node_agent.core.power import PowerState
 from node_agent.core.vm import StorageKind, StorageRef
+from node_agent.core.vm_devices import check_can_leave
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -137,6 +138,7 @@ class OutgoingMigration:
             raise FailedPrecondition(
                 f"VM {vm.label} is {vm.state.value}; only a running VM can be live-migrated"
             )
+        check_can_leave(vm.spec, config.name)
         if request.lease_generation <= vm.lease_generation:
             raise FailedPrecondition(
                 f"lease_generation: {request.lease_generation} must be newer than the generation "

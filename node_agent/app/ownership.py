@@ -9,7 +9,7 @@ and vm.json last, so that a directory without vm.json is an unfinished creation.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from node_agent.app.guests import HostedVm
@@ -19,6 +19,7 @@ from node_agent.core.host_storage import HostStorage, RegistryEntry
 from node_agent.core.lease import FIRST_GENERATION, Lease, recovery_verdict, take_over_lease
 from node_agent.core.power import RESTART_ON_RECOVERY, PowerState
 from node_agent.core.vm import StorageKind, VmSpec, check_lun_free, check_storage_room
+from node_agent.core.vm_devices import check_can_leave
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,12 @@ SAVED_STATE_MISSING = "its saved state file is missing"
 
 @dataclass(frozen=True)
 class Claim:
-    """Files now owned by this host: the VM's state there and the lease it holds."""
+    """Files now owned by this host: the VM's state there, the lease it holds and the
+    configuration written with them."""
 
     state: PowerState
     lease: Lease
+    spec: VmSpec
 
 
 def _where(spec: VmSpec) -> str:
@@ -59,7 +62,7 @@ def claim_new(
     files.create_disk(vm_dir, spec.disk_gb)
     files.write_vm_config(vm_dir, spec)
     log.info("VM %s (%s) created on %s", spec.label, spec.id, _where(spec))
-    return Claim(PowerState.STOPPED, lease)
+    return Claim(PowerState.STOPPED, lease, spec)
 
 
 def take_over_files(
@@ -69,6 +72,10 @@ def take_over_files(
 
     Writing the newer lease is what fences the previous owner's copy: its next
     journal write sees the lease and stops it. The disk and journal are kept.
+
+    The resources of the VM's cluster group are those stored with its files: an
+    administrator adds them on the host that holds the VM, and the caller may not have
+    learned of the latest yet.
     """
     if spec.storage.kind is StorageKind.LOCAL_DISK:
         raise FailedPrecondition(
@@ -77,7 +84,10 @@ def take_over_files(
         )
     if not files.has_vm(vm_dir):
         raise NotFound(f"VM {spec.label} ({spec.id}) has no files on {_where(spec)} to take over")
-    _, previous_owner = files.read_vm_config(vm_dir)
+    stored, previous_owner = files.read_vm_config(vm_dir)
+    if previous_owner != config.name:
+        check_can_leave(spec, previous_owner or "(unknown)")
+    spec = replace(spec, cluster_resources=stored.cluster_resources)
     lease = files.swap_lease(
         vm_dir, lambda on_storage: take_over_lease(spec.label, config.name, generation, on_storage)
     )
@@ -93,7 +103,7 @@ def take_over_files(
         _where(spec),
         lease.generation,
     )
-    return Claim(state, lease)
+    return Claim(state, lease, spec)
 
 
 def load_registered(

@@ -35,6 +35,7 @@ from node_agent.core.vm import (
     check_storage_room,
     check_storage_visible,
 )
+from node_agent.core.vm_devices import check_storage_not_passed_through
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> Sto
         if storage == vm.spec.storage:
             raise InvalidArgument(f"storage: VM {vm.label} is already on {storage.kind.label} {storage.name}")
         spec = replace(vm.spec, storage=storage)
+        if storage in vm.spec.passthrough_disks:
+            raise FailedPrecondition(
+                f"storage: {storage.kind.label} {storage.name} is passed through to VM {vm.label}; "
+                "it cannot also hold its files"
+            )
+        check_storage_not_passed_through(spec, vms.others(spec), vms.config)
         capacity = check_storage_visible(storage, vms.config)
         new_dir = files.vm_dir(spec)
         if files.has_vm(new_dir):

@@ -27,7 +27,7 @@ from node_agent.core.config import (
     parse_volumes,
 )
 from node_agent.core.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument, NotFound
-from node_agent.core.vm import StorageKind, VmSpec
+from node_agent.core.vm import StorageKind, StorageRef, VmSpec
 
 MAX_VLAN_ID = 4094
 MAX_NETWORK_NAME = 128
@@ -260,6 +260,12 @@ def remove_volume(
         raise FailedPrecondition(
             f"{what} holds VM{'s' if len(held) > 1 else ''} {', '.join(held)} of host {host.name}; "
             "move or delete them before the host stops seeing it"
+        )
+    passing = sorted({vm.label for vm in holders if StorageRef(storage, name) in vm.passthrough_disks})
+    if passing:
+        raise FailedPrecondition(
+            f"{what} is passed through to VM{'s' if len(passing) > 1 else ''} {', '.join(passing)} of host "
+            f"{host.name}; detach it before the host stops seeing it"
         )
     config = dataclasses.replace(host, volumes=tuple(v for v in host.volumes if v is not volume))
     return HostChange(config, f"{what} no longer visible")

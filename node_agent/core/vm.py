@@ -44,6 +44,14 @@ class StorageRef:
 
 
 @dataclass(frozen=True)
+class ClusterResource:
+    """A resource an administrator added to a highly available VM's cluster group."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
 class Workload:
     """What the guest does while running."""
 
@@ -64,6 +72,13 @@ class VmSpec:
     workload: Workload | None = None
     # Processor compatibility mode: the guest sees only its vendor's baseline features.
     processor_compatibility: bool = False
+    # Disks handed to the guest whole: LUNs this host sees or its local disks
+    # (core.vm_devices has their rules). Changed only while the VM is stopped.
+    passthrough_disks: tuple[StorageRef, ...] = ()
+    # The ISO image in the DVD drive; empty when the drive is empty. Changed in any state.
+    iso_image: str = ""
+    # Resources added to the VM's cluster group beside its own (core.cluster_group).
+    cluster_resources: tuple[ClusterResource, ...] = ()
 
     @property
     def label(self) -> str:
