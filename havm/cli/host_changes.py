@@ -1,10 +1,12 @@
-"""`havm host network|storage|vm ...`: what an administrator does on a host itself.
+"""`havm host network|storage|vm|cluster-resource ...`: what an administrator does on a host itself.
 
 On a real cluster an administrator changes a host's virtual networks and the SAN
-storage it sees with the host's own tools, and may create VMs there, behind VMM's back;
+storage it sees with the host's own tools, may create VMs there and add resources to a
+highly available VM's cluster group (Failover Cluster Manager), behind VMM's back;
 VMM learns of it only when it refreshes the host. These commands do the same: they ask
 the manager only where the host's agent is (GetHost's address) and then call the agent
-directly (HostAdminService, and AgentService's CreateVm for `host vm create`). The
+directly (HostAdminService, and AgentService's CreateVm for `host vm create` and its
+inventory to find a VM by name). The
 manager is not told: `havm cluster refresh` shows it the change.
 
 Inside a scenario, the program that embeds the CLI hands it a channel to the agent's
@@ -97,6 +99,28 @@ class HostAgent:
         request = agent_pb2.AgentServiceCreateVmRequest(spec=spec, allow_shared_lun=True)
         return self._call(self._agent.CreateVm, request).vm
 
+    def vm_named(self, name: str) -> common_pb2.VmRuntime:
+        """The VM the agent knows by this name (or, failing that, by this id)."""
+        inventory = self._call(self._agent.GetInventory, agent_pb2.AgentServiceGetInventoryRequest())
+        named = [vm for vm in inventory.vms if vm.spec.name == name]
+        if len(named) > 1:
+            raise errors.InvalidArgument(
+                f"host {self.host} has {len(named)} VMs named {name!r}; give the id of one: "
+                + ", ".join(vm.spec.id for vm in named)
+            )
+        found = named or [vm for vm in inventory.vms if vm.spec.id == name]
+        if not found:
+            raise errors.NotFound(f"host {self.host} has no VM named {name!r}")
+        return found[0]
+
+    def add_cluster_resource(self, vm_id: str, resource: common_pb2.ClusterResource) -> common_pb2.VmRuntime:
+        request = agent_pb2.HostAdminServiceAddClusterResourceRequest(vm_id=vm_id, resource=resource)
+        return self._call(self._admin.AddClusterResource, request).vm
+
+    def remove_cluster_resource(self, vm_id: str, name: str) -> common_pb2.VmRuntime:
+        request = agent_pb2.HostAdminServiceRemoveClusterResourceRequest(vm_id=vm_id, name=name)
+        return self._call(self._admin.RemoveClusterResource, request).vm
+
     def start_vm(self, vm_id: str) -> common_pb2.VmRuntime:
         request = agent_pb2.AgentServiceOperateVmRequest(vm_id=vm_id, operation=agent_pb2.VM_OPERATION_START)
         return self._call(self._agent.OperateVm, request).vm
@@ -163,7 +187,14 @@ def vm_runtime_dict(host: str, vm: common_pb2.VmRuntime) -> dict[str, Any]:
         "storage": render.storage_dict(spec.storage),
         "networks": list(spec.networks),
         "highly_available": spec.highly_available,
+        "passthrough_disks": [render.storage_dict(d) for d in spec.passthrough_disks],
+        "iso_image": spec.iso_image or None,
+        "cluster_resources": _resources(vm),
     }
+
+
+def _resources(vm: common_pb2.VmRuntime) -> list[dict[str, str]]:
+    return [{"name": r.name, "type": r.type} for r in vm.spec.cluster_resources]
 
 
 def _print_networks(
@@ -352,10 +383,22 @@ def create_vm(
     ha: Annotated[bool, typer.Option("--ha", help="Mark it highly available.")] = False,
     storage: StorageOption = None,
     network: NetworkOption = None,
+    passthrough: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--passthrough",
+            metavar="lun:NAME|local:NAME",
+            help="A LUN or local disk handed to the guest whole; repeatable.",
+        ),
+    ] = None,
+    iso: Annotated[
+        str | None, typer.Option("--iso", metavar="PATH", help="An ISO image in the VM's DVD drive.")
+    ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Create a VM on the host itself; it may share a LUN, as the host allows."""
+    disks = [_passthrough_disk(text) for text in passthrough or []]
     location = parse_storage(storage) or _first_local_disk(ctx, host)
     spec = common_pb2.VmSpec(
         id=str(uuid.uuid4()),
@@ -366,6 +409,8 @@ def create_vm(
         storage=location,
         networks=network or [],
         highly_available=ha,
+        passthrough_disks=disks,
+        iso_image=iso or "",
     )
     with host_agent(ctx, host) as agent:
         vm = agent.create_vm(spec)
@@ -378,6 +423,22 @@ def create_vm(
     print(f"VM {name} created on host {host} ({row['state']}), id {spec.id}")
 
 
+_PASSTHROUGH_KINDS = {"lun": common_pb2.STORAGE_KIND_LUN, "local": common_pb2.STORAGE_KIND_LOCAL_DISK}
+
+
+def _passthrough_disk(text: str) -> common_pb2.StorageLocation:
+    """ "lun:Data" -> StorageLocation(LUN, "Data")."""
+    kind, sep, name = text.partition(":")
+    if sep and name and kind.lower() == "csv":
+        raise errors.InvalidArgument(
+            f"--passthrough: CSV volume {name} is a volume, not a disk to pass through; "
+            "give lun:NAME or local:NAME"
+        )
+    if not sep or not name or kind.lower() not in _PASSTHROUGH_KINDS:
+        raise errors.InvalidArgument(f"--passthrough: {text!r} is not lun:NAME or local:NAME")
+    return common_pb2.StorageLocation(kind=_PASSTHROUGH_KINDS[kind.lower()], name=name)
+
+
 def _first_local_disk(ctx: typer.Context, host: str) -> common_pb2.StorageLocation:
     disks = client(ctx).get_host(host).disks
     if not disks:
@@ -385,7 +446,72 @@ def _first_local_disk(ctx: typer.Context, host: str) -> common_pb2.StorageLocati
     return common_pb2.StorageLocation(kind=common_pb2.STORAGE_KIND_LOCAL_DISK, name=disks[0].name)
 
 
+# --- havm host cluster-resource ... -------------------------------------------------------
+
+resource_app = typer.Typer(
+    help="Add or remove resources of a highly available VM's cluster group on its host "
+    "(the manager sees it at its next refresh).",
+    no_args_is_help=True,
+)
+VmArgument = Annotated[str, typer.Argument(metavar="VM", help="The VM, by the name its host knows it by.")]
+RESOURCE_COLUMNS = {"name": "NAME", "type": "TYPE"}
+
+
+def _print_resources(sentence: str, host: str, vm: common_pb2.VmRuntime, output: OutputFormat) -> None:
+    resources = _resources(vm)
+    if output is OutputFormat.json:
+        render.print_json(
+            {"host": host, "vm": vm.spec.name, "vm_id": vm.spec.id, "cluster_resources": resources}
+        )
+        return
+    print(sentence)
+    render.print_table(
+        f"resources added to the cluster group of VM {vm.spec.name}", resources, RESOURCE_COLUMNS
+    )
+
+
+@resource_app.command("add")
+def add_resource(
+    ctx: typer.Context,
+    host: HostArgument,
+    vm: VmArgument,
+    name: Annotated[str, typer.Argument(help="The resource's name; names are compared ignoring case.")],
+    type_: Annotated[
+        str, typer.Option("--type", metavar="TYPE", help="The resource type, e.g. 'Generic Service'.")
+    ],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Add a resource to a highly available VM's cluster group; it moves with the VM."""
+    with host_agent(ctx, host) as agent:
+        found = agent.vm_named(vm)
+        changed = agent.add_cluster_resource(found.spec.id, common_pb2.ClusterResource(name=name, type=type_))
+    _print_resources(
+        f"resource {name} ({type_}) added to the cluster group of VM {vm} on host {host}",
+        host,
+        changed,
+        output,
+    )
+
+
+@resource_app.command("remove")
+def remove_resource(
+    ctx: typer.Context,
+    host: HostArgument,
+    vm: VmArgument,
+    name: Annotated[str, typer.Argument(help="The resource an administrator added.")],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Remove a resource an administrator added to a VM's cluster group."""
+    with host_agent(ctx, host) as agent:
+        found = agent.vm_named(vm)
+        changed = agent.remove_cluster_resource(found.spec.id, name)
+    _print_resources(
+        f"resource {name} removed from the cluster group of VM {vm} on host {host}", host, changed, output
+    )
+
+
 def register_host_change_commands(host_app: typer.Typer) -> None:
     host_app.add_typer(network_app, name="network")
     host_app.add_typer(storage_app, name="storage")
     host_app.add_typer(host_vm_app, name="vm")
+    host_app.add_typer(resource_app, name="cluster-resource")

@@ -1,5 +1,5 @@
-"""`havm host network|storage|vm ...` against the agents of a simulated cluster: what an
-administrator changes on a host directly, what the commands print (table and JSON),
+"""`havm host network|storage|vm|cluster-resource ...` against the agents of a simulated
+cluster: what an administrator changes on a host directly, what the commands print (table and JSON),
 that the manager learns of it only at its next refresh, and one sentence for every
 refusal."""
 
@@ -184,6 +184,29 @@ def test_host_vm_create_makes_vms_the_manager_finds_at_its_refresh_and_may_share
             "spec.networks: host node2 has no virtual network",
         ),
         (("network", "add", "nodeX", "N", "--bound-to", "x"), "host nodeX does not exist"),
+        (
+            ("vm", "create", "node2", "x", "--passthrough", "csv:Volume1"),
+            "--passthrough: CSV volume Volume1 is a volume, not a disk to pass through; "
+            "give lun:NAME or local:NAME",
+        ),
+        (
+            ("vm", "create", "node2", "x", "--passthrough", "disk:Z"),
+            "--passthrough: 'disk:Z' is not lun:NAME",
+        ),
+        (
+            ("vm", "create", "node2", "x", "--passthrough", "lun:Data"),
+            "spec.passthrough_disks[0]: host node2 cannot see LUN Data",
+        ),
+        (
+            ("vm", "create", "node2", "x", "--passthrough", "local:C"),
+            "spec.passthrough_disks[0]: local disk C holds the files of VM x itself",
+        ),
+        (("vm", "create", "node2", "x", "--iso", "x" * 261), "spec.iso_image: the path has 261 characters"),
+        (
+            ("cluster-resource", "add", "node2", "nope", "R", "--type", "T"),
+            "host node2 has no VM named 'nope'",
+        ),
+        (("cluster-resource", "remove", "node2", "nope", "R"), "host node2 has no VM named 'nope'"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_code_1(cluster: SimClusterSession, argv, sentence: str) -> None:
@@ -191,3 +214,111 @@ def test_bad_input_is_one_sentence_and_exit_code_1(cluster: SimClusterSession, a
     assert (result.exit_code, result.stdout) == (1, ""), result.stdout
     assert result.stderr.startswith(f"error: {sentence}"), result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_host_vm_create_passes_disks_through_and_inserts_an_iso(cluster: SimClusterSession) -> None:
+    created = cluster.cli(
+        *("host", "vm", "create", "node3", "db1", "--storage", "csv:Volume1", "--memory-mb", "512"),
+        *(
+            "--passthrough",
+            "lun:Data",
+            "--passthrough",
+            "local:Data",
+            "--iso",
+            r"C:\iso\sql.iso",
+            "-o",
+            "json",
+        ),
+    )
+    assert created.exit_code == 0, created.stderr
+    shown = created.json()
+    assert shown["passthrough_disks"] == [{"kind": "lun", "name": "Data"}, {"kind": "local", "name": "Data"}]
+    assert (shown["iso_image"], shown["cluster_resources"]) == (r"C:\iso\sql.iso", [])
+    plain = cluster.cli("host", "vm", "create", "node3", "web1", "-o", "json").json()
+    assert (plain["passthrough_disks"], plain["iso_image"]) == ([], None)
+    # Only one VM may have a disk passed through.
+    again = cluster.cli("host", "vm", "create", "node3", "db2", "--passthrough", "lun:Data")
+    assert (again.exit_code, again.stdout) == (1, "")
+    assert again.stderr == (
+        "error: spec.passthrough_disks[0]: LUN Data is already passed through to VM db1 on host node3\n"
+    )
+    vms = agent_inventory(cluster, "node3").vms
+    assert sorted((v.spec.name, [d.name for d in v.spec.passthrough_disks]) for v in vms) == [
+        ("db1", ["Data", "Data"]),
+        ("web1", []),
+    ]
+
+
+def test_cluster_resource_commands_change_a_vms_group_on_its_host(cluster: SimClusterSession) -> None:
+    made = cluster.cli("host", "vm", "create", "node2", "db1", "--storage", "csv:Volume1", "--ha")
+    assert made.exit_code == 0, made.stderr
+    assert cluster.cli("host", "vm", "create", "node2", "web1").exit_code == 0
+
+    added = cluster.cli(
+        "host", "cluster-resource", "add", "node2", "db1", "Replication db1", "--type", "Replication Service"
+    )
+    assert added.exit_code == 0, added.stderr
+    lines = added.stdout.splitlines()
+    assert lines[0] == (
+        "resource Replication db1 (Replication Service) added to the cluster group of VM db1 on host node2"
+    )
+    assert "Replication db1" in added.stdout and "Replication Service" in added.stdout
+
+    second = cluster.cli(
+        "host",
+        "cluster-resource",
+        "add",
+        "node2",
+        "db1",
+        "Backup agent",
+        "--type",
+        "Generic Service",
+        "-o",
+        "json",
+    )
+    assert second.exit_code == 0, second.stderr
+    vm_id = second.json()["vm_id"]
+    assert second.json() == {
+        "host": "node2",
+        "vm": "db1",
+        "vm_id": vm_id,
+        "cluster_resources": [
+            {"name": "Replication db1", "type": "Replication Service"},
+            {"name": "Backup agent", "type": "Generic Service"},
+        ],
+    }
+    refusals = [
+        (
+            ("add", "node2", "web1", "R", "--type", "T"),
+            "VM web1 is not highly available: it has no cluster group",
+        ),
+        (
+            ("add", "node2", "db1", "BACKUP AGENT", "--type", "T"),
+            "the cluster group of VM db1 already has a resource named 'Backup agent'",
+        ),
+        (
+            ("add", "node2", "db1", "Virtual Machine db1", "--type", "T"),
+            "resource.name: 'Virtual Machine db1' is one of the cluster group's own resources",
+        ),
+        (("add", "node2", "db1", "R", "--type", ""), "resource.type: is required"),
+        (("remove", "node2", "db1", "Nope"), "the cluster group of VM db1 has no resource named 'Nope'"),
+    ]
+    for argv, sentence in refusals:
+        result = cluster.cli("host", "cluster-resource", *argv)
+        assert (result.exit_code, result.stdout) == (1, ""), result.stdout
+        assert result.stderr.startswith(f"error: {sentence}") and result.stderr.count("\n") == 1, (
+            result.stderr
+        )
+
+    removed = cluster.cli(
+        "host", "cluster-resource", "remove", "node2", vm_id, "Replication db1", "-o", "json"
+    )
+    assert removed.exit_code == 0, removed.stderr
+    assert removed.json()["cluster_resources"] == [{"name": "Backup agent", "type": "Generic Service"}]
+    table = cluster.cli("host", "cluster-resource", "remove", "node2", "db1", "Backup agent")
+    assert (
+        table.stdout.splitlines()[0]
+        == "resource Backup agent removed from the cluster group of VM db1 on host node2"
+    )
+    kept = [vm for vm in agent_inventory(cluster, "node2").vms if vm.spec.name == "db1"]
+    assert [list(vm.spec.cluster_resources) for vm in kept] == [[]]
