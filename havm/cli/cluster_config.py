@@ -8,6 +8,7 @@ shows each highly available VM's group, its owner and where each disk is online.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -59,22 +60,23 @@ def _change(
         print(f"VM {name} is in an unsupported cluster configuration: {reasons}")
 
 
-def attach_disk(
-    ctx: typer.Context, name: str, passthrough: PassthroughOption, output: OutputOption = OutputFormat.table
-) -> None:
-    """Attach pass-through disks to a stopped VM."""
-    if not passthrough:
-        raise typer.BadParameter("give at least one --passthrough lun:NAME or local:NAME")
-    _change(ctx, name, manager_pb2.UpdateVmRequest(name=name, attach_passthrough=_disks(passthrough)), output)
+def _passthrough_command(field: str, help_text: str) -> Callable[..., None]:
+    """`vm attach-disk` or `vm detach-disk`: the same options, one request field apart."""
 
+    def command(
+        ctx: typer.Context,
+        name: str,
+        passthrough: PassthroughOption,
+        output: OutputOption = OutputFormat.table,
+    ) -> None:
+        if not passthrough:
+            raise typer.BadParameter("give at least one --passthrough lun:NAME or local:NAME")
+        request = manager_pb2.UpdateVmRequest(name=name)
+        getattr(request, field).extend(_disks(passthrough))
+        _change(ctx, name, request, output)
 
-def detach_disk(
-    ctx: typer.Context, name: str, passthrough: PassthroughOption, output: OutputOption = OutputFormat.table
-) -> None:
-    """Detach pass-through disks from a stopped VM."""
-    if not passthrough:
-        raise typer.BadParameter("give at least one --passthrough lun:NAME or local:NAME")
-    _change(ctx, name, manager_pb2.UpdateVmRequest(name=name, detach_passthrough=_disks(passthrough)), output)
+    command.__doc__ = help_text
+    return command
 
 
 def attach_iso(ctx: typer.Context, name: str, image: str, output: OutputOption = OutputFormat.table) -> None:
@@ -102,8 +104,12 @@ def cluster_groups(ctx: typer.Context, name: str, output: OutputOption = OutputF
 
 
 def register_cluster_config_commands(vm_app: typer.Typer, cluster_app: typer.Typer) -> None:
-    vm_app.command("attach-disk")(attach_disk)
-    vm_app.command("detach-disk")(detach_disk)
+    vm_app.command("attach-disk")(
+        _passthrough_command("attach_passthrough", "Attach pass-through disks to a stopped VM.")
+    )
+    vm_app.command("detach-disk")(
+        _passthrough_command("detach_passthrough", "Detach pass-through disks from a stopped VM.")
+    )
     vm_app.command("attach-iso")(attach_iso)
     vm_app.command("detach-iso")(detach_iso)
     cluster_app.command("groups")(cluster_groups)

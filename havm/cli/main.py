@@ -135,7 +135,8 @@ def status(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> Non
     else:
         if manager is not None:
             print(
-                f"manager {address} (version {manager['version'] or '-'}): "
+                f"manager {address} (version {manager['version'] or '-'}, "
+                f"VMM {manager['vmm_version'] or '-'}): "
                 f"hosts {manager['hosts_ok']}/{manager['hosts_total']} ok, "
                 f"VMs {manager['vms_running']}/{manager['vms_total']} running, "
                 f"{manager['jobs_running']} job(s) running"

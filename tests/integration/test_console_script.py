@@ -167,12 +167,14 @@ def test_status_without_context_shows_the_manager(local: LocalCluster, tmp_path:
     assert status["components"] == []
     manager = status["manager"]
     assert manager["address"] == _manager(local) and manager["version"]
+    assert manager["vmm_version"] == "2008r2"
     assert (manager["hosts_total"], manager["hosts_ok"]) == (2, 2)
     assert [c["name"] for c in manager["clusters"]] == ["hv1"]
     table = run_havm(["--manager", _manager(local), "status"], tmp_path)
     assert (
         table.returncode == 0
         and "hosts 2/2 ok" in table.stdout
+        and "VMM 2008r2" in table.stdout
         and f"manager {_manager(local)}" in table.stdout
     )
 
