@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from havm.cli import render
+from havm.cli import render, render_config
 from havm.cli.options import OutputFormat, OutputOption, client
 from havm.cli.vm import parse_storage, vm_after_job
 from havm.v1 import common_pb2, manager_pb2
@@ -93,7 +93,7 @@ def detach_iso(ctx: typer.Context, name: str, output: OutputOption = OutputForma
 
 def cluster_groups(ctx: typer.Context, name: str, output: OutputOption = OutputFormat.table) -> None:
     """Each highly available VM's cluster group: its owner node and its resources."""
-    rows = [render.cluster_group_dict(g) for g in client(ctx).list_cluster_groups(name)]
+    rows = [render_config.cluster_group_dict(g) for g in client(ctx).list_cluster_groups(name)]
     if output is OutputFormat.json:
         render.print_json(rows)
         return

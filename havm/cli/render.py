@@ -12,53 +12,19 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC
 from typing import Any
 
-from google.protobuf import timestamp_pb2
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
-from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from havm.cli.render_config import (
+    cluster_network_dict,
+    cluster_networks_text,
+    reason_dict,
+    reasons_text,
+    resources_text,
+)
+from havm.cli.render_words import STORAGE_PREFIXES, Row, enum_word, profile_word, storage_text, timestamp
 from havm.v1 import common_pb2, manager_pb2
-
-# One object of the JSON contract.
-Row = dict[str, Any]
-
-# How a storage location is written on the command line and in JSON ("csv:Volume1").
-STORAGE_PREFIXES: dict[common_pb2.StorageKind, str] = {
-    common_pb2.STORAGE_KIND_CSV: "csv",
-    common_pb2.STORAGE_KIND_LUN: "lun",
-    common_pb2.STORAGE_KIND_LOCAL_DISK: "local",
-}
-
-
-def enum_word(enum: EnumTypeWrapper, value: int, prefix: str) -> str:
-    """VM_STATE_RUNNING -> "running"; an unknown number -> "unknown_<n>"."""
-    try:
-        name = enum.Name(value)
-    except ValueError:
-        return f"unknown_{value}"
-    return name.removeprefix(prefix).lower()
-
-
-def profile_word(value: int) -> str:
-    # Profiles read as product names: PROFILE_HYPERV_2008R2 -> "hyperv-2008r2".
-    return enum_word(common_pb2.Profile, value, "PROFILE_").replace("_", "-")
-
-
-def timestamp(message: Message, field: str) -> str | None:
-    """ISO 8601 in UTC, or None when the field was never set."""
-    if not message.HasField(field):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
-
-
-def storage_text(location: common_pb2.StorageLocation) -> str | None:
-    if not location.name and not location.kind:
-        return None
-    prefix = STORAGE_PREFIXES.get(location.kind, "unspecified")
-    return f"{prefix}:{location.name}"
 
 
 def cpu_dict(cpu: common_pb2.Cpu) -> Row:
@@ -179,40 +145,6 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
     }
 
 
-def reason_dict(reason: manager_pb2.StatusReason) -> Row:
-    cause = enum_word(manager_pb2.ConfigCause, reason.cause, "CONFIG_CAUSE_")
-    return {"cause": cause, "detail": reason.detail}
-
-
-def status_cell(row: Row) -> str:
-    """`vm list`'s STATUS: the status, then a mark per cause standing (and those ignored)."""
-    ignored = [r["cause"] for r in row["ignored_reasons"]]
-    standing = [r["cause"] for r in row["status_reasons"] if r not in row["ignored_reasons"]]
-    marks = f" [{', '.join(standing)}]" if standing else ""
-    if ignored:
-        marks += f" (ignored: {', '.join(ignored)})"
-    return f"{row['status']}{marks}"
-
-
-def reasons_text(reasons: list[Row]) -> str:
-    """`vm show`'s reasons: one sentence per cause."""
-    return "\n".join(f"{r['cause']}: {r['detail']}" for r in reasons) or "-"
-
-
-def cluster_networks_text(networks: list[Row]) -> str:
-    lines = []
-    for n in networks:
-        vlan = f", VLAN {n['vlan_id']}" if n["vlan_id"] else ""
-        where = f"{n['name']} ({n['kind']} on {n['bound_to'] or '-'}{vlan})"
-        if n["common"]:
-            lines.append(f"{where}: common")
-            continue
-        why = [f"missing on {', '.join(n['missing_on'])}"] if n["missing_on"] else []
-        why += [f"on {node} {detail}" for node, detail in n["differs_on"].items()]
-        lines.append(f"{where}: not common, {'; '.join(why)}")
-    return "\n".join(lines) or "-"
-
-
 def policy_dict(policy: manager_pb2.FailoverPolicy, effective_max: int) -> Row:
     window = None
     if policy.failback == manager_pb2.FAILBACK_MODE_WINDOW:
@@ -284,50 +216,8 @@ def cluster_dict(cluster: manager_pb2.Cluster) -> Row:
             else None
         ),
         "volumes": [volume_dict(v) for v in cluster.volumes],
-        "networks": [
-            {
-                "name": n.name,
-                "kind": enum_word(common_pb2.NetworkKind, n.kind, "NETWORK_KIND_"),
-                "common": n.common,
-                "vlan_id": n.vlan_id,
-                "bound_to": n.bound_to,
-                "missing_on": list(n.missing_on),
-                "differs_on": {d.node: d.detail for d in n.differs_on},
-            }
-            for n in cluster.networks
-        ],
+        "networks": [cluster_network_dict(n) for n in cluster.networks],
     }
-
-
-def cluster_group_dict(group: manager_pb2.ClusterGroup) -> Row:
-    return {
-        "name": group.name,
-        "vm": group.vm,
-        "owner_node": group.owner_node,
-        "resources": [
-            {
-                "name": r.name,
-                "kind": enum_word(manager_pb2.ClusterResourceKind, r.kind, "CLUSTER_RESOURCE_KIND_"),
-                "type": r.type,
-                "online_on": list(r.online_on),
-                "path": r.path or None,
-            }
-            for r in group.resources
-        ],
-    }
-
-
-def resources_text(resources: list[Row]) -> str:
-    lines = []
-    for r in resources:
-        where = ", ".join(r["online_on"]) or "offline"
-        path = f" at {r['path']}" if r.get("path") else ""
-        lines.append(
-            f"{r['name']} ({r['type']}){path}: online on {where}"
-            if r["online_on"]
-            else f"{r['name']} ({r['type']}){path}: offline"
-        )
-    return "\n".join(lines) or "-"
 
 
 def job_dict(job: manager_pb2.Job) -> Row:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from havm.cli import ha as ha_cli
-from havm.cli import render
+from havm.cli import render, render_config
 from havm.cli.client import ManagerClient
 from havm.cli.errors import CliError
 from havm.cli.jobs import finish, wait_for_job
@@ -74,7 +74,7 @@ def list_vms(
     if output is OutputFormat.json:
         render.print_json(rows)
     else:
-        marked = [{**row, "status": render.status_cell(row)} for row in rows]
+        marked = [{**row, "status": render_config.status_cell(row)} for row in rows]
         render.print_table(None, marked, render.VM_COLUMNS)
 
 

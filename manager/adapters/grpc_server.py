@@ -25,19 +25,21 @@ from manager.adapters.proto_mapping import (
     event_to_proto,
     host_to_proto,
     job_to_proto,
-    maintenance_mode_from_proto,
     migration_to_proto,
+    ratings_to_proto,
+    vm_to_proto,
+    workload_from_proto,
+)
+from manager.adapters.request_mapping import (
+    maintenance_mode_from_proto,
     no_converge_from_proto,
     operation_from_proto,
     policy_from_proto,
-    ratings_to_proto,
     repair_action_from_proto,
     requested_storage_from_proto,
     restart_priority_from_proto,
     settings_change_from_proto,
     shutdown_action_from_proto,
-    vm_to_proto,
-    workload_from_proto,
 )
 from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork

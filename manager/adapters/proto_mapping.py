@@ -19,17 +19,13 @@ from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork
 from manager.core.cluster_groups import ClusterGroup
 from manager.core.config_status import StatusReason
-from manager.core.errors import InvalidArgumentError
 from manager.core.host_choice import RatingsView
-from manager.core.maintenance import MaintenanceMode
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
-    DEFAULT_FAILOVER_PERIOD_S,
     ClusterRecord,
     ClusterResource,
     DiskInfo,
     Event,
-    FailbackMode,
     FailoverPolicy,
     HostRecord,
     Inventory,
@@ -38,7 +34,6 @@ from manager.core.model import (
     MigrationRecord,
     NetworkInfo,
     ReportedVm,
-    RestartPriority,
     StorageKind,
     StorageLocation,
     VmOperation,
@@ -46,23 +41,20 @@ from manager.core.model import (
     VolumeInfo,
     Workload,
 )
-from manager.core.operations import SettingsChange
 from manager.core.profiles import HostCapabilities, profile_capabilities
-from manager.core.repair import RepairAction
-from manager.core.shutdown import ShutdownAction
 from manager.core.states import VmState
 
 E = TypeVar("E", bound=Enum)
 P = TypeVar("P", bound=int)
 
 
-def _to_proto_enum(value: Enum, prefix: str, wrapper: type[P]) -> P:
+def to_proto_enum(value: Enum, prefix: str, wrapper: type[P]) -> P:
     # The generated .pyi declares each proto enum as an int subclass whose members are
     # typed as that class; at run time `wrapper` is protobuf's EnumTypeWrapper.
     return cast(P, wrapper.Value(f"{prefix}_{value.name}"))  # type: ignore[attr-defined]
 
 
-def _from_proto_enum(number: int, prefix: str, wrapper: object, enum: type[E]) -> E | None:
+def from_proto_enum(number: int, prefix: str, wrapper: object, enum: type[E]) -> E | None:
     name = wrapper.Name(number)  # type: ignore[attr-defined]
     member = name.removeprefix(prefix + "_")
     return enum.__members__.get(member)
@@ -96,11 +88,11 @@ def vm_state_to_proto(state: VmState) -> common_pb2.VmState:
     # The wire has no `creating`: a VM being created is on its way to running.
     if state is VmState.CREATING:
         return common_pb2.VM_STATE_STARTING
-    return _to_proto_enum(state, "VM_STATE", common_pb2.VmState)
+    return to_proto_enum(state, "VM_STATE", common_pb2.VmState)
 
 
 def storage_kind_to_proto(kind: StorageKind) -> common_pb2.StorageKind:
-    return _to_proto_enum(kind, "STORAGE_KIND", common_pb2.StorageKind)
+    return to_proto_enum(kind, "STORAGE_KIND", common_pb2.StorageKind)
 
 
 def storage_to_proto(storage: StorageLocation | None) -> common_pb2.StorageLocation | None:
@@ -148,7 +140,7 @@ def host_to_proto(host: HostRecord, vm_count: int, rating: float) -> manager_pb2
         name=host.name,
         cluster=host.cluster or "",
         profile=PROFILE_TO_PROTO.get(host.profile, common_pb2.PROFILE_UNSPECIFIED),
-        state=_to_proto_enum(host.state, "HOST_STATE", manager_pb2.HostState),
+        state=to_proto_enum(host.state, "HOST_STATE", manager_pb2.HostState),
         address=host.address or "",
         cpu=cpu_to_proto(host.cpu),
         memory_mb=host.memory_mb,
@@ -191,7 +183,7 @@ def cluster_network_to_proto(net: ClusterNetwork) -> manager_pb2.ClusterNetwork:
 
 def status_reason_to_proto(reason: StatusReason) -> manager_pb2.StatusReason:
     return manager_pb2.StatusReason(
-        cause=_to_proto_enum(reason.cause, "CONFIG_CAUSE", manager_pb2.ConfigCause), detail=reason.detail
+        cause=to_proto_enum(reason.cause, "CONFIG_CAUSE", manager_pb2.ConfigCause), detail=reason.detail
     )
 
 
@@ -204,7 +196,7 @@ def cluster_to_proto(
         profile=PROFILE_TO_PROTO.get(cluster.profile, common_pb2.PROFILE_UNSPECIFIED),
         nodes=cluster.nodes,
         reserve=cluster.reserve,
-        state=_to_proto_enum(report.state, "CLUSTER_STATE", manager_pb2.ClusterState),
+        state=to_proto_enum(report.state, "CLUSTER_STATE", manager_pb2.ClusterState),
         volumes=[volume_to_proto(v) for v in cluster.volumes],
         overcommit=(
             manager_pb2.Overcommit(
@@ -226,7 +218,7 @@ def ratings_to_proto(view: RatingsView) -> manager_pb2.RateHostsResponse:
                 stars=r.stars,
                 reasons=[
                     manager_pb2.HostRatingReason(
-                        code=_to_proto_enum(n.code, "RATING_REASON", manager_pb2.RatingReason),
+                        code=to_proto_enum(n.code, "RATING_REASON", manager_pb2.RatingReason),
                         detail=n.detail,
                         blocking=n.blocking,
                     )
@@ -237,7 +229,7 @@ def ratings_to_proto(view: RatingsView) -> manager_pb2.RateHostsResponse:
             for r in view.ratings
         ],
         best_host=view.best_host or "",
-        goal=_to_proto_enum(view.goal, "PLACEMENT_GOAL", manager_pb2.PlacementGoal),
+        goal=to_proto_enum(view.goal, "PLACEMENT_GOAL", manager_pb2.PlacementGoal),
     )
 
 
@@ -247,7 +239,7 @@ def policy_to_proto(policy: FailoverPolicy) -> manager_pb2.FailoverPolicy:
         preferred_owners=policy.preferred_owners,
         possible_owners=policy.possible_owners,
         failover_period_s=policy.failover_period_s,
-        failback=_to_proto_enum(policy.failback, "FAILBACK_MODE", manager_pb2.FailbackMode),
+        failback=to_proto_enum(policy.failback, "FAILBACK_MODE", manager_pb2.FailbackMode),
         failback_window_start_hour=start,
         failback_window_end_hour=end,
     )
@@ -260,7 +252,7 @@ def _incident_to_proto(vm: VmRecord) -> manager_pb2.Incident | None:
     if vm.incident is None:
         return None
     return manager_pb2.Incident(
-        kind=_to_proto_enum(vm.incident.kind, "INCIDENT_KIND", manager_pb2.IncidentKind),
+        kind=to_proto_enum(vm.incident.kind, "INCIDENT_KIND", manager_pb2.IncidentKind),
         time=timestamp(vm.incident.time),
         hosts=vm.incident.hosts,
         detail=vm.incident.detail,
@@ -276,7 +268,7 @@ def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0, path: str = "") 
         host=vm.host or "",
         state=vm_state_to_proto(vm.state),
         highly_available=vm.highly_available,
-        status=_to_proto_enum(vm.status, "VM_CONFIG_STATUS", common_pb2.VmConfigStatus),
+        status=to_proto_enum(vm.status, "VM_CONFIG_STATUS", common_pb2.VmConfigStatus),
         status_reasons=[status_reason_to_proto(r) for r in vm.status_reasons],
         ignored_reasons=[status_reason_to_proto(r) for r in vm.ignored_reasons],
         passthrough_disks=storages_to_proto(vm.passthrough_disks),
@@ -291,14 +283,14 @@ def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0, path: str = "") 
         imported=vm.imported,
         created_at=timestamp(vm.created_at),
         reason=vm.reason,
-        restart_priority=_to_proto_enum(vm.restart_priority, "RESTART_PRIORITY", common_pb2.RestartPriority),
+        restart_priority=to_proto_enum(vm.restart_priority, "RESTART_PRIORITY", common_pb2.RestartPriority),
         failover_count=vm.failover_count,
         processor_compatibility=vm.processor_compatibility,
         migration_id=vm.migration_id or "",
         failover_policy=policy_to_proto(vm.policy),
         recent_failovers=[timestamp(t) for t in vm.failover_times],
         failed_action=(
-            _to_proto_enum(vm.failed_action, "FAILED_ACTION", manager_pb2.FailedAction)
+            to_proto_enum(vm.failed_action, "FAILED_ACTION", manager_pb2.FailedAction)
             if vm.failed_action is not None
             else manager_pb2.FAILED_ACTION_UNSPECIFIED
         ),
@@ -312,7 +304,7 @@ def job_to_proto(job: JobRecord) -> manager_pb2.Job:
         steps=[
             manager_pb2.JobStep(
                 vm=step.vm,
-                outcome=_to_proto_enum(step.outcome, "JOB_STEP_OUTCOME", manager_pb2.JobStepOutcome),
+                outcome=to_proto_enum(step.outcome, "JOB_STEP_OUTCOME", manager_pb2.JobStepOutcome),
                 host=step.host,
                 detail=step.detail,
             )
@@ -321,7 +313,7 @@ def job_to_proto(job: JobRecord) -> manager_pb2.Job:
         id=job.id,
         kind=job.kind,
         target=job.target,
-        state=_to_proto_enum(job.state, "JOB_STATE", manager_pb2.JobState),
+        state=to_proto_enum(job.state, "JOB_STATE", manager_pb2.JobState),
         progress=job.progress,
         message=job.message,
         error=job.error,
@@ -364,26 +356,17 @@ def workload_to_proto(workload: Workload) -> common_pb2.GuestWorkload:
 
 
 def operation_to_proto(operation: VmOperation) -> agent_pb2.VmOperation:
-    return _to_proto_enum(operation, "VM_OPERATION", agent_pb2.VmOperation)
+    return to_proto_enum(operation, "VM_OPERATION", agent_pb2.VmOperation)
 
 
 # --- proto -> core -------------------------------------------------------------------
-
-
-def operation_from_proto(number: int) -> VmOperation | None:
-    if number == agent_pb2.VM_OPERATION_UNSPECIFIED:
-        return None
-    try:
-        return _from_proto_enum(number, "VM_OPERATION", agent_pb2.VmOperation, VmOperation)
-    except ValueError:
-        return None
 
 
 def storage_from_proto(storage: common_pb2.StorageLocation) -> StorageLocation | None:
     if storage.kind == common_pb2.STORAGE_KIND_UNSPECIFIED and not storage.name:
         return None
     try:
-        kind = _from_proto_enum(storage.kind, "STORAGE_KIND", common_pb2.StorageKind, StorageKind)
+        kind = from_proto_enum(storage.kind, "STORAGE_KIND", common_pb2.StorageKind, StorageKind)
     except ValueError:
         kind = None
     if kind is None:
@@ -391,20 +374,10 @@ def storage_from_proto(storage: common_pb2.StorageLocation) -> StorageLocation |
     return StorageLocation(kind, storage.name)
 
 
-def requested_storage_from_proto(storage: common_pb2.StorageLocation) -> StorageLocation:
-    """The storage a CreateVm asks for; a kind the manager does not know is refused."""
-    location = storage_from_proto(storage)
-    if location is None or storage.kind == common_pb2.STORAGE_KIND_UNSPECIFIED:
-        raise InvalidArgumentError("storage.kind: must be csv, lun or local_disk")
-    if not storage.name:
-        raise InvalidArgumentError("storage.name: must not be empty")
-    return location
-
-
 def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
     spec = runtime.spec
     try:
-        state = _from_proto_enum(runtime.state, "VM_STATE", common_pb2.VmState, VmState)
+        state = from_proto_enum(runtime.state, "VM_STATE", common_pb2.VmState, VmState)
     except ValueError:
         state = None
     return ReportedVm(
@@ -473,57 +446,6 @@ def inventory_from_proto(response: agent_pb2.AgentServiceGetInventoryResponse) -
     )
 
 
-def restart_priority_from_proto(number: int) -> RestartPriority:
-    """Unset means medium; a number the manager does not know is refused."""
-    if number == common_pb2.RESTART_PRIORITY_UNSPECIFIED:
-        return RestartPriority.MEDIUM
-    try:
-        priority = _from_proto_enum(number, "RESTART_PRIORITY", common_pb2.RestartPriority, RestartPriority)
-    except ValueError:
-        priority = None
-    if priority is None:
-        raise InvalidArgumentError("restart_priority: must be high, medium, low or none")
-    return priority
-
-
-def policy_from_proto(pb: manager_pb2.FailoverPolicy) -> FailoverPolicy:
-    """The policy as sent; field checks that need no cluster (hours, counts) happen here."""
-    if pb.failback == manager_pb2.FAILBACK_MODE_UNSPECIFIED:
-        failback = FailbackMode.NEVER
-    else:
-        found = _from_proto_enum(pb.failback, "FAILBACK_MODE", manager_pb2.FailbackMode, FailbackMode)
-        if found is None:
-            raise InvalidArgumentError("failover_policy.failback: must be never, immediate or window")
-        failback = found
-    for field, hour in (
-        ("failback_window_start_hour", pb.failback_window_start_hour),
-        ("failback_window_end_hour", pb.failback_window_end_hour),
-    ):
-        if not 0 <= hour <= 23:
-            raise InvalidArgumentError(f"failover_policy.{field}: must be an hour from 0 to 23, got {hour}")
-    window = (pb.failback_window_start_hour, pb.failback_window_end_hour)
-    if failback is FailbackMode.WINDOW and window[0] == window[1]:
-        raise InvalidArgumentError(
-            "failover_policy: a failback window needs two different hours (start and end)"
-        )
-    if pb.HasField("max_failovers") and pb.max_failovers < 0:
-        raise InvalidArgumentError(
-            f"failover_policy.max_failovers: must be 0 or more, got {pb.max_failovers}"
-        )
-    if pb.failover_period_s < 0:
-        raise InvalidArgumentError(
-            f"failover_policy.failover_period_s: must be 0 or more, got {pb.failover_period_s}"
-        )
-    return FailoverPolicy(
-        preferred_owners=tuple(pb.preferred_owners),
-        possible_owners=tuple(pb.possible_owners),
-        max_failovers=pb.max_failovers if pb.HasField("max_failovers") else None,
-        failover_period_s=pb.failover_period_s or DEFAULT_FAILOVER_PERIOD_S,
-        failback=failback,
-        failback_window=window if failback is FailbackMode.WINDOW else None,
-    )
-
-
 def event_to_proto(event: Event) -> manager_pb2.Event:
     return manager_pb2.Event(
         time=timestamp(event.time),
@@ -567,8 +489,8 @@ def migration_to_proto(m: MigrationRecord) -> manager_pb2.Migration:
         id=m.id,
         vm=m.vm_name,
         vm_id=m.vm_id,
-        kind=_to_proto_enum(m.kind, "MIGRATION_KIND", manager_pb2.MigrationKind),
-        state=_to_proto_enum(m.state, "MIGRATION_STATE", manager_pb2.MigrationState),
+        kind=to_proto_enum(m.kind, "MIGRATION_KIND", manager_pb2.MigrationKind),
+        state=to_proto_enum(m.state, "MIGRATION_STATE", manager_pb2.MigrationState),
         source=m.source,
         destination=m.destination,
         storage=storage_to_proto(m.storage),
@@ -584,74 +506,9 @@ def migration_to_proto(m: MigrationRecord) -> manager_pb2.Migration:
         created_at=timestamp(m.created_at),
         updated_at=timestamp(m.updated_at),
         phase=m.phase.value,
-        manager_phase=_to_proto_enum(m.phase, "MANAGER_MIGRATION_PHASE", manager_pb2.ManagerMigrationPhase),
+        manager_phase=to_proto_enum(m.phase, "MANAGER_MIGRATION_PHASE", manager_pb2.ManagerMigrationPhase),
         memory_digest=m.memory_digest,
         resumed_digest=m.resumed_digest,
-    )
-
-
-def no_converge_from_proto(number: int) -> str | None:
-    """None for unset (the topology's policy applies); a number the manager does not know is refused."""
-    if number == manager_pb2.NO_CONVERGE_POLICY_UNSPECIFIED:
-        return None
-    if number == manager_pb2.NO_CONVERGE_POLICY_FAIL:
-        return "fail"
-    if number == manager_pb2.NO_CONVERGE_POLICY_QUICK:
-        return "quick"
-    raise InvalidArgumentError("no_converge: must be fail or quick")
-
-
-def maintenance_mode_from_proto(number: int) -> MaintenanceMode | None:
-    """None (the profile's default) for UNSPECIFIED; INVALID_ARGUMENT for an unknown number."""
-    if number == manager_pb2.MAINTENANCE_MODE_UNSPECIFIED:
-        return None
-    if number not in manager_pb2.MaintenanceMode.values():
-        raise InvalidArgumentError(f"mode: unknown maintenance mode {number}")
-    return _from_proto_enum(number, "MAINTENANCE_MODE", manager_pb2.MaintenanceMode, MaintenanceMode)
-
-
-def repair_action_from_proto(number: int) -> RepairAction:
-    found = None
-    if number != manager_pb2.REPAIR_ACTION_UNSPECIFIED and number in manager_pb2.RepairAction.values():
-        found = _from_proto_enum(number, "REPAIR_ACTION", manager_pb2.RepairAction, RepairAction)
-    if found is None:
-        raise InvalidArgumentError("action: must be retry, undo, ignore or refresh")
-    return found
-
-
-def shutdown_action_from_proto(number: int) -> ShutdownAction:
-    """Unset means save (Windows Server 2008 R2's default); an unknown number is refused."""
-    if number == manager_pb2.SHUTDOWN_ACTION_UNSPECIFIED:
-        return ShutdownAction.SAVE
-    found = None
-    if number in manager_pb2.ShutdownAction.values():
-        found = _from_proto_enum(number, "SHUTDOWN_ACTION", manager_pb2.ShutdownAction, ShutdownAction)
-    if found is None:
-        raise InvalidArgumentError("action: must be save, shutdown or live")
-    return found
-
-
-def settings_change_from_proto(request: manager_pb2.UpdateVmRequest) -> SettingsChange:
-    """The settings UpdateVm asks to change; a pass-through disk names a LUN or a local disk."""
-
-    def disks(field: str, items: Sequence[common_pb2.StorageLocation]) -> tuple[StorageLocation, ...]:
-        found = []
-        for i, item in enumerate(items):
-            disk = storage_from_proto(item)
-            if disk is None or not disk.name:
-                raise InvalidArgumentError(
-                    f"{field}[{i}]: must name a LUN or a local disk (lun:NAME, local:NAME)"
-                )
-            found.append(disk)
-        return tuple(found)
-
-    return SettingsChange(
-        processor_compatibility=(
-            request.processor_compatibility if request.HasField("processor_compatibility") else None
-        ),
-        iso_image=request.iso_image if request.HasField("iso_image") else None,
-        attach_passthrough=disks("attach_passthrough", request.attach_passthrough),
-        detach_passthrough=disks("detach_passthrough", request.detach_passthrough),
     )
 
 
@@ -663,7 +520,7 @@ def cluster_group_to_proto(group: ClusterGroup) -> manager_pb2.ClusterGroup:
         resources=[
             manager_pb2.ClusterGroupResource(
                 name=r.name,
-                kind=_to_proto_enum(r.kind, "CLUSTER_RESOURCE_KIND", manager_pb2.ClusterResourceKind),
+                kind=to_proto_enum(r.kind, "CLUSTER_RESOURCE_KIND", manager_pb2.ClusterResourceKind),
                 type=r.type,
                 online_on=r.online_on,
                 path=r.path,
