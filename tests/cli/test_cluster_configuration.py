@@ -402,3 +402,61 @@ def test_bad_input_is_one_sentence(r2: SimClusterSession) -> None:
     assert "not highly available" in refused(
         r2, "host", "cluster-resource", "add", "standalone1", "plain", "Replica", "--type", "Generic Service"
     )
+
+
+# ------------------------------------------------------------------------------ ESX
+
+
+def esx_topology(level: str) -> dict:
+    return {
+        "version": 1,
+        "vmm_version": level,
+        "host_defaults": {
+            "profile": "esx",
+            "cpu": {
+                "vendor": "AuthenticAMD",
+                "model": "Opteron 2384",
+                "features": ["sse3"],
+                "cores": 4,
+                "mhz": 2700,
+            },
+            "memory_mb": 16384,
+            "disks": [{"name": "local1", "capacity_gb": 100}],
+            "networks": [{"name": "VM Network", "bound_to": "vSwitch0", "vlan_id": 10}],
+        },
+        "clusters": [
+            {
+                "name": "esxc",
+                "profile": "esx",
+                "nodes": ["esx1", "esx2"],
+                "luns": [{"name": f"lun{i:02d}", "capacity_gb": 50} for i in range(1, 5)],
+            }
+        ],
+        "hosts": [
+            {"name": "esx1"},
+            {
+                "name": "esx2",
+                "networks": [
+                    {"name": "VM Network", "bound_to": "vSwitch1", "vlan_id": 20},
+                    {"name": "DMZ", "bound_to": "vSwitch1", "vlan_id": 30},
+                ],
+            },
+        ],
+    }
+
+
+def test_an_esx_port_group_missing_on_a_host(tmp_path: Path, level: str, make: Make) -> None:
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(esx_topology(level)))
+    with sim_cluster(path, tmp_path / "sim") as esx:
+        # DMZ is on esx2 only; VM Network differs in switch and VLAN, which port groups may.
+        name = make(
+            esx, "dmz", "--storage", "lun:lun01", "--network", "DMZ", "--network", "VM Network", host="esx2"
+        )
+        shown = vm(esx, name)
+        assert [r["cause"] for r in shown["status_reasons"]] == ["port_group_missing"]
+        assert shown["status_reasons"][0]["detail"] == (
+            "port group 'DMZ' is not common to every node of cluster esxc: missing on esx1"
+        )
+        ok(esx, "host", "network", "add", "esx1", "DMZ", "--bound-to", "vSwitch1", "--vlan", "31")
+        assert "supported" in ok(esx, "vm", "repair", name).stdout and causes(esx, name) == []
