@@ -184,10 +184,10 @@ def vm_runtime_dict(host: str, vm: common_pb2.VmRuntime) -> dict[str, Any]:
         "memory_mb": spec.memory_mb,
         "cpus": spec.cpus,
         "disk_gb": spec.disk_gb,
-        "storage": render.storage_dict(spec.storage),
+        "storage": render.storage_text(spec.storage),
         "networks": list(spec.networks),
         "highly_available": spec.highly_available,
-        "passthrough_disks": [render.storage_dict(d) for d in spec.passthrough_disks],
+        "passthrough_disks": [render.storage_text(d) for d in spec.passthrough_disks],
         "iso_image": spec.iso_image or None,
         "cluster_resources": _resources(vm),
     }

@@ -21,7 +21,7 @@ def cluster_network_dict(n: manager_pb2.ClusterNetwork) -> Row:
 
 def reason_dict(reason: manager_pb2.StatusReason) -> Row:
     cause = enum_word(manager_pb2.ConfigCause, reason.cause, "CONFIG_CAUSE_")
-    return {"cause": cause, "detail": reason.detail}
+    return {"cause": cause, "detail": reason.detail, "subject": reason.subject}
 
 
 def status_cell(row: Row) -> str:

@@ -399,12 +399,14 @@ class NetworkDifference(_message.Message):
     def __init__(self, node: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class StatusReason(_message.Message):
-    __slots__ = ("cause", "detail")
+    __slots__ = ("cause", "detail", "subject")
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     cause: ConfigCause
     detail: str
-    def __init__(self, cause: _Optional[_Union[ConfigCause, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+    subject: str
+    def __init__(self, cause: _Optional[_Union[ConfigCause, str]] = ..., detail: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class Overcommit(_message.Message):
     __slots__ = ("failed_nodes", "unplaced_vms", "detail")

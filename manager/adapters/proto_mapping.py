@@ -183,7 +183,9 @@ def cluster_network_to_proto(net: ClusterNetwork) -> manager_pb2.ClusterNetwork:
 
 def status_reason_to_proto(reason: StatusReason) -> manager_pb2.StatusReason:
     return manager_pb2.StatusReason(
-        cause=to_proto_enum(reason.cause, "CONFIG_CAUSE", manager_pb2.ConfigCause), detail=reason.detail
+        cause=to_proto_enum(reason.cause, "CONFIG_CAUSE", manager_pb2.ConfigCause),
+        detail=reason.detail,
+        subject=reason.subject,
     )
 
 

@@ -169,9 +169,15 @@ def _cluster(raw: dict[str, Any]) -> ClusterRecord:
 
 
 def _reasons(raw: list[Any] | tuple[Any, ...]) -> tuple[StatusReason, ...]:
-    """Records written before causes were typed kept sentences only: they are dropped,
-    and the judgement at start lists the reasons again."""
-    return tuple(StatusReason(ConfigCause(r["cause"]), r["detail"]) for r in raw if isinstance(r, dict))
+    """Records written before causes were typed kept sentences only, and a newer manager
+    may have written a cause this one does not know: those are dropped, and the
+    judgement at start lists the reasons again."""
+    known = {c.value for c in ConfigCause}
+    return tuple(
+        StatusReason(ConfigCause(r["cause"]), r["detail"], r.get("subject", ""))
+        for r in raw
+        if isinstance(r, dict) and r.get("cause") in known
+    )
 
 
 def _vm(raw: dict[str, Any]) -> VmRecord:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from manager.core.cluster_config import ClusterView, judge
-from manager.core.config_status import status_of
+from manager.core.config_status import ConfigStatus, accepted, status_of
 from manager.core.levels import LevelTraits
 from manager.core.model import ClusterRecord, HostRecord, StorageKind, VmRecord
 from manager.core.store import ForwardingStore, Store
@@ -32,7 +32,6 @@ def _judged_inputs(vm: VmRecord) -> tuple[object, ...]:
         vm.passthrough_disks,
         vm.iso_image,
         vm.cluster_resources,
-        vm.ignored_reasons,
     )
 
 
@@ -58,10 +57,13 @@ class ConfigJudgingStore(ForwardingStore):
 
     def put_vm(self, vm: VmRecord) -> None:
         old = self._inner.get_vm(vm.id)
+        if old is not None:
+            # What Ignore accepted is this layer's to change (accept): a writer's copy may
+            # have been read before it.
+            vm = replace(vm, ignored_reasons=old.ignored_reasons)
         if old is not None and _judged_inputs(old) == _judged_inputs(vm):
             # Judged already; the writer may hold a copy read before the last judgement.
-            kept = replace(vm, status=old.status, status_reasons=old.status_reasons)
-            self._inner.put_vm(replace(kept, ignored_reasons=old.ignored_reasons))
+            self._inner.put_vm(replace(vm, status=old.status, status_reasons=old.status_reasons))
             return
         luns = {_lun(old), _lun(vm)} - {None}
         # Only a VM on a LUN needs the others' records (who else is on that LUN).
@@ -98,6 +100,16 @@ class ConfigJudgingStore(ForwardingStore):
 
     # ------------------------------------------------------------------ judging
 
+    def accept(self, vm_id: str) -> VmRecord | None:
+        """Repair's Ignore: the reasons standing now no longer make the VM unsupported.
+        Returns the VM as recorded, or None when it does not exist."""
+        vm = self._inner.get_vm(vm_id)
+        if vm is None:
+            return None
+        accepted = replace(vm, ignored_reasons=vm.status_reasons, status=ConfigStatus.OK)
+        self._inner.put_vm(accepted)
+        return accepted
+
     def review_all(self) -> int:
         """Judge every VM again (at start: the level or the records may have changed
         while the manager was down). Returns how many statuses changed."""
@@ -125,7 +137,7 @@ class ConfigJudgingStore(ForwardingStore):
     def _judged(self, vm: VmRecord, view: ClusterView) -> VmRecord:
         reasons = judge(vm, view)
         # An accepted reason that no longer holds is forgotten: if it comes back, it is new.
-        ignored = tuple(r for r in vm.ignored_reasons if r in reasons)
+        ignored = accepted(reasons, vm.ignored_reasons)
         status = status_of(reasons, ignored)
         return replace(vm, status=status, status_reasons=reasons, ignored_reasons=ignored)
 

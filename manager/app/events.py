@@ -112,11 +112,19 @@ class EventingStore(ForwardingStore):
         before = (old.status, old.status_reasons) if old is not None else (ConfigStatus.OK, ())
         if before == (vm.status, vm.status_reasons):
             return
-        why = "; ".join(r.detail for r in vm.status_reasons if r not in vm.ignored_reasons)
-        accepted = " (reasons ignored by repair)" if vm.ignored_reasons and not why else ""
+        standing = "; ".join(r.detail for r in vm.status_reasons if r not in vm.ignored_reasons)
+        ignored = "; ".join(r.detail for r in vm.ignored_reasons)
+        if before[0] is vm.status:
+            # Same status, other reasons (an ignored one reads differently now, say).
+            head = f"VM {vm.name} stays {vm.status.value}"
+        else:
+            head = f"VM {vm.name} {before[0].value} => {vm.status.value}"
+        parts = [f": {standing}" if standing else ""]
+        if ignored:
+            parts.append(f" (ignored by repair: {ignored})")
         self._bus.emit(
             "vm_status",
-            f"VM {vm.name} {before[0].value} => {vm.status.value}{accepted}" + (f": {why}" if why else ""),
+            head + "".join(parts),
             host=vm.host or "",
             vm=vm.name,
             old_state=before[0].value,

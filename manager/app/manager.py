@@ -121,7 +121,9 @@ class ManagerApp:
             self.vms.vm_versions,
             DuplicateResolver(store, agents, self.vms, self.events, clock),
         )
-        self.repairs = RepairService(store, self.jobs, self.vms, agents, settings, self.refresher)
+        self.repairs = RepairService(
+            store, self.jobs, self.vms, agents, settings, self.refresher, self.judging.accept
+        )
         self.migrations = MigrationService(
             store, agents, self.jobs, self.vms, settings, self.events, clock, monotonic, crash_points
         )

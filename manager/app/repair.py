@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from manager.app.jobs import JobBook, JobHandle
@@ -39,9 +40,12 @@ class RepairService:
         agents: AgentPort,
         settings: Settings,
         refresher: RefreshService,
+        accept_configuration: Callable[[str], VmRecord | None],
     ) -> None:
         self._store = store
         self._refresher = refresher
+        # Repair's Ignore for a configuration: the judging store layer's `accept`.
+        self._accept_configuration = accept_configuration
         self._jobs = jobs
         self._vms = vms
         self._agents = agents
@@ -111,11 +115,10 @@ class RepairService:
             causes = "; ".join(r.detail for r in vm.status_reasons if r not in vm.ignored_reasons)
             return f"VM {vm.name} is still in an unsupported cluster configuration: {causes}{note}"
         async with self._vms.lock(vm_id):
-            current = self._store.get_vm(vm_id)
+            current = self._accept_configuration(vm_id)
             if current is None:
                 raise NotFoundError("the VM was deleted before it could be repaired")
-            self._vms.record(replace(current, ignored_reasons=current.status_reasons))
-        causes = ", ".join(r.cause.value for r in current.status_reasons)
+        causes = ", ".join(r.cause.value for r in current.ignored_reasons)
         return f"VM {current.name}: its cluster configuration is accepted as it is (ignored: {causes})"
 
     def _hosts_around(self, vm: VmRecord) -> list[str]:

@@ -44,6 +44,7 @@ from manager.core.operations import (
     SettingsChange,
     check_delete,
     check_operation,
+    check_passthrough_free,
     check_update,
     passthrough_after,
     settings_summary,
@@ -395,6 +396,7 @@ class VmService:
     def update(self, name: str, change: SettingsChange) -> tuple[JobRecord, VmRecord]:
         vm = self._vm(name)
         check_update(vm, change)
+        check_passthrough_free(vm, change, self._store.list_vms())
         self._address(vm)
         self.claims.claim(vm.id, Claim.JOB)
         try:
@@ -416,6 +418,7 @@ class VmService:
                 if vm is None:
                     raise NotFoundError("the VM was deleted before its settings could change")
                 check_update(vm, change)
+                check_passthrough_free(vm, change, self._store.list_vms())
                 if change.empty:
                     return f"VM {vm.name}: nothing to change"
                 host, address = self._address(vm)

@@ -16,7 +16,7 @@ after a manager restart, so the status never depends on the path that wrote it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from manager.core.config_status import ConfigCause, StatusReason
@@ -79,8 +79,16 @@ def _judge_network(
     per_node: dict[str, NetworkInfo] = {}
     for node, net in entries:
         per_node.setdefault(node, net)
-    votes = Counter((n.name, n.bound_to, n.vlan_id) for n in per_node.values())
-    name, bound_to, vlan = max(votes, key=lambda k: (votes[k], -_first(per_node, k)))
+
+    def setting(net: NetworkInfo) -> tuple[str, str, int]:
+        return (net.name if case_sensitive else net.name.casefold(), net.bound_to, net.vlan_id)
+
+    votes = Counter(setting(n) for n in per_node.values())
+    reference = max(votes, key=lambda k: (votes[k], -_first(per_node, k, setting)))
+    _, bound_to, vlan = reference
+    # Shown as the spelling most nodes of the reference use.
+    spellings = Counter(n.name for n in per_node.values() if setting(n) == reference)
+    name = spellings.most_common(1)[0][0]
     kind = next(iter(per_node.values())).kind
     port_group = kind == PORT_GROUP
     missing = tuple(n for n in nodes if n not in per_node)
@@ -106,9 +114,13 @@ def _judge_network(
     )
 
 
-def _first(per_node: dict[str, NetworkInfo], key: tuple[str, str, int]) -> int:
+def _first(
+    per_node: dict[str, NetworkInfo],
+    key: tuple[str, str, int],
+    setting: Callable[[NetworkInfo], tuple[str, str, int]],
+) -> int:
     for i, net in enumerate(per_node.values()):
-        if (net.name, net.bound_to, net.vlan_id) == key:
+        if setting(net) == key:
             return i
     return len(per_node)
 
@@ -120,7 +132,7 @@ class ClusterView:
     level: LevelTraits
     hosts: dict[str, HostRecord]
     clusters: dict[str, ClusterRecord]
-    # Highly available VMs by the (non-CSV) LUN their files are on.
+    # Highly available VMs by the LUNs they use (their files', their pass-through disks).
     lun_users: dict[str, tuple[str, ...]]
     _networks: dict[str, dict[str, ClusterNetwork]] = field(default_factory=dict, compare=False)
 
@@ -134,8 +146,9 @@ class ClusterView:
     ) -> ClusterView:
         users: dict[str, list[str]] = {}
         for vm in vms:
-            if vm.highly_available and vm.storage is not None and vm.storage.kind is StorageKind.LUN:
-                users.setdefault(vm.storage.name, []).append(vm.name)
+            if vm.highly_available:
+                for lun in dict.fromkeys(vm.luns()):
+                    users.setdefault(lun, []).append(vm.name)
         return cls(
             level,
             {h.name: h for h in hosts},
@@ -166,11 +179,13 @@ def judge(vm: VmRecord, view: ClusterView) -> tuple[StatusReason, ...]:
     if vm.host is not None and (host is None or host.cluster is None):
         reasons.append(
             StatusReason(
-                ConfigCause.STANDALONE_HOST, f"host {vm.host} is a standalone host, not a node of a cluster"
+                ConfigCause.STANDALONE_HOST,
+                f"host {vm.host} is a standalone host, not a node of a cluster",
+                vm.host,
             )
         )
-    reasons.extend(_storage_reasons(vm, view))
     cluster = view.clusters.get(host.cluster) if host is not None and host.cluster is not None else None
+    reasons.extend(_storage_reasons(vm, view, cluster))
     reasons.extend(_passthrough_reasons(vm, cluster))
     if host is not None and host.cluster is not None:
         reasons.extend(_network_reasons(vm, host.cluster, view))
@@ -180,7 +195,7 @@ def judge(vm: VmRecord, view: ClusterView) -> tuple[StatusReason, ...]:
 
 def _passthrough_reasons(vm: VmRecord, cluster: ClusterRecord | None) -> list[StatusReason]:
     reasons = []
-    cluster_luns = {v.name for v in cluster.volumes if v.kind is StorageKind.LUN} if cluster else set()
+    cluster_luns = cluster.disk_names(StorageKind.LUN) if cluster else frozenset()
     for disk in vm.passthrough_disks:
         if disk.kind is StorageKind.LOCAL_DISK:
             reasons.append(
@@ -188,6 +203,7 @@ def _passthrough_reasons(vm: VmRecord, cluster: ClusterRecord | None) -> list[St
                     ConfigCause.LOCAL_STORAGE,
                     f"pass-through disk {disk.name} is a local disk of host {vm.host}, "
                     "which no other node can see",
+                    f"passthrough:local:{disk.name}",
                 )
             )
         elif disk.kind is StorageKind.LUN and disk.name not in cluster_luns:
@@ -196,6 +212,7 @@ def _passthrough_reasons(vm: VmRecord, cluster: ClusterRecord | None) -> list[St
                 StatusReason(
                     ConfigCause.PASSTHROUGH_NOT_CLUSTERED,
                     f"pass-through disk {disk.name} is not a disk of {where}: only its host sees it",
+                    f"passthrough:lun:{disk.name}",
                 )
             )
     return reasons
@@ -211,6 +228,7 @@ def _level_reasons(vm: VmRecord, level: LevelTraits) -> list[StatusReason]:
                 ConfigCause.EXTRA_CLUSTER_RESOURCES,
                 f"its cluster group holds {extra} beside the VM, its configuration and its disks, "
                 "which is all VMM 2008 supports in a group",
+                ",".join(sorted(r.name.casefold() for r in vm.cluster_resources)),
             )
         )
     if level.iso_attached_unsupported and vm.iso_image:
@@ -219,33 +237,48 @@ def _level_reasons(vm: VmRecord, level: LevelTraits) -> list[StatusReason]:
                 ConfigCause.ISO_ATTACHED,
                 f"an ISO image is attached to its DVD drive ({vm.iso_image}); VMM 2008 does not support "
                 "that for a highly available VM",
+                vm.iso_image,
             )
         )
     return reasons
 
 
-def _storage_reasons(vm: VmRecord, view: ClusterView) -> list[StatusReason]:
+def _storage_reasons(vm: VmRecord, view: ClusterView, cluster: ClusterRecord | None) -> list[StatusReason]:
     storage = vm.storage
     if storage is None:
         return []
+    subject = f"{storage.kind.value}:{storage.name}"
     if storage.kind is StorageKind.LOCAL_DISK:
         return [
             StatusReason(
                 ConfigCause.LOCAL_STORAGE,
                 f"its files are on local disk {storage.name}, which no other host can see",
+                subject,
             )
         ]
-    if storage.kind is StorageKind.LUN:
-        others = [name for name in view.lun_users.get(storage.name, ()) if name != vm.name]
+    if cluster is not None and storage.name not in cluster.disk_names(storage.kind):
+        # A volume its host sees that is no disk of the cluster (made visible on the host).
+        what = "LUN" if storage.kind is StorageKind.LUN else "CSV volume"
+        return [
+            StatusReason(
+                ConfigCause.LOCAL_STORAGE,
+                f"its files are on {what} {storage.name}, which is not a disk of cluster {cluster.name}",
+                subject,
+            )
+        ]
+    reasons = []
+    for lun in dict.fromkeys(vm.luns()):
+        others = [name for name in view.lun_users.get(lun, ()) if name != vm.name]
         if others:
-            return [
+            reasons.append(
                 StatusReason(
                     ConfigCause.SHARED_LUN,
-                    f"LUN {storage.name} is not a CSV and also holds highly available VM "
+                    f"LUN {lun} is not a CSV and is also used by highly available VM "
                     f"{', '.join(others)}: each needs a LUN of its own",
+                    f"lun:{lun}",
                 )
-            ]
-    return []
+            )
+    return reasons
 
 
 def _network_reasons(vm: VmRecord, cluster: str, view: ClusterView) -> list[StatusReason]:
@@ -253,16 +286,19 @@ def _network_reasons(vm: VmRecord, cluster: str, view: ClusterView) -> list[Stat
     reasons = []
     for name in vm.networks:
         net = networks.get(name.casefold())
+        subject = f"network:{name if view.level.network_names_case_sensitive else name.casefold()}"
         port_group = net is not None and net.kind == PORT_GROUP
         if net is None:
             # No node reports it at all (a host that lost it since).
-            kind = view.hosts.get(vm.host or "")
-            is_esx = kind is not None and kind.capabilities.network_kind == PORT_GROUP
+            host = view.hosts.get(vm.host or "")
+            is_esx = host is not None and host.capabilities.network_kind == PORT_GROUP
             cause = ConfigCause.PORT_GROUP_MISSING if is_esx else ConfigCause.NETWORK_NOT_COMMON
             term = "port group" if is_esx else "virtual network"
-            reasons.append(StatusReason(cause, f"{term} '{name}' exists on no node of cluster {cluster}"))
+            reasons.append(
+                StatusReason(cause, f"{term} '{name}' exists on no node of cluster {cluster}", subject)
+            )
         elif port_group and (net.missing_on or net.differs_on):
-            reasons.append(StatusReason(ConfigCause.PORT_GROUP_MISSING, net.explain(cluster)))
+            reasons.append(StatusReason(ConfigCause.PORT_GROUP_MISSING, net.explain(cluster), subject))
         elif not port_group and not net.common:
-            reasons.append(StatusReason(ConfigCause.NETWORK_NOT_COMMON, net.explain(cluster)))
+            reasons.append(StatusReason(ConfigCause.NETWORK_NOT_COMMON, net.explain(cluster), subject))
     return reasons

@@ -35,12 +35,28 @@ class StatusReason:
     """One cause with its sentence, as `vm show` lists it."""
 
     cause: ConfigCause
-    detail: str
+    detail: str  # for people: never compared
+    # What the cause is about: the network (its name as the level compares it), the LUN,
+    # the disk, the host, the image. A reason Repair's Ignore accepted stays accepted
+    # while its cause and subject hold, whatever its sentence says now.
+    subject: str = ""
+
+    @property
+    def key(self) -> tuple[ConfigCause, str]:
+        return (self.cause, self.subject)
+
+
+def accepted(
+    reasons: tuple[StatusReason, ...], ignored: tuple[StatusReason, ...]
+) -> tuple[StatusReason, ...]:
+    """The reasons Ignore accepted that still stand, as they read now."""
+    keys = {r.key for r in ignored}
+    return tuple(r for r in reasons if r.key in keys)
 
 
 def status_of(reasons: tuple[StatusReason, ...], ignored: tuple[StatusReason, ...]) -> ConfigStatus:
     """Unsupported while a reason stands that Repair's Ignore did not accept."""
-    accepted = set(ignored)
-    if any(reason not in accepted for reason in reasons):
+    keys = {r.key for r in ignored}
+    if any(reason.key not in keys for reason in reasons):
         return ConfigStatus.UNSUPPORTED_CLUSTER_CONFIGURATION
     return ConfigStatus.OK

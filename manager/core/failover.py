@@ -81,6 +81,8 @@ def restart_request(vm: VmRecord, max_vcpus_per_core: int) -> PlacementRequest:
         highly_available=True,
         storage=vm.storage if vm.storage and vm.storage.kind is not StorageKind.LOCAL_DISK else None,
         networks=vm.networks,
+        passthrough=vm.passthrough_disks,
+        passthrough_home=vm.host,
         max_vcpus_per_core=max_vcpus_per_core,
     )
 

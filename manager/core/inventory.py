@@ -285,9 +285,10 @@ def host_capacity(
                 volume.free_bytes // GIB,
                 volume.capacity_bytes // GIB - sum(vm.disk_gb for vm in users),
             )
-            rooms.append(
-                StorageRoom(volume.name, volume.kind, max(0, free_gb), tuple(vm.name for vm in users))
-            )
+            # A LUN passed through to a VM is that VM's raw disk: nobody else's to use.
+            raw = [vm for vm in vms if volume.kind is StorageKind.LUN and volume.name in vm.luns()]
+            holders = tuple(dict.fromkeys(vm.name for vm in users + raw))
+            rooms.append(StorageRoom(volume.name, volume.kind, max(0, free_gb), holders))
     return HostCapacity(
         name=host.name,
         cluster=host.cluster,

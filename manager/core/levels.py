@@ -22,6 +22,8 @@ class VmmVersion(Enum):
 class LevelTraits:
     """What a VMM level manages and how it judges a cluster's configuration."""
 
+    # As refusals name it: "VMM 2008".
+    name: str
     # Cluster shared volumes are supported (several HA VMs on one volume).
     csv: bool
     # Running VMs move live where the hosts can; otherwise by quick migration only.
@@ -38,6 +40,7 @@ class LevelTraits:
 
 LEVEL_TRAITS: dict[VmmVersion, LevelTraits] = {
     VmmVersion.VMM_2008: LevelTraits(
+        name="VMM 2008",
         csv=False,
         live_migration=False,
         network_names_case_sensitive=True,
@@ -46,6 +49,7 @@ LEVEL_TRAITS: dict[VmmVersion, LevelTraits] = {
         iso_attached_unsupported=True,
     ),
     VmmVersion.VMM_2008R2: LevelTraits(
+        name="VMM 2008 R2",
         csv=True,
         live_migration=True,
         network_names_case_sensitive=False,

@@ -19,7 +19,7 @@ from enum import Enum
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.failover import place_by_owners, placed_on, restart_request
 from manager.core.inventory import ACTIVE_VM_STATES
-from manager.core.levels import DEFAULT_LEVEL, LevelTraits
+from manager.core.levels import LevelTraits
 from manager.core.migration import live_migrates, no_live_migration
 from manager.core.model import HostRecord, VmRecord
 from manager.core.placement import PlacementSnapshot
@@ -44,12 +44,12 @@ class MaintenanceStep:
     target: str = ""  # the destination of a live migration
 
 
-def default_mode(host: HostRecord, level: LevelTraits = DEFAULT_LEVEL) -> MaintenanceMode:
+def default_mode(host: HostRecord, level: LevelTraits) -> MaintenanceMode:
     """`live` where the host live-migrates, `save` elsewhere."""
     return MaintenanceMode.LIVE if live_migrates(host, level) else MaintenanceMode.SAVE
 
 
-def check_can_start(host: HostRecord, mode: MaintenanceMode, level: LevelTraits = DEFAULT_LEVEL) -> None:
+def check_can_start(host: HostRecord, mode: MaintenanceMode, level: LevelTraits) -> None:
     """Raise unless the host may enter maintenance in this mode."""
     if host.state is HostState.MAINTENANCE:
         raise FailedPreconditionError(f"host {host.name} is in maintenance mode already")

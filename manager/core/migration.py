@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from manager.core.levels import DEFAULT_LEVEL, LevelTraits
+from manager.core.levels import LevelTraits
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     HostRecord,
@@ -50,15 +50,15 @@ def choose_kind(
     return MigrationKind.QUICK
 
 
-def live_migrates(host: HostRecord, level: LevelTraits = DEFAULT_LEVEL) -> bool:
+def live_migrates(host: HostRecord, level: LevelTraits) -> bool:
     """Whether the host takes part in live migrations: it can, and the VMM level manages them."""
     return host.capabilities.live_migration and level.live_migration
 
 
-def no_live_migration(host: HostRecord, level: LevelTraits = DEFAULT_LEVEL) -> str:
+def no_live_migration(host: HostRecord, level: LevelTraits) -> str:
     """Why `host` cannot take part in a live migration, for a refusal's sentence."""
     if not level.live_migration:
-        return "this VMM level (2008) manages quick migration only"
+        return f"{level.name} manages quick migration only"
     if host.reported_capabilities is None:
         return f"host {host.name} runs {host.profile}, which has no live migration"
     return f"host {host.name} has no live migration (as its agent reports)"

@@ -201,6 +201,10 @@ class ClusterRecord:
     def visible_to(self, volume: str) -> tuple[str, ...]:
         return dict(self.visibility).get(volume, ())
 
+    def disk_names(self, kind: StorageKind) -> frozenset[str]:
+        """Its cluster disks (LUN) or cluster shared volumes (CSV), by name."""
+        return frozenset(v.name for v in self.volumes if v.kind is kind)
+
 
 @dataclass(frozen=True)
 class VmRecord:
@@ -255,6 +259,11 @@ class VmRecord:
     iso_image: str = ""
     # Resources an administrator added to its cluster group, as its host reports them.
     cluster_resources: tuple[ClusterResource, ...] = ()
+
+    def luns(self) -> tuple[str, ...]:
+        """The LUNs it uses: the one its files are on, and those passed through to it."""
+        disks = ((self.storage,) if self.storage is not None else ()) + self.passthrough_disks
+        return tuple(d.name for d in disks if d.kind is StorageKind.LUN)
 
 
 class JobStepOutcome(Enum):

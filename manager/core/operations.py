@@ -6,6 +6,7 @@ and again when the job gets the VM's lock (another job may have changed it meanw
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
@@ -138,6 +139,20 @@ def passthrough_after(vm: VmRecord, change: SettingsChange) -> tuple[StorageLoca
             raise InvalidArgumentError(f"passthrough: {_disk(disk)} holds the VM's own files")
         disks.append(disk)
     return tuple(disks)
+
+
+def check_passthrough_free(vm: VmRecord, change: SettingsChange, vms: Sequence[VmRecord]) -> None:
+    """A LUN to pass through must be nobody else's: no other VM's files, no other VM's
+    raw disk, on whatever host (two guests writing one disk corrupt it)."""
+    for disk in change.attach_passthrough:
+        if disk.kind is not StorageKind.LUN:
+            continue
+        users = [other.name for other in vms if other.id != vm.id and disk.name in other.luns()]
+        if users:
+            raise FailedPreconditionError(
+                f"LUN {disk.name} is used by VM {', '.join(users)}: "
+                f"it cannot be passed through to VM {vm.name}"
+            )
 
 
 def _disk(disk: StorageLocation) -> str:

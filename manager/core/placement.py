@@ -105,6 +105,10 @@ class PlacementRequest:
     host: str | None = None
     storage: StorageLocation | None = None
     networks: tuple[str, ...] = ()
+    # Disks passed through to the VM: a LUN the target must see and no other VM may use;
+    # a local disk of `passthrough_home`, where alone the VM can run.
+    passthrough: tuple[StorageLocation, ...] = ()
+    passthrough_home: str | None = None
     max_vcpus_per_core: int = 8
     goal: PlacementGoal = PlacementGoal.LOAD_BALANCING
     weights: RatingWeights = RatingWeights()
@@ -242,12 +246,31 @@ def refusals(host: HostCapacity, request: PlacementRequest, *, every: bool = Tru
         if network not in host.networks:
             if refuse(RatingReason.NETWORK_MISSING, f"has no network '{network}'"):
                 return found
+    for disk in request.passthrough:
+        why = _passthrough_refusal(host, request, disk)
+        if why and refuse(RatingReason.STORAGE, why):
+            return found
     if request.cpus > host.cores:
         if refuse(RatingReason.CPU_CORES, f"has {host.cores} cores, VM needs {request.cpus} vCPUs"):
             return found
     if request.memory_mb > host.memory_free_mb:
         refuse(RatingReason.MEMORY, f"has {host.memory_free_mb} MB free, needs {request.memory_mb} MB")
     return found
+
+
+def _passthrough_refusal(host: HostCapacity, request: PlacementRequest, disk: StorageLocation) -> str:
+    """Why the host cannot give the VM this pass-through disk; empty when it can."""
+    if disk.kind is StorageKind.LOCAL_DISK:
+        if host.name != request.passthrough_home:
+            return f"cannot pass through local disk {disk.name} of host {request.passthrough_home}"
+        return ""
+    room = next((s for s in host.storage if s.name == disk.name and s.kind is disk.kind), None)
+    if room is None:
+        return f"does not see pass-through LUN {disk.name}"
+    others = [vm for vm in room.used_by if vm != request.vm_name]
+    if others:
+        return f"pass-through LUN {disk.name} is used by VM {', '.join(others)}"
+    return ""
 
 
 def pick_storage(host: HostCapacity, request: PlacementRequest) -> tuple[StorageLocation | None, str]:

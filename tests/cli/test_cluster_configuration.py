@@ -314,21 +314,42 @@ def test_repair_after_the_fix_ignore_and_a_new_cause_after_ignore(r2: SimCluster
         "network_not_common"
     ]
     # Nothing more to ignore; retry and undo are for failed VMs.
-    assert "nothing to ignore" not in refused(r2, "vm", "repair", name, "--retry")
+    assert "is stopped, not failed: nothing to retry" in refused(r2, "vm", "repair", name, "--retry")
     # A new, different cause counts again.
     ok(r2, "vm", "attach-disk", name, "--passthrough", "local:C")
     assert causes(r2, name) == ["local_storage"]
     assert [r["cause"] for r in vm(r2, name)["ignored_reasons"]] == ["network_not_common"]
 
 
-def test_the_status_survives_a_manager_restart(r2: SimClusterSession) -> None:
+def test_the_status_and_what_was_ignored_survive_a_manager_restart(r2: SimClusterSession) -> None:
     name = through_manager(r2, "kept", "--storage", next_lun(), "--network", "Backend")
+    ok(r2, "vm", "repair", name, "--ignore")
     before = vm(r2, name)
+    assert before["status"] == "ok" and [r["cause"] for r in before["ignored_reasons"]] == [
+        "network_not_common"
+    ]
     ok(r2, "fault", "crash-manager")
     ok(r2, "restart", "manager")
     r2.advance(6)
     after = vm(r2, name)
-    assert (after["status"], after["status_reasons"]) == (before["status"], before["status_reasons"])
+    assert (after["status"], after["status_reasons"], after["ignored_reasons"]) == (
+        before["status"],
+        before["status_reasons"],
+        before["ignored_reasons"],
+    )
+
+
+def test_a_lun_another_vm_uses_cannot_be_passed_through(r2: SimClusterSession) -> None:
+    through_manager(r2, "owner", "--storage", "lun:lun11")
+    name = through_manager(r2, "raw", "--storage", "lun:lun12", host="node2")
+    assert "LUN lun11 is used by VM owner" in refused(
+        r2, "vm", "attach-disk", name, "--passthrough", "lun:lun11"
+    )
+    ok(r2, "vm", "attach-disk", name, "--passthrough", "lun:lun13")
+    # Nor can a new VM's files go on a LUN passed through to another.
+    assert "lun13" in refused(
+        r2, "vm", "create", "late", "--ha", "--host", "node1", "--memory-mb", "64", "--storage", "lun:lun13"
+    )
 
 
 # -------------------------------------------------- groups, drive letters, GUID paths

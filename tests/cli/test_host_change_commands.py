@@ -125,14 +125,14 @@ def test_host_vm_create_makes_vms_the_manager_finds_at_its_refresh_and_may_share
         "disk_gb": 20,
         "networks": ["Public"],
     }
-    assert shown["storage"] == {"kind": "lun", "name": "Data"}
+    assert shown["storage"] == "lun:Data"
     # A second VM on the same LUN: the host allows it (only the manager would refuse).
     second = cluster.cli("host", "vm", "create", "node3", "adm2", "--storage", "lun:Data", "--ha")
     assert second.exit_code == 0, second.stderr
     assert second.stdout.startswith("VM adm2 created on host node3 (stopped), id ")
     # The default storage is the host's first local disk.
     third = cluster.cli("host", "vm", "create", "node3", "adm3", "-o", "json")
-    assert third.json()["storage"] == {"kind": "local", "name": "C"}
+    assert third.json()["storage"] == "local:C"
 
     assert cluster.cli("vm", "list", "-o", "json").json() == []
     assert cluster.cli("cluster", "refresh").exit_code == 0
@@ -232,7 +232,7 @@ def test_host_vm_create_passes_disks_through_and_inserts_an_iso(cluster: SimClus
     )
     assert created.exit_code == 0, created.stderr
     shown = created.json()
-    assert shown["passthrough_disks"] == [{"kind": "lun", "name": "Data"}, {"kind": "local", "name": "Data"}]
+    assert shown["passthrough_disks"] == ["lun:Data", "local:Data"]
     assert (shown["iso_image"], shown["cluster_resources"]) == (r"C:\iso\sql.iso", [])
     plain = cluster.cli("host", "vm", "create", "node3", "web1", "-o", "json").json()
     assert (plain["passthrough_disks"], plain["iso_image"]) == ([], None)

@@ -180,7 +180,11 @@ def test_vm_list_json_follows_the_field_contract(populated: SimClusterSession) -
     assert legacy1["imported"] is True and legacy1["host"] == "node1" and legacy1["storage"] == "local:C"
     assert legacy1["status"] == "unsupported_cluster_configuration"
     assert legacy1["status_reasons"] == [
-        {"cause": "local_storage", "detail": "its files are on local disk C, which no other host can see"}
+        {
+            "cause": "local_storage",
+            "detail": "its files are on local disk C, which no other host can see",
+            "subject": "local_disk:C",
+        }
     ]
     assert legacy1["ignored_reasons"] == []
 

@@ -20,6 +20,7 @@ from manager.app.claims import VmClaims
 from manager.app.refresh import RefreshService
 from manager.core.errors import InvalidArgumentError
 from manager.core.inventory import apply_inventory
+from manager.core.levels import DEFAULT_LEVEL
 from manager.core.maintenance import MaintenanceMode, check_can_start, default_mode
 from manager.core.migration import choose_kind
 from manager.core.model import (
@@ -139,15 +140,15 @@ def test_a_hyperv_2008_host_whose_agent_reports_live_migration_live_migrates() -
 
 def test_maintenance_defaults_to_save_and_refuses_live_on_a_host_reporting_no_live_migration() -> None:
     reported = host(reported_capabilities=NO_LIVE)
-    assert default_mode(host()) is MaintenanceMode.LIVE
-    assert default_mode(reported) is MaintenanceMode.SAVE
+    assert default_mode(host(), DEFAULT_LEVEL) is MaintenanceMode.LIVE
+    assert default_mode(reported, DEFAULT_LEVEL) is MaintenanceMode.SAVE
     with pytest.raises(InvalidArgumentError, match="host node1 has no live migration .as its agent reports"):
-        check_can_start(reported, MaintenanceMode.LIVE)
+        check_can_start(reported, MaintenanceMode.LIVE, DEFAULT_LEVEL)
     with pytest.raises(
         InvalidArgumentError, match="host node1 runs hyperv-2008, which has no live migration"
     ):
-        check_can_start(host(profile="hyperv-2008"), MaintenanceMode.LIVE)
-    check_can_start(reported, MaintenanceMode.SAVE)
+        check_can_start(host(profile="hyperv-2008"), MaintenanceMode.LIVE, DEFAULT_LEVEL)
+    check_can_start(reported, MaintenanceMode.SAVE, DEFAULT_LEVEL)
 
 
 def test_a_live_shutdown_quick_migrates_from_a_host_reporting_no_live_migration() -> None:

@@ -15,12 +15,14 @@ from manager.core.cluster_config import ClusterView, cluster_networks, judge
 from manager.core.config_status import ConfigCause, ConfigStatus, StatusReason
 from manager.core.levels import LEVEL_TRAITS, VmmVersion
 from manager.core.model import (
+    GIB,
     ClusterRecord,
     HostRecord,
     NetworkInfo,
     StorageKind,
     StorageLocation,
     VmRecord,
+    VolumeInfo,
 )
 from manager.core.profiles import HostCapabilities
 from manager.core.states import HostState, VmState
@@ -29,6 +31,11 @@ R2 = LEVEL_TRAITS[VmmVersion.VMM_2008R2]
 V2008 = LEVEL_TRAITS[VmmVersion.VMM_2008]
 CPU = CpuSpec("GenuineIntel", "Xeon", ("sse3",), 8, 2933)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# The cluster's disks: the CSV and the LUNs the tests put VMs on.
+VOLUMES = tuple(
+    VolumeInfo(name, kind, GIB, GIB)
+    for name, kind in (("Volume1", StorageKind.CSV), ("lun1", StorageKind.LUN), ("lun2", StorageKind.LUN))
+)
 ESX = HostCapabilities(live_migration=True, quick_migration=True, csv=True, network_kind="port_group")
 
 
@@ -83,7 +90,7 @@ def view(hosts: list[HostRecord], vms: list[VmRecord] = (), level=R2) -> Cluster
     for h in hosts:
         if h.cluster:
             clusters.setdefault(h.cluster, []).append(h.name)
-    records = [ClusterRecord(c, "hyperv-2008r2", 1, tuple(nodes), ()) for c, nodes in clusters.items()]
+    records = [ClusterRecord(c, "hyperv-2008r2", 1, tuple(nodes), VOLUMES) for c, nodes in clusters.items()]
     return ClusterView.of(level, hosts, records, vms)
 
 
@@ -178,7 +185,8 @@ def test_two_ha_vms_on_one_lun_both_are_unsupported_but_not_on_a_csv() -> None:
     (reason,) = judge(a, v)
     assert reason == StatusReason(
         ConfigCause.SHARED_LUN,
-        "LUN lun1 is not a CSV and also holds highly available VM b: each needs a LUN of its own",
+        "LUN lun1 is not a CSV and is also used by highly available VM b: each needs a LUN of its own",
+        "lun:lun1",
     )
     assert causes(judge(b, v)) == [ConfigCause.SHARED_LUN] and judge(c, v) == ()
     csv = StorageLocation(StorageKind.CSV, "Volume1")
@@ -201,7 +209,7 @@ def test_every_cause_at_once_is_listed() -> None:
 def judging_store(*hosts: HostRecord, level=R2) -> ConfigJudgingStore:  # type: ignore[assignment]
     store = ConfigJudgingStore(MemoryStore(), level)
     nodes = tuple(h.name for h in hosts if h.cluster)
-    store.put_cluster(ClusterRecord("c1", "hyperv-2008r2", 1, nodes, ()))
+    store.put_cluster(ClusterRecord("c1", "hyperv-2008r2", 1, nodes, VOLUMES))
     for h in hosts:
         store.put_host(h)
     return store
@@ -244,7 +252,10 @@ def test_ignored_reasons_accept_the_configuration_until_a_new_cause_appears() ->
     store = judging_store(host("n1", net("Backend"), net("Front")), host("n2"))
     store.put_vm(vm("a", networks=("Backend",)))
     unsupported = stored(store, "a")
+    # Only the layer's accept changes what is ignored: a writer cannot.
     store.put_vm(replace(unsupported, ignored_reasons=unsupported.status_reasons))
+    assert stored(store, "a").ignored_reasons == ()
+    store.accept("id-a")
     accepted = stored(store, "a")
     assert accepted.status is ConfigStatus.OK and accepted.ignored_reasons == unsupported.status_reasons
     # A new, different cause counts again; the ignored one stays ignored.
@@ -269,3 +280,56 @@ def test_review_all_judges_records_written_before_the_judgement_existed() -> Non
         ConfigCause.LOCAL_STORAGE,
     ]
     assert store.review_all() == 0
+
+
+# ------------------------------------------------------------------ review cases
+
+
+def test_under_2008_r2_names_differing_in_case_vote_together_and_the_odd_node_is_named() -> None:
+    hosts = [
+        host("n1", net("External", vlan=7)),
+        host("n2", net("external")),
+        host("n3", net("EXTERNAL")),
+    ]
+    (external,) = cluster_networks(hosts, case_sensitive=False)
+    assert [(d.node, d.detail) for d in external.differs_on] == [("n1", "VLAN 7, not 0")]
+
+
+def test_an_ignored_network_reason_survives_a_case_only_rename_and_a_stale_copy() -> None:
+    store = judging_store(host("n1", net("Backend", vlan=5)), host("n2", net("Backend", vlan=6)))
+    store.put_vm(vm("a", networks=("Backend",)))
+    accepted = store.accept("id-a")
+    assert accepted is not None and accepted.status is ConfigStatus.OK
+    # n1 renames its network in case only: the sentence changes, the reason does not.
+    store.put_host(host("n1", net("BACKEND", vlan=5)))
+    after = stored(store, "a")
+    assert after.status is ConfigStatus.OK and after.ignored_reasons == after.status_reasons
+    assert "'BACKEND'" in after.status_reasons[0].detail or "'Backend'" in after.status_reasons[0].detail
+    # A flow writing back a copy read before the Ignore keeps it.
+    store.put_vm(replace(vm("a", networks=("Backend",)), state=VmState.PAUSED))
+    assert stored(store, "a").status is ConfigStatus.OK and stored(store, "a").ignored_reasons
+
+
+def test_an_ha_vm_on_a_lun_or_csv_that_is_not_a_disk_of_its_cluster_is_on_local_storage() -> None:
+    cluster = ClusterRecord(
+        "c1",
+        "hyperv-2008r2",
+        1,
+        ("n1", "n2"),
+        (VolumeInfo("lun1", StorageKind.LUN, GIB, GIB), VolumeInfo("Volume1", StorageKind.CSV, GIB, GIB)),
+    )
+    v = ClusterView.of(R2, [host("n1"), host("n2")], [cluster], [])
+    assert judge(vm("a", storage=StorageLocation(StorageKind.LUN, "lun1")), v) == ()
+    (reason,) = judge(vm("b", storage=StorageLocation(StorageKind.LUN, "lun9")), v)
+    assert reason.cause is ConfigCause.LOCAL_STORAGE
+    assert reason.detail == "its files are on LUN lun9, which is not a disk of cluster c1"
+    (reason,) = judge(vm("c", storage=StorageLocation(StorageKind.CSV, "Volume7")), v)
+    assert reason.cause is ConfigCause.LOCAL_STORAGE and "CSV volume Volume7" in reason.detail
+
+
+def test_a_lun_passed_through_to_one_ha_vm_and_holding_another_is_shared() -> None:
+    lun = StorageLocation(StorageKind.LUN, "lun1")
+    a = vm("a", storage=lun)
+    b = replace(vm("b", "n2"), passthrough_disks=(lun,))
+    v = view([host("n1"), host("n2")], [a, b])
+    assert causes(judge(a, v)) == [ConfigCause.SHARED_LUN] and causes(judge(b, v)) == [ConfigCause.SHARED_LUN]

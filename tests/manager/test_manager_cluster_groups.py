@@ -16,6 +16,7 @@ from manager.core.cluster_groups import (
     volume_guid_path,
 )
 from manager.core.config_status import ConfigCause
+from manager.core.failover import restart_request
 from manager.core.levels import LEVEL_TRAITS, VmmVersion
 from manager.core.model import (
     GIB,
@@ -26,7 +27,8 @@ from manager.core.model import (
     StorageLocation,
     VolumeInfo,
 )
-from manager.core.states import VmState
+from manager.core.placement import HostCapacity, StorageRoom, refusals
+from manager.core.states import HostState, VmState
 from tests.manager.test_manager_cluster_config import host, vm
 
 LUN = StorageKind.LUN
@@ -147,3 +149,33 @@ def test_extra_group_resources_and_an_iso_image_matter_under_vmm_2008_only() -> 
     assert [r.cause for r in reasons] == [ConfigCause.EXTRA_CLUSTER_RESOURCES, ConfigCause.ISO_ATTACHED]
     assert "Replica (Generic Service)" in reasons[0].detail
     assert "C:\\Windows\\system32\\vmguest.iso" in reasons[1].detail
+
+
+# -------------------------------------------- pass-through disks constrain placement
+
+
+def capacity(name: str, *rooms: StorageRoom) -> HostCapacity:
+    return HostCapacity(name, "c1", HostState.OK, 30000, 30000, 8, 0, rooms, ("External",))
+
+
+def test_a_restart_goes_only_where_the_pass_through_lun_is_seen_and_free() -> None:
+    record = replace(
+        vm("raw", "n1", StorageLocation(StorageKind.CSV, "Volume1")),
+        passthrough_disks=(StorageLocation(LUN, "lun07"),),
+    )
+    request = restart_request(record, 8)
+    sees = capacity("n2", StorageRoom("lun07", LUN, 50, ("raw",)))
+    blind = capacity("n3")
+    taken = capacity("n4", StorageRoom("lun07", LUN, 50, ("raw", "other")))
+    assert refusals(sees, request) == []
+    assert [r.detail for r in refusals(blind, request)] == ["does not see pass-through LUN lun07"]
+    assert [r.detail for r in refusals(taken, request)] == ["pass-through LUN lun07 is used by VM other"]
+
+
+def test_a_vm_with_a_local_pass_through_disk_restarts_nowhere_but_its_own_host() -> None:
+    record = replace(vm("tied", "n1"), passthrough_disks=(StorageLocation(StorageKind.LOCAL_DISK, "D"),))
+    request = restart_request(record, 8)
+    assert refusals(capacity("n1"), request) == []
+    assert [r.detail for r in refusals(capacity("n2"), request)] == [
+        "cannot pass through local disk D of host n1"
+    ]
