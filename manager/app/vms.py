@@ -35,6 +35,7 @@ from manager.core.inventory import build_snapshot
 from manager.core.model import (
     CreateVmCommand,
     JobRecord,
+    StorageKind,
     StorageLocation,
     VmOperation,
     VmRecord,
@@ -240,6 +241,11 @@ class VmService:
                 )
         if self._store.get_vm_by_name(command.name) is not None:
             raise AlreadyExistsError(f"a VM named {command.name} already exists")
+        if command.storage is not None and command.storage.kind is StorageKind.CSV and not settings.level.csv:
+            raise InvalidArgumentError(
+                f"storage: {settings.level.name} does not support cluster shared volumes; "
+                "give the VM a LUN of its own"
+            )
         return replace(
             command,
             cpus=command.cpus or settings.default_cpus,

@@ -481,3 +481,22 @@ def test_an_esx_port_group_missing_on_a_host(tmp_path: Path, level: str, make: M
         )
         ok(esx, "host", "network", "add", "esx1", "DMZ", "--bound-to", "vSwitch1", "--vlan", "31")
         assert "supported" in ok(esx, "vm", "repair", name).stdout and causes(esx, name) == []
+
+
+def test_vmm_2008_places_no_vm_on_a_csv(tmp_path: Path) -> None:
+    for cluster in session(tmp_path, "2008"):
+        ok(cluster, "host", "storage", "add", "node1", "Shared1", "--kind", "csv", "--capacity-gb", "100")
+        ok(cluster, "cluster", "refresh")
+        assert "VMM 2008 does not support cluster shared volumes" in refused(
+            cluster,
+            "vm",
+            "create",
+            "c",
+            "--ha",
+            "--host",
+            "node1",
+            "--memory-mb",
+            "64",
+            "--storage",
+            "csv:Shared1",
+        )
