@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import fields
 
 from havm.contract.hosts import PROFILES as TOPOLOGY_PROFILES
+from havm.contract.levels import DEFAULT_VMM_VERSION, VMM_VERSION_CSV
+from havm.contract.levels import PROFILE_CSV as TOPOLOGY_PROFILE_CSV
 from havm.v1 import common_pb2
 from manager.adapters.proto_mapping import PROFILE_TO_PROTO as MANAGER_PROFILE_TO_PROTO
 from manager.adapters.proto_mapping import capabilities_from_proto
+from manager.core.levels import DEFAULT_VERSION, LEVEL_TRAITS, VmmVersion
 from manager.core.profiles import PROFILE_TRAITS as MANAGER_TRAITS
 from manager.core.profiles import (
     HostCapabilities,
@@ -76,3 +79,13 @@ def test_the_rows_say_what_vmm_does() -> None:
     assert network_kind("esx") == "port_group" and Profile.ESX.network_term == "port group"
     assert not profile_capabilities("hyperv-2008").csv  # CSV came with Windows Server 2008 R2
     assert not live_migrates("no-such-profile")
+
+
+def test_the_topology_knows_the_same_shared_volumes_as_the_manager_and_the_agent() -> None:
+    assert set(TOPOLOGY_PROFILE_CSV) == set(MANAGER_TRAITS)
+    for profile, csv in TOPOLOGY_PROFILE_CSV.items():
+        assert csv == MANAGER_TRAITS[profile].csv == AGENT_TRAITS[Profile(profile)].csv, profile
+    assert {v.value for v in VmmVersion} == set(VMM_VERSION_CSV)
+    for version, csv in VMM_VERSION_CSV.items():
+        assert csv == LEVEL_TRAITS[VmmVersion(version)].csv, version
+    assert DEFAULT_VMM_VERSION == DEFAULT_VERSION.value
