@@ -73,14 +73,16 @@ def session(tmp_path: Path, level: str) -> Iterator[SimClusterSession]:
         yield cluster
 
 
-@pytest.fixture(params=["2008r2", "2008"])
+@pytest.fixture(scope="module", params=["2008r2", "2008"])
 def level(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, level: str) -> Iterator[SimClusterSession]:
-    yield from session(tmp_path, level)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, level: str) -> Iterator[SimClusterSession]:
+    """One cluster per level for the cause-by-cause tests: each uses VMs, LUNs and
+    networks of its own, so they need not pay for a cluster each."""
+    yield from session(tmp_path_factory.mktemp(f"vmm{level}"), level)
 
 
 @pytest.fixture
@@ -114,10 +116,12 @@ def causes(cluster: SimClusterSession, name: str) -> list[str]:
 
 
 _luns = itertools.count(1)
+# lun29 and lun30 are left to the tests that name them.
+SPARE_LUNS = 28
 
 
 def next_lun() -> str:
-    return f"lun:lun{next(_luns) % LUNS + 1:02d}"
+    return f"lun:lun{next(_luns) % SPARE_LUNS + 1:02d}"
 
 
 Make = Callable[..., str]
@@ -138,14 +142,24 @@ ORIGINS = {"manager": through_manager, "host": on_the_host}
 
 
 @pytest.fixture(params=sorted(ORIGINS))
-def make(request: pytest.FixtureRequest) -> Make:
-    return ORIGINS[request.param]
+def origin(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make(origin: str) -> Make:
+    """Makes a VM the origin's way, its name marked with the origin (the cluster is shared)."""
+
+    def made(cluster: SimClusterSession, name: str, *extra: str, host: str = "node1") -> str:
+        return ORIGINS[origin](cluster, f"{name}-{origin}", *extra, host=host)
+
+    return made
 
 
 # ----------------------------------------------------------------- cause by cause
 
 
-def test_network_not_common(cluster: SimClusterSession, make: Make) -> None:
+def test_network_not_common(cluster: SimClusterSession, origin: str, make: Make) -> None:
     # Backend has VLAN 5 on node1 and 6 on node2.
     name = make(cluster, "netvm", "--storage", next_lun(), "--network", "Backend")
     assert causes(cluster, name) == ["network_not_common"]
@@ -153,14 +167,12 @@ def test_network_not_common(cluster: SimClusterSession, make: Make) -> None:
     assert reason["detail"].endswith("on node2 VLAN 6, not 5") or reason["detail"].endswith(
         "on node1 VLAN 5, not 6"
     )
-    assert (
-        make(cluster, "plain", "--storage", next_lun(), "--network", "External")
-        and causes(cluster, "plain") == []
-    )
+    plain = make(cluster, "plain", "--storage", next_lun(), "--network", "External")
+    assert causes(cluster, plain) == []
 
 
-def test_local_storage(cluster: SimClusterSession, make: Make) -> None:
-    if make is through_manager:
+def test_local_storage(cluster: SimClusterSession, origin: str, make: Make) -> None:
+    if origin == "manager":
         # The manager never puts an HA VM's files on a local disk; a pass-through disk can be.
         assert "not on local disk C" in refused(
             cluster,
@@ -178,12 +190,13 @@ def test_local_storage(cluster: SimClusterSession, make: Make) -> None:
         name = make(cluster, "localvm", "--storage", next_lun())
         ok(cluster, "vm", "attach-disk", name, "--passthrough", "local:C")
     else:
-        name = make(cluster, "localvm", "--storage", "local:C")
+        # On node2: node1's disk C is the other origin's pass-through disk.
+        name = make(cluster, "localvm", "--storage", "local:C", host="node2")
     assert causes(cluster, name) == ["local_storage"]
 
 
-def test_standalone_host(cluster: SimClusterSession, make: Make) -> None:
-    if make is through_manager:
+def test_standalone_host(cluster: SimClusterSession, origin: str, make: Make) -> None:
+    if origin == "manager":
         assert "standalone" in refused(
             cluster, "vm", "create", "alone", "--ha", "--host", "standalone1", "--memory-mb", "128"
         )
@@ -192,15 +205,15 @@ def test_standalone_host(cluster: SimClusterSession, make: Make) -> None:
     assert causes(cluster, name) == ["standalone_host", "local_storage"]
 
 
-def test_shared_lun(cluster: SimClusterSession, make: Make) -> None:
+def test_shared_lun(cluster: SimClusterSession, origin: str, make: Make) -> None:
     lun = next_lun()
     first = make(cluster, "first", "--storage", lun)
-    if make is through_manager:
+    if origin == "manager":
         # The manager keeps one VM per LUN; a VM made on a host may share it.
         second_create = (
             "vm",
             "create",
-            "second",
+            f"second-{origin}",
             "--ha",
             "--host",
             "node2",
@@ -210,25 +223,32 @@ def test_shared_lun(cluster: SimClusterSession, make: Make) -> None:
             lun,
         )
         assert "lun" in refused(cluster, *second_create).lower()
-    second = on_the_host(cluster, "second", "--storage", lun, host="node2")
+    second = on_the_host(cluster, f"second-{origin}", "--storage", lun, host="node2")
     assert causes(cluster, first) == causes(cluster, second) == ["shared_lun"]
     ok(cluster, "vm", "delete", second, "--yes")
     assert causes(cluster, first) == []
 
 
-def test_passthrough_not_clustered(cluster: SimClusterSession, make: Make) -> None:
+def test_passthrough_not_clustered(cluster: SimClusterSession, origin: str, make: Make) -> None:
     # A LUN node1 sees that is no disk of the cluster.
-    ok(cluster, "host", "storage", "add", "node1", "lonely", "--kind", "lun", "--capacity-gb", "5")
+    ok(cluster, "host", "storage", "add", "node1", f"lonely-{origin}", "--kind", "lun", "--capacity-gb", "5")
     ok(cluster, "cluster", "refresh")
-    if make is through_manager:
+    if origin == "manager":
         name = make(cluster, "ptvm", "--storage", next_lun())
-        ok(cluster, "vm", "attach-disk", name, "--passthrough", "lun:lonely")
+        ok(cluster, "vm", "attach-disk", name, "--passthrough", f"lun:lonely-{origin}")
     else:
-        name = make(cluster, "ptvm", "--storage", next_lun(), "--passthrough", "lun:lonely")
+        name = make(cluster, "ptvm", "--storage", next_lun(), "--passthrough", f"lun:lonely-{origin}")
     assert causes(cluster, name) == ["passthrough_not_clustered"]
     # A pass-through disk that is a cluster LUN is supported.
-    ok(cluster, "vm", "detach-disk", name, "--passthrough", "lun:lonely")
-    ok(cluster, "vm", "attach-disk", name, "--passthrough", "lun:lun30")
+    ok(cluster, "vm", "detach-disk", name, "--passthrough", f"lun:lonely-{origin}")
+    ok(
+        cluster,
+        "vm",
+        "attach-disk",
+        name,
+        "--passthrough",
+        "lun:lun29" if origin == "manager" else "lun:lun30",
+    )
     assert causes(cluster, name) == []
 
 
@@ -242,9 +262,11 @@ def test_extra_cluster_resources_under_vmm_2008_only(
     assert causes(cluster, name) == (["extra_cluster_resources"] if level == "2008" else [])
 
 
-def test_iso_attached_under_vmm_2008_only(cluster: SimClusterSession, level: str, make: Make) -> None:
+def test_iso_attached_under_vmm_2008_only(
+    cluster: SimClusterSession, level: str, origin: str, make: Make
+) -> None:
     iso = "C:\\Windows\\system32\\vmguest.iso"
-    if make is through_manager:
+    if origin == "manager":
         name = make(cluster, "disc", "--storage", next_lun())
         ok(cluster, "vm", "attach-iso", name, iso)
     else:
@@ -466,7 +488,7 @@ def esx_topology(level: str) -> dict:
     }
 
 
-def test_an_esx_port_group_missing_on_a_host(tmp_path: Path, level: str, make: Make) -> None:
+def test_an_esx_port_group_missing_on_a_host(tmp_path: Path, level: str, origin: str, make: Make) -> None:
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(esx_topology(level)))
     with sim_cluster(path, tmp_path / "sim") as esx:
