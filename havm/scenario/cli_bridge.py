@@ -74,9 +74,7 @@ class BlockingChannel:
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
     ) -> Callable[..., Any]:
         def call(request: Any, timeout: float | None = None, **_: Any) -> Any:
-            return self._inside(
-                self._network.unary(self._address, method, request, response_deserializer, timeout)
-            )
+            return self._inside(self._network.unary(self._address, method, request, timeout))
 
         return call
 
@@ -85,7 +83,7 @@ class BlockingChannel:
     ) -> Callable[..., Iterator[Any]]:
         def call(request: Any, timeout: float | None = None, **_: Any) -> Iterator[Any]:
             async def open_stream() -> Any:
-                return self._network.stream(self._address, method, request, response_deserializer, timeout)
+                return self._network.stream(self._address, method, request, timeout)
 
             stream = self._loop.call_inside(CLIENT, open_stream())
             while True:
