@@ -13,7 +13,7 @@ from manager.adapters.memory_store import MemoryStore
 from manager.app.config_review import ConfigJudgingStore
 from manager.core.cluster_config import ClusterView, cluster_networks, judge
 from manager.core.config_status import ConfigCause, ConfigStatus, StatusReason
-from manager.core.levels import LEVEL_TRAITS, VmmVersion
+from manager.core.levels import LEVEL_TRAITS, LevelTraits, VmmVersion
 from manager.core.model import (
     GIB,
     ClusterRecord,
@@ -132,13 +132,16 @@ def test_a_network_on_one_node_only_is_missing_on_the_others() -> None:
         (net("Backend", bound_to="nic2", vlan=7), "host adapter 'nic2', not 'nic1'; VLAN 7, not 0"),
     ],
 )
-def test_a_network_under_another_adapter_or_vlan_differs_on_that_node(other: NetworkInfo, what: str) -> None:
+@pytest.mark.parametrize("level", [R2, V2008], ids=["2008r2", "2008"])
+def test_a_network_under_another_adapter_or_vlan_differs_on_that_node(
+    other: NetworkInfo, what: str, level: LevelTraits
+) -> None:
     # The odd one out is the minority: two nodes agree.
     hosts = [host("n1", net("Backend")), host("n2", net("Backend")), host("n3", other)]
-    (backend,) = cluster_networks(hosts, case_sensitive=False)
+    (backend,) = cluster_networks(hosts, case_sensitive=level.network_names_case_sensitive)
     assert not backend.common and [(d.node, d.detail) for d in backend.differs_on] == [("n3", what)]
     assert (backend.bound_to, backend.vlan_id) == ("nic1", 0)
-    (reason,) = judge(vm("a", networks=("Backend",)), view(hosts))
+    (reason,) = judge(vm("a", networks=("Backend",)), view(hosts, level=level))
     assert reason.cause is ConfigCause.NETWORK_NOT_COMMON and f"on n3 {what}" in reason.detail
 
 
