@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -367,6 +371,31 @@ def components_table(ctx: ClusterContext, started: set[str] | None = None) -> Ta
     return table
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as on Ctrl-C (a container runtime stops a container so)."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated where Ctrl-C raises KeyboardInterrupt, so
+    that `havm up` in the foreground stops its cluster either way; a Python process as a
+    container's PID 1 would otherwise ignore SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (an embedded CLI runs elsewhere)
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        # One stop is enough: a second SIGTERM must not cut the stopping short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def follow_logs(ctx: ClusterContext, console: Console, poll: float = 0.2) -> None:
     """Print every component's new log lines, prefixed with its name, until Ctrl-C."""
     offsets = {}
@@ -434,21 +463,24 @@ def register_local_commands(app: typer.Typer) -> None:
         console = Console(highlight=False, soft_wrap=True)
         directory = state_dir_option(ctx, state_dir)
         settings = UpSettings(healthy_timeout=timeout)
-        try:
-            cluster = up(topology, directory, console, settings)
-        except (LocalClusterError, ContextError) as exc:
-            _fail(str(exc))
-            return
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-        if detach:
-            return
-        console.print("havm: following the logs; Ctrl-C stops the cluster")
-        try:
-            follow_logs(cluster, console)
-        except KeyboardInterrupt:
-            console.print("havm: stopping")
-            down(directory, console, settings.stop_timeout)
+        with sigterm_as_interrupt():
+            try:
+                cluster = up(topology, directory, console, settings)
+            except (LocalClusterError, ContextError) as exc:
+                _fail(str(exc))
+                return
+            except KeyboardInterrupt as interrupt:
+                # What had started is stopped again (up); the shell's codes for the signal.
+                raise typer.Exit(143 if isinstance(interrupt, Terminated) else 130) from None
+            if detach:
+                return
+            console.print("havm: following the logs; Ctrl-C or SIGTERM stops the cluster")
+            try:
+                follow_logs(cluster, console)
+            except KeyboardInterrupt as interrupt:
+                why = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
+                console.print(f"havm: stopping{why}")
+                down(directory, console, settings.stop_timeout)
 
     @app.command("down")
     def down_command(

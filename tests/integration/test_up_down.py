@@ -83,7 +83,12 @@ def test_custom_esx_topology_up_and_down(tmp_path: Path) -> None:
     assert status.code == 1 and "Traceback" not in status.stderr
 
 
-def test_foreground_up_follows_logs_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_foreground_up_follows_logs_and_ctrl_c_or_sigterm_stops_everything(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """Ctrl-C in a terminal, SIGTERM from a container runtime or `timeout`: the same stop,
+    every component ending on its own SIGTERM (none killed)."""
     topology = tmp_path / "esx.yaml"
     topology.write_text(SMALL)
     state = tmp_path / "state"
@@ -104,10 +109,13 @@ def test_foreground_up_follows_logs_and_ctrl_c_stops_everything(tmp_path: Path) 
             # The components' own log lines come through, prefixed with their names.
             cluster.ok("cluster", "refresh")
             wait_for(lambda: "manager" in proc.stdout.readline(), what="a manager log line")
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
             # Keep reading: the components' last lines must not fill the pipe and block it.
-            proc.communicate(timeout=90)
-            assert proc.returncode == 0
+            rest, _ = proc.communicate(timeout=90)
+            assert proc.returncode == 0, rest
+            assert "havm: stopped 7 processes\n" in rest, rest
+            if stop is signal.SIGTERM:
+                assert "havm: stopping (SIGTERM)" in rest
         finally:
             if proc.poll() is None:
                 proc.kill()
