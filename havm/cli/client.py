@@ -192,21 +192,27 @@ class ManagerClient:
     def watch_job(self, job_id: str) -> Iterator[manager_pb2.Job]:
         """The job now, then each change, until the manager ends the stream."""
         request = manager_pb2.WatchJobRequest(id=job_id)
+        call = self._stub.WatchJob(request, timeout=self.settings.job_timeout_s)
         try:
-            for reply in self._stub.WatchJob(request, timeout=self.settings.job_timeout_s):
+            for reply in call:
                 yield reply.job
         except grpc.RpcError as exc:
             raise self._translate(exc, self.settings.job_timeout_s) from None
+        finally:
+            _cancel(call)
 
     def watch_events(self, replay: int, follow: bool) -> Iterator[manager_pb2.Event]:
         """Up to `replay` recent events, then (with `follow`) each new one until Ctrl-C."""
         request = manager_pb2.WatchEventsRequest(replay=replay, follow=follow)
         timeout = None if follow else self.settings.call_timeout_s
+        call = self._stub.WatchEvents(request, timeout=timeout)
         try:
-            for reply in self._stub.WatchEvents(request, timeout=timeout):
+            for reply in call:
                 yield reply.event
         except grpc.RpcError as exc:
             raise self._translate(exc, timeout or 0) from None
+        finally:
+            _cancel(call)
 
     # Plumbing.
 
@@ -234,3 +240,11 @@ class ManagerClient:
         except grpc.FutureTimeoutError:
             return False
         return True
+
+
+def _cancel(call: object) -> None:
+    """End a stream the command no longer reads (Ctrl-C, an early return): a stream left
+    open can keep the process from exiting while gRPC shuts down."""
+    cancel = getattr(call, "cancel", None)
+    if cancel is not None:
+        cancel()
