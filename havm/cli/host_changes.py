@@ -1,4 +1,4 @@
-"""`havm host network|storage|vm|cluster-resource ...`: what an administrator does on a host itself.
+"""`havm host network|storage|vm ...`: what an administrator does on a host itself.
 
 On a real cluster an administrator changes a host's virtual networks and the SAN
 storage it sees with the host's own tools, may create VMs there and add resources to a
@@ -189,11 +189,11 @@ def vm_runtime_dict(host: str, vm: common_pb2.VmRuntime) -> dict[str, Any]:
         "highly_available": spec.highly_available,
         "passthrough_disks": [render.storage_text(d) for d in spec.passthrough_disks],
         "iso_image": spec.iso_image or None,
-        "cluster_resources": _resources(vm),
+        "cluster_resources": cluster_resource_rows(vm),
     }
 
 
-def _resources(vm: common_pb2.VmRuntime) -> list[dict[str, str]]:
+def cluster_resource_rows(vm: common_pb2.VmRuntime) -> list[dict[str, str]]:
     return [{"name": r.name, "type": r.type} for r in vm.spec.cluster_resources]
 
 
@@ -446,72 +446,7 @@ def _first_local_disk(ctx: typer.Context, host: str) -> common_pb2.StorageLocati
     return common_pb2.StorageLocation(kind=common_pb2.STORAGE_KIND_LOCAL_DISK, name=disks[0].name)
 
 
-# --- havm host cluster-resource ... -------------------------------------------------------
-
-resource_app = typer.Typer(
-    help="Add or remove resources of a highly available VM's cluster group on its host "
-    "(the manager sees it at its next refresh).",
-    no_args_is_help=True,
-)
-VmArgument = Annotated[str, typer.Argument(metavar="VM", help="The VM, by the name its host knows it by.")]
-RESOURCE_COLUMNS = {"name": "NAME", "type": "TYPE"}
-
-
-def _print_resources(sentence: str, host: str, vm: common_pb2.VmRuntime, output: OutputFormat) -> None:
-    resources = _resources(vm)
-    if output is OutputFormat.json:
-        render.print_json(
-            {"host": host, "vm": vm.spec.name, "vm_id": vm.spec.id, "cluster_resources": resources}
-        )
-        return
-    print(sentence)
-    render.print_table(
-        f"resources added to the cluster group of VM {vm.spec.name}", resources, RESOURCE_COLUMNS
-    )
-
-
-@resource_app.command("add")
-def add_resource(
-    ctx: typer.Context,
-    host: HostArgument,
-    vm: VmArgument,
-    name: Annotated[str, typer.Argument(help="The resource's name; names are compared ignoring case.")],
-    type_: Annotated[
-        str, typer.Option("--type", metavar="TYPE", help="The resource type, e.g. 'Generic Service'.")
-    ],
-    output: OutputOption = OutputFormat.table,
-) -> None:
-    """Add a resource to a highly available VM's cluster group; it moves with the VM."""
-    with host_agent(ctx, host) as agent:
-        found = agent.vm_named(vm)
-        changed = agent.add_cluster_resource(found.spec.id, common_pb2.ClusterResource(name=name, type=type_))
-    _print_resources(
-        f"resource {name} ({type_}) added to the cluster group of VM {vm} on host {host}",
-        host,
-        changed,
-        output,
-    )
-
-
-@resource_app.command("remove")
-def remove_resource(
-    ctx: typer.Context,
-    host: HostArgument,
-    vm: VmArgument,
-    name: Annotated[str, typer.Argument(help="The resource an administrator added.")],
-    output: OutputOption = OutputFormat.table,
-) -> None:
-    """Remove a resource an administrator added to a VM's cluster group."""
-    with host_agent(ctx, host) as agent:
-        found = agent.vm_named(vm)
-        changed = agent.remove_cluster_resource(found.spec.id, name)
-    _print_resources(
-        f"resource {name} removed from the cluster group of VM {vm} on host {host}", host, changed, output
-    )
-
-
 def register_host_change_commands(host_app: typer.Typer) -> None:
     host_app.add_typer(network_app, name="network")
     host_app.add_typer(storage_app, name="storage")
     host_app.add_typer(host_vm_app, name="vm")
-    host_app.add_typer(resource_app, name="cluster-resource")

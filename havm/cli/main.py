@@ -34,6 +34,7 @@ from havm.cli.faults import register_fault_commands
 from havm.cli.ha import register_ha_commands
 from havm.cli.host_admin import register_host_admin_commands
 from havm.cli.host_changes import register_host_change_commands
+from havm.cli.host_cluster_resources import register_host_cluster_resource_commands
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import register_local_commands
 from havm.cli.migration import register_migration_commands
@@ -279,6 +280,7 @@ register_local_commands(app)
 register_fault_commands(app, host_app)
 register_host_admin_commands(host_app)
 register_host_change_commands(host_app)
+register_host_cluster_resource_commands(host_app)
 register_capacity_commands(vm_app, cluster_app, host_app)
 register_migration_commands(app, vm_app)
 register_ha_commands(vm_app, host_app)
