@@ -11,7 +11,6 @@ cannot undo a judgement made since.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import replace
 
 from manager.core.cluster_config import ClusterView, judge
@@ -39,15 +38,19 @@ def _host_inputs(host: HostRecord) -> tuple[object, ...]:
     return (host.cluster, host.networks, host.capabilities.network_kind)
 
 
-def _lun(vm: VmRecord | None) -> str | None:
+def _luns(vm: VmRecord | None) -> frozenset[str]:
+    """The LUNs by which a highly available VM's judgement depends on other VMs."""
     if vm is not None and vm.highly_available and vm.storage is not None:
         if vm.storage.kind is StorageKind.LUN:
-            return vm.storage.name
-    return None
+            return frozenset({vm.storage.name})
+    return frozenset()
 
 
 class ConfigJudgingStore(ForwardingStore):
-    """A Store that judges the VMs each write can affect and records their status."""
+    """A Store that judges the VMs each write can affect and records their status.
+
+    Each write reads the VMs at most once: the records a judgement needs (the view) and
+    the VMs to judge again come from the same read."""
 
     def __init__(self, inner: Store, level: LevelTraits) -> None:
         super().__init__(inner)
@@ -65,38 +68,38 @@ class ConfigJudgingStore(ForwardingStore):
             # Judged already; the writer may hold a copy read before the last judgement.
             self._inner.put_vm(replace(vm, status=old.status, status_reasons=old.status_reasons))
             return
-        luns = {_lun(old), _lun(vm)} - {None}
+        luns = _luns(old) | _luns(vm)
         # Only a VM on a LUN needs the others' records (who else is on that LUN).
-        view = self._view(replacing=vm, with_vms=bool(luns))
+        others = [v for v in self._inner.list_vms() if v.id != vm.id] if luns else []
+        view = self._view([*others, vm])
         self._inner.put_vm(self._judged(vm, view))
-        if luns:
-            self._rejudge((v for v in self._inner.list_vms() if _lun(v) in luns and v.id != vm.id), view)
+        self._rejudge([v for v in others if luns & _luns(v)], view)
 
     def delete_vm(self, vm_id: str) -> None:
         old = self._inner.get_vm(vm_id)
         self._inner.delete_vm(vm_id)
-        lun = _lun(old)
-        if lun is not None:
-            self._rejudge(v for v in self._inner.list_vms() if _lun(v) == lun)
+        luns = _luns(old)
+        if luns:
+            vms = self._inner.list_vms()
+            self._rejudge([v for v in vms if luns & _luns(v)], self._view(vms))
 
     def put_host(self, host: HostRecord) -> None:
         old = self._inner.get_host(host.name)
         self._inner.put_host(host)
         if old is None or _host_inputs(old) != _host_inputs(host):
-            self._rejudge(self._vms_around(host, old))
+            self._rejudge_nodes(self._nodes_around(host, old))
 
     def delete_host(self, name: str) -> None:
         old = self._inner.get_host(name)
         self._inner.delete_host(name)
         if old is not None:
-            self._rejudge(self._vms_around(old, None))
+            self._rejudge_nodes(self._nodes_around(old, None))
 
     def put_cluster(self, cluster: ClusterRecord) -> None:
         old = self._inner.get_cluster(cluster.name)
         self._inner.put_cluster(cluster)
         if old is None or old.nodes != cluster.nodes:
-            nodes = set(cluster.nodes) | set(old.nodes if old is not None else ())
-            self._rejudge(v for v in self._inner.list_vms() if v.host in nodes)
+            self._rejudge_nodes(set(cluster.nodes) | set(old.nodes if old is not None else ()))
 
     # ------------------------------------------------------------------ judging
 
@@ -113,25 +116,23 @@ class ConfigJudgingStore(ForwardingStore):
     def review_all(self) -> int:
         """Judge every VM again (at start: the level or the records may have changed
         while the manager was down). Returns how many statuses changed."""
-        return self._rejudge(self._inner.list_vms())
+        vms = self._inner.list_vms()
+        return self._rejudge(vms, self._view(vms))
 
-    def view(self) -> ClusterView:
-        return self._view()
-
-    def _vms_around(self, host: HostRecord, old: HostRecord | None) -> list[VmRecord]:
-        """The VMs a change of this host can affect: those of its cluster (old and new)."""
-        clusters = {host.cluster, old.cluster if old is not None else None} - {None}
+    def _nodes_around(self, host: HostRecord, old: HostRecord | None) -> set[str]:
+        """The hosts whose VMs a change of this host can affect: its cluster's (old and new)."""
         nodes = {host.name}
-        for name in clusters:
+        for name in {host.cluster, old.cluster if old is not None else None} - {None}:
             record = self._inner.get_cluster(name or "")
             if record is not None:
                 nodes.update(record.nodes)
-        return [vm for vm in self._inner.list_vms() if vm.host in nodes]
+        return nodes
 
-    def _view(self, replacing: VmRecord | None = None, with_vms: bool = True) -> ClusterView:
-        vms = self._inner.list_vms() if with_vms else []
-        if replacing is not None:
-            vms = [v for v in vms if v.id != replacing.id] + [replacing]
+    def _rejudge_nodes(self, nodes: set[str]) -> None:
+        vms = self._inner.list_vms()
+        self._rejudge([vm for vm in vms if vm.host in nodes], self._view(vms))
+
+    def _view(self, vms: list[VmRecord]) -> ClusterView:
         return ClusterView.of(self.level, self._inner.list_hosts(), self._inner.list_clusters(), vms)
 
     def _judged(self, vm: VmRecord, view: ClusterView) -> VmRecord:
@@ -141,13 +142,9 @@ class ConfigJudgingStore(ForwardingStore):
         status = status_of(reasons, ignored)
         return replace(vm, status=status, status_reasons=reasons, ignored_reasons=ignored)
 
-    def _rejudge(self, vms: Iterable[VmRecord], view: ClusterView | None = None) -> int:
-        targets = list(vms)
-        if not targets:
-            return 0
-        view = view or self._view()
+    def _rejudge(self, vms: list[VmRecord], view: ClusterView) -> int:
         changed = 0
-        for vm in targets:
+        for vm in vms:
             judged = self._judged(vm, view)
             if judged != vm:
                 self._inner.put_vm(judged)

@@ -35,7 +35,7 @@ from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork, cluster_networks
-from manager.core.cluster_groups import ClusterGroup, cluster_groups, drive_paths, online_luns, vm_path
+from manager.core.cluster_groups import ClusterGroup, cluster_groups, vm_paths
 from manager.core.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from manager.core.failover_policy import effective_max_failovers
 from manager.core.host_choice import RatingsView, VmShape
@@ -307,18 +307,7 @@ class ManagerApp:
             return {}
         hosts = {h.name: h for h in self.store.list_hosts()}
         clusters = {c.name: c for c in self.store.list_clusters()}
-        every = self.store.list_vms()
-        drives: dict[str, dict[str, str]] = {}
-        paths = {}
-        for vm in vms:
-            host = hosts.get(vm.host or "")
-            if host is None:
-                continue
-            if host.name not in drives:
-                drives[host.name] = drive_paths(host, online_luns(host.name, every))
-            cluster = clusters.get(host.cluster or "")
-            paths[vm.id] = vm_path(vm, host, cluster, drives[host.name])
-        return paths
+        return vm_paths(vms, hosts, clusters, self.store.list_vms())
 
     def rate_hosts(self, shape: VmShape) -> RatingsView:
         """Every host rated for a VM of this shape, best first; creates nothing."""

@@ -21,7 +21,7 @@ from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.errors import FailedPreconditionError, IllegalTransitionError, ManagerError, NotFoundError
 from manager.core.inventory import build_snapshot, set_host_state
-from manager.core.migration import live_migrates
+from manager.core.migration import moves_live
 from manager.core.model import HostRecord, JobRecord, JobStep, JobStepOutcome, VmOperation
 from manager.core.settings import Settings
 from manager.core.shutdown import ShutdownAction, ShutdownStep, StepKind, check_can_shut_down, plan_shutdown
@@ -90,7 +90,7 @@ class ShutdownService:
             action,
             snapshot,
             max_vcpus_per_core=self._settings.max_vcpus_per_core,
-            live_hosts={h.name for h in hosts if live_migrates(h, self._settings.level)},
+            live_hosts={h.name for h in hosts if moves_live(h, self._settings.level)},
         )
         if stuck:
             names = "; ".join(f"VM {vm}: {why}" for vm, why in stuck)

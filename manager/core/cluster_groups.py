@@ -123,6 +123,26 @@ def vm_path(
     return f"{root}{vm.name}" if root else ""
 
 
+def vm_paths(
+    vms: Sequence[VmRecord],
+    hosts: dict[str, HostRecord],
+    clusters: dict[str, ClusterRecord],
+    every: Sequence[VmRecord],
+) -> dict[str, str]:
+    """Where each of `vms` has its files, by VM id; `every` is every VM (whose LUNs are
+    online where decides the letters). Each host's drives are worked out once."""
+    drives: dict[str, dict[str, str]] = {}
+    paths = {}
+    for vm in vms:
+        host = hosts.get(vm.host or "")
+        if host is None:
+            continue
+        if host.name not in drives:
+            drives[host.name] = drive_paths(host, online_luns(host.name, every))
+        paths[vm.id] = vm_path(vm, host, clusters.get(host.cluster or ""), drives[host.name])
+    return paths
+
+
 def cluster_groups(
     cluster: ClusterRecord, hosts: dict[str, HostRecord], vms: Sequence[VmRecord]
 ) -> tuple[ClusterGroup, ...]:

@@ -20,7 +20,7 @@ from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.failover import place_by_owners, placed_on, restart_request
 from manager.core.inventory import ACTIVE_VM_STATES
 from manager.core.levels import LevelTraits
-from manager.core.migration import live_migrates, no_live_migration
+from manager.core.migration import moves_live, no_live_migration
 from manager.core.model import HostRecord, VmRecord
 from manager.core.placement import PlacementSnapshot
 from manager.core.states import HostState, VmState
@@ -46,7 +46,7 @@ class MaintenanceStep:
 
 def default_mode(host: HostRecord, level: LevelTraits) -> MaintenanceMode:
     """`live` where the host live-migrates, `save` elsewhere."""
-    return MaintenanceMode.LIVE if live_migrates(host, level) else MaintenanceMode.SAVE
+    return MaintenanceMode.LIVE if moves_live(host, level) else MaintenanceMode.SAVE
 
 
 def check_can_start(host: HostRecord, mode: MaintenanceMode, level: LevelTraits) -> None:
@@ -58,7 +58,7 @@ def check_can_start(host: HostRecord, mode: MaintenanceMode, level: LevelTraits)
         raise FailedPreconditionError(
             f"host {host.name} is {host.state.value}{why}: only a host that is ok can enter maintenance mode"
         )
-    if mode is MaintenanceMode.LIVE and not live_migrates(host, level):
+    if mode is MaintenanceMode.LIVE and not moves_live(host, level):
         raise InvalidArgumentError(
             f"mode: {no_live_migration(host, level)}; use --mode save to save its VMs instead"
         )

@@ -50,7 +50,7 @@ def choose_kind(
     return MigrationKind.QUICK
 
 
-def live_migrates(host: HostRecord, level: LevelTraits) -> bool:
+def moves_live(host: HostRecord, level: LevelTraits) -> bool:
     """Whether the host takes part in live migrations: it can, and the VMM level manages them."""
     return host.capabilities.live_migration and level.live_migration
 

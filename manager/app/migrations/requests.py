@@ -25,7 +25,7 @@ from manager.core.migration import (
     check_vm_movable,
     choose_kind,
     choose_storage,
-    live_migrates,
+    moves_live,
     no_live_migration,
     refusal,
 )
@@ -59,7 +59,7 @@ class MigrationRequests:
         check_ha_fits(vm, target)
         check_same_cluster(vm, source, target)
         level = self._ctx.settings.level
-        live = live_migrates(source, level) and live_migrates(target, level)
+        live = moves_live(source, level) and moves_live(target, level)
         kind = choose_kind(source.capabilities, vm.state, quick or not live, target.capabilities)
         await self._check_compatibility(vm, source, target, vm.storage)
         return self._begin(vm, source, target, kind, None, no_converge or self._ctx.policy.no_converge)
@@ -84,7 +84,7 @@ class MigrationRequests:
         source, target = self._hosts(vm, destination)
         check_ha_fits(vm, target)
         for host in (source, target):
-            if not live_migrates(host, self._ctx.settings.level):
+            if not moves_live(host, self._ctx.settings.level):
                 raise FailedPreconditionError(
                     f"VM {vm.name} cannot move its files from {source.name} to {target.name} while it "
                     f"runs: {no_live_migration(host, self._ctx.settings.level)}"
