@@ -16,7 +16,7 @@ from dataclasses import replace
 from manager.core.cluster_config import ClusterView, judge
 from manager.core.config_status import ConfigStatus, accepted, status_of
 from manager.core.levels import LevelTraits
-from manager.core.model import ClusterRecord, HostRecord, StorageKind, VmRecord
+from manager.core.model import ClusterRecord, HostRecord, VmRecord
 from manager.core.store import ForwardingStore, Store
 
 
@@ -39,11 +39,11 @@ def _host_inputs(host: HostRecord) -> tuple[object, ...]:
 
 
 def _luns(vm: VmRecord | None) -> frozenset[str]:
-    """The LUNs by which a highly available VM's judgement depends on other VMs."""
-    if vm is not None and vm.highly_available and vm.storage is not None:
-        if vm.storage.kind is StorageKind.LUN:
-            return frozenset({vm.storage.name})
-    return frozenset()
+    """The LUNs by which a highly available VM's judgement depends on other VMs: the one
+    its files are on and those passed through to it (as ClusterView.lun_users counts)."""
+    if vm is None or not vm.highly_available:
+        return frozenset()
+    return frozenset(vm.luns())
 
 
 class ConfigJudgingStore(ForwardingStore):

@@ -336,3 +336,15 @@ def test_a_lun_passed_through_to_one_ha_vm_and_holding_another_is_shared() -> No
     b = replace(vm("b", "n2"), passthrough_disks=(lun,))
     v = view([host("n1"), host("n2")], [a, b])
     assert causes(judge(a, v)) == [ConfigCause.SHARED_LUN] and causes(judge(b, v)) == [ConfigCause.SHARED_LUN]
+
+
+def test_a_vm_passing_through_a_lun_another_ha_vm_is_on_makes_both_unsupported_in_the_store() -> None:
+    store = judging_store(host("n1"), host("n2"))
+    lun = StorageLocation(StorageKind.LUN, "lun1")
+    store.put_vm(vm("files", storage=lun))
+    # Made on n2 behind the manager's back, imported by a refresh.
+    store.put_vm(replace(vm("raw", "n2"), passthrough_disks=(lun,)))
+    assert [r.cause for r in stored(store, "raw").status_reasons] == [ConfigCause.SHARED_LUN]
+    assert [r.cause for r in stored(store, "files").status_reasons] == [ConfigCause.SHARED_LUN]
+    store.delete_vm("id-raw")
+    assert stored(store, "files").status is ConfigStatus.OK
