@@ -34,7 +34,16 @@ from manager.adapters.memory_store import MemoryStore
 from manager.app.config_review import ConfigJudgingStore
 from manager.core.cluster_config import ClusterView, judge
 from manager.core.levels import DEFAULT_LEVEL
-from manager.core.model import ClusterRecord, HostRecord, NetworkInfo, StorageKind, StorageLocation, VmRecord
+from manager.core.model import (
+    GIB,
+    ClusterRecord,
+    HostRecord,
+    NetworkInfo,
+    StorageKind,
+    StorageLocation,
+    VmRecord,
+    VolumeInfo,
+)
 from manager.core.states import HostState, VmState
 
 CPU = CpuSpec("GenuineIntel", "Xeon X5570", ("sse3",), 8, 2933)
@@ -63,7 +72,8 @@ def records(vms: int, nodes: int, networks: int) -> tuple[list[HostRecord], Clus
         )
         for n in range(nodes)
     ]
-    cluster = ClusterRecord("c1", "hyperv-2008r2", 1, tuple(h.name for h in hosts), ())
+    volume = VolumeInfo("Volume1", StorageKind.CSV, 65536 * GIB, 65536 * GIB)
+    cluster = ClusterRecord("c1", "hyperv-2008r2", 1, tuple(h.name for h in hosts), (volume,))
     records = [
         VmRecord(
             id=f"vm-{i}",

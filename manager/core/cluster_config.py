@@ -135,6 +135,7 @@ class ClusterView:
     # Highly available VMs by the LUNs they use (their files', their pass-through disks).
     lun_users: dict[str, tuple[str, ...]]
     _networks: dict[str, dict[str, ClusterNetwork]] = field(default_factory=dict, compare=False)
+    _disks: dict[tuple[str, StorageKind], frozenset[str]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(
@@ -155,6 +156,13 @@ class ClusterView:
             {c.name: c for c in clusters},
             {lun: tuple(sorted(names)) for lun, names in users.items()},
         )
+
+    def disks(self, cluster: ClusterRecord, kind: StorageKind) -> frozenset[str]:
+        """The cluster's LUNs or CSVs by name, worked out once per judging pass."""
+        key = (cluster.name, kind)
+        if key not in self._disks:
+            self._disks[key] = cluster.disk_names(kind)
+        return self._disks[key]
 
     def networks(self, cluster: str) -> dict[str, ClusterNetwork]:
         """The cluster's networks by the name a VM's adapter uses (the level's case rule)."""
@@ -186,16 +194,18 @@ def judge(vm: VmRecord, view: ClusterView) -> tuple[StatusReason, ...]:
         )
     cluster = view.clusters.get(host.cluster) if host is not None and host.cluster is not None else None
     reasons.extend(_storage_reasons(vm, view, cluster))
-    reasons.extend(_passthrough_reasons(vm, cluster))
+    reasons.extend(_passthrough_reasons(vm, cluster, view))
     if host is not None and host.cluster is not None:
         reasons.extend(_network_reasons(vm, host.cluster, view))
     reasons.extend(_level_reasons(vm, view.level))
     return tuple(reasons)
 
 
-def _passthrough_reasons(vm: VmRecord, cluster: ClusterRecord | None) -> list[StatusReason]:
+def _passthrough_reasons(
+    vm: VmRecord, cluster: ClusterRecord | None, view: ClusterView
+) -> list[StatusReason]:
     reasons = []
-    cluster_luns = cluster.disk_names(StorageKind.LUN) if cluster else frozenset()
+    cluster_luns = view.disks(cluster, StorageKind.LUN) if cluster else frozenset()
     for disk in vm.passthrough_disks:
         if disk.kind is StorageKind.LOCAL_DISK:
             reasons.append(
@@ -256,7 +266,7 @@ def _storage_reasons(vm: VmRecord, view: ClusterView, cluster: ClusterRecord | N
                 subject,
             )
         ]
-    if cluster is not None and storage.name not in cluster.disk_names(storage.kind):
+    if cluster is not None and storage.name not in view.disks(cluster, storage.kind):
         # A volume its host sees that is no disk of the cluster (made visible on the host).
         what = "LUN" if storage.kind is StorageKind.LUN else "CSV volume"
         return [
