@@ -1,5 +1,14 @@
 """`python -m node_agent` / `havm-agent`: parse arguments, load the host, run it.
 
+    havm-agent --config HOST.json --state-dir DIR --listen HOST:PORT [--broker HOST:PORT]
+    havm-agent --topology TOPOLOGY.yaml [--host NAME] --san-root DIR --state-dir DIR ...
+
+The first form reads the configuration `havm up` writes for each agent. The second
+derives it from the cluster's topology, as `havm up` does: what a container needs,
+where every agent gets the same topology file and is told only which host it is, or
+takes it from its own host name (a compose service's `hostname`, a StatefulSet pod's
+name).
+
 Bad arguments and bad configuration files end here with one line on stderr and exit
 code 2, so that `havm up` can show the problem as it is.
 """
@@ -10,6 +19,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -38,7 +48,15 @@ def _address(value: str, option: str) -> tuple[str, int]:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="havm-agent", description="Run one emulated Hyper-V or ESX host.")
-    parser.add_argument("--config", required=True, type=Path, help="host configuration JSON")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="host configuration JSON")
+    source.add_argument("--topology", type=Path, help="the cluster's topology YAML (with --host)")
+    parser.add_argument(
+        "--host", help="with --topology: which host of it this agent is (default: this machine's host name)"
+    )
+    parser.add_argument(
+        "--san-root", type=Path, help="with --topology: the directory shared by every agent as the SAN"
+    )
     parser.add_argument("--state-dir", required=True, type=Path, help="this host's files")
     parser.add_argument("--listen", required=True, help="gRPC address, HOST:PORT")
     parser.add_argument("--broker", help="MQTT broker, HOST:PORT")
@@ -67,12 +85,45 @@ def _load_config(path: Path) -> HostConfig:
     return config
 
 
+def _config_from_topology(path: Path, host: str | None, san_root: Path | None) -> HostConfig:
+    from havm.contract.fields import TopologyError
+    from havm.contract.host_config import agent_config, agent_config_json
+    from havm.contract.topology_file import TopologyYamlError, topology_from_yaml
+    from node_agent.adapters.config_file import host_config_from_json
+
+    if san_root is None:
+        raise UsageError("--topology needs --san-root DIR: the directory every agent shares as the SAN")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"--topology: cannot read {path}: {exc.strerror}") from None
+    try:
+        topology = topology_from_yaml(text)
+    except TopologyYamlError as exc:
+        at = f" at line {exc.line}" if exc.line else ""
+        raise UsageError(f"{path}: not valid YAML{at}") from None
+    except TopologyError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    name = host or socket.gethostname()
+    spec = next((h for h in topology.hosts if h.name == name), None)
+    if spec is None:
+        names = ", ".join(h.name for h in topology.hosts)
+        given = "--host" if host else "this machine's host name (give --host)"
+        raise UsageError(f"{given}: {path} has no host named {name!r} (hosts: {names})")
+    return host_config_from_json(agent_config_json(agent_config(topology, spec, san_root.resolve())))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         _address(args.listen, "--listen")
         broker = _address(args.broker, "--broker") if args.broker else None
-        config = _load_config(args.config)
+        if args.config is not None:
+            if args.host or args.san_root:
+                raise UsageError("--host and --san-root go with --topology, not --config")
+            config = _load_config(args.config)
+        else:
+            config = _config_from_topology(args.topology, args.host, args.san_root)
         try:
             args.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from havm.cli.context import Component
+from havm.healthcheck import grpc_serving, tcp_ready
 
 
 @dataclass(frozen=True)
@@ -112,29 +113,6 @@ def log_tail(component: Component, lines: int = 15) -> str:
 
 
 # ----------------------------------------------------------------------------- health
-
-
-def tcp_ready(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def grpc_serving(address: str) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=0.5
-            )
-    except grpc.RpcError:
-        return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def wait_healthy(

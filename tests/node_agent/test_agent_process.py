@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from havm.ports import free_port
-from havm.v1 import agent_pb2, common_pb2
+from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.files import read_journal_records
 
 pytestmark = pytest.mark.integration
@@ -359,6 +359,56 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str], mes
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+DEFAULT_TOPOLOGY = Path(__file__).parents[2] / "havm" / "cli" / "default_topology.yaml"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--topology", str(DEFAULT_TOPOLOGY), "--san-root", "/tmp"],
+            "this machine's host name (give --host)",
+        ),
+        (["--topology", str(DEFAULT_TOPOLOGY), "--host", "node1"], "--topology needs --san-root DIR"),
+        (
+            ["--topology", str(DEFAULT_TOPOLOGY), "--host", "node9", "--san-root", "/tmp"],
+            "has no host named 'node9' (hosts: node1, node2, node3, node4, standalone1)",
+        ),
+        (["--topology", "/nonexistent.yaml", "--host", "x", "--san-root", "/tmp"], "--topology: cannot read"),
+        (["--config", "/x.json", "--host", "node1"], "--host and --san-root go with --topology"),
+        ([], "one of the arguments --config --topology is required"),
+    ],
+)
+def test_bad_topology_mode_arguments_exit_2_with_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _run_agent(["--state-dir", str(tmp_path / "s"), "--listen", "127.0.0.1:1", *args], tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_an_agent_takes_its_host_from_the_topology(tmp_path: Path) -> None:
+    """The container form: the cluster's topology, the host's name and the shared SAN."""
+    address = f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "node_agent", "--topology", str(DEFAULT_TOPOLOGY), "--host", "node3"]
+    argv += ["--san-root", str(tmp_path / "san"), "--state-dir", str(tmp_path / "s"), "--listen", address]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    try:
+        with open_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            host = stub.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=10).host
+        assert (host.name, host.cluster, host.memory_mb) == ("node3", "cluster1", 32768)
+        assert sorted(v.name for v in host.volumes) == ["Volume1", "lun1", "lun2"]
+        assert (tmp_path / "san").is_dir()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def test_start_up_is_fast(tmp_path: Path) -> None:
