@@ -1,18 +1,34 @@
 """Where the CLI finds the running cluster.
 
 `havm up` writes a context file, `cluster.json`, into the state directory: the
-addresses and process ids of the broker, the manager and every agent. Other commands
-read it to find the manager unless `--manager ADDRESS` or `HAVM_MANAGER` says otherwise.
+addresses and process ids of the broker, the manager and every agent (or, for a
+cluster in containers, their containers). Other commands read it to find the manager
+unless `--manager ADDRESS` or `HAVM_MANAGER` says otherwise.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 CONTEXT_FILE = "cluster.json"
+
+
+class Runtime(enum.StrEnum):
+    """Where the cluster's components run: processes of this machine, or compose containers."""
+
+    local = "local"
+    compose = "compose"
+
+
+LOCAL = Runtime.local.value
+COMPOSE = Runtime.compose.value
+# The faults a component can be left in (Component.fault).
+POWERED_OFF = "powered_off"
+FROZEN = "frozen"
 DEFAULT_STATE_DIR = ".havm"
 ENV_MANAGER = "HAVM_MANAGER"
 ENV_STATE_DIR = "HAVM_STATE_DIR"
@@ -24,15 +40,20 @@ class ContextError(Exception):
 
 @dataclass
 class Component:
-    """One process of the local cluster."""
+    """One process of the local cluster, or one container of a compose cluster."""
 
     name: str  # "broker", "manager" or "agent:<host>"
-    address: str  # host:port it listens on
+    address: str  # host:port it listens on (for a container: where it is reached from here)
     pid: int = 0
     log: str = ""
     argv: list[str] = field(default_factory=list)
     # An injected fault the process is in: "powered_off", "frozen" or "".
     fault: str = ""
+    # The container it runs in (compose runtime only).
+    container: str = ""
+    # Networks the container is disconnected from by `havm fault isolate`, each with the
+    # aliases it answered to there, which `havm fault heal` gives back.
+    cut: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +68,11 @@ class ClusterContext:
     added_hosts: list[str] = field(default_factory=list)
     # Hosts of the topology `havm host remove` took out: `havm up` leaves them out.
     removed_hosts: list[str] = field(default_factory=list)
+    runtime: str = LOCAL
+    # The compose runtime's file, project and container engine (podman or docker).
+    compose_file: str = ""
+    project: str = ""
+    engine: str = ""
 
     @property
     def manager_address(self) -> str:
@@ -85,6 +111,10 @@ def read_context(state_dir: Path) -> ClusterContext | None:
             raw.get("topology_source", ""),
             list(raw.get("added_hosts", [])),
             list(raw.get("removed_hosts", [])),
+            str(raw.get("runtime", LOCAL)),
+            str(raw.get("compose_file", "")),
+            str(raw.get("project", "")),
+            str(raw.get("engine", "")),
         )
     except (KeyError, TypeError) as exc:
         raise ContextError(f"{path} is not a havm context file ({exc})") from None

@@ -19,6 +19,10 @@ Each fault is what happens to a real cluster, done to the processes `havm up` st
   step of a live migration, a moment too short to hit from outside.
 - `crash-manager-at POINT`: the same for the manager, at a step of a live or quick
   migration that it records.
+
+A cluster in containers (`havm up --runtime compose`, or `havm fault --runtime compose`
+for one the compose tool started) takes the same faults, done to its containers: see
+havm.cli.container_faults.
 """
 
 from __future__ import annotations
@@ -34,7 +38,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from havm.cli.context import ClusterContext, Component, ContextError, read_context, write_context
+from havm.cli import container_faults
+from havm.cli.compose_cluster import DEFAULT_COMPOSE_FILE, DEFAULT_PROJECT, compose_context
+from havm.cli.context import (
+    COMPOSE,
+    FROZEN,
+    POWERED_OFF,
+    ClusterContext,
+    Component,
+    ContextError,
+    Runtime,
+    read_context,
+    write_context,
+)
 from havm.cli.local_cluster import (
     state_dir_option,
 )
@@ -47,9 +63,6 @@ from havm.cli.processes import (
     wait_healthy,
 )
 from havm.faultnet import applied_path, read_faults, write_faults
-
-POWERED_OFF = "powered_off"
-FROZEN = "frozen"
 
 
 class Network(enum.StrEnum):
@@ -93,6 +106,26 @@ class Restartable(enum.StrEnum):
 
 
 fault_app = typer.Typer(help="Inject faults into the local cluster.", no_args_is_help=True)
+RUNTIME_KEY = "havm.fault.runtime"
+
+
+@fault_app.callback()
+def fault_options(
+    ctx: typer.Context,
+    runtime: Annotated[
+        Runtime | None,
+        typer.Option(
+            "--runtime",
+            case_sensitive=False,
+            help="local (processes) or compose (containers); default: what the context file says.",
+        ),
+    ] = None,
+    project: Annotated[
+        str, typer.Option("--project", help="The compose project, with --runtime compose.")
+    ] = DEFAULT_PROJECT,
+) -> None:
+    """Inject faults into the cluster: its processes, or its containers."""
+    ctx.meta[RUNTIME_KEY] = (runtime, project)
 
 
 def _console() -> Console:
@@ -101,10 +134,19 @@ def _console() -> Console:
 
 def _cluster(ctx: typer.Context) -> ClusterContext:
     directory = state_dir_option(ctx).resolve()
+    runtime, project = ctx.meta.get(RUNTIME_KEY, (None, DEFAULT_PROJECT))
     cluster = read_context(directory)
+    if runtime is Runtime.compose and (cluster is None or cluster.runtime != COMPOSE):
+        return compose_context(directory, DEFAULT_COMPOSE_FILE, project)
     if cluster is None:
         raise ContextError(f"no local cluster in {directory}: start one with `havm up`")
+    if runtime is Runtime.local and cluster.runtime == COMPOSE:
+        raise ContextError(f"the cluster of {directory} runs in containers: drop --runtime local")
     return cluster
+
+
+def _in_containers(cluster: ClusterContext) -> bool:
+    return cluster.runtime == COMPOSE
 
 
 def _component(cluster: ClusterContext, name: str, what: str) -> Component:
@@ -162,7 +204,10 @@ def _start(cluster: ClusterContext, component: Component) -> None:
 def crash(ctx: typer.Context, host: str) -> None:
     """Kill the host's agent (SIGKILL): a crash the broker notices at once."""
     cluster = _cluster(ctx)
-    _kill(cluster, _agent(cluster, host))
+    if _in_containers(cluster):
+        container_faults.kill(cluster, _agent(cluster, host), f"host {host}")
+    else:
+        _kill(cluster, _agent(cluster, host))
     _console().print(f"host {host} crashed")
 
 
@@ -171,6 +216,10 @@ def power_off(ctx: typer.Context, host: str) -> None:
     """Stop the host silently, as after a power loss (`havm host start` powers it on)."""
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
+    if _in_containers(cluster):
+        container_faults.pause(cluster, agent, f"host {host}", POWERED_OFF)
+        _console().print(f"host {host} powered off")
+        return
     _running(agent, f"host {host}")
     _signal(agent, signal.SIGSTOP)
     agent.fault = POWERED_OFF
@@ -183,6 +232,10 @@ def freeze(ctx: typer.Context, host: str) -> None:
     """Freeze the host's agent (SIGSTOP); `thaw` resumes it where it was."""
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
+    if _in_containers(cluster):
+        container_faults.pause(cluster, agent, f"host {host}", FROZEN)
+        _console().print(f"host {host} frozen")
+        return
     _running(agent, f"host {host}")
     if agent.fault == POWERED_OFF:
         raise ContextError(f"host {host} is powered off: start it with `havm host start {host}`")
@@ -197,6 +250,10 @@ def thaw(ctx: typer.Context, host: str) -> None:
     """Resume a frozen host (SIGCONT)."""
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
+    if _in_containers(cluster):
+        container_faults.thaw(cluster, agent, f"host {host}")
+        _console().print(f"host {host} thawed")
+        return
     _running(agent, f"host {host}")
     if agent.fault == POWERED_OFF:
         raise ContextError(f"host {host} is powered off: start it with `havm host start {host}`")
@@ -264,6 +321,10 @@ def isolate(
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
     paths = ["heartbeat", "management", "migration"] if from_ is Network.all else [from_.value]
+    if _in_containers(cluster):
+        container_faults.isolate(cluster, agent, paths)
+        _console().print(f"host {host} cut from the {_and(paths)} network")
+        return
     relayed = [p for p in paths if p != "migration"]
     if "migration" in paths:
         (_state_dir(agent, f"the agent of host {host}") / MIGRATION_CUT_FILE).touch()
@@ -277,6 +338,10 @@ def heal(ctx: typer.Context, host: str) -> None:
     """Restore every network path of the host."""
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
+    if _in_containers(cluster):
+        container_faults.heal(cluster, agent)
+        _console().print(f"host {host} reconnected")
+        return
     (_state_dir(agent, f"the agent of host {host}") / MIGRATION_CUT_FILE).unlink(missing_ok=True)
     _set_cut(cluster, {f"heartbeat:{host}": False, f"management:{host}": False})
     _console().print(f"host {host} reconnected")
@@ -296,8 +361,11 @@ def crash_at(
     """
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
-    _running(agent, f"host {host}")
-    _arm(agent, f"the agent of host {host}", point.value)
+    if _in_containers(cluster):
+        container_faults.arm(cluster, agent, "agent", point.value)
+    else:
+        _running(agent, f"host {host}")
+        _arm(agent, f"the agent of host {host}", point.value)
     _console().print(f"host {host} dies when it reaches {point.value}")
 
 
@@ -315,8 +383,11 @@ def crash_manager_at(
     """
     cluster = _cluster(ctx)
     manager = _component(cluster, "manager", "manager")
-    _running(manager, "the manager")
-    _arm(manager, "the manager", point.value)
+    if _in_containers(cluster):
+        container_faults.arm(cluster, manager, "manager", point.value)
+    else:
+        _running(manager, "the manager")
+        _arm(manager, "the manager", point.value)
     _console().print(f"the manager dies when it reaches {point.value}")
 
 
@@ -338,7 +409,11 @@ def _and(names: list[str]) -> str:
 def crash_manager(ctx: typer.Context) -> None:
     """Kill the manager (SIGKILL); `havm restart manager` starts it again."""
     cluster = _cluster(ctx)
-    _kill(cluster, _component(cluster, "manager", "manager"))
+    manager = _component(cluster, "manager", "manager")
+    if _in_containers(cluster):
+        container_faults.kill(cluster, manager, "the manager")
+    else:
+        _kill(cluster, manager)
     _console().print("manager crashed")
 
 
@@ -346,7 +421,11 @@ def crash_manager(ctx: typer.Context) -> None:
 def crash_broker(ctx: typer.Context) -> None:
     """Kill the MQTT broker (SIGKILL); `havm restart broker` starts it again."""
     cluster = _cluster(ctx)
-    _kill(cluster, _component(cluster, "broker", "broker"))
+    broker = _component(cluster, "broker", "broker")
+    if _in_containers(cluster):
+        container_faults.kill(cluster, broker, "the broker")
+    else:
+        _kill(cluster, broker)
     _console().print("broker crashed")
 
 
@@ -354,6 +433,10 @@ def start_host(ctx: typer.Context, host: str) -> None:
     """Power on a host that crashed or was powered off: a fresh agent boots."""
     cluster = _cluster(ctx)
     agent = _agent(cluster, host)
+    if _in_containers(cluster):
+        container_faults.start(cluster, agent, f"host {host}")
+        _console().print(f"host {host} started")
+        return
     if is_running(agent):
         if agent.fault != POWERED_OFF:
             raise ContextError(f"host {host} is already running")
@@ -371,6 +454,10 @@ def restart(
     """Start the manager or the broker again (stopping it first if it runs)."""
     cluster = _cluster(ctx)
     target = _component(cluster, component.value, component.value)
+    if _in_containers(cluster):
+        container_faults.restart(cluster, target, UpSettings().stop_timeout)
+        _console().print(f"{component.value} restarted")
+        return
     if is_running(target):
         stop_components([target], UpSettings().stop_timeout)
     _start(cluster, target)

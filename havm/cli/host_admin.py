@@ -28,7 +28,7 @@ import yaml
 
 from havm.cli import render
 from havm.cli.client import ManagerClient
-from havm.cli.context import ClusterContext, Component, ContextError, read_context, write_context
+from havm.cli.context import COMPOSE, ClusterContext, Component, ContextError, read_context, write_context
 from havm.cli.errors import CliError, JobFailed, NotFound
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import (
@@ -232,8 +232,12 @@ def resolved_topology(cluster: ClusterContext) -> Topology:
 
 
 def local_cluster(ctx: typer.Context) -> ClusterContext | None:
+    """The cluster of processes `havm up` started here; None for none, or for a cluster
+    in containers (whose hosts are services of its compose file, not started by havm)."""
     cluster = read_context(global_options(ctx).state_dir.resolve())
-    return cluster if cluster is not None and cluster.components else None
+    if cluster is None or cluster.runtime == COMPOSE:
+        return None
+    return cluster if cluster.components else None
 
 
 def add(

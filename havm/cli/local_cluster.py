@@ -26,10 +26,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from havm.cli import compose_cluster
+from havm.cli.compose_cluster import ComposeSettings
 from havm.cli.context import (
+    COMPOSE,
     ClusterContext,
     Component,
     ContextError,
+    Runtime,
     default_state_dir,
     read_context,
     write_context,
@@ -341,10 +345,13 @@ def up(
     return ctx
 
 
-def down(state_dir: Path, console: Console, timeout: float) -> None:
+def down(state_dir: Path, console: Console, timeout: float, volumes: bool = False) -> None:
     ctx = read_context(state_dir.resolve())
     if ctx is None:
         console.print(f"havm: no cluster in {state_dir}")
+        return
+    if ctx.runtime == COMPOSE:
+        compose_cluster.down(ctx, console, volumes, ComposeSettings(down_timeout=max(timeout, 10.0) * 6))
         return
     running = [c for c in ctx.components.values() if is_running(c)]
     # The manager first, so that it does not judge the agents' departure as host failures.
@@ -458,10 +465,27 @@ def register_local_commands(app: typer.Typer) -> None:
         ),
         detach: bool = typer.Option(False, "--detach", "-d", help="Return once every component is healthy."),
         timeout: float = typer.Option(30.0, help="Seconds to wait for the components to be healthy."),
+        runtime: Runtime = typer.Option(
+            Runtime.local,
+            "--runtime",
+            case_sensitive=False,
+            help="local: processes of this machine; compose: the containers of a compose file.",
+        ),
+        compose_file: Path = typer.Option(
+            compose_cluster.DEFAULT_COMPOSE_FILE, "--compose-file", help="With --runtime compose."
+        ),
+        project: str = typer.Option(
+            compose_cluster.DEFAULT_PROJECT, "--project", help="The compose project, with --runtime compose."
+        ),
     ) -> None:
         """Start the broker, the manager and one agent per host; follow their logs."""
         console = Console(highlight=False, soft_wrap=True)
         directory = state_dir_option(ctx, state_dir)
+        if runtime is Runtime.compose:
+            if topology is not None:
+                _fail("--topology: the compose file mounts its own topology (deploy/topology.yaml)")
+            compose_up(directory, compose_file, project, detach, timeout, console)
+            return
         settings = UpSettings(healthy_timeout=timeout)
         with sigterm_as_interrupt():
             try:
@@ -487,9 +511,38 @@ def register_local_commands(app: typer.Typer) -> None:
         ctx: typer.Context,
         state_dir: Path | None = typer.Option(None, "--state-dir", help="The cluster's state directory."),
         timeout: float = typer.Option(10.0, help="Seconds between SIGTERM and SIGKILL."),
+        volumes: bool = typer.Option(
+            False, "--volumes", help="A compose cluster: also remove its volumes (database, SAN)."
+        ),
     ) -> None:
-        """Stop every process of the local cluster (SIGTERM, then SIGKILL)."""
+        """Stop every process of the local cluster (SIGTERM, then SIGKILL), or remove the
+        containers of a compose cluster."""
         try:
-            down(state_dir_option(ctx, state_dir), Console(highlight=False, soft_wrap=True), timeout)
+            down(state_dir_option(ctx, state_dir), Console(highlight=False, soft_wrap=True), timeout, volumes)
         except ContextError as exc:
             _fail(str(exc))
+
+
+def compose_up(
+    directory: Path, compose_file: Path, project: str, detach: bool, timeout: float, console: Console
+) -> None:
+    """`havm up --runtime compose`: the compose cluster up and healthy; in the foreground,
+    its containers' logs until Ctrl-C or SIGTERM, which remove the containers again."""
+    settings = ComposeSettings(healthy_timeout=max(timeout, 60.0))
+    with sigterm_as_interrupt():
+        try:
+            cluster = compose_cluster.up(directory, compose_file, project, console, settings)
+        except (LocalClusterError, ContextError) as exc:
+            _fail(str(exc))
+            return
+        except KeyboardInterrupt as interrupt:
+            raise typer.Exit(143 if isinstance(interrupt, Terminated) else 130) from None
+        if detach:
+            return
+        console.print("havm: following the logs; Ctrl-C or SIGTERM removes the containers")
+        try:
+            compose_cluster.follow_logs(cluster)
+        except KeyboardInterrupt as interrupt:
+            why = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
+            console.print(f"havm: stopping{why}")
+            compose_cluster.down(cluster, console, False, settings)

@@ -17,11 +17,12 @@ from typing import Annotated, Any
 import grpc
 import typer
 
-from havm.cli import render
+from havm.cli import compose_cluster, render
 from havm.cli.capacity import register_capacity_commands
 from havm.cli.client import ClientSettings
 from havm.cli.cluster_config import register_cluster_config_commands
 from havm.cli.context import (
+    COMPOSE,
     DEFAULT_STATE_DIR,
     ENV_MANAGER,
     ENV_STATE_DIR,
@@ -120,10 +121,14 @@ def status(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> Non
     """The manager's summary and, for a local cluster, its processes."""
     options = global_options(ctx)
     context = read_context(options.state_dir)
-    components = [
-        {"name": c.name, "address": c.address, "pid": c.pid, "alive": _alive(c.pid)}
-        for c in (context.components.values() if context else [])
-    ]
+    in_containers = context is not None and context.runtime == COMPOSE
+    if context is not None and in_containers:
+        components = compose_cluster.component_rows(context)
+    else:
+        components = [
+            {"name": c.name, "address": c.address, "pid": c.pid, "alive": _alive(c.pid)}
+            for c in (context.components.values() if context else [])
+        ]
     address = manager_address(options.manager, options.state_dir)
     failure: CliError | None = None
     manager: dict[str, Any] | None = None
@@ -143,7 +148,9 @@ def status(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> Non
                 f"{manager['jobs_running']} job(s) running"
             )
             render.print_table("clusters", manager["clusters"], render.CLUSTER_COLUMNS)
-        if components:
+        if components and in_containers:
+            render.print_table("containers", components, render.CONTAINER_COLUMNS)
+        elif components:
             render.print_table("local processes", components, render.COMPONENT_COLUMNS)
     if failure is not None:
         raise failure

@@ -479,6 +479,7 @@ MIGRATION_COLUMNS = {
     "duration": "DURATION",
 }
 COMPONENT_COLUMNS = {"name": "NAME", "address": "ADDRESS", "pid": "PID", "alive": "ALIVE"}
+CONTAINER_COLUMNS = {"name": "NAME", "container": "CONTAINER", "address": "ADDRESS", "state": "STATE"}
 
 DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "cpu": cpu_text,

@@ -1,0 +1,279 @@
+"""A cluster in containers: `havm up --runtime compose` and `havm down` for it.
+
+The compose file (deploy/compose.yaml) describes the containers; this module runs the
+compose tool on it, bounded by a timeout (podman-compose can hang on `depends_on`),
+waits for every container's own health check by polling (podman runs none by itself
+without systemd), has the manager refresh once, and writes the context file that the
+other commands read: the manager's published address, and which container is which
+component, so that `havm fault` acts on containers instead of processes.
+
+Containers are told apart by labels of the compose file: the compose project's, and
+`org.havm.component` (broker, manager, agent). An agent's host is its container's host
+name, as the agent itself takes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from havm.cli.containers import ContainerEngine, ContainerState, find_engine
+from havm.cli.context import (
+    COMPOSE,
+    LOCAL,
+    ClusterContext,
+    Component,
+    ContextError,
+    context_path,
+    read_context,
+    write_context,
+)
+from havm.cli.processes import LocalClusterError, is_running, refresh_and_wait
+from havm.healthcheck import grpc_serving
+
+DEFAULT_COMPOSE_FILE = Path("deploy") / "compose.yaml"
+DEFAULT_PROJECT = "havm"
+COMPONENT_LABEL = "org.havm.component"
+PROJECT_LABEL = "com.docker.compose.project"
+MANAGER_PORT = "50051/tcp"
+
+
+@dataclass(frozen=True)
+class ComposeSettings:
+    """Timeouts of the compose runtime, in seconds."""
+
+    up_timeout: float = 180.0
+    healthy_timeout: float = 60.0
+    down_timeout: float = 120.0
+    poll_interval: float = 0.5
+    refresh_timeout: float = 15.0
+
+
+def compose_command(engine: str) -> list[str]:
+    """The compose tool that goes with the engine: podman-compose, or `docker compose`."""
+    if engine == "docker":
+        return ["docker", "compose"]
+    found = shutil.which("podman-compose") or shutil.which(
+        "podman-compose", path=str(Path(sys.executable).parent)
+    )
+    if not found:
+        raise ContextError("podman-compose is not installed: `pip install podman-compose`")
+    return [found]
+
+
+def _compose(cluster: ClusterContext, *args: str, timeout: float) -> None:
+    argv = [*compose_command(cluster.engine), "-f", cluster.compose_file, "-p", cluster.project, *args]
+    # Its own session, so that on a timeout nothing it started lingers.
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ContextError(
+            f"`{' '.join(args)}` of {cluster.compose_file} did not finish within {timeout:.0f} s"
+        ) from None
+    if proc.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-8:])
+        raise ContextError(f"`{' '.join(args)}` of {cluster.compose_file} failed:\n{tail}")
+
+
+def discover(cluster: ClusterContext, engine: ContainerEngine) -> dict[str, Component]:
+    """The components of the compose project, by the labels of their containers."""
+    components: dict[str, Component] = {}
+    for container in engine.containers(f"{PROJECT_LABEL}={cluster.project}"):
+        kind = container.labels.get(COMPONENT_LABEL, "")
+        if kind == "agent":
+            name = f"agent:{container.hostname or container.name}"
+            address = f"{container.hostname or container.name}:50061"
+        elif kind in ("manager", "broker"):
+            name, address = kind, container.name
+        else:
+            continue
+        if kind == "manager":
+            address = _published(container)
+        components[name] = Component(name, address, container=container.name)
+    if "manager" not in components:
+        raise ContextError(
+            f"compose project {cluster.project} has no container labelled {COMPONENT_LABEL}=manager"
+        )
+    return components
+
+
+def _published(container: ContainerState) -> str:
+    address = container.published.get(MANAGER_PORT)
+    if not address:
+        raise ContextError(f"container {container.name} does not publish the manager's port {MANAGER_PORT}")
+    host, _, port = address.rpartition(":")
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
+def compose_context(state_dir: Path, compose_file: Path, project: str, engine: str = "") -> ClusterContext:
+    """A context for a compose project: the one `havm up` wrote, or one found anew from
+    the project's running containers (a cluster started with the compose tool itself)."""
+    previous = read_context(state_dir)
+    if previous is not None and previous.runtime == COMPOSE and previous.project == project:
+        return previous
+    if (
+        previous is not None
+        and previous.runtime == LOCAL
+        and any(is_running(c) for c in previous.components.values())
+    ):
+        raise ContextError(
+            f"a local cluster runs in {state_dir}: stop it with `havm down` or give another --state-dir"
+        )
+    cluster = ClusterContext(
+        str(state_dir),
+        "",
+        runtime=COMPOSE,
+        compose_file=str(compose_file.resolve()),
+        project=project,
+        engine=find_engine(engine),
+    )
+    cluster.components = discover(cluster, ContainerEngine(cluster.engine))
+    return cluster
+
+
+def up(
+    state_dir: Path, compose_file: Path, project: str, console: Console, settings: ComposeSettings
+) -> ClusterContext:
+    if not compose_file.is_file():
+        raise LocalClusterError(
+            f"no compose file {compose_file}: give --compose-file (the repository's is deploy/compose.yaml)"
+        )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_context(state_dir)
+    if (
+        previous is not None
+        and previous.runtime == LOCAL
+        and any(is_running(c) for c in previous.components.values())
+    ):
+        raise LocalClusterError(
+            f"a local cluster runs in {state_dir}: stop it with `havm down` or give another --state-dir"
+        )
+    started = time.monotonic()
+    cluster = ClusterContext(
+        str(state_dir.resolve()),
+        "",
+        runtime=COMPOSE,
+        compose_file=str(compose_file.resolve()),
+        project=project,
+        engine=find_engine(previous.engine if previous and previous.runtime == COMPOSE else ""),
+    )
+    console.print(f"havm: starting compose project {project} from {compose_file}")
+    _compose(cluster, "up", "-d", timeout=settings.up_timeout)
+    engine = ContainerEngine(cluster.engine)
+    cluster.components = discover(cluster, engine)
+    write_context(cluster)  # `havm down` finds the containers whatever happens next
+    wait_healthy(cluster, engine, settings)
+    try:
+        refresh_and_wait(cluster.manager_address, settings.refresh_timeout)
+    except LocalClusterError:
+        raise
+    except Exception as exc:  # a gRPC failure of the first refresh, for instance
+        raise LocalClusterError(f"the first cluster refresh failed: {exc}") from None
+    for row in component_rows(cluster):
+        console.print(f"  {row['name']:<18} {row['container']:<14} {row['address']:<22} {row['state']}")
+    console.print(
+        f"havm: compose cluster healthy in {time.monotonic() - started:.2f} s; "
+        f"manager at {cluster.manager_address} (state in {state_dir})"
+    )
+    return cluster
+
+
+def wait_healthy(cluster: ClusterContext, engine: ContainerEngine, settings: ComposeSettings) -> None:
+    """Until every container passes its own health check (the manager: gRPC health on
+    its published port); raise naming those that do not, or that stopped."""
+    pending = dict(cluster.components)
+    deadline = time.monotonic() + settings.healthy_timeout
+    while pending:
+        for name, component in list(pending.items()):
+            state = engine.inspect(component.container)
+            if state.status in ("exited", "stopped", "dead"):
+                raise LocalClusterError(
+                    f"container {component.container} ({name}) stopped during start-up: "
+                    f"see `{cluster.engine} logs {component.container}`"
+                )
+            if name == "manager":
+                healthy = grpc_serving(component.address)
+            else:
+                healthy = state.running and engine.healthy(component.container)
+            if healthy:
+                del pending[name]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(sorted(c.container for c in pending.values()))
+            raise LocalClusterError(f"not healthy after {settings.healthy_timeout:.0f} s: {names}")
+        time.sleep(settings.poll_interval)
+
+
+def down(cluster: ClusterContext, console: Console, volumes: bool, settings: ComposeSettings) -> None:
+    """Stop and remove the project's containers and networks (and, asked to, its volumes:
+    the manager's database and the SAN); leave nothing of it behind."""
+    _compose(cluster, "down", *(["--volumes"] if volumes else []), timeout=settings.down_timeout)
+    left = ContainerEngine(cluster.engine).containers(f"{PROJECT_LABEL}={cluster.project}")
+    if left:
+        raise ContextError(f"containers left after down: {', '.join(c.name for c in left)}")
+    context_path(Path(cluster.state_dir)).unlink(missing_ok=True)
+    kept = "" if volumes else "; its volumes (the manager's database, the SAN) are kept"
+    count = len(cluster.components)
+    console.print(f"havm: removed the {count} containers of compose project {cluster.project}{kept}")
+
+
+def component_rows(cluster: ClusterContext) -> list[dict[str, object]]:
+    """Each component's container and what the engine says of it, for `havm status`."""
+    engine = ContainerEngine(cluster.engine)
+    rows: list[dict[str, object]] = []
+    for name, component in sorted(
+        cluster.components.items(), key=lambda kv: (kv[0] != "broker", kv[0] != "manager", kv[0])
+    ):
+        try:
+            state = engine.inspect(component.container).status
+        except ContextError:
+            state = "missing"
+        if component.fault and state == "paused":
+            state = component.fault.replace("_", " ")
+        if component.cut:
+            state += f", cut from {', '.join(sorted(component.cut))}"
+        rows.append(
+            {
+                "name": name,
+                "container": component.container,
+                "address": component.address,
+                "state": state,
+                "alive": state.startswith("running"),
+            }
+        )
+    return rows
+
+
+def follow_logs(cluster: ClusterContext) -> None:
+    """The containers' logs, each line with its container's name, until Ctrl-C."""
+    names = [c.container for c in cluster.components.values()]
+    if cluster.engine == "podman":
+        argv = ["podman", "logs", "--follow", "--names", "--tail", "0", *names]
+    else:
+        argv = ["docker", "compose", "-f", cluster.compose_file, "-p", cluster.project, "logs", "-f"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    try:
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
