@@ -98,11 +98,13 @@ def discover(cluster: ClusterContext, engine: ContainerEngine) -> dict[str, Comp
     components: dict[str, Component] = {}
     for container in engine.containers(f"{PROJECT_LABEL}={cluster.project}"):
         kind = container.labels.get(COMPONENT_LABEL, "")
+        # Agents and the broker are reached inside the compose networks only: the
+        # manager's own host list tells where it reaches each agent.
+        address = ""
         if kind == "agent":
             name = f"agent:{container.hostname or container.name}"
-            address = f"{container.hostname or container.name}:50061"
         elif kind in ("manager", "broker"):
-            name, address = kind, container.name
+            name = kind
         else:
             continue
         if kind == "manager":
@@ -183,12 +185,14 @@ def up(
     wait_healthy(cluster, engine, settings)
     try:
         refresh_and_wait(cluster.manager_address, settings.refresh_timeout)
+        wait_hosts_ok(cluster.manager_address, settings)
     except LocalClusterError:
         raise
     except Exception as exc:  # a gRPC failure of the first refresh, for instance
         raise LocalClusterError(f"the first cluster refresh failed: {exc}") from None
     for row in component_rows(cluster):
-        console.print(f"  {row['name']:<18} {row['container']:<14} {row['address']:<22} {row['state']}")
+        address = row["address"] or "-"
+        console.print(f"  {row['name']:<18} {row['container']:<14} {address:<18} {row['state']}")
     console.print(
         f"havm: compose cluster healthy in {time.monotonic() - started:.2f} s; "
         f"manager at {cluster.manager_address} (state in {state_dir})"
@@ -221,6 +225,31 @@ def wait_healthy(cluster: ClusterContext, engine: ContainerEngine, settings: Com
             names = ", ".join(sorted(c.container for c in pending.values()))
             raise LocalClusterError(f"not healthy after {settings.healthy_timeout:.0f} s: {names}")
         time.sleep(settings.poll_interval)
+
+
+def wait_hosts_ok(manager: str, settings: ComposeSettings) -> None:
+    """Until the manager judges every host ok. Containers start in no set order: an agent
+    that came up before the broker's name resolved retries, and until its heartbeats
+    arrive the manager rightly holds it isolated or not responding."""
+    import grpc
+
+    from havm.v1 import manager_pb2, manager_pb2_grpc
+
+    deadline = time.monotonic() + settings.healthy_timeout
+    with grpc.insecure_channel(manager) as channel:
+        stub = manager_pb2_grpc.ManagerServiceStub(channel)
+        while True:
+            hosts = stub.ListHosts(manager_pb2.ListHostsRequest(), timeout=10).hosts
+            waiting = {h.name: h.state for h in hosts if h.state != manager_pb2.HOST_STATE_OK}
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                states = ", ".join(
+                    f"{name} {manager_pb2.HostState.Name(state).removeprefix('HOST_STATE_').lower()}"
+                    for name, state in sorted(waiting.items())
+                )
+                raise LocalClusterError(f"hosts not ok after {settings.healthy_timeout:.0f} s: {states}")
+            time.sleep(settings.poll_interval)
 
 
 def down(cluster: ClusterContext, console: Console, volumes: bool, settings: ComposeSettings) -> None:

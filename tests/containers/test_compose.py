@@ -1,0 +1,173 @@
+"""The compose cluster of deploy/compose.yaml in real containers, driven through the CLI
+as a user drives it: failover when a node's container is killed, a heartbeat network
+pulled from a node's container (isolated, no failover), live migration between two
+agent containers over the migration network, then nothing left behind.
+
+One cluster for the module: bringing it up takes seconds, but the tests run in order
+and each leaves it healthy for the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from container_testkit import (
+    HAVM,
+    REPO,
+    agent_vms,
+    assert_no_vm_runs_twice,
+    podman,
+    require_podman_and_image,
+    wait_for,
+)
+
+from havm.ports import free_port
+
+pytestmark = pytest.mark.containers
+
+PROJECT = "havm"
+AGENTS = ["node1", "node2", "node3", "node4", "standalone1"]
+CONTAINERS = ["broker", "manager", *AGENTS]
+
+
+class ComposeCluster:
+    def __init__(self, state_dir: Path, manager_port: int) -> None:
+        self.state_dir = state_dir
+        self.env = {"HAVM_MANAGER_PORT": str(manager_port)}
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HAVM, "--state-dir", str(self.state_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+        )
+
+    def havm(self, *args: str, timeout: float = 120) -> str:
+        result = self.run(*args, timeout=timeout)
+        assert result.returncode == 0, f"havm {' '.join(args)} failed: {result.stderr}"
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.havm(*args, "-o", "json"))
+
+    def vms(self) -> dict[str, dict[str, Any]]:
+        return {vm["name"]: vm for vm in self.json("vm", "list")}
+
+    def hosts(self) -> dict[str, str]:
+        return {h["name"]: h["state"] for h in self.json("host", "list")}
+
+
+def leftovers() -> list[str]:
+    label = f"label=com.docker.compose.project={PROJECT}"
+    found = podman("ps", "-a", "--filter", label, "--format", "{{.Names}}").stdout.split()
+    for kind in ("network", "volume"):
+        names = podman(kind, "ls", "--format", "{{.Name}}").stdout.split()
+        found += [n for n in names if n.startswith(f"{PROJECT}_")]
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeCluster]:
+    require_podman_and_image()
+    assert not leftovers(), f"a compose project {PROJECT} exists already: {leftovers()}"
+    compose = ComposeCluster(tmp_path_factory.mktemp("compose"), free_port())
+    try:
+        up = compose.run("up", "--runtime", "compose", "--detach", timeout=300)
+        assert up.returncode == 0, f"havm up --runtime compose failed: {up.stderr}{up.stdout}"
+        assert "compose cluster healthy" in up.stdout
+        yield compose
+    finally:
+        down = compose.run("down", "--volumes", timeout=300)
+        left = leftovers()
+        if left:  # never leave a cluster behind, even when the test failed
+            podman("rm", "-f", "-t", "0", *[n for n in CONTAINERS if n in left], check=False)
+            podman("network", "rm", "-f", *[n for n in left if n.startswith("havm_")], check=False)
+        assert down.returncode == 0, f"havm down --volumes failed: {down.stderr}"
+        assert not left, f"left behind after havm down --volumes: {left}"
+
+
+def test_the_cli_sees_the_cluster_in_containers(cluster: ComposeCluster) -> None:
+    assert cluster.hosts() == {name: "ok" for name in AGENTS}
+    status = cluster.json("status")
+    rows = {row["name"]: row for row in status["components"]}
+    assert {row["container"] for row in rows.values()} == set(CONTAINERS)
+    assert all(row["state"] == "running" for row in rows.values()), rows
+    assert status["manager"]["hosts_ok"] == 5
+
+
+def test_a_killed_node_container_fails_over_its_ha_vms(cluster: ComposeCluster) -> None:
+    for name in ("fo1", "fo2"):
+        cluster.havm("vm", "create", name, "--ha", "--memory-mb", "512", "--host", "node1")
+    assert {n: v["host"] for n, v in cluster.vms().items() if n.startswith("fo")} == {
+        "fo1": "node1",
+        "fo2": "node1",
+    }
+    assert {vm["name"] for vm in agent_vms("node1") or []} >= {"fo1", "fo2"}
+
+    assert cluster.havm("fault", "crash", "node1").strip() == "host node1 crashed"
+    assert podman("inspect", "node1", "--format", "{{.State.Status}}").stdout.strip() == "exited"
+
+    def moved() -> bool:
+        vms = cluster.vms()
+        return all(vms[n]["host"] != "node1" and vms[n]["state"] == "running" for n in ("fo1", "fo2"))
+
+    elapsed = wait_for(moved, timeout=30, what="fo1 and fo2 running on another node")
+    print(f"failover across containers: {elapsed:.2f} s")
+    assert cluster.hosts()["node1"] in ("fenced", "not_responding")
+    assert_no_vm_runs_twice(AGENTS[1:], "after node1's container was killed")
+    running = {vm["name"]: host for host in AGENTS[1:] for vm in agent_vms(host) or []}
+    assert {running["fo1"], running["fo2"]} <= {"node2", "node3", "node4"}
+
+    assert cluster.havm("host", "start", "node1").strip() == "host node1 started"
+    wait_for(lambda: cluster.hosts()["node1"] == "ok", timeout=30, what="node1 ok again")
+    assert_no_vm_runs_twice(AGENTS, "after node1 came back")
+    assert not [vm for vm in agent_vms("node1") or [] if vm["name"].startswith("fo")]
+
+
+def test_a_pulled_heartbeat_network_is_isolation_not_failure(cluster: ComposeCluster) -> None:
+    cluster.havm("vm", "create", "iso1", "--ha", "--memory-mb", "512", "--host", "node2")
+    out = cluster.havm("fault", "isolate", "node2", "--from", "heartbeat")
+    assert out.strip() == "host node2 cut from the heartbeat network"
+    networks = podman("inspect", "node2", "--format", "{{json .NetworkSettings.Networks}}").stdout
+    assert "havm_heartbeat" not in json.loads(networks) and "havm_management" in json.loads(networks)
+
+    wait_for(lambda: cluster.hosts()["node2"] == "isolated", timeout=20, what="node2 judged isolated")
+    rows = {row["name"]: row for row in cluster.json("status")["components"]}
+    assert rows["agent:node2"]["state"] == "running, cut from heartbeat"
+    # Isolated is a warning: the VM is neither restarted elsewhere nor stopped.
+    vm = cluster.vms()["iso1"]
+    assert (vm["host"], vm["state"]) == ("node2", "running")
+    assert [v["state"] for v in agent_vms("node2") or [] if v["name"] == "iso1"] == ["VM_STATE_RUNNING"]
+    assert_no_vm_runs_twice(AGENTS, "while node2 was cut from the heartbeat network")
+
+    assert cluster.havm("fault", "heal", "node2").strip() == "host node2 reconnected"
+    wait_for(lambda: cluster.hosts()["node2"] == "ok", timeout=40, what="node2 ok after heal")
+    assert cluster.vms()["iso1"]["host"] == "node2"
+
+
+def test_live_migration_between_agent_containers(cluster: ComposeCluster) -> None:
+    cluster.havm("vm", "create", "mig1", "--ha", "--memory-mb", "512", "--host", "node3")
+    # The stream goes over the migration network: cut from it, node4 cannot receive.
+    cluster.havm("fault", "isolate", "node4", "--from", "migration")
+    failed = cluster.run("vm", "migrate", "mig1", "--to", "node4", "-o", "json")
+    assert failed.returncode != 0
+    vm = cluster.vms()["mig1"]
+    assert (vm["host"], vm["state"]) == ("node3", "running")
+    cluster.havm("fault", "heal", "node4")
+
+    migration = cluster.json("vm", "migrate", "mig1", "--to", "node4")
+    assert (migration["kind"], migration["state"], migration["destination"]) == ("live", "completed", "node4")
+    assert migration["memory_digest"] and migration["memory_digest"] == migration["resumed_digest"]
+    assert [v["state"] for v in agent_vms("node4") or [] if v["name"] == "mig1"] == ["VM_STATE_RUNNING"]
+    assert not [v for v in agent_vms("node3") or [] if v["name"] == "mig1"]
+    assert_no_vm_runs_twice(AGENTS, "after the live migration")
