@@ -26,8 +26,10 @@ from havm.cli.context import POWERED_OFF, ClusterContext, Component, ContextErro
 from havm.cli.processes import LocalClusterError
 
 NETWORKS = ("heartbeat", "management", "migration")
-# Where the agent and the manager of deploy/compose.yaml keep their state.
+# Where the agent and the manager of deploy/compose.yaml keep their state, and the file
+# there that arms a crash point (the agent's and the manager's ARM_FILE).
 STATE_DIRS = {"agent": "/var/lib/havm/host", "manager": "/var/lib/havm/manager"}
+ARM_FILE = "crash-at"
 
 
 def _engine(cluster: ClusterContext) -> ContainerEngine:
@@ -115,7 +117,7 @@ def arm(cluster: ClusterContext, component: Component, kind: str, point: str) ->
     engine = _engine(cluster)
     if engine.inspect(component.container).status != "running":
         raise ContextError(f"container {component.container} is not running")
-    engine.write_file(component.container, f"{STATE_DIRS[kind]}/crash-at", point + "\n")
+    engine.write_file(component.container, f"{STATE_DIRS[kind]}/{ARM_FILE}", point + "\n")
 
 
 def start(cluster: ClusterContext, component: Component, label: str) -> None:

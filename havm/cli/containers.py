@@ -20,6 +20,10 @@ ENGINES = ("podman", "docker")
 CALL_TIMEOUT_S = 60.0
 
 
+class EngineMissing(ContextError):
+    """The engine's command cannot be run at all."""
+
+
 @dataclass(frozen=True)
 class ContainerState:
     """What the engine says of one container."""
@@ -65,7 +69,7 @@ class ContainerEngine:
         except subprocess.TimeoutExpired:
             raise ContextError(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s") from None
         except OSError as exc:
-            raise ContextError(f"cannot run {self.command}: {exc.strerror}") from None
+            raise EngineMissing(f"cannot run {self.command}: {exc.strerror}") from None
         if result.returncode != 0:
             raise ContextError(f"`{' '.join(argv)}` failed: {_last_line(result.stderr or result.stdout)}")
         return result.stdout
@@ -73,6 +77,8 @@ class ContainerEngine:
     def inspect(self, name: str) -> ContainerState:
         try:
             raw = json.loads(self.run("container", "inspect", name))[0]
+        except EngineMissing:
+            raise
         except ContextError:
             raise ContextError(f"no container named {name}") from None
         except (ValueError, IndexError):

@@ -231,6 +231,11 @@ def resolved_topology(cluster: ClusterContext) -> Topology:
 # --- the commands ---------------------------------------------------------------------------
 
 
+def in_containers(ctx: typer.Context) -> bool:
+    cluster = read_context(global_options(ctx).state_dir.resolve())
+    return cluster is not None and cluster.runtime == COMPOSE
+
+
 def local_cluster(ctx: typer.Context) -> ClusterContext | None:
     """The cluster of processes `havm up` started here; None for none, or for a cluster
     in containers (whose hosts are services of its compose file, not started by havm)."""
@@ -277,6 +282,11 @@ def add(
     """
     options = global_options(ctx)
     cluster = local_cluster(ctx)
+    if address is None and in_containers(ctx):
+        raise ContextError(
+            "the cluster runs in containers: add the host as a service of its compose file, "
+            "then register it with --address HOST:PORT"
+        )
     if address is None and cluster is None:
         raise ContextError(
             f"no local cluster in {options.state_dir}: `havm host add` starts the host's agent in a "
