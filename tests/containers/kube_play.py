@@ -18,8 +18,12 @@ A Kubernetes namespace is played by a suffix: every pod, claim and ConfigMap is 
 NAME.NAMESPACE on a podman network of its own, and every pod searches NAMESPACE, as a
 pod searches NAMESPACE.svc.cluster.local; `broker:1883` and `node-0.agents:50061` in
 the manifests then resolve as they would in the cluster. The suffix keeps a played
-cluster apart from any other podman object. The probes, which podman does not run, are
-run from here against the pod's address, as the kubelet runs them.
+cluster apart from any other podman object.
+
+Two things are taken out of the played pods and done here instead: the probes, which
+podman 4.3 would hand to systemd (absent), are run against the pod's address as the
+kubelet runs them; and containerPorts, which kube play would publish on the host, are
+published only for the Services the test asks for (`kubectl port-forward`).
 """
 
 from __future__ import annotations
@@ -141,7 +145,6 @@ def container_port(pod_spec: Mapping[str, Any], port: int | str) -> int:
 class PlayedPod:
     name: str  # the podman pod, NAME.NAMESPACE
     role: str  # what the test calls it: broker, manager, node-0, ...
-    labels: dict[str, str]
     spec: dict[str, Any]  # the rendered pod spec (its ports and probes, which the played one lacks)
 
     def container(self, name: str) -> str:
@@ -154,23 +157,26 @@ class PlayedCluster:
 
     namespace: str
     network: str
+    published: Mapping[str, int]  # a Service's name: the loopback port it is published on
+    tree: str = ""  # which kustomize tree was rendered, for the test to say
     pods: list[PlayedPod] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     documents: list[dict[str, Any]] = field(default_factory=list)
+    _addresses: dict[str, str] = field(default_factory=dict)
 
     def play(self, path: Path) -> None:
         path.write_text(yaml.safe_dump_all(self.documents, sort_keys=False))
         podman("network", "create", "--label", f"havm.kube-play={self.namespace}", self.network)
         podman("kube", "play", "--network", self.network, str(path), timeout=PLAY_TIMEOUT_S)
 
-    def pod(self, role: str) -> PlayedPod:
-        return next(pod for pod in self.pods if pod.role == role)
-
     def address(self, pod: PlayedPod) -> str:
         """The pod's IP on the cluster's network (the host reaches it, as a kubelet does)."""
+        if pod.name in self._addresses:
+            return self._addresses[pod.name]
         infra = json.loads(podman("pod", "inspect", pod.name))["InfraContainerID"]
         networks = json.loads(podman("inspect", infra))[0]["NetworkSettings"]["Networks"]
-        return networks[self.network]["IPAddress"]
+        self._addresses[pod.name] = networks[self.network]["IPAddress"]
+        return self._addresses[pod.name]
 
     def states(self) -> dict[str, str]:
         """Every container of the manifests' pods and its state ("absent" when there is none)."""
@@ -213,14 +219,16 @@ class PlayedCluster:
     def teardown(self) -> list[str]:
         """Remove all that the play created; what is left of it afterwards (nothing, if all
         went well)."""
-        if self.pods:
-            pods = [pod.name for pod in self.pods]
-            # podman 4.3's `pod rm -t 0` still waits out a stop timeout per pod: kill first.
-            podman("pod", "kill", *pods, check=False)
-            podman("pod", "rm", "--force", "--ignore", *pods, check=False)
-        for volume in self.volumes:
-            podman("volume", "rm", "--force", volume, check=False)
-        podman("network", "rm", "--force", self.network, check=False)
+        pods = [pod.name for pod in self.pods]
+        # podman 4.3's `pod rm -t 0` still waits out a stop timeout per pod: kill first.
+        steps = [("pod", "kill", *pods), ("pod", "rm", "--force", "--ignore", *pods)] if pods else []
+        steps += [("volume", "rm", "--force", volume) for volume in self.volumes]
+        steps.append(("network", "rm", "--force", self.network))
+        for step in steps:
+            try:
+                podman(*step, check=False)
+            except subprocess.TimeoutExpired:
+                pass  # the next steps still run; leftovers() tells what stayed
         return self.leftovers()
 
     def leftovers(self) -> list[str]:
@@ -249,14 +257,19 @@ def run_probe(probe: Mapping[str, Any], pod_spec: Mapping[str, Any], address: st
 
 
 def convert(
-    docs: list[dict[str, Any]], namespace: str, published: Mapping[str, int], network: str | None = None
+    docs: list[dict[str, Any]],
+    namespace: str,
+    published: Mapping[str, int],
+    network: str | None = None,
+    image: str | None = None,
 ) -> PlayedCluster:
     """The documents `podman kube play` runs for the rendered `docs`, in a played namespace.
 
     `published` maps a Service's name to a loopback port: the pod it selects gets its
-    target port as that host port, as `kubectl port-forward svc/NAME` would.
+    target port as that host port, as `kubectl port-forward svc/NAME` would. `image`, if
+    given, replaces every container's image.
     """
-    cluster = PlayedCluster(namespace=namespace, network=network or f"kube-play-{namespace}")
+    cluster = PlayedCluster(namespace, network or f"kube-play-{namespace}", published)
     suffix = f".{namespace}"
     services = of_kind(docs, "Service")
     claims = {doc["metadata"]["name"] for doc in of_kind(docs, "PersistentVolumeClaim")}
@@ -287,6 +300,8 @@ def convert(
                     raise PlayError(f"pod {name} mounts claim {ref!r}, which is not rendered")
                 volume["persistentVolumeClaim"]["claimName"] = ref + suffix
         for container in spec["containers"]:
+            if image is not None:
+                container["image"] = image
             # kube play 4.3 publishes every containerPort on the host (hostPort defaults to
             # it), where a pod's ports are only its own: the agents would fight for 50061.
             # Pods reach each other's ports on the network without them.
@@ -333,7 +348,7 @@ def convert(
         publish(front[0], pod, template)
         role = front[0]["metadata"]["name"]
         cluster.documents.append(pod)
-        played = PlayedPod(pod["metadata"]["name"], role, pod["metadata"]["labels"], template["spec"])
+        played = PlayedPod(pod["metadata"]["name"], role, template["spec"])
         cluster.pods.append(played)
 
     for stateful_set in of_kind(docs, "StatefulSet"):
@@ -365,9 +380,7 @@ def convert(
                     {"name": claim["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim_name}}
                 )
             cluster.documents.append(pod)
-            cluster.pods.append(
-                PlayedPod(pod["metadata"]["name"], pod_name, pod["metadata"]["labels"], template["spec"])
-            )
+            cluster.pods.append(PlayedPod(pod["metadata"]["name"], pod_name, template["spec"]))
     return cluster
 
 

@@ -245,35 +245,38 @@ def test_overlays_move_the_cluster_to_their_namespace_and_image() -> None:
         assert len(images) == 1 and images != base_images, f"{tree.name} keeps the image {images}"
 
 
-@pytest.fixture
-def played(tmp_path: Path) -> Iterator[tuple[kube_play.PlayedCluster, str]]:
+# The agents each tree runs (the base: the default cluster's four nodes of cluster1); an
+# overlay not named here runs what its topology lists, which the manager must see `ok`.
+NODES = {"base": 4, "dev": 3}
+
+
+@pytest.fixture(params=TREES, ids=lambda tree: tree.name)
+def played(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[kube_play.PlayedCluster]:
     missing = kube_play.podman_missing(IMAGE)
     if missing:
         pytest.skip(f"cannot play the manifests: {missing}")
-    docs = kube_play.render(BASE)
-    port = free_port()
-    # A namespace of its own: nothing it creates can meet a compose cluster's or another
-    # run's containers, volumes or networks.
-    cluster = kube_play.convert(docs, f"k{secrets.token_hex(4)}", published={"manager": port})
+    docs = kube_play.render(request.param)
+    # An overlay's own image tag (a release's) is not built here: the one image that is,
+    # is what every tree runs.
+    cluster = kube_play.convert(
+        docs, f"k{secrets.token_hex(4)}", published={"manager": free_port()}, image=IMAGE
+    )
+    cluster.tree = request.param.name
     left: list[str] = []
     try:
         cluster.play(tmp_path / "played.yaml")
-        yield cluster, f"127.0.0.1:{port}"
+        yield cluster
     finally:
         left = cluster.teardown()
     assert not left, f"the test left behind: {left}"
 
 
-def test_rendered_base_runs_under_podman_kube_play(played: tuple[kube_play.PlayedCluster, str]) -> None:
-    cluster, manager = played
-    assert sorted(pod.role for pod in cluster.pods) == [
-        "broker",
-        "manager",
-        "node-0",
-        "node-1",
-        "node-2",
-        "node-3",
-    ]
+def test_rendered_manifests_run_under_podman_kube_play(played: kube_play.PlayedCluster) -> None:
+    cluster = played
+    manager = f"127.0.0.1:{cluster.published['manager']}"
+    nodes = sorted(pod.role for pod in cluster.pods if pod.role not in ("broker", "manager"))
+    assert len(nodes) == NODES.get(cluster.tree, len(nodes)), nodes
+    assert sorted(pod.role for pod in cluster.pods) == ["broker", "manager", *nodes]
     deadline = time.monotonic() + CLUSTER_UP_TIMEOUT_S
     hosts: list[dict[str, Any]] = []
     failing: list[str] = ["not yet probed"]
@@ -287,7 +290,7 @@ def test_rendered_base_runs_under_podman_kube_play(played: tuple[kube_play.Playe
                     hosts = kube_play.cli_json(manager, "host", "list")
                 except PlayError:
                     hosts = []
-                if hosts and {h["name"]: h["state"] for h in hosts} == {f"node-{i}": "ok" for i in range(4)}:
+                if hosts and {h["name"]: h["state"] for h in hosts} == dict.fromkeys(nodes, "ok"):
                     break
         time.sleep(0.5)
     else:
@@ -301,7 +304,7 @@ def test_rendered_base_runs_under_podman_kube_play(played: tuple[kube_play.Playe
     kube_play.cli_json(manager, "vm", "create", "kube-smoke", "--ha", "--memory-mb", "512")
     (vm,) = kube_play.cli_json(manager, "vm", "list")
     assert (vm["name"], vm["state"], vm["storage"]) == ("kube-smoke", "running", "csv:Volume1")
-    other = next(pod for pod in cluster.pods if pod.role.startswith("node-") and pod.role != vm["host"])
+    other = next(pod for pod in cluster.pods if pod.role in nodes and pod.role != vm["host"])
     agent = only_container({"spec": other.spec})
     files = f"{option(agent, '--san-root')}/csv/Volume1/{vm['id']}"
     listing = kube_play.podman("exec", other.container(agent["name"]), "ls", files).split()
