@@ -5,6 +5,7 @@ in a container runs, asked inside its container (its gRPC port is not published)
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,9 +36,26 @@ print(json.dumps([
 """
 
 
+def podman_env() -> dict[str, str]:
+    """The environment to run podman (or a havm command that runs it) with: without the
+    test run's marker (tests/conftest.py).
+
+    podman starts helpers that serve the whole machine and outlive the command by design:
+    aardvark-dns answers for every podman network, a compose cluster's too. Marked, they
+    would count as this run's leaked processes and be killed at its end, taking the DNS
+    of other clusters with them. What a test itself creates, its leftovers check finds.
+    """
+    return {key: value for key, value in os.environ.items() if key != "HAVM_TEST_RUN"}
+
+
 def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        ["podman", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=podman_env(),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed: {result.stderr.strip()}")
@@ -58,6 +76,7 @@ def agent_vms(container: str) -> list[dict[str, Any]] | None:
     result = subprocess.run(
         ["podman", "exec", "-i", container, "python", "-"],
         input=INVENTORY_SCRIPT,
+        env=podman_env(),
         capture_output=True,
         text=True,
         timeout=30,

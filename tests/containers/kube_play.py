@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from container_testkit import podman_env
 
 from havm.healthcheck import grpc_serving, tcp_ready
 
@@ -74,17 +75,6 @@ def render(directory: Path) -> list[dict[str, Any]]:
     if done.returncode != 0:
         raise PlayError(f"{' '.join(command)} {directory} failed: {done.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-def podman_env() -> dict[str, str]:
-    """The environment to run podman with: without the test run's marker (tests/conftest.py).
-
-    podman starts helpers that serve the whole machine and outlive the command by design:
-    aardvark-dns answers for every podman network, a compose cluster's too. Marked, they
-    would count as this run's leaked processes and be killed at its end, taking the DNS
-    of other clusters with them. What the test itself creates, leftovers() checks.
-    """
-    return {key: value for key, value in os.environ.items() if key != "HAVM_TEST_RUN"}
 
 
 def podman(*args: str, timeout: float = PODMAN_TIMEOUT_S, check: bool = True) -> str:

@@ -10,7 +10,6 @@ and each leaves it healthy for the next.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from container_testkit import (
     agent_vms,
     assert_no_vm_runs_twice,
     podman,
+    podman_env,
     require_podman_and_image,
     wait_for,
 )
@@ -48,7 +48,7 @@ class ComposeCluster:
             text=True,
             timeout=timeout,
             cwd=REPO,
-            env={**os.environ, **self.env},
+            env={**podman_env(), **self.env},
             stdin=subprocess.DEVNULL,
         )
 
