@@ -131,14 +131,7 @@ def compose_context(state_dir: Path, compose_file: Path, project: str, engine: s
     previous = read_context(state_dir)
     if previous is not None and previous.runtime == COMPOSE and previous.project == project:
         return previous
-    if (
-        previous is not None
-        and previous.runtime == LOCAL
-        and any(is_running(c) for c in previous.components.values())
-    ):
-        raise ContextError(
-            f"a local cluster runs in {state_dir}: stop it with `havm down` or give another --state-dir"
-        )
+    refuse_beside_local(previous, state_dir)
     cluster = ClusterContext(
         str(state_dir),
         "",
@@ -151,6 +144,18 @@ def compose_context(state_dir: Path, compose_file: Path, project: str, engine: s
     return cluster
 
 
+def refuse_beside_local(previous: ClusterContext | None, state_dir: Path) -> None:
+    """One state directory holds one cluster: not a compose one beside running processes."""
+    if (
+        previous is not None
+        and previous.runtime == LOCAL
+        and any(is_running(c) for c in previous.components.values())
+    ):
+        raise ContextError(
+            f"a local cluster runs in {state_dir}: stop it with `havm down` or give another --state-dir"
+        )
+
+
 def up(
     state_dir: Path, compose_file: Path, project: str, console: Console, settings: ComposeSettings
 ) -> ClusterContext:
@@ -160,14 +165,7 @@ def up(
         )
     state_dir.mkdir(parents=True, exist_ok=True)
     previous = read_context(state_dir)
-    if (
-        previous is not None
-        and previous.runtime == LOCAL
-        and any(is_running(c) for c in previous.components.values())
-    ):
-        raise LocalClusterError(
-            f"a local cluster runs in {state_dir}: stop it with `havm down` or give another --state-dir"
-        )
+    refuse_beside_local(previous, state_dir)
     started = time.monotonic()
     cluster = ClusterContext(
         str(state_dir.resolve()),
@@ -178,16 +176,21 @@ def up(
         engine=find_engine(previous.engine if previous and previous.runtime == COMPOSE else ""),
     )
     console.print(f"havm: starting compose project {project} from {compose_file}")
-    _compose(cluster, "up", "-d", timeout=settings.up_timeout)
-    engine = ContainerEngine(cluster.engine)
-    cluster.components = discover(cluster, engine)
-    write_context(cluster)  # `havm down` finds the containers whatever happens next
-    wait_healthy(cluster, engine, settings)
     try:
+        _compose(cluster, "up", "-d", timeout=settings.up_timeout)
+        engine = ContainerEngine(cluster.engine)
+        cluster.components = discover(cluster, engine)
+        write_context(cluster)  # `havm down` finds the containers whatever happens next
+        wait_healthy(cluster, engine, settings)
         refresh_and_wait(cluster.manager_address, settings.refresh_timeout)
         wait_hosts_ok(cluster.manager_address, settings)
-    except LocalClusterError:
+    except KeyboardInterrupt:
+        # Stopped while starting: what came up goes again, as with a local cluster.
+        down(cluster, console, False, settings)
         raise
+    except (LocalClusterError, ContextError) as exc:
+        # The containers stay, so that their logs tell why; `havm down` removes them.
+        raise LocalClusterError(f"{exc} (`havm down` removes the containers)") from None
     except Exception as exc:  # a gRPC failure of the first refresh, for instance
         raise LocalClusterError(f"the first cluster refresh failed: {exc}") from None
     for row in component_rows(cluster):

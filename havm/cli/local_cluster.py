@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -487,24 +487,14 @@ def register_local_commands(app: typer.Typer) -> None:
             compose_up(directory, compose_file, project, detach, timeout, console)
             return
         settings = UpSettings(healthy_timeout=timeout)
-        with sigterm_as_interrupt():
-            try:
-                cluster = up(topology, directory, console, settings)
-            except (LocalClusterError, ContextError) as exc:
-                _fail(str(exc))
-                return
-            except KeyboardInterrupt as interrupt:
-                # What had started is stopped again (up); the shell's codes for the signal.
-                raise typer.Exit(143 if isinstance(interrupt, Terminated) else 130) from None
-            if detach:
-                return
-            console.print("havm: following the logs; Ctrl-C or SIGTERM stops the cluster")
-            try:
-                follow_logs(cluster, console)
-            except KeyboardInterrupt as interrupt:
-                why = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
-                console.print(f"havm: stopping{why}")
-                down(directory, console, settings.stop_timeout)
+        start_then_follow(
+            lambda: up(topology, directory, console, settings),
+            lambda cluster: follow_logs(cluster, console),
+            lambda cluster: down(directory, console, settings.stop_timeout),
+            detach,
+            console,
+            "stops the cluster",
+        )
 
     @app.command("down")
     def down_command(
@@ -529,20 +519,41 @@ def compose_up(
     """`havm up --runtime compose`: the compose cluster up and healthy; in the foreground,
     its containers' logs until Ctrl-C or SIGTERM, which remove the containers again."""
     settings = ComposeSettings(healthy_timeout=max(timeout, 60.0))
+    start_then_follow(
+        lambda: compose_cluster.up(directory, compose_file, project, console, settings),
+        compose_cluster.follow_logs,
+        lambda cluster: compose_cluster.down(cluster, console, False, settings),
+        detach,
+        console,
+        "removes the containers",
+    )
+
+
+def start_then_follow(
+    start: Callable[[], ClusterContext],
+    follow: Callable[[ClusterContext], None],
+    stop: Callable[[ClusterContext], None],
+    detach: bool,
+    console: Console,
+    what_stopping_does: str,
+) -> None:
+    """Start the cluster; unless detached, follow its logs until Ctrl-C or SIGTERM, then
+    stop it. A signal during the start leaves the start to undo what it began."""
     with sigterm_as_interrupt():
         try:
-            cluster = compose_cluster.up(directory, compose_file, project, console, settings)
+            cluster = start()
         except (LocalClusterError, ContextError) as exc:
             _fail(str(exc))
             return
         except KeyboardInterrupt as interrupt:
+            # The shell's codes for the signal.
             raise typer.Exit(143 if isinstance(interrupt, Terminated) else 130) from None
         if detach:
             return
-        console.print("havm: following the logs; Ctrl-C or SIGTERM removes the containers")
+        console.print(f"havm: following the logs; Ctrl-C or SIGTERM {what_stopping_does}")
         try:
-            compose_cluster.follow_logs(cluster)
+            follow(cluster)
         except KeyboardInterrupt as interrupt:
             why = " (SIGTERM)" if isinstance(interrupt, Terminated) else ""
             console.print(f"havm: stopping{why}")
-            compose_cluster.down(cluster, console, False, settings)
+            stop(cluster)
