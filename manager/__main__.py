@@ -29,7 +29,7 @@ from typing import NoReturn, TypedDict
 from havm.contract.fields import TopologyError
 from havm.contract.timing import Timing, timing_problems
 from havm.contract.topology import Topology
-from havm.contract.topology_file import TopologyYamlError, topology_from_yaml
+from havm.contract.topology_file import TopologyFileError, load_topology_file
 from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
 from manager.adapters.mqtt import MqttLink
@@ -163,16 +163,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def load_topology(path: Path) -> Topology:
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise UsageError(f"--topology: cannot read {path}: {error.strerror or error}") from None
-    try:
-        return topology_from_yaml(text)
-    except TopologyYamlError as error:
-        at = f" at line {error.line}" if error.line else ""
-        raise UsageError(f"{path}: not valid YAML{at}") from None
-    except TopologyError as error:
-        raise UsageError(f"{path}: {error}") from None
+        return load_topology_file(path)
+    except (TopologyFileError, TopologyError) as error:
+        raise UsageError(f"--topology {path}: {error}") from None
 
 
 class PlacementSettings(TypedDict):

@@ -88,22 +88,15 @@ def _load_config(path: Path) -> HostConfig:
 def _config_from_topology(path: Path, host: str | None, san_root: Path | None) -> HostConfig:
     from havm.contract.fields import TopologyError
     from havm.contract.host_config import agent_config, agent_config_json
-    from havm.contract.topology_file import TopologyYamlError, topology_from_yaml
+    from havm.contract.topology_file import TopologyFileError, load_topology_file
     from node_agent.adapters.config_file import host_config_from_json
 
     if san_root is None:
         raise UsageError("--topology needs --san-root DIR: the directory every agent shares as the SAN")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"--topology: cannot read {path}: {exc.strerror}") from None
-    try:
-        topology = topology_from_yaml(text)
-    except TopologyYamlError as exc:
-        at = f" at line {exc.line}" if exc.line else ""
-        raise UsageError(f"{path}: not valid YAML{at}") from None
-    except TopologyError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+        topology = load_topology_file(path)
+    except (TopologyFileError, TopologyError) as exc:
+        raise UsageError(f"--topology {path}: {exc}") from None
     name = host or socket.gethostname()
     spec = next((h for h in topology.hosts if h.name == name), None)
     if spec is None:

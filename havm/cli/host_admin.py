@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from havm.cli import render
 from havm.cli.client import ManagerClient
@@ -54,10 +53,10 @@ from havm.contract.topology import (
     VolumeSpec,
     host_defaults_of,
     parse_host_entry,
-    parse_topology,
     seen_by_every_node,
     without_host,
 )
+from havm.contract.topology_file import TopologyFileError, load_topology_file, read_topology_text, yaml_data
 from havm.faultnet import write_faults
 from havm.ports import free_ports
 from havm.v1 import common_pb2, manager_pb2
@@ -81,9 +80,9 @@ def running_topology_data(cluster: ClusterContext | None) -> Any:
     source = Path(cluster.topology_source) if cluster is not None and cluster.topology_source else None
     try:
         if source is None:
-            return yaml.safe_load(resources.files("havm.cli").joinpath("default_topology.yaml").read_text())
-        return yaml.safe_load(source.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+            return yaml_data(resources.files("havm.cli").joinpath("default_topology.yaml").read_text())
+        return yaml_data(read_topology_text(source))
+    except TopologyFileError as exc:
         raise CliError(f"cannot read the cluster's topology {source}: {exc}") from None
 
 
@@ -101,13 +100,9 @@ def host_spec(
     if config is not None:
         where = f"config {config}"
         try:
-            entry = yaml.safe_load(config.read_text())
-        except OSError as exc:
-            raise CliError(f"cannot read {config}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise CliError(
-                f"config {config}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
-            ) from None
+            entry = yaml_data(read_topology_text(config))
+        except TopologyFileError as exc:
+            raise CliError(f"config {config}: {exc}") from None
         if not isinstance(entry, dict):
             raise CliError(f"config {config}: must be a host entry of the topology's format (a mapping)")
         if entry.get("name", name) != name:
@@ -223,8 +218,8 @@ def stop_host_processes(cluster: ClusterContext, name: str, settings: UpSettings
 def resolved_topology(cluster: ClusterContext) -> Topology:
     """The topology the manager of the local cluster reads (`havm up` wrote it)."""
     try:
-        return parse_topology(yaml.safe_load(Path(cluster.topology).read_text()))
-    except (OSError, yaml.YAMLError, TopologyError) as exc:
+        return load_topology_file(Path(cluster.topology))
+    except (TopologyFileError, TopologyError) as exc:
         raise CliError(f"cannot read the cluster's topology {cluster.topology}: {exc}") from None
 
 

@@ -50,28 +50,28 @@ from havm.cli.processes import (
 )
 from havm.contract.host_config import agent_config, agent_config_json
 from havm.contract.topology import Topology, TopologyError, without_host
-from havm.contract.topology_file import TopologyYamlError, topology_from_yaml, topology_to_yaml
+from havm.contract.topology_file import (
+    TopologyFileError,
+    load_topology_file,
+    topology_from_yaml,
+    topology_to_yaml,
+)
 from havm.faultnet import write_faults
 from havm.ports import free_ports, port_is_free
 
 # ----------------------------------------------------------------------------- topology
 
 
-def load_topology(path: Path | None) -> tuple[Topology, str]:
+def load_topology(path: Path | None, max_hosts: int = UpSettings.max_hosts) -> tuple[Topology, str]:
     """Parse the topology file (or the built-in default); return it and its source name."""
-    if path is None:
-        text = resources.files("havm.cli").joinpath("default_topology.yaml").read_text()
-        source = "built-in default topology"
-    else:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise LocalClusterError(f"cannot read topology {path}: {exc.strerror}") from None
-        source = str(path)
+    raise_with = " (havm up starts one process of about 45 MiB per host; --max-hosts N raises the limit)"
     try:
-        return topology_from_yaml(text), source
-    except (TopologyYamlError, TopologyError) as exc:
-        raise LocalClusterError(f"topology {source}: {exc}") from None
+        if path is None:
+            text = resources.files("havm.cli").joinpath("default_topology.yaml").read_text()
+            return topology_from_yaml(text, max_hosts, raise_with), "built-in default topology"
+        return load_topology_file(path, max_hosts, raise_with), str(path)
+    except (TopologyFileError, TopologyError) as exc:
+        raise LocalClusterError(f"topology {path or 'built-in default'}: {exc}") from None
 
 
 def agent_argv(state_dir: Path, host: str, config_file: Path, listen: str, broker: str) -> list[str]:
@@ -314,7 +314,7 @@ def up(
     if topology_path is None and previous is not None and previous.topology_source:
         # Restarting a cluster: the file it was started from, not the resolved copy.
         topology_path = Path(previous.topology_source)
-    topology, source = load_topology(topology_path)
+    topology, source = load_topology(topology_path, settings.max_hosts)
     topology = without_removed_hosts(topology, previous)
     ctx, _ = plan_components(state_dir, topology, previous)
     ctx.topology_source = str(topology_path.resolve()) if topology_path else ""
@@ -465,6 +465,9 @@ def register_local_commands(app: typer.Typer) -> None:
         ),
         detach: bool = typer.Option(False, "--detach", "-d", help="Return once every component is healthy."),
         timeout: float = typer.Option(30.0, help="Seconds to wait for the components to be healthy."),
+        max_hosts: int = typer.Option(
+            UpSettings.max_hosts, "--max-hosts", min=1, help="Refuse a topology of more hosts than this."
+        ),
         runtime: Runtime = typer.Option(
             Runtime.local,
             "--runtime",
@@ -486,7 +489,7 @@ def register_local_commands(app: typer.Typer) -> None:
                 _fail("--topology: the compose file mounts its own topology (deploy/topology.yaml)")
             compose_up(directory, compose_file, project, detach, timeout, console)
             return
-        settings = UpSettings(healthy_timeout=timeout)
+        settings = UpSettings(healthy_timeout=timeout, max_hosts=max_hosts)
         start_then_follow(
             lambda: up(topology, directory, console, settings),
             lambda cluster: follow_logs(cluster, console),

@@ -20,12 +20,15 @@ from havm.healthcheck import grpc_serving, tcp_ready
 
 @dataclass(frozen=True)
 class UpSettings:
-    """Timeouts of `havm up` / `havm down`, in seconds."""
+    """Timeouts of `havm up` / `havm down`, in seconds, and how many hosts `up` starts."""
 
     healthy_timeout: float = 30.0
     poll_interval: float = 0.05
     stop_timeout: float = 10.0
     refresh_timeout: float = 15.0
+    # Each host is a process of about 45 MiB: a topology of thousands would exhaust the
+    # machine before it said why.
+    max_hosts: int = 256
 
 
 class LocalClusterError(Exception):

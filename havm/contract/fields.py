@@ -11,6 +11,20 @@ import re
 from typing import Any
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Names of hosts, clusters, volumes, VMs and networks: long enough for any real one,
+# short enough to show in a table and to be a DNS label.
+NAME_MAX_LENGTH = 63
+# Free text (a CPU model, a network adapter's name, an address).
+TEXT_MAX_LENGTH = 255
+
+
+def name_problem(value: str) -> str | None:
+    """Why `value` is no valid name, as the end of "must ..."; None when it is one."""
+    if len(value) > NAME_MAX_LENGTH:
+        return f"be at most {NAME_MAX_LENGTH} characters, got {len(value)}"
+    if not NAME_PATTERN.fullmatch(value):
+        return f"be a name matching {NAME_PATTERN.pattern}, got {value!r}"
+    return None
 
 
 class TopologyError(ValueError):
@@ -64,18 +78,20 @@ def read_number(
     return float(value)
 
 
-def read_text(value: object, field: str) -> str:
+def read_text(value: object, field: str, maximum: int = TEXT_MAX_LENGTH) -> str:
     if not isinstance(value, str) or not value.strip():
         raise TopologyError(field, f"must be a non-empty string, got {show_value(value)}")
+    if len(value) > maximum:
+        raise TopologyError(field, f"must be at most {maximum} characters, got {len(value)}")
     return value
 
 
 def read_name(value: object, field: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise TopologyError(
-            field,
-            f"must be a name matching {NAME_PATTERN.pattern}, got {show_value(value)}",
-        )
+    if not isinstance(value, str):
+        raise TopologyError(field, f"must be a name matching {NAME_PATTERN.pattern}, got {show_value(value)}")
+    problem = name_problem(value)
+    if problem is not None:
+        raise TopologyError(field, f"must {problem}")
     return value
 
 

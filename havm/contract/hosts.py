@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from havm.contract.fields import (
+    NAME_MAX_LENGTH,
     TopologyError,
     read_choice,
     read_int,
@@ -188,7 +189,7 @@ def _parse_networks(raw: object, field: str) -> tuple[NetworkSpec, ...]:
     for k, item in enumerate(read_list(raw, field)):
         at = f"{field}[{k}]"
         entry = read_mapping(item, at, _NETWORK_KEYS)
-        name = read_text(read_required(entry, "name", at), f"{at}.name")
+        name = read_text(read_required(entry, "name", at), f"{at}.name", NAME_MAX_LENGTH)
         if any(n.name == name for n in networks):
             raise TopologyError(f"{at}.name", f"duplicate network name '{name}'")
         bound_to = read_text(read_required(entry, "bound_to", at), f"{at}.bound_to")

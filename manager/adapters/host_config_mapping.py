@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from havm.contract.fields import NAME_PATTERN, TopologyError
+from havm.contract.fields import TopologyError, name_problem
 from havm.contract.hosts import HostSpec
 from havm.contract.topology import parse_host_entry
 from havm.v1 import common_pb2
@@ -26,10 +26,8 @@ def host_spec_from_proto(pb: common_pb2.HostConfig) -> HostSpec:
         raise InvalidArgumentError(
             f"host.profile: must be one of {', '.join(PROFILE_FROM_PROTO.values())}, got {pb.profile}"
         )
-    if pb.cluster and not NAME_PATTERN.fullmatch(pb.cluster):
-        raise InvalidArgumentError(
-            f"host.cluster: must be a name matching {NAME_PATTERN.pattern}, got {pb.cluster!r}"
-        )
+    if pb.cluster and (problem := name_problem(pb.cluster)) is not None:
+        raise InvalidArgumentError(f"host.cluster: must {problem}")
     entry: dict[str, Any] = {
         "name": pb.name,
         "profile": PROFILE_FROM_PROTO[pb.profile],

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from havm.contract.fields import NAME_PATTERN
+from havm.contract.fields import name_problem
 from manager.app.capacity import CapacityService
 from manager.app.claims import Claim, VmClaims
 from manager.app.host_memory import settle_host_memory
@@ -226,8 +226,9 @@ class VmService:
         settings = self._settings
         if not command.name:
             raise InvalidArgumentError("name: must not be empty")
-        if not NAME_PATTERN.fullmatch(command.name):
-            raise InvalidArgumentError(f"name: must match {NAME_PATTERN.pattern}, got {command.name!r}")
+        problem = name_problem(command.name)
+        if problem is not None:
+            raise InvalidArgumentError(f"name: must {problem}")
         self._check_shape(command.memory_mb, command.cpus, command.disk_gb, command.networks)
         rates = {
             "dirty_rate_mb_per_s": command.workload.dirty_rate_mb_per_s,

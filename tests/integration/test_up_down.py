@@ -59,6 +59,30 @@ def test_missing_topology_file(tmp_path: Path) -> None:
     assert result.code == 1 and "nope.yaml" in result.stderr
 
 
+def test_a_topology_of_too_many_hosts_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    topology = tmp_path / "many.yaml"
+    topology.write_text("version: 1\nhosts:\n" + "".join(f"  - {{name: h{i}}}\n" for i in range(300)))
+    cluster = LocalCluster(tmp_path / "state")
+    result = cluster.havm("up", "--detach", "--topology", str(topology))
+    assert result.code == 1
+    assert result.stderr.strip() == (
+        f"error: topology {topology}: hosts: lists 300 hosts, more than 256 (havm up starts one process "
+        "of about 45 MiB per host; --max-hosts N raises the limit)"
+    )
+    # With the limit raised, the count passes and the first host entry is judged.
+    raised = cluster.havm("up", "--detach", "--topology", str(topology), "--max-hosts", "300")
+    assert raised.code == 1 and "hosts[0].profile: is required" in raised.stderr
+    assert not (tmp_path / "state" / "cluster.json").exists()
+
+
+def test_a_topology_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    topology = tmp_path / "latin1.yaml"
+    topology.write_bytes(SMALL.replace("version: 1", "version: 1 # Gerät").encode("latin-1"))
+    result = LocalCluster(tmp_path / "state").havm("up", "--detach", "--topology", str(topology))
+    assert result.code == 1
+    assert result.stderr.startswith(f"error: topology {topology}: not UTF-8 text (byte 0xe4 at offset ")
+
+
 def test_custom_esx_topology_up_and_down(tmp_path: Path) -> None:
     topology = tmp_path / "esx.yaml"
     topology.write_text(SMALL)

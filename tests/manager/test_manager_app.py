@@ -306,6 +306,23 @@ async def test_vm_sizes_are_bounded(tmp_path: Path, fields: dict, sentence: str)
     assert info.value.message == sentence
 
 
+@pytest.mark.parametrize(
+    ("name", "sentence"),
+    [
+        ("v" * 5000, "name: must be at most 63 characters, got 5000"),
+        ("web 1", "name: must be a name matching [A-Za-z0-9][A-Za-z0-9_.-]*, got 'web 1'"),
+    ],
+)
+@on_virtual_time
+async def test_vm_names_are_bounded(tmp_path: Path, name: str, sentence: str) -> None:
+    app, _, _ = await setup(tmp_path)
+    with pytest.raises(InvalidArgumentError) as info:
+        app.create_vm(command(name))
+    assert info.value.message == sentence
+    job, _ = app.create_vm(command("v" * 63, no_start=True))
+    assert (await run(app, job))[-1].state is JobState.COMPLETED
+
+
 @on_virtual_time
 async def test_more_vcpus_than_cores_is_refused_at_placement(tmp_path: Path) -> None:
     app, _, store = await setup(tmp_path)

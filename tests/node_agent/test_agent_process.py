@@ -376,7 +376,10 @@ DEFAULT_TOPOLOGY = Path(__file__).parents[2] / "havm" / "cli" / "default_topolog
             ["--topology", str(DEFAULT_TOPOLOGY), "--host", "node9", "--san-root", "/tmp"],
             "has no host named 'node9' (hosts: node1, node2, node3, node4, standalone1)",
         ),
-        (["--topology", "/nonexistent.yaml", "--host", "x", "--san-root", "/tmp"], "--topology: cannot read"),
+        (
+            ["--topology", "/nonexistent.yaml", "--host", "x", "--san-root", "/tmp"],
+            "--topology /nonexistent.yaml: cannot read it",
+        ),
         (["--config", "/x.json", "--host", "node1"], "--host and --san-root go with --topology"),
         ([], "one of the arguments --config --topology is required"),
     ],
