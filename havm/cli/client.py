@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from havm.cli import errors
+from havm.contract.grpc_policy import API_CHANNEL_OPTIONS
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 
 _START_HINT = "is the cluster running? start it with `havm up`"
@@ -71,7 +72,9 @@ class ManagerClient:
         self.address = address
         self.settings = settings or ClientSettings()
         # A scenario hands in its in-process channel and its virtual clock.
-        self._channel = channel if channel is not None else grpc.insecure_channel(address)
+        self._channel = (
+            channel if channel is not None else grpc.insecure_channel(address, options=API_CHANNEL_OPTIONS)
+        )
         self._stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
         clock = clock or ClientClock()
         self.monotonic, self.sleep = clock.monotonic, clock.sleep

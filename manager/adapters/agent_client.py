@@ -19,6 +19,7 @@ from tenacity import (
     wait_fixed,
 )
 
+from havm.contract.grpc_policy import API_RESPONSE_LIMIT
 from havm.v1 import agent_pb2, agent_pb2_grpc
 from manager.adapters.proto_mapping import (
     inventory_from_proto,
@@ -125,6 +126,8 @@ class AgentClient:
             channel = grpc.aio.insecure_channel(
                 address,
                 options=[
+                    # Inventories of many VMs: the limit of the manager's own answers.
+                    ("grpc.max_receive_message_length", API_RESPONSE_LIMIT),
                     ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
                     ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
                     ("grpc.max_reconnect_backoff_ms", backoff_ms),

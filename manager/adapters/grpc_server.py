@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from havm.contract.grpc_policy import API_SERVER_OPTIONS, RejectUndecodable
 from havm.contract.hosts import HostSpec
 from havm.v1 import manager_pb2, manager_pb2_grpc
 from manager.adapters.host_config_mapping import host_spec_from_proto
@@ -389,7 +390,9 @@ class ManagerServer:
     """The grpc.aio server with ManagerService, health checking and reflection."""
 
     def __init__(self, app: ManagerApi, listen: str) -> None:
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(
+            options=API_SERVER_OPTIONS, interceptors=[RejectUndecodable(logging.getLogger("manager.api"))]
+        )
         manager_pb2_grpc.add_ManagerServiceServicer_to_server(ManagerServicer(app), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

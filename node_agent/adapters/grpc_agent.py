@@ -542,6 +542,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
     ) -> AsyncIterator[agent_pb2.AgentServiceReceiveMigrationResponse]:
         session = self._host.receive_migration()
 
+        refused: list[grpc.aio.AbortError] = []
+
         async def pump() -> None:
             problem: AgentError | None = None
             try:
@@ -551,6 +553,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
                     await session.deliver(source_message_from_pb(request))
             except AgentError as exc:
                 problem = exc
+            except grpc.aio.AbortError as exc:  # the call was refused (a request not decodable)
+                refused.append(exc)
             except Exception:  # the stream broke: the session judges what that means
                 pass
             session.source_closed(problem)
@@ -564,6 +568,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
         finally:
             reader.cancel()
             session.source_closed()
+        if refused:
+            raise refused[0]  # its status is set already; a second abort is an error
         if session.error is not None:
             await network.wait_connected()  # not even the refusal crosses a cut network
             await context.abort(grpc.StatusCode[session.error.code], session.error.message)

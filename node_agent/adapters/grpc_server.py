@@ -7,10 +7,13 @@ sleeping; reflection lets grpcurl and similar tools explore a running agent.
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from havm.contract.grpc_policy import RejectUndecodable
 from havm.v1 import agent_pb2, agent_pb2_grpc
 from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, AgentServicer, HostBackend, Leave
 from node_agent.core.errors import AgentError
@@ -28,7 +31,10 @@ class AgentServer:
 
     def __init__(self, host: HostBackend, listen: str, leave: Leave | None = None) -> None:
         # Live migration sends chunks of memory larger than gRPC's default limit.
-        self._server = grpc.aio.server(options=BULK_TRANSFER_OPTIONS)
+        self._server = grpc.aio.server(
+            options=BULK_TRANSFER_OPTIONS,
+            interceptors=[RejectUndecodable(logging.getLogger("node_agent.api"))],
+        )
         servicer = AgentServicer(host, leave)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, self._server)
         agent_pb2_grpc.add_HostAdminServiceServicer_to_server(servicer, self._server)

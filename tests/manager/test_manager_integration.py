@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from manager_testkit import REPO_ROOT, ManagerProcess, eventually
 
 from havm.scenario.sim_agent import LoopbackAgent, intercept
-from havm.v1 import agent_pb2, common_pb2, manager_pb2_grpc
+from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 from havm.v1 import manager_pb2 as m
 from manager.adapters.agent_client import AgentClient
 from manager.core.model import StorageKind, StorageLocation, VmOperation, VmRecord
@@ -493,3 +493,18 @@ def test_refresh_interval_must_be_finite_and_positive(tmp_path: Path, value: str
     assert result.stderr.strip().splitlines() == [
         f"havm-manager: error: --refresh-interval: must be a positive number of seconds, got {float(value)}"
     ]
+
+
+async def test_undecodable_requests_are_invalid_argument_with_one_log_line(
+    manager: ManagerProcess, stub: Stub
+) -> None:
+    from tests.contract.undecodable import codes_for_garbage
+
+    service = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"]
+    with grpc.insecure_channel(manager.address) as channel:
+        codes = await asyncio.to_thread(codes_for_garbage, channel, service)
+    assert codes == dict.fromkeys(codes, grpc.StatusCode.INVALID_ARGUMENT), codes
+    log = manager.log_path.read_text()
+    assert "Traceback" not in log
+    assert log.count("cannot be decoded") == len(service.methods)
+    assert (await stub.GetStatus(manager_pb2.GetStatusRequest())).hosts_total > 0

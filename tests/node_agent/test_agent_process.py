@@ -593,3 +593,18 @@ def test_a_failed_vm_can_be_deleted_with_its_files(agent: Agent, tmp_path: Path)
     assert rpc_error(agent.get, "vm-1").code() == grpc.StatusCode.NOT_FOUND
     assert not agent.inventory().vms
     agent.create(vm_spec("vm-1", "web1"))  # the id is free again
+
+
+def test_undecodable_requests_are_invalid_argument_with_one_log_line(agent: Agent) -> None:
+    from tests.contract.undecodable import codes_for_garbage
+
+    services = [agent_pb2.DESCRIPTOR.services_by_name[s] for s in ("AgentService", "HostAdminService")]
+    with open_channel(agent.address) as channel:
+        for service in services:
+            codes = codes_for_garbage(channel, service)
+            assert codes == dict.fromkeys(codes, grpc.StatusCode.INVALID_ARGUMENT), codes
+    log = agent.log()
+    assert "Traceback" not in log, log
+    assert log.count("cannot be decoded") == sum(len(service.methods) for service in services)
+    # The agent still serves.
+    assert agent.inventory().host.name == "node1"
