@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from havm.cli import container_faults
 from havm.contract.topology_file import topology_from_yaml
 from havm.healthcheck import main as healthcheck
 
@@ -66,3 +67,14 @@ def test_the_healthcheck_says_why_it_fails(capsys) -> None:  # type: ignore[no-u
     assert "127.0.0.1:1 is not SERVING on gRPC health" in capsys.readouterr().err
     assert healthcheck(["--tcp", "127.0.0.1:1", "--timeout", "0.2"]) == 1
     assert "accepts no connection" in capsys.readouterr().err
+
+
+def test_crash_points_are_armed_where_the_containers_keep_their_state() -> None:
+    services = compose()["services"]
+
+    def state_dir(service: dict) -> str:
+        command = service["command"]
+        return command[command.index("--state-dir") + 1]
+
+    assert state_dir(services["manager"]) == container_faults.STATE_DIRS["manager"]
+    assert state_dir(services["node1"]) == container_faults.STATE_DIRS["agent"]

@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from rich.console import Console
 
-from havm.cli.containers import ContainerEngine, ContainerState, find_engine
+from havm.cli.containers import ContainerEngine, ContainerState, find_engine, last_line
 from havm.cli.context import (
     COMPOSE,
     LOCAL,
@@ -71,26 +72,31 @@ def compose_command(engine: str) -> list[str]:
 
 def _compose(cluster: ClusterContext, *args: str, timeout: float) -> None:
     argv = [*compose_command(cluster.engine), "-f", cluster.compose_file, "-p", cluster.project, *args]
-    # Its own session, so that on a timeout nothing it started lingers.
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # Its own session, so that nothing it started outlives a timeout or an interrupt
+    # (Ctrl-C reaches only our own process group).
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ContextError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
     try:
         output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException as exc:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        raise ContextError(
-            f"`{' '.join(args)}` of {cluster.compose_file} did not finish within {timeout:.0f} s"
-        ) from None
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise ContextError(
+                f"`{' '.join(args)}` of {cluster.compose_file} did not finish within {timeout:.0f} s"
+            ) from None
+        raise
     if proc.returncode != 0:
-        tail = "\n".join(output.strip().splitlines()[-8:])
-        raise ContextError(f"`{' '.join(args)}` of {cluster.compose_file} failed:\n{tail}")
+        raise ContextError(f"`{' '.join(args)}` of {cluster.compose_file} failed: {last_line(output)}")
 
 
 def discover(cluster: ClusterContext, engine: ContainerEngine) -> dict[str, Component]:
@@ -132,6 +138,8 @@ def compose_context(state_dir: Path, compose_file: Path, project: str, engine: s
     if previous is not None and previous.runtime == COMPOSE and previous.project == project:
         return previous
     refuse_beside_local(previous, state_dir)
+    refuse_another_project(previous, state_dir, project)
+    state_dir.mkdir(parents=True, exist_ok=True)
     cluster = ClusterContext(
         str(state_dir),
         "",
@@ -156,6 +164,17 @@ def refuse_beside_local(previous: ClusterContext | None, state_dir: Path) -> Non
         )
 
 
+def refuse_another_project(previous: ClusterContext | None, state_dir: Path, project: str) -> None:
+    """One state directory holds one compose project while that project has containers."""
+    if previous is None or previous.runtime != COMPOSE or previous.project == project:
+        return
+    if ContainerEngine(previous.engine).containers(f"{PROJECT_LABEL}={previous.project}"):
+        raise ContextError(
+            f"{state_dir} holds compose project {previous.project}: remove it with `havm down` "
+            "or give another --state-dir"
+        )
+
+
 def up(
     state_dir: Path, compose_file: Path, project: str, console: Console, settings: ComposeSettings
 ) -> ClusterContext:
@@ -166,6 +185,7 @@ def up(
     state_dir.mkdir(parents=True, exist_ok=True)
     previous = read_context(state_dir)
     refuse_beside_local(previous, state_dir)
+    refuse_another_project(previous, state_dir, project)
     started = time.monotonic()
     cluster = ClusterContext(
         str(state_dir.resolve()),
@@ -175,12 +195,15 @@ def up(
         project=project,
         engine=find_engine(previous.engine if previous and previous.runtime == COMPOSE else ""),
     )
+    compose_command(cluster.engine)  # the tool is there, before anything is recorded
     console.print(f"havm: starting compose project {project} from {compose_file}")
+    # Recorded before anything starts: `havm down` finds the project whatever happens next.
+    write_context(cluster)
     try:
         _compose(cluster, "up", "-d", timeout=settings.up_timeout)
         engine = ContainerEngine(cluster.engine)
         cluster.components = discover(cluster, engine)
-        write_context(cluster)  # `havm down` finds the containers whatever happens next
+        write_context(cluster)
         wait_healthy(cluster, engine, settings)
         refresh_and_wait(cluster.manager_address, settings.refresh_timeout)
         wait_hosts_ok(cluster.manager_address, settings)
@@ -190,9 +213,12 @@ def up(
         raise
     except (LocalClusterError, ContextError) as exc:
         # The containers stay, so that their logs tell why; `havm down` removes them.
-        raise LocalClusterError(f"{exc} (`havm down` removes the containers)") from None
-    except Exception as exc:  # a gRPC failure of the first refresh, for instance
-        raise LocalClusterError(f"the first cluster refresh failed: {exc}") from None
+        raise LocalClusterError(f"{exc} (`havm down` removes what started)") from None
+    except grpc.RpcError as exc:
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        raise LocalClusterError(
+            f"the manager did not answer: {details} (`havm down` removes what started)"
+        ) from None
     for row in component_rows(cluster):
         address = row["address"] or "-"
         console.print(f"  {row['name']:<18} {row['container']:<14} {address:<18} {row['state']}")
@@ -234,8 +260,6 @@ def wait_hosts_ok(manager: str, settings: ComposeSettings) -> None:
     """Until the manager judges every host ok. Containers start in no set order: an agent
     that came up before the broker's name resolved retries, and until its heartbeats
     arrive the manager rightly holds it isolated or not responding."""
-    import grpc
-
     from havm.v1 import manager_pb2, manager_pb2_grpc
 
     deadline = time.monotonic() + settings.healthy_timeout
@@ -258,13 +282,19 @@ def wait_hosts_ok(manager: str, settings: ComposeSettings) -> None:
 def down(cluster: ClusterContext, console: Console, volumes: bool, settings: ComposeSettings) -> None:
     """Stop and remove the project's containers and networks (and, asked to, its volumes:
     the manager's database and the SAN); leave nothing of it behind."""
+    engine = ContainerEngine(cluster.engine)
+    present = engine.containers(f"{PROJECT_LABEL}={cluster.project}")
+    for container in present:
+        if container.status == "paused":
+            # A powered-off or frozen host: the compose tool would neither stop nor remove it.
+            engine.kill(container.name)
     _compose(cluster, "down", *(["--volumes"] if volumes else []), timeout=settings.down_timeout)
-    left = ContainerEngine(cluster.engine).containers(f"{PROJECT_LABEL}={cluster.project}")
+    left = engine.containers(f"{PROJECT_LABEL}={cluster.project}")
     if left:
         raise ContextError(f"containers left after down: {', '.join(c.name for c in left)}")
     context_path(Path(cluster.state_dir)).unlink(missing_ok=True)
     kept = "" if volumes else "; its volumes (the manager's database, the SAN) are kept"
-    count = len(cluster.components)
+    count = len(present)
     console.print(f"havm: removed the {count} containers of compose project {cluster.project}{kept}")
 
 
@@ -307,5 +337,5 @@ def follow_logs(cluster: ClusterContext) -> None:
         proc.wait()
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+            proc.kill()  # only a reader of logs: nothing of it needs to end gracefully
+            proc.wait()

@@ -71,7 +71,7 @@ class ContainerEngine:
         except OSError as exc:
             raise EngineMissing(f"cannot run {self.command}: {exc.strerror}") from None
         if result.returncode != 0:
-            raise ContextError(f"`{' '.join(argv)}` failed: {_last_line(result.stderr or result.stdout)}")
+            raise ContextError(f"`{' '.join(argv)}` failed: {last_line(result.stderr or result.stdout)}")
         return result.stdout
 
     def inspect(self, name: str) -> ContainerState:
@@ -156,6 +156,7 @@ def _state(raw: dict[str, Any]) -> ContainerState:
     )
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last line of a tool's output that says anything."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"

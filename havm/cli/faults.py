@@ -136,7 +136,9 @@ def _cluster(ctx: typer.Context) -> ClusterContext:
     directory = state_dir_option(ctx).resolve()
     runtime, project = ctx.meta.get(RUNTIME_KEY, (None, DEFAULT_PROJECT))
     cluster = read_context(directory)
-    if runtime is Runtime.compose and (cluster is None or cluster.runtime != COMPOSE):
+    if runtime is Runtime.compose and (
+        cluster is None or cluster.runtime != COMPOSE or cluster.project != project
+    ):
         return compose_context(directory, DEFAULT_COMPOSE_FILE, project)
     if cluster is None:
         raise ContextError(f"no local cluster in {directory}: start one with `havm up`")

@@ -311,6 +311,11 @@ def up(
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     previous = read_context(state_dir)
+    if previous is not None and previous.runtime == COMPOSE:
+        raise LocalClusterError(
+            f"{state_dir} holds compose project {previous.project}: remove it with `havm down` "
+            "or give another --state-dir"
+        )
     if topology_path is None and previous is not None and previous.topology_source:
         # Restarting a cluster: the file it was started from, not the resolved copy.
         topology_path = Path(previous.topology_source)

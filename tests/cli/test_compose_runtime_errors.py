@@ -4,6 +4,7 @@ that do not go with it, and commands meant for a cluster of processes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from havm_runner import one_error_line, run_havm
@@ -70,4 +71,50 @@ def test_host_add_in_containers_needs_an_address(tmp_path: Path) -> None:
     assert one_error_line(result) == (
         "error: the cluster runs in containers: add the host as a service of its compose file, "
         "then register it with --address HOST:PORT"
+    )
+
+
+def fake_engine(directory: Path) -> dict[str, str]:
+    """A podman that knows no container, and a compose tool whose `up` fails as when a
+    port is taken; the environment that puts them first on PATH."""
+    directory.mkdir()
+    (directory / "podman").write_text('#!/bin/sh\ncase "$1" in ps) exit 0;; *) exit 125;; esac\n')
+    (directory / "podman-compose").write_text(
+        '#!/bin/sh\nfor a; do [ "$a" = down ] && exit 0; done\n'
+        'echo "creating havm_broker"\n'
+        'echo "Error: rootlessport listen tcp 127.0.0.1:50051: address already in use"\n'
+        "exit 1\n"
+    )
+    for tool in directory.iterdir():
+        tool.chmod(0o755)
+    return {"PATH": f"{directory}:{os.environ['PATH']}"}
+
+
+def test_a_failed_compose_up_is_one_sentence_and_down_still_finds_it(tmp_path: Path) -> None:
+    env = fake_engine(tmp_path / "bin")
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    up = run_havm(
+        ["--state-dir", "s", "up", "--runtime", "compose", "--compose-file", "compose.yaml"], tmp_path, env
+    )
+    assert one_error_line(up) == (
+        f"error: `up -d` of {tmp_path / 'compose.yaml'} failed: Error: rootlessport listen tcp "
+        "127.0.0.1:50051: address already in use (`havm down` removes what started)"
+    )
+    # Recorded before the start: `havm down` finds the project and removes it.
+    assert json.loads((tmp_path / "s" / "cluster.json").read_text())["project"] == "havm"
+    down = run_havm(["--state-dir", "s", "down"], tmp_path, env)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.strip() == (
+        "havm: removed the 0 containers of compose project havm; its volumes (the manager's database, "
+        "the SAN) are kept"
+    )
+    assert not (tmp_path / "s" / "cluster.json").exists()
+
+
+def test_a_local_cluster_is_not_started_over_a_compose_one(tmp_path: Path) -> None:
+    compose_context(tmp_path / "s")
+    result = run_havm(["--state-dir", "s", "up", "--detach"], tmp_path)
+    assert one_error_line(result) == (
+        f"error: {tmp_path / 's'} holds compose project havm: remove it with `havm down` "
+        "or give another --state-dir"
     )
