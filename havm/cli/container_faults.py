@@ -103,6 +103,9 @@ def isolate(cluster: ClusterContext, component: Component, kinds: list[str]) -> 
 
 
 def heal(cluster: ClusterContext, component: Component) -> None:
+    """Connect the container again to every network it was cut from, with its aliases
+    there; return once its own name on each resolves, as a peer's lookup will (the
+    network's DNS learns the aliases a moment after the connection)."""
     engine = _engine(cluster)
     for kind, aliases in sorted(component.cut.items()):
         network = _network(cluster, kind)
@@ -110,6 +113,27 @@ def heal(cluster: ClusterContext, component: Component) -> None:
             engine.connect(network, component.container, aliases)
         del component.cut[kind]
         write_context(cluster)
+        # Its own name resolves from its /etc/hosts at once: the network's aliases tell.
+        for alias in [a for a in aliases if a != component.container]:
+            _wait_resolvable(engine, component.container, alias)
+
+
+RESOLVES = "import socket, sys; socket.getaddrinfo(sys.argv[1], None)"
+
+
+def _wait_resolvable(engine: ContainerEngine, container: str, name: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            engine.run("exec", container, "python", "-c", RESOLVES, name, timeout=10.0)
+            return
+        except ContextError:
+            if time.monotonic() > deadline:
+                raise ContextError(
+                    f"container {container} is connected again, but {name} does not resolve "
+                    f"after {timeout:.0f} s"
+                ) from None
+            time.sleep(0.1)
 
 
 def arm(cluster: ClusterContext, component: Component, kind: str, point: str) -> None:
