@@ -30,6 +30,7 @@ from havm.contract.fields import TopologyError
 from havm.contract.timing import Timing, timing_problems
 from havm.contract.topology import Topology
 from havm.contract.topology_file import TopologyFileError, load_topology_file
+from havm.mqtt_socket_race import quiet_closed_socket_race
 from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
 from manager.adapters.mqtt import MqttLink
@@ -238,6 +239,7 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
     server = ManagerServer(app, args.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_closed_socket_race(loop, log)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from havm.mqtt_socket_race import quiet_closed_socket_race
 from node_agent.adapters.allocator import keep_large_buffers
 from node_agent.adapters.clock import SYSTEM_CLOCK
 from node_agent.adapters.files import HostFiles
@@ -142,6 +143,7 @@ async def run_agent(options: AgentOptions, transports: AgentTransports | None = 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stops.on_signal, sig.name)
+    quiet_closed_socket_race(asyncio.get_running_loop(), log)
     await host.recover()
     await server.start()
     log.info("serving AgentService on %s (%s, boot %s)", server.address, config.profile.value, host.boot_id)
