@@ -113,9 +113,20 @@ def heal(cluster: ClusterContext, component: Component) -> None:
             engine.connect(network, component.container, aliases)
         del component.cut[kind]
         write_context(cluster)
-        # Its own name resolves from its /etc/hosts at once: the network's aliases tell.
-        for alias in [a for a in aliases if a != component.container]:
-            _wait_resolvable(engine, component.container, alias)
+        # Asked from a peer on that network, as a peer's call will ask.
+        asker = _peer_on(cluster, engine, network, component.container)
+        for alias in [a for a in aliases if a != asker]:
+            _wait_resolvable(engine, asker, alias)
+
+
+def _peer_on(cluster: ClusterContext, engine: ContainerEngine, network: str, container: str) -> str:
+    """Another running container of the cluster on `network`; the container itself if none."""
+    for other in cluster.components.values():
+        if other.container and other.container != container:
+            state = engine.inspect(other.container)
+            if state.running and network in state.networks:
+                return other.container
+    return container
 
 
 RESOLVES = "import socket, sys; socket.getaddrinfo(sys.argv[1], None)"
