@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -33,7 +34,7 @@ from havm.contract.topology_file import TopologyFileError, load_topology_file
 from havm.mqtt_socket_race import quiet_closed_socket_race
 from manager.adapters.agent_client import AgentClient
 from manager.adapters.grpc_server import ManagerServer
-from manager.adapters.mqtt import MqttLink
+from manager.adapters.mqtt import Authenticator, MqttLink
 from manager.adapters.sqlite_store import SqliteStore
 from manager.app.crash_points import CrashPoints
 from manager.app.manager import ManagerApp
@@ -91,6 +92,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"else {Timing.refresh_interval_s:g})",
     )
     parser.add_argument("--broker", default=None, help="MQTT broker host:port (heartbeats, events)")
+    parser.add_argument(
+        "--heartbeat-secret",
+        type=Path,
+        default=None,
+        help="file holding the cluster's heartbeat secret (64 hex digits): heartbeats and statuses "
+        "not signed with a key derived from it are ignored (default: none are checked)",
+    )
     parser.add_argument(
         "--heartbeat-interval",
         type=float,
@@ -225,7 +233,12 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
     if args.broker is not None:
         ha = app.enable_ha()
         b_host, _, b_port = args.broker.rpartition(":")
-        link = MqttLink(b_host, int(b_port), settings, ha.on_message, ha.on_connection)
+        authenticator = Authenticator(args.heartbeat_secret) if args.heartbeat_secret else None
+        if authenticator is None:
+            log.warning("no --heartbeat-secret: heartbeats and statuses are taken unsigned from anyone")
+        link = MqttLink(
+            b_host, int(b_port), settings, ha.on_message, ha.on_connection, authenticator, ha.on_refused
+        )
         mqtt_link = link
 
         def publish(event: Event) -> None:
@@ -277,11 +290,26 @@ def cluster_state_payload(report: ReserveReport) -> dict[str, object]:
     }
 
 
+def read_heartbeat_secret(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(
+            f"--heartbeat-secret: cannot read {path}: {getattr(error, 'strerror', error)}"
+        ) from None
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise UsageError(f"--heartbeat-secret: {path} must hold 64 hexadecimal digits")
+    return bytes.fromhex(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         setup_logging(args.log_level)
         topology = load_topology(args.topology)
+        args.heartbeat_secret = read_heartbeat_secret(args.heartbeat_secret)
     except UsageError as error:
         print(f"havm-manager: error: {error}", file=sys.stderr)
         return EXIT_USAGE

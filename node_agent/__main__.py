@@ -57,6 +57,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--san-root", type=Path, help="with --topology: the directory shared by every agent as the SAN"
     )
+    parser.add_argument(
+        "--heartbeat-secret",
+        type=Path,
+        help="with --topology: the cluster's heartbeat secret file, to sign heartbeats with this host's key",
+    )
     parser.add_argument("--state-dir", required=True, type=Path, help="this host's files")
     parser.add_argument("--listen", required=True, help="gRPC address, HOST:PORT")
     parser.add_argument("--broker", help="MQTT broker, HOST:PORT")
@@ -85,7 +90,23 @@ def _load_config(path: Path) -> HostConfig:
     return config
 
 
-def _config_from_topology(path: Path, host: str | None, san_root: Path | None) -> HostConfig:
+def _read_secret(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"--heartbeat-secret: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise UsageError(f"--heartbeat-secret: {path} must hold 64 hexadecimal digits")
+    return bytes.fromhex(text)
+
+
+def _config_from_topology(
+    path: Path, host: str | None, san_root: Path | None, secret_file: Path | None
+) -> HostConfig:
     from havm.contract.fields import TopologyError
     from havm.contract.host_config import agent_config, agent_config_json
     from havm.contract.topology_file import TopologyFileError, load_topology_file
@@ -103,7 +124,8 @@ def _config_from_topology(path: Path, host: str | None, san_root: Path | None) -
         names = ", ".join(h.name for h in topology.hosts)
         given = "--host" if host else "this machine's host name (give --host)"
         raise UsageError(f"{given}: {path} has no host named {name!r} (hosts: {names})")
-    return host_config_from_json(agent_config_json(agent_config(topology, spec, san_root.resolve())))
+    secret = _read_secret(secret_file)
+    return host_config_from_json(agent_config_json(agent_config(topology, spec, san_root.resolve(), secret)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         _address(args.listen, "--listen")
         broker = _address(args.broker, "--broker") if args.broker else None
         if args.config is not None:
-            if args.host or args.san_root:
-                raise UsageError("--host and --san-root go with --topology, not --config")
+            if args.host or args.san_root or args.heartbeat_secret:
+                raise UsageError("--host, --san-root and --heartbeat-secret go with --topology, not --config")
             config = _load_config(args.config)
         else:
-            config = _config_from_topology(args.topology, args.host, args.san_root)
+            config = _config_from_topology(args.topology, args.host, args.san_root, args.heartbeat_secret)
         try:
             args.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

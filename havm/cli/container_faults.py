@@ -98,19 +98,24 @@ def isolate(cluster: ClusterContext, component: Component, kinds: list[str]) -> 
         if network not in state.networks:
             raise ContextError(f"container {component.container} is not on the network {network}")
         engine.disconnect(network, component.container)
-        component.cut[kind] = state.networks[network]
+        component.cut[kind] = {
+            "address": state.addresses.get(network, ""),
+            "aliases": state.networks[network],
+        }
         write_context(cluster)
 
 
 def heal(cluster: ClusterContext, component: Component) -> None:
-    """Connect the container again to every network it was cut from, with its aliases
-    there; return once its own name on each resolves, as a peer's lookup will (the
-    network's DNS learns the aliases a moment after the connection)."""
+    """Connect the container again to every network it was cut from, with the address
+    and aliases it had there; return once a peer resolves its names on each (the
+    network's DNS learns them a moment after the connection)."""
     engine = _engine(cluster)
-    for kind, aliases in sorted(component.cut.items()):
+    for kind, was in sorted(component.cut.items()):
         network = _network(cluster, kind)
+        aliases = list(was.get("aliases", []))
         if network not in engine.inspect(component.container).networks:
-            engine.connect(network, component.container, aliases)
+            # The same address: peers that knew it, and their caches, find it again.
+            engine.connect(network, component.container, aliases, str(was.get("address", "")))
         del component.cut[kind]
         write_context(cluster)
         # Asked from a peer on that network, as a peer's call will ask.

@@ -34,6 +34,8 @@ class ContainerState:
     labels: dict[str, str]
     # Network name -> the DNS aliases the container answers to on it.
     networks: dict[str, list[str]]
+    # Network name -> the container's address on it.
+    addresses: dict[str, str]
     # Container port ("50051/tcp") -> "HOST_IP:HOST_PORT" it is published at.
     published: dict[str, str]
 
@@ -108,8 +110,8 @@ class ContainerEngine:
     def disconnect(self, network: str, name: str) -> None:
         self.run("network", "disconnect", network, name)
 
-    def connect(self, network: str, name: str, aliases: list[str]) -> None:
-        flags = [f"--alias={alias}" for alias in aliases]
+    def connect(self, network: str, name: str, aliases: list[str], address: str = "") -> None:
+        flags = [f"--alias={alias}" for alias in aliases] + ([f"--ip={address}"] if address else [])
         self.run("network", "connect", *flags, network, name)
 
     def write_file(self, name: str, path: str, text: str) -> None:
@@ -141,6 +143,10 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         str(net): [a for a in (about or {}).get("Aliases") or [] if a and not identity.startswith(a)]
         for net, about in (settings.get("Networks") or {}).items()
     }
+    addresses = {
+        str(net): str((about or {}).get("IPAddress") or "")
+        for net, about in (settings.get("Networks") or {}).items()
+    }
     published = {}
     for port, bindings in (settings.get("Ports") or {}).items():
         for binding in bindings or []:
@@ -152,6 +158,7 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         hostname=str(config.get("Hostname") or ""),
         labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
         networks=networks,
+        addresses=addresses,
         published=published,
     )
 

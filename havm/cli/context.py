@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 CONTEXT_FILE = "cluster.json"
 
@@ -52,8 +53,9 @@ class Component:
     # The container it runs in (compose runtime only).
     container: str = ""
     # Networks the container is disconnected from by `havm fault isolate`, each with the
-    # aliases it answered to there, which `havm fault heal` gives back.
-    cut: dict[str, list[str]] = field(default_factory=dict)
+    # address and the aliases it had there ({"address": ..., "aliases": [...]}), which
+    # `havm fault heal` gives back, as a cable plugged in again.
+    cut: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

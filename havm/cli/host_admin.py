@@ -27,6 +27,7 @@ import typer
 
 from havm.cli import render
 from havm.cli.client import ManagerClient
+from havm.cli.cluster_secrets import heartbeat_secret
 from havm.cli.context import COMPOSE, ClusterContext, Component, ContextError, read_context, write_context
 from havm.cli.errors import CliError, JobFailed, NotFound
 from havm.cli.jobs import finish, wait_for_job
@@ -45,6 +46,7 @@ from havm.cli.processes import (
     stop_components,
     wait_healthy,
 )
+from havm.contract.heartbeat_auth import host_key
 from havm.contract.host_config import agent_config_json, host_agent_config, host_to_proto
 from havm.contract.topology import (
     HostSpec,
@@ -170,7 +172,14 @@ def start_host_processes(
     running = resolved_topology(cluster)
     config_file.write_text(
         agent_config_json(
-            host_agent_config(spec, volumes, state_dir / "san", running.timing, running.isolation.response)
+            host_agent_config(
+                spec,
+                volumes,
+                state_dir / "san",
+                running.timing,
+                running.isolation.response,
+                heartbeat_key=host_key(heartbeat_secret(state_dir)[1], name),
+            )
         )
     )
     logs = state_dir / "logs"

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from havm.cli import compose_cluster
+from havm.cli.cluster_secrets import heartbeat_secret
 from havm.cli.compose_cluster import ComposeSettings
 from havm.cli.context import (
     COMPOSE,
@@ -193,6 +194,7 @@ def plan_components(
     resolved = resolved.with_migration_addresses({h.name: address[f"agent:{h.name}"] for h in topology.hosts})
     topology_file = state_dir / "topology.yaml"
     write_resolved_topology(topology_file, resolved)
+    secret_file, secret = heartbeat_secret(state_dir)
     py = sys.executable
     argv: dict[str, list[str]] = {
         "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
@@ -209,11 +211,13 @@ def plan_components(
             address["manager"],
             "--broker",
             address["broker"],
+            "--heartbeat-secret",
+            str(secret_file),
         ],
     }
     for host in topology.hosts:
         config_file = agents_dir / f"{host.name}.json"
-        config_file.write_text(agent_config_json(agent_config(topology, host, san)))
+        config_file.write_text(agent_config_json(agent_config(topology, host, san, secret)))
         argv[f"agent:{host.name}"] = agent_argv(
             state_dir,
             host.name,

@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from havm.contract.heartbeat_auth import host_key
 from havm.contract.hosts import HostSpec
 from havm.contract.timing import Timing
 from havm.contract.topology import Topology, VolumeSpec
@@ -75,6 +76,7 @@ def host_agent_config(
     timing: Timing,
     isolation_response: str = "power_off",
     settings: Mapping[str, float | int] | None = None,
+    heartbeat_key: bytes = b"",
 ) -> common_pb2.HostConfig:
     """The configuration of `host`'s agent: the shared volumes it sees (under `san_root`,
     the SAN every agent of the cluster shares), the cluster's timing, and any agent
@@ -90,6 +92,7 @@ def host_agent_config(
     config.timing.CopyFrom(timing_to_proto(timing))
     config.isolation_response = ISOLATION_RESPONSE_TO_PROTO[isolation_response]
     config.settings.CopyFrom(common_pb2.AgentSettings(**_settings(settings)))
+    config.heartbeat_key = heartbeat_key.hex()
     return config
 
 
@@ -97,14 +100,18 @@ def _settings(settings: Mapping[str, float | int] | None) -> dict[str, Any]:
     return dict(settings or {})
 
 
-def agent_config(topology: Topology, host: HostSpec, san_root: Path | str) -> common_pb2.HostConfig:
-    """The configuration one node agent of the topology runs with."""
+def agent_config(
+    topology: Topology, host: HostSpec, san_root: Path | str, cluster_secret: bytes = b""
+) -> common_pb2.HostConfig:
+    """The configuration one node agent of the topology runs with; with the cluster's
+    heartbeat secret, the key it signs with."""
     return host_agent_config(
         host,
         topology.volumes_visible_to(host.name),
         san_root,
         topology.timing,
         topology.isolation.response,
+        heartbeat_key=host_key(cluster_secret, host.name) if cluster_secret else b"",
     )
 
 

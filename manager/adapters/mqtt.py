@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import aiomqtt
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from havm.contract.heartbeat_auth import Freshness, host_key, mac_valid
 from manager.core.model import Event
 from manager.core.settings import Settings
 
@@ -85,6 +87,55 @@ def parse_message(topic: str, payload: bytes) -> Heartbeat | Status | None:
     return Status(host, state == "online", boot_id, stopped=state == "stopped")
 
 
+# How far a signed message's `time` may lie from this machine's clock: a heartbeat
+# recorded off the broker and published again later is refused, whatever the manager
+# heard before it restarted.
+MAX_AGE_S = 30.0
+
+
+class Authenticator:
+    """Checks that a heartbeat or status was signed by its host's key and is new (see
+    havm.contract.heartbeat_auth); says why not."""
+
+    def __init__(self, cluster_secret: bytes, wall_clock: Callable[[], float] = time.time) -> None:
+        self._secret = cluster_secret
+        self._keys: dict[str, bytes] = {}
+        self._fresh = Freshness()
+        self._wall_clock = wall_clock
+
+    def problem(self, topic: str, payload: bytes) -> tuple[str, str] | None:
+        """(host, why) for a message to refuse; None for one to take (or one of no
+        interest, or malformed: parse_message says what is wrong with those)."""
+        if not topic.startswith(TOPIC_PREFIX):
+            return None
+        parts = topic[len(TOPIC_PREFIX) :].split("/")
+        if len(parts) != 2 or parts[1] not in ("heartbeat", "status") or not parts[0]:
+            return None
+        host, kind = parts
+        try:
+            data: Any = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        key = self._keys.get(host)
+        if key is None:
+            key = self._keys[host] = host_key(self._secret, host)
+        if not mac_valid(data, key):
+            return host, f"a {kind} not signed with the key of host {host}"
+        sent_at = data.get("time")
+        if not isinstance(sent_at, int | float) or isinstance(sent_at, bool):
+            return host, f"a signed {kind} of host {host} without its time"
+        if kind == "status" and data.get("state") == "offline":
+            kind = "will"  # written at connect time: its age is the session's
+        age = self._wall_clock() - sent_at
+        if abs(age) > MAX_AGE_S and kind != "will":
+            return host, f"a {kind} of host {host} written {age:.0f} s ago (a replay)"
+        if not self._fresh.accept(host, kind, float(sent_at)):
+            return host, f"a {kind} of host {host} older than one already heard (a replay)"
+        return None
+
+
 class MqttLink:
     def __init__(
         self,
@@ -93,12 +144,17 @@ class MqttLink:
         settings: Settings,
         on_message: Callable[[Heartbeat | Status], None],
         on_connection: Callable[[bool], None],
+        authenticator: Authenticator | None = None,
+        on_refused: Callable[[str, str], None] = lambda host, why: None,
     ) -> None:
         self._host = host
         self._port = port
         self._settings = settings
         self._on_message = on_message
         self._on_connection = on_connection
+        # None: every well-formed message is taken (a cluster without a heartbeat secret).
+        self._authenticator = authenticator
+        self._on_refused = on_refused
         self._outgoing: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10_000)
         self._complained: set[str] = set()
         self.connected = False
@@ -189,6 +245,11 @@ class MqttLink:
 
     def _receive(self, topic: str, payload: Any) -> None:
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
+        if self._authenticator is not None:
+            refused = self._authenticator.problem(topic, bytes(raw))
+            if refused is not None:
+                self._on_refused(*refused)
+                return
         try:
             parsed = parse_message(topic, bytes(raw))
         except BadPayload as error:

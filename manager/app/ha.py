@@ -32,6 +32,8 @@ from manager.core.states import HostState, VmState
 from manager.core.store import Store
 
 log = logging.getLogger(__name__)
+# How often a host's refused heartbeats or statuses are reported, in seconds.
+REFUSED_REPORT_S = 10.0
 
 
 class HaService:
@@ -66,6 +68,7 @@ class HaService:
         # retried at the next tick rather than at the next periodic retry.
         self._capacity_changed = False
         self._refreshed_at: dict[str, float] = {}
+        self._refused_reported: dict[str, float] = {}
         bus.add_publisher(self._watch_capacity)
 
     # --- what the MQTT link hears ----------------------------------------------------
@@ -90,6 +93,18 @@ class HaService:
             self._bus.emit(
                 "detector", f"host {message.host} restarted (boot id {message.boot_id})", host=message.host
             )
+
+    def on_refused(self, host: str, why: str) -> None:
+        """A heartbeat or status the broker carried that its host did not sign, or a replay:
+        it changes no verdict. A `security` event says so, at most once per host every
+        REFUSED_REPORT_S (a forger may publish many)."""
+        now = self._now()
+        last = self._refused_reported.get(host)
+        if last is not None and now - last < REFUSED_REPORT_S:
+            return
+        self._refused_reported[host] = now
+        log.warning("ignored %s", why)
+        self._bus.emit("security", f"ignored {why}", host=host)
 
     def on_connection(self, connected: bool) -> None:
         now = self._now()

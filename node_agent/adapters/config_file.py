@@ -140,6 +140,7 @@ def _core_form(m: common_pb2.HostConfig) -> dict[str, Any]:
         "volumes": volumes,
         "san_root": m.san_root or None,
         "settings": settings,
+        "heartbeat_key": m.heartbeat_key,
     }
 
 
@@ -206,4 +207,5 @@ def host_config_to_proto(config: HostConfig) -> common_pb2.HostConfig:
         isolation_response=common_pb2.IsolationResponse.Value(
             "ISOLATION_RESPONSE_" + s.isolation_response.value.upper()
         ),
+        heartbeat_key=config.heartbeat_key.hex(),
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from havm.contract.heartbeat_auth import signed
 from havm.mqtt_socket_race import quiet_closed_socket_race
 from node_agent.adapters.allocator import keep_large_buffers
 from node_agent.adapters.clock import SYSTEM_CLOCK
@@ -184,7 +185,16 @@ def _status_publisher(
     boot_id = host.boot_id
     hostname, port = options.broker
     topic = status_topic(config.name)
-    offline = status_payload(config, address, boot_id, Presence.OFFLINE)
+    clock = host.clock
+
+    def seal(payload: dict[str, object]) -> dict[str, object]:
+        """Signed with this host's key, with its name and the time it was written; as is
+        where the host has no key."""
+        if not config.heartbeat_key:
+            return payload
+        return signed({**payload, "host": config.name, "time": clock()}, config.heartbeat_key)
+
+    offline = seal(status_payload(config, address, boot_id, Presence.OFFLINE))
     params = BrokerSessionParams(
         client_id=f"havm-agent-{config.name}",
         topic=topic,
@@ -195,13 +205,14 @@ def _status_publisher(
     )
 
     def stopped(reason: str) -> dict[str, object]:
-        return status_payload(config, address, boot_id, Presence.STOPPED, reason)
+        return seal(status_payload(config, address, boot_id, Presence.STOPPED, reason))
 
     return StatusPublisher(
         settings,
         lambda: transports.broker_session(params),
         online=status_payload(config, address, boot_id, Presence.ONLINE),
         stopped=stopped,
+        seal=seal,
         broker=f"{hostname}:{port}",
         host=config.name,
         boot_id=boot_id,

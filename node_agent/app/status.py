@@ -40,8 +40,11 @@ class StatusPublisher:
         boot_id: str,
         load: Callable[[], HostLoad],
         clock: Callable[[], float],
+        seal: Callable[[dict[str, object]], dict[str, object]] = lambda payload: payload,
     ) -> None:
         self._settings = settings
+        # Signs a heartbeat with this host's key (havm.contract.heartbeat_auth).
+        self._seal = seal
         self._host = host
         self._boot_id = boot_id
         self._load = load
@@ -54,7 +57,8 @@ class StatusPublisher:
         # When the broker last proved it hears this host (clock time); None before it ever did.
         self.last_contact: float | None = None
         self._open_session = open_session
-        self._online = json.dumps(online).encode()
+        # Sealed (signed, with the time) each time it is published: a status is news.
+        self._online = online
         self._stopped = stopped
         # What `stopped` says; stop() gives the reason.
         self._farewell = json.dumps(stopped("")).encode()
@@ -135,7 +139,7 @@ class StatusPublisher:
                     await self._announce_stop(session)
                     return
                 if loop.time() >= next_status:
-                    await session.publish_status(self._online)
+                    await session.publish_status(json.dumps(self._seal(self._online)).encode())
                     self._note_contact()  # acknowledged: the broker has it
                     if not online:
                         log.info("online on the broker at %s", self._broker)
@@ -184,7 +188,7 @@ class StatusPublisher:
     async def _beat(self, session: BrokerSession) -> None:
         self.heartbeat_seq += 1
         seq, now = self.heartbeat_seq, self._clock()
-        payload = heartbeat_payload(self._host, self._boot_id, seq, now, self._load())
+        payload = self._seal(heartbeat_payload(self._host, self._boot_id, seq, now, self._load()))
         await session.publish_heartbeat(self._heartbeat_topic, json.dumps(payload).encode())
 
     async def _pause(self, seconds: float) -> None:

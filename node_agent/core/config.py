@@ -186,6 +186,9 @@ class HostConfig:
     volumes: tuple[VolumeSpec, ...]
     san_root: str | None
     settings: AgentSettings = field(default_factory=AgentSettings)
+    # What the host signs its heartbeats and statuses with (bytes of the file's hex);
+    # empty: unsigned.
+    heartbeat_key: bytes = b""
 
     @property
     def vm_memory_mb(self) -> int:
@@ -231,10 +234,14 @@ def parse_host_config(raw: object) -> HostConfig:
         raise ConfigError("san_root", "must be a path")
     if volumes and san_root is None:
         raise ConfigError("san_root", "is required when the host sees volumes")
+    key_raw = top.get("heartbeat_key") or ""
+    if not isinstance(key_raw, str) or not re.fullmatch(r"([0-9a-f]{64})?", key_raw):
+        raise ConfigError("heartbeat_key", "must be 64 hexadecimal digits, or empty")
     config = HostConfig(
         name=name,
         cluster=cluster,
         profile=profile,
+        heartbeat_key=bytes.fromhex(key_raw),
         cpu=_cpu(top.get("cpu")),
         memory_mb=memory_mb,
         host_reserve_mb=reserve,

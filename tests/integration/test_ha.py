@@ -5,6 +5,8 @@ after the cluster recovers."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import threading
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import aiomqtt
 import grpc
 import pytest
 from cluster_harness import (
@@ -293,6 +296,84 @@ def test_silent_power_off_is_detected_by_missed_heartbeats(ha: LocalCluster) -> 
     wait_for(lambda: hosts(ha)["n2"]["state"] == "ok", timeout=15, interval=0.3, what="n2 ok again")
     assert_invariant(ha, "after n2 came back")
     assert on_host(ha, "n2", names) == []
+    assert_every_ha_vm_runs_once(ha)
+
+
+class HeartbeatForger:
+    """Publishes heartbeats for a host on the cluster's broker, as any local process can:
+    unsigned ones with the host's boot id and growing sequence numbers, and a real signed
+    heartbeat of the host recorded off the broker before, over and over."""
+
+    def __init__(self, cluster: LocalCluster, host: str) -> None:
+        address = cluster.component("broker")["address"]
+        self._broker, self._port = address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])
+        self._host = host
+        self._stop = threading.Event()
+        self.recorded: dict | None = None
+        self.sent = 0
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _record(self, client: aiomqtt.Client) -> None:
+        topic = f"havm/v1/hosts/{self._host}/heartbeat"
+        await client.subscribe(topic)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                # amqtt also hands a new subscriber the retained statuses of every host.
+                if str(message.topic) == topic:
+                    self.recorded = json.loads(message.payload)
+                    return
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client(self._broker, self._port, identifier="forger") as client:
+            await self._record(client)
+            assert self.recorded is not None
+            seq = self.recorded["seq"]
+            while not self._stop.is_set():
+                seq += 1
+                forged = {**self.recorded, "seq": seq, "time": time.time()}
+                forged.pop("mac", None)
+                for payload in (forged, self.recorded):
+                    await client.publish(f"havm/v1/hosts/{self._host}/heartbeat", json.dumps(payload))
+                    self.sent += 1
+                await asyncio.sleep(0.2)
+
+    def start(self) -> None:
+        self._thread.start()
+        wait_for(lambda: self.sent > 0, timeout=10, what="the forger publishing")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_forged_and_replayed_heartbeats_do_not_keep_a_powered_off_host_alive(ha: LocalCluster) -> None:
+    names = ["forged1", "forged2"]
+    for name in names:
+        create(ha, name, "n3")
+    forger = HeartbeatForger(ha, "n3")
+    forger.start()
+    try:
+        ha.ok("fault", "power-off", "n3")
+        # The broker carries the forger's heartbeats; the manager takes none of them.
+        wait_for(
+            lambda: failed_over(ha, names, "n3"),
+            timeout=15,
+            interval=0.3,
+            what="the VMs of n3 running elsewhere",
+        )
+        assert_invariant(ha, "after the failover while n3's heartbeats were forged")
+        assert hosts(ha)["n3"]["state"] == "fenced"
+    finally:
+        forger.stop()
+    refused = [e for e in events(ha) if e["kind"] == "security" and e["host"] == "n3"]
+    assert refused, "no security event for the forged heartbeats"
+    assert refused[0]["detail"] in (
+        "ignored a heartbeat not signed with the key of host n3",
+        "ignored a heartbeat of host n3 older than one already heard (a replay)",
+    )
+    ha.ok("host", "start", "n3")
+    wait_for(lambda: hosts(ha)["n3"]["state"] == "ok", timeout=15, interval=0.3, what="n3 ok again")
+    assert_invariant(ha, "after n3 came back")
     assert_every_ha_vm_runs_once(ha)
 
 

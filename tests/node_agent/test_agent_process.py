@@ -380,7 +380,10 @@ DEFAULT_TOPOLOGY = Path(__file__).parents[2] / "havm" / "cli" / "default_topolog
             ["--topology", "/nonexistent.yaml", "--host", "x", "--san-root", "/tmp"],
             "--topology /nonexistent.yaml: cannot read it",
         ),
-        (["--config", "/x.json", "--host", "node1"], "--host and --san-root go with --topology"),
+        (
+            ["--config", "/x.json", "--host", "node1"],
+            "--host, --san-root and --heartbeat-secret go with --topology",
+        ),
         ([], "one of the arguments --config --topology is required"),
     ],
 )

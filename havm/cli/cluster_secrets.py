@@ -1,0 +1,35 @@
+"""The secrets of a local cluster, kept in its state directory where only its owner
+can read them (directory 0700, files 0600).
+
+The heartbeat secret: the manager checks every heartbeat and status against a key
+derived from it and the host's name (havm.contract.heartbeat_auth); each agent gets
+its own derived key in its configuration, never the secret itself.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from havm.contract.heartbeat_auth import SECRET_BYTES
+
+SECRETS_DIR = "secrets"
+HEARTBEAT_SECRET_FILE = "heartbeat-secret"
+
+
+def heartbeat_secret(state_dir: Path) -> tuple[Path, bytes]:
+    """The cluster's heartbeat secret and its file, made on first use."""
+    directory = state_dir / SECRETS_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    path = directory / HEARTBEAT_SECRET_FILE
+    try:
+        return path, bytes.fromhex(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        pass
+    secret = secrets.token_bytes(SECRET_BYTES)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secret.hex() + "\n")
+    return path, secret
