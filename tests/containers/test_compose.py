@@ -157,25 +157,49 @@ def test_a_pulled_heartbeat_network_is_isolation_not_failure(cluster: ComposeClu
     assert cluster.vms()["iso1"]["host"] == "node2"
 
 
+def migrate(cluster: ComposeCluster, vm: str, destination: str, attempts: int = 3) -> dict[str, Any]:
+    """A live migration that completed. On a loaded machine a stream can stall past the
+    stall timeout now and then; such an attempt fails cleanly (the VM keeps running at
+    its source, checked here) and is made again, at most `attempts` times."""
+    failures = []
+    for _ in range(attempts):
+        result = cluster.run("vm", "migrate", vm, "--to", destination, "-o", "json")
+        assert "Traceback" not in result.stderr, result.stderr
+        if result.returncode == 0:
+            migration = json.loads(result.stdout)
+            assert (migration["kind"], migration["state"]) == ("live", "completed"), migration
+            return migration
+        failures.append(result.stderr.strip())
+        assert cluster.vms()[vm]["state"] == "running"
+        assert_no_vm_runs_twice(AGENTS, f"after a failed migration of {vm}")
+    raise AssertionError(f"{vm} did not move to {destination}: {failures}")
+
+
 def test_live_migration_between_agent_containers(cluster: ComposeCluster) -> None:
     cluster.havm("vm", "create", "mig1", "--ha", "--memory-mb", "512", "--host", "node3")
-    # The stream goes over the migration network: cut from it, node4 cannot receive.
-    cluster.havm("fault", "isolate", "node4", "--from", "migration")
-    try:
-        failed = cluster.run("vm", "migrate", "mig1", "--to", "node4", "-o", "json")
-        assert failed.returncode != 0
-        assert "node4" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
-        vm = cluster.vms()["mig1"]
-        assert (vm["host"], vm["state"]) == ("node3", "running")
-    finally:
-        cluster.havm("fault", "heal", "node4")
-
-    migration = cluster.json("vm", "migrate", "mig1", "--to", "node4")
+    migration = migrate(cluster, "mig1", "node4")
     assert (migration["kind"], migration["state"], migration["destination"]) == ("live", "completed", "node4")
     assert migration["memory_digest"] and migration["memory_digest"] == migration["resumed_digest"]
     assert [v["state"] for v in agent_vms("node4") or [] if v["name"] == "mig1"] == ["VM_STATE_RUNNING"]
     assert not [v for v in agent_vms("node3") or [] if v["name"] == "mig1"]
     assert_no_vm_runs_twice(AGENTS, "after the live migration")
+
+    # The stream goes over the migration network: cut from it, node3 cannot receive.
+    cluster.havm("fault", "isolate", "node3", "--from", "migration")
+    try:
+        failed = cluster.run("vm", "migrate", "mig1", "--to", "node3", "-o", "json")
+        assert failed.returncode != 0
+        assert "node3" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+        vm = cluster.vms()["mig1"]
+        assert (vm["host"], vm["state"]) == ("node4", "running")
+        assert_no_vm_runs_twice(AGENTS, "after a migration over a cut network failed")
+    finally:
+        cluster.havm("fault", "heal", "node3")
+
+    back = migrate(cluster, "mig1", "node3")
+    assert back["memory_digest"] == back["resumed_digest"]
+    assert [v["state"] for v in agent_vms("node3") or [] if v["name"] == "mig1"] == ["VM_STATE_RUNNING"]
+    assert_no_vm_runs_twice(AGENTS, "after the migration back")
 
 
 def test_a_powered_off_node_container_is_fenced_and_powered_on_again(cluster: ComposeCluster) -> None:
