@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import logging
 import math
-import re
 import signal
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import NoReturn, TypedDict
 
 from havm.contract.fields import TopologyError
+from havm.contract.heartbeat_auth import parse_secret
 from havm.contract.timing import Timing, timing_problems
 from havm.contract.topology import Topology
 from havm.contract.topology_file import TopologyFileError, load_topology_file
@@ -294,14 +294,13 @@ def read_heartbeat_secret(path: Path | None) -> bytes | None:
     if path is None:
         return None
     try:
-        text = path.read_text().strip()
+        secret = parse_secret(path.read_text())
     except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(
-            f"--heartbeat-secret: cannot read {path}: {getattr(error, 'strerror', error)}"
-        ) from None
-    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        why = getattr(error, "strerror", None) or error
+        raise UsageError(f"--heartbeat-secret: cannot read {path}: {why}") from None
+    if secret is None:
         raise UsageError(f"--heartbeat-secret: {path} must hold 64 hexadecimal digits")
-    return bytes.fromhex(text)
+    return secret
 
 
 def main(argv: Sequence[str] | None = None) -> int:

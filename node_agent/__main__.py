@@ -91,17 +91,18 @@ def _load_config(path: Path) -> HostConfig:
 
 
 def _read_secret(path: Path | None) -> bytes:
+    from havm.contract.heartbeat_auth import parse_secret
+
     if path is None:
         return b""
     try:
-        text = path.read_text().strip()
+        secret = parse_secret(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"--heartbeat-secret: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        why = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"--heartbeat-secret: cannot read {path}: {why}") from None
+    if secret is None:
         raise UsageError(f"--heartbeat-secret: {path} must hold 64 hexadecimal digits")
-    return bytes.fromhex(text)
+    return secret
 
 
 def _config_from_topology(

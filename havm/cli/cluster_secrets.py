@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from havm.contract.heartbeat_auth import SECRET_BYTES
+from havm.contract.heartbeat_auth import SECRET_BYTES, parse_secret
 
 SECRETS_DIR = "secrets"
 HEARTBEAT_SECRET_FILE = "heartbeat-secret"
@@ -25,9 +25,11 @@ def heartbeat_secret(state_dir: Path) -> tuple[Path, bytes]:
     directory.chmod(0o700)
     path = directory / HEARTBEAT_SECRET_FILE
     try:
-        return path, bytes.fromhex(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        pass
+        kept = parse_secret(path.read_text())
+    except FileNotFoundError:
+        kept = None
+    if kept is not None:
+        return path, kept
     secret = secrets.token_bytes(SECRET_BYTES)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:

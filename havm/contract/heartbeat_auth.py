@@ -25,6 +25,14 @@ MAC_FIELD = "mac"
 _KEY_LABEL = b"havm/v1 heartbeat key\x00"
 
 
+def parse_secret(text: str) -> bytes | None:
+    """The cluster secret a file holds (64 hexadecimal digits); None if it holds none."""
+    text = text.strip()
+    if len(text) != 2 * SECRET_BYTES or any(c not in "0123456789abcdef" for c in text):
+        return None
+    return bytes.fromhex(text)
+
+
 def host_key(cluster_secret: bytes, host: str) -> bytes:
     """The key `host` signs with: one per host, derived from the cluster's secret."""
     return hmac.new(cluster_secret, _KEY_LABEL + host.encode(), hashlib.sha256).digest()

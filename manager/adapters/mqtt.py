@@ -56,8 +56,9 @@ class BadPayload(ValueError):
     """A message that does not follow the documented shape."""
 
 
-def parse_message(topic: str, payload: bytes) -> Heartbeat | Status | None:
-    """A heartbeat or status from a message; None for a topic of no interest."""
+def host_message(topic: str, payload: bytes) -> tuple[str, str, dict[str, Any]] | None:
+    """(host, "heartbeat" or "status", the JSON object) of a host's message; None for a
+    topic of no interest; BadPayload when the payload is no JSON object."""
     if not topic.startswith(TOPIC_PREFIX):
         return None
     parts = topic[len(TOPIC_PREFIX) :].split("/")
@@ -70,6 +71,15 @@ def parse_message(topic: str, payload: bytes) -> Heartbeat | Status | None:
         raise BadPayload(f"{kind} of host {host} is not JSON") from None
     if not isinstance(data, dict):
         raise BadPayload(f"{kind} of host {host} is not a JSON object")
+    return host, kind, data
+
+
+def parse_message(topic: str, payload: bytes) -> Heartbeat | Status | None:
+    """A heartbeat or status from a message; None for a topic of no interest."""
+    message = host_message(topic, payload)
+    if message is None:
+        return None
+    host, kind, data = message
     named = data.get("host", host)
     if named != host:
         raise BadPayload(f"{kind} on the topic of host {host} names host {named!r}")
@@ -106,18 +116,13 @@ class Authenticator:
     def problem(self, topic: str, payload: bytes) -> tuple[str, str] | None:
         """(host, why) for a message to refuse; None for one to take (or one of no
         interest, or malformed: parse_message says what is wrong with those)."""
-        if not topic.startswith(TOPIC_PREFIX):
-            return None
-        parts = topic[len(TOPIC_PREFIX) :].split("/")
-        if len(parts) != 2 or parts[1] not in ("heartbeat", "status") or not parts[0]:
-            return None
-        host, kind = parts
         try:
-            data: Any = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            message = host_message(topic, payload)
+        except BadPayload:
             return None
-        if not isinstance(data, dict):
+        if message is None:
             return None
+        host, kind, data = message
         key = self._keys.get(host)
         if key is None:
             key = self._keys[host] = host_key(self._secret, host)

@@ -508,3 +508,23 @@ async def test_undecodable_requests_are_invalid_argument_with_one_log_line(
     assert "Traceback" not in log
     assert log.count("cannot be decoded") == len(service.methods)
     assert (await stub.GetStatus(manager_pb2.GetStatusRequest())).hosts_total > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "sentence"),
+    [
+        (None, "cannot read {path}: No such file or directory"),
+        ("not a secret\n", "{path} must hold 64 hexadecimal digits"),
+    ],
+)
+def test_a_bad_heartbeat_secret_is_one_sentence(tmp_path: Path, content: str | None, sentence: str) -> None:
+    path = tmp_path / "secret"
+    if content is not None:
+        path.write_text(content)
+    topology = REPO_ROOT / "havm" / "cli" / "default_topology.yaml"
+    argv = [sys.executable, "-m", "manager", "--topology", str(topology), "--state-dir", str(tmp_path / "s")]
+    argv += ["--listen", "127.0.0.1:0", "--heartbeat-secret", str(path)]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, timeout=20)
+    assert result.returncode == 2
+    expected = "havm-manager: error: --heartbeat-secret: " + sentence.format(path=path)
+    assert result.stderr.strip().splitlines() == [expected]
