@@ -8,8 +8,9 @@ is told apart from a manager that answered "a host is unavailable".
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -49,6 +50,8 @@ class ClientSettings:
     # After an UNAVAILABLE answer, how long to try connecting to tell "the manager is
     # down" from "the manager says a host is down".
     reachability_probe_s: float = 1.0
+    # How long closing the channel may take when the command ends.
+    close_timeout_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,12 @@ class ManagerClient:
         self.monotonic, self.sleep = clock.monotonic, clock.sleep
 
     def close(self) -> None:
-        self._channel.close()
+        # grpc's close waits until every call on the channel has ended; a stream that a
+        # Ctrl-C interrupted at the wrong moment may never tell it so. A command about to
+        # exit gives it a moment, not its life.
+        closer = threading.Thread(target=self._channel.close, daemon=True)
+        closer.start()
+        closer.join(timeout=self.settings.close_timeout_s)
 
     def __enter__(self) -> ManagerClient:
         return self
@@ -192,7 +200,7 @@ class ManagerClient:
     def delete_vm(self, name: str) -> manager_pb2.Job:
         return self._call(self._stub.DeleteVm, manager_pb2.DeleteVmRequest(name=name)).job
 
-    def watch_job(self, job_id: str) -> Iterator[manager_pb2.Job]:
+    def watch_job(self, job_id: str) -> Generator[manager_pb2.Job]:
         """The job now, then each change, until the manager ends the stream."""
         request = manager_pb2.WatchJobRequest(id=job_id)
         call = self._stub.WatchJob(request, timeout=self.settings.job_timeout_s)
@@ -204,7 +212,7 @@ class ManagerClient:
         finally:
             _cancel(call)
 
-    def watch_events(self, replay: int, follow: bool) -> Iterator[manager_pb2.Event]:
+    def watch_events(self, replay: int, follow: bool) -> Generator[manager_pb2.Event]:
         """Up to `replay` recent events, then (with `follow`) each new one until Ctrl-C."""
         request = manager_pb2.WatchEventsRequest(replay=replay, follow=follow)
         timeout = None if follow else self.settings.call_timeout_s

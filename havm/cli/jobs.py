@@ -8,6 +8,7 @@ so scripts and `-o json` get clean output.
 from __future__ import annotations
 
 import sys
+from contextlib import closing
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -49,12 +50,15 @@ def _watch(
     line: TaskID | None,
 ) -> manager_pb2.Job:
     last = job
-    for update in client.watch_job(job.id):
-        last = update
-        if bar is not None and line is not None:
-            bar.update(line, completed=update.progress, description=_describe(update))
-        if update.state in FINISHED:
-            return update
+    # Closed on the way out whatever ends the loop: a Ctrl-C while the bar is drawn
+    # would otherwise leave the stream open until the channel's close waits on it.
+    with closing(client.watch_job(job.id)) as updates:
+        for update in updates:
+            last = update
+            if bar is not None and line is not None:
+                bar.update(line, completed=update.progress, description=_describe(update))
+            if update.state in FINISHED:
+                return update
     # The stream ended without a final state (the manager restarted, say): ask once.
     final = client.get_job(job.id)
     if final.state in FINISHED:

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import traceback
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -273,14 +274,17 @@ def events(
 ) -> None:
     """Cluster events: host and VM state changes, detector verdicts, failover actions."""
     console = render.stdout()
-    for event in client(ctx).watch_events(last, follow):
-        row = render.event_dict(event)
-        if output is OutputFormat.json:
-            # One object per line, flushed, so that a pipe sees each event at once.
-            print(json.dumps(row), flush=True)
-        else:
-            subject = " ".join(x for x in (row["host"], row["vm"]) if x)
-            console.print(f"{row['time']}  {row['kind']:<12} {subject:<20} {row['detail']}", markup=False)
+    # Closed whatever ends the loop (Ctrl-C while printing): see jobs._watch.
+    with closing(client(ctx).watch_events(last, follow)) as events:
+        for event in events:
+            row = render.event_dict(event)
+            if output is OutputFormat.json:
+                # One object per line, flushed, so that a pipe sees each event at once.
+                print(json.dumps(row), flush=True)
+            else:
+                subject = " ".join(x for x in (row["host"], row["vm"]) if x)
+                line = f"{row['time']}  {row['kind']:<12} {subject:<20} {row['detail']}"
+                console.print(line, markup=False)
 
 
 register_local_commands(app)
