@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NoReturn, TypedDict
 
 from havm.contract.fields import TopologyError
-from havm.contract.heartbeat_auth import parse_secret
+from havm.contract.heartbeat_auth import SecretFileError, read_secret_file
 from havm.contract.timing import Timing, timing_problems
 from havm.contract.topology import Topology
 from havm.contract.topology_file import TopologyFileError, load_topology_file
@@ -294,13 +294,9 @@ def read_heartbeat_secret(path: Path | None) -> bytes | None:
     if path is None:
         return None
     try:
-        secret = parse_secret(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        why = getattr(error, "strerror", None) or error
-        raise UsageError(f"--heartbeat-secret: cannot read {path}: {why}") from None
-    if secret is None:
-        raise UsageError(f"--heartbeat-secret: {path} must hold 64 hexadecimal digits")
-    return secret
+        return read_secret_file(path)
+    except SecretFileError as error:
+        raise UsageError(f"--heartbeat-secret: {error}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -91,18 +91,14 @@ def _load_config(path: Path) -> HostConfig:
 
 
 def _read_secret(path: Path | None) -> bytes:
-    from havm.contract.heartbeat_auth import parse_secret
+    from havm.contract.heartbeat_auth import SecretFileError, read_secret_file
 
     if path is None:
         return b""
     try:
-        secret = parse_secret(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or exc
-        raise UsageError(f"--heartbeat-secret: cannot read {path}: {why}") from None
-    if secret is None:
-        raise UsageError(f"--heartbeat-secret: {path} must hold 64 hexadecimal digits")
-    return secret
+        return read_secret_file(path)
+    except SecretFileError as exc:
+        raise UsageError(f"--heartbeat-secret: {exc}") from None
 
 
 def _config_from_topology(

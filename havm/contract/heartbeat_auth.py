@@ -7,8 +7,8 @@ a host added at runtime included, and an agent's key tells nothing about another
 
 The MAC covers the whole payload but its own field, and freshness is the receiver's
 rule (see `Freshness`): a heartbeat's `time` must grow, so that a heartbeat recorded
-off the broker and published again later is refused like a forged one. Pure: the
-manager's adapter and the agent's core both use it.
+off the broker and published again later is refused like a forged one. Pure but for
+`read_secret_file`, which the manager's and the agents' entry points share.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SECRET_BYTES = 32
@@ -31,6 +32,22 @@ def parse_secret(text: str) -> bytes | None:
     if len(text) != 2 * SECRET_BYTES or any(c not in "0123456789abcdef" for c in text):
         return None
     return bytes.fromhex(text)
+
+
+class SecretFileError(ValueError):
+    """The secret file cannot be read or holds no secret; the message says which."""
+
+
+def read_secret_file(path: Path) -> bytes:
+    """The cluster secret of a file; SecretFileError saying what is wrong with it."""
+    try:
+        secret = parse_secret(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        why = getattr(error, "strerror", None) or error
+        raise SecretFileError(f"cannot read {path}: {why}") from None
+    if secret is None:
+        raise SecretFileError(f"{path} must hold 64 hexadecimal digits")
+    return secret
 
 
 def host_key(cluster_secret: bytes, host: str) -> bytes:
