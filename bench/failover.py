@@ -49,6 +49,8 @@ from pathlib import Path
 
 import grpc
 
+from havm.cli.context import client_identity
+from havm.contract.identity import MANAGER_NAME, sync_channel
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2, manager_pb2, manager_pb2_grpc
 
 HAVM = [sys.executable, "-m", "havm.cli.main"]
@@ -224,7 +226,8 @@ def cluster(per_node: int) -> Iterator[tuple[Path, manager_pb2_grpc.ManagerServi
         try:
             havm(state, "up", "--detach", "--topology", str(topology))
             up_at = time.monotonic()
-            with grpc.insecure_channel(components(state)["manager"]["address"]) as channel:
+            address = components(state)["manager"]["address"]
+            with sync_channel(address, client_identity(None, state), MANAGER_NAME) as channel:
                 stub = manager_pb2_grpc.ManagerServiceStub(channel)
                 create_vms(stub, per_node)
                 yield state, stub, up_at
@@ -255,7 +258,7 @@ def check_agents(state: Path, stub: manager_pb2_grpc.ManagerServiceStub, host: s
         if not name.startswith("agent:"):
             continue
         node = name.removeprefix("agent:")
-        with grpc.insecure_channel(component["address"]) as channel:
+        with sync_channel(component["address"], client_identity(None, state), node) as channel:
             agent = agent_pb2_grpc.AgentServiceStub(channel)
             try:
                 inventory = agent.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=10)

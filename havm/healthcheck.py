@@ -3,6 +3,10 @@ and the compose tooling share.
 
     havm-healthcheck [HOST:PORT]          gRPC health (the manager, an agent)
     havm-healthcheck --tcp HOST:PORT      a TCP listener (the broker)
+    havm-healthcheck --identity FILE --peer NAME HOST:PORT
+                                          gRPC health over mutual TLS, as the holder
+                                          of FILE, of the server whose certificate
+                                          names NAME (`manager`, or a host's name)
 
 The address defaults to `HAVM_HEALTH_ADDRESS`, else 127.0.0.1:50051. Exits 0 when
 serving, 1 when not (one line on stderr says why), 2 on a bad argument: what a
@@ -16,6 +20,11 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from havm.contract.identity import IdentityFile
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 EXIT_UNHEALTHY = 1
@@ -31,13 +40,18 @@ def tcp_ready(address: str, timeout: float = 0.2) -> bool:
         return False
 
 
-def grpc_serving(address: str, timeout: float = 0.5) -> bool:
-    """True when the gRPC health service at `address` answers SERVING for the server."""
+def grpc_serving(
+    address: str, timeout: float = 0.5, identity: IdentityFile | None = None, peer: str = ""
+) -> bool:
+    """True when the gRPC health service at `address` answers SERVING for the server;
+    with `identity`, over mutual TLS to the server named `peer`."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from havm.contract.identity import sync_channel
+
     try:
-        with grpc.insecure_channel(address) as channel:
+        with sync_channel(address, identity, peer) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
@@ -56,16 +70,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("address", nargs="?", default=None, help="HOST:PORT (default $HAVM_HEALTH_ADDRESS)")
     parser.add_argument("--tcp", action="store_true", help="only check that the port accepts connections")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
+    parser.add_argument("--identity", type=Path, help="an identity file: ask over mutual TLS")
+    parser.add_argument("--peer", default="", help="with --identity: the name the server's certificate holds")
     args = parser.parse_args(argv)
     address = args.address or os.environ.get("HAVM_HEALTH_ADDRESS") or DEFAULT_ADDRESS
     if not _valid_address(address):
         print(f"havm-healthcheck: address must be HOST:PORT, got {address!r}", file=sys.stderr)
         return EXIT_USAGE
+    identity = None
+    if args.identity is not None:
+        from havm.contract.identity import IdentityError, read_identity_file
+
+        if not args.peer:
+            print("havm-healthcheck: --identity needs --peer NAME", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            identity = read_identity_file(args.identity)
+        except IdentityError as exc:
+            print(f"havm-healthcheck: --identity: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.tcp:
         healthy = tcp_ready(address, args.timeout)
         what = "accepts no connection"
     else:
-        healthy = grpc_serving(address, args.timeout)
+        healthy = grpc_serving(address, args.timeout, identity, args.peer)
         what = "is not SERVING on gRPC health"
     if not healthy:
         print(f"havm-healthcheck: {address} {what}", file=sys.stderr)

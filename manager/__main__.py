@@ -1,7 +1,11 @@
 """`python -m manager` / `havm-manager`: parse arguments, compose, serve until SIGTERM.
 
     python -m manager --topology TOPOLOGY.yaml --state-dir DIR --listen 127.0.0.1:PORT
+                      (--identity FILE | --insecure)
                       [--broker HOST:PORT] [--refresh-interval 5] [--log-level info]
+
+With --identity the manager serves its API over mutual TLS to client identities only
+(by role: admin, operator, reader) and calls agents over mutual TLS as the manager.
 
 The timings come from the topology's `timing:` section; the timing flags, when given,
 win over it.
@@ -28,6 +32,7 @@ from typing import NoReturn, TypedDict
 
 from havm.contract.fields import TopologyError
 from havm.contract.heartbeat_auth import SecretFileError, read_secret_file
+from havm.contract.identity import IdentityError, IdentityFile, Role, read_identity_file
 from havm.contract.timing import Timing, timing_problems
 from havm.contract.topology import Topology
 from havm.contract.topology_file import TopologyFileError, load_topology_file
@@ -90,6 +95,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help=f"seconds between periodic refreshes (default: the topology's timing.refresh_interval_s, "
         f"else {Timing.refresh_interval_s:g})",
+    )
+    security = parser.add_mutually_exclusive_group(required=True)
+    security.add_argument(
+        "--identity",
+        type=Path,
+        help="the manager's identity file (its certificate, key and the cluster CA's certificate, PEM)",
+    )
+    security.add_argument(
+        "--insecure", action="store_true", help="plaintext gRPC, no identities checked (for debugging only)"
     )
     parser.add_argument("--broker", default=None, help="MQTT broker host:port (heartbeats, events)")
     parser.add_argument(
@@ -223,7 +237,8 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
         vmm_version=VmmVersion(topology.vmm_version),
     )
     store = SqliteStore(args.state_dir / "manager.db")
-    app = ManagerApp(store, AgentClient(settings), settings, crash_points=CrashPoints(args.state_dir))
+    agents = AgentClient(settings, identity=args.identity)
+    app = ManagerApp(store, agents, settings, crash_points=CrashPoints(args.state_dir))
     try:
         app.load(topology)
     except FailedPreconditionError as error:
@@ -249,7 +264,13 @@ async def serve(args: argparse.Namespace, topology: Topology) -> None:
                 mqtt_link.publish_cluster_state(event.cluster, cluster_state_payload(report))
 
         app.events.add_publisher(publish)
-    server = ManagerServer(app, args.listen)
+    server = ManagerServer(app, args.listen, args.identity)
+    if args.identity is None:
+        log.warning(
+            "INSECURE: --insecure serves the API in plaintext to anyone who reaches %s and calls "
+            "agents without proving who orders",
+            args.listen,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     quiet_closed_socket_race(loop, log)
@@ -299,12 +320,27 @@ def read_heartbeat_secret(path: Path | None) -> bytes | None:
         raise UsageError(f"--heartbeat-secret: {error}") from None
 
 
+def read_identity(path: Path | None) -> IdentityFile | None:
+    if path is None:
+        return None
+    try:
+        identity = read_identity_file(path)
+    except IdentityError as error:
+        raise UsageError(f"--identity: {error}") from None
+    if identity.identity.role is not Role.MANAGER:
+        raise UsageError(
+            f"--identity: {path} holds the {identity.identity.describe()}, not the manager identity"
+        )
+    return identity
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         setup_logging(args.log_level)
         topology = load_topology(args.topology)
         args.heartbeat_secret = read_heartbeat_secret(args.heartbeat_secret)
+        args.identity = read_identity(args.identity)
     except UsageError as error:
         print(f"havm-manager: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,6 +1,7 @@
 """`python -m node_agent` / `havm-agent`: parse arguments, load the host, run it.
 
     havm-agent --config HOST.json --state-dir DIR --listen HOST:PORT [--broker HOST:PORT]
+               (--identity FILE | --insecure)
     havm-agent --topology TOPOLOGY.yaml [--host NAME] --san-root DIR --state-dir DIR ...
 
 The first form reads the configuration `havm up` writes for each agent. The second
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
+    from havm.contract.identity import IdentityFile
     from node_agent.core.config import HostConfig
 
 USAGE_ERROR = 2
@@ -61,6 +63,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--heartbeat-secret",
         type=Path,
         help="with --topology: the cluster's heartbeat secret file, to sign heartbeats with this host's key",
+    )
+    security = parser.add_mutually_exclusive_group(required=True)
+    security.add_argument(
+        "--identity",
+        type=Path,
+        help="this host's identity file (its certificate, key and the cluster CA's certificate, PEM): "
+        "mutual TLS, calls only from the manager, admins and, for migrations, nodes of its cluster",
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext gRPC to anyone (for debugging only)",
     )
     parser.add_argument("--state-dir", required=True, type=Path, help="this host's files")
     parser.add_argument("--listen", required=True, help="gRPC address, HOST:PORT")
@@ -101,6 +115,26 @@ def _read_secret(path: Path | None) -> bytes:
         raise UsageError(f"--heartbeat-secret: {exc}") from None
 
 
+def _read_identity(path: Path | None, host: str, cluster: str | None) -> IdentityFile | None:
+    from havm.contract.identity import IdentityError, Role, read_identity_file
+
+    if path is None:
+        return None
+    try:
+        identity = read_identity_file(path)
+    except IdentityError as exc:
+        raise UsageError(f"--identity: {exc}") from None
+    if identity.identity.role is not Role.AGENT or identity.identity.name != host:
+        raise UsageError(
+            f"--identity: {path} holds the {identity.identity.describe()}, not the agent identity {host!r}"
+        )
+    if identity.identity.cluster != cluster:
+        held = f"cluster {identity.identity.cluster}" if identity.identity.cluster else "no cluster"
+        meant = cluster or "no cluster (a standalone host)"
+        raise UsageError(f"--identity: {path} names {held} for host {host}, whose configuration says {meant}")
+    return identity
+
+
 def _config_from_topology(
     path: Path, host: str | None, san_root: Path | None, secret_file: Path | None
 ) -> HostConfig:
@@ -136,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             config = _load_config(args.config)
         else:
             config = _config_from_topology(args.topology, args.host, args.san_root, args.heartbeat_secret)
+        identity = _read_identity(args.identity, config.name, config.cluster)
         try:
             args.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -148,8 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     from node_agent.app.runner import AgentOptions, run_agent
 
     setup_logging(config.name, args.log_level)
+    if identity is None:
+        import logging
+
+        logging.getLogger("node_agent.main").warning(
+            "INSECURE: --insecure serves plaintext gRPC; any process that reaches %s can order this "
+            "host's VMs about",
+            args.listen,
+        )
     options = AgentOptions(
-        config=config, state_dir=args.state_dir.resolve(), listen=args.listen, broker=broker
+        config=config,
+        state_dir=args.state_dir.resolve(),
+        listen=args.listen,
+        broker=broker,
+        identity=identity,
     )
     return asyncio.run(run_agent(options))
 

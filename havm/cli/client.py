@@ -19,6 +19,7 @@ import grpc
 
 from havm.cli import errors
 from havm.contract.grpc_policy import API_CHANNEL_OPTIONS
+from havm.contract.identity import MANAGER_NAME, IdentityFile, sync_channel
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 
 _START_HINT = "is the cluster running? start it with `havm up`"
@@ -31,6 +32,7 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.ManagerCallError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: errors.HostUnavailable,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 
 
@@ -71,12 +73,16 @@ class ManagerClient:
         settings: ClientSettings | None = None,
         channel: grpc.Channel | None = None,
         clock: ClientClock | None = None,
+        identity: IdentityFile | None = None,
     ) -> None:
         self.address = address
         self.settings = settings or ClientSettings()
+        self.identity = identity
         # A scenario hands in its in-process channel and its virtual clock.
         self._channel = (
-            channel if channel is not None else grpc.insecure_channel(address, options=API_CHANNEL_OPTIONS)
+            channel
+            if channel is not None
+            else sync_channel(address, identity, MANAGER_NAME, API_CHANNEL_OPTIONS)
         )
         self._stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
         clock = clock or ClientClock()
@@ -241,7 +247,10 @@ class ManagerClient:
                 f"the manager at {self.address} did not answer within {timeout_s:g} s ({_START_HINT})"
             )
         if code == grpc.StatusCode.UNAVAILABLE and not self._reachable():
-            return errors.ManagerUnreachable(f"cannot reach the manager at {self.address} ({_START_HINT})")
+            hint = _START_HINT
+            if self.identity is not None:
+                hint += f"; with identity {self.identity.identity.name!r}, the manager must trust its CA"
+            return errors.ManagerUnreachable(f"cannot reach the manager at {self.address} ({hint})")
         error_class = _BY_CODE.get(code, errors.ManagerCallError)
         return error_class(details)
 

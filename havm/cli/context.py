@@ -13,7 +13,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from havm.contract.identity import IdentityFile
 
 CONTEXT_FILE = "cluster.json"
 
@@ -25,6 +28,14 @@ class Runtime(enum.StrEnum):
     compose = "compose"
 
 
+class Security(enum.StrEnum):
+    """How the CLI and the components talk: mutual TLS with the identities `havm up`
+    issued (state directory's pki/), or plaintext (`havm up --insecure`)."""
+
+    mutual_tls = "mutual_tls"
+    insecure = "insecure"
+
+
 LOCAL = Runtime.local.value
 COMPOSE = Runtime.compose.value
 # The faults a component can be left in (Component.fault).
@@ -33,6 +44,9 @@ FROZEN = "frozen"
 DEFAULT_STATE_DIR = ".havm"
 ENV_MANAGER = "HAVM_MANAGER"
 ENV_STATE_DIR = "HAVM_STATE_DIR"
+ENV_IDENTITY = "HAVM_IDENTITY"
+# The identity the CLI uses on a cluster of its state directory, unless told another.
+DEFAULT_CLIENT_IDENTITY = "pki/clients/admin.pem"
 
 
 class ContextError(Exception):
@@ -75,6 +89,8 @@ class ClusterContext:
     compose_file: str = ""
     project: str = ""
     engine: str = ""
+    # A context file of a cluster started before identities existed is plaintext.
+    security: str = Security.insecure.value
 
     @property
     def manager_address(self) -> str:
@@ -117,6 +133,7 @@ def read_context(state_dir: Path) -> ClusterContext | None:
             str(raw.get("compose_file", "")),
             str(raw.get("project", "")),
             str(raw.get("engine", "")),
+            str(raw.get("security", Security.insecure.value)),
         )
     except (KeyError, TypeError) as exc:
         raise ContextError(f"{path} is not a havm context file ({exc})") from None
@@ -143,3 +160,32 @@ def manager_address(explicit: str | None, state_dir: Path | None) -> str:
             f"--manager ADDRESS or set {ENV_MANAGER}"
         )
     return ctx.manager_address
+
+
+def admin_identity(ctx: ClusterContext) -> IdentityFile | None:
+    """The admin identity `havm up` issued for the cluster of `ctx`; None when it is
+    plaintext (started with --insecure)."""
+    from havm.contract.identity import IdentityError, read_identity_file
+
+    if ctx.security != Security.mutual_tls:
+        return None
+    try:
+        return read_identity_file(Path(ctx.state_dir) / DEFAULT_CLIENT_IDENTITY)
+    except IdentityError as exc:
+        raise ContextError(f"the cluster's admin identity: {exc}") from None
+
+
+def client_identity(explicit: Path | None, state_dir: Path | None) -> IdentityFile | None:
+    """Who the CLI is to the manager: --identity (or $HAVM_IDENTITY), else the admin
+    identity of the state directory's cluster when it runs mutual TLS, else nobody
+    (plaintext, for a cluster started with --insecure)."""
+    from havm.contract.identity import IdentityError, read_identity_file
+
+    path = explicit or (Path(os.environ[ENV_IDENTITY]) if os.environ.get(ENV_IDENTITY) else None)
+    if path is None:
+        ctx = read_context(state_dir or default_state_dir())
+        return admin_identity(ctx) if ctx is not None else None
+    try:
+        return read_identity_file(path)
+    except IdentityError as exc:
+        raise ContextError(f"--identity: {exc}") from None

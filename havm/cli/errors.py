@@ -42,6 +42,12 @@ class ResourceExhausted(ManagerCallError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class PermissionDenied(ManagerCallError):
+    """The caller's identity may not make this call; the sentence names the role needed."""
+
+    code = "PERMISSION_DENIED"
+
+
 class HostUnavailable(ManagerCallError):
     """The manager answered, but a host it needed did not."""
 

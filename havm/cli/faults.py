@@ -48,6 +48,7 @@ from havm.cli.context import (
     Component,
     ContextError,
     Runtime,
+    admin_identity,
     read_context,
     write_context,
 )
@@ -197,7 +198,7 @@ def _start(cluster: ClusterContext, component: Component) -> None:
     component.fault = ""
     write_context(cluster)
     try:
-        wait_healthy([component], {component.name: proc}, UpSettings())
+        wait_healthy([component], {component.name: proc}, UpSettings(), admin_identity(cluster))
     except LocalClusterError as exc:
         raise ContextError(str(exc)) from None
 

@@ -27,8 +27,18 @@ import typer
 
 from havm.cli import render
 from havm.cli.client import ManagerClient
+from havm.cli.cluster_pki import ensure_host_identity
 from havm.cli.cluster_secrets import heartbeat_secret
-from havm.cli.context import COMPOSE, ClusterContext, Component, ContextError, read_context, write_context
+from havm.cli.context import (
+    COMPOSE,
+    ClusterContext,
+    Component,
+    ContextError,
+    Security,
+    admin_identity,
+    read_context,
+    write_context,
+)
 from havm.cli.errors import CliError, JobFailed, NotFound
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.local_cluster import (
@@ -182,6 +192,9 @@ def start_host_processes(
             )
         )
     )
+    identity_file = None
+    if cluster.security == Security.mutual_tls:
+        identity_file = ensure_host_identity(state_dir, name, spec.cluster or None)
     logs = state_dir / "logs"
     components = [
         Component(
@@ -194,7 +207,7 @@ def start_host_processes(
             f"agent:{name}",
             agent,
             log=str(logs / f"agent-{name}.log"),
-            argv=agent_argv(state_dir, name, config_file, agent, heartbeat),
+            argv=agent_argv(state_dir, name, config_file, agent, heartbeat, identity_file),
         ),
     ]
     started = {c.name: spawn(c) for c in components}
@@ -202,7 +215,7 @@ def start_host_processes(
     cluster.added_hosts.append(name)
     write_context(cluster)  # the pids at once, so that `havm down` finds them whatever happens
     try:
-        wait_healthy(components, started, settings)
+        wait_healthy(components, started, settings, admin_identity(cluster))
     except (LocalClusterError, KeyboardInterrupt) as exc:
         stop_host_processes(cluster, name, settings)
         if isinstance(exc, KeyboardInterrupt):

@@ -27,6 +27,7 @@ from havm.cli import errors, render
 from havm.cli.client import ClientSettings
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, client, global_options
 from havm.cli.vm import CpusOption, DiskOption, NetworkOption, StorageOption, parse_storage
+from havm.contract.identity import sync_channel
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.ManagerCallError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 
 HostArgument = Annotated[str, typer.Argument(metavar="HOST", help="The host, as the manager names it.")]
@@ -152,7 +154,8 @@ def host_agent(ctx: typer.Context, host: str) -> HostAgent:
     if isinstance(embedded, AgentChannels):
         channel = embedded.agent_channel(address)
     else:
-        channel = grpc.insecure_channel(address)
+        # As the CLI's own identity: an agent takes direct orders from an admin only.
+        channel = sync_channel(address, client(ctx).identity, host)
     return HostAgent(host, address, options.settings, channel)
 
 

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from havm.cli import compose_cluster
+from havm.cli.cluster_pki import PkiError, ensure_cluster_identities
 from havm.cli.cluster_secrets import heartbeat_secret
 from havm.cli.compose_cluster import ComposeSettings
 from havm.cli.context import (
@@ -35,6 +36,8 @@ from havm.cli.context import (
     Component,
     ContextError,
     Runtime,
+    Security,
+    admin_identity,
     default_state_dir,
     read_context,
     write_context,
@@ -75,7 +78,14 @@ def load_topology(path: Path | None, max_hosts: int = UpSettings.max_hosts) -> t
         raise LocalClusterError(f"topology {path or 'built-in default'}: {exc}") from None
 
 
-def agent_argv(state_dir: Path, host: str, config_file: Path, listen: str, broker: str) -> list[str]:
+def security_argv(identity_file: Path | None) -> list[str]:
+    """How a component proves who it is: its identity file, or --insecure."""
+    return ["--identity", str(identity_file)] if identity_file is not None else ["--insecure"]
+
+
+def agent_argv(
+    state_dir: Path, host: str, config_file: Path, listen: str, broker: str, identity_file: Path | None
+) -> list[str]:
     """The command line of one node agent of the local cluster."""
     return [
         sys.executable,
@@ -89,6 +99,7 @@ def agent_argv(state_dir: Path, host: str, config_file: Path, listen: str, broke
         listen,
         "--broker",
         broker,
+        *security_argv(identity_file),
     ]
 
 
@@ -134,7 +145,7 @@ def link_names(topology: Topology) -> list[str]:
 
 
 def plan_components(
-    state_dir: Path, topology: Topology, previous: ClusterContext | None
+    state_dir: Path, topology: Topology, previous: ClusterContext | None, security: Security
 ) -> tuple[ClusterContext, Topology]:
     """Decide every component's address and command line; write the files they read.
 
@@ -195,6 +206,7 @@ def plan_components(
     topology_file = state_dir / "topology.yaml"
     write_resolved_topology(topology_file, resolved)
     secret_file, secret = heartbeat_secret(state_dir)
+    identities = ensure_cluster_identities(state_dir, topology) if security is Security.mutual_tls else None
     py = sys.executable
     argv: dict[str, list[str]] = {
         "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
@@ -213,6 +225,7 @@ def plan_components(
             address["broker"],
             "--heartbeat-secret",
             str(secret_file),
+            *security_argv(identities.manager if identities else None),
         ],
     }
     for host in topology.hosts:
@@ -224,6 +237,7 @@ def plan_components(
             config_file,
             address[f"agent:{host.name}"],
             address[f"heartbeat:{host.name}"],
+            identities.agent(host.name) if identities else None,
         )
     for added_name in added:
         # The broker may have moved; a relay started again reads its paths afresh.
@@ -239,7 +253,7 @@ def plan_components(
             components[name] = Component(
                 name=name, address=address[name], log=str(logs / log_name), argv=argv[name]
             )
-    context = ClusterContext(str(state_dir), str(topology_file), components)
+    context = ClusterContext(str(state_dir), str(topology_file), components, security=security.value)
     context.added_hosts = added
     context.removed_hosts = list(previous.removed_hosts) if previous else []
     return context, resolved
@@ -314,7 +328,10 @@ def up(
     started_at = time.monotonic()
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    # The database, the context file and the logs are the cluster's owner's alone.
+    state_dir.chmod(0o700)
     previous = read_context(state_dir)
+    security = Security.insecure if settings.insecure else Security.mutual_tls
     if previous is not None and previous.runtime == COMPOSE:
         raise LocalClusterError(
             f"{state_dir} holds compose project {previous.project}: remove it with `havm down` "
@@ -325,7 +342,22 @@ def up(
         topology_path = Path(previous.topology_source)
     topology, source = load_topology(topology_path, settings.max_hosts)
     topology = without_removed_hosts(topology, previous)
-    ctx, _ = plan_components(state_dir, topology, previous)
+    running = [c.name for c in previous.components.values() if is_running(c)] if previous else []
+    if previous is not None and running and previous.security != security:
+        now = "in plaintext (--insecure)" if previous.security == Security.insecure else "with mutual TLS"
+        raise LocalClusterError(
+            f"the cluster in {state_dir} runs {now}: a `havm up` cannot change that while it runs "
+            "(`havm down` first)"
+        )
+    if security is Security.insecure:
+        console.print(
+            "havm: [bold red]INSECURE[/]: --insecure runs plaintext gRPC without identities; any local "
+            "process can order the manager and the agents about. For debugging only."
+        )
+    try:
+        ctx, _ = plan_components(state_dir, topology, previous, security)
+    except PkiError as exc:
+        raise LocalClusterError(str(exc)) from None
     ctx.topology_source = str(topology_path.resolve()) if topology_path else ""
     to_start = [c for c in ctx.components.values() if not is_running(c)]
     if not to_start:
@@ -339,8 +371,9 @@ def up(
     write_context(ctx)  # record pids at once, so `havm down` finds a half-started cluster
     try:
         # Every component, not only those just started, but for hosts put in a fault.
-        wait_healthy([c for c in ctx.components.values() if not c.fault], started, settings)
-        refresh_and_wait(ctx.manager_address, settings.refresh_timeout)
+        identity = admin_identity(ctx)
+        wait_healthy([c for c in ctx.components.values() if not c.fault], started, settings, identity)
+        refresh_and_wait(ctx.manager_address, settings.refresh_timeout, identity)
     except (LocalClusterError, KeyboardInterrupt):
         stop_components(to_start, settings.stop_timeout)
         write_context(ctx)
@@ -477,6 +510,11 @@ def register_local_commands(app: typer.Typer) -> None:
         max_hosts: int = typer.Option(
             UpSettings.max_hosts, "--max-hosts", min=1, help="Refuse a topology of more hosts than this."
         ),
+        insecure: bool = typer.Option(
+            False,
+            "--insecure",
+            help="Plaintext gRPC without identities (debugging only): anyone local can call the manager.",
+        ),
         runtime: Runtime = typer.Option(
             Runtime.local,
             "--runtime",
@@ -498,7 +536,7 @@ def register_local_commands(app: typer.Typer) -> None:
                 _fail("--topology: the compose file mounts its own topology (deploy/topology.yaml)")
             compose_up(directory, compose_file, project, detach, timeout, console)
             return
-        settings = UpSettings(healthy_timeout=timeout, max_hosts=max_hosts)
+        settings = UpSettings(healthy_timeout=timeout, max_hosts=max_hosts, insecure=insecure)
         start_then_follow(
             lambda: up(topology, directory, console, settings),
             lambda cluster: follow_logs(cluster, console),

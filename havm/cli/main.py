@@ -25,6 +25,7 @@ from havm.cli.cluster_config import register_cluster_config_commands
 from havm.cli.context import (
     COMPOSE,
     DEFAULT_STATE_DIR,
+    ENV_IDENTITY,
     ENV_MANAGER,
     ENV_STATE_DIR,
     ContextError,
@@ -90,11 +91,22 @@ def main(
         float,
         typer.Option("--timeout", envvar=ENV_TIMEOUT, min=0.1, metavar="SECONDS", help="Per-call timeout."),
     ] = ClientSettings.call_timeout_s,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            envvar=ENV_IDENTITY,
+            metavar="FILE",
+            help="Who to be to the manager: an identity file (certificate, key, CA). "
+            "Default: the admin identity of the --state-dir cluster.",
+        ),
+    ] = None,
 ) -> None:
     embedded = ctx.obj if isinstance(ctx.obj, EmbeddedManager) else None
     options = GlobalOptions(
         manager=manager,
         state_dir=state_dir,
+        identity=identity,
         settings=ClientSettings(call_timeout_s=timeout),
         embedded=embedded,
     )

@@ -15,7 +15,7 @@ from typing import Annotated, Protocol, runtime_checkable
 import typer
 
 from havm.cli.client import ClientSettings, ManagerClient
-from havm.cli.context import manager_address
+from havm.cli.context import client_identity, manager_address
 
 # The wire carries counts as int32: larger values are refused as usage errors, before
 # protobuf would refuse them with an exception.
@@ -45,6 +45,7 @@ class EmbeddedManager(Protocol):
 class GlobalOptions:
     manager: str | None
     state_dir: Path
+    identity: Path | None = None
     settings: ClientSettings = field(default_factory=ClientSettings)
     embedded: EmbeddedManager | None = None
     _client: ManagerClient | None = None
@@ -53,7 +54,11 @@ class GlobalOptions:
         if self._client is None and self.embedded is not None:
             self._client = self.embedded.client(self.settings)
         if self._client is None:
-            self._client = ManagerClient(manager_address(self.manager, self.state_dir), self.settings)
+            self._client = ManagerClient(
+                manager_address(self.manager, self.state_dir),
+                self.settings,
+                identity=client_identity(self.identity, self.state_dir),
+            )
         return self._client
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from havm.cli.context import Component
+from havm.contract.identity import MANAGER_NAME, IdentityFile, sync_channel
 from havm.healthcheck import grpc_serving, tcp_ready
 
 
@@ -29,6 +30,8 @@ class UpSettings:
     # Each host is a process of about 45 MiB: a topology of thousands would exhaust the
     # machine before it said why.
     max_hosts: int = 256
+    # Plaintext gRPC and no identities: for debugging only.
+    insecure: bool = False
 
 
 class LocalClusterError(Exception):
@@ -118,11 +121,15 @@ def log_tail(component: Component, lines: int = 15) -> str:
 
 
 def wait_healthy(
-    components: list[Component], started: dict[str, subprocess.Popen[bytes]], settings: UpSettings
+    components: list[Component],
+    started: dict[str, subprocess.Popen[bytes]],
+    settings: UpSettings,
+    identity: IdentityFile | None = None,
 ) -> None:
     """Block until every component is healthy; raise naming those that are not.
 
     `started` holds the processes this `up` started: their exit is noticed at once.
+    With `identity`, the health checks go over mutual TLS to the component's name.
     """
     pending = {c.name: c for c in components}
     deadline = time.monotonic() + settings.healthy_timeout
@@ -137,7 +144,10 @@ def wait_healthy(
             if proc is None and not is_running(c):
                 raise LocalClusterError(f"{name} (pid {c.pid}) stopped while the cluster started")
             tcp_only = name == "broker" or is_relay(name)
-            healthy = tcp_ready(c.address) if tcp_only else grpc_serving(c.address)
+            peer = MANAGER_NAME if name == "manager" else name.removeprefix("agent:")
+            healthy = (
+                tcp_ready(c.address) if tcp_only else grpc_serving(c.address, identity=identity, peer=peer)
+            )
             if healthy:
                 del pending[name]
         if not pending:
@@ -149,13 +159,11 @@ def wait_healthy(
         time.sleep(settings.poll_interval)
 
 
-def refresh_and_wait(manager_address: str, timeout: float) -> None:
+def refresh_and_wait(manager_address: str, timeout: float, identity: IdentityFile | None = None) -> None:
     """Have the manager pull every agent's inventory once, so hosts show `ok` at once."""
-    import grpc
-
     from havm.v1 import manager_pb2, manager_pb2_grpc
 
-    with grpc.insecure_channel(manager_address) as channel:
+    with sync_channel(manager_address, identity, MANAGER_NAME) as channel:
         stub = manager_pb2_grpc.ManagerServiceStub(channel)
         job = stub.RefreshCluster(manager_pb2.RefreshClusterRequest(), timeout=timeout).job
         for update in stub.WatchJob(manager_pb2.WatchJobRequest(id=job.id), timeout=timeout):

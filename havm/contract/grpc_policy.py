@@ -1,6 +1,9 @@
-"""How every havm gRPC server and channel treats messages: with size limits chosen on
-purpose, and answering a request that cannot be decoded with INVALID_ARGUMENT and one
-log line.
+"""How every havm gRPC server and channel treats calls: only from identities the
+server's rules admit, with size limits chosen on purpose, and answering a request that
+cannot be decoded with INVALID_ARGUMENT and one log line.
+
+Who may call what is each server's own table (`Admission`): the interceptor here only
+asks it, before any request is read, and answers PERMISSION_DENIED with its sentence.
 
 Left to itself, grpc answers an undecodable request UNKNOWN and logs a traceback at
 ERROR for each: a client sending garbage would fill the log and tell its author
@@ -13,9 +16,11 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import grpc
+
+from havm.contract.identity import PeerIdentity, peer_identity
 
 # Every handler's second argument.
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -53,11 +58,21 @@ def _parse_or_mark(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], An
     return parse
 
 
-class RejectUndecodable(grpc.aio.ServerInterceptor):
-    """A grpc.aio server interceptor: undecodable requests become INVALID_ARGUMENT."""
+class Admission(Protocol):
+    """A server's rule of who may call which method."""
 
-    def __init__(self, log: logging.Logger) -> None:
+    def refusal(self, identity: PeerIdentity | None, method: str) -> str | None:
+        """Why `identity` may not call `method` (the full name, /package.Service/Method),
+        or None when it may. `identity` is None on a server without TLS."""
+
+
+class CallGuard(grpc.aio.ServerInterceptor):
+    """A grpc.aio server interceptor: calls `admission` refuses become PERMISSION_DENIED,
+    undecodable requests INVALID_ARGUMENT."""
+
+    def __init__(self, log: logging.Logger, admission: Admission | None = None) -> None:
         self._log = log
+        self._admission = admission
 
     async def intercept_service(
         self,
@@ -68,6 +83,16 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_deserializer is None:
             return handler
         return self._guarded(handler, handler_call_details.method)
+
+    async def _admit(self, context: Context, method: str) -> None:
+        if self._admission is None:
+            return
+        identity = peer_identity(context)
+        refusal = self._admission.refusal(identity, method)
+        if refusal is not None:
+            who = identity.describe() if identity is not None else "an unauthenticated client"
+            self._log.warning("%s refused to %s: %s", method, who, refusal)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
 
     async def _refuse(self, context: Context, method: str, request: _Undecodable) -> None:
         self._log.warning(
@@ -81,11 +106,13 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
     def _guarded(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         parse = _parse_or_mark(handler.request_deserializer)
         serialize = handler.response_serializer
+        admit = self._admit
         refuse = self._refuse
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
             async def unary_unary(request: Any, context: Context) -> Any:
+                await admit(context, method)
                 if isinstance(request, _Undecodable):
                     await refuse(context, method, request)
                 return await unary(request, context)
@@ -96,6 +123,7 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
             if inspect.isasyncgenfunction(streaming):
 
                 async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                    await admit(context, method)
                     if isinstance(request, _Undecodable):
                         await refuse(context, method, request)
                     async for reply in streaming(request, context):
@@ -104,6 +132,7 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
                 return grpc.unary_stream_rpc_method_handler(unary_stream, parse, serialize)
 
             async def unary_stream_writing(request: Any, context: Context) -> Any:
+                await admit(context, method)
                 if isinstance(request, _Undecodable):
                     await refuse(context, method, request)
                 return await streaming(request, context)
@@ -120,6 +149,7 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
             collecting = handler.stream_unary
 
             async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
+                await admit(context, method)
                 return await collecting(checked(requests, context), context)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, parse, serialize)
@@ -127,12 +157,14 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(both):
 
             async def stream_stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+                await admit(context, method)
                 async for reply in both(checked(requests, context), context):
                     yield reply
 
             return grpc.stream_stream_rpc_method_handler(stream_stream, parse, serialize)
 
         async def stream_stream_writing(requests: AsyncIterator[Any], context: Context) -> Any:
+            await admit(context, method)
             return await both(checked(requests, context), context)
 
         return grpc.stream_stream_rpc_method_handler(stream_stream_writing, parse, serialize)

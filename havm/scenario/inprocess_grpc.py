@@ -61,6 +61,10 @@ class _Context:
     def peer(self) -> str:
         return f"sim:{self._caller}"
 
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """A scenario's calls carry no certificates: as on a plaintext server."""
+        return {}
+
     def invocation_metadata(self) -> tuple[()]:
         return ()
 

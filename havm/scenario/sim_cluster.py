@@ -193,7 +193,7 @@ class SimCluster:
             handle_signals=False,
             clock=self.wall_clock,
             monotonic=self.loop.time,
-            peer_channel=self.network.channel,
+            peer_channel=lambda _host, address: self.network.channel(address),
             die=lambda: self._die_at_crash_point(host),
         )
         options = AgentOptions(

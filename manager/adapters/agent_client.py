@@ -20,6 +20,7 @@ from tenacity import (
 )
 
 from havm.contract.grpc_policy import API_RESPONSE_LIMIT
+from havm.contract.identity import IdentityFile, aio_channel
 from havm.v1 import agent_pb2, agent_pb2_grpc
 from manager.adapters.proto_mapping import (
     inventory_from_proto,
@@ -110,21 +111,28 @@ class AgentClient:
     """Calls agents by address; channels are opened on first use and kept."""
 
     def __init__(
-        self, settings: Settings, open_channel: Callable[[str], grpc.aio.Channel] | None = None
+        self,
+        settings: Settings,
+        open_channel: Callable[[str], grpc.aio.Channel] | None = None,
+        identity: IdentityFile | None = None,
     ) -> None:
         self._settings = settings
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        # Keyed by host and address: with TLS a channel checks it reaches that host.
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._identity = identity
         # A scenario passes its in-process channels; by default a socket per address.
         self._open_channel = open_channel
 
-    def _stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:
-        channel = self._channels.get(address)
+    def _stub(self, host: str, address: str) -> agent_pb2_grpc.AgentServiceStub:
+        channel = self._channels.get((host, address))
         if channel is None and self._open_channel is not None:
-            channel = self._channels[address] = self._open_channel(address)
+            channel = self._channels[(host, address)] = self._open_channel(address)
         if channel is None:
             backoff_ms = int(self._settings.agent_reconnect_backoff_max_s * 1000)
-            channel = grpc.aio.insecure_channel(
+            channel = aio_channel(
                 address,
+                self._identity,
+                host,
                 options=[
                     # Inventories of many VMs: the limit of the manager's own answers.
                     ("grpc.max_receive_message_length", API_RESPONSE_LIMIT),
@@ -133,7 +141,7 @@ class AgentClient:
                     ("grpc.max_reconnect_backoff_ms", backoff_ms),
                 ],
             )
-            self._channels[address] = channel
+            self._channels[(host, address)] = channel
         return agent_pb2_grpc.AgentServiceStub(channel)
 
     async def _read(self, host: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -157,7 +165,7 @@ class AgentClient:
             raise error_from_rpc(host, error) from None
 
     async def get_inventory(self, host: str, address: str) -> Inventory:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         timeout = self._settings.agent_call_timeout_s
         response = await self._read(
             host,
@@ -166,7 +174,7 @@ class AgentClient:
         return inventory_from_proto(response)
 
     async def get_vm(self, host: str, address: str, vm_id: str) -> ReportedVm:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         timeout = self._settings.agent_call_timeout_s
         response = await self._read(
             host, lambda: stub.GetVm(agent_pb2.AgentServiceGetVmRequest(vm_id=vm_id), timeout=timeout)
@@ -175,7 +183,7 @@ class AgentClient:
 
     async def probe(self, host: str, address: str, timeout: float) -> None:
         """One GetInventory with a short deadline and no retry: does the host answer?"""
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         await self._write(
             host, lambda: stub.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=timeout)
         )
@@ -183,7 +191,7 @@ class AgentClient:
     async def create_vm(
         self, host: str, address: str, vm: VmRecord, take_over: bool = False, lease_generation: int = 0
     ) -> ReportedVm:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceCreateVmRequest(
             spec=vm_spec_to_proto(vm), take_over=take_over, lease_generation=lease_generation
         )
@@ -193,7 +201,7 @@ class AgentClient:
         return reported_vm_from_proto(response.vm)
 
     async def operate_vm(self, host: str, address: str, vm_id: str, operation: VmOperation) -> ReportedVm:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceOperateVmRequest(vm_id=vm_id, operation=operation_to_proto(operation))
         response = await self._write(
             host, lambda: stub.OperateVm(request, timeout=self._settings.agent_operation_timeout_s)
@@ -201,14 +209,14 @@ class AgentClient:
         return reported_vm_from_proto(response.vm)
 
     async def delete_vm(self, host: str, address: str, vm_id: str) -> None:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceDeleteVmRequest(vm_id=vm_id)
         await self._write(
             host, lambda: stub.DeleteVm(request, timeout=self._settings.agent_operation_timeout_s)
         )
 
     async def shutdown_host(self, host: str, address: str, reason: str) -> None:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceShutdownRequest(reason=reason)
         await self._write(
             host, lambda: stub.Shutdown(request, timeout=self._settings.agent_operation_timeout_s)
@@ -223,7 +231,7 @@ class AgentClient:
         iso_image: str | None = None,
         passthrough_disks: tuple[StorageLocation, ...] | None = None,
     ) -> ReportedVm:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceUpdateVmRequest(
             vm_id=vm_id,
             processor_compatibility=processor_compatibility,
@@ -239,7 +247,7 @@ class AgentClient:
     async def check_compatibility(
         self, host: str, address: str, vm: VmRecord, cpu_vendor: str, cpu_features: tuple[str, ...]
     ) -> list[str]:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceCheckCompatibilityRequest(
             spec=vm_spec_to_proto(vm), cpu_vendor=cpu_vendor, cpu_features=cpu_features
         )
@@ -250,7 +258,7 @@ class AgentClient:
     async def migrate_vm(
         self, host: str, address: str, order: LiveMigrationOrder
     ) -> AsyncGenerator[MigrationProgress, None]:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceMigrateVmRequest(
             vm_id=order.vm_id,
             migration_id=order.migration_id,
@@ -276,7 +284,7 @@ class AgentClient:
     async def move_vm_storage(
         self, host: str, address: str, vm_id: str, storage: StorageLocation
     ) -> StorageMoveResult:
-        stub = self._stub(address)
+        stub = self._stub(host, address)
         request = agent_pb2.AgentServiceMoveVmStorageRequest(vm_id=vm_id, storage=storage_to_proto(storage))
         response = await self._write(
             host, lambda: stub.MoveVmStorage(request, timeout=self._settings.agent_operation_timeout_s)

@@ -16,9 +16,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from havm.contract.grpc_policy import API_SERVER_OPTIONS, RejectUndecodable
+from havm.contract.grpc_policy import API_SERVER_OPTIONS, CallGuard
 from havm.contract.hosts import HostSpec
+from havm.contract.identity import IdentityFile
 from havm.v1 import manager_pb2, manager_pb2_grpc
+from manager.adapters.api_roles import ManagerAdmission
 from manager.adapters.host_config_mapping import host_spec_from_proto
 from manager.adapters.proto_mapping import (
     cluster_group_to_proto,
@@ -389,10 +391,9 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
 class ManagerServer:
     """The grpc.aio server with ManagerService, health checking and reflection."""
 
-    def __init__(self, app: ManagerApi, listen: str) -> None:
-        self.server = grpc.aio.server(
-            options=API_SERVER_OPTIONS, interceptors=[RejectUndecodable(logging.getLogger("manager.api"))]
-        )
+    def __init__(self, app: ManagerApi, listen: str, identity: IdentityFile | None = None) -> None:
+        guard = CallGuard(logging.getLogger("manager.api"), ManagerAdmission())
+        self.server = grpc.aio.server(options=API_SERVER_OPTIONS, interceptors=[guard])
         manager_pb2_grpc.add_ManagerServiceServicer_to_server(ManagerServicer(app), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -400,7 +401,10 @@ class ManagerServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         try:
-            self.port = self.server.add_insecure_port(listen)
+            if identity is None:
+                self.port = self.server.add_insecure_port(listen)
+            else:
+                self.port = self.server.add_secure_port(listen, identity.server_credentials())
         except RuntimeError:  # grpc's way of saying the address is taken or invalid
             self.port = 0
         if self.port == 0:

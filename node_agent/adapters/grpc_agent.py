@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from havm.contract.identity import Role, peer_identity
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.config_file import cpu_to_pb
 from node_agent.adapters.grpc_host_admin import HostAdministrationPort, HostAdminServicer
@@ -35,7 +36,13 @@ from node_agent.adapters.vm_messages import (
 )
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile, ProfileTraits
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import AgentError, FailedPrecondition, InvalidArgument, MigrationFailure
+from node_agent.core.errors import (
+    AgentError,
+    FailedPrecondition,
+    InvalidArgument,
+    MigrationFailure,
+    PermissionDenied,
+)
 from node_agent.core.guest import PAGE_SIZE, GuestDevices, page_array
 from node_agent.core.journal import JournalPosition
 from node_agent.core.migration import (
@@ -401,6 +408,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
         async def work() -> agent_pb2.AgentServiceCreateVmResponse:
             if not request.HasField("spec"):
                 raise InvalidArgument("spec: is required")
+            caller = peer_identity(context)
+            if request.take_over and caller is not None and caller.role is not Role.MANAGER:
+                # The lease generation of a take-over is the manager's to issue: an
+                # administrator turning a VM over to this host would run it twice.
+                raise PermissionDenied(
+                    f"taking VM {request.spec.name} over is ordered by the manager only; "
+                    f"{caller.describe()} may create VMs here but not take one over"
+                )
             vm = self._host.create_vm(
                 spec_from_pb(request.spec),
                 request.take_over,

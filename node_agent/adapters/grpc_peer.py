@@ -121,19 +121,21 @@ class GrpcPeerConnector:
 
     What every stream shares is fixed here once: the stall timeout, the host's
     migration network (which a fault can cut), and how a channel to a peer is made
-    (None: a socket; a scenario hands in its in-process channels).
+    (None: a plaintext socket; a secured agent opens mutual TLS to the peer's name, a
+    scenario hands in its in-process channels; either is called with the peer's host
+    name and address).
     """
 
     def __init__(
         self,
         timeout_s: float,
         network: MigrationNetwork,
-        channel: Callable[[str], grpc.aio.Channel] | None = None,
+        channel: Callable[[str, str], grpc.aio.Channel] | None = None,
     ) -> None:
         self._timeout_s = timeout_s
         self._network = network
         self._channel = channel
 
     def __call__(self, host_name: str, address: str) -> MigrationPeer:
-        channel = self._channel(address) if self._channel is not None else None
+        channel = self._channel(host_name, address) if self._channel is not None else None
         return MigrationPeer(host_name, address, self._timeout_s, self._network, channel=channel)

@@ -13,8 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from havm.contract.grpc_policy import RejectUndecodable
+from havm.contract.grpc_policy import CallGuard
+from havm.contract.identity import IdentityFile
 from havm.v1 import agent_pb2, agent_pb2_grpc
+from node_agent.adapters.api_roles import AgentAdmission
 from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, AgentServicer, HostBackend, Leave
 from node_agent.core.errors import AgentError
 
@@ -29,11 +31,18 @@ class ListenError(AgentError):
 class AgentServer:
     """A grpc.aio server bound to one address, with its health servicer."""
 
-    def __init__(self, host: HostBackend, listen: str, leave: Leave | None = None) -> None:
+    def __init__(
+        self,
+        host: HostBackend,
+        listen: str,
+        leave: Leave | None = None,
+        identity: IdentityFile | None = None,
+        admission: AgentAdmission | None = None,
+    ) -> None:
         # Live migration sends chunks of memory larger than gRPC's default limit.
         self._server = grpc.aio.server(
             options=BULK_TRANSFER_OPTIONS,
-            interceptors=[RejectUndecodable(logging.getLogger("node_agent.api"))],
+            interceptors=[CallGuard(logging.getLogger("node_agent.api"), admission)],
         )
         servicer = AgentServicer(host, leave)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, self._server)
@@ -44,7 +53,10 @@ class AgentServer:
         reflection.enable_server_reflection(served, self._server)
         hostname = listen.rsplit(":", 1)[0]
         try:
-            port = self._server.add_insecure_port(listen)
+            if identity is None:
+                port = self._server.add_insecure_port(listen)
+            else:
+                port = self._server.add_secure_port(listen, identity.server_credentials())
         except RuntimeError as exc:
             raise ListenError(f"cannot listen on {listen}: {exc}") from None
         if port == 0:

@@ -84,7 +84,7 @@ class VmHost:
         clock: Callable[[], float] | None = None,
         state_dir: Path | None = None,
         monotonic: Callable[[], float] | None = None,
-        peer_channel: Callable[[str], Any] | None = None,
+        peer_channel: Callable[[str, str], Any] | None = None,
         die: Callable[[], None] | None = None,
     ) -> None:
         # The system's clocks unless given: a scenario's agent runs on virtual time.

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import grpc
+
 from havm.contract.heartbeat_auth import signed
+from havm.contract.identity import IdentityFile, aio_channel
 from havm.mqtt_socket_race import quiet_closed_socket_race
 from node_agent.adapters.allocator import keep_large_buffers
+from node_agent.adapters.api_roles import AgentAdmission
 from node_agent.adapters.clock import SYSTEM_CLOCK
 from node_agent.adapters.files import HostFiles
-from node_agent.adapters.grpc_agent import MAX_MESSAGE_BYTES
+from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, MAX_MESSAGE_BYTES
 from node_agent.adapters.grpc_server import AgentServer
 from node_agent.adapters.host_changes_file import HostChangesFile
 from node_agent.app.host import VmHost
@@ -45,6 +49,9 @@ class AgentOptions:
     state_dir: Path
     listen: str
     broker: tuple[str, int] | None = None
+    # The host's certificate and key: mutual TLS on its server and its migration
+    # streams; None serves plaintext to anyone (--insecure).
+    identity: IdentityFile | None = None
 
 
 class AgentServerPort(Protocol):
@@ -81,17 +88,25 @@ class AgentTransports:
     # The clock port's two readings (node_agent.core.clock); the system's by default.
     clock: Callable[[], float] = SYSTEM_CLOCK.wall
     monotonic: Callable[[], float] = SYSTEM_CLOCK.ticks
-    # How live migration opens a stream to a peer agent; None: a gRPC socket.
-    peer_channel: Callable[[str], Any] | None = None
+    # How live migration opens a stream to a peer agent (host name, address); None: a
+    # plaintext gRPC socket.
+    peer_channel: Callable[[str, str], Any] | None = None
     # How the agent dies at an armed crash point; None: the process exits.
     die: Callable[[], None] | None = None
 
 
-def process_transports(broker: tuple[str, int] | None) -> AgentTransports:
-    """The real ones: gRPC on a socket, the MQTT broker at `broker`, POSIX signals."""
+def process_transports(
+    broker: tuple[str, int] | None, config: HostConfig | None = None, identity: IdentityFile | None = None
+) -> AgentTransports:
+    """The real ones: gRPC on a socket (mutual TLS with `identity`), the MQTT broker at
+    `broker`, POSIX signals."""
 
     def server(host: VmHost, listen: str, leave: Callable[[str], None]) -> AgentServerPort:
-        return AgentServer(host, listen, leave=leave)
+        admission = AgentAdmission(config.name, config.cluster) if config is not None else None
+        return AgentServer(host, listen, leave=leave, identity=identity, admission=admission)
+
+    def peer_channel(host_name: str, address: str) -> grpc.aio.Channel:
+        return aio_channel(address, identity, host_name, BULK_TRANSFER_OPTIONS)
 
     def broker_session(params: BrokerSessionParams) -> BrokerSession:
         # Imported here: the MQTT client is only loaded by agents that use a broker.
@@ -110,13 +125,15 @@ def process_transports(broker: tuple[str, int] | None) -> AgentTransports:
             echo_topic=params.echo_topic,
         )
 
-    return AgentTransports(server, broker_session)
+    return AgentTransports(
+        server, broker_session, peer_channel=peer_channel if identity is not None else None
+    )
 
 
 async def run_agent(options: AgentOptions, transports: AgentTransports | None = None) -> int:
     """Run until SIGTERM, SIGINT or a Shutdown call; return the process exit code."""
     settings = options.config.settings
-    transports = transports or process_transports(options.broker)
+    transports = transports or process_transports(options.broker, options.config, options.identity)
     if transports.handle_signals:
         # Live migration messages: twice the largest, for the copies serialisation makes.
         keep_large_buffers(2 * MAX_MESSAGE_BYTES)

@@ -39,6 +39,10 @@ class InvalidArgument(AgentError):
     code = "INVALID_ARGUMENT"
 
 
+class PermissionDenied(AgentError):
+    code = "PERMISSION_DENIED"
+
+
 class NotFound(AgentError):
     code = "NOT_FOUND"
 

@@ -78,7 +78,7 @@ class World:
             config.write_text(
                 agent_config_json(agent_config(self.topology, self.topology.host(host), self.tmp / "san"))
             )
-            command = [sys.executable, "-m", "node_agent", "--config", str(config)]
+            command = [sys.executable, "-m", "node_agent", "--insecure", "--config", str(config)]
             command += ["--state-dir", str(self.tmp / host), "--listen", addresses[host]]
             self._processes.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
 

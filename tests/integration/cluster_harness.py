@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from havm.contract.identity import MANAGER_NAME, IdentityFile, read_identity_file, sync_channel
 from havm.scenario.cli_bridge import run_cli
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -77,6 +78,18 @@ class LocalCluster:
     def context(self) -> dict:
         return json.loads((self.state_dir / "cluster.json").read_text())
 
+    def identity(self, role: str = "admin") -> IdentityFile | None:
+        """An identity `havm up` issued (None for a cluster started with --insecure)."""
+        path = self.state_dir / "pki" / "clients" / f"{role}.pem"
+        if self.context().get("security") != "mutual_tls":
+            return None
+        return read_identity_file(path)
+
+    def channel(self, name: str, role: str = "admin", address: str | None = None) -> grpc.Channel:
+        """A channel to the manager or an agent ("agent:HOST"), as a client of `role`."""
+        peer = MANAGER_NAME if name == "manager" else name.split(":", 1)[1]
+        return sync_channel(address or self.component(name)["address"], self.identity(role), peer)
+
     def component(self, name: str) -> dict:
         return self.context()["components"][name]
 
@@ -91,8 +104,7 @@ class LocalCluster:
         wait_dead(pid)
 
     def guest_status(self, host: str, vm_id: str) -> agent_pb2.AgentServiceGetGuestStatusResponse:
-        address = self.component(f"agent:{host}")["address"]
-        with grpc.insecure_channel(address) as channel:
+        with self.channel(f"agent:{host}") as channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             return stub.GetGuestStatus(agent_pb2.AgentServiceGetGuestStatusRequest(vm_id=vm_id), timeout=5)
 
@@ -163,7 +175,7 @@ def inventory(cluster: LocalCluster, host: str) -> list[common_pb2.VmRuntime] | 
     if not component.get("pid") or not alive(component["pid"]):
         return None
     try:
-        with grpc.insecure_channel(component["address"]) as channel:
+        with cluster.channel(f"agent:{host}") as channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             response = stub.GetInventory(
                 agent_pb2.AgentServiceGetInventoryRequest(), timeout=INVENTORY_TIMEOUT_S

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import grpc
 import pytest
 from cluster_harness import LocalCluster, active_copies, assert_invariant, wait_for
 
@@ -20,7 +19,7 @@ NODES = ["node1", "node2", "node3", "node4"]
 
 
 def agent(cluster: LocalCluster, host: str) -> agent_pb2_grpc.AgentServiceStub:
-    channel = grpc.insecure_channel(cluster.component(f"agent:{host}")["address"])
+    channel = cluster.channel(f"agent:{host}")
     return agent_pb2_grpc.AgentServiceStub(channel)
 
 

@@ -382,7 +382,7 @@ def kill_manager_at_first_restart(cluster: LocalCluster, host: str, killed: thre
     the first failover restart away from `host`: the rest of that failover is cut short."""
     manager = cluster.component("manager")
     try:
-        with grpc.insecure_channel(manager["address"]) as channel:
+        with cluster.channel("manager") as channel:
             stub = manager_pb2_grpc.ManagerServiceStub(channel)
             for response in stub.WatchEvents(manager_pb2.WatchEventsRequest(follow=True), timeout=15):
                 event = response.event

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import grpc
 import pytest
 from cluster_harness import LocalCluster, alive, wait_for
 
@@ -188,8 +187,7 @@ def test_a_vm_made_behind_the_managers_back_is_imported(default_cluster: LocalCl
         storage=common_pb2.StorageLocation(kind=common_pb2.STORAGE_KIND_LOCAL_DISK, name="C"),
         highly_available=False,
     )
-    address = default_cluster.component("agent:node3")["address"]
-    with grpc.insecure_channel(address) as channel:
+    with default_cluster.channel("agent:node3") as channel:
         agent_pb2_grpc.AgentServiceStub(channel).CreateVm(
             agent_pb2.AgentServiceCreateVmRequest(spec=spec), timeout=5
         )

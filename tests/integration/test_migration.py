@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from cluster_harness import (
     HAVM,
@@ -102,7 +101,7 @@ def api(cluster: LocalCluster) -> manager_pb2_grpc.ManagerServiceStub:
     (quicker than a `havm` process per call)."""
     address = cluster.component("manager")["address"]
     if address not in _stubs:
-        _stubs[address] = manager_pb2_grpc.ManagerServiceStub(grpc.insecure_channel(address))
+        _stubs[address] = manager_pb2_grpc.ManagerServiceStub(cluster.channel("manager"))
     return _stubs[address]
 
 

@@ -104,6 +104,7 @@ class ManagerProcess:
             self.address,
             "--refresh-interval",
             str(self.refresh_interval_s),
+            "--insecure",
             *self.extra_args,
         ]
 

@@ -256,7 +256,7 @@ def test_the_managers_flags_win_over_the_topologys_placement_section() -> None:
     data["clusters"] = []
     data["placement"] = {"goal": "resource_maximization", "memory_weight": 2}
     topology = parse_topology(data)
-    base = ["--topology", "t.yaml", "--state-dir", "s", "--listen", "127.0.0.1:1"]
+    base = ["--topology", "t.yaml", "--state-dir", "s", "--listen", "127.0.0.1:1", "--insecure"]
     chosen = placement_settings(parse_args(base), topology)
     assert chosen["placement_goal"] is PlacementGoal.RESOURCE_MAXIMIZATION
     assert chosen["rating_weights"] == RatingWeights(memory=2.0, cpu=1.0)

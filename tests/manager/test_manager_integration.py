@@ -363,6 +363,7 @@ def test_a_bad_topology_exits_2_naming_the_field(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "manager",
+            "--insecure",
             "--topology",
             str(topology),
             "--state-dir",
@@ -395,6 +396,7 @@ def test_an_address_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
                 sys.executable,
                 "-m",
                 "manager",
+                "--insecure",
                 "--topology",
                 str(topology),
                 "--state-dir",
@@ -476,6 +478,7 @@ def test_refresh_interval_must_be_finite_and_positive(tmp_path: Path, value: str
             sys.executable,
             "-m",
             "manager",
+            "--insecure",
             "--topology",
             str(tmp_path / "t.yaml"),
             "--state-dir",
@@ -522,7 +525,8 @@ def test_a_bad_heartbeat_secret_is_one_sentence(tmp_path: Path, content: str | N
     if content is not None:
         path.write_text(content)
     topology = REPO_ROOT / "havm" / "cli" / "default_topology.yaml"
-    argv = [sys.executable, "-m", "manager", "--topology", str(topology), "--state-dir", str(tmp_path / "s")]
+    argv = [sys.executable, "-m", "manager", "--insecure", "--topology", str(topology)]
+    argv += ["--state-dir", str(tmp_path / "s")]
     argv += ["--listen", "127.0.0.1:0", "--heartbeat-secret", str(path)]
     result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, timeout=20)
     assert result.returncode == 2

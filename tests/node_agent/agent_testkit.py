@@ -191,6 +191,7 @@ def agent_command(config: Path, state_dir: Path, listen: str, broker: str | None
         sys.executable,
         "-m",
         "node_agent",
+        "--insecure",
         "--config",
         str(config),
         "--state-dir",

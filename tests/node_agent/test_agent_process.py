@@ -303,9 +303,11 @@ def test_sigterm_stops_cleanly_and_running_vms_come_back(start_agent, tmp_path: 
     assert second.get("vm-1").state == ST.VM_STATE_RUNNING
 
 
-def _run_agent(argv_tail: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run_agent(
+    argv_tail: list[str], tmp_path: Path, security: tuple[str, ...] = ("--insecure",)
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node_agent", *argv_tail],
+        [sys.executable, "-m", "node_agent", *security, *argv_tail],
         capture_output=True,
         text=True,
         timeout=20,
@@ -396,10 +398,44 @@ def test_bad_topology_mode_arguments_exit_2_with_one_line(
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+@pytest.mark.parametrize(
+    ("security", "message"),
+    [
+        ((), "one of the arguments --identity --insecure is required"),
+        (("--identity", "/nonexistent.pem"), "--identity: /nonexistent.pem: cannot read it"),
+        (("--identity", "/etc/hostname"), "--identity: /etc/hostname: holds no PEM certificate"),
+        (("--identity", "{reader}"), "is the identity of reader identity 'reader', not of agent 'node1'"),
+        (
+            ("--identity", "{node1}"),
+            "names no cluster for host node1, whose configuration says cluster cluster1",
+        ),
+    ],
+)
+def test_an_agent_must_be_given_an_identity_or_insecure(
+    tmp_path: Path, security: tuple[str, ...], message: str
+) -> None:
+    from havm.cli.cluster_pki import issue, load_or_create_ca
+    from havm.contract.identity import Role
+
+    ca = load_or_create_ca(tmp_path / "pki")
+    files = {"reader": issue(ca, Role.READER, "reader"), "node1": issue(ca, Role.AGENT, "node1")}
+    for name, data in files.items():
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    security = tuple(arg.format(**{n: tmp_path / f"{n}.pem" for n in files}) for arg in security)
+    argv = ["--topology", str(DEFAULT_TOPOLOGY), "--host", "node1", "--san-root", str(tmp_path / "san")]
+    result = _run_agent(
+        [*argv, "--state-dir", str(tmp_path / "s"), "--listen", "127.0.0.1:1"], tmp_path, security
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
 def test_an_agent_takes_its_host_from_the_topology(tmp_path: Path) -> None:
     """The container form: the cluster's topology, the host's name and the shared SAN."""
     address = f"127.0.0.1:{free_port()}"
-    argv = [sys.executable, "-m", "node_agent", "--topology", str(DEFAULT_TOPOLOGY), "--host", "node3"]
+    argv = [sys.executable, "-m", "node_agent", "--insecure", "--topology", str(DEFAULT_TOPOLOGY)]
+    argv += ["--host", "node3"]
     argv += ["--san-root", str(tmp_path / "san"), "--state-dir", str(tmp_path / "s"), "--listen", address]
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
