@@ -404,10 +404,10 @@ def test_bad_topology_mode_arguments_exit_2_with_one_line(
         ((), "one of the arguments --identity --insecure is required"),
         (("--identity", "/nonexistent.pem"), "--identity: /nonexistent.pem: cannot read it"),
         (("--identity", "/etc/hostname"), "--identity: /etc/hostname: holds no PEM certificate"),
-        (("--identity", "{reader}"), "is the identity of reader identity 'reader', not of agent 'node1'"),
+        (("--identity", "{reader}"), "holds the reader identity 'reader', not the agent identity 'node1'"),
         (
             ("--identity", "{node1}"),
-            "names no cluster for host node1, whose configuration says cluster cluster1",
+            "names no cluster for host node1, whose configuration says cluster1",
         ),
     ],
 )
