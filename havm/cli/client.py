@@ -20,6 +20,7 @@ import grpc
 from havm.cli import errors
 from havm.contract.grpc_policy import API_CHANNEL_OPTIONS
 from havm.contract.identity import MANAGER_NAME, IdentityFile, sync_channel
+from havm.healthcheck import tcp_ready
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 
 _START_HINT = "is the cluster running? start it with `havm up`"
@@ -250,6 +251,11 @@ class ManagerClient:
             hint = _START_HINT
             if self.identity is not None:
                 hint += f"; with identity {self.identity.identity.name!r}, the manager must trust its CA"
+            elif tcp_ready(self.address):
+                hint = (
+                    "it takes connections, but not plaintext ones: "
+                    "a cluster with mutual TLS needs --identity FILE"
+                )
             return errors.ManagerUnreachable(f"cannot reach the manager at {self.address} ({hint})")
         error_class = _BY_CODE.get(code, errors.ManagerCallError)
         return error_class(details)

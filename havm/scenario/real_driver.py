@@ -20,7 +20,8 @@ from pathlib import Path
 
 import grpc
 
-from havm.cli.context import read_context
+from havm.cli.context import client_identity, read_context
+from havm.contract.identity import MANAGER_NAME, aio_channel
 from havm.scenario.cli_bridge import CommandResult
 from havm.scenario.runner import Copy, ScenarioResult, run_steps
 from havm.scenario.steps import ScenarioFolder
@@ -35,7 +36,8 @@ COMMAND_TIMEOUT_S = 300.0
 class RealDriver:
     def __init__(self, state_dir: Path, manager: str, agents: dict[str, str]) -> None:
         self.state_dir = state_dir
-        self._channel = grpc.aio.insecure_channel(manager)
+        self._identity = client_identity(None, state_dir)
+        self._channel = aio_channel(manager, self._identity, MANAGER_NAME)
         self._agents = agents
         self.start = time.monotonic()
         self._start_wall = time.time()
@@ -64,7 +66,7 @@ class RealDriver:
             return None
         copies = []
         for host, address in sorted(self._agents.items()):
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with aio_channel(address, self._identity, host) as channel:
                 stub = agent_pb2_grpc.AgentServiceStub(channel)
                 try:
                     reply = await stub.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=5)

@@ -48,6 +48,11 @@ def _manager(local: LocalCluster) -> str:
     return str(local.component("manager")["address"])
 
 
+def _admin(local: LocalCluster) -> str:
+    """The admin identity `havm up` issued: what a command given only --manager needs."""
+    return str(local.state_dir / "pki" / "clients" / "admin.pem")
+
+
 def _read_until(fd: int, wanted: str, timeout: float = 30) -> str:
     """What the terminal showed, read until `wanted` appears (or the other side closes)."""
     chunks: list[bytes] = []
@@ -97,7 +102,7 @@ def test_migration_progress_bar_goes_to_a_terminal_stderr_only(local: LocalClust
     process = subprocess.Popen(
         [sys.executable, "-m", "havm.cli.main", *argv],
         cwd=tmp_path,
-        env=_env(),
+        env=_env(HAVM_IDENTITY=_admin(local)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=secondary,
@@ -125,7 +130,7 @@ def test_ctrl_c_while_waiting_for_a_job_exits_130_quietly(local: LocalCluster, t
     process = subprocess.Popen(
         [sys.executable, "-m", "havm.cli.main", "--manager", _manager(local), "job", "watch", job_id],
         cwd=tmp_path,
-        env=_env(),
+        env=_env(HAVM_IDENTITY=_admin(local)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=secondary,
@@ -155,13 +160,22 @@ def test_vm_delete_without_a_terminal_needs_no_prompt(local: LocalCluster) -> No
 
 
 def test_manager_address_from_the_environment(local: LocalCluster, tmp_path: Path) -> None:
-    result = run_havm(["vm", "list", "-o", "json"], tmp_path, {"HAVM_MANAGER": _manager(local)})
+    environment = {"HAVM_MANAGER": _manager(local), "HAVM_IDENTITY": _admin(local)}
+    result = run_havm(["vm", "list", "-o", "json"], tmp_path, environment)
     assert result.returncode == 0, result.stderr
     assert isinstance(result.json(), list)
+    # Without an identity, a manager that serves mutual TLS only cannot be reached.
+    result = run_havm(["vm", "list"], tmp_path, {"HAVM_MANAGER": _manager(local)})
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: cannot reach the manager at {_manager(local)} (it takes connections, but not plaintext "
+        "ones: a cluster with mutual TLS needs --identity FILE)\n"
+    )
 
 
 def test_status_without_context_shows_the_manager(local: LocalCluster, tmp_path: Path) -> None:
-    result = run_havm(["--manager", _manager(local), "status", "-o", "json"], tmp_path)
+    given = ["--manager", _manager(local), "--identity", _admin(local)]
+    result = run_havm([*given, "status", "-o", "json"], tmp_path)
     assert result.returncode == 0, result.stderr
     status = result.json()
     assert status["components"] == []
@@ -170,7 +184,7 @@ def test_status_without_context_shows_the_manager(local: LocalCluster, tmp_path:
     assert manager["vmm_version"] == "2008r2"
     assert (manager["hosts_total"], manager["hosts_ok"]) == (2, 2)
     assert [c["name"] for c in manager["clusters"]] == ["hv1"]
-    table = run_havm(["--manager", _manager(local), "status"], tmp_path)
+    table = run_havm([*given, "status"], tmp_path)
     assert (
         table.returncode == 0
         and "hosts 2/2 ok" in table.stdout
@@ -204,11 +218,12 @@ def test_status_lists_local_processes_from_the_context_file(local: LocalCluster,
             },
         )
     )
-    result = run_havm(["--state-dir", str(state_dir), "status", "-o", "json"], tmp_path)
+    admin = {"HAVM_IDENTITY": _admin(local)}
+    result = run_havm(["--state-dir", str(state_dir), "status", "-o", "json"], tmp_path, admin)
     assert result.returncode == 0, result.stderr
     components = {c["name"]: c for c in result.json()["components"]}
     assert components["manager"]["alive"] is True and components["manager"]["address"] == _manager(local)
     assert components["agent:node1"]["alive"] is False
-    table = run_havm(["status"], tmp_path, {"HAVM_STATE_DIR": str(state_dir)})
+    table = run_havm(["status"], tmp_path, {"HAVM_STATE_DIR": str(state_dir), **admin})
     assert table.returncode == 0, table.stderr
     assert "agent:node1" in table.stdout and "hosts 2/2 ok" in table.stdout
