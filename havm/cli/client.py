@@ -8,14 +8,17 @@ is told apart from a manager that answered "a host is unavailable".
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import grpc
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from havm.cli import errors
 from havm.contract.grpc_policy import API_CHANNEL_OPTIONS
@@ -24,6 +27,8 @@ from havm.healthcheck import tcp_ready
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
 
 _START_HINT = "is the cluster running? start it with `havm up`"
+# The metadata key of a change's request id (the manager's side: manager.adapters.grpc_server).
+REQUEST_ID_KEY = "havm-request-id"
 
 _BY_CODE: dict[grpc.StatusCode, type[errors.ManagerCallError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -55,6 +60,8 @@ class ClientSettings:
     reachability_probe_s: float = 1.0
     # How long closing the channel may take when the command ends.
     close_timeout_s: float = 2.0
+    # Between two attempts to reach a manager that did not answer.
+    retry_interval_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,16 @@ class ManagerClient:
             else sync_channel(address, identity, MANAGER_NAME, API_CHANNEL_OPTIONS)
         )
         self._stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
+        # Set once the channel was connected: a manager that was there and went away
+        # (it restarts) is waited for; one that never answered is not.
+        self._was_connected = threading.Event()
+        self._channel.subscribe(self._on_connectivity, try_to_connect=False)
         clock = clock or ClientClock()
         self.monotonic, self.sleep = clock.monotonic, clock.sleep
+
+    def _on_connectivity(self, state: grpc.ChannelConnectivity) -> None:
+        if state is grpc.ChannelConnectivity.READY:
+            self._was_connected.set()
 
     def close(self) -> None:
         # grpc's close waits until every call on the channel has ended; a stream that a
@@ -159,65 +174,79 @@ class ManagerClient:
     # Changes: each returns the job that carries it out.
 
     def update_cluster(self, request: manager_pb2.UpdateClusterRequest) -> manager_pb2.UpdateClusterResponse:
-        return self._call(self._stub.UpdateCluster, request)
+        return self._mutate(self._stub.UpdateCluster, request)
 
     def start_maintenance(self, host: str, mode: manager_pb2.MaintenanceMode) -> manager_pb2.Job:
         request = manager_pb2.StartMaintenanceRequest(host=host, mode=mode)
-        return self._call(self._stub.StartMaintenance, request).job
+        return self._mutate(self._stub.StartMaintenance, request).job
 
     def add_host(self, config: common_pb2.HostConfig) -> manager_pb2.AddHostResponse:
-        return self._call(self._stub.AddHost, manager_pb2.AddHostRequest(host=config))
+        return self._mutate(self._stub.AddHost, manager_pb2.AddHostRequest(host=config))
 
     def remove_host(self, name: str) -> manager_pb2.Job:
-        return self._call(self._stub.RemoveHost, manager_pb2.RemoveHostRequest(name=name)).job
+        return self._mutate(self._stub.RemoveHost, manager_pb2.RemoveHostRequest(name=name)).job
 
     def stop_maintenance(self, host: str) -> manager_pb2.Job:
         request = manager_pb2.StopMaintenanceRequest(host=host)
-        return self._call(self._stub.StopMaintenance, request).job
+        return self._mutate(self._stub.StopMaintenance, request).job
 
     def refresh_cluster(self, target: str = "") -> manager_pb2.Job:
         request = manager_pb2.RefreshClusterRequest(target=target)
-        return self._call(self._stub.RefreshCluster, request).job
+        return self._mutate(self._stub.RefreshCluster, request).job
 
     def create_vm(self, request: manager_pb2.CreateVmRequest) -> manager_pb2.CreateVmResponse:
-        return self._call(self._stub.CreateVm, request)
+        return self._mutate(self._stub.CreateVm, request)
 
     def operate_vm(self, name: str, operation: agent_pb2.VmOperation) -> manager_pb2.Job:
         request = manager_pb2.OperateVmRequest(name=name, operation=operation)
-        return self._call(self._stub.OperateVm, request).job
+        return self._mutate(self._stub.OperateVm, request).job
 
     def update_vm(self, request: manager_pb2.UpdateVmRequest) -> manager_pb2.UpdateVmResponse:
-        return self._call(self._stub.UpdateVm, request)
+        return self._mutate(self._stub.UpdateVm, request)
 
     def repair_vm(self, name: str, action: manager_pb2.RepairAction) -> manager_pb2.RepairVmResponse:
-        return self._call(self._stub.RepairVm, manager_pb2.RepairVmRequest(name=name, action=action))
+        return self._mutate(self._stub.RepairVm, manager_pb2.RepairVmRequest(name=name, action=action))
 
     def shutdown_host(self, host: str, action: manager_pb2.ShutdownAction) -> manager_pb2.Job:
         request = manager_pb2.ShutdownHostRequest(host=host, action=action)
-        return self._call(self._stub.ShutdownHost, request).job
+        return self._mutate(self._stub.ShutdownHost, request).job
 
     def migrate_vm(self, request: manager_pb2.MigrateVmRequest) -> manager_pb2.MigrateVmResponse:
-        return self._call(self._stub.MigrateVm, request)
+        return self._mutate(self._stub.MigrateVm, request)
 
     def migrate_vm_storage(
         self, request: manager_pb2.MigrateVmStorageRequest
     ) -> manager_pb2.MigrateVmStorageResponse:
-        return self._call(self._stub.MigrateVmStorage, request)
+        return self._mutate(self._stub.MigrateVmStorage, request)
 
     def delete_vm(self, name: str) -> manager_pb2.Job:
-        return self._call(self._stub.DeleteVm, manager_pb2.DeleteVmRequest(name=name)).job
+        return self._mutate(self._stub.DeleteVm, manager_pb2.DeleteVmRequest(name=name)).job
 
     def watch_job(self, job_id: str) -> Generator[manager_pb2.Job]:
-        """The job now, then each change, until the manager ends the stream."""
+        """The job now, then each change, until the manager ends the stream. A manager
+        that stops answering meanwhile (it restarts) is waited for up to
+        `manager_restart_grace_s`, and the job followed again."""
         request = manager_pb2.WatchJobRequest(id=job_id)
-        call = self._stub.WatchJob(request, timeout=self.settings.job_timeout_s)
-        try:
-            for reply in call:
-                yield reply.job
-        except grpc.RpcError as exc:
-            raise self._translate(exc, self.settings.job_timeout_s) from None
-        finally:
-            _cancel(call)
+        lost_at: float | None = None
+        while True:
+            call = self._stub.WatchJob(request, timeout=self.settings.job_timeout_s)
+            try:
+                for reply in call:
+                    lost_at = None
+                    yield reply.job
+                return
+            except grpc.RpcError as exc:
+                error = self._translate(exc, self.settings.job_timeout_s)
+                if not isinstance(error, errors.ManagerUnreachable):
+                    raise error from None
+                if not self._lost_manager():
+                    raise error from None
+                lost_at = lost_at if lost_at is not None else self.monotonic()
+                if self.monotonic() - lost_at > self.settings.manager_restart_grace_s:
+                    raise error from None
+            finally:
+                _cancel(call)
+            self.sleep(self.settings.retry_interval_s)
 
     def watch_events(self, replay: int, follow: bool) -> Generator[manager_pb2.Event]:
         """Up to `replay` recent events, then (with `follow`) each new one until Ctrl-C."""
@@ -234,9 +263,30 @@ class ManagerClient:
 
     # Plumbing.
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _mutate(self, method: Any, request: Any) -> Any:
+        """A call that changes something, named by a request id of its own: sent again
+        with the same id while the manager cannot be reached (it restarts, say), up to
+        `manager_restart_grace_s`; the manager does it once and answers every copy with
+        the same job."""
+        # From the OS, not uuid4: a scenario seeds uuid4 for the ids it records.
+        metadata = ((REQUEST_ID_KEY, str(uuid.UUID(bytes=os.urandom(16), version=4))),)
+        retrying = Retrying(
+            retry=retry_if_exception(self._lost_manager),
+            stop=stop_after_delay(self.settings.manager_restart_grace_s),
+            wait=wait_fixed(self.settings.retry_interval_s),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(self._call, method, request, metadata)
+
+    def _lost_manager(self, error: BaseException | None = None) -> bool:
+        """The manager answered this command before and cannot be reached now."""
+        unreachable = error is None or isinstance(error, errors.ManagerUnreachable)
+        return unreachable and self._was_connected.is_set()
+
+    def _call(self, method: Any, request: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         try:
-            return method(request, timeout=self.settings.call_timeout_s)
+            return method(request, timeout=self.settings.call_timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
             raise self._translate(exc, self.settings.call_timeout_s) from None
 

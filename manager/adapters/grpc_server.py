@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -47,7 +49,7 @@ from manager.adapters.request_mapping import (
 from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork
 from manager.core.cluster_groups import ClusterGroup
-from manager.core.errors import ManagerError
+from manager.core.errors import InvalidArgumentError, ManagerError
 from manager.core.host_choice import RatingsView, VmShape
 from manager.core.maintenance import MaintenanceMode
 from manager.core.model import (
@@ -137,6 +139,10 @@ class ManagerApi(Protocol):
     def cluster_groups(self, name: str) -> tuple[ClusterGroup, ...]: ...
     def vm_paths(self, vms: list[VmRecord]) -> dict[str, str]: ...
     def start_maintenance(self, host: str, mode: MaintenanceMode | None) -> JobRecord: ...
+    def requested(self, request_id: str) -> AbstractContextManager[None]: ...
+    def job_for_request(self, request_id: str) -> JobRecord | None: ...
+    def migration_of_job(self, job_id: str) -> MigrationRecord | None: ...
+    def find_vm(self, name: str) -> VmRecord | None: ...
     def stop_maintenance(self, host: str) -> JobRecord: ...
     def rate_hosts(self, shape: VmShape) -> RatingsView: ...
     def update_cluster(self, name: str, reserve: int | None) -> tuple[JobRecord, ClusterRecord]: ...
@@ -176,6 +182,43 @@ def unary(
     return wrapper
 
 
+# The metadata key a client names its request with: the same id sent again (a retry
+# after a manager restart) gets the job the first one started, not a second change.
+REQUEST_ID_KEY = "havm-request-id"
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY:
+            text = value if isinstance(value, str) else value.decode(errors="replace")
+            try:
+                return str(uuid.UUID(text))
+            except ValueError:
+                raise InvalidArgumentError(f"{REQUEST_ID_KEY}: must be a UUID, got {text[:64]!r}") from None
+    return None
+
+
+def mutation(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """A call that changes something and answers with the job doing it: with a request
+    id, it is done once; the same id again answers with that job."""
+
+    @functools.wraps(method)
+    async def wrapper(self: ManagerServicer, request: Any, context: grpc.aio.ServicerContext) -> R:
+        request_id = _request_id(context)
+        if request_id is None:
+            return await method(self, request, context)
+        done = self._app.job_for_request(request_id)
+        if done is not None:
+            log.info("%s: request %s was made before: answered with its job", method.__name__, request_id)
+            return cast(R, self._replay(method.__name__, done))
+        with self._app.requested(request_id):
+            return await method(self, request, context)
+
+    return wrapper
+
+
 def _host(view: HostViewLike) -> manager_pb2.Host:
     return host_to_proto(view.host, view.vm_count, view.rating)
 
@@ -186,6 +229,22 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
 
     def _vm(self, vm: VmRecord) -> manager_pb2.Vm:
         return self._vms([vm])[0]
+
+    def _replay(self, method: str, job: JobRecord) -> Any:
+        """The answer to a request made again: its job, and what the first answer named
+        beside it where it still exists (the VM, the migration)."""
+        response = getattr(manager_pb2, f"{method}Response")()
+        response.job.CopyFrom(job_to_proto(job))
+        fields = response.DESCRIPTOR.fields_by_name
+        if "vm" in fields:
+            vm = self._app.find_vm(job.target)
+            if vm is not None:
+                response.vm.CopyFrom(self._vm(vm))
+        if "migration" in fields:
+            migration = self._app.migration_of_job(job.id)
+            if migration is not None:
+                response.migration.CopyFrom(migration_to_proto(migration))
+        return response
 
     def _vms(self, vms: list[VmRecord]) -> list[manager_pb2.Vm]:
         paths = self._app.vm_paths(vms)
@@ -230,10 +289,12 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.GetClusterResponse(cluster=self._cluster(cluster))
 
     @unary
+    @mutation
     async def RefreshCluster(self, request: Any, context: Any) -> manager_pb2.RefreshClusterResponse:
         return manager_pb2.RefreshClusterResponse(job=job_to_proto(self._app.refresh(request.target)))
 
     @unary
+    @mutation
     async def CreateVm(self, request: Any, context: Any) -> manager_pb2.CreateVmResponse:
         command = CreateVmCommand(
             name=request.name,
@@ -262,11 +323,13 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.GetVmResponse(vm=self._vm(self._app.get_vm(request.name)))
 
     @unary
+    @mutation
     async def OperateVm(self, request: Any, context: Any) -> manager_pb2.OperateVmResponse:
         operation = operation_from_proto(request.operation)
         return manager_pb2.OperateVmResponse(job=job_to_proto(self._app.operate_vm(request.name, operation)))
 
     @unary
+    @mutation
     async def DeleteVm(self, request: Any, context: Any) -> manager_pb2.DeleteVmResponse:
         return manager_pb2.DeleteVmResponse(job=job_to_proto(self._app.delete_vm(request.name)))
 
@@ -281,12 +344,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.GetJobResponse(job=job_to_proto(self._app.get_job(request.id)))
 
     @unary
+    @mutation
     async def UpdateVm(self, request: Any, context: Any) -> manager_pb2.UpdateVmResponse:
         policy = policy_from_proto(request.failover_policy) if request.HasField("failover_policy") else None
         job, vm = self._app.update_vm(request.name, settings_change_from_proto(request), policy)
         return manager_pb2.UpdateVmResponse(job=job_to_proto(job), vm=self._vm(vm))
 
     @unary
+    @mutation
     async def RepairVm(self, request: Any, context: Any) -> manager_pb2.RepairVmResponse:
         job, vm = self._app.repair_vm(request.name, repair_action_from_proto(request.action))
         return manager_pb2.RepairVmResponse(job=job_to_proto(job), vm=self._vm(vm))
@@ -297,17 +362,20 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.ListClusterGroupsResponse(groups=[cluster_group_to_proto(g) for g in groups])
 
     @unary
+    @mutation
     async def ShutdownHost(self, request: Any, context: Any) -> manager_pb2.ShutdownHostResponse:
         job = self._app.shutdown_host(request.host, shutdown_action_from_proto(request.action))
         return manager_pb2.ShutdownHostResponse(job=job_to_proto(job))
 
     @unary
+    @mutation
     async def MigrateVm(self, request: Any, context: Any) -> manager_pb2.MigrateVmResponse:
         policy = no_converge_from_proto(request.no_converge)
         job, migration = await self._app.migrate_vm(request.name, request.host, request.quick, policy)
         return manager_pb2.MigrateVmResponse(job=job_to_proto(job), migration=migration_to_proto(migration))
 
     @unary
+    @mutation
     async def MigrateVmStorage(self, request: Any, context: Any) -> manager_pb2.MigrateVmStorageResponse:
         storage = requested_storage_from_proto(request.storage) if request.HasField("storage") else None
         job, migration = await self._app.migrate_vm_storage(request.name, request.host, storage)
@@ -334,12 +402,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return ratings_to_proto(self._app.rate_hosts(shape))
 
     @unary
+    @mutation
     async def UpdateCluster(self, request: Any, context: Any) -> manager_pb2.UpdateClusterResponse:
         reserve = request.reserve if request.HasField("reserve") else None
         job, cluster = self._app.update_cluster(request.name, reserve)
         return manager_pb2.UpdateClusterResponse(job=job_to_proto(job), cluster=self._cluster(cluster))
 
     @unary
+    @mutation
     async def StartMaintenance(self, request: Any, context: Any) -> manager_pb2.StartMaintenanceResponse:
         mode = maintenance_mode_from_proto(request.mode)
         return manager_pb2.StartMaintenanceResponse(
@@ -347,15 +417,18 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         )
 
     @unary
+    @mutation
     async def StopMaintenance(self, request: Any, context: Any) -> manager_pb2.StopMaintenanceResponse:
         return manager_pb2.StopMaintenanceResponse(job=job_to_proto(self._app.stop_maintenance(request.host)))
 
     @unary
+    @mutation
     async def AddHost(self, request: Any, context: Any) -> manager_pb2.AddHostResponse:
         job, host = self._app.host_admin.add(host_spec_from_proto(request.host))
         return manager_pb2.AddHostResponse(job=job_to_proto(job), host=host_to_proto(host, 0, 0.0))
 
     @unary
+    @mutation
     async def RemoveHost(self, request: Any, context: Any) -> manager_pb2.RemoveHostResponse:
         return manager_pb2.RemoveHostResponse(job=job_to_proto(self._app.host_admin.remove(request.name)))
 

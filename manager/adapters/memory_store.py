@@ -15,6 +15,7 @@ class MemoryStore:
         self._jobs: dict[str, JobRecord] = {}
         # Insertion order breaks ties between jobs created in the same instant.
         self._job_order: dict[str, int] = {}
+        self._job_by_request: dict[str, str] = {}
         self._migrations: dict[str, MigrationRecord] = {}
         self._migration_order: dict[str, int] = {}
 
@@ -72,6 +73,12 @@ class MemoryStore:
     def put_job(self, job: JobRecord) -> None:
         self._job_order.setdefault(job.id, len(self._job_order))
         self._jobs[job.id] = job
+        if job.request_id:
+            self._job_by_request[job.request_id] = job.id
+
+    def get_job_by_request(self, request_id: str) -> JobRecord | None:
+        job_id = self._job_by_request.get(request_id)
+        return self._jobs.get(job_id) if job_id is not None else None
 
     def get_migration(self, migration_id: str) -> MigrationRecord | None:
         return self._migrations.get(migration_id)

@@ -305,6 +305,7 @@ def _job(raw: dict[str, Any]) -> JobRecord:
             JobStep(s["vm"], JobStepOutcome(s["outcome"]), s["host"], s["detail"])
             for s in raw.get("steps", ())
         ),
+        request_id=raw.get("request_id", ""),
     )
 
 
@@ -318,6 +319,14 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._add_request_ids()
+
+    def _add_request_ids(self) -> None:
+        """A database of a manager from before request ids gets their column."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "request_id" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN request_id TEXT")
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id)")
 
     def _one(self, sql: str, *args: object) -> dict[str, Any] | None:
         row = self._db.execute(sql, args).fetchone()
@@ -411,10 +420,23 @@ class SqliteStore:
 
     def put_job(self, job: JobRecord) -> None:
         self._db.execute(
-            "INSERT INTO jobs (id, kind, target, state, created_at, data) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO jobs (id, kind, target, state, created_at, data, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, data = excluded.data",
-            (job.id, job.kind, job.target, job.state.value, job.created_at.isoformat(), _encode(job)),
+            (
+                job.id,
+                job.kind,
+                job.target,
+                job.state.value,
+                job.created_at.isoformat(),
+                _encode(job),
+                job.request_id or None,
+            ),
         )
+
+    def get_job_by_request(self, request_id: str) -> JobRecord | None:
+        raw = self._one("SELECT data FROM jobs WHERE request_id = ?", request_id)
+        return _job(raw) if raw else None
 
     def get_migration(self, migration_id: str) -> MigrationRecord | None:
         raw = self._one("SELECT data FROM migrations WHERE id = ?", migration_id)

@@ -7,9 +7,11 @@ through in-process queues, so WatchJob streams without polling the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime
 
@@ -21,6 +23,9 @@ from manager.core.store import Store
 log = logging.getLogger(__name__)
 
 RESTARTED = "the manager restarted while this job ran"
+# The client's request id, while the call that carries it runs: the first job the call
+# starts records it, so that the same request sent again finds that job.
+_REQUESTED_ID: ContextVar[str | None] = ContextVar("requested_job_id", default=None)
 STOPPED = "the manager stopped while this job ran"
 
 
@@ -84,6 +89,19 @@ class JobBook:
             interrupted += 1
         return interrupted
 
+    @contextlib.contextmanager
+    def requested(self, request_id: str) -> Iterator[None]:
+        """While inside, the first job started records `request_id`."""
+        token = _REQUESTED_ID.set(request_id)
+        try:
+            yield
+        finally:
+            _REQUESTED_ID.reset(token)
+
+    def for_request(self, request_id: str) -> JobRecord | None:
+        """The job a request with this id started, if one did."""
+        return self._store.get_job_by_request(request_id)
+
     def adopt(self, job_id: str) -> JobHandle:
         """A handle on a job a previous process left running, to report on and end it."""
         self._get(job_id)
@@ -93,8 +111,12 @@ class JobBook:
         """Run `work` as a new job. A `resumable` job whose process stops stays running
         in the store, for the next process to `adopt` (see fail_interrupted)."""
         now = self._clock()
+        requested = _REQUESTED_ID.get()
+        if requested is not None:
+            _REQUESTED_ID.set(None)  # a second job of the same call gets an id of its own
         job = JobRecord(
             id=str(uuid.uuid4()),
+            request_id=requested or "",
             kind=kind,
             target=target,
             state=JobState.RUNNING,

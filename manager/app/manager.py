@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from manager.app.events import EventBus, EventingStore
 from manager.app.failback import FailbackService
 from manager.app.ha import HaService
 from manager.app.host_admin import HostAdmin
+from manager.app.interrupted_creates import InterruptedCreates
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.maintenance import MaintenanceService
 from manager.app.migrations import MigrationService
@@ -121,6 +123,7 @@ class ManagerApp:
             self.vms.vm_versions,
             DuplicateResolver(store, agents, self.vms, self.events, clock),
         )
+        self.interrupted_creates = InterruptedCreates(store, self.jobs, self.refresher)
         self.repairs = RepairService(
             store, self.jobs, self.vms, agents, settings, self.refresher, self.judging.accept
         )
@@ -151,6 +154,7 @@ class ManagerApp:
         self._ha_task: asyncio.Task[None] | None = None
         self._capacity_task: asyncio.Task[None] | None = None
         self._recovery_task: asyncio.Task[None] | None = None
+        self._creates_task: asyncio.Task[None] | None = None
         self._failback_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
@@ -191,7 +195,8 @@ class ManagerApp:
         # Before the jobs: a running migration's VM must stay out of the first refresh.
         self.migrations.settle_queued()
         interrupted = self.jobs.fail_interrupted(
-            settled_later=self.migrations.jobs_being_settled(), concluded=self.migrations.concluded_jobs()
+            settled_later=self.migrations.jobs_being_settled() | self.interrupted_creates.take(),
+            concluded=self.migrations.concluded_jobs(),
         )
         if interrupted:
             log.warning("%d job(s) were running when the manager last stopped: marked failed", interrupted)
@@ -218,6 +223,7 @@ class ManagerApp:
     def start_background(self) -> None:
         loop = asyncio.get_running_loop()
         self._recovery_task = loop.create_task(self.migrations.recover())
+        self._creates_task = loop.create_task(self.interrupted_creates.conclude())
         self._loop_task = loop.create_task(self.refresher.run_periodically())
         self._capacity_task = loop.create_task(self.capacity.run())
         self._failback_task = loop.create_task(self.failback.run())
@@ -226,6 +232,7 @@ class ManagerApp:
 
     async def stop(self) -> None:
         for task in (
+            self._creates_task,
             self._loop_task,
             self._ha_task,
             self._recovery_task,
@@ -345,6 +352,20 @@ class ManagerApp:
 
     def get_job(self, job_id: str) -> JobRecord:
         return self.jobs.get(job_id)
+
+    def requested(self, request_id: str) -> AbstractContextManager[None]:
+        """While inside, the job the call starts takes the client's request id."""
+        return self.jobs.requested(request_id)
+
+    def job_for_request(self, request_id: str) -> JobRecord | None:
+        return self.jobs.for_request(request_id)
+
+    def migration_of_job(self, job_id: str) -> MigrationRecord | None:
+        """The migration a MigrateVm or MigrateVmStorage job carries out."""
+        return next((m for m in self.migrations.list(0) if m.job_id == job_id), None)
+
+    def find_vm(self, name: str) -> VmRecord | None:
+        return next((vm for vm in self.store.list_vms() if vm.name == name), None)
 
     def watch_events(self, replay: int, follow: bool = True) -> AsyncIterator[Event]:
         return self.events.watch(replay, follow)

@@ -300,6 +300,9 @@ class JobRecord:
     created_at: datetime
     updated_at: datetime
     steps: tuple[JobStep, ...] = ()
+    # The client's id of the request that started the job ("" when it gave none): the
+    # same request again finds this job instead of making the change twice.
+    request_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ class Store(Protocol):
 
     def put_job(self, job: JobRecord) -> None: ...
 
+    def get_job_by_request(self, request_id: str) -> JobRecord | None: ...
+
     def get_migration(self, migration_id: str) -> MigrationRecord | None: ...
 
     def list_migrations(
@@ -119,6 +121,9 @@ class ForwardingStore:
 
     def put_job(self, job: JobRecord) -> None:
         self._inner.put_job(job)
+
+    def get_job_by_request(self, request_id: str) -> JobRecord | None:
+        return self._inner.get_job_by_request(request_id)
 
     def get_migration(self, migration_id: str) -> MigrationRecord | None:
         return self._inner.get_migration(migration_id)

@@ -151,12 +151,37 @@ async def test_refresh_job_fails_when_no_host_answers(tmp_path: Path) -> None:
 async def test_jobs_left_running_fail_on_load(tmp_path: Path) -> None:
     app, sim, store = await setup(tmp_path)
     now = datetime.now(UTC)
-    store.put_job(JobRecord("old", "create_vm", "x", JobState.RUNNING, 40, "Creating", "", now, now))
+    store.put_job(JobRecord("old", "refresh", "", JobState.RUNNING, 40, "Refreshing", "", now, now))
     app.load(sim.topology)
     job = store.get_job("old")
     assert job is not None and job.state is JobState.FAILED
     assert job.error == "the manager restarted while this job ran"
     assert app.status().jobs_running == 0
+
+
+@on_virtual_time
+async def test_an_interrupted_create_ends_as_what_its_host_has(tmp_path: Path) -> None:
+    """A create the manager was carrying out when it died ends, after a restart, as
+    completed when the host has the VM and failed when nothing was created."""
+    app, sim, store = await setup(tmp_path)
+    job, vm = app.create_vm(command("kept", host="node1", no_start=True))
+    assert (await run(app, job))[-1].state is JobState.COMPLETED
+    now = datetime.now(UTC)
+    # What a manager killed in the middle of each create leaves in its store.
+    store.put_job(replace(store.get_job(job.id), state=JobState.RUNNING))  # type: ignore[arg-type]
+    store.put_job(JobRecord("lost", "create_vm", "lost", JobState.RUNNING, 10, "Creating", "", now, now))
+    store.put_vm(replace(vm, id="lost-id", name="lost", state=VmState.CREATING))
+    again = ManagerApp(store, sim.client(), Settings(), monotonic=asyncio.get_running_loop().time)
+    again.load(sim.topology)
+    assert store.get_job(job.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    await again.interrupted_creates.conclude()
+    kept = store.get_job(job.id)
+    assert kept is not None and kept.state is JobState.COMPLETED
+    assert kept.message.startswith("VM kept exists on host node1 (stopped); the manager restarted")
+    lost = store.get_job("lost")
+    assert lost is not None and lost.state is JobState.FAILED
+    assert lost.error == "the manager restarted before VM lost was created: nothing was created"
+    assert store.get_vm("lost-id") is None
 
 
 async def test_a_resumable_job_outlives_its_process_until_adopted() -> None:
