@@ -88,12 +88,14 @@ class CrashPoint(enum.StrEnum):
 
 
 class ManagerCrashPoint(enum.StrEnum):
-    """Steps of a migration the manager can be told to die at (the manager's names)."""
+    """Steps of a migration or a create the manager can be told to die at (the manager's names)."""
 
     pre_copy = "migration-manager-pre-copy"
     blackout = "migration-manager-blackout"
     quick_saved = "migration-manager-quick-saved"
     quick_taken_over = "migration-manager-quick-taken-over"
+    create_started = "create-manager-started"
+    create_confirmed = "create-manager-confirmed"
 
 
 # Where an agent or the manager looks for the crash point it is armed with, in its
@@ -377,12 +379,14 @@ def crash_manager_at(
     ctx: typer.Context,
     point: Annotated[ManagerCrashPoint, typer.Argument(help="The migration step the manager dies at.")],
 ) -> None:
-    """Arm the manager to die (as at SIGKILL) when it reaches a step of a migration.
+    """Arm the manager to die (as at SIGKILL) when it reaches a step of a migration or a create.
 
     pre-copy (the source reported memory going over), blackout (the source reported that
     it pauses the guest), quick-saved (a quick migration saved the VM on the source, no
     take-over asked yet), quick-taken-over (the destination holds the VM's lease, the VM
-    is not restored there yet). `havm restart manager` starts it again.
+    is not restored there yet), create-started (a create's record and job are stored, no
+    host asked yet), create-confirmed (the host created the VM, the manager has not
+    recorded it). `havm restart manager` starts it again.
     """
     cluster = _cluster(ctx)
     manager = _component(cluster, "manager", "manager")

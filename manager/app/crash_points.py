@@ -29,7 +29,10 @@ LIVE_BLACKOUT = "migration-manager-blackout"  # the source reported that it paus
 QUICK_SAVED = "migration-manager-quick-saved"  # saved on the source; no take-over asked yet
 QUICK_TAKEN_OVER = "migration-manager-quick-taken-over"  # the destination holds the lease; not restored
 
-POINTS = (LIVE_PRE_COPY, LIVE_BLACKOUT, QUICK_SAVED, QUICK_TAKEN_OVER)
+CREATE_STARTED = "create-manager-started"  # the VM's record and job are stored; no host asked yet
+CREATE_CONFIRMED = "create-manager-confirmed"  # the host created the VM; not recorded, not started
+
+POINTS = (LIVE_PRE_COPY, LIVE_BLACKOUT, QUICK_SAVED, QUICK_TAKEN_OVER, CREATE_STARTED, CREATE_CONFIRMED)
 
 
 class CrashPoints:

@@ -112,7 +112,9 @@ class ManagerApp:
         self.capacity = CapacityService(store, settings, self.events)
         # Which VMs a job, a migration or a failover works on: one object all of them share.
         self.claims = VmClaims()
-        self.vms = VmService(store, agents, self.jobs, settings, clock, self.capacity, self.claims)
+        self.vms = VmService(
+            store, agents, self.jobs, settings, clock, self.capacity, self.claims, crash_points
+        )
         self.policies = VmPolicyService(store, self.jobs, self.vms)
         self.refresher = RefreshService(
             store,

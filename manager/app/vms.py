@@ -19,6 +19,7 @@ from datetime import datetime
 from havm.contract.fields import name_problem
 from manager.app.capacity import CapacityService
 from manager.app.claims import Claim, VmClaims
+from manager.app.crash_points import CREATE_CONFIRMED, CREATE_STARTED, CrashPoints
 from manager.app.host_memory import settle_host_memory
 from manager.app.jobs import JobBook, JobHandle
 from manager.core.agent_port import AgentPort
@@ -73,8 +74,10 @@ class VmService:
         clock: Callable[[], datetime],
         capacity: CapacityService,
         claims: VmClaims | None = None,
+        crash_points: CrashPoints | None = None,
     ) -> None:
         claims = claims or VmClaims()
+        self._crash_points = crash_points or CrashPoints(None)
         self._store = store
         self._capacity = capacity
         self._agents = agents
@@ -324,7 +327,9 @@ class VmService:
                 try:
                     host, address = self._address(vm)
                     job.progress(10, f"Creating VM {vm.name} on host {host}")
+                    self._crash_points.reach(CREATE_STARTED)
                     reported = await self._agents.create_vm(host, address, vm)
+                    self._crash_points.reach(CREATE_CONFIRMED)
                 except ManagerError as error:
                     self._delete(vm.id)
                     raise type(error)(
