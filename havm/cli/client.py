@@ -21,7 +21,7 @@ import grpc
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from havm.cli import errors
-from havm.contract.grpc_policy import API_CHANNEL_OPTIONS
+from havm.contract.grpc_policy import API_CHANNEL_OPTIONS, transport_failure
 from havm.contract.identity import MANAGER_NAME, IdentityFile, sync_channel
 from havm.healthcheck import tcp_ready
 from havm.v1 import agent_pb2, common_pb2, manager_pb2, manager_pb2_grpc
@@ -297,7 +297,8 @@ class ManagerClient:
             return errors.ManagerTimeout(
                 f"the manager at {self.address} did not answer within {timeout_s:g} s ({_START_HINT})"
             )
-        if code == grpc.StatusCode.UNAVAILABLE and not self._reachable():
+        lost = code == grpc.StatusCode.UNAVAILABLE and transport_failure(details)
+        if lost or (code == grpc.StatusCode.UNAVAILABLE and not self._reachable()):
             hint = _START_HINT
             if self.identity is not None:
                 hint += f"; with identity {self.identity.identity.name!r}, the manager must trust its CA"

@@ -47,6 +47,8 @@ from havm.cli.local_cluster import (
     relay_argv,
     write_resolved_topology,
 )
+from havm.cli.mosquitto_broker import is_mosquitto, write_mosquitto_files
+from havm.cli.mosquitto_broker import reload as reload_broker
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, global_options
 from havm.cli.processes import (
     LocalClusterError,
@@ -195,6 +197,13 @@ def start_host_processes(
     identity_file = None
     if cluster.security == Security.mutual_tls:
         identity_file = ensure_host_identity(state_dir, name, spec.cluster or None)
+    broker = cluster.components.get("broker")
+    if broker is not None and is_mosquitto(broker.argv):
+        # mosquitto knows its users by name: the new host's goes into its files first.
+        secret = heartbeat_secret(state_dir)[1] if cluster.security == Security.mutual_tls else None
+        hosts = [h.name for h in running.hosts] + [*cluster.added_hosts, name]
+        write_mosquitto_files(state_dir, broker.address, secret, hosts)
+        reload_broker(broker.pid)
     logs = state_dir / "logs"
     components = [
         Component(

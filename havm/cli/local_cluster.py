@@ -42,8 +42,10 @@ from havm.cli.context import (
     read_context,
     write_context,
 )
+from havm.cli.mosquitto_broker import MosquittoMissing, is_mosquitto, mosquitto_argv, write_mosquitto_files
 from havm.cli.processes import (
     LocalClusterError,
+    MqttBroker,
     UpSettings,
     is_relay,
     is_running,
@@ -145,7 +147,11 @@ def link_names(topology: Topology) -> list[str]:
 
 
 def plan_components(
-    state_dir: Path, topology: Topology, previous: ClusterContext | None, security: Security
+    state_dir: Path,
+    topology: Topology,
+    previous: ClusterContext | None,
+    security: Security,
+    mqtt_broker: str = MqttBroker.amqtt.value,
 ) -> tuple[ClusterContext, Topology]:
     """Decide every component's address and command line; write the files they read.
 
@@ -208,8 +214,18 @@ def plan_components(
     secret_file, secret = heartbeat_secret(state_dir)
     identities = ensure_cluster_identities(state_dir, topology) if security is Security.mutual_tls else None
     py = sys.executable
+    # The broker admits the cluster's users only, but for a cluster run --insecure.
+    broker_secret = secret if security is Security.mutual_tls else None
+    if mqtt_broker == "mosquitto":
+        hosts = [h.name for h in topology.hosts] + list(added)
+        config = write_mosquitto_files(state_dir, address["broker"], broker_secret, hosts)
+        broker_argv = mosquitto_argv(config)
+    else:
+        broker_argv = [py, "-m", "havm.broker", "--listen", address["broker"]]
+        if broker_secret is not None:
+            broker_argv += ["--secret-file", str(secret_file)]
     argv: dict[str, list[str]] = {
-        "broker": [py, "-m", "havm.broker", "--listen", address["broker"]],
+        "broker": broker_argv,
         "faultnet": relay_argv(links_file, faults_file),
         "manager": [
             py,
@@ -257,6 +273,18 @@ def plan_components(
     context.added_hosts = added
     context.removed_hosts = list(previous.removed_hosts) if previous else []
     return context, resolved
+
+
+def chosen_broker(settings: UpSettings, previous: ClusterContext | None) -> str:
+    """The broker `up` runs: the one asked for, else the one the cluster ran, else amqtt."""
+    if settings.mqtt_broker is not None:
+        return settings.mqtt_broker
+    broker = previous.components.get("broker") if previous is not None else None
+    return (
+        MqttBroker.mosquitto.value
+        if broker is not None and is_mosquitto(broker.argv)
+        else MqttBroker.amqtt.value
+    )
 
 
 def write_resolved_topology(path: Path, topology: Topology) -> None:
@@ -355,8 +383,8 @@ def up(
             "process can order the manager and the agents about. For debugging only."
         )
     try:
-        ctx, _ = plan_components(state_dir, topology, previous, security)
-    except PkiError as exc:
+        ctx, _ = plan_components(state_dir, topology, previous, security, chosen_broker(settings, previous))
+    except (PkiError, MosquittoMissing) as exc:
         raise LocalClusterError(str(exc)) from None
     ctx.topology_source = str(topology_path.resolve()) if topology_path else ""
     to_start = [c for c in ctx.components.values() if not is_running(c)]
@@ -510,6 +538,13 @@ def register_local_commands(app: typer.Typer) -> None:
         max_hosts: int = typer.Option(
             UpSettings.max_hosts, "--max-hosts", min=1, help="Refuse a topology of more hosts than this."
         ),
+        mqtt_broker: MqttBroker | None = typer.Option(
+            None,
+            "--mqtt-broker",
+            case_sensitive=False,
+            help="The heartbeat broker: the embedded amqtt (default), or Debian's mosquitto (as the "
+            "containers run). A cluster started before keeps its broker.",
+        ),
         insecure: bool = typer.Option(
             False,
             "--insecure",
@@ -536,7 +571,12 @@ def register_local_commands(app: typer.Typer) -> None:
                 _fail("--topology: the compose file mounts its own topology (deploy/topology.yaml)")
             compose_up(directory, compose_file, project, detach, timeout, console)
             return
-        settings = UpSettings(healthy_timeout=timeout, max_hosts=max_hosts, insecure=insecure)
+        settings = UpSettings(
+            healthy_timeout=timeout,
+            max_hosts=max_hosts,
+            insecure=insecure,
+            mqtt_broker=mqtt_broker.value if mqtt_broker else None,
+        )
         start_then_follow(
             lambda: up(topology, directory, console, settings),
             lambda cluster: follow_logs(cluster, console),

@@ -7,6 +7,7 @@ start and stop the same kinds of components (broker, fault relays, agents, manag
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 import subprocess
@@ -17,6 +18,13 @@ from pathlib import Path
 from havm.cli.context import Component
 from havm.contract.identity import MANAGER_NAME, IdentityFile, sync_channel
 from havm.healthcheck import grpc_serving, tcp_ready
+
+
+class MqttBroker(enum.StrEnum):
+    """Which MQTT broker `havm up` runs for the heartbeat network."""
+
+    amqtt = "amqtt"  # embedded, in a Python process of its own
+    mosquitto = "mosquitto"  # Debian's, as the containers run it
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,8 @@ class UpSettings:
     max_hosts: int = 256
     # Plaintext gRPC and no identities: for debugging only.
     insecure: bool = False
+    # The MQTT broker: the embedded amqtt, or mosquitto (as the containers run).
+    mqtt_broker: str | None = None
 
 
 class LocalClusterError(Exception):

@@ -40,6 +40,29 @@ API_CHANNEL_OPTIONS = [
 ]
 
 
+# How grpc itself words a call that never reached a server, or lost it: not a server's
+# own answer, so never a sentence to show as one.
+TRANSPORT_FAILURES = (
+    "failed to connect to all addresses",
+    "Socket closed",
+    "Connection reset",
+    "Broken pipe",
+    "GOAWAY received",
+    "Stream removed",
+    "Received RST_STREAM",
+    "Internal error from Core",
+    "recvmsg",
+    "sendmsg",
+)
+
+
+def transport_failure(details: str | None) -> bool:
+    """Whether an UNAVAILABLE (or INTERNAL) call's details are grpc's own words for a
+    connection that failed, rather than a server's sentence (which may quote them, but
+    never begins with them)."""
+    return details is not None and details.startswith(TRANSPORT_FAILURES)
+
+
 class _Undecodable:
     """Stands in for a request whose bytes are no message of the method's type."""
 

@@ -21,6 +21,7 @@ from typing import Any
 import aiomqtt
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from havm.contract.broker_access import MANAGER_USER, password
 from havm.contract.heartbeat_auth import Freshness, host_key, mac_valid
 from manager.core.model import Event
 from manager.core.settings import Settings
@@ -109,6 +110,7 @@ class Authenticator:
 
     def __init__(self, cluster_secret: bytes, wall_clock: Callable[[], float] = time.time) -> None:
         self._secret = cluster_secret
+        self.broker_password = password(cluster_secret, MANAGER_USER)
         self._keys: dict[str, bytes] = {}
         self._fresh = Freshness()
         self._wall_clock = wall_clock
@@ -220,6 +222,9 @@ class MqttLink:
             self._host,
             self._port,
             identifier=f"havm-manager-{id(self):x}",
+            # With the cluster's secret, the manager logs in as the broker's `manager`.
+            username=MANAGER_USER if self._authenticator is not None else None,
+            password=self._authenticator.broker_password if self._authenticator is not None else None,
             keepalive=max(2, int(self._settings.heartbeat_window_s)),
         )
         async with client:

@@ -31,6 +31,8 @@ class MqttBrokerSession:
         keepalive_s: int,
         timeout_s: float,
         echo_topic: str,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.topic = topic
         self.echo_topic = echo_topic
@@ -39,6 +41,8 @@ class MqttBrokerSession:
             hostname,
             port,
             identifier=client_id,
+            username=username,
+            password=password,
             will=aiomqtt.Will(topic, offline_payload, qos=1, retain=True),
             keepalive=keepalive_s,
             timeout=timeout_s,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from havm.contract.broker_access import host_password, host_user
 from havm.contract.heartbeat_auth import signed
 from havm.contract.identity import IdentityFile, aio_channel
 from havm.mqtt_socket_race import quiet_closed_socket_race
@@ -75,6 +76,9 @@ class BrokerSessionParams:
     keepalive_s: int
     timeout_s: float
     echo_topic: str
+    # The broker login (havm.contract.broker_access); None: anonymous.
+    username: str | None = None
+    password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ def process_transports(
             keepalive_s=params.keepalive_s,
             timeout_s=params.timeout_s,
             echo_topic=params.echo_topic,
+            username=params.username,
+            password=params.password,
         )
 
     return AgentTransports(
@@ -219,6 +225,9 @@ def _status_publisher(
         keepalive_s=settings.mqtt_keepalive_s,
         timeout_s=settings.mqtt_timeout_s,
         echo_topic=heartbeat_topic(config.name),
+        # A host with a heartbeat key logs in with the password derived from it.
+        username=host_user(config.name) if config.heartbeat_key else None,
+        password=host_password(config.heartbeat_key) if config.heartbeat_key else None,
     )
 
     def stopped(reason: str) -> dict[str, object]:

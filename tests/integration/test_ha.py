@@ -32,6 +32,8 @@ from cluster_harness import (
     wait_for,
 )
 
+from havm.contract.broker_access import password as broker_password
+from havm.contract.heartbeat_auth import read_secret_file
 from havm.v1 import manager_pb2, manager_pb2_grpc
 
 # Timed: failure detection and response times are asserted, so it runs alone.
@@ -299,45 +301,61 @@ def test_silent_power_off_is_detected_by_missed_heartbeats(ha: LocalCluster) -> 
     assert_every_ha_vm_runs_once(ha)
 
 
-class HeartbeatForger:
-    """Publishes heartbeats for a host on the cluster's broker, as any local process can:
-    unsigned ones with the host's boot id and growing sequence numbers, and a real signed
-    heartbeat of the host recorded off the broker before, over and over."""
+def broker_login(cluster: LocalCluster, user: str) -> dict[str, str]:
+    """aiomqtt.Client's keyword arguments to log in to the cluster's broker as `user`
+    (what a process that got hold of that user's password could do)."""
+    secret = read_secret_file(cluster.state_dir / "secrets" / "heartbeat-secret")
+    return {"username": user, "password": broker_password(secret, user) or ""}
 
-    def __init__(self, cluster: LocalCluster, host: str) -> None:
+
+class HeartbeatForger:
+    """Publishes heartbeats for a host on the cluster's broker, logged in as `user`:
+    unsigned ones with the host's boot id and growing sequence numbers, and a real signed
+    heartbeat of the host recorded off the broker before, over and over. Each carries
+    `"forger": user`, so a listener tells whose got through."""
+
+    def __init__(self, cluster: LocalCluster, host: str, user: str) -> None:
         address = cluster.component("broker")["address"]
         self._broker, self._port = address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])
-        self._host = host
+        self._login = broker_login(cluster, user)
+        self._user = user
+        self._topic = f"havm/v1/hosts/{host}/heartbeat"
         self._stop = threading.Event()
         self.recorded: dict | None = None
         self.sent = 0
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
-    async def _record(self, client: aiomqtt.Client) -> None:
-        topic = f"havm/v1/hosts/{self._host}/heartbeat"
-        await client.subscribe(topic)
-        async with asyncio.timeout(10):
-            async for message in client.messages:
-                # amqtt also hands a new subscriber the retained statuses of every host.
-                if str(message.topic) == topic:
-                    self.recorded = json.loads(message.payload)
-                    return
+    async def _record(self) -> None:
+        """A real heartbeat of the host, read as `reader` (who may read everything)."""
+        async with aiomqtt.Client(
+            self._broker, self._port, identifier=f"recorder-{self._user}", **self._reader
+        ) as client:
+            await client.subscribe(self._topic)
+            async with asyncio.timeout(10):
+                async for message in client.messages:
+                    # amqtt also hands a new subscriber the retained statuses of every host.
+                    if str(message.topic) == self._topic:
+                        self.recorded = json.loads(message.payload)
+                        return
 
     async def _run(self) -> None:
-        async with aiomqtt.Client(self._broker, self._port, identifier="forger") as client:
-            await self._record(client)
-            assert self.recorded is not None
+        await self._record()
+        assert self.recorded is not None
+        async with aiomqtt.Client(
+            self._broker, self._port, identifier=f"forger-{self._user}", **self._login
+        ) as client:
             seq = self.recorded["seq"]
             while not self._stop.is_set():
                 seq += 1
-                forged = {**self.recorded, "seq": seq, "time": time.time()}
+                forged = {**self.recorded, "seq": seq, "time": time.time(), "forger": self._user}
                 forged.pop("mac", None)
-                for payload in (forged, self.recorded):
-                    await client.publish(f"havm/v1/hosts/{self._host}/heartbeat", json.dumps(payload))
+                for payload in (forged, {**self.recorded, "forger": self._user}):
+                    await client.publish(self._topic, json.dumps(payload))
                     self.sent += 1
                 await asyncio.sleep(0.2)
 
-    def start(self) -> None:
+    def start(self, reader: dict[str, str]) -> None:
+        self._reader = reader
         self._thread.start()
         wait_for(lambda: self.sent > 0, timeout=10, what="the forger publishing")
 
@@ -346,15 +364,67 @@ class HeartbeatForger:
         self._thread.join(timeout=10)
 
 
-def test_forged_and_replayed_heartbeats_do_not_keep_a_powered_off_host_alive(ha: LocalCluster) -> None:
+class BrokerListener:
+    """Reads a topic as the broker's `reader`, collecting who forged what got through."""
+
+    def __init__(self, cluster: LocalCluster, topic: str) -> None:
+        address = cluster.component("broker")["address"]
+        self._broker, self._port = address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])
+        self._login = broker_login(cluster, "reader")
+        self._topic = topic
+        self.forgers: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client(self._broker, self._port, identifier="listener", **self._login) as client:
+            await client.subscribe(self._topic)
+            self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    async with asyncio.timeout(0.2):
+                        message = await anext(client.messages)
+                except TimeoutError:
+                    continue
+                if str(message.topic) == self._topic:
+                    forger = json.loads(message.payload).get("forger")
+                    if forger:
+                        self.forgers[forger] = self.forgers.get(forger, 0) + 1
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._ready.wait(10), "the listener did not subscribe"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+async def _connect(cluster: LocalCluster, **login: str) -> None:
+    address = cluster.component("broker")["address"]
+    async with aiomqtt.Client(address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]), **login):
+        pass
+
+
+def test_forged_heartbeats_do_not_keep_a_powered_off_host_alive(ha: LocalCluster) -> None:
+    """Three forgers try to keep n3 alive while it is powered off: the broker refuses
+    the heartbeats of another host's identity (n4) and of the read-only `reader`; the
+    one holding n3's own broker password gets them through the broker, and the manager
+    refuses those as unsigned or replayed. Without a password, no connection at all."""
+    for login in ({}, {"username": "host/n3", "password": "guessed"}):
+        with pytest.raises(aiomqtt.MqttError):
+            asyncio.run(_connect(ha, **login))
     names = ["forged1", "forged2"]
     for name in names:
         create(ha, name, "n3")
-    forger = HeartbeatForger(ha, "n3")
-    forger.start()
+    listener = BrokerListener(ha, "havm/v1/hosts/n3/heartbeat")
+    listener.start()
+    forgers = [HeartbeatForger(ha, "n3", user) for user in ("host/n4", "reader", "host/n3")]
+    for forger in forgers:
+        forger.start(broker_login(ha, "reader"))
     try:
         ha.ok("fault", "power-off", "n3")
-        # The broker carries the forger's heartbeats; the manager takes none of them.
         wait_for(
             lambda: failed_over(ha, names, "n3"),
             timeout=15,
@@ -364,7 +434,12 @@ def test_forged_and_replayed_heartbeats_do_not_keep_a_powered_off_host_alive(ha:
         assert_invariant(ha, "after the failover while n3's heartbeats were forged")
         assert hosts(ha)["n3"]["state"] == "fenced"
     finally:
-        forger.stop()
+        for forger in forgers:
+            forger.stop()
+        listener.stop()
+    assert all(forger.sent > 0 for forger in forgers)
+    # What the broker let through: only the holder of n3's own password.
+    assert set(listener.forgers) == {"host/n3"}, listener.forgers
     refused = [e for e in events(ha) if e["kind"] == "security" and e["host"] == "n3"]
     assert refused, "no security event for the forged heartbeats"
     assert refused[0]["detail"] in (
