@@ -15,6 +15,8 @@ from pathlib import Path
 
 import grpc
 
+from havm.contract.broker_access import password as broker_password
+from havm.contract.heartbeat_auth import read_secret_file
 from havm.contract.identity import MANAGER_NAME, IdentityFile, read_identity_file, sync_channel
 from havm.scenario.cli_bridge import run_cli
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -84,6 +86,12 @@ class LocalCluster:
         if self.context().get("security") != "mutual_tls":
             return None
         return read_identity_file(path)
+
+    def broker_login(self, user: str = "reader") -> dict[str, str]:
+        """aiomqtt.Client's keyword arguments to log in to the cluster's broker as `user`
+        (`reader` reads everything and publishes nothing)."""
+        secret = read_secret_file(self.state_dir / "secrets" / "heartbeat-secret")
+        return {"username": user, "password": broker_password(secret, user) or ""}
 
     def channel(self, name: str, role: str = "admin", address: str | None = None) -> grpc.Channel:
         """A channel to the manager or an agent ("agent:HOST"), as a client of `role`."""

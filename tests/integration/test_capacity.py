@@ -55,7 +55,9 @@ def retained_cluster_state(cluster: LocalCluster) -> dict:
     host, _, port = cluster.component("broker")["address"].rpartition(":")
 
     async def read() -> dict:
-        async with aiomqtt.Client(host, int(port), identifier="capacity-test") as client:
+        async with aiomqtt.Client(
+            host, int(port), identifier="capacity-test", **cluster.broker_login()
+        ) as client:
             await client.subscribe("havm/v1/state/clusters/cluster1", qos=1)
             async for message in client.messages:
                 # The embedded broker may hand a new subscriber other retained topics too.

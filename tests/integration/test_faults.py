@@ -116,7 +116,9 @@ def test_broker_crash_and_restart_the_agents_come_back_online(cluster: LocalClus
 
     async def online_hosts() -> set[str]:
         seen: dict[str, str] = {}
-        async with aiomqtt.Client(host, int(port), identifier="test-faults") as client:
+        async with aiomqtt.Client(
+            host, int(port), identifier="test-faults", **cluster.broker_login()
+        ) as client:
             await client.subscribe("havm/v1/hosts/+/status", qos=1)
             try:
                 async with asyncio.timeout(15):

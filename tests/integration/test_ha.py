@@ -32,8 +32,6 @@ from cluster_harness import (
     wait_for,
 )
 
-from havm.contract.broker_access import password as broker_password
-from havm.contract.heartbeat_auth import read_secret_file
 from havm.v1 import manager_pb2, manager_pb2_grpc
 
 # Timed: failure detection and response times are asserted, so it runs alone.
@@ -301,13 +299,6 @@ def test_silent_power_off_is_detected_by_missed_heartbeats(ha: LocalCluster) -> 
     assert_every_ha_vm_runs_once(ha)
 
 
-def broker_login(cluster: LocalCluster, user: str) -> dict[str, str]:
-    """aiomqtt.Client's keyword arguments to log in to the cluster's broker as `user`
-    (what a process that got hold of that user's password could do)."""
-    secret = read_secret_file(cluster.state_dir / "secrets" / "heartbeat-secret")
-    return {"username": user, "password": broker_password(secret, user) or ""}
-
-
 class HeartbeatForger:
     """Publishes heartbeats for a host on the cluster's broker, logged in as `user`:
     unsigned ones with the host's boot id and growing sequence numbers, and a real signed
@@ -317,7 +308,7 @@ class HeartbeatForger:
     def __init__(self, cluster: LocalCluster, host: str, user: str) -> None:
         address = cluster.component("broker")["address"]
         self._broker, self._port = address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])
-        self._login = broker_login(cluster, user)
+        self._login = cluster.broker_login(user)
         self._user = user
         self._topic = f"havm/v1/hosts/{host}/heartbeat"
         self._stop = threading.Event()
@@ -370,7 +361,7 @@ class BrokerListener:
     def __init__(self, cluster: LocalCluster, topic: str) -> None:
         address = cluster.component("broker")["address"]
         self._broker, self._port = address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1])
-        self._login = broker_login(cluster, "reader")
+        self._login = cluster.broker_login("reader")
         self._topic = topic
         self.forgers: dict[str, int] = {}
         self._stop = threading.Event()
@@ -422,7 +413,7 @@ def test_forged_heartbeats_do_not_keep_a_powered_off_host_alive(ha: LocalCluster
     listener.start()
     forgers = [HeartbeatForger(ha, "n3", user) for user in ("host/n4", "reader", "host/n3")]
     for forger in forgers:
-        forger.start(broker_login(ha, "reader"))
+        forger.start(ha.broker_login("reader"))
     try:
         ha.ok("fault", "power-off", "n3")
         wait_for(
