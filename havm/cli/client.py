@@ -93,16 +93,11 @@ class ManagerClient:
             else sync_channel(address, identity, MANAGER_NAME, API_CHANNEL_OPTIONS)
         )
         self._stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
-        # Set once the channel was connected: a manager that was there and went away
-        # (it restarts) is waited for; one that never answered is not.
-        self._was_connected = threading.Event()
-        self._channel.subscribe(self._on_connectivity, try_to_connect=False)
+        # Set once the manager answered: a manager that was there and went away (it
+        # restarts) is waited for; one that never answered is not.
+        self._answered = False
         clock = clock or ClientClock()
         self.monotonic, self.sleep = clock.monotonic, clock.sleep
-
-    def _on_connectivity(self, state: grpc.ChannelConnectivity) -> None:
-        if state is grpc.ChannelConnectivity.READY:
-            self._was_connected.set()
 
     def close(self) -> None:
         # grpc's close waits until every call on the channel has ended; a stream that a
@@ -233,6 +228,7 @@ class ManagerClient:
             try:
                 for reply in call:
                     lost_at = None
+                    self._answered = True
                     yield reply.job
                 return
             except grpc.RpcError as exc:
@@ -280,15 +276,20 @@ class ManagerClient:
         return retrying(self._call, method, request, metadata)
 
     def _lost_manager(self, error: BaseException | None = None) -> bool:
-        """The manager answered this command before and cannot be reached now."""
-        unreachable = error is None or isinstance(error, errors.ManagerUnreachable)
-        return unreachable and self._was_connected.is_set()
+        """The manager was there for this command (it answered, or the connection broke
+        under a call) and cannot be reached now."""
+        if error is not None and not isinstance(error, errors.ManagerUnreachable):
+            return False
+        broke = isinstance(error, errors.ManagerUnreachable) and error.connection_broke
+        return self._answered or broke
 
     def _call(self, method: Any, request: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         try:
-            return method(request, timeout=self.settings.call_timeout_s, metadata=metadata)
+            reply = method(request, timeout=self.settings.call_timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
             raise self._translate(exc, self.settings.call_timeout_s) from None
+        self._answered = True
+        return reply
 
     def _translate(self, exc: grpc.RpcError, timeout_s: float) -> errors.CliError:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -307,7 +308,10 @@ class ManagerClient:
                     "it takes connections, but not plaintext ones: "
                     "a cluster with mutual TLS needs --identity FILE"
                 )
-            return errors.ManagerUnreachable(f"cannot reach the manager at {self.address} ({hint})")
+            unreachable = errors.ManagerUnreachable(f"cannot reach the manager at {self.address} ({hint})")
+            # grpc's words when a connection that existed broke, not when none could be made.
+            unreachable.connection_broke = lost and not details.startswith("failed to connect")
+            return unreachable
         error_class = _BY_CODE.get(code, errors.ManagerCallError)
         return error_class(details)
 

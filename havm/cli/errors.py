@@ -58,6 +58,8 @@ class ManagerUnreachable(CliError):
     """No manager answers at the address the command line was given."""
 
     code = "UNAVAILABLE"
+    # The connection to the manager broke under a call (rather than never being made).
+    connection_broke = False
 
 
 class ManagerTimeout(CliError):
