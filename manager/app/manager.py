@@ -29,6 +29,7 @@ from manager.app.interrupted_creates import InterruptedCreates
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.maintenance import MaintenanceService
 from manager.app.migrations import MigrationService
+from manager.app.outside_changes import OutsideChanges
 from manager.app.refresh import HostRefresh, RefreshService
 from manager.app.repair import RepairService
 from manager.app.shutdown import ShutdownService
@@ -126,6 +127,7 @@ class ManagerApp:
             DuplicateResolver(store, agents, self.vms, self.events, clock),
         )
         self.interrupted_creates = InterruptedCreates(store, self.jobs, self.refresher)
+        self.refresher.on_stopped_outside = OutsideChanges(self.vms, self.events).on_stopped
         self.repairs = RepairService(
             store, self.jobs, self.vms, agents, settings, self.refresher, self.judging.accept
         )

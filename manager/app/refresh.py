@@ -68,6 +68,8 @@ class RefreshService:
         self._locks: dict[str, asyncio.Lock] = {}
         # None: duplicates are not looked for.
         self._duplicates = duplicates
+        # Told of each highly available VM found turned off outside the manager.
+        self.on_stopped_outside: Callable[[VmRecord], None] = lambda vm: None
         # The VMs each host ran at its latest answered refresh: {host: {vm id: lease
         # generation}}. A host that stops answering is dropped: what it ran is unknown.
         self.reports: dict[str, HostCopies] = {}
@@ -228,3 +230,5 @@ class RefreshService:
         for vm in result.imports:
             log.info("imported VM %s (%s) found on host %s", vm.name, vm.id, name)
             self._store.put_vm(vm)
+        for vm in result.stopped_outside:
+            self.on_stopped_outside(vm)

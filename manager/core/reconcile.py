@@ -28,6 +28,10 @@ class ReconcileResult:
     # Names of VMs the host still holds a stale copy of: the VM was taken over by another
     # host with a newer lease generation. Never recorded back on this host.
     stale: tuple[str, ...] = ()
+    # Highly available VMs the manager had running that the host reports turned off,
+    # with no job, migration or failover of the manager's at work on them: someone
+    # turned them off on the host itself (a subset of `updates`).
+    stopped_outside: tuple[VmRecord, ...] = ()
 
 
 def record_observed(vm: VmRecord, new: VmState, reason: str | None = None) -> VmRecord:
@@ -83,6 +87,7 @@ def reconcile(
     updates: list[VmRecord] = []
     imports: list[VmRecord] = []
     stale: list[str] = []
+    stopped_outside: list[VmRecord] = []
     for reported in reported_vms:
         if reported.id in busy:
             continue
@@ -118,8 +123,19 @@ def reconcile(
             )
             imports.append(imported)
             continue
+        turned_off = (
+            stored.highly_available
+            and stored.host == host_name
+            and stored.state in (VmState.RUNNING, VmState.PAUSED)
+            and reported.state is VmState.STOPPED
+            and reported.lease_generation >= stored.lease_generation
+        )
         if keeps_failure(stored, reported):
             updated = stored
+        elif turned_off:
+            updated = record_observed(
+                stored, reported.state, f"turned off on host {host_name} outside the manager"
+            )
         else:
             updated = record_observed(stored, reported.state, reported.reason)
         updated = replace(
@@ -137,6 +153,8 @@ def reconcile(
         )
         if updated != stored:
             updates.append(updated)
+            if turned_off:
+                stopped_outside.append(updated)
     reported_ids = {r.id for r in reported_vms}
     gone = [
         vm for vm in stored_vms if vm.host == host_name and vm.id not in reported_ids and vm.id not in busy
@@ -148,7 +166,9 @@ def reconcile(
         if vm.state not in (VmState.MISSING, VmState.CREATING, VmState.FAILED, VmState.WAITING)
     ]
     removed = [vm for vm in gone if vm.state is VmState.CREATING]
-    return ReconcileResult(tuple(updates), tuple(imports), tuple(missing), tuple(removed), tuple(stale))
+    return ReconcileResult(
+        tuple(updates), tuple(imports), tuple(missing), tuple(removed), tuple(stale), tuple(stopped_outside)
+    )
 
 
 def mark_unknown(vms: Sequence[VmRecord], host_name: str, why: str) -> list[VmRecord]:

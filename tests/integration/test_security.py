@@ -7,13 +7,14 @@ read the state directory and the identities.
 
 from __future__ import annotations
 
+import json
 import stat
 import uuid
 from pathlib import Path
 
 import grpc
 import pytest
-from cluster_harness import LocalCluster, start_cluster, stop_cluster
+from cluster_harness import LocalCluster, inventory, start_cluster, stop_cluster, wait_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -211,3 +212,34 @@ def test_an_insecure_cluster_is_plaintext_and_says_so(tmp_path: Path) -> None:
         assert "runs in plaintext (--insecure): a `havm up` cannot change that while it runs" in result.stderr
     finally:
         stop_cluster(cluster)
+
+
+def test_an_ha_vm_an_admin_turns_off_on_its_host_is_started_again(default_cluster: LocalCluster) -> None:
+    default_cluster.ok("vm", "create", "behind1", "--ha", "--memory-mb", "128", "--host", "node3")
+    vm_id = default_cluster.json("vm", "show", "behind1")["id"]
+    try:
+        with default_cluster.channel("agent:node3") as channel:
+            request = agent_pb2.AgentServiceOperateVmRequest(
+                vm_id=vm_id, operation=agent_pb2.VM_OPERATION_TURN_OFF
+            )
+            agent_pb2_grpc.AgentServiceStub(channel).OperateVm(request, timeout=5)
+        default_cluster.ok("cluster", "refresh", "node3")
+        wait_for(
+            lambda: default_cluster.json("vm", "show", "behind1")["state"] == "running",
+            timeout=20,
+            what="behind1 running again",
+        )
+        lines = default_cluster.ok("events", "-o", "json", "--last", "200").stdout.splitlines()
+        said = [e["detail"] for e in map(json.loads, lines) if e["kind"] == "outside_change"]
+        assert said == [
+            "VM behind1 was turned off on host node3 outside the manager; starting it again there, "
+            "as a cluster brings a failed resource back online"
+        ]
+        assert inventory_states(default_cluster, "node3", vm_id) == [common_pb2.VM_STATE_RUNNING]
+    finally:
+        default_cluster.ok("vm", "stop", "behind1")
+        default_cluster.ok("vm", "delete", "behind1")
+
+
+def inventory_states(cluster: LocalCluster, host: str, vm_id: str) -> list[int]:
+    return [vm.state for vm in inventory(cluster, host) or [] if vm.spec.id == vm_id]

@@ -241,8 +241,10 @@ async def test_a_vm_that_fits_nowhere_waits_until_capacity_returns(tmp_path: Pat
     big1 = cluster.vm("big1")
     assert big1.state is VmState.WAITING and big1.reason.startswith("no node can take it now: ")
     assert cluster.host("node1") is HostState.FENCED
-    # Capacity appears: a VM on node3 stops.
-    await cluster.agents.operate_vm("node3", cluster.address("node3"), "id-fill-node3", VmOperation.TURN_OFF)
+    # Capacity appears: a VM on node3 is turned off (by the manager: one turned off on
+    # the host behind its back would be started again).
+    job = cluster.app.operate_vm("fill-node3", VmOperation.TURN_OFF)
+    assert [j async for j in cluster.app.watch_job(job.id)][-1].error == ""
     await cluster.app.refresher.refresh(["node3"])
     cluster.ha.retry_waiting()
     await cluster.ha.idle()
@@ -424,6 +426,32 @@ async def test_waiting_vms_are_retried_as_soon_as_a_vm_stops(tmp_path: Path) -> 
     cluster.ha.retry_waiting()
     await cluster.ha.idle()
     assert not cluster.ha._capacity_changed  # waiting again is no new room
-    await cluster.agents.operate_vm("node4", cluster.address("node4"), "id-fill-node4", VmOperation.TURN_OFF)
+    job = cluster.app.operate_vm("fill-node4", VmOperation.TURN_OFF)
+    assert [j async for j in cluster.app.watch_job(job.id)][-1].error == ""
     await cluster.app.refresher.refresh(["node4"])
     assert cluster.ha._capacity_changed
+
+
+@on_virtual_time
+async def test_an_ha_vm_turned_off_on_its_host_is_started_again_unless_its_priority_is_none(
+    tmp_path: Path,
+) -> None:
+    """As a cluster brings a failed resource back online: the manager records why the VM
+    is off, says so in an event, and starts it again on its host; `none` leaves it off."""
+    cluster = await booted(tmp_path)
+    await cluster.create("back1", "node2")
+    await cluster.create("left1", "node2", restart_priority=RestartPriority.NONE)
+    for vm_id in ("id-back1", "id-left1"):
+        await cluster.agents.operate_vm("node2", cluster.address("node2"), vm_id, VmOperation.TURN_OFF)
+    await cluster.app.refresher.refresh(["node2"])
+    left = cluster.vm("left1")
+    assert left.state is VmState.STOPPED and left.reason == "turned off on host node2 outside the manager"
+    await cluster.advance(2)
+    assert cluster.vm("back1").state is VmState.RUNNING and cluster.running("id-back1") == ["node2"]
+    assert cluster.vm("left1").state is VmState.STOPPED and cluster.running("id-left1") == []
+    said = [e.detail for e in cluster.app.events.recent(1000) if e.kind == "outside_change"]
+    assert said == [
+        "VM back1 was turned off on host node2 outside the manager; starting it again there, "
+        "as a cluster brings a failed resource back online",
+        "VM left1 was turned off on host node2 outside the manager; left off: its restart priority is none",
+    ]

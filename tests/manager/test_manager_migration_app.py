@@ -508,9 +508,8 @@ async def test_update_vm_changes_processor_compatibility_only_while_stopped(tmp_
     assert on_agent is not None and on_agent.spec.processor_compatibility
     with pytest.raises(FailedPreconditionError, match="only while the VM is stopped"):
         c.app.update_vm("pc1", SettingsChange(processor_compatibility=False))
-    # Turned off behind the manager's back, through the agent's own API.
-    await c.sim.client().operate_vm("node1", c.sim.address("node1"), vm_id, VmOperation.TURN_OFF)
-    await c.app.refresher.refresh_all()
+    job = c.app.operate_vm("pc1", VmOperation.TURN_OFF)
+    assert (await c.finished(job)).state is JobState.COMPLETED
     job, _ = c.app.update_vm("pc1", SettingsChange(processor_compatibility=False))
     assert (await c.finished(job)).state is JobState.COMPLETED
     assert not c.app.get_vm("pc1").processor_compatibility
