@@ -55,7 +55,12 @@ def to_proto_enum(value: Enum, prefix: str, wrapper: type[P]) -> P:
 
 
 def from_proto_enum(number: int, prefix: str, wrapper: object, enum: type[E]) -> E | None:
-    name = wrapper.Name(number)  # type: ignore[attr-defined]
+    """The enum member a wire value names; None for a value of no member (an open enum
+    keeps numbers it does not know: the caller says what the field accepts)."""
+    try:
+        name = wrapper.Name(number)  # type: ignore[attr-defined]
+    except ValueError:
+        return None
     member = name.removeprefix(prefix + "_")
     return enum.__members__.get(member)
 

@@ -92,10 +92,20 @@ def host_config_from_proto(message: common_pb2.HostConfig) -> HostConfig:
         raise ConfigError(field, exc.problem) from None
 
 
+def _enum_name(wrapper: Any, value: int) -> str:
+    """The name of an enum value, or the number itself for one the enum does not name."""
+    try:
+        return str(wrapper.Name(value))
+    except ValueError:
+        return str(value)
+
+
 def _core_form(m: common_pb2.HostConfig) -> dict[str, Any]:
     if m.profile not in PROFILE_FROM_PROTO:
         allowed = ", ".join(common_pb2.Profile.Name(p) for p in PROFILE_FROM_PROTO)
-        raise ConfigError("profile", f"must be one of {allowed}, got {common_pb2.Profile.Name(m.profile)}")
+        raise ConfigError(
+            "profile", f"must be one of {allowed}, got {_enum_name(common_pb2.Profile, m.profile)}"
+        )
     if not m.HasField("cpu"):
         raise ConfigError("cpu", "is required")
     volumes = []
@@ -103,7 +113,7 @@ def _core_form(m: common_pb2.HostConfig) -> dict[str, Any]:
         if v.kind not in VOLUME_KIND_FROM_PROTO:
             raise ConfigError(
                 f"volumes[{i}].kind",
-                f"must be STORAGE_KIND_CSV or STORAGE_KIND_LUN, got {common_pb2.StorageKind.Name(v.kind)}",
+                f"must be STORAGE_KIND_CSV or STORAGE_KIND_LUN, got {_enum_name(common_pb2.StorageKind, v.kind)}",
             )
         volumes.append(
             {
