@@ -111,10 +111,9 @@ def _core_form(m: common_pb2.HostConfig) -> dict[str, Any]:
     volumes = []
     for i, v in enumerate(m.volumes):
         if v.kind not in VOLUME_KIND_FROM_PROTO:
-            raise ConfigError(
-                f"volumes[{i}].kind",
-                f"must be STORAGE_KIND_CSV or STORAGE_KIND_LUN, got {_enum_name(common_pb2.StorageKind, v.kind)}",
-            )
+            given = _enum_name(common_pb2.StorageKind, v.kind)
+            field = f"volumes[{i}].kind"
+            raise ConfigError(field, f"must be STORAGE_KIND_CSV or STORAGE_KIND_LUN, got {given}")
         volumes.append(
             {
                 "name": v.name,

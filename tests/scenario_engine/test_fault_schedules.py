@@ -4,7 +4,8 @@ in the suite's budget. Each schedule is written as a scenario folder and run by 
 scenario runner, which checks "a VM never runs on two hosts under one lease" all along;
 after everything is repaired, every highly available VM must run again.
 
-The same rules drive bench/nemesis.py (and its small run, tests/integration/test_nemesis.py) on real processes."""
+The same rules drive bench/nemesis.py (and its small run, tests/integration/test_nemesis.py)
+on real processes."""
 
 from __future__ import annotations
 
