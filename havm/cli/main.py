@@ -50,6 +50,7 @@ from havm.cli.options import (
     client,
     global_options,
 )
+from havm.cli.pki_commands import pki_app
 from havm.cli.scenario import scenario_app
 from havm.cli.vm import vm_app
 from havm.ports import PortRangeError
@@ -72,6 +73,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(vm_app, name="vm")
 app.add_typer(job_app, name="job")
 app.add_typer(scenario_app, name="scenario")
+app.add_typer(pki_app, name="pki")
 
 
 @app.callback()
