@@ -33,7 +33,10 @@ def test_a_file_larger_than_the_bound_is_refused_unread(tmp_path: Path) -> None:
     path.write_bytes(b"# " + b"x" * MAX_TOPOLOGY_BYTES + b"\n")
     with pytest.raises(TopologyFileError) as caught:
         load_topology_file(path)
-    assert str(caught.value) == f"more than {MAX_TOPOLOGY_BYTES} bytes: a topology file is at most that large"
+    assert str(caught.value) == (
+        f"more than {MAX_TOPOLOGY_BYTES} bytes: a topology file is at most that large "
+        "(HAVM_MAX_TOPOLOGY_BYTES raises the limit)"
+    )
 
 
 def test_text_that_is_not_utf8_says_where(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ Duplicate keys, which YAML would silently resolve to the last, are refused.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,22 @@ import yaml
 from havm.contract.fields import TopologyError
 from havm.contract.topology import Topology, parse_topology, topology_to_dict
 
-MAX_TOPOLOGY_BYTES = 1024 * 1024
+DEFAULT_MAX_TOPOLOGY_BYTES = 1024 * 1024
+# Raises (or lowers) the size limit for every component that reads topologies: `havm up`
+# passes its environment on to the manager and the agents it starts.
+MAX_TOPOLOGY_BYTES_ENV = "HAVM_MAX_TOPOLOGY_BYTES"
 MAX_NESTING = 32
+
+
+def configured_max_bytes() -> int:
+    """The size limit of a topology file: $HAVM_MAX_TOPOLOGY_BYTES, else 1 MiB."""
+    text = os.environ.get(MAX_TOPOLOGY_BYTES_ENV, "")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    return DEFAULT_MAX_TOPOLOGY_BYTES
+
+
+MAX_TOPOLOGY_BYTES = configured_max_bytes()
 
 
 class TopologyFileError(ValueError):
@@ -89,7 +104,10 @@ def yaml_data(text: str) -> Any:
 def decoded(data: bytes, max_bytes: int = MAX_TOPOLOGY_BYTES) -> str:
     """The text of a topology file's bytes; TopologyFileError if too large or not UTF-8."""
     if len(data) > max_bytes:
-        raise TopologyFileError(f"more than {max_bytes} bytes: a topology file is at most that large")
+        raise TopologyFileError(
+            f"more than {max_bytes} bytes: a topology file is at most that large "
+            f"({MAX_TOPOLOGY_BYTES_ENV} raises the limit)"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
