@@ -13,6 +13,7 @@ runs many more on real processes.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.nemesis]
 _spec = importlib.util.spec_from_file_location("nemesis", Path(__file__).parents[2] / "bench" / "nemesis.py")
 assert _spec is not None and _spec.loader is not None
 nemesis = importlib.util.module_from_spec(_spec)
+# Registered first: its dataclasses look their module up while it loads.
+sys.modules["nemesis"] = nemesis
 _spec.loader.exec_module(nemesis)
 
 SEEDS = [20261125, 20261126, 20261127]

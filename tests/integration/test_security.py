@@ -7,11 +7,15 @@ read the state directory and the identities.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
+import threading
+import time
 import uuid
 from pathlib import Path
 
+import aiomqtt
 import grpc
 import pytest
 from cluster_harness import LocalCluster, inventory, start_cluster, stop_cluster, wait_for
@@ -243,3 +247,82 @@ def test_an_ha_vm_an_admin_turns_off_on_its_host_is_started_again(default_cluste
 
 def inventory_states(cluster: LocalCluster, host: str, vm_id: str) -> list[int]:
     return [vm.state for vm in inventory(cluster, host) or [] if vm.spec.id == vm_id]
+
+
+def test_on_mosquitto_a_forger_with_another_hosts_login_cannot_keep_a_powered_off_host_alive(
+    tmp_path: Path,
+) -> None:
+    """The broker `havm up --mqtt-broker mosquitto` writes the rules of: node1's login
+    publishing node2's heartbeats and an `online` status for it reaches nobody, and
+    node2, powered off, is fenced and its VM restarts on node1 meanwhile."""
+    cluster = start_cluster(
+        tmp_path / "mosquitto",
+        "--mqtt-broker",
+        "mosquitto",
+        "--topology",
+        str(Path(__file__).parent / "console_topology.yaml"),
+    )
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def forge() -> None:
+        async def run() -> None:
+            host, port = cluster.component("broker")["address"].rsplit(":", 1)
+            login = cluster.broker_login("host/node1")
+            async with aiomqtt.Client(host, int(port), identifier="forger", **login) as client:
+                seq = 10**6
+                while not stop.is_set():
+                    seq += 1
+                    beat = {"host": "node2", "seq": seq, "time": time.time(), "boot_id": "forged"}
+                    await client.publish("havm/v1/hosts/node2/heartbeat", json.dumps(beat))
+                    status = {"state": "online", "host": "node2", "boot_id": "forged", "forged": True}
+                    await client.publish("havm/v1/hosts/node2/status", json.dumps(status), retain=True)
+                    sent.append(seq)
+                    await asyncio.sleep(0.2)
+
+        asyncio.run(run())
+
+    try:
+        assert "mosquitto" in cluster.component("broker")["argv"][0]
+        cluster.ok("vm", "create", "moved1", "--ha", "--memory-mb", "128", "--host", "node2")
+        forger = threading.Thread(target=forge, daemon=True)
+        forger.start()
+        wait_for(lambda: len(sent) > 3, timeout=10, what="the forger publishing")
+        cluster.ok("fault", "power-off", "node2")
+        wait_for(
+            lambda: (
+                cluster.json("vm", "show", "moved1")["host"] == "node1"
+                and cluster.json("vm", "show", "moved1")["state"] == "running"
+            ),
+            timeout=30,
+            interval=0.3,
+            what="moved1 running on node1",
+        )
+        assert {h["name"]: h["state"] for h in cluster.json("host", "list")}["node2"] == "fenced"
+        # Nothing of the forger's reached the manager: no signature was even to check.
+        lines = cluster.ok("events", "-o", "json", "--last", "500").stdout.splitlines()
+        assert not [e for e in map(json.loads, lines) if e["kind"] == "security"]
+        # The broker kept node2's own retained status, not the forged one.
+        retained = asyncio.run(retained_status(cluster, "node2"))
+        assert (
+            retained.get("host") == "node2"
+            and "forged" not in retained
+            and retained.get("boot_id") != "forged"
+        )
+    finally:
+        stop.set()
+        stop_cluster(cluster)
+
+
+async def retained_status(cluster: LocalCluster, host: str) -> dict:
+    address, port = cluster.component("broker")["address"].rsplit(":", 1)
+    topic = f"havm/v1/hosts/{host}/status"
+    async with aiomqtt.Client(
+        address, int(port), identifier="status-reader", **cluster.broker_login()
+    ) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(5):
+            async for message in client.messages:
+                if str(message.topic) == topic:
+                    return json.loads(message.payload)
+    raise AssertionError(f"no retained status for {host}")
