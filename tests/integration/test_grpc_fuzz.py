@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from havm.v1 import agent_pb2, manager_pb2
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.robustness]
 
 HERE = Path(__file__).resolve().parent
 # Per method: messages built from its request type, and random byte strings (more with

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.nemesis]
+pytestmark = [pytest.mark.integration, pytest.mark.robustness]
 
 _spec = importlib.util.spec_from_file_location("nemesis", Path(__file__).parents[2] / "bench" / "nemesis.py")
 assert _spec is not None and _spec.loader is not None
