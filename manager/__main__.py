@@ -32,7 +32,7 @@ from typing import NoReturn, TypedDict
 
 from havm.contract.fields import TopologyError
 from havm.contract.heartbeat_auth import SecretFileError, read_secret_file
-from havm.contract.identity import IdentityError, IdentityFile, Role, read_identity_file
+from havm.contract.identity import IdentityError, IdentityFile, Role, read_own_identity
 from havm.contract.timing import Timing, timing_problems
 from havm.contract.topology import Topology
 from havm.contract.topology_file import TopologyFileError, load_topology_file
@@ -324,14 +324,9 @@ def read_identity(path: Path | None) -> IdentityFile | None:
     if path is None:
         return None
     try:
-        identity = read_identity_file(path)
+        return read_own_identity(path, Role.MANAGER)
     except IdentityError as error:
         raise UsageError(f"--identity: {error}") from None
-    if identity.identity.role is not Role.MANAGER:
-        raise UsageError(
-            f"--identity: {path} holds the {identity.identity.describe()}, not the manager identity"
-        )
-    return identity
 
 
 def main(argv: Sequence[str] | None = None) -> int:

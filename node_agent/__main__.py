@@ -116,23 +116,14 @@ def _read_secret(path: Path | None) -> bytes:
 
 
 def _read_identity(path: Path | None, host: str, cluster: str | None) -> IdentityFile | None:
-    from havm.contract.identity import IdentityError, Role, read_identity_file
+    from havm.contract.identity import IdentityError, Role, read_own_identity
 
     if path is None:
         return None
     try:
-        identity = read_identity_file(path)
+        return read_own_identity(path, Role.AGENT, host, cluster)
     except IdentityError as exc:
         raise UsageError(f"--identity: {exc}") from None
-    if identity.identity.role is not Role.AGENT or identity.identity.name != host:
-        raise UsageError(
-            f"--identity: {path} holds the {identity.identity.describe()}, not the agent identity {host!r}"
-        )
-    if identity.identity.cluster != cluster:
-        held = f"cluster {identity.identity.cluster}" if identity.identity.cluster else "no cluster"
-        meant = cluster or "no cluster (a standalone host)"
-        raise UsageError(f"--identity: {path} names {held} for host {host}, whose configuration says {meant}")
-    return identity
 
 
 def _config_from_topology(

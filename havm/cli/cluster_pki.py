@@ -13,7 +13,6 @@ Keys are ECDSA P-256: issuing a few hundred of them takes well under a second.
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from havm.cli.private_files import private_dir, write_private
 from havm.contract.identity import (
     CLIENT_ROLES,
     CLUSTER_URI_PREFIX,
@@ -52,21 +52,6 @@ class CertificateAuthority:
     key: ec.EllipticCurvePrivateKey
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, replacing it whole."""
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
-
-
-def _private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -75,7 +60,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def load_or_create_ca(directory: Path) -> CertificateAuthority:
     """The CA of `directory`, made on first use."""
-    _private_dir(directory)
+    private_dir(directory)
     cert_path, key_path = directory / CA_CERT, directory / CA_KEY
     if cert_path.exists() and key_path.exists():
         try:
@@ -120,8 +105,8 @@ def load_or_create_ca(directory: Path) -> CertificateAuthority:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, _pem_key(key))
-    _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, _pem_key(key))
+    write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     return CertificateAuthority(certificate, key)
 
 
@@ -205,8 +190,8 @@ def _ensure(ca: CertificateAuthority, path: Path, role: Role, name: str, cluster
         ca_pem = ca.certificate.public_bytes(serialization.Encoding.PEM)
         if held is not None and held.ca_pem == ca_pem and held.identity == wanted:
             return
-    _private_dir(path.parent)
-    _write_private(path, issue(ca, role, name, cluster))
+    private_dir(path.parent)
+    write_private(path, issue(ca, role, name, cluster))
 
 
 def ensure_host_identity(state_dir: Path, host: str, cluster: str | None) -> Path:

@@ -8,10 +8,10 @@ its own derived key in its configuration, never the secret itself.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
+from havm.cli.private_files import private_dir, write_private
 from havm.contract.heartbeat_auth import SECRET_BYTES, parse_secret
 
 SECRETS_DIR = "secrets"
@@ -20,10 +20,7 @@ HEARTBEAT_SECRET_FILE = "heartbeat-secret"
 
 def heartbeat_secret(state_dir: Path) -> tuple[Path, bytes]:
     """The cluster's heartbeat secret and its file, made on first use."""
-    directory = state_dir / SECRETS_DIR
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
-    path = directory / HEARTBEAT_SECRET_FILE
+    path = private_dir(state_dir / SECRETS_DIR) / HEARTBEAT_SECRET_FILE
     try:
         kept = parse_secret(path.read_text())
     except FileNotFoundError:
@@ -31,7 +28,5 @@ def heartbeat_secret(state_dir: Path) -> tuple[Path, bytes]:
     if kept is not None:
         return path, kept
     secret = secrets.token_bytes(SECRET_BYTES)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secret.hex() + "\n")
+    write_private(path, secret.hex() + "\n")
     return path, secret

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Iterable
 from pathlib import Path
 
+from havm.cli.private_files import private_dir, write_private
 from havm.contract.broker_access import mosquitto_files
 
 BROKER_DIR = "broker"
@@ -39,19 +40,10 @@ def is_mosquitto(argv: list[str]) -> bool:
     return bool(argv) and Path(argv[0]).name == "mosquitto"
 
 
-def _write_private(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)
-
-
 def write_mosquitto_files(state_dir: Path, listen: str, secret: bytes | None, hosts: Iterable[str]) -> Path:
     """The broker's configuration (and, with the cluster secret, its users and ACL);
     returns the configuration file."""
-    directory = state_dir / BROKER_DIR
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory = private_dir(state_dir / BROKER_DIR)
     address, _, port = listen.rpartition(":")
     lines = [
         "# Written by `havm up`: the local cluster's broker.",
@@ -68,15 +60,15 @@ def write_mosquitto_files(state_dir: Path, listen: str, secret: bytes | None, ho
         lines.append("allow_anonymous true")
     else:
         passwords, acl = mosquitto_files(secret, hosts)
-        _write_private(directory / "passwords", passwords)
-        _write_private(directory / "acl", acl)
+        write_private(directory / "passwords", passwords)
+        write_private(directory / "acl", acl)
         lines += [
             "allow_anonymous false",
             f"password_file {directory / 'passwords'}",
             f"acl_file {directory / 'acl'}",
         ]
     config = directory / CONFIG_FILE
-    _write_private(config, "\n".join(lines) + "\n")
+    write_private(config, "\n".join(lines) + "\n")
     return config
 
 

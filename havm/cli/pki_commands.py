@@ -7,7 +7,6 @@ here and what `havm up` issues trust each other.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import typer
 
 from havm.cli.cluster_pki import PKI_DIR, PkiError, issue, load_or_create_ca
 from havm.cli.options import global_options
+from havm.cli.private_files import write_private
 from havm.contract.fields import NAME_MAX_LENGTH
 from havm.contract.identity import MANAGER_NAME, Role
 
@@ -48,10 +48,7 @@ def issue_command(
     state_dir = global_options(ctx).state_dir
     try:
         ca = load_or_create_ca(state_dir / PKI_DIR)
-        data = issue(ca, role, name, cluster or None)
-        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
+        write_private(out, issue(ca, role, name, cluster or None))
     except PkiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -193,6 +193,25 @@ def read_identity_file(path: Path) -> IdentityFile:
     return parse_identity(data, str(path))
 
 
+def read_own_identity(
+    path: Path, role: Role, name: str | None = None, cluster: str | None = None
+) -> IdentityFile:
+    """A component's own identity file, which must name its role (and, for an agent, its
+    host and cluster); IdentityError naming what it holds instead."""
+    held = read_identity_file(path)
+    mine = held.identity
+    if mine.role is not role or (name is not None and mine.name != name):
+        wanted = f"the {role.value} identity" + (
+            f" {name!r}" if name is not None and role is not Role.MANAGER else ""
+        )
+        raise IdentityError(f"{path} holds the {mine.describe()}, not {wanted}")
+    if role is Role.AGENT and mine.cluster != cluster:
+        names = f"cluster {mine.cluster}" if mine.cluster else "no cluster"
+        meant = cluster or "no cluster (a standalone host)"
+        raise IdentityError(f"{path} names {names} for host {name}, whose configuration says {meant}")
+    return held
+
+
 @functools.lru_cache(maxsize=256)
 def _identity_of_pem(pem: bytes) -> PeerIdentity:
     return identity_of(x509.load_pem_x509_certificate(pem))
