@@ -11,7 +11,8 @@ import aiomqtt
 import pytest
 from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster, wait_for
 
-pytestmark = pytest.mark.integration
+# In the robustness phase (scripts/test), its tests on one worker: they share a cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.robustness, pytest.mark.xdist_group("faults")]
 
 TOPOLOGY = """
 version: 1

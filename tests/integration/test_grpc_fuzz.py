@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from havm.v1 import agent_pb2, manager_pb2
 
-pytestmark = [pytest.mark.integration, pytest.mark.robustness]
+# In the robustness phase (scripts/test), its tests on one worker: they share a cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.robustness, pytest.mark.xdist_group("fuzz")]
 
 HERE = Path(__file__).resolve().parent
 # Per method: messages built from its request type, and random byte strings (more with

@@ -26,7 +26,8 @@ from cluster_harness import (
 
 from havm.v1 import manager_pb2, manager_pb2_grpc
 
-pytestmark = pytest.mark.integration
+# In the robustness phase (scripts/test), its tests on one worker: they share a cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.robustness, pytest.mark.xdist_group("idempotent")]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,11 @@ REAL = [
 ]
 
 
+# Failure stories on real processes: in the robustness phase (scripts/test), spread over
+# its workers (each story starts its own cluster).
+pytestmark = [pytest.mark.integration, pytest.mark.robustness]
+
+
 @pytest.mark.parametrize("name", REAL)
 def test_scenario_on_real_processes(name: str) -> None:
     result = assert_scenario(SCENARIOS / name, real=True)

@@ -12,7 +12,9 @@ from cluster_harness import HAVM, LocalCluster, alive, start_cluster, stop_clust
 
 from havm.ports import free_port
 
-pytestmark = pytest.mark.integration
+# Starting and stopping whole clusters, interrupted or not: in the robustness phase
+# (scripts/test); each test has clusters of its own.
+pytestmark = [pytest.mark.integration, pytest.mark.robustness]
 
 SMALL = """
 version: 1
