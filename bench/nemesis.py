@@ -323,8 +323,10 @@ class Schedule:
                 self.run("restart", name)
         for host in NODES:
             self.run("fault", "heal", host)
-            pid = self.cluster.context()["components"][f"agent:{host}"]["pid"]
-            if not pid or not alive(pid):
+            component = self.cluster.context()["components"][f"agent:{host}"]
+            pid = component["pid"]
+            if not pid or not alive(pid) or component.get("fault") == "powered_off":
+                # A powered-off host boots again; a crashed one is started.
                 self.run("host", "start", host)
             elif frozen(pid):
                 self.run("fault", "thaw", host)
