@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from cluster_harness import LocalCluster, alive, start_cluster, stop_cluster, wait_dead, wait_for
 
-pytestmark = pytest.mark.integration
+# Hosts added at runtime through faults, restarts and failover: in the robustness phase
+# (scripts/test), its tests on one worker: they share a cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.robustness, pytest.mark.xdist_group("host_admin")]
 
 TOPOLOGY = """
 version: 1
