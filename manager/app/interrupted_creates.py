@@ -48,10 +48,10 @@ class InterruptedCreates:
     async def _conclude(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
         name = job.target
-        vm = next((v for v in self._store.list_vms() if v.name == name), None)
+        vm = self._store.get_vm_by_name(name)
         if vm is not None and vm.host:
             await self._refresher.refresh([vm.host])
-            vm = next((v for v in self._store.list_vms() if v.name == name), None)
+            vm = self._store.get_vm_by_name(name)
         handle = self._jobs.adopt(job_id)
         if vm is None:
             handle.end(f"the manager restarted before VM {name} was created: nothing was created")

@@ -369,7 +369,7 @@ class ManagerApp:
         return next((m for m in self.migrations.list(0) if m.job_id == job_id), None)
 
     def find_vm(self, name: str) -> VmRecord | None:
-        return next((vm for vm in self.store.list_vms() if vm.name == name), None)
+        return self.store.get_vm_by_name(name)
 
     def watch_events(self, replay: int, follow: bool = True) -> AsyncIterator[Event]:
         return self.events.watch(replay, follow)

@@ -14,19 +14,18 @@ from collections.abc import Callable
 
 import grpc
 
+from havm.contract.grpc_policy import transport_failure
 from havm.v1 import agent_pb2, agent_pb2_grpc
 from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, reply_from_pb, source_message_to_pb
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, MigrationFailure, Unavailable
 from node_agent.core.migration import PeerReply, SourceMessage
 
-# What gRPC itself says, as INTERNAL, when the peer's process dies in the middle of a
-# stream (the connection is reset): the destination went away, it did not fail.
-_TRANSPORT_FAILURES = ("Internal error from Core", "Received RST_STREAM", "Stream removed", "Socket closed")
-
 
 def _transport_broke(code: grpc.StatusCode, details: str | None) -> bool:
-    return code is grpc.StatusCode.INTERNAL and (details or "").startswith(_TRANSPORT_FAILURES)
+    """gRPC's own INTERNAL when the peer's process dies in the middle of a stream (the
+    connection is reset): the destination went away, it did not fail."""
+    return code is grpc.StatusCode.INTERNAL and transport_failure(details)
 
 
 class MigrationPeer:
