@@ -58,13 +58,16 @@ def manager_processes() -> Iterator[list[ManagerProcess]]:
 
 @pytest.fixture
 async def manager(
+    request: pytest.FixtureRequest,
     loopback_agents: dict[str, LoopbackAgent],
     topology_file: Callable[[dict[str, Any]], Path],
     tmp_path: Path,
     manager_processes: list[ManagerProcess],
 ) -> AsyncIterator[ManagerProcess]:
-    """`python -m manager` over the loopback agents."""
-    proc = ManagerProcess(topology_file(loopback_agents), tmp_path / "state")
+    """`python -m manager` over the loopback agents; a test parametrizing it indirectly
+    gives the seconds between its periodic refreshes (default 0.5)."""
+    interval = getattr(request, "param", 0.5)
+    proc = ManagerProcess(topology_file(loopback_agents), tmp_path / "state", refresh_interval_s=interval)
     manager_processes.append(proc)
     await proc.start()
     yield proc

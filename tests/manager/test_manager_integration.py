@@ -258,6 +258,8 @@ async def test_operations_delete_and_job_list(stub: Stub, loopback_agents: Agent
     assert (await stub.GetJob(m.GetJobRequest(id=jobs[0].id))).job.target == "app1"
 
 
+# No periodic refresh between the hog and the create: placement must not see the hog.
+@pytest.mark.parametrize("manager", [600.0], indirect=True)
 async def test_an_agent_refusal_fails_the_job_with_its_sentence(stub: Stub, loopback_agents: Agents) -> None:
     await all_hosts_ok(stub)
     # Memory taken behind the manager's back: placement still sees room, the agent does not.
