@@ -42,6 +42,12 @@ class MigrationReply(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MIGRATION_REPLY_ACCEPTED: _ClassVar[MigrationReply]
     MIGRATION_REPLY_READY: _ClassVar[MigrationReply]
     MIGRATION_REPLY_RESUMED: _ClassVar[MigrationReply]
+
+class VmFile(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VM_FILE_UNSPECIFIED: _ClassVar[VmFile]
+    VM_FILE_DISK: _ClassVar[VmFile]
+    VM_FILE_SAVED_STATE: _ClassVar[VmFile]
 VM_OPERATION_UNSPECIFIED: VmOperation
 VM_OPERATION_START: VmOperation
 VM_OPERATION_SHUTDOWN: VmOperation
@@ -65,6 +71,9 @@ MIGRATION_REPLY_UNSPECIFIED: MigrationReply
 MIGRATION_REPLY_ACCEPTED: MigrationReply
 MIGRATION_REPLY_READY: MigrationReply
 MIGRATION_REPLY_RESUMED: MigrationReply
+VM_FILE_UNSPECIFIED: VmFile
+VM_FILE_DISK: VmFile
+VM_FILE_SAVED_STATE: VmFile
 
 class AgentServiceGetInventoryRequest(_message.Message):
     __slots__ = ()
@@ -344,6 +353,96 @@ class AgentServiceMoveVmStorageResponse(_message.Message):
     duration_ms: int
     blackout_ms: int
     def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., bytes_copied: _Optional[int] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ...) -> None: ...
+
+class AgentServiceSendVmRequest(_message.Message):
+    __slots__ = ("vm_id", "transfer_id", "destination_host", "destination_address", "spec", "lease_generation", "bandwidth_mb_per_s")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_HOST_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_MB_PER_S_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    transfer_id: str
+    destination_host: str
+    destination_address: str
+    spec: _common_pb2.VmSpec
+    lease_generation: int
+    bandwidth_mb_per_s: float
+    def __init__(self, vm_id: _Optional[str] = ..., transfer_id: _Optional[str] = ..., destination_host: _Optional[str] = ..., destination_address: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., bandwidth_mb_per_s: _Optional[float] = ...) -> None: ...
+
+class AgentServiceSendVmResponse(_message.Message):
+    __slots__ = ("bytes_sent", "bytes_total", "mb_per_s", "vm", "duration_ms")
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MB_PER_S_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    bytes_sent: int
+    bytes_total: int
+    mb_per_s: float
+    vm: _common_pb2.VmRuntime
+    duration_ms: int
+    def __init__(self, bytes_sent: _Optional[int] = ..., bytes_total: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class VmFilesOffer(_message.Message):
+    __slots__ = ("transfer_id", "source_host", "spec", "lease_generation", "state", "disk_bytes", "saved_state_bytes", "cpu_vendor", "cpu_features")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SAVED_STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_VENDOR_FIELD_NUMBER: _ClassVar[int]
+    CPU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    source_host: str
+    spec: _common_pb2.VmSpec
+    lease_generation: int
+    state: _common_pb2.VmState
+    disk_bytes: int
+    saved_state_bytes: int
+    cpu_vendor: str
+    cpu_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, transfer_id: _Optional[str] = ..., source_host: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., disk_bytes: _Optional[int] = ..., saved_state_bytes: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VmFileChunk(_message.Message):
+    __slots__ = ("file", "offset", "data", "crc32")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
+    file: VmFile
+    offset: int
+    data: bytes
+    crc32: int
+    def __init__(self, file: _Optional[_Union[VmFile, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+
+class VmFilesEnd(_message.Message):
+    __slots__ = ("disk_sha256", "saved_state_sha256")
+    DISK_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SAVED_STATE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    disk_sha256: str
+    saved_state_sha256: str
+    def __init__(self, disk_sha256: _Optional[str] = ..., saved_state_sha256: _Optional[str] = ...) -> None: ...
+
+class AgentServiceReceiveVmRequest(_message.Message):
+    __slots__ = ("offer", "chunk", "end")
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    offer: VmFilesOffer
+    chunk: VmFileChunk
+    end: VmFilesEnd
+    def __init__(self, offer: _Optional[_Union[VmFilesOffer, _Mapping]] = ..., chunk: _Optional[_Union[VmFileChunk, _Mapping]] = ..., end: _Optional[_Union[VmFilesEnd, _Mapping]] = ...) -> None: ...
+
+class AgentServiceReceiveVmResponse(_message.Message):
+    __slots__ = ("vm",)
+    VM_FIELD_NUMBER: _ClassVar[int]
+    vm: _common_pb2.VmRuntime
+    def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ...) -> None: ...
 
 class AgentServiceShutdownRequest(_message.Message):
     __slots__ = ("reason",)

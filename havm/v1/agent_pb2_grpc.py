@@ -93,6 +93,16 @@ class AgentServiceStub:
                 request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
                 _registered_method=True)
+        self.SendVm = channel.unary_stream(
+                '/havm.v1.AgentService/SendVm',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceSendVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceSendVmResponse.FromString,
+                _registered_method=True)
+        self.ReceiveVm = channel.stream_unary(
+                '/havm.v1.AgentService/ReceiveVm',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveVmResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/havm.v1.AgentService/Shutdown',
                 request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceShutdownRequest.SerializeToString,
@@ -192,6 +202,27 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendVm(self, request, context):
+        """Network transfer of a stopped or saved VM of this host (the source) to another
+        agent: this agent opens ReceiveVm on the destination and streams the VM's files
+        there (the disk's written extents and the saved memory image), each chunk with a
+        CRC-32 and each file with a SHA-256. Progress is streamed; the last message carries
+        the VM as the destination holds it. Once the destination holds it, this host lets
+        its copy go. Any failure before that leaves the VM whole here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveVm(self, request_iterator, context):
+        """The destination side of a network transfer, called by the source agent: an offer,
+        the file chunks, then the end with the checksums. The VM is registered here only
+        once every byte arrived and checked; otherwise nothing of it stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Leave the cluster on purpose, as a host that is shut down. The call is answered
         first; then the agent stops taking calls, shuts its running guests down cleanly
@@ -261,6 +292,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.MoveVmStorage,
                     request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.FromString,
                     response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.SerializeToString,
+            ),
+            'SendVm': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendVm,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceSendVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceSendVmResponse.SerializeToString,
+            ),
+            'ReceiveVm': grpc.stream_unary_rpc_method_handler(
+                    servicer.ReceiveVm,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceReceiveVmResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -569,6 +610,60 @@ class AgentService:
             '/havm.v1.AgentService/MoveVmStorage',
             havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
             havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/havm.v1.AgentService/SendVm',
+            havm_dot_v1_dot_agent__pb2.AgentServiceSendVmRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceSendVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveVm(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/havm.v1.AgentService/ReceiveVm',
+            havm_dot_v1_dot_agent__pb2.AgentServiceReceiveVmRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceReceiveVmResponse.FromString,
             options,
             channel_credentials,
             insecure,

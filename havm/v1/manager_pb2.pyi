@@ -89,6 +89,15 @@ class MigrationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MIGRATION_KIND_LIVE: _ClassVar[MigrationKind]
     MIGRATION_KIND_QUICK: _ClassVar[MigrationKind]
     MIGRATION_KIND_STORAGE: _ClassVar[MigrationKind]
+    MIGRATION_KIND_SAN_TRANSFER: _ClassVar[MigrationKind]
+    MIGRATION_KIND_NETWORK_TRANSFER: _ClassVar[MigrationKind]
+
+class Transfer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFER_UNSPECIFIED: _ClassVar[Transfer]
+    TRANSFER_AUTO: _ClassVar[Transfer]
+    TRANSFER_SAN: _ClassVar[Transfer]
+    TRANSFER_NETWORK: _ClassVar[Transfer]
 
 class MigrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -113,6 +122,7 @@ class ManagerMigrationPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MANAGER_MIGRATION_PHASE_TAKEN_OVER: _ClassVar[ManagerMigrationPhase]
     MANAGER_MIGRATION_PHASE_RESTORED: _ClassVar[ManagerMigrationPhase]
     MANAGER_MIGRATION_PHASE_COMPLETED: _ClassVar[ManagerMigrationPhase]
+    MANAGER_MIGRATION_PHASE_FILE_COPY: _ClassVar[ManagerMigrationPhase]
 
 class NoConvergePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -222,6 +232,12 @@ MIGRATION_KIND_UNSPECIFIED: MigrationKind
 MIGRATION_KIND_LIVE: MigrationKind
 MIGRATION_KIND_QUICK: MigrationKind
 MIGRATION_KIND_STORAGE: MigrationKind
+MIGRATION_KIND_SAN_TRANSFER: MigrationKind
+MIGRATION_KIND_NETWORK_TRANSFER: MigrationKind
+TRANSFER_UNSPECIFIED: Transfer
+TRANSFER_AUTO: Transfer
+TRANSFER_SAN: Transfer
+TRANSFER_NETWORK: Transfer
 MIGRATION_STATE_UNSPECIFIED: MigrationState
 MIGRATION_STATE_QUEUED: MigrationState
 MIGRATION_STATE_RUNNING: MigrationState
@@ -240,6 +256,7 @@ MANAGER_MIGRATION_PHASE_TAKING_OVER: ManagerMigrationPhase
 MANAGER_MIGRATION_PHASE_TAKEN_OVER: ManagerMigrationPhase
 MANAGER_MIGRATION_PHASE_RESTORED: ManagerMigrationPhase
 MANAGER_MIGRATION_PHASE_COMPLETED: ManagerMigrationPhase
+MANAGER_MIGRATION_PHASE_FILE_COPY: ManagerMigrationPhase
 NO_CONVERGE_POLICY_UNSPECIFIED: NoConvergePolicy
 NO_CONVERGE_POLICY_FAIL: NoConvergePolicy
 NO_CONVERGE_POLICY_QUICK: NoConvergePolicy
@@ -777,7 +794,7 @@ class UpdateVmResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., vm: _Optional[_Union[Vm, _Mapping]] = ...) -> None: ...
 
 class Migration(_message.Message):
-    __slots__ = ("id", "vm", "vm_id", "kind", "state", "source", "destination", "storage", "job_id", "passes", "bytes", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "error", "fell_back_to_quick", "created_at", "updated_at", "phase", "memory_digest", "resumed_digest", "manager_phase")
+    __slots__ = ("id", "vm", "vm_id", "kind", "state", "source", "destination", "storage", "job_id", "passes", "bytes", "bytes_remaining", "mb_per_s", "duration_ms", "blackout_ms", "error", "fell_back_to_quick", "created_at", "updated_at", "phase", "memory_digest", "resumed_digest", "manager_phase", "bytes_total", "highly_available_after")
     ID_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -801,6 +818,8 @@ class Migration(_message.Message):
     MEMORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     RESUMED_DIGEST_FIELD_NUMBER: _ClassVar[int]
     MANAGER_PHASE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    HIGHLY_AVAILABLE_AFTER_FIELD_NUMBER: _ClassVar[int]
     id: str
     vm: str
     vm_id: str
@@ -824,19 +843,27 @@ class Migration(_message.Message):
     memory_digest: str
     resumed_digest: str
     manager_phase: ManagerMigrationPhase
-    def __init__(self, id: _Optional[str] = ..., vm: _Optional[str] = ..., vm_id: _Optional[str] = ..., kind: _Optional[_Union[MigrationKind, str]] = ..., state: _Optional[_Union[MigrationState, str]] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., job_id: _Optional[str] = ..., passes: _Optional[int] = ..., bytes: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., error: _Optional[str] = ..., fell_back_to_quick: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ..., memory_digest: _Optional[str] = ..., resumed_digest: _Optional[str] = ..., manager_phase: _Optional[_Union[ManagerMigrationPhase, str]] = ...) -> None: ...
+    bytes_total: int
+    highly_available_after: bool
+    def __init__(self, id: _Optional[str] = ..., vm: _Optional[str] = ..., vm_id: _Optional[str] = ..., kind: _Optional[_Union[MigrationKind, str]] = ..., state: _Optional[_Union[MigrationState, str]] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., job_id: _Optional[str] = ..., passes: _Optional[int] = ..., bytes: _Optional[int] = ..., bytes_remaining: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ..., error: _Optional[str] = ..., fell_back_to_quick: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ..., memory_digest: _Optional[str] = ..., resumed_digest: _Optional[str] = ..., manager_phase: _Optional[_Union[ManagerMigrationPhase, str]] = ..., bytes_total: _Optional[int] = ..., highly_available_after: _Optional[bool] = ...) -> None: ...
 
 class MigrateVmRequest(_message.Message):
-    __slots__ = ("name", "host", "quick", "no_converge")
+    __slots__ = ("name", "host", "quick", "no_converge", "transfer", "make_ha", "storage")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     QUICK_FIELD_NUMBER: _ClassVar[int]
     NO_CONVERGE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    MAKE_HA_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     host: str
     quick: bool
     no_converge: NoConvergePolicy
-    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., quick: _Optional[bool] = ..., no_converge: _Optional[_Union[NoConvergePolicy, str]] = ...) -> None: ...
+    transfer: Transfer
+    make_ha: bool
+    storage: _common_pb2.StorageLocation
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., quick: _Optional[bool] = ..., no_converge: _Optional[_Union[NoConvergePolicy, str]] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., make_ha: _Optional[bool] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
 
 class MigrateVmResponse(_message.Message):
     __slots__ = ("job", "migration")

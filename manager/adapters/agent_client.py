@@ -29,6 +29,7 @@ from manager.adapters.proto_mapping import (
     reported_vm_from_proto,
     storage_to_proto,
     storages_to_proto,
+    transfer_progress_from_proto,
     vm_spec_to_proto,
 )
 from manager.core.errors import (
@@ -49,6 +50,8 @@ from manager.core.model import (
     ReportedVm,
     StorageLocation,
     StorageMoveResult,
+    TransferOrder,
+    TransferProgress,
     VmOperation,
     VmRecord,
 )
@@ -276,6 +279,30 @@ class AgentClient:
         try:
             async for response in call:
                 yield migration_progress_from_proto(response)
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(host, error) from None
+        finally:
+            call.cancel()
+
+    async def send_vm(
+        self, host: str, address: str, order: TransferOrder
+    ) -> AsyncGenerator[TransferProgress, None]:
+        stub = self._stub(host, address)
+        request = agent_pb2.AgentServiceSendVmRequest(
+            vm_id=order.vm.id,
+            transfer_id=order.transfer_id,
+            destination_host=order.destination_host,
+            destination_address=order.destination_address,
+            spec=vm_spec_to_proto(order.vm),
+            lease_generation=order.lease_generation,
+            bandwidth_mb_per_s=order.bandwidth_mb_per_s,
+        )
+        # No deadline: a large disk takes as long as it takes; the agent gives up on a
+        # silent destination itself and the stream ends with its error.
+        call = stub.SendVm(request)
+        try:
+            async for response in call:
+                yield transfer_progress_from_proto(response)
         except grpc.aio.AioRpcError as error:
             raise error_from_rpc(host, error) from None
         finally:

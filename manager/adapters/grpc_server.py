@@ -45,6 +45,7 @@ from manager.adapters.request_mapping import (
     restart_priority_from_proto,
     settings_change_from_proto,
     shutdown_action_from_proto,
+    transfer_from_proto,
 )
 from manager.core.capacity import ReserveReport
 from manager.core.cluster_config import ClusterNetwork
@@ -67,6 +68,7 @@ from manager.core.model import (
 from manager.core.operations import SettingsChange
 from manager.core.repair import RepairAction
 from manager.core.shutdown import ShutdownAction
+from manager.core.transfer import Transfer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].full_name
@@ -127,7 +129,14 @@ class ManagerApi(Protocol):
         self, name: str, change: SettingsChange, policy: FailoverPolicy | None = None
     ) -> tuple[JobRecord, VmRecord]: ...
     async def migrate_vm(
-        self, name: str, host: str, quick: bool = False, no_converge: str | None = None
+        self,
+        name: str,
+        host: str,
+        quick: bool = False,
+        no_converge: str | None = None,
+        transfer: Transfer = Transfer.AUTO,
+        make_ha: bool = False,
+        storage: StorageLocation | None = None,
     ) -> tuple[JobRecord, MigrationRecord]: ...
     async def migrate_vm_storage(
         self, name: str, host: str, storage: StorageLocation | None
@@ -371,7 +380,11 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @mutation
     async def MigrateVm(self, request: Any, context: Any) -> manager_pb2.MigrateVmResponse:
         policy = no_converge_from_proto(request.no_converge)
-        job, migration = await self._app.migrate_vm(request.name, request.host, request.quick, policy)
+        transfer = transfer_from_proto(request.transfer)
+        storage = requested_storage_from_proto(request.storage) if request.HasField("storage") else None
+        job, migration = await self._app.migrate_vm(
+            request.name, request.host, request.quick, policy, transfer, request.make_ha, storage
+        )
         return manager_pb2.MigrateVmResponse(job=job_to_proto(job), migration=migration_to_proto(migration))
 
     @unary

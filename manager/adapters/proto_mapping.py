@@ -36,6 +36,7 @@ from manager.core.model import (
     ReportedVm,
     StorageKind,
     StorageLocation,
+    TransferProgress,
     VmOperation,
     VmRecord,
     VolumeInfo,
@@ -516,6 +517,18 @@ def migration_to_proto(m: MigrationRecord) -> manager_pb2.Migration:
         manager_phase=to_proto_enum(m.phase, "MANAGER_MIGRATION_PHASE", manager_pb2.ManagerMigrationPhase),
         memory_digest=m.memory_digest,
         resumed_digest=m.resumed_digest,
+        bytes_total=m.bytes_total,
+        highly_available_after=bool(m.highly_available_after),
+    )
+
+
+def transfer_progress_from_proto(pb: agent_pb2.AgentServiceSendVmResponse) -> TransferProgress:
+    return TransferProgress(
+        bytes_sent=pb.bytes_sent,
+        bytes_total=pb.bytes_total,
+        mb_per_s=pb.mb_per_s,
+        vm=reported_vm_from_proto(pb.vm) if pb.HasField("vm") else None,
+        duration_ms=pb.duration_ms,
     )
 
 

@@ -25,6 +25,7 @@ from manager.core.model import (
 from manager.core.operations import SettingsChange
 from manager.core.repair import RepairAction
 from manager.core.shutdown import ShutdownAction
+from manager.core.transfer import Transfer
 
 
 def operation_from_proto(number: int) -> VmOperation | None:
@@ -106,6 +107,21 @@ def no_converge_from_proto(number: int) -> str | None:
     if number == manager_pb2.NO_CONVERGE_POLICY_QUICK:
         return "quick"
     raise InvalidArgumentError("no_converge: must be fail or quick")
+
+
+_TRANSFERS = {
+    manager_pb2.TRANSFER_UNSPECIFIED: Transfer.AUTO,
+    manager_pb2.TRANSFER_AUTO: Transfer.AUTO,
+    manager_pb2.TRANSFER_SAN: Transfer.SAN,
+    manager_pb2.TRANSFER_NETWORK: Transfer.NETWORK,
+}
+
+
+def transfer_from_proto(number: int) -> Transfer:
+    """AUTO for unset; a number the manager does not know is refused."""
+    if number not in _TRANSFERS:
+        raise InvalidArgumentError("transfer: must be auto, san or network")
+    return _TRANSFERS[number]
 
 
 def maintenance_mode_from_proto(number: int) -> MaintenanceMode | None:

@@ -287,7 +287,15 @@ def _migration(raw: dict[str, Any]) -> MigrationRecord:
         fell_back_to_quick=raw["fell_back_to_quick"],
         memory_digest=raw["memory_digest"],
         resumed_digest=raw["resumed_digest"],
+        started_at=_optional_time(raw.get("started_at")),
+        down_at=_optional_time(raw.get("down_at")),
+        highly_available_after=raw.get("highly_available_after"),
+        bytes_total=raw.get("bytes_total", 0),
     )
+
+
+def _optional_time(raw: str | None) -> datetime | None:
+    return datetime.fromisoformat(raw) if raw else None
 
 
 def _job(raw: dict[str, Any]) -> JobRecord:

@@ -63,6 +63,7 @@ from manager.core.settings import Settings
 from manager.core.shutdown import ShutdownAction
 from manager.core.states import HostState, VmState
 from manager.core.store import Store
+from manager.core.transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -469,9 +470,16 @@ class ManagerApp:
         return self.vms.update(name, change)
 
     async def migrate_vm(
-        self, name: str, host: str, quick: bool = False, no_converge: str | None = None
+        self,
+        name: str,
+        host: str,
+        quick: bool = False,
+        no_converge: str | None = None,
+        transfer: Transfer = Transfer.AUTO,
+        make_ha: bool = False,
+        storage: StorageLocation | None = None,
     ) -> tuple[JobRecord, MigrationRecord]:
-        return await self.migrations.migrate(name, host, quick, no_converge)
+        return await self.migrations.migrate(name, host, quick, no_converge, transfer, make_ha, storage)
 
     async def migrate_vm_storage(
         self, name: str, host: str, storage: StorageLocation | None

@@ -16,6 +16,8 @@ from manager.core.model import (
     ReportedVm,
     StorageLocation,
     StorageMoveResult,
+    TransferOrder,
+    TransferProgress,
     VmOperation,
     VmRecord,
 )
@@ -63,6 +65,13 @@ class AgentPort(Protocol):
     ) -> AsyncGenerator[MigrationProgress, None]:
         """The source's progress messages; the last one is `completed`. Closing the
         iterator cancels the call (the agent finishes or rolls back on its own)."""
+        ...
+
+    def send_vm(
+        self, host: str, address: str, order: TransferOrder
+    ) -> AsyncGenerator[TransferProgress, None]:
+        """A network transfer's progress from its source; the last message carries the VM
+        as the destination holds it. Closing the iterator cancels the call."""
         ...
 
     async def move_vm_storage(

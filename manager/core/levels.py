@@ -32,6 +32,9 @@ class LevelTraits:
     network_names_case_sensitive: bool
     # A VM leaves a cluster by SAN transfer (from a dedicated LUN).
     san_transfer_out_of_cluster: bool
+    # Pass-through disks on the SAN move with a VM to a standalone host or the library
+    # (2008 R2); otherwise every one must be converted to a virtual disk first.
+    san_passthrough_disks: bool
     # A VM's cluster group may hold only the VM, its configuration and its disks.
     only_vm_resources_in_group: bool
     # An ISO image attached to an HA VM's DVD drive makes it unsupported.
@@ -45,6 +48,7 @@ LEVEL_TRAITS: dict[VmmVersion, LevelTraits] = {
         live_migration=False,
         network_names_case_sensitive=True,
         san_transfer_out_of_cluster=False,
+        san_passthrough_disks=False,
         only_vm_resources_in_group=True,
         iso_attached_unsupported=True,
     ),
@@ -54,6 +58,7 @@ LEVEL_TRAITS: dict[VmmVersion, LevelTraits] = {
         live_migration=True,
         network_names_case_sensitive=False,
         san_transfer_out_of_cluster=True,
+        san_passthrough_disks=True,
         only_vm_resources_in_group=False,
         iso_attached_unsupported=False,
     ),

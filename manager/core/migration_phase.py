@@ -36,6 +36,7 @@ class MigrationPhase(enum.Enum):
     TAKEN_OVER = "taken_over"  # the destination holds it; the source's copy is fenced
     RESTORED = "restored"  # back on the destination to what it was doing before
     COMPLETED = "completed"  # the VM runs (or rests) where it was going
+    FILE_COPY = "file_copy"  # a network transfer: the files of the VM at rest are copied
 
 
 _P = MigrationPhase
@@ -56,7 +57,11 @@ MIGRATION_PHASE_TRANSITIONS: dict[MigrationPhase, dict[MigrationPhase, str]] = {
         _P.COMPLETED: "the VM moved: the source reported it resumed, the files moved, or " + _SETTLED,
         _P.QUICK: "the live migration did not converge and its policy falls back to quick",
         _P.SAVING: "a quick migration saves the VM first: it may hold memory",
-        _P.TAKING_OVER: "a quick migration of a VM at rest: nothing to save",
+        _P.TAKING_OVER: "a quick migration or SAN transfer of a VM at rest: nothing to save",
+        _P.FILE_COPY: "a network transfer: the source sends the files to the destination",
+    },
+    _P.FILE_COPY: {
+        _P.COMPLETED: "the destination holds every byte, checked, and the VM",
     },
     _P.DISK_COPY: {
         _P.PRE_COPY: "the disk is copied up to the guest's current write",
@@ -86,6 +91,7 @@ MIGRATION_PHASE_TRANSITIONS: dict[MigrationPhase, dict[MigrationPhase, str]] = {
     },
     _P.TAKEN_OVER: {
         _P.RESTORED: "the VM is back to what it was doing, or could not be restored",
+        _P.COMPLETED: "a SAN transfer: the VM rests on the destination and the source let its copy go",
     },
     _P.RESTORED: {
         _P.COMPLETED: "the source let its fenced copy go",

@@ -391,6 +391,9 @@ class MigrationKind(Enum):
     LIVE = "live"  # memory copied while the guest runs; a blackout of milliseconds
     QUICK = "quick"  # saved to cluster storage, ownership moved, restored on the destination
     STORAGE = "storage"  # the VM's files move (and the VM with them when the host changes)
+    # Across the cluster boundary, the VM stopped or saved (core.transfer):
+    SAN_TRANSFER = "san_transfer"  # its LUN's ownership moves; no file bytes are copied
+    NETWORK_TRANSFER = "network_transfer"  # its files are copied agent to agent
 
 
 @dataclass(frozen=True)
@@ -429,6 +432,15 @@ class MigrationRecord:
     fell_back_to_quick: bool = False
     memory_digest: str = ""
     resumed_digest: str = ""
+    # When its flow began acting (left the queue), and when the guest stopped serving
+    # (a quick migration's save began): its duration and downtime are measured from them,
+    # also by a manager that settles the migration after a restart.
+    started_at: datetime | None = None
+    down_at: datetime | None = None
+    # A transfer across the cluster boundary: whether the VM is highly available once
+    # it arrived, and the bytes of its files to copy in all (a network transfer).
+    highly_available_after: bool | None = None
+    bytes_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -464,6 +476,31 @@ class LiveMigrationOrder:
     storage: StorageLocation | None = None
     # Follow the migration of this id on the source rather than start it (after a restart).
     reattach: bool = False
+
+
+@dataclass(frozen=True)
+class TransferOrder:
+    """What the manager asks the source agent of a network transfer to do (AgentService.SendVm)."""
+
+    transfer_id: str
+    destination_host: str
+    destination_address: str
+    # The VM as the destination will hold it: its host, storage and HA flag there.
+    vm: VmRecord
+    lease_generation: int
+    bandwidth_mb_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    """One message of a network transfer stream, as the source agent sends it."""
+
+    bytes_sent: int
+    bytes_total: int
+    mb_per_s: float
+    # On the last message only: the VM as the destination holds it, and how long it took.
+    vm: ReportedVm | None = None
+    duration_ms: int = 0
 
 
 @dataclass(frozen=True)

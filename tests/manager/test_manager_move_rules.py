@@ -119,7 +119,7 @@ async def test_moves_that_would_break_the_ha_rule_are_refused_before_any_job(tmp
             "VM db1 cannot move to node2: host node2 is a node of cluster cluster1, and a VM there must "
             "be highly available; VM db1 is not"
         )
-    with pytest.raises(FailedPreconditionError, match="standalone1 is a standalone host"):
+    with pytest.raises(FailedPreconditionError, match="move to standalone1 crosses the cluster boundary"):
         await app.migrate_vm("web1", "standalone1")
     assert len(app.list_jobs()) == jobs and app.list_migrations() == []
     assert app.get_vm("db1").host == "standalone1" and app.get_vm("web1").host == web1.host

@@ -110,9 +110,17 @@ class MigrationContext:
 
     def start(self, migration: MigrationRecord) -> MigrationRecord:
         """The migration leaves the queue: its flow acts from now on."""
-        started = self.save(migration, state=MigrationState.RUNNING, phase=MigrationPhase.PREPARING)
+        started = self.save(
+            migration, state=MigrationState.RUNNING, phase=MigrationPhase.PREPARING, started_at=self.clock()
+        )
         self.emit(started, f"migration of VM {started.vm_name} started")
         return started
+
+    def elapsed_ms(self, since: datetime | None) -> int:
+        """Milliseconds from `since` to now; 0 when it is not known."""
+        if since is None:
+            return 0
+        return max(0, int((self.clock() - since).total_seconds() * 1000))
 
     def emit(self, migration: MigrationRecord, detail: str) -> None:
         host = migration.destination if migration.state is MigrationState.COMPLETED else migration.source
@@ -175,7 +183,7 @@ def slot_of(migration: MigrationRecord) -> SlotRequest:
 def runs_live(migration: MigrationRecord) -> bool:
     """A migration the agents carry out as a live one (to another host, not quick)."""
     return (
-        migration.kind is not MigrationKind.QUICK
+        migration.kind in (MigrationKind.LIVE, MigrationKind.STORAGE)
         and not migration.fell_back_to_quick
         and migration.source != migration.destination
     )

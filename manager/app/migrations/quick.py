@@ -52,7 +52,8 @@ class QuickMigration:
             migration = ctx.save(migration, vm_state_before=vm.state)
         try:
             if must_save:
-                migration = ctx.save(migration, phase=MigrationPhase.SAVING)
+                # The guest stops serving here: the downtime runs until its restore ends.
+                migration = ctx.save(migration, phase=MigrationPhase.SAVING, down_at=ctx.clock())
                 job.progress(10, f"Saving VM {vm.name} on {source.name}")
                 reported = await ctx.agents.operate_vm(
                     source.name, source.address or "", vm.id, VmOperation.SAVE
@@ -138,8 +139,14 @@ class QuickMigration:
             vm = ctx.store.get_vm(migration.vm_id)
             if vm is not None:
                 ctx.vms.record(as_reported(vm, taken))
+        down = migration.down_at if migration.vm_state_before in HOLDS_MEMORY else None
         done = ctx.save(
-            migration, state=MigrationState.COMPLETED, phase=MigrationPhase.COMPLETED, error=problem
+            migration,
+            state=MigrationState.COMPLETED,
+            phase=MigrationPhase.COMPLETED,
+            error=problem,
+            duration_ms=ctx.elapsed_ms(migration.started_at or migration.created_at),
+            blackout_ms=ctx.elapsed_ms(down),
         )
         fallback = " (fell back from live migration)" if done.fell_back_to_quick else ""
         summary = f"VM {done.vm_name} moved to {done.destination} by quick migration{fallback}"

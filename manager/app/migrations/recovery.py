@@ -20,6 +20,7 @@ from manager.app.migrations.endings import abandon, conclude
 from manager.app.migrations.live import LiveMigration, falls_back
 from manager.app.migrations.quick import QuickMigration
 from manager.app.migrations.slots import LiveMigrationSlots
+from manager.app.migrations.transfer import Transfers
 from manager.core.errors import ManagerError, NotFoundError
 from manager.core.migration import Outcome, holds_new_lease, is_open, settle, still_moving
 from manager.core.migration_phase import MigrationPhase
@@ -44,12 +45,14 @@ class Recovery:
         slots: LiveMigrationSlots,
         live: LiveMigration,
         quick: QuickMigration,
+        transfers: Transfers,
     ) -> None:
         self._ctx = ctx
         self._jobs = jobs
         self._slots = slots
         self._live = live
         self._quick = quick
+        self._transfers = transfers
         self._to_recover: list[str] = []
 
     def settle_queued(self) -> None:
@@ -114,7 +117,9 @@ class Recovery:
             async with ctx.vms.lock(migration.vm_id):
                 pass  # a job of this process that still holds the VM goes first
             job.progress(0, f"Settling the migration of VM {migration.vm_name} after a manager restart")
-            if migration.kind is MigrationKind.QUICK or migration.fell_back_to_quick:
+            if migration.kind in (MigrationKind.SAN_TRANSFER, MigrationKind.NETWORK_TRANSFER):
+                summary = await self._transfers.recover(job, migration)
+            elif migration.kind is MigrationKind.QUICK or migration.fell_back_to_quick:
                 summary = await self._recover_quick(job, migration)
             elif migration.source == migration.destination:
                 summary = await self._recover_files(migration)

@@ -38,6 +38,13 @@ from manager.core.model import (
     VmRecord,
 )
 from manager.core.states import MigrationState, VmState
+from manager.core.transfer import (
+    Transfer,
+    check_network_storage,
+    check_transfer_inside_cluster,
+    crosses_cluster_boundary,
+    plan_transfer,
+)
 
 # Runs an accepted migration, by its id, as its job.
 Work = Callable[[JobHandle, str], Awaitable[str]]
@@ -50,12 +57,28 @@ class MigrationRequests:
         self._work = work
 
     async def migrate(
-        self, name: str, destination: str, quick: bool, no_converge: str | None
+        self,
+        name: str,
+        destination: str,
+        quick: bool,
+        no_converge: str | None,
+        transfer: Transfer = Transfer.AUTO,
+        make_ha: bool = False,
+        storage: StorageLocation | None = None,
     ) -> tuple[JobRecord, MigrationRecord]:
-        """Live or quick migration to another node of the VM's cluster."""
+        """Live or quick migration to another node of the VM's cluster; a SAN or network
+        transfer of a VM at rest across the cluster boundary."""
         vm = self._vm(name)
         check_vm_movable(vm)
         source, target = self._hosts(vm, destination)
+        if crosses_cluster_boundary(source, target):
+            return await self._transfer(vm, source, target, transfer, make_ha, storage)
+        check_transfer_inside_cluster(transfer, source, target)
+        if storage is not None:
+            raise InvalidArgumentError(
+                f"storage: inside cluster {source.cluster} the files stay where every node sees them; "
+                f"move them with `havm vm migrate-storage {vm.name}`"
+            )
         check_ha_fits(vm, target)
         check_same_cluster(vm, source, target)
         level = self._ctx.settings.level
@@ -104,6 +127,54 @@ class MigrationRequests:
         await self._check_compatibility(vm, source, target, storage)
         return self._begin(vm, source, target, MigrationKind.STORAGE, storage, "fail")
 
+    async def _transfer(
+        self,
+        vm: VmRecord,
+        source: HostRecord,
+        target: HostRecord,
+        transfer: Transfer,
+        make_ha: bool,
+        storage: StorageLocation | None,
+    ) -> tuple[JobRecord, MigrationRecord]:
+        """A move across the cluster boundary: planned (SAN or network), checked by the
+        destination, begun."""
+        store = self._ctx.store
+        cluster = store.get_cluster(target.cluster) if target.cluster is not None else None
+        others = store.list_vms()
+        plan = plan_transfer(
+            transfer,
+            vm,
+            source,
+            target,
+            cluster.nodes if cluster is not None else (),
+            {h.name: h for h in store.list_hosts()},
+            others,
+            self._ctx.settings.level,
+            make_ha,
+        )
+        arriving = replace(vm, highly_available=plan.highly_available_after)
+        if plan.kind is MigrationKind.SAN_TRANSFER:
+            if storage is not None and storage != vm.storage:
+                raise InvalidArgumentError(
+                    f"storage: a SAN transfer leaves VM {vm.name}'s files on their LUN; to copy them to "
+                    f"{storage.name}, use --transfer network"
+                )
+            storage = vm.storage
+        else:
+            if storage is None:
+                capacity = host_capacity(target, store.list_clusters(), others)
+                storage = choose_storage(capacity, arriving)
+                if storage is None:
+                    raise FailedPreconditionError(
+                        f"VM {vm.name} cannot move to {target.name}: it sees no storage with "
+                        f"{vm.disk_gb} GB free"
+                    )
+            check_network_storage(vm, storage)
+        await self._check_compatibility(arriving, source, target, storage)
+        return self._begin(
+            vm, source, target, plan.kind, storage, "fail", highly_available_after=plan.highly_available_after
+        )
+
     def _vm(self, name: str) -> VmRecord:
         vm = self._ctx.store.get_vm_by_name(name)
         if vm is None:
@@ -151,6 +222,7 @@ class MigrationRequests:
         kind: MigrationKind,
         storage: StorageLocation | None,
         no_converge: str,
+        highly_available_after: bool | None = None,
     ) -> tuple[JobRecord, MigrationRecord]:
         ctx = self._ctx
         # The compatibility check awaited: look again before taking the VM.
@@ -173,12 +245,17 @@ class MigrationRequests:
             lease_generation=vm.lease_generation + 1,
             vm_state_before=vm.state,
             no_converge=no_converge,
+            highly_available_after=highly_available_after,
         )
         ctx.store.put_migration(migration)
         ctx.vms.record(replace(vm, migration_id=migration.id))
         ctx.vms.claims.claim(vm.id, Claim.MIGRATION)
         where = f"{source.name} to {target.name}" if source.name != target.name else f"on {source.name}"
-        label = "storage" if kind is MigrationKind.STORAGE else kind.value
+        label = {
+            MigrationKind.STORAGE: "storage migration",
+            MigrationKind.SAN_TRANSFER: "SAN transfer",
+            MigrationKind.NETWORK_TRANSFER: "network transfer",
+        }.get(kind, f"{kind.value} migration")
         try:
             job = self._jobs.start(
                 "migrate_vm_storage" if kind is MigrationKind.STORAGE else "migrate_vm",
@@ -194,5 +271,5 @@ class MigrationRequests:
             raise
         migration = replace(migration, job_id=job.id)
         ctx.store.put_migration(migration)
-        ctx.emit(migration, f"{label} migration of VM {vm.name} {where} requested")
+        ctx.emit(migration, f"{label} of VM {vm.name} {where} requested")
         return job, migration

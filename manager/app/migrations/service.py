@@ -24,6 +24,7 @@ from manager.app.migrations.recovery import Recovery
 from manager.app.migrations.requests import MigrationRequests
 from manager.app.migrations.slots import LiveMigrationSlots
 from manager.app.migrations.storage import FileMove
+from manager.app.migrations.transfer import Transfers
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.errors import InvalidArgumentError
@@ -31,6 +32,7 @@ from manager.core.model import JobRecord, MigrationKind, MigrationRecord, Storag
 from manager.core.settings import Settings
 from manager.core.states import JobState
 from manager.core.store import Store
+from manager.core.transfer import Transfer
 
 
 class MigrationService:
@@ -61,7 +63,8 @@ class MigrationService:
         self.quick = QuickMigration(self.context)
         self.live = LiveMigration(self.context, self.slots, self.quick)
         self.files = FileMove(self.context)
-        self.recovery = Recovery(self.context, jobs, self.slots, self.live, self.quick)
+        self.transfers = Transfers(self.context)
+        self.recovery = Recovery(self.context, jobs, self.slots, self.live, self.quick, self.transfers)
         self.requests = MigrationRequests(self.context, jobs, self._work)
 
     @property
@@ -86,10 +89,18 @@ class MigrationService:
     # --- requests ------------------------------------------------------------------
 
     async def migrate(
-        self, name: str, destination: str, quick: bool, no_converge: str | None
+        self,
+        name: str,
+        destination: str,
+        quick: bool,
+        no_converge: str | None,
+        transfer: Transfer = Transfer.AUTO,
+        make_ha: bool = False,
+        storage: StorageLocation | None = None,
     ) -> tuple[JobRecord, MigrationRecord]:
-        """Live or quick migration to another node of the VM's cluster."""
-        return await self.requests.migrate(name, destination, quick, no_converge)
+        """Live or quick migration to another node of the VM's cluster; a SAN or network
+        transfer across the cluster boundary."""
+        return await self.requests.migrate(name, destination, quick, no_converge, transfer, make_ha, storage)
 
     async def migrate_storage(
         self, name: str, destination: str, storage: StorageLocation | None
@@ -119,6 +130,8 @@ class MigrationService:
         try:
             if migration.kind is MigrationKind.QUICK:
                 summary = await self.quick.run(job, ctx.start(migration))
+            elif migration.kind in (MigrationKind.SAN_TRANSFER, MigrationKind.NETWORK_TRANSFER):
+                summary = await self.transfers.run(job, ctx.start(migration))
             elif migration.source == migration.destination:
                 summary = await self.files.run(job, ctx.start(migration))
             else:

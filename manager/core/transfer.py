@@ -1,0 +1,231 @@
+"""Moves across the cluster boundary: which transfer a stopped or saved VM takes, and why.
+
+Inside one cluster a VM moves by live or quick migration over the storage every node
+shares. Into a cluster, out of one, between clusters or between standalone hosts, VMM
+2008 R2 moves a stopped or saved VM by a *transfer*:
+
+- **SAN transfer**: the VM's files stay on their LUN and the LUN's ownership (its
+  masking) moves to the destination; no file byte is copied, so it takes seconds
+  whatever the VM's size. Into a cluster every node must see the LUN (VMM checks each
+  one and creates the cluster disk resource). Out of a cluster only from a LUN the VM
+  has to itself, never from a CSV, and not under VMM 2008. Pass-through disks on the
+  SAN move with it where the destination sees them (2008 R2); a local one must first
+  be converted to a virtual disk.
+- **Network transfer**: the files are copied agent to agent, to storage the
+  destination chooses; it works wherever the destination can hold the VM.
+
+A move into a cluster makes the VM highly available (VMM asks during placement; the
+request's `make_ha` is the answer), a move out of one ends that. Purely computational,
+no side effects: the migration service gathers the records and acts on the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError
+from manager.core.levels import LevelTraits
+from manager.core.model import HostRecord, MigrationKind, StorageKind, StorageLocation, VmRecord
+from manager.core.states import VmState
+
+# A VM crosses the cluster boundary at rest: its memory is on storage or gone.
+TRANSFERABLE_STATES = frozenset({VmState.STOPPED, VmState.SAVED})
+
+
+class Transfer(Enum):
+    """How the request asks a move across the cluster boundary to be made."""
+
+    AUTO = "auto"  # by SAN where the LUN allows it, else over the network
+    SAN = "san"
+    NETWORK = "network"
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """How a VM crosses the boundary, and what it is afterwards."""
+
+    kind: MigrationKind  # SAN_TRANSFER or NETWORK_TRANSFER
+    highly_available_after: bool
+    # Why SAN was not possible when a network transfer was chosen (`auto`): shown so
+    # that the result says why the bytes were copied.
+    san_refusals: tuple[str, ...] = ()
+
+
+def crosses_cluster_boundary(source: HostRecord, target: HostRecord) -> bool:
+    """Whether a move leaves the storage the two hosts share as nodes of one cluster."""
+    return source.cluster is None or source.cluster != target.cluster
+
+
+def check_at_rest(vm: VmRecord, target: HostRecord) -> None:
+    """A VM crosses the cluster boundary stopped or saved, as in VMM."""
+    if vm.state not in TRANSFERABLE_STATES:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is {vm.state.value}: a move to {target.name} crosses the cluster boundary, "
+            f"which a VM does stopped or saved (`havm vm save {vm.name}` keeps its memory); "
+            f"`havm vm migrate-storage {vm.name} --to {target.name}` moves it while it runs, copying its files"
+        )
+
+
+def highly_available_after(vm: VmRecord, target: HostRecord, make_ha: bool) -> bool:
+    """A VM on a cluster node is highly available: one that is not may move there only
+    when the request makes it so; on a standalone host no VM is."""
+    if target.cluster is None:
+        return False
+    if not vm.highly_available and not make_ha:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move to {target.name}: host {target.name} is a node of cluster "
+            f"{target.cluster}, and a VM there must be highly available; VM {vm.name} is not "
+            "(make it highly available as it moves with --make-ha, or choose a standalone host)"
+        )
+    return True
+
+
+def _sees(host: HostRecord | None, lun: str) -> bool:
+    return host is not None and any(v.name == lun and v.kind is StorageKind.LUN for v in host.volumes)
+
+
+def san_refusals(
+    vm: VmRecord,
+    source: HostRecord,
+    target: HostRecord,
+    nodes: Iterable[str],
+    hosts: Mapping[str, HostRecord],
+    others: Iterable[VmRecord],
+    level: LevelTraits,
+) -> list[str]:
+    """Every reason the VM cannot cross by SAN; empty when it can. `nodes` are the
+    target cluster's nodes (none for a standalone target), `others` every other VM."""
+    reasons: list[str] = []
+    storage = vm.storage
+    leaves_cluster = source.cluster is not None and source.cluster != target.cluster
+    if leaves_cluster and not level.san_transfer_out_of_cluster:
+        reasons.append(f"{level.name} has no SAN transfer out of a cluster")
+    if storage is None:
+        reasons.append(f"the manager has no record of where VM {vm.name}'s files are")
+    elif storage.kind is StorageKind.CSV:
+        reasons.append(
+            f"its files are on CSV volume {storage.name}: a VM crosses the cluster boundary by SAN "
+            "only from a LUN of its own that is not a CSV"
+        )
+    elif storage.kind is StorageKind.LOCAL_DISK:
+        reasons.append(f"its files are on local disk {storage.name} of host {source.name}, not on the SAN")
+    else:
+        reasons.extend(_lun_reasons(storage.name, "its files are on", vm, target, nodes, hosts))
+        sharing = sorted(o.name for o in others if o.id != vm.id and storage.name in o.luns())
+        if sharing:
+            reasons.append(
+                f"LUN {storage.name} is also used by VM {', '.join(sharing)}: its ownership can move "
+                "only with every VM on it"
+            )
+    for disk in vm.passthrough_disks:
+        if disk.kind is StorageKind.LOCAL_DISK:
+            reasons.append(
+                f"pass-through disk {disk.name} is a local disk of host {source.name}: convert it to a "
+                f"virtual disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+            )
+        elif not level.san_passthrough_disks and target.cluster is None:
+            reasons.append(
+                f"{level.name} moves no pass-through disk to a standalone host: convert {disk.name} to a "
+                f"virtual disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+            )
+        else:
+            reasons.extend(_lun_reasons(disk.name, "pass-through disk", vm, target, nodes, hosts))
+    return reasons
+
+
+def _lun_reasons(
+    lun: str,
+    what: str,
+    vm: VmRecord,
+    target: HostRecord,
+    nodes: Iterable[str],
+    hosts: Mapping[str, HostRecord],
+) -> list[str]:
+    members = list(nodes)
+    label = f"{what} LUN {lun}"
+    if members:
+        blind = [n for n in members if not _sees(hosts.get(n), lun)]
+        if blind:
+            verb = "does" if len(blind) == 1 else "do"
+            return [
+                f"{label}, which not every node of cluster {target.cluster} sees: "
+                f"{', '.join(blind)} {verb} not see it"
+            ]
+        return []
+    if not _sees(target, lun):
+        return [f"{label}, which host {target.name} does not see"]
+    return []
+
+
+def network_refusals(vm: VmRecord, source: HostRecord, target: HostRecord, level: LevelTraits) -> list[str]:
+    """Every reason the VM's files cannot be copied over the network: a pass-through disk
+    is not a file, so a local one (or, under VMM 2008, any, to a standalone host) must
+    be converted first, and a SAN one must be seen by the destination."""
+    reasons = []
+    for disk in vm.passthrough_disks:
+        if disk.kind is StorageKind.LOCAL_DISK or (
+            not level.san_passthrough_disks and target.cluster is None
+        ):
+            reasons.append(
+                f"pass-through disk {disk.name} cannot be copied over the network: convert it to a "
+                f"virtual disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+            )
+        elif not _sees(target, disk.name):
+            reasons.append(
+                f"host {target.name} does not see pass-through LUN {disk.name}: convert it to a virtual "
+                f"disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+            )
+    return reasons
+
+
+def plan_transfer(
+    requested: Transfer,
+    vm: VmRecord,
+    source: HostRecord,
+    target: HostRecord,
+    nodes: Iterable[str],
+    hosts: Mapping[str, HostRecord],
+    others: Iterable[VmRecord],
+    level: LevelTraits,
+    make_ha: bool,
+) -> TransferPlan:
+    """How the VM crosses the boundary to `target`, or FailedPreconditionError naming
+    every reason it cannot in the way asked."""
+    ha = highly_available_after(vm, target, make_ha)
+    check_at_rest(vm, target)
+    san = san_refusals(vm, source, target, nodes, hosts, others, level)
+    if requested is Transfer.SAN:
+        if san:
+            raise FailedPreconditionError(
+                f"VM {vm.name} cannot move to {target.name} by SAN: {'; '.join(san)}"
+            )
+        return TransferPlan(MigrationKind.SAN_TRANSFER, ha)
+    if requested is Transfer.AUTO and not san:
+        return TransferPlan(MigrationKind.SAN_TRANSFER, ha)
+    network = network_refusals(vm, source, target, level)
+    if network:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move to {target.name} over the network: {'; '.join(network)}"
+        )
+    return TransferPlan(MigrationKind.NETWORK_TRANSFER, ha, tuple(san) if requested is Transfer.AUTO else ())
+
+
+def check_network_storage(vm: VmRecord, storage: StorageLocation) -> None:
+    """A network transfer copies the files elsewhere: never onto the storage they are on."""
+    if storage == vm.storage:
+        raise InvalidArgumentError(
+            f"storage: VM {vm.name}'s files already are on {storage.kind.value} {storage.name}; a network "
+            "transfer copies them to other storage (a SAN transfer moves the LUN: --transfer san)"
+        )
+
+
+def check_transfer_inside_cluster(requested: Transfer, source: HostRecord, target: HostRecord) -> None:
+    """Inside one cluster a VM moves by live or quick migration: no transfer to choose."""
+    if requested is not Transfer.AUTO:
+        raise InvalidArgumentError(
+            f"transfer: hosts {source.name} and {target.name} are nodes of cluster {source.cluster}, "
+            "where a VM moves by live or quick migration; a SAN or network transfer is for moves into, "
+            "out of or between clusters"
+        )
