@@ -28,6 +28,23 @@ FINISHED = (manager_pb2.MIGRATION_STATE_COMPLETED, manager_pb2.MIGRATION_STATE_F
 ARROW = "\N{RIGHTWARDS ARROW}"
 
 
+class TransferChoice(enum.StrEnum):
+    auto = "auto"
+    san = "san"
+    network = "network"
+
+
+_TRANSFERS = {
+    TransferChoice.auto: manager_pb2.TRANSFER_AUTO,
+    TransferChoice.san: manager_pb2.TRANSFER_SAN,
+    TransferChoice.network: manager_pb2.TRANSFER_NETWORK,
+}
+_TRANSFER_KINDS = {
+    manager_pb2.MIGRATION_KIND_SAN_TRANSFER: "SAN transfer",
+    manager_pb2.MIGRATION_KIND_NETWORK_TRANSFER: "network transfer",
+}
+
+
 class NoConverge(enum.StrEnum):
     quick = "quick"
     fail = "fail"
@@ -78,14 +95,48 @@ def migrate_vm(
             "migration, or fail and leave the VM running where it is (default: the manager's setting).",
         ),
     ] = None,
+    transfer: Annotated[
+        TransferChoice,
+        typer.Option(
+            "--transfer",
+            case_sensitive=False,
+            help="Across the cluster boundary (the VM stopped or saved): by SAN (the LUN's ownership "
+            "moves, no bytes copied), over the network (the files are copied), or auto: SAN where the "
+            "LUN allows it, else network.",
+        ),
+    ] = TransferChoice.auto,
+    make_ha: Annotated[
+        bool,
+        typer.Option(
+            "--make-ha",
+            help="Moving a VM that is not highly available onto a cluster node: make it highly "
+            "available (asked on a terminal).",
+        ),
+    ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            metavar="[KIND:]NAME",
+            help="Network transfer: the destination's local disk, CSV volume or LUN for the files "
+            "(default: as placement chooses).",
+        ),
+    ] = None,
     detach: DetachOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Move a VM to another host: live where its cluster offers it, quick otherwise."""
-    request = manager_pb2.MigrateVmRequest(name=name, host=to, quick=quick)
+    """Move a VM to another host: live where its cluster offers it, quick otherwise; across
+    the cluster boundary, a stopped or saved VM by SAN or network transfer."""
+    request = manager_pb2.MigrateVmRequest(
+        name=name, host=to, quick=quick, transfer=_TRANSFERS[transfer], make_ha=make_ha
+    )
     if if_no_converge is not None:
         request.no_converge = _NO_CONVERGE_POLICIES[if_no_converge]
     manager = client(ctx)
+    if storage:
+        request.storage.CopyFrom(resolve_storage(manager.get_host(to), storage))
+    if not make_ha and output is OutputFormat.table and sys.stdin.isatty():
+        request.make_ha = ask_make_ha(manager, name, to)
     reply = manager.migrate_vm(request)
     _follow_and_report(manager, reply.job, reply.migration, detach, output)
 
@@ -118,6 +169,21 @@ def migrate_vm_storage(
         )
     reply = manager.migrate_vm_storage(request)
     _follow_and_report(manager, reply.job, reply.migration, detach, output)
+
+
+def ask_make_ha(manager: ManagerClient, vm: str, host: str) -> bool:
+    """VMM's question during placement: a VM that is not highly available going to a
+    cluster node is made so, or stays where it is. False when there is nothing to ask."""
+    destination = manager.get_host(host)
+    if not destination.cluster or manager.get_vm(vm).highly_available:
+        return False
+    if typer.confirm(
+        f"Host {host} is a node of cluster {destination.cluster}, where a VM must be highly "
+        f"available. Make VM {vm} highly available?",
+        default=True,
+    ):
+        return True
+    raise CliError(f"VM {vm} stays where it is: a VM on a cluster node must be highly available")
 
 
 def _split_target(text: str) -> tuple[str, str]:
@@ -248,13 +314,14 @@ def _poll(
 
 
 def _byte_percent(migration: manager_pb2.Migration) -> float:
-    total = migration.bytes + migration.bytes_remaining
+    total = migration.bytes_total or migration.bytes + migration.bytes_remaining
     return 100.0 * migration.bytes / total if total else 0.0
 
 
 def _title(migration: manager_pb2.Migration) -> str:
     kind = render.enum_word(manager_pb2.MigrationKind, migration.kind, "MIGRATION_KIND_")
-    return f"{kind} migration of {migration.vm} {ARROW} {migration.destination or '?'}"
+    what = _TRANSFER_KINDS.get(migration.kind, f"{kind} migration")
+    return f"{what} of {migration.vm} {ARROW} {migration.destination or '?'}"
 
 
 def progress_figures(migration: manager_pb2.Migration) -> str:
@@ -265,7 +332,14 @@ def progress_figures(migration: manager_pb2.Migration) -> str:
         parts.append(f"pass {migration.passes}")
     if migration.mb_per_s:
         parts.append(f"{migration.mb_per_s:,.0f} MB/s")
-    if migration.bytes or migration.bytes_remaining:
+    if migration.bytes_total:
+        left = max(0, migration.bytes_total - migration.bytes)
+        parts.append(
+            f"{render.megabytes(migration.bytes):,.1f} of {render.megabytes(migration.bytes_total):,.1f} MB"
+        )
+        if migration.mb_per_s:
+            parts.append(f"{left / 1e6 / migration.mb_per_s:,.0f} s left")
+    elif migration.bytes or migration.bytes_remaining:
         parts.append(f"{render.megabytes(migration.bytes_remaining):,.1f} MB left")
     return ", ".join(parts)
 
@@ -299,6 +373,8 @@ def report(migration: manager_pb2.Migration, output: OutputFormat, detached: boo
 def summary_lines(row: render.Row) -> list[str]:
     """What a completed migration did, and its measured figures."""
     vm, source, destination = row["vm"], row["source"] or "-", row["destination"] or "-"
+    if row["kind"] in ("san_transfer", "network_transfer"):
+        return _transfer_lines(row)
     if row["kind"] == "storage":
         storage = row["storage"]
         where = f"{destination} {storage['kind']}:{storage['name']}" if storage else destination
@@ -321,6 +397,19 @@ def summary_lines(row: render.Row) -> list[str]:
     ]
     measured = f"{row['kind']} migration {row['id']}: {', '.join(f for f in figures if f)}"
     return [moved, measured]
+
+
+def _transfer_lines(row: render.Row) -> list[str]:
+    how = "SAN transfer" if row["kind"] == "san_transfer" else "network transfer"
+    ha = "highly available" if row["highly_available_after"] else "not highly available"
+    moved = f"VM {row['vm']} moved {row['source']} {ARROW} {row['destination']} by {how}; now {ha}"
+    if row["kind"] == "san_transfer":
+        storage = row["storage"] or {"name": "?"}
+        figures = [f"LUN {storage['name']} changed owner, no file bytes copied"]
+    else:
+        figures = [f"{render.megabytes(row['bytes']):,.1f} MB copied", f"{row['mb_per_s']:,.0f} MB/s"]
+    figures.append(f"duration {row['duration_ms'] / 1000:.2f} s")
+    return [moved, f"{how} {row['id']}: {', '.join(figures)}"]
 
 
 # havm migration ...

@@ -296,6 +296,10 @@ def migration_dict(migration: manager_pb2.Migration) -> Row:
         "storage": storage_dict(migration.storage),
         "bytes": migration.bytes,
         "bytes_remaining": migration.bytes_remaining,
+        # A network transfer: the bytes of the VM's files to copy in all.
+        "bytes_total": migration.bytes_total,
+        # A transfer across the cluster boundary: whether the VM is highly available after it.
+        "highly_available_after": migration.highly_available_after,
         "passes": migration.passes,
         "duration_ms": migration.duration_ms,
         "blackout_ms": migration.blackout_ms,

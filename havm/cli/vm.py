@@ -128,6 +128,14 @@ def create_vm(
         ),
     ] = False,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
+    make_ha: Annotated[
+        bool,
+        typer.Option(
+            "--make-ha",
+            help="Placed on a cluster node (--host) without --ha: make it highly available "
+            "(asked on a terminal).",
+        ),
+    ] = False,
     preferred_owners: ha_cli.PreferredOwnersOption = None,
     possible_owners: ha_cli.PossibleOwnersOption = None,
     max_failovers: ha_cli.MaxFailoversOption = None,
@@ -137,6 +145,9 @@ def create_vm(
 ) -> None:
     """Create a virtual machine (and start it unless --no-start)."""
     policy = ha_cli.PolicyOptions(preferred_owners, possible_owners, max_failovers, failover_period, failback)
+    manager = client(ctx)
+    if host and not ha:
+        ha = _made_highly_available(manager, name, host, make_ha, output)
     request = manager_pb2.CreateVmRequest(
         name=name,
         memory_mb=memory_mb,
@@ -160,12 +171,31 @@ def create_vm(
         request.storage.CopyFrom(location)
     if policy.given():
         ha_cli.apply_policy_options(request.failover_policy, policy)
-    manager = client(ctx)
     vm = vm_after_job(manager, manager.create_vm(request).job, name, output)
     if vm is None:
         return
     state = render.enum_word(common_pb2.VmState, vm.state, "VM_STATE_")
     print(f"VM {name} created on {vm.host or 'no host'} ({state})")
+
+
+def _made_highly_available(
+    manager: ManagerClient, name: str, host: str, make_ha: bool, output: OutputFormat
+) -> bool:
+    """VMM's question when a VM that is not highly available is placed on a cluster node:
+    `--make-ha` answers yes; a terminal is asked; otherwise the manager's refusal names
+    the flag."""
+    if not make_ha and (output is not OutputFormat.table or not sys.stdin.isatty()):
+        return False
+    cluster = manager.get_host(host).cluster
+    if not cluster:
+        return False
+    if make_ha or typer.confirm(
+        f"Host {host} is a node of cluster {cluster}, where a VM must be highly available. "
+        f"Make VM {name} highly available?",
+        default=True,
+    ):
+        return True
+    raise CliError(f"VM {name} was not created: a VM on a cluster node must be highly available")
 
 
 def vm_after_job(
@@ -182,6 +212,16 @@ def vm_after_job(
         render.print_json(render.vm_dict(vm))
         return None
     return vm
+
+
+_HA_IS_WHERE_IT_RUNS = (
+    "a VM becomes highly available by moving into a cluster, not by a setting: stop or save it, then "
+    "`havm vm migrate {name} --to NODE --make-ha`"
+)
+_HA_ENDS_OUTSIDE = (
+    "a VM stops being highly available by moving out of its cluster, not by a setting: stop or save "
+    "it, then `havm vm migrate {name} --to STANDALONE_HOST`"
+)
 
 
 @vm_app.command("set")
@@ -201,9 +241,20 @@ def set_vm(
     max_failovers: ha_cli.MaxFailoversOption = None,
     failover_period: ha_cli.FailoverPeriodOption = None,
     failback: ha_cli.FailbackOption = None,
+    ha: Annotated[
+        bool | None,
+        typer.Option(
+            "--ha/--no-ha",
+            help="Refused with the way to do it: a VM becomes highly available by moving into a "
+            "cluster, and stops being so by moving out.",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Change a VM's settings: processor compatibility, failover policy."""
+    if ha is not None:
+        raise CliError(_HA_IS_WHERE_IT_RUNS.format(name=name) if ha else _HA_ENDS_OUTSIDE.format(name=name))
     policy = ha_cli.PolicyOptions(preferred_owners, possible_owners, max_failovers, failover_period, failback)
     if processor_compatibility is None and not policy.given():
         raise typer.BadParameter(

@@ -30,7 +30,9 @@ Format (YAML)::
         nodes: [node1, node2, node3, node4]
         csvs: [{name: Volume1, capacity_gb: 2048}]   # visible to every node
         luns: [{name: lun1, capacity_gb: 200, visible_to: [node1, node2]}]
-                                    # visible_to defaults to every node
+                                    # visible_to defaults to every node; it may also name
+                                    # standalone hosts the SAN zones the LUN to, so that a
+                                    # VM crosses the cluster boundary by SAN transfer
     timing:                         # optional; the manager and every agent run with it
       heartbeat_interval_s: 1       # agents beat this often
       heartbeat_threshold: 5        # missed beats in a row: the manager calls a host suspect
@@ -332,6 +334,7 @@ def parse_topology(data: object) -> Topology:
                 owner[node] = cluster.name
             clusters.append(cluster)
 
+    _check_zoned_hosts(clusters, owner)
     hosts = [replace(h, cluster=owner.get(h.name)) for h in hosts]
     timing = Timing() if top.get("timing") is None else parse_timing(top["timing"], "timing")
     migration = MigrationSettings()
@@ -362,6 +365,22 @@ def parse_topology(data: object) -> Topology:
         timing=timing,
         vmm_version=vmm_version,
     )
+
+
+def _check_zoned_hosts(clusters: Sequence[ClusterSpec], owner: Mapping[str, str]) -> None:
+    """A cluster's LUN is seen by its own nodes and by standalone hosts, never by another
+    cluster's nodes (whose cluster would not know it)."""
+    for i, cluster in enumerate(clusters):
+        luns = [v for v in cluster.volumes if v.kind == "lun"]
+        for k, lun in enumerate(luns):
+            for m, host_name in enumerate(lun.visible_to):
+                other = owner.get(host_name)
+                if other is not None and other != cluster.name:
+                    raise TopologyError(
+                        f"clusters[{i}].luns[{k}].visible_to[{m}]",
+                        f"host '{host_name}' is a node of cluster '{other}'; a LUN is seen by the nodes "
+                        "of its own cluster and by standalone hosts",
+                    )
 
 
 def _older_spelling(top: dict[str, Any], timing: Timing, section: str, old: str, new: str) -> Timing:
@@ -496,8 +515,8 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
             for m, raw_host in enumerate(read_list(lun["visible_to"], f"{at}.visible_to")):
                 vis_at = f"{at}.visible_to[{m}]"
                 host_name = read_name(raw_host, vis_at)
-                if host_name not in nodes:
-                    raise TopologyError(vis_at, f"host '{host_name}' is not a node of cluster '{name}'")
+                if host_name not in hosts:
+                    raise TopologyError(vis_at, f"host '{host_name}' is not defined under hosts")
                 if host_name not in visible:
                     visible.append(host_name)
         add(VolumeSpec(lun_name, "lun", capacity, tuple(visible)), at)
@@ -573,7 +592,11 @@ def without_host(topology: Topology, name: str) -> Topology:
     clusters = []
     for c in topology.clusters:
         if name not in c.nodes:
-            clusters.append(c)
+            # A standalone host a LUN was zoned to stops seeing it.
+            volumes = tuple(
+                replace(v, visible_to=tuple(n for n in v.visible_to if n != name)) for v in c.volumes
+            )
+            clusters.append(replace(c, volumes=volumes))
             continue
         nodes = tuple(n for n in c.nodes if n != name)
         if not nodes:

@@ -232,6 +232,21 @@ def apply_refresh_failure(host: HostRecord, why: str, now: datetime) -> HostReco
     return replace(set_host_state(host, HostState.NOT_RESPONDING, why), last_refresh=now)
 
 
+def _zoned_luns(host: HostRecord, counted: set[str], vms: Sequence[VmRecord]) -> list[StorageRoom]:
+    """LUNs a cluster shares with a host outside it (a standalone host the SAN zones the
+    LUN to, so that VMs cross the cluster boundary by SAN): their room, whoever uses them."""
+    rooms = []
+    for volume in host.volumes:
+        if volume.kind is not StorageKind.LUN or volume.name in counted:
+            continue
+        users = [vm for vm in vms if volume.name in vm.luns()]
+        taken_gb = sum(vm.disk_gb for vm in users)
+        free_gb = min(volume.free_bytes // GIB, volume.capacity_bytes // GIB - taken_gb)
+        holders = tuple(dict.fromkeys(vm.name for vm in users))
+        rooms.append(StorageRoom(volume.name, volume.kind, max(0, free_gb), holders))
+    return rooms
+
+
 def update_cluster_volumes(cluster: ClusterRecord, seen: Sequence[VolumeInfo]) -> ClusterRecord:
     """The cluster's volumes with the free space a node just reported."""
     reported = {v.name: v for v in seen}
@@ -289,6 +304,7 @@ def host_capacity(
             raw = [vm for vm in vms if volume.kind is StorageKind.LUN and volume.name in vm.luns()]
             holders = tuple(dict.fromkeys(vm.name for vm in users + raw))
             rooms.append(StorageRoom(volume.name, volume.kind, max(0, free_gb), holders))
+    rooms.extend(_zoned_luns(host, {r.name for r in rooms if r.kind is not StorageKind.LOCAL_DISK}, vms))
     return HostCapacity(
         name=host.name,
         cluster=host.cluster,

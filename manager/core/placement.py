@@ -189,7 +189,8 @@ def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> Non
         if host.cluster is not None and not request.highly_available:
             raise InvalidArgumentError(
                 f"host {host.name} is a node of cluster {host.cluster}: a VM there must be "
-                "highly available (use --ha), or choose a standalone host"
+                "highly available (use --ha, or --make-ha to make it so when asked), "
+                "or choose a standalone host"
             )
         if host.cluster is None and request.highly_available:
             raise InvalidArgumentError(

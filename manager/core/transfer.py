@@ -64,7 +64,8 @@ def check_at_rest(vm: VmRecord, target: HostRecord) -> None:
         raise FailedPreconditionError(
             f"VM {vm.name} is {vm.state.value}: a move to {target.name} crosses the cluster boundary, "
             f"which a VM does stopped or saved (`havm vm save {vm.name}` keeps its memory); "
-            f"`havm vm migrate-storage {vm.name} --to {target.name}` moves it while it runs, copying its files"
+            f"`havm vm migrate-storage {vm.name} --to {target.name}` moves it while it runs, "
+            "copying its files"
         )
 
 
@@ -122,13 +123,13 @@ def san_refusals(
     for disk in vm.passthrough_disks:
         if disk.kind is StorageKind.LOCAL_DISK:
             reasons.append(
-                f"pass-through disk {disk.name} is a local disk of host {source.name}: convert it to a "
-                f"virtual disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+                f"pass-through disk {disk.name} is a local disk of host {source.name}: "
+                + _convert_or_detach(vm, disk)
             )
         elif not level.san_passthrough_disks and target.cluster is None:
             reasons.append(
-                f"{level.name} moves no pass-through disk to a standalone host: convert {disk.name} to a "
-                f"virtual disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+                f"{level.name} moves no pass-through disk to a standalone host: "
+                + _convert_or_detach(vm, disk)
             )
         else:
             reasons.extend(_lun_reasons(disk.name, "pass-through disk", vm, target, nodes, hosts))
@@ -159,6 +160,14 @@ def _lun_reasons(
     return []
 
 
+def _convert_or_detach(vm: VmRecord, disk: StorageLocation) -> str:
+    prefix = "local" if disk.kind is StorageKind.LOCAL_DISK else "lun"
+    return (
+        "it must be converted to a virtual disk or detached first "
+        f"(`havm vm detach-disk {vm.name} --passthrough {prefix}:{disk.name}`)"
+    )
+
+
 def network_refusals(vm: VmRecord, source: HostRecord, target: HostRecord, level: LevelTraits) -> list[str]:
     """Every reason the VM's files cannot be copied over the network: a pass-through disk
     is not a file, so a local one (or, under VMM 2008, any, to a standalone host) must
@@ -169,13 +178,13 @@ def network_refusals(vm: VmRecord, source: HostRecord, target: HostRecord, level
             not level.san_passthrough_disks and target.cluster is None
         ):
             reasons.append(
-                f"pass-through disk {disk.name} cannot be copied over the network: convert it to a "
-                f"virtual disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+                f"pass-through disk {disk.name} cannot be copied over the network: "
+                + _convert_or_detach(vm, disk)
             )
         elif not _sees(target, disk.name):
             reasons.append(
-                f"host {target.name} does not see pass-through LUN {disk.name}: convert it to a virtual "
-                f"disk first (`havm vm convert-disk {vm.name} {disk.name}`)"
+                f"host {target.name} does not see pass-through LUN {disk.name}: "
+                + _convert_or_detach(vm, disk)
             )
     return reasons
 
@@ -205,6 +214,11 @@ def plan_transfer(
     if requested is Transfer.AUTO and not san:
         return TransferPlan(MigrationKind.SAN_TRANSFER, ha)
     network = network_refusals(vm, source, target, level)
+    if network and requested is Transfer.AUTO:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move to {target.name}: not by SAN, as {'; '.join(san)}; "
+            f"not over the network, as {'; '.join(network)}"
+        )
     if network:
         raise FailedPreconditionError(
             f"VM {vm.name} cannot move to {target.name} over the network: {'; '.join(network)}"

@@ -84,7 +84,7 @@ def test_named_cluster_node_for_a_non_ha_vm_is_refused() -> None:
         place(SNAPSHOT, request(highly_available=False, host="node1"))
     assert str(info.value) == (
         "host node1 is a node of cluster cluster1: a VM there must be highly available "
-        "(use --ha), or choose a standalone host"
+        "(use --ha, or --make-ha to make it so when asked), or choose a standalone host"
     )
 
 

@@ -166,9 +166,9 @@ BAD_INPUTS = [
     (("clusters", 0, "reserve"), -1, "clusters[0].reserve", "integer >= 0"),
     (
         ("clusters", 0, "luns", 0, "visible_to"),
-        ["node1", "standalone1"],
+        ["node1", "ghost"],
         "clusters[0].luns[0].visible_to[1]",
-        "host 'standalone1' is not a node of cluster 'cluster1'",
+        "host 'ghost' is not defined under hosts",
     ),
     (("clusters", 0, "luns", 0, "name"), "Volume1", "clusters[0].luns[0].name", "duplicate volume name"),
     (("clusters", 0, "csvs", 0, "capacity_gb"), "big", "clusters[0].csvs[0].capacity_gb", "positive integer"),
