@@ -209,10 +209,11 @@ def check_request(snapshot: PlacementSnapshot, request: PlacementRequest) -> Non
                 f"storage: a highly available VM needs its files on cluster storage (a CSV "
                 f"volume or a LUN), not on local disk {request.storage.name}"
             )
-        if not request.highly_available and kind is not StorageKind.LOCAL_DISK:
+        if not request.highly_available and kind is StorageKind.CSV:
             raise InvalidArgumentError(
-                f"storage: {request.storage.name} is a shared {kind.value}; a VM that is not "
-                "highly available keeps its files on a local disk of a standalone host"
+                f"storage: {request.storage.name} is a cluster shared volume; a VM that is not "
+                "highly available keeps its files on a local disk of a standalone host, or on a "
+                "LUN the SAN zones to it"
             )
 
 
