@@ -116,8 +116,15 @@ class AgentChannel(BlockingChannel):
     the host itself (havm.cli.host_changes)."""
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
-        """The agent stub's migration stream, which no command opens: refused if it were."""
+        """The agent stub's agent-to-agent streams (live migration, network transfer),
+        which no command opens: refused if one were."""
+        return self._not_carried(method)
 
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        return self._not_carried(method)
+
+    @staticmethod
+    def _not_carried(method: str) -> Callable[..., Any]:
         def call(*_: Any, **__: Any) -> Any:
             error = grpc.aio.AioRpcError(
                 grpc.StatusCode.UNIMPLEMENTED,

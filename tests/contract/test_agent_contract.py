@@ -139,7 +139,7 @@ def test_inventory_of_a_fresh_host(world: World) -> None:
             "hyperv-2008r2",
         )
         assert inventory.memory_mb == 32768 and inventory.vms == ()
-        assert {v.name for v in inventory.volumes} == {"Volume1", "lun1", "lun2"}
+        assert {v.name for v in inventory.volumes} == {"Volume1", "lun1", "lun2", "lun3"}
         assert inventory.boot_id
 
     world.run(check)

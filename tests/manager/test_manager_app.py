@@ -444,6 +444,8 @@ async def test_a_host_removed_from_the_topology_is_forgotten_unless_it_has_vms(t
     await run(app, job)
     data = yaml.safe_load(DEFAULT.read_text())
     data["hosts"] = [h for h in data["hosts"] if h["name"] != vm.host]
+    for lun in data["clusters"][0]["luns"]:
+        lun["visible_to"] = [n for n in lun.get("visible_to", data["clusters"][0]["nodes"]) if n != vm.host]
     smaller = parse_topology(data)
     with pytest.raises(FailedPreconditionError) as info:
         app.load(smaller)

@@ -188,7 +188,7 @@ def test_a_new_node_sees_every_csv_and_the_luns_every_node_sees() -> None:
             (name, ("node1", "node2") if name == "lun2" else seen) for name, seen in cluster.visibility
         ),
     )
-    assert [v.name for v in new_node_volumes(zoned)] == ["Volume1", "lun1"]
+    assert [v.name for v in new_node_volumes(zoned)] == ["Volume1", "lun1", "lun3"]
     after = joined(zoned, "node5")
     assert after.nodes == ("node1", "node2", "node3", "node4", "node5")
     assert after.visible_to("lun1") == ("node1", "node2", "node3", "node4", "node5")
@@ -324,6 +324,9 @@ def test_a_reload_still_forgets_topology_hosts_it_no_longer_declares() -> None:
     data = default_data()
     data["hosts"] = [h for h in data["hosts"] if h["name"] != "node4"]
     data["clusters"][0]["nodes"].remove("node4")
+    for lun in data["clusters"][0]["luns"]:
+        if "visible_to" in lun:
+            lun["visible_to"].remove("node4")
     topology = parse_topology(data)
     hosts, clusters = added_records()
     assert removed_from_topology(topology, hosts, clusters, []) == (["node4"], [])

@@ -98,7 +98,7 @@ def test_unknown_host_and_mismatched_storage_kinds() -> None:
         place(SNAPSHOT, request(host="node9"))
     with pytest.raises(InvalidArgumentError, match="^storage: a highly available VM"):
         place(SNAPSHOT, request(storage=StorageLocation(LOCAL, "C")))
-    with pytest.raises(InvalidArgumentError, match="^storage: Volume1 is a shared csv"):
+    with pytest.raises(InvalidArgumentError, match="^storage: Volume1 is a cluster shared volume"):
         place(SNAPSHOT, request(highly_available=False, storage=StorageLocation(CSV, "Volume1")))
 
 

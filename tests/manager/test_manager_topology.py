@@ -58,8 +58,9 @@ def test_default_topology_parses() -> None:
     assert topology.host("standalone1").cluster is None
     assert topology.host("node3").cluster == "cluster1"
     assert topology.cluster("cluster1").reserve == 1
-    assert {v.name for v in topology.volumes_visible_to("node4")} == {"Volume1", "lun1", "lun2"}
-    assert topology.volumes_visible_to("standalone1") == ()
+    assert {v.name for v in topology.volumes_visible_to("node4")} == {"Volume1", "lun1", "lun2", "lun3"}
+    # lun3 is zoned to the standalone host too, for SAN transfers across the cluster boundary.
+    assert [v.name for v in topology.volumes_visible_to("standalone1")] == ["lun3"]
 
 
 def test_defaults_merge_and_explicit_values() -> None:
