@@ -58,14 +58,30 @@ def crosses_cluster_boundary(source: HostRecord, target: HostRecord) -> bool:
     return source.cluster is None or source.cluster != target.cluster
 
 
-def check_at_rest(vm: VmRecord, target: HostRecord) -> None:
-    """A VM crosses the cluster boundary stopped or saved, as in VMM."""
+def check_at_rest(vm: VmRecord, source: HostRecord, target: HostRecord) -> None:
+    """A VM crosses the cluster boundary stopped or saved, as in VMM. Between standalone
+    hosts a running VM's storage migration moves it too, which the refusal says."""
     if vm.state not in TRANSFERABLE_STATES:
+        live = ""
+        if source.cluster is None and target.cluster is None:
+            live = (
+                f"; `havm vm migrate-storage {vm.name} --to {target.name}` moves it while it runs, "
+                "copying its files"
+            )
         raise FailedPreconditionError(
             f"VM {vm.name} is {vm.state.value}: a move to {target.name} crosses the cluster boundary, "
-            f"which a VM does stopped or saved (`havm vm save {vm.name}` keeps its memory); "
-            f"`havm vm migrate-storage {vm.name} --to {target.name}` moves it while it runs, "
-            "copying its files"
+            f"which a VM does stopped or saved (`havm vm save {vm.name}` keeps its memory){live}"
+        )
+
+
+def check_storage_move_stays(vm: VmRecord, source: HostRecord, target: HostRecord) -> None:
+    """A running VM's storage migration to another host never takes it out of its cluster:
+    a highly available VM leaves a cluster at rest, by SAN or network transfer."""
+    if source.cluster is not None and target.cluster != source.cluster:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move its files from {source.name} to {target.name} while it runs: "
+            f"{target.name} is outside cluster {source.cluster}, which a VM leaves stopped or saved "
+            f"(`havm vm save {vm.name}`, then `havm vm migrate {vm.name} --to {target.name}`)"
         )
 
 
@@ -203,7 +219,7 @@ def plan_transfer(
     """How the VM crosses the boundary to `target`, or FailedPreconditionError naming
     every reason it cannot in the way asked."""
     ha = highly_available_after(vm, target, make_ha)
-    check_at_rest(vm, target)
+    check_at_rest(vm, source, target)
     san = san_refusals(vm, source, target, nodes, hosts, others, level)
     if requested is Transfer.SAN:
         if san:

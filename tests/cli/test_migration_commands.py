@@ -138,8 +138,7 @@ def test_failed_and_refused_migrations_exit_1_with_the_sentence(cluster: SimClus
     assert refused.exit_code == 1
     assert one_error_line(refused) == (
         "error: VM doomed1 is running: a move to esx1 crosses the cluster boundary, which a VM does "
-        "stopped or saved (`havm vm save doomed1` keeps its memory); `havm vm migrate-storage doomed1 "
-        "--to esx1` moves it while it runs, copying its files"
+        "stopped or saved (`havm vm save doomed1` keeps its memory)"
     )
     fenced = cluster.cli("vm", "migrate", "doomed1", "--to", "node2")
     assert fenced.exit_code == 1 and one_error_line(fenced) == (

@@ -362,7 +362,7 @@ async def test_refusals_come_before_any_job_and_list_every_reason(tmp_path: Path
     message = caught.value.message
     assert message.startswith("VM web1 cannot move to node3: ")
     assert "'Backend'" in message and "AuthenticAMD" in message and "; " in message
-    with pytest.raises(FailedPreconditionError, match="migrate-storage"):
+    with pytest.raises(FailedPreconditionError, match="stopped or saved"):
         await c.app.migrate_vm("web1", "standalone1")
     with pytest.raises(FailedPreconditionError, match="already is on host node1"):
         await c.app.migrate_vm("web1", "node1")

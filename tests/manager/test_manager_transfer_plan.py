@@ -24,6 +24,7 @@ from manager.core.states import HostState, VmState
 from manager.core.transfer import (
     Transfer,
     check_network_storage,
+    check_storage_move_stays,
     check_transfer_inside_cluster,
     crosses_cluster_boundary,
     plan_transfer,
@@ -170,7 +171,12 @@ def test_only_a_vm_at_rest_crosses_and_a_running_one_is_told_how() -> None:
     with pytest.raises(FailedPreconditionError) as caught:
         plan(Transfer.AUTO, vm(state=VmState.RUNNING), "s1", "n1", hosts())
     assert "crosses the cluster boundary" in caught.value.message
-    assert "havm vm migrate-storage v1 --to n1" in caught.value.message
+    assert "migrate-storage" not in caught.value.message  # it would not take it into the cluster
+    with pytest.raises(FailedPreconditionError, match="havm vm migrate-storage v1 --to s2"):
+        plan(Transfer.AUTO, vm(state=VmState.RUNNING), "s1", "s2", hosts())
+    with pytest.raises(FailedPreconditionError, match="outside cluster c1"):
+        check_storage_move_stays(vm(where="n1", ha=True), hosts()["n1"], hosts()["s1"])
+    check_storage_move_stays(vm(), hosts()["s1"], hosts()["s2"])
     saved = plan(Transfer.AUTO, vm(state=VmState.SAVED), "s1", "n1", hosts())
     assert saved.kind is MigrationKind.SAN_TRANSFER
 

@@ -41,6 +41,7 @@ from manager.core.states import MigrationState, VmState
 from manager.core.transfer import (
     Transfer,
     check_network_storage,
+    check_storage_move_stays,
     check_transfer_inside_cluster,
     crosses_cluster_boundary,
     plan_transfer,
@@ -106,6 +107,7 @@ class MigrationRequests:
             return self._begin(vm, source, source, MigrationKind.STORAGE, storage, "fail")
         source, target = self._hosts(vm, destination)
         check_ha_fits(vm, target)
+        check_storage_move_stays(vm, source, target)
         for host in (source, target):
             if not moves_live(host, self._ctx.settings.level):
                 raise FailedPreconditionError(
