@@ -205,6 +205,7 @@ def cluster_dict(cluster: manager_pb2.Cluster) -> Row:
         "profile": profile_word(cluster.profile),
         "nodes": list(cluster.nodes),
         "reserve": cluster.reserve,
+        "datacenter": cluster.datacenter or None,
         "state": enum_word(manager_pb2.ClusterState, cluster.state, "CLUSTER_STATE_"),
         "overcommit": (
             {

@@ -77,10 +77,12 @@ def host_agent_config(
     isolation_response: str = "power_off",
     settings: Mapping[str, float | int] | None = None,
     heartbeat_key: bytes = b"",
+    peer_clusters: Iterable[str] = (),
 ) -> common_pb2.HostConfig:
     """The configuration of `host`'s agent: the shared volumes it sees (under `san_root`,
     the SAN every agent of the cluster shares), the cluster's timing, and any agent
-    `settings` (AgentSettings fields by name) on top of the agent's defaults."""
+    `settings` (AgentSettings fields by name) on top of the agent's defaults;
+    `peer_clusters` are the other clusters of its datacenter."""
     config = host_to_proto(host)
     config.volumes.extend(
         common_pb2.SharedVolume(
@@ -93,6 +95,7 @@ def host_agent_config(
     config.isolation_response = ISOLATION_RESPONSE_TO_PROTO[isolation_response]
     config.settings.CopyFrom(common_pb2.AgentSettings(**_settings(settings)))
     config.heartbeat_key = heartbeat_key.hex()
+    config.migration_peer_clusters.extend(peer_clusters)
     return config
 
 
@@ -112,6 +115,7 @@ def agent_config(
         topology.timing,
         topology.isolation.response,
         heartbeat_key=host_key(cluster_secret, host.name) if cluster_secret else b"",
+        peer_clusters=topology.datacenter_peers(host.cluster),
     )
 
 

@@ -19,6 +19,10 @@ VMM_VERSION_CSV = {"2008": False, "2008r2": True}
 # Whether each profile's clusters have shared volumes every node uses at once: Windows
 # Server 2008 failover clusters have no CSV; ESX has VMFS datastores.
 PROFILE_CSV = {"hyperv-2008": False, "hyperv-2008r2": True, "esx": True}
+# Whether a profile's clusters belong to a datacenter, between whose clusters running
+# VMs move live: vCenter's datacenters, where VMotion crosses ESX clusters; a Hyper-V
+# failover cluster is its own boundary.
+PROFILE_DATACENTER = {"hyperv-2008": False, "hyperv-2008r2": False, "esx": True}
 
 
 class _Volume(Protocol):

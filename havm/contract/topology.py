@@ -27,6 +27,9 @@ Format (YAML)::
       - name: cluster1
         profile: hyperv-2008r2      # every node must have this profile
         reserve: 1                  # node failures to absorb; default 1; < number of nodes
+        datacenter: dc1             # ESX clusters only: the vCenter datacenter it belongs to;
+                                    # running VMs move by VMotion between its clusters, which
+                                    # may share datastores (a CSV of the same name and size)
         nodes: [node1, node2, node3, node4]
         csvs: [{name: Volume1, capacity_gb: 2048}]   # visible to every node
         luns: [{name: lun1, capacity_gb: 200, visible_to: [node1, node2]}]
@@ -107,7 +110,7 @@ from havm.contract.hosts import (
     parse_host,
     parse_host_entry,
 )
-from havm.contract.levels import DEFAULT_VMM_VERSION, VMM_VERSION_CSV, check_csvs
+from havm.contract.levels import DEFAULT_VMM_VERSION, PROFILE_DATACENTER, VMM_VERSION_CSV, check_csvs
 from havm.contract.timing import MAX_TIMING_S, Timing, check_timing, parse_timing, timing_to_dict
 
 __all__ = [
@@ -163,7 +166,7 @@ _MIGRATION_KEYS = (
     "no_converge",
     "stall_timeout_s",
 )
-_CLUSTER_KEYS = ("name", "profile", "reserve", "nodes", "csvs", "luns")
+_CLUSTER_KEYS = ("name", "profile", "reserve", "datacenter", "nodes", "csvs", "luns")
 _CSV_KEYS = ("name", "capacity_gb")
 _LUN_KEYS = ("name", "capacity_gb", "visible_to")
 
@@ -183,6 +186,8 @@ class ClusterSpec:
     reserve: int
     nodes: tuple[str, ...]
     volumes: tuple[VolumeSpec, ...]
+    # The vCenter datacenter of an ESX cluster; None for a cluster in none.
+    datacenter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,13 @@ class Topology:
             if cluster.name == name:
                 return cluster
         raise KeyError(name)
+
+    def datacenter_peers(self, cluster: str | None) -> tuple[str, ...]:
+        """The other clusters of `cluster`'s datacenter; none for a cluster in none."""
+        own = next((c for c in self.clusters if c.name == cluster), None)
+        if own is None or own.datacenter is None:
+            return ()
+        return tuple(c.name for c in self.clusters if c.datacenter == own.datacenter and c.name != own.name)
 
     def volumes_visible_to(self, host_name: str) -> tuple[VolumeSpec, ...]:
         return tuple(
@@ -335,6 +347,7 @@ def parse_topology(data: object) -> Topology:
             clusters.append(cluster)
 
     _check_zoned_hosts(clusters, owner)
+    _check_shared_datastores(clusters)
     hosts = [replace(h, cluster=owner.get(h.name)) for h in hosts]
     timing = Timing() if top.get("timing") is None else parse_timing(top["timing"], "timing")
     migration = MigrationSettings()
@@ -381,6 +394,32 @@ def _check_zoned_hosts(clusters: Sequence[ClusterSpec], owner: Mapping[str, str]
                         f"host '{host_name}' is a node of cluster '{other}'; a LUN is seen by the nodes "
                         "of its own cluster and by standalone hosts",
                     )
+
+
+def _check_shared_datastores(clusters: Sequence[ClusterSpec]) -> None:
+    """Volumes of one name in two clusters are one directory of the SAN: only ESX clusters
+    of one datacenter share a datastore, and then as the same CSV of the same size."""
+    seen: dict[str, tuple[int, ClusterSpec, VolumeSpec]] = {}
+    for i, cluster in enumerate(clusters):
+        for volume in cluster.volumes:
+            if volume.name not in seen:
+                seen[volume.name] = (i, cluster, volume)
+                continue
+            _, first, other = seen[volume.name]
+            at = f"clusters[{i}].{volume.kind}s"
+            shared = cluster.datacenter is not None and cluster.datacenter == first.datacenter
+            if not shared:
+                raise TopologyError(
+                    at,
+                    f"volume '{volume.name}' is also a volume of cluster '{first.name}'; only ESX clusters "
+                    "of one datacenter share a datastore (name it otherwise)",
+                )
+            if volume.kind != "csv" or other.kind != "csv" or volume.capacity_gb != other.capacity_gb:
+                raise TopologyError(
+                    at,
+                    f"datastore '{volume.name}' is shared with cluster '{first.name}': it must be a CSV "
+                    f"there too, of the same capacity ({other.capacity_gb} GB there)",
+                )
 
 
 def _older_spelling(top: dict[str, Any], timing: Timing, section: str, old: str, new: str) -> Timing:
@@ -520,8 +559,22 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
                 if host_name not in visible:
                     visible.append(host_name)
         add(VolumeSpec(lun_name, "lun", capacity, tuple(visible)), at)
+    datacenter = None
+    if entry.get("datacenter") is not None:
+        datacenter = read_name(entry["datacenter"], f"{field}.datacenter")
+        if not PROFILE_DATACENTER[profile]:
+            raise TopologyError(
+                f"{field}.datacenter",
+                f"a {profile} cluster belongs to no datacenter: only ESX clusters do (vCenter's), "
+                "between which running VMs move by VMotion",
+            )
     return ClusterSpec(
-        name=name, profile=profile, reserve=reserve, nodes=tuple(nodes), volumes=tuple(volumes)
+        name=name,
+        profile=profile,
+        reserve=reserve,
+        nodes=tuple(nodes),
+        volumes=tuple(volumes),
+        datacenter=datacenter,
     )
 
 
@@ -534,6 +587,7 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
                 "name": c.name,
                 "profile": c.profile,
                 "reserve": c.reserve,
+                **({"datacenter": c.datacenter} if c.datacenter is not None else {}),
                 "nodes": list(c.nodes),
                 "csvs": [
                     {"name": v.name, "capacity_gb": v.capacity_gb} for v in c.volumes if v.kind == "csv"

@@ -314,7 +314,7 @@ class AgentSettings(_message.Message):
     def __init__(self, guest_tick_s: _Optional[float] = ..., shutdown_grace_s: _Optional[float] = ..., status_interval_s: _Optional[float] = ..., grpc_stop_grace_s: _Optional[float] = ..., mqtt_reconnect_max_s: _Optional[float] = ..., mqtt_keepalive_s: _Optional[int] = ..., mqtt_timeout_s: _Optional[float] = ..., max_guest_rate: _Optional[float] = ..., isolation_check_interval_s: _Optional[float] = ..., migration_max_passes: _Optional[int] = ..., migration_blackout_budget_ms: _Optional[float] = ..., migration_stalled_passes: _Optional[int] = ..., migration_chunk_pages: _Optional[int] = ..., migration_disk_chunk_bytes: _Optional[int] = ..., migration_progress_interval_s: _Optional[float] = ...) -> None: ...
 
 class HostConfig(_message.Message):
-    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "host_reserve_mb", "disks", "networks", "address", "migration_address", "volumes", "san_root", "timing", "isolation_response", "settings", "heartbeat_key")
+    __slots__ = ("name", "cluster", "profile", "cpu", "memory_mb", "host_reserve_mb", "disks", "networks", "address", "migration_address", "volumes", "san_root", "timing", "isolation_response", "settings", "heartbeat_key", "migration_peer_clusters")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +331,7 @@ class HostConfig(_message.Message):
     ISOLATION_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_KEY_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_PEER_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     cluster: str
     profile: Profile
@@ -347,4 +348,5 @@ class HostConfig(_message.Message):
     isolation_response: IsolationResponse
     settings: AgentSettings
     heartbeat_key: str
-    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., host_reserve_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., address: _Optional[str] = ..., migration_address: _Optional[str] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., san_root: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., isolation_response: _Optional[_Union[IsolationResponse, str]] = ..., settings: _Optional[_Union[AgentSettings, _Mapping]] = ..., heartbeat_key: _Optional[str] = ...) -> None: ...
+    migration_peer_clusters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[Profile, str]] = ..., cpu: _Optional[_Union[Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., host_reserve_mb: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., address: _Optional[str] = ..., migration_address: _Optional[str] = ..., volumes: _Optional[_Iterable[_Union[SharedVolume, _Mapping]]] = ..., san_root: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., isolation_response: _Optional[_Union[IsolationResponse, str]] = ..., settings: _Optional[_Union[AgentSettings, _Mapping]] = ..., heartbeat_key: _Optional[str] = ..., migration_peer_clusters: _Optional[_Iterable[str]] = ...) -> None: ...

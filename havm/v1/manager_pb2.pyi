@@ -370,7 +370,7 @@ class Host(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cluster: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., state: _Optional[_Union[HostState, str]] = ..., address: _Optional[str] = ..., cpu: _Optional[_Union[_common_pb2.Cpu, _Mapping]] = ..., memory_mb: _Optional[int] = ..., memory_free_mb: _Optional[int] = ..., vm_count: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[_common_pb2.LocalDisk, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[_common_pb2.Network, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., rating: _Optional[float] = ..., last_refresh: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_reason: _Optional[str] = ..., added_at_runtime: _Optional[bool] = ..., capabilities: _Optional[_Union[_common_pb2.HostCapabilities, _Mapping]] = ..., capabilities_reported: _Optional[bool] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "profile", "nodes", "reserve", "state", "volumes", "overcommit", "networks")
+    __slots__ = ("name", "profile", "nodes", "reserve", "state", "volumes", "overcommit", "networks", "datacenter")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
@@ -379,6 +379,7 @@ class Cluster(_message.Message):
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     OVERCOMMIT_FIELD_NUMBER: _ClassVar[int]
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     profile: _common_pb2.Profile
     nodes: _containers.RepeatedScalarFieldContainer[str]
@@ -387,7 +388,8 @@ class Cluster(_message.Message):
     volumes: _containers.RepeatedCompositeFieldContainer[_common_pb2.SharedVolume]
     overcommit: Overcommit
     networks: _containers.RepeatedCompositeFieldContainer[ClusterNetwork]
-    def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., overcommit: _Optional[_Union[Overcommit, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[ClusterNetwork, _Mapping]]] = ...) -> None: ...
+    datacenter: str
+    def __init__(self, name: _Optional[str] = ..., profile: _Optional[_Union[_common_pb2.Profile, str]] = ..., nodes: _Optional[_Iterable[str]] = ..., reserve: _Optional[int] = ..., state: _Optional[_Union[ClusterState, str]] = ..., volumes: _Optional[_Iterable[_Union[_common_pb2.SharedVolume, _Mapping]]] = ..., overcommit: _Optional[_Union[Overcommit, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[ClusterNetwork, _Mapping]]] = ..., datacenter: _Optional[str] = ...) -> None: ...
 
 class ClusterNetwork(_message.Message):
     __slots__ = ("name", "kind", "common", "vlan_id", "bound_to", "missing_on", "differs_on")

@@ -204,6 +204,7 @@ def cluster_to_proto(
         profile=PROFILE_TO_PROTO.get(cluster.profile, common_pb2.PROFILE_UNSPECIFIED),
         nodes=cluster.nodes,
         reserve=cluster.reserve,
+        datacenter=cluster.datacenter or "",
         state=to_proto_enum(report.state, "CLUSTER_STATE", manager_pb2.ClusterState),
         volumes=[volume_to_proto(v) for v in cluster.volumes],
         overcommit=(

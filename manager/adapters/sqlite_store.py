@@ -165,6 +165,7 @@ def _cluster(raw: dict[str, Any]) -> ClusterRecord:
         volumes=tuple(_volume(v) for v in raw["volumes"]),
         visibility=tuple((name, tuple(nodes)) for name, nodes in raw["visibility"]),
         reserve_overridden=raw.get("reserve_overridden", False),
+        datacenter=raw.get("datacenter"),
     )
 
 

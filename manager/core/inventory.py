@@ -151,6 +151,7 @@ def merge_topology(
                 visibility=tuple(
                     (v.name, v.visible_to + (joined if v.name in seen else ())) for v in cluster_spec.volumes
                 ),
+                datacenter=cluster_spec.datacenter,
             )
         )
     return new_hosts, new_clusters

@@ -197,6 +197,8 @@ class ClusterRecord:
     visibility: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # The reserve was set through UpdateCluster: it outlives the topology's value.
     reserve_overridden: bool = False
+    # ESX: the vCenter datacenter it belongs to; None for a cluster in none.
+    datacenter: str | None = None
 
     def visible_to(self, volume: str) -> tuple[str, ...]:
         return dict(self.visibility).get(volume, ())

@@ -27,7 +27,14 @@ from enum import Enum
 
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.levels import LevelTraits
-from manager.core.model import HostRecord, MigrationKind, StorageKind, StorageLocation, VmRecord
+from manager.core.model import (
+    ClusterRecord,
+    HostRecord,
+    MigrationKind,
+    StorageKind,
+    StorageLocation,
+    VmRecord,
+)
 from manager.core.states import VmState
 
 # A VM crosses the cluster boundary at rest: its memory is on storage or gone.
@@ -74,9 +81,36 @@ def check_at_rest(vm: VmRecord, source: HostRecord, target: HostRecord) -> None:
         )
 
 
-def check_storage_move_stays(vm: VmRecord, source: HostRecord, target: HostRecord) -> None:
-    """A running VM's storage migration to another host never takes it out of its cluster:
-    a highly available VM leaves a cluster at rest, by SAN or network transfer."""
+def same_datacenter(here: ClusterRecord | None, there: ClusterRecord | None) -> str | None:
+    """The datacenter two different clusters share, between which running VMs move by
+    VMotion (and Storage VMotion); None when they share none."""
+    if here is None or there is None or here.name == there.name or here.datacenter is None:
+        return None
+    return here.datacenter if here.datacenter == there.datacenter else None
+
+
+def check_not_across_datacenters(
+    vm: VmRecord, here: ClusterRecord | None, there: ClusterRecord | None
+) -> None:
+    """VMotion stays inside a datacenter: a running VM is not moved to another one."""
+    if vm.state in TRANSFERABLE_STATES or here is None or there is None:
+        return
+    if here.datacenter is not None and there.datacenter is not None and here.datacenter != there.datacenter:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot move from cluster {here.name} (datacenter {here.datacenter}) to cluster "
+            f"{there.name} (datacenter {there.datacenter}): VMotion moves running VMs between the ESX "
+            "clusters of one datacenter"
+        )
+
+
+def check_storage_move_stays(
+    vm: VmRecord, source: HostRecord, target: HostRecord, datacenter: str | None = None
+) -> None:
+    """A running VM's storage migration to another host never takes it out of its cluster
+    (a highly available VM leaves a cluster at rest, by SAN or network transfer), except
+    between the ESX clusters of one `datacenter`, where Storage VMotion moves it."""
+    if datacenter is not None:
+        return
     if source.cluster is not None and target.cluster != source.cluster:
         raise FailedPreconditionError(
             f"VM {vm.name} cannot move its files from {source.name} to {target.name} while it runs: "

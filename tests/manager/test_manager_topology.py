@@ -346,3 +346,45 @@ def test_vmm_2008_supports_no_csv_even_on_a_2008_r2_cluster() -> None:
         parse_topology(data)
     assert refused.value.field == "clusters[0].csvs"
     assert "VMM 2008 does not support cluster shared volumes" in refused.value.message
+
+
+ESX_DATACENTER = """
+version: 1
+host_defaults: {profile: esx, cpu: {vendor: GenuineIntel, model: X, cores: 8, mhz: 2000}, memory_mb: 8192}
+clusters:
+  - {name: ea, profile: esx, reserve: 0, datacenter: dc1, nodes: [e1], csvs: [{name: ds, capacity_gb: 100}]}
+  - {name: eb, profile: esx, reserve: 0, datacenter: dc1, nodes: [e2], csvs: [{name: ds, capacity_gb: 100}]}
+  - {name: ec, profile: esx, reserve: 0, nodes: [e3]}
+hosts: [{name: e1}, {name: e2}, {name: e3}]
+"""
+
+
+def test_esx_clusters_of_a_datacenter_share_datastores_and_know_each_other() -> None:
+    topology = parse_topology(yaml.safe_load(ESX_DATACENTER))
+    assert [c.datacenter for c in topology.clusters] == ["dc1", "dc1", None]
+    assert topology.datacenter_peers("ea") == ("eb",) and topology.datacenter_peers("ec") == ()
+    assert parse_topology(topology_to_dict(topology)) == topology
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (lambda d: d["clusters"][2].update(csvs=[{"name": "ds", "capacity_gb": 100}]), "clusters[2].csvs",
+         "volume 'ds' is also a volume of cluster 'ea'; only ESX clusters of one datacenter share"),
+        (lambda d: d["clusters"][1]["csvs"][0].update(capacity_gb=200), "clusters[1].csvs",
+         "datastore 'ds' is shared with cluster 'ea': it must be a CSV there too, of the same capacity"),
+    ],
+)  # fmt: skip
+def test_a_datastore_is_shared_only_inside_a_datacenter(change, field: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    data = yaml.safe_load(ESX_DATACENTER)
+    change(data)
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(data)
+    assert caught.value.field == field and message in str(caught.value)
+
+
+def test_only_esx_clusters_belong_to_a_datacenter() -> None:
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    data["clusters"][0]["datacenter"] = "dc1"
+    with pytest.raises(TopologyError, match="a hyperv-2008r2 cluster belongs to no datacenter"):
+        parse_topology(data)

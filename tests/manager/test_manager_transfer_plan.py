@@ -13,6 +13,7 @@ from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.levels import LEVEL_TRAITS, VmmVersion
 from manager.core.model import (
     GIB,
+    ClusterRecord,
     HostRecord,
     MigrationKind,
     StorageKind,
@@ -24,10 +25,12 @@ from manager.core.states import HostState, VmState
 from manager.core.transfer import (
     Transfer,
     check_network_storage,
+    check_not_across_datacenters,
     check_storage_move_stays,
     check_transfer_inside_cluster,
     crosses_cluster_boundary,
     plan_transfer,
+    same_datacenter,
 )
 
 R2 = LEVEL_TRAITS[VmmVersion.VMM_2008R2]
@@ -214,3 +217,25 @@ def test_boundary_and_the_checks_around_it() -> None:
     check_transfer_inside_cluster(Transfer.AUTO, every["n1"], every["n2"])
     with pytest.raises(InvalidArgumentError, match="--transfer san"):
         check_network_storage(vm(), SAN1)
+
+
+def _cluster(name: str, datacenter: str | None) -> ClusterRecord:
+    return ClusterRecord(name, "esx", 0, (), (), datacenter=datacenter)
+
+
+def test_running_vms_cross_clusters_only_inside_one_datacenter() -> None:
+    ea, eb, ec, plain = (
+        _cluster("ea", "dc1"),
+        _cluster("eb", "dc1"),
+        _cluster("ec", "dc2"),
+        _cluster("h", None),
+    )
+    assert same_datacenter(ea, eb) == "dc1"
+    assert same_datacenter(ea, ea) is None  # one cluster: an ordinary migration
+    assert same_datacenter(ea, ec) is None and same_datacenter(plain, ea) is None
+    with pytest.raises(FailedPreconditionError) as caught:
+        check_not_across_datacenters(vm(state=VmState.RUNNING), ea, ec)
+    assert "VMotion moves running VMs between the ESX clusters of one datacenter" in caught.value.message
+    check_not_across_datacenters(vm(state=VmState.SAVED), ea, ec)  # at rest: a transfer
+    # Storage VMotion to another host stays inside the datacenter too.
+    check_storage_move_stays(vm(where="n1", ha=True), hosts()["n1"], hosts()["s1"], "dc1")

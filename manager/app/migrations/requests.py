@@ -30,6 +30,7 @@ from manager.core.migration import (
     refusal,
 )
 from manager.core.model import (
+    ClusterRecord,
     HostRecord,
     JobRecord,
     MigrationKind,
@@ -39,12 +40,15 @@ from manager.core.model import (
 )
 from manager.core.states import MigrationState, VmState
 from manager.core.transfer import (
+    TRANSFERABLE_STATES,
     Transfer,
     check_network_storage,
+    check_not_across_datacenters,
     check_storage_move_stays,
     check_transfer_inside_cluster,
     crosses_cluster_boundary,
     plan_transfer,
+    same_datacenter,
 )
 
 # Runs an accepted migration, by its id, as its job.
@@ -73,6 +77,11 @@ class MigrationRequests:
         check_vm_movable(vm)
         source, target = self._hosts(vm, destination)
         if crosses_cluster_boundary(source, target):
+            here, there = self._cluster(source), self._cluster(target)
+            datacenter = same_datacenter(here, there)
+            if datacenter is not None and vm.state not in TRANSFERABLE_STATES:
+                return await self._vmotion(vm, source, target, datacenter, transfer, storage, no_converge)
+            check_not_across_datacenters(vm, here, there)
             return await self._transfer(vm, source, target, transfer, make_ha, storage)
         check_transfer_inside_cluster(transfer, source, target)
         if storage is not None:
@@ -107,7 +116,9 @@ class MigrationRequests:
             return self._begin(vm, source, source, MigrationKind.STORAGE, storage, "fail")
         source, target = self._hosts(vm, destination)
         check_ha_fits(vm, target)
-        check_storage_move_stays(vm, source, target)
+        check_storage_move_stays(
+            vm, source, target, same_datacenter(self._cluster(source), self._cluster(target))
+        )
         for host in (source, target):
             if not moves_live(host, self._ctx.settings.level):
                 raise FailedPreconditionError(
@@ -128,6 +139,53 @@ class MigrationRequests:
                 )
         await self._check_compatibility(vm, source, target, storage)
         return self._begin(vm, source, target, MigrationKind.STORAGE, storage, "fail")
+
+    def _cluster(self, host: HostRecord) -> ClusterRecord | None:
+        return self._ctx.store.get_cluster(host.cluster) if host.cluster is not None else None
+
+    async def _vmotion(
+        self,
+        vm: VmRecord,
+        source: HostRecord,
+        target: HostRecord,
+        datacenter: str,
+        transfer: Transfer,
+        storage: StorageLocation | None,
+        no_converge: str | None,
+    ) -> tuple[JobRecord, MigrationRecord]:
+        """A running VM between ESX clusters of one datacenter: VMotion where the
+        destination sees its datastore, VMotion with Storage VMotion (the disk copied
+        while it runs, in the same operation) where it does not or `storage` says so."""
+        if transfer is not Transfer.AUTO:
+            raise InvalidArgumentError(
+                f"transfer: VM {vm.name} runs; between the clusters of datacenter {datacenter} it moves "
+                "by VMotion, not by a transfer (save or stop it for one)"
+            )
+        check_ha_fits(vm, target)
+        for host in (source, target):
+            if not moves_live(host, self._ctx.settings.level):
+                raise FailedPreconditionError(
+                    f"VM {vm.name} cannot move from {source.name} to {target.name} while it runs: "
+                    f"{no_live_migration(host, self._ctx.settings.level)}"
+                )
+        seen = vm.storage is not None and any(
+            v.name == vm.storage.name and v.kind is vm.storage.kind for v in target.volumes
+        )
+        kind = MigrationKind.LIVE
+        if storage is not None and storage != vm.storage or not seen:
+            kind = MigrationKind.STORAGE
+            if storage is None:
+                store = self._ctx.store
+                storage = choose_storage(host_capacity(target, store.list_clusters(), store.list_vms()), vm)
+                if storage is None:
+                    raise FailedPreconditionError(
+                        f"VM {vm.name} cannot move to {target.name}: it sees no datastore with "
+                        f"{vm.disk_gb} GB free"
+                    )
+        else:
+            storage = None
+        await self._check_compatibility(vm, source, target, storage or vm.storage)
+        return self._begin(vm, source, target, kind, storage, no_converge or self._ctx.policy.no_converge)
 
     async def _transfer(
         self,
