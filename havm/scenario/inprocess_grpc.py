@@ -52,8 +52,15 @@ class _Aborted(Exception):
 class _Context:
     """The part of grpc.aio.ServicerContext the servicers use."""
 
-    def __init__(self, caller: str) -> None:
+    def __init__(
+        self, caller: str, on_initial_metadata: Callable[[tuple[Any, ...]], None] | None = None
+    ) -> None:
         self._caller = caller
+        self._on_initial_metadata = on_initial_metadata
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        if self._on_initial_metadata is not None:
+            self._on_initial_metadata(tuple(metadata))
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         raise _Aborted(code, details, trailing_metadata)
@@ -357,11 +364,7 @@ class BidiCall(_Responses):
                     return
                 yield copied(item)
 
-        async def serve() -> None:
-            async for response in handler(requests(), _Context(caller)):
-                await self._responses.put(copied(response))
-
-        server = network.loop.spawn(machine, serve())
+        server = network.loop.spawn(machine, self._serve(handler, requests(), caller))
         death: asyncio.Future[None] = loop.create_future()
         endpoint.in_flight.add(death)
         try:
@@ -385,6 +388,10 @@ class BidiCall(_Responses):
             return
         self._finish(grpc.StatusCode.OK, "")
         await self._responses.put(_END)
+
+    async def _serve(self, handler: Any, requests: AsyncIterator[Any], caller: str) -> None:
+        async for response in handler(requests, _Context(caller)):
+            await self._responses.put(copied(response))
 
     async def write(self, request: Any) -> None:
         if self._status.done():
@@ -412,6 +419,39 @@ class BidiCall(_Responses):
 
     def done(self) -> bool:
         return self._status.done()
+
+
+class ClientStreamCall(BidiCall):
+    """A client stream: `write`, `done_writing`, then `await call` for the one answer;
+    `initial_metadata()` is what the server sent before it (empty if it ended first)."""
+
+    def __init__(self, network: InProcessNetwork, address: str, method: str, timeout: float | None) -> None:
+        self._initial: asyncio.Future[tuple[Any, ...]] = network.loop.create_future()
+        super().__init__(network, address, method, timeout)
+
+    def _sent_initial(self, metadata: tuple[Any, ...]) -> None:
+        if not self._initial.done():
+            self._initial.set_result(metadata)
+
+    def _finish(self, code: grpc.StatusCode, details: str) -> None:
+        self._sent_initial(())
+        super()._finish(code, details)
+
+    async def _serve(self, handler: Any, requests: AsyncIterator[Any], caller: str) -> None:
+        response = await handler(requests, _Context(caller, self._sent_initial))
+        await self._responses.put(copied(response))
+
+    async def initial_metadata(self) -> tuple[Any, ...]:
+        return await asyncio.shield(self._initial)
+
+    async def _answer(self) -> Any:
+        item = await self.read()
+        if item is grpc.aio.EOF:
+            raise rpc_error(grpc.StatusCode.INTERNAL, "the server ended the call without an answer")
+        return item
+
+    def __await__(self) -> Any:
+        return self._answer().__await__()
 
 
 class _UnaryUnary:
@@ -457,18 +497,13 @@ class InProcessChannel:
     def stream_unary(
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
     ) -> Any:
-        return _Unsupported(method)
+        def call(*, timeout: float | None = None, **_: Any) -> ClientStreamCall:
+            return ClientStreamCall(self.network, self.address, method, timeout)
+
+        return call
 
     async def close(self, grace: float | None = None) -> None:
         pass
 
     async def channel_ready(self) -> None:
         pass
-
-
-class _Unsupported:
-    def __init__(self, method: str) -> None:
-        self._method = method
-
-    def __call__(self, *args: Any, **kw: Any) -> Any:
-        raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, f"{self._method} does not run in a scenario yet")

@@ -277,8 +277,9 @@ def plan_transfer(
 
 
 def check_network_storage(vm: VmRecord, storage: StorageLocation) -> None:
-    """A network transfer copies the files elsewhere: never onto the storage they are on."""
-    if storage == vm.storage:
+    """A network transfer copies the files elsewhere: never onto the shared volume they
+    are on (a local disk of the same name on another host is another disk)."""
+    if storage == vm.storage and storage.kind is not StorageKind.LOCAL_DISK:
         raise InvalidArgumentError(
             f"storage: VM {vm.name}'s files already are on {storage.kind.value} {storage.name}; a network "
             "transfer copies them to other storage (a SAN transfer moves the LUN: --transfer san)"

@@ -150,6 +150,7 @@ def _core_form(m: common_pb2.HostConfig) -> dict[str, Any]:
         "san_root": m.san_root or None,
         "settings": settings,
         "heartbeat_key": m.heartbeat_key,
+        "migration_peer_clusters": list(m.migration_peer_clusters),
     }
 
 
@@ -217,4 +218,5 @@ def host_config_to_proto(config: HostConfig) -> common_pb2.HostConfig:
             "ISOLATION_RESPONSE_" + s.isolation_response.value.upper()
         ),
         heartbeat_key=config.heartbeat_key.hex(),
+        migration_peer_clusters=config.migration_peer_clusters,
     )

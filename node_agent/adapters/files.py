@@ -20,6 +20,7 @@ kill -9 leaves either the old or the new version, never half of one.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -388,6 +389,36 @@ class DiskFile:
         while view:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
+
+    def extents(self) -> list[tuple[int, int]]:
+        """The file's data regions (SEEK_DATA/SEEK_HOLE), in the file system's blocks.
+
+        A file system without them (or whose generic answer is "all data") yields the
+        whole file: correct, only slower to copy.
+        """
+        size = os.fstat(self._fd).st_size
+        seek_data = getattr(os, "SEEK_DATA", None)
+        seek_hole = getattr(os, "SEEK_HOLE", None)
+        if seek_data is None or seek_hole is None:
+            return [(0, size)] if size else []
+        found: list[tuple[int, int]] = []
+        offset = 0
+        try:
+            while offset < size:
+                try:
+                    start = os.lseek(self._fd, offset, seek_data)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # only a hole is left
+                        break
+                    raise
+                end = min(os.lseek(self._fd, start, seek_hole), size)
+                found.append((start, end - start))
+                offset = end
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            return [(0, size)] if size else []
+        return found
 
     def sync(self) -> None:
         os.fsync(self._fd)

@@ -21,6 +21,11 @@ from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.config_file import cpu_to_pb
 from node_agent.adapters.grpc_host_admin import HostAdministrationPort, HostAdminServicer
 from node_agent.adapters.migration_network import MigrationNetwork
+from node_agent.adapters.transfer_messages import (
+    transfer_message_from_pb,
+    transfer_progress_to_pb,
+    transfer_request_from_pb,
+)
 from node_agent.adapters.vm_messages import (
     STATES,
     STORAGE_TO_PB,
@@ -59,6 +64,7 @@ from node_agent.core.migration import (
     SourceMessage,
 )
 from node_agent.core.power import Operation
+from node_agent.core.transfer import TransferMessage, TransferProgress, TransferRequest
 from node_agent.core.views import GuestView, HostView, StorageUsage, VmView
 from node_agent.core.vm import StorageRef, VmSpec
 from node_agent.core.vm_devices import VmUpdate
@@ -129,6 +135,10 @@ class HostBackend(Protocol):
     @property
     def migration_network(self) -> MigrationNetwork: ...
     async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveView: ...
+    def send_vm(self, request: TransferRequest) -> AsyncGenerator[TransferProgress, None]: ...
+    async def receive_vm(
+        self, messages: AsyncIterator[TransferMessage], accepted: Callable[[], Awaitable[None]]
+    ) -> VmView: ...
     @property
     def administration(self) -> HostAdministrationPort: ...
 
@@ -350,6 +360,11 @@ def guest_to_pb(view: GuestView) -> agent_pb2.AgentServiceGetGuestStatusResponse
 # Asks the agent to leave its cluster (Shutdown): takes the reason, returns once the
 # leave is under way, raises an AgentError when the agent may not leave now.
 Leave = Callable[[str], None]
+
+
+# The initial metadata ReceiveVm answers once it took the offer: the source sends no
+# chunk before (a refusal then ends a call with nothing in flight).
+TRANSFER_ACCEPTED_KEY = "havm-transfer-accepted"
 
 
 # The trailing metadata a failed MigrateVm carries: the kind of failure (agent.proto).
@@ -588,3 +603,49 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
         if session.error is not None:
             await network.wait_connected()  # not even the refusal crosses a cut network
             await context.abort(grpc.StatusCode[session.error.code], session.error.message)
+
+    async def SendVm(
+        self, request: agent_pb2.AgentServiceSendVmRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.AgentServiceSendVmResponse]:
+        self._host.note_management_call()
+        try:
+            # Closed at once when the caller goes away: the transfer runs on without it.
+            async with aclosing(self._host.send_vm(transfer_request_from_pb(request))) as updates:
+                async for progress in updates:
+                    yield transfer_progress_to_pb(progress)
+        except AgentError as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+        except Exception:
+            log.exception("unexpected error in a network transfer")
+            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+
+    async def ReceiveVm(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentServiceReceiveVmRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> agent_pb2.AgentServiceReceiveVmResponse:
+        network = self._host.migration_network
+
+        async def messages() -> AsyncGenerator[TransferMessage, None]:
+            async for request in request_iterator:
+                # This host's migration network cut: what arrives is not taken in.
+                await network.wait_connected()
+                yield transfer_message_from_pb(request)
+
+        async def accepted() -> None:
+            await network.wait_connected()
+            await context.send_initial_metadata(((TRANSFER_ACCEPTED_KEY, "1"),))
+
+        try:
+            async with aclosing(messages()) as stream:
+                vm = await self._host.receive_vm(stream, accepted)
+        except grpc.aio.AbortError:
+            raise  # refused already (a request not decodable): its status is set
+        except AgentError as exc:
+            await network.wait_connected()  # not even the refusal crosses a cut network
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+        except Exception:
+            log.exception("unexpected error in an incoming network transfer")
+            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+        await network.wait_connected()
+        return agent_pb2.AgentServiceReceiveVmResponse(vm=vm_to_pb(vm))

@@ -22,7 +22,7 @@ from node_agent.core.errors import AgentError, Corrupted, FailedPrecondition, Mi
 from node_agent.core.migration import PeerReply, SourceMessage
 
 
-def _transport_broke(code: grpc.StatusCode, details: str | None) -> bool:
+def transport_broke(code: grpc.StatusCode, details: str | None) -> bool:
     """gRPC's own INTERNAL when the peer's process dies in the middle of a stream (the
     connection is reset): the destination went away, it did not fail."""
     return code is grpc.StatusCode.INTERNAL and transport_failure(details)
@@ -109,7 +109,7 @@ class MigrationPeer:
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.CANCELLED,
             grpc.StatusCode.DEADLINE_EXCEEDED,
-        ) and not _transport_broke(code, details):
+        ) and not transport_broke(code, details):
             error = AgentError(f"host {self.host_name} failed: {details or code.name}")
             error.code = code.name
         return error

@@ -1,12 +1,12 @@
 """The emulated host at run time: the composition root of the agent's app.
 
 VmHost is what the AgentService serves. It wires the app's parts together and hands
-each the ports it needs (host storage, virtual disks, the migration peer link, the
-clock): HostedVms owns the VMs and their records, PowerOperations changes their power
-state, and the flows of live migration and storage moves run on those two, never on
-VmHost, so that none of them depends on the whole host. Only here and in app.runner
-are adapters built. Creation, deletion and settings are here
-because they are short and touch nothing else.
+each the ports it needs (host storage, virtual disks, the peer links, the clock):
+HostedVms owns the VMs and their records, PowerOperations changes their power state,
+and the flows of live migration, network transfers and storage moves run on those two,
+never on VmHost, so that none of them depends on the whole host. Only here and in
+app.runner are adapters built. Creation, deletion and settings are here because they
+are short and touch nothing else.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from node_agent.adapters.clock import SYSTEM_CLOCK, FunctionClock
 from node_agent.adapters.files import FileDisks, HostFiles
 from node_agent.adapters.grpc_peer import GrpcPeerConnector
+from node_agent.adapters.grpc_transfer_peer import GrpcFilesConnector
 from node_agent.adapters.host_changes_file import HostChangesFile
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.app.crash_points import CrashPoints
@@ -34,15 +35,18 @@ from node_agent.app.ownership import claim_new, load_registered, take_over_files
 from node_agent.app.power_operations import PowerOperations
 from node_agent.app.stale_copies import StaleCopies
 from node_agent.app.storage_move import StorageMoveResult, move_storage
+from node_agent.app.transfer_in import IncomingTransfer
+from node_agent.app.transfer_out import OutgoingTransfer
 from node_agent.app.vm_settings import update_settings
 from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import AgentError, AlreadyExists, NotFound
+from node_agent.core.errors import AgentError, AlreadyExists, NotFound, Unavailable
 from node_agent.core.guest import decode_saved_state_with_cpu
 from node_agent.core.host_storage import RegistryEntry
 from node_agent.core.lease import is_fenced
 from node_agent.core.migration import FinishedMigrations, MigrationProgress, MigrationRequest
 from node_agent.core.power import RESTART_ON_RECOVERY, Operation, PowerState, check_deletable
+from node_agent.core.transfer import TransferMessage, TransferProgress, TransferRequest
 from node_agent.core.views import GuestView, HostLoad, HostView, StorageUsage, VmView
 from node_agent.core.vm import (
     GIB,
@@ -100,6 +104,10 @@ class VmHost:
         self._connect = GrpcPeerConnector(
             config.settings.migration_stall_timeout_s, self.migration_network, peer_channel
         )
+        # Network transfers go the same way, on their own streams.
+        self._send_files = GrpcFilesConnector(
+            config.settings.migration_stall_timeout_s, self.migration_network, peer_channel
+        )
         self.vms = HostedVms(config, files, FileDisks(), time_port)
         self._power = PowerOperations(self.vms)
         # Networks and volumes an administrator changes on the host; kept in the state
@@ -115,6 +123,10 @@ class VmHost:
         # ended: a caller that lost its stream asks for the id again to follow it.
         self.outgoing: dict[str, OutgoingMigration] = {}
         self.finished_migrations = FinishedMigrations()
+        # Network transfers of this host's VMs under way, by transfer id.
+        self.transfers: dict[str, OutgoingTransfer] = {}
+        # Set once the agent is asked to stop (begin_stop): it neither takes nor sends a VM then.
+        self.stopping = False
         # Migrations and other work that outlive the call that started them.
         self._background: set[asyncio.Task[Any]] = set()
         self._stale_copies = StaleCopies(self.vms)
@@ -206,8 +218,7 @@ class VmHost:
         """
         validate_spec(spec, self.config)
         self.vms.check_configuration(spec)
-        if spec.id in self.vms.incoming:
-            raise AlreadyExists(f"VM {spec.id} is arriving on host {self.config.name} by live migration")
+        self.vms.check_not_arriving(spec)
         existing = self.vms.hosted(spec.id)
         if existing is not None:
             if take_over and existing.lease_generation == lease_generation > 0:
@@ -231,6 +242,7 @@ class VmHost:
 
     async def delete_vm(self, vm_id: str) -> None:
         vm = self.vms.operable(vm_id)
+        self.vms.check_not_migrating(vm)  # at once, not after a move that holds the lock
         await _complete_even_if_abandoned(self._delete_locked(vm))
 
     async def _delete_locked(self, vm: HostedVm) -> None:
@@ -334,6 +346,41 @@ class VmHost:
         self.spawn(session.run(), "incoming-migration")
         return session
 
+    def send_vm(self, request: TransferRequest) -> AsyncGenerator[TransferProgress, None]:
+        """Start a network transfer of one of this host's VMs at rest; iterate for its progress.
+
+        The checks run before anything is awaited; the transfer then runs on its own,
+        whoever listens. A request naming a transfer of that VM under way follows it.
+        """
+        running = self.transfers.get(request.transfer_id)
+        if running is not None and running.vm.spec.id == request.vm_id:
+            return running.progress()
+        if self.stopping:
+            raise Unavailable(f"host {self.config.name} is stopping; it sends no VM now")
+        transfer = OutgoingTransfer.prepare(request, self.vms, self._send_files)
+        self.transfers[request.transfer_id] = transfer
+        self.spawn(self._run_transfer(transfer), f"transfer-{request.transfer_id}")
+        return transfer.progress()
+
+    async def _run_transfer(self, transfer: OutgoingTransfer) -> None:
+        try:
+            await transfer.run()
+        finally:
+            if self.transfers.get(transfer.request.transfer_id) is transfer:
+                del self.transfers[transfer.request.transfer_id]
+
+    async def receive_vm(
+        self, messages: AsyncIterator[TransferMessage], accepted: Callable[[], Awaitable[None]]
+    ) -> VmView:
+        """The destination side of a network transfer: the VM once it arrived whole.
+
+        It runs in the caller's call: a source that goes away ends it, and nothing of
+        the VM stays (app.transfer_in). `accepted` tells the source its offer was taken.
+        """
+        if self.stopping:
+            raise Unavailable(f"host {self.config.name} is stopping; it takes no VM now")
+        return await IncomingTransfer(self.vms).receive(messages, accepted)
+
     async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveResult:
         vm = self.vms.operable(vm_id)
         return await _complete_even_if_abandoned(move_storage(self.vms, vm, storage))
@@ -384,8 +431,13 @@ class VmHost:
     def _registry_state(vm_id: str, entries: list[RegistryEntry]) -> PowerState:
         return next(e.power_state for e in entries if e.vm_id == vm_id)
 
+    def begin_stop(self) -> None:
+        """The agent is asked to stop: no network transfer starts from now on, either way."""
+        self.stopping = True
+
     async def stop(self) -> None:
         """Stop every guest; registry states stay as they are so running VMs restart."""
+        self.begin_stop()
         for task in list(self._background):
             task.cancel()
         if self._background:

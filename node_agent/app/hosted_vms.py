@@ -1,12 +1,14 @@
 """The VMs this host holds, and the one owner that adds, drops and records them.
 
-Power operations, live migration in and out, storage moves and the letting go of
-stale copies all change which VMs this host has and what it remembers of them. They
-share this object instead of each other, or the host: the VMs of this host, the
-skeletons arriving by live migration (which hold memory but are not this host's until
-they resume), the registry that finds the VMs again after a restart, and fencing,
-which drops a copy whose storage lease moved to another host. A VM that left is never
-written back: every record goes through `persist`, which writes only VMs still here.
+Power operations, live migration in and out, network transfers, storage moves and the
+letting go of stale copies all change which VMs this host has and what it remembers of
+them. They share this object instead of each other, or the host: the VMs of this host,
+the skeletons arriving by live migration (which hold memory but are not this host's
+until they resume), the VMs whose files arrive by network transfer (nothing of them is
+this host's until the last byte checked out, but their id is taken), the registry that
+finds the VMs again after a restart, and fencing, which drops a copy whose storage
+lease moved to another host. A VM that left is never written back: every record goes
+through `persist`, which writes only VMs still here.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from node_agent.core.clock import Clock
 from node_agent.core.compatibility import compatibility_reasons
 from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from node_agent.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from node_agent.core.host_storage import HostStorage, RegistryEntry
 from node_agent.core.lease import Fenced, check_write
 from node_agent.core.power import HOLDS_MEMORY, PowerState, transition
+from node_agent.core.transfer import AT_REST
 from node_agent.core.virtual_disks import VirtualDisks
 from node_agent.core.vm import VmSpec, available_memory_mb
 from node_agent.core.vm_devices import check_no_files_on, check_on_host
@@ -43,6 +46,8 @@ class HostedVms:
         self.clock = clock
         self._vms: dict[str, HostedVm] = {}
         self._incoming: dict[str, HostedVm] = {}
+        # VMs arriving by network transfer: their spec and the transfer's id, by VM id.
+        self._arriving_files: dict[str, tuple[VmSpec, str]] = {}
 
     # The host's description
 
@@ -75,9 +80,32 @@ class HostedVms:
         return self._incoming
 
     def specs(self, arriving: bool = False) -> list[VmSpec]:
-        """The configurations of this host's VMs, with `arriving` those of the skeletons too."""
+        """The configurations of this host's VMs, with `arriving` those of the skeletons and
+        of the VMs arriving by network transfer too."""
         specs = [vm.spec for vm in self._vms.values()]
-        return specs + [vm.spec for vm in self._incoming.values()] if arriving else specs
+        if not arriving:
+            return specs
+        return (
+            specs
+            + [vm.spec for vm in self._incoming.values()]
+            + [s for s, _ in self._arriving_files.values()]
+        )
+
+    def arriving_by_transfer(self, vm_id: str) -> str | None:
+        """The id of the network transfer bringing this VM here, if one is under way."""
+        arriving = self._arriving_files.get(vm_id)
+        return arriving[1] if arriving is not None else None
+
+    def check_not_arriving(self, spec: VmSpec) -> None:
+        """No VM of this id may be created or received while it arrives by either way."""
+        name = self.config.name
+        if spec.id in self._incoming:
+            raise AlreadyExists(f"VM {spec.label} ({spec.id}) is arriving on host {name} by live migration")
+        transfer = self.arriving_by_transfer(spec.id)
+        if transfer is not None:
+            raise AlreadyExists(
+                f"VM {spec.label} ({spec.id}) is arriving on host {name} by network transfer {transfer}"
+            )
 
     def operable(self, vm_id: str) -> HostedVm:
         """The VM an operation is about, or why there is none to operate on."""
@@ -101,11 +129,18 @@ class HostedVms:
 
     @staticmethod
     def check_not_migrating(vm: HostedVm) -> None:
-        if vm.migration_id:
+        if not vm.migration_id:
+            return
+        if vm.state in AT_REST:
+            # A VM at rest moves by its files only: a network transfer or a storage move.
             raise FailedPrecondition(
-                f"VM {vm.label} is being live-migrated (migration {vm.migration_id}); "
-                "wait until the migration has ended"
+                f"VM {vm.label} is {vm.state.value} and its files are being moved (migration "
+                f"{vm.migration_id}); wait until the move has ended"
             )
+        raise FailedPrecondition(
+            f"VM {vm.label} is being live-migrated (migration {vm.migration_id}); "
+            "wait until the migration has ended"
+        )
 
     def held_mb(self) -> list[int]:
         """The memory of every VM that holds some, skeletons included: they reserve theirs."""
@@ -135,6 +170,12 @@ class HostedVms:
         here = self._vms.get(spec.id)
         if spec.id in self._incoming or (here is not None and not self.drop_if_fenced(here)):
             reasons.append(f"VM {spec.label} ({spec.id}) is already on host {self.config.name}")
+        transfer = self.arriving_by_transfer(spec.id)
+        if transfer is not None:
+            reasons.append(
+                f"VM {spec.label} ({spec.id}) is arriving on host {self.config.name} by network "
+                f"transfer {transfer}"
+            )
         return reasons
 
     # Coming and going
@@ -169,6 +210,15 @@ class HostedVms:
         """A skeleton that will not arrive: its reservation ends."""
         if self._incoming.get(skeleton.spec.id) is skeleton:
             del self._incoming[skeleton.spec.id]
+
+    def expect_files(self, spec: VmSpec, transfer_id: str) -> None:
+        """A VM whose files arrive by network transfer: its id is taken from now on."""
+        self._arriving_files[spec.id] = (spec, transfer_id)
+
+    def files_settled(self, spec: VmSpec, transfer_id: str) -> None:
+        """The transfer ended: the VM was inserted, or nothing of it stays."""
+        if self.arriving_by_transfer(spec.id) == transfer_id:
+            del self._arriving_files[spec.id]
 
     def adopt(self, vm: HostedVm) -> None:
         """Make a VM that arrived by live migration one of this host's VMs, and persist it."""

@@ -55,6 +55,7 @@ class StopRequests:
         if self.request is not None:
             return
         self.request = request
+        self._host.begin_stop()
         log.info("asked to stop: %s", request.reason)
         self._event.set()
 

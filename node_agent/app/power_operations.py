@@ -40,6 +40,9 @@ class PowerOperations:
         return self._vms.config
 
     async def operate_locked(self, vm: HostedVm, operation: Operation) -> VmView:
+        # Refused at once rather than after the move: a storage move or a network
+        # transfer holds the VM's lock for as long as its files take to copy.
+        self._vms.check_not_migrating(vm)
         async with vm.lock:
             self._vms.check_still_here(vm)
             self._vms.check_not_migrating(vm)

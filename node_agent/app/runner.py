@@ -106,7 +106,11 @@ def process_transports(
     `broker`, POSIX signals."""
 
     def server(host: VmHost, listen: str, leave: Callable[[str], None]) -> AgentServerPort:
-        admission = AgentAdmission(config.name, config.cluster) if config is not None else None
+        admission = (
+            AgentAdmission(config.name, config.cluster, config.migration_peer_clusters)
+            if config is not None
+            else None
+        )
         return AgentServer(host, listen, leave=leave, identity=identity, admission=admission)
 
     def peer_channel(host_name: str, address: str) -> grpc.aio.Channel:

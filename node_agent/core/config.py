@@ -189,6 +189,9 @@ class HostConfig:
     # What the host signs its heartbeats and statuses with (bytes of the file's hex);
     # empty: unsigned.
     heartbeat_key: bytes = b""
+    # The other clusters whose nodes may live-migrate VMs here: an ESX node's other
+    # clusters of its datacenter, between which VMotion moves running VMs.
+    migration_peer_clusters: tuple[str, ...] = ()
 
     @property
     def vm_memory_mb(self) -> int:
@@ -237,11 +240,15 @@ def parse_host_config(raw: object) -> HostConfig:
     key_raw = top.get("heartbeat_key") or ""
     if not isinstance(key_raw, str) or not re.fullmatch(r"([0-9a-f]{64})?", key_raw):
         raise ConfigError("heartbeat_key", "must be 64 hexadecimal digits, or empty")
+    peers = _list(top, "migration_peer_clusters")
     config = HostConfig(
         name=name,
         cluster=cluster,
         profile=profile,
         heartbeat_key=bytes.fromhex(key_raw),
+        migration_peer_clusters=tuple(
+            _name({"cluster": p}, "cluster", f"migration_peer_clusters[{i}]") for i, p in enumerate(peers)
+        ),
         cpu=_cpu(top.get("cpu")),
         memory_mb=memory_mb,
         host_reserve_mb=reserve,

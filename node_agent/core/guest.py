@@ -167,6 +167,13 @@ def encode_saved_state(vm_id: str, memory: PageVersions, cpu: GuestCpu | None = 
     return header + vid + _CPU_LENGTH.pack(len(cpu_text)) + cpu_text + hashlib.sha256(body).digest() + body
 
 
+def saved_state_size_limit(pages: int) -> int:
+    """The most bytes memory.vsv of a VM with `pages` pages of memory can take: the body,
+    and a header whose VM id and processor text are each at most what their length field holds."""
+    most_text = 0xFFFF
+    return _SAVED_HEADER.size + most_text + _CPU_LENGTH.size + most_text + 32 + 4 * pages
+
+
 @dataclass(frozen=True)
 class SavedState:
     memory: PageVersions

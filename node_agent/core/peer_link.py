@@ -1,9 +1,11 @@
-"""The migration peer link port: how a source agent talks to a destination agent.
+"""The peer link ports: how a source agent talks to a destination agent.
 
 Live migration is a conversation (offer, pages, device state, commit one way; accepted,
-ready, resumed the other) that the source drives. The app speaks it in core messages
-over this port and never learns whether a gRPC stream, a scenario's in-process channel
-or a test double carries it, nor how a cut migration network holds it back.
+ready, resumed the other) that the source drives. A network transfer is a monologue
+(offer, file chunks, end) answered once, by the VM as the destination then holds it.
+The app speaks both in core messages over these ports and never learns whether a gRPC
+stream, a scenario's in-process channel or a test double carries them, nor how a cut
+migration network holds them back.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from node_agent.core.migration import PeerReply, SourceMessage
+from node_agent.core.transfer import FileChunk, FilesEnd, FilesOffer
+from node_agent.core.views import VmView
 
 
 class MigrationLink(Protocol):
@@ -39,3 +43,33 @@ class PeerConnector(Protocol):
     """Opens a migration stream to the agent of `host_name` at `address`."""
 
     def __call__(self, host_name: str, address: str) -> MigrationLink: ...
+
+
+class FilesLink(Protocol):
+    """One open network-transfer stream to one destination agent.
+
+    `offer` returns once the destination took the offer; `send` returning is the flow
+    control, as on a migration stream. Each raises an AgentError carrying the
+    destination's sentence when it refused, or saying that it went away or fell silent.
+    """
+
+    @property
+    def host_name(self) -> str: ...
+
+    async def offer(self, offer: FilesOffer) -> None: ...
+
+    async def send(self, message: FileChunk | FilesEnd) -> None: ...
+
+    async def finish(self) -> VmView:
+        """Close the sending side and wait for the answer: the VM as the destination holds it."""
+        ...
+
+    async def close(self) -> None:
+        """End the stream; safe to call after a failure."""
+        ...
+
+
+class FilesConnector(Protocol):
+    """Opens a network-transfer stream to the agent of `host_name` at `address`."""
+
+    def __call__(self, host_name: str, address: str) -> FilesLink: ...

@@ -1,8 +1,9 @@
 """The virtual disk port: a VM's disk as its guest and the copies of its files use it.
 
 A running guest writes its journal into the VM's virtual disk; a live migration or a
-storage move copies the disk's journal region block by block, and an idle VM's
-journal position is found by scanning its disk. Behind this port they are sparse
+storage move copies the disk's journal region block by block, a network transfer
+copies the regions ever written, and an idle VM's journal position is found by
+scanning its disk. Behind this port they are sparse
 files today (adapters.files); the app decides when a disk is opened, copied or
 scanned, never how.
 
@@ -45,6 +46,11 @@ class DiskBlocks(Protocol):
 
     def read(self, offset: int, length: int) -> bytes: ...
     def write(self, offset: int, data: bytes) -> None: ...
+    def extents(self) -> list[tuple[int, int]]:
+        """The regions ever written, as (offset, length) in ascending order; the rest reads
+        as zeros. Where the storage cannot tell, the whole disk is one region."""
+        ...
+
     def sync(self) -> None: ...
     def close(self) -> None: ...
 

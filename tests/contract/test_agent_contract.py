@@ -241,3 +241,32 @@ def test_an_unreachable_agent_is_unavailable(world: World) -> None:
             await agents.probe("node9", "127.0.0.1:9" if world.kind == "real" else "node9.sim:50051", 1.0)
 
     world.run(check)
+
+
+def test_a_network_transfer_moves_a_stopped_vm_and_a_refusal_leaves_it(world: World) -> None:
+    async def check(agents: AgentClient, at: dict[str, str]) -> None:
+        from dataclasses import replace
+
+        from manager.core.model import TransferOrder
+
+        record = vm("tx1")
+        await agents.create_vm("node1", at["node1"], record)
+
+        def order(storage: StorageLocation, transfer_id: str) -> TransferOrder:
+            moved = replace(record, host="node2", storage=storage, highly_available=False)
+            return TransferOrder(transfer_id, "node2", at["node2"], moved, lease_generation=2)
+
+        # Volume1 is one directory for both hosts: the destination finds the VM's files there.
+        with pytest.raises(AlreadyExistsError) as refused:
+            _ = [p async for p in agents.send_vm("node1", at["node1"], order(record.storage, "t-1"))]
+        assert refused.value.message.startswith("host node2: CSV volume Volume1 of host node2 already holds")
+        assert (await agents.get_vm("node1", at["node1"], "id-tx1")).state is VmState.STOPPED
+
+        local = StorageLocation(StorageKind.LOCAL_DISK, "C")
+        updates = [p async for p in agents.send_vm("node1", at["node1"], order(local, "t-2"))]
+        assert updates[-1].vm is not None and updates[-1].vm.lease_generation == 2
+        assert all(u.vm is None for u in updates[:-1])
+        assert (await agents.get_vm("node2", at["node2"], "id-tx1")).state is VmState.STOPPED
+        assert [v.id for v in (await agents.get_inventory("node1", at["node1"])).vms] == []
+
+    world.run(check)

@@ -217,6 +217,9 @@ def test_boundary_and_the_checks_around_it() -> None:
     check_transfer_inside_cluster(Transfer.AUTO, every["n1"], every["n2"])
     with pytest.raises(InvalidArgumentError, match="--transfer san"):
         check_network_storage(vm(), SAN1)
+    check_network_storage(
+        vm(storage=StorageLocation(StorageKind.LOCAL_DISK, "D")), StorageLocation(StorageKind.LOCAL_DISK, "D")
+    )
 
 
 def _cluster(name: str, datacenter: str | None) -> ClusterRecord:

@@ -446,7 +446,7 @@ def test_an_agent_takes_its_host_from_the_topology(tmp_path: Path) -> None:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             host = stub.GetInventory(agent_pb2.AgentServiceGetInventoryRequest(), timeout=10).host
         assert (host.name, host.cluster, host.memory_mb) == ("node3", "cluster1", 32768)
-        assert sorted(v.name for v in host.volumes) == ["Volume1", "lun1", "lun2"]
+        assert sorted(v.name for v in host.volumes) == ["Volume1", "lun1", "lun2", "lun3"]
         assert (tmp_path / "san").is_dir()
     finally:
         proc.kill()

@@ -1,0 +1,120 @@
+"""A network transfer's messages on the wire, and back (SendVm and ReceiveVm).
+
+A malformed message becomes an InvalidArgument naming the field. A chunk's fields are
+set one by one on the request: handing a VmFileChunk to the request's constructor
+copies its megabyte of data through a slow path, several times slower than the rest of
+the chunk's way over the wire.
+"""
+
+from __future__ import annotations
+
+from havm.v1 import agent_pb2
+from node_agent.adapters.vm_messages import (
+    STATES,
+    STATES_FROM_PB,
+    cpu_from_pb,
+    spec_from_pb,
+    spec_to_pb,
+    vm_to_pb,
+)
+from node_agent.core.errors import InvalidArgument
+from node_agent.core.transfer import (
+    AT_REST,
+    FileChunk,
+    FilesEnd,
+    FilesOffer,
+    TransferMessage,
+    TransferProgress,
+    TransferRequest,
+    VmFile,
+)
+
+_FILES = {VmFile.DISK: agent_pb2.VM_FILE_DISK, VmFile.SAVED_STATE: agent_pb2.VM_FILE_SAVED_STATE}
+_FILES_FROM_PB = {v: k for k, v in _FILES.items()}
+
+
+def transfer_request_from_pb(pb: agent_pb2.AgentServiceSendVmRequest) -> TransferRequest:
+    if not pb.HasField("spec"):
+        raise InvalidArgument("spec: is required (the VM as the destination will hold it)")
+    return TransferRequest(
+        vm_id=pb.vm_id,
+        transfer_id=pb.transfer_id,
+        destination_host=pb.destination_host,
+        destination_address=pb.destination_address,
+        spec=spec_from_pb(pb.spec),
+        lease_generation=pb.lease_generation,
+        bandwidth_mb_per_s=pb.bandwidth_mb_per_s,
+    )
+
+
+def transfer_progress_to_pb(progress: TransferProgress) -> agent_pb2.AgentServiceSendVmResponse:
+    pb = agent_pb2.AgentServiceSendVmResponse(
+        bytes_sent=progress.bytes_sent,
+        bytes_total=progress.bytes_total,
+        mb_per_s=progress.mb_per_s,
+        duration_ms=progress.duration_ms,
+    )
+    if progress.vm is not None:
+        pb.vm.CopyFrom(vm_to_pb(progress.vm))
+    return pb
+
+
+def transfer_message_to_pb(message: TransferMessage) -> agent_pb2.AgentServiceReceiveVmRequest:
+    request = agent_pb2.AgentServiceReceiveVmRequest()
+    if isinstance(message, FileChunk):
+        chunk = request.chunk
+        chunk.file = _FILES[message.file]
+        chunk.offset = message.offset
+        chunk.data = message.data
+        chunk.crc32 = message.crc32
+    elif isinstance(message, FilesOffer):
+        offer = request.offer
+        offer.transfer_id = message.transfer_id
+        offer.source_host = message.source_host
+        offer.spec.CopyFrom(spec_to_pb(message.spec))
+        offer.lease_generation = message.lease_generation
+        offer.state = STATES[message.state]
+        offer.disk_bytes = message.disk_bytes
+        offer.saved_state_bytes = message.saved_state_bytes
+        if message.cpu is not None:
+            offer.cpu_vendor = message.cpu.vendor
+            offer.cpu_features.extend(message.cpu.features)
+    else:
+        request.end.disk_sha256 = message.disk_sha256
+        request.end.saved_state_sha256 = message.saved_state_sha256
+    return request
+
+
+def transfer_message_from_pb(pb: agent_pb2.AgentServiceReceiveVmRequest) -> TransferMessage:
+    which = pb.WhichOneof("message")
+    if which == "chunk":
+        chunk = pb.chunk
+        file = _FILES_FROM_PB.get(chunk.file)
+        if file is None:
+            raise InvalidArgument(
+                f"chunk.file: must be VM_FILE_DISK or VM_FILE_SAVED_STATE, got {chunk.file} "
+                f"(the chunk at offset {chunk.offset})"
+            )
+        return FileChunk(file, chunk.offset, chunk.data, chunk.crc32)
+    if which == "offer":
+        offer = pb.offer
+        if not offer.HasField("spec"):
+            raise InvalidArgument("offer.spec: is required")
+        state = STATES_FROM_PB.get(offer.state)
+        if state is None or state not in AT_REST:
+            raise InvalidArgument(
+                f"offer.state: must be VM_STATE_STOPPED or VM_STATE_SAVED, got {offer.state}"
+            )
+        return FilesOffer(
+            transfer_id=offer.transfer_id,
+            source_host=offer.source_host,
+            spec=spec_from_pb(offer.spec),
+            lease_generation=offer.lease_generation,
+            state=state,
+            disk_bytes=offer.disk_bytes,
+            saved_state_bytes=offer.saved_state_bytes,
+            cpu=cpu_from_pb(offer.cpu_vendor, offer.cpu_features),
+        )
+    if which == "end":
+        return FilesEnd(pb.end.disk_sha256, pb.end.saved_state_sha256)
+    raise InvalidArgument("message: one of offer, chunk or end is required")

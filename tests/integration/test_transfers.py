@@ -1,0 +1,203 @@
+"""Moves across the cluster boundary end to end: real agents, the real CLI.
+
+A stopped or saved VM enters a cluster, leaves it or changes hosts outside one by SAN
+transfer (the LUN's ownership moves, nothing is copied) or by network transfer (the
+files stream agent to agent), and becomes highly available on the way in or stops
+being so on the way out. Every test checks where the manager and the agents have the
+VM, that its journal on disk is the one it had before the move, and that no VM is
+active on two hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from cluster_harness import LocalCluster, assert_invariant, inventory, start_cluster, stop_cluster, wait_for
+from test_migration import finish, journal, migrate, start_migration, vm, vm_dir
+
+pytestmark = pytest.mark.integration
+
+# c1: a Windows Server 2008 R2 cluster. san1 is zoned to every node and to standalone
+# host s1; san2 to s1 and two of the three nodes; lun1 to the nodes only. s2 sees no LUN.
+TOPOLOGY = """
+version: 1
+host_defaults:
+  profile: hyperv-2008r2
+  cpu: {vendor: GenuineIntel, model: Xeon X5570, features: [sse3, ssse3, sse4_1, sse4_2, popcnt, vmx, nx, lm],
+        cores: 8, mhz: 2933}
+  memory_mb: 8192
+  host_reserve_mb: 1024
+  disks: [{name: C, capacity_gb: 200}, {name: D, capacity_gb: 200}]
+  networks: [{name: External, bound_to: "NIC 1"}]
+migration:
+  stall_timeout_s: 3
+  # Slow enough that a transfer of a few hundred MB can be cut in the middle.
+  bandwidth_mb_per_s: 300
+clusters:
+  - name: c1
+    profile: hyperv-2008r2
+    reserve: 1
+    nodes: [n1, n2, n3]
+    csvs: [{name: Volume1, capacity_gb: 500}]
+    luns:
+      - {name: san1, capacity_gb: 100, visible_to: [n1, n2, n3, s1]}
+      - {name: san2, capacity_gb: 100, visible_to: [n1, n2, s1]}
+      - {name: lun1, capacity_gb: 100}
+hosts:
+  - {name: n1}
+  - {name: n2}
+  - {name: n3}
+  - {name: s1}
+  - {name: s2}
+"""
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
+    directory = tmp_path_factory.mktemp("transfers")
+    path = directory / "topology.yaml"
+    path.write_text(TOPOLOGY)
+    local = start_cluster(directory / "state", "--topology", str(path))
+    try:
+        yield local
+    finally:
+        stop_cluster(local)
+
+
+def create(cluster: LocalCluster, name: str, host: str, *options: str) -> dict:
+    cluster.ok("vm", "create", name, "--memory-mb", "256", "--disk-gb", "1", "--host", host, *options)
+    return vm(cluster, name)
+
+
+def written(cluster: LocalCluster, name: str, rest: str = "save") -> dict:
+    """Start the VM until its guest has written to its journal, then save it (or turn it
+    off, `rest="stop"`): a VM at rest with memory and disk worth keeping."""
+    cluster.ok("vm", "start", name)
+    record = vm(cluster, name)
+    wait_for(lambda: len(journal(cluster, record)) >= 3, what=f"journal writes of {name}")
+    cluster.ok("vm", rest, name)
+    return vm(cluster, name)
+
+
+def groups(cluster: LocalCluster) -> list[str]:
+    return [g["vm"] for g in cluster.json("cluster", "groups", "c1", "-o", "json")]
+
+
+def on_agent(cluster: LocalCluster, host: str, vm_id: str):  # type: ignore[no-untyped-def]
+    return next((v for v in inventory(cluster, host) or [] if v.spec.id == vm_id), None)
+
+
+def test_a_vm_created_on_a_cluster_node_is_made_highly_available_when_asked(cluster: LocalCluster) -> None:
+    refused = cluster.havm("vm", "create", "m1", "--memory-mb", "256", "--host", "n1", "--no-start")
+    assert refused.code == 1 and "--make-ha" in refused.stderr, refused.stderr
+    made = create(cluster, "m1", "n1", "--make-ha", "--no-start")
+    assert (made["host"], made["ha"], made["status"]) == ("n1", True, "ok")
+    # A setting does not change it: the move does, and the refusal says which.
+    for flag, way in (("--no-ha", "--to STANDALONE_HOST"), ("--ha", "--make-ha")):
+        result = cluster.havm("vm", "set", "m1", flag)
+        assert result.code == 1 and way in result.stderr and "Traceback" not in result.stderr, result.stderr
+    cluster.ok("vm", "delete", "m1", "--yes")
+
+
+def test_san_transfer_into_the_cluster_and_out_again(cluster: LocalCluster) -> None:
+    create(cluster, "x1", "s1", "--storage", "lun:san1", "--no-start")
+    before = written(cluster, "x1")
+    records = journal(cluster, before)
+    refused = cluster.havm("vm", "migrate", "x1", "--to", "n2")
+    assert refused.code == 1 and "--make-ha" in refused.stderr, refused.stderr
+
+    moved = migrate(cluster, "x1", "--to", "n2", "--make-ha")
+    assert (moved["kind"], moved["bytes"], moved["highly_available_after"]) == ("san_transfer", 0, True)
+    assert moved["duration_ms"] < 1000
+    record = vm(cluster, "x1")
+    assert (record["host"], record["state"], record["ha"], record["status"]) == ("n2", "saved", True, "ok")
+    assert "x1" in groups(cluster)
+    assert on_agent(cluster, "s1", record["id"]) is None
+    assert on_agent(cluster, "n2", record["id"]).spec.highly_available
+    assert journal(cluster, record) == records  # the same files: nothing was copied
+    cluster.ok("vm", "restore", "x1")  # the saved state came along
+    assert_invariant(cluster, "after the SAN transfer in")
+
+    cluster.ok("vm", "save", "x1")
+    out = migrate(cluster, "x1", "--to", "s1")
+    assert (out["kind"], out["highly_available_after"]) == ("san_transfer", False)
+    record = vm(cluster, "x1")
+    assert (record["host"], record["ha"], record["state"]) == ("s1", False, "saved")
+    assert "x1" not in groups(cluster)
+    assert on_agent(cluster, "n2", record["id"]) is None
+    cluster.ok("vm", "delete", "x1", "--yes")
+
+
+def test_san_is_refused_when_a_node_cannot_see_the_lun_and_auto_copies_instead(cluster: LocalCluster) -> None:
+    create(cluster, "x2", "s1", "--storage", "lun:san2", "--no-start")
+    records = journal(cluster, written(cluster, "x2"))
+    refused = cluster.havm("vm", "migrate", "x2", "--to", "n1", "--make-ha", "--transfer", "san")
+    assert refused.code == 1
+    assert "not every node of cluster c1 sees: n3 does not see it" in refused.stderr, refused.stderr
+    assert vm(cluster, "x2")["host"] == "s1"
+
+    moved = migrate(cluster, "x2", "--to", "n1", "--make-ha")
+    assert moved["kind"] == "network_transfer" and moved["bytes"] > 0
+    record = vm(cluster, "x2")
+    assert (record["host"], record["storage"], record["ha"], record["state"]) == (
+        "n1",
+        "csv:Volume1",
+        True,
+        "saved",
+    )
+    assert journal(cluster, record) == records
+    cluster.ok("vm", "restore", "x2")
+    assert_invariant(cluster, "after the network transfer in")
+    cluster.ok("vm", "stop", "x2")
+    cluster.ok("vm", "delete", "x2", "--yes")
+
+
+def test_out_of_a_csv_san_is_refused_and_auto_goes_over_the_network(cluster: LocalCluster) -> None:
+    create(cluster, "x3", "n3", "--ha", "--no-start")
+    records = journal(cluster, written(cluster, "x3"))
+    refused = cluster.havm("vm", "migrate", "x3", "--to", "s1", "--transfer", "san")
+    assert refused.code == 1 and "CSV volume Volume1" in refused.stderr, refused.stderr
+    running = cluster.havm("vm", "restore", "x3")
+    assert running.code == 0
+    refused = cluster.havm("vm", "migrate", "x3", "--to", "s1")
+    assert refused.code == 1 and "stopped or saved" in refused.stderr, refused.stderr
+    cluster.ok("vm", "save", "x3")
+
+    moved = migrate(cluster, "x3", "--to", "s1", "--storage", "D")
+    assert (moved["kind"], moved["highly_available_after"]) == ("network_transfer", False)
+    record = vm(cluster, "x3")
+    assert (record["host"], record["storage"], record["ha"]) == ("s1", "local:D", False)
+    assert journal(cluster, record)[: len(records)] == records
+    assert "x3" not in groups(cluster)
+    assert not (cluster.state_dir / "san" / "csv" / "Volume1" / record["id"]).exists()
+    cluster.ok("vm", "delete", "x3", "--yes")
+
+
+def test_a_network_transfer_cut_in_the_middle_leaves_the_vm_whole_where_it_was(cluster: LocalCluster) -> None:
+    create(cluster, "x4", "s2", "--no-start", "--disk-gb", "4")
+    record = written(cluster, "x4", rest="stop")
+    disk = vm_dir(cluster, vm(cluster, "x4")) / "disk0.vhd"
+    # Written data beyond the journal makes the copy long enough to cut it.
+    with disk.open("r+b") as handle:
+        handle.seek(1024 * MIB)
+        for _ in range(768):
+            handle.write(os.urandom(MIB))
+    records = journal(cluster, vm(cluster, "x4"))
+    process = start_migration(cluster, "x4", "--to", "s1")
+    wait_for(lambda: vm(cluster, "x4")["migration_id"], timeout=20, interval=0.05, what="the copy")
+    time.sleep(0.5)
+    cluster.ok("fault", "crash", "s1")
+    code, _out, err = finish(process)
+    assert code == 1 and "whole on s2" in err, err
+    after = vm(cluster, "x4")
+    assert (after["host"], after["state"]) == ("s2", "stopped")
+    assert journal(cluster, after) == records and disk.exists()
+    cluster.ok("host", "start", "s1")
+    wait_for(lambda: cluster.json("host", "show", "s1", "-o", "json")["state"] == "ok", what="s1 back")
+    assert on_agent(cluster, "s1", record["id"]) is None  # nothing half-copied stays
+    assert_invariant(cluster, "after the cut transfer")
+    cluster.ok("vm", "delete", "x4", "--yes")
