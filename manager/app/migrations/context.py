@@ -21,7 +21,7 @@ from manager.app.events import EventBus
 from manager.app.host_memory import settle_host_memory
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
-from manager.core.errors import FailedPreconditionError, ManagerError, NotFoundError
+from manager.core.errors import AlreadyExistsError, FailedPreconditionError, ManagerError, NotFoundError
 from manager.core.migration import SlotRequest
 from manager.core.migration_outcome import released
 from manager.core.migration_phase import MigrationPhase, change_migration_phase
@@ -143,6 +143,28 @@ class MigrationContext:
             await settle_host_memory(self.store, self.agents, host)
 
     # --- asking the agents -------------------------------------------------------------
+
+    async def take_over(self, vm: VmRecord, migration: MigrationRecord, target: HostRecord) -> ReportedVm:
+        """The destination adopts the VM's files on shared storage with the migration's
+        newer lease (fencing the source's copy), as the VM will be there: its host, its
+        storage, and the HA flag a transfer across the cluster boundary gives it."""
+        after = migration.highly_available_after
+        moved = replace(
+            vm,
+            host=target.name,
+            storage=migration.storage or vm.storage,
+            highly_available=vm.highly_available if after is None else after,
+        )
+        try:
+            return await self.agents.create_vm(
+                target.name,
+                target.address or "",
+                moved,
+                take_over=True,
+                lease_generation=migration.lease_generation,
+            )
+        except AlreadyExistsError:
+            return await self.agents.get_vm(target.name, target.address or "", vm.id)
 
     async def ask(self, host_name: str, vm_id: str) -> ReportedVm | None:
         """What a host says of the VM now; None when it does not have it or does not answer."""

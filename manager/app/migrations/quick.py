@@ -10,13 +10,12 @@ whatever happens to the restore.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from manager.app import crash_points
 from manager.app.jobs import JobHandle
 from manager.app.migrations.context import AT_REST, HOLDS_MEMORY, MigrationContext, MigrationFailed
 from manager.app.migrations.endings import conclude
-from manager.core.errors import AlreadyExistsError, ManagerError, NotFoundError
+from manager.core.errors import ManagerError, NotFoundError
 from manager.core.migration import (
     MOVABLE_STATES,
     Outcome,
@@ -25,7 +24,7 @@ from manager.core.migration import (
 )
 from manager.core.migration_outcome import as_reported, moved_to_destination
 from manager.core.migration_phase import MigrationPhase
-from manager.core.model import HostRecord, MigrationRecord, ReportedVm, VmOperation, VmRecord
+from manager.core.model import HostRecord, MigrationRecord, ReportedVm, VmOperation
 from manager.core.states import MigrationState, VmState
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class QuickMigration:
                     raise NotFoundError(f"VM {migration.vm_name} was deleted")
                 taken = None
                 if not taken_by_failover(current, migration):
-                    taken = await self._take_over(current, migration, target)
+                    taken = await ctx.take_over(current, migration, target)
         except ManagerError as error:
             taken = await ctx.ask(target.name, vm.id)
             if not holds_new_lease(taken, migration.lease_generation):
@@ -89,19 +88,6 @@ class QuickMigration:
             None,
             "the quick migration stopped before its take-over",
         )
-
-    async def _take_over(self, vm: VmRecord, migration: MigrationRecord, target: HostRecord) -> ReportedVm:
-        moved = replace(vm, host=target.name, storage=migration.storage or vm.storage)
-        try:
-            return await self._ctx.agents.create_vm(
-                target.name,
-                target.address or "",
-                moved,
-                take_over=True,
-                lease_generation=migration.lease_generation,
-            )
-        except AlreadyExistsError:
-            return await self._ctx.agents.get_vm(target.name, target.address or "", vm.id)
 
     async def forward(self, job: JobHandle, migration: MigrationRecord, taken: ReportedVm) -> str:
         """The destination owns the VM: bring it back to what it was doing there."""

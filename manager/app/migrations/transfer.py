@@ -19,12 +19,11 @@ from manager.app.jobs import JobHandle
 from manager.app.migrations.context import MigrationContext
 from manager.app.migrations.endings import conclude
 from manager.core.cluster_groups import group_name
-from manager.core.errors import AlreadyExistsError, ManagerError, NotFoundError
+from manager.core.errors import ManagerError, NotFoundError
 from manager.core.migration import Outcome, holds_new_lease, settle, still_moving, taken_by_failover
 from manager.core.migration_outcome import moved_to_destination
 from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
-    HostRecord,
     MigrationKind,
     MigrationRecord,
     ReportedVm,
@@ -71,7 +70,7 @@ class Transfers:
                 current = ctx.store.get_vm(migration.vm_id)
                 if current is None:
                     raise NotFoundError(f"VM {migration.vm_name} was deleted")
-                taken = await self._take_over(current, migration, target)
+                taken = await ctx.take_over(current, migration, target)
         except ManagerError as error:
             found = await ctx.ask(target.name, migration.vm_id)
             if not holds_new_lease(found, migration.lease_generation):
@@ -81,24 +80,6 @@ class Transfers:
             assert found is not None
             taken = found
         return await self.arrived(job, migration, taken)
-
-    async def _take_over(self, vm: VmRecord, migration: MigrationRecord, target: HostRecord) -> ReportedVm:
-        moved = replace(
-            vm,
-            host=target.name,
-            storage=migration.storage or vm.storage,
-            highly_available=bool(migration.highly_available_after),
-        )
-        try:
-            return await self._ctx.agents.create_vm(
-                target.name,
-                target.address or "",
-                moved,
-                take_over=True,
-                lease_generation=migration.lease_generation,
-            )
-        except AlreadyExistsError:
-            return await self._ctx.agents.get_vm(target.name, target.address or "", vm.id)
 
     # --- network -----------------------------------------------------------------------
 
