@@ -193,11 +193,13 @@ class Transfers:
         if done.kind is MigrationKind.SAN_TRANSFER:
             lun = done.storage.name if done.storage is not None else "?"
             figures = f"LUN {lun}'s ownership moved, no file bytes copied, {done.duration_ms / 1000:.2f} s"
-        else:
+        elif done.bytes_sent:
             figures = (
                 f"{done.bytes_sent / MB:,.1f} MB copied at {done.mb_per_s:,.0f} MB/s, "
                 f"{done.duration_ms / 1000:.2f} s"
             )
+        else:  # settled from the hosts' reports: no progress reached this manager
+            figures = f"its files arrived whole, {done.duration_ms / 1000:.2f} s"
         target = self._ctx.store.get_host(done.destination)
         if done.highly_available_after and target is not None and target.cluster is not None:
             ha = f"; highly available in cluster {target.cluster} (group '{group_name(done.vm_name)}')"
