@@ -20,8 +20,9 @@ from test_migration import finish, journal, migrate, start_migration, vm, vm_dir
 
 pytestmark = pytest.mark.integration
 
-# c1: a Windows Server 2008 R2 cluster. san1 is zoned to every node and to standalone
-# host s1; san2 to s1 and two of the three nodes; lun1 to the nodes only. s2 sees no LUN.
+# c1: a Windows Server 2008 R2 cluster. san1, san3 and pt1 (a disk to pass through) are
+# zoned to every node and to standalone host s1; san2 to s1 and two of the three nodes;
+# lun1 to the nodes only. s2 sees no LUN.
 TOPOLOGY = """
 version: 1
 host_defaults:
@@ -45,6 +46,8 @@ clusters:
     luns:
       - {name: san1, capacity_gb: 100, visible_to: [n1, n2, n3, s1]}
       - {name: san2, capacity_gb: 100, visible_to: [n1, n2, s1]}
+      - {name: san3, capacity_gb: 100, visible_to: [n1, n2, n3, s1]}
+      - {name: pt1, capacity_gb: 100, visible_to: [n1, n2, n3, s1]}
       - {name: lun1, capacity_gb: 100}
 hosts:
   - {name: n1}
@@ -201,3 +204,26 @@ def test_a_network_transfer_cut_in_the_middle_leaves_the_vm_whole_where_it_was(c
     assert on_agent(cluster, "s1", record["id"]) is None  # nothing half-copied stays
     assert_invariant(cluster, "after the cut transfer")
     cluster.ok("vm", "delete", "x4", "--yes")
+
+
+def test_a_san_pass_through_disk_moves_with_its_vm_and_a_local_one_is_refused(cluster: LocalCluster) -> None:
+    create(cluster, "x5", "s1", "--storage", "lun:san3", "--no-start")
+    cluster.ok("vm", "attach-disk", "x5", "--passthrough", "lun:pt1")
+    moved = migrate(cluster, "x5", "--to", "n1", "--make-ha")
+    assert moved["kind"] == "san_transfer"
+    record = vm(cluster, "x5")
+    assert (record["host"], record["passthrough_disks"], record["status"]) == ("n1", ["lun:pt1"], "ok")
+    assert [d.name for d in on_agent(cluster, "n1", record["id"]).spec.passthrough_disks] == ["pt1"]
+    [group] = [g for g in cluster.json("cluster", "groups", "c1", "-o", "json") if g["vm"] == "x5"]
+    assert {"Cluster Disk san3", "Cluster Disk pt1"} <= {r["name"] for r in group["resources"]}
+    moved = migrate(cluster, "x5", "--to", "s1")
+    assert (moved["kind"], vm(cluster, "x5")["passthrough_disks"]) == ("san_transfer", ["lun:pt1"])
+    cluster.ok("vm", "detach-disk", "x5", "--passthrough", "lun:pt1")
+    cluster.ok("vm", "attach-disk", "x5", "--passthrough", "local:D")
+    refused = cluster.havm("vm", "migrate", "x5", "--to", "n1", "--make-ha")
+    assert refused.code == 1 and "pass-through disk D is a local disk of host s1" in refused.stderr, (
+        refused.stderr
+    )
+    assert "havm vm detach-disk x5 --passthrough local:D" in refused.stderr
+    assert vm(cluster, "x5")["host"] == "s1"
+    cluster.ok("vm", "delete", "x5", "--yes")
