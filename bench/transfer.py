@@ -80,7 +80,7 @@ def migrate(state: Path, name: str, *args: str) -> dict:
 
 def fill_disk(state: Path, vm_id: str, gib: int) -> None:
     """Written data over the whole disk (after the journal's first MiB): what a network
-    transfer must copy. Incompressible, though nothing on the way compresses."""
+    transfer must copy, as random bytes."""
     disks = list(state.glob(f"hosts/*/disks/*/{vm_id}/disk0.vhd")) + list(
         state.glob(f"san/*/*/{vm_id}/disk0.vhd")
     )

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from havm.cli import render
+from havm.cli.errors import CliError
 from havm.cli.jobs import finish, wait_for_job
 from havm.cli.options import OutputFormat, OutputOption, client
 from havm.v1 import manager_pb2
@@ -221,3 +222,15 @@ def shutdown_host(
 def register_ha_commands(vm_app: typer.Typer, host_app: typer.Typer) -> None:
     vm_app.command("repair")(repair_vm)
     host_app.command("shutdown")(shutdown_host)
+
+
+def confirm_make_ha(vm: str, host: str, cluster: str, refused: str) -> bool:
+    """VMM's question when a VM that is not highly available goes to a cluster node: yes
+    makes it so; no ends the command with `refused` (what did not happen)."""
+    if typer.confirm(
+        f"Host {host} is a node of cluster {cluster}, where a VM must be highly available. "
+        f"Make VM {vm} highly available?",
+        default=True,
+    ):
+        return True
+    raise CliError(f"{refused}: a VM on a cluster node must be highly available")

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from havm.cli import render
 from havm.cli.client import ManagerClient
 from havm.cli.errors import CliError, HostUnavailable, ManagerTimeout, ManagerUnreachable, MigrationFailed
+from havm.cli.ha import confirm_make_ha
 from havm.cli.options import INT32_MAX, OutputFormat, OutputOption, client
 from havm.v1 import common_pb2, manager_pb2
 
@@ -177,13 +178,7 @@ def ask_make_ha(manager: ManagerClient, vm: str, host: str) -> bool:
     destination = manager.get_host(host)
     if not destination.cluster or manager.get_vm(vm).highly_available:
         return False
-    if typer.confirm(
-        f"Host {host} is a node of cluster {destination.cluster}, where a VM must be highly "
-        f"available. Make VM {vm} highly available?",
-        default=True,
-    ):
-        return True
-    raise CliError(f"VM {vm} stays where it is: a VM on a cluster node must be highly available")
+    return confirm_make_ha(vm, host, destination.cluster, f"VM {vm} stays where it is")
 
 
 def _split_target(text: str) -> tuple[str, str]:

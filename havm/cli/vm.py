@@ -189,13 +189,7 @@ def _made_highly_available(
     cluster = manager.get_host(host).cluster
     if not cluster:
         return False
-    if make_ha or typer.confirm(
-        f"Host {host} is a node of cluster {cluster}, where a VM must be highly available. "
-        f"Make VM {name} highly available?",
-        default=True,
-    ):
-        return True
-    raise CliError(f"VM {name} was not created: a VM on a cluster node must be highly available")
+    return make_ha or ha_cli.confirm_make_ha(name, host, cluster, f"VM {name} was not created")
 
 
 def vm_after_job(

@@ -111,13 +111,14 @@ def check_host_ok(vm: VmRecord, host: HostRecord, role: str) -> None:
         )
 
 
-def check_ha_fits(vm: VmRecord, destination: HostRecord) -> None:
-    """A VM that is not highly available never lands on a cluster node, as placement rules."""
+def check_ha_fits(vm: VmRecord, destination: HostRecord, remedy: str = "choose a standalone host") -> None:
+    """A VM that is not highly available never lands on a cluster node, as placement rules;
+    the refusal ends with `remedy`."""
     if destination.cluster is not None and not vm.highly_available:
         raise FailedPreconditionError(
             f"VM {vm.name} cannot move to {destination.name}: host {destination.name} is a node of "
             f"cluster {destination.cluster}, and a VM there must be highly available; VM {vm.name} "
-            "is not (choose a standalone host)"
+            f"is not ({remedy})"
         )
 
 

@@ -49,13 +49,13 @@ def moved_to_destination(
         lease_generation=max(migration.lease_generation, report.lease_generation if report else 0),
         storage=(report.storage if report else None) or migration.storage or vm.storage,
         migration_id=None if release and vm.migration_id == migration.id else vm.migration_id,
-        highly_available=_available_after(vm, migration),
+        highly_available=available_after(vm, migration),
     )
     state = report.state if report is not None else VmState.RUNNING
     return record_observed(moved, state, report.reason if report else "")
 
 
-def _available_after(vm: VmRecord, migration: MigrationRecord) -> bool:
+def available_after(vm: VmRecord, migration: MigrationRecord) -> bool:
     """A transfer across the cluster boundary makes the VM highly available or ends it."""
     after = migration.highly_available_after
     return vm.highly_available if after is None else after
@@ -89,7 +89,7 @@ def handed_over(
         ),
         storage=(report.storage if report else None) or migration.storage or vm.storage,
         migration_id=None,
-        highly_available=_available_after(vm, migration),
+        highly_available=available_after(vm, migration),
     )
     moved = record_observed(moved, state, reason)
     if (

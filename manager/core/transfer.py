@@ -27,6 +27,7 @@ from enum import Enum
 
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
 from manager.core.levels import LevelTraits
+from manager.core.migration import check_ha_fits
 from manager.core.model import (
     ClusterRecord,
     HostRecord,
@@ -124,11 +125,9 @@ def highly_available_after(vm: VmRecord, target: HostRecord, make_ha: bool) -> b
     when the request makes it so; on a standalone host no VM is."""
     if target.cluster is None:
         return False
-    if not vm.highly_available and not make_ha:
-        raise FailedPreconditionError(
-            f"VM {vm.name} cannot move to {target.name}: host {target.name} is a node of cluster "
-            f"{target.cluster}, and a VM there must be highly available; VM {vm.name} is not "
-            "(make it highly available as it moves with --make-ha, or choose a standalone host)"
+    if not make_ha:
+        check_ha_fits(
+            vm, target, "make it highly available as it moves with --make-ha, or choose a standalone host"
         )
     return True
 

@@ -28,8 +28,9 @@ def transport_broke(code: grpc.StatusCode, details: str | None) -> bool:
     return code is grpc.StatusCode.INTERNAL and transport_failure(details)
 
 
-class MigrationPeer:
-    """An open ReceiveMigration stream to one destination agent."""
+class PeerStream:
+    """What every agent-to-agent stream to one destination holds: the peer's name and
+    address, the stall timeout, this host's migration network and the channel."""
 
     def __init__(
         self,
@@ -45,8 +46,27 @@ class MigrationPeer:
         self._network = network or MigrationNetwork(None)
         # A scenario hands in its in-process channel; by default a socket to the peer.
         self._channel = channel or grpc.aio.insecure_channel(address, options=BULK_TRANSFER_OPTIONS)
-        stub = agent_pb2_grpc.AgentServiceStub(self._channel)
-        self._call = stub.ReceiveMigration()
+        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+
+    def _silent(self) -> AgentError:
+        return Unavailable(
+            f"host {self.host_name} ({self.address}) did not answer within {self._timeout_s:g} s"
+        )
+
+
+class MigrationPeer(PeerStream):
+    """An open ReceiveMigration stream to one destination agent."""
+
+    def __init__(
+        self,
+        host_name: str,
+        address: str,
+        timeout_s: float,
+        network: MigrationNetwork | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        super().__init__(host_name, address, timeout_s, network, channel)
+        self._call = self._stub.ReceiveMigration()
 
     async def send(self, message: SourceMessage) -> None:
         request = source_message_to_pb(message)
@@ -79,9 +99,7 @@ class MigrationPeer:
         await self._channel.close()
 
     def _silent(self) -> AgentError:
-        return Unavailable(
-            f"host {self.host_name} ({self.address}) did not answer within {self._timeout_s:g} s"
-        ).because(MigrationFailure.PEER_GONE)
+        return super()._silent().because(MigrationFailure.PEER_GONE)
 
     async def _failure(self) -> AgentError:
         """The destination's own sentence when it ended the stream, else that it went away."""
@@ -115,15 +133,12 @@ class MigrationPeer:
         return error
 
 
-class GrpcPeerConnector:
-    """Opens migration streams for this host's outgoing live migrations (the PeerConnector port).
-
-    What every stream shares is fixed here once: the stall timeout, the host's
-    migration network (which a fault can cut), and how a channel to a peer is made
-    (None: a plaintext socket; a secured agent opens mutual TLS to the peer's name, a
-    scenario hands in its in-process channels; either is called with the peer's host
-    name and address).
-    """
+class PeerStreams:
+    """What every stream this host opens to another agent shares, fixed here once: the
+    stall timeout, the host's migration network (which a fault can cut), and how a
+    channel to a peer is made (None: a plaintext socket; a secured agent opens mutual
+    TLS to the peer's name, a scenario hands in its in-process channels; either is
+    called with the peer's host name and address)."""
 
     def __init__(
         self,
@@ -135,6 +150,13 @@ class GrpcPeerConnector:
         self._network = network
         self._channel = channel
 
+    def _channel_to(self, host_name: str, address: str) -> grpc.aio.Channel | None:
+        return self._channel(host_name, address) if self._channel is not None else None
+
+
+class GrpcPeerConnector(PeerStreams):
+    """Opens migration streams for this host's outgoing live migrations (the PeerConnector port)."""
+
     def __call__(self, host_name: str, address: str) -> MigrationPeer:
-        channel = self._channel(host_name, address) if self._channel is not None else None
+        channel = self._channel_to(host_name, address)
         return MigrationPeer(host_name, address, self._timeout_s, self._network, channel=channel)

@@ -12,14 +12,13 @@ timeout, and `await write()` as the flow control.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from havm.v1 import agent_pb2, agent_pb2_grpc
-from node_agent.adapters.grpc_agent import BULK_TRANSFER_OPTIONS, TRANSFER_ACCEPTED_KEY
-from node_agent.adapters.grpc_peer import transport_broke
+from havm.v1 import agent_pb2
+from node_agent.adapters.grpc_agent import TRANSFER_ACCEPTED_KEY
+from node_agent.adapters.grpc_peer import PeerStream, PeerStreams, transport_broke
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.adapters.transfer_messages import transfer_message_to_pb
 from node_agent.adapters.vm_messages import vm_from_pb
@@ -53,7 +52,7 @@ _STATUS_POLL_S = 0.01
 _GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-class FilesPeer:
+class FilesPeer(PeerStream):
     """An open ReceiveVm stream to one destination agent (the FilesLink port)."""
 
     def __init__(
@@ -64,12 +63,7 @@ class FilesPeer:
         network: MigrationNetwork | None = None,
         channel: grpc.aio.Channel | None = None,
     ) -> None:
-        self.host_name = host_name
-        self.address = address
-        self._timeout_s = timeout_s
-        self._network = network or MigrationNetwork(None)
-        self._channel = channel or grpc.aio.insecure_channel(address, options=BULK_TRANSFER_OPTIONS)
-        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+        super().__init__(host_name, address, timeout_s, network, channel)
         self._call: (
             grpc.aio.StreamUnaryCall[
                 agent_pb2.AgentServiceReceiveVmRequest, agent_pb2.AgentServiceReceiveVmResponse
@@ -144,11 +138,6 @@ class FilesPeer:
             self._call.cancel()
         await self._channel.close()
 
-    def _silent(self) -> AgentError:
-        return Unavailable(
-            f"host {self.host_name} ({self.address}) did not answer within {self._timeout_s:g} s"
-        )
-
     async def _failure(self) -> AgentError:
         """The destination's own sentence when it ended the stream, else that it went away."""
         call = self._call
@@ -199,24 +188,9 @@ async def _final_status(call: grpc.aio.StreamUnaryCall[Any, Any]) -> tuple[grpc.
     return code, details
 
 
-class GrpcFilesConnector:
-    """Opens network-transfer streams for this host's VMs that leave (the FilesConnector port).
-
-    Shares with live migration's connector what every agent-to-agent stream has: the
-    stall timeout, this host's migration network, and how a channel to a peer is made
-    (None: a plaintext socket; a secured agent opens mutual TLS to the peer's name).
-    """
-
-    def __init__(
-        self,
-        timeout_s: float,
-        network: MigrationNetwork,
-        channel: Callable[[str, str], grpc.aio.Channel] | None = None,
-    ) -> None:
-        self._timeout_s = timeout_s
-        self._network = network
-        self._channel = channel
+class GrpcFilesConnector(PeerStreams):
+    """Opens network-transfer streams for this host's VMs that leave (the FilesConnector port)."""
 
     def __call__(self, host_name: str, address: str) -> FilesPeer:
-        channel = self._channel(host_name, address) if self._channel is not None else None
+        channel = self._channel_to(host_name, address)
         return FilesPeer(host_name, address, self._timeout_s, self._network, channel=channel)

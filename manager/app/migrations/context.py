@@ -23,7 +23,7 @@ from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
 from manager.core.errors import AlreadyExistsError, FailedPreconditionError, ManagerError, NotFoundError
 from manager.core.migration import SlotRequest
-from manager.core.migration_outcome import released
+from manager.core.migration_outcome import available_after, released
 from manager.core.migration_phase import MigrationPhase, change_migration_phase
 from manager.core.model import HostRecord, MigrationKind, MigrationRecord, ReportedVm, VmRecord
 from manager.core.reconcile import record_observed
@@ -148,12 +148,11 @@ class MigrationContext:
         """The destination adopts the VM's files on shared storage with the migration's
         newer lease (fencing the source's copy), as the VM will be there: its host, its
         storage, and the HA flag a transfer across the cluster boundary gives it."""
-        after = migration.highly_available_after
         moved = replace(
             vm,
             host=target.name,
             storage=migration.storage or vm.storage,
-            highly_available=vm.highly_available if after is None else after,
+            highly_available=available_after(vm, migration),
         )
         try:
             return await self.agents.create_vm(

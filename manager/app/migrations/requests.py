@@ -172,7 +172,7 @@ class MigrationRequests:
             v.name == vm.storage.name and v.kind is vm.storage.kind for v in target.volumes
         )
         kind = MigrationKind.LIVE
-        if storage is not None and storage != vm.storage or not seen:
+        if (storage is not None and storage != vm.storage) or not seen:
             kind = MigrationKind.STORAGE
             if storage is None:
                 store = self._ctx.store
