@@ -23,6 +23,7 @@ def test_json_has_a_capabilities_object() -> None:
         "quick_migration": True,
         "csv": True,
         "network_kind": "port_group",
+        "library_server": False,
         "reported": True,
     }
 
@@ -48,3 +49,15 @@ def test_the_table_line_says_what_it_can_do_and_where_that_comes_from() -> None:
         )
     )["capabilities"]
     assert capabilities_text(assumed) == "quick migration only; virtual networks (from its profile)"
+
+
+def test_a_library_server_says_it_runs_nothing() -> None:
+    row = host_dict(
+        manager_pb2.Host(
+            name="library1",
+            capabilities=common_pb2.HostCapabilities(library_server=True),
+            capabilities_reported=True,
+        )
+    )
+    assert row["capabilities"]["library_server"] is True
+    assert capabilities_text(row["capabilities"]) == "library server: stores VMs, runs none (reported)"

@@ -9,6 +9,7 @@ from dataclasses import fields
 
 from havm.contract.hosts import PROFILES as TOPOLOGY_PROFILES
 from havm.contract.levels import DEFAULT_VMM_VERSION, VMM_VERSION_CSV
+from havm.contract.levels import PROFILE_CLUSTERS as TOPOLOGY_PROFILE_CLUSTERS
 from havm.contract.levels import PROFILE_CSV as TOPOLOGY_PROFILE_CSV
 from havm.v1 import common_pb2
 from manager.adapters.proto_mapping import PROFILE_TO_PROTO as MANAGER_PROFILE_TO_PROTO
@@ -56,6 +57,9 @@ def test_both_sides_agree_on_each_trait() -> None:
         assert (network_kind(profile.value) == "port_group") == agent.port_groups, profile
         manager = profile_capabilities(profile.value)
         assert (manager.quick_migration, manager.csv) == (agent.quick_migration, agent.csv), profile
+        assert manager.library_server == agent.library_server, profile
+        # A profile forms clusters exactly when its hosts run VMs.
+        assert TOPOLOGY_PROFILE_CLUSTERS[profile.value] is not agent.library_server, profile
 
 
 def test_each_agent_row_reported_over_the_wire_is_the_manager_s_row() -> None:
@@ -78,6 +82,8 @@ def test_the_rows_say_what_vmm_does() -> None:
     assert live_migrates("hyperv-2008r2") and live_migrates("esx")
     assert network_kind("esx") == "port_group" and Profile.ESX.network_term == "port group"
     assert not profile_capabilities("hyperv-2008").csv  # CSV came with Windows Server 2008 R2
+    library = profile_capabilities("library")  # stores VMs, runs none, so moves none live
+    assert library.library_server and not library.live_migration and not library.quick_migration
     assert not live_migrates("no-such-profile")
 
 

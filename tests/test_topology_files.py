@@ -30,7 +30,7 @@ def test_each_topology_file_loads_and_round_trips(path: Path) -> None:
 
 def test_the_built_in_default_topology_loads() -> None:
     text = resources.files("havm.cli").joinpath("default_topology.yaml").read_text()
-    assert len(topology_from_yaml(text).hosts) == 5
+    assert len(topology_from_yaml(text).hosts) == 6
 
 
 def test_broken_yaml_says_where() -> None:

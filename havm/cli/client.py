@@ -214,6 +214,12 @@ class ManagerClient:
     ) -> manager_pb2.MigrateVmStorageResponse:
         return self._mutate(self._stub.MigrateVmStorage, request)
 
+    def store_vm(self, request: manager_pb2.StoreVmRequest) -> manager_pb2.StoreVmResponse:
+        return self._mutate(self._stub.StoreVm, request)
+
+    def deploy_vm(self, request: manager_pb2.DeployVmRequest) -> manager_pb2.DeployVmResponse:
+        return self._mutate(self._stub.DeployVm, request)
+
     def delete_vm(self, name: str) -> manager_pb2.Job:
         return self._mutate(self._stub.DeleteVm, manager_pb2.DeleteVmRequest(name=name)).job
 

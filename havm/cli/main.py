@@ -39,6 +39,7 @@ from havm.cli.host_admin import register_host_admin_commands
 from havm.cli.host_changes import register_host_change_commands
 from havm.cli.host_cluster_resources import register_host_cluster_resource_commands
 from havm.cli.jobs import finish, wait_for_job
+from havm.cli.library import register_library_commands
 from havm.cli.local_cluster import register_local_commands
 from havm.cli.migration import register_migration_commands
 from havm.cli.options import (
@@ -308,6 +309,7 @@ register_host_change_commands(host_app)
 register_host_cluster_resource_commands(host_app)
 register_capacity_commands(vm_app, cluster_app, host_app)
 register_migration_commands(app, vm_app)
+register_library_commands(app, vm_app)
 register_ha_commands(vm_app, host_app)
 register_cluster_config_commands(vm_app, cluster_app)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -70,6 +71,39 @@ DetachOption = Annotated[
 ]
 
 
+TransferOption = Annotated[
+    TransferChoice,
+    typer.Option(
+        "--transfer",
+        case_sensitive=False,
+        help="Across the cluster boundary (the VM stopped or saved): by SAN (the LUN's ownership "
+        "moves, no bytes copied), over the network (the files are copied), or auto: SAN where the "
+        "LUN allows it, else network.",
+    ),
+]
+MakeHaOption = Annotated[
+    bool,
+    typer.Option(
+        "--make-ha",
+        help="Moving a VM that is not highly available onto a cluster node: make it highly "
+        "available (asked on a terminal).",
+    ),
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        metavar="[KIND:]NAME",
+        help="Network transfer: the destination's local disk, CSV volume or LUN for the files "
+        "(default: as placement chooses).",
+    ),
+]
+
+
+def transfer_to_proto(choice: TransferChoice) -> manager_pb2.Transfer:
+    return _TRANSFERS[choice]
+
+
 def register_migration_commands(app: typer.Typer, vm_app: typer.Typer) -> None:
     app.add_typer(migration_app, name="migration")
     vm_app.command("migrate")(migrate_vm)
@@ -96,33 +130,9 @@ def migrate_vm(
             "migration, or fail and leave the VM running where it is (default: the manager's setting).",
         ),
     ] = None,
-    transfer: Annotated[
-        TransferChoice,
-        typer.Option(
-            "--transfer",
-            case_sensitive=False,
-            help="Across the cluster boundary (the VM stopped or saved): by SAN (the LUN's ownership "
-            "moves, no bytes copied), over the network (the files are copied), or auto: SAN where the "
-            "LUN allows it, else network.",
-        ),
-    ] = TransferChoice.auto,
-    make_ha: Annotated[
-        bool,
-        typer.Option(
-            "--make-ha",
-            help="Moving a VM that is not highly available onto a cluster node: make it highly "
-            "available (asked on a terminal).",
-        ),
-    ] = False,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            metavar="[KIND:]NAME",
-            help="Network transfer: the destination's local disk, CSV volume or LUN for the files "
-            "(default: as placement chooses).",
-        ),
-    ] = None,
+    transfer: TransferOption = TransferChoice.auto,
+    make_ha: MakeHaOption = False,
+    storage: StorageOption = None,
     detach: DetachOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -139,7 +149,7 @@ def migrate_vm(
     if not make_ha and output is OutputFormat.table and sys.stdin.isatty():
         request.make_ha = ask_make_ha(manager, name, to)
     reply = manager.migrate_vm(request)
-    _follow_and_report(manager, reply.job, reply.migration, detach, output)
+    follow_and_report(manager, reply.job, reply.migration, detach, output)
 
 
 def migrate_vm_storage(
@@ -169,7 +179,7 @@ def migrate_vm_storage(
             f"its files to (--to {host}:NAME)"
         )
     reply = manager.migrate_vm_storage(request)
-    _follow_and_report(manager, reply.job, reply.migration, detach, output)
+    follow_and_report(manager, reply.job, reply.migration, detach, output)
 
 
 def ask_make_ha(manager: ManagerClient, vm: str, host: str) -> bool:
@@ -218,13 +228,16 @@ def resolve_storage(host: manager_pb2.Host, path: str) -> common_pb2.StorageLoca
     return common_pb2.StorageLocation(kind=kind, name=name)
 
 
-def _follow_and_report(
+def follow_and_report(
     manager: ManagerClient,
     job: manager_pb2.Job,
     migration: manager_pb2.Migration,
     detach: bool,
     output: OutputFormat,
+    headline: Callable[[render.Row], str] | None = None,
 ) -> None:
+    """Follow the migration the manager started to its end and report it; `headline`
+    says what a completed one did, in place of "VM X moved A -> B"."""
     if not migration.id and job.id:
         migration = _migration_of_job(manager, job.id) or migration
     if not migration.id:
@@ -234,7 +247,7 @@ def _follow_and_report(
         )
     if not detach:
         migration = follow(manager, migration, output)
-    report(migration, output, detached=detach)
+    report(migration, output, detached=detach, headline=headline)
 
 
 def _migration_of_job(manager: ManagerClient, job_id: str) -> manager_pb2.Migration | None:
@@ -342,7 +355,12 @@ def progress_figures(migration: manager_pb2.Migration) -> str:
 # Reporting.
 
 
-def report(migration: manager_pb2.Migration, output: OutputFormat, detached: bool) -> None:
+def report(
+    migration: manager_pb2.Migration,
+    output: OutputFormat,
+    detached: bool,
+    headline: Callable[[render.Row], str] | None = None,
+) -> None:
     """Print the migration; a failed (or unfinished, unless detached) one raises afterwards."""
     row = render.migration_dict(migration)
     failed = migration.state == manager_pb2.MIGRATION_STATE_FAILED
@@ -355,7 +373,10 @@ def report(migration: manager_pb2.Migration, output: OutputFormat, detached: boo
             f"{row['destination'] or '-'}: {row['state']}; follow it with `havm migration watch {row['id']}`"
         )
     elif finished and not failed:
-        print("\n".join(summary_lines(row)))
+        lines = summary_lines(row)
+        if headline is not None:
+            lines[0] = headline(row)
+        print("\n".join(lines))
     if failed:
         raise MigrationFailed(row["error"] or f"migration {row['id']} of VM {row['vm']} failed")
     if not finished and not detached:
@@ -394,8 +415,12 @@ def summary_lines(row: render.Row) -> list[str]:
     return [moved, measured]
 
 
+def transfer_label(row: render.Row) -> str:
+    return "SAN transfer" if row["kind"] == "san_transfer" else "network transfer"
+
+
 def _transfer_lines(row: render.Row) -> list[str]:
-    how = "SAN transfer" if row["kind"] == "san_transfer" else "network transfer"
+    how = transfer_label(row)
     ha = "highly available" if row["highly_available_after"] else "not highly available"
     moved = f"VM {row['vm']} moved {row['source']} {ARROW} {row['destination']} by {how}; now {ha}"
     if row["kind"] == "san_transfer":

@@ -88,12 +88,16 @@ def capabilities_dict(capabilities: common_pb2.HostCapabilities, reported: bool)
         "quick_migration": capabilities.quick_migration,
         "csv": capabilities.csv,
         "network_kind": enum_word(common_pb2.NetworkKind, capabilities.network_kind, "NETWORK_KIND_"),
+        "library_server": capabilities.library_server,
         "reported": reported,
     }
 
 
 def capabilities_text(row: Row) -> str:
     """`live and quick migration, CSV; port groups (reported)`."""
+    source = "reported" if row["reported"] else "from its profile"
+    if row.get("library_server"):
+        return f"library server: stores VMs, runs none ({source})"
     moves = {
         (True, True): "live and quick migration",
         (True, False): "live migration only",
@@ -102,7 +106,6 @@ def capabilities_text(row: Row) -> str:
     }[(row["live_migration"], row["quick_migration"])]
     csv = ", CSV" if row["csv"] else ""
     networks = "port groups" if row["network_kind"] == "port_group" else "virtual networks"
-    source = "reported" if row["reported"] else "from its profile"
     return f"{moves}{csv}; {networks} ({source})"
 
 

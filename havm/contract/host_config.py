@@ -25,6 +25,7 @@ PROFILE_TO_PROTO = {
     "hyperv-2008": common_pb2.PROFILE_HYPERV_2008,
     "hyperv-2008r2": common_pb2.PROFILE_HYPERV_2008R2,
     "esx": common_pb2.PROFILE_ESX,
+    "library": common_pb2.PROFILE_LIBRARY,
 }
 VOLUME_KIND_TO_PROTO = {"csv": common_pb2.STORAGE_KIND_CSV, "lun": common_pb2.STORAGE_KIND_LUN}
 ISOLATION_RESPONSE_TO_PROTO = {

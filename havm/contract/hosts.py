@@ -26,7 +26,7 @@ from havm.contract.fields import (
 
 # The hypervisors a host can emulate; what each can do is a traits table on each side
 # (manager.core.profiles, node_agent.core.config).
-PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx")
+PROFILES = ("hyperv-2008", "hyperv-2008r2", "esx", "library")
 CPU_VENDORS = ("GenuineIntel", "AuthenticAMD")
 DEFAULT_HOST_RESERVE_MB = 1024
 # Upper bounds of topology integers: far above any real host, far below int32/int64 overflow.
@@ -77,7 +77,7 @@ class NetworkSpec:
 @dataclass(frozen=True)
 class HostSpec:
     name: str
-    profile: str  # "hyperv-2008" | "hyperv-2008r2" | "esx"
+    profile: str  # "hyperv-2008" | "hyperv-2008r2" | "esx" | "library"
     cluster: str | None
     cpu: CpuSpec
     memory_mb: int

@@ -18,11 +18,14 @@ DEFAULT_VMM_VERSION = "2008r2"
 VMM_VERSION_CSV = {"2008": False, "2008r2": True}
 # Whether each profile's clusters have shared volumes every node uses at once: Windows
 # Server 2008 failover clusters have no CSV; ESX has VMFS datastores.
-PROFILE_CSV = {"hyperv-2008": False, "hyperv-2008r2": True, "esx": True}
+PROFILE_CSV = {"hyperv-2008": False, "hyperv-2008r2": True, "esx": True, "library": False}
 # Whether a profile's clusters belong to a datacenter, between whose clusters running
 # VMs move live: vCenter's datacenters, where VMotion crosses ESX clusters; a Hyper-V
 # failover cluster is its own boundary.
-PROFILE_DATACENTER = {"hyperv-2008": False, "hyperv-2008r2": False, "esx": True}
+PROFILE_DATACENTER = {"hyperv-2008": False, "hyperv-2008r2": False, "esx": True, "library": False}
+# Whether hosts of a profile form clusters: a library server stores VMs and runs none,
+# so it is never a cluster node.
+PROFILE_CLUSTERS = {"hyperv-2008": True, "hyperv-2008r2": True, "esx": True, "library": False}
 
 
 class _Volume(Protocol):

@@ -16,7 +16,7 @@ Format (YAML)::
                                     # "2008" or "2008r2" (default); VMM 2008 has no CSVs,
                                     # quick migration only, case-sensitive network names
     host_defaults:                  # optional; merged (shallow, per key) into every host
-      profile: hyperv-2008r2        # hyperv-2008 | hyperv-2008r2 | esx
+      profile: hyperv-2008r2        # hyperv-2008 | hyperv-2008r2 | esx | library
       cpu: {vendor: GenuineIntel, model: Intel Xeon X5570,
             features: [sse3, sse4_2], cores: 8, mhz: 2933}
       memory_mb: 32768
@@ -64,6 +64,9 @@ Format (YAML)::
                                     # migrations to it; defaults to address
       - name: standalone1           # a host in no cluster's nodes is standalone
         memory_mb: 16384
+      - name: library1              # a VMM library server: stores VMs at rest (`havm vm
+        profile: library            # store`/`deploy`) on its disks, its library shares;
+        disks: [{name: MSSCVMMLibrary, capacity_gb: 1000}]   # runs none, in no cluster
 
 Names (hosts, clusters, volumes, disks, networks) match ``[A-Za-z0-9][A-Za-z0-9_.-]*``,
 except network names and `bound_to`, which are free text as on a real host (Hyper-V
@@ -110,7 +113,13 @@ from havm.contract.hosts import (
     parse_host,
     parse_host_entry,
 )
-from havm.contract.levels import DEFAULT_VMM_VERSION, PROFILE_DATACENTER, VMM_VERSION_CSV, check_csvs
+from havm.contract.levels import (
+    DEFAULT_VMM_VERSION,
+    PROFILE_CLUSTERS,
+    PROFILE_DATACENTER,
+    VMM_VERSION_CSV,
+    check_csvs,
+)
 from havm.contract.timing import MAX_TIMING_S, Timing, check_timing, parse_timing, timing_to_dict
 
 __all__ = [
@@ -497,6 +506,11 @@ def _parse_cluster(raw: object, field: str, hosts: dict[str, HostSpec]) -> Clust
     entry = read_mapping(raw, field, _CLUSTER_KEYS)
     name = read_name(read_required(entry, "name", field), f"{field}.name")
     profile = read_choice(read_required(entry, "profile", field), f"{field}.profile", PROFILES)
+    if not PROFILE_CLUSTERS[profile]:
+        raise TopologyError(
+            f"{field}.profile",
+            f"{profile} hosts form no cluster: a library server stores VMs and runs none",
+        )
     raw_nodes = read_list(read_required(entry, "nodes", field), f"{field}.nodes")
     if not raw_nodes:
         raise TopologyError(f"{field}.nodes", "must list at least one node")

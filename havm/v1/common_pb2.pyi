@@ -16,6 +16,7 @@ class Profile(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROFILE_HYPERV_2008: _ClassVar[Profile]
     PROFILE_HYPERV_2008R2: _ClassVar[Profile]
     PROFILE_ESX: _ClassVar[Profile]
+    PROFILE_LIBRARY: _ClassVar[Profile]
 
 class VmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +70,7 @@ PROFILE_UNSPECIFIED: Profile
 PROFILE_HYPERV_2008: Profile
 PROFILE_HYPERV_2008R2: Profile
 PROFILE_ESX: Profile
+PROFILE_LIBRARY: Profile
 VM_STATE_UNSPECIFIED: VmState
 VM_STATE_STOPPED: VmState
 VM_STATE_STARTING: VmState
@@ -102,16 +104,18 @@ ISOLATION_RESPONSE_SHUT_DOWN: IsolationResponse
 ISOLATION_RESPONSE_LEAVE_RUNNING: IsolationResponse
 
 class HostCapabilities(_message.Message):
-    __slots__ = ("live_migration", "quick_migration", "csv", "network_kind")
+    __slots__ = ("live_migration", "quick_migration", "csv", "network_kind", "library_server")
     LIVE_MIGRATION_FIELD_NUMBER: _ClassVar[int]
     QUICK_MIGRATION_FIELD_NUMBER: _ClassVar[int]
     CSV_FIELD_NUMBER: _ClassVar[int]
     NETWORK_KIND_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_SERVER_FIELD_NUMBER: _ClassVar[int]
     live_migration: bool
     quick_migration: bool
     csv: bool
     network_kind: NetworkKind
-    def __init__(self, live_migration: _Optional[bool] = ..., quick_migration: _Optional[bool] = ..., csv: _Optional[bool] = ..., network_kind: _Optional[_Union[NetworkKind, str]] = ...) -> None: ...
+    library_server: bool
+    def __init__(self, live_migration: _Optional[bool] = ..., quick_migration: _Optional[bool] = ..., csv: _Optional[bool] = ..., network_kind: _Optional[_Union[NetworkKind, str]] = ..., library_server: _Optional[bool] = ...) -> None: ...
 
 class Cpu(_message.Message):
     __slots__ = ("vendor", "model", "features", "cores", "mhz")

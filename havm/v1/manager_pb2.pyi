@@ -151,6 +151,7 @@ class RatingReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RATING_REASON_WOULD_OVERCOMMIT: _ClassVar[RatingReason]
     RATING_REASON_MEMORY_LOAD: _ClassVar[RatingReason]
     RATING_REASON_CPU_LOAD: _ClassVar[RatingReason]
+    RATING_REASON_LIBRARY_SERVER: _ClassVar[RatingReason]
 
 class MaintenanceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -276,6 +277,7 @@ RATING_REASON_CLUSTER_OVERCOMMITTED: RatingReason
 RATING_REASON_WOULD_OVERCOMMIT: RatingReason
 RATING_REASON_MEMORY_LOAD: RatingReason
 RATING_REASON_CPU_LOAD: RatingReason
+RATING_REASON_LIBRARY_SERVER: RatingReason
 MAINTENANCE_MODE_UNSPECIFIED: MaintenanceMode
 MAINTENANCE_MODE_LIVE: MaintenanceMode
 MAINTENANCE_MODE_SAVE: MaintenanceMode
@@ -868,6 +870,46 @@ class MigrateVmRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., quick: _Optional[bool] = ..., no_converge: _Optional[_Union[NoConvergePolicy, str]] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., make_ha: _Optional[bool] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
 
 class MigrateVmResponse(_message.Message):
+    __slots__ = ("job", "migration")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    migration: Migration
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class StoreVmRequest(_message.Message):
+    __slots__ = ("name", "library", "transfer")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    library: str
+    transfer: Transfer
+    def __init__(self, name: _Optional[str] = ..., library: _Optional[str] = ..., transfer: _Optional[_Union[Transfer, str]] = ...) -> None: ...
+
+class StoreVmResponse(_message.Message):
+    __slots__ = ("job", "migration")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    migration: Migration
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class DeployVmRequest(_message.Message):
+    __slots__ = ("name", "host", "transfer", "make_ha", "storage")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    MAKE_HA_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    host: str
+    transfer: Transfer
+    make_ha: bool
+    storage: _common_pb2.StorageLocation
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., make_ha: _Optional[bool] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+
+class DeployVmResponse(_message.Message):
     __slots__ = ("job", "migration")
     JOB_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_FIELD_NUMBER: _ClassVar[int]

@@ -128,6 +128,16 @@ class ManagerServiceStub:
                 request_serializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageResponse.FromString,
                 _registered_method=True)
+        self.StoreVm = channel.unary_unary(
+                '/havm.v1.ManagerService/StoreVm',
+                request_serializer=havm_dot_v1_dot_manager__pb2.StoreVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.StoreVmResponse.FromString,
+                _registered_method=True)
+        self.DeployVm = channel.unary_unary(
+                '/havm.v1.ManagerService/DeployVm',
+                request_serializer=havm_dot_v1_dot_manager__pb2.DeployVmRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.DeployVmResponse.FromString,
+                _registered_method=True)
         self.ListMigrations = channel.unary_unary(
                 '/havm.v1.ManagerService/ListMigrations',
                 request_serializer=havm_dot_v1_dot_manager__pb2.ListMigrationsRequest.SerializeToString,
@@ -306,6 +316,22 @@ class ManagerServiceServicer:
     def MigrateVmStorage(self, request, context):
         """Move a VM's files to another local disk, CSV volume or LUN, of its own host or of
         another host (then the VM moves too); a running VM keeps running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreVm(self, request, context):
+        """Store a stopped or saved VM in a library server's share: it leaves its host (and
+        its cluster) by SAN transfer where the library sees its LUN, by network otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeployVm(self, request, context):
+        """Deploy a VM stored in the library onto a host: by SAN where the host sees its LUN,
+        by network otherwise; onto a cluster node it becomes highly available (make_ha).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -490,6 +516,16 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.MigrateVmStorage,
                     request_deserializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageRequest.FromString,
                     response_serializer=havm_dot_v1_dot_manager__pb2.MigrateVmStorageResponse.SerializeToString,
+            ),
+            'StoreVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreVm,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.StoreVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.StoreVmResponse.SerializeToString,
+            ),
+            'DeployVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeployVm,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.DeployVmRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.DeployVmResponse.SerializeToString,
             ),
             'ListMigrations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMigrations,
@@ -1037,6 +1073,60 @@ class ManagerService:
             '/havm.v1.ManagerService/MigrateVmStorage',
             havm_dot_v1_dot_manager__pb2.MigrateVmStorageRequest.SerializeToString,
             havm_dot_v1_dot_manager__pb2.MigrateVmStorageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/StoreVm',
+            havm_dot_v1_dot_manager__pb2.StoreVmRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.StoreVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeployVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/DeployVm',
+            havm_dot_v1_dot_manager__pb2.DeployVmRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.DeployVmResponse.FromString,
             options,
             channel_credentials,
             insecure,

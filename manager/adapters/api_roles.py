@@ -43,6 +43,8 @@ OPERATIONS = frozenset(
         "UpdateVm",
         "MigrateVm",
         "MigrateVmStorage",
+        "StoreVm",
+        "DeployVm",
         "StartMaintenance",
         "StopMaintenance",
         "ShutdownHost",

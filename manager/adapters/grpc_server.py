@@ -141,6 +141,12 @@ class ManagerApi(Protocol):
     async def migrate_vm_storage(
         self, name: str, host: str, storage: StorageLocation | None
     ) -> tuple[JobRecord, MigrationRecord]: ...
+    async def store_vm(
+        self, name: str, library: str, transfer: Transfer
+    ) -> tuple[JobRecord, MigrationRecord]: ...
+    async def deploy_vm(
+        self, name: str, host: str, transfer: Transfer, make_ha: bool, storage: StorageLocation | None
+    ) -> tuple[JobRecord, MigrationRecord]: ...
     def list_migrations(self, limit: int = 0) -> list[MigrationRecord]: ...
     def get_migration(self, migration_id: str) -> MigrationRecord: ...
     def cluster_report(self, cluster: ClusterRecord) -> ReserveReport: ...
@@ -395,6 +401,23 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return manager_pb2.MigrateVmStorageResponse(
             job=job_to_proto(job), migration=migration_to_proto(migration)
         )
+
+    @unary
+    @mutation
+    async def StoreVm(self, request: Any, context: Any) -> manager_pb2.StoreVmResponse:
+        transfer = transfer_from_proto(request.transfer)
+        job, migration = await self._app.store_vm(request.name, request.library, transfer)
+        return manager_pb2.StoreVmResponse(job=job_to_proto(job), migration=migration_to_proto(migration))
+
+    @unary
+    @mutation
+    async def DeployVm(self, request: Any, context: Any) -> manager_pb2.DeployVmResponse:
+        transfer = transfer_from_proto(request.transfer)
+        storage = requested_storage_from_proto(request.storage) if request.HasField("storage") else None
+        job, migration = await self._app.deploy_vm(
+            request.name, request.host, transfer, request.make_ha, storage
+        )
+        return manager_pb2.DeployVmResponse(job=job_to_proto(job), migration=migration_to_proto(migration))
 
     @unary
     async def ListMigrations(self, request: Any, context: Any) -> manager_pb2.ListMigrationsResponse:

@@ -70,6 +70,7 @@ PROFILE_TO_PROTO = {
     "hyperv-2008": common_pb2.PROFILE_HYPERV_2008,
     "hyperv-2008r2": common_pb2.PROFILE_HYPERV_2008R2,
     "esx": common_pb2.PROFILE_ESX,
+    "library": common_pb2.PROFILE_LIBRARY,
 }
 PROFILE_FROM_PROTO = {v: k for k, v in PROFILE_TO_PROTO.items()}
 NETWORK_KIND_TO_PROTO = {
@@ -138,6 +139,7 @@ def capabilities_to_proto(capabilities: HostCapabilities) -> common_pb2.HostCapa
         network_kind=NETWORK_KIND_TO_PROTO.get(
             capabilities.network_kind, common_pb2.NETWORK_KIND_UNSPECIFIED
         ),
+        library_server=capabilities.library_server,
     )
 
 
@@ -420,6 +422,7 @@ def capabilities_from_proto(pb: common_pb2.HostCapabilities, profile: str) -> Ho
         quick_migration=pb.quick_migration,
         csv=pb.csv,
         network_kind=NETWORK_KIND_FROM_PROTO.get(pb.network_kind, profile_capabilities(profile).network_kind),
+        library_server=pb.library_server,
     )
 
 

@@ -149,6 +149,7 @@ def _capabilities(raw: dict[str, Any] | None) -> HostCapabilities | None:
         quick_migration=raw["quick_migration"],
         csv=raw["csv"],
         network_kind=raw["network_kind"],
+        library_server=raw.get("library_server", False),
     )
 
 

@@ -258,7 +258,7 @@ class ManagerApp:
     def _host_view(self, host: HostRecord, clusters: list[ClusterRecord], vms: list[VmRecord]) -> HostView:
         count = sum(1 for vm in vms if vm.host == host.name)
         rating = 0.0
-        if host.state is HostState.OK:
+        if host.state is HostState.OK and not host.capabilities.library_server:
             request = PlacementRequest(
                 vm_name="rating",
                 memory_mb=self.settings.rating_memory_mb,
@@ -485,6 +485,16 @@ class ManagerApp:
         self, name: str, host: str, storage: StorageLocation | None
     ) -> tuple[JobRecord, MigrationRecord]:
         return await self.migrations.migrate_storage(name, host, storage)
+
+    async def store_vm(
+        self, name: str, library: str, transfer: Transfer
+    ) -> tuple[JobRecord, MigrationRecord]:
+        return await self.migrations.store(name, library, transfer)
+
+    async def deploy_vm(
+        self, name: str, host: str, transfer: Transfer, make_ha: bool, storage: StorageLocation | None
+    ) -> tuple[JobRecord, MigrationRecord]:
+        return await self.migrations.deploy(name, host, transfer, make_ha, storage)
 
     def list_migrations(self, limit: int = 0) -> list[MigrationRecord]:
         return self.migrations.list(limit)

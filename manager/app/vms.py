@@ -45,6 +45,7 @@ from manager.core.operations import (
     IN_PROGRESS,
     SettingsChange,
     check_delete,
+    check_not_stored,
     check_operation,
     check_passthrough_free,
     check_update,
@@ -373,6 +374,7 @@ class VmService:
             raise InvalidArgumentError(f"operation: must be one of {choices}")
         vm = self._vm(name)
         check_operation(vm, operation)
+        check_not_stored(vm, self._store.get_host(vm.host or ""))
         self._address(vm, draining=operation in _DRAINING)
         verb = operation.value.replace("_", " ")
         self.claims.claim(vm.id, Claim.JOB)

@@ -117,6 +117,8 @@ def vm_path(
     if storage.kind is StorageKind.CSV:
         base = csv_path(cluster, storage.name) if cluster is not None else "C:\\ClusterStorage\\Volume1"
         return f"{base}\\{vm.name}"
+    if host.capabilities.library_server and storage.kind is StorageKind.LOCAL_DISK:
+        return f"\\\\{host.name}\\{storage.name}\\{vm.name}"  # the library share, as VMM shows it
     root = drives.get(storage.name, "")
     if storage.kind is StorageKind.LOCAL_DISK:
         return f"{root}Hyper-V\\{vm.name}" if root else ""

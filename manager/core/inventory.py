@@ -316,6 +316,7 @@ def host_capacity(
         running_vcpus=sum(vm.cpus for vm in active),
         storage=tuple(rooms),
         networks=tuple(n.name for n in host.networks),
+        library_server=host.capabilities.library_server,
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from manager.core.errors import FailedPreconditionError, InvalidArgumentError
-from manager.core.model import StorageKind, StorageLocation, VmOperation, VmRecord
+from manager.core.model import HostRecord, StorageKind, StorageLocation, VmOperation, VmRecord
 from manager.core.states import VmState
 
 S = VmState
@@ -87,6 +87,15 @@ def check_operation(vm: VmRecord, operation: VmOperation) -> None:
     if vm.state not in ALLOWED_FROM[operation]:
         raise FailedPreconditionError(
             f"VM {vm.name} is {vm.state.value}: it cannot {_VERBS[operation]} ({_HINTS[operation]})"
+        )
+
+
+def check_not_stored(vm: VmRecord, host: HostRecord | None) -> None:
+    """A VM stored in the library runs nowhere until it is deployed onto a host."""
+    if host is not None and host.capabilities.library_server:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is stored in library server {host.name}, which runs no VM: deploy it "
+            f"onto a host first (`havm vm deploy {vm.name} --to HOST`)"
         )
 
 

@@ -33,6 +33,7 @@ class PlacementGoal(Enum):
 class RatingReason(Enum):
     """Why a host rates fewer stars, or none. Blocking ones give zero stars."""
 
+    LIBRARY_SERVER = "library_server"  # stores VMs and runs none
     HOST_STATE = "host_state"  # not ok: not responding, fenced, ...
     MAINTENANCE = "maintenance"  # in maintenance mode
     NOT_CLUSTER_NODE = "not_cluster_node"  # a highly available VM needs a cluster node
@@ -77,6 +78,8 @@ class HostCapacity:
     running_vcpus: int
     storage: tuple[StorageRoom, ...]
     networks: tuple[str, ...]
+    # A library server: it stores VMs (`vm store`) and is never a placement's choice.
+    library_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,13 @@ def refusals(host: HostCapacity, request: PlacementRequest, *, every: bool = Tru
         found.append(Refusal(code, detail))
         return not every
 
+    if host.library_server:
+        # Nothing else about it matters: no VM is placed on it, however much room it has.
+        refuse(
+            RatingReason.LIBRARY_SERVER,
+            "is a library server: it stores VMs and runs none (`havm vm store` puts a VM there)",
+        )
+        return found
     if host.state is HostState.MAINTENANCE:
         if refuse(RatingReason.MAINTENANCE, "is in maintenance mode"):
             return found

@@ -29,6 +29,9 @@ class HostCapabilities:
     csv: bool
     # What the host's networks are: VIRTUAL_NETWORK (Hyper-V) or PORT_GROUP (ESX).
     network_kind: str
+    # A VMM library server: it stores stopped and saved VMs on its share and runs none;
+    # a VM comes by `vm store` and leaves by `vm deploy`, never by placement.
+    library_server: bool = False
 
 
 PROFILE_TRAITS: dict[str, HostCapabilities] = {
@@ -39,6 +42,13 @@ PROFILE_TRAITS: dict[str, HostCapabilities] = {
         live_migration=True, quick_migration=True, csv=True, network_kind=VIRTUAL_NETWORK
     ),
     "esx": HostCapabilities(live_migration=True, quick_migration=True, csv=True, network_kind=PORT_GROUP),
+    "library": HostCapabilities(
+        live_migration=False,
+        quick_migration=False,
+        csv=False,
+        network_kind=VIRTUAL_NETWORK,
+        library_server=True,
+    ),
 }
 # A profile the table does not know (a record written by a newer manager): the least.
 UNKNOWN_PROFILE = HostCapabilities(

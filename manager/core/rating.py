@@ -142,7 +142,10 @@ def rate_one(
     storage, why = pick_storage(host, request)
     # The storage a VM needs follows from whether it is highly available: on a host of
     # the wrong kind, "sees no CSV volume" would only repeat that.
-    wrong_kind = any(n.code in (RatingReason.NOT_CLUSTER_NODE, RatingReason.CLUSTER_NODE) for n in notes)
+    wrong_kind = any(
+        n.code in (RatingReason.NOT_CLUSTER_NODE, RatingReason.CLUSTER_NODE, RatingReason.LIBRARY_SERVER)
+        for n in notes
+    )
     if storage is None and not wrong_kind:
         notes.append(RatingNote(RatingReason.STORAGE, why, True))
     cluster = clusters.get(host.cluster or "")

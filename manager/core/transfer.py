@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from manager.core.errors import FailedPreconditionError, InvalidArgumentError
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from manager.core.levels import LevelTraits
 from manager.core.migration import check_ha_fits
 from manager.core.model import (
@@ -292,4 +292,72 @@ def check_transfer_inside_cluster(requested: Transfer, source: HostRecord, targe
             f"transfer: hosts {source.name} and {target.name} are nodes of cluster {source.cluster}, "
             "where a VM moves by live or quick migration; a SAN or network transfer is for moves into, "
             "out of or between clusters"
+        )
+
+
+# --- the library ---------------------------------------------------------------------
+
+
+def choose_library(vm: VmRecord, hosts: Iterable[HostRecord], name: str) -> HostRecord:
+    """The library server a VM is stored in: the one named, else the only one."""
+    libraries = sorted((h for h in hosts if h.capabilities.library_server), key=lambda h: h.name)
+    if name:
+        chosen = next((h for h in hosts if h.name == name), None)
+        if chosen is None:
+            raise NotFoundError(f"library server {name} does not exist")
+        if not chosen.capabilities.library_server:
+            known = ", ".join(h.name for h in libraries) or "none"
+            raise InvalidArgumentError(
+                f"library: host {name} is not a library server (library servers: {known})"
+            )
+        return chosen
+    if not libraries:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot be stored: the cluster has no library server (a host with "
+            "`profile: library` in the topology)"
+        )
+    if len(libraries) > 1:
+        raise InvalidArgumentError(
+            f"library: say which library server stores VM {vm.name} ({', '.join(h.name for h in libraries)})"
+        )
+    return libraries[0]
+
+
+def check_storable(vm: VmRecord, source: HostRecord | None, library: HostRecord) -> None:
+    """A VM goes into the library stopped or saved, from a host that runs VMs."""
+    if source is not None and source.name == library.name:
+        raise FailedPreconditionError(f"VM {vm.name} already is stored in library server {library.name}")
+    if source is not None and source.capabilities.library_server:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is stored in library server {source.name}: deploy it onto a host "
+            f"(`havm vm deploy {vm.name} --to HOST`) rather than moving it between libraries"
+        )
+    if vm.state not in TRANSFERABLE_STATES:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is {vm.state.value}: a VM is stored in the library stopped or saved "
+            f"(`havm vm save {vm.name}` keeps its memory, `havm vm stop {vm.name}` shuts it down)"
+        )
+
+
+def check_deployable(vm: VmRecord, source: HostRecord | None, target: HostRecord | None) -> None:
+    """A VM is deployed from the library onto a host that runs VMs."""
+    if source is None or not source.capabilities.library_server:
+        where = f"on host {vm.host}" if vm.host else "on no host"
+        raise FailedPreconditionError(
+            f"VM {vm.name} is not stored in the library ({where}): `havm vm migrate {vm.name} --to HOST` "
+            "moves it"
+        )
+    if target is not None and target.capabilities.library_server:
+        raise FailedPreconditionError(
+            f"VM {vm.name} cannot be deployed onto {target.name}: it is a library server, which runs no VM"
+        )
+
+
+def check_runs_there(vm: VmRecord, target: HostRecord) -> None:
+    """A running VM never moves onto a library server: only `vm store` puts a VM there,
+    at rest."""
+    if target.capabilities.library_server and vm.state not in TRANSFERABLE_STATES:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is {vm.state.value}: library server {target.name} runs no VM; store it "
+            f"stopped or saved (`havm vm save {vm.name}`, then `havm vm store {vm.name}`)"
         )

@@ -28,6 +28,7 @@ PROFILE_FROM_PROTO = {
     common_pb2.PROFILE_HYPERV_2008: "hyperv-2008",
     common_pb2.PROFILE_HYPERV_2008R2: "hyperv-2008r2",
     common_pb2.PROFILE_ESX: "esx",
+    common_pb2.PROFILE_LIBRARY: "library",
 }
 PROFILE_TO_PROTO = {name: value for value, name in PROFILE_FROM_PROTO.items()}
 VOLUME_KIND_FROM_PROTO = {common_pb2.STORAGE_KIND_CSV: "csv", common_pb2.STORAGE_KIND_LUN: "lun"}

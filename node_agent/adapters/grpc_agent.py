@@ -102,6 +102,7 @@ _PROFILES = {
     Profile.HYPERV_2008: common_pb2.PROFILE_HYPERV_2008,
     Profile.HYPERV_2008R2: common_pb2.PROFILE_HYPERV_2008R2,
     Profile.ESX: common_pb2.PROFILE_ESX,
+    Profile.LIBRARY: common_pb2.PROFILE_LIBRARY,
 }
 _OPERATIONS = {
     agent_pb2.VM_OPERATION_START: Operation.START,
@@ -316,6 +317,7 @@ def capabilities_to_pb(traits: ProfileTraits) -> common_pb2.HostCapabilities:
             if traits.port_groups
             else common_pb2.NETWORK_KIND_VIRTUAL_NETWORK
         ),
+        library_server=traits.library_server,
     )
 
 

@@ -53,6 +53,7 @@ from node_agent.core.vm import (
     StorageKind,
     StorageRef,
     VmSpec,
+    check_runs_vms,
     check_storage_visible,
     validate_spec,
 )
@@ -216,6 +217,8 @@ class VmHost:
         two concurrent creations cannot both pass the checks. `allow_shared_lun` is an
         administrator's creation on the host itself, which may share a LUN.
         """
+        if not take_over:  # a library server takes VMs over by SAN, creates none
+            check_runs_vms(self.config, spec.label, "create")
         validate_spec(spec, self.config)
         self.vms.check_configuration(spec)
         self.vms.check_not_arriving(spec)

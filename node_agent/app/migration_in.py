@@ -205,7 +205,9 @@ class IncomingMigration:
         """Check the offer and create the skeleton that reserves the VM's memory; no await here."""
         vms, config, spec = self._vms, self._config, offer.spec
         reasons: list[str] = []
-        if not config.profile.traits.live_migration:
+        if config.profile.traits.library_server:
+            reasons.append(f"host {config.name} is a library server: it stores VMs at rest and runs none")
+        elif not config.profile.traits.live_migration:
             reasons.append(f"host {config.name} runs Hyper-V 2008, which moves VMs by quick migration only")
         reasons += vms.compatibility(spec, offer.cpu)
         if offer.memory_pages != spec.memory_pages:

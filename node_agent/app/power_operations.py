@@ -21,7 +21,7 @@ from node_agent.core.errors import AgentError, FailedPrecondition, StorageFault
 from node_agent.core.guest import GuestModel, PageVersions, decode_saved_state, encode_saved_state
 from node_agent.core.power import Action, Operation, PowerState, plan_operation
 from node_agent.core.views import VmView
-from node_agent.core.vm import check_memory_fits
+from node_agent.core.vm import check_memory_fits, check_runs_vms
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class PowerOperations:
     async def power_on(self, vm: HostedVm) -> None:
         """A fresh boot: new memory, the journal carried on from the disk."""
         vms, config, files = self._vms, self._config, self._files
+        check_runs_vms(config, vm.label, "start")
         vms.check_lease(vm)
         check_memory_fits(config, vm.spec, vms.held_mb())
         vms.set_state(vm, PowerState.STARTING)
@@ -95,6 +96,7 @@ class PowerOperations:
 
     async def _restore(self, vm: HostedVm) -> None:
         vms, config, files = self._vms, self._config, self._files
+        check_runs_vms(config, vm.label, "restore")
         vms.check_lease(vm)
         check_memory_fits(config, vm.spec, vms.held_mb())
         if vm.cpu is not None:

@@ -141,7 +141,7 @@ class IncomingTransfer:
         existing = vms.hosted(spec.id)
         if existing is not None and not vms.drop_if_fenced(existing):
             raise AlreadyExists(f"VM {spec.label} ({spec.id}) already exists on host {config.name}")
-        if offer.cpu is not None:
+        if offer.cpu is not None and not config.profile.traits.library_server:
             self._check_cpu(spec, offer.cpu)
         where = f"{spec.storage.kind.label} {spec.storage.name}"
         capacity = check_storage_visible(spec.storage, config)

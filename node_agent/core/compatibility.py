@@ -35,15 +35,17 @@ def compatibility_reasons(
     """
     others = list(others)
     reasons: list[str] = []
-    if guest is not None and guest.vendor:
+    # A library server stores the VM and runs it nowhere: what running needs is not asked.
+    runs = not host.profile.traits.library_server
+    if runs and guest is not None and guest.vendor:
         reasons += cpu_reasons(spec.label, host.name, host.cpu, guest, spec.processor_compatibility)
-    if spec.memory_mb > available_mb:
+    if runs and spec.memory_mb > available_mb:
         reasons.append(
             f"not enough memory on host {host.name}: VM {spec.label} needs {spec.memory_mb} MB, "
             f"{max(available_mb, 0)} MB available"
         )
     for net in spec.networks:
-        if host.network(net) is None:
+        if runs and host.network(net) is None:
             reasons.append(
                 f"host {host.name} has no {host.profile.network_term} named {net!r}, "
                 f"which VM {spec.label} is connected to"

@@ -29,6 +29,7 @@ class Profile(enum.Enum):
     HYPERV_2008 = "hyperv-2008"  # Hyper-V 1.0: quick migration only
     HYPERV_2008R2 = "hyperv-2008r2"  # Hyper-V 2.0: live migration and CSV
     ESX = "esx"  # VMware ESX: vMotion, port groups
+    LIBRARY = "library"  # a VMM library server: stores VMs at rest, runs none
 
     @property
     def traits(self) -> ProfileTraits:
@@ -58,6 +59,9 @@ class ProfileTraits:
     network_term: str
     # Whether its networks are port groups (ESX) rather than virtual networks (Hyper-V).
     port_groups: bool
+    # A library server: it holds stopped and saved VMs on its share and runs none, so
+    # what a VM needs to run here (processors, memory, networks) is not asked of it.
+    library_server: bool = False
 
 
 PROFILE_TRAITS: dict[Profile, ProfileTraits] = {
@@ -81,6 +85,14 @@ PROFILE_TRAITS: dict[Profile, ProfileTraits] = {
         csv=True,
         network_term="port group",
         port_groups=True,
+    ),
+    Profile.LIBRARY: ProfileTraits(
+        live_migration=False,
+        quick_migration=False,
+        csv=False,
+        network_term="virtual network",
+        port_groups=False,
+        library_server=True,
     ),
 }
 

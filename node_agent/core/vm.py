@@ -108,7 +108,8 @@ def validate_spec(spec: VmSpec, host: HostConfig) -> None:
         raise InvalidArgument(f"spec.name: is required (VM {spec.id})")
     if spec.memory_mb <= 0:
         raise InvalidArgument(f"spec.memory_mb: VM {spec.label} needs a positive amount of memory")
-    if not 1 <= spec.cpus <= host.cpu.cores:
+    runs = not host.profile.traits.library_server  # a library server only stores VMs
+    if runs and not 1 <= spec.cpus <= host.cpu.cores:
         raise InvalidArgument(
             f"spec.cpus: VM {spec.label} asks for {spec.cpus} virtual processors; "
             f"host {host.name} allows 1 to {host.cpu.cores}"
@@ -116,7 +117,7 @@ def validate_spec(spec: VmSpec, host: HostConfig) -> None:
     if spec.disk_gb <= 0:
         raise InvalidArgument(f"spec.disk_gb: VM {spec.label} needs a positive disk size")
     for net in spec.networks:
-        if host.network(net) is None:
+        if runs and host.network(net) is None:
             raise InvalidArgument(
                 f"spec.networks: host {host.name} has no {host.profile.network_term} named {net!r}"
             )
@@ -125,6 +126,16 @@ def validate_spec(spec: VmSpec, host: HostConfig) -> None:
         _check_rate("dirty_rate_mb_per_s", spec.workload.dirty_rate_mb_per_s, limit)
         _check_rate("journal_writes_per_s", spec.workload.journal_writes_per_s, limit)
     check_storage_visible(spec.storage, host)
+
+
+def check_runs_vms(host: HostConfig, vm_label: str, action: str) -> None:
+    """A library server stores VMs at rest and runs none: FailedPrecondition for
+    `action` (what would run VM `vm_label` here), naming the way out."""
+    if host.profile.traits.library_server:
+        raise FailedPrecondition(
+            f"host {host.name} is a library server: it stores VMs and runs none, so it cannot "
+            f"{action} VM {vm_label} (deploy the VM onto a host first)"
+        )
 
 
 def _check_rate(name: str, value: float, limit: float) -> None:

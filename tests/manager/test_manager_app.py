@@ -144,7 +144,7 @@ async def test_refresh_job_fails_when_no_host_answers(tmp_path: Path) -> None:
     assert seen[-1].state is JobState.FAILED and "no host answered" in seen[-1].error
     partial = await run(app, app.refresh(""))
     assert partial[-1].state is JobState.COMPLETED
-    assert "1 of 5 host(s) ok" in partial[-1].message
+    assert "2 of 6 host(s) ok" in partial[-1].message
 
 
 @on_virtual_time

@@ -302,7 +302,7 @@ def test_a_reload_keeps_hosts_added_at_runtime_and_their_membership() -> None:
 
     merged_hosts, [cluster] = merge_topology(topology, hosts, clusters)
     by_name = {h.name: h for h in merged_hosts}
-    assert set(by_name) == {"node1", "node2", "node3", "node4", "standalone1", "node5", "solo2"}
+    assert set(by_name) == {"node1", "node2", "node3", "node4", "standalone1", "library1", "node5", "solo2"}
     assert by_name["node5"] == next(h for h in hosts if h.name == "node5")  # kept as it was
     assert by_name["node5"].added_at_runtime and not by_name["node1"].added_at_runtime
     assert cluster.nodes == ("node1", "node2", "node3", "node4", "node5")
@@ -361,7 +361,7 @@ def test_a_topology_without_a_host_drops_it_everywhere() -> None:
     data["clusters"][0]["luns"][0]["visible_to"] = ["node3", "node4"]
     data["clusters"][0]["reserve"] = 3
     smaller = without_host(parse_topology(data), "node4")
-    assert [h.name for h in smaller.hosts] == ["node1", "node2", "node3", "standalone1"]
+    assert [h.name for h in smaller.hosts] == ["node1", "node2", "node3", "standalone1", "library1"]
     cluster = smaller.cluster("cluster1")
     assert cluster.nodes == ("node1", "node2", "node3") and cluster.reserve == 2
     assert {v.name: v.visible_to for v in cluster.volumes}["lun1"] == ("node3",)

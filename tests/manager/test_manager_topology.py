@@ -54,13 +54,15 @@ def base() -> dict[str, Any]:
 
 def test_default_topology_parses() -> None:
     topology = parse_topology(yaml.safe_load(DEFAULT_TOPOLOGY.read_text()))
-    assert [h.name for h in topology.hosts] == ["node1", "node2", "node3", "node4", "standalone1"]
+    assert [h.name for h in topology.hosts] == ["node1", "node2", "node3", "node4", "standalone1", "library1"]
+    assert topology.host("library1").profile == "library" and topology.host("library1").cluster is None
     assert topology.host("standalone1").cluster is None
     assert topology.host("node3").cluster == "cluster1"
     assert topology.cluster("cluster1").reserve == 1
     assert {v.name for v in topology.volumes_visible_to("node4")} == {"Volume1", "lun1", "lun2", "lun3"}
     # lun3 is zoned to the standalone host too, for SAN transfers across the cluster boundary.
     assert [v.name for v in topology.volumes_visible_to("standalone1")] == ["lun3"]
+    assert [v.name for v in topology.volumes_visible_to("library1")] == ["lun3"]
 
 
 def test_defaults_merge_and_explicit_values() -> None:
@@ -125,7 +127,7 @@ BAD_INPUTS = [
         ("hosts", 1, "profile"),
         "xen",
         "hosts[1].profile",
-        "must be one of hyperv-2008, hyperv-2008r2, esx, got 'xen'",
+        "must be one of hyperv-2008, hyperv-2008r2, esx, library, got 'xen'",
     ),
     (("hosts", 0, "memroy_mb"), 1, "hosts[0].memroy_mb", "unknown field"),
     (("hosts", 0, "name"), "bad name", "hosts[0].name", "must be a name"),
@@ -387,4 +389,19 @@ def test_only_esx_clusters_belong_to_a_datacenter() -> None:
     data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
     data["clusters"][0]["datacenter"] = "dc1"
     with pytest.raises(TopologyError, match="a hyperv-2008r2 cluster belongs to no datacenter"):
+        parse_topology(data)
+
+
+def test_library_servers_form_no_cluster() -> None:
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    data["clusters"][0]["profile"] = "library"
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(data)
+    assert str(caught.value) == (
+        "clusters[0].profile: library hosts form no cluster: a library server stores VMs and runs none"
+    )
+    # A library server listed as a node has the wrong profile for a Hyper-V cluster.
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    data["clusters"][0]["nodes"].append("library1")
+    with pytest.raises(TopologyError, match="host 'library1' has profile library but the cluster's profile is"):
         parse_topology(data)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from havm.contract.hosts import CpuSpec
-from manager.core.errors import FailedPreconditionError, InvalidArgumentError
+from manager.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from manager.core.levels import LEVEL_TRAITS, VmmVersion
 from manager.core.model import (
     GIB,
@@ -24,10 +24,15 @@ from manager.core.model import (
 from manager.core.states import HostState, VmState
 from manager.core.transfer import (
     Transfer,
+    TransferPlan,
+    check_deployable,
     check_network_storage,
     check_not_across_datacenters,
+    check_runs_there,
+    check_storable,
     check_storage_move_stays,
     check_transfer_inside_cluster,
+    choose_library,
     crosses_cluster_boundary,
     plan_transfer,
     same_datacenter,
@@ -242,3 +247,64 @@ def test_running_vms_cross_clusters_only_inside_one_datacenter() -> None:
     check_not_across_datacenters(vm(state=VmState.SAVED), ea, ec)  # at rest: a transfer
     # Storage VMotion to another host stays inside the datacenter too.
     check_storage_move_stays(vm(where="n1", ha=True), hosts()["n1"], hosts()["s1"], "dc1")
+
+
+# --- the library ---------------------------------------------------------------------
+
+
+def library(name: str = "lib1", *luns: str) -> HostRecord:
+    return replace(host(name, None, *luns), profile="library")
+
+
+def test_the_only_library_server_is_chosen_and_a_named_one_must_be_one() -> None:
+    s1, lib1, lib2 = host("s1", None), library("lib1"), library("lib2")
+    assert choose_library(vm(), [s1, lib1], "") is lib1
+    assert choose_library(vm(), [s1, lib1, lib2], "lib2") is lib2
+    with pytest.raises(InvalidArgumentError, match=r"say which library server stores VM v1 \(lib1, lib2\)"):
+        choose_library(vm(), [s1, lib1, lib2], "")
+    with pytest.raises(
+        InvalidArgumentError, match=r"host s1 is not a library server \(library servers: lib1\)"
+    ):
+        choose_library(vm(), [s1, lib1], "s1")
+    with pytest.raises(NotFoundError, match="library server nope does not exist"):
+        choose_library(vm(), [s1, lib1], "nope")
+    with pytest.raises(FailedPreconditionError, match="no library server"):
+        choose_library(vm(), [s1], "")
+
+
+def test_a_vm_is_stored_at_rest_from_a_host_and_deployed_onto_one() -> None:
+    s1, lib1 = host("s1", None), library("lib1")
+    check_storable(vm(state=VmState.SAVED), s1, lib1)
+    with pytest.raises(FailedPreconditionError, match="stopped or saved"):
+        check_storable(vm(state=VmState.RUNNING), s1, lib1)
+    with pytest.raises(FailedPreconditionError, match="already is stored in library server lib1"):
+        check_storable(vm(where="lib1"), lib1, lib1)
+    with pytest.raises(FailedPreconditionError, match="deploy it onto a host"):
+        check_storable(vm(where="lib2"), library("lib2"), lib1)
+
+    check_deployable(vm(where="lib1"), lib1, s1)
+    with pytest.raises(FailedPreconditionError, match=r"is not stored in the library \(on host s1\)"):
+        check_deployable(vm(), s1, host("s2", None))
+    with pytest.raises(FailedPreconditionError, match="lib2: it is a library server, which runs no VM"):
+        check_deployable(vm(where="lib1"), lib1, library("lib2"))
+
+
+def test_a_running_vm_never_moves_onto_a_library_server() -> None:
+    check_runs_there(vm(state=VmState.RUNNING), host("s2", None))
+    check_runs_there(vm(state=VmState.SAVED), library())
+    with pytest.raises(FailedPreconditionError, match="library server lib1 runs no VM"):
+        check_runs_there(vm(state=VmState.RUNNING), library())
+
+
+def test_a_vm_on_a_lun_the_library_sees_is_stored_by_san_and_stops_being_highly_available() -> None:
+    source, lib = host("n1", "c1", "san1"), library("lib1", "san1")
+    stored = plan_transfer(
+        Transfer.AUTO, vm(where="n1", ha=True), source, lib, (), {"lib1": lib}, [], R2, False
+    )
+    assert stored == TransferPlan(MigrationKind.SAN_TRANSFER, False)
+    # Out of a cluster VMM 2008 has no SAN transfer: the library gets a copy.
+    copied = plan_transfer(
+        Transfer.AUTO, vm(where="n1", ha=True), source, lib, (), {"lib1": lib}, [], V2008, False
+    )
+    assert copied.kind is MigrationKind.NETWORK_TRANSFER
+    assert copied.san_refusals == ("VMM 2008 has no SAN transfer out of a cluster",)

@@ -53,6 +53,7 @@ async def test_the_inventory_carries_the_capabilities_of_the_host_s_profile(
         quick_migration=row.quick_migration,
         csv=row.csv,
         network_kind=NETWORK_KINDS[row.port_groups],
+        library_server=row.library_server,
     )
     # Every network is named as the capabilities say.
     assert {n.kind for n in info.networks} == {info.capabilities.network_kind}

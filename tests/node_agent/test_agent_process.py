@@ -376,7 +376,7 @@ DEFAULT_TOPOLOGY = Path(__file__).parents[2] / "havm" / "cli" / "default_topolog
         (["--topology", str(DEFAULT_TOPOLOGY), "--host", "node1"], "--topology needs --san-root DIR"),
         (
             ["--topology", str(DEFAULT_TOPOLOGY), "--host", "node9", "--san-root", "/tmp"],
-            "has no host named 'node9' (hosts: node1, node2, node3, node4, standalone1)",
+            "has no host named 'node9' (hosts: node1, node2, node3, node4, standalone1, library1)",
         ),
         (
             ["--topology", "/nonexistent.yaml", "--host", "x", "--san-root", "/tmp"],

@@ -42,10 +42,14 @@ from manager.core.states import MigrationState, VmState
 from manager.core.transfer import (
     TRANSFERABLE_STATES,
     Transfer,
+    check_deployable,
     check_network_storage,
     check_not_across_datacenters,
+    check_runs_there,
+    check_storable,
     check_storage_move_stays,
     check_transfer_inside_cluster,
+    choose_library,
     crosses_cluster_boundary,
     plan_transfer,
     same_datacenter,
@@ -70,19 +74,22 @@ class MigrationRequests:
         transfer: Transfer = Transfer.AUTO,
         make_ha: bool = False,
         storage: StorageLocation | None = None,
+        job_kind: str = "migrate_vm",
     ) -> tuple[JobRecord, MigrationRecord]:
         """Live or quick migration to another node of the VM's cluster; a SAN or network
-        transfer of a VM at rest across the cluster boundary."""
+        transfer of a VM at rest across the cluster boundary (into or out of the library
+        too: `store`, `deploy`)."""
         vm = self._vm(name)
         check_vm_movable(vm)
         source, target = self._hosts(vm, destination)
+        check_runs_there(vm, target)
         if crosses_cluster_boundary(source, target):
             here, there = self._cluster(source), self._cluster(target)
             datacenter = same_datacenter(here, there)
             if datacenter is not None and vm.state not in TRANSFERABLE_STATES:
                 return await self._vmotion(vm, source, target, datacenter, transfer, storage, no_converge)
             check_not_across_datacenters(vm, here, there)
-            return await self._transfer(vm, source, target, transfer, make_ha, storage)
+            return await self._transfer(vm, source, target, transfer, make_ha, storage, job_kind)
         check_transfer_inside_cluster(transfer, source, target)
         if storage is not None:
             raise InvalidArgumentError(
@@ -96,6 +103,35 @@ class MigrationRequests:
         kind = choose_kind(source.capabilities, vm.state, quick or not live, target.capabilities)
         await self._check_compatibility(vm, source, target, vm.storage)
         return self._begin(vm, source, target, kind, None, no_converge or self._ctx.policy.no_converge)
+
+    async def store(self, name: str, library: str, transfer: Transfer) -> tuple[JobRecord, MigrationRecord]:
+        """Store a stopped or saved VM in a library server: it leaves its host (and its
+        cluster, no longer highly available) by SAN transfer or over the network."""
+        store = self._ctx.store
+        vm = self._vm(name)
+        check_vm_movable(vm)
+        chosen = choose_library(vm, store.list_hosts(), library)
+        check_storable(vm, store.get_host(vm.host or ""), chosen)
+        return await self.migrate(name, chosen.name, False, None, transfer, job_kind="store_vm")
+
+    async def deploy(
+        self,
+        name: str,
+        destination: str,
+        transfer: Transfer,
+        make_ha: bool,
+        storage: StorageLocation | None,
+    ) -> tuple[JobRecord, MigrationRecord]:
+        """Deploy a VM stored in the library onto a host, by SAN where the host sees its
+        LUN, over the network otherwise; onto a cluster node it becomes highly available."""
+        store = self._ctx.store
+        vm = self._vm(name)
+        check_vm_movable(vm)
+        target = store.get_host(destination) if destination else None
+        check_deployable(vm, store.get_host(vm.host or ""), target)
+        return await self.migrate(
+            name, destination, False, None, transfer, make_ha, storage, job_kind="deploy_vm"
+        )
 
     async def migrate_storage(
         self, name: str, destination: str, storage: StorageLocation | None
@@ -115,6 +151,7 @@ class MigrationRequests:
             check_host_ok(vm, source, "its")
             return self._begin(vm, source, source, MigrationKind.STORAGE, storage, "fail")
         source, target = self._hosts(vm, destination)
+        check_runs_there(vm, target)
         check_ha_fits(vm, target)
         check_storage_move_stays(
             vm, source, target, same_datacenter(self._cluster(source), self._cluster(target))
@@ -195,6 +232,7 @@ class MigrationRequests:
         transfer: Transfer,
         make_ha: bool,
         storage: StorageLocation | None,
+        job_kind: str,
     ) -> tuple[JobRecord, MigrationRecord]:
         """A move across the cluster boundary: planned (SAN or network), checked by the
         destination, begun."""
@@ -232,7 +270,14 @@ class MigrationRequests:
             check_network_storage(vm, storage)
         await self._check_compatibility(arriving, source, target, storage)
         return self._begin(
-            vm, source, target, plan.kind, storage, "fail", highly_available_after=plan.highly_available_after
+            vm,
+            source,
+            target,
+            plan.kind,
+            storage,
+            "fail",
+            highly_available_after=plan.highly_available_after,
+            job_kind=job_kind,
         )
 
     def _vm(self, name: str) -> VmRecord:
@@ -283,6 +328,7 @@ class MigrationRequests:
         storage: StorageLocation | None,
         no_converge: str,
         highly_available_after: bool | None = None,
+        job_kind: str = "migrate_vm",
     ) -> tuple[JobRecord, MigrationRecord]:
         ctx = self._ctx
         # The compatibility check awaited: look again before taking the VM.
@@ -318,7 +364,7 @@ class MigrationRequests:
         }.get(kind, f"{kind.value} migration")
         try:
             job = self._jobs.start(
-                "migrate_vm_storage" if kind is MigrationKind.STORAGE else "migrate_vm",
+                "migrate_vm_storage" if kind is MigrationKind.STORAGE else job_kind,
                 vm.name,
                 f"Waiting to migrate VM {vm.name} {where}",
                 lambda handle: self._work(handle, migration.id),

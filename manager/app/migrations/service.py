@@ -108,6 +108,16 @@ class MigrationService:
         """Move the VM's files on its host, or to another host together with the VM."""
         return await self.requests.migrate_storage(name, destination, storage)
 
+    async def store(self, name: str, library: str, transfer: Transfer) -> tuple[JobRecord, MigrationRecord]:
+        """Store a stopped or saved VM in a library server."""
+        return await self.requests.store(name, library, transfer)
+
+    async def deploy(
+        self, name: str, destination: str, transfer: Transfer, make_ha: bool, storage: StorageLocation | None
+    ) -> tuple[JobRecord, MigrationRecord]:
+        """Deploy a VM stored in the library onto a host."""
+        return await self.requests.deploy(name, destination, transfer, make_ha, storage)
+
     # --- after a manager restart -----------------------------------------------------
 
     def settle_queued(self) -> None:

@@ -200,13 +200,24 @@ class Transfers:
             )
         else:  # settled from the hosts' reports: no progress reached this manager
             figures = f"its files arrived whole, {done.duration_ms / 1000:.2f} s"
-        target = self._ctx.store.get_host(done.destination)
+        store = self._ctx.store
+        source, target = store.get_host(done.source), store.get_host(done.destination)
         if done.highly_available_after and target is not None and target.cluster is not None:
             ha = f"; highly available in cluster {target.cluster} (group '{group_name(done.vm_name)}')"
         elif done.highly_available_after is False:
             ha = "; not highly available"
         else:
             ha = ""
+        if target is not None and target.capabilities.library_server:
+            return (
+                f"VM {done.vm_name} stored in library server {done.destination} from {done.source} "
+                f"by {how} ({figures})"
+            )
+        if source is not None and source.capabilities.library_server:
+            return (
+                f"VM {done.vm_name} deployed from library server {done.source} onto {done.destination} "
+                f"by {how} ({figures}){ha}"
+            )
         return f"VM {done.vm_name} moved {done.source} to {done.destination} by {how} ({figures}){ha}"
 
     # --- after a manager restart ---------------------------------------------------------
