@@ -9,7 +9,6 @@ the same progress and figures as `vm migrate`.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -22,9 +21,8 @@ from havm.cli.migration import (
     StorageOption,
     TransferChoice,
     TransferOption,
-    ask_make_ha,
+    answer_placement,
     follow_and_report,
-    resolve_storage,
     transfer_label,
     transfer_to_proto,
 )
@@ -87,10 +85,7 @@ def deploy_vm(
     request = manager_pb2.DeployVmRequest(
         name=name, host=to, transfer=transfer_to_proto(transfer), make_ha=make_ha
     )
-    if storage:
-        request.storage.CopyFrom(resolve_storage(manager.get_host(to), storage))
-    if not make_ha and output is OutputFormat.table and sys.stdin.isatty():
-        request.make_ha = ask_make_ha(manager, name, to)
+    answer_placement(manager, request, storage, output)
     reply = manager.deploy_vm(request)
     follow_and_report(manager, reply.job, reply.migration, detach, output, _deployed)
 

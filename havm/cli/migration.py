@@ -144,10 +144,7 @@ def migrate_vm(
     if if_no_converge is not None:
         request.no_converge = _NO_CONVERGE_POLICIES[if_no_converge]
     manager = client(ctx)
-    if storage:
-        request.storage.CopyFrom(resolve_storage(manager.get_host(to), storage))
-    if not make_ha and output is OutputFormat.table and sys.stdin.isatty():
-        request.make_ha = ask_make_ha(manager, name, to)
+    answer_placement(manager, request, storage, output)
     reply = manager.migrate_vm(request)
     follow_and_report(manager, reply.job, reply.migration, detach, output)
 
@@ -180,6 +177,20 @@ def migrate_vm_storage(
         )
     reply = manager.migrate_vm_storage(request)
     follow_and_report(manager, reply.job, reply.migration, detach, output)
+
+
+def answer_placement(
+    manager: ManagerClient,
+    request: manager_pb2.MigrateVmRequest | manager_pb2.DeployVmRequest,
+    storage: str | None,
+    output: OutputFormat,
+) -> None:
+    """What placement asks of a VM going to `request.host`: the storage `--storage` names
+    there, and (on a terminal, without --make-ha) whether to make it highly available."""
+    if storage:
+        request.storage.CopyFrom(resolve_storage(manager.get_host(request.host), storage))
+    if not request.make_ha and output is OutputFormat.table and sys.stdin.isatty():
+        request.make_ha = ask_make_ha(manager, request.name, request.host)
 
 
 def ask_make_ha(manager: ManagerClient, vm: str, host: str) -> bool:

@@ -3,6 +3,7 @@ directory, driven through the `havm` command line, stopped with `havm down`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +161,18 @@ def start_cluster(state_dir: Path, *extra: str) -> LocalCluster:
         cluster.havm("down", timeout=60)
         raise AssertionError(f"havm up failed ({result.code}):\n{result.stdout}\n{result.stderr}")
     return cluster
+
+
+@contextlib.contextmanager
+def topology_cluster(directory: Path, topology: str) -> Iterator[LocalCluster]:
+    """A cluster `havm up` starts in `directory` from the topology text; down at the end."""
+    path = directory / "topology.yaml"
+    path.write_text(topology)
+    local = start_cluster(directory / "state", "--topology", str(path))
+    try:
+        yield local
+    finally:
+        stop_cluster(local)
 
 
 def stop_cluster(cluster: LocalCluster) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cluster_harness import LocalCluster, assert_invariant, start_cluster, stop_cluster
+from cluster_harness import LocalCluster, assert_invariant, topology_cluster
 from test_migration import assert_journal_continuous, journal_length, migrate, vm
 
 pytestmark = pytest.mark.integration
@@ -58,14 +58,8 @@ hosts:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
-    directory = tmp_path_factory.mktemp("datacenters")
-    path = directory / "topology.yaml"
-    path.write_text(TOPOLOGY)
-    local = start_cluster(directory / "state", "--topology", str(path))
-    try:
+    with topology_cluster(tmp_path_factory.mktemp("datacenters"), TOPOLOGY) as local:
         yield local
-    finally:
-        stop_cluster(local)
 
 
 def running(cluster: LocalCluster, name: str, host: str, datastore: str) -> int:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cluster_harness import LocalCluster, assert_invariant, inventory, start_cluster, stop_cluster
+from cluster_harness import LocalCluster, assert_invariant, inventory, topology_cluster
 from test_migration import journal, vm, vm_dir
-from test_transfers import written
+from test_transfers import create, written
 
 pytestmark = pytest.mark.integration
 
@@ -50,19 +50,8 @@ hosts:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
-    directory = tmp_path_factory.mktemp("library")
-    path = directory / "topology.yaml"
-    path.write_text(TOPOLOGY)
-    local = start_cluster(directory / "state", "--topology", str(path))
-    try:
+    with topology_cluster(tmp_path_factory.mktemp("library"), TOPOLOGY) as local:
         yield local
-    finally:
-        stop_cluster(local)
-
-
-def create(cluster: LocalCluster, name: str, host: str, *options: str) -> dict:
-    cluster.ok("vm", "create", name, "--memory-mb", "256", "--disk-gb", "1", "--host", host, *options)
-    return vm(cluster, name)
 
 
 def move(cluster: LocalCluster, command: str, name: str, *args: str) -> dict:

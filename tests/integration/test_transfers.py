@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from cluster_harness import LocalCluster, assert_invariant, inventory, start_cluster, stop_cluster, wait_for
+from cluster_harness import LocalCluster, assert_invariant, inventory, topology_cluster, wait_for
 from test_migration import finish, journal, migrate, start_migration, vm, vm_dir
 
 pytestmark = pytest.mark.integration
@@ -61,14 +61,8 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
-    directory = tmp_path_factory.mktemp("transfers")
-    path = directory / "topology.yaml"
-    path.write_text(TOPOLOGY)
-    local = start_cluster(directory / "state", "--topology", str(path))
-    try:
+    with topology_cluster(tmp_path_factory.mktemp("transfers"), TOPOLOGY) as local:
         yield local
-    finally:
-        stop_cluster(local)
 
 
 def create(cluster: LocalCluster, name: str, host: str, *options: str) -> dict:

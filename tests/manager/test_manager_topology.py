@@ -403,5 +403,7 @@ def test_library_servers_form_no_cluster() -> None:
     # A library server listed as a node has the wrong profile for a Hyper-V cluster.
     data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
     data["clusters"][0]["nodes"].append("library1")
-    with pytest.raises(TopologyError, match="host 'library1' has profile library but the cluster's profile is"):
+    with pytest.raises(
+        TopologyError, match="host 'library1' has profile library but the cluster's profile is"
+    ):
         parse_topology(data)
