@@ -7,12 +7,16 @@ carrying its sentence after `host NAME: `. It goes the way live migration goes
 (adapters.grpc_peer): the same channel maker (mutual TLS to the peer's host name on a
 secured agent), the same migration network that a fault can cut, the same stall
 timeout, and `await write()` as the flow control.
+
+On a grpc.aio channel, the chunks go as the bytes of their requests, framed by hand
+(adapters.transfer_messages): the copy's hot path. Any other channel (a scenario's
+in-process one, which hands messages over without serializing them) gets messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -20,7 +24,7 @@ from havm.v1 import agent_pb2
 from node_agent.adapters.grpc_agent import TRANSFER_ACCEPTED_KEY
 from node_agent.adapters.grpc_peer import PeerStream, PeerStreams, transport_broke
 from node_agent.adapters.migration_network import MigrationNetwork
-from node_agent.adapters.transfer_messages import transfer_message_to_pb
+from node_agent.adapters.transfer_messages import chunk_request_bytes, transfer_message_to_pb
 from node_agent.adapters.vm_messages import vm_from_pb
 from node_agent.core.errors import (
     AgentError,
@@ -32,7 +36,7 @@ from node_agent.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from node_agent.core.transfer import FilesOffer, TransferMessage
+from node_agent.core.transfer import FileChunk, FilesOffer, TransferMessage
 from node_agent.core.views import VmView
 
 # The destination's refusals, passed on with its sentence.
@@ -50,6 +54,14 @@ _STATUS_GRACE_S = 0.5
 _STATUS_POLL_S = 0.01
 # What a destination that went away (or never was there) ends a call with.
 _GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
+# ReceiveVm as the generated stub names it, for a call that takes serialized chunks.
+_RECEIVE_VM = f"/{agent_pb2.DESCRIPTOR.services_by_name['AgentService'].full_name}/ReceiveVm"
+_Request: TypeAlias = agent_pb2.AgentServiceReceiveVmRequest | bytes
+_Call: TypeAlias = grpc.aio.StreamUnaryCall[_Request, agent_pb2.AgentServiceReceiveVmResponse]
+
+
+def _serialized(request: _Request) -> bytes:
+    return request if isinstance(request, bytes) else request.SerializeToString()
 
 
 class FilesPeer(PeerStream):
@@ -64,21 +76,20 @@ class FilesPeer(PeerStream):
         channel: grpc.aio.Channel | None = None,
     ) -> None:
         super().__init__(host_name, address, timeout_s, network, channel)
-        self._call: (
-            grpc.aio.StreamUnaryCall[
-                agent_pb2.AgentServiceReceiveVmRequest, agent_pb2.AgentServiceReceiveVmResponse
-            ]
-            | None
-        ) = None
+        self._framed = isinstance(self._channel, grpc.aio.Channel)
+        self._call: _Call | None = None
 
-    def _open(
-        self,
-    ) -> grpc.aio.StreamUnaryCall[
-        agent_pb2.AgentServiceReceiveVmRequest, agent_pb2.AgentServiceReceiveVmResponse
-    ]:
+    def _open(self) -> _Call:
         if self._call is None:
             try:
-                self._call = self._stub.ReceiveVm()
+                if self._framed:
+                    self._call = self._channel.stream_unary(
+                        _RECEIVE_VM,
+                        request_serializer=_serialized,
+                        response_deserializer=agent_pb2.AgentServiceReceiveVmResponse.FromString,
+                    )()
+                else:
+                    self._call = self._stub.ReceiveVm()
             except grpc.RpcError as exc:  # a channel that cannot carry the call at all
                 code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.UNKNOWN
                 details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
@@ -105,7 +116,11 @@ class FilesPeer(PeerStream):
             raise await self._failure()  # the call ended: the refusal is its status
 
     async def send(self, message: TransferMessage) -> None:
-        request = transfer_message_to_pb(message)
+        request: _Request
+        if self._framed and isinstance(message, FileChunk):
+            request = chunk_request_bytes(message)
+        else:
+            request = transfer_message_to_pb(message)
         call = self._open()
         try:
             async with asyncio.timeout(self._timeout_s):

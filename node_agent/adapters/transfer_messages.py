@@ -2,11 +2,16 @@
 
 A malformed message becomes an InvalidArgument naming the field. A chunk's fields are
 set one by one on the request: handing a VmFileChunk to the request's constructor
-copies its megabyte of data through a slow path, several times slower than the rest of
-the chunk's way over the wire.
+copies its megabytes of data through a slow path, several times slower than the rest
+of the chunk's way over the wire. Where the bytes themselves go on the wire, a chunk is
+written as protobuf would write it, by hand (`chunk_request_bytes`): its data copied
+once, where setting the field and serializing the request copy it twice, at a fifth
+of the speed (about a sixth of the source's CPU time on a 4 GiB disk).
 """
 
 from __future__ import annotations
+
+from google.protobuf.descriptor import FieldDescriptor
 
 from havm.v1 import agent_pb2
 from node_agent.adapters.vm_messages import (
@@ -80,9 +85,50 @@ def transfer_message_to_pb(message: TransferMessage) -> agent_pb2.AgentServiceRe
             offer.cpu_vendor = message.cpu.vendor
             offer.cpu_features.extend(message.cpu.features)
     else:
-        request.end.disk_sha256 = message.disk_sha256
-        request.end.saved_state_sha256 = message.saved_state_sha256
+        # The fields keep their names; they carry each file's FileDigest (core.transfer).
+        request.end.disk_sha256 = message.disk_digest
+        request.end.saved_state_sha256 = message.saved_state_digest
     return request
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # a negative int64 as protobuf writes it: ten bytes
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _key(field: FieldDescriptor, wire_type: int) -> bytes:
+    return _varint(field.number << 3 | wire_type)
+
+
+_VARINT, _LENGTH_DELIMITED = 0, 2
+_CHUNK_FIELDS = agent_pb2.VmFileChunk.DESCRIPTOR.fields_by_name
+_FILE_KEY = _key(_CHUNK_FIELDS["file"], _VARINT)
+_OFFSET_KEY = _key(_CHUNK_FIELDS["offset"], _VARINT)
+_DATA_KEY = _key(_CHUNK_FIELDS["data"], _LENGTH_DELIMITED)
+_CRC32_KEY = _key(_CHUNK_FIELDS["crc32"], _VARINT)
+_REQUEST_FIELDS = agent_pb2.AgentServiceReceiveVmRequest.DESCRIPTOR.fields_by_name
+_CHUNK_KEY = _key(_REQUEST_FIELDS["chunk"], _LENGTH_DELIMITED)
+
+
+def chunk_request_bytes(chunk: FileChunk) -> bytes:
+    """The AgentServiceReceiveVmRequest of `chunk`, serialized: the very bytes protobuf
+    writes (fields in order, zeros left out), the data copied once."""
+    head = bytearray()
+    file = _FILES[chunk.file]
+    if file:
+        head += _FILE_KEY + _varint(file)
+    if chunk.offset:
+        head += _OFFSET_KEY + _varint(chunk.offset)
+    if chunk.data:
+        head += _DATA_KEY + _varint(len(chunk.data))
+    tail = _CRC32_KEY + _varint(chunk.crc32) if chunk.crc32 else b""
+    size = len(head) + len(chunk.data) + len(tail)
+    return b"".join((_CHUNK_KEY, _varint(size), head, chunk.data, tail))
 
 
 def transfer_message_from_pb(pb: agent_pb2.AgentServiceReceiveVmRequest) -> TransferMessage:

@@ -5,8 +5,8 @@ coming here is: its configuration on this host, its storage visible with room fo
 disk, a LUN no other VM holds, the processor a saved guest sees, no VM of that id here
 or on its way, no VM's files where its own would go. Then the VM's directory is made
 with a sparse disk of the full size. Each chunk is checked where it says it belongs
-(core.transfer), then, in the executor, against its CRC-32, added to its file's
-SHA-256 and written, while the next chunks are read off the stream
+and added to its file's digest (core.transfer), then, in the executor, checked against
+its CRC-32 and written, while the next chunks are read off the stream
 (app.worker_threads). At the end the byte counts and the digests must be the source's;
 then the files are completed in the order that keeps a crash harmless, as a creation
 does (app.ownership): the disk synced, the lease, the saved state, vm.json last; then
@@ -19,7 +19,6 @@ its end, a cancellation) removes the directory: nothing of the VM stays here.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -82,8 +81,6 @@ class IncomingTransfer:
         self._vm_dir: Path | None = None
         self._disk: DiskBlocks | None = None
         self._received: ReceivedFiles | None = None
-        self._disk_digest = hashlib.sha256()
-        self._saved_digest = hashlib.sha256()
         self._saved = bytearray()
         # What checks and writes the chunks in the executor, and the sync under way.
         self._writer: Drain[FileChunk] | None = None
@@ -216,8 +213,7 @@ class IncomingTransfer:
                 self._unsynced = 0
 
     def _absorb(self, chunk: FileChunk) -> None:
-        """Check one chunk, add it to its file's digest and keep it. In the executor, one
-        chunk after the other, so that the digests see them in order."""
+        """Check one chunk and keep it. In the executor, one chunk after the other."""
         data = chunk.data
         if zlib.crc32(data) != chunk.crc32:
             raise Corrupted(
@@ -226,10 +222,8 @@ class IncomingTransfer:
             )
         if chunk.file is VmFile.DISK:
             assert self._disk is not None
-            self._disk_digest.update(data)
             self._disk.write(chunk.offset, data)
         else:
-            self._saved_digest.update(data)
             self._saved += data
 
     # The end
@@ -241,7 +235,7 @@ class IncomingTransfer:
         await self._writer.finish()
         if self._syncing is not None:
             await self._syncing
-        received.check_complete(end, self._disk_digest.hexdigest(), self._saved_digest.hexdigest())
+        received.check_complete(end)
         spec = offer.spec
         saved = bytes(self._saved)
         cpu = offer.cpu

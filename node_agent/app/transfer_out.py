@@ -3,7 +3,7 @@
 A stopped or saved VM leaves for a host that does not see its storage: this host
 streams the offer, the virtual disk's written extents and the saved memory image to
 the destination agent (app.transfer_in) through the peer link port, then the end with
-each file's SHA-256. The commit point is the destination's answer: it holds the VM,
+each file's digest over its chunks. The commit point is the destination's answer: it holds the VM,
 registered with the newer lease, only once every byte arrived and checked out. Nothing
 here changes before that answer, so any failure (a refusal, a destination that went
 away or fell silent, a cancellation) leaves the VM exactly as it was: state, files and
@@ -17,19 +17,17 @@ whoever listens (app.migration_updates): a caller that goes away neither stops i
 leaves the VM half moved.
 
 The copy is the hot path. The disk is read a chunk at a time in the executor, a few
-chunks ahead of the stream, each chunk's CRC-32 and the file's running SHA-256 computed
-there too (both release the GIL on such sizes), so that the event loop does little more
-than hand chunks to the stream (app.worker_threads).
+chunks ahead of the stream, each chunk's CRC-32 computed there too (it releases the GIL
+on such sizes), so that the event loop does little more than hand chunks to the stream
+(app.worker_threads) and add each to its file's digest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import zlib
 from collections.abc import AsyncGenerator, Iterator
-from typing import Any
 
 from node_agent.app.guests import HostedVm
 from node_agent.app.hosted_vms import HostedVms
@@ -44,6 +42,7 @@ from node_agent.core.transfer import (
     PROGRESS_INTERVAL_S,
     READ_AHEAD_CHUNKS,
     FileChunk,
+    FileDigest,
     FilesEnd,
     FilesOffer,
     TransferProgress,
@@ -215,9 +214,9 @@ class OutgoingTransfer:
             link = self._connect(request.destination_host, request.destination_address)
             try:
                 await link.offer(offer)
-                disk_sha256 = await self._send_disk(link, disk, spans)
-                saved_sha256 = await self._send_saved_state(link, saved, size)
-                await link.send(FilesEnd(disk_sha256, saved_sha256))
+                disk_digest = await self._send_disk(link, disk, spans)
+                saved_digest = await self._send_saved_state(link, saved, size)
+                await link.send(FilesEnd(disk_digest, saved_digest))
                 held = await link.finish()
                 # Before anything else is awaited (the stream's close included): a
                 # cancellation from here on must not leave the VM on both hosts.
@@ -228,22 +227,23 @@ class OutgoingTransfer:
             disk.close()
 
     async def _send_disk(self, link: FilesLink, disk: DiskBlocks, spans: list[tuple[int, int]]) -> str:
-        digest = hashlib.sha256()
-        reader = Prefetch(_disk_chunks(disk, spans, digest), READ_AHEAD_CHUNKS)
+        digest = FileDigest()
+        reader = Prefetch(_disk_chunks(disk, spans), READ_AHEAD_CHUNKS)
         try:
             while (chunk := await reader.get()) is not None:
-                await self._send(link, chunk)
+                await self._send(link, chunk, digest)
         finally:
             await reader.close()  # the disk is closed after this: never under a read
         return digest.hexdigest()
 
     async def _send_saved_state(self, link: FilesLink, data: bytes, size: int) -> str:
-        chunks, digest = await asyncio.to_thread(_saved_state_chunks, data, size)
-        for chunk in chunks:
-            await self._send(link, chunk)
-        return digest
+        digest = FileDigest()
+        for chunk in await asyncio.to_thread(_saved_state_chunks, data, size):
+            await self._send(link, chunk, digest)
+        return digest.hexdigest()
 
-    async def _send(self, link: FilesLink, chunk: FileChunk) -> None:
+    async def _send(self, link: FilesLink, chunk: FileChunk, digest: FileDigest) -> None:
+        digest.add(chunk)
         await link.send(chunk)
         self._sent += len(chunk.data)
         self._report()
@@ -304,21 +304,20 @@ class OutgoingTransfer:
         return owner == name and not is_fenced(name, vm.lease_generation, lease)
 
 
-def _disk_chunks(disk: DiskBlocks, spans: list[tuple[int, int]], digest: Any) -> Iterator[FileChunk]:
-    """The disk's chunks, each with its CRC-32, added to the file's SHA-256 in order. Each
-    step runs in the executor, one after the other."""
+def _disk_chunks(disk: DiskBlocks, spans: list[tuple[int, int]]) -> Iterator[FileChunk]:
+    """The disk's chunks, each with its CRC-32. Each step runs in the executor, one after
+    the other."""
     for offset, size in spans:
         data = disk.read(offset, size)
         if len(data) != size:
             raise StorageFault(f"the virtual disk ended at {offset + len(data)} while it was read")
-        digest.update(data)
         yield FileChunk(VmFile.DISK, offset, data, zlib.crc32(data))
 
 
-def _saved_state_chunks(data: bytes, size: int) -> tuple[list[FileChunk], str]:
+def _saved_state_chunks(data: bytes, size: int) -> list[FileChunk]:
     view = memoryview(data)
     chunks = []
     for offset in range(0, len(data), size):
         piece = bytes(view[offset : offset + size])
         chunks.append(FileChunk(VmFile.SAVED_STATE, offset, piece, zlib.crc32(piece)))
-    return chunks, hashlib.sha256(data).hexdigest()
+    return chunks

@@ -24,6 +24,7 @@ from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from node_agent.adapters.api_roles import AgentAdmission
 from node_agent.adapters.files import DiskFile, read_journal_records
 from node_agent.adapters.migration_network import CUT_FILE
+from node_agent.adapters.transfer_messages import chunk_request_bytes, transfer_message_to_pb
 from node_agent.adapters.vm_messages import spec_to_pb
 from node_agent.core.errors import Corrupted, FailedPrecondition, InvalidArgument
 from node_agent.core.lease import Lease
@@ -32,6 +33,7 @@ from node_agent.core.transfer import (
     CHUNK_BYTES,
     MIN_CHUNK_BYTES,
     FileChunk,
+    FileDigest,
     FilesEnd,
     FilesOffer,
     ReceivedFiles,
@@ -424,9 +426,18 @@ async def test_a_stream_that_ends_early_or_falls_silent_leaves_nothing(nodes: Pa
     refused = await raw_transfer(node2, [offer(), chunk(0, data), chunk(MIB, data), end])
     assert refused.code() == grpc.StatusCode.DATA_LOSS
     assert (
-        "the virtual disk of VM web1 arrived different from the source's (SHA-256 mismatch)"
+        "the virtual disk of VM web1 arrived different from the source's (end digest mismatch)"
         in refused.details()
     )
+    assert_nothing_at(node2)
+
+    # A chunk changed on its way together with its CRC-32: only the end digest tells.
+    changed = data[:-1] + bytes([data[-1] ^ 1])
+    sent = digest_of(*(FileChunk(VmFile.DISK, offset, data, zlib.crc32(data)) for offset in (0, MIB)))
+    end = agent_pb2.AgentServiceReceiveVmRequest(end=agent_pb2.VmFilesEnd(disk_sha256=sent.hexdigest()))
+    refused = await raw_transfer(node2, [offer(), chunk(0, data), chunk(MIB, changed), end])
+    assert refused.code() == grpc.StatusCode.DATA_LOSS
+    assert "arrived different from the source's (end digest mismatch)" in refused.details()
     assert_nothing_at(node2)
 
 
@@ -584,12 +595,51 @@ def test_the_ledger_takes_chunks_in_order_and_checks_the_end() -> None:
     ledger.admit(FileChunk(VmFile.SAVED_STATE, 3, b"def", 0))
     with pytest.raises(InvalidArgument, match="beyond the 6 saved state bytes"):
         ledger.admit(FileChunk(VmFile.SAVED_STATE, 6, b"g", 0))
+    disk, saved = digest_of(FileChunk(VmFile.DISK, 100, b"abcd", 0)), FileDigest()
+    for piece in (FileChunk(VmFile.SAVED_STATE, 0, b"abc", 0), FileChunk(VmFile.SAVED_STATE, 3, b"def", 0)):
+        saved.add(piece)
     with pytest.raises(InvalidArgument, match="4 disk bytes arrived, the offer announced 8"):
-        ledger.check_complete(FilesEnd("a", "b"), "a", "b")
+        ledger.check_complete(FilesEnd(disk.hexdigest(), saved.hexdigest()))
     ledger.admit(FileChunk(VmFile.DISK, 4096, b"efgh", 0))
+    disk.add(FileChunk(VmFile.DISK, 4096, b"efgh", 0))
     with pytest.raises(Corrupted, match="saved state of VM web1 arrived different"):
-        ledger.check_complete(FilesEnd("a", "b"), "a", "c")
-    ledger.check_complete(FilesEnd("A", "b"), "a", "b")
+        ledger.check_complete(FilesEnd(disk.hexdigest(), FileDigest().hexdigest()))
+    ledger.check_complete(FilesEnd(disk.hexdigest().upper(), saved.hexdigest()))
+
+
+def digest_of(*chunks: FileChunk) -> FileDigest:
+    digest = FileDigest()
+    for piece in chunks:
+        digest.add(piece)
+    return digest
+
+
+def test_the_end_digest_tells_any_chunk_missing_duplicated_reordered_moved_or_changed() -> None:
+    a, b = os.urandom(4096), os.urandom(4096)
+    sent = [FileChunk(VmFile.DISK, 0, a, zlib.crc32(a)), FileChunk(VmFile.DISK, 8192, b, zlib.crc32(b))]
+    changed = a[:-1] + bytes([a[-1] ^ 1])
+    arrivals = [
+        sent[:1],
+        [sent[0], sent[1], sent[1]],
+        sent[::-1],
+        [sent[0], FileChunk(VmFile.DISK, 4096, b, zlib.crc32(b))],
+        [FileChunk(VmFile.DISK, 0, changed, zlib.crc32(changed)), sent[1]],
+        [sent[0], FileChunk(VmFile.DISK, 8192, b[:-1], zlib.crc32(b[:-1]))],
+    ]
+    expected = digest_of(*sent).hexdigest()
+    assert digest_of(*sent).hexdigest() == expected
+    assert all(digest_of(*arrived).hexdigest() != expected for arrived in arrivals)
+
+
+def test_a_chunk_framed_by_hand_is_the_request_protobuf_writes() -> None:
+    data = os.urandom(4096)
+    for piece in (
+        FileChunk(VmFile.DISK, 0, data, 0),
+        FileChunk(VmFile.DISK, 5 << 40, data, 0xFFFFFFFF),
+        FileChunk(VmFile.SAVED_STATE, 300, b"x", zlib.crc32(b"x")),
+        FileChunk(VmFile.DISK, 1, b"", 1),
+    ):
+        assert chunk_request_bytes(piece) == transfer_message_to_pb(piece).SerializeToString()
 
 
 def test_a_capped_sender_waits_only_when_ahead_in_chunks_the_stall_timeout_allows() -> None:
