@@ -199,6 +199,10 @@ class ManagerClient:
     def update_vm(self, request: manager_pb2.UpdateVmRequest) -> manager_pb2.UpdateVmResponse:
         return self._mutate(self._stub.UpdateVm, request)
 
+    def convert_disk(self, name: str, disk: common_pb2.StorageLocation) -> manager_pb2.Job:
+        request = manager_pb2.ConvertDiskRequest(name=name, disk=disk)
+        return self._mutate(self._stub.ConvertDisk, request).job
+
     def repair_vm(self, name: str, action: manager_pb2.RepairAction) -> manager_pb2.RepairVmResponse:
         return self._mutate(self._stub.RepairVm, manager_pb2.RepairVmRequest(name=name, action=action))
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from havm.cli import render, render_config
+from havm.cli.jobs import finish, wait_for_job
 from havm.cli.options import OutputFormat, OutputOption, client
 from havm.cli.vm import parse_storage, vm_after_job
 from havm.v1 import common_pb2, manager_pb2
@@ -28,7 +29,7 @@ PassthroughOption = Annotated[
 ]
 
 
-def _disks(texts: list[str]) -> list[common_pb2.StorageLocation]:
+def _disks(texts: list[str], param_hint: str = "'--passthrough'") -> list[common_pb2.StorageLocation]:
     disks = []
     for text in texts:
         disk = parse_storage(text)
@@ -36,7 +37,7 @@ def _disks(texts: list[str]) -> list[common_pb2.StorageLocation]:
         if disk.kind == common_pb2.STORAGE_KIND_CSV:
             raise typer.BadParameter(
                 f"{text!r}: a CSV volume is not a disk to pass through; give lun:NAME or local:NAME",
-                param_hint="'--passthrough'",
+                param_hint=param_hint,
             )
         disks.append(disk)
     return disks
@@ -79,6 +80,22 @@ def _passthrough_command(field: str, help_text: str) -> Callable[..., None]:
     return command
 
 
+def convert_disk(
+    ctx: typer.Context,
+    name: str,
+    disk: Annotated[
+        str, typer.Argument(metavar="lun:NAME|local:NAME", help="One of the VM's pass-through disks.")
+    ],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Convert a stopped VM's pass-through disk into a virtual disk on the VM's storage (its
+    blocks copied, with a progress bar); the VM then moves as any VM of virtual disks."""
+    (location,) = _disks([disk], "'DISK'")
+    manager = client(ctx)
+    job = wait_for_job(manager, manager.convert_disk(name, location), output)
+    finish(job, output, job.message)
+
+
 def attach_iso(ctx: typer.Context, name: str, image: str, output: OutputOption = OutputFormat.table) -> None:
     """Put an ISO image in a VM's DVD drive (in any state)."""
     if not image.strip():
@@ -110,6 +127,7 @@ def register_cluster_config_commands(vm_app: typer.Typer, cluster_app: typer.Typ
     vm_app.command("detach-disk")(
         _passthrough_command("detach_passthrough", "Detach pass-through disks from a stopped VM.")
     )
+    vm_app.command("convert-disk")(convert_disk)
     vm_app.command("attach-iso")(attach_iso)
     vm_app.command("detach-iso")(detach_iso)
     cluster_app.command("groups")(cluster_groups)

@@ -145,6 +145,10 @@ def vm_dict(vm: manager_pb2.Vm) -> Row:
         "passthrough_disks": [storage_text(d) for d in vm.passthrough_disks],
         "iso_image": vm.iso_image or None,
         "cluster_resources": [{"name": r.name, "type": r.type} for r in vm.cluster_resources],
+        "data_disks": [
+            {"file": d.file, "size_bytes": d.size_bytes, "converted_from": storage_text(d.converted_from)}
+            for d in vm.data_disks
+        ],
     }
 
 

@@ -48,6 +48,7 @@ class VmFile(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VM_FILE_UNSPECIFIED: _ClassVar[VmFile]
     VM_FILE_DISK: _ClassVar[VmFile]
     VM_FILE_SAVED_STATE: _ClassVar[VmFile]
+    VM_FILE_DATA_DISK: _ClassVar[VmFile]
 VM_OPERATION_UNSPECIFIED: VmOperation
 VM_OPERATION_START: VmOperation
 VM_OPERATION_SHUTDOWN: VmOperation
@@ -74,6 +75,7 @@ MIGRATION_REPLY_RESUMED: MigrationReply
 VM_FILE_UNSPECIFIED: VmFile
 VM_FILE_DISK: VmFile
 VM_FILE_SAVED_STATE: VmFile
+VM_FILE_DATA_DISK: VmFile
 
 class AgentServiceGetInventoryRequest(_message.Message):
     __slots__ = ()
@@ -354,6 +356,26 @@ class AgentServiceMoveVmStorageResponse(_message.Message):
     blackout_ms: int
     def __init__(self, vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., bytes_copied: _Optional[int] = ..., duration_ms: _Optional[int] = ..., blackout_ms: _Optional[int] = ...) -> None: ...
 
+class AgentServiceConvertDiskRequest(_message.Message):
+    __slots__ = ("vm_id", "disk")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    disk: _common_pb2.StorageLocation
+    def __init__(self, vm_id: _Optional[str] = ..., disk: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+
+class AgentServiceConvertDiskResponse(_message.Message):
+    __slots__ = ("bytes_copied", "bytes_total", "mb_per_s", "vm")
+    BYTES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MB_PER_S_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    bytes_copied: int
+    bytes_total: int
+    mb_per_s: float
+    vm: _common_pb2.VmRuntime
+    def __init__(self, bytes_copied: _Optional[int] = ..., bytes_total: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ...) -> None: ...
+
 class AgentServiceSendVmRequest(_message.Message):
     __slots__ = ("vm_id", "transfer_id", "destination_host", "destination_address", "spec", "lease_generation", "bandwidth_mb_per_s")
     VM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -387,7 +409,7 @@ class AgentServiceSendVmResponse(_message.Message):
     def __init__(self, bytes_sent: _Optional[int] = ..., bytes_total: _Optional[int] = ..., mb_per_s: _Optional[float] = ..., vm: _Optional[_Union[_common_pb2.VmRuntime, _Mapping]] = ..., duration_ms: _Optional[int] = ...) -> None: ...
 
 class VmFilesOffer(_message.Message):
-    __slots__ = ("transfer_id", "source_host", "spec", "lease_generation", "state", "disk_bytes", "saved_state_bytes", "cpu_vendor", "cpu_features")
+    __slots__ = ("transfer_id", "source_host", "spec", "lease_generation", "state", "disk_bytes", "saved_state_bytes", "cpu_vendor", "cpu_features", "data_disk_bytes")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +419,7 @@ class VmFilesOffer(_message.Message):
     SAVED_STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CPU_VENDOR_FIELD_NUMBER: _ClassVar[int]
     CPU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    DATA_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     source_host: str
     spec: _common_pb2.VmSpec
@@ -406,27 +429,32 @@ class VmFilesOffer(_message.Message):
     saved_state_bytes: int
     cpu_vendor: str
     cpu_features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, transfer_id: _Optional[str] = ..., source_host: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., disk_bytes: _Optional[int] = ..., saved_state_bytes: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ...) -> None: ...
+    data_disk_bytes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, transfer_id: _Optional[str] = ..., source_host: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., disk_bytes: _Optional[int] = ..., saved_state_bytes: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., data_disk_bytes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class VmFileChunk(_message.Message):
-    __slots__ = ("file", "offset", "data", "crc32")
+    __slots__ = ("file", "offset", "data", "crc32", "data_disk")
     FILE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
+    DATA_DISK_FIELD_NUMBER: _ClassVar[int]
     file: VmFile
     offset: int
     data: bytes
     crc32: int
-    def __init__(self, file: _Optional[_Union[VmFile, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    data_disk: int
+    def __init__(self, file: _Optional[_Union[VmFile, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., data_disk: _Optional[int] = ...) -> None: ...
 
 class VmFilesEnd(_message.Message):
-    __slots__ = ("disk_sha256", "saved_state_sha256")
-    DISK_SHA256_FIELD_NUMBER: _ClassVar[int]
-    SAVED_STATE_SHA256_FIELD_NUMBER: _ClassVar[int]
-    disk_sha256: str
-    saved_state_sha256: str
-    def __init__(self, disk_sha256: _Optional[str] = ..., saved_state_sha256: _Optional[str] = ...) -> None: ...
+    __slots__ = ("disk_digest", "saved_state_digest", "data_disk_digests")
+    DISK_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SAVED_STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DATA_DISK_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    disk_digest: str
+    saved_state_digest: str
+    data_disk_digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, disk_digest: _Optional[str] = ..., saved_state_digest: _Optional[str] = ..., data_disk_digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentServiceReceiveVmRequest(_message.Message):
     __slots__ = ("offer", "chunk", "end")

@@ -93,6 +93,11 @@ class AgentServiceStub:
                 request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
                 _registered_method=True)
+        self.ConvertDisk = channel.unary_stream(
+                '/havm.v1.AgentService/ConvertDisk',
+                request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceConvertDiskRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceConvertDiskResponse.FromString,
+                _registered_method=True)
         self.SendVm = channel.unary_stream(
                 '/havm.v1.AgentService/SendVm',
                 request_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceSendVmRequest.SerializeToString,
@@ -202,11 +207,22 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConvertDisk(self, request, context):
+        """Convert a pass-through disk of a stopped VM into a virtual disk file in the VM's
+        directory (a DataDisk): the disk's written blocks are copied, progress streamed; the
+        last message carries the VM, which no longer passes the disk through. Any failure
+        leaves the VM as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SendVm(self, request, context):
         """Network transfer of a stopped or saved VM of this host (the source) to another
         agent: this agent opens ReceiveVm on the destination and streams the VM's files
-        there (the disk's written extents and the saved memory image), each chunk with a
-        CRC-32 and each file with a SHA-256. Progress is streamed; the last message carries
+        there (the disk's written extents, those of its data disks and the saved memory
+        image), each chunk with a CRC-32 and each file with a digest over its chunks'
+        CRC-32s (VmFilesEnd). Progress is streamed; the last message carries
         the VM as the destination holds it. Once the destination holds it, this host lets
         its copy go. Any failure before that leaves the VM whole here.
         """
@@ -292,6 +308,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.MoveVmStorage,
                     request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.FromString,
                     response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.SerializeToString,
+            ),
+            'ConvertDisk': grpc.unary_stream_rpc_method_handler(
+                    servicer.ConvertDisk,
+                    request_deserializer=havm_dot_v1_dot_agent__pb2.AgentServiceConvertDiskRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_agent__pb2.AgentServiceConvertDiskResponse.SerializeToString,
             ),
             'SendVm': grpc.unary_stream_rpc_method_handler(
                     servicer.SendVm,
@@ -610,6 +631,33 @@ class AgentService:
             '/havm.v1.AgentService/MoveVmStorage',
             havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageRequest.SerializeToString,
             havm_dot_v1_dot_agent__pb2.AgentServiceMoveVmStorageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConvertDisk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/havm.v1.AgentService/ConvertDisk',
+            havm_dot_v1_dot_agent__pb2.AgentServiceConvertDiskRequest.SerializeToString,
+            havm_dot_v1_dot_agent__pb2.AgentServiceConvertDiskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -182,7 +182,7 @@ class GuestWorkload(_message.Message):
     def __init__(self, dirty_rate_mb_per_s: _Optional[float] = ..., journal_writes_per_s: _Optional[float] = ...) -> None: ...
 
 class VmSpec(_message.Message):
-    __slots__ = ("id", "name", "memory_mb", "cpus", "disk_gb", "storage", "networks", "highly_available", "workload", "processor_compatibility", "passthrough_disks", "iso_image", "cluster_resources")
+    __slots__ = ("id", "name", "memory_mb", "cpus", "disk_gb", "storage", "networks", "highly_available", "workload", "processor_compatibility", "passthrough_disks", "iso_image", "cluster_resources", "data_disks")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class VmSpec(_message.Message):
     PASSTHROUGH_DISKS_FIELD_NUMBER: _ClassVar[int]
     ISO_IMAGE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    DATA_DISKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     memory_mb: int
@@ -209,7 +210,18 @@ class VmSpec(_message.Message):
     passthrough_disks: _containers.RepeatedCompositeFieldContainer[StorageLocation]
     iso_image: str
     cluster_resources: _containers.RepeatedCompositeFieldContainer[ClusterResource]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ..., processor_compatibility: _Optional[bool] = ..., passthrough_disks: _Optional[_Iterable[_Union[StorageLocation, _Mapping]]] = ..., iso_image: _Optional[str] = ..., cluster_resources: _Optional[_Iterable[_Union[ClusterResource, _Mapping]]] = ...) -> None: ...
+    data_disks: _containers.RepeatedCompositeFieldContainer[DataDisk]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., highly_available: _Optional[bool] = ..., workload: _Optional[_Union[GuestWorkload, _Mapping]] = ..., processor_compatibility: _Optional[bool] = ..., passthrough_disks: _Optional[_Iterable[_Union[StorageLocation, _Mapping]]] = ..., iso_image: _Optional[str] = ..., cluster_resources: _Optional[_Iterable[_Union[ClusterResource, _Mapping]]] = ..., data_disks: _Optional[_Iterable[_Union[DataDisk, _Mapping]]] = ...) -> None: ...
+
+class DataDisk(_message.Message):
+    __slots__ = ("file", "size_bytes", "converted_from")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONVERTED_FROM_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    size_bytes: int
+    converted_from: StorageLocation
+    def __init__(self, file: _Optional[str] = ..., size_bytes: _Optional[int] = ..., converted_from: _Optional[_Union[StorageLocation, _Mapping]] = ...) -> None: ...
 
 class ClusterResource(_message.Message):
     __slots__ = ("name", "type")

@@ -440,7 +440,7 @@ class Overcommit(_message.Message):
     def __init__(self, failed_nodes: _Optional[_Iterable[str]] = ..., unplaced_vms: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Vm(_message.Message):
-    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id", "failover_policy", "recent_failovers", "failed_action", "last_incident", "effective_max_failovers", "status_reasons", "ignored_reasons", "passthrough_disks", "iso_image", "cluster_resources", "path")
+    __slots__ = ("id", "name", "host", "state", "highly_available", "status", "memory_mb", "cpus", "disk_gb", "storage", "networks", "imported", "created_at", "reason", "restart_priority", "failover_count", "processor_compatibility", "migration_id", "failover_policy", "recent_failovers", "failed_action", "last_incident", "effective_max_failovers", "status_reasons", "ignored_reasons", "passthrough_disks", "iso_image", "cluster_resources", "path", "data_disks")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -470,6 +470,7 @@ class Vm(_message.Message):
     ISO_IMAGE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_DISKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     host: str
@@ -499,7 +500,8 @@ class Vm(_message.Message):
     iso_image: str
     cluster_resources: _containers.RepeatedCompositeFieldContainer[_common_pb2.ClusterResource]
     path: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., recent_failovers: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., failed_action: _Optional[_Union[FailedAction, str]] = ..., last_incident: _Optional[_Union[Incident, _Mapping]] = ..., effective_max_failovers: _Optional[int] = ..., status_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., ignored_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., passthrough_disks: _Optional[_Iterable[_Union[_common_pb2.StorageLocation, _Mapping]]] = ..., iso_image: _Optional[str] = ..., cluster_resources: _Optional[_Iterable[_Union[_common_pb2.ClusterResource, _Mapping]]] = ..., path: _Optional[str] = ...) -> None: ...
+    data_disks: _containers.RepeatedCompositeFieldContainer[_common_pb2.DataDisk]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., highly_available: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.VmConfigStatus, str]] = ..., memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., disk_gb: _Optional[int] = ..., storage: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., imported: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., restart_priority: _Optional[_Union[_common_pb2.RestartPriority, str]] = ..., failover_count: _Optional[int] = ..., processor_compatibility: _Optional[bool] = ..., migration_id: _Optional[str] = ..., failover_policy: _Optional[_Union[FailoverPolicy, _Mapping]] = ..., recent_failovers: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., failed_action: _Optional[_Union[FailedAction, str]] = ..., last_incident: _Optional[_Union[Incident, _Mapping]] = ..., effective_max_failovers: _Optional[int] = ..., status_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., ignored_reasons: _Optional[_Iterable[_Union[StatusReason, _Mapping]]] = ..., passthrough_disks: _Optional[_Iterable[_Union[_common_pb2.StorageLocation, _Mapping]]] = ..., iso_image: _Optional[str] = ..., cluster_resources: _Optional[_Iterable[_Union[_common_pb2.ClusterResource, _Mapping]]] = ..., path: _Optional[str] = ..., data_disks: _Optional[_Iterable[_Union[_common_pb2.DataDisk, _Mapping]]] = ...) -> None: ...
 
 class FailoverPolicy(_message.Message):
     __slots__ = ("preferred_owners", "possible_owners", "max_failovers", "failover_period_s", "failback", "failback_window_start_hour", "failback_window_end_hour")
@@ -876,6 +878,20 @@ class MigrateVmResponse(_message.Message):
     job: Job
     migration: Migration
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class ConvertDiskRequest(_message.Message):
+    __slots__ = ("name", "disk")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    disk: _common_pb2.StorageLocation
+    def __init__(self, name: _Optional[str] = ..., disk: _Optional[_Union[_common_pb2.StorageLocation, _Mapping]] = ...) -> None: ...
+
+class ConvertDiskResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class StoreVmRequest(_message.Message):
     __slots__ = ("name", "library", "transfer")

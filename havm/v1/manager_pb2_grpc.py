@@ -118,6 +118,11 @@ class ManagerServiceStub:
                 request_serializer=havm_dot_v1_dot_manager__pb2.UpdateVmRequest.SerializeToString,
                 response_deserializer=havm_dot_v1_dot_manager__pb2.UpdateVmResponse.FromString,
                 _registered_method=True)
+        self.ConvertDisk = channel.unary_unary(
+                '/havm.v1.ManagerService/ConvertDisk',
+                request_serializer=havm_dot_v1_dot_manager__pb2.ConvertDiskRequest.SerializeToString,
+                response_deserializer=havm_dot_v1_dot_manager__pb2.ConvertDiskResponse.FromString,
+                _registered_method=True)
         self.MigrateVm = channel.unary_unary(
                 '/havm.v1.ManagerService/MigrateVm',
                 request_serializer=havm_dot_v1_dot_manager__pb2.MigrateVmRequest.SerializeToString,
@@ -298,6 +303,15 @@ class ManagerServiceServicer:
 
     def UpdateVm(self, request, context):
         """Change a VM's settings; processor compatibility only while the VM is stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConvertDisk(self, request, context):
+        """Convert a pass-through disk of a stopped VM into a virtual disk on the VM's storage
+        (VMM's disk conversion in the VM's hardware configuration), as a job whose progress
+        follows the copy; then the VM moves as any VM of virtual disks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -506,6 +520,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.UpdateVm,
                     request_deserializer=havm_dot_v1_dot_manager__pb2.UpdateVmRequest.FromString,
                     response_serializer=havm_dot_v1_dot_manager__pb2.UpdateVmResponse.SerializeToString,
+            ),
+            'ConvertDisk': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConvertDisk,
+                    request_deserializer=havm_dot_v1_dot_manager__pb2.ConvertDiskRequest.FromString,
+                    response_serializer=havm_dot_v1_dot_manager__pb2.ConvertDiskResponse.SerializeToString,
             ),
             'MigrateVm': grpc.unary_unary_rpc_method_handler(
                     servicer.MigrateVm,
@@ -1019,6 +1038,33 @@ class ManagerService:
             '/havm.v1.ManagerService/UpdateVm',
             havm_dot_v1_dot_manager__pb2.UpdateVmRequest.SerializeToString,
             havm_dot_v1_dot_manager__pb2.UpdateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConvertDisk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/havm.v1.ManagerService/ConvertDisk',
+            havm_dot_v1_dot_manager__pb2.ConvertDiskRequest.SerializeToString,
+            havm_dot_v1_dot_manager__pb2.ConvertDiskResponse.FromString,
             options,
             channel_credentials,
             insecure,

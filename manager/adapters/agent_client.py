@@ -44,6 +44,7 @@ from manager.core.errors import (
     UnavailableError,
 )
 from manager.core.model import (
+    DiskConversionProgress,
     Inventory,
     LiveMigrationOrder,
     MigrationProgress,
@@ -322,6 +323,26 @@ class AgentClient:
             duration_ms=response.duration_ms,
             blackout_ms=response.blackout_ms,
         )
+
+    async def convert_disk(
+        self, host: str, address: str, vm_id: str, disk: StorageLocation
+    ) -> AsyncGenerator[DiskConversionProgress, None]:
+        stub = self._stub(host, address)
+        request = agent_pb2.AgentServiceConvertDiskRequest(vm_id=vm_id, disk=storage_to_proto(disk))
+        # No deadline: a large disk takes as long as it takes; progress comes all along.
+        call = stub.ConvertDisk(request)
+        try:
+            async for response in call:
+                yield DiskConversionProgress(
+                    bytes_copied=response.bytes_copied,
+                    bytes_total=response.bytes_total,
+                    mb_per_s=response.mb_per_s,
+                    vm=reported_vm_from_proto(response.vm) if response.HasField("vm") else None,
+                )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(host, error) from None
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         for channel in self._channels.values():

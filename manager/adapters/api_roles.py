@@ -41,6 +41,7 @@ OPERATIONS = frozenset(
         "OperateVm",
         "DeleteVm",
         "UpdateVm",
+        "ConvertDisk",
         "MigrateVm",
         "MigrateVmStorage",
         "StoreVm",

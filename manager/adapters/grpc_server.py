@@ -128,6 +128,7 @@ class ManagerApi(Protocol):
     def update_vm(
         self, name: str, change: SettingsChange, policy: FailoverPolicy | None = None
     ) -> tuple[JobRecord, VmRecord]: ...
+    def convert_disk(self, name: str, disk: StorageLocation | None) -> JobRecord: ...
     async def migrate_vm(
         self,
         name: str,
@@ -357,6 +358,12 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     @unary
     async def GetJob(self, request: Any, context: Any) -> manager_pb2.GetJobResponse:
         return manager_pb2.GetJobResponse(job=job_to_proto(self._app.get_job(request.id)))
+
+    @unary
+    @mutation
+    async def ConvertDisk(self, request: Any, context: Any) -> manager_pb2.ConvertDiskResponse:
+        disk = requested_storage_from_proto(request.disk) if request.HasField("disk") else None
+        return manager_pb2.ConvertDiskResponse(job=job_to_proto(self._app.convert_disk(request.name, disk)))
 
     @unary
     @mutation

@@ -24,6 +24,7 @@ from manager.core.migration_phase import MigrationPhase
 from manager.core.model import (
     ClusterRecord,
     ClusterResource,
+    DataDisk,
     DiskInfo,
     Event,
     FailoverPolicy,
@@ -285,6 +286,7 @@ def vm_to_proto(vm: VmRecord, effective_max_failovers: int = 0, path: str = "") 
         passthrough_disks=storages_to_proto(vm.passthrough_disks),
         iso_image=vm.iso_image,
         cluster_resources=cluster_resources_to_proto(vm.cluster_resources),
+        data_disks=data_disks_to_proto(vm.data_disks),
         path=path,
         memory_mb=vm.memory_mb,
         cpus=vm.cpus,
@@ -348,6 +350,7 @@ def vm_spec_to_proto(vm: VmRecord) -> common_pb2.VmSpec:
         passthrough_disks=storages_to_proto(vm.passthrough_disks),
         iso_image=vm.iso_image,
         cluster_resources=cluster_resources_to_proto(vm.cluster_resources),
+        data_disks=data_disks_to_proto(vm.data_disks),
     )
 
 
@@ -412,7 +415,23 @@ def reported_vm_from_proto(runtime: common_pb2.VmRuntime) -> ReportedVm:
         passthrough_disks=tuple(s for s in map(storage_from_proto, spec.passthrough_disks) if s is not None),
         iso_image=spec.iso_image,
         cluster_resources=tuple(ClusterResource(r.name, r.type) for r in spec.cluster_resources),
+        data_disks=tuple(d for d in map(data_disk_from_proto, spec.data_disks) if d is not None),
     )
+
+
+def data_disk_from_proto(pb: common_pb2.DataDisk) -> DataDisk | None:
+    """A data disk as its host reports it; None for one whose origin this manager cannot read."""
+    origin = storage_from_proto(pb.converted_from)
+    return DataDisk(pb.file, pb.size_bytes, origin) if origin is not None else None
+
+
+def data_disks_to_proto(disks: tuple[DataDisk, ...]) -> list[common_pb2.DataDisk]:
+    return [
+        common_pb2.DataDisk(
+            file=d.file, size_bytes=d.size_bytes, converted_from=storage_to_proto(d.converted_from)
+        )
+        for d in disks
+    ]
 
 
 def capabilities_from_proto(pb: common_pb2.HostCapabilities, profile: str) -> HostCapabilities:

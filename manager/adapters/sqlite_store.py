@@ -23,6 +23,7 @@ from manager.core.model import (
     ClusterRecord,
     ClusterResource,
     ConfigStatus,
+    DataDisk,
     DiskInfo,
     FailbackMode,
     FailedAction,
@@ -224,6 +225,14 @@ def _vm(raw: dict[str, Any]) -> VmRecord:
         iso_image=raw.get("iso_image", ""),
         cluster_resources=tuple(
             ClusterResource(r["name"], r["type"]) for r in raw.get("cluster_resources", ())
+        ),
+        data_disks=tuple(
+            DataDisk(
+                d["file"],
+                d["size_bytes"],
+                StorageLocation(StorageKind(d["converted_from"]["kind"]), d["converted_from"]["name"]),
+            )
+            for d in raw.get("data_disks", ())
         ),
     )
 

@@ -20,6 +20,7 @@ from manager.app.capacity import CapacityService
 from manager.app.claims import VmClaims
 from manager.app.config_review import ConfigJudgingStore
 from manager.app.crash_points import CrashPoints
+from manager.app.disk_conversion import DiskConversions
 from manager.app.duplicates import DuplicateResolver
 from manager.app.events import EventBus, EventingStore
 from manager.app.failback import FailbackService
@@ -118,6 +119,7 @@ class ManagerApp:
             store, agents, self.jobs, settings, clock, self.capacity, self.claims, crash_points
         )
         self.policies = VmPolicyService(store, self.jobs, self.vms)
+        self.conversions = DiskConversions(store, agents, self.jobs, self.vms)
         self.refresher = RefreshService(
             store,
             agents,
@@ -459,6 +461,9 @@ class ManagerApp:
 
     def delete_vm(self, name: str) -> JobRecord:
         return self.vms.delete(name)
+
+    def convert_disk(self, name: str, disk: StorageLocation | None) -> JobRecord:
+        return self.conversions.convert(name, disk)
 
     def update_vm(
         self, name: str, change: SettingsChange, policy: FailoverPolicy | None = None

@@ -139,6 +139,10 @@ class VmService:
             raise FailedPreconditionError(f"host {host.name} is {host.state.value}{why}")
         return host.name, host.address
 
+    def host_address(self, vm: VmRecord) -> tuple[str, str]:
+        """The VM's host and its agent's address; FailedPrecondition unless it is ok."""
+        return self._address(vm)
+
     def _record(self, vm: VmRecord, state: VmState, reason: str) -> VmRecord:
         """Store what the agent says (or what the manager observed) the VM is now."""
         updated = record_observed(self._store.get_vm(vm.id) or vm, state, reason)

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from manager.core.model import (
+    DiskConversionProgress,
     Inventory,
     LiveMigrationOrder,
     MigrationProgress,
@@ -77,6 +78,13 @@ class AgentPort(Protocol):
     async def move_vm_storage(
         self, host: str, address: str, vm_id: str, storage: StorageLocation
     ) -> StorageMoveResult: ...
+
+    def convert_disk(
+        self, host: str, address: str, vm_id: str, disk: StorageLocation
+    ) -> AsyncGenerator[DiskConversionProgress, None]:
+        """A pass-through disk's conversion to a virtual disk, as it goes; the last message
+        carries the VM. Closing the iterator cancels the call (and the conversion)."""
+        ...
 
     async def shutdown_host(self, host: str, address: str, reason: str) -> None:
         """Tell the agent to leave: it shuts its remaining guests down, announces `stopped`

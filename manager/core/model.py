@@ -132,6 +132,16 @@ class StorageLocation:
 
 
 @dataclass(frozen=True)
+class DataDisk:
+    """A virtual disk of a VM beside its system disk: a pass-through disk it converted
+    (`vm convert-disk`), a file in the VM's directory that moves with its files."""
+
+    file: str
+    size_bytes: int
+    converted_from: StorageLocation
+
+
+@dataclass(frozen=True)
 class ClusterResource:
     """A resource an administrator added to a highly available VM's cluster group."""
 
@@ -261,6 +271,8 @@ class VmRecord:
     iso_image: str = ""
     # Resources an administrator added to its cluster group, as its host reports them.
     cluster_resources: tuple[ClusterResource, ...] = ()
+    # Virtual disks beside its system disk: pass-through disks it converted.
+    data_disks: tuple[DataDisk, ...] = ()
 
     def luns(self) -> tuple[str, ...]:
         """The LUNs it uses: the one its files are on, and those passed through to it."""
@@ -332,6 +344,7 @@ class ReportedVm:
     passthrough_disks: tuple[StorageLocation, ...] = ()
     iso_image: str = ""
     cluster_resources: tuple[ClusterResource, ...] = ()
+    data_disks: tuple[DataDisk, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -491,6 +504,17 @@ class TransferOrder:
     vm: VmRecord
     lease_generation: int
     bandwidth_mb_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class DiskConversionProgress:
+    """One message of a disk conversion's stream, as the VM's host sends it."""
+
+    bytes_copied: int
+    bytes_total: int
+    mb_per_s: float
+    # On the last message only: the VM with its converted disk.
+    vm: ReportedVm | None = None
 
 
 @dataclass(frozen=True)

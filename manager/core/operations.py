@@ -199,3 +199,27 @@ def settings_summary(vm: VmRecord, change: SettingsChange) -> str:
     if change.iso_image is not None:
         parts.append(f"ISO image {vm.iso_image}" if vm.iso_image else "no ISO image")
     return "; ".join(parts)
+
+
+def check_convertible(vm: VmRecord, disk: StorageLocation | None) -> StorageLocation:
+    """The pass-through disk to convert to a virtual disk: one of the VM's, the VM stopped."""
+    if disk is None:
+        raise InvalidArgumentError(
+            "disk: must name one of the VM's pass-through disks (lun:NAME or local:NAME)"
+        )
+    check_not_migrating(vm)
+    if disk not in vm.passthrough_disks:
+        have = ", ".join(_disk(d) for d in vm.passthrough_disks) or "none"
+        raise FailedPreconditionError(
+            f"VM {vm.name} has no pass-through disk {_disk(disk)} (its pass-through disks: {have})"
+        )
+    if vm.state is not S.STOPPED:
+        raise FailedPreconditionError(
+            f"VM {vm.name} is {vm.state.value}: a pass-through disk is converted with the VM stopped "
+            f"(`havm vm stop {vm.name}`)"
+        )
+    return disk
+
+
+def data_disk_label(disk: StorageLocation) -> str:
+    return _disk(disk)

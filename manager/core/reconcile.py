@@ -118,6 +118,7 @@ def reconcile(
                 passthrough_disks=reported.passthrough_disks,
                 iso_image=reported.iso_image,
                 cluster_resources=reported.cluster_resources,
+                data_disks=reported.data_disks,
                 created_at=now,
                 reason=reported.reason,
             )
@@ -150,6 +151,7 @@ def reconcile(
             passthrough_disks=reported.passthrough_disks,
             iso_image=reported.iso_image,
             cluster_resources=reported.cluster_resources,
+            data_disks=reported.data_disks,
         )
         if updated != stored:
             updates.append(updated)

@@ -212,7 +212,8 @@ def _lun_reasons(
 def _convert_or_detach(vm: VmRecord, disk: StorageLocation) -> str:
     prefix = "local" if disk.kind is StorageKind.LOCAL_DISK else "lun"
     return (
-        "it must be converted to a virtual disk or detached first "
+        "it must be converted to a virtual disk first "
+        f"(`havm vm convert-disk {vm.name} {prefix}:{disk.name}`, the VM stopped), or detached "
         f"(`havm vm detach-disk {vm.name} --passthrough {prefix}:{disk.name}`)"
     )
 

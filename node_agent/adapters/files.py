@@ -43,13 +43,25 @@ from node_agent.core.journal import (
 )
 from node_agent.core.lease import Lease
 from node_agent.core.power import PowerState
-from node_agent.core.vm import GIB, ClusterResource, StorageKind, StorageRef, VmSpec, Workload
+from node_agent.core.vm import (
+    GIB,
+    ClusterResource,
+    DataDisk,
+    StorageKind,
+    StorageRef,
+    VmSpec,
+    Workload,
+    check_storage_visible,
+)
 
 VM_CONFIG = "vm.json"
 VM_DISK = "disk0.vhd"
 VM_SAVED_STATE = "memory.vsv"
 VM_LEASE = "lease.json"
 VM_LEASE_LOCK = "lease.lock"
+# A disk passed through whole keeps its blocks in one sparse image at its root, the
+# size of the disk; the guest writes its journal there too.
+PASSTHROUGH_IMAGE = "passthrough.img"
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -75,6 +87,14 @@ def spec_to_json(spec: VmSpec) -> dict[str, Any]:
         "passthrough_disks": [{"kind": d.kind.value, "name": d.name} for d in spec.passthrough_disks],
         "iso_image": spec.iso_image,
         "cluster_resources": [{"name": r.name, "type": r.type} for r in spec.cluster_resources],
+        "data_disks": [
+            {
+                "file": d.file,
+                "size_bytes": d.size_bytes,
+                "converted_from": {"kind": d.converted_from.kind.value, "name": d.converted_from.name},
+            }
+            for d in spec.data_disks
+        ],
         "workload": None
         if spec.workload is None
         else {
@@ -104,6 +124,14 @@ def spec_from_json(raw: dict[str, Any]) -> VmSpec:
         iso_image=str(raw.get("iso_image", "")),
         cluster_resources=tuple(
             ClusterResource(str(r["name"]), str(r["type"])) for r in raw.get("cluster_resources", ())
+        ),
+        data_disks=tuple(
+            DataDisk(
+                str(d["file"]),
+                int(d["size_bytes"]),
+                StorageRef(StorageKind(d["converted_from"]["kind"]), str(d["converted_from"]["name"])),
+            )
+            for d in raw.get("data_disks", ())
         ),
         workload=None
         if workload is None
@@ -144,14 +172,26 @@ class HostFiles:
         sub = "csv" if storage.kind is StorageKind.CSV else "lun"
         return Path(self.config.san_root) / sub / storage.name
 
+    def passthrough_image(self, disk: StorageRef) -> Path:
+        """The blocks of a pass-through disk (a LUN or a local disk of this host), made
+        empty at the disk's size the first time a guest or a conversion needs them."""
+        path = self.storage_root(disk) / PASSTHROUGH_IMAGE
+        if not path.exists():
+            capacity = check_storage_visible(disk, self.config)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as image:
+                image.truncate(capacity)
+        return path
+
     def vm_dir(self, spec: VmSpec) -> Path:
         return self.storage_root(spec.storage) / spec.id
 
     def used_bytes(self, storage: StorageRef) -> int:
-        """Logical size of every VM disk on a disk or volume, whoever owns it."""
+        """Logical size of every VM disk (system and data disks) on a disk or volume,
+        whoever owns it."""
         total = 0
         root = self.storage_root(storage)
-        for disk in root.glob(f"*/{VM_DISK}"):
+        for disk in root.glob("*/*.vhd"):
             try:
                 total += disk.stat().st_size
             except FileNotFoundError:

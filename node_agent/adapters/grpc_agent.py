@@ -41,6 +41,7 @@ from node_agent.adapters.vm_messages import (
 )
 from node_agent.core.config import MAX_CHUNK_PAGES, Profile, ProfileTraits
 from node_agent.core.cpu import GuestCpu
+from node_agent.core.disk_conversion import ConversionProgress
 from node_agent.core.errors import (
     AgentError,
     FailedPrecondition,
@@ -136,6 +137,7 @@ class HostBackend(Protocol):
     @property
     def migration_network(self) -> MigrationNetwork: ...
     async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveView: ...
+    def convert_disk(self, vm_id: str, disk: StorageRef) -> AsyncGenerator[ConversionProgress, None]: ...
     def send_vm(self, request: TransferRequest) -> AsyncGenerator[TransferProgress, None]: ...
     async def receive_vm(
         self, messages: AsyncIterator[TransferMessage], accepted: Callable[[], Awaitable[None]]
@@ -535,6 +537,30 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
             )
 
         return await self._call(context, work)
+
+    async def ConvertDisk(
+        self, request: agent_pb2.AgentServiceConvertDiskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.AgentServiceConvertDiskResponse]:
+        self._host.note_management_call()
+        try:
+            if not request.HasField("disk"):
+                raise InvalidArgument("disk: is required")
+            disk = storage_from_pb(request.disk, "disk")
+            async with aclosing(self._host.convert_disk(request.vm_id, disk)) as updates:
+                async for progress in updates:
+                    reply = agent_pb2.AgentServiceConvertDiskResponse(
+                        bytes_copied=progress.bytes_copied,
+                        bytes_total=progress.bytes_total,
+                        mb_per_s=progress.mb_per_s,
+                    )
+                    if progress.vm is not None:
+                        reply.vm.CopyFrom(vm_to_pb(progress.vm))
+                    yield reply
+        except AgentError as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+        except Exception:
+            log.exception("unexpected error in a disk conversion")
+            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
 
     async def Shutdown(
         self, request: agent_pb2.AgentServiceShutdownRequest, context: grpc.aio.ServicerContext

@@ -34,7 +34,11 @@ from node_agent.core.transfer import (
     VmFile,
 )
 
-_FILES = {VmFile.DISK: agent_pb2.VM_FILE_DISK, VmFile.SAVED_STATE: agent_pb2.VM_FILE_SAVED_STATE}
+_FILES = {
+    VmFile.DISK: agent_pb2.VM_FILE_DISK,
+    VmFile.SAVED_STATE: agent_pb2.VM_FILE_SAVED_STATE,
+    VmFile.DATA_DISK: agent_pb2.VM_FILE_DATA_DISK,
+}
 _FILES_FROM_PB = {v: k for k, v in _FILES.items()}
 
 
@@ -72,6 +76,7 @@ def transfer_message_to_pb(message: TransferMessage) -> agent_pb2.AgentServiceRe
         chunk.offset = message.offset
         chunk.data = message.data
         chunk.crc32 = message.crc32
+        chunk.data_disk = message.data_disk
     elif isinstance(message, FilesOffer):
         offer = request.offer
         offer.transfer_id = message.transfer_id
@@ -81,13 +86,14 @@ def transfer_message_to_pb(message: TransferMessage) -> agent_pb2.AgentServiceRe
         offer.state = STATES[message.state]
         offer.disk_bytes = message.disk_bytes
         offer.saved_state_bytes = message.saved_state_bytes
+        offer.data_disk_bytes.extend(message.data_disk_bytes)
         if message.cpu is not None:
             offer.cpu_vendor = message.cpu.vendor
             offer.cpu_features.extend(message.cpu.features)
     else:
-        # The fields keep their names; they carry each file's FileDigest (core.transfer).
-        request.end.disk_sha256 = message.disk_digest
-        request.end.saved_state_sha256 = message.saved_state_digest
+        request.end.disk_digest = message.disk_digest
+        request.end.saved_state_digest = message.saved_state_digest
+        request.end.data_disk_digests.extend(message.data_disk_digests)
     return request
 
 
@@ -111,6 +117,7 @@ _FILE_KEY = _key(_CHUNK_FIELDS["file"], _VARINT)
 _OFFSET_KEY = _key(_CHUNK_FIELDS["offset"], _VARINT)
 _DATA_KEY = _key(_CHUNK_FIELDS["data"], _LENGTH_DELIMITED)
 _CRC32_KEY = _key(_CHUNK_FIELDS["crc32"], _VARINT)
+_DATA_DISK_KEY = _key(_CHUNK_FIELDS["data_disk"], _VARINT)
 _REQUEST_FIELDS = agent_pb2.AgentServiceReceiveVmRequest.DESCRIPTOR.fields_by_name
 _CHUNK_KEY = _key(_REQUEST_FIELDS["chunk"], _LENGTH_DELIMITED)
 
@@ -127,6 +134,8 @@ def chunk_request_bytes(chunk: FileChunk) -> bytes:
     if chunk.data:
         head += _DATA_KEY + _varint(len(chunk.data))
     tail = _CRC32_KEY + _varint(chunk.crc32) if chunk.crc32 else b""
+    if chunk.data_disk:
+        tail += _DATA_DISK_KEY + _varint(chunk.data_disk)
     size = len(head) + len(chunk.data) + len(tail)
     return b"".join((_CHUNK_KEY, _varint(size), head, chunk.data, tail))
 
@@ -138,10 +147,10 @@ def transfer_message_from_pb(pb: agent_pb2.AgentServiceReceiveVmRequest) -> Tran
         file = _FILES_FROM_PB.get(chunk.file)
         if file is None:
             raise InvalidArgument(
-                f"chunk.file: must be VM_FILE_DISK or VM_FILE_SAVED_STATE, got {chunk.file} "
-                f"(the chunk at offset {chunk.offset})"
+                f"chunk.file: must be VM_FILE_DISK, VM_FILE_SAVED_STATE or VM_FILE_DATA_DISK, got "
+                f"{chunk.file} (the chunk at offset {chunk.offset})"
             )
-        return FileChunk(file, chunk.offset, chunk.data, chunk.crc32)
+        return FileChunk(file, chunk.offset, chunk.data, chunk.crc32, chunk.data_disk)
     if which == "offer":
         offer = pb.offer
         if not offer.HasField("spec"):
@@ -160,7 +169,8 @@ def transfer_message_from_pb(pb: agent_pb2.AgentServiceReceiveVmRequest) -> Tran
             disk_bytes=offer.disk_bytes,
             saved_state_bytes=offer.saved_state_bytes,
             cpu=cpu_from_pb(offer.cpu_vendor, offer.cpu_features),
+            data_disk_bytes=tuple(offer.data_disk_bytes),
         )
     if which == "end":
-        return FilesEnd(pb.end.disk_sha256, pb.end.saved_state_sha256)
+        return FilesEnd(pb.end.disk_digest, pb.end.saved_state_digest, tuple(pb.end.data_disk_digests))
     raise InvalidArgument("message: one of offer, chunk or end is required")

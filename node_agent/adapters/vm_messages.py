@@ -16,7 +16,7 @@ from node_agent.core.cpu import GuestCpu
 from node_agent.core.errors import InvalidArgument
 from node_agent.core.power import PowerState
 from node_agent.core.views import VmView
-from node_agent.core.vm import ClusterResource, StorageKind, StorageRef, VmSpec, Workload
+from node_agent.core.vm import ClusterResource, DataDisk, StorageKind, StorageRef, VmSpec, Workload
 
 STATES = {
     PowerState.STOPPED: common_pb2.VM_STATE_STOPPED,
@@ -73,7 +73,15 @@ def spec_from_pb(pb: common_pb2.VmSpec) -> VmSpec:
         passthrough_disks=passthrough_from_pb(pb.passthrough_disks, "spec.passthrough_disks"),
         iso_image=pb.iso_image,
         cluster_resources=tuple(resource_from_pb(r) for r in pb.cluster_resources),
+        data_disks=tuple(data_disk_from_pb(d, i) for i, d in enumerate(pb.data_disks)),
     )
+
+
+def data_disk_from_pb(pb: common_pb2.DataDisk, index: int) -> DataDisk:
+    kind = STORAGE_FROM_PB.get(pb.converted_from.kind)
+    if kind is None:
+        raise InvalidArgument(f"spec.data_disks[{index}].converted_from.kind: must be LOCAL_DISK or LUN")
+    return DataDisk(pb.file, pb.size_bytes, StorageRef(kind, pb.converted_from.name))
 
 
 def spec_to_pb(spec: VmSpec) -> common_pb2.VmSpec:
@@ -90,6 +98,12 @@ def spec_to_pb(spec: VmSpec) -> common_pb2.VmSpec:
         passthrough_disks=[storage_to_pb(d) for d in spec.passthrough_disks],
         iso_image=spec.iso_image,
         cluster_resources=[resource_to_pb(r) for r in spec.cluster_resources],
+        data_disks=[
+            common_pb2.DataDisk(
+                file=d.file, size_bytes=d.size_bytes, converted_from=storage_to_pb(d.converted_from)
+            )
+            for d in spec.data_disks
+        ],
     )
     if spec.workload is not None:
         pb.workload.CopyFrom(

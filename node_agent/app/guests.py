@@ -50,6 +50,8 @@ class HostedVm:
     reason: str = ""
     guest: GuestModel | None = None
     journal: GuestJournal | None = None
+    # The pass-through disks' blocks, open while the guest runs: it journals to them too.
+    passthrough_journals: list[GuestJournal] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     # Known while the VM has no running guest; None means "scan the disk".
     idle_journal: JournalPosition | None = None
@@ -141,7 +143,9 @@ def release_guest(vm: HostedVm) -> None:
         vm.idle_journal = vm.guest.journal
     if vm.journal is not None:
         vm.journal.close()
-    vm.guest, vm.journal = None, None
+    for raw in vm.passthrough_journals:
+        raw.close()
+    vm.guest, vm.journal, vm.passthrough_journals = None, None, []
 
 
 async def _run(vm: HostedVm, hooks: GuestHooks) -> None:
@@ -196,6 +200,8 @@ def _step(vm: HostedVm, hooks: GuestHooks, elapsed_s: float) -> None:
         check_room(guest.journal, journal.disk_bytes, vm.label)
         # No await between this check and the write: nothing can slip in between.
         check_write(vm.label, hooks.host_name, vm.lease_generation, vm.lease_watch.current())
-        record = JournalRecord(seq, vm.lease_generation, int(hooks.clock.time() * 1e9))
-        journal.write(seq, encode_record(record))
+        record = encode_record(JournalRecord(seq, vm.lease_generation, int(hooks.clock.time() * 1e9)))
+        journal.write(seq, record)
+        for raw in vm.passthrough_journals:  # the same write lands on every disk the guest has
+            raw.write(seq, record)
         guest.acknowledge(seq)

@@ -25,6 +25,7 @@ from node_agent.adapters.grpc_transfer_peer import GrpcFilesConnector
 from node_agent.adapters.host_changes_file import HostChangesFile
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.app.crash_points import CrashPoints
+from node_agent.app.disk_conversion import convert_disk
 from node_agent.app.guests import HostedVm, release_guest, stop_guest
 from node_agent.app.host_admin import HostAdministration
 from node_agent.app.hosted_vms import HostedVms
@@ -40,6 +41,7 @@ from node_agent.app.transfer_out import OutgoingTransfer
 from node_agent.app.vm_settings import update_settings
 from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
+from node_agent.core.disk_conversion import ConversionProgress
 from node_agent.core.errors import AgentError, AlreadyExists, NotFound, Unavailable
 from node_agent.core.guest import decode_saved_state_with_cpu
 from node_agent.core.host_storage import RegistryEntry
@@ -383,6 +385,10 @@ class VmHost:
         if self.stopping:
             raise Unavailable(f"host {self.config.name} is stopping; it takes no VM now")
         return await IncomingTransfer(self.vms).receive(messages, accepted)
+
+    def convert_disk(self, vm_id: str, disk: StorageRef) -> AsyncGenerator[ConversionProgress, None]:
+        """Convert a stopped VM's pass-through disk to a virtual disk; iterate for progress."""
+        return convert_disk(self.vms, vm_id, disk)
 
     async def move_vm_storage(self, vm_id: str, storage: StorageRef) -> StorageMoveResult:
         vm = self.vms.operable(vm_id)

@@ -22,7 +22,14 @@ from node_agent.core.clock import Clock
 from node_agent.core.compatibility import compatibility_reasons
 from node_agent.core.config import HostConfig
 from node_agent.core.cpu import GuestCpu
-from node_agent.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from node_agent.core.errors import (
+    AgentError,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StorageFault,
+)
 from node_agent.core.host_storage import HostStorage, RegistryEntry
 from node_agent.core.lease import Fenced, check_write
 from node_agent.core.power import HOLDS_MEMORY, PowerState, transition
@@ -278,6 +285,16 @@ class HostedVms:
 
     def start_guest(self, vm: HostedVm) -> None:
         """Run the VM's guest; its failure or fencing comes back here."""
+        if not vm.passthrough_journals:
+            try:
+                vm.passthrough_journals = [
+                    self.disks.open_journal(self.files.passthrough_image(disk))
+                    for disk in vm.spec.passthrough_disks
+                ]
+            except (OSError, AgentError) as exc:
+                reason = f"a pass-through disk cannot be opened: {getattr(exc, 'message', exc)}"
+                self.set_state(vm, PowerState.FAILED, reason)
+                raise StorageFault(f"VM {vm.label}: {reason}") from None
         hooks = GuestHooks(
             self.config.name,
             self.config.settings.guest_tick_s,

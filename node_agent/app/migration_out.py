@@ -153,6 +153,12 @@ class OutgoingMigration:
         copy_disk = request.storage is not None and (
             target != vm.spec.storage or target.kind is StorageKind.LOCAL_DISK
         )
+        if copy_disk and vm.spec.data_disks:
+            files = ", ".join(d.file for d in vm.spec.data_disks)
+            raise FailedPrecondition(
+                f"VM {vm.label} has data disks ({files}), which a live migration does not copy: move it "
+                "where its storage is seen, or save it and move it by transfer"
+            )
         if not copy_disk and target.kind is StorageKind.LOCAL_DISK:
             raise FailedPrecondition(
                 f"VM {vm.label} is on local disk {target.name} of host {config.name}, which host "

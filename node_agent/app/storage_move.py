@@ -5,7 +5,9 @@ running VM keeps running: the journal region of its disk is copied while the gue
 writes, then the guest pauses briefly, the delta is copied, the VM's configuration
 and lease are written at the new place, the disk is reopened there, and the guest
 resumes; no journal write is lost or repeated. Only the journal region is copied:
-it is all the guest ever writes, and the new disk is sparse like the old one.
+it is all the guest ever writes, and the new disk is sparse like the old one. The
+VM's data disks (converted pass-through disks, which no guest writes) are copied whole
+first.
 
 The old directory stops being a VM (its vm.json goes) before the guest writes in the
 new one: otherwise, until it is removed, its lease and files would still look valid,
@@ -88,11 +90,12 @@ async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> Sto
         try:
             await asyncio.to_thread(files.remove_vm_dir, new_dir)
             new_dir.mkdir(parents=True)
+            copied = await _copy_data_disks(vms, spec, old_dir, new_dir)
             target = disks.open_blocks(new_dir / disks.disk_name, create_bytes=spec.disk_gb * GIB)
             source = disks.open_blocks(vm.disk)
             try:
                 if vm.guest is not None and vm.state is PowerState.RUNNING:
-                    copied = await _copy(source, target, 0, journal_region_end(vm.guest.journal))
+                    copied += await _copy(source, target, 0, journal_region_end(vm.guest.journal))
                     paused_at = clock.monotonic()
                     await stop_guest(vm)
                     try:
@@ -104,7 +107,7 @@ async def move_storage(vms: HostedVms, vm: HostedVm, storage: StorageRef) -> Sto
                     blackout_ms = int((clock.monotonic() - paused_at) * 1000)
                 else:
                     position = await asyncio.to_thread(disks.scan_journal, vm.disk)
-                    copied = await _copy(source, target, 0, journal_region_end(position))
+                    copied += await _copy(source, target, 0, journal_region_end(position))
                     if vm.state is PowerState.SAVED:
                         data = await asyncio.to_thread(files.read_saved_state, old_dir)
                         await asyncio.to_thread(files.write_saved_state, new_dir, data)
@@ -138,6 +141,23 @@ async def _copy(source: DiskBlocks, target: DiskBlocks, start: int, end: int) ->
         data = await asyncio.to_thread(source.read, offset, min(step, end - offset))
         await asyncio.to_thread(target.write, offset, data)
     return max(0, end - start)
+
+
+async def _copy_data_disks(vms: HostedVms, spec: VmSpec, old_dir: Path, new_dir: Path) -> int:
+    """The VM's data disks, whole: converted disks the guest no longer writes, so they are
+    copied first, while a running guest goes on."""
+    copied = 0
+    for data in spec.data_disks:
+        source = vms.disks.open_blocks(old_dir / data.file)
+        target = vms.disks.open_blocks(new_dir / data.file, create_bytes=data.size_bytes)
+        try:
+            for offset, length in await asyncio.to_thread(source.extents):
+                copied += await _copy(source, target, offset, offset + length)
+            await asyncio.to_thread(target.sync)
+        finally:
+            source.close()
+            target.close()
+    return copied
 
 
 async def _switch(vms: HostedVms, vm: HostedVm, spec: VmSpec, new_dir: Path, target: DiskBlocks) -> None:

@@ -4,12 +4,12 @@ The source agent opens the stream (app.transfer_out). Its offer is checked as an
 coming here is: its configuration on this host, its storage visible with room for its
 disk, a LUN no other VM holds, the processor a saved guest sees, no VM of that id here
 or on its way, no VM's files where its own would go. Then the VM's directory is made
-with a sparse disk of the full size. Each chunk is checked where it says it belongs
+with a sparse disk of the full size, and one per data disk. Each chunk is checked where it says it belongs
 and added to its file's digest (core.transfer), then, in the executor, checked against
 its CRC-32 and written, while the next chunks are read off the stream
 (app.worker_threads). At the end the byte counts and the digests must be the source's;
 then the files are completed in the order that keeps a crash harmless, as a creation
-does (app.ownership): the disk synced, the lease, the saved state, vm.json last; then
+does (app.ownership): the disks synced, the lease, the saved state, vm.json last; then
 the registry, and the VM is this host's, stopped or saved.
 
 Anything else (a refusal, a damaged chunk, a stream that ends or falls silent before
@@ -80,6 +80,8 @@ class IncomingTransfer:
         self._offer: FilesOffer | None = None
         self._vm_dir: Path | None = None
         self._disk: DiskBlocks | None = None
+        # Its data disks (converted pass-through disks), in the order of spec.data_disks.
+        self._data_disks: list[DiskBlocks] = []
         self._received: ReceivedFiles | None = None
         self._saved = bytearray()
         # What checks and writes the chunks in the executor, and the sync under way.
@@ -153,7 +155,12 @@ class IncomingTransfer:
             self._disk = self._vms.disks.open_blocks(
                 vm_dir / self._vms.disks.disk_name, create_bytes=spec.disk_gb * GIB
             )
+            for data in spec.data_disks:
+                self._data_disks.append(
+                    self._vms.disks.open_blocks(vm_dir / data.file, create_bytes=data.size_bytes)
+                )
         except OSError as exc:
+            self._close_disks()
             files.remove_vm_dir(vm_dir)
             raise StorageFault(
                 f"host {config.name} cannot create the files of VM {spec.label} on {where}: {exc.strerror}"
@@ -223,6 +230,8 @@ class IncomingTransfer:
         if chunk.file is VmFile.DISK:
             assert self._disk is not None
             self._disk.write(chunk.offset, data)
+        elif chunk.file is VmFile.DATA_DISK:
+            self._data_disks[chunk.data_disk].write(chunk.offset, data)  # admitted: in range
         else:
             self._saved += data
 
@@ -259,11 +268,17 @@ class IncomingTransfer:
             spec.label,
             offer.transfer_id,
             offer.source_host,
-            received.disk_bytes + received.saved_state_bytes,
+            received.bytes_received,
             offer.state.value,
             offer.lease_generation,
         )
         return vm.view()
+
+    def _close_disks(self) -> None:
+        for blocks in (self._disk, *self._data_disks):
+            if blocks is not None:
+                blocks.close()
+        self._disk, self._data_disks = None, []
 
     def _check_image(self, data: bytes) -> GuestCpu | None:
         """The saved state must be this VM's whole memory image; the processor it records."""
@@ -280,9 +295,10 @@ class IncomingTransfer:
         """The disk synced, then the lease, the saved state, and vm.json last: a VM whole."""
         offer, vm_dir, disk = self._offer, self._vm_dir, self._disk
         assert offer is not None and vm_dir is not None and disk is not None
+        for data in self._data_disks:
+            data.sync()
         disk.sync()
-        disk.close()
-        self._disk = None
+        self._close_disks()
         files = self._files
         files.write_lease(vm_dir, Lease(offer.lease_generation, self._config.name))
         if offer.state is PowerState.SAVED:
@@ -298,9 +314,7 @@ class IncomingTransfer:
             await self._writer.abandon()
         if self._syncing is not None:
             await settled(self._syncing)
-        if self._disk is not None:
-            self._disk.close()
-            self._disk = None
+        self._close_disks()
         if vm_dir is None or offer is None:
             return
         self._files.remove_vm_dir(vm_dir)

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import zlib
 from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
 
 from node_agent.app.guests import HostedVm
 from node_agent.app.hosted_vms import HostedVms
@@ -188,18 +189,20 @@ class OutgoingTransfer:
         saved = b""
         if vm.state is PowerState.SAVED:
             saved = await asyncio.to_thread(self._vms.files.read_saved_state, vm.vm_dir)
+        opened: list[DiskBlocks] = []
         try:
-            disk = self._vms.disks.open_blocks(vm.disk)
-        except OSError as exc:
-            raise StorageFault(
-                f"the virtual disk of VM {vm.label} cannot be read on host {self._host_name}: {exc.strerror}"
-            ) from None
-        try:
-            extents = await asyncio.to_thread(disk.extents)
+            disk = self._open(vm.disk, "virtual disk", opened)
+            data_disks = [
+                self._open(vm.vm_dir / d.file, f"data disk {d.file}", opened) for d in vm.spec.data_disks
+            ]
             size = chunk_size(request.bandwidth_mb_per_s, self._vms.config.settings.migration_stall_timeout_s)
-            spans = list(chunk_spans(extents, request.spec.disk_gb * GIB, size))
+            spans = list(chunk_spans(await asyncio.to_thread(disk.extents), request.spec.disk_gb * GIB, size))
+            data_spans = [
+                list(chunk_spans(await asyncio.to_thread(d.extents), d.size, size)) for d in data_disks
+            ]
             disk_bytes = sum(length for _, length in spans)
-            self._total = disk_bytes + len(saved)
+            data_disk_bytes = tuple(sum(length for _, length in each) for each in data_spans)
+            self._total = disk_bytes + len(saved) + sum(data_disk_bytes)
             offer = FilesOffer(
                 transfer_id=request.transfer_id,
                 source_host=self._host_name,
@@ -209,14 +212,19 @@ class OutgoingTransfer:
                 disk_bytes=disk_bytes,
                 saved_state_bytes=len(saved),
                 cpu=vm.cpu if vm.state is PowerState.SAVED else None,
+                data_disk_bytes=data_disk_bytes,
             )
             self._report(force=True)
             link = self._connect(request.destination_host, request.destination_address)
             try:
                 await link.offer(offer)
                 disk_digest = await self._send_disk(link, disk, spans)
+                data_digests = [
+                    await self._send_disk(link, data, each, index)
+                    for index, (data, each) in enumerate(zip(data_disks, data_spans, strict=True))
+                ]
                 saved_digest = await self._send_saved_state(link, saved, size)
-                await link.send(FilesEnd(disk_digest, saved_digest))
+                await link.send(FilesEnd(disk_digest, saved_digest, tuple(data_digests)))
                 held = await link.finish()
                 # Before anything else is awaited (the stream's close included): a
                 # cancellation from here on must not leave the VM on both hosts.
@@ -224,11 +232,25 @@ class OutgoingTransfer:
             finally:
                 await link.close()
         finally:
-            disk.close()
+            for blocks in opened:
+                blocks.close()
 
-    async def _send_disk(self, link: FilesLink, disk: DiskBlocks, spans: list[tuple[int, int]]) -> str:
+    def _open(self, path: Path, what: str, opened: list[DiskBlocks]) -> DiskBlocks:
+        try:
+            blocks = self._vms.disks.open_blocks(path)
+        except OSError as exc:
+            raise StorageFault(
+                f"the {what} of VM {self.vm.label} cannot be read on host {self._host_name}: {exc.strerror}"
+            ) from None
+        opened.append(blocks)
+        return blocks
+
+    async def _send_disk(
+        self, link: FilesLink, disk: DiskBlocks, spans: list[tuple[int, int]], data_disk: int | None = None
+    ) -> str:
+        """A disk's chunks: the virtual disk's, or (`data_disk`) those of that data disk."""
         digest = FileDigest()
-        reader = Prefetch(_disk_chunks(disk, spans), READ_AHEAD_CHUNKS)
+        reader = Prefetch(_disk_chunks(disk, spans, data_disk), READ_AHEAD_CHUNKS)
         try:
             while (chunk := await reader.get()) is not None:
                 await self._send(link, chunk, digest)
@@ -304,14 +326,17 @@ class OutgoingTransfer:
         return owner == name and not is_fenced(name, vm.lease_generation, lease)
 
 
-def _disk_chunks(disk: DiskBlocks, spans: list[tuple[int, int]]) -> Iterator[FileChunk]:
+def _disk_chunks(
+    disk: DiskBlocks, spans: list[tuple[int, int]], data_disk: int | None
+) -> Iterator[FileChunk]:
     """The disk's chunks, each with its CRC-32. Each step runs in the executor, one after
     the other."""
+    file = VmFile.DISK if data_disk is None else VmFile.DATA_DISK
     for offset, size in spans:
         data = disk.read(offset, size)
         if len(data) != size:
-            raise StorageFault(f"the virtual disk ended at {offset + len(data)} while it was read")
-        yield FileChunk(VmFile.DISK, offset, data, zlib.crc32(data))
+            raise StorageFault(f"the {file.label} ended at {offset + len(data)} while it was read")
+        yield FileChunk(file, offset, data, zlib.crc32(data), data_disk or 0)
 
 
 def _saved_state_chunks(data: bytes, size: int) -> list[FileChunk]:

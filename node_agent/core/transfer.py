@@ -48,10 +48,11 @@ class VmFile(enum.Enum):
 
     DISK = "disk"  # only its written extents travel; the rest reads as zeros
     SAVED_STATE = "saved_state"  # the memory image of a saved VM
+    DATA_DISK = "data_disk"  # one of its data disks (the chunk says which), as the disk
 
     @property
     def label(self) -> str:
-        return {"disk": "virtual disk", "saved_state": "saved state"}[self.value]
+        return {"disk": "virtual disk", "saved_state": "saved state", "data_disk": "data disk"}[self.value]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class FilesOffer:
     saved_state_bytes: int
     # A saved VM: the processor its guest sees; None for a stopped one (or an old image).
     cpu: GuestCpu | None
+    # The extent bytes that follow for each of spec.data_disks, in their order.
+    data_disk_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,8 @@ class FileChunk:
     offset: int
     data: bytes
     crc32: int
+    # VmFile.DATA_DISK: which of spec.data_disks.
+    data_disk: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class FilesEnd:
 
     disk_digest: str
     saved_state_digest: str
+    data_disk_digests: tuple[str, ...] = ()
 
 
 TransferMessage = FilesOffer | FileChunk | FilesEnd
@@ -251,6 +257,17 @@ def check_offer(offer: FilesOffer) -> None:
         raise InvalidArgument(
             f"offer.disk_bytes: {offer.disk_bytes} does not fit the {spec.disk_gb} GB disk of VM {spec.label}"
         )
+    if len(offer.data_disk_bytes) != len(spec.data_disks):
+        raise InvalidArgument(
+            f"offer.data_disk_bytes: {len(offer.data_disk_bytes)} figures for the "
+            f"{len(spec.data_disks)} data disks of VM {spec.label}"
+        )
+    for i, (data, size) in enumerate(zip(spec.data_disks, offer.data_disk_bytes, strict=True)):
+        if not 0 <= size <= data.size_bytes:
+            raise InvalidArgument(
+                f"offer.data_disk_bytes[{i}]: {size} does not fit data disk {data.file} of "
+                f"{data.size_bytes} bytes"
+            )
     if offer.state is PowerState.STOPPED and offer.saved_state_bytes != 0:
         raise InvalidArgument("offer.saved_state_bytes: a stopped VM has no saved state")
     limit = saved_state_size_limit(spec.memory_pages)
@@ -261,23 +278,62 @@ def check_offer(offer: FilesOffer) -> None:
         )
 
 
+class _ExtentFile:
+    """What has arrived of a disk (the virtual disk or a data disk): its written extents in
+    ascending offsets without overlap, within its size and the bytes offered."""
+
+    def __init__(self, label: str, size: int, offered: int) -> None:
+        self.label = label
+        self.size = size
+        self.offered = offered
+        self.received = 0
+        self._end = 0  # where the last chunk ended: the next starts there or beyond
+        self.digest = FileDigest()
+
+    def admit(self, chunk: FileChunk, at: str) -> None:
+        size, offset = len(chunk.data), chunk.offset
+        if offset < self._end:
+            raise InvalidArgument(
+                f"chunk.offset: the {at} overlaps the chunk before it, which ended at {self._end}"
+            )
+        if offset + size > self.size:
+            raise InvalidArgument(f"chunk.offset: the {at} ({size} bytes) ends beyond the {self.label}")
+        if self.received + size > self.offered:
+            raise InvalidArgument(
+                f"chunk.data: the {at} goes beyond the {self.offered} bytes offered for the {self.label}"
+            )
+        self.received += size
+        self._end = offset + size
+        self.digest.add(chunk)
+
+
 class ReceivedFiles:
     """What has arrived of each file, against the offer: chunks in order, within bounds,
     and each file's digest so far.
 
-    Purely computational. Disk chunks come in ascending offsets without overlap, saved
-    state chunks one after the other from 0; neither may exceed what the offer said.
+    Purely computational. Disk and data disk chunks come in ascending offsets without
+    overlap, saved state chunks one after the other from 0; none may exceed what the
+    offer said.
     """
 
     def __init__(self, offer: FilesOffer) -> None:
         self._offer = offer
-        self._disk_size = offer.spec.disk_gb * GIB
-        self.disk_bytes = 0
+        spec = offer.spec
+        self._disk = _ExtentFile(f"{spec.disk_gb} GB disk", spec.disk_gb * GIB, offer.disk_bytes)
+        self._data_disks = [
+            _ExtentFile(f"data disk {d.file}", d.size_bytes, offered)
+            for d, offered in zip(spec.data_disks, offer.data_disk_bytes, strict=True)
+        ]
         self.saved_state_bytes = 0
-        # Where the last disk chunk ended: the next one starts there or beyond.
-        self._disk_end = 0
-        self._disk_digest = FileDigest()
         self._saved_state_digest = FileDigest()
+
+    @property
+    def disk_bytes(self) -> int:
+        return self._disk.received
+
+    @property
+    def bytes_received(self) -> int:
+        return self._disk.received + self.saved_state_bytes + sum(d.received for d in self._data_disks)
 
     def admit(self, chunk: FileChunk) -> None:
         """Raise InvalidArgument naming the field if `chunk` does not belong where it says."""
@@ -286,21 +342,15 @@ class ReceivedFiles:
         if size == 0:
             raise InvalidArgument(f"chunk.data: the {at} is empty")
         if chunk.file is VmFile.DISK:
-            if offset < self._disk_end:
+            self._disk.admit(chunk, at)
+            return
+        if chunk.file is VmFile.DATA_DISK:
+            if not 0 <= chunk.data_disk < len(self._data_disks):
                 raise InvalidArgument(
-                    f"chunk.offset: the {at} overlaps the chunk before it, which ended at {self._disk_end}"
+                    f"chunk.data_disk: VM {offer.spec.label} has {len(self._data_disks)} data disks, "
+                    f"none numbered {chunk.data_disk}"
                 )
-            if offset + size > self._disk_size:
-                raise InvalidArgument(
-                    f"chunk.offset: the {at} ({size} bytes) ends beyond the {offer.spec.disk_gb} GB disk"
-                )
-            if self.disk_bytes + size > offer.disk_bytes:
-                raise InvalidArgument(
-                    f"chunk.data: the {at} goes beyond the {offer.disk_bytes} disk bytes offered"
-                )
-            self.disk_bytes += size
-            self._disk_end = offset + size
-            self._disk_digest.add(chunk)
+            self._data_disks[chunk.data_disk].admit(chunk, f"{at} (data disk {chunk.data_disk})")
             return
         if offer.state is not PowerState.SAVED:
             raise InvalidArgument(f"chunk.file: VM {offer.spec.label} is stopped; it has no saved state")
@@ -319,22 +369,37 @@ class ReceivedFiles:
         """At the end: every byte offered arrived, and each file's digest is the source's.
         Each chunk's CRC-32 must have been checked by then."""
         offer = self._offer
-        if self.disk_bytes != offer.disk_bytes:
+        if self._disk.received != offer.disk_bytes:
             raise InvalidArgument(
-                f"end: {self.disk_bytes} disk bytes arrived, the offer announced {offer.disk_bytes}"
+                f"end: {self._disk.received} disk bytes arrived, the offer announced {offer.disk_bytes}"
             )
+        for data in self._data_disks:
+            if data.received != data.offered:
+                raise InvalidArgument(
+                    f"end: {data.received} bytes of {data.label} arrived, the offer announced {data.offered}"
+                )
         if self.saved_state_bytes != offer.saved_state_bytes:
             raise InvalidArgument(
                 f"end: {self.saved_state_bytes} saved state bytes arrived, the offer announced "
                 f"{offer.saved_state_bytes}"
             )
-        for file, size, received, sent in (
-            (VmFile.DISK, self.disk_bytes, self._disk_digest, end.disk_digest),
-            (VmFile.SAVED_STATE, self.saved_state_bytes, self._saved_state_digest, end.saved_state_digest),
-        ):
+        if len(end.data_disk_digests) != len(self._data_disks):
+            raise InvalidArgument(
+                f"end.data_disk_digests: {len(end.data_disk_digests)} digests for "
+                f"{len(self._data_disks)} data disks"
+            )
+        files = [
+            ("virtual disk", self._disk.received, self._disk.digest, end.disk_digest),
+            ("saved state", self.saved_state_bytes, self._saved_state_digest, end.saved_state_digest),
+        ]
+        files += [
+            (data.label, data.received, data.digest, sent)
+            for data, sent in zip(self._data_disks, end.data_disk_digests, strict=True)
+        ]
+        for label, size, received, sent in files:
             # A file of which nothing travels may go without a digest.
             if received.hexdigest() != sent.lower() and (size or sent):
                 raise Corrupted(
-                    f"the {file.label} of VM {offer.spec.label} arrived different from the source's "
+                    f"the {label} of VM {offer.spec.label} arrived different from the source's "
                     "(end digest mismatch)"
                 )

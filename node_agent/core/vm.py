@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,6 +38,11 @@ class StorageKind(enum.Enum):
         return {"local_disk": "local disk", "csv": "CSV volume", "lun": "LUN"}[self.value]
 
 
+# A data disk's file in the VM's directory: what its pass-through disk was, "lun-pt1.vhd"
+# or "local-D.vhd"; never a path, never the system disk's name.
+DATA_DISK_FILE = re.compile(r"^(lun|local)-[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.vhd$")
+
+
 @dataclass(frozen=True)
 class StorageRef:
     kind: StorageKind
@@ -49,6 +55,16 @@ class ClusterResource:
 
     name: str
     type: str
+
+
+@dataclass(frozen=True)
+class DataDisk:
+    """A virtual disk file of the VM beside its system disk: a pass-through disk it
+    converted (core.disk_conversion)."""
+
+    file: str  # its name in the VM's directory
+    size_bytes: int
+    converted_from: StorageRef
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,8 @@ class VmSpec:
     iso_image: str = ""
     # Resources added to the VM's cluster group beside its own (core.cluster_group).
     cluster_resources: tuple[ClusterResource, ...] = ()
+    # Virtual disks beside the system disk, in the VM's directory; they move with it.
+    data_disks: tuple[DataDisk, ...] = ()
 
     @property
     def label(self) -> str:
@@ -125,6 +143,13 @@ def validate_spec(spec: VmSpec, host: HostConfig) -> None:
         limit = host.settings.max_guest_rate
         _check_rate("dirty_rate_mb_per_s", spec.workload.dirty_rate_mb_per_s, limit)
         _check_rate("journal_writes_per_s", spec.workload.journal_writes_per_s, limit)
+    for i, data in enumerate(spec.data_disks):
+        if not DATA_DISK_FILE.match(data.file) or data.file in (f.file for f in spec.data_disks[:i]):
+            raise InvalidArgument(
+                f"spec.data_disks[{i}].file: {data.file!r} must be a unique KIND-NAME.vhd file name"
+            )
+        if data.size_bytes <= 0:
+            raise InvalidArgument(f"spec.data_disks[{i}].size_bytes: must be positive, got {data.size_bytes}")
     check_storage_visible(spec.storage, host)
 
 

@@ -18,6 +18,8 @@ import pytest
 from cluster_harness import LocalCluster, assert_invariant, inventory, topology_cluster, wait_for
 from test_migration import finish, journal, migrate, start_migration, vm, vm_dir
 
+from node_agent.adapters.files import read_journal_records
+
 pytestmark = pytest.mark.integration
 
 # c1: a Windows Server 2008 R2 cluster. san1, san3 and pt1 (a disk to pass through) are
@@ -221,3 +223,46 @@ def test_a_san_pass_through_disk_moves_with_its_vm_and_a_local_one_is_refused(cl
     assert "havm vm detach-disk x5 --passthrough local:D" in refused.stderr
     assert vm(cluster, "x5")["host"] == "s1"
     cluster.ok("vm", "delete", "x5", "--yes")
+
+
+def passthrough_journal(cluster: LocalCluster, host: str, disk: str) -> list[tuple[int, int]]:
+    """(seq, lease generation) of the journal a guest wrote to local disk `disk` of `host`,
+    passed through to it."""
+    image = cluster.state_dir / "hosts" / host / "disks" / disk / "passthrough.img"
+    return [(entry.seq, entry.generation) for entry in read_journal_records(image)]
+
+
+def test_a_local_pass_through_disk_is_converted_and_then_the_vm_moves(cluster: LocalCluster) -> None:
+    create(cluster, "x6", "s1", "--storage", "lun:san3", "--no-start")
+    cluster.ok("vm", "attach-disk", "x6", "--passthrough", "local:D")
+    cluster.ok("vm", "start", "x6")
+    wait_for(lambda: len(passthrough_journal(cluster, "s1", "D")) >= 5, what="journal writes to the disk D")
+    refused = cluster.havm("vm", "convert-disk", "x6", "local:D")
+    assert refused.code == 1 and "the VM stopped" in refused.stderr, refused.stderr
+    cluster.ok("vm", "stop", "x6")
+    written = passthrough_journal(cluster, "s1", "D")
+    assert written == journal(cluster, vm(cluster, "x6")), "the guest writes every record to both disks"
+    refused = cluster.havm("vm", "migrate", "x6", "--to", "n1", "--make-ha")
+    assert refused.code == 1 and "havm vm convert-disk x6 local:D" in refused.stderr, refused.stderr
+
+    job = cluster.json("vm", "convert-disk", "x6", "local:D")
+    assert job["state"] == "completed" and "converted to virtual disk local-D.vhd" in job["message"], job
+    record = vm(cluster, "x6")
+    assert record["passthrough_disks"] == []
+    assert [(d["file"], d["converted_from"]) for d in record["data_disks"]] == [("local-D.vhd", "local:D")]
+    converted = vm_dir(cluster, record) / "local-D.vhd"
+    assert [(e.seq, e.generation) for e in read_journal_records(converted)] == written
+    assert passthrough_journal(cluster, "s1", "D") == written  # the physical disk keeps its data
+
+    moved = migrate(cluster, "x6", "--to", "n1", "--make-ha")
+    assert moved["kind"] == "san_transfer"
+    record = vm(cluster, "x6")
+    assert (record["host"], record["ha"], record["status"]) == ("n1", True, "ok")
+    assert [d.file for d in on_agent(cluster, "n1", record["id"]).spec.data_disks] == ["local-D.vhd"]
+    assert [(e.seq, e.generation) for e in read_journal_records(vm_dir(cluster, record) / "local-D.vhd")] == (
+        written
+    )
+    cluster.ok("vm", "start", "x6")  # the guest runs on with its converted disk beside its system disk
+    assert_invariant(cluster, "after the converted VM moved")
+    cluster.ok("vm", "stop", "x6")
+    cluster.ok("vm", "delete", "x6", "--yes")

@@ -204,8 +204,8 @@ def test_pass_through_disks_move_on_the_san_or_must_be_converted() -> None:
         plan(Transfer.NETWORK, local, "s1", "n1", every)
     assert caught.value.message == (
         "VM v1 cannot move to n1 over the network: pass-through disk D cannot be copied over the network: "
-        "it must be converted to a virtual disk or detached first "
-        "(`havm vm detach-disk v1 --passthrough local:D`)"
+        "it must be converted to a virtual disk first (`havm vm convert-disk v1 local:D`, the VM stopped), "
+        "or detached (`havm vm detach-disk v1 --passthrough local:D`)"
     )
     with pytest.raises(FailedPreconditionError) as caught:
         plan(Transfer.AUTO, local, "s1", "n1", every)

@@ -422,7 +422,7 @@ async def test_a_stream_that_ends_early_or_falls_silent_leaves_nothing(nodes: Pa
     assert refused.details().startswith("host node1 fell silent for 0.6 s while host node2 waited")
     assert_nothing_at(node2)
 
-    end = agent_pb2.AgentServiceReceiveVmRequest(end=agent_pb2.VmFilesEnd(disk_sha256="00" * 32))
+    end = agent_pb2.AgentServiceReceiveVmRequest(end=agent_pb2.VmFilesEnd(disk_digest="00" * 32))
     refused = await raw_transfer(node2, [offer(), chunk(0, data), chunk(MIB, data), end])
     assert refused.code() == grpc.StatusCode.DATA_LOSS
     assert (
@@ -434,7 +434,7 @@ async def test_a_stream_that_ends_early_or_falls_silent_leaves_nothing(nodes: Pa
     # A chunk changed on its way together with its CRC-32: only the end digest tells.
     changed = data[:-1] + bytes([data[-1] ^ 1])
     sent = digest_of(*(FileChunk(VmFile.DISK, offset, data, zlib.crc32(data)) for offset in (0, MIB)))
-    end = agent_pb2.AgentServiceReceiveVmRequest(end=agent_pb2.VmFilesEnd(disk_sha256=sent.hexdigest()))
+    end = agent_pb2.AgentServiceReceiveVmRequest(end=agent_pb2.VmFilesEnd(disk_digest=sent.hexdigest()))
     refused = await raw_transfer(node2, [offer(), chunk(0, data), chunk(MIB, changed), end])
     assert refused.code() == grpc.StatusCode.DATA_LOSS
     assert "arrived different from the source's (end digest mismatch)" in refused.details()
@@ -459,7 +459,10 @@ async def test_malformed_offers_and_chunks_are_invalid_argument_naming_the_field
             [offer(), chunk(MIB, data), chunk(0, data)],
             "chunk.offset: the chunk of the virtual disk at offset 0 overlaps",
         ),
-        ([offer(), chunk(0, data, file=7)], "chunk.file: must be VM_FILE_DISK or VM_FILE_SAVED_STATE, got 7"),
+        (
+            [offer(), chunk(0, data, file=7)],
+            "chunk.file: must be VM_FILE_DISK, VM_FILE_SAVED_STATE or VM_FILE_DATA_DISK, got 7",
+        ),
         ([offer(), chunk(0, data, file=agent_pb2.VM_FILE_SAVED_STATE)], "chunk.file: VM web1 is stopped"),
         (
             [offer(disk_bytes=4096), chunk(0, data + data)],
@@ -670,3 +673,28 @@ def test_only_the_manager_orders_a_transfer_and_only_agents_stream_one() -> None
         "host node2 takes network transfers only from agents; manager identity 'manager' is not one"
     )
     assert admission.refusal(admin, receive_vm) is not None
+
+
+async def test_a_converted_data_disk_travels_with_its_vm_and_its_journal(
+    nodes: Pair, stub: agent_pb2_grpc.AgentServiceStub
+) -> None:
+    node1, node2 = nodes
+    lun1 = StorageRef(StorageKind.LUN, "lun1")
+    spec = replace(SPEC, passthrough_disks=(lun1,))
+    await vm_with_journal(node1, PowerState.STOPPED, spec)
+    image = Path(node1.host.files.passthrough_image(lun1))
+    written = read_journal_records(image)
+    assert len(written) >= 20
+    updates = [u async for u in node1.host.convert_disk(spec.id, lun1)]
+    converted = updates[-1].vm
+    assert converted is not None and [d.file for d in converted.spec.data_disks] == ["lun-lun1.vhd"]
+    assert read_journal_records(vm_dir(node1) / "lun-lun1.vhd") == written
+
+    final = (await send(stub, send_request(node2, converted.spec)))[-1]
+    assert [d.file for d in final.vm.spec.data_disks] == ["lun-lun1.vhd"]
+    assert final.bytes_sent == final.bytes_total and final.bytes_total >= 2 * len(written) * 64
+    assert read_journal_records(vm_dir(node2) / "lun-lun1.vhd") == written
+    assert (vm_dir(node2) / "lun-lun1.vhd").stat().st_size == image.stat().st_size
+    assert_nothing_at(node1)
+    await node2.host.operate(SPEC.id, Operation.START)
+    assert (await node2.host.guest_status(SPEC.id)).state is PowerState.RUNNING
