@@ -463,6 +463,10 @@ class DiskFile:
     def sync(self) -> None:
         os.fsync(self._fd)
 
+    def release(self, offset: int, length: int) -> None:
+        if length > 0:
+            os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_DONTNEED)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -336,6 +336,7 @@ def _disk_chunks(
         data = disk.read(offset, size)
         if len(data) != size:
             raise StorageFault(f"the {file.label} ended at {offset + len(data)} while it was read")
+        disk.release(offset, size)  # read once: no cache to keep
         yield FileChunk(file, offset, data, zlib.crc32(data), data_disk or 0)
 
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cluster_harness import LocalCluster, assert_invariant, inventory, topology_cluster
+from cluster_harness import LocalCluster, assert_invariant, inventory, topology_cluster, wait_for
 from test_migration import journal, vm, vm_dir
-from test_transfers import create, written
+from test_transfers import create, passthrough_journal, written
+
+from node_agent.adapters.files import read_journal_records
 
 pytestmark = pytest.mark.integration
 
 # c1: a two-node Windows Server 2008 R2 cluster; san1 is zoned to its nodes, standalone
-# host s1 and library server lib1. lib1 keeps VMs on its share MSSCVMMLibrary.
+# host s1 (which has a second local disk, D) and library server lib1. lib1 keeps VMs on
+# its share MSSCVMMLibrary.
 TOPOLOGY = """
 version: 1
 host_defaults:
@@ -41,7 +44,7 @@ clusters:
 hosts:
   - {name: n1}
   - {name: n2}
-  - {name: s1}
+  - {name: s1, disks: [{name: C, capacity_gb: 200}, {name: D, capacity_gb: 20}]}
   - name: lib1
     profile: library
     disks: [{name: MSSCVMMLibrary, capacity_gb: 500}]
@@ -179,3 +182,32 @@ def test_the_library_refuses_what_it_cannot_do_and_says_why(cluster: LocalCluste
     cluster.ok("vm", "delete", "l3", "--yes")
     assert "l3" not in library(cluster)
     assert_invariant(cluster, "after the refusals")
+
+
+def test_a_local_pass_through_disk_is_converted_before_the_vm_is_stored(cluster: LocalCluster) -> None:
+    create(cluster, "l5", "s1", "--no-start")
+    cluster.ok("vm", "attach-disk", "l5", "--passthrough", "local:D")
+    cluster.ok("vm", "start", "l5")
+    wait_for(lambda: len(passthrough_journal(cluster, "s1", "D")) >= 5, what="journal writes to disk D")
+    cluster.ok("vm", "stop", "l5")
+    written_to_d = passthrough_journal(cluster, "s1", "D")
+    refused = cluster.havm("vm", "store", "l5")
+    assert refused.code == 1 and "havm vm convert-disk l5 local:D" in refused.stderr, refused.stderr
+
+    cluster.ok("vm", "convert-disk", "l5", "local:D")
+    stored = move(cluster, "store", "l5")
+    assert stored["kind"] == "network_transfer"
+    record = vm(cluster, "l5")
+    assert (record["host"], [d["file"] for d in record["data_disks"]]) == ("lib1", ["local-D.vhd"])
+    in_library = vm_dir(cluster, record) / "local-D.vhd"
+    assert [(e.seq, e.generation) for e in read_journal_records(in_library)] == written_to_d
+
+    move(cluster, "deploy", "l5", "--to", "s1")
+    record = vm(cluster, "l5")
+    assert (record["host"], record["passthrough_disks"]) == ("s1", [])
+    back = vm_dir(cluster, record) / "local-D.vhd"
+    assert [(e.seq, e.generation) for e in read_journal_records(back)] == written_to_d
+    cluster.ok("vm", "start", "l5")
+    assert_invariant(cluster, "after the converted VM came back from the library")
+    cluster.ok("vm", "stop", "l5")
+    cluster.ok("vm", "delete", "l5", "--yes")

@@ -22,13 +22,15 @@ def vm(cluster: LocalCluster, name: str) -> dict:
 
 def test_every_host_is_ok(default_cluster: LocalCluster) -> None:
     hosts = default_cluster.json("host", "list")
-    assert {h["name"] for h in hosts} == CLUSTER_NODES | {"standalone1"}
+    assert {h["name"] for h in hosts} == CLUSTER_NODES | {"standalone1", "library1"}
     assert all(h["state"] == "ok" for h in hosts), hosts
     by_name = {h["name"]: h for h in hosts}
     assert by_name["standalone1"]["cluster"] is None
     assert by_name["node1"]["cluster"] == "cluster1"
     assert by_name["node1"]["profile"] == "hyperv-2008r2"
     assert by_name["node1"]["memory_mb"] == 32768
+    assert (by_name["library1"]["profile"], by_name["library1"]["rating"]) == ("library", 0)
+    assert by_name["library1"]["capabilities"]["library_server"] is True
     assert 0 < by_name["node1"]["memory_free_mb"] <= 32768
     clusters = default_cluster.json("cluster", "list")
     assert [(c["name"], set(c["nodes"]), c["reserve"], c["state"]) for c in clusters] == [

@@ -191,7 +191,7 @@ def test_the_state_directory_and_the_identities_are_the_owners_alone(default_clu
         *pki.glob("agents/*.pem"),
         *pki.glob("clients/*"),
     ]
-    assert len(files) == 3 + 5 + 3
+    assert len(files) == 3 + 6 + 3  # the CA's, one per agent (library server included), clients
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for directory in (pki, pki / "agents", pki / "clients"):
