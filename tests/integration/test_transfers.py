@@ -11,7 +11,6 @@ active on two hosts.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -180,15 +179,23 @@ def test_a_network_transfer_cut_in_the_middle_leaves_the_vm_whole_where_it_was(c
     create(cluster, "x4", "s2", "--no-start", "--disk-gb", "4")
     record = written(cluster, "x4", rest="stop")
     disk = vm_dir(cluster, vm(cluster, "x4")) / "disk0.vhd"
-    # Written data beyond the journal makes the copy long enough to cut it.
+    # Written data beyond the journal makes the copy long enough to cut it: 1.5 GiB at the
+    # topology's 300 MB/s, about five seconds, whatever else the machine is doing.
+    block = os.urandom(MIB)
     with disk.open("r+b") as handle:
         handle.seek(1024 * MIB)
-        for _ in range(768):
-            handle.write(os.urandom(MIB))
+        for _ in range(1536):
+            handle.write(block)
     records = journal(cluster, vm(cluster, "x4"))
     process = start_migration(cluster, "x4", "--to", "s1")
-    wait_for(lambda: vm(cluster, "x4")["migration_id"], timeout=20, interval=0.05, what="the copy")
-    time.sleep(0.5)
+    migration = wait_for(
+        lambda: vm(cluster, "x4")["migration_id"], timeout=20, interval=0.05, what="the copy"
+    )
+    wait_for(
+        lambda: cluster.json("migration", "show", migration)["bytes"] > 0,
+        interval=0.05,
+        what="bytes on the way",
+    )
     cluster.ok("fault", "crash", "s1")
     code, _out, err = finish(process)
     assert code == 1 and "whole on s2" in err, err
