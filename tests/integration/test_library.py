@@ -18,7 +18,7 @@ from test_transfers import create, passthrough_journal, written
 
 from node_agent.adapters.files import read_journal_records
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.robustness, pytest.mark.xdist_group("library")]
 
 # c1: a two-node Windows Server 2008 R2 cluster; san1 is zoned to its nodes, standalone
 # host s1 (which has a second local disk, D) and library server lib1. lib1 keeps VMs on

@@ -19,7 +19,7 @@ from test_migration import finish, journal, migrate, start_migration, vm, vm_dir
 
 from node_agent.adapters.files import read_journal_records
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.robustness, pytest.mark.xdist_group("transfers")]
 
 # c1: a Windows Server 2008 R2 cluster. san1, san3 and pt1 (a disk to pass through) are
 # zoned to every node and to standalone host s1; san2 to s1 and two of the three nodes;
