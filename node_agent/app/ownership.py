@@ -73,9 +73,9 @@ def take_over_files(
     Writing the newer lease is what fences the previous owner's copy: its next
     journal write sees the lease and stops it. The disk and journal are kept.
 
-    The resources of the VM's cluster group are those stored with its files: an
-    administrator adds them on the host that holds the VM, and the caller may not have
-    learned of the latest yet.
+    The resources of the VM's cluster group and its data disks are those stored with its
+    files: an administrator adds resources on the host that holds the VM, a conversion
+    makes data disks there, and the caller may not have learned of the latest yet.
     """
     if spec.storage.kind is StorageKind.LOCAL_DISK:
         raise FailedPrecondition(
@@ -87,7 +87,7 @@ def take_over_files(
     stored, previous_owner = files.read_vm_config(vm_dir)
     if previous_owner != config.name:
         check_can_leave(spec, previous_owner or "(unknown)")
-    spec = replace(spec, cluster_resources=stored.cluster_resources)
+    spec = replace(spec, cluster_resources=stored.cluster_resources, data_disks=stored.data_disks)
     lease = files.swap_lease(
         vm_dir, lambda on_storage: take_over_lease(spec.label, config.name, generation, on_storage)
     )

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import zlib
 from collections.abc import AsyncGenerator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from node_agent.app.guests import HostedVm
@@ -103,6 +104,8 @@ class OutgoingTransfer:
                 f"VM {vm.label} is {vm.state.value} and in the middle of another operation on host "
                 f"{config.name}; send it once that has ended"
             )
+        # The data disks are the files this host holds, whatever the caller last learned.
+        request = replace(request, spec=replace(request.spec, data_disks=vm.spec.data_disks))
         check_sendable(request, vm.spec, vm.state, vm.lease_generation, config.name)
         check_can_leave(vm.spec, config.name)
         # A copy whose lease another host took is that host's VM: it is let go, not sent.

@@ -89,3 +89,18 @@ def test_a_stopped_vm_s_local_pass_through_disk_becomes_a_data_disk_with_its_jou
     assert records(new_dir / "local-D.vhd") == written and not vm_dir.exists()
     node.operate(spec.id, agent_pb2.VM_OPERATION_START)  # runs with its data disk beside it
     assert node.get(spec.id).state == common_pb2.VM_STATE_RUNNING
+
+
+def test_a_take_over_keeps_the_data_disks_stored_with_the_files(
+    node: Agent, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    spec = vm_spec(storage=(common_pb2.STORAGE_KIND_LUN, "lun1"), writes_per_s=200)
+    spec.passthrough_disks.append(LOCAL_D)
+    node.create(spec)
+    convert(node, spec.id, LOCAL_D)
+    other = start_agent(host_config(tmp_path, "node2"))
+    # The caller's spec lists no data disk (it learned of the conversion only in part):
+    # the files say better.
+    del spec.passthrough_disks[:]
+    taken = other.take_over(spec, 2)
+    assert [d.file for d in taken.spec.data_disks] == ["local-D.vhd"]
