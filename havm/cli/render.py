@@ -506,6 +506,12 @@ DETAIL_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "status_reasons": reasons_text,
     "resources": resources_text,
     "cluster_resources": lambda value: "\n".join(f"{r['name']} ({r['type']})" for r in value) or "-",
+    "data_disks": lambda value: (
+        "\n".join(
+            f"{d['file']} ({_mib(d['size_bytes'])}, converted from {d['converted_from']})" for d in value
+        )
+        or "-"
+    ),
     "ignored_reasons": reasons_text,
     "overcommit": lambda value: value["detail"] if isinstance(value, dict) else "-",
     "steps": lambda value: (
