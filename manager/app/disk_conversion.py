@@ -79,9 +79,14 @@ class DiskConversions:
                 )
                 self._vms.record(vm)
             made = next((d.file for d in vm.data_disks if d.converted_from == disk), "?")
+            copied = (
+                f"{last.bytes_total / MB:,.1f} MB"
+                if last.bytes_total >= MB
+                else f"{last.bytes_total:,} bytes"
+            )
             return (
                 f"VM {vm.name}: pass-through disk {data_disk_label(disk)} converted to virtual disk {made} "
-                f"({last.bytes_total / MB:,.1f} MB copied)"
+                f"({copied} of written blocks copied)"
             )
         finally:
             self._vms.claims.release(vm_id, Claim.JOB)
