@@ -437,8 +437,10 @@ def _transfer_lines(row: render.Row) -> list[str]:
     if row["kind"] == "san_transfer":
         storage = row["storage"] or {"name": "?"}
         figures = [f"LUN {storage['name']} changed owner, no file bytes copied"]
-    else:
+    elif render.megabytes(row["bytes"]) >= 0.1:
         figures = [f"{render.megabytes(row['bytes']):,.1f} MB copied", f"{row['mb_per_s']:,.0f} MB/s"]
+    else:  # a VM that never wrote much: the bytes themselves, no rate worth showing
+        figures = [f"{row['bytes']:,} bytes copied"]
     figures.append(f"duration {row['duration_ms'] / 1000:.2f} s")
     return [moved, f"{how} {row['id']}: {', '.join(figures)}"]
 
