@@ -433,18 +433,18 @@ class VmFilesOffer(_message.Message):
     def __init__(self, transfer_id: _Optional[str] = ..., source_host: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.VmSpec, _Mapping]] = ..., lease_generation: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.VmState, str]] = ..., disk_bytes: _Optional[int] = ..., saved_state_bytes: _Optional[int] = ..., cpu_vendor: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., data_disk_bytes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class VmFileChunk(_message.Message):
-    __slots__ = ("file", "offset", "data", "crc32", "data_disk")
+    __slots__ = ("file", "offset", "data", "crc32c", "data_disk")
     FILE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    CRC32_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
     DATA_DISK_FIELD_NUMBER: _ClassVar[int]
     file: VmFile
     offset: int
     data: bytes
-    crc32: int
+    crc32c: int
     data_disk: int
-    def __init__(self, file: _Optional[_Union[VmFile, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., data_disk: _Optional[int] = ...) -> None: ...
+    def __init__(self, file: _Optional[_Union[VmFile, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32c: _Optional[int] = ..., data_disk: _Optional[int] = ...) -> None: ...
 
 class VmFilesEnd(_message.Message):
     __slots__ = ("disk_digest", "saved_state_digest", "data_disk_digests")

@@ -221,8 +221,8 @@ class AgentServiceServicer:
         """Network transfer of a stopped or saved VM of this host (the source) to another
         agent: this agent opens ReceiveVm on the destination and streams the VM's files
         there (the disk's written extents, those of its data disks and the saved memory
-        image), each chunk with a CRC-32 and each file with a digest over its chunks'
-        CRC-32s (VmFilesEnd). Progress is streamed; the last message carries
+        image), each chunk with a CRC-32C and each file with a digest over its chunks'
+        CRC-32Cs (VmFilesEnd). Progress is streamed; the last message carries
         the VM as the destination holds it. Once the destination holds it, this host lets
         its copy go. Any failure before that leaves the VM whole here.
         """

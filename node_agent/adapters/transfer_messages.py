@@ -75,7 +75,7 @@ def transfer_message_to_pb(message: TransferMessage) -> agent_pb2.AgentServiceRe
         chunk.file = _FILES[message.file]
         chunk.offset = message.offset
         chunk.data = message.data
-        chunk.crc32 = message.crc32
+        chunk.crc32c = message.crc32c
         chunk.data_disk = message.data_disk
     elif isinstance(message, FilesOffer):
         offer = request.offer
@@ -116,7 +116,7 @@ _CHUNK_FIELDS = agent_pb2.VmFileChunk.DESCRIPTOR.fields_by_name
 _FILE_KEY = _key(_CHUNK_FIELDS["file"], _VARINT)
 _OFFSET_KEY = _key(_CHUNK_FIELDS["offset"], _VARINT)
 _DATA_KEY = _key(_CHUNK_FIELDS["data"], _LENGTH_DELIMITED)
-_CRC32_KEY = _key(_CHUNK_FIELDS["crc32"], _VARINT)
+_CRC32C_KEY = _key(_CHUNK_FIELDS["crc32c"], _VARINT)
 _DATA_DISK_KEY = _key(_CHUNK_FIELDS["data_disk"], _VARINT)
 _REQUEST_FIELDS = agent_pb2.AgentServiceReceiveVmRequest.DESCRIPTOR.fields_by_name
 _CHUNK_KEY = _key(_REQUEST_FIELDS["chunk"], _LENGTH_DELIMITED)
@@ -133,7 +133,7 @@ def chunk_request_bytes(chunk: FileChunk) -> bytes:
         head += _OFFSET_KEY + _varint(chunk.offset)
     if chunk.data:
         head += _DATA_KEY + _varint(len(chunk.data))
-    tail = _CRC32_KEY + _varint(chunk.crc32) if chunk.crc32 else b""
+    tail = _CRC32C_KEY + _varint(chunk.crc32c) if chunk.crc32c else b""
     if chunk.data_disk:
         tail += _DATA_DISK_KEY + _varint(chunk.data_disk)
     size = len(head) + len(chunk.data) + len(tail)
@@ -150,7 +150,7 @@ def transfer_message_from_pb(pb: agent_pb2.AgentServiceReceiveVmRequest) -> Tran
                 f"chunk.file: must be VM_FILE_DISK, VM_FILE_SAVED_STATE or VM_FILE_DATA_DISK, got "
                 f"{chunk.file} (the chunk at offset {chunk.offset})"
             )
-        return FileChunk(file, chunk.offset, chunk.data, chunk.crc32, chunk.data_disk)
+        return FileChunk(file, chunk.offset, chunk.data, chunk.crc32c, chunk.data_disk)
     if which == "offer":
         offer = pb.offer
         if not offer.HasField("spec"):

@@ -6,7 +6,7 @@ disk, a LUN no other VM holds, the processor a saved guest sees, no VM of that i
 or on its way, no VM's files where its own would go. Then the VM's directory is made
 with a sparse disk of the full size, and one per data disk. Each chunk is checked where it says it belongs
 and added to its file's digest (core.transfer), then, in the executor, checked against
-its CRC-32 and written, while the next chunks are read off the stream
+its CRC-32C and written, while the next chunks are read off the stream
 (app.worker_threads). At the end the byte counts and the digests must be the source's;
 then the files are completed in the order that keeps a crash harmless, as a creation
 does (app.ownership): the disks synced, the lease, the saved state, vm.json last; then
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+
+from google_crc32c import value as crc32c
 
 from node_agent.app.hosted_vms import HostedVms
 from node_agent.app.worker_threads import Drain, settled
@@ -234,10 +235,10 @@ class IncomingTransfer:
     def _absorb(self, chunk: FileChunk) -> None:
         """Check one chunk and keep it. In the executor, one chunk after the other."""
         data = chunk.data
-        if zlib.crc32(data) != chunk.crc32:
+        if crc32c(data) != chunk.crc32c:
             raise Corrupted(
-                f"chunk.crc32: the chunk of the {chunk.file.label} at offset {chunk.offset} arrived damaged "
-                "(CRC-32 mismatch)"
+                f"chunk.crc32c: the chunk of the {chunk.file.label} at offset {chunk.offset} arrived damaged "
+                "(CRC-32C mismatch)"
             )
         if chunk.file is VmFile.DISK:
             assert self._disk is not None

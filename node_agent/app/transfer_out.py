@@ -17,7 +17,7 @@ whoever listens (app.migration_updates): a caller that goes away neither stops i
 leaves the VM half moved.
 
 The copy is the hot path. The disk is read a chunk at a time in the executor, a few
-chunks ahead of the stream, each chunk's CRC-32 computed there too (it releases the GIL
+chunks ahead of the stream, each chunk's CRC-32C computed there too (it releases the GIL
 on such sizes), so that the event loop does little more than hand chunks to the stream
 (app.worker_threads) and add each to its file's digest.
 """
@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import replace
 from pathlib import Path
+
+from google_crc32c import value as crc32c
 
 from node_agent.app.guests import HostedVm
 from node_agent.app.hosted_vms import HostedVms
@@ -332,7 +333,7 @@ class OutgoingTransfer:
 def _disk_chunks(
     disk: DiskBlocks, spans: list[tuple[int, int]], data_disk: int | None
 ) -> Iterator[FileChunk]:
-    """The disk's chunks, each with its CRC-32. Each step runs in the executor, one after
+    """The disk's chunks, each with its CRC-32C. Each step runs in the executor, one after
     the other."""
     file = VmFile.DISK if data_disk is None else VmFile.DATA_DISK
     for offset, size in spans:
@@ -340,7 +341,7 @@ def _disk_chunks(
         if len(data) != size:
             raise StorageFault(f"the {file.label} ended at {offset + len(data)} while it was read")
         disk.release(offset, size)  # read once: no cache to keep
-        yield FileChunk(file, offset, data, zlib.crc32(data), data_disk or 0)
+        yield FileChunk(file, offset, data, crc32c(data), data_disk or 0)
 
 
 def _saved_state_chunks(data: bytes, size: int) -> list[FileChunk]:
@@ -348,5 +349,5 @@ def _saved_state_chunks(data: bytes, size: int) -> list[FileChunk]:
     chunks = []
     for offset in range(0, len(data), size):
         piece = bytes(view[offset : offset + size])
-        chunks.append(FileChunk(VmFile.SAVED_STATE, offset, piece, zlib.crc32(piece)))
+        chunks.append(FileChunk(VmFile.SAVED_STATE, offset, piece, crc32c(piece)))
     return chunks

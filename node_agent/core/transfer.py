@@ -3,7 +3,7 @@ checks both ends make of it.
 
 A stopped or saved VM moves to a host that does not see its storage by having its
 files streamed agent to agent: an offer, chunks of the virtual disk's written extents
-and of the saved memory image (each with a CRC-32), then an end with a digest per
+and of the saved memory image (each with a CRC-32C), then an end with a digest per
 file (`FileDigest`). The destination holds the VM only once everything arrived and
 checked out, so the source keeps it whole until then. Here are the vocabulary and the
 decisions (what a well-formed request, offer and chunk are, when the figures agree,
@@ -102,7 +102,7 @@ class FileChunk:
     file: VmFile
     offset: int
     data: bytes
-    crc32: int
+    crc32c: int
     # VmFile.DATA_DISK: which of spec.data_disks.
     data_disk: int = 0
 
@@ -119,20 +119,20 @@ class FilesEnd:
 TransferMessage = FilesOffer | FileChunk | FilesEnd
 
 
-# A chunk as its file's digest takes it in: offset, length, CRC-32.
+# A chunk as its file's digest takes it in: offset, length, CRC-32C.
 _CHUNK_RECORD = struct.Struct(">QQI")
 
 
 class FileDigest:
-    """The end digest of one file: SHA-256 over the (offset, length, CRC-32) of each of its
+    """The end digest of one file: SHA-256 over the (offset, length, CRC-32C) of each of its
     chunks, in the order sent.
 
-    Each chunk's CRC-32 vouches for its bytes, and this for the chunks as a whole: one
-    missing, duplicated, reordered, moved or changed together with its CRC-32 gives
+    Each chunk's CRC-32C vouches for its bytes, and this for the chunks as a whole: one
+    missing, duplicated, reordered, moved or changed together with its CRC-32C gives
     another digest. A SHA-256 over the bytes themselves would add little to that and
     cost a pass over every byte on each side, about as much as the rest of the copy on
     a 2-core host; this costs a few bytes of hashing per chunk. Both sides compute it
-    from the figures the chunk carries, the destination before it checked the CRC-32:
+    from the figures the chunk carries, the destination before it checked the CRC-32C:
     a chunk that fails that check fails the transfer before its end is judged.
     """
 
@@ -142,7 +142,7 @@ class FileDigest:
         self._sha256 = hashlib.sha256()
 
     def add(self, chunk: FileChunk) -> None:
-        self._sha256.update(_CHUNK_RECORD.pack(chunk.offset, len(chunk.data), chunk.crc32))
+        self._sha256.update(_CHUNK_RECORD.pack(chunk.offset, len(chunk.data), chunk.crc32c))
 
     def hexdigest(self) -> str:
         return self._sha256.hexdigest()
@@ -367,7 +367,7 @@ class ReceivedFiles:
 
     def check_complete(self, end: FilesEnd) -> None:
         """At the end: every byte offered arrived, and each file's digest is the source's.
-        Each chunk's CRC-32 must have been checked by then."""
+        Each chunk's CRC-32C must have been checked by then."""
         offer = self._offer
         if self._disk.received != offer.disk_bytes:
             raise InvalidArgument(

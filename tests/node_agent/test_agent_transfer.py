@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from agent_testkit import InProcessNode, start_in_process_nodes, stop_in_process_nodes
+from google_crc32c import value as crc32c
 
 from havm.contract.identity import PeerIdentity, Role
 from havm.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -392,19 +392,17 @@ def chunk(
     request.chunk.file = file
     request.chunk.offset = offset
     request.chunk.data = data
-    request.chunk.crc32 = zlib.crc32(data) if crc is None else crc
+    request.chunk.crc32c = crc32c(data) if crc is None else crc
     return request
 
 
 async def test_a_damaged_chunk_is_data_loss_naming_it_and_nothing_stays(nodes: Pair) -> None:
     _, node2 = nodes
     data = os.urandom(MIB)
-    refused = await raw_transfer(
-        node2, [offer(), chunk(0, data), chunk(5 * MIB, data, crc=zlib.crc32(data) ^ 1)]
-    )
+    refused = await raw_transfer(node2, [offer(), chunk(0, data), chunk(5 * MIB, data, crc=crc32c(data) ^ 1)])
     assert refused.code() == grpc.StatusCode.DATA_LOSS
     assert refused.details() == (
-        "chunk.crc32: the chunk of the virtual disk at offset 5242880 arrived damaged (CRC-32 mismatch)"
+        "chunk.crc32c: the chunk of the virtual disk at offset 5242880 arrived damaged (CRC-32C mismatch)"
     )
     assert_nothing_at(node2)
 
@@ -433,7 +431,7 @@ async def test_a_stream_that_ends_early_or_falls_silent_leaves_nothing(nodes: Pa
 
     # A chunk changed on its way together with its CRC-32: only the end digest tells.
     changed = data[:-1] + bytes([data[-1] ^ 1])
-    sent = digest_of(*(FileChunk(VmFile.DISK, offset, data, zlib.crc32(data)) for offset in (0, MIB)))
+    sent = digest_of(*(FileChunk(VmFile.DISK, offset, data, crc32c(data)) for offset in (0, MIB)))
     end = agent_pb2.AgentServiceReceiveVmRequest(end=agent_pb2.VmFilesEnd(disk_digest=sent.hexdigest()))
     refused = await raw_transfer(node2, [offer(), chunk(0, data), chunk(MIB, changed), end])
     assert refused.code() == grpc.StatusCode.DATA_LOSS
@@ -619,15 +617,15 @@ def digest_of(*chunks: FileChunk) -> FileDigest:
 
 def test_the_end_digest_tells_any_chunk_missing_duplicated_reordered_moved_or_changed() -> None:
     a, b = os.urandom(4096), os.urandom(4096)
-    sent = [FileChunk(VmFile.DISK, 0, a, zlib.crc32(a)), FileChunk(VmFile.DISK, 8192, b, zlib.crc32(b))]
+    sent = [FileChunk(VmFile.DISK, 0, a, crc32c(a)), FileChunk(VmFile.DISK, 8192, b, crc32c(b))]
     changed = a[:-1] + bytes([a[-1] ^ 1])
     arrivals = [
         sent[:1],
         [sent[0], sent[1], sent[1]],
         sent[::-1],
-        [sent[0], FileChunk(VmFile.DISK, 4096, b, zlib.crc32(b))],
-        [FileChunk(VmFile.DISK, 0, changed, zlib.crc32(changed)), sent[1]],
-        [sent[0], FileChunk(VmFile.DISK, 8192, b[:-1], zlib.crc32(b[:-1]))],
+        [sent[0], FileChunk(VmFile.DISK, 4096, b, crc32c(b))],
+        [FileChunk(VmFile.DISK, 0, changed, crc32c(changed)), sent[1]],
+        [sent[0], FileChunk(VmFile.DISK, 8192, b[:-1], crc32c(b[:-1]))],
     ]
     expected = digest_of(*sent).hexdigest()
     assert digest_of(*sent).hexdigest() == expected
@@ -639,7 +637,7 @@ def test_a_chunk_framed_by_hand_is_the_request_protobuf_writes() -> None:
     for piece in (
         FileChunk(VmFile.DISK, 0, data, 0),
         FileChunk(VmFile.DISK, 5 << 40, data, 0xFFFFFFFF),
-        FileChunk(VmFile.SAVED_STATE, 300, b"x", zlib.crc32(b"x")),
+        FileChunk(VmFile.SAVED_STATE, 300, b"x", crc32c(b"x")),
         FileChunk(VmFile.DISK, 1, b"", 1),
     ):
         assert chunk_request_bytes(piece) == transfer_message_to_pb(piece).SerializeToString()
