@@ -18,6 +18,7 @@ from havm.contract.topology import Topology
 from manager import __version__
 from manager.app.capacity import CapacityService
 from manager.app.claims import VmClaims
+from manager.app.cluster_settings import ClusterSettings
 from manager.app.config_review import ConfigJudgingStore
 from manager.app.crash_points import CrashPoints
 from manager.app.disk_conversion import DiskConversions
@@ -120,6 +121,7 @@ class ManagerApp:
         )
         self.policies = VmPolicyService(store, self.jobs, self.vms)
         self.conversions = DiskConversions(store, agents, self.jobs, self.vms)
+        self.cluster_settings = ClusterSettings(store, self.jobs, self.events, self.capacity)
         self.refresher = RefreshService(
             store,
             agents,
@@ -384,30 +386,7 @@ class ManagerApp:
     # --- changes -------------------------------------------------------------------
 
     def update_cluster(self, name: str, reserve: int | None) -> tuple[JobRecord, ClusterRecord]:
-        cluster = self.get_cluster(name)
-        if reserve is not None and not 0 <= reserve < len(cluster.nodes):
-            raise InvalidArgumentError(
-                f"reserve: must be from 0 to {len(cluster.nodes) - 1} for cluster {name} "
-                f"({len(cluster.nodes)} nodes), got {reserve}"
-            )
-
-        async def work(job: JobHandle) -> str:
-            current = self.get_cluster(name)
-            if reserve is None or reserve == current.reserve:
-                summary = f"Cluster {name}: reserve stays {current.reserve}"
-            else:
-                job.progress(30, f"Setting the reserve of cluster {name} to {reserve}")
-                self.store.put_cluster(replace(current, reserve=reserve, reserve_overridden=True))
-                self.events.emit(
-                    "cluster", f"cluster {name} reserve {current.reserve} => {reserve}", cluster=name
-                )
-                self.capacity.changed(name)
-                summary = f"Cluster {name}: reserve {current.reserve} => {reserve}"
-            job.progress(60, f"Judging cluster {name} against its reserve")
-            return f"{summary}; the cluster is {self.capacity.report(name).summary()}"
-
-        job = self.jobs.start("update_cluster", name, f"Changing the settings of cluster {name}", work)
-        return job, cluster
+        return self.cluster_settings.update(name, reserve)
 
     def shutdown_host(self, name: str, action: ShutdownAction) -> JobRecord:
         return self.shutdowns.shutdown(name, action)
