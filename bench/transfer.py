@@ -41,7 +41,7 @@ from havm.v1 import manager_pb2, manager_pb2_grpc
 HAVM = [sys.executable, "-m", "havm.cli.main"]
 MIB = 1024 * 1024
 # The agents' chunk of a network transfer, which the raw stream copies.
-CHUNK = 4 * MIB
+CHUNK = 8 * MIB
 TOPOLOGY = """
 version: 1
 host_defaults:
