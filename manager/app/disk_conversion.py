@@ -17,13 +17,12 @@ from manager.app.claims import Claim
 from manager.app.jobs import JobBook, JobHandle
 from manager.app.vms import VmService
 from manager.core.agent_port import AgentPort
+from manager.core.copy_progress import MB, copy_percent, copying
 from manager.core.errors import ManagerError, NotFoundError
 from manager.core.model import DiskConversionProgress, JobRecord, StorageLocation
-from manager.core.operations import check_convertible, data_disk_label
+from manager.core.operations import check_convertible, disk_label
 from manager.core.reconcile import record_observed
 from manager.core.store import Store
-
-MB = 1_000_000
 
 
 class DiskConversions:
@@ -44,7 +43,7 @@ class DiskConversions:
             return self._jobs.start(
                 "convert_disk",
                 vm.name,
-                f"Converting pass-through disk {data_disk_label(chosen)} of VM {vm.name} to a virtual disk",
+                f"Converting pass-through disk {disk_label(chosen)} of VM {vm.name} to a virtual disk",
                 lambda job: self._work(job, vm.id, chosen),
             )
         except BaseException:
@@ -64,7 +63,10 @@ class DiskConversions:
                 async for progress in stream:
                     last = progress
                     if progress.vm is None:
-                        job.progress(_percent(progress), _copying(progress))
+                        job.progress(
+                            copy_percent(progress.bytes_copied, progress.bytes_total, 1, 99),
+                            copying(progress.bytes_copied, progress.bytes_total, progress.mb_per_s),
+                        )
             finally:
                 await stream.aclose()
             if last is None or last.vm is None:
@@ -85,23 +87,8 @@ class DiskConversions:
                 else f"{last.bytes_total:,} bytes"
             )
             return (
-                f"VM {vm.name}: pass-through disk {data_disk_label(disk)} converted to virtual disk {made} "
+                f"VM {vm.name}: pass-through disk {disk_label(disk)} converted to virtual disk {made} "
                 f"({copied} of written blocks copied)"
             )
         finally:
             self._vms.claims.release(vm_id, Claim.JOB)
-
-
-def _percent(progress: DiskConversionProgress) -> int:
-    if progress.bytes_total <= 0:
-        return 50
-    return max(1, min(99, int(100 * progress.bytes_copied / progress.bytes_total)))
-
-
-def _copying(progress: DiskConversionProgress) -> str:
-    left = max(0, progress.bytes_total - progress.bytes_copied)
-    eta = f", {left / MB / progress.mb_per_s:.0f} s left" if progress.mb_per_s > 0 else ""
-    return (
-        f"copying: {progress.bytes_copied / MB:,.1f} of {progress.bytes_total / MB:,.1f} MB, "
-        f"{progress.mb_per_s:,.0f} MB/s{eta}"
-    )

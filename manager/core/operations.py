@@ -135,7 +135,7 @@ def passthrough_after(vm: VmRecord, change: SettingsChange) -> tuple[StorageLoca
     disks = list(vm.passthrough_disks)
     for disk in change.detach_passthrough:
         if disk not in disks:
-            raise FailedPreconditionError(f"VM {vm.name} has no pass-through disk {_disk(disk)}")
+            raise FailedPreconditionError(f"VM {vm.name} has no pass-through disk {disk_label(disk)}")
         disks.remove(disk)
     for disk in change.attach_passthrough:
         if disk.kind is StorageKind.CSV:
@@ -143,9 +143,9 @@ def passthrough_after(vm: VmRecord, change: SettingsChange) -> tuple[StorageLoca
                 f"passthrough: {disk.name} is a CSV volume, not a disk: pass through a LUN or a local disk"
             )
         if disk in disks:
-            raise FailedPreconditionError(f"VM {vm.name} already has pass-through disk {_disk(disk)}")
+            raise FailedPreconditionError(f"VM {vm.name} already has pass-through disk {disk_label(disk)}")
         if disk == vm.storage:
-            raise InvalidArgumentError(f"passthrough: {_disk(disk)} holds the VM's own files")
+            raise InvalidArgumentError(f"passthrough: {disk_label(disk)} holds the VM's own files")
         disks.append(disk)
     return tuple(disks)
 
@@ -164,7 +164,8 @@ def check_passthrough_free(vm: VmRecord, change: SettingsChange, vms: Sequence[V
             )
 
 
-def _disk(disk: StorageLocation) -> str:
+def disk_label(disk: StorageLocation) -> str:
+    """`lun:pt1`, `local:D`: a disk as the CLI names it."""
     return f"{'local' if disk.kind is StorageKind.LOCAL_DISK else disk.kind.value}:{disk.name}"
 
 
@@ -194,7 +195,7 @@ def settings_summary(vm: VmRecord, change: SettingsChange) -> str:
     if change.processor_compatibility is not None:
         parts.append(f"processor compatibility {'on' if vm.processor_compatibility else 'off'}")
     if change.attach_passthrough or change.detach_passthrough:
-        disks = ", ".join(_disk(d) for d in vm.passthrough_disks) or "none"
+        disks = ", ".join(disk_label(d) for d in vm.passthrough_disks) or "none"
         parts.append(f"pass-through disks {disks}")
     if change.iso_image is not None:
         parts.append(f"ISO image {vm.iso_image}" if vm.iso_image else "no ISO image")
@@ -209,9 +210,9 @@ def check_convertible(vm: VmRecord, disk: StorageLocation | None) -> StorageLoca
         )
     check_not_migrating(vm)
     if disk not in vm.passthrough_disks:
-        have = ", ".join(_disk(d) for d in vm.passthrough_disks) or "none"
+        have = ", ".join(disk_label(d) for d in vm.passthrough_disks) or "none"
         raise FailedPreconditionError(
-            f"VM {vm.name} has no pass-through disk {_disk(disk)} (its pass-through disks: {have})"
+            f"VM {vm.name} has no pass-through disk {disk_label(disk)} (its pass-through disks: {have})"
         )
     if vm.state is not S.STOPPED:
         raise FailedPreconditionError(
@@ -219,7 +220,3 @@ def check_convertible(vm: VmRecord, disk: StorageLocation | None) -> StorageLoca
             f"(`havm vm stop {vm.name}`)"
         )
     return disk
-
-
-def data_disk_label(disk: StorageLocation) -> str:
-    return _disk(disk)

@@ -36,6 +36,7 @@ from manager.core.model import (
     StorageLocation,
     VmRecord,
 )
+from manager.core.operations import disk_label
 from manager.core.states import VmState
 
 # A VM crosses the cluster boundary at rest: its memory is on storage or gone.
@@ -210,11 +211,11 @@ def _lun_reasons(
 
 
 def _convert_or_detach(vm: VmRecord, disk: StorageLocation) -> str:
-    prefix = "local" if disk.kind is StorageKind.LOCAL_DISK else "lun"
+    label = disk_label(disk)
     return (
         "it must be converted to a virtual disk first "
-        f"(`havm vm convert-disk {vm.name} {prefix}:{disk.name}`, the VM stopped), or detached "
-        f"(`havm vm detach-disk {vm.name} --passthrough {prefix}:{disk.name}`)"
+        f"(`havm vm convert-disk {vm.name} {label}`, the VM stopped), or detached "
+        f"(`havm vm detach-disk {vm.name} --passthrough {label}`)"
     )
 
 

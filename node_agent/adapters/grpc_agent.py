@@ -22,6 +22,7 @@ from node_agent.adapters.config_file import cpu_to_pb
 from node_agent.adapters.grpc_host_admin import HostAdministrationPort, HostAdminServicer
 from node_agent.adapters.migration_network import MigrationNetwork
 from node_agent.adapters.transfer_messages import (
+    conversion_progress_to_pb,
     transfer_message_from_pb,
     transfer_progress_to_pb,
     transfer_request_from_pb,
@@ -72,6 +73,8 @@ from node_agent.core.vm_devices import VmUpdate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+U = TypeVar("U")  # an update of work under way
+P = TypeVar("P")  # its message
 
 # The largest message either end of a migration stream accepts: a chunk of the most
 # pages a host may be configured to send, with room for the page list.
@@ -408,6 +411,30 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
         raise AssertionError("context.abort returns only by raising")
 
+    async def _stream(
+        self,
+        context: grpc.aio.ServicerContext,
+        updates: Callable[[], AsyncGenerator[U, None]],
+        to_pb: Callable[[U], P],
+        what: str,
+    ) -> AsyncIterator[P]:
+        """A call that streams the progress of work running on the host (a migration, a
+        transfer, a conversion): each update as its message, the work's refusal or failure
+        as the call's status. The updates are closed at once when the caller goes away: an
+        open iterator is a listener the work keeps feeding."""
+        self._host.note_management_call()
+        try:
+            async with aclosing(updates()) as stream:
+                async for update in stream:
+                    yield to_pb(update)
+        except AgentError as exc:
+            await context.abort(
+                grpc.StatusCode[exc.code], exc.message, trailing_metadata=failure_metadata(exc)
+            )
+        except Exception:
+            log.exception("unexpected error in %s", what)
+            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+
     async def GetInventory(
         self, request: agent_pb2.AgentServiceGetInventoryRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.AgentServiceGetInventoryResponse:
@@ -541,26 +568,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
     async def ConvertDisk(
         self, request: agent_pb2.AgentServiceConvertDiskRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.AgentServiceConvertDiskResponse]:
-        self._host.note_management_call()
-        try:
+        def conversion() -> AsyncGenerator[ConversionProgress, None]:
             if not request.HasField("disk"):
                 raise InvalidArgument("disk: is required")
-            disk = storage_from_pb(request.disk, "disk")
-            async with aclosing(self._host.convert_disk(request.vm_id, disk)) as updates:
-                async for progress in updates:
-                    reply = agent_pb2.AgentServiceConvertDiskResponse(
-                        bytes_copied=progress.bytes_copied,
-                        bytes_total=progress.bytes_total,
-                        mb_per_s=progress.mb_per_s,
-                    )
-                    if progress.vm is not None:
-                        reply.vm.CopyFrom(vm_to_pb(progress.vm))
-                    yield reply
-        except AgentError as exc:
-            await context.abort(grpc.StatusCode[exc.code], exc.message)
-        except Exception:
-            log.exception("unexpected error in a disk conversion")
-            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+            return self._host.convert_disk(request.vm_id, storage_from_pb(request.disk, "disk"))
+
+        async for reply in self._stream(context, conversion, conversion_progress_to_pb, "a disk conversion"):
+            yield reply
 
     async def Shutdown(
         self, request: agent_pb2.AgentServiceShutdownRequest, context: grpc.aio.ServicerContext
@@ -578,20 +592,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
     async def MigrateVm(
         self, request: agent_pb2.AgentServiceMigrateVmRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.AgentServiceMigrateVmResponse]:
-        self._host.note_management_call()
-        try:
-            # Closed at once when the caller goes away: an open progress iterator is a
-            # listener the migration keeps feeding.
-            async with aclosing(self._host.migrate_vm(migration_request_from_pb(request))) as updates:
-                async for progress in updates:
-                    yield progress_to_pb(progress)
-        except AgentError as exc:
-            await context.abort(
-                grpc.StatusCode[exc.code], exc.message, trailing_metadata=failure_metadata(exc)
-            )
-        except Exception:
-            log.exception("unexpected error in a live migration")
-            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+        def migration() -> AsyncGenerator[MigrationProgress, None]:
+            return self._host.migrate_vm(migration_request_from_pb(request))
+
+        async for reply in self._stream(context, migration, progress_to_pb, "a live migration"):
+            yield reply
 
     async def ReceiveMigration(
         self,
@@ -635,17 +640,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer, HostAdminServicer):
     async def SendVm(
         self, request: agent_pb2.AgentServiceSendVmRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.AgentServiceSendVmResponse]:
-        self._host.note_management_call()
-        try:
-            # Closed at once when the caller goes away: the transfer runs on without it.
-            async with aclosing(self._host.send_vm(transfer_request_from_pb(request))) as updates:
-                async for progress in updates:
-                    yield transfer_progress_to_pb(progress)
-        except AgentError as exc:
-            await context.abort(grpc.StatusCode[exc.code], exc.message)
-        except Exception:
-            log.exception("unexpected error in a network transfer")
-            await context.abort(grpc.StatusCode.INTERNAL, "the agent hit an unexpected error; see its log")
+        def transfer() -> AsyncGenerator[TransferProgress, None]:
+            return self._host.send_vm(transfer_request_from_pb(request))  # runs on without a caller
+
+        async for reply in self._stream(context, transfer, transfer_progress_to_pb, "a network transfer"):
+            yield reply
 
     async def ReceiveVm(
         self,

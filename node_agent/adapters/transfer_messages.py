@@ -22,6 +22,7 @@ from node_agent.adapters.vm_messages import (
     spec_to_pb,
     vm_to_pb,
 )
+from node_agent.core.disk_conversion import ConversionProgress
 from node_agent.core.errors import InvalidArgument
 from node_agent.core.transfer import (
     AT_REST,
@@ -62,6 +63,15 @@ def transfer_progress_to_pb(progress: TransferProgress) -> agent_pb2.AgentServic
         bytes_total=progress.bytes_total,
         mb_per_s=progress.mb_per_s,
         duration_ms=progress.duration_ms,
+    )
+    if progress.vm is not None:
+        pb.vm.CopyFrom(vm_to_pb(progress.vm))
+    return pb
+
+
+def conversion_progress_to_pb(progress: ConversionProgress) -> agent_pb2.AgentServiceConvertDiskResponse:
+    pb = agent_pb2.AgentServiceConvertDiskResponse(
+        bytes_copied=progress.bytes_copied, bytes_total=progress.bytes_total, mb_per_s=progress.mb_per_s
     )
     if progress.vm is not None:
         pb.vm.CopyFrom(vm_to_pb(progress.vm))

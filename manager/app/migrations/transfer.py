@@ -19,6 +19,7 @@ from manager.app.jobs import JobHandle
 from manager.app.migrations.context import MigrationContext
 from manager.app.migrations.endings import conclude
 from manager.core.cluster_groups import group_name
+from manager.core.copy_progress import MB, copy_percent, copying
 from manager.core.errors import ManagerError, NotFoundError
 from manager.core.migration import Outcome, holds_new_lease, settle, still_moving, taken_by_failover
 from manager.core.migration_outcome import moved_to_destination
@@ -34,7 +35,6 @@ from manager.core.model import (
 from manager.core.states import MigrationState
 
 log = logging.getLogger(__name__)
-MB = 1_000_000
 
 
 def transfer_label(kind: MigrationKind) -> str:
@@ -117,7 +117,11 @@ class Transfers:
                         bytes_total=progress.bytes_total,
                         mb_per_s=progress.mb_per_s,
                     )
-                    job.progress(_percent(progress), _copying(progress))
+                    job.progress(
+                        # 5 to 89 %: the take-over and the let-go are the rest of the job.
+                        copy_percent(progress.bytes_sent, progress.bytes_total, 5, 89),
+                        copying(progress.bytes_sent, progress.bytes_total, progress.mb_per_s),
+                    )
             finally:
                 await stream.aclose()
         except ManagerError as error:
@@ -225,19 +229,3 @@ class Transfers:
     async def recover(self, job: JobHandle, migration: MigrationRecord) -> str:
         """Settle a transfer a previous manager left open, from what the hosts report."""
         return await self._settle(job, migration, "the manager restarted during the transfer")
-
-
-def _percent(progress: TransferProgress) -> int:
-    if progress.bytes_total <= 0:
-        return 50
-    return max(5, min(89, 5 + int(84 * progress.bytes_sent / progress.bytes_total)))
-
-
-def _copying(progress: TransferProgress) -> str:
-    left = max(0, progress.bytes_total - progress.bytes_sent)
-    rate = progress.mb_per_s
-    eta = f", {left / MB / rate:.0f} s left" if rate > 0 else ""
-    return (
-        f"copying: {progress.bytes_sent / MB:,.1f} of {progress.bytes_total / MB:,.1f} MB, "
-        f"{rate:,.0f} MB/s{eta}"
-    )
